@@ -1,0 +1,111 @@
+"""``amdfleet stacks``, ``amdfleet plan`` and ``amdfleet render``: a stack resolved into
+what would run, without provisioning anything."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from amdfleet.config import LoadedStack, load_stack_file, stack_names
+from amdfleet.plan import DeploymentPlan, plan
+from amdfleet.render import render_plan, shell_join, write_files
+
+
+@click.command("stacks")
+def stacks_command() -> None:
+    """List the stacks in stacks/ with what each runs."""
+    for name in stack_names():
+        loaded = load_stack_file(name)
+        click.echo(f"{name:32} {loaded.spec.description}")
+
+
+@click.command("plan")
+@click.argument("stack")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+def plan_command(stack: str, as_json: bool) -> None:
+    """Validate STACK and print its resolved plan: hosts, ranks, per-GPU memory budget,
+    image and command lines. Nothing is provisioned."""
+    loaded = load_stack_file(stack)
+    resolved = plan(loaded.spec)
+    if as_json:
+        click.echo(json.dumps(resolved.model_dump(mode="json"), indent=2, sort_keys=True))
+        return
+    click.echo(format_plan(loaded, resolved))
+
+
+@click.command("render")
+@click.argument("stack")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Directory to write the files into (created if missing).",
+)
+def render_command(stack: str, out_dir: Path) -> None:
+    """Write every launch script, env file, systemd unit and Dockerfile of STACK into
+    --out, with a manifest of content hashes. No secret is written."""
+    loaded = load_stack_file(stack)
+    files = render_plan(plan(loaded.spec))
+    for path in write_files(files, out_dir):
+        click.echo(str(path))
+
+
+def format_plan(loaded: LoadedStack, resolved: DeploymentPlan) -> str:
+    """A human-readable plan, as ``amdfleet plan`` prints it."""
+    p, m = resolved, resolved.memory
+    lines = [
+        f"stack       {p.stack}  ({loaded.source})",
+        f"            {p.description}",
+        f"accelerator {p.accelerator_name} ({p.arch}) × {len(p.nodes)} node(s) × "
+        f"{p.nodes[0].gpus} GPU(s)",
+        f"model       {p.model.name}: {p.model.checkpoint} [{p.model.precision}"
+        + (", quantized online from bf16" if p.model.online_quantization else "")
+        + f"], served as {p.model.served_name}",
+        f"engine      {p.engine} ({p.runtime}); image {p.image.image or '-'}"
+        + (" (built from source)" if p.image.build else ""),
+        f"parallelism tp={p.tp} pp={p.pp} dp={p.dp}"
+        + (f" backend={p.backend} master port {p.master_port}" if len(p.nodes) > 1 else ""),
+        f"serving     {p.endpoint}  max_model_len={p.serving.max_model_len} "
+        f"kv_cache={m.kv_dtype} max_num_seqs={p.serving.max_num_seqs or 'engine default'}",
+        "",
+        "memory per GPU (GiB)",
+        f"  usable      {m.usable_gib:8.2f}  ({m.gpu_memory_gib:g} × {m.utilization:g})",
+        f"  weights     {m.weights_gib:8.2f}",
+        f"  overhead    {m.overhead_gib:8.2f}  (runtime, activations, sampler)",
+        f"  KV cache    {m.kv_cache_gib:8.2f}  = {m.kv_capacity_tokens:,} tokens "
+        f"({m.kv_bytes_per_token:,} B/token); needs {m.required_kv_tokens:,}",
+        "",
+        "nodes",
+    ]
+    for node in p.nodes:
+        where = node.address or "<pending>"
+        if node.cluster_address and node.cluster_address != node.address:
+            where += f" (cluster {node.cluster_address})"
+        lines.append(f"  [{node.rank}] {node.host} {where} ({node.role})")
+        for key, value in node.env.items():
+            lines.append(f"      env {key}={value}")
+        for key, secret in node.secret_env.items():
+            lines.append(f"      env {key}=<secret {secret}>")
+        if node.ray_argv:
+            lines.append(f"      $ {shell_join(node.ray_argv)}")
+        lines.append(f"      $ {shell_join(node.argv)}")
+    lines += ["", "secrets"]
+    for ref in loaded.secrets:
+        state = (
+            "set (encrypted)"
+            if ref.present
+            else f"NOT SET: pulumi config set --secret {ref.key} <value>"
+        )
+        lines.append(f"  {ref.key}: {state}")
+    lines.append(f"startup deadline {p.startup_timeout_s} s")
+    if p.recipe_sources:
+        lines += ["", "recipe", *(f"  {source}" for source in p.recipe_sources)]
+    if p.warnings:
+        lines += ["", "warnings", *(f"  ! {w}" for w in p.warnings)]
+    return "\n".join(lines)
+
+
+COMMANDS: list[click.Command] = [stacks_command, plan_command, render_command]

@@ -1,0 +1,809 @@
+"""The stack schema: what a user writes in ``stacks/Pulumi.<stack>.yaml``.
+
+A stack file is an ordinary Pulumi stack configuration. Each section of
+:class:`StackSpec` is one structured config key in the ``amdfleet`` namespace
+(``amdfleet:fleet``, ``amdfleet:model``, ...). Secrets (the API key, the Hugging Face
+token) are separate keys set with ``pulumi config set --secret``; the schema only
+names them, so a stack file kept in a repository never holds a secret in plain text.
+
+This module is the only code that touches ``pulumi.Config``. The same schema is loaded
+without Pulumi by :func:`load_stack_file` (for ``amdfleet plan/render``): it reads the
+YAML, checks that secret keys are stored encrypted, and never decrypts them.
+
+Every model is frozen and ``extra="forbid"``: a typo'd key is an error that names the
+field path and suggests the nearest valid name.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from amdfleet.errors import ConfigError, ConfigIssue
+
+NAMESPACE = "amdfleet"
+STACKS_DIR = Path(__file__).resolve().parent.parent / "stacks"
+
+Precision = Literal["bf16", "fp8", "mxfp4"]
+EngineName = Literal["vllm", "sglang", "tgi"]
+Runtime = Literal["docker", "process"]
+
+_NAME_RE = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+_ENV_NAME_RE = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_CONFIG_KEY_RE = r"^[A-Za-z][A-Za-z0-9_]*$"
+_SIZE_RE = r"^[1-9][0-9]*[kmgKMG]?$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+
+# --- fleet -----------------------------------------------------------------------------
+
+
+class HostSpec(_Model):
+    """One host of an SSH fleet (bare metal you own or rent), or this machine."""
+
+    name: str = Field(
+        pattern=_NAME_RE,
+        description="Short unique label for the host (lowercase, digits, dashes); used in "
+        "resource names, logs and errors.",
+    )
+    connection: Literal["ssh", "local"] = Field(
+        "ssh",
+        description="'ssh' reaches the host over SSH; 'local' runs commands on the machine "
+        "that runs amdfleet (the `local` stack).",
+    )
+    address: str | None = Field(
+        None, description="IP address or DNS name the host is reached at (ssh only)."
+    )
+    port: int = Field(22, ge=1, le=65535, description="SSH port.")
+    user: str = Field("root", description="SSH user; needs docker access or sudo-less root.")
+    key_path: str | None = Field(
+        None,
+        description="Path to the SSH private key on the machine running amdfleet. The key "
+        "is read at connect time and never stored in state or outputs.",
+    )
+    host_key: str | None = Field(
+        None,
+        description="Pinned host key: a public key line ('ssh-ed25519 AAAA...') or an "
+        "OpenSSH fingerprint ('SHA256:...'). A host presenting another key is refused. "
+        "Get it with `ssh-keyscan -t ed25519 HOST | ssh-keygen -lf -`.",
+    )
+    private_address: str | None = Field(
+        None,
+        description="Address other nodes use to reach this one (the cluster network); "
+        "defaults to `address`.",
+    )
+    network_interface: str | None = Field(
+        None,
+        description="Interface carrying inter-node traffic; sets NCCL/GLOO_SOCKET_IFNAME "
+        "for multi-node engines.",
+    )
+    rdma_devices: tuple[str, ...] = Field(
+        (),
+        description="RDMA HCAs for RCCL (NCCL_IB_HCA), e.g. ['ionic_0', 'ionic_1']; empty "
+        "means RCCL picks (or falls back to TCP sockets).",
+    )
+
+    @model_validator(mode="after")
+    def _ssh_fields(self) -> HostSpec:
+        if self.connection == "ssh":
+            missing = [f for f in ("address", "key_path", "host_key") if not getattr(self, f)]
+            if missing:
+                raise ValueError(
+                    f"ssh host '{self.name}' needs {', '.join(missing)} "
+                    "(a pinned host_key is required: amdfleet never trusts a key on first use)"
+                )
+        if self.host_key is not None:
+            _check_host_key(self.host_key)
+        return self
+
+    @property
+    def cluster_address(self) -> str | None:
+        """The address other nodes use for this host."""
+        return self.private_address or self.address
+
+
+def _check_host_key(value: str) -> None:
+    if re.fullmatch(r"SHA256:[A-Za-z0-9+/]{43}=?", value):
+        return
+    parts = value.split()
+    key_types = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ssh-rsa")
+    if len(parts) >= 2 and parts[0] in key_types and re.fullmatch(r"[A-Za-z0-9+/]+=*", parts[1]):
+        return
+    raise ValueError(
+        f"host_key {value[:40]!r} is neither a public key line ('ssh-ed25519 AAAA...') "
+        "nor a 'SHA256:...' fingerprint"
+    )
+
+
+class CloudFleetSpec(_Model):
+    """Instances rented through a cloud provider's API."""
+
+    provider: Literal["digitalocean", "vultr", "hotaisle", "tensorwave"] = Field(
+        description="Cloud whose API creates the instances."
+    )
+    region: str = Field(min_length=1, description="Provider region or datacenter slug.")
+    plan: str = Field(min_length=1, description="Provider instance type / size slug.")
+    count: int = Field(1, ge=1, le=64, description="Number of instances (one per node).")
+    ssh_key_path: str = Field(
+        description="Private key whose public half is installed on the instances."
+    )
+    api_token_secret: str = Field(
+        pattern=_CONFIG_KEY_RE,
+        description="Name of the secret config key holding the provider API token.",
+    )
+
+
+class FleetSpec(_Model):
+    """Where the engine runs: SSH hosts, or cloud instances. Exactly one of the two."""
+
+    hosts: tuple[HostSpec, ...] = Field(
+        (), description="SSH (or local) hosts, one per node, rank 0 (the head) first."
+    )
+    cloud: CloudFleetSpec | None = Field(None, description="Cloud instances to create.")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> FleetSpec:
+        if bool(self.hosts) == (self.cloud is not None):
+            raise ValueError("set exactly one of fleet.hosts (SSH/local) or fleet.cloud")
+        names = [h.name for h in self.hosts]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"host names must be unique; repeated: {', '.join(dupes)}")
+        if any(h.connection == "local" for h in self.hosts) and len(self.hosts) > 1:
+            raise ValueError("a 'local' host cannot be combined with other hosts")
+        return self
+
+    @property
+    def node_count(self) -> int:
+        """How many nodes the fleet provides."""
+        return self.cloud.count if self.cloud else len(self.hosts)
+
+
+# --- what runs ---------------------------------------------------------------------------
+
+
+class Topology(_Model):
+    """The hardware shape the stack asks for; preflight checks the hosts match it."""
+
+    accelerator: str = Field(
+        description="Accelerator id from the catalog: mi300x, mi325x, mi350x, mi355x, or "
+        "cpu (vLLM's CPU backend, for the local stack)."
+    )
+    nodes: int = Field(1, ge=1, le=64, description="Number of nodes.")
+    gpus_per_node: int = Field(
+        8, ge=1, le=8, description="Accelerators used on each node (1, 2, 4 or 8)."
+    )
+
+
+class ModelArchitecture(_Model):
+    """Architecture numbers for a model the catalog does not know (memory math needs them)."""
+
+    params_b: float = Field(gt=0, description="Parameters, in billions.")
+    layers: int = Field(ge=1, description="Transformer layers.")
+    hidden: int = Field(ge=1, description="Hidden size.")
+    intermediate: int = Field(ge=1, description="MLP intermediate size.")
+    heads: int = Field(ge=1, description="Attention heads.")
+    kv_heads: int = Field(ge=1, description="Key/value heads (GQA groups).")
+    head_dim: int = Field(ge=1, description="Per-head dimension.")
+    vocab: int = Field(ge=1, description="Vocabulary size.")
+    max_context: int = Field(ge=1, description="Maximum context length, tokens.")
+
+
+class ModelSpec(_Model):
+    """The model to serve."""
+
+    id: str = Field(
+        min_length=1,
+        description="Catalog id (e.g. 'llama-3.3-70b-instruct') or a Hugging Face repo "
+        "(e.g. 'meta-llama/Llama-3.3-70B-Instruct'); a repo outside the catalog needs "
+        "`architecture`.",
+    )
+    precision: Precision = Field(
+        "bf16",
+        description="Weight precision: bf16, fp8 (gfx942/gfx950) or mxfp4 (gfx950 only).",
+    )
+    checkpoint: str | None = Field(
+        None,
+        description="Override the catalog checkpoint: a Hugging Face repo or an absolute "
+        "path on the hosts. A BF16 checkpoint with precision fp8 is quantized online "
+        "(`--quantization fp8`).",
+    )
+    revision: str | None = Field(
+        None, description="Hub revision (commit sha, tag or branch) to stage and serve."
+    )
+    served_name: str | None = Field(
+        None, description="Model name clients send; defaults to the checkpoint id."
+    )
+    architecture: ModelArchitecture | None = Field(
+        None, description="Architecture numbers for a model that is not in the catalog."
+    )
+
+
+class EngineSpec(_Model):
+    """The serving engine and how it is run."""
+
+    name: EngineName = Field("vllm", description="vllm, sglang or tgi.")
+    image: str | None = Field(
+        None, description="Container image; defaults to the catalog image for engine/arch."
+    )
+    version: str | None = Field(
+        None,
+        description="Engine version; picks the catalog image tag for it when `image` is not set.",
+    )
+    runtime: Runtime = Field(
+        "docker",
+        description="'docker' runs the image with ROCm device flags; 'process' runs the "
+        "engine executable directly with an env file.",
+    )
+    executable: str | None = Field(
+        None,
+        description="Engine command for the process runtime (e.g. '/opt/venv/bin/vllm'); "
+        "defaults to the engine's CLI name on PATH.",
+    )
+    recipe: bool = Field(
+        True,
+        description="Apply the catalog's recipe flags and env for (engine, arch, "
+        "precision); set false to pass only your own extra_args/extra_env.",
+    )
+    extra_args: tuple[str, ...] = Field(
+        (), description="Extra engine arguments, appended last (they win over the recipe)."
+    )
+    extra_env: dict[str, str] = Field(
+        default_factory=dict, description="Extra environment variables (override recipe)."
+    )
+    network: Literal["host", "bridge"] = Field(
+        "host",
+        description="Container network: 'host' (required for multi-node) or 'bridge' with "
+        "the serving port published.",
+    )
+    ipc: Literal["host", "private"] = Field(
+        "host", description="Container IPC namespace; 'private' uses `shm_size`."
+    )
+    shm_size: str = Field(
+        "16g", pattern=_SIZE_RE, description="Container /dev/shm size when ipc is private."
+    )
+    startup_timeout_s: int | None = Field(
+        None,
+        ge=30,
+        description="Deadline for /health after start; defaults to one sized to the model.",
+    )
+
+    @field_validator("extra_env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in value if not re.fullmatch(_ENV_NAME_RE, k)]
+        if bad:
+            raise ValueError(f"invalid environment variable name(s): {', '.join(bad)}")
+        return value
+
+
+class ParallelismSpec(_Model):
+    """How the model is split over the GPUs: tp × pp × dp must equal nodes × GPUs."""
+
+    tp: int = Field(1, ge=1, description="Tensor-parallel size.")
+    pp: int = Field(1, ge=1, description="Pipeline-parallel size (layers split in stages).")
+    dp: int = Field(1, ge=1, description="Data-parallel replicas.")
+    backend: Literal["mp", "ray"] = Field(
+        "mp",
+        description="vLLM multi-node executor: 'mp' (multiprocessing, --nnodes/--headless) "
+        "or 'ray' (a Ray cluster started first).",
+    )
+    master_port: int = Field(
+        29500, ge=1024, le=65535, description="Rendezvous port on the head node."
+    )
+    ray_port: int = Field(6379, ge=1024, le=65535, description="Ray GCS port (backend ray).")
+
+
+class ServingSpec(_Model):
+    """The OpenAI-compatible endpoint."""
+
+    host: str = Field("0.0.0.0", description="Address the engine listens on.")
+    port: int = Field(8000, ge=1, le=65535, description="Port the engine listens on.")
+    api_key_secret: str | None = Field(
+        "apiKey",
+        pattern=_CONFIG_KEY_RE,
+        description="Name of the secret config key with the API key clients must send "
+        "(`pulumi config set --secret apiKey ...`); null serves without authentication.",
+    )
+    max_model_len: int | None = Field(
+        None, ge=256, description="Maximum context per request; defaults to the model's."
+    )
+    max_num_seqs: int | None = Field(
+        None, ge=1, description="Maximum concurrent sequences; engine default if unset."
+    )
+    max_num_batched_tokens: int | None = Field(
+        None, ge=256, description="Tokens per scheduler step (vLLM)."
+    )
+    kv_cache_dtype: Literal["auto", "fp8"] = Field(
+        "auto", description="KV-cache dtype: 'auto' (model dtype) or 'fp8'."
+    )
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0.1, le=0.98, description="Fraction of GPU memory the engine may use."
+    )
+    min_full_context_seqs: int = Field(
+        1,
+        ge=1,
+        description="How many sequences at max_model_len the KV cache must hold at once; "
+        "the planner rejects a layout that cannot.",
+    )
+
+
+class ImageBuildSpec(_Model):
+    """Build the engine image on the head node (AITER + vLLM from source)."""
+
+    enabled: bool = Field(False, description="Build instead of pulling `engine.image`.")
+    base_image: str = Field("rocm/vllm-dev:nightly", description="Image the build starts FROM.")
+    aiter_ref: str = Field("dev/perf", description="AITER git ref to build.")
+    vllm_ref: str = Field("main", description="vLLM git ref to build.")
+    gfx_targets: tuple[str, ...] = Field(
+        (), description="PYTORCH_ROCM_ARCH targets; defaults to the accelerator's arch."
+    )
+    registry: str | None = Field(
+        None, description="Registry/repository to push the built image to (optional)."
+    )
+    tag: str | None = Field(None, description="Image tag; defaults to a content hash.")
+
+
+class WeightsSpec(_Model):
+    """Where weights are staged on every node."""
+
+    cache_dir: str = Field(
+        "/var/cache/amdfleet/huggingface",
+        description="Hugging Face cache directory, the same absolute path on every node; "
+        "mounted into containers.",
+    )
+    container_dir: str = Field(
+        "/root/.cache/huggingface",
+        description="Where cache_dir is mounted inside the engine container (HF_HOME there).",
+    )
+    hf_token_secret: str | None = Field(
+        None,
+        pattern=_CONFIG_KEY_RE,
+        description="Name of the secret config key holding a Hugging Face token; needed "
+        "for gated repos (meta-llama/*).",
+    )
+    local_path: str | None = Field(
+        None,
+        description="Weights already on the hosts at this absolute path (offline hosts); "
+        "nothing is downloaded.",
+    )
+    download_timeout_s: int = Field(
+        7200, ge=60, description="Deadline for staging the weights on a node."
+    )
+
+    @field_validator("cache_dir", "local_path", "container_dir")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError(f"must be an absolute path (same on every node), got {value!r}")
+        return value
+
+
+# --- verification -------------------------------------------------------------------------
+
+
+class BenchmarkScenario(_Model):
+    """One serving-benchmark run, like one `vllm bench serve` invocation."""
+
+    name: str = Field(pattern=_NAME_RE, description="Scenario label in reports.")
+    dataset: Literal["random", "sharegpt", "prompts"] = Field(
+        "random",
+        description="'random' prompts of exact token lengths, a ShareGPT json file, or a "
+        "file of fixed prompts (one per line).",
+    )
+    dataset_path: str | None = Field(
+        None, description="Path to the ShareGPT or prompts file (required for those)."
+    )
+    input_len: int = Field(1024, ge=1, description="Prompt tokens (random dataset).")
+    output_len: int = Field(128, ge=1, description="Generated tokens per request.")
+    range_ratio: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Length spread: lengths uniform in len×(1±ratio)."
+    )
+    num_prompts: int = Field(100, ge=1, description="Requests to send.")
+    max_concurrency: int | None = Field(
+        None, ge=1, description="Cap on in-flight requests (None = no cap)."
+    )
+    request_rate: float | None = Field(
+        None, gt=0, description="Arrival rate, requests/s (None = all at once)."
+    )
+    burstiness: float = Field(
+        1.0, gt=0, description="Gamma shape for arrivals; 1.0 is a Poisson process."
+    )
+    endpoint: Literal["completions", "chat"] = Field(
+        "completions", description="/v1/completions or /v1/chat/completions."
+    )
+    ignore_eos: bool = Field(True, description="Generate exactly output_len tokens.")
+    seed: int = Field(0, description="Seed for prompts and arrivals.")
+    baseline: str | None = Field(
+        None,
+        description="Catalog baseline for this scenario (overrides verification.baseline).",
+    )
+    min_output_throughput: float | None = Field(
+        None,
+        ge=0,
+        description="Minimum output tokens/s for this scenario (overrides the stack-wide "
+        "threshold; sweeps need one per load level).",
+    )
+
+    @model_validator(mode="after")
+    def _path_needed(self) -> BenchmarkScenario:
+        if self.dataset != "random" and not self.dataset_path:
+            raise ValueError(f"dataset '{self.dataset}' needs dataset_path")
+        return self
+
+
+class AccuracySpec(_Model):
+    """An accuracy check, scored as lm-evaluation-harness scores it."""
+
+    task: Literal["gsm8k"] = Field("gsm8k", description="Task (GSM8K, 5-shot).")
+    num_fewshot: int = Field(5, ge=0, le=8, description="Few-shot examples per prompt.")
+    limit: int | None = Field(
+        None, ge=1, description="Score only the first N test problems (quick checks)."
+    )
+    data_path: str | None = Field(
+        None,
+        description="Directory with GSM8K test.jsonl/train.jsonl; downloaded from the "
+        "public source when unset and online.",
+    )
+    concurrency: int = Field(32, ge=1, description="Requests in flight while scoring.")
+    max_tokens: int = Field(256, ge=1, description="Generation budget per problem.")
+
+
+class Thresholds(_Model):
+    """What the verification must meet for the stack to be marked ready."""
+
+    min_success_rate: float = Field(
+        1.0, ge=0, le=1, description="Minimum fraction of benchmark requests that succeed."
+    )
+    min_output_throughput: float | None = Field(
+        None, ge=0, description="Minimum output tokens/s (each scenario)."
+    )
+    max_p99_ttft_ms: float | None = Field(None, gt=0, description="Maximum p99 TTFT, ms.")
+    max_p99_tpot_ms: float | None = Field(None, gt=0, description="Maximum p99 TPOT, ms.")
+    min_flexible_accuracy: float | None = Field(
+        None, ge=0, le=1, description="Minimum GSM8K flexible-extract exact match."
+    )
+    min_strict_accuracy: float | None = Field(
+        None, ge=0, le=1, description="Minimum GSM8K strict-match exact match."
+    )
+
+
+class VerificationSpec(_Model):
+    """The gate between 'deployed' and 'ready'."""
+
+    enabled: bool = Field(True, description="Run verification after the engine is up.")
+    scenarios: tuple[BenchmarkScenario, ...] = Field(
+        (), description="Serving benchmarks to run, in order."
+    )
+    accuracy: AccuracySpec | None = Field(None, description="Accuracy check to run.")
+    thresholds: Thresholds = Field(default_factory=Thresholds, description="Pass/fail thresholds.")
+    baseline: str | None = Field(
+        None,
+        description="Catalog baseline id (a seed's published numbers) to compare against.",
+    )
+    request_timeout_s: float = Field(
+        600, gt=0, description="Per-request timeout during verification."
+    )
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> VerificationSpec:
+        names = [s.name for s in self.scenarios]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"scenario names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+
+class CampaignSpec(_Model):
+    """The benchmark campaign's lifetime."""
+
+    ttl_hours: float | None = Field(
+        None, gt=0, description="Planned lifetime; `amdfleet plan` shows the expiry."
+    )
+    on_expiry: Literal["warn", "destroy"] = Field(
+        "warn",
+        description="What the campaign tooling does past the TTL: warn, or run `pulumi destroy`.",
+    )
+    keep_weights: bool = Field(
+        False,
+        description="Keep the staged weights on destroy (faster next campaign); by "
+        "default destroy leaves nothing on the hosts.",
+    )
+    owner: str | None = Field(None, description="Who to ask before destroying.")
+
+
+class StackSpec(_Model):
+    """A whole stack: one `Pulumi.<stack>.yaml` under `stacks/`."""
+
+    name: str = Field(pattern=_NAME_RE, description="Stack name.")
+    description: str = Field("", description="One line saying what the stack runs.")
+    fleet: FleetSpec = Field(description="Hosts or cloud instances.")
+    topology: Topology = Field(description="Accelerator model and counts.")
+    model: ModelSpec = Field(description="The model to serve.")
+    engine: EngineSpec = Field(default_factory=EngineSpec, description="Serving engine.")
+    parallelism: ParallelismSpec = Field(
+        default_factory=ParallelismSpec, description="TP/PP/DP layout."
+    )
+    serving: ServingSpec = Field(default_factory=ServingSpec, description="Endpoint.")
+    image_build: ImageBuildSpec = Field(
+        default_factory=ImageBuildSpec, description="Optional image build."
+    )
+    weights: WeightsSpec = Field(default_factory=WeightsSpec, description="Weight staging.")
+    verification: VerificationSpec = Field(
+        default_factory=VerificationSpec, description="Benchmark + accuracy gate."
+    )
+    campaign: CampaignSpec = Field(
+        default_factory=CampaignSpec, description="Lifetime and teardown policy."
+    )
+
+    @property
+    def secret_keys(self) -> tuple[str, ...]:
+        """Names of the secret config keys this stack needs."""
+        keys = [self.serving.api_key_secret, self.weights.hf_token_secret]
+        if self.fleet.cloud:
+            keys.append(self.fleet.cloud.api_token_secret)
+        return tuple(k for k in keys if k)
+
+
+SECTIONS: tuple[str, ...] = tuple(
+    name for name in StackSpec.model_fields if name not in ("name", "description")
+)
+
+
+# --- loading -----------------------------------------------------------------------------
+
+
+class SecretRef(BaseModel):
+    """A secret config key: whether it is set (encrypted), never its value."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    present: bool
+
+
+class LoadedStack(BaseModel):
+    """A validated stack plus the state of the secrets it references."""
+
+    model_config = ConfigDict(frozen=True)
+
+    spec: StackSpec
+    source: str
+    secrets: tuple[SecretRef, ...]
+
+    @property
+    def missing_secrets(self) -> tuple[str, ...]:
+        """Secret keys the stack references but the stack file does not set."""
+        return tuple(s.key for s in self.secrets if not s.present)
+
+
+def stack_path(name_or_path: str, stacks_dir: Path = STACKS_DIR) -> Path:
+    """Resolve a stack name ('mi355x-llama70b') or a path to a stack file."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or "/" in name_or_path:
+        return candidate
+    return stacks_dir / f"Pulumi.{name_or_path}.yaml"
+
+
+def stack_names(stacks_dir: Path = STACKS_DIR) -> list[str]:
+    """Names of the stacks in ``stacks_dir``, sorted."""
+    return sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in stacks_dir.glob("Pulumi.*.yaml"))
+
+
+def load_stack_file(name_or_path: str, stacks_dir: Path = STACKS_DIR) -> LoadedStack:
+    """Load and validate a stack file without Pulumi.
+
+    Raises :class:`ConfigError` listing every problem (with field paths and hints) if the
+    file is missing, is not YAML, has unknown or mistyped keys, or stores a secret key
+    in plain text.
+    """
+    path = stack_path(name_or_path, stacks_dir)
+    if not path.is_file():
+        known = ", ".join(stack_names(stacks_dir)) or "none"
+        raise ConfigError(
+            [ConfigIssue("stack", f"no stack file at {path}", f"known stacks: {known}")]
+        )
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError([ConfigIssue("file", f"not valid YAML: {e}")], str(path)) from e
+    name = path.name.removeprefix("Pulumi.").removesuffix(".yaml").removesuffix(".yml")
+    values, secrets, issues = _split_config(document, source=str(path))
+    if issues:
+        raise ConfigError(issues, str(path))
+    spec = parse_stack(name, values, source=str(path))
+    refs = _secret_refs(spec, secrets, values, source=str(path))
+    return LoadedStack(spec=spec, source=str(path), secrets=refs)
+
+
+def parse_stack(name: str, sections: Mapping[str, Any], source: str = "") -> StackSpec:
+    """Validate the ``amdfleet:*`` sections of a stack into a :class:`StackSpec`."""
+    valid = (*SECTIONS, "description")
+    issues = [_unknown_key_issue(k, valid, prefix="") for k in sections if k not in valid]
+    data = {"name": name, **{k: v for k, v in sections.items() if k in valid}}
+    try:
+        spec = StackSpec.model_validate(data)
+    except ValidationError as e:
+        issues += _issues_from_validation(e, data)
+    if issues:
+        raise ConfigError(issues, source)
+    return spec
+
+
+def load_from_pulumi() -> tuple[StackSpec, dict[str, Any]]:
+    """Read the stack through ``pulumi.Config`` inside a Pulumi program.
+
+    Returns the spec and a mapping of secret key → ``pulumi.Output`` (secret). Raises
+    :class:`ConfigError` when a section is invalid or a referenced secret is not set,
+    before any resource is registered.
+    """
+    import pulumi
+
+    config = pulumi.Config(NAMESPACE)
+    sections = {k: config.get_object(k) for k in (*SECTIONS, "description")}
+    spec = parse_stack(pulumi.get_stack(), {k: v for k, v in sections.items() if v is not None})
+    secrets: dict[str, Any] = {}
+    issues = []
+    for key in spec.secret_keys:
+        value = config.get_secret(key)
+        if value is None:
+            issues.append(_missing_secret_issue(spec, key))
+        secrets[key] = value
+    if issues:
+        raise ConfigError(issues, f"stack {spec.name}")
+    return spec, secrets
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _split_config(
+    document: Any, source: str
+) -> tuple[dict[str, Any], dict[str, Any], list[ConfigIssue]]:
+    if not isinstance(document, dict) or not isinstance(document.get("config", {}), dict):
+        return {}, {}, [ConfigIssue("config", "the file must be a mapping with a 'config:' key")]
+    values: dict[str, Any] = {}
+    secure: dict[str, Any] = {}
+    issues: list[ConfigIssue] = []
+    for raw_key, value in (document.get("config") or {}).items():
+        namespace, _, key = str(raw_key).partition(":")
+        if namespace != NAMESPACE or not key:
+            issues.append(
+                ConfigIssue(
+                    str(raw_key),
+                    "keys must be in the 'amdfleet' namespace",
+                    f"write it as 'amdfleet:{key or namespace}'",
+                )
+            )
+            continue
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            secure[key] = value
+        else:
+            values[key] = value
+    return values, secure, issues
+
+
+def _secret_refs(
+    spec: StackSpec, secure: Mapping[str, Any], values: Mapping[str, Any], source: str
+) -> tuple[SecretRef, ...]:
+    plain = [k for k in spec.secret_keys if k in values]
+    if plain:
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    f"amdfleet:{k}",
+                    "secret is stored in plain text",
+                    f"remove it and run `pulumi config set --secret {k} <value>`",
+                )
+                for k in plain
+            ],
+            source,
+        )
+    return tuple(SecretRef(key=k, present=k in secure) for k in spec.secret_keys)
+
+
+def _missing_secret_issue(spec: StackSpec, key: str) -> ConfigIssue:
+    return ConfigIssue(
+        f"amdfleet:{key}",
+        "secret is referenced by the stack but not set",
+        f"run `pulumi config set --secret {key} <value> -s {spec.name}`",
+    )
+
+
+def _unknown_key_issue(key: str, valid: Iterable[str], prefix: str) -> ConfigIssue:
+    valid = list(valid)
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(valid)}"
+    return ConfigIssue(f"{prefix}{key}", "unknown key", hint)
+
+
+def _issues_from_validation(error: ValidationError, data: Mapping[str, Any]) -> list[ConfigIssue]:
+    issues = []
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        path = _format_loc(loc)
+        if item["type"] == "extra_forbidden":
+            parent_model = _model_at(loc[:-1], data)
+            valid = list(parent_model.model_fields) if parent_model else []
+            issues.append(_unknown_key_issue(str(loc[-1]), valid, prefix=_prefix(loc[:-1])))
+            continue
+        message = item["msg"].removeprefix("Value error, ")
+        value = item.get("input")
+        shown = "" if isinstance(value, dict | list) or value is None else f" (got {value!r})"
+        issues.append(ConfigIssue(path or "stack", message + shown, _hint_for(item)))
+    return issues
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _prefix(loc: tuple[Any, ...]) -> str:
+    text = _format_loc(loc)
+    return f"{text}." if text else ""
+
+
+def _model_at(loc: tuple[Any, ...], data: Mapping[str, Any]) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = StackSpec
+    for part in loc:
+        if model is None:
+            return None
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        model = _inner_model(field.annotation)
+    return model
+
+
+def _inner_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _hint_for(item: Mapping[str, Any]) -> str:
+    kind = item["type"]
+    ctx = item.get("ctx") or {}
+    if kind == "literal_error":
+        return f"use one of {ctx.get('expected', '')}"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return "use a whole number"
+    if kind in ("float_parsing", "float_type"):
+        return "use a number"
+    if kind in ("bool_parsing", "bool_type"):
+        return "use true or false"
+    bounds = {
+        "greater_than_equal": ">=",
+        "greater_than": ">",
+        "less_than_equal": "<=",
+        "less_than": "<",
+    }
+    if kind in bounds:
+        limit = next(iter(ctx.values()), "")
+        return f"use a value {bounds[kind]} {limit}"
+    if kind == "string_pattern_mismatch":
+        return f"it must match {ctx.get('pattern', '')}"
+    if kind == "missing":
+        return "add this key"
+    return ""

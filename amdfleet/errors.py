@@ -1,0 +1,140 @@
+"""The amdfleet error tree.
+
+Every error the project raises on purpose derives from :class:`AmdFleetError`, so the
+CLI and the Pulumi program can turn it into a clear message in one place. Each subclass
+carries the context a user needs to fix the problem (a field path, a host and command,
+a metric) and its ``str()`` is a complete message: what failed, where, and a hint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class AmdFleetError(Exception):
+    """Root of every error amdfleet raises on purpose."""
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem in a stack configuration: the field path, the value and a fix."""
+
+    path: str
+    message: str
+    hint: str = ""
+
+    def __str__(self) -> str:
+        text = f"{self.path}: {self.message}"
+        return f"{text} (hint: {self.hint})" if self.hint else text
+
+
+class ConfigError(AmdFleetError):
+    """A stack configuration is invalid; nothing has been provisioned.
+
+    Holds every issue found, so a user fixes them all in one pass.
+    """
+
+    def __init__(self, issues: Sequence[ConfigIssue], source: str = "") -> None:
+        self.issues = tuple(issues)
+        self.source = source
+        super().__init__(self._format())
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """The field paths of all issues, in order."""
+        return tuple(issue.path for issue in self.issues)
+
+    def _format(self) -> str:
+        where = f" in {self.source}" if self.source else ""
+        count = len(self.issues)
+        head = f"invalid stack configuration{where} ({count} problem{'s' * (count != 1)}):"
+        return "\n".join([head, *(f"  - {issue}" for issue in self.issues)])
+
+
+class PlanError(ConfigError):
+    """The configuration is well-formed but cannot be deployed as asked (parallelism,
+    memory, engine/hardware support). Raised by the planner before any remote action."""
+
+
+class RenderError(AmdFleetError):
+    """A template could not be rendered (a template bug or a missing value)."""
+
+
+class RemoteError(AmdFleetError):
+    """Something failed on a remote host."""
+
+    def __init__(self, host: str, message: str, hint: str = "") -> None:
+        self.host = host
+        self.hint = hint
+        text = f"[{host}] {message}"
+        super().__init__(f"{text}\n  hint: {hint}" if hint else text)
+
+
+class HostKeyMismatchError(RemoteError):
+    """The host presented a key other than the pinned one; the connection was refused."""
+
+
+class RemoteCommandError(RemoteError):
+    """A command on a host exited non-zero or timed out."""
+
+    def __init__(
+        self,
+        host: str,
+        command: str,
+        exit_code: int | None,
+        output_tail: str,
+        hint: str = "",
+    ) -> None:
+        self.command = command
+        self.exit_code = exit_code
+        self.output_tail = output_tail
+        status = "timed out" if exit_code is None else f"exited {exit_code}"
+        tail = (
+            "\n".join(f"    | {line}" for line in output_tail.splitlines()) or "    | (no output)"
+        )
+        message = f"command {status}: {command}\n  last lines of output:\n{tail}"
+        super().__init__(host, message, hint)
+
+
+class PreflightError(AmdFleetError):
+    """One or more hosts failed preflight checks; every failed check is listed."""
+
+    def __init__(self, failures: Sequence[tuple[str, str, str]]) -> None:
+        self.failures = tuple(failures)
+        lines = ["preflight failed:"]
+        for host, check, hint in self.failures:
+            lines.append(f"  - [{host}] {check}" + (f"\n      hint: {hint}" if hint else ""))
+        super().__init__("\n".join(lines))
+
+
+class CloudAPIError(AmdFleetError):
+    """A cloud provider's API refused or failed a request."""
+
+    def __init__(self, provider: str, operation: str, status: int | None, detail: str) -> None:
+        self.provider = provider
+        self.operation = operation
+        self.status = status
+        where = f"HTTP {status}" if status is not None else "no response"
+        super().__init__(f"{provider}: {operation} failed ({where}): {detail}")
+
+
+class EngineStartError(RemoteError):
+    """The engine did not become healthy before its deadline."""
+
+
+class VerificationFailed(AmdFleetError):
+    """A verification run did not meet the stack's thresholds.
+
+    ``failures`` holds (metric, expected, observed) for each failed threshold and
+    ``report`` the full verdict table.
+    """
+
+    def __init__(self, failures: Sequence[tuple[str, str, str]], report: str = "") -> None:
+        self.failures = tuple(failures)
+        self.report = report
+        lines = ["verification failed:"]
+        lines += [f"  - {m}: expected {e}, observed {o}" for m, e, o in self.failures]
+        if report:
+            lines += ["", report]
+        super().__init__("\n".join(lines))

@@ -1,0 +1,215 @@
+"""Renderers: a deployment plan to launch scripts, env files, units and Dockerfiles.
+
+One jinja2 environment with ``StrictUndefined`` (a missing value is an error, never an
+empty string), ``keep_trailing_newline`` and shell-quoting filters. Templates live in
+the top-level ``templates/`` directory. Output is deterministic: the same plan renders
+byte-identical files, and each file carries the SHA-256 of its own body in a header
+line, so a changed template shows up as a changed input in ``pulumi preview``.
+
+Secrets are never rendered. Scripts read them at run time from ``secrets.env``, which
+only the deployment provider writes on the host (mode 0600).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shlex
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from amdfleet.errors import RenderError
+from amdfleet.plan import DeploymentPlan, NodePlan
+
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+HASH_MARK = "amdfleet-content-hash: sha256:"
+_HASH_LINE = re.compile(rf"^(#\s*){re.escape(HASH_MARK)}[0-9a-f]{{64}}\n", re.MULTILINE)
+_ENV_REF = re.compile(r"^\$\{[A-Z_][A-Z0-9_]*\}$")
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    """One rendered file: its path relative to the output dir, content and mode."""
+
+    path: str
+    content: str
+    mode: int
+
+    @property
+    def sha256(self) -> str:
+        """The content hash recorded in the file's header line."""
+        return content_hash(self.content)
+
+
+def render_plan(plan: DeploymentPlan) -> list[RenderedFile]:
+    """Every file for ``plan``: per-node launch files, the Dockerfile if the image is
+    built, and a manifest listing each file's hash. Sorted by path."""
+    files = [f for node in plan.nodes for f in render_node(plan, node.rank)]
+    if plan.image.build:
+        files.append(render_dockerfile(plan))
+    files.append(_plan_json(plan))
+    files.append(_manifest(plan, files))
+    return sorted(files, key=lambda f: f.path)
+
+
+def render_node(plan: DeploymentPlan, rank: int) -> list[RenderedFile]:
+    """The launch script, env file and systemd unit for the node with ``rank``.
+
+    Paths are prefixed with ``node<rank>-<host>/``; on the host they live in
+    ``node.remote_dir``.
+    """
+    node = plan.nodes[rank]
+    prefix = f"node{rank}-{node.host}/"
+    context = _node_context(plan, node)
+    return [
+        _file(prefix + "launch.sh", "launch.sh.j2", context, 0o755),
+        _file(prefix + "engine.env", "engine.env.j2", context, 0o644),
+        _file(prefix + f"{plan.container_name}.service", "engine.service.j2", context, 0o644),
+    ]
+
+
+def render_dockerfile(plan: DeploymentPlan) -> RenderedFile:
+    """The AITER + vLLM Dockerfile for the plan's gfx targets."""
+    image = plan.image
+    if not image.build:
+        raise RenderError(f"stack {plan.stack} does not build an image")
+    context = {
+        "stack": plan.stack,
+        "base_image": image.base_image,
+        "aiter_ref": image.aiter_ref,
+        "vllm_ref": image.vllm_ref,
+        "gfx_targets": ";".join(image.gfx_targets),
+        "image": image.image,
+    }
+    name = "image/Dockerfile." + "-".join(image.gfx_targets)
+    return _file(name, "Dockerfile.aiter-vllm.j2", context, 0o644)
+
+
+def write_files(files: Iterable[RenderedFile], out_dir: Path) -> list[Path]:
+    """Write rendered files under ``out_dir`` with their modes; returns the paths."""
+    written = []
+    for rendered in files:
+        target = out_dir / rendered.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(rendered.content)
+        target.chmod(rendered.mode)
+        written.append(target)
+    return written
+
+
+def content_hash(content: str) -> str:
+    """SHA-256 of a rendered file's body (the file minus its hash header line)."""
+    return hashlib.sha256(_HASH_LINE.sub("", content, count=1).encode()).hexdigest()
+
+
+def shell_quote(value: object) -> str:
+    """Quote one shell word; a bare ``${NAME}`` reference stays expandable."""
+    text = str(value)
+    if _ENV_REF.match(text):
+        return f'"{text}"'
+    return shlex.quote(text)
+
+
+def shell_join(words: Iterable[object]) -> str:
+    """Quote and join shell words."""
+    return " ".join(shell_quote(w) for w in words)
+
+
+def shell_lines(words: Iterable[object], indent: str = "    ") -> str:
+    """Quote shell words, one ``--flag [value]`` per continuation line."""
+    lines: list[list[str]] = [[]]
+    for word in words:
+        text = str(word)
+        if text.startswith("-") and lines[-1]:
+            lines.append([])
+        lines[-1].append(shell_quote(text))
+    return f" \\\n{indent}".join(" ".join(line) for line in lines)
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    env.filters["sh"] = shell_quote
+    env.filters["shjoin"] = shell_join
+    env.filters["shlines"] = shell_lines
+    return env
+
+
+_ENV = _environment()
+
+
+def _file(path: str, template: str, context: Mapping[str, object], mode: int) -> RenderedFile:
+    try:
+        body = _ENV.get_template(template).render(**context)
+    except jinja2.TemplateError as e:
+        raise RenderError(f"rendering {template} for {path} failed: {e}") from e
+    return RenderedFile(path, _with_hash(body), mode)
+
+
+def _with_hash(body: str) -> str:
+    digest = hashlib.sha256(body.encode()).hexdigest()
+    line = f"# {HASH_MARK}{digest}\n"
+    if body.startswith("#!"):
+        first, _, rest = body.partition("\n")
+        return f"{first}\n{line}{rest}"
+    return line + body
+
+
+def _node_context(plan: DeploymentPlan, node: NodePlan) -> dict[str, object]:
+    argv = list(node.argv)
+    return {
+        "plan": plan,
+        "node": node,
+        "stack": plan.stack,
+        "nodes": len(plan.nodes),
+        "executable": argv[0],
+        "args": argv[1:],
+        "argv": argv,
+        "ray_argv": list(node.ray_argv),
+        "env": node.env,
+        "secret_names": sorted(node.secret_env),
+        "container": plan.container_name,
+        "remote_dir": node.remote_dir,
+        "mounts": _mounts(plan),
+        "ready_path": plan.ready_paths[0],
+    }
+
+
+def _mounts(plan: DeploymentPlan) -> list[str]:
+    mounts = [f"{plan.weights_cache_dir}:{plan.nodes[0].env['HF_HOME']}"]
+    local = plan.weights_local_path or (plan.model.checkpoint if plan.model.is_local_path else None)
+    if local:
+        mounts.append(f"{local}:{local}:ro")
+    return mounts
+
+
+def _plan_json(plan: DeploymentPlan) -> RenderedFile:
+    body = json.dumps(plan.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+    return RenderedFile("plan.json", body, 0o644)
+
+
+def _manifest(plan: DeploymentPlan, files: list[RenderedFile]) -> RenderedFile:
+    manifest = {
+        "stack": plan.stack,
+        "engine": plan.engine,
+        "runtime": plan.runtime,
+        "image": plan.image.image,
+        "endpoint": plan.endpoint,
+        "files": {f.path: {"sha256": f.sha256, "mode": oct(f.mode)} for f in files},
+    }
+    return RenderedFile(
+        "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n", 0o644
+    )
