@@ -98,8 +98,9 @@ class HostSpec(_Model):
             missing = [f for f in ("address", "key_path", "host_key") if not getattr(self, f)]
             if missing:
                 raise ValueError(
-                    f"ssh host '{self.name}' needs {', '.join(missing)} "
-                    "(a pinned host_key is required: amdfleet never trusts a key on first use)"
+                    f"ssh host '{self.name}' needs {', '.join(missing)} — add "
+                    f"{', '.join(missing)}; pin host_key with `ssh-keyscan -t ed25519 "
+                    "HOST | ssh-keygen -lf -` (amdfleet never trusts a key on first use)"
                 )
         if self.host_key is not None:
             _check_host_key(self.host_key)
@@ -119,8 +120,9 @@ def _check_host_key(value: str) -> None:
     if len(parts) >= 2 and parts[0] in key_types and re.fullmatch(r"[A-Za-z0-9+/]+=*", parts[1]):
         return
     raise ValueError(
-        f"host_key {value[:40]!r} is neither a public key line ('ssh-ed25519 AAAA...') "
-        "nor a 'SHA256:...' fingerprint"
+        f"host_key {value[:40]!r} is neither a public key line nor a fingerprint — use "
+        "'ssh-ed25519 AAAA...' or 'SHA256:<43 base64 chars>' from `ssh-keyscan HOST | "
+        "ssh-keygen -lf -`"
     )
 
 
@@ -153,13 +155,21 @@ class FleetSpec(_Model):
     @model_validator(mode="after")
     def _one_kind(self) -> FleetSpec:
         if bool(self.hosts) == (self.cloud is not None):
-            raise ValueError("set exactly one of fleet.hosts (SSH/local) or fleet.cloud")
+            raise ValueError(
+                "the fleet needs exactly one of hosts or cloud — list SSH/local hosts "
+                "under fleet.hosts, or describe instances under fleet.cloud"
+            )
         names = [h.name for h in self.hosts]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ValueError(f"host names must be unique; repeated: {', '.join(dupes)}")
+            raise ValueError(
+                f"host names must be unique; repeated: {', '.join(dupes)} — rename them"
+            )
         if any(h.connection == "local" for h in self.hosts) and len(self.hosts) > 1:
-            raise ValueError("a 'local' host cannot be combined with other hosts")
+            raise ValueError(
+                "a 'local' host cannot be combined with other hosts — use ssh hosts "
+                "for multi-node fleets"
+            )
         return self
 
     @property
@@ -282,7 +292,10 @@ class EngineSpec(_Model):
     def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
         bad = [k for k in value if not re.fullmatch(_ENV_NAME_RE, k)]
         if bad:
-            raise ValueError(f"invalid environment variable name(s): {', '.join(bad)}")
+            raise ValueError(
+                f"invalid environment variable name(s): {', '.join(bad)} — use letters, "
+                "digits and underscores, not starting with a digit"
+            )
         return value
 
 
@@ -384,7 +397,10 @@ class WeightsSpec(_Model):
     @classmethod
     def _absolute(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith("/"):
-            raise ValueError(f"must be an absolute path (same on every node), got {value!r}")
+            raise ValueError(
+                f"must be an absolute path, got {value!r} — use a path starting with '/' "
+                "that is the same on every node"
+            )
         return value
 
 
@@ -437,7 +453,10 @@ class BenchmarkScenario(_Model):
     @model_validator(mode="after")
     def _path_needed(self) -> BenchmarkScenario:
         if self.dataset != "random" and not self.dataset_path:
-            raise ValueError(f"dataset '{self.dataset}' needs dataset_path")
+            raise ValueError(
+                f"dataset '{self.dataset}' needs dataset_path — set it to the "
+                f"{self.dataset} file, or use dataset: random"
+            )
         return self
 
 
@@ -499,7 +518,9 @@ class VerificationSpec(_Model):
         names = [s.name for s in self.scenarios]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ValueError(f"scenario names must be unique; repeated: {', '.join(dupes)}")
+            raise ValueError(
+                f"scenario names must be unique; repeated: {', '.join(dupes)} — rename them"
+            )
         return self
 
 
@@ -615,13 +636,23 @@ def load_stack_file(name_or_path: str, stacks_dir: Path = STACKS_DIR) -> LoadedS
     try:
         document = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError([ConfigIssue("file", f"not valid YAML: {e}")], str(path)) from e
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    "file",
+                    f"not valid YAML: {e}",
+                    "indent with spaces (never tabs) and quote values containing ': '",
+                )
+            ],
+            str(path),
+        ) from e
     name = path.name.removeprefix("Pulumi.").removesuffix(".yaml").removesuffix(".yml")
     values, secrets, issues = _split_config(document, source=str(path))
     if issues:
         raise ConfigError(issues, str(path))
+    plain_secrets = {k: values.pop(k) for k in _declared_secret_keys(values) if k in values}
     spec = parse_stack(name, values, source=str(path))
-    refs = _secret_refs(spec, secrets, values, source=str(path))
+    refs = _secret_refs(spec, secrets, plain_secrets, source=str(path))
     return LoadedStack(spec=spec, source=str(path), secrets=refs)
 
 
@@ -692,6 +723,23 @@ def _split_config(
     return values, secure, issues
 
 
+def _declared_secret_keys(values: Mapping[str, Any]) -> set[str]:
+    """Secret key names the raw sections reference (before validation)."""
+
+    def field(section: str, name: str, default: str | None = None) -> Any:
+        raw = values.get(section)
+        return raw.get(name, default) if isinstance(raw, dict) else default
+
+    fleet = values.get("fleet")
+    cloud = fleet.get("cloud") if isinstance(fleet, dict) else None
+    names = {
+        field("serving", "api_key_secret", "apiKey"),
+        field("weights", "hf_token_secret"),
+        cloud.get("api_token_secret") if isinstance(cloud, dict) else None,
+    }
+    return {n for n in names if isinstance(n, str) and n not in SECTIONS}
+
+
 def _secret_refs(
     spec: StackSpec, secure: Mapping[str, Any], values: Mapping[str, Any], source: str
 ) -> tuple[SecretRef, ...]:
@@ -736,10 +784,12 @@ def _issues_from_validation(error: ValidationError, data: Mapping[str, Any]) -> 
             valid = list(parent_model.model_fields) if parent_model else []
             issues.append(_unknown_key_issue(str(loc[-1]), valid, prefix=_prefix(loc[:-1])))
             continue
-        message = item["msg"].removeprefix("Value error, ")
+        message, _, fix = item["msg"].removeprefix("Value error, ").partition(" — ")
         value = item.get("input")
         shown = "" if isinstance(value, dict | list) or value is None else f" (got {value!r})"
-        issues.append(ConfigIssue(path or "stack", message + shown, _hint_for(item)))
+        if fix:
+            shown = ""
+        issues.append(ConfigIssue(path or "stack", message + shown, fix or _hint_for(item)))
     return issues
 
 
@@ -806,4 +856,10 @@ def _hint_for(item: Mapping[str, Any]) -> str:
         return f"it must match {ctx.get('pattern', '')}"
     if kind == "missing":
         return "add this key"
-    return ""
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return "write a mapping (key: value lines) here"
+    if kind in ("list_type", "tuple_type"):
+        return "write a list here"
+    if kind in ("string_type", "str_type"):
+        return "write a string here"
+    return "see the field's description in amdfleet/config.py"

@@ -45,16 +45,20 @@ class ConfigError(AmdFleetError):
         """The field paths of all issues, in order."""
         return tuple(issue.path for issue in self.issues)
 
+    heading = "invalid stack configuration"
+
     def _format(self) -> str:
         where = f" in {self.source}" if self.source else ""
         count = len(self.issues)
-        head = f"invalid stack configuration{where} ({count} problem{'s' * (count != 1)}):"
+        head = f"{self.heading}{where} ({count} problem{'s' * (count != 1)}):"
         return "\n".join([head, *(f"  - {issue}" for issue in self.issues)])
 
 
 class PlanError(ConfigError):
     """The configuration is well-formed but cannot be deployed as asked (parallelism,
     memory, engine/hardware support). Raised by the planner before any remote action."""
+
+    heading = "stack cannot be deployed as written"
 
 
 class RenderError(AmdFleetError):

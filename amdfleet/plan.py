@@ -343,6 +343,16 @@ def _resolve_model(
             )
         )
         return None
+    if ckpt.gated and not spec.weights.hf_token_secret and not spec.weights.local_path:
+        issues.append(
+            ConfigIssue(
+                "weights.hf_token_secret",
+                f"{ckpt.repo} is gated on Hugging Face and the stack names no token secret",
+                "accept the licence on huggingface.co, set weights.hf_token_secret: hfToken "
+                "and run `pulumi config set --secret hfToken hf_...`; or stage the weights "
+                "yourself and set weights.local_path",
+            )
+        )
     arch = spec.model.architecture or info.arch
     linear, other = catalog.param_counts(arch)
     weight_bytes = int(linear * catalog.WEIGHT_BYTES[precision] + other * 2)
@@ -411,7 +421,13 @@ def _checkpoint(
             override, precision, (acc.arch,), gated=override.startswith("meta-llama/")
         )
     if not known.usable:
-        issues.append(ConfigIssue("model.checkpoint", f"{override}: {known.why_unusable}"))
+        issues.append(
+            ConfigIssue(
+                "model.checkpoint",
+                f"{override} does not run on ROCm: {known.why_unusable}",
+                f"use {known.use_instead} (or remove model.checkpoint to take the catalog's)",
+            )
+        )
         return None
     if acc.arch not in known.archs:
         issues.append(

@@ -37,6 +37,7 @@ class Checkpoint:
     gated: bool
     usable: bool = True
     why_unusable: str = ""
+    use_instead: str = ""
 
 
 @dataclass(frozen=True)
@@ -141,8 +142,8 @@ MODELS: dict[str, ModelInfo] = {
                     gated=True,
                     usable=False,
                     why_unusable="Meta's FP8 checkpoint uses FBGEMM row-wise FP8 kernels "
-                    "that vLLM provides only on NVIDIA GPUs; on ROCm use "
-                    "amd/Llama-3.1-405B-Instruct-FP8-KV",
+                    "that vLLM provides only on NVIDIA GPUs",
+                    use_instead="amd/Llama-3.1-405B-Instruct-FP8-KV",
                 ),
             ),
         ),

@@ -1,0 +1,57 @@
+"""The corpus of bad stacks: each is rejected before anything is provisioned, with an
+issue that names the field and says how to fix it.
+
+Each file in ``bad_stacks/`` states in its header what is wrong with it, the field path
+the error must name (``expect-path``) and text the error must contain
+(``expect-text``, in the message or the hint). Loading and planning are the only steps
+that run before the Pulumi program registers its first resource, so a stack rejected
+here never reaches a host.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from amdfleet.config import load_stack_file
+from amdfleet.errors import ConfigError
+from amdfleet.plan import plan
+
+CORPUS = Path(__file__).parent / "bad_stacks"
+FILES = sorted(CORPUS.glob("Pulumi.bad-*.yaml"))
+
+
+def _expectations(path: Path) -> tuple[str, str]:
+    header = path.read_text()
+    field = re.search(r"^# expect-path: (.+)$", header, re.MULTILINE)
+    text = re.search(r"^# expect-text: (.+)$", header, re.MULTILINE)
+    assert field and text, f"{path.name} lacks expect-path/expect-text lines"
+    return field.group(1).strip(), text.group(1).strip()
+
+
+def test_the_corpus_is_large_enough() -> None:
+    assert len(FILES) >= 30
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.name.removeprefix("Pulumi.bad-") for p in FILES])
+def test_bad_stack_is_rejected_naming_field_and_fix(path: Path) -> None:
+    field, text = _expectations(path)
+    with pytest.raises(ConfigError) as caught:
+        plan(load_stack_file(str(path)).spec)
+    error = caught.value
+    assert field in error.paths, f"expected an issue at {field!r}, got {error.paths}"
+    issue = next(i for i in error.issues if i.path == field)
+    assert text in f"{issue.message} {issue.hint}", str(error)
+    assert issue.hint, f"issue at {field} has no fix: {issue}"
+    stack = path.name.removeprefix("Pulumi.").removesuffix(".yaml")
+    assert stack in str(error), "the error names the stack"
+
+
+def test_every_issue_in_the_corpus_carries_a_hint() -> None:
+    for path in FILES:
+        try:
+            plan(load_stack_file(str(path)).spec)
+        except ConfigError as error:
+            assert all(issue.hint for issue in error.issues), f"{path.name}: {error}"

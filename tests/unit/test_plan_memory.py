@@ -1,0 +1,122 @@
+"""Planner memory math against the layouts the seeds report as working.
+
+Seed 003 (SGLang's cookbook, lines 22-26) lists the verified AMD layouts: on
+MI300X/MI325X 405B BF16 at TP8, 405B FP8 at TP4, 70B/8B at TP1; on MI355X 405B BF16 at
+TP4, 405B FP8 at TP2, 70B/8B at TP1. The planner must accept those and reject the next
+smaller TP. Contexts are stated per row: 70B BF16 at the full 128k context does not fit
+one MI300X (weights 131 GiB + 40 GiB of KV cache), which the planner reports.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from amdfleet.catalog import find_model, param_counts
+from amdfleet.config import parse_stack
+from amdfleet.errors import PlanError
+from amdfleet.plan import GIB, plan
+
+MODEL = {
+    "405b": "llama-3.1-405b-instruct",
+    "70b": "llama-3.3-70b-instruct",
+    "8b": "llama-3.1-8b-instruct",
+}
+
+
+def _spec(accelerator: str, model: str, precision: str, tp: int, context: int):  # type: ignore[no-untyped-def]
+    return parse_stack(
+        f"{accelerator}-{model}-{precision}-tp{tp}",
+        {
+            "fleet": {"hosts": [{"name": "h", "connection": "local"}]},
+            "topology": {"accelerator": accelerator, "gpus_per_node": tp},
+            "model": {"id": MODEL[model], "precision": precision},
+            "parallelism": {"tp": tp},
+            "serving": {"max_model_len": context},
+            "weights": {"hf_token_secret": "hfToken"},
+        },
+    )
+
+
+VERIFIED = [
+    ("mi300x", "405b", "bf16", 8, 131072),
+    ("mi300x", "405b", "fp8", 4, 131072),
+    ("mi325x", "405b", "bf16", 8, 131072),
+    ("mi325x", "405b", "fp8", 4, 131072),
+    ("mi355x", "405b", "bf16", 4, 131072),
+    ("mi355x", "405b", "fp8", 2, 131072),
+    ("mi300x", "70b", "bf16", 1, 32768),
+    ("mi300x", "70b", "fp8", 1, 131072),
+    ("mi300x", "8b", "bf16", 1, 131072),
+    ("mi355x", "70b", "bf16", 1, 131072),
+    ("mi355x", "70b", "fp8", 1, 131072),
+    ("mi355x", "70b", "mxfp4", 1, 131072),
+    ("mi355x", "8b", "fp8", 1, 131072),
+]
+
+TOO_SMALL = [
+    ("mi300x", "405b", "bf16", 4, 32768),
+    ("mi300x", "405b", "fp8", 2, 32768),
+    ("mi355x", "405b", "bf16", 2, 32768),
+    ("mi355x", "405b", "fp8", 1, 32768),
+    ("mi300x", "70b", "bf16", 1, 131072),
+]
+
+
+@pytest.mark.parametrize(("acc", "model", "precision", "tp", "context"), VERIFIED)
+def test_verified_layouts_fit(acc: str, model: str, precision: str, tp: int, context: int) -> None:
+    budget = plan(_spec(acc, model, precision, tp, context)).memory
+    assert budget.fits
+    assert budget.kv_capacity_tokens >= context
+    assert budget.weights_gib + budget.overhead_gib + budget.kv_cache_gib == pytest.approx(
+        budget.usable_gib, abs=0.02
+    )
+
+
+@pytest.mark.parametrize(("acc", "model", "precision", "tp", "context"), TOO_SMALL)
+def test_next_smaller_layout_is_rejected(
+    acc: str, model: str, precision: str, tp: int, context: int
+) -> None:
+    with pytest.raises(PlanError) as caught:
+        plan(_spec(acc, model, precision, tp, context))
+    issue = caught.value.issues[0]
+    assert issue.path == "parallelism"
+    assert "does not fit: needs" in issue.message and "GiB per GPU, has" in issue.message
+    assert "tp=" in issue.hint or "precision" in issue.hint or "max_model_len" in issue.hint
+
+
+def test_405b_fp8_weights_follow_the_arithmetic_not_seed_000() -> None:
+    """Seed 000 says ~210 GB for 405B FP8 over 8 GPUs (~26 GB each); 405.9 B parameters at
+    one byte (embeddings and LM head stay BF16) are ~410 GB, ~51 GB per GPU at TP8."""
+    arch = find_model("llama-3.1-405b-instruct").arch  # type: ignore[union-attr]
+    linear, other = param_counts(arch)
+    assert linear + other == pytest.approx(405.85e9, rel=1e-3)
+    budget = plan(_spec("mi325x", "405b", "fp8", 8, 32768)).memory
+    assert budget.weights_gib * GIB / 1e9 == pytest.approx((linear + 2 * other) / 8 / 1e9, rel=1e-3)
+    assert 50 < budget.weights_gib * GIB / 1e9 < 52
+
+
+def test_kv_cache_bytes_per_token() -> None:
+    """2 (K, V) × layers × KV heads per GPU × head dim × dtype bytes."""
+    budget = plan(_spec("mi355x", "70b", "fp8", 1, 32768)).memory
+    assert budget.kv_dtype == "fp8"  # the MI355X recipe sets --kv-cache-dtype fp8 (seed 002)
+    assert budget.kv_bytes_per_token == 2 * 80 * 8 * 128 * 1
+    budget = plan(_spec("mi300x", "405b", "bf16", 8, 32768)).memory
+    assert budget.kv_bytes_per_token == 2 * 126 * 1 * 128 * 2
+
+
+def test_suggestions_name_a_layout_that_fits() -> None:
+    with pytest.raises(PlanError) as caught:
+        plan(_spec("mi300x", "405b", "bf16", 4, 32768))
+    assert "use tp=8" in caught.value.issues[0].hint
+    plan(_spec("mi300x", "405b", "bf16", 8, 32768))  # the suggestion is itself valid
+
+
+def test_mi325x_follows_its_own_memory_not_seed_003() -> None:
+    """Seed 003 (line 23) groups MI325X with MI300X at "192GB" and calls MI355X "256GB";
+    MI325X has 256 GB and MI355X 288 GB. By the arithmetic 405B BF16 fits TP4 on MI325X
+    (189 GiB of weights in 230 GiB usable), so the planner accepts it, while seed 003's
+    TP8 for MI325X stays the verified default in the stacks."""
+    budget = plan(_spec("mi325x", "405b", "bf16", 4, 32768)).memory
+    assert budget.fits
+    assert budget.gpu_memory_gib == 256
+    assert plan(_spec("mi355x", "405b", "fp8", 2, 32768)).memory.gpu_memory_gib == 288

@@ -1,0 +1,162 @@
+"""Rendered files: deterministic, hashed, valid shell, and correct when executed.
+
+The process-runtime launch script is executed for real with a recording executable in
+place of the engine. The docker-runtime script is executed with a recording ``docker``
+on PATH: no Docker engine runs on this machine (see ENVIRONMENT.md), and the thing under
+test is the exact argv the script hands to docker, which the recorder captures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from amdfleet.config import load_stack_file, stack_names
+from amdfleet.errors import RenderError
+from amdfleet.plan import plan
+from amdfleet.render import _file, content_hash, render_node, render_plan, shell_quote, write_files
+from tests.unit.rendered import exec_argv, flag_value, node_file
+
+HERE = Path(__file__).parent
+RECORDER = """#!/bin/sh
+# Records its argv (one per line) and environment, then exits 0.
+for arg in "$@"; do printf '%s\\n' "$arg"; done > "$RECORD_DIR/argv"
+env > "$RECORD_DIR/env"
+"""
+
+
+@pytest.mark.parametrize("name", stack_names())
+def test_rendering_is_deterministic_and_hashed(name: str) -> None:
+    spec = load_stack_file(name).spec
+    first, second = render_plan(plan(spec)), render_plan(plan(spec))
+    assert [(f.path, f.content) for f in first] == [(f.path, f.content) for f in second]
+    manifest = json.loads(next(f for f in first if f.path == "manifest.json").content)
+    for rendered in first:
+        if rendered.path.endswith(".json"):
+            continue
+        assert f"amdfleet-content-hash: sha256:{rendered.sha256}" in rendered.content
+        assert manifest["files"][rendered.path]["sha256"] == rendered.sha256
+
+
+@pytest.mark.parametrize("name", stack_names())
+def test_scripts_are_valid_bash(name: str, tmp_path: Path) -> None:
+    files = render_plan(plan(load_stack_file(name).spec))
+    for path in write_files(files, tmp_path):
+        if path.name == "launch.sh":
+            subprocess.run(["bash", "-n", str(path)], check=True)
+
+
+def test_hash_changes_with_content() -> None:
+    files = render_node(plan(load_stack_file("local").spec), 0)
+    script = next(f for f in files if f.path.endswith("launch.sh"))
+    tampered = script.content.replace("--port", "--port-x")
+    assert content_hash(tampered) != script.sha256
+    assert content_hash(script.content) == script.sha256
+
+
+def test_missing_template_value_is_an_error() -> None:
+    with pytest.raises(RenderError, match="launch.sh.j2"):
+        _file("x/launch.sh", "launch.sh.j2", {}, 0o755)
+
+
+def test_no_secret_values_are_rendered(tmp_path: Path) -> None:
+    for name in stack_names():
+        for rendered in render_plan(plan(load_stack_file(name).spec)):
+            assert "secure:" not in rendered.content
+            assert "secrets.env" not in rendered.path
+
+
+def test_shell_quote_keeps_env_references_expandable() -> None:
+    assert shell_quote("${AMDFLEET_API_KEY}") == '"${AMDFLEET_API_KEY}"'
+    assert shell_quote("$(rm -rf /)") == "'$(rm -rf /)'"
+    assert shell_quote('{"a": [1]}') == "'{\"a\": [1]}'"
+
+
+def test_ray_head_waits_for_workers_and_workers_block() -> None:
+    deployment = plan(load_stack_file(str(HERE / "stacks/Pulumi.ray-2node.yaml")).spec)
+    files = {f.path: f for f in render_plan(deployment)}
+    head, worker = node_file(files, 0, "launch.sh"), node_file(files, 1, "launch.sh")
+    assert "--entrypoint bash" in head
+    inner = exec_argv(head)[-1]  # bash -c '<steps>'
+    assert "ray start --head --port 6380 --node-ip-address 10.0.0.1" in inner
+    assert '= "2" ]' in inner  # waits for both nodes to join
+    assert "--distributed-executor-backend ray" in " ".join(inner.split())
+    worker_argv = exec_argv(worker)
+    assert worker_argv[worker_argv.index("--entrypoint") + 1] == "ray"
+    assert worker_argv[-5:] == ["--address", "10.0.0.1:6380", "--node-ip-address", "10.0.0.2", "--block"]
+    assert "vllm" not in worker_argv
+
+
+def _local_stack_with(tmp_path: Path, executable: Path) -> Path:
+    document = yaml.safe_load((HERE.parent.parent / "stacks/Pulumi.local.yaml").read_text())
+    document["config"]["amdfleet:engine"]["executable"] = str(executable)
+    path = tmp_path / "Pulumi.local-recorded.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def _recorder(tmp_path: Path, name: str) -> Path:
+    path = tmp_path / "bin" / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(RECORDER)
+    path.chmod(0o755)
+    return path
+
+
+def test_process_launch_script_runs_engine_with_env_and_secrets(tmp_path: Path) -> None:
+    executable = _recorder(tmp_path, "vllm")
+    deployment = plan(load_stack_file(str(_local_stack_with(tmp_path, executable))).spec)
+    node_dir = tmp_path / "node"
+    for rendered in render_node(deployment, 0):
+        target = node_dir / Path(rendered.path).name
+        target.parent.mkdir(exist_ok=True)
+        target.write_text(rendered.content)
+        target.chmod(rendered.mode)
+    (node_dir / "secrets.env").write_text("AMDFLEET_API_KEY=k-123\nVLLM_API_KEY=k-123\n")
+    env = {"PATH": os.environ["PATH"], "RECORD_DIR": str(tmp_path)}
+    subprocess.run([str(node_dir / "launch.sh")], env=env, check=True, timeout=30)
+    argv = (tmp_path / "argv").read_text().splitlines()
+    assert argv == list(deployment.head.argv[1:])
+    recorded_env = dict(
+        line.split("=", 1) for line in (tmp_path / "env").read_text().splitlines() if "=" in line
+    )
+    for key, value in deployment.head.env.items():
+        assert recorded_env[key] == value
+    assert recorded_env["VLLM_API_KEY"] == "k-123"
+
+
+def test_process_launch_script_refuses_to_start_without_secrets(tmp_path: Path) -> None:
+    executable = _recorder(tmp_path, "vllm")
+    deployment = plan(load_stack_file(str(_local_stack_with(tmp_path, executable))).spec)
+    write_files(render_node(deployment, 0), tmp_path / "out")
+    script = next((tmp_path / "out").glob("node0-*/launch.sh"))
+    result = subprocess.run(
+        [str(script)], env={"PATH": os.environ["PATH"], "RECORD_DIR": str(tmp_path)},
+        capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode != 0
+    assert "secrets.env must set AMDFLEET_API_KEY" in result.stderr
+    assert not (tmp_path / "argv").exists()
+
+
+def test_docker_launch_script_passes_exact_argv_to_docker(tmp_path: Path) -> None:
+    recorder = _recorder(tmp_path, "docker")
+    deployment = plan(load_stack_file("mi355x-llama70b").spec)
+    write_files(render_node(deployment, 0), tmp_path / "out")
+    node_dir = next((tmp_path / "out").glob("node0-*"))
+    (node_dir / "secrets.env").write_text("AMDFLEET_API_KEY=k\nVLLM_API_KEY=k\n")
+    env = {"PATH": f"{recorder.parent}:{os.environ['PATH']}", "RECORD_DIR": str(tmp_path)}
+    subprocess.run([str(node_dir / "launch.sh")], env=env, check=True, timeout=30)
+    argv = (tmp_path / "argv").read_text().splitlines()
+    assert argv[:2] == ["run", "--rm"]
+    assert argv[argv.index("--entrypoint") + 1 :] == [
+        "vllm", deployment.image.image, *deployment.head.argv[1:]
+    ]
+    env_files = [argv[i + 1] for i, a in enumerate(argv) if a == "--env-file"]
+    assert [Path(p).name for p in env_files] == ["engine.env", "secrets.env"]
+    assert flag_value(argv, "--compilation-config").startswith('{"cudagraph_mode"')
