@@ -1,0 +1,184 @@
+"""The one seam through which amdfleet touches a host: the :class:`Connection` protocol.
+
+Pulumi dynamic providers receive a connection (SSH via :mod:`amdfleet.remote.ssh`, or the
+local machine via :mod:`amdfleet.remote.local`) and only ever call ``run``, ``put`` and
+``get`` on it. Both implementations share the result record, the output bookkeeping and the
+redaction rules defined here, so errors read the same whichever transport produced them.
+
+Redaction: every string a caller declares secret (the connection's ``secrets``, a call's
+``redact``, and the ``stdin`` text of that call) is replaced by ``***`` in any error text,
+including the echoed command and the last lines of output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Protocol, Self, runtime_checkable
+
+from amdfleet.errors import RemoteCommandError
+
+REDACTED = "***"
+TAIL_LINES = 20
+# Lines of stdin shorter than this are not redacted one by one: they are too likely to
+# match ordinary output ("1", "yes") and a secret that short is not a secret anyway.
+_MIN_REDACT_LEN = 4
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What one command did on a host: its exit code and its output.
+
+    ``output`` is stdout and stderr interleaved in the order they arrived, which is what a
+    person reading a failure wants; ``stdout``/``stderr`` are the separate streams.
+    """
+
+    host: str
+    command: str
+    exit_code: int
+    stdout: str
+    stderr: str
+    output: str = field(repr=False, default="")
+
+    @property
+    def ok(self) -> bool:
+        """True when the command exited 0."""
+        return self.exit_code == 0
+
+    def tail(self, n: int = TAIL_LINES) -> str:
+        """The last ``n`` lines of the combined output (stdout and stderr)."""
+        return tail_lines(self.output or self.stdout + self.stderr, n)
+
+
+@runtime_checkable
+class Connection(Protocol):
+    """An open session to one host. Every method has a bounded duration.
+
+    Implementations raise :class:`~amdfleet.errors.RemoteError` (or a subclass) for every
+    failure; they never leak transport exceptions.
+    """
+
+    @property
+    def host(self) -> str:
+        """The host label used in every error message."""
+        ...
+
+    def run(
+        self,
+        command: str,
+        *,
+        timeout: float,
+        check: bool = True,
+        stdin: str | None = None,
+        redact: Sequence[str] = (),
+    ) -> CommandResult:
+        """Run ``command`` with ``sh -c`` semantics and wait at most ``timeout`` seconds.
+
+        ``stdin`` is written to the command's standard input and then closed; pass secrets
+        this way, never in the command text. With ``check`` a non-zero exit raises
+        :class:`RemoteCommandError`; a timeout always raises it with ``exit_code=None``.
+        Secrets (``redact``, ``stdin`` and the connection's own) are masked in errors.
+        """
+        ...
+
+    def put(self, remote_path: str, content: bytes, *, mode: int, timeout: float = 60.0) -> None:
+        """Write ``content`` to ``remote_path`` atomically (temp file, chmod, rename).
+
+        Missing parent directories are created. Readers never see a partial file.
+        """
+        ...
+
+    def get(self, remote_path: str, *, timeout: float = 60.0) -> bytes | None:
+        """Return the content of ``remote_path``, or None when it does not exist."""
+        ...
+
+    def close(self) -> None:
+        """Release the session; idempotent."""
+        ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+class Redactor:
+    """Replaces known secret strings by ``***``; longest first so overlaps mask fully."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        unique = {s for s in secrets if s}
+        self._secrets = tuple(sorted(unique, key=len, reverse=True))
+
+    def with_call(self, redact: Sequence[str], stdin: str | None) -> Redactor:
+        """A redactor that also masks this call's ``redact`` strings and its stdin."""
+        extra = list(redact)
+        if stdin:
+            extra.append(stdin)
+            extra += [ln.strip() for ln in stdin.splitlines() if len(ln.strip()) >= _MIN_REDACT_LEN]
+        return Redactor([*self._secrets, *extra]) if extra else self
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, REDACTED)
+        return text
+
+
+class OutputCollector:
+    """Collects a command's stdout and stderr, keeping their arrival order for the tail."""
+
+    def __init__(self) -> None:
+        self._stdout: list[bytes] = []
+        self._stderr: list[bytes] = []
+        self._combined: list[bytes] = []
+
+    def add(self, chunk: bytes, *, stderr: bool = False) -> None:
+        """Record one chunk read from stdout (or stderr)."""
+        (self._stderr if stderr else self._stdout).append(chunk)
+        self._combined.append(chunk)
+
+    def result(self, host: str, command: str, exit_code: int) -> CommandResult:
+        """The finished command's record."""
+        return CommandResult(
+            host=host,
+            command=command,
+            exit_code=exit_code,
+            stdout=_decode(self._stdout),
+            stderr=_decode(self._stderr),
+            output=_decode(self._combined),
+        )
+
+    def tail(self, n: int = TAIL_LINES) -> str:
+        """The last lines received so far (used when a command times out)."""
+        return tail_lines(_decode(self._combined), n)
+
+
+def command_error(
+    result: CommandResult | None,
+    *,
+    host: str,
+    command: str,
+    redactor: Redactor,
+    output_tail: str = "",
+    hint: str = "",
+) -> RemoteCommandError:
+    """Build the error for a failed (``result``) or timed-out (``result=None``) command."""
+    exit_code = None if result is None else result.exit_code
+    tail = result.tail() if result is not None else output_tail
+    if not hint and result is None:
+        hint = "raise the timeout if the command is legitimately slow, or check the host load"
+    return RemoteCommandError(host, redactor(command), exit_code, redactor(tail), hint)
+
+
+def tail_lines(text: str, n: int) -> str:
+    """The last ``n`` lines of ``text`` (without a trailing newline)."""
+    lines = text.rstrip("\n").splitlines()
+    return "\n".join(lines[-n:]) if n > 0 else ""
+
+
+def _decode(chunks: list[bytes]) -> str:
+    return b"".join(chunks).decode("utf-8", errors="replace")

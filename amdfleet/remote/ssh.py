@@ -1,0 +1,583 @@
+"""SSH connections with pinned host keys: the only module that imports paramiko.
+
+Security rules, all enforced here:
+
+* The host key is pinned in the stack (``SshTarget.host_key``), either as a public-key
+  line (``ssh-ed25519 AAAA...``) or as an OpenSSH fingerprint (``SHA256:...``). A host
+  presenting any other key is refused with :class:`HostKeyMismatchError`. Unknown keys are
+  never accepted and ``~/.ssh/known_hosts`` is never read.
+* The private key is read from ``key_path`` inside :func:`connect` and is referenced by no
+  object this module returns; :class:`SshConnection` refuses to be pickled.
+* Every step is bounded: TCP connect, banner, key exchange, authentication, channel
+  opening, command execution and SFTP transfers each have a deadline.
+
+Usage::
+
+    target = SshTarget("node-1", "10.0.0.5", key_path="~/.ssh/id_ed25519",
+                       host_key="ssh-ed25519 AAAAC3Nz...")
+    with connect(target, timeout=10) as conn:
+        conn.run("hostname", timeout=10).stdout
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import posixpath
+import select
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, NoReturn, Self
+
+import paramiko
+
+from amdfleet.errors import HostKeyMismatchError, RemoteError
+from amdfleet.remote.connection import CommandResult, OutputCollector, Redactor, command_error
+
+DEFAULT_CONNECT_TIMEOUT = 10.0
+_READ_SIZE = 65536
+_POLL = 0.5
+# Host-key algorithms to offer first when the pinned key has this type (RSA keys are
+# negotiated under their signature-algorithm names).
+_KEY_ALGORITHMS = {
+    "ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"),
+}
+
+
+@dataclass(frozen=True)
+class PinnedKey:
+    """A parsed host-key pin: the key type when known, and its SHA256 fingerprint."""
+
+    fingerprint: str
+    key_type: str | None = None
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """Where and how to reach one host over SSH. Holds no secret, only a key *path*.
+
+    ``host`` is the label used in messages; ``host_key`` is the pinned public key line
+    or ``SHA256:`` fingerprint (see :func:`parse_host_key`).
+    """
+
+    host: str
+    address: str
+    port: int = 22
+    user: str = "root"
+    key_path: str = "~/.ssh/id_ed25519"
+    host_key: str = ""
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> SshTarget:
+        """Build a target from provider props (numbers arrive as floats there)."""
+        return cls(
+            host=str(data["host"]),
+            address=str(data["address"]),
+            port=int(data.get("port", 22)),
+            user=str(data.get("user", "root")),
+            key_path=str(data.get("key_path", "~/.ssh/id_ed25519")),
+            host_key=str(data.get("host_key", "")),
+        )
+
+    def as_mapping(self) -> dict[str, Any]:
+        """The target as plain provider props (the inverse of :meth:`from_mapping`)."""
+        return {
+            "host": self.host,
+            "address": self.address,
+            "port": self.port,
+            "user": self.user,
+            "key_path": self.key_path,
+            "host_key": self.host_key,
+        }
+
+
+def parse_host_key(text: str) -> PinnedKey:
+    """Parse a pin: ``<type> <base64> [comment]`` or ``SHA256:<base64>``.
+
+    Raises ValueError with a description of the accepted forms when ``text`` is neither.
+    """
+    text = text.strip()
+    if text.startswith("SHA256:") and len(text) > len("SHA256:"):
+        return PinnedKey(fingerprint=text)
+    fields = text.split()
+    if len(fields) >= 2:
+        blob = _decode_key_blob(fields[1])
+        if blob is not None and _blob_type(blob) == fields[0]:
+            return PinnedKey(fingerprint=fingerprint_of(blob), key_type=fields[0])
+    raise ValueError(
+        f"not a host key pin: {text[:60]!r}; expected a public key line "
+        "('ssh-ed25519 AAAA...') or an OpenSSH fingerprint ('SHA256:...')"
+    )
+
+
+def fingerprint_of(key_blob: bytes) -> str:
+    """The OpenSSH SHA256 fingerprint of a public key blob (as ``ssh-keygen -l`` prints)."""
+    digest = base64.b64encode(hashlib.sha256(key_blob).digest()).decode()
+    return "SHA256:" + digest.rstrip("=")
+
+
+def connect(
+    target: SshTarget,
+    *,
+    timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    secrets: Iterable[str] = (),
+) -> SshConnection:
+    """Open an authenticated SSH session to ``target``, checking its pinned host key.
+
+    ``timeout`` bounds each step (TCP connect, banner, key exchange, authentication).
+    ``secrets`` are masked as ``***`` in every error the connection raises later.
+
+    Raises HostKeyMismatchError when the host presents another key than the pinned one,
+    RemoteError when the host is unreachable, refuses the connection, is not an SSH
+    server, or rejects the key.
+    """
+    pin = _pin_of(target)
+    pkey = _load_private_key(target)
+    sock = _open_socket(target, timeout)
+    transport = paramiko.Transport(sock)
+    try:
+        _handshake(transport, target, pin, timeout)
+        _authenticate(transport, target, pkey, timeout)
+    except BaseException:
+        transport.close()
+        raise
+    return SshConnection(target, transport, Redactor(secrets))
+
+
+class SshConnection:
+    """An authenticated SSH session; each ``run`` opens a channel on it.
+
+    Safe to share between threads (paramiko multiplexes channels). Not picklable: build
+    it inside provider methods, never store it on a provider.
+    """
+
+    def __init__(self, target: SshTarget, transport: paramiko.Transport, redactor: Redactor):
+        self._target = target
+        self._transport = transport
+        self._redactor = redactor
+
+    @property
+    def host(self) -> str:
+        """The host label used in error messages."""
+        return self._target.host
+
+    @property
+    def target(self) -> SshTarget:
+        """Where this session is connected."""
+        return self._target
+
+    @property
+    def is_active(self) -> bool:
+        """False once the session has been closed or the connection dropped."""
+        return bool(self._transport.is_active())
+
+    def run(
+        self,
+        command: str,
+        *,
+        timeout: float,
+        check: bool = True,
+        stdin: str | None = None,
+        redact: Sequence[str] = (),
+    ) -> CommandResult:
+        """Run ``command`` on the host; see :meth:`Connection.run`.
+
+        Raises RemoteCommandError on a non-zero exit (with ``check``) or when ``timeout``
+        passes (``exit_code=None``; the remote command may keep running), RemoteError
+        when the connection drops. A command killed by a signal has ``exit_code == -1``.
+        """
+        redactor = self._redactor.with_call(redact, stdin)
+        deadline = time.monotonic() + timeout
+        collector = OutputCollector()
+        channel = self._open_channel(deadline, redactor, command)
+        with _watchdog(deadline, channel.close) as fired:
+            try:
+                exit_code = _exec(channel, command, stdin, collector, deadline)
+            except (paramiko.SSHException, OSError, EOFError) as e:
+                if not fired.is_set():
+                    self._lost(redactor(command), e)
+                exit_code = None
+            finally:
+                channel.close()
+        # The watchdog closing the channel makes a pending exit status read as -1.
+        if exit_code is None or (exit_code == -1 and fired.is_set()):
+            raise command_error(
+                None,
+                host=self.host,
+                command=command,
+                redactor=redactor,
+                output_tail=collector.tail(),
+            )
+        if exit_code == -1 and not self.is_active:
+            self._lost(redactor(command), None)
+        result = collector.result(self.host, command, exit_code)
+        if check and not result.ok:
+            raise command_error(result, host=self.host, command=command, redactor=redactor)
+        return result
+
+    def put(self, remote_path: str, content: bytes, *, mode: int, timeout: float = 60.0) -> None:
+        """Write ``content`` atomically over SFTP (temp file, chmod, posix-rename).
+
+        Missing parent directories are created (mode 0755). Raises RemoteError on any
+        failure or timeout; a failed put leaves no temp file behind when it can help it.
+        """
+        deadline = time.monotonic() + timeout
+        with self._sftp(deadline, f"write {remote_path}") as sftp:
+            _sftp_makedirs(sftp, posixpath.dirname(remote_path))
+            _sftp_write_atomic(sftp, remote_path, content, mode)
+
+    def get(self, remote_path: str, *, timeout: float = 60.0) -> bytes | None:
+        """Read a file over SFTP; None when it does not exist. Raises RemoteError."""
+        deadline = time.monotonic() + timeout
+        with self._sftp(deadline, f"read {remote_path}") as sftp:
+            try:
+                with sftp.open(remote_path, "rb") as f:
+                    f.prefetch()
+                    return bytes(f.read())
+            except FileNotFoundError:
+                return None
+
+    def close(self) -> None:
+        """Close the session; idempotent."""
+        self._transport.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError(
+            "an SshConnection cannot be pickled: open it inside the provider method "
+            "that needs it (dynamic providers are pickled with their attributes)"
+        )
+
+    def _open_channel(self, deadline: float, redactor: Redactor, command: str) -> paramiko.Channel:
+        try:
+            return self._transport.open_session(timeout=_remaining(deadline))
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            self._lost(redactor(command), e)
+
+    @contextlib.contextmanager
+    def _sftp(self, deadline: float, what: str) -> Iterator[paramiko.SFTPClient]:
+        channel: paramiko.Channel | None = None
+        fired = threading.Event()
+        try:
+            channel = self._transport.open_session(timeout=_remaining(deadline))
+            with _watchdog(deadline, channel.close) as fired:
+                channel.settimeout(_remaining(deadline))
+                channel.invoke_subsystem("sftp")
+                yield paramiko.SFTPClient(channel)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            self._sftp_failed(what, e, timed_out=fired.is_set())
+        finally:
+            if channel is not None:
+                channel.close()
+
+    def _sftp_failed(self, what: str, e: BaseException, *, timed_out: bool) -> NoReturn:
+        if timed_out or isinstance(e, TimeoutError):
+            raise RemoteError(
+                self.host,
+                f"timed out trying to {what}",
+                hint="raise the timeout for large files, or check the host and network",
+            ) from e
+        if not self.is_active:
+            self._lost(what, e)
+        reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
+        raise RemoteError(
+            self.host,
+            f"cannot {what}: {reason}",
+            hint=f"check that user {self._target.user!r} may write there and the disk is not full",
+        ) from e
+
+    def _lost(self, doing: str, cause: BaseException | None) -> NoReturn:
+        raise RemoteError(
+            self.host,
+            f"connection to {self._target.address}:{self._target.port} lost while running: {doing}",
+            hint="the host crashed, rebooted or the network dropped; reconnect and retry",
+        ) from cause
+
+
+def _exec(
+    channel: paramiko.Channel,
+    command: str,
+    stdin: str | None,
+    collector: OutputCollector,
+    deadline: float,
+) -> int | None:
+    """Execute on an open channel; the exit status, or None when the deadline passed."""
+    channel.exec_command(command)
+    _send_stdin(channel, stdin.encode() if stdin is not None else b"")
+    if not _drain(channel, collector, deadline):
+        return None
+    if not channel.status_event.wait(_remaining(deadline)):
+        return None
+    return int(channel.recv_exit_status())
+
+
+def _send_stdin(channel: paramiko.Channel, data: bytes) -> None:
+    """Send stdin then EOF; a command that exits without reading it is not an error."""
+    try:
+        if data:
+            channel.sendall(data)
+        channel.shutdown_write()
+    except (OSError, paramiko.SSHException):
+        if not (channel.closed or channel.eof_received or channel.exit_status_ready()):
+            raise
+
+
+def _drain(channel: paramiko.Channel, collector: OutputCollector, deadline: float) -> bool:
+    """Read stdout/stderr until the remote side closes them. False on deadline."""
+    fd = channel.fileno()
+    while True:
+        _read_ready(channel, collector)
+        if channel.eof_received or channel.closed:
+            _read_ready(channel, collector)
+            return True
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        select.select([fd], [], [], min(remaining, _POLL))
+
+
+def _read_ready(channel: paramiko.Channel, collector: OutputCollector) -> None:
+    while channel.recv_ready():
+        collector.add(channel.recv(_READ_SIZE))
+    while channel.recv_stderr_ready():
+        collector.add(channel.recv_stderr(_READ_SIZE), stderr=True)
+
+
+@contextlib.contextmanager
+def _watchdog(deadline: float, on_expiry: Any) -> Iterator[threading.Event]:
+    """Call ``on_expiry`` (closing a channel) if the block outlives ``deadline``.
+
+    paramiko waits without a timeout in a few places (exec and subsystem requests);
+    closing the channel from another thread is what unblocks them.
+    """
+    fired = threading.Event()
+
+    def expire() -> None:
+        fired.set()
+        on_expiry()
+
+    timer = threading.Timer(_remaining(deadline), expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield fired
+    finally:
+        timer.cancel()
+
+
+def _sftp_makedirs(sftp: paramiko.SFTPClient, directory: str) -> None:
+    if directory in ("", "/", "."):
+        return
+    try:
+        sftp.stat(directory)
+        return
+    except FileNotFoundError:
+        pass
+    _sftp_makedirs(sftp, posixpath.dirname(directory))
+    try:
+        sftp.mkdir(directory, 0o755)
+    except OSError:
+        sftp.stat(directory)  # created meanwhile by someone else: fine; otherwise re-raise
+
+
+def _sftp_write_atomic(sftp: paramiko.SFTPClient, path: str, content: bytes, mode: int) -> None:
+    directory, name = posixpath.split(path)
+    tmp = posixpath.join(directory, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with sftp.open(tmp, "wb") as f:
+            f.set_pipelined(True)
+            f.write(content)
+        sftp.chmod(tmp, mode)
+        sftp.posix_rename(tmp, path)
+    except BaseException:
+        _sftp_remove_quietly(sftp, tmp)
+        raise
+
+
+def _sftp_remove_quietly(sftp: paramiko.SFTPClient, path: str) -> None:
+    with contextlib.suppress(OSError, paramiko.SSHException, EOFError):
+        sftp.remove(path)
+
+
+def _pin_of(target: SshTarget) -> PinnedKey:
+    if not target.host_key:
+        raise RemoteError(
+            target.host,
+            "no pinned host key: refusing to connect to an unverified host",
+            hint=_keyscan_hint(target, None),
+        )
+    try:
+        return parse_host_key(target.host_key)
+    except ValueError as e:
+        raise RemoteError(target.host, str(e), hint=_keyscan_hint(target, None)) from e
+
+
+def _load_private_key(target: SshTarget) -> paramiko.PKey:
+    path = Path(target.key_path).expanduser()
+    try:
+        return paramiko.PKey.from_path(path)
+    except paramiko.PasswordRequiredException as e:
+        hint = "use an unencrypted deploy key (agents and passphrases are not supported)"
+        raise RemoteError(target.host, f"private key {path} is encrypted", hint=hint) from e
+    except (OSError, paramiko.SSHException, ValueError) as e:
+        raise RemoteError(
+            target.host,
+            f"cannot load private key {path}: {e}",
+            hint="key_path must name an OpenSSH private key (ssh-keygen -t ed25519)",
+        ) from e
+
+
+def _open_socket(target: SshTarget, timeout: float) -> socket.socket:
+    where = f"{target.address}:{target.port}"
+    try:
+        sock = socket.create_connection((target.address, target.port), timeout=timeout)
+    except TimeoutError as e:
+        raise RemoteError(
+            target.host,
+            f"connecting to {where} timed out after {timeout:g}s",
+            hint="the host is down or unreachable (network partition, firewall, wrong address)",
+        ) from e
+    except ConnectionRefusedError as e:
+        raise RemoteError(
+            target.host,
+            f"connection to {where} refused",
+            hint="sshd is not running on the host, or the port is wrong",
+        ) from e
+    except OSError as e:
+        raise RemoteError(
+            target.host,
+            f"cannot connect to {where}: {e.strerror or e}",
+            hint="check the address, the route to the host and that it is up",
+        ) from e
+    sock.settimeout(timeout)
+    # SSH sends many small packets; with Nagle + delayed ACK each channel open costs ~40 ms.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _handshake(
+    transport: paramiko.Transport, target: SshTarget, pin: PinnedKey, timeout: float
+) -> None:
+    transport.banner_timeout = timeout
+    transport.handshake_timeout = timeout
+    transport.auth_timeout = timeout
+    transport.channel_timeout = timeout
+    if pin.key_type:
+        _prefer_key_type(transport, pin.key_type)
+    try:
+        transport.start_client(timeout=timeout)
+    except (paramiko.SSHException, OSError, EOFError) as e:
+        raise RemoteError(
+            target.host,
+            f"SSH handshake with {target.address}:{target.port} failed: {e or type(e).__name__}",
+            hint="is this port an SSH server? the host may also be overloaded or dropping packets",
+        ) from e
+    _verify_host_key(transport, target, pin)
+
+
+def _prefer_key_type(transport: paramiko.Transport, key_type: str) -> None:
+    options = transport.get_security_options()
+    wanted = _KEY_ALGORITHMS.get(key_type, (key_type,))
+    supported = tuple(options.key_types)
+    first = tuple(k for k in wanted if k in supported)
+    options.key_types = first + tuple(k for k in supported if k not in first)
+
+
+def _verify_host_key(transport: paramiko.Transport, target: SshTarget, pin: PinnedKey) -> None:
+    key = transport.get_remote_server_key()
+    presented = fingerprint_of(key.asbytes())
+    if presented == pin.fingerprint:
+        return
+    raise HostKeyMismatchError(
+        target.host,
+        f"host key mismatch for {target.address}:{target.port}: expected {pin.fingerprint}"
+        f"{f' ({pin.key_type})' if pin.key_type else ''}, presented {presented} "
+        f"({key.get_name()}); connection refused",
+        hint=_keyscan_hint(target, key.get_name()),
+    )
+
+
+def _keyscan_hint(target: SshTarget, key_type: str | None) -> str:
+    scan_type = _keyscan_type(key_type)
+    scan = f"ssh-keyscan -p {target.port}{f' -t {scan_type}' if scan_type else ''} {target.address}"
+    return (
+        f"if the host was legitimately reinstalled, verify its key out of band and re-pin "
+        f"host_key with the line printed by `{scan}` (or its fingerprint: "
+        f"`{scan} | ssh-keygen -lf -`); otherwise treat this as a possible "
+        "man-in-the-middle"
+    )
+
+
+def _keyscan_type(key_type: str | None) -> str:
+    if key_type is None:
+        return ""
+    if key_type.startswith("rsa") or key_type == "ssh-rsa":
+        return "rsa"
+    if key_type.startswith("ecdsa"):
+        return "ecdsa"
+    return key_type.removeprefix("ssh-")
+
+
+def _authenticate(
+    transport: paramiko.Transport, target: SshTarget, pkey: paramiko.PKey, timeout: float
+) -> None:
+    try:
+        transport.auth_publickey(target.user, pkey)
+    except paramiko.AuthenticationException as e:
+        raise RemoteError(
+            target.host,
+            f"public-key authentication as {target.user!r} failed: {e}",
+            hint=f"add the public key of {target.key_path} to ~{target.user}/.ssh/authorized_keys "
+            "on the host, and check the user name",
+        ) from e
+    except (paramiko.SSHException, OSError, EOFError) as e:
+        raise RemoteError(
+            target.host,
+            f"authentication with {target.address}:{target.port} did not complete within "
+            f"{timeout:g}s: {e}",
+            hint="the host may be overloaded; retry, or raise the connect timeout",
+        ) from e
+    if not transport.is_authenticated():
+        raise RemoteError(
+            target.host,
+            f"the host requires more than a public key to log in as {target.user!r}",
+            hint="configure sshd for public-key-only authentication for this user",
+        )
+
+
+def _decode_key_blob(text: str) -> bytes | None:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _blob_type(blob: bytes) -> str | None:
+    if len(blob) < 4:
+        return None
+    length = int.from_bytes(blob[:4], "big")
+    if len(blob) < 4 + length:
+        return None
+    return blob[4 : 4 + length].decode("ascii", errors="replace")
+
+
+def _remaining(deadline: float) -> float:
+    return max(deadline - time.monotonic(), 0.001)

@@ -1,0 +1,75 @@
+"""Shared fixtures: real SSH hosts and the SDK's dynamic-provider host.
+
+``hostlab(n)`` boots ``n`` real SSH hosts (see tests/support/hostlab.py); every lab it
+made is torn down at the end of the session, and a lab may be closed earlier with
+``with hostlab(1) as lab:``. ``provider_host`` is a running ``python -m pulumi.dynamic``
+for this repository; ``program_driver`` runs Pulumi programs against it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.hostlab import HostLab, LabError, LabFactory
+from tests.support.program_driver import ProgramDriver
+from tests.support.pulumi_host import ProviderHost
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def hostlab() -> Iterator[LabFactory]:
+    """A factory: ``lab = hostlab(3)`` boots three SSH hosts for this session."""
+    _require_lab_prerequisites()
+    labs: list[HostLab] = []
+
+    def make(count: int = 1, *, mode: str | None = None) -> HostLab:
+        lab = HostLab.start(count, mode=mode)
+        labs.append(lab)
+        return lab
+
+    yield make
+    errors = []
+    for lab in reversed(labs):
+        try:
+            lab.close()
+        except LabError as e:
+            errors.append(str(e))
+    if errors:
+        pytest.fail("\n".join(errors), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def provider_host() -> Iterator[ProviderHost]:
+    """The SDK's dynamic-provider host, started with this repository as project root."""
+    with ProviderHost.start(REPO_ROOT, project="amdfleet", stack="test") as host:
+        host.configure({})
+        yield host
+
+
+@pytest.fixture
+def program_driver() -> Iterator[Callable[..., ProgramDriver]]:
+    """A factory of ProgramDriver (each with its own provider host), closed after the test."""
+    drivers: list[ProgramDriver] = []
+
+    def make(**kwargs: object) -> ProgramDriver:
+        kwargs.setdefault("project_root", REPO_ROOT)
+        driver = ProgramDriver(**kwargs)  # type: ignore[arg-type]
+        drivers.append(driver)
+        return driver
+
+    yield make
+    for driver in drivers:
+        driver.close()
+
+
+def _require_lab_prerequisites() -> None:
+    if not Path("/usr/sbin/sshd").exists() or not shutil.which("ip"):
+        pytest.skip("hostlab needs openssh-server and iproute2 (apt-get install -y ...)")
+    if os.geteuid() != 0:
+        pytest.skip("hostlab needs root (network namespaces, sshd as root)")

@@ -1,0 +1,423 @@
+"""Connections against real hosts: SSH to hostlab hosts, and the local machine."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from amdfleet.errors import HostKeyMismatchError, RemoteCommandError, RemoteError
+from amdfleet.remote.connection import Connection
+from amdfleet.remote.local import LocalConnection
+from amdfleet.remote.process import detached, is_running, stop_process_group
+from amdfleet.remote.ssh import SshConnection, connect, parse_host_key
+from tests.support.hostlab import HostLab, LabFactory, require_netns, sweep_stale_labs
+
+SECRET = "s3cr3t-T0KEN-value"
+
+
+@pytest.fixture(scope="module")
+def lab(hostlab: LabFactory) -> HostLab:
+    """Three hosts shared by the non-destructive tests of this module."""
+    return hostlab(3)
+
+
+@pytest.fixture
+def conn(lab: HostLab) -> Iterator[SshConnection]:
+    with lab.connect(0) as c:
+        yield c
+
+
+@pytest.fixture
+def local() -> LocalConnection:
+    return LocalConnection()
+
+
+def _elapsed(fn: Callable[[], object]) -> float:
+    t0 = time.monotonic()
+    fn()
+    return time.monotonic() - t0
+
+
+def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)  # poll interval of a deadline-bounded wait
+
+
+# -- running commands ----------------------------------------------------------------
+
+
+@pytest.mark.netns
+def test_each_host_has_its_own_hostname_home_and_tmp(lab: HostLab) -> None:
+    require_netns(lab)
+    names = []
+    for i in range(len(lab)):
+        with lab.connect(i) as c:
+            c.run(f"echo {i} >/tmp/whoami", timeout=10)
+            out = c.run("hostname; echo $HOME; cat /tmp/whoami", timeout=10).stdout.split()
+            names.append(out[0])
+            assert out[1:] == ["/root", str(i)]
+    assert names == [h.name for h in lab]
+
+
+@pytest.mark.netns
+def test_exit_codes_and_check(conn: SshConnection) -> None:
+    result = conn.run("echo out; echo err >&2; exit 3", timeout=10, check=False)
+    assert (result.exit_code, result.ok) == (3, False)
+    assert (result.stdout, result.stderr) == ("out\n", "err\n")
+    with pytest.raises(RemoteCommandError) as info:
+        conn.run("echo first; seq 1 50; exit 7", timeout=10)
+    err = info.value
+    assert (err.host, err.exit_code) == ("host0", 7)
+    assert err.output_tail.splitlines()[-1] == "50"
+    assert "first" not in err.output_tail  # only the last lines are kept
+    assert "[host0] command exited 7: echo first" in str(err)
+
+
+@pytest.mark.netns
+def test_combined_output_keeps_arrival_order(conn: SshConnection) -> None:
+    result = conn.run("echo a; sleep 0.05; echo b >&2; sleep 0.05; echo c", timeout=10)
+    assert result.tail(3) == "a\nb\nc"
+    assert result.tail(1) == "c"
+
+
+@pytest.mark.netns
+def test_stdin_reaches_the_command(conn: SshConnection) -> None:
+    assert conn.run("cat", stdin="line 1\nline 2\n", timeout=10).stdout == "line 1\nline 2\n"
+    # Without stdin the command sees EOF at once instead of hanging.
+    assert conn.run("cat; echo done", timeout=10).stdout == "done\n"
+
+
+@pytest.mark.netns
+def test_timeout_is_bounded_and_connection_survives(conn: SshConnection) -> None:
+    t0 = time.monotonic()
+    with pytest.raises(RemoteCommandError) as info:
+        conn.run("echo before; sleep 30", timeout=0.5)
+    assert time.monotonic() - t0 < 2.5
+    assert info.value.exit_code is None
+    assert "timed out" in str(info.value)
+    assert "before" in info.value.output_tail
+    assert conn.run("echo still-here", timeout=10).stdout == "still-here\n"
+
+
+@pytest.mark.netns
+def test_many_concurrent_commands_share_one_session(conn: SshConnection) -> None:
+    results: list[str] = []
+
+    def work(i: int) -> None:
+        results.append(conn.run(f"echo {i}", timeout=20).stdout.strip())
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(results, key=int) == [str(i) for i in range(12)]
+
+
+# -- files ---------------------------------------------------------------------------
+
+
+@pytest.mark.netns
+def test_put_get_atomic_with_mode(lab: HostLab, conn: SshConnection) -> None:
+    path = "/opt/amdfleet/conf.d/engine.env"
+    conn.put(path, b"A=1\n", mode=0o600)
+    first_inode = conn.run(f"stat -c %i {path}", timeout=10).stdout
+    conn.put(path, b"A=2\n" * 10000, mode=0o640)
+    assert conn.get(path) == b"A=2\n" * 10000
+    stat = conn.run(f"stat -c '%a %i' {path}; ls -A /opt/amdfleet/conf.d", timeout=10).stdout
+    mode, inode, *listing = stat.split()
+    assert mode == "640"
+    assert inode != first_inode.strip()  # replaced by rename, never rewritten in place
+    assert listing == ["engine.env"]  # no temp file left behind
+    assert conn.get("/opt/amdfleet/missing") is None
+    if lab.netns:
+        assert lab[0].path(path).read_bytes().startswith(b"A=2\n")
+
+
+@pytest.mark.netns
+def test_put_into_unwritable_place_is_a_remote_error(conn: SshConnection) -> None:
+    with pytest.raises(RemoteError) as info:
+        conn.put("/proc/amdfleet/x.conf", b"x", mode=0o644)
+    assert "[host0] cannot write /proc/amdfleet/x.conf" in str(info.value)
+
+
+# -- host keys and reachability ------------------------------------------------------
+
+
+@pytest.mark.netns
+def test_pinned_key_of_another_host_is_refused(lab: HostLab) -> None:
+    wrong = lab.target(1, host_key=lab[0].host_key)
+    with pytest.raises(HostKeyMismatchError) as info:
+        connect(wrong, timeout=5)
+    text = str(info.value)
+    assert text.startswith("[host1] host key mismatch")
+    assert parse_host_key(lab[0].host_key).fingerprint in text  # expected
+    assert parse_host_key(lab[1].host_key).fingerprint in text  # presented
+    assert f"ssh-keyscan -p {lab[1].port} -t ed25519 {lab[1].address}" in info.value.hint
+
+
+@pytest.mark.netns
+def test_fingerprint_pins_work_and_are_checked(lab: HostLab) -> None:
+    fingerprint = parse_host_key(lab[2].host_key).fingerprint
+    keygen = subprocess.run(
+        ["ssh-keygen", "-lf", "-"], input=lab[2].host_key, capture_output=True, text=True
+    )
+    assert fingerprint in keygen.stdout  # same form as OpenSSH prints
+    with connect(lab.target(2, host_key=fingerprint), timeout=5) as c:
+        assert c.run("echo ok", timeout=10).stdout == "ok\n"
+    other = parse_host_key(lab[0].host_key).fingerprint
+    with pytest.raises(HostKeyMismatchError):
+        connect(lab.target(2, host_key=other), timeout=5)
+
+
+@pytest.mark.netns
+def test_unpinned_or_malformed_key_is_refused(lab: HostLab) -> None:
+    for pin in ("", "ssh-ed25519 not-base64!", "AAAA"):
+        with pytest.raises(RemoteError) as info:
+            connect(lab.target(0, host_key=pin), timeout=5)
+        assert "ssh-keyscan" in info.value.hint
+
+
+@pytest.mark.netns
+def test_refused_port_and_wrong_client_key(lab: HostLab, tmp_path: Path) -> None:
+    with pytest.raises(RemoteError, match="refused"):
+        connect(lab.target(0, port=2222), timeout=5)
+    key = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    with pytest.raises(RemoteError) as info:
+        connect(lab.target(0, key_path=str(key)), timeout=5)
+    assert "authentication as 'root' failed" in str(info.value)
+    assert "authorized_keys" in info.value.hint
+    with pytest.raises(RemoteError, match="cannot load private key"):
+        connect(lab.target(0, key_path=str(tmp_path / "absent")), timeout=5)
+
+
+@pytest.mark.netns
+def test_partitioned_host_is_unreachable_within_the_timeout(hostlab: LabFactory) -> None:
+    with hostlab(1) as lab:
+        require_netns(lab)
+        lab.partition(0)
+        t0 = time.monotonic()
+        with pytest.raises(RemoteError) as info:
+            connect(lab.target(0), timeout=1.0)
+        assert time.monotonic() - t0 < 2.0
+        assert "timed out" in str(info.value) and "partition" in info.value.hint
+        lab.heal(0)
+        with lab.connect(0, timeout=5) as c:
+            assert c.run("hostname", timeout=10).stdout == "host0\n"
+
+
+@pytest.mark.netns
+def test_partition_during_a_command_times_out(hostlab: LabFactory) -> None:
+    with hostlab(1) as lab:
+        require_netns(lab)
+        with lab.connect(0) as c:
+            lab.partition(0)
+            t0 = time.monotonic()
+            with pytest.raises(RemoteError):
+                c.run("hostname", timeout=1.0)
+            assert time.monotonic() - t0 < 2.5
+
+
+@pytest.mark.netns
+def test_crash_mid_command_then_reboot(hostlab: LabFactory) -> None:
+    with hostlab(1) as lab:
+        require_netns(lab)
+        outcome: list[BaseException] = []
+        c = lab.connect(0)
+
+        def long_command() -> None:
+            try:
+                c.run("touch /tmp/started; sleep 30", timeout=20)
+            except BaseException as e:
+                outcome.append(e)
+
+        worker = threading.Thread(target=long_command)
+        worker.start()
+        _wait_for(lambda: lab[0].path("/tmp/started").exists(), 10, "the command to start")
+        t0 = time.monotonic()
+        lab.crash(0)
+        worker.join(10)
+        assert not worker.is_alive() and time.monotonic() - t0 < 5
+        assert type(outcome[0]) is RemoteError  # connection lost, not a timeout
+        assert "lost while running" in str(outcome[0])
+        c.close()
+        lab.reboot(0)
+        with lab.connect(0) as again:
+            procs = again.run("ls /proc | grep -c '^[0-9]'", timeout=10).stdout
+            assert int(procs) < 10  # sleep 30 died with the host
+            assert again.run("ls /tmp/started", timeout=10).ok  # files stay
+
+
+# -- background processes --------------------------------------------------------------
+
+
+def _detached_cycle(c: Connection, base: str) -> None:
+    log, pid = f"{base}/logs/server.log", f"{base}/run/server.pid"
+    started = _elapsed(lambda: c.run(detached("echo hello; exec sleep 300", log, pid), timeout=10))
+    assert started < 2.0
+    assert c.run(is_running(pid), timeout=10, check=False).exit_code == 0
+    _wait_for(lambda: c.get(log) == b"hello\n", 10, "the log line")
+    stopped = _elapsed(lambda: c.run(stop_process_group(pid, grace=5), timeout=15))
+    assert stopped < 3.0
+    assert c.run(is_running(pid), timeout=10, check=False).exit_code == 1
+    assert c.get(pid) is None
+    c.run(stop_process_group(pid), timeout=15)  # idempotent once gone
+
+
+def _stubborn_cycle(c: Connection, base: str) -> None:
+    pid = f"{base}/stubborn.pid"
+    c.run(detached("trap '' TERM; sleep 300 & sleep 300", f"{base}/stubborn.log", pid), timeout=10)
+    _wait_for(lambda: c.get(pid) is not None, 10, "the pid file")
+    took = _elapsed(lambda: c.run(stop_process_group(pid, grace=0.5), timeout=15))
+    assert took < 5.0
+    assert c.run(is_running(pid), timeout=10, check=False).exit_code == 1
+
+
+@pytest.mark.netns
+def test_detached_process_returns_at_once_and_stops(conn: SshConnection) -> None:
+    _detached_cycle(conn, "/opt/detached")
+    _stubborn_cycle(conn, "/opt/detached")
+
+
+# -- redaction -------------------------------------------------------------------------
+
+
+def _redaction_cases(c: Connection) -> None:
+    with pytest.raises(RemoteCommandError) as info:
+        c.run("cat; exit 1", stdin=f"{SECRET}\n", timeout=10)
+    assert SECRET not in str(info.value) and "***" in info.value.output_tail
+    with pytest.raises(RemoteCommandError) as info:
+        c.run(f"echo token={SECRET}; exit 2", redact=[SECRET], timeout=10)
+    assert SECRET not in str(info.value)
+    assert "echo token=***" in info.value.command and "token=***" in info.value.output_tail
+    with pytest.raises(RemoteCommandError) as info:
+        c.run(f"sleep 5 # {SECRET}", redact=[SECRET], timeout=0.3)
+    assert SECRET not in str(info.value)
+
+
+@pytest.mark.netns
+def test_secrets_are_redacted_in_errors(lab: HostLab) -> None:
+    with connect(lab.target(1), timeout=5) as c:
+        _redaction_cases(c)
+    with connect(lab.target(1), timeout=5, secrets=[SECRET]) as c:
+        with pytest.raises(RemoteCommandError) as info:
+            c.run(f"echo {SECRET} >&2; false", timeout=10)
+        assert SECRET not in str(info.value) and "***" in str(info.value)
+
+
+# -- the local machine ---------------------------------------------------------------
+
+
+def test_local_runs_commands_with_the_same_contract(local: LocalConnection) -> None:
+    assert isinstance(local, Connection)
+    result = local.run("echo out; echo err >&2; exit 3", timeout=10, check=False)
+    assert (result.exit_code, result.stdout, result.stderr) == (3, "out\n", "err\n")
+    assert local.run("cat", stdin="x\ny\n", timeout=10).stdout == "x\ny\n"
+    with pytest.raises(RemoteCommandError) as info:
+        local.run("seq 1 40; exit 4", timeout=10)
+    assert (info.value.host, info.value.exit_code) == ("local", 4)
+    assert info.value.output_tail.splitlines()[-1] == "40"
+
+
+def test_local_timeout_kills_the_process_group(local: LocalConnection) -> None:
+    t0 = time.monotonic()
+    with pytest.raises(RemoteCommandError) as info:
+        local.run("sleep 300 & echo child=$!; sleep 30", timeout=0.5)
+    assert time.monotonic() - t0 < 2.0 and info.value.exit_code is None
+    child = info.value.output_tail.split("child=")[1].split()[0]
+    # The background child was killed with its group: gone, or a zombie nobody reaps.
+    stat = Path(f"/proc/{child}/stat")
+
+    def dead() -> bool:
+        try:
+            return stat.read_text().rsplit(") ", 1)[1].startswith(("Z", "X"))
+        except FileNotFoundError:
+            return True
+
+    _wait_for(dead, 5, "the killed child to die")  # SIGKILL is delivered asynchronously
+
+
+def test_local_put_get_atomic_with_mode(local: LocalConnection, tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "engine.env"
+    local.put(str(path), b"A=1\n", mode=0o600)
+    inode = path.stat().st_ino
+    local.put(str(path), b"A=2\n", mode=0o640)
+    assert local.get(str(path)) == b"A=2\n"
+    assert (path.stat().st_mode & 0o777, path.stat().st_ino != inode) == (0o640, True)
+    assert [p.name for p in path.parent.iterdir()] == ["engine.env"]
+    assert local.get(str(tmp_path / "missing")) is None
+    with pytest.raises(RemoteError, match="cannot write"):
+        local.put("/proc/amdfleet/x", b"x", mode=0o644)
+
+
+def test_local_detached_process_and_redaction(local: LocalConnection, tmp_path: Path) -> None:
+    _detached_cycle(local, str(tmp_path))
+    _stubborn_cycle(local, str(tmp_path))
+    _redaction_cases(LocalConnection(secrets=[SECRET]))
+    with pytest.raises(RemoteCommandError) as info:
+        LocalConnection(secrets=[SECRET]).run(f"echo {SECRET}; false", timeout=10)
+    assert SECRET not in str(info.value)
+
+
+def test_ssh_connection_refuses_to_be_pickled(lab: HostLab) -> None:
+    import pickle
+
+    with lab.connect(0) as c, pytest.raises(TypeError, match="cannot be pickled"):
+        pickle.dumps(c)
+    target = lab.target(0)
+    assert pickle.loads(pickle.dumps(target)) == target
+    assert replace(target, port=2200).port == 2200
+
+
+@pytest.mark.netns
+def test_lab_left_by_a_killed_test_process_is_swept(hostlab: LabFactory) -> None:
+    with hostlab(1) as probe:
+        require_netns(probe)
+    code = (
+        "import sys; from tests.support.hostlab import HostLab; lab = HostLab.start(1); "
+        "print(lab.subnet, flush=True); sys.stdin.read()"
+    )
+    orphan = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parents[2],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert orphan.stdout is not None
+        subnet = orphan.stdout.readline().strip()
+    finally:
+        orphan.kill()  # no teardown runs: its namespace, bridge and sshd stay behind
+        orphan.wait(10)
+    netns = f"afns-{subnet}-0"
+    assert netns in _ip_output("netns", "list")
+    pids = _ip_output("netns", "pids", netns).split()
+    assert pids  # the orphaned host (unshare, sshd) still runs
+    sweep_stale_labs()
+    assert netns not in _ip_output("netns", "list")
+    links = _ip_output("-o", "link", "show")
+    assert f"afbr{subnet}:" not in links and f"afv{subnet}h0" not in links
+    assert all(_dead(int(pid)) for pid in pids)
+
+
+def _ip_output(*args: str) -> str:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=True).stdout
+
+
+def _dead(pid: int) -> bool:
+    """Gone, or a zombie (this machine's PID 1 does not reap orphans)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0] in "ZX"
+    except FileNotFoundError:
+        return True

@@ -1,0 +1,160 @@
+"""A tiny but real dynamic provider for testing the provider host and program driver.
+
+``SampleFile`` writes a text file on a host (over SSH with a pinned key, or locally) and
+a token file beside it whose secret content goes through stdin, never a command line.
+It follows the project's provider rules: stateless (connections are opened inside each
+method), create all-or-nothing, delete idempotent, read re-collects the live state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import shlex
+from typing import Any
+
+import pulumi
+from pulumi.dynamic import (
+    CheckFailure,
+    CheckResult,
+    CreateResult,
+    DiffResult,
+    ReadResult,
+    Resource,
+    ResourceProvider,
+    UpdateResult,
+)
+
+from amdfleet.remote.connection import Connection
+from amdfleet.remote.local import LocalConnection
+from amdfleet.remote.ssh import SshTarget, connect
+
+CONNECT_TIMEOUT = 10.0
+COMMAND_TIMEOUT = 30.0
+_REPLACE_KEYS = ("host", "path")
+_UPDATE_KEYS = ("content", "token", "mode")
+
+
+def open_connection(host: dict[str, Any]) -> Connection:
+    """A connection for a ``host`` prop: ``{"connection": "local"}`` or an SshTarget dict."""
+    if host.get("connection") == "local":
+        return LocalConnection(str(host.get("host", "local")))
+    return connect(SshTarget.from_mapping(host), timeout=CONNECT_TIMEOUT)
+
+
+def token_path(path: str) -> str:
+    """Where the token file of ``path`` lives."""
+    return path + ".token"
+
+
+class SampleFileProvider(ResourceProvider):
+    """Manages one file (plus its token file) on one host."""
+
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        """Reject relative paths and non-text content; pass everything else through."""
+        failures = []
+        path = news.get("path")
+        if isinstance(path, str) and not path.startswith("/"):
+            failures.append(CheckFailure("path", f"must be absolute, got {path!r}"))
+        content = news.get("content")
+        if not isinstance(content, str) and not _is_unknown(content):
+            failures.append(CheckFailure("content", "must be a string"))
+        return CheckResult(news, failures)
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        """Host or path changes replace the file; content, token or mode update it."""
+        replaces = [k for k in _REPLACE_KEYS if olds.get(k) != news.get(k)]
+        updates = [k for k in _UPDATE_KEYS if olds.get(k) != news.get(k)]
+        return DiffResult(
+            changes=bool(replaces or updates),
+            replaces=replaces,
+            delete_before_replace=True,
+        )
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        """Write both files; on failure remove whatever was written, then raise."""
+        with open_connection(props["host"]) as conn:
+            try:
+                _write(conn, props)
+            except BaseException:
+                _remove(conn, props["path"])
+                raise
+        return CreateResult(f"{conn.host}:{props['path']}", _outputs(props))
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        """Re-read the file; an empty id tells the engine it is gone."""
+        with open_connection(props["host"]) as conn:
+            content = conn.get(props["path"])
+        if content is None:
+            return ReadResult("", {})
+        live = {**props, "content": content.decode()}
+        return ReadResult(id_, _outputs(live))
+
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        """Rewrite both files in place (atomic puts)."""
+        with open_connection(news["host"]) as conn:
+            _write(conn, news)
+        return UpdateResult(_outputs(news))
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        """Remove both files; succeeds when they are already gone."""
+        with open_connection(props["host"]) as conn:
+            _remove(conn, props["path"])
+
+
+class SampleFile(Resource):
+    """A file on a host, with a secret token stored beside it."""
+
+    path: pulumi.Output[str]
+    sha256: pulumi.Output[str]
+    token: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        host: pulumi.Input[dict[str, Any]],
+        path: pulumi.Input[str],
+        content: pulumi.Input[str],
+        token: pulumi.Input[str],
+        mode: int = 0o644,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        props = {
+            "host": host,
+            "path": path,
+            "content": content,
+            "token": token,
+            "mode": mode,
+            "sha256": None,
+        }
+        super().__init__(SampleFileProvider(), name, props, opts)
+
+
+def _write(conn: Connection, props: dict[str, Any]) -> None:
+    path = props["path"]
+    conn.put(path, props["content"].encode(), mode=int(props.get("mode", 0o644)))
+    quoted = shlex.quote(token_path(path))
+    conn.run(
+        f"umask 077 && cat > {quoted}.new && mv {quoted}.new {quoted}",
+        stdin=props["token"],
+        timeout=COMMAND_TIMEOUT,
+    )
+
+
+def _remove(conn: Connection, path: str) -> None:
+    quoted = " ".join(shlex.quote(p) for p in (path, token_path(path)))
+    conn.run(f"rm -f {quoted}", timeout=COMMAND_TIMEOUT)
+
+
+def _outputs(props: dict[str, Any]) -> dict[str, Any]:
+    outs = {k: v for k, v in props.items() if k != "__provider"}
+    outs["sha256"] = hashlib.sha256(props["content"].encode()).hexdigest()
+    outs["directory"] = posixpath.dirname(props["path"])
+    return outs
+
+
+def _is_unknown(value: Any) -> bool:
+    from pulumi.output import Unknown
+
+    return isinstance(value, Unknown)
