@@ -15,9 +15,10 @@ from a seed, the test says so and checks the replacement:
 
 from __future__ import annotations
 
-from tests.unit.rendered import env_lines, exec_argv, flag_value, node_file, render_stack
+import itertools
 
 from amdfleet.config import load_stack_file
+from tests.unit.rendered import env_lines, exec_argv, flag_value, node_file, render_stack
 
 ROCM_DOCKER_FLAGS = [  # seed 000:21-25 and seed 002:52-57
     ("--group-add=video", "000:21, 002:52"),
@@ -33,7 +34,7 @@ def _docker(stack: str, rank: int = 0) -> tuple[list[str], dict[str, str], str]:
 
 
 def _pairs(argv: list[str]) -> list[tuple[str, str]]:
-    return list(zip(argv, argv[1:], strict=False))
+    return list(itertools.pairwise(argv))
 
 
 def _assert_rocm_container(argv: list[str]) -> None:
@@ -59,7 +60,10 @@ class TestSeed000Mi325x405bFp8:
     def test_engine_flags(self) -> None:
         argv, _, _ = _docker("mi325x-llama405b-fp8")
         image = argv.index("vllm/vllm-openai-rocm:latest")
-        assert argv[image + 1 : image + 3] == ["serve", "meta-llama/Llama-3.1-405B-Instruct"]  # 000:31
+        assert argv[image + 1 : image + 3] == [
+            "serve",
+            "meta-llama/Llama-3.1-405B-Instruct",
+        ]  # 000:31
         assert flag_value(argv, "--tensor-parallel-size") == "8"  # 000:32
         assert flag_value(argv, "--quantization") == "fp8"  # 000:33
         assert flag_value(argv, "--kv-cache-dtype") == "fp8"  # 000:34

@@ -60,7 +60,7 @@ def test_hash_changes_with_content() -> None:
 
 
 def test_missing_template_value_is_an_error() -> None:
-    with pytest.raises(RenderError, match="launch.sh.j2"):
+    with pytest.raises(RenderError, match=r"launch\.sh\.j2"):
         _file("x/launch.sh", "launch.sh.j2", {}, 0o755)
 
 
@@ -88,7 +88,13 @@ def test_ray_head_waits_for_workers_and_workers_block() -> None:
     assert "--distributed-executor-backend ray" in " ".join(inner.split())
     worker_argv = exec_argv(worker)
     assert worker_argv[worker_argv.index("--entrypoint") + 1] == "ray"
-    assert worker_argv[-5:] == ["--address", "10.0.0.1:6380", "--node-ip-address", "10.0.0.2", "--block"]
+    assert worker_argv[-5:] == [
+        "--address",
+        "10.0.0.1:6380",
+        "--node-ip-address",
+        "10.0.0.2",
+        "--block",
+    ]
     assert "vllm" not in worker_argv
 
 
@@ -136,8 +142,11 @@ def test_process_launch_script_refuses_to_start_without_secrets(tmp_path: Path) 
     write_files(render_node(deployment, 0), tmp_path / "out")
     script = next((tmp_path / "out").glob("node0-*/launch.sh"))
     result = subprocess.run(
-        [str(script)], env={"PATH": os.environ["PATH"], "RECORD_DIR": str(tmp_path)},
-        capture_output=True, text=True, timeout=30,
+        [str(script)],
+        env={"PATH": os.environ["PATH"], "RECORD_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode != 0
     assert "secrets.env must set AMDFLEET_API_KEY" in result.stderr
@@ -155,7 +164,9 @@ def test_docker_launch_script_passes_exact_argv_to_docker(tmp_path: Path) -> Non
     argv = (tmp_path / "argv").read_text().splitlines()
     assert argv[:2] == ["run", "--rm"]
     assert argv[argv.index("--entrypoint") + 1 :] == [
-        "vllm", deployment.image.image, *deployment.head.argv[1:]
+        "vllm",
+        deployment.image.image,
+        *deployment.head.argv[1:],
     ]
     env_files = [argv[i + 1] for i, a in enumerate(argv) if a == "--env-file"]
     assert [Path(p).name for p in env_files] == ["engine.env", "secrets.env"]

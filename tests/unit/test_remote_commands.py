@@ -1,0 +1,172 @@
+"""Command builders for engines, weights and images, executed for real with ``sh``.
+
+The commands are what providers send over SSH; here they run on this machine through
+``sh -c`` (the same shell semantics) against a real HTTP server on loopback.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from amdfleet.remote import engine, images, weights
+
+
+def sh(command: str, stdin: str = "", timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["sh", "-c", command], input=stdin, capture_output=True, text=True, timeout=timeout
+    )
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        auth = self.headers.get("Authorization")
+        if self.path == "/health":
+            self._send(200, b"")
+        elif self.path == "/v1/models" and auth == "Bearer k-123":
+            self._send(200, json.dumps({"data": [{"id": "tiny-llama"}]}).encode())
+        elif self.path == "/v1/models":
+            self._send(401, b'{"error": "Unauthorized"}')
+        else:
+            self._send(404, b"")
+
+    def _send(self, code: int, body: bytes) -> None:
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join()
+
+
+@pytest.fixture
+def layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> engine.EngineLayout:
+    monkeypatch.setattr(engine, "SAFE_ROOT", str(tmp_path) + "/")
+    return engine.EngineLayout(str(tmp_path / "stack"))
+
+
+def _start_sleeper(layout: engine.EngineLayout) -> None:
+    Path(layout.remote_dir).mkdir(parents=True, exist_ok=True)
+    Path(layout.launch).write_text("#!/bin/sh\necho engine starting\nexec sleep 300\n")
+    Path(layout.launch).chmod(0o755)
+    assert sh(engine.start_command(layout)).returncode == 0
+
+
+def test_layout_refuses_paths_outside_its_root() -> None:
+    for bad in ("/", "/opt/amdfleet", "/opt/amdfleet/../etc", "/etc/amdfleet/x"):
+        with pytest.raises(ValueError, match="below /opt/amdfleet/"):
+            engine.EngineLayout(bad)
+    assert engine.EngineLayout("/opt/amdfleet/local").launch == "/opt/amdfleet/local/launch.sh"
+
+
+def test_probe_reports_statuses_and_uses_the_key_from_stdin(
+    layout: engine.EngineLayout, server: str
+) -> None:
+    _start_sleeper(layout)
+    try:
+        command = engine.probe_command(layout, server, ("/health", "/v1/models"))
+        assert "k-123" not in command
+        with_key = engine.parse_probe(sh(command, "Authorization: Bearer k-123").stdout)
+        without = engine.parse_probe(sh(command, "").stdout)
+    finally:
+        sh(engine.stop_command(layout, None, grace=2))
+    assert with_key.alive and with_key.statuses["/health"][0] == 200
+    assert with_key.ready(("/health", "/v1/models"), "tiny-llama")
+    assert not with_key.ready(("/health", "/v1/models"), "other-model")
+    assert without.statuses["/v1/models"][0] == 401
+    assert not without.ready(("/health", "/v1/models"), "tiny-llama")
+
+
+def test_probe_says_dead_when_the_engine_is_gone(layout: engine.EngineLayout, server: str) -> None:
+    _start_sleeper(layout)
+    assert sh(engine.stop_command(layout, None, grace=2)).returncode == 0
+    result = engine.parse_probe(sh(engine.probe_command(layout, server, ("/health",))).stdout)
+    assert not result.alive
+    assert sh(engine.running_command(layout)).returncode != 0
+
+
+def test_stop_is_idempotent_and_log_tail_reads_the_log(layout: engine.EngineLayout) -> None:
+    _start_sleeper(layout)
+    assert sh(engine.running_command(layout)).returncode == 0
+    for _ in range(2):
+        assert sh(engine.stop_command(layout, "amdfleet-x", grace=2)).returncode == 0
+    assert "engine starting" in sh(engine.log_tail_command(layout)).stdout
+    assert sh(engine.remove_command(layout)).returncode == 0
+    assert not Path(layout.remote_dir).exists()
+    assert sh(engine.log_tail_command(layout)).returncode == 0  # nothing there: still fine
+
+
+def test_secrets_env_is_literal_and_rejects_line_breaks() -> None:
+    assert engine.secrets_env({"B": "x y$z", "A": "1"}) == "A=1\nB=x y$z\n"
+    with pytest.raises(ValueError, match="line break"):
+        engine.secrets_env({"A": "1\nEVIL=2"})
+
+
+def test_weights_marker_round_trip(tmp_path: Path) -> None:
+    target = weights.WeightsTarget("amd/Llama-3.3-70B-Instruct-FP8-KV", None, str(tmp_path))
+    assert weights.parse_marker(sh(weights.read_marker_command(target)).stdout) is None
+    snapshot = {"path": str(tmp_path / "snap"), "commit": "abc123"}
+    assert sh(weights.write_marker_command(target, snapshot, downloaded=True)).returncode == 0
+    marker = weights.parse_marker(sh(weights.read_marker_command(target)).stdout)
+    assert marker == {
+        "repo": target.repo,
+        "revision": None,
+        "path": snapshot["path"],
+        "commit": "abc123",
+        "downloaded_by_amdfleet": True,
+    }
+    assert target.repo_cache.endswith("hub/models--amd--Llama-3.3-70B-Instruct-FP8-KV")
+    Path(target.repo_cache).mkdir(parents=True)
+    assert sh(weights.remove_command(target)).returncode == 0
+    assert not Path(target.repo_cache).exists() and not Path(target.marker).exists()
+
+
+def test_download_reads_the_token_from_stdin_only(tmp_path: Path) -> None:
+    """A stand-in python records the environment and argv the download hands it."""
+    fake = tmp_path / "python3"
+    fake.write_text(
+        '#!/bin/sh\nprintf "%s\\n" "$HF_TOKEN" "$HF_HOME" "$3" "$4" >"$(dirname "$0")/seen"\n'
+        'echo \'AMDFLEET_SNAPSHOT {"path": "/x/snapshots/c0ffee", "commit": "c0ffee"}\'\n'
+    )
+    fake.chmod(0o755)
+    target = weights.WeightsTarget("org/model", "v1", str(tmp_path / "cache"))
+    command = weights.download_command(target, str(fake), None)
+    assert "hf_secret_value" not in command
+    result = sh(command, "hf_secret_value")
+    assert result.returncode == 0, result.stderr
+    token, home, repo, revision = (tmp_path / "seen").read_text().splitlines()
+    assert (token, home, repo, revision) == ("hf_secret_value", target.cache_dir, "org/model", "v1")
+    assert weights.parse_snapshot(result.stdout) == {
+        "path": "/x/snapshots/c0ffee",
+        "commit": "c0ffee",
+    }
+
+
+def test_docker_inspect_output_parses() -> None:
+    """Output shape of ``docker image inspect --format`` with the template used."""
+    line = '{"id": "sha256:5b1c", "digests": ["rocm/vllm-dev@sha256:9f2e"]}'
+    assert images.parse_inspect(line) == {
+        "image_id": "sha256:5b1c",
+        "digest": "rocm/vllm-dev@sha256:9f2e",
+    }
+    assert images.parse_inspect('{"id": "sha256:1", "digests": null}')["digest"] == ""  # type: ignore[index]
+    assert images.parse_inspect("Error: No such image") is None
+    assert "--pull" not in images.build_command("x:y", "/opt/amdfleet/s-image/Dockerfile")
