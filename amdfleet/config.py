@@ -392,6 +392,12 @@ class WeightsSpec(_Model):
     download_timeout_s: int = Field(
         7200, ge=60, description="Deadline for staging the weights on a node."
     )
+    hub_endpoint: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="Hugging Face Hub endpoint to download from (a mirror or proxy; "
+        "HF_ENDPOINT); the public hub when unset.",
+    )
 
     @field_validator("cache_dir", "local_path", "container_dir")
     @classmethod

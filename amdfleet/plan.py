@@ -164,6 +164,8 @@ class DeploymentPlan(_Frozen):
     image: ImagePlan
     weights_cache_dir: str
     weights_local_path: str | None
+    weights_hub_endpoint: str | None
+    weights_timeout_s: int
     hf_token_secret: str | None
     startup_timeout_s: int
     ready_paths: tuple[str, ...]
@@ -238,6 +240,8 @@ def plan(spec: StackSpec) -> DeploymentPlan:
         image=image,
         weights_cache_dir=spec.weights.cache_dir,
         weights_local_path=spec.weights.local_path,
+        weights_hub_endpoint=spec.weights.hub_endpoint,
+        weights_timeout_s=spec.weights.download_timeout_s,
         hf_token_secret=spec.weights.hf_token_secret,
         startup_timeout_s=_startup_timeout(spec, model),
         ready_paths=catalog.ENGINES[spec.engine.name].ready_paths,

@@ -1,0 +1,29 @@
+"""amdfleet's Pulumi program: load the stack, plan it, build the components, export.
+
+All logic lives in the ``amdfleet`` package; a stack that cannot work is rejected here,
+before any resource is registered.
+"""
+
+import pulumi
+
+from amdfleet.components import Deployment, Fleet
+from amdfleet.config import load_from_pulumi
+from amdfleet.errors import AmdFleetError
+from amdfleet.plan import plan
+
+try:
+    spec, secrets = load_from_pulumi()
+    deployment_plan = plan(spec)
+    fleet = Fleet("fleet", spec, deployment_plan)
+except AmdFleetError as error:
+    raise pulumi.RunError(str(error)) from error
+
+deployment = Deployment("deployment", deployment_plan, fleet, secrets, spec.verification)
+
+pulumi.export("endpoint", deployment.endpoint)
+pulumi.export("model", deployment.model)
+pulumi.export("api_key", deployment.api_key)
+pulumi.export("hosts", fleet.inventory)
+pulumi.export("engine", deployment.engine)
+pulumi.export("verification", deployment.verification)
+pulumi.export("ready", deployment.ready)

@@ -1,0 +1,327 @@
+"""The Pulumi components: a :class:`Fleet` of checked hosts and a verified
+:class:`Deployment` on it.
+
+``Fleet`` registers one :class:`~amdfleet.providers.ssh_host.SshHost` per node (facts
+and preflight). ``Deployment`` stages the image and the weights on every node in
+parallel, starts the engine on the workers and then the head, and gates readiness on
+a :class:`~amdfleet.providers.verification.Verification` run against the endpoint.
+Everything is a child of its component (``parent=self``) and each component registers
+its outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import PurePosixPath
+from typing import Any
+
+import pulumi
+
+from amdfleet.config import StackSpec, VerificationSpec
+from amdfleet.errors import ConfigError, ConfigIssue
+from amdfleet.plan import GIB, DeploymentPlan, NodePlan
+from amdfleet.providers.engine_image import EngineImage
+from amdfleet.providers.engine_service import EngineService
+from amdfleet.providers.model_weights import ModelWeights
+from amdfleet.providers.ssh_host import SshHost
+from amdfleet.providers.verification import Verification
+from amdfleet.remote.hosts import host_props
+from amdfleet.remote.preflight import HostRequirement
+from amdfleet.render import render_dockerfile, render_node
+
+GPU_MIN_SHM_BYTES = 1 * GIB
+IMAGE_TIMEOUT_S = 3 * 3600
+REPORTS_DIR = ".amdfleet/reports"
+
+
+class Fleet(pulumi.ComponentResource):
+    """The stack's hosts, each connected, inventoried and preflight-checked."""
+
+    hosts: list[SshHost]
+    inventory: pulumi.Output[list[dict[str, Any]]]
+
+    def __init__(
+        self,
+        name: str,
+        spec: StackSpec,
+        plan: DeploymentPlan,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("amdfleet:index:Fleet", name, None, opts)
+        if spec.fleet.cloud is not None:
+            raise ConfigError(
+                [
+                    ConfigIssue(
+                        "fleet.cloud",
+                        f"provisioning {spec.fleet.cloud.provider} instances is not available yet",
+                        "list the instances you already have under fleet.hosts",
+                    )
+                ],
+                f"stack {spec.name}",
+            )
+        self.props = [host_props(host) for host in spec.fleet.hosts]
+        self.hosts = [
+            SshHost(
+                f"{name}-{node.host}",
+                props,
+                host_requirement(plan, node),
+                pulumi.ResourceOptions(parent=self),
+            )
+            for node, props in zip(plan.nodes, self.props, strict=True)
+        ]
+        self.inventory = pulumi.Output.all(*[h.facts for h in self.hosts]).apply(
+            lambda facts: [_inventory(node, f) for node, f in zip(plan.nodes, facts, strict=True)]
+        )
+        self.register_outputs({"inventory": self.inventory})
+
+
+class Deployment(pulumi.ComponentResource):
+    """Image, weights and engine on every node, and the verification gate."""
+
+    endpoint: str
+    model: str
+    api_key: pulumi.Output[str] | None
+    engine: pulumi.Output[dict[str, Any]]
+    verification: pulumi.Output[dict[str, Any]]
+    ready: pulumi.Output[bool]
+
+    def __init__(
+        self,
+        name: str,
+        plan: DeploymentPlan,
+        fleet: Fleet,
+        secrets: Mapping[str, pulumi.Output[str] | None],
+        verification: VerificationSpec,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("amdfleet:index:Deployment", name, None, opts)
+        self._plan = plan
+        images = self._images(name, fleet)
+        weights = self._weights(name, fleet, images, secrets)
+        services = self._services(name, fleet, images, weights, secrets)
+        self.endpoint = f"{plan.endpoint}/v1"
+        self.model = plan.model.served_name
+        key = secrets.get(plan.serving.api_key_secret or "")
+        self.api_key = pulumi.Output.secret(key) if key is not None else None
+        digests = [image.digest for image in images] if images else []
+        self.engine = pulumi.Output.all(services[0].files_hash, *digests).apply(
+            lambda values: _engine_output(plan, values[0], values[1:])
+        )
+        gate = self._verification(name, verification, fleet, weights, services, images)
+        if gate is None:
+            self.verification = pulumi.Output.from_input({"enabled": False})
+            self.ready = pulumi.Output.from_input(False)
+        else:
+            self.verification = gate.result
+            self.ready = gate.passed
+        self.register_outputs(
+            {
+                "endpoint": self.endpoint,
+                "model": self.model,
+                "engine": self.engine,
+                "verification": self.verification,
+                "ready": self.ready,
+            }
+        )
+
+    def _opts(self, depends_on: Sequence[pulumi.Resource]) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(parent=self, depends_on=list(depends_on))
+
+    def _images(self, name: str, fleet: Fleet) -> list[EngineImage]:
+        plan = self._plan
+        if plan.runtime != "docker" or plan.image.image is None:
+            return []
+        dockerfile = render_dockerfile(plan) if plan.image.build else None
+        return [
+            EngineImage(
+                f"{name}-image-{node.host}",
+                {
+                    "host": fleet.props[node.rank],
+                    "image": plan.image.image,
+                    "dockerfile": dockerfile.content if dockerfile else None,
+                    "dockerfile_hash": dockerfile.sha256 if dockerfile else None,
+                    "build_dir": f"{node.remote_dir}-image",
+                    "timeout_s": IMAGE_TIMEOUT_S,
+                    "keep_on_delete": False,
+                },
+                self._opts([fleet.hosts[node.rank]]),
+            )
+            for node in plan.nodes
+        ]
+
+    def _weights(
+        self,
+        name: str,
+        fleet: Fleet,
+        images: list[EngineImage],
+        secrets: Mapping[str, pulumi.Output[str] | None],
+    ) -> list[ModelWeights]:
+        plan = self._plan
+        token = secrets.get(plan.hf_token_secret) if plan.hf_token_secret else None
+        return [
+            ModelWeights(
+                f"{name}-weights-{node.host}",
+                {
+                    "host": fleet.props[node.rank],
+                    "repo": plan.model.checkpoint,
+                    "revision": plan.model.revision,
+                    "cache_dir": plan.weights_cache_dir,
+                    "local_path": plan.weights_local_path,
+                    "hf_token": pulumi.Output.secret(token) if token is not None else None,
+                    "python": _engine_python(plan),
+                    "docker_image": plan.image.image if images else None,
+                    "hub_endpoint": plan.weights_hub_endpoint,
+                    "timeout_s": plan.weights_timeout_s,
+                    "keep_on_delete": False,
+                },
+                self._opts([fleet.hosts[node.rank], *images[node.rank : node.rank + 1]]),
+            )
+            for node in plan.nodes
+        ]
+
+    def _services(
+        self,
+        name: str,
+        fleet: Fleet,
+        images: list[EngineImage],
+        weights: list[ModelWeights],
+        secrets: Mapping[str, pulumi.Output[str] | None],
+    ) -> list[EngineService]:
+        plan = self._plan
+        workers = [
+            self._service(name, node, fleet, images, weights, secrets, ())
+            for node in plan.nodes[1:]
+        ]
+        head = self._service(name, plan.nodes[0], fleet, images, weights, secrets, workers)
+        return [head, *workers]
+
+    def _service(
+        self,
+        name: str,
+        node: NodePlan,
+        fleet: Fleet,
+        images: list[EngineImage],
+        weights: list[ModelWeights],
+        secrets: Mapping[str, pulumi.Output[str] | None],
+        after: Sequence[pulumi.Resource],
+    ) -> EngineService:
+        plan = self._plan
+        files = {
+            PurePosixPath(f.path).name: {"content": f.content, "mode": f.mode}
+            for f in render_node(plan, node.rank)
+        }
+        values: pulumi.Output[dict[str, Any]] = pulumi.Output.all(
+            **{env: secrets[key] for env, key in node.secret_env.items()}
+        )
+        secret_env: pulumi.Output[dict[str, Any]] = pulumi.Output.secret(values)
+        props = {
+            "host": fleet.props[node.rank],
+            "remote_dir": node.remote_dir,
+            "files": files,
+            "secret_env": secret_env,
+            "container": plan.container_name if plan.runtime == "docker" else None,
+            "probe": {
+                "serves_api": node.serves_api,
+                "base_url": _local_base_url(plan),
+                "paths": list(plan.ready_paths),
+                "served_name": plan.model.served_name,
+                "timeout_s": plan.startup_timeout_s,
+            },
+        }
+        depends = [fleet.hosts[node.rank], weights[node.rank], *images[node.rank : node.rank + 1]]
+        return EngineService(f"{name}-engine-{node.host}", props, self._opts([*depends, *after]))
+
+    def _verification(
+        self,
+        name: str,
+        spec: VerificationSpec,
+        fleet: Fleet,
+        weights: list[ModelWeights],
+        services: list[EngineService],
+        images: list[EngineImage],
+    ) -> Verification | None:
+        plan = self._plan
+        if not spec.enabled:
+            return None
+        api_key = self.api_key
+        digests = [image.digest for image in images]
+        fingerprint = pulumi.Output.all(*[s.files_hash for s in services], *digests).apply(
+            lambda values: "|".join(str(v) for v in values)
+        )
+        return Verification(
+            f"{name}-verification",
+            {
+                "base_url": plan.endpoint,
+                "model": plan.model.served_name,
+                "api_key": api_key,
+                "spec": spec.model_dump(mode="json"),
+                "engine_fingerprint": fingerprint,
+                "tokenizer_host": fleet.props[0],
+                "tokenizer_path": weights[0].path,
+                "report_dir": f"{REPORTS_DIR}/{plan.stack}",
+            },
+            self._opts(services),
+        )
+
+
+def host_requirement(plan: DeploymentPlan, node: NodePlan) -> HostRequirement:
+    """What preflight demands of ``node`` for ``plan``."""
+    gpu = plan.arch != "cpu"
+    weights_dir = plan.weights_local_path or plan.weights_cache_dir
+    return HostRequirement(
+        accelerator=plan.accelerator,
+        gpu_count=node.gpus if gpu else 0,
+        runtime="docker" if plan.runtime == "docker" else "process",
+        min_shm_bytes=GPU_MIN_SHM_BYTES if gpu and plan.ipc == "host" else 0,
+        weights_dir=weights_dir,
+        weights_bytes=0 if plan.weights_local_path else plan.model.checkpoint_bytes,
+        numa_balancing_off=gpu,
+    )
+
+
+def _local_base_url(plan: DeploymentPlan) -> str:
+    host = plan.serving.host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    return f"http://{host}:{plan.serving.port}"
+
+
+def _engine_python(plan: DeploymentPlan) -> str:
+    executable = plan.head.argv[0]
+    if "/" in executable:
+        return str(PurePosixPath(executable).parent / "python3")
+    return "python3"
+
+
+def _inventory(node: NodePlan, facts: Mapping[str, Any]) -> dict[str, Any]:
+    gpus = facts.get("gpus") or []
+    return {
+        "name": node.host,
+        "rank": node.rank,
+        "role": node.role,
+        "address": node.address,
+        "hostname": facts.get("hostname"),
+        "os": facts.get("os_name"),
+        "kernel": facts.get("kernel"),
+        "rocm_version": facts.get("rocm_version"),
+        "amdgpu_version": facts.get("amdgpu_version"),
+        "docker_version": facts.get("docker_version"),
+        "gpus": [
+            {
+                k: g.get(k)
+                for k in ("index", "accelerator", "arch", "device_id", "vram_bytes", "bdf")
+            }
+            for g in gpus
+        ],
+    }
+
+
+def _engine_output(plan: DeploymentPlan, files_hash: str, digests: Sequence[str]) -> dict[str, Any]:
+    return {
+        "name": plan.engine,
+        "runtime": plan.runtime,
+        "image": plan.image.image,
+        "image_digests": list(digests),
+        "command_hash": files_hash,
+        "argv": list(plan.head.argv),
+    }

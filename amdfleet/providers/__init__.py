@@ -1,0 +1,9 @@
+"""Pulumi dynamic providers, one module per resource.
+
+Every provider is stateless: instances are pickled (dill) into each resource's state and
+run in the Pulumi dynamic-provider host, several threads at once, so they hold no
+client, connection or secret and never mutate ``self``. Connections are opened inside
+each method and every remote call has a timeout. ``create`` is all-or-nothing (it
+cleans up what it made before raising), ``delete`` is idempotent, and ``read``
+re-collects what the resource observes so ``pulumi refresh`` shows drift.
+"""

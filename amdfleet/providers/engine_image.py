@@ -1,0 +1,113 @@
+"""EngineImage: the engine's container image present on one node (docker runtime).
+
+``create`` pulls the image, or builds it from the rendered AITER + vLLM Dockerfile, unless
+it is already there, and records its id and repo digest. ``delete`` removes the image only
+if this resource pulled or built it (unless ``keep_on_delete``); an image the host
+already had is left alone.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+import pulumi
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
+
+from amdfleet.errors import RemoteError
+from amdfleet.providers.props import as_int, changed_keys, plain
+from amdfleet.remote.connection import Connection
+from amdfleet.remote.hosts import open_host
+from amdfleet.remote.images import (
+    build_command,
+    inspect_command,
+    parse_inspect,
+    pull_command,
+    remove_command,
+)
+
+IDENTITY = ("host", "image", "dockerfile_hash")
+_CALL_TIMEOUT = 60.0
+
+
+class EngineImageProvider(ResourceProvider):
+    """Stages one image on one host. Stateless."""
+
+    serialize_as_secret_always = False
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        """Pull or build the image if absent; return its id and digest.
+
+        Raises RemoteCommandError with the last lines of the pull/build output.
+        """
+        props = plain(props)
+        with open_host(props["host"]) as conn:
+            staged = _stage(conn, props)
+        return CreateResult(
+            id_=f"{props['host']['name']}:{props['image']}", outs={**props, **staged}
+        )
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        """Re-inspect the image (a re-pulled moving tag shows a new digest)."""
+        props = plain(props)
+        with open_host(props["host"]) as conn:
+            found = _inspect(conn, props["image"])
+        return ReadResult(id_=id_, outs={**props, **(found or {"image_id": "", "digest": ""})})
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        """Another image or Dockerfile is a replacement."""
+        replaces = changed_keys(olds, news, IDENTITY)
+        gone = not plain(olds).get("image_id")
+        return DiffResult(
+            changes=bool(replaces) or gone, replaces=replaces or (["image"] if gone else [])
+        )
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        """Nothing changes in place."""
+        return UpdateResult(
+            outs={**plain(olds), "keep_on_delete": plain(news).get("keep_on_delete")}
+        )
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        """Remove the image if this resource pulled or built it. Idempotent."""
+        props = plain(props)
+        if props.get("created") and not props.get("keep_on_delete"):
+            with open_host(props["host"]) as conn:
+                conn.run(remove_command(props["image"]), timeout=300)
+
+
+class EngineImage(pulumi.dynamic.Resource, module="amdfleet", name="EngineImage"):
+    """The engine image on one host; ``digest`` identifies exactly what ran."""
+
+    digest: pulumi.Output[str]
+    image_id: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None
+    ):
+        outputs = {"digest": None, "image_id": None, "created": None}
+        super().__init__(EngineImageProvider(), name, {**props, **outputs}, opts)
+
+
+def _stage(conn: Connection, props: dict[str, Any]) -> dict[str, Any]:
+    image = props["image"]
+    found = _inspect(conn, image)
+    if found:
+        return {**found, "created": False}
+    timeout = as_int(props["timeout_s"])
+    if props.get("dockerfile"):
+        path = f"{props['build_dir']}/Dockerfile"
+        conn.run(f"mkdir -p {shlex.quote(props['build_dir'])}", timeout=_CALL_TIMEOUT)
+        conn.put(path, str(props["dockerfile"]).encode(), mode=0o644)
+        conn.run(build_command(image, path), timeout=timeout)
+    else:
+        conn.run(pull_command(image), timeout=timeout)
+    found = _inspect(conn, image)
+    if not found:
+        raise RemoteError(conn.host, f"{image} is still missing after staging it")
+    return {**found, "created": True}
+
+
+def _inspect(conn: Connection, image: str) -> dict[str, str] | None:
+    result = conn.run(inspect_command(image), timeout=_CALL_TIMEOUT, check=False)
+    return parse_inspect(result.stdout) if result.ok else None

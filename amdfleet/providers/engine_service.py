@@ -1,0 +1,199 @@
+"""EngineService: the rendered engine running on one node.
+
+``create`` uploads the rendered launch script, env file and unit into
+``/opt/amdfleet/<stack>``, writes ``secrets.env`` (0600) from secret inputs, starts the
+launch script detached, and on the head waits for ``/health`` and ``/v1/models`` (with
+the served model listed) before a deadline sized to the model. Readiness is probed on
+the host itself, over the connection, so a dead engine is noticed at once and its log
+tail reported. ``update`` restarts only when the rendered content or a secret changed.
+``delete`` stops the engine and removes its directory; deleting something already gone
+succeeds.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from typing import Any
+
+import pulumi
+from pulumi.dynamic import (
+    CheckResult,
+    CreateResult,
+    DiffResult,
+    ReadResult,
+    ResourceProvider,
+    UpdateResult,
+)
+
+from amdfleet.errors import EngineStartError, RemoteError
+from amdfleet.providers.props import as_int, changed_keys, fingerprint, plain
+from amdfleet.remote.connection import Connection
+from amdfleet.remote.engine import (
+    EngineLayout,
+    log_tail_command,
+    parse_probe,
+    probe_command,
+    remove_command,
+    running_command,
+    secrets_env,
+    start_command,
+    stop_command,
+)
+from amdfleet.remote.hosts import open_host
+
+RESTART_ON = ("files_hash", "secrets_hash", "probe")
+REPLACE_ON = ("host", "remote_dir")
+_CALL_TIMEOUT = 60.0
+_POLL_INTERVAL_S = 2.0
+_WORKER_SETTLE_S = 3.0
+
+
+class EngineServiceProvider(ResourceProvider):
+    """Runs one node's engine. Stateless."""
+
+    serialize_as_secret_always = False
+
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        """Add the content and secret fingerprints that drive diffs."""
+        inputs = dict(news)
+        inputs["files_hash"] = fingerprint(news.get("files"))
+        inputs["secrets_hash"] = fingerprint(news.get("secret_env") or {})
+        return CheckResult(inputs=inputs, failures=[])
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        """Upload, start and wait until ready.
+
+        All-or-nothing: on any failure the engine is stopped and its directory removed,
+        then EngineStartError is raised with the last lines of the engine log.
+        """
+        props = plain(props)
+        _deploy(props)
+        return CreateResult(id_=f"{props['host']['name']}:{props['remote_dir']}", outs=_outs(props))
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        """Report whether the engine still runs (``running``)."""
+        props = plain(props)
+        layout = EngineLayout(props["remote_dir"])
+        with open_host(props["host"]) as conn:
+            running = conn.run(running_command(layout), timeout=_CALL_TIMEOUT, check=False).ok
+        return ReadResult(id_=id_, outs={**props, "running": running})
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        """Restart on changed content, secrets or probe; replace on another host/dir."""
+        replaces = changed_keys(olds, news, REPLACE_ON)
+        changes = replaces or changed_keys(olds, news, RESTART_ON)
+        stopped = olds.get("running") is False
+        return DiffResult(
+            changes=bool(changes) or stopped, replaces=replaces, delete_before_replace=True
+        )
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        """Stop the running engine, upload the new files and start again."""
+        news = plain(news)
+        _deploy(news)
+        return UpdateResult(outs=_outs(news))
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        """Stop the engine (and its container) and remove its directory. Idempotent."""
+        props = plain(props)
+        layout = EngineLayout(props["remote_dir"])
+        with open_host(props["host"]) as conn:
+            _stop_and_remove(conn, layout, props.get("container"))
+
+
+class EngineService(pulumi.dynamic.Resource, module="amdfleet", name="EngineService"):
+    """The engine on one node; ``running`` and the content fingerprints are outputs."""
+
+    running: pulumi.Output[bool]
+    files_hash: pulumi.Output[str]
+    secrets_hash: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None
+    ):
+        outputs = {"running": None, "files_hash": None, "secrets_hash": None}
+        hidden = pulumi.ResourceOptions(additional_secret_outputs=["secrets_hash", "secret_env"])
+        opts = pulumi.ResourceOptions.merge(opts, hidden)
+        super().__init__(EngineServiceProvider(), name, {**props, **outputs}, opts)
+
+
+def _deploy(props: dict[str, Any]) -> None:
+    layout = EngineLayout(props["remote_dir"])
+    secret_env = props.get("secret_env") or {}
+    with open_host(props["host"], secrets=list(secret_env.values())) as conn:
+        _stop_and_remove(conn, layout, props.get("container"))
+        try:
+            _upload(conn, layout, props["files"], secret_env)
+            conn.run(start_command(layout), timeout=_CALL_TIMEOUT)
+            _wait(conn, layout, props)
+        except RemoteError as e:
+            tail = conn.run(log_tail_command(layout), timeout=_CALL_TIMEOUT, check=False).stdout
+            _stop_and_remove(conn, layout, props.get("container"))
+            raise _start_error(conn.host, layout, e, tail) from e
+
+
+def _upload(
+    conn: Connection, layout: EngineLayout, files: dict[str, Any], secrets: dict[str, str]
+) -> None:
+    conn.run(f"mkdir -p {shlex.quote(layout.remote_dir)}", timeout=_CALL_TIMEOUT)
+    for name in sorted(files):
+        item = files[name]
+        conn.put(layout.path(name), str(item["content"]).encode(), mode=as_int(item["mode"]))
+    conn.put(layout.secrets, secrets_env(secrets).encode(), mode=0o600)
+
+
+def _wait(conn: Connection, layout: EngineLayout, props: dict[str, Any]) -> None:
+    probe = props["probe"]
+    api_key = (props.get("secret_env") or {}).get("AMDFLEET_API_KEY")
+    if not probe.get("serves_api"):
+        _wait_settled(conn, layout)
+        return
+    paths = tuple(probe["paths"])
+    deadline = time.monotonic() + as_int(probe["timeout_s"])
+    header = f"Authorization: Bearer {api_key}" if api_key else ""
+    command = probe_command(layout, probe["base_url"], paths)
+    while True:
+        result = parse_probe(conn.run(command, timeout=_CALL_TIMEOUT, stdin=header).stdout)
+        if not result.alive:
+            raise RemoteError(conn.host, "the engine exited during startup")
+        if result.ready(paths, probe.get("served_name")):
+            return
+        if time.monotonic() >= deadline:
+            seen = ", ".join(f"{p} -> {result.statuses.get(p, (0, ''))[0]}" for p in paths)
+            raise RemoteError(
+                conn.host,
+                f"the engine was not ready within {as_int(probe['timeout_s'])} s ({seen})",
+                "raise engine.startup_timeout_s if the model is still loading",
+            )
+        time.sleep(_POLL_INTERVAL_S)
+
+
+def _wait_settled(conn: Connection, layout: EngineLayout) -> None:
+    """A worker node serves no API: it must still be running after a few seconds."""
+    time.sleep(_WORKER_SETTLE_S)
+    if not conn.run(running_command(layout), timeout=_CALL_TIMEOUT, check=False).ok:
+        raise RemoteError(conn.host, "the engine exited during startup")
+
+
+def _stop_and_remove(conn: Connection, layout: EngineLayout, container: str | None) -> None:
+    conn.run(stop_command(layout, container), timeout=_CALL_TIMEOUT + 30)
+    conn.run(remove_command(layout), timeout=_CALL_TIMEOUT)
+
+
+def _start_error(
+    host: str, layout: EngineLayout, cause: RemoteError, tail: str
+) -> EngineStartError:
+    lines = "\n".join(f"    | {line}" for line in tail.splitlines()[-40:]) or "    | (empty log)"
+    reason = str(cause).removeprefix(f"[{host}] ")
+    return EngineStartError(
+        host,
+        f"engine failed to start: {reason}\n  command: {layout.launch}\n"
+        f"  last lines of {layout.log}:\n{lines}",
+        "fix the cause above and run `pulumi up` again; nothing was left running",
+    )
+
+
+def _outs(props: dict[str, Any]) -> dict[str, Any]:
+    public = {k: v for k, v in props.items() if k != "secret_env"}
+    return {**public, "running": True}

@@ -1,0 +1,188 @@
+"""Pure command builders for an engine service on a host, and parsers for what they print.
+
+The EngineService provider uploads the rendered files into ``remote_dir`` and runs the
+commands built here over a :class:`~amdfleet.remote.connection.Connection`. Nothing in
+this module does I/O.
+
+On-host layout (``remote_dir`` is ``/opt/amdfleet/<stack>``)::
+
+    launch.sh  engine.env  <unit>.service   rendered, not secret
+    secrets.env                             mode 0600, written by the provider only
+    engine.log  engine.pid                  the running engine
+"""
+
+from __future__ import annotations
+
+import posixpath
+import shlex
+from dataclasses import dataclass
+
+from amdfleet.remote.process import detached, is_running, stop_process_group
+
+SAFE_ROOT = "/opt/amdfleet/"
+DEAD = "AMDFLEET_ENGINE_DEAD"
+_STATUS_PREFIX = "AMDFLEET_HTTP "
+
+
+@dataclass(frozen=True)
+class EngineLayout:
+    """Paths of one engine's files on a host."""
+
+    remote_dir: str
+
+    def __post_init__(self) -> None:
+        normalized = posixpath.normpath(self.remote_dir)
+        if not normalized.startswith(SAFE_ROOT) or normalized == SAFE_ROOT.rstrip("/"):
+            raise ValueError(f"engine directory must be below {SAFE_ROOT}: {self.remote_dir!r}")
+
+    def path(self, name: str) -> str:
+        """Absolute path of ``name`` inside the engine directory."""
+        return posixpath.join(self.remote_dir, name)
+
+    @property
+    def launch(self) -> str:
+        """The launch script."""
+        return self.path("launch.sh")
+
+    @property
+    def secrets(self) -> str:
+        """The secrets env file (0600)."""
+        return self.path("secrets.env")
+
+    @property
+    def log(self) -> str:
+        """The engine's combined stdout/stderr."""
+        return self.path("engine.log")
+
+    @property
+    def pid(self) -> str:
+        """The engine's process-group id."""
+        return self.path("engine.pid")
+
+
+def start_command(layout: EngineLayout) -> str:
+    """Start the launch script detached; the log is truncated first so a failure report
+    shows this start's output only."""
+    return f": >{shlex.quote(layout.log)} && " + detached(
+        f"exec {shlex.quote(layout.launch)}", layout.log, layout.pid
+    )
+
+
+def running_command(layout: EngineLayout) -> str:
+    """Exit 0 when the engine's process group is alive."""
+    return is_running(layout.pid)
+
+
+def stop_command(layout: EngineLayout, container: str | None, grace: float = 30.0) -> str:
+    """Stop the engine: the container (docker runtime) and the launch process group.
+
+    Idempotent: succeeds when nothing runs. Bounded by ``grace`` (plus docker's own stop
+    timeout of the same length).
+    """
+    parts = []
+    if container:
+        name = shlex.quote(container)
+        parts.append(
+            f"if command -v docker >/dev/null 2>&1; then "
+            f"docker stop --time {int(grace)} {name} >/dev/null 2>&1; "
+            f"docker rm -f {name} >/dev/null 2>&1; fi; true"
+        )
+    parts.append(stop_process_group(layout.pid, grace))
+    return "; ".join(parts)
+
+
+def remove_command(layout: EngineLayout) -> str:
+    """Remove the engine directory (safe: the layout only allows paths below /opt/amdfleet)."""
+    return f"rm -rf -- {shlex.quote(layout.remote_dir)}"
+
+
+def log_tail_command(layout: EngineLayout, lines: int = 40) -> str:
+    """The last ``lines`` lines of the engine log (empty when there is none)."""
+    return f"tail -n {int(lines)} -- {shlex.quote(layout.log)} 2>/dev/null; true"
+
+
+def probe_command(layout: EngineLayout, base_url: str, paths: tuple[str, ...]) -> str:
+    """One readiness probe: prints ``DEAD`` if the engine process is gone, else one
+    ``AMDFLEET_HTTP <path> <status> <body>`` line per path (body on one line, cut at
+    4 kB).
+
+    Reads an optional ``Authorization`` header line from stdin, so an API key never
+    appears in a command line. Uses curl when present, else python3.
+    """
+    urls = " ".join(shlex.quote(base_url.rstrip("/") + p) for p in paths)
+    return (
+        f"if ! {running_command(layout)}; then echo {DEAD}; exit 0; fi; "
+        "_af_hdr=$(cat); "
+        f"for _af_url in {urls}; do "
+        '_af_path="/${_af_url#*://*/}"; '
+        "if command -v curl >/dev/null 2>&1; then "
+        "_af_out=$(printf '%s\\n' \"$_af_hdr\" | curl -s -m 5 -H @- "
+        "-w '\\n%{http_code}' \"$_af_url\" 2>/dev/null); "
+        "else "
+        f"_af_out=$(printf '%s\\n' \"$_af_hdr\" | python3 -c {shlex.quote(_PY_GET)} "
+        '"$_af_url" 2>/dev/null); '
+        "fi; "
+        '_af_code=$(printf "%s" "$_af_out" | tail -n 1); '
+        "_af_body=$(printf '%s' \"$_af_out\" | sed '$d' | tr '\\n' ' ' | cut -c1-4096); "
+        f'echo "{_STATUS_PREFIX}$_af_path ${{_af_code:-000}} $_af_body"; '
+        "done"
+    )
+
+
+_PY_GET = """
+import sys, urllib.request, urllib.error
+header = sys.stdin.readline().strip()
+request = urllib.request.Request(sys.argv[1])
+if ":" in header:
+    name, value = header.split(":", 1)
+    request.add_header(name.strip(), value.strip())
+try:
+    with urllib.request.urlopen(request, timeout=5) as response:
+        print(response.read(4096).decode(errors="replace")); print(response.status)
+except urllib.error.HTTPError as e:
+    print(""); print(e.code)
+except Exception:
+    print(""); print(0)
+"""
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What one readiness probe saw."""
+
+    alive: bool
+    statuses: dict[str, tuple[int, str]]
+
+    def ready(self, paths: tuple[str, ...], served_name: str | None = None) -> bool:
+        """All ``paths`` answered 200, and ``/v1/models`` lists ``served_name``."""
+        if not self.alive:
+            return False
+        for path in paths:
+            code, body = self.statuses.get(path, (0, ""))
+            if code != 200:
+                return False
+            if path == "/v1/models" and served_name and served_name not in body:
+                return False
+        return True
+
+
+def parse_probe(output: str) -> ProbeResult:
+    """Parse the output of :func:`probe_command`."""
+    if DEAD in output:
+        return ProbeResult(alive=False, statuses={})
+    statuses: dict[str, tuple[int, str]] = {}
+    for line in output.splitlines():
+        if not line.startswith(_STATUS_PREFIX):
+            continue
+        parts = line[len(_STATUS_PREFIX) :].split(" ", 2)
+        if len(parts) >= 2 and parts[1].isdigit():
+            statuses[parts[0]] = (int(parts[1]), parts[2] if len(parts) > 2 else "")
+    return ProbeResult(alive=True, statuses=statuses)
+
+
+def secrets_env(values: dict[str, str]) -> str:
+    """Content of ``secrets.env``: literal KEY=VALUE lines, sorted."""
+    for key, value in values.items():
+        if "\n" in value or "\r" in value:
+            raise ValueError(f"secret for {key} contains a line break")
+    return "".join(f"{key}={values[key]}\n" for key in sorted(values))

@@ -1,0 +1,52 @@
+"""Pure command builders for staging a container image on a host (docker runtime).
+
+The image is pulled once, or built from the rendered AITER + vLLM Dockerfile, before the
+engine starts, so launch scripts always run ``docker run --pull=never``. ``inspect``
+records the image id and repo digest: the digest is what makes runs with a moving tag
+(``:latest``, ``:nightly``) comparable.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import shlex
+
+INSPECT_FORMAT = '{"id": {{json .Id}}, "digests": {{json .RepoDigests}}}'
+
+
+def inspect_command(image: str) -> str:
+    """Print the image's id and repo digests as one JSON line (exit 1 if absent)."""
+    return f"docker image inspect --format {shlex.quote(INSPECT_FORMAT)} {shlex.quote(image)}"
+
+
+def pull_command(image: str) -> str:
+    """Pull ``image`` (quietly)."""
+    return f"docker pull --quiet {shlex.quote(image)}"
+
+
+def build_command(image: str, dockerfile_path: str) -> str:
+    """Build ``image`` from the Dockerfile at ``dockerfile_path`` (its directory is the
+    build context)."""
+    context = posixpath.dirname(dockerfile_path)
+    return (
+        f"docker build --progress=plain -t {shlex.quote(image)} "
+        f"-f {shlex.quote(dockerfile_path)} {shlex.quote(context)}"
+    )
+
+
+def remove_command(image: str) -> str:
+    """Remove ``image``; succeeds when it is already gone or still used elsewhere."""
+    return f"docker image rm {shlex.quote(image)} >/dev/null 2>&1; true"
+
+
+def parse_inspect(output: str) -> dict[str, str] | None:
+    """``{"image_id", "digest"}`` from :func:`inspect_command` output, or None."""
+    for line in reversed(output.strip().splitlines()):
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        digests = data.get("digests") or []
+        return {"image_id": str(data.get("id", "")), "digest": str(digests[0]) if digests else ""}
+    return None
