@@ -205,29 +205,11 @@ class Deployment(pulumi.ComponentResource):
         secrets: Mapping[str, pulumi.Output[str] | None],
         after: Sequence[pulumi.Resource],
     ) -> EngineService:
-        plan = self._plan
-        files = {
-            PurePosixPath(f.path).name: {"content": f.content, "mode": f.mode}
-            for f in render_node(plan, node.rank)
-        }
         values: pulumi.Output[dict[str, Any]] = pulumi.Output.all(
             **{env: secrets[key] for env, key in node.secret_env.items()}
         )
         secret_env: pulumi.Output[dict[str, Any]] = pulumi.Output.secret(values)
-        props = {
-            "host": fleet.props[node.rank],
-            "remote_dir": node.remote_dir,
-            "files": files,
-            "secret_env": secret_env,
-            "container": plan.container_name if plan.runtime == "docker" else None,
-            "probe": {
-                "serves_api": node.serves_api,
-                "base_url": _local_base_url(plan),
-                "paths": list(plan.ready_paths),
-                "served_name": plan.model.served_name,
-                "timeout_s": plan.startup_timeout_s,
-            },
-        }
+        props = engine_service_props(self._plan, node, fleet.props[node.rank], secret_env)
         depends = [fleet.hosts[node.rank], weights[node.rank], *images[node.rank : node.rank + 1]]
         return EngineService(f"{name}-engine-{node.host}", props, self._opts([*depends, *after]))
 
@@ -262,6 +244,30 @@ class Deployment(pulumi.ComponentResource):
             },
             self._opts(services),
         )
+
+
+def engine_service_props(
+    plan: DeploymentPlan, node: NodePlan, host: Mapping[str, Any], secret_env: Any
+) -> dict[str, Any]:
+    """EngineService inputs for ``node``: its rendered files, secrets and readiness probe."""
+    files = {
+        PurePosixPath(f.path).name: {"content": f.content, "mode": f.mode}
+        for f in render_node(plan, node.rank)
+    }
+    return {
+        "host": dict(host),
+        "remote_dir": node.remote_dir,
+        "files": files,
+        "secret_env": secret_env,
+        "container": plan.container_name if plan.runtime == "docker" else None,
+        "probe": {
+            "serves_api": node.serves_api,
+            "base_url": _local_base_url(plan),
+            "paths": list(plan.ready_paths),
+            "served_name": plan.model.served_name,
+            "timeout_s": plan.startup_timeout_s,
+        },
+    }
 
 
 def host_requirement(plan: DeploymentPlan, node: NodePlan) -> HostRequirement:

@@ -1,0 +1,249 @@
+"""EngineService through the SDK's real dynamic-provider host, on real SSH hosts.
+
+The launch script, env file and unit are the real rendered ones (process runtime), run by
+the real provider over SSH in a network namespace; the engine they start is
+``tests/support/fake_engine.py``, a real HTTP server process that can fail, hang or come
+up late on demand (vLLM itself is started by the program tests). Readiness is checked by
+the provider on the host, and the test checks the result from this machine over the
+lab network.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from amdfleet.components import engine_service_props
+from amdfleet.config import parse_stack
+from amdfleet.plan import plan
+from amdfleet.providers.engine_service import EngineServiceProvider
+from amdfleet.remote.hosts import open_host
+from amdfleet.remote.ssh import SshConnection
+from tests.support.hostlab import HostLab, LabFactory
+from tests.support.pulumi_host import ProviderCallError, ProviderHost, secret, with_provider
+
+FAKE_ENGINE = Path(__file__).resolve().parents[1] / "support" / "fake_engine.py"
+API_KEY = "key-5f1e9c0d7a"
+PORT = 18080
+TINY = {
+    "params_b": 0.001,
+    "layers": 2,
+    "hidden": 128,
+    "intermediate": 352,
+    "heads": 4,
+    "kv_heads": 2,
+    "head_dim": 32,
+    "vocab": 4096,
+    "max_context": 2048,
+}
+
+pytestmark = pytest.mark.netns
+
+
+@pytest.fixture(scope="module")
+def lab(hostlab: LabFactory) -> HostLab:
+    lab = hostlab(1)
+    wrapper = lab[0].path("/opt/fake/vllm")
+    wrapper.parent.mkdir(parents=True, exist_ok=True)
+    wrapper.write_text(f'#!/bin/sh\nexec /usr/bin/python3 {FAKE_ENGINE} "$@"\n')
+    wrapper.chmod(0o755)
+    return lab
+
+
+@pytest.fixture
+def conn(lab: HostLab) -> Iterator[SshConnection]:
+    with lab.connect(0) as c:
+        yield c
+
+
+def _props(
+    lab: HostLab, name: str, key: str = API_KEY, engine_key: str | None = None, **env: str
+) -> dict[str, Any]:
+    target = lab.target(0)
+    host = {
+        "name": target.host,
+        "address": target.address,
+        "port": target.port,
+        "user": target.user,
+        "key_path": target.key_path,
+        "host_key": target.host_key,
+    }
+    spec = parse_stack(
+        name,
+        {
+            "fleet": {"hosts": [host]},
+            "topology": {"accelerator": "cpu", "gpus_per_node": 1},
+            "model": {
+                "id": "tiny",
+                "checkpoint": "/models/tiny",
+                "served_name": "tiny",
+                "architecture": TINY,
+            },
+            "engine": {
+                "runtime": "process",
+                "executable": "/opt/fake/vllm",
+                "startup_timeout_s": 30,
+                "extra_env": {"FAKE_ENGINE_RECORD": f"/tmp/{name}.json", **env},
+            },
+            "serving": {"host": target.address, "port": PORT, "max_model_len": 2048},
+            "weights": {"local_path": "/models/tiny"},
+        },
+    )
+    deployment = plan(spec)
+    props = engine_service_props(
+        deployment,
+        deployment.head,
+        {**host, "connection": "ssh"},
+        secret({"AMDFLEET_API_KEY": key, "VLLM_API_KEY": engine_key or key}),
+    )
+    return with_provider(EngineServiceProvider(), props)
+
+
+def _record(lab: HostLab, name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(lab[0].path(f"/tmp/{name}.json").read_text())
+    return data
+
+
+def _alive(conn: SshConnection, pid: int) -> bool:
+    return conn.run(f"kill -0 {pid}", timeout=10, check=False).ok
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return [value] if isinstance(value, str) else []
+
+
+def test_lifecycle_start_restart_on_change_and_delete(
+    provider_host: ProviderHost, lab: HostLab, conn: SshConnection
+) -> None:
+    urn = provider_host.urn("engine-life")
+    checked = provider_host.check(_props(lab, "life"), urn=urn).inputs
+    created = provider_host.create(checked, urn=urn)
+    outs = created.outputs
+    try:
+        first = _record(lab, "life")
+        assert _alive(conn, first["pid"])
+        assert first["argv"][:2] == ["serve", "/models/tiny"]
+        assert "VLLM_API_KEY" in first["env_keys"] and "HF_HOME" in first["env_keys"]
+        base = f"http://{lab.target(0).address}:{PORT}"
+        models = httpx.get(f"{base}/v1/models", headers={"Authorization": f"Bearer {API_KEY}"})
+        assert models.json()["data"][0]["id"] == "tiny"
+        mode = conn.run("stat -c %a /opt/amdfleet/life/secrets.env", timeout=10).stdout.strip()
+        assert mode == "600"
+        assert outs["running"] is True and "secret_env" not in outs
+        assert API_KEY not in json.dumps(_strings(outs))
+
+        same = provider_host.diff(created.id, outs, checked, old_inputs=checked, urn=urn)
+        assert same.changes is False
+
+        changed = provider_host.check(_props(lab, "life", EXTRA="1"), checked, urn=urn).inputs
+        diff = provider_host.diff(created.id, outs, changed, old_inputs=checked, urn=urn)
+        assert (diff.changes, diff.replaces) == (True, [])
+        outs = provider_host.update(created.id, outs, changed, old_inputs=checked, urn=urn)
+        second = _record(lab, "life")
+        assert second["pid"] != first["pid"] and not _alive(conn, first["pid"])
+        assert "EXTRA" in second["env_keys"]
+
+        rotated = provider_host.check(_props(lab, "life", "key-2", EXTRA="1"), changed, urn=urn)
+        diff = provider_host.diff(created.id, outs, rotated.inputs, old_inputs=changed, urn=urn)
+        assert diff.changes is True  # a new API key restarts the engine
+    finally:
+        provider_host.delete(created.id, outs, urn=urn)
+    assert not _alive(conn, _record(lab, "life")["pid"])
+    assert conn.run("test -e /opt/amdfleet/life", timeout=10, check=False).exit_code == 1
+    provider_host.delete(created.id, outs, urn=urn)  # already gone: still succeeds
+
+
+def test_refresh_sees_a_dead_engine_and_the_next_up_restarts_it(
+    provider_host: ProviderHost, lab: HostLab, conn: SshConnection
+) -> None:
+    urn = provider_host.urn("engine-drift")
+    checked = provider_host.check(_props(lab, "drift"), urn=urn).inputs
+    created = provider_host.create(checked, urn=urn)
+    try:
+        conn.run(f"kill -9 {_record(lab, 'drift')['pid']}", timeout=10)
+        read = provider_host.read(created.id, created.outputs, inputs=checked, urn=urn)
+        assert read.outputs["running"] is False
+        diff = provider_host.diff(created.id, read.outputs, checked, old_inputs=checked, urn=urn)
+        assert diff.changes is True
+        outs = provider_host.update(created.id, read.outputs, checked, old_inputs=checked, urn=urn)
+        assert _alive(conn, _record(lab, "drift")["pid"]) and outs["running"] is True
+    finally:
+        provider_host.delete(created.id, created.outputs, urn=urn)
+
+
+def test_engine_that_exits_reports_its_log_and_leaves_nothing(
+    provider_host: ProviderHost, lab: HostLab, conn: SshConnection
+) -> None:
+    checked = provider_host.check(_props(lab, "crash", FAKE_ENGINE_MODE="exit")).inputs
+    with pytest.raises(ProviderCallError) as caught:
+        provider_host.create(checked)
+    message = caught.value.message
+    assert "EngineStartError" in message and "[host0] engine failed to start" in message
+    assert "the engine exited during startup" in message
+    assert "simulated failure while loading weights" in message  # the engine log's tail
+    assert "/opt/amdfleet/crash/launch.sh" in message
+    assert API_KEY not in caught.value.details
+    assert conn.run("test -e /opt/amdfleet/crash", timeout=10, check=False).exit_code == 1
+
+
+def test_engine_never_ready_times_out_and_is_stopped(
+    provider_host: ProviderHost, lab: HostLab, conn: SshConnection
+) -> None:
+    props = _props(lab, "hang", FAKE_ENGINE_MODE="never-ready")
+    props["probe"]["timeout_s"] = 4
+    checked = provider_host.check(props).inputs
+    with pytest.raises(ProviderCallError) as caught:
+        provider_host.create(checked)
+    assert "not ready within 4 s (/health -> 503" in caught.value.message
+    assert "Application startup complete" in caught.value.message
+    assert not _alive(conn, _record(lab, "hang")["pid"])
+
+
+def test_waits_for_a_late_engine(
+    provider_host: ProviderHost, lab: HostLab, conn: SshConnection
+) -> None:
+    props = _props(lab, "late", FAKE_ENGINE_MODE="late", FAKE_ENGINE_READY_AFTER="3")
+    checked = provider_host.check(props).inputs
+    created = provider_host.create(checked)
+    try:
+        assert created.outputs["running"] is True
+        health = httpx.get(f"http://{lab.target(0).address}:{PORT}/health")
+        assert health.status_code == 200
+    finally:
+        provider_host.delete(created.id, created.outputs)
+
+
+def test_wrong_api_key_in_probe_is_not_ready(
+    provider_host: ProviderHost, lab: HostLab, conn: SshConnection
+) -> None:
+    """The probe sends the stack's key; an engine that wants another never becomes ready."""
+    props = _props(lab, "auth", engine_key="another-key")
+    props["probe"]["timeout_s"] = 3
+    checked = provider_host.check(props).inputs
+    with pytest.raises(ProviderCallError) as caught:
+        provider_host.create(checked)
+    assert "/v1/models -> 401" in caught.value.message
+
+
+def test_unreachable_host_fails_within_the_timeout(
+    provider_host: ProviderHost, hostlab: LabFactory
+) -> None:
+    with hostlab(1) as lab:
+        props = _props(lab, "down")
+        lab.partition(0)
+        checked = provider_host.check(props).inputs
+        with pytest.raises(ProviderCallError) as caught:
+            provider_host.create(checked)
+        assert "RemoteError" in caught.value.message and "[host0]" in caught.value.message
+        lab.heal(0)
+        with open_host({**props["host"]}) as conn:
+            assert conn.run("test -e /opt/amdfleet/down", timeout=10, check=False).exit_code == 1

@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""A stand-in engine for EngineService provider tests: a real HTTP server process.
+
+Why it exists: the provider's job is to upload, start, wait for readiness, restart and
+stop an engine process; vLLM (CPU) takes about a minute to start and cannot be told to
+crash, hang or come up late on demand. This script is started by the *real* rendered
+launch script (process runtime, ``engine.executable`` pointed here) with vLLM's argv
+(``serve MODEL --host H --port P --served-model-name N ...``) and serves ``/health`` and
+``/v1/models`` (requiring ``VLLM_API_KEY`` like vLLM does). The real vLLM is exercised
+end to end by the program tests; this covers the failure paths.
+
+Behaviour comes from the environment (set through the stack's ``engine.extra_env``):
+- ``FAKE_ENGINE_MODE``: ``ok`` (default), ``exit`` (exit 3 after printing an error),
+  ``never-ready`` (``/health`` answers 503 forever), ``late`` (503 until
+  ``FAKE_ENGINE_READY_AFTER`` seconds have passed).
+- it records its pid, argv and the environment keys it saw in ``$FAKE_ENGINE_RECORD``
+  (a JSON file) if set.
+
+Standard library only: it runs under the host's ``/usr/bin/python3``.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import sys
+import time
+
+
+def main(argv: list[str]) -> int:
+    options = _options(argv)
+    mode = os.environ.get("FAKE_ENGINE_MODE", "ok")
+    print(f"fake engine: mode={mode} argv={' '.join(argv)}", flush=True)
+    _record(argv)
+    if mode == "exit":
+        print("fake engine: RuntimeError: simulated failure while loading weights", flush=True)
+        return 3
+    ready_at = time.monotonic() + float(os.environ.get("FAKE_ENGINE_READY_AFTER", "0"))
+    handler = _handler(mode, ready_at, options.get("--served-model-name", "model"))
+    server = http.server.ThreadingHTTPServer(
+        (options.get("--host", "127.0.0.1"), int(options.get("--port", "8000"))), handler
+    )
+    print("fake engine: Application startup complete.", flush=True)
+    server.serve_forever()
+    return 0
+
+
+def _options(argv: list[str]) -> dict[str, str]:
+    options = {}
+    for i, token in enumerate(argv):
+        if token.startswith("--") and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            options[token] = argv[i + 1]
+    return options
+
+
+def _record(argv: list[str]) -> None:
+    path = os.environ.get("FAKE_ENGINE_RECORD")
+    if path:
+        record = {"pid": os.getpid(), "argv": argv, "env_keys": sorted(os.environ)}
+        with open(path, "w") as f:
+            json.dump(record, f)
+
+
+def _handler(mode: str, ready_at: float, served: str) -> type[http.server.BaseHTTPRequestHandler]:
+    key = os.environ.get("VLLM_API_KEY")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            ready = mode == "ok" or (mode == "late" and time.monotonic() >= ready_at)
+            if self.path == "/health":
+                self._send(200 if ready else 503, b"")
+            elif self.path == "/v1/models":
+                if key and self.headers.get("Authorization") != f"Bearer {key}":
+                    self._send(401, b'{"error": "Unauthorized"}')
+                else:
+                    self._send(200, json.dumps({"data": [{"id": served}]}).encode())
+            else:
+                self._send(404, b"")
+
+        def _send(self, code: int, body: bytes) -> None:
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    return Handler
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
