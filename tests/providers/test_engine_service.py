@@ -65,18 +65,12 @@ def _props(
     lab: HostLab, name: str, key: str = API_KEY, engine_key: str | None = None, **env: str
 ) -> dict[str, Any]:
     target = lab.target(0)
-    host = {
-        "name": target.host,
-        "address": target.address,
-        "port": target.port,
-        "user": target.user,
-        "key_path": target.key_path,
-        "host_key": target.host_key,
-    }
+    host = lab.host_props(0)
+    spec_host = {k: v for k, v in host.items() if k != "connection"}
     spec = parse_stack(
         name,
         {
-            "fleet": {"hosts": [host]},
+            "fleet": {"hosts": [spec_host]},
             "topology": {"accelerator": "cpu", "gpus_per_node": 1},
             "model": {
                 "id": "tiny",
@@ -98,7 +92,7 @@ def _props(
     props = engine_service_props(
         deployment,
         deployment.head,
-        {**host, "connection": "ssh"},
+        host,
         secret({"AMDFLEET_API_KEY": key, "VLLM_API_KEY": engine_key or key}),
     )
     return with_provider(EngineServiceProvider(), props)

@@ -69,7 +69,8 @@ def require_netns(lab: HostLab) -> None:
         import pytest
 
         why = "ip netns refused or AMDFLEET_HOSTLAB=loopback"
-        pytest.skip(f"needs netns mode: hostlab runs on loopback ({why})")
+        missing = pytest.fail if os.environ.get("AMDFLEET_REQUIRE_NETNS") else pytest.skip
+        missing(f"needs netns mode: hostlab runs on loopback ({why})")
 
 
 class LabError(RuntimeError):
@@ -172,6 +173,20 @@ class HostLab:
             host_key=h.host_key,
         )
         return replace(base, **overrides)
+
+    def host_props(self, host: LabHost | int) -> dict[str, Any]:
+        """``host`` as amdfleet provider props (what ``amdfleet.remote.hosts.host_props``
+        makes of a stack's SSH host entry)."""
+        target = self.target(host)
+        return {
+            "name": target.host,
+            "connection": "ssh",
+            "address": target.address,
+            "port": target.port,
+            "user": target.user,
+            "key_path": target.key_path,
+            "host_key": target.host_key,
+        }
 
     def connect(self, host: LabHost | int, *, timeout: float = 10.0) -> SshConnection:
         """An open SshConnection to ``host`` (strict host-key checking)."""

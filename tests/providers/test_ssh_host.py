@@ -1,0 +1,115 @@
+"""SshHost through the SDK's real dynamic-provider host, against real SSH hosts.
+
+The fact probe runs for real on a lab host (a Debian box without GPUs); preflight is
+exercised both ways: a CPU requirement passes, a GPU requirement fails with every
+missing piece listed. GPU outputs themselves are covered by the parser tests on captured
+amd-smi/rocm-smi/rocminfo outputs (tests/unit/test_facts.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import pytest
+
+from amdfleet.providers.ssh_host import SshHostProvider
+from amdfleet.remote.preflight import HostRequirement
+from tests.support.hostlab import HostLab, LabFactory, require_netns
+from tests.support.pulumi_host import ProviderCallError, ProviderHost, with_provider
+
+pytestmark = pytest.mark.netns
+
+
+@pytest.fixture(scope="module")
+def lab(hostlab: LabFactory) -> HostLab:
+    return hostlab(2)
+
+
+def _props(host: dict[str, Any], requirement: HostRequirement) -> dict[str, Any]:
+    return with_provider(
+        SshHostProvider(),
+        {
+            "host": host,
+            "requirement": asdict(requirement),
+            "facts": None,
+            "checks": None,
+            "hostname": None,
+        },
+    )
+
+
+CPU = HostRequirement(accelerator="cpu", gpu_count=0, runtime="process", weights_dir="/opt")
+MI300X = HostRequirement(
+    accelerator="mi300x",
+    gpu_count=8,
+    runtime="docker",
+    min_shm_bytes=1 << 50,
+    weights_dir="/opt/models",
+    weights_bytes=1 << 60,
+)
+
+
+def test_cpu_host_passes_and_reports_its_facts(provider_host: ProviderHost, lab: HostLab) -> None:
+    require_netns(lab)
+    created = provider_host.create(provider_host.check(_props(lab.host_props(0), CPU)).inputs)
+    facts = created.outputs["facts"]
+    assert created.id == "host0"
+    assert created.outputs["hostname"] == facts["hostname"] == "host0"
+    assert facts["cpu_count"] >= 1 and facts["ram_bytes"] > 1 << 30
+    assert facts["gpus"] == []
+    assert {c["name"] for c in created.outputs["checks"]} >= {"disk"}
+    assert all(c["ok"] for c in created.outputs["checks"])
+
+
+def test_gpu_requirement_fails_listing_every_check_with_hints(
+    provider_host: ProviderHost, lab: HostLab
+) -> None:
+    with pytest.raises(ProviderCallError) as caught:
+        provider_host.create(provider_host.check(_props(lab.host_props(1), MI300X)).inputs)
+    message = caught.value.message
+    assert message.startswith("amdfleet.errors.PreflightError: preflight failed:")
+    for check in ("gpu_count", "kfd", "dri", "shm", "disk"):
+        assert f"[host1] {check}" in message, message
+    assert message.count("hint:") >= 5
+    assert "sudo usermod" in message or "/dev/kfd" in message
+
+
+def test_a_changed_host_key_is_refused(provider_host: ProviderHost, lab: HostLab) -> None:
+    wrong = {**lab.host_props(0), "host_key": lab.host_props(1)["host_key"]}
+    with pytest.raises(ProviderCallError) as caught:
+        provider_host.create(provider_host.check(_props(wrong, CPU)).inputs)
+    assert "HostKeyMismatchError" in caught.value.message
+    assert "ssh-keyscan" in caught.value.message
+
+
+def test_refresh_shows_drift(provider_host: ProviderHost, lab: HostLab) -> None:
+    require_netns(lab)
+    checked = provider_host.check(_props(lab.host_props(0), CPU)).inputs
+    created = provider_host.create(checked)
+    with lab.connect(0) as conn:
+        conn.run("hostname drifted-host0", timeout=10)
+        try:
+            read = provider_host.read(created.id, created.outputs, inputs=checked)
+        finally:
+            conn.run("hostname host0", timeout=10)
+    assert read.outputs["hostname"] == "drifted-host0"
+    assert read.outputs["facts"]["hostname"] == "drifted-host0"
+
+
+def test_diff_replaces_on_another_host_and_updates_on_a_new_requirement(
+    provider_host: ProviderHost, lab: HostLab
+) -> None:
+    checked = provider_host.check(_props(lab.host_props(0), CPU)).inputs
+    created = provider_host.create(checked)
+    other = provider_host.check(_props(lab.host_props(1), CPU)).inputs
+    diff = provider_host.diff(created.id, created.outputs, other, old_inputs=checked)
+    assert diff.replaces == ["host"]
+    stricter = HostRequirement(**{**asdict(CPU), "weights_bytes": 1 << 60})
+    news = provider_host.check(_props(lab.host_props(0), stricter)).inputs
+    diff = provider_host.diff(created.id, created.outputs, news, old_inputs=checked)
+    assert (diff.changes, diff.replaces) == (True, [])
+    with pytest.raises(ProviderCallError, match=r"\[host0\] disk"):
+        provider_host.update(created.id, created.outputs, news, old_inputs=checked)
+    same = provider_host.diff(created.id, created.outputs, checked, old_inputs=checked)
+    assert same.changes is False
