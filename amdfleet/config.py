@@ -17,6 +17,7 @@ field path and suggests the nearest valid name.
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -680,27 +681,38 @@ def load_from_pulumi() -> tuple[StackSpec, dict[str, Any]]:
     """Read the stack through ``pulumi.Config`` inside a Pulumi program.
 
     Returns the spec and a mapping of secret key → ``pulumi.Output`` (secret). Raises
-    :class:`ConfigError` when a section is invalid or a referenced secret is not set,
-    before any resource is registered.
+    :class:`ConfigError` when a key is unknown or invalid, when a secret is stored in
+    plain text, or when a referenced secret is not set: before any resource exists.
     """
     import pulumi
+    from pulumi.runtime import config as runtime_config
 
     config = pulumi.Config(NAMESPACE)
-    sections = {k: config.get_object(k) for k in (*SECTIONS, "description")}
-    spec = parse_stack(pulumi.get_stack(), {k: v for k, v in sections.items() if v is not None})
-    secrets: dict[str, Any] = {}
-    issues = []
-    for key in spec.secret_keys:
-        value = config.get_secret(key)
-        if value is None:
-            issues.append(_missing_secret_issue(spec, key))
-        secrets[key] = value
-    if issues:
-        raise ConfigError(issues, f"stack {spec.name}")
-    return spec, secrets
+    everything = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    keys = sorted(k.split(":", 1)[1] for k in everything if k.startswith(f"{NAMESPACE}:"))
+    secret = {k for k in keys if runtime_config.is_config_secret(f"{NAMESPACE}:{k}")}
+    values = {k: _config_value(config.get(k)) for k in keys if k not in secret}
+    plain_secrets = {k: values.pop(k) for k in _declared_secret_keys(values) if k in values}
+    source = f"stack {pulumi.get_stack()}"
+    spec = parse_stack(pulumi.get_stack(), values, source=source)
+    refs = _secret_refs(spec, {k: True for k in secret}, plain_secrets, source=source)
+    missing = [_missing_secret_issue(spec, ref.key) for ref in refs if not ref.present]
+    if missing:
+        raise ConfigError(missing, source)
+    return spec, {key: config.get_secret(key) for key in spec.secret_keys}
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+def _config_value(text: str | None) -> Any:
+    """A config value as the engine stores it: JSON for structured values, else text."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def _split_config(
