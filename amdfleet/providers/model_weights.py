@@ -20,6 +20,8 @@ from amdfleet.providers.props import as_int, changed_keys, plain
 from amdfleet.remote.connection import Connection
 from amdfleet.remote.hosts import open_host
 from amdfleet.remote.weights import (
+    KILL_AFTER_S,
+    TIMED_OUT,
     WeightsTarget,
     check_local_command,
     download_command,
@@ -118,22 +120,31 @@ def _download(conn: Connection, props: dict[str, Any], target: WeightsTarget) ->
     existed = conn.run(
         f"test -d {shlex.quote(target.repo_cache)}", timeout=_CHECK_TIMEOUT, check=False
     ).ok
+    timeout = as_int(props["timeout_s"])
     command = download_command(
         target,
         props.get("python") or "python3",
         props.get("docker_image"),
         props.get("hub_endpoint"),
+        timeout,
     )
     try:
         result = conn.run(
             command,
-            timeout=as_int(props["timeout_s"]),
+            # The host stops the download at ``timeout``; this only bounds the SSH call.
+            timeout=timeout + KILL_AFTER_S + _CHECK_TIMEOUT,
             stdin=props.get("hf_token") or "",
             check=True,
         )
-    except RemoteError:
+    except RemoteError as e:
         if not existed:
             conn.run(remove_command(target), timeout=600, check=False)
+        if isinstance(e, RemoteCommandError) and e.exit_code == TIMED_OUT:
+            hint = (
+                f"the download ran past timeout_s ({timeout} s) and was stopped: raise "
+                "weights.timeout_s for a large checkpoint, or check the host reaches the hub"
+            )
+            raise RemoteCommandError(e.host, e.command, e.exit_code, e.output_tail, hint) from e
         raise
     snapshot = parse_snapshot(result.stdout)
     if snapshot is None:

@@ -21,6 +21,10 @@ from dataclasses import dataclass
 
 MARKER_DIR = ".amdfleet"
 RESULT_PREFIX = "AMDFLEET_SNAPSHOT "
+KILL_AFTER_S = 10
+"""Seconds between the TERM and the KILL sent to a download that outlives its deadline."""
+TIMED_OUT = 124
+"""Exit code of a download the host stopped at its deadline (coreutils ``timeout``)."""
 
 _DOWNLOAD_PY = """
 import json, sys
@@ -68,13 +72,20 @@ def check_local_command(path: str) -> str:
 
 
 def download_command(
-    target: WeightsTarget, python: str, docker_image: str | None, endpoint: str | None = None
+    target: WeightsTarget,
+    python: str,
+    docker_image: str | None,
+    endpoint: str | None = None,
+    timeout_s: int | None = None,
 ) -> str:
     """Download the snapshot; prints ``AMDFLEET_SNAPSHOT {json}`` with its host path.
 
     With ``docker_image`` the download runs inside the engine image with the cache
     mounted at the same path; otherwise with ``python`` on the host. ``endpoint`` is a
-    hub mirror (HF_ENDPOINT). The HF token, if any, is the command's stdin.
+    hub mirror (HF_ENDPOINT). The HF token, if any, is the command's stdin. With
+    ``timeout_s`` the host itself stops the download after that long (exit
+    :data:`TIMED_OUT`): a download that outlived the SSH call would go on filling the
+    cache after the caller gave up and cleaned up.
     """
     args = " ".join(shlex.quote(a) for a in (target.repo, target.revision or ""))
     cache = shlex.quote(target.cache_dir)
@@ -83,15 +94,17 @@ def download_command(
         env += f" HF_ENDPOINT={shlex.quote(endpoint)}"
     token = '_af_t=$(cat); if [ -n "$_af_t" ]; then export HF_TOKEN="$_af_t"; fi; unset _af_t; '
     code = shlex.quote(_DOWNLOAD_PY)
+    limit = f"timeout -k {KILL_AFTER_S} {int(timeout_s)} " if timeout_s else ""
     if docker_image:
         endpoint_env = f"-e HF_ENDPOINT={shlex.quote(endpoint)} " if endpoint else ""
+        # --init: the TERM that docker proxies must stop python, which as PID 1 ignores it
         run = (
-            f"docker run --rm --pull=never --network=host -v {cache}:{cache} "
+            f"{limit}docker run --rm --init --pull=never --network=host -v {cache}:{cache} "
             f"-e HF_HOME={cache} -e HF_TOKEN -e HF_HUB_DISABLE_PROGRESS_BARS=1 {endpoint_env}"
             f"--entrypoint python3 {shlex.quote(docker_image)} -c {code} {args}"
         )
     else:
-        run = f"{env} {shlex.quote(python)} -c {code} {args}"
+        run = f"{env} {limit}{shlex.quote(python)} -c {code} {args}"
     return f"mkdir -p {cache} && {token}{run}"
 
 
@@ -116,8 +129,12 @@ def write_marker_command(target: WeightsTarget, snapshot: dict[str, str], downlo
 
 
 def remove_command(target: WeightsTarget) -> str:
-    """Remove what amdfleet downloaded for this checkpoint, and its marker."""
-    return f"rm -rf -- {shlex.quote(target.repo_cache)} {shlex.quote(target.marker)}"
+    """Remove what amdfleet downloaded for this checkpoint (the repo's cache folder and
+    the download locks huggingface_hub keeps beside it), and its marker."""
+    repo_folder = posixpath.basename(target.repo_cache)
+    locks = posixpath.join(target.cache_dir, "hub", ".locks", repo_folder)
+    paths = (target.repo_cache, locks, target.marker)
+    return "rm -rf -- " + " ".join(shlex.quote(p) for p in paths)
 
 
 def parse_snapshot(output: str) -> dict[str, str] | None:

@@ -136,7 +136,6 @@ def test_local_create_and_delete(provider_host: ProviderHost, tmp_path: Path) ->
     assert path.read_text() == "hello\n" and (path.stat().st_mode & 0o777) == 0o600
     provider_host.delete(created.id, created.outputs)
     assert not path.exists()
-    assert all(seconds < 5 for _, seconds in provider_host.call_times)
 
 
 # -- whole programs --------------------------------------------------------------------
