@@ -172,7 +172,7 @@ class Deployment(pulumi.ComponentResource):
                     "docker_image": plan.image.image if images else None,
                     "hub_endpoint": plan.weights_hub_endpoint,
                     "timeout_s": plan.weights_timeout_s,
-                    "keep_on_delete": False,
+                    "keep_on_delete": bool(plan.campaign.get("keep_weights")),
                 },
                 self._opts([fleet.hosts[node.rank], *images[node.rank : node.rank + 1]]),
             )

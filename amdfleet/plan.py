@@ -168,6 +168,7 @@ class DeploymentPlan(_Frozen):
     weights_timeout_s: int
     hf_token_secret: str | None
     startup_timeout_s: int
+    campaign: dict[str, Any]
     ready_paths: tuple[str, ...]
     recipe_sources: tuple[str, ...]
     warnings: tuple[str, ...]
@@ -244,6 +245,7 @@ def plan(spec: StackSpec) -> DeploymentPlan:
         weights_timeout_s=spec.weights.download_timeout_s,
         hf_token_secret=spec.weights.hf_token_secret,
         startup_timeout_s=_startup_timeout(spec, model),
+        campaign=spec.campaign.model_dump(mode="json"),
         ready_paths=catalog.ENGINES[spec.engine.name].ready_paths,
         recipe_sources=tuple(r.source for r in _recipes(spec, acc)),
         warnings=tuple(warnings),

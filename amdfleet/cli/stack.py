@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -101,11 +102,23 @@ def format_plan(loaded: LoadedStack, resolved: DeploymentPlan) -> str:
         )
         lines.append(f"  {ref.key}: {state}")
     lines.append(f"startup deadline {p.startup_timeout_s} s")
+    lines.append(_campaign_line(p.campaign))
     if p.recipe_sources:
         lines += ["", "recipe", *(f"  {source}" for source in p.recipe_sources)]
     if p.warnings:
         lines += ["", "warnings", *(f"  ! {w}" for w in p.warnings)]
     return "\n".join(lines)
+
+
+def _campaign_line(campaign: dict[str, Any]) -> str:
+    ttl = campaign.get("ttl_hours")
+    lifetime = f"{ttl:g} h from `pulumi up`" if ttl else "no time limit"
+    weights = "kept" if campaign.get("keep_weights") else "removed"
+    owner = f", owner {campaign['owner']}" if campaign.get("owner") else ""
+    return (
+        f"campaign {lifetime}, on expiry: {campaign.get('on_expiry')}; weights {weights} "
+        f"on destroy{owner}"
+    )
 
 
 COMMANDS: list[click.Command] = [stacks_command, plan_command, render_command]
