@@ -16,7 +16,9 @@ def render_stack(name: str) -> dict[str, RenderedFile]:
 
 def node_file(files: dict[str, RenderedFile], rank: int, name: str) -> str:
     """Content of ``name`` for the node with ``rank``."""
-    matches = [f for path, f in files.items() if path.startswith(f"node{rank}-") and path.endswith(name)]
+    matches = [
+        f for path, f in files.items() if path.startswith(f"node{rank}-") and path.endswith(name)
+    ]
     assert len(matches) == 1, f"no single {name} for node {rank} in {sorted(files)}"
     return matches[0].content
 
