@@ -698,6 +698,15 @@ def _check_verification(
                 f"requests but serving.max_num_seqs is {limit}: the excess queues "
                 "(seed 002 recommends matching them)"
             )
+    for i, scenario in enumerate(spec.verification.scenarios):
+        if scenario.baseline and scenario.baseline not in catalog.BASELINES:
+            issues.append(
+                ConfigIssue(
+                    f"verification.scenarios[{i}].baseline",
+                    f"unknown baseline {scenario.baseline!r}",
+                    f"use one of {', '.join(catalog.BASELINES)}",
+                )
+            )
     if spec.verification.baseline and spec.verification.baseline not in catalog.BASELINES:
         issues.append(
             ConfigIssue(

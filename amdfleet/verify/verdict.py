@@ -114,13 +114,32 @@ def judge(
     metrics = reference.metrics if reference else {}
     rows: list[VerdictRow] = []
     for run in runs:
-        rows += _benchmark_rows(run, spec.thresholds, metrics)
+        rows += _benchmark_rows(
+            run, _scenario_thresholds(spec, run), _scenario_baseline(run, metrics)
+        )
     if accuracy is not None:
         rows += _accuracy_rows(accuracy, spec.thresholds, metrics)
     return tuple(rows)
 
 
-def resolve_baseline(baseline_id: str | None) -> Baseline | None:
+def _scenario_thresholds(spec: VerificationSpec, run: BenchmarkRun) -> Thresholds:
+    """The stack's thresholds, with the scenario's own minimum throughput if it sets one
+    (a sweep needs one per load level)."""
+    own = run.scenario.min_output_throughput
+    if own is None:
+        return spec.thresholds
+    return spec.thresholds.model_copy(update={"min_output_throughput": own})
+
+
+def _scenario_baseline(run: BenchmarkRun, default: Mapping[str, float]) -> Mapping[str, float]:
+    """The scenario's own catalog baseline if it names one, else the stack's."""
+    own = resolve_baseline(run.scenario.baseline, f"verification.scenarios.{run.scenario.name}")
+    return own.metrics if own else default
+
+
+def resolve_baseline(
+    baseline_id: str | None, field: str = "verification.baseline"
+) -> Baseline | None:
     """The catalog baseline, or a :class:`ConfigError` listing the known ids."""
     if baseline_id is None:
         return None
@@ -128,7 +147,7 @@ def resolve_baseline(baseline_id: str | None) -> Baseline | None:
         raise ConfigError(
             [
                 ConfigIssue(
-                    "verification.baseline",
+                    field,
                     f"unknown baseline {baseline_id!r}",
                     f"known baselines: {', '.join(sorted(BASELINES))}",
                 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -98,6 +99,34 @@ def test_failures_name_metric_expected_and_observed() -> None:
     assert failures["c8/p99_ttft_ms"][0] == "<= 100"
     assert failures["gsm8k/gsm8k_flexible_extract"] == (">= 0.9", "0.6667")
     assert failures["gsm8k/success_rate"] == (">= 0.9", "0.6667")
+
+
+def test_a_sweep_judges_each_scenario_against_its_own_threshold_and_baseline() -> None:
+    """Seed 000's concurrency table: each level has its own minimum and baseline."""
+    low = _run("c10", 4, ok=4)
+    low = dataclasses.replace(
+        low,
+        scenario=low.scenario.model_copy(
+            update={"baseline": "seed000-mi325x-405b-fp8-c10", "min_output_throughput": 20}
+        ),
+    )
+    high = _run("c50", 4, ok=4)
+    high = dataclasses.replace(
+        high,
+        scenario=high.scenario.model_copy(
+            update={"baseline": "seed000-mi325x-405b-fp8-c50", "min_output_throughput": 40}
+        ),
+    )
+    spec = VerificationSpec(thresholds=Thresholds(min_output_throughput=1), baseline=BASELINE)
+    result = _result(spec, [low, high], None)
+    rows = {(r.scope, r.metric): r for r in result.rows}
+    assert rows[("c10", "output_throughput")].expected == ">= 20"
+    assert rows[("c10", "output_throughput")].passed is True  # 22 tok/s
+    assert rows[("c50", "output_throughput")].expected == ">= 40"
+    assert rows[("c50", "output_throughput")].passed is False
+    assert rows[("c10", "output_throughput")].baseline == 1090
+    assert rows[("c50", "output_throughput")].baseline == 4381
+    assert ("c10", "mean_ttft_ms") not in rows  # the seed-000 baselines publish no TTFT
 
 
 def test_an_empty_run_cannot_pass_latency_thresholds() -> None:
