@@ -42,8 +42,15 @@ CHAT_TEMPLATE = (
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--corpus", type=Path, required=True)
+    parser.add_argument(
+        "--corpus",
+        type=Path,
+        required=True,
+        help="text or jsonl file to train the tokenizer on; 'builtin' for generated text",
+    )
     args = parser.parse_args()
+    if str(args.corpus) == "builtin":
+        args.corpus = _write_builtin_corpus(args.out.parent / "tiny-llama-corpus.txt")
     stamp = _stamp(args.corpus)
     if (args.out / "BUILD").is_file() and (args.out / "BUILD").read_text() == stamp:
         print(f"tiny llama already built at {args.out}")
@@ -66,6 +73,30 @@ def _stamp(corpus: Path) -> str:
     digest.update(Path(__file__).read_bytes())
     digest.update(corpus.read_bytes())
     return digest.hexdigest() + "\n"
+
+
+def _write_builtin_corpus(path: Path) -> Path:
+    """Deterministic GSM8K-like text, for machines without the GSM8K data: word problems
+    with small numbers and their worked answers (the shape prompts will have)."""
+    import random
+
+    rng = random.Random(1234)
+    names = ["Ava", "Ben", "Chen", "Dana", "Eli", "Fatima", "Gus", "Hana", "Ivan", "June"]
+    items = ["apple", "book", "coin", "marble", "pencil", "sticker", "cookie", "shell"]
+    verbs = [("buys", "+"), ("finds", "+"), ("gives away", "-"), ("loses", "-")]
+    lines = []
+    for _ in range(20000):
+        name, item = rng.choice(names), rng.choice(items)
+        verb, op = rng.choice(verbs)
+        a, b = rng.randint(10, 999), rng.randint(1, 9)
+        total = a + b if op == "+" else a - b
+        lines.append(
+            f"Question: {name} has {a} {item}s and {verb} {b} more. How many {item}s does "
+            f"{name} have now?\nAnswer: {name} has {a} {op} {b} = {total} {item}s.\n#### {total}"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
 
 
 def _corpus_lines(corpus: Path) -> Iterator[str]:

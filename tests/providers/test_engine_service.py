@@ -34,12 +34,12 @@ TINY = {
     "params_b": 0.001,
     "layers": 2,
     "hidden": 128,
-    "intermediate": 352,
+    "intermediate": 256,
     "heads": 4,
     "kv_heads": 2,
     "head_dim": 32,
     "vocab": 4096,
-    "max_context": 2048,
+    "max_context": 4096,
 }
 
 pytestmark = pytest.mark.netns

