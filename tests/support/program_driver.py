@@ -29,6 +29,7 @@ provider resources other than the default dynamic one, and parallel-run limits.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import json
 import runpy
@@ -222,6 +223,20 @@ class ProgramDriver:
         return result
 
     def _run_program(
+        self, program: Program, deployment: _Deployment
+    ) -> dict[str, tuple[Any, bool]]:
+        # The SDK registers resources on the thread's current event loop; code that ran
+        # asyncio.run() before (it clears the loop) would leave none. Like the language
+        # host, give every run a fresh loop.
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            return self._run_on_loop(program, deployment)
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+    def _run_on_loop(
         self, program: Program, deployment: _Deployment
     ) -> dict[str, tuple[Any, bool]]:
         settings.ROOT.set(None)
