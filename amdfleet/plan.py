@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
@@ -949,25 +950,46 @@ def _positional(spec: StackSpec, model: ResolvedModel) -> tuple[str, ...]:
 Flags = list[tuple[str, str | None]]
 
 
+@dataclass(frozen=True)
+class _FlagNames:
+    """How vLLM and SGLang spell the same serving options."""
+
+    tp: str
+    pp: str
+    dp: str
+    max_len: str
+    max_seqs: str
+    batched_tokens: str | None
+    memory: str
+    kv_fp8: tuple[str, str]
+
+
+_VLLM = _FlagNames(
+    tp="--tensor-parallel-size",
+    pp="--pipeline-parallel-size",
+    dp="--data-parallel-size",
+    max_len="--max-model-len",
+    max_seqs="--max-num-seqs",
+    batched_tokens="--max-num-batched-tokens",
+    memory="--gpu-memory-utilization",
+    kv_fp8=("--kv-cache-dtype", "fp8"),
+)
+_SGLANG = _FlagNames(
+    tp="--tp",
+    pp="--pp-size",
+    dp="--dp",
+    max_len="--context-length",
+    max_seqs="--max-running-requests",
+    batched_tokens=None,
+    memory="--mem-fraction-static",
+    kv_fp8=("--kv-cache-dtype", "fp8_e4m3"),
+)
+
+
 def _vllm_args(
     spec: StackSpec, model: ResolvedModel, serving: ServingPlan, rank: int, head: str
 ) -> Flags:
-    par = spec.parallelism
-    flags: Flags = [
-        ("--host", serving.host),
-        ("--port", str(serving.port)),
-        ("--served-model-name", model.served_name),
-        ("--tensor-parallel-size", str(par.tp)),
-    ]
-    if par.pp > 1:
-        flags.append(("--pipeline-parallel-size", str(par.pp)))
-    if par.dp > 1:
-        flags.append(("--data-parallel-size", str(par.dp)))
-    if model.revision and not model.is_local_path:
-        flags.append(("--revision", model.revision))
-    if model.online_quantization:
-        flags.append(("--quantization", "fp8"))
-    flags += _common_serving_flags(serving, vllm=True)
+    flags = _serving_flags(spec, model, serving, _VLLM)
     if spec.topology.nodes > 1:
         flags += _vllm_multinode_flags(spec, rank, head)
     return flags
@@ -989,50 +1011,50 @@ def _vllm_multinode_flags(spec: StackSpec, rank: int, head: str) -> Flags:
     return flags
 
 
-def _common_serving_flags(serving: ServingPlan, vllm: bool) -> Flags:
-    flags: Flags = [("--max-model-len" if vllm else "--context-length", str(serving.max_model_len))]
-    if serving.max_num_seqs:
-        flags.append(
-            ("--max-num-seqs" if vllm else "--max-running-requests", str(serving.max_num_seqs))
-        )
-    if serving.max_num_batched_tokens and vllm:
-        flags.append(("--max-num-batched-tokens", str(serving.max_num_batched_tokens)))
-    if serving.gpu_memory_utilization is not None:
-        name = "--gpu-memory-utilization" if vllm else "--mem-fraction-static"
-        flags.append((name, f"{serving.gpu_memory_utilization:g}"))
-    if serving.kv_cache_dtype == "fp8":
-        flags.append(("--kv-cache-dtype", "fp8" if vllm else "fp8_e4m3"))
-    return flags
-
-
 def _sglang_args(
     spec: StackSpec, model: ResolvedModel, serving: ServingPlan, rank: int, head: str
 ) -> Flags:
-    par = spec.parallelism
-    flags: Flags = [
-        ("--model-path", model.checkpoint),
-        ("--host", serving.host),
-        ("--port", str(serving.port)),
-        ("--served-model-name", model.served_name),
-        ("--tp", str(par.tp)),
-    ]
-    if par.pp > 1:
-        flags.append(("--pp-size", str(par.pp)))
-    if par.dp > 1:
-        flags.append(("--dp", str(par.dp)))
-    if model.revision and not model.is_local_path:
-        flags.append(("--revision", model.revision))
-    if model.online_quantization:
-        flags.append(("--quantization", "fp8"))
-    flags += _common_serving_flags(serving, vllm=False)
+    flags: Flags = [("--model-path", model.checkpoint)]
+    flags += _serving_flags(spec, model, serving, _SGLANG)
     if spec.serving.api_key_secret:
         flags.append(("--api-key", "${AMDFLEET_API_KEY}"))
     if spec.topology.nodes > 1:
         flags += [
             ("--nnodes", str(spec.topology.nodes)),
             ("--node-rank", str(rank)),
-            ("--dist-init-addr", f"{head}:{par.master_port}"),
+            ("--dist-init-addr", f"{head}:{spec.parallelism.master_port}"),
         ]
+    return flags
+
+
+def _serving_flags(
+    spec: StackSpec, model: ResolvedModel, serving: ServingPlan, names: _FlagNames
+) -> Flags:
+    """Endpoint, parallelism, checkpoint and memory flags vLLM and SGLang share."""
+    par = spec.parallelism
+    flags: Flags = [
+        ("--host", serving.host),
+        ("--port", str(serving.port)),
+        ("--served-model-name", model.served_name),
+        (names.tp, str(par.tp)),
+    ]
+    if par.pp > 1:
+        flags.append((names.pp, str(par.pp)))
+    if par.dp > 1:
+        flags.append((names.dp, str(par.dp)))
+    if model.revision and not model.is_local_path:
+        flags.append(("--revision", model.revision))
+    if model.online_quantization:
+        flags.append(("--quantization", "fp8"))
+    flags.append((names.max_len, str(serving.max_model_len)))
+    if serving.max_num_seqs:
+        flags.append((names.max_seqs, str(serving.max_num_seqs)))
+    if serving.max_num_batched_tokens and names.batched_tokens:
+        flags.append((names.batched_tokens, str(serving.max_num_batched_tokens)))
+    if serving.gpu_memory_utilization is not None:
+        flags.append((names.memory, f"{serving.gpu_memory_utilization:g}"))
+    if serving.kv_cache_dtype == "fp8":
+        flags.append(names.kv_fp8)
     return flags
 
 

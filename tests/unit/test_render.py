@@ -171,3 +171,16 @@ def test_docker_launch_script_passes_exact_argv_to_docker(tmp_path: Path) -> Non
     env_files = [argv[i + 1] for i, a in enumerate(argv) if a == "--env-file"]
     assert [Path(p).name for p in env_files] == ["engine.env", "secrets.env"]
     assert flag_value(argv, "--compilation-config").startswith('{"cudagraph_mode"')
+
+
+def test_sglang_two_nodes_share_one_rendezvous() -> None:
+    deployment = plan(load_stack_file(str(HERE / "stacks/Pulumi.sglang-2node.yaml")).spec)
+    files = {f.path: f for f in render_plan(deployment)}
+    for rank in (0, 1):
+        argv = exec_argv(node_file(files, rank, "launch.sh"))
+        assert flag_value(argv, "--tp") == "16"
+        assert flag_value(argv, "--nnodes") == "2"
+        assert flag_value(argv, "--node-rank") == str(rank)
+        assert flag_value(argv, "--dist-init-addr") == "10.0.1.1:5000"
+        assert "--network=host" in argv
+    assert deployment.warnings[0].startswith("tensor parallelism (16) spans nodes")
