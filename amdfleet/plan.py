@@ -912,8 +912,11 @@ def _secret_env(spec: StackSpec) -> dict[str, str]:
     secrets: dict[str, str] = {}
     if spec.serving.api_key_secret:
         secrets["AMDFLEET_API_KEY"] = spec.serving.api_key_secret
-        if spec.engine.name == "vllm":
-            secrets["VLLM_API_KEY"] = spec.serving.api_key_secret
+        # vLLM and TGI read their key from the environment (VLLM_API_KEY, API_KEY);
+        # SGLang only takes --api-key, expanded from AMDFLEET_API_KEY at launch.
+        engine_var = {"vllm": "VLLM_API_KEY", "tgi": "API_KEY"}.get(spec.engine.name)
+        if engine_var:
+            secrets[engine_var] = spec.serving.api_key_secret
     if spec.weights.hf_token_secret:
         secrets["HF_TOKEN"] = spec.weights.hf_token_secret
     return secrets
@@ -1075,8 +1078,6 @@ def _tgi_args(
         flags.append(("--quantize", "fp8"))
     if serving.max_num_seqs:
         flags.append(("--max-concurrent-requests", str(serving.max_num_seqs)))
-    if spec.serving.api_key_secret:
-        flags.append(("--api-key", "${AMDFLEET_API_KEY}"))
     return flags
 
 

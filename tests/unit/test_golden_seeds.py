@@ -88,6 +88,8 @@ class TestSeed001Mi300x405b:
         assert argv[argv.index("--entrypoint") + 2] == image
         assert flag_value(argv, "--num-shard") == "8"  # 001:155 (8x MI300X)
         assert flag_value(argv, "--model-id") == "meta-llama/Llama-3.1-405B-Instruct"
+        assert "--api-key" not in argv  # TGI reads API_KEY from secrets.env
+        assert ': "${API_KEY:?' in node_file(render_stack("mi300x-llama405b-tgi"), 0, "launch.sh")
 
     def test_vllm_tp8(self) -> None:
         argv, _, _ = _docker("mi300x-llama405b-vllm")
