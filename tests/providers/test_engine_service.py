@@ -11,6 +11,7 @@ lab network.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,9 +49,12 @@ pytestmark = pytest.mark.netns
 @pytest.fixture(scope="module")
 def lab(hostlab: LabFactory) -> HostLab:
     lab = hostlab(1)
+    # Copied into the host: the repository may live under /tmp, which each host has its own.
+    engine = lab[0].path("/opt/fake/fake_engine.py")
+    engine.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(FAKE_ENGINE, engine)
     wrapper = lab[0].path("/opt/fake/vllm")
-    wrapper.parent.mkdir(parents=True, exist_ok=True)
-    wrapper.write_text(f'#!/bin/sh\nexec /usr/bin/python3 {FAKE_ENGINE} "$@"\n')
+    wrapper.write_text('#!/bin/sh\nexec /usr/bin/python3 /opt/fake/fake_engine.py "$@"\n')
     wrapper.chmod(0o755)
     return lab
 
