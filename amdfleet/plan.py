@@ -522,12 +522,15 @@ def _check_engine(spec: StackSpec, acc: Accelerator, issues: list[ConfigIssue]) 
                 "use vllm or sglang for multi-node serving, or one node",
             )
         )
-    if spec.engine.name == "tgi" and (spec.parallelism.pp > 1 or spec.parallelism.dp > 1):
+    used = [kind for kind in ("pp", "dp") if getattr(spec.parallelism, kind) > 1]
+    unsupported = [kind for kind in used if kind not in engine.layouts]
+    if unsupported:
         issues.append(
             ConfigIssue(
                 "parallelism",
-                "tgi shards with tensor parallelism only (no pp or dp)",
-                "set pp: 1 and dp: 1",
+                f"{engine.name} parallelises with {' and '.join(engine.layouts)} only, not "
+                f"{' or '.join(unsupported)}",
+                " and ".join(f"set {kind}: 1" for kind in unsupported),
             )
         )
     if acc.arch == "cpu" and spec.engine.name != "vllm":

@@ -25,25 +25,28 @@ SEED_004 = "seeds/004_2fcc6f387bd929aa.txt"  # vLLM blog: Llama 3.1 405B, FP8 an
 
 @dataclass(frozen=True)
 class EngineInfo:
-    """How an engine is started and probed."""
+    """How an engine is started and probed, and which layouts it can run: TGI shards a
+    model with tensor parallelism on one node only."""
 
     name: str
     command: tuple[str, ...]
     ready_paths: tuple[str, ...]
     multi_node: bool
-    data_parallel: bool
+    layouts: tuple[str, ...]
 
 
 ENGINES: dict[str, EngineInfo] = {
-    "vllm": EngineInfo("vllm", ("vllm", "serve"), ("/health", "/v1/models"), True, True),
+    "vllm": EngineInfo(
+        "vllm", ("vllm", "serve"), ("/health", "/v1/models"), True, ("tp", "pp", "dp")
+    ),
     "sglang": EngineInfo(
         "sglang",
         ("python3", "-m", "sglang.launch_server"),
         ("/health", "/v1/models"),
         True,
-        True,
+        ("tp", "pp", "dp"),
     ),
-    "tgi": EngineInfo("tgi", ("text-generation-launcher",), ("/health", "/info"), False, False),
+    "tgi": EngineInfo("tgi", ("text-generation-launcher",), ("/health", "/info"), False, ("tp",)),
 }
 
 

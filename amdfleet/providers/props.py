@@ -42,8 +42,3 @@ def changed_keys(
 ) -> list[str]:
     """The ``keys`` whose (unwrapped) values differ between ``olds`` and ``news``."""
     return [k for k in keys if plain(olds.get(k)) != plain(news.get(k))]
-
-
-def is_unknown(value: Any) -> bool:
-    """Whether a prop is still unknown (during preview)."""
-    return value == rpc.UNKNOWN or type(value).__name__ == "Unknown"
