@@ -96,10 +96,15 @@ def _stage(conn: Connection, props: dict[str, Any]) -> dict[str, Any]:
         return {**found, "created": False}
     timeout = as_int(props["timeout_s"])
     if props.get("dockerfile"):
-        path = f"{props['build_dir']}/Dockerfile"
-        conn.run(f"mkdir -p {shlex.quote(props['build_dir'])}", timeout=_CALL_TIMEOUT)
-        conn.put(path, str(props["dockerfile"]).encode(), mode=0o644)
-        conn.run(build_command(image, path), timeout=timeout)
+        build_dir = shlex.quote(props["build_dir"])
+        conn.run(f"mkdir -p {build_dir}", timeout=_CALL_TIMEOUT)
+        try:
+            conn.put(
+                f"{props['build_dir']}/Dockerfile", str(props["dockerfile"]).encode(), mode=0o644
+            )
+            conn.run(build_command(image, f"{props['build_dir']}/Dockerfile"), timeout=timeout)
+        finally:
+            conn.run(f"rm -rf -- {build_dir}", timeout=_CALL_TIMEOUT, check=False)
     else:
         conn.run(pull_command(image), timeout=timeout)
     found = _inspect(conn, image)
