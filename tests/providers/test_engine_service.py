@@ -245,3 +245,23 @@ def test_unreachable_host_fails_within_the_timeout(
         lab.heal(0)
         with open_host({**props["host"]}) as conn:
             assert conn.run("test -e /opt/amdfleet/down", timeout=10, check=False).exit_code == 1
+
+
+def test_a_worker_node_is_started_and_must_stay_up(
+    provider_host: ProviderHost, lab: HostLab, conn: SshConnection
+) -> None:
+    """A non-head node of a multi-node engine serves no API: create returns once the
+    engine has stayed up for a few seconds, and fails with its log if it exits."""
+    props = _props(lab, "worker")
+    props["probe"]["serves_api"] = False
+    created = provider_host.create(provider_host.check(props).inputs)
+    try:
+        assert _alive(conn, _record(lab, "worker")["pid"])
+    finally:
+        provider_host.delete(created.id, created.outputs)
+
+    props = _props(lab, "worker-crash", FAKE_ENGINE_MODE="exit")
+    props["probe"]["serves_api"] = False
+    with pytest.raises(ProviderCallError) as caught:
+        provider_host.create(provider_host.check(props).inputs)
+    assert "simulated failure while loading weights" in caught.value.message
