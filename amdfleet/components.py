@@ -3,7 +3,7 @@
 
 ``Fleet`` registers one :class:`~amdfleet.providers.ssh_host.SshHost` per node (facts
 and preflight). ``Deployment`` stages the image and the weights on every node in
-parallel, starts the engine on the workers and then the head, and gates readiness on
+parallel, starts the engine on every node at once, and gates readiness on
 a :class:`~amdfleet.providers.verification.Verification` run against the endpoint.
 Everything is a child of its component (``parent=self``) and each component registers
 its outputs.
@@ -187,13 +187,11 @@ class Deployment(pulumi.ComponentResource):
         weights: list[ModelWeights],
         secrets: Mapping[str, pulumi.Output[str] | None],
     ) -> list[EngineService]:
-        plan = self._plan
-        workers = [
-            self._service(name, node, fleet, images, weights, secrets, ())
-            for node in plan.nodes[1:]
+        # Every node starts at once: the head's readiness needs its workers (mp, Ray) and
+        # workers wait for the head's rendezvous themselves.
+        return [
+            self._service(name, node, fleet, images, weights, secrets) for node in self._plan.nodes
         ]
-        head = self._service(name, plan.nodes[0], fleet, images, weights, secrets, workers)
-        return [head, *workers]
 
     def _service(
         self,
@@ -203,7 +201,6 @@ class Deployment(pulumi.ComponentResource):
         images: list[EngineImage],
         weights: list[ModelWeights],
         secrets: Mapping[str, pulumi.Output[str] | None],
-        after: Sequence[pulumi.Resource],
     ) -> EngineService:
         values: pulumi.Output[dict[str, Any]] = pulumi.Output.all(
             **{env: secrets[key] for env, key in node.secret_env.items()}
@@ -211,7 +208,7 @@ class Deployment(pulumi.ComponentResource):
         secret_env: pulumi.Output[dict[str, Any]] = pulumi.Output.secret(values)
         props = engine_service_props(self._plan, node, fleet.props[node.rank], secret_env)
         depends = [fleet.hosts[node.rank], weights[node.rank], *images[node.rank : node.rank + 1]]
-        return EngineService(f"{name}-engine-{node.host}", props, self._opts([*depends, *after]))
+        return EngineService(f"{name}-engine-{node.host}", props, self._opts(depends))
 
     def _verification(
         self,

@@ -159,6 +159,7 @@ class DeploymentPlan(_Frozen):
     dp: int
     backend: str
     master_port: int
+    ray_port: int
     serving: ServingPlan
     memory: MemoryBudget
     nodes: tuple[NodePlan, ...]
@@ -236,6 +237,7 @@ def plan(spec: StackSpec) -> DeploymentPlan:
         dp=spec.parallelism.dp,
         backend=spec.parallelism.backend,
         master_port=spec.parallelism.master_port,
+        ray_port=spec.parallelism.ray_port,
         serving=serving,
         memory=memory,
         nodes=nodes,

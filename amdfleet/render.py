@@ -179,6 +179,8 @@ def _node_context(plan: DeploymentPlan, node: NodePlan) -> dict[str, object]:
         "args": argv[1:],
         "argv": argv,
         "ray_argv": list(node.ray_argv),
+        "ray_head_address": plan.head.cluster_address or "<head-address>",
+        "ray_port": plan.ray_port,
         "env": node.env,
         "secret_names": sorted(node.secret_env),
         "container": plan.container_name,
