@@ -362,7 +362,10 @@ class ImageBuildSpec(_Model):
         (), description="PYTORCH_ROCM_ARCH targets; defaults to the accelerator's arch."
     )
     registry: str | None = Field(
-        None, description="Registry/repository to push the built image to (optional)."
+        None,
+        description="Repository the built image is tagged in (e.g. 'registry.example.com/"
+        "vllm-aiter'); default 'amdfleet/vllm-aiter'. Each node builds the image itself: "
+        "amdfleet does not push it.",
     )
     tag: str | None = Field(None, description="Image tag; defaults to a content hash.")
 
