@@ -356,8 +356,8 @@ class ImageBuildSpec(_Model):
 
     enabled: bool = Field(False, description="Build instead of pulling `engine.image`.")
     base_image: str = Field("rocm/vllm-dev:nightly", description="Image the build starts FROM.")
-    aiter_ref: str = Field("dev/perf", description="AITER git ref to build.")
-    vllm_ref: str = Field("main", description="vLLM git ref to build.")
+    aiter_ref: str = Field("dev/perf", description="AITER git ref to build (seed 002: dev/perf).")
+    vllm_ref: str = Field("main", description="vLLM git ref to build (a commit pins it).")
     gfx_targets: tuple[str, ...] = Field(
         (), description="PYTORCH_ROCM_ARCH targets; defaults to the accelerator's arch."
     )
@@ -367,7 +367,12 @@ class ImageBuildSpec(_Model):
         "vllm-aiter'); default 'amdfleet/vllm-aiter'. Each node builds the image itself: "
         "amdfleet does not push it.",
     )
-    tag: str | None = Field(None, description="Image tag; defaults to a content hash.")
+    tag: str | None = Field(
+        None,
+        description="Image tag; defaults to 'aiter-<aiter_ref>-vllm-<vllm_ref>-<gfx targets>'. "
+        "A node that already has the tag does not rebuild, so pin the refs to commits for "
+        "a reproducible build.",
+    )
 
 
 class WeightsSpec(_Model):
