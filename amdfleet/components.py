@@ -12,6 +12,7 @@ its outputs.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -84,6 +85,7 @@ class Deployment(pulumi.ComponentResource):
     engine: pulumi.Output[dict[str, Any]]
     verification: pulumi.Output[dict[str, Any]]
     ready: pulumi.Output[bool]
+    campaign: pulumi.Output[dict[str, Any]]
 
     def __init__(
         self,
@@ -107,6 +109,7 @@ class Deployment(pulumi.ComponentResource):
         self.engine = pulumi.Output.all(services[0].files_hash, *digests).apply(
             lambda values: _engine_output(plan, values[0], values[1:])
         )
+        self.campaign = services[0].started_at.apply(lambda at: campaign_output(plan, at))
         gate = self._verification(name, verification, fleet, weights, services, images)
         if gate is None:
             self.verification = pulumi.Output.from_input({"enabled": False})
@@ -121,6 +124,7 @@ class Deployment(pulumi.ComponentResource):
                 "engine": self.engine,
                 "verification": self.verification,
                 "ready": self.ready,
+                "campaign": self.campaign,
             }
         )
 
@@ -265,6 +269,16 @@ def engine_service_props(
             "timeout_s": plan.startup_timeout_s,
         },
     }
+
+
+def campaign_output(plan: DeploymentPlan, started_at: str | None) -> dict[str, Any]:
+    """The campaign policy with the engine's start and, given a TTL, its expiry."""
+    campaign = {**plan.campaign, "started_at": started_at, "expires_at": None}
+    ttl = plan.campaign.get("ttl_hours")
+    if started_at and ttl:
+        expires = datetime.fromisoformat(started_at) + timedelta(hours=float(ttl))
+        campaign["expires_at"] = expires.isoformat(timespec="seconds")
+    return campaign
 
 
 def host_requirement(plan: DeploymentPlan, node: NodePlan) -> HostRequirement:

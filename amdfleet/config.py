@@ -543,11 +543,16 @@ class CampaignSpec(_Model):
     """The benchmark campaign's lifetime."""
 
     ttl_hours: float | None = Field(
-        None, gt=0, description="Planned lifetime; `amdfleet plan` shows the expiry."
+        None,
+        gt=0,
+        description="Planned lifetime from the engine's start; the `campaign` stack output "
+        "carries the resulting `expires_at`.",
     )
     on_expiry: Literal["warn", "destroy"] = Field(
         "warn",
-        description="What the campaign tooling does past the TTL: warn, or run `pulumi destroy`.",
+        description="What should happen past `expires_at`: 'warn' or 'destroy'. Recorded in "
+        "the `campaign` output for the scheduler that acts on it (e.g. a cron job running "
+        "`scripts/down`); amdfleet itself never destroys on a timer.",
     )
     keep_weights: bool = Field(
         False,

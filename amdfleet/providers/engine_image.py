@@ -55,11 +55,21 @@ class EngineImageProvider(ResourceProvider):
         return ReadResult(id_=id_, outs={**props, **(found or {"image_id": "", "digest": ""})})
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        """Another image or Dockerfile is a replacement."""
+        """Another host, image or Dockerfile is a replacement, and so is an image that
+        ``read`` found gone; ``keep_on_delete`` changes in place.
+
+        A replacement under the same tag deletes the old resource first: one tag cannot
+        hold both images, and deleting the old resource after the new one was staged would
+        remove the new image (or the new resource would adopt the old build as present).
+        """
         replaces = changed_keys(olds, news, IDENTITY)
-        gone = not plain(olds).get("image_id")
+        if not plain(olds).get("image_id"):
+            replaces = replaces or ["image"]
+        same_tag = not changed_keys(olds, news, ("image",))
         return DiffResult(
-            changes=bool(replaces) or gone, replaces=replaces or (["image"] if gone else [])
+            changes=bool(replaces or changed_keys(olds, news, ("keep_on_delete",))),
+            replaces=replaces,
+            delete_before_replace=bool(replaces) and same_tag,
         )
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import shlex
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pulumi
@@ -106,13 +107,14 @@ class EngineService(pulumi.dynamic.Resource, module="amdfleet", name="EngineServ
     """The engine on one node; ``running`` and the content fingerprints are outputs."""
 
     running: pulumi.Output[bool]
+    started_at: pulumi.Output[str]
     files_hash: pulumi.Output[str]
     secrets_hash: pulumi.Output[str]
 
     def __init__(
         self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None
     ):
-        outputs = {"running": None, "files_hash": None, "secrets_hash": None}
+        outputs = {"running": None, "started_at": None, "files_hash": None, "secrets_hash": None}
         hidden = pulumi.ResourceOptions(additional_secret_outputs=["secrets_hash", "secret_env"])
         opts = pulumi.ResourceOptions.merge(opts, hidden)
         super().__init__(EngineServiceProvider(), name, {**props, **outputs}, opts)
@@ -196,4 +198,5 @@ def _start_error(
 
 def _outs(props: dict[str, Any]) -> dict[str, Any]:
     public = {k: v for k, v in props.items() if k != "secret_env"}
-    return {**public, "running": True}
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    return {**public, "running": True, "started_at": started}

@@ -27,10 +27,15 @@ def pull_command(image: str) -> str:
 
 def build_command(image: str, dockerfile_path: str) -> str:
     """Build ``image`` from the Dockerfile at ``dockerfile_path`` (its directory is the
-    build context)."""
+    build context).
+
+    No ``--progress``: a docker CLI without the buildx plugin (the classic builder)
+    rejects it, and BuildKit already prints plain progress when its output is not a
+    terminal, as over an SSH command channel.
+    """
     context = posixpath.dirname(dockerfile_path)
     return (
-        f"docker build --progress=plain -t {shlex.quote(image)} "
+        f"docker build -t {shlex.quote(image)} "
         f"-f {shlex.quote(dockerfile_path)} {shlex.quote(context)}"
     )
 

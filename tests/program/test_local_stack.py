@@ -11,6 +11,7 @@ engine; everything it drives is real.
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -41,7 +42,10 @@ def test_local_stack_up_verify_destroy() -> None:
         assert outputs["ready"] is True
         assert outputs["endpoint"] == "http://127.0.0.1:18000/v1"
         assert reveal(outputs["api_key"]) == API_KEY
-        assert outputs["campaign"]["on_expiry"] == "destroy"
+        campaign = outputs["campaign"]
+        assert campaign["on_expiry"] == "destroy" and campaign["ttl_hours"] == 1
+        started = datetime.fromisoformat(campaign["started_at"])
+        assert datetime.fromisoformat(campaign["expires_at"]) - started == timedelta(hours=1)
         rows = outputs["verification"]["verdict"]
         verdict = {(r["scope"], r["metric"]): r for r in rows}
         assert verdict[("c8", "output_throughput")]["passed"] is True

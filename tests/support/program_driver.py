@@ -52,6 +52,7 @@ from pulumi.runtime.sync_await import _sync_await
 from tests.support.pulumi_host import (
     UNKNOWN,
     DiffOutcome,
+    ProviderCallError,
     ProviderHost,
     is_secret,
     reveal,
@@ -229,6 +230,7 @@ class ProgramDriver:
         # asyncio.run() before (it clears the loop) would leave none. Like the language
         # host, give every run a fresh loop.
         loop = asyncio.new_event_loop()
+        loop.set_exception_handler(_quiet_surfaced_failures)
         asyncio.set_event_loop(loop)
         try:
             return self._run_on_loop(program, deployment)
@@ -256,6 +258,14 @@ class ProgramDriver:
         root = settings.get_root_resource()
         exported: dict[str, Any] = dict(getattr(root, "outputs", {}))
         return {name: _resolve(value) for name, value in exported.items()}
+
+
+def _quiet_surfaced_failures(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """A failed resource leaves its exception in every output future depending on it; the
+    run re-raises it to the caller, so asyncio's "never retrieved" notes are noise."""
+    if isinstance(context.get("exception"), ProviderCallError):
+        return
+    loop.default_exception_handler(context)
 
 
 class _Deployment:
