@@ -102,7 +102,8 @@ class EngineImage(pulumi.dynamic.Resource, module="amdfleet", name="EngineImage"
 def _stage(conn: Connection, props: dict[str, Any]) -> dict[str, Any]:
     image = props["image"]
     found = _inspect(conn, image)
-    if found:
+    wanted = props.get("dockerfile_hash") if props.get("dockerfile") else None
+    if found and (wanted is None or found["dockerfile_sha256"] == wanted):
         return {**found, "created": False}
     timeout = as_int(props["timeout_s"])
     if props.get("dockerfile"):
@@ -112,7 +113,8 @@ def _stage(conn: Connection, props: dict[str, Any]) -> dict[str, Any]:
             conn.put(
                 f"{props['build_dir']}/Dockerfile", str(props["dockerfile"]).encode(), mode=0o644
             )
-            conn.run(build_command(image, f"{props['build_dir']}/Dockerfile"), timeout=timeout)
+            command = build_command(image, f"{props['build_dir']}/Dockerfile", str(wanted))
+            conn.run(command, timeout=timeout)
         finally:
             conn.run(f"rm -rf -- {build_dir}", timeout=_CALL_TIMEOUT, check=False)
     else:

@@ -12,7 +12,12 @@ import json
 import posixpath
 import shlex
 
-INSPECT_FORMAT = '{"id": {{json .Id}}, "digests": {{json .RepoDigests}}}'
+INSPECT_FORMAT = (
+    '{"id": {{json .Id}}, "digests": {{json .RepoDigests}}, "labels": {{json .Config.Labels}}}'
+)
+DOCKERFILE_LABEL = "io.amdfleet.dockerfile-sha256"
+"""Label on every image amdfleet builds: the hash of the Dockerfile it was built from, so
+a host holding the tag from another Dockerfile is rebuilt rather than adopted."""
 
 
 def inspect_command(image: str) -> str:
@@ -25,7 +30,7 @@ def pull_command(image: str) -> str:
     return f"docker pull --quiet {shlex.quote(image)}"
 
 
-def build_command(image: str, dockerfile_path: str) -> str:
+def build_command(image: str, dockerfile_path: str, dockerfile_sha256: str) -> str:
     """Build ``image`` from the Dockerfile at ``dockerfile_path`` (its directory is the
     build context).
 
@@ -34,8 +39,9 @@ def build_command(image: str, dockerfile_path: str) -> str:
     terminal, as over an SSH command channel.
     """
     context = posixpath.dirname(dockerfile_path)
+    label = shlex.quote(f"{DOCKERFILE_LABEL}={dockerfile_sha256}")
     return (
-        f"docker build -t {shlex.quote(image)} "
+        f"docker build -t {shlex.quote(image)} --label {label} "
         f"-f {shlex.quote(dockerfile_path)} {shlex.quote(context)}"
     )
 
@@ -46,12 +52,18 @@ def remove_command(image: str) -> str:
 
 
 def parse_inspect(output: str) -> dict[str, str] | None:
-    """``{"image_id", "digest"}`` from :func:`inspect_command` output, or None."""
+    """``{"image_id", "digest", "dockerfile_sha256"}`` from :func:`inspect_command`
+    output (the last is empty for an image amdfleet did not build), or None."""
     for line in reversed(output.strip().splitlines()):
         try:
             data = json.loads(line)
         except json.JSONDecodeError:
             continue
         digests = data.get("digests") or []
-        return {"image_id": str(data.get("id", "")), "digest": str(digests[0]) if digests else ""}
+        labels = data.get("labels") or {}
+        return {
+            "image_id": str(data.get("id", "")),
+            "digest": str(digests[0]) if digests else "",
+            "dockerfile_sha256": str(labels.get(DOCKERFILE_LABEL, "")),
+        }
     return None

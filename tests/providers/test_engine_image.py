@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 
 from amdfleet.providers.engine_image import EngineImageProvider
-from amdfleet.remote.images import inspect_command, parse_inspect
+from amdfleet.remote.images import DOCKERFILE_LABEL, inspect_command, parse_inspect
 from tests.support.dockerd import DockerDaemon, DockerdError
 from tests.support.hostlab import HostLab, LabFactory, require_netns
 from tests.support.pulumi_host import (
@@ -100,8 +100,12 @@ def test_parse_inspect_reads_what_docker_really_prints(docker: DockerDaemon) -> 
 
     printed = _sh(docker, inspect_command(BASE))
     assert printed.returncode == 0, printed.stderr
-    assert printed.stdout == f'{{"id": "{real["Id"]}", "digests": []}}\n'
-    assert parse_inspect(printed.stdout) == {"image_id": real["Id"], "digest": ""}
+    assert printed.stdout == f'{{"id": "{real["Id"]}", "digests": [], "labels": null}}\n'
+    assert parse_inspect(printed.stdout) == {
+        "image_id": real["Id"],
+        "digest": "",
+        "dockerfile_sha256": "",
+    }
 
     absent = _sh(docker, inspect_command("amdfleet-test/absent:1"))
     assert (absent.returncode, absent.stdout) == (1, "\n")  # an empty line on stdout
@@ -153,8 +157,8 @@ def test_a_dockerfile_is_built_on_the_host_and_removed_on_delete(
     assert real is not None, "the build did not tag the image"
     base = docker.image(BASE)
     assert base is not None
-    assert real["Config"]["Labels"] == {LABEL: token}
-    assert (real["Parent"], real["RootFS"]) == (base["Id"], base["RootFS"])  # FROM the local base
+    assert real["Config"]["Labels"] == {LABEL: token, DOCKERFILE_LABEL: props["dockerfile_hash"]}
+    assert real["RootFS"] == base["RootFS"]  # FROM the local base: its layers, no others
     outs = created.outputs
     assert (outs["created"], outs["image_id"], outs["digest"]) == (True, real["Id"], "")
     assert not lab[0].path(build_dir).exists()  # the build context is gone from the host
@@ -168,13 +172,38 @@ def test_a_dockerfile_is_built_on_the_host_and_removed_on_delete(
     assert (read.outputs["image_id"], read.outputs["digest"]) == ("", "")
 
 
+def test_a_tag_built_from_another_dockerfile_is_rebuilt_not_adopted(
+    provider_host: ProviderHost, lab: HostLab, docker: DockerDaemon, tags: TagFactory
+) -> None:
+    """The default tag names the refs, not the Dockerfile: a host holding the tag from
+    an older Dockerfile (or from someone else) gets this Dockerfile's build."""
+    tag, first, second = tags(), uuid.uuid4().hex, uuid.uuid4().hex
+    docker.cli("tag", BASE, tag)  # the tag exists, built by nobody we know
+    urn = provider_host.urn("image-stale")
+    created = _create(provider_host, _props(lab, tag, dockerfile=_dockerfile(first)), urn)
+    real = docker.image(tag)
+    assert real is not None and real["Config"]["Labels"][LABEL] == first
+    assert created.outputs["created"] is True
+
+    again = _create(provider_host, _props(lab, tag, dockerfile=_dockerfile(first)), urn)
+    assert again.outputs["created"] is False  # the same Dockerfile's build is adopted
+    assert again.outputs["image_id"] == real["Id"]
+
+    rebuilt = _create(provider_host, _props(lab, tag, dockerfile=_dockerfile(second)), urn)
+    newer = docker.image(tag)
+    assert newer is not None and newer["Config"]["Labels"][LABEL] == second
+    assert rebuilt.outputs["created"] is True and rebuilt.outputs["image_id"] == newer["Id"]
+    provider_host.delete(rebuilt.id, rebuilt.outputs, urn=urn)
+    assert docker.image(tag) is None
+
+
 @pytest.mark.parametrize(
     ("step", "expected"),
     [
         (
             "COPY not-in-the-context /x",
             [
-                "Step 2/2 : COPY not-in-the-context /x",
+                "Step 2/3 : COPY not-in-the-context /x",  # step 3: the --label amdfleet adds
                 "COPY failed: file not found in build context or excluded by .dockerignore: "
                 "stat not-in-the-context: file does not exist",
             ],
@@ -206,7 +235,8 @@ def test_a_failing_build_reports_its_output_and_leaves_nothing(
         _create(provider_host, props, provider_host.urn("image-fail"))
 
     message = info.value.message
-    command = f"docker build -t {tag} -f {build_dir}/Dockerfile {build_dir}"
+    label = f"{DOCKERFILE_LABEL}={props['dockerfile_hash']}"
+    command = f"docker build -t {tag} --label {label} -f {build_dir}/Dockerfile {build_dir}"
     assert message.startswith(
         f"amdfleet.errors.RemoteCommandError: [host0] command exited 1: {command}\n"
         "  last lines of output:\n"
@@ -241,7 +271,7 @@ def test_an_image_removed_behind_the_providers_back_is_rebuilt_by_a_replacement(
 
     real = docker.image(tag)
     assert real is not None, "the replacement left no image"
-    assert real["Config"]["Labels"] == {LABEL: token}
+    assert real["Config"]["Labels"] == {LABEL: token, DOCKERFILE_LABEL: props["dockerfile_hash"]}
     assert (replaced.outputs["created"], replaced.outputs["image_id"]) == (True, real["Id"])
 
 
@@ -264,7 +294,10 @@ def test_a_new_dockerfile_replaces_the_image_under_the_same_tag(
 
     real = docker.image(tag)
     assert real is not None, "the replacement left no image"
-    assert real["Config"]["Labels"] == {LABEL: "two"}
+    assert real["Config"]["Labels"] == {
+        LABEL: "two",
+        DOCKERFILE_LABEL: news_props["dockerfile_hash"],
+    }
     assert (second.outputs["created"], second.outputs["image_id"]) == (True, real["Id"])
     assert docker.image(first.outputs["image_id"]) is None  # the first build is gone
 

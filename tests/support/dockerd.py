@@ -11,10 +11,11 @@ The seam is the registry: none is reachable, so images are only ever made locall
 local and never start containers.
 
 Isolation. The daemon runs in a network namespace of its own holding nothing but a
-loopback that is down (``unshare --net``): should anything make it reach for a registry
-(a ``FROM`` of a missing image does), the attempt ends with "network is unreachable"
-before a packet is sent. It also has a private mount namespace (``unshare --mount``),
-so the overlay mounts of its layers never show on this machine and vanish with it.
+loopback that is down (``unshare --net``; checked once it answers): should anything make
+it reach for a registry (a ``FROM`` of a missing image does), the attempt ends with
+"network is unreachable" before a packet is sent. It also has a private mount namespace
+(``unshare --mount``), so the overlay mounts of its layers never show on this machine
+and vanish with it.
 Everything else it owns lives in one directory ``/run/amdfleet-test-docker/d-XXXX``:
 ``--data-root``, ``--exec-root``, ``--pidfile``, the API socket, its log, its
 ``--config-file`` (which keeps ``/etc/docker/daemon.json`` out, and moves the key the
@@ -285,6 +286,7 @@ class DockerDaemon:
         _LIVE.add(daemon)
         try:
             daemon._wait_ready(deadline)
+            daemon._check_isolated()
         except DockerdError as e:
             tail = daemon.log_tail()
             daemon.stop()
@@ -293,6 +295,20 @@ class DockerDaemon:
             daemon.stop()
             raise
         return daemon
+
+    def _check_isolated(self) -> None:
+        """Refuse a daemon that could reach a network: its namespace must hold nothing
+        but a loopback that is down."""
+        shown = subprocess.run(
+            ["nsenter", f"--target={self.pid}", "--net", "ip", "-j", "link", "show"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        links = [(link["ifname"], link["operstate"]) for link in json.loads(shown.stdout or "[]")]
+        if shown.returncode != 0 or links != [("lo", "DOWN")]:
+            raise DockerdError(f"dockerd's network namespace is not empty: {links or shown.stderr}")
 
     def _wait_ready(self, deadline: float) -> None:
         """Poll ``docker version`` until the server answers; fail at once if dockerd exits."""

@@ -162,11 +162,16 @@ def test_download_reads_the_token_from_stdin_only(tmp_path: Path) -> None:
 
 def test_docker_inspect_output_parses() -> None:
     """Output shape of ``docker image inspect --format`` with the template used."""
-    line = '{"id": "sha256:5b1c", "digests": ["rocm/vllm-dev@sha256:9f2e"]}'
+    line = (
+        '{"id": "sha256:5b1c", "digests": ["rocm/vllm-dev@sha256:9f2e"], '
+        '"labels": {"io.amdfleet.dockerfile-sha256": "ab12"}}'
+    )
     assert images.parse_inspect(line) == {
         "image_id": "sha256:5b1c",
         "digest": "rocm/vllm-dev@sha256:9f2e",
+        "dockerfile_sha256": "ab12",
     }
     assert images.parse_inspect('{"id": "sha256:1", "digests": null}')["digest"] == ""  # type: ignore[index]
     assert images.parse_inspect("Error: No such image") is None
-    assert "--pull" not in images.build_command("x:y", "/opt/amdfleet/s-image/Dockerfile")
+    build = images.build_command("x:y", "/opt/amdfleet/s-image/Dockerfile", "ab12")
+    assert "--pull" not in build and "--label io.amdfleet.dockerfile-sha256=ab12" in build
