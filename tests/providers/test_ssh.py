@@ -127,8 +127,12 @@ def test_many_concurrent_commands_share_one_session(conn: SshConnection) -> None
 
 
 @pytest.mark.netns
-def test_put_get_atomic_with_mode(lab: HostLab, conn: SshConnection) -> None:
+def test_put_get_atomic_with_mode(
+    lab: HostLab, conn: SshConnection, request: pytest.FixtureRequest
+) -> None:
     path = "/opt/amdfleet/conf.d/engine.env"
+    cleanup = "rm -rf /opt/amdfleet/conf.d; rmdir /opt/amdfleet 2>/dev/null; true"
+    request.addfinalizer(lambda: conn.run(cleanup, timeout=10))
     conn.put(path, b"A=1\n", mode=0o600)
     first_inode = conn.run(f"stat -c %i {path}", timeout=10).stdout
     conn.put(path, b"A=2\n" * 10000, mode=0o640)
