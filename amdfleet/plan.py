@@ -878,6 +878,10 @@ def _merged_env(spec: StackSpec, acc: Accelerator) -> dict[str, str]:
         env.update(recipe.env)
     if spec.engine.runtime == "process":
         env["HF_HOME"] = spec.weights.cache_dir
+        if spec.engine.name == "vllm":
+            # vLLM's IPC sockets go in the engine directory, which destroy removes, not
+            # in the host's /tmp (a container keeps them inside itself).
+            env["VLLM_RPC_BASE_PATH"] = f"{REMOTE_ROOT}/{spec.name}"
     else:
         env["HF_HOME"] = spec.weights.container_dir
     # Weights are staged before the engine starts, so it never needs the hub.

@@ -92,8 +92,10 @@ def stop_command(layout: EngineLayout, container: str | None, grace: float = 30.
 
 
 def remove_command(layout: EngineLayout) -> str:
-    """Remove the engine directory (safe: the layout only allows paths below /opt/amdfleet)."""
-    return f"rm -rf -- {shlex.quote(layout.remote_dir)}"
+    """Remove the engine directory (safe: the layout only allows paths below /opt/amdfleet),
+    and /opt/amdfleet itself once no stack is left in it."""
+    root = shlex.quote(SAFE_ROOT.rstrip("/"))
+    return f"rm -rf -- {shlex.quote(layout.remote_dir)} && {{ rmdir -- {root} 2>/dev/null; true; }}"
 
 
 def log_tail_command(layout: EngineLayout, lines: int = 40) -> str:

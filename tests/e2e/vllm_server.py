@@ -61,6 +61,7 @@ def running_vllm(work: Path) -> Iterator[VllmServer]:
         "VLLM_CACHE_ROOT": str(cache / "vllm"),
         "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor"),
         "XDG_CACHE_HOME": str(cache / "xdg"),
+        "VLLM_RPC_BASE_PATH": str(work),  # its IPC sockets, removed with the test's tmp dir
     }
     log = work / "vllm.log"
     command = [

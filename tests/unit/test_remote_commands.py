@@ -59,8 +59,8 @@ def server() -> Iterator[str]:
 
 @pytest.fixture
 def layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> engine.EngineLayout:
-    monkeypatch.setattr(engine, "SAFE_ROOT", str(tmp_path) + "/")
-    return engine.EngineLayout(str(tmp_path / "stack"))
+    monkeypatch.setattr(engine, "SAFE_ROOT", str(tmp_path / "root") + "/")
+    return engine.EngineLayout(str(tmp_path / "root" / "stack"))
 
 
 def _start_sleeper(layout: engine.EngineLayout) -> None:
@@ -109,8 +109,14 @@ def test_stop_is_idempotent_and_log_tail_reads_the_log(layout: engine.EngineLayo
     for _ in range(2):
         assert sh(engine.stop_command(layout, "amdfleet-x", grace=2)).returncode == 0
     assert "engine starting" in sh(engine.log_tail_command(layout)).stdout
+    other = Path(layout.remote_dir).parent / "other-stack"
+    other.mkdir()
     assert sh(engine.remove_command(layout)).returncode == 0
-    assert not Path(layout.remote_dir).exists()
+    assert not Path(layout.remote_dir).exists() and other.is_dir()  # others are kept
+    other.rmdir()
+    Path(layout.remote_dir).mkdir()
+    assert sh(engine.remove_command(layout)).returncode == 0
+    assert not Path(layout.remote_dir).parent.exists()  # the last one out removes the root
     assert sh(engine.log_tail_command(layout)).returncode == 0  # nothing there: still fine
 
 
