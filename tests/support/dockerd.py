@@ -54,6 +54,7 @@ from types import TracebackType
 from typing import IO, Any, Self
 
 from amdfleet.remote.connection import Connection
+from tests.support.files import tail_file
 
 ROOT = Path("/run/amdfleet-test-docker")
 STORAGE_DRIVERS = ("overlay2", "vfs")
@@ -221,7 +222,7 @@ class DockerDaemon:
 
     def log_tail(self, n: int = 20) -> str:
         """The last ``n`` lines of the daemon's log."""
-        return _tail(self.log_path, n)
+        return tail_file(self.log_path, n)
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -429,13 +430,6 @@ def _read_lines(path: Path) -> list[str]:
         return path.read_text().splitlines()
     except OSError:
         return []
-
-
-def _tail(path: Path, n: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return "(no log)"
 
 
 @atexit.register

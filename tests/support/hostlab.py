@@ -51,6 +51,7 @@ from types import TracebackType
 from typing import IO, Any, Self
 
 from amdfleet.remote.ssh import SshConnection, SshTarget, connect
+from tests.support.files import tail_file
 
 SUBNET_PREFIX = "10.77"
 SSHD = "/usr/sbin/sshd"
@@ -407,12 +408,14 @@ class HostLab:
         """Poll until sshd sends its banner; fail fast if the host process exits."""
         while True:
             if h.proc is not None and h.proc.poll() is not None:
-                raise LabError(f"{h.name} exited with {h.proc.returncode}:\n{_tail(h.log_path)}")
+                raise LabError(
+                    f"{h.name} exited with {h.proc.returncode}:\n{tail_file(h.log_path)}"
+                )
             if _answers_ssh(h.address, h.port):
                 return
             if time.monotonic() > deadline:
                 raise LabError(
-                    f"{h.name} did not answer on {h.address}:{h.port}\n{_tail(h.log_path)}"
+                    f"{h.name} did not answer on {h.address}:{h.port}\n{tail_file(h.log_path)}"
                 )
             time.sleep(0.005)  # poll interval of a deadline-bounded readiness loop
 
@@ -646,13 +649,6 @@ def _collect(errors: list[str], fn: object, *args: object) -> None:
         fn(*args)  # type: ignore[operator]
     except Exception as e:  # teardown must go on; the errors are reported at the end
         errors.append(f"{getattr(fn, '__name__', fn)}: {e}")
-
-
-def _tail(path: Path, n: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return "(no log)"
 
 
 @atexit.register

@@ -45,6 +45,9 @@ from pulumi.output import Unknown
 from pulumi.runtime import rpc
 from pulumi.runtime.proto import provider_pb2, provider_pb2_grpc
 
+from amdfleet.remote.connection import tail_lines
+from tests.support.files import tail_file
+
 PROVIDER_KEY = "__provider"
 UNKNOWN = rpc.UNKNOWN
 DYNAMIC_TYPE = "pulumi-python:dynamic:Resource"
@@ -377,8 +380,7 @@ class ProviderHost:
 
     def stderr_tail(self, n: int = 40) -> str:
         """The last lines the host wrote to stderr (tracebacks, warnings)."""
-        lines = self._stderr_path.read_text(errors="replace").splitlines()
-        return "\n".join(lines[-n:])
+        return tail_lines(self._stderr_path.read_text(errors="replace"), n)
 
     def close(self) -> None:
         """Close the channel and stop the host process by PID; idempotent."""
@@ -512,10 +514,12 @@ def _read_port(proc: subprocess.Popen[bytes], deadline: float, stderr_path: Path
         while not line.endswith(b"\n"):
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not sel.select(remaining):
-                raise RuntimeError(f"dynamic-provider host printed no port:\n{_tail(stderr_path)}")
+                log = tail_file(stderr_path, 40, "(no stderr)")
+                raise RuntimeError(f"dynamic-provider host printed no port:\n{log}")
             chunk = os.read(proc.stdout.fileno(), 64)
             if not chunk:
-                raise RuntimeError(f"dynamic-provider host exited:\n{_tail(stderr_path)}")
+                log = tail_file(stderr_path, 40, "(no stderr)")
+                raise RuntimeError(f"dynamic-provider host exited:\n{log}")
             line += chunk
     return int(line.strip())
 
@@ -551,10 +555,3 @@ def _name_of(urn: str) -> str:
 def _type_of(urn: str) -> str:
     parts = urn.split("::")
     return parts[2].rsplit("$", 1)[-1] if len(parts) >= 4 else DYNAMIC_TYPE
-
-
-def _tail(path: Path, n: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return "(no stderr)"
