@@ -1,0 +1,136 @@
+"""``pulumi preview`` with the real CLI: every committed stack shows its resource graph,
+and a bad stack fails with the field-named error before any resource is registered.
+
+Real: the Pulumi CLI and engine (built by scripts/install-pulumi), the language host,
+``__main__.py``, the dynamic-provider host (preview calls Check and Diff only, so no host
+is contacted: the GPU stacks name documentation addresses). The stack files are copied
+into a throwaway workspace; secrets are set with ``pulumi config set --secret``.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from amdfleet.config import load_stack_file
+from amdfleet.plan import plan
+from tests.support.pulumi_cli import PulumiWorkspace
+
+ROOT = Path(__file__).resolve().parents[2]
+STACKS = sorted(ROOT.glob("stacks/Pulumi.*.yaml"))
+BAD = ROOT / "tests/unit/bad_stacks"
+SECRETS = {"apiKey": "preview-api-key-5d1f0c", "hfToken": "hf_previewTokenA1b2C3d4"}
+DYN = "pulumi-python:dynamic/amdfleet"
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PulumiWorkspace]:
+    yield PulumiWorkspace(tmp_path_factory.mktemp("preview"))
+
+
+def _stack_name(path: Path) -> str:
+    return path.name.removeprefix("Pulumi.").removesuffix(".yaml")
+
+
+def _expected_graph(path: Path) -> dict[str, str]:
+    """Resource name -> its type, as the plan says the program must register them."""
+    stack = load_stack_file(str(path))
+    deployment = plan(stack.spec)
+    graph = {"fleet": "amdfleet:index:Fleet", "deployment": "amdfleet:index:Deployment"}
+    for node in deployment.nodes:
+        graph[f"fleet-{node.host}"] = f"{DYN}:SshHost"
+        graph[f"deployment-weights-{node.host}"] = f"{DYN}:ModelWeights"
+        graph[f"deployment-engine-{node.host}"] = f"{DYN}:EngineService"
+        if deployment.runtime == "docker" and deployment.image.image:
+            graph[f"deployment-image-{node.host}"] = f"{DYN}:EngineImage"
+    if stack.spec.verification.enabled:
+        graph["deployment-verification"] = f"{DYN}:Verification"
+    return graph
+
+
+@pytest.mark.parametrize("path", STACKS, ids=[_stack_name(p) for p in STACKS])
+def test_preview_shows_every_committed_stacks_resource_graph(
+    workspace: PulumiWorkspace, path: Path
+) -> None:
+    stack = _stack_name(path)
+    shutil.copy(path, workspace.stack_file(stack))
+    workspace.run(["stack", "init", stack], timeout=60)
+    for key in load_stack_file(str(path)).missing_secrets:
+        workspace.set_secret(stack, key, SECRETS[key])
+
+    preview = workspace.preview(stack)
+
+    steps = preview.documents[0]["steps"]
+    registered = {s["urn"].rsplit("::", 1)[-1]: s for s in steps if s["op"] == "create"}
+    expected = _expected_graph(path)
+    root = next(s for s in steps if s["newState"]["type"] == "pulumi:pulumi:Stack")
+    assert set(registered) - {root["urn"].rsplit("::", 1)[-1]} == set(expected)
+    for name, kind in expected.items():
+        state = registered[name]["newState"]
+        assert state["type"] == kind, name
+        parent = state.get("parent", "").rsplit("::", 1)[-1]
+        if kind.startswith("amdfleet:index:"):
+            assert parent == root["urn"].rsplit("::", 1)[-1], name
+        else:
+            assert parent == ("fleet" if kind.endswith(":SshHost") else "deployment"), name
+    # The preview already knows what an application will read, and keeps the key secret.
+    assert f'model       : "{plan(load_stack_file(str(path)).spec).model.served_name}"' in (
+        workspace.run(["preview", "--stack", stack], timeout=300).stdout
+    )
+    assert SECRETS["apiKey"] not in preview.text
+
+
+# Bad stacks from the unit corpus, one per class of mistake; each file's header names the
+# field the error must name and text it must contain.
+BAD_CASES = [
+    "Pulumi.bad-02-typo-field.yaml",  # schema: unknown key
+    "Pulumi.bad-04-port-not-a-number.yaml",  # schema: wrong type
+    "Pulumi.bad-12-mxfp4-on-mi300x.yaml",  # hardware support
+    "Pulumi.bad-17-405b-bf16-tp4-mi300x.yaml",  # memory budget
+    "Pulumi.bad-20-api-key-in-plain-text.yaml",  # a secret in plain text
+    "Pulumi.bad-27-duplicate-hosts.yaml",  # fleet consistency
+]
+
+
+@pytest.mark.parametrize("name", BAD_CASES, ids=[c[11:-5] for c in BAD_CASES])
+def test_bad_stack_fails_preview_and_up_before_registering_anything(
+    workspace: PulumiWorkspace, name: str
+) -> None:
+    stack = _stack_name(BAD / name)
+    field, text = _expectations(BAD / name)
+    shutil.copy(BAD / name, workspace.stack_file(stack))
+    workspace.run(["stack", "init", stack], timeout=60)
+    for key in _secrets_to_set(BAD / name):
+        workspace.set_secret(stack, key, SECRETS[key])
+
+    preview = workspace.run(["preview", "--stack", stack], check=False, timeout=300)
+    assert not preview.ok
+    assert f"in stack {stack} (" in preview.stdout, preview.stdout
+    assert f"- {field}: " in preview.stdout, preview.stdout
+    assert text in preview.stdout, preview.stdout
+    assert "(hint: " in preview.stdout  # every problem says how to fix it
+    assert "Traceback" not in preview.stdout
+
+    up = workspace.up(stack, check=False)
+    assert not up.ok
+    assert f"- {field}: " in up.messages()
+    assert set(workspace.resources(stack)) <= {f"amdfleet-{stack}"}  # nothing but the Stack
+
+
+def _secrets_to_set(path: Path) -> list[str]:
+    """The secrets a bad stack references but does not hold (loading it would fail)."""
+    text = path.read_text()
+    needed = ["apiKey", "hfToken"] if "meta-llama/" in text or "hf_token" in text else ["apiKey"]
+    return [key for key in needed if f"amdfleet:{key}" not in text]
+
+
+def _expectations(path: Path) -> tuple[str, str]:
+    header = path.read_text()
+    field = re.search(r"^# expect-path: (.+)$", header, re.MULTILINE)
+    text = re.search(r"^# expect-text: (.+)$", header, re.MULTILINE)
+    assert field and text, f"{path.name} lacks expect-path/expect-text lines"
+    return field.group(1).strip(), text.group(1).strip()
