@@ -7,12 +7,13 @@ redaction rules defined here, so errors read the same whichever transport produc
 
 Redaction: every string a caller declares secret (the connection's ``secrets``, a call's
 ``redact``, and the ``stdin`` text of that call) is replaced by ``***`` in any error text,
-including the echoed command and the last lines of output.
+including the echoed command and the last lines of output, and in the lines a ``run``
+streams to its ``on_output`` callback.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
@@ -24,6 +25,13 @@ TAIL_LINES = 20
 # Lines of stdin shorter than this are not redacted one by one: they are too likely to
 # match ordinary output ("1", "yes") and a secret that short is not a secret anyway.
 _MIN_REDACT_LEN = 4
+# A "line" streamed to on_output is cut here: a command printing binary data or endless
+# carriage-return progress must not grow the buffer without bound.
+_MAX_LINE_BYTES = 16384
+
+OutputListener = Callable[[str], None]
+"""Receives each complete line (``\\n`` or ``\\r`` ended, redacted, without the end) of a
+running command's stdout and stderr, as it arrives. Must not raise."""
 
 
 @dataclass(frozen=True)
@@ -72,13 +80,15 @@ class Connection(Protocol):
         check: bool = True,
         stdin: str | None = None,
         redact: Sequence[str] = (),
+        on_output: OutputListener | None = None,
     ) -> CommandResult:
         """Run ``command`` with ``sh -c`` semantics and wait at most ``timeout`` seconds.
 
         ``stdin`` is written to the command's standard input and then closed; pass secrets
         this way, never in the command text. With ``check`` a non-zero exit raises
         :class:`RemoteCommandError`; a timeout always raises it with ``exit_code=None``.
-        Secrets (``redact``, ``stdin`` and the connection's own) are masked in errors.
+        Secrets (``redact``, ``stdin`` and the connection's own) are masked in errors and
+        in the lines passed to ``on_output`` while the command runs (to report progress).
         """
         ...
 
@@ -129,17 +139,28 @@ class Redactor:
 
 
 class OutputCollector:
-    """Collects a command's stdout and stderr, keeping their arrival order for the tail."""
+    """Collects a command's stdout and stderr, keeping their arrival order for the tail.
 
-    def __init__(self) -> None:
+    With ``on_line``, each complete line of either stream is also passed to it, redacted
+    by ``redactor``, as soon as it has arrived.
+    """
+
+    def __init__(
+        self, on_line: OutputListener | None = None, redactor: Redactor | None = None
+    ) -> None:
         self._stdout: list[bytes] = []
         self._stderr: list[bytes] = []
         self._combined: list[bytes] = []
+        self._on_line = on_line
+        self._redactor = redactor or Redactor()
+        self._partial = {False: b"", True: b""}
 
     def add(self, chunk: bytes, *, stderr: bool = False) -> None:
         """Record one chunk read from stdout (or stderr)."""
         (self._stderr if stderr else self._stdout).append(chunk)
         self._combined.append(chunk)
+        if self._on_line is not None:
+            self._split(chunk, stderr)
 
     def result(self, host: str, command: str, exit_code: int) -> CommandResult:
         """The finished command's record."""
@@ -155,6 +176,14 @@ class OutputCollector:
     def tail(self, n: int = TAIL_LINES) -> str:
         """The last lines received so far (used when a command times out)."""
         return tail_lines(_decode(self._combined), n)
+
+    def _split(self, chunk: bytes, stderr: bool) -> None:
+        assert self._on_line is not None
+        *lines, rest = (self._partial[stderr] + chunk).replace(b"\r", b"\n").split(b"\n")
+        self._partial[stderr] = rest[-_MAX_LINE_BYTES:]
+        for line in lines:
+            if line.strip():
+                self._on_line(self._redactor(line.decode("utf-8", errors="replace")))
 
 
 def command_error(

@@ -19,7 +19,13 @@ from types import TracebackType
 from typing import Self
 
 from amdfleet.errors import RemoteError
-from amdfleet.remote.connection import CommandResult, OutputCollector, Redactor, command_error
+from amdfleet.remote.connection import (
+    CommandResult,
+    OutputCollector,
+    OutputListener,
+    Redactor,
+    command_error,
+)
 
 _READ_SIZE = 65536
 _KILL_WAIT = 5.0
@@ -45,6 +51,7 @@ class LocalConnection:
         check: bool = True,
         stdin: str | None = None,
         redact: Sequence[str] = (),
+        on_output: OutputListener | None = None,
     ) -> CommandResult:
         """Run ``command`` under ``/bin/sh -c``; see :meth:`Connection.run`.
 
@@ -53,7 +60,7 @@ class LocalConnection:
         """
         redactor = self._redactor.with_call(redact, stdin)
         proc = self._spawn(command, redactor, stdin is not None)
-        collector = OutputCollector()
+        collector = OutputCollector(on_output, redactor)
         try:
             finished = _pump(proc, stdin, collector, time.monotonic() + timeout)
         finally:

@@ -40,7 +40,13 @@ from typing import Any, NoReturn, Self
 import paramiko
 
 from amdfleet.errors import HostKeyMismatchError, RemoteError
-from amdfleet.remote.connection import CommandResult, OutputCollector, Redactor, command_error
+from amdfleet.remote.connection import (
+    CommandResult,
+    OutputCollector,
+    OutputListener,
+    Redactor,
+    command_error,
+)
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 _READ_SIZE = 65536
@@ -187,6 +193,7 @@ class SshConnection:
         check: bool = True,
         stdin: str | None = None,
         redact: Sequence[str] = (),
+        on_output: OutputListener | None = None,
     ) -> CommandResult:
         """Run ``command`` on the host; see :meth:`Connection.run`.
 
@@ -196,7 +203,7 @@ class SshConnection:
         """
         redactor = self._redactor.with_call(redact, stdin)
         deadline = time.monotonic() + timeout
-        collector = OutputCollector()
+        collector = OutputCollector(on_output, redactor)
         channel = self._open_channel(deadline, redactor, command)
         with _watchdog(deadline, channel.close) as fired:
             try:

@@ -293,6 +293,42 @@ def test_detached_process_returns_at_once_and_stops(conn: SshConnection) -> None
     _stubborn_cycle(conn, "/opt/detached")
 
 
+# -- output streamed while a command runs ----------------------------------------------
+
+
+def _streaming_case(c: Connection, go: str, make_go: Callable[[], None]) -> None:
+    """``on_output`` hears each line while the command still runs: the command waits for
+    the file ``go``, which only the callback creates on hearing the first line (lines
+    delivered at the end would make the command time out)."""
+    lines: list[str] = []
+
+    def hear(line: str) -> None:
+        lines.append(line)
+        if line == "waiting":
+            make_go()
+
+    command = (
+        f"echo waiting; while [ ! -e {go} ]; do sleep 0.05; done; rm -f {go}; "
+        f"printf 'step 1\\rstep 2\\n\\n'; echo key={SECRET} >&2; printf 'no end'"
+    )
+    result = c.run(command, timeout=20, redact=[SECRET], on_output=hear)
+    assert lines == ["waiting", "step 1", "step 2", "key=***"]
+    assert result.stdout.endswith("no end")  # collected as before; not a whole line
+
+
+@pytest.mark.netns
+def test_output_is_streamed_line_by_line_and_redacted(lab: HostLab, conn: SshConnection) -> None:
+    go = "/tmp/amdfleet-stream-go"
+    _streaming_case(conn, go, lab[0].path(go).touch)
+
+
+def test_local_output_is_streamed_line_by_line_and_redacted(
+    local: LocalConnection, tmp_path: Path
+) -> None:
+    go = tmp_path / "go"
+    _streaming_case(local, str(go), go.touch)
+
+
 # -- redaction -------------------------------------------------------------------------
 
 
