@@ -1,0 +1,275 @@
+"""Live progress of provider operations, shown by ``pulumi up`` on the resource's line.
+
+The Pulumi CLI starts the dynamic-provider host as ``python -u -m pulumi.dynamic
+<engine>``, where ``<engine>`` is the address of the engine's gRPC ``Engine`` service. The
+SDK's host neither connects ``pulumi.log`` to that service nor tells a provider method
+which resource it works on, so amdfleet does both itself: every dynamic resource receives
+its own URN as the ``resource_urn`` input (:func:`resource_urn`, compared by no diff and
+hashed by no fingerprint), and :class:`Progress` sends ``LogRequest``\\ s for it:
+
+* :meth:`Progress.step` -- a new phase ("uploading 3 files"), sent at once;
+* :meth:`Progress.status` -- a counter or the latest log line, at most one per
+  ``interval`` (the latest text wins: a deferred one is sent when the interval is over);
+* :meth:`Progress.note` -- a milestone ("engine ready after 52 s"), kept by the CLI under
+  "Diagnostics" when the update ends.
+
+Steps and statuses are *ephemeral*: the CLI shows each as the resource's live status and
+then forgets it. Every message is one line of at most :data:`MAX_CHARS` characters, with
+terminal escapes removed and every secret of the resource masked as ``***`` (the values
+of the secret inputs, see :func:`secret_values`, plus any the caller adds).
+
+Outside the real engine (no engine address on the host's command line, e.g. the SDK host
+driven directly by the tests, or provider code run in-process) or without a URN, a
+Progress does nothing. A failure to send (engine gone, slow, refusing) disables it for the
+rest of the operation; it never raises and never fails the operation it reports on.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any, Self
+
+import grpc
+import pulumi
+from pulumi.runtime import rpc
+from pulumi.runtime.proto import engine_pb2, engine_pb2_grpc
+
+from amdfleet.remote.connection import Redactor
+
+URN_KEY = "resource_urn"
+"""The input holding a dynamic resource's own URN."""
+SECRET_KEYS = ("hf_token", "secret_env", "api_key")
+"""Inputs whose string values are secrets (masked in every message)."""
+DYNAMIC_TYPE_PREFIX = "pulumi-python:dynamic/amdfleet:"
+HOST_MAIN = "pulumi.dynamic.__main__"
+"""The module the engine runs as the dynamic-provider host (``python -m pulumi.dynamic``)."""
+STATUS_INTERVAL_S = 1.0
+SEND_TIMEOUT_S = 2.0
+MAX_CHARS = 200
+
+_ADDRESS = re.compile(r"(?:[\w.-]+|\[[0-9A-Fa-f:.]+\]):\d{1,5}")
+_ESCAPES = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]")
+_SPACES = re.compile(r"\s+")
+
+
+def resource_urn(
+    name: str, resource: str, opts: pulumi.ResourceOptions | None = None
+) -> pulumi.Output[str]:
+    """The URN the engine gives the dynamic resource ``amdfleet:<resource>`` named
+    ``name`` under ``opts.parent`` (what providers report progress for)."""
+    parent = opts.parent if opts is not None else None
+    urn = pulumi.create_urn(name, DYNAMIC_TYPE_PREFIX + resource, parent=parent)
+    # Without the parent as a dependency: depending on a component means depending on
+    # all its children, this resource among them, which the SDK rejects as a cycle.
+    return pulumi.Output(set(), urn.future(), urn.is_known(), urn.is_secret())
+
+
+def urn_input(props: Mapping[str, Any]) -> dict[str, Any]:
+    """``{URN_KEY: <urn>}`` when ``props`` hold one, else ``{}``: a provider whose outputs
+    do not copy every input keeps the URN with this, so ``read`` and ``delete`` (which
+    receive the outputs) can report progress too."""
+    urn = props.get(URN_KEY)
+    return {URN_KEY: urn} if urn else {}
+
+
+def engine_address() -> str | None:
+    """The engine's gRPC address when this process is the dynamic-provider host the
+    Pulumi engine started (its first argument), else None."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if getattr(spec, "name", None) != HOST_MAIN or len(sys.argv) < 2:
+        return None
+    return sys.argv[1] if _ADDRESS.fullmatch(sys.argv[1]) else None
+
+
+def secret_values(props: Mapping[str, Any]) -> list[str]:
+    """Every string under a :data:`SECRET_KEYS` input, and every string the SDK marks
+    secret anywhere in ``props``."""
+    found: list[str] = []
+    for key, value in props.items():
+        _collect(value, found, secret=key in SECRET_KEYS)
+    return found
+
+
+class Progress:
+    """Reports one operation on one resource to the engine's display. Thread-safe.
+
+    Build one per provider call (providers hold no clients); use it as a context manager
+    so the channel and any deferred status are released when the call ends. Without an
+    ``engine``, or with a ``urn`` that is not a Pulumi URN, it sends nothing.
+    """
+
+    def __init__(
+        self,
+        urn: str | None,
+        engine: str | None,
+        *,
+        secrets: Iterable[str] = (),
+        interval: float = STATUS_INTERVAL_S,
+    ) -> None:
+        self._urn = urn if urn and urn.startswith("urn:pulumi:") else None
+        self._engine = engine
+        self._redact = Redactor(secrets)
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._channel: grpc.Channel | None = None
+        self._closed = not (self._urn and engine)
+        self._last_text = ""
+        self._last_at = float("-inf")
+        self._pending: str | None = None
+        self._timer: threading.Timer | None = None
+
+    @classmethod
+    def for_resource(cls, props: Mapping[str, Any], *, secrets: Iterable[str] = ()) -> Progress:
+        """The reporter for the resource whose inputs (or outputs) are ``props``: its URN
+        from :data:`URN_KEY`, the engine from :func:`engine_address`, the secrets from
+        :func:`secret_values` plus ``secrets``."""
+        urn = rpc.unwrap_rpc_secret(props.get(URN_KEY))
+        urn = urn if isinstance(urn, str) else None
+        return cls(urn, engine_address(), secrets=[*secret_values(props), *secrets])
+
+    @property
+    def enabled(self) -> bool:
+        """False when messages go nowhere (no engine, no URN, closed or broken): callers
+        skip work done only to report (an extra remote call)."""
+        return not self._closed
+
+    def step(self, text: str) -> None:
+        """Show ``text`` now as the resource's status: a new phase of the operation."""
+        with self._lock:
+            self._pending = None
+            self._send(text, ephemeral=True)
+
+    def status(self, text: str) -> None:
+        """Show ``text`` as the resource's status, at most once per interval.
+
+        A text equal to the one shown is not sent again; one arriving within the interval
+        is deferred, and only the latest deferred text is sent when the interval ends.
+        """
+        with self._lock:
+            text = self._clean(text)
+            if self._closed or text == self._last_text:
+                self._pending = None
+                return
+            wait = self._last_at + self._interval - time.monotonic()
+            if wait <= 0:
+                self._pending = None
+                self._send(text, ephemeral=True)
+                return
+            self._pending = text
+            if self._timer is None:
+                self._arm(wait)
+
+    def note(self, text: str) -> None:
+        """A milestone: shown now, and kept by the CLI under "Diagnostics"."""
+        with self._lock:
+            self._pending = None
+            self._send(text, ephemeral=False)
+
+    def close(self) -> None:
+        """Drop any deferred status and close the channel; idempotent."""
+        with self._lock:
+            self._closed = True
+            self._pending = None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if self._channel is not None:
+                self._channel.close()
+                self._channel = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _arm(self, wait: float) -> None:
+        self._timer = threading.Timer(wait, self._flush)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _flush(self) -> None:
+        with self._lock:
+            self._timer = None
+            if self._pending is None or self._closed:
+                return
+            wait = self._last_at + self._interval - time.monotonic()
+            if wait > 0:  # a step or note went out since this timer was armed
+                self._arm(wait)
+                return
+            text, self._pending = self._pending, None
+            self._send(text, ephemeral=True)
+
+    def _send(self, text: str, *, ephemeral: bool) -> None:
+        """Send (the lock is held). Any failure disables the reporter."""
+        text = self._clean(text)
+        if self._closed or not text:
+            return
+        assert self._urn is not None and self._engine is not None
+        request = engine_pb2.LogRequest(
+            severity=engine_pb2.INFO, message=text, urn=self._urn, ephemeral=ephemeral
+        )
+        try:
+            if self._channel is None:
+                self._channel = grpc.insecure_channel(self._engine)
+            engine_pb2_grpc.EngineStub(self._channel).Log(request, timeout=SEND_TIMEOUT_S)
+        except Exception:
+            # Progress is a courtesy: an engine that cannot take it must not cost the
+            # operation anything more, so stop trying.
+            self._closed = True
+            if self._channel is not None:
+                self._channel.close()
+                self._channel = None
+            return
+        self._last_text = text
+        self._last_at = time.monotonic()
+
+    def _clean(self, text: str) -> str:
+        text = _SPACES.sub(" ", _ESCAPES.sub("", self._redact(text))).strip()
+        return text if len(text) <= MAX_CHARS else text[: MAX_CHARS - 1].rstrip() + "…"
+
+
+def format_bytes(count: float) -> str:
+    """``count`` bytes in binary units: ``512 B``, ``3.4 MiB``, ``140.2 GiB``."""
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def format_duration(seconds: float) -> str:
+    """A duration for people: ``52 s``, ``12 min 03 s``, ``2 h 05 min``."""
+    total = max(int(seconds), 0)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {secs:02d} s"
+    return f"{secs} s"
+
+
+def _collect(value: Any, found: list[str], *, secret: bool) -> None:
+    if rpc.is_rpc_secret(value):
+        _collect(rpc.unwrap_rpc_secret(value), found, secret=True)
+    elif isinstance(value, str):
+        if secret and value:
+            found.append(value)
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            _collect(item, found, secret=secret)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _collect(item, found, secret=secret)
