@@ -9,7 +9,8 @@ hashed by no fingerprint), and :class:`Progress` sends ``LogRequest``\\ s for it
 
 * :meth:`Progress.step` -- a new phase ("uploading 3 files"), sent at once;
 * :meth:`Progress.status` -- a counter or the latest log line, at most one per
-  ``interval`` (the latest text wins: a deferred one is sent when the interval is over);
+  ``interval`` (the latest text wins: a deferred one is sent when the interval is over;
+  steps and notes do not count against it, so a phase's first status shows at once);
 * :meth:`Progress.note` -- a milestone ("engine ready after 52 s"), kept by the CLI under
   "Diagnostics" when the update ends.
 
@@ -59,9 +60,10 @@ _SPACES = re.compile(r"\s+")
 
 def resource_urn(
     name: str, resource: str, opts: pulumi.ResourceOptions | None = None
-) -> pulumi.Output[str]:
+) -> pulumi.Output[str | None]:
     """The URN the engine gives the dynamic resource ``amdfleet:<resource>`` named
-    ``name`` under ``opts.parent`` (what providers report progress for)."""
+    ``name`` under ``opts.parent`` (what providers report progress for; None while the
+    parent's URN is unknown)."""
     parent = opts.parent if opts is not None else None
     urn = pulumi.create_urn(name, DYNAMIC_TYPE_PREFIX + resource, parent=parent)
     # Without the parent as a dependency: depending on a component means depending on
@@ -142,7 +144,7 @@ class Progress:
         """Show ``text`` now as the resource's status: a new phase of the operation."""
         with self._lock:
             self._pending = None
-            self._send(text, ephemeral=True)
+            self._send(text, ephemeral=True, status=False)
 
     def status(self, text: str) -> None:
         """Show ``text`` as the resource's status, at most once per interval.
@@ -158,7 +160,7 @@ class Progress:
             wait = self._last_at + self._interval - time.monotonic()
             if wait <= 0:
                 self._pending = None
-                self._send(text, ephemeral=True)
+                self._send(text, ephemeral=True, status=True)
                 return
             self._pending = text
             if self._timer is None:
@@ -168,7 +170,7 @@ class Progress:
         """A milestone: shown now, and kept by the CLI under "Diagnostics"."""
         with self._lock:
             self._pending = None
-            self._send(text, ephemeral=False)
+            self._send(text, ephemeral=False, status=False)
 
     def close(self) -> None:
         """Drop any deferred status and close the channel; idempotent."""
@@ -204,14 +206,15 @@ class Progress:
             if self._pending is None or self._closed:
                 return
             wait = self._last_at + self._interval - time.monotonic()
-            if wait > 0:  # a step or note went out since this timer was armed
+            if wait > 0:  # the timer fired early
                 self._arm(wait)
                 return
             text, self._pending = self._pending, None
-            self._send(text, ephemeral=True)
+            self._send(text, ephemeral=True, status=True)
 
-    def _send(self, text: str, *, ephemeral: bool) -> None:
-        """Send (the lock is held). Any failure disables the reporter."""
+    def _send(self, text: str, *, ephemeral: bool, status: bool) -> None:
+        """Send (the lock is held); a ``status`` restarts the interval. Any failure
+        disables the reporter."""
         text = self._clean(text)
         if self._closed or not text:
             return
@@ -232,7 +235,8 @@ class Progress:
                 self._channel = None
             return
         self._last_text = text
-        self._last_at = time.monotonic()
+        if status:
+            self._last_at = time.monotonic()
 
     def _clean(self, text: str) -> str:
         text = _SPACES.sub(" ", _ESCAPES.sub("", self._redact(text))).strip()
