@@ -186,15 +186,19 @@ class ProviderHost:
         env: Mapping[str, str] | None = None,
         timeout: float = START_TIMEOUT,
         call_timeout: float = CALL_TIMEOUT,
+        engine: str | None = None,
     ) -> ProviderHost:
         """Start the host in ``project_root`` and connect to it.
 
         ``config`` (full keys, e.g. ``amdfleet:hosts``) is also passed in ``PULUMI_CONFIG``
-        as the engine does for dynamic providers.
+        as the engine does for dynamic providers. ``engine`` is the address of a
+        ``pulumirpc.Engine`` service, passed as the host's argument as the CLI passes its
+        own (providers report progress there); without it the host has none.
         """
         t0 = time.monotonic()
         stderr_path = Path(tempfile.mkstemp(prefix="pulumi-dynamic-", suffix=".log")[1])
-        proc = _spawn(project_root, _host_env(project, stack, config, env), stderr_path)
+        env_vars = _host_env(project, stack, config, env)
+        proc = _spawn(project_root, env_vars, stderr_path, [engine] if engine else [])
         try:
             port = _read_port(proc, time.monotonic() + timeout, stderr_path)
             channel = grpc.insecure_channel(f"127.0.0.1:{port}")
@@ -492,10 +496,12 @@ def _host_env(
     return env
 
 
-def _spawn(root: Path, env: dict[str, str], stderr_path: Path) -> subprocess.Popen[bytes]:
+def _spawn(
+    root: Path, env: dict[str, str], stderr_path: Path, args: list[str]
+) -> subprocess.Popen[bytes]:
     with open(stderr_path, "wb") as err:
         return subprocess.Popen(
-            [sys.executable, "-u", "-m", "pulumi.dynamic"],
+            [sys.executable, "-u", "-m", "pulumi.dynamic", *args],
             cwd=root,
             env=env,
             stdin=subprocess.DEVNULL,
