@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 
+from amdfleet.providers.progress import URN_KEY
 from amdfleet.providers.ssh_host import SshHostProvider
 from amdfleet.remote.preflight import HostRequirement
+from tests.support.engine_log import EngineLog
 from tests.support.hostlab import HostLab, LabFactory, require_netns
 from tests.support.pulumi_host import ProviderCallError, ProviderHost, with_provider
 
@@ -113,3 +115,33 @@ def test_diff_replaces_on_another_host_and_updates_on_a_new_requirement(
         provider_host.update(created.id, created.outputs, news, old_inputs=checked)
     same = provider_host.diff(created.id, created.outputs, checked, old_inputs=checked)
     assert same.changes is False
+
+
+def test_progress_shows_each_step_and_notes_only_a_passed_preflight(
+    reporting_host: ProviderHost, engine_log: EngineLog, lab: HostLab
+) -> None:
+    """Through the host started with an engine address, as the Pulumi CLI starts it."""
+    require_netns(lab)
+    target = lab.target(0)
+    passing, failing = (
+        reporting_host.urn("host-progress-ok"),
+        reporting_host.urn("host-progress-gpu"),
+    )
+    reporting_host.create(_with_urn(lab.host_props(0), CPU, passing), urn=passing)
+    with pytest.raises(ProviderCallError):
+        reporting_host.create(_with_urn(lab.host_props(0), MI300X, failing), urn=failing)
+
+    steps = [
+        f"connecting to {target.user}@{target.address}:{target.port}",
+        "collecting facts (OS, CPU, memory, disk, GPUs, ROCm, docker)",
+        "running preflight checks",
+    ]
+    for urn in (passing, failing):
+        assert engine_log.messages(urn, ephemeral=True) == steps
+    [note] = engine_log.messages(passing, ephemeral=False)
+    assert note.startswith("host0: Debian GNU/Linux") and "no GPU; preflight passed (" in note
+    assert engine_log.messages(failing, ephemeral=False) == []  # the error says it all
+
+
+def _with_urn(host: dict[str, Any], requirement: HostRequirement, urn: str) -> dict[str, Any]:
+    return {**_props(host, requirement), URN_KEY: urn}
