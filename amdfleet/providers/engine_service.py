@@ -8,6 +8,11 @@ the host itself, over the connection, so a dead engine is noticed at once and it
 tail reported. ``update`` restarts only when the rendered content or a secret changed.
 ``delete`` stops the engine and removes its directory; deleting something already gone
 succeeds.
+
+Progress (:mod:`amdfleet.providers.progress`): the resource's status shows each phase
+(stop, upload, start), then, while waiting, the time against the deadline, what each
+readiness path answered and the engine log's latest line ("Loading weights..."); an
+engine that became ready leaves a note with how long it took.
 """
 
 from __future__ import annotations
@@ -28,10 +33,12 @@ from pulumi.dynamic import (
 )
 
 from amdfleet.errors import EngineStartError, RemoteError
+from amdfleet.providers.progress import URN_KEY, Progress, format_duration, resource_urn
 from amdfleet.providers.props import as_int, changed_keys, fingerprint, plain
 from amdfleet.remote.connection import Connection
 from amdfleet.remote.engine import (
     EngineLayout,
+    ProbeResult,
     log_tail_command,
     parse_probe,
     probe_command,
@@ -99,7 +106,8 @@ class EngineServiceProvider(ResourceProvider):
         """Stop the engine (and its container) and remove its directory. Idempotent."""
         props = plain(props)
         layout = EngineLayout(props["remote_dir"])
-        with open_host(props["host"]) as conn:
+        with Progress.for_resource(props) as progress, open_host(props["host"]) as conn:
+            progress.step(f"stopping the engine and removing {layout.remote_dir}")
             _stop_and_remove(conn, layout, props.get("container"))
 
 
@@ -117,18 +125,25 @@ class EngineService(pulumi.dynamic.Resource, module="amdfleet", name="EngineServ
         outputs = {"running": None, "started_at": None, "files_hash": None, "secrets_hash": None}
         hidden = pulumi.ResourceOptions(additional_secret_outputs=["secrets_hash", "secret_env"])
         opts = pulumi.ResourceOptions.merge(opts, hidden)
-        super().__init__(EngineServiceProvider(), name, {**props, **outputs}, opts)
+        urn = {URN_KEY: resource_urn(name, "EngineService", opts)}
+        super().__init__(EngineServiceProvider(), name, {**props, **outputs, **urn}, opts)
 
 
 def _deploy(props: dict[str, Any]) -> None:
     layout = EngineLayout(props["remote_dir"])
     secret_env = props.get("secret_env") or {}
-    with open_host(props["host"], secrets=list(secret_env.values())) as conn:
+    with (
+        Progress.for_resource(props) as progress,
+        open_host(props["host"], secrets=list(secret_env.values())) as conn,
+    ):
+        progress.step("stopping any engine already running there")
         _stop_and_remove(conn, layout, props.get("container"))
         try:
+            progress.step(f"uploading {len(props['files'])} files to {layout.remote_dir}")
             _upload(conn, layout, props["files"], secret_env)
+            progress.step(f"starting {layout.launch}")
             conn.run(start_command(layout), timeout=_CALL_TIMEOUT)
-            _wait(conn, layout, props)
+            _wait(conn, layout, props, progress)
         except RemoteError as e:
             tail = conn.run(log_tail_command(layout), timeout=_CALL_TIMEOUT, check=False).stdout
             _stop_and_remove(conn, layout, props.get("container"))
@@ -145,14 +160,21 @@ def _upload(
     conn.put(layout.secrets, secrets_env(secrets).encode(), mode=0o600)
 
 
-def _wait(conn: Connection, layout: EngineLayout, props: dict[str, Any]) -> None:
+def _wait(
+    conn: Connection, layout: EngineLayout, props: dict[str, Any], progress: Progress
+) -> None:
     probe = props["probe"]
     api_key = (props.get("secret_env") or {}).get("AMDFLEET_API_KEY")
     if not probe.get("serves_api"):
+        progress.step(
+            f"checking the engine stays up ({_WORKER_SETTLE_S:g} s; a worker serves no API)"
+        )
         _wait_settled(conn, layout)
+        progress.note("worker engine running (it serves no API)")
         return
     paths = tuple(probe["paths"])
-    deadline = time.monotonic() + as_int(probe["timeout_s"])
+    started = time.monotonic()
+    limit = as_int(probe["timeout_s"])
     header = f"Authorization: Bearer {api_key}" if api_key else ""
     command = probe_command(layout, probe["base_url"], paths)
     while True:
@@ -160,8 +182,14 @@ def _wait(conn: Connection, layout: EngineLayout, props: dict[str, Any]) -> None
         if not result.alive:
             raise RemoteError(conn.host, "the engine exited during startup")
         if result.ready(paths, probe.get("served_name")):
+            took = format_duration(time.monotonic() - started)
+            progress.note(f"engine ready after {took}, serving {probe.get('served_name')}")
             return
-        if time.monotonic() >= deadline:
+        if progress.enabled:
+            progress.status(
+                _waiting_status(conn, layout, result, paths, time.monotonic() - started, limit)
+            )
+        if time.monotonic() >= started + limit:
             seen = ", ".join(f"{p} -> {result.statuses.get(p, (0, ''))[0]}" for p in paths)
             raise RemoteError(
                 conn.host,
@@ -169,6 +197,22 @@ def _wait(conn: Connection, layout: EngineLayout, props: dict[str, Any]) -> None
                 "raise engine.startup_timeout_s if the model is still loading",
             )
         time.sleep(_POLL_INTERVAL_S)
+
+
+def _waiting_status(
+    conn: Connection,
+    layout: EngineLayout,
+    result: ProbeResult,
+    paths: tuple[str, ...],
+    elapsed: float,
+    limit: int,
+) -> str:
+    """``waiting for the engine (14 s of 600 s): /health 503, /v1/models no answer; log: ...``"""
+    answers = ", ".join(f"{p} {result.statuses.get(p, (0, ''))[0] or 'no answer'}" for p in paths)
+    text = f"waiting for the engine ({int(elapsed)} s of {limit} s): {answers}"
+    tail = conn.run(log_tail_command(layout, 5), timeout=_CALL_TIMEOUT, check=False).stdout
+    lines = [line for line in tail.splitlines() if line.strip()]
+    return f"{text}; log: {lines[-1].strip()}" if lines else text
 
 
 def _wait_settled(conn: Connection, layout: EngineLayout) -> None:

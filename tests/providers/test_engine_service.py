@@ -23,8 +23,10 @@ from amdfleet.components import engine_service_props
 from amdfleet.config import parse_stack
 from amdfleet.plan import plan
 from amdfleet.providers.engine_service import EngineServiceProvider
+from amdfleet.providers.progress import URN_KEY
 from amdfleet.remote.hosts import open_host
 from amdfleet.remote.ssh import SshConnection
+from tests.support.engine_log import EngineLog
 from tests.support.hostlab import HostLab, LabFactory
 from tests.support.pulumi_host import ProviderCallError, ProviderHost, secret, with_provider
 
@@ -265,3 +267,31 @@ def test_a_worker_node_is_started_and_must_stay_up(
     with pytest.raises(ProviderCallError) as caught:
         provider_host.create(provider_host.check(props).inputs)
     assert "simulated failure while loading weights" in caught.value.message
+
+
+def test_progress_shows_each_phase_and_what_the_engine_answers_while_waiting(
+    reporting_host: ProviderHost, engine_log: EngineLog, lab: HostLab
+) -> None:
+    """Through the host started with an engine address, as the Pulumi CLI starts it: an
+    engine that never becomes ready shows its probe answers and its log's latest line
+    until the deadline, and earns no "ready" note. (A ready engine's note is checked with
+    the real CLI in test_progress_cli.py.)"""
+    urn = reporting_host.urn("engine-progress")
+    props = {**_props(lab, "progress", FAKE_ENGINE_MODE="never-ready"), URN_KEY: urn}
+    props["probe"]["timeout_s"] = 4
+    with pytest.raises(ProviderCallError):
+        reporting_host.create(reporting_host.check(props, urn=urn).inputs, urn=urn)
+
+    statuses = engine_log.messages(urn, ephemeral=True)
+    assert statuses[:3] == [
+        "stopping any engine already running there",
+        "uploading 3 files to /opt/amdfleet/progress",
+        "starting /opt/amdfleet/progress/launch.sh",
+    ]
+    waiting = statuses[3:]
+    assert waiting and all(s.startswith("waiting for the engine (") for s in waiting)
+    assert waiting[-1].endswith(
+        " s of 4 s): /health 503, /v1/models 200; log: fake engine: Application startup complete."
+    )
+    assert engine_log.messages(urn, ephemeral=False) == []
+    assert API_KEY not in "".join(e.message for e in engine_log.entries(urn))
