@@ -5,27 +5,42 @@ One resource per node, so nodes download in parallel; every node uses the same
 download, and ``delete`` removes only what amdfleet downloaded (weights a user already
 had in the cache, or a ``local_path``, are never deleted). The HF token is a secret
 input, sent to the download command on stdin.
+
+Progress (:mod:`amdfleet.providers.progress`): while downloading, the resource's status
+shows the bytes and files staged so far against the repo's totals (as the host measures
+them); a finished create leaves a note saying what was staged, or why nothing was.
 """
 
 from __future__ import annotations
 
 import shlex
+import time
 from typing import Any
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
 from amdfleet.errors import RemoteCommandError, RemoteError
+from amdfleet.providers.progress import (
+    URN_KEY,
+    Progress,
+    format_bytes,
+    format_duration,
+    resource_urn,
+    urn_input,
+)
 from amdfleet.providers.props import as_int, changed_keys, plain
 from amdfleet.remote.connection import Connection
 from amdfleet.remote.hosts import open_host
 from amdfleet.remote.weights import (
     KILL_AFTER_S,
     TIMED_OUT,
+    DownloadProgress,
     WeightsTarget,
     check_local_command,
     download_command,
     parse_marker,
+    parse_progress,
     parse_snapshot,
     read_marker_command,
     remove_command,
@@ -49,8 +64,11 @@ class ModelWeightsProvider(ResourceProvider):
         command's last lines of output (the token never appears in it).
         """
         props = plain(props)
-        with open_host(props["host"], secrets=_secrets(props)) as conn:
-            staged = _stage(conn, props)
+        with (
+            Progress.for_resource(props) as progress,
+            open_host(props["host"], secrets=_secrets(props)) as conn,
+        ):
+            staged = _stage(conn, props, progress)
         public = {k: v for k, v in props.items() if k != "hf_token"}
         return CreateResult(
             id_=f"{props['host']['name']}:{_label(props)}", outs={**public, **staged}
@@ -74,14 +92,18 @@ class ModelWeightsProvider(ResourceProvider):
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         """Only ``keep_on_delete`` can change in place."""
-        return UpdateResult(outs={**plain(olds), "keep_on_delete": plain(news)["keep_on_delete"]})
+        news = plain(news)
+        return UpdateResult(
+            outs={**plain(olds), "keep_on_delete": news["keep_on_delete"], **urn_input(news)}
+        )
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         """Remove the snapshot amdfleet downloaded (unless ``keep_on_delete``). Idempotent."""
         props = plain(props)
         if not props.get("downloaded") or props.get("keep_on_delete"):
             return
-        with open_host(props["host"]) as conn:
+        with Progress.for_resource(props) as progress, open_host(props["host"]) as conn:
+            progress.step(f"removing {_label(props)} from {props['cache_dir']}")
             conn.run(remove_command(_target(props)), timeout=600, check=True)
 
 
@@ -96,27 +118,34 @@ class ModelWeights(pulumi.dynamic.Resource, module="amdfleet", name="ModelWeight
         self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None
     ):
         outputs = {"path": None, "commit": None, "downloaded": None, "present": None}
-        super().__init__(ModelWeightsProvider(), name, {**props, **outputs}, opts)
+        urn = {URN_KEY: resource_urn(name, "ModelWeights", opts)}
+        super().__init__(ModelWeightsProvider(), name, {**props, **outputs, **urn}, opts)
 
 
-def _stage(conn: Connection, props: dict[str, Any]) -> dict[str, Any]:
+def _stage(conn: Connection, props: dict[str, Any], progress: Progress) -> dict[str, Any]:
     local = props.get("local_path") or (props["repo"] if props["repo"].startswith("/") else "")
     if local:
+        progress.step(f"checking the checkpoint at {local}")
         _require_checkpoint(conn, local)
+        progress.note(f"using the checkpoint at {local} (nothing to download)")
         return {"path": local, "commit": "", "downloaded": False, "present": True}
     target = _target(props)
+    progress.step(f"looking for {_label(props)} in {target.cache_dir}")
     marker = parse_marker(conn.run(read_marker_command(target), timeout=_CHECK_TIMEOUT).stdout)
     if marker and _has_checkpoint(conn, str(marker.get("path", ""))):
+        progress.note(f"{_label(props)} already staged at {marker['path']}, skipping the download")
         return {
             "path": str(marker["path"]),
             "commit": str(marker.get("commit", "")),
             "downloaded": bool(marker.get("downloaded_by_amdfleet")),
             "present": True,
         }
-    return _download(conn, props, target)
+    return _download(conn, props, target, progress)
 
 
-def _download(conn: Connection, props: dict[str, Any], target: WeightsTarget) -> dict[str, Any]:
+def _download(
+    conn: Connection, props: dict[str, Any], target: WeightsTarget, progress: Progress
+) -> dict[str, Any]:
     existed = conn.run(
         f"test -d {shlex.quote(target.repo_cache)}", timeout=_CHECK_TIMEOUT, check=False
     ).ok
@@ -128,6 +157,8 @@ def _download(conn: Connection, props: dict[str, Any], target: WeightsTarget) ->
         props.get("hub_endpoint"),
         timeout,
     )
+    meter = _DownloadMeter(_label(props), progress)
+    progress.step(f"downloading {_label(props)} into {target.cache_dir}")
     try:
         result = conn.run(
             command,
@@ -135,6 +166,7 @@ def _download(conn: Connection, props: dict[str, Any], target: WeightsTarget) ->
             timeout=timeout + KILL_AFTER_S + _CHECK_TIMEOUT,
             stdin=props.get("hf_token") or "",
             check=True,
+            on_output=meter.line,
         )
     except RemoteError as e:
         if not existed:
@@ -157,6 +189,7 @@ def _download(conn: Connection, props: dict[str, Any], target: WeightsTarget) ->
         )
     downloaded = not existed
     conn.run(write_marker_command(target, snapshot, downloaded), timeout=_CHECK_TIMEOUT)
+    progress.note(meter.summary())
     return {
         "path": snapshot["path"],
         "commit": snapshot["commit"],
@@ -193,3 +226,46 @@ def _secrets(props: dict[str, Any]) -> list[str]:
 
 def _label(props: dict[str, Any]) -> str:
     return props.get("local_path") or f"{props['repo']}@{props.get('revision') or 'main'}"
+
+
+class _DownloadMeter:
+    """Turns a download's progress lines into statuses (bytes and files so far against
+    the repo's totals) and its closing note."""
+
+    def __init__(self, label: str, progress: Progress) -> None:
+        self._label = label
+        self._progress = progress
+        self._start = time.monotonic()
+        self._expected: DownloadProgress | None = None
+        self._staged = DownloadProgress(0, 0)
+
+    def line(self, text: str) -> None:
+        """One line of the download's output (others than progress lines are ignored)."""
+        record = parse_progress(text)
+        if record is None:
+            return
+        if record.expected:
+            self._expected = record
+            return
+        self._staged = record
+        self._progress.status(f"downloading {self._label}: {self._amounts()}")
+
+    def summary(self) -> str:
+        """The closing note: what was downloaded and how long it took."""
+        took = format_duration(time.monotonic() - self._start)
+        total = self._expected or self._staged
+        if not total.files:
+            return f"downloaded {self._label} in {took}"
+        return (
+            f"downloaded {self._label} ({format_bytes(total.bytes)}, {total.files} files) in {took}"
+        )
+
+    def _amounts(self) -> str:
+        staged, expected = self._staged, self._expected
+        if expected is None or not expected.bytes:
+            return f"{format_bytes(staged.bytes)}, {staged.files} files so far"
+        share = min(staged.bytes / expected.bytes, 1.0)
+        return (
+            f"{format_bytes(staged.bytes)} of {format_bytes(expected.bytes)} ({share:.0%}), "
+            f"{staged.files} of {expected.files} files"
+        )

@@ -9,6 +9,12 @@ The download uses ``huggingface_hub.snapshot_download`` with the Python of the e
 (the engine image for the docker runtime, the engine's environment for the process
 runtime), so hosts need nothing extra installed. The token is read from stdin into the
 environment of that one command and never appears in a command line.
+
+While it downloads, the command reports progress on stdout (parsed by
+:func:`parse_progress`): once ``AMDFLEET_EXPECTED {"bytes", "files"}`` from the hub's file
+listing (skipped if the listing fails), then every :data:`PROGRESS_EVERY_S` seconds
+``AMDFLEET_PROGRESS {"bytes", "files"}``: the bytes in the repo's blob store (partial
+files included) and the number of finished files.
 """
 
 from __future__ import annotations
@@ -21,19 +27,73 @@ from dataclasses import dataclass
 
 MARKER_DIR = ".amdfleet"
 RESULT_PREFIX = "AMDFLEET_SNAPSHOT "
+EXPECTED_PREFIX = "AMDFLEET_EXPECTED "
+PROGRESS_PREFIX = "AMDFLEET_PROGRESS "
+PROGRESS_EVERY_S = 2
 KILL_AFTER_S = 10
 """Seconds between the TERM and the KILL sent to a download that outlives its deadline."""
 TIMED_OUT = 124
 """Exit code of a download the host stopped at its deadline (coreutils ``timeout``)."""
 
 _DOWNLOAD_PY = """
-import json, sys
-from huggingface_hub import snapshot_download
-repo, revision = sys.argv[1], sys.argv[2] or None
-path = snapshot_download(repo_id=repo, revision=revision)
+import json, os, sys, threading
+from huggingface_hub import constants, snapshot_download
+repo, revision, every = sys.argv[1], sys.argv[2] or None, float(sys.argv[3])
+blobs = os.path.join(constants.HF_HUB_CACHE, "models--" + repo.replace("/", "--"), "blobs")
+
+def say(prefix, record):
+    print(prefix + json.dumps(record), flush=True)
+
+def expected():
+    try:
+        from huggingface_hub import HfApi
+        from huggingface_hub.hf_api import RepoFile
+        tree = HfApi().list_repo_tree(repo, revision=revision, recursive=True)
+        sizes = [f.size for f in tree if isinstance(f, RepoFile)]
+    except Exception:
+        return
+    say("AMDFLEET_EXPECTED ", {"bytes": sum(sizes), "files": len(sizes)})
+
+def staged():
+    size = files = 0
+    try:
+        entries = list(os.scandir(blobs))
+    except OSError:
+        entries = []
+    for entry in entries:
+        try:
+            size += entry.stat(follow_symlinks=False).st_size
+        except OSError:
+            continue
+        files += not entry.name.endswith(".incomplete")
+    return {"bytes": size, "files": files}
+
+def report(stop):
+    expected()
+    while not stop.wait(every):
+        say("AMDFLEET_PROGRESS ", staged())
+
+stop = threading.Event()
+reporter = threading.Thread(target=report, args=(stop,), daemon=True)
+reporter.start()
+try:
+    path = snapshot_download(repo_id=repo, revision=revision)
+finally:
+    stop.set()
+    reporter.join(5)
 commit = path.rstrip("/").rsplit("/", 1)[-1]
-print("AMDFLEET_SNAPSHOT " + json.dumps({"path": path, "commit": commit}))
+say("AMDFLEET_SNAPSHOT ", {"path": path, "commit": commit})
 """
+
+
+@dataclass(frozen=True)
+class DownloadProgress:
+    """One progress line of a download: bytes and files, ``expected`` (the repo's
+    totals, printed once) or staged so far."""
+
+    bytes: int
+    files: int
+    expected: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,7 +138,8 @@ def download_command(
     endpoint: str | None = None,
     timeout_s: int | None = None,
 ) -> str:
-    """Download the snapshot; prints ``AMDFLEET_SNAPSHOT {json}`` with its host path.
+    """Download the snapshot; prints ``AMDFLEET_SNAPSHOT {json}`` with its host path,
+    after progress lines (see :func:`parse_progress`).
 
     With ``docker_image`` the download runs inside the engine image with the cache
     mounted at the same path; otherwise with ``python`` on the host. ``endpoint`` is a
@@ -87,7 +148,9 @@ def download_command(
     :data:`TIMED_OUT`): a download that outlived the SSH call would go on filling the
     cache after the caller gave up and cleaned up.
     """
-    args = " ".join(shlex.quote(a) for a in (target.repo, target.revision or ""))
+    args = " ".join(
+        shlex.quote(a) for a in (target.repo, target.revision or "", str(PROGRESS_EVERY_S))
+    )
     cache = shlex.quote(target.cache_dir)
     env = f"HF_HOME={cache} HF_HUB_DISABLE_PROGRESS_BARS=1"
     if endpoint:
@@ -143,6 +206,18 @@ def parse_snapshot(output: str) -> dict[str, str] | None:
         if line.startswith(RESULT_PREFIX):
             data = json.loads(line[len(RESULT_PREFIX) :])
             return {"path": str(data["path"]), "commit": str(data.get("commit", ""))}
+    return None
+
+
+def parse_progress(line: str) -> DownloadProgress | None:
+    """The progress record of one line of download output, or None for any other line."""
+    for prefix, expected in ((EXPECTED_PREFIX, True), (PROGRESS_PREFIX, False)):
+        if line.startswith(prefix):
+            try:
+                data = json.loads(line[len(prefix) :])
+                return DownloadProgress(int(data["bytes"]), int(data["files"]), expected)
+            except (ValueError, KeyError, TypeError):
+                return None
     return None
 
 

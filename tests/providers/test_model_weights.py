@@ -20,19 +20,23 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import re
 import shlex
 import shutil
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from amdfleet.providers.model_weights import ModelWeightsProvider
+from amdfleet.providers.progress import URN_KEY, format_bytes
 from amdfleet.remote.weights import WeightsTarget
+from tests.support.engine_log import EngineLog
 from tests.support.hostlab import SUBNET_PREFIX, HostLab, LabFactory, require_netns
 from tests.support.hub_server import HubServer
 from tests.support.pulumi_host import (
@@ -355,6 +359,53 @@ def test_local_path_without_a_checkpoint_is_a_clear_error(
         "(config.json missing)\n"
         "  hint: copy the weights there on every node, or unset weights.local_path to download"
     )
+
+
+# -- progress ---------------------------------------------------------------------------
+
+
+def test_a_download_shows_bytes_and_files_against_the_repo_totals(
+    reporting_host: ProviderHost,
+    engine_log: EngineLog,
+    lab: HostLab,
+    hub: HubFactory,
+    cache: str,
+) -> None:
+    """Through the host started with an engine address, as the Pulumi CLI starts it. The
+    hub holds the weights file half-sent until the status has shown it, so the status
+    is seen mid-download."""
+    server = hub(token=TOKEN)
+    server.hold_at("model.safetensors", server.files["model.safetensors"].size // 2)
+    urn = reporting_host.urn("weights-progress")
+    props = {**_props(lab, 0, server, cache, hf_token=TOKEN), URN_KEY: urn}
+    total, count = format_bytes(sum(f.size for f in server.files.values())), len(server.files)
+    mid = re.compile(
+        rf"downloading {REPO}@main: [\d.]+ (B|KiB|MiB) of {re.escape(total)} \(\d+%\), "
+        rf"{count - 1} of {count} files"
+    )
+
+    with ThreadPoolExecutor(1) as pool:
+        creating = pool.submit(_create, reporting_host, props, "weights-progress")
+        engine_log.wait_for(lambda e: e.urn == urn and bool(mid.fullmatch(e.message)), 60)
+        server.release()
+        outs = creating.result(timeout=DOWNLOAD_TIMEOUT_S).outputs
+
+    statuses = engine_log.messages(urn, ephemeral=True)
+    assert statuses[:2] == [
+        f"looking for {REPO}@main in {cache}",
+        f"downloading {REPO}@main into {cache}",
+    ]
+    [note] = engine_log.messages(urn, ephemeral=False)
+    assert re.fullmatch(
+        rf"downloaded {REPO}@main \({re.escape(total)}, {count} files\) in \d+ s", note
+    )
+    assert TOKEN not in "".join(e.message for e in engine_log.entries())
+
+    again = reporting_host.urn("weights-progress-again")
+    _create(reporting_host, {**props, URN_KEY: again}, "weights-progress-again")
+    assert engine_log.messages(again, ephemeral=False) == [
+        f"{REPO}@main already staged at {outs['path']}, skipping the download"
+    ]
 
 
 # -- a broken download --------------------------------------------------------------------

@@ -166,6 +166,18 @@ def test_download_reads_the_token_from_stdin_only(tmp_path: Path) -> None:
     }
 
 
+def test_download_progress_lines_parse() -> None:
+    """The lines the download script prints (remote/weights.py ``_DOWNLOAD_PY``)."""
+    assert weights.parse_progress('AMDFLEET_EXPECTED {"bytes": 2961324, "files": 7}') == (
+        weights.DownloadProgress(2961324, 7, expected=True)
+    )
+    assert weights.parse_progress('AMDFLEET_PROGRESS {"bytes": 1048576, "files": 3}') == (
+        weights.DownloadProgress(1048576, 3)
+    )
+    assert weights.parse_progress('AMDFLEET_PROGRESS {"bytes": "x"}') is None
+    assert weights.parse_progress("Fetching 7 files: 100%") is None
+
+
 def test_docker_inspect_output_parses() -> None:
     """Output shape of ``docker image inspect --format`` with the template used."""
     line = (
