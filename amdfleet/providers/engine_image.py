@@ -4,17 +4,29 @@
 it is already there, and records its id and repo digest. ``delete`` removes the image only
 if this resource pulled or built it (unless ``keep_on_delete``); an image the host
 already had is left alone.
+
+Progress (:mod:`amdfleet.providers.progress`): while pulling or building, the resource's
+status shows the time spent and the latest line docker printed (a layer event, a build
+step); a finished create leaves a note saying what was staged and how long it took.
 """
 
 from __future__ import annotations
 
 import shlex
+import time
 from typing import Any
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
 from amdfleet.errors import RemoteError
+from amdfleet.providers.progress import (
+    URN_KEY,
+    Progress,
+    format_duration,
+    resource_urn,
+    urn_input,
+)
 from amdfleet.providers.props import as_int, changed_keys, plain
 from amdfleet.remote.connection import Connection
 from amdfleet.remote.hosts import open_host
@@ -41,8 +53,8 @@ class EngineImageProvider(ResourceProvider):
         Raises RemoteCommandError with the last lines of the pull/build output.
         """
         props = plain(props)
-        with open_host(props["host"]) as conn:
-            staged = _stage(conn, props)
+        with Progress.for_resource(props) as progress, open_host(props["host"]) as conn:
+            staged = _stage(conn, props, progress)
         return CreateResult(
             id_=f"{props['host']['name']}:{props['image']}", outs={**props, **staged}
         )
@@ -74,15 +86,17 @@ class EngineImageProvider(ResourceProvider):
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         """Nothing changes in place."""
+        news = plain(news)
         return UpdateResult(
-            outs={**plain(olds), "keep_on_delete": plain(news).get("keep_on_delete")}
+            outs={**plain(olds), "keep_on_delete": news.get("keep_on_delete"), **urn_input(news)}
         )
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         """Remove the image if this resource pulled or built it. Idempotent."""
         props = plain(props)
         if props.get("created") and not props.get("keep_on_delete"):
-            with open_host(props["host"]) as conn:
+            with Progress.for_resource(props) as progress, open_host(props["host"]) as conn:
+                progress.step(f"removing {props['image']}")
                 conn.run(remove_command(props["image"]), timeout=300)
 
 
@@ -96,16 +110,22 @@ class EngineImage(pulumi.dynamic.Resource, module="amdfleet", name="EngineImage"
         self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None
     ):
         outputs = {"digest": None, "image_id": None, "created": None}
-        super().__init__(EngineImageProvider(), name, {**props, **outputs}, opts)
+        urn = {URN_KEY: resource_urn(name, "EngineImage", opts)}
+        super().__init__(EngineImageProvider(), name, {**props, **outputs, **urn}, opts)
 
 
-def _stage(conn: Connection, props: dict[str, Any]) -> dict[str, Any]:
+def _stage(conn: Connection, props: dict[str, Any], progress: Progress) -> dict[str, Any]:
     image = props["image"]
+    progress.step(f"looking for {image} on the host")
     found = _inspect(conn, image)
     wanted = props.get("dockerfile_hash") if props.get("dockerfile") else None
     if found and (wanted is None or found["dockerfile_sha256"] == wanted):
+        progress.note(f"{image} already on the host ({_short(found)}), nothing to pull or build")
         return {**found, "created": False}
     timeout = as_int(props["timeout_s"])
+    verb = "building" if props.get("dockerfile") else "pulling"
+    log = _DockerLog(f"{verb} {image}", progress)
+    progress.step(f"{verb} {image}")
     if props.get("dockerfile"):
         build_dir = shlex.quote(props["build_dir"])
         conn.run(f"mkdir -p {build_dir}", timeout=_CALL_TIMEOUT)
@@ -114,17 +134,43 @@ def _stage(conn: Connection, props: dict[str, Any]) -> dict[str, Any]:
                 f"{props['build_dir']}/Dockerfile", str(props["dockerfile"]).encode(), mode=0o644
             )
             command = build_command(image, f"{props['build_dir']}/Dockerfile", str(wanted))
-            conn.run(command, timeout=timeout)
+            conn.run(command, timeout=timeout, on_output=log.line)
         finally:
             conn.run(f"rm -rf -- {build_dir}", timeout=_CALL_TIMEOUT, check=False)
     else:
-        conn.run(pull_command(image), timeout=timeout)
+        conn.run(pull_command(image), timeout=timeout, on_output=log.line)
     found = _inspect(conn, image)
     if not found:
         raise RemoteError(conn.host, f"{image} is still missing after staging it")
+    done = "built" if props.get("dockerfile") else "pulled"
+    progress.note(f"{done} {image} in {log.took()} ({_short(found)})")
     return {**found, "created": True}
 
 
 def _inspect(conn: Connection, image: str) -> dict[str, str] | None:
     result = conn.run(inspect_command(image), timeout=_CALL_TIMEOUT, check=False)
     return parse_inspect(result.stdout) if result.ok else None
+
+
+class _DockerLog:
+    """Shows the time spent and the latest line of a pull or build as the status."""
+
+    def __init__(self, doing: str, progress: Progress) -> None:
+        self._doing = doing
+        self._progress = progress
+        self._start = time.monotonic()
+
+    def line(self, text: str) -> None:
+        """One line docker printed."""
+        self._progress.status(f"{self._doing} ({self.took()}): {text.strip()}")
+
+    def took(self) -> str:
+        """Time since the pull or build started."""
+        return format_duration(time.monotonic() - self._start)
+
+
+def _short(found: dict[str, str]) -> str:
+    """The digest, else the image id, cut to what a person compares."""
+    ident = found.get("digest") or found.get("image_id") or "no id"
+    name, _, value = ident.rpartition(":")
+    return f"{name}:{value[:12]}" if value and name else ident

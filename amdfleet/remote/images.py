@@ -26,8 +26,10 @@ def inspect_command(image: str) -> str:
 
 
 def pull_command(image: str) -> str:
-    """Pull ``image`` (quietly)."""
-    return f"docker pull --quiet {shlex.quote(image)}"
+    """Pull ``image``. Not ``--quiet``: without a terminal docker prints one line per
+    layer event ("<layer>: Pull complete"), which the provider shows as progress and which
+    a failure's output tail keeps."""
+    return f"docker pull {shlex.quote(image)}"
 
 
 def build_command(image: str, dockerfile_path: str, dockerfile_sha256: str) -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -31,8 +32,10 @@ from typing import Any
 import pytest
 
 from amdfleet.providers.engine_image import EngineImageProvider
+from amdfleet.providers.progress import URN_KEY
 from amdfleet.remote.images import DOCKERFILE_LABEL, inspect_command, parse_inspect
 from tests.support.dockerd import DockerDaemon, DockerdError
+from tests.support.engine_log import EngineLog
 from tests.support.hostlab import HostLab, LabFactory, require_netns
 from tests.support.pulumi_host import (
     CreateOutcome,
@@ -408,3 +411,31 @@ def _sh(docker: DockerDaemon, command: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["sh", "-c", command], env=docker.env, capture_output=True, text=True, timeout=60
     )
+
+
+# -- progress ----------------------------------------------------------------------------
+
+
+def test_a_build_shows_docker_s_output_and_notes_what_it_made(
+    reporting_host: ProviderHost,
+    engine_log: EngineLog,
+    lab: HostLab,
+    docker: DockerDaemon,
+    tags: TagFactory,
+) -> None:
+    """Through the host started with an engine address, as the Pulumi CLI starts it."""
+    tag, token = tags(), uuid.uuid4().hex
+    urn = reporting_host.urn("image-progress")
+    props = _props(lab, tag, dockerfile=_dockerfile(token), build_dir="/opt/amdfleet/p-image")
+
+    created = _create(reporting_host, {**props, URN_KEY: urn}, urn)
+    reporting_host.delete(created.id, created.outputs, urn=urn)
+
+    statuses = engine_log.messages(urn, ephemeral=True)
+    assert statuses[:2] == [f"looking for {tag} on the host", f"building {tag}"]
+    lines = statuses[2:-1]  # docker's output, the first line at once
+    assert lines and all(re.match(rf"building {tag} \(\d+ s\): \S", s) for s in lines)
+    assert statuses[-1] == f"removing {tag}"  # the delete
+    short_id = created.outputs["image_id"][: len("sha256:") + 12]
+    [note] = engine_log.messages(urn, ephemeral=False)
+    assert re.fullmatch(rf"built {tag} in \d+ s \({short_id}\)", note)
