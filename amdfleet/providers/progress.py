@@ -9,8 +9,8 @@ hashed by no fingerprint), and :class:`Progress` sends ``LogRequest``\\ s for it
 
 * :meth:`Progress.step` -- a new phase ("uploading 3 files"), sent at once;
 * :meth:`Progress.status` -- a counter or the latest log line, at most one per
-  ``interval`` (the latest text wins: a deferred one is sent when the interval is over;
-  steps and notes do not count against it, so a phase's first status shows at once);
+  ``interval`` (the latest text wins: a deferred one is sent when the interval is over),
+  except that a phase's first status (the first after a step) shows at once;
 * :meth:`Progress.note` -- a milestone ("engine ready after 52 s"), kept by the CLI under
   "Diagnostics" when the update ends.
 
@@ -141,10 +141,12 @@ class Progress:
         return not self._closed
 
     def step(self, text: str) -> None:
-        """Show ``text`` now as the resource's status: a new phase of the operation."""
+        """Show ``text`` now as the resource's status: a new phase of the operation (its
+        first :meth:`status` is sent at once too)."""
         with self._lock:
             self._pending = None
             self._send(text, ephemeral=True, status=False)
+            self._last_at = float("-inf")
 
     def status(self, text: str) -> None:
         """Show ``text`` as the resource's status, at most once per interval.
@@ -206,7 +208,7 @@ class Progress:
             if self._pending is None or self._closed:
                 return
             wait = self._last_at + self._interval - time.monotonic()
-            if wait > 0:  # the timer fired early
+            if wait > 0:  # armed in an earlier phase: the interval restarted since
                 self._arm(wait)
                 return
             text, self._pending = self._pending, None

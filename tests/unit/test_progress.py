@@ -93,12 +93,14 @@ def test_statuses_are_rate_limited_and_the_latest_wins(engine: EngineLog) -> Non
         last = engine.wait_for(lambda e: e.message.endswith("3 of 4 files"))
         progress.status("downloading: 3 of 4 files")  # the same text: not sent again
         progress.step("writing the marker")  # a new phase: at once
+        progress.status("writing the marker: 1 of 2")  # its first status: at once
 
     sent = engine.entries()[1:]
     assert [e.message for e in sent] == [
         "downloading: 1 of 4 files",
         "downloading: 3 of 4 files",
         "writing the marker",
+        "writing the marker: 1 of 2",
     ]
     assert last.at - sent[0].at >= interval * 0.9  # the clocks are the same monotonic one
 
