@@ -10,21 +10,31 @@ The tokenizer comes from the head node's staged weights (copied over the connect
 random prompts have exact token lengths even for a model that exists only on the hosts.
 Reports (JSON, markdown, plots) are written under ``report_dir`` on the machine running
 Pulumi.
+
+Progress (:mod:`amdfleet.providers.progress`): the resource's status shows the scenario
+running and its requests done out of its total, then the GSM8K problems answered and how
+many were right so far; each finished scenario, the accuracy check and a passed
+verification leave a note with their headline numbers.
 """
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
 from amdfleet.config import VerificationSpec
 from amdfleet.errors import VerificationFailed
+from amdfleet.providers.progress import URN_KEY, Progress, resource_urn
 from amdfleet.providers.props import changed_keys, plain
 from amdfleet.remote.hosts import open_host
+
+if TYPE_CHECKING:
+    from amdfleet.verify import BenchmarkRun, VerificationResult
+    from amdfleet.verify.gsm8k import AccuracyResult, Scored
 
 RERUN_ON = ("base_url", "model", "spec", "engine_fingerprint")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
@@ -67,15 +77,20 @@ class Verification(pulumi.dynamic.Resource, module="amdfleet", name="Verificatio
         self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None
     ):
         outputs = {"passed": None, "result": None}
-        super().__init__(VerificationProvider(), name, {**props, **outputs}, opts)
+        urn = {URN_KEY: resource_urn(name, "Verification", opts)}
+        super().__init__(VerificationProvider(), name, {**props, **outputs, **urn}, opts)
 
 
 def _verify(props: dict[str, Any]) -> dict[str, Any]:
     from amdfleet.verify import render_verdict_table, run_verification
 
     spec = VerificationSpec.model_validate(props["spec"])
-    with tempfile.TemporaryDirectory(prefix="amdfleet-tokenizer-") as tmp:
-        tokenizer = _fetch_tokenizer(props, Path(tmp))
+    with (
+        Progress.for_resource(props) as progress,
+        tempfile.TemporaryDirectory(prefix="amdfleet-tokenizer-") as tmp,
+    ):
+        tokenizer = _fetch_tokenizer(props, Path(tmp), progress)
+        display = _VerificationDisplay(spec, progress)
         result = run_verification(
             spec,
             base_url=props["base_url"],
@@ -83,17 +98,94 @@ def _verify(props: dict[str, Any]) -> dict[str, Any]:
             api_key=props.get("api_key"),
             tokenizer=tokenizer,
             out_dir=Path(props["report_dir"]),
+            progress=display,
+            on_run=display.run_done,
+            on_scored=display.scored,
         )
+        display.finished(result)
     if not result.passed:
         raise VerificationFailed(result.failures(), render_verdict_table(result))
     public = {k: v for k, v in props.items() if k != "api_key"}
     return {**public, "passed": True, "result": result.to_dict()}
 
 
-def _fetch_tokenizer(props: dict[str, Any], into: Path) -> str | None:
+class _VerificationDisplay:
+    """The verification's phases as the resource's status, and its results as notes
+    (implements :class:`amdfleet.verify.run.Progress`)."""
+
+    def __init__(self, spec: VerificationSpec, progress: Progress) -> None:
+        self._spec = spec
+        self._progress = progress
+        self._scenarios_done = 0
+        self._phase = ""
+        self._unit = "requests"
+        self._total = self._done = self._correct = 0
+
+    def start(self, label: str, total: int) -> None:
+        """A scenario (or, after the last one, the accuracy check) begins."""
+        self._total, self._done, self._correct = total, 0, 0
+        if self._scenarios_done < len(self._spec.scenarios):
+            count = len(self._spec.scenarios)
+            self._phase = f"benchmark {label} ({self._scenarios_done + 1} of {count})"
+            self._unit = "requests"
+        else:
+            shots = self._spec.accuracy.num_fewshot if self._spec.accuracy else 0
+            self._phase = f"accuracy ({label}, {shots}-shot)"
+            self._unit = "problems"
+        self._progress.step(f"{self._phase}: 0 of {total} {self._unit}")
+
+    def advance(self) -> None:
+        """One request finished (or one problem was scored)."""
+        self._done += 1
+        text = f"{self._phase}: {self._done} of {self._total} {self._unit}"
+        if self._unit == "problems":
+            text += f", {self._correct} right so far"
+        self._progress.status(text)
+
+    def finish(self) -> None:
+        """The phase ended; its note comes from :meth:`run_done` or :meth:`finished`."""
+
+    def scored(self, scored: Scored) -> None:
+        """A GSM8K problem was scored (called before :meth:`advance` counts it)."""
+        self._correct += int(scored.flexible_correct)
+
+    def run_done(self, run: BenchmarkRun) -> None:
+        """A scenario finished: its headline numbers."""
+        self._scenarios_done += 1
+        self._progress.note(f"benchmark {run.scenario.name}: {_headline(run)}")
+
+    def finished(self, result: VerificationResult) -> None:
+        """The accuracy note and, when every threshold is met, the verdict."""
+        if result.accuracy is not None:
+            self._progress.note(f"accuracy: {_accuracy(result.accuracy)}")
+        if result.passed:
+            checks = sum(1 for row in result.rows if row.passed is not None)
+            first = f": {_headline(result.runs[0])}" if result.runs else ""
+            self._progress.note(f"verification passed ({checks} checks){first}")
+
+
+def _headline(run: BenchmarkRun) -> str:
+    """``689 tok/s, p99 TTFT 325 ms, 200 of 200 requests ok``"""
+    m = run.metrics
+    p99 = m.latency["ttft"].percentile(99.0) if "ttft" in m.latency else None
+    ttft = f", p99 TTFT {p99:.0f} ms" if p99 is not None else ""
+    sent = m.completed + m.failed
+    return f"{m.output_throughput:.0f} tok/s{ttft}, {m.completed} of {sent} requests ok"
+
+
+def _accuracy(accuracy: AccuracyResult) -> str:
+    """``GSM8K flexible-extract 0.781, strict-match 0.774 over 1319 problems``"""
+    return (
+        f"GSM8K flexible-extract {accuracy.flexible_extract.value:.3f}, strict-match "
+        f"{accuracy.strict_match.value:.3f} over {len(accuracy.samples)} problems"
+    )
+
+
+def _fetch_tokenizer(props: dict[str, Any], into: Path, progress: Progress) -> str | None:
     path = props.get("tokenizer_path")
     if not path:
         return None
+    progress.step(f"copying the tokenizer from {props['tokenizer_host']['name']}:{path}")
     with open_host(props["tokenizer_host"]) as conn:
         for name in TOKENIZER_FILES:
             content = conn.get(f"{path.rstrip('/')}/{name}")

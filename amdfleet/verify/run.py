@@ -16,7 +16,7 @@ from amdfleet.config import AccuracySpec, BenchmarkScenario, VerificationSpec
 from amdfleet.verify.bench import BenchmarkRun, build_requests, run_scenario
 from amdfleet.verify.client import EndpointClient
 from amdfleet.verify.datasets import Tokenizer, load_tokenizer
-from amdfleet.verify.gsm8k import AccuracyResult, Problem, load_problems, run_gsm8k
+from amdfleet.verify.gsm8k import AccuracyResult, Problem, Scored, load_problems, run_gsm8k
 from amdfleet.verify.metrics import DEFAULT_PERCENTILES
 from amdfleet.verify.report import write_verification
 from amdfleet.verify.verdict import VerificationResult, judge, resolve_baseline
@@ -45,6 +45,9 @@ def run_verification(
     api_key: str | None = None,
     tokenizer: str | None = None,
     out_dir: Path | None = None,
+    progress: Progress | None = None,
+    on_run: Callable[[BenchmarkRun], None] | None = None,
+    on_scored: Callable[[Scored], None] | None = None,
 ) -> VerificationResult:
     """Run a stack's whole verification spec against an endpoint and judge it.
 
@@ -54,6 +57,10 @@ def run_verification(
     ``out_dir`` when given. Never raises for failed requests: they count against the
     success rate. Raises ``EndpointError`` when the server cannot be reached at all,
     ``ConfigError`` for an unknown baseline, and dataset errors for missing data.
+
+    ``progress`` hears each phase and request, ``on_run`` each finished scenario and
+    ``on_scored`` each scored GSM8K problem, before ``progress`` counts it (all are
+    called on the event loop's thread).
     """
     return asyncio.run(
         verify_endpoint(
@@ -63,6 +70,9 @@ def run_verification(
             api_key=api_key,
             tokenizer=tokenizer,
             out_dir=out_dir,
+            progress=progress,
+            on_run=on_run,
+            on_scored=on_scored,
         )
     )
 
@@ -78,6 +88,7 @@ async def verify_endpoint(
     stop: asyncio.Event | None = None,
     progress: Progress | None = None,
     on_run: Callable[[BenchmarkRun], None] | None = None,
+    on_scored: Callable[[Scored], None] | None = None,
 ) -> VerificationResult:
     """The async body of :func:`run_verification`, with a stop event and progress.
 
@@ -109,6 +120,7 @@ async def verify_endpoint(
             timeout=spec.request_timeout_s,
             stop=stop,
             progress=progress,
+            on_scored=on_scored,
         )
         interrupted = accuracy.interrupted
     result = VerificationResult(
@@ -197,8 +209,10 @@ async def run_accuracy(
     problems: tuple[Sequence[Problem], Sequence[Problem]] | None = None,
     stop: asyncio.Event | None = None,
     progress: Progress | None = None,
+    on_scored: Callable[[Scored], None] | None = None,
 ) -> AccuracyResult:
-    """Score GSM8K against the endpoint, ``spec.concurrency`` requests at a time."""
+    """Score GSM8K against the endpoint, ``spec.concurrency`` requests at a time;
+    ``on_scored`` hears each problem as it is scored."""
     test, train = problems if problems is not None else load_problems(spec.data_path)
     if progress is not None:
         progress.start("gsm8k", len(test[: spec.limit]))
@@ -212,8 +226,23 @@ async def run_accuracy(
                 model=model,
                 problems=(test, train),
                 stop=stop,
-                on_done=(lambda _: progress.advance()) if progress else None,
+                on_done=_scored_callback(progress, on_scored),
             )
     finally:
         if progress is not None:
             progress.finish()
+
+
+def _scored_callback(
+    progress: Progress | None, on_scored: Callable[[Scored], None] | None
+) -> Callable[[Scored], None] | None:
+    if progress is None and on_scored is None:
+        return None
+
+    def done(scored: Scored) -> None:
+        if on_scored is not None:
+            on_scored(scored)
+        if progress is not None:
+            progress.advance()
+
+    return done

@@ -1,0 +1,122 @@
+"""Verification through the SDK's real dynamic-provider host: the gate passes or fails
+with the real benchmark and GSM8K code, and shows its progress on the resource's line.
+
+Real: the provider, pickled by dill and run by the host started as the Pulumi CLI starts
+it (with an engine address: a real ``pulumirpc.Engine`` service records what it sends),
+the verification client, scorer and report writer, and GSM8K's test split from the
+shared datasets. The endpoint is tests/support/openai_server.py, a real OpenAI-compatible
+HTTP server with scripted answers (a real vLLM serves the program tests; a random-weight
+model cannot give known GSM8K answers).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from amdfleet.config import VerificationSpec
+from amdfleet.providers.progress import URN_KEY
+from amdfleet.providers.verification import VerificationProvider
+from amdfleet.verify.gsm8k import load_problems
+from tests.support.engine_log import EngineLog
+from tests.support.openai_server import MODEL, OpenAIServer, Script
+from tests.support.pulumi_host import ProviderCallError, ProviderHost, secret, with_provider
+
+GSM8K = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "gsm8k"
+API_KEY = "verify-key-0b6e2a91f3"
+RIGHT = 3
+LIMIT = 6
+
+
+@pytest.fixture(scope="module")
+def answers() -> dict[str, str]:
+    """Right answers to the first RIGHT test problems (the rest get the default, wrong)."""
+    test, _ = load_problems(GSM8K)
+    return {p.question.strip(): f"#### {p.answer.split('####')[-1].strip()}" for p in test[:RIGHT]}
+
+
+def test_a_passing_verification_shows_each_phase_and_notes_its_numbers(
+    reporting_host: ProviderHost, engine_log: EngineLog, answers: dict[str, str], tmp_path: Path
+) -> None:
+    urn = reporting_host.urn("verification-progress")
+    with OpenAIServer(Script(answers=answers, token_delay=0.01)) as server:
+        created = reporting_host.create(_props(server.url, tmp_path, urn), urn=urn)
+    assert created.outputs["passed"] is True
+
+    statuses = engine_log.messages(urn, ephemeral=True)
+    assert statuses[0] == "benchmark c2 (1 of 1): 0 of 16 requests"
+    assert statuses[1] == "benchmark c2 (1 of 1): 1 of 16 requests"  # a phase's first: at once
+    assert all(
+        re.fullmatch(r"benchmark c2 \(1 of 1\): \d+ of 16 requests", s) for s in statuses[:-2]
+    )
+    accuracy = statuses[-2:]
+    assert accuracy[0] == f"accuracy (gsm8k, 5-shot): 0 of {LIMIT} problems"
+    assert re.fullmatch(
+        rf"accuracy \(gsm8k, 5-shot\): 1 of {LIMIT} problems, [01] right so far", accuracy[1]
+    )
+
+    bench, scored, verdict = engine_log.messages(urn, ephemeral=False)
+    assert re.fullmatch(r"benchmark c2: \d+ tok/s, p99 TTFT \d+ ms, 16 of 16 requests ok", bench)
+    assert scored == (
+        f"accuracy: GSM8K flexible-extract {RIGHT / LIMIT:.3f}, strict-match "
+        f"{RIGHT / LIMIT:.3f} over {LIMIT} problems"
+    )
+    assert verdict.startswith("verification passed (") and bench.split(": ", 1)[1] in verdict
+    assert API_KEY not in "".join(e.message for e in engine_log.entries(urn))
+
+
+def test_a_failing_verification_notes_what_ran_but_no_pass(
+    reporting_host: ProviderHost, engine_log: EngineLog, answers: dict[str, str], tmp_path: Path
+) -> None:
+    urn = reporting_host.urn("verification-failing")
+    props = _props("", tmp_path, urn, min_flexible_accuracy=0.9)
+    with OpenAIServer(Script(answers=answers)) as server:
+        props["base_url"] = server.url
+        with pytest.raises(ProviderCallError) as caught:
+            reporting_host.create(props, urn=urn)
+    assert "VerificationFailed" in caught.value.message
+    notes = engine_log.messages(urn, ephemeral=False)
+    assert [n.split(":")[0] for n in notes] == ["benchmark c2", "accuracy"]
+
+
+def _props(base_url: str, tmp_path: Path, urn: str, **thresholds: float) -> dict[str, Any]:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Say hello.\nCount to three.\n")
+    spec = VerificationSpec.model_validate(
+        {
+            "scenarios": [
+                {
+                    "name": "c2",
+                    "dataset": "prompts",
+                    "dataset_path": str(prompts),
+                    "output_len": 8,
+                    "num_prompts": 16,
+                    "max_concurrency": 2,
+                }
+            ],
+            "accuracy": {
+                "limit": LIMIT,
+                "concurrency": 2,
+                "max_tokens": 32,
+                "data_path": str(GSM8K),
+            },
+            "thresholds": {"min_success_rate": 1.0, **thresholds},
+        }
+    )
+    props = {
+        "base_url": base_url,
+        "model": MODEL,
+        "api_key": secret(API_KEY),
+        "spec": spec.model_dump(mode="json"),
+        "engine_fingerprint": "files-hash|digest",
+        "tokenizer_host": {},
+        "tokenizer_path": None,
+        "report_dir": str(tmp_path / "reports"),
+        "passed": None,
+        "result": None,
+        URN_KEY: urn,
+    }
+    return with_provider(VerificationProvider(), props)
