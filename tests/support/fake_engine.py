@@ -9,6 +9,11 @@ launch script (process runtime, ``engine.executable`` pointed here) with vLLM's 
 ``/v1/models`` (requiring ``VLLM_API_KEY`` like vLLM does). The real vLLM is exercised
 end to end by the program tests; this covers the failure paths.
 
+Multi-node argv (``--nnodes N --node-rank R --master-addr A --master-port P``) is
+accepted as rendered. A ``--headless`` node (a worker: it serves no API, and its
+``--host`` is the head's address, which it could not bind) only stays up until stopped,
+as a vLLM worker waiting for its head does; it takes no part in any rendezvous.
+
 Behaviour comes from the environment (set through the stack's ``engine.extra_env``):
 - ``FAKE_ENGINE_MODE``: ``ok`` (default), ``exit`` (exit 3 after printing an error),
   ``never-ready`` (``/health`` answers 503 forever), ``late`` (503 until
@@ -24,6 +29,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import signal
 import sys
 import time
 
@@ -36,6 +42,10 @@ def main(argv: list[str]) -> int:
     if mode == "exit":
         print("fake engine: RuntimeError: simulated failure while loading weights", flush=True)
         return 3
+    if "--headless" in argv:
+        print("fake engine: headless worker, serving no API", flush=True)
+        signal.pause()  # until the provider's SIGTERM ends the process group
+        return 0
     ready_at = time.monotonic() + float(os.environ.get("FAKE_ENGINE_READY_AFTER", "0"))
     handler = _handler(mode, ready_at, options.get("--served-model-name", "model"))
     server = http.server.ThreadingHTTPServer(
