@@ -108,6 +108,12 @@ def test_up_shows_each_resources_steps_and_milestones(
     assert API_KEY not in up.text
 
 
+def test_the_urn_input_changes_nothing_on_the_next_up(workspace: PulumiWorkspace) -> None:
+    again = workspace.up(STACK)
+    assert again.changed() == {}
+    assert _by_resource(again, ephemeral=True) == {}  # nothing ran, nothing to show
+
+
 def test_destroy_shows_the_engine_being_stopped(workspace: PulumiWorkspace) -> None:
     destroy = workspace.destroy(STACK)
     statuses = _by_resource(destroy, ephemeral=True)
