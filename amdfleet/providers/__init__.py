@@ -6,4 +6,8 @@ client, connection or secret and never mutate ``self``. Connections are opened i
 each method and every remote call has a timeout. ``create`` is all-or-nothing (it
 cleans up what it made before raising), ``delete`` is idempotent, and ``read``
 re-collects what the resource observes so ``pulumi refresh`` shows drift.
+
+While they work, providers show what they are doing on their resource's line in the
+Pulumi CLI (:mod:`amdfleet.providers.progress`); each resource receives its own URN as
+the ``resource_urn`` input for that, which no diff compares.
 """
