@@ -223,9 +223,14 @@ func resolveToolchain(info *pulumirpc.ProgramInfo) (toolchain.Toolchain, error) 
 	return toolchain.ResolveToolchain(opts)
 }
 
-// configEnv passes the stack config as the Python SDK reads it.
+// configEnv passes the stack config as the Python SDK reads it (a JSON object, never null:
+// the SDK iterates over it).
 func configEnv(req *pulumirpc.RunRequest) ([]string, error) {
-	config, err := json.Marshal(req.GetConfig())
+	values := req.GetConfig()
+	if values == nil {
+		values = map[string]string{}
+	}
+	config, err := json.Marshal(values)
 	if err != nil {
 		return nil, fmt.Errorf("serializing the stack config: %w", err)
 	}
