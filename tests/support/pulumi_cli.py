@@ -125,12 +125,20 @@ class PulumiRun:
 class PulumiWorkspace:
     """A Pulumi project in ``root`` running this repository's program with the real CLI."""
 
-    def __init__(self, root: Path, *, project: str = "amdfleet", main: Path = REPO_ROOT) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        project: str = "amdfleet",
+        main: Path = REPO_ROOT,
+        backend: Path | None = None,
+        home: Path | None = None,
+    ) -> None:
         self.pulumi = require_pulumi()
         self.root = root
         self.project = project
-        self.backend = root / "state"
-        self.home = root / "home"
+        self.backend = backend or root / "state"
+        self.home = home or root / "home"
         for path in (self.backend, self.home, root / "stacks"):
             path.mkdir(parents=True, exist_ok=True)
         project_file = {
@@ -154,6 +162,13 @@ class PulumiWorkspace:
         }
         for key in ("PULUMI_CONFIG_PASSPHRASE_FILE", "PULUMI_ACCESS_TOKEN"):
             self.env.pop(key, None)
+
+    def sibling(self, root: Path, *, project: str, main: Path) -> PulumiWorkspace:
+        """Another project sharing this workspace's backend, home and passphrase (so its
+        stacks can read this one's with a StackReference)."""
+        return PulumiWorkspace(
+            root, project=project, main=main, backend=self.backend, home=self.home
+        )
 
     # -- stacks ----------------------------------------------------------------------
 
