@@ -80,11 +80,13 @@ class EngineServiceProvider(ResourceProvider):
         return CreateResult(id_=f"{props['host']['name']}:{props['remote_dir']}", outs=_outs(props))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        """Report whether the engine still runs (``running``)."""
+        """Report whether the engine still runs (``running``): its process group is alive
+        and, on a node that serves the API, the health path answers 200 (an API server that
+        died while its worker processes linger is not running)."""
         props = plain(props)
         layout = EngineLayout(props["remote_dir"])
         with open_host(props["host"]) as conn:
-            running = conn.run(running_command(layout), timeout=_CALL_TIMEOUT, check=False).ok
+            running = _observe(conn, layout, props["probe"])
         return ReadResult(id_=id_, outs={**props, "running": running})
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
@@ -213,6 +215,17 @@ def _waiting_status(
     tail = conn.run(log_tail_command(layout, 5), timeout=_CALL_TIMEOUT, check=False).stdout
     lines = [line for line in tail.splitlines() if line.strip()]
     return f"{text}; log: {lines[-1].strip()}" if lines else text
+
+
+def _observe(conn: Connection, layout: EngineLayout, probe: dict[str, Any]) -> bool:
+    """One look at a deployed engine: alive, and healthy where it serves the API."""
+    if not probe.get("serves_api"):
+        return conn.run(running_command(layout), timeout=_CALL_TIMEOUT, check=False).ok
+    paths = tuple(probe["paths"])
+    health = ("/health",) if "/health" in paths else paths[:1]
+    command = probe_command(layout, probe["base_url"], health)
+    result = parse_probe(conn.run(command, timeout=_CALL_TIMEOUT, stdin="", check=False).stdout)
+    return result.ready(health)
 
 
 def _wait_settled(conn: Connection, layout: EngineLayout) -> None:

@@ -180,6 +180,31 @@ def test_refresh_sees_a_dead_engine_and_the_next_up_restarts_it(
         provider_host.delete(created.id, created.outputs, urn=urn)
 
 
+def test_refresh_sees_an_api_server_that_died_while_its_worker_lingers(
+    provider_host: ProviderHost, lab: HostLab, conn: SshConnection
+) -> None:
+    """vLLM's API server can die while its EngineCore process lives on in the same process
+    group: the group is alive, nothing serves. Refresh must call that not running, and the
+    repair must stop the lingering worker before starting again."""
+    urn = provider_host.urn("engine-half")
+    checked = provider_host.check(_props(lab, "half", FAKE_ENGINE_CHILD="1"), urn=urn).inputs
+    created = provider_host.create(checked, urn=urn)
+    try:
+        first = _record(lab, "half")
+        conn.run(f"kill -9 {first['pid']}", timeout=10)
+        assert _alive(conn, first["child_pid"])  # the group lives on
+        read = provider_host.read(created.id, created.outputs, inputs=checked, urn=urn)
+        assert read.outputs["running"] is False
+        diff = provider_host.diff(created.id, read.outputs, checked, old_inputs=checked, urn=urn)
+        assert diff.changes is True
+        outs = provider_host.update(created.id, read.outputs, checked, old_inputs=checked, urn=urn)
+        assert outs["running"] is True
+        assert not _alive(conn, first["child_pid"])
+        assert _alive(conn, _record(lab, "half")["pid"])
+    finally:
+        provider_host.delete(created.id, created.outputs, urn=urn)
+
+
 def test_engine_that_exits_reports_its_log_and_leaves_nothing(
     provider_host: ProviderHost, lab: HostLab, conn: SshConnection
 ) -> None:

@@ -18,8 +18,10 @@ Behaviour comes from the environment (set through the stack's ``engine.extra_env
 - ``FAKE_ENGINE_MODE``: ``ok`` (default), ``exit`` (exit 3 after printing an error),
   ``never-ready`` (``/health`` answers 503 forever), ``late`` (503 until
   ``FAKE_ENGINE_READY_AFTER`` seconds have passed).
-- it records its pid, argv and the environment keys it saw in ``$FAKE_ENGINE_RECORD``
-  (a JSON file) if set.
+- ``FAKE_ENGINE_CHILD=1``: fork a worker process that stays in the engine's process group
+  and outlives the server if the server alone is killed (as vLLM's EngineCore does).
+- it records its pid (and its worker's, ``child_pid``), argv and the environment keys it
+  saw in ``$FAKE_ENGINE_RECORD`` (a JSON file) if set.
 
 Standard library only: it runs under the host's ``/usr/bin/python3``.
 """
@@ -38,7 +40,8 @@ def main(argv: list[str]) -> int:
     options = _options(argv)
     mode = os.environ.get("FAKE_ENGINE_MODE", "ok")
     print(f"fake engine: mode={mode} argv={' '.join(argv)}", flush=True)
-    _record(argv)
+    child = _fork_worker() if os.environ.get("FAKE_ENGINE_CHILD") else None
+    _record(argv, child)
     if mode == "exit":
         print("fake engine: RuntimeError: simulated failure while loading weights", flush=True)
         return 3
@@ -64,10 +67,23 @@ def _options(argv: list[str]) -> dict[str, str]:
     return options
 
 
-def _record(argv: list[str]) -> None:
+def _fork_worker() -> int:
+    pid = os.fork()
+    if pid == 0:  # the worker: idle until its process group is stopped
+        signal.pause()
+        os._exit(0)
+    return pid
+
+
+def _record(argv: list[str], child: int | None = None) -> None:
     path = os.environ.get("FAKE_ENGINE_RECORD")
     if path:
-        record = {"pid": os.getpid(), "argv": argv, "env_keys": sorted(os.environ)}
+        record = {
+            "pid": os.getpid(),
+            "child_pid": child,
+            "argv": argv,
+            "env_keys": sorted(os.environ),
+        }
         with open(path, "w") as f:
             json.dump(record, f)
 
