@@ -4,7 +4,9 @@
 ``Fleet`` registers one :class:`~amdfleet.providers.ssh_host.SshHost` per node (facts
 and preflight). ``Deployment`` stages the image and the weights on every node in
 parallel, starts the engine on every node at once, and gates readiness on
-a :class:`~amdfleet.providers.verification.Verification` run against the endpoint.
+a :class:`~amdfleet.providers.verification.Verification` run against the endpoint: the
+``ready`` output is its ``passed``, and a
+:class:`~amdfleet.providers.readiness.ReadinessGate` fails the update while it is false.
 Everything is a child of its component (``parent=self``) and each component registers
 its outputs.
 """
@@ -24,6 +26,7 @@ from amdfleet.plan import GIB, DeploymentPlan, NodePlan
 from amdfleet.providers.engine_image import EngineImage
 from amdfleet.providers.engine_service import EngineService
 from amdfleet.providers.model_weights import ModelWeights
+from amdfleet.providers.readiness import ReadinessGate
 from amdfleet.providers.ssh_host import SshHost
 from amdfleet.providers.verification import Verification
 from amdfleet.remote.hosts import host_props
@@ -110,13 +113,22 @@ class Deployment(pulumi.ComponentResource):
             lambda values: _engine_output(plan, values[0], values[1:])
         )
         self.campaign = services[0].started_at.apply(lambda at: campaign_output(plan, at))
-        gate = self._verification(name, verification, fleet, weights, services, images)
-        if gate is None:
+        check = self._verification(name, verification, fleet, weights, services, images)
+        if check is None:
             self.verification = pulumi.Output.from_input({"enabled": False})
             self.ready = pulumi.Output.from_input(False)
         else:
-            self.verification = gate.result
-            self.ready = gate.passed
+            self.verification = check.result
+            self.ready = check.passed
+            ReadinessGate(
+                f"{name}-readiness",
+                {
+                    "passed": check.passed,
+                    "failures": check.failures,
+                    "verdict_table": check.verdict_table,
+                },
+                self._opts([check]),
+            )
         self.register_outputs(
             {
                 "endpoint": self.endpoint,

@@ -1,10 +1,13 @@
 """Verification: the gate between "deployed" and "ready".
 
 Runs the stack's verification spec (serving benchmarks and the accuracy check, see
-:mod:`amdfleet.verify`) against the endpoint once the engine is up. If a threshold is not
-met, ``create``/``update`` raise :class:`~amdfleet.errors.VerificationFailed` with the
-verdict table, so ``pulumi up`` fails and the stack is not marked ready. It re-runs only
-when the engine (rendered content, image digest) or the spec changes, not on every ``up``.
+:mod:`amdfleet.verify`) against the endpoint once the engine is up, and records the
+outcome whatever it is: ``passed``, the verdict rows in ``result``, and for a failed run
+``failures`` and ``verdict_table``. A failed run is a record too, not a failed operation,
+so the state and the stack's ``ready`` output say ``false`` instead of keeping the last
+passing run's ``true``; :class:`~amdfleet.providers.readiness.ReadinessGate` then fails
+``pulumi up`` with the verdict table. It re-runs when the engine (rendered content, image
+digest), the endpoint or the spec changes, and after a failed run; otherwise not.
 
 The tokenizer comes from the head node's staged weights (copied over the connection), so
 random prompts have exact token lengths even for a model that exists only on the hosts.
@@ -27,7 +30,6 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
 from amdfleet.config import VerificationSpec
-from amdfleet.errors import VerificationFailed
 from amdfleet.providers.progress import URN_KEY, Progress, resource_urn
 from amdfleet.providers.props import changed_keys, plain
 from amdfleet.remote.hosts import open_host
@@ -46,8 +48,8 @@ class VerificationProvider(ResourceProvider):
     serialize_as_secret_always = False
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        """Run the verification; raise VerificationFailed (with the verdict table) if
-        any threshold is not met."""
+        """Run the verification and record its outcome (``passed`` false when a threshold
+        is not met; the gate fails the update then). Raises only when it cannot run."""
         props = plain(props)
         return CreateResult(id_=f"verification:{props['model']}", outs=_verify(props))
 
@@ -56,8 +58,10 @@ class VerificationProvider(ResourceProvider):
         return ReadResult(id_=id_, outs=plain(props))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        """Re-run only when the engine, the endpoint or the spec changed."""
-        return DiffResult(changes=bool(changed_keys(olds, news, RERUN_ON)), replaces=[])
+        """Re-run when the engine, the endpoint or the spec changed, or the last run
+        failed (a plain ``pulumi up`` retries it)."""
+        failed = plain(olds.get("passed")) is False
+        return DiffResult(changes=failed or bool(changed_keys(olds, news, RERUN_ON)), replaces=[])
 
     def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         """Run the verification again."""
@@ -68,15 +72,18 @@ class VerificationProvider(ResourceProvider):
 
 
 class Verification(pulumi.dynamic.Resource, module="amdfleet", name="Verification"):
-    """The verification run; ``passed`` and ``result`` (metrics, thresholds, verdict)."""
+    """The verification run: ``passed``, ``result`` (metrics, thresholds, verdict) and,
+    when it failed, ``failures`` (metric, expected, observed) and ``verdict_table``."""
 
     passed: pulumi.Output[bool]
     result: pulumi.Output[dict[str, Any]]
+    failures: pulumi.Output[list[list[str]]]
+    verdict_table: pulumi.Output[str]
 
     def __init__(
         self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None
     ):
-        outputs = {"passed": None, "result": None}
+        outputs = {"passed": None, "result": None, "failures": None, "verdict_table": None}
         urn = {URN_KEY: resource_urn(name, "Verification", opts)}
         super().__init__(VerificationProvider(), name, {**props, **outputs, **urn}, opts)
 
@@ -103,10 +110,14 @@ def _verify(props: dict[str, Any]) -> dict[str, Any]:
             on_scored=display.scored,
         )
         display.finished(result)
-    if not result.passed:
-        raise VerificationFailed(result.failures(), render_verdict_table(result))
     public = {k: v for k, v in props.items() if k != "api_key"}
-    return {**public, "passed": True, "result": result.to_dict()}
+    return {
+        **public,
+        "passed": result.passed,
+        "result": result.to_dict(),
+        "failures": [list(f) for f in result.failures()],
+        "verdict_table": "" if result.passed else render_verdict_table(result),
+    }
 
 
 class _VerificationDisplay:
@@ -155,13 +166,16 @@ class _VerificationDisplay:
         self._progress.note(f"benchmark {run.scenario.name}: {_headline(run)}")
 
     def finished(self, result: VerificationResult) -> None:
-        """The accuracy note and, when every threshold is met, the verdict."""
+        """The accuracy note and the verdict (what failed, when something did)."""
         if result.accuracy is not None:
             self._progress.note(f"accuracy: {_accuracy(result.accuracy)}")
         if result.passed:
             checks = sum(1 for row in result.rows if row.passed is not None)
             first = f": {_headline(result.runs[0])}" if result.runs else ""
             self._progress.note(f"verification passed ({checks} checks){first}")
+        else:
+            failed = "; ".join(f"{m} {o} (expected {e})" for m, e, o in result.failures())
+            self._progress.note(f"verification failed: {failed}")
 
 
 def _headline(run: BenchmarkRun) -> str:

@@ -49,6 +49,7 @@ def _expected_graph(path: Path) -> dict[str, str]:
             graph[f"deployment-image-{node.host}"] = f"{DYN}:EngineImage"
     if stack.spec.verification.enabled:
         graph["deployment-verification"] = f"{DYN}:Verification"
+        graph["deployment-readiness"] = f"{DYN}:ReadinessGate"
     return graph
 
 

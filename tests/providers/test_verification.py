@@ -19,6 +19,7 @@ import pytest
 
 from amdfleet.config import VerificationSpec
 from amdfleet.providers.progress import URN_KEY
+from amdfleet.providers.readiness import ReadinessGateProvider
 from amdfleet.providers.verification import VerificationProvider
 from amdfleet.verify.gsm8k import load_problems
 from tests.support.engine_log import EngineLog
@@ -68,18 +69,51 @@ def test_a_passing_verification_shows_each_phase_and_notes_its_numbers(
     assert API_KEY not in "".join(e.message for e in engine_log.entries(urn))
 
 
-def test_a_failing_verification_notes_what_ran_but_no_pass(
+def test_a_failing_verification_is_recorded_and_the_gate_fails_the_update(
     reporting_host: ProviderHost, engine_log: EngineLog, answers: dict[str, str], tmp_path: Path
 ) -> None:
+    """A missed threshold is a record (``passed`` false, what failed, the verdict table),
+    so the state and the ``ready`` output tell the truth; the ReadinessGate that depends
+    on it fails the update with the table, on every ``up`` until the verification passes."""
     urn = reporting_host.urn("verification-failing")
     props = _props("", tmp_path, urn, min_flexible_accuracy=0.9)
     with OpenAIServer(Script(answers=answers)) as server:
         props["base_url"] = server.url
-        with pytest.raises(ProviderCallError) as caught:
-            reporting_host.create(props, urn=urn)
-    assert "VerificationFailed" in caught.value.message
+        created = reporting_host.create(props, urn=urn)
+    outs = created.outputs
+    assert outs["passed"] is False
+    assert outs["failures"] == [["gsm8k/gsm8k_flexible_extract", ">= 0.9", f"{RIGHT / LIMIT:.4g}"]]
+    assert "gsm8k_flexible_extract" in outs["verdict_table"]
+    assert API_KEY not in str(outs)
     notes = engine_log.messages(urn, ephemeral=False)
-    assert [n.split(":")[0] for n in notes] == ["benchmark c2", "accuracy"]
+    assert [n.split(":")[0] for n in notes] == ["benchmark c2", "accuracy", "verification failed"]
+    assert "gsm8k_flexible_extract" in notes[-1]
+    # A plain re-run of `up` runs a failed verification again; a passed one is left alone.
+    assert reporting_host.diff(created.id, outs, props).changes is True
+
+    gate = {"passed": False, "failures": outs["failures"], "verdict_table": outs["verdict_table"]}
+    with pytest.raises(ProviderCallError) as caught:
+        reporting_host.create(with_provider(ReadinessGateProvider(), gate))
+    message = caught.value.message
+    assert "VerificationFailed" in message and "verification failed:" in message
+    assert "gsm8k_flexible_extract: expected >= 0.9" in message
+    assert outs["verdict_table"].splitlines()[0] in message
+
+
+def test_the_gate_passes_a_passed_verification_and_then_stays_quiet(
+    reporting_host: ProviderHost,
+) -> None:
+    passed = with_provider(
+        ReadinessGateProvider(), {"passed": True, "failures": [], "verdict_table": ""}
+    )
+    created = reporting_host.create(passed)
+    assert created.outputs["passed"] is True
+    assert reporting_host.diff(created.id, created.outputs, passed).changes is False
+    failing = with_provider(
+        ReadinessGateProvider(),
+        {"passed": False, "failures": [["x", ">= 1", "0"]], "verdict_table": "t"},
+    )
+    assert reporting_host.diff(created.id, created.outputs, failing).changes is True
 
 
 def _props(base_url: str, tmp_path: Path, urn: str, **thresholds: float) -> dict[str, Any]:
@@ -117,6 +151,8 @@ def _props(base_url: str, tmp_path: Path, urn: str, **thresholds: float) -> dict
         "report_dir": str(tmp_path / "reports"),
         "passed": None,
         "result": None,
+        "failures": None,
+        "verdict_table": None,
         URN_KEY: urn,
     }
     return with_provider(VerificationProvider(), props)

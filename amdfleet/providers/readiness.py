@@ -1,0 +1,63 @@
+"""ReadinessGate: fails ``pulumi up`` while the stack's verification has not passed.
+
+A failed verification is recorded by :class:`~amdfleet.providers.verification.Verification`
+(so the state and the ``ready`` output say ``false``); this resource, which depends on it,
+turns that record into a failed update: its ``create``/``update`` raise
+:class:`~amdfleet.errors.VerificationFailed` with the verdict table, and ``pulumi up``
+exits non-zero. It touches no host. While the verification fails, every ``up`` runs it
+again (its diff always reports a change), so the error is never silently dropped; once the
+verification passes it is a no-op.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
+
+from amdfleet.errors import VerificationFailed
+from amdfleet.providers.props import plain
+
+
+class ReadinessGateProvider(ResourceProvider):
+    """Raises while ``passed`` is false. Stateless, no I/O."""
+
+    serialize_as_secret_always = False
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        """Record a passed verification; raise VerificationFailed for a failed one."""
+        return CreateResult(id_="readiness", outs=_gate(plain(props)))
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        """Nothing to observe: refresh keeps the record."""
+        return ReadResult(id_=id_, outs=plain(props))
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        """A change while the verification fails (so the update fails again), or when it
+        starts passing."""
+        passed = plain(news.get("passed"))
+        return DiffResult(changes=passed is not True or plain(olds.get("passed")) is not True)
+
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        """As :meth:`create`."""
+        return UpdateResult(outs=_gate(plain(news)))
+
+    def delete(self, _id: str, _props: dict[str, Any]) -> None:
+        """Nothing to remove."""
+
+
+class ReadinessGate(pulumi.dynamic.Resource, module="amdfleet", name="ReadinessGate"):
+    """Fails the update unless the verification passed."""
+
+    def __init__(
+        self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None
+    ):
+        super().__init__(ReadinessGateProvider(), name, props, opts)
+
+
+def _gate(props: dict[str, Any]) -> dict[str, Any]:
+    if props.get("passed") is not True:
+        failures = [tuple(f) for f in props.get("failures") or []]
+        raise VerificationFailed(failures, str(props.get("verdict_table") or ""))
+    return props
