@@ -212,9 +212,14 @@ class PulumiWorkspace:
         return self._update("up", stack, check=check, timeout=timeout)
 
     def refresh(
-        self, stack: str, *, check: bool = True, timeout: float = DEFAULT_TIMEOUT
+        self,
+        stack: str,
+        *args: str,
+        check: bool = True,
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> PulumiRun:
-        return self._update("refresh", stack, check=check, timeout=timeout)
+        """``pulumi refresh --skip-preview`` with extra flags ``args``."""
+        return self._update("refresh", stack, *args, check=check, timeout=timeout)
 
     def destroy(
         self, stack: str, *, check: bool = True, timeout: float = DEFAULT_TIMEOUT
@@ -282,8 +287,8 @@ class PulumiWorkspace:
             text=True,
         )
 
-    def _update(self, verb: str, stack: str, *, check: bool, timeout: float) -> PulumiRun:
-        argv = [verb, "--yes", "--json", "--stack", stack]
+    def _update(self, verb: str, stack: str, *args: str, check: bool, timeout: float) -> PulumiRun:
+        argv = [verb, "--yes", "--json", "--stack", stack, *args]
         if verb == "refresh":
             argv.append("--skip-preview")
         run = self.run(argv, check=False, timeout=timeout)

@@ -1,0 +1,445 @@
+"""What users do with ``pulumi`` on a stack, with the real CLI and a real vLLM.
+
+One SSH host in a network namespace serves the tiny Llama with vLLM's CPU build; the real
+Pulumi CLI and engine run ``__main__.py`` (via the language host from
+scripts/install-pulumi), every dynamic provider runs in the real provider host, and the
+verification gate runs the real benchmark client and GSM8K scorer. In order:
+
+* ``pulumi up`` serves a verified endpoint; its outputs are what applications read, and
+  ``examples/consumer`` reads them for real through a StackReference;
+* the API key and HF token, set with ``pulumi config set --secret``, never appear in
+  plain text in the state, outputs, CLI output, the engine's command line or its logs;
+* a second ``up`` reports zero changes and opens zero SSH sessions (counted in the host's
+  sshd log), leaving every file and process on the host as it was;
+* changing one serving setting updates only the engine and re-runs verification; a
+  failing threshold fails ``up`` and leaves the engine running;
+* ``pulumi refresh`` after the engine was killed out of band reports the drift, and the
+  next ``up`` repairs it;
+* ``pulumi destroy`` leaves nothing on the host, and a second destroy is a no-op;
+* Ctrl-C (SIGINT to the CLI's process group) in the middle of ``up``, then ``up`` again,
+  converges with exactly one engine and nothing leaked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.e2e.vllm_server import missing_parts
+from tests.support.hostlab import HostLab, LabFactory, require_netns
+from tests.support.pulumi_cli import PulumiWorkspace
+
+ROOT = Path(__file__).resolve().parents[2]
+GSM8K = ROOT.parent / "shared" / "datasets" / "gsm8k"
+STACK = "e2e"
+API_KEY = "e2e-api-key-7c1d93fa62b8"
+HF_TOKEN = "hf_e2eTokenQ7x9V2m4K8p1"
+PORT = 18001
+CACHE = "/var/lib/amdfleet/cache"
+SECRETS = {"apiKey": API_KEY, "hfToken": HF_TOKEN}
+
+pytestmark = [pytest.mark.netns, pytest.mark.vllm]
+
+
+def stack_config(lab: HostLab, *, port: int = PORT, **verification: Any) -> dict[str, Any]:
+    """The committed ``local`` stack moved onto lab host 0, with a smaller verification."""
+    document = yaml.safe_load((ROOT / "stacks/Pulumi.local.yaml").read_text())
+    config: dict[str, Any] = document["config"]
+    host = {k: v for k, v in lab.host_props(0).items() if k != "connection"}
+    config["amdfleet:fleet"] = {"hosts": [host]}
+    config["amdfleet:serving"] = {
+        "host": lab.target(0).address,
+        "port": port,
+        "max_model_len": 2048,
+    }
+    config["amdfleet:engine"]["extra_env"] = {
+        "VLLM_CACHE_ROOT": f"{CACHE}/vllm",
+        "TORCHINDUCTOR_CACHE_DIR": f"{CACHE}/inductor",
+    }
+    config["amdfleet:weights"]["hf_token_secret"] = "hfToken"
+    spec: dict[str, Any] = {
+        "scenarios": [
+            {
+                "name": "c4",
+                "input_len": 64,
+                "output_len": 32,
+                "num_prompts": 24,
+                "max_concurrency": 4,
+            }
+        ],
+        "accuracy": {"limit": 8, "concurrency": 4, "max_tokens": 32, "data_path": str(GSM8K)},
+        "thresholds": {"min_success_rate": 1.0, "min_output_throughput": 5.0},
+    }
+    spec.update(verification)
+    config["amdfleet:verification"] = spec
+    return config
+
+
+@pytest.fixture(scope="module")
+def lab(hostlab: LabFactory) -> HostLab:
+    missing = missing_parts()
+    if missing:
+        pytest.fail(f"the CLI end-to-end tests need {', '.join(missing)}; run scripts/setup")
+    lab = hostlab(1)
+    require_netns(lab)
+    return lab
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory, lab: HostLab) -> Iterator[PulumiWorkspace]:
+    ws = PulumiWorkspace(tmp_path_factory.mktemp("cli-e2e"))
+    ws.init_stack(STACK, stack_config(lab), SECRETS)
+    try:
+        yield ws
+    finally:
+        ws.destroy(STACK, check=False)
+
+
+@pytest.fixture(scope="module")
+def first_up(workspace: PulumiWorkspace) -> dict[str, Any]:
+    run = workspace.up(STACK)
+    assert run.changed() == {
+        f"amdfleet-{STACK}": "create",
+        "fleet": "create",
+        "deployment": "create",
+        "fleet-host0": "create",
+        "deployment-weights-host0": "create",
+        "deployment-engine-host0": "create",
+        "deployment-verification": "create",
+        "deployment-readiness": "create",
+    }
+    return {"run": run, "outputs": workspace.outputs(STACK, show_secrets=True)}
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def _host(lab: HostLab, command: str) -> str:
+    with lab.connect(0) as conn:
+        return conn.run(command, timeout=30, check=False).stdout
+
+
+def _engine_pid(lab: HostLab, stack: str = STACK) -> int:
+    return int(lab[0].path(f"/opt/amdfleet/{stack}/engine.pid").read_text())
+
+
+def _alive(lab: HostLab, pid: int) -> bool:
+    """Running and not a zombie (the host's PID 1, sshd, never reaps orphans)."""
+    state = _host(lab, f"ps -o stat= -p {pid} || true").strip()
+    return bool(state) and not state.startswith("Z")
+
+
+def _engine_sessions(lab: HostLab) -> set[str]:
+    """Session ids of every process running `vllm serve` on the host (one per engine:
+    the launch script starts each engine in its own session)."""
+    out = _host(lab, "ps -eo sid=,args= | grep '[v]llm serve' || true")
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+def _ssh_sessions(lab: HostLab) -> int:
+    """SSH logins the host's sshd has accepted so far (its log is outside the host)."""
+    return lab[0].log_path.read_text(errors="replace").count("Accepted publickey")
+
+
+def _host_snapshot(lab: HostLab) -> str:
+    """Everything amdfleet manages on the host: files (inode, size, mtime; the log the
+    engine itself appends to by inode only) and the engine process."""
+    return _host(
+        lab,
+        "find /opt/amdfleet ! -name engine.log -printf '%p %i %s %T@\\n' | sort; "
+        "find /opt/amdfleet -name engine.log -printf '%p %i\\n'; "
+        f"cat /opt/amdfleet/{STACK}/engine.pid; ps -eo pid=,lstart=,args= | grep '[v]llm serve'",
+    )
+
+
+def _completion(outputs: dict[str, Any], key: str | None) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    body = {"model": outputs["model"], "prompt": "Hello", "max_tokens": 4}
+    return httpx.post(f"{outputs['endpoint']}/completions", json=body, headers=headers, timeout=60)
+
+
+# -- tests, in the order a user meets them ------------------------------------------------
+
+
+def test_up_serves_a_verified_endpoint(first_up: dict[str, Any], lab: HostLab) -> None:
+    outputs = first_up["outputs"]
+    assert outputs["ready"] is True
+    assert outputs["endpoint"] == f"http://{lab.target(0).address}:{PORT}/v1"
+    assert outputs["model"] == "tiny-llama"
+    assert outputs["api_key"] == API_KEY
+    (host,) = outputs["hosts"]
+    assert (host["name"], host["hostname"], host["gpus"]) == ("host0", "host0", [])
+    assert (
+        outputs["engine"]["runtime"] == "process" and len(outputs["engine"]["command_hash"]) == 64
+    )
+    verdict = {(r["scope"], r["metric"]): r for r in outputs["verification"]["verdict"]}
+    assert verdict[("c4", "output_throughput")]["passed"] is True
+    assert verdict[("gsm8k", "success_rate")]["observed"] == 1
+    assert _completion(outputs, None).status_code == 401
+    reply = _completion(outputs, API_KEY)
+    assert reply.status_code == 200 and reply.json()["usage"]["completion_tokens"] == 4
+
+
+def test_secrets_never_appear_in_plain_text(
+    first_up: dict[str, Any], workspace: PulumiWorkspace, lab: HostLab
+) -> None:
+    public = workspace.outputs(STACK)
+    assert public["api_key"] == "[secret]"
+    places = {
+        "the state, history and backups": workspace.backend_text(),
+        "the stack file": workspace.stack_file(STACK).read_text(),
+        "pulumi stack output --json": json.dumps(public),
+        "pulumi up's output": first_up["run"].text,
+        "the engine's command lines": _host(lab, "cat /proc/[0-9]*/cmdline | tr '\\0' ' '"),
+        "the engine's log": _host(lab, f"cat /opt/amdfleet/{STACK}/engine.log"),
+        "the host's files but secrets.env": _host(
+            lab, "find /opt/amdfleet /var/log -type f ! -name secrets.env -exec cat {} +"
+        ),
+        "the host's sshd log": lab[0].log_path.read_text(errors="replace"),
+        "the workspace's Pulumi home": "\n".join(
+            p.read_text(errors="replace") for p in workspace.home.rglob("*") if p.is_file()
+        ),
+    }
+    for where, text in places.items():
+        for name, value in SECRETS.items():
+            assert value not in text, f"{name} in plain text in {where}"
+    assert len(places["the engine's command lines"]) > 100  # the reads above worked
+    mode = _host(lab, f"stat -c %a /opt/amdfleet/{STACK}/secrets.env").strip()
+    assert mode == "600"
+
+
+def test_consumer_reads_the_outputs_through_a_stack_reference(
+    first_up: dict[str, Any], workspace: PulumiWorkspace, tmp_path: Path
+) -> None:
+    consumer = workspace.sibling(
+        tmp_path / "consumer", project="amdfleet-consumer", main=ROOT / "examples/consumer"
+    )
+    consumer.init_stack("app", {"amdfleet-consumer:servingStack": f"organization/amdfleet/{STACK}"})
+    run = consumer.up("app")
+    assert run.changed() == {
+        "amdfleet-consumer-app": "create",
+        f"organization/amdfleet/{STACK}": "read",
+    }
+    outputs = consumer.outputs("app")
+    endpoint = first_up["outputs"]["endpoint"]
+    assert outputs["chat_completions_url"] == f"{endpoint}/chat/completions"
+    assert outputs["ready"] is True and outputs["openai_env"] == "[secret]"
+    revealed = consumer.outputs("app", show_secrets=True)["openai_env"]
+    assert revealed == {"OPENAI_BASE_URL": endpoint, "OPENAI_API_KEY": API_KEY}
+    assert API_KEY not in run.text
+
+    # The plain application reads `pulumi stack output` itself and asks the model.
+    answer = subprocess.run(
+        [sys.executable, str(ROOT / "examples/consumer/client.py"), STACK],
+        cwd=workspace.root,
+        env=workspace.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert answer.returncode == 0, answer.stderr
+    assert answer.stdout.strip()  # the tiny model's (random) answer
+    consumer.destroy("app")
+
+
+def test_second_up_changes_nothing_and_touches_no_host(
+    first_up: dict[str, Any], workspace: PulumiWorkspace, lab: HostLab
+) -> None:
+    before = _host_snapshot(lab)
+    logins = _ssh_sessions(lab)
+    run = workspace.up(STACK)
+    assert _ssh_sessions(lab) == logins  # not one SSH session: no command, no upload
+    assert run.changed() == {}
+    assert run.summary["resourceChanges"] == {"same": 8}
+    assert _host_snapshot(lab) == before
+    assert workspace.outputs(STACK)["ready"] is True
+
+
+def test_changing_a_serving_setting_restarts_only_the_engine_and_reverifies(
+    first_up: dict[str, Any], workspace: PulumiWorkspace, lab: HostLab
+) -> None:
+    pid = _engine_pid(lab)
+    config = workspace.config(STACK)
+    workspace.set_config(
+        STACK, "amdfleet:serving", {**config["amdfleet:serving"], "max_num_seqs": 16}
+    )
+    run = workspace.up(STACK)
+    assert run.changed() == {
+        "deployment-engine-host0": "update",
+        "deployment-verification": "update",
+    }
+    assert not _alive(lab, pid) and _alive(lab, _engine_pid(lab))
+    assert "--max-num-seqs 16" in _host(lab, f"cat /proc/{_engine_pid(lab)}/cmdline | tr '\\0' ' '")
+    assert workspace.outputs(STACK)["ready"] is True
+
+
+def test_a_failing_threshold_fails_up_marks_the_stack_not_ready_and_a_fix_reruns_it(
+    first_up: dict[str, Any], workspace: PulumiWorkspace, lab: HostLab
+) -> None:
+    pid = _engine_pid(lab)
+    spec = workspace.config(STACK)["amdfleet:verification"]
+    impossible = {**spec, "thresholds": {"min_output_throughput": 1e9}}
+    workspace.set_config(STACK, "amdfleet:verification", impossible)
+    for _ in range(2):  # the failure is not forgotten by the next `up`
+        failed = workspace.up(STACK, check=False)
+        assert not failed.ok
+        assert failed.ops["deployment-verification"] == "update"  # the run is recorded
+        assert failed.ops["deployment-readiness"].startswith("failed:")
+        messages = failed.messages()
+        assert "verification failed" in messages and "output_throughput" in messages
+        assert workspace.outputs(STACK)["ready"] is False  # applications see the truth
+    assert _engine_pid(lab) == pid and _alive(lab, pid)  # the engine was left running
+
+    fixed = {**spec, "thresholds": {"min_success_rate": 1.0, "min_output_throughput": 4.0}}
+    workspace.set_config(STACK, "amdfleet:verification", fixed)
+    run = workspace.up(STACK)
+    # The gate's failed updates left its last passing record: nothing to change there.
+    assert run.changed() == {"deployment-verification": "update"}
+    assert _engine_pid(lab) == pid
+    assert workspace.outputs(STACK)["ready"] is True
+    run = workspace.up(STACK)
+    assert run.changed() == {}
+
+
+def test_refresh_reports_a_killed_engine_and_up_repairs_it(
+    first_up: dict[str, Any], workspace: PulumiWorkspace, lab: HostLab
+) -> None:
+    pid = _engine_pid(lab)
+    _host(lab, f"kill -9 -- -{pid}")  # the engine's whole process group, as a crash would
+    assert not _alive(lab, pid) and _engine_sessions(lab) == set()
+
+    refresh = workspace.refresh(STACK)
+    assert refresh.ops["deployment-engine-host0"] == "update"  # drift: running true -> false
+    assert workspace.resources(STACK)["deployment-engine-host0"]["outputs"]["running"] is False
+
+    run = workspace.up(STACK)
+    assert run.changed().get("deployment-engine-host0") == "update"
+    new_pid = _engine_pid(lab)
+    assert new_pid != pid and _alive(lab, new_pid)
+    assert len(_engine_sessions(lab)) == 1
+    assert _completion(workspace.outputs(STACK, show_secrets=True), API_KEY).status_code == 200
+
+
+def test_destroy_leaves_nothing_and_a_second_destroy_is_a_no_op(
+    first_up: dict[str, Any], workspace: PulumiWorkspace, lab: HostLab
+) -> None:
+    endpoint = first_up["outputs"]["endpoint"]
+    run = workspace.destroy(STACK)
+    assert set(run.changed().values()) == {"delete"} and len(run.changed()) == 8
+    assert _engine_sessions(lab) == set()
+    assert _host(lab, "ls -A /opt").strip() == ""  # the last stack out removes /opt/amdfleet
+    others = _host(lab, "ps -eo comm= | sort -u").split()
+    assert set(others) <= {"sshd", "sh", "bash", "ps", "sort"}, others
+    with pytest.raises(httpx.TransportError):
+        httpx.get(endpoint.removesuffix("/v1") + "/health", timeout=5)
+    assert workspace.resources(STACK) == {}
+    assert Path("/var/lib/amdfleet/models/tiny-llama/config.json").exists()  # local_path stays
+
+    again = workspace.destroy(STACK)
+    assert again.changed() == {} and again.summary["resourceChanges"] == {}
+
+
+@pytest.mark.parametrize("presses", [1, 2], ids=["ctrl-c", "ctrl-c-twice"])
+def test_ctrl_c_during_up_then_up_again_converges(
+    workspace: PulumiWorkspace, lab: HostLab, presses: int
+) -> None:
+    """A terminal Ctrl-C sends SIGINT to the CLI's whole foreground process group. Here it
+    arrives while the engine is loading. Once: the CLI lets the in-flight operation finish,
+    records it and stops before verification. Twice: the CLI quits at once, leaving the
+    engine's creation pending in the state and an engine process on the host. Either way
+    the next `up` must finish the job with exactly one engine on the host."""
+    stack = f"{STACK}-int{presses}"
+    workspace.init_stack(stack, stack_config(lab, port=PORT + presses), SECRETS)
+    proc = subprocess.Popen(
+        [workspace.pulumi, "up", "--yes", "--stack", stack, "--non-interactive"],
+        cwd=workspace.root,
+        env=workspace.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    output = _Reader(proc)
+    try:
+        _wait_for(lambda: lab[0].path(f"/opt/amdfleet/{stack}/engine.pid").exists(), 300)
+        os.killpg(proc.pid, signal.SIGINT)
+        if presses == 2:  # the second press once the CLI said what it means
+            assert output.wait_for("press ^C again", timeout=60), output.text()
+            os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=600)
+        out = output.text()
+        assert proc.returncode != 0, out
+        assert "deployment-verification creating" not in out  # stopped before verification
+        if presses == 1:
+            assert "engine ready after" in out and "update canceled" in out
+
+        run = workspace.up(stack)
+        assert run.ops["deployment-verification"] == "create"
+        assert len(_engine_sessions(lab)) == 1  # the interrupted start was stopped first
+        assert workspace.outputs(stack)["ready"] is True
+        if presses == 2:
+            # The engine recorded the interrupted creation as pending; it is stale (the
+            # new engine replaced it in the same directory), and refresh can drop it.
+            assert "pending" in run.messages().lower()
+            pending = workspace.export(stack)["deployment"].get("pending_operations")
+            assert [op["type"] for op in pending] == ["creating"]
+            workspace.refresh(stack, "--clear-pending-creates")
+        assert not workspace.export(stack)["deployment"].get("pending_operations")
+        assert workspace.up(stack).changed() == {}
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        workspace.destroy(stack, check=False)
+    assert _engine_sessions(lab) == set()
+    assert not re.search(
+        r"\S", _host(lab, f"ls -A /opt/amdfleet 2>/dev/null | grep {stack} || true")
+    )
+
+
+class _Reader:
+    """Collects a process's output lines in a thread, so a test can wait for one."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self._lines: list[str] = []
+        self._seen = threading.Condition()
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            with self._seen:
+                self._lines.append(line)
+                self._seen.notify_all()
+
+    def wait_for(self, text: str, timeout: float) -> bool:
+        with self._seen:
+            return self._seen.wait_for(lambda: any(text in line for line in self._lines), timeout)
+
+    def text(self) -> str:
+        self._thread.join(timeout=10)
+        with self._seen:
+            return "".join(self._lines)
+
+
+def _wait_for(condition: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(0.2)
