@@ -794,7 +794,8 @@ def _missing_secret_issue(spec: StackSpec, key: str) -> ConfigIssue:
     return ConfigIssue(
         f"amdfleet:{key}",
         "secret is referenced by the stack but not set",
-        f"run `pulumi config set --secret {key} <value> -s {spec.name}`",
+        f"run `pulumi config set --secret {key} -s {spec.name}` and type the value at its "
+        "prompt, or pipe it on stdin (a value on the command line lands in shell history)",
     )
 
 

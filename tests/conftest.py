@@ -3,20 +3,20 @@
 ``hostlab(n)`` boots ``n`` real SSH hosts (see tests/support/hostlab.py); every lab it
 made is torn down at the end of the session, and a lab may be closed earlier with
 ``with hostlab(1) as lab:``. ``provider_host`` is a running ``python -m pulumi.dynamic``
-for this repository; ``program_driver`` runs Pulumi programs against it.
+for this repository. Whole programs run under the real Pulumi CLI
+(tests/support/pulumi_cli.py).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.hostlab import HostLab, LabError, LabFactory
-from tests.support.program_driver import ProgramDriver
 from tests.support.pulumi_host import ProviderHost
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -50,22 +50,6 @@ def provider_host() -> Iterator[ProviderHost]:
     with ProviderHost.start(REPO_ROOT, project="amdfleet", stack="test") as host:
         host.configure({})
         yield host
-
-
-@pytest.fixture
-def program_driver() -> Iterator[Callable[..., ProgramDriver]]:
-    """A factory of ProgramDriver (each with its own provider host), closed after the test."""
-    drivers: list[ProgramDriver] = []
-
-    def make(**kwargs: object) -> ProgramDriver:
-        kwargs.setdefault("project_root", REPO_ROOT)
-        driver = ProgramDriver(**kwargs)  # type: ignore[arg-type]
-        drivers.append(driver)
-        return driver
-
-    yield make
-    for driver in drivers:
-        driver.close()
 
 
 def _require_lab_prerequisites() -> None:

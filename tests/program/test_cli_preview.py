@@ -135,3 +135,12 @@ def _expectations(path: Path) -> tuple[str, str]:
     text = re.search(r"^# expect-text: (.+)$", header, re.MULTILINE)
     assert field and text, f"{path.name} lacks expect-path/expect-text lines"
     return field.group(1).strip(), text.group(1).strip()
+
+
+def test_a_referenced_secret_that_is_not_set_fails_preview(workspace: PulumiWorkspace) -> None:
+    shutil.copy(ROOT / "stacks/Pulumi.local.yaml", workspace.stack_file("no-key"))
+    workspace.run(["stack", "init", "no-key"], timeout=60)
+    preview = workspace.run(["preview", "--stack", "no-key"], check=False, timeout=300)
+    assert not preview.ok
+    assert "- amdfleet:apiKey: secret is referenced" in preview.stdout, preview.stdout
+    assert "pulumi config set --secret apiKey" in preview.stdout

@@ -1,4 +1,8 @@
-"""The SDK's dynamic-provider host driven over gRPC, and whole programs run by the driver.
+"""The SDK's dynamic-provider host driven over gRPC, call by call, as the engine drives it.
+
+This is the fast, unit-level check of how a provider behaves behind the real host
+(pickling, secrets, unknowns, failures); whole programs run under the real Pulumi CLI
+(tests/program).
 
 The provider under test (tests/support/sample_provider.py) writes real files on a real
 SSH host (hostlab) or locally; nothing is mocked except the engine's resource monitor.
@@ -6,17 +10,14 @@ SSH host (hostlab) or locally; nothing is mocked except the engine's resource mo
 
 from __future__ import annotations
 
-import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pulumi
 import pytest
 
 from amdfleet.remote.ssh import SshConnection
 from tests.support.hostlab import HostLab, LabFactory
-from tests.support.program_driver import ProgramDriver
 from tests.support.pulumi_host import (
     UNKNOWN,
     ProviderCallError,
@@ -26,10 +27,9 @@ from tests.support.pulumi_host import (
     secret,
     with_provider,
 )
-from tests.support.sample_provider import SampleFile, SampleFileProvider
+from tests.support.sample_provider import SampleFileProvider
 
 TOKEN = "tok-0123456789"
-DriverFactory = Callable[..., ProgramDriver]
 
 
 @pytest.fixture(scope="module")
@@ -136,127 +136,3 @@ def test_local_create_and_delete(provider_host: ProviderHost, tmp_path: Path) ->
     assert path.read_text() == "hello\n" and (path.stat().st_mode & 0o777) == 0o600
     provider_host.delete(created.id, created.outputs)
     assert not path.exists()
-
-
-# -- whole programs --------------------------------------------------------------------
-
-
-def _program(directory: str) -> Callable[[], None]:
-    def program() -> None:
-        cfg = pulumi.Config()
-        group = pulumi.ComponentResource("amdfleet:test:Group", "files")
-        child = pulumi.ResourceOptions(parent=group)
-        first = SampleFile(
-            "first",
-            host=cfg.require_object("host"),
-            path=f"{directory}/first.txt",
-            content=cfg.require("content"),
-            token=cfg.require_secret("token"),
-            opts=child,
-        )
-        second = SampleFile(
-            "second",
-            host=cfg.require_object("host"),
-            path=first.path.apply(lambda p: p + ".sha"),
-            content=first.sha256,
-            token="not-secret",
-            opts=child,
-        )
-        pulumi.export("path", first.path)
-        pulumi.export("token", first.token)
-        pulumi.export("second_content", second.sha256)
-
-    return program
-
-
-@pytest.mark.netns
-def test_program_runs_twice_then_destroys(
-    program_driver: DriverFactory, lab: HostLab, conn: SshConnection
-) -> None:
-    directory = "/opt/program"
-    config = {"host": lab.target(0).as_mapping(), "content": "v1\n", "token": secret(TOKEN)}
-    driver = program_driver(config=config)
-    program = _program(directory)
-
-    first = driver.up(program)
-    assert first.names("create") == ["first", "second"]
-    assert first.outputs["path"] == f"{directory}/first.txt"
-    assert first.outputs["token"] == TOKEN and first.secret_outputs == {"token"}
-    assert conn.get(f"{directory}/first.txt") == b"v1\n"
-    inode = conn.run(f"stat -c %i {directory}/first.txt", timeout=10).stdout
-
-    second = driver.up(program)
-    assert second.names("same") == ["first", "second"] and len(second.operations) == 2
-    assert conn.run(f"stat -c %i {directory}/first.txt", timeout=10).stdout == inode
-    assert second.outputs == first.outputs
-
-    driver.config["amdfleet:content"] = "v2\n"
-    third = driver.up(program)
-    assert third.names("update") == ["first", "second"]  # second's content is first's hash
-    assert conn.get(f"{directory}/first.txt") == b"v2\n"
-
-    gone = driver.destroy()
-    assert gone.names("delete") == ["second", "first"]  # dependents first
-    assert conn.run(f"ls -A {directory}", timeout=10).stdout == ""
-    assert driver.state == {}
-
-
-def test_preview_has_no_side_effects(program_driver: DriverFactory, tmp_path: Path) -> None:
-    config = {"host": {"connection": "local"}, "content": "x", "token": secret(TOKEN)}
-    driver = program_driver(config=config)
-    result = driver.preview(_program(str(tmp_path)))
-    assert result.names("create") == ["first", "second"]
-    assert result.outputs["second_content"] == UNKNOWN
-    assert list(tmp_path.iterdir()) == [] and driver.state == {}
-
-
-def test_failed_create_keeps_what_was_made(program_driver: DriverFactory, tmp_path: Path) -> None:
-    local = {"connection": "local"}
-
-    def program() -> None:
-        ok = SampleFile("ok", host=local, path=f"{tmp_path}/ok.txt", content="x", token=TOKEN)
-        after_ok = pulumi.ResourceOptions(depends_on=[ok])
-        bad = "/proc/amdfleet/broken.txt"
-        SampleFile("broken", host=local, path=bad, content="x", token=TOKEN, opts=after_ok)
-
-    driver = program_driver()
-    with pytest.raises(ProviderCallError, match=r"cannot write /proc/amdfleet/broken\.txt"):
-        driver.up(program)
-    assert [r.name for r in driver.state.values()] == ["ok"]
-    assert (tmp_path / "ok.txt").exists()
-    driver.destroy()
-    assert not (tmp_path / "ok.txt").exists()
-
-
-def test_main_py_program_with_dropped_resource(
-    program_driver: DriverFactory, tmp_path: Path
-) -> None:
-    project = tmp_path / "project"
-    project.mkdir()
-    (project / "Pulumi.yaml").write_text("name: sampleproj\nruntime: python\n")
-    main = project / "__main__.py"
-    main.write_text(
-        textwrap.dedent(
-            """
-            import pulumi
-            from tests.support.sample_provider import SampleFile
-
-            cfg = pulumi.Config()
-            for name in cfg.require_object("files"):
-                SampleFile(name, host={"connection": "local"}, path=f"{cfg.require('dir')}/{name}",
-                           content=name, token=cfg.require_secret("token"))
-            pulumi.export("project", pulumi.get_project())
-            """
-        )
-    )
-    out = tmp_path / "out"
-    config = {"files": ["a", "b"], "dir": str(out), "token": secret(TOKEN)}
-    driver = program_driver(project="sampleproj", config=config)
-    assert driver.up(main).outputs == {"project": "sampleproj"}
-    assert sorted(p.name for p in out.iterdir()) == ["a", "a.token", "b", "b.token"]
-    driver.config["sampleproj:files"] = ["a"]
-    result = driver.up(main)
-    assert (result.names("same"), result.names("delete")) == (["a"], ["b"])
-    assert sorted(p.name for p in out.iterdir()) == ["a", "a.token"]
-    driver.destroy()
-    assert list(out.iterdir()) == []

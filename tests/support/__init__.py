@@ -1,2 +1,3 @@
-"""Test support: real SSH hosts (hostlab), the SDK's dynamic-provider host over gRPC
-(pulumi_host), a Pulumi program driver (program_driver) and a sample provider."""
+"""Test support: real SSH hosts (hostlab), the real Pulumi CLI in a throwaway workspace
+(pulumi_cli), the SDK's dynamic-provider host over gRPC (pulumi_host), stand-in servers
+(fake_engine, openai_server, hub_server, dockerd) and a sample provider."""
