@@ -3,7 +3,8 @@
 
 ``Fleet`` registers one :class:`~amdfleet.providers.ssh_host.SshHost` per node (facts
 and preflight). ``Deployment`` stages the image and the weights on every node in
-parallel, starts the engine on every node at once, and gates readiness on
+parallel once every host has passed preflight (a fleet with one failing host starts
+nowhere), starts the engine on every node at once, and gates readiness on
 a :class:`~amdfleet.providers.verification.Verification` run against the endpoint: the
 ``ready`` output is its ``passed``, and a
 :class:`~amdfleet.providers.readiness.ReadinessGate` fails the update while it is false.
@@ -160,7 +161,7 @@ class Deployment(pulumi.ComponentResource):
                     "timeout_s": IMAGE_TIMEOUT_S,
                     "keep_on_delete": False,
                 },
-                self._opts([fleet.hosts[node.rank]]),
+                self._opts(fleet.hosts),
             )
             for node in plan.nodes
         ]
@@ -190,7 +191,7 @@ class Deployment(pulumi.ComponentResource):
                     "timeout_s": plan.weights_timeout_s,
                     "keep_on_delete": bool(plan.campaign.get("keep_weights")),
                 },
-                self._opts([fleet.hosts[node.rank], *images[node.rank : node.rank + 1]]),
+                self._opts([*fleet.hosts, *images[node.rank : node.rank + 1]]),
             )
             for node in plan.nodes
         ]
@@ -223,7 +224,7 @@ class Deployment(pulumi.ComponentResource):
         )
         secret_env: pulumi.Output[dict[str, Any]] = pulumi.Output.secret(values)
         props = engine_service_props(self._plan, node, fleet.props[node.rank], secret_env)
-        depends = [fleet.hosts[node.rank], weights[node.rank], *images[node.rank : node.rank + 1]]
+        depends = [*fleet.hosts, weights[node.rank], *images[node.rank : node.rank + 1]]
         return EngineService(f"{name}-engine-{node.host}", props, self._opts(depends))
 
     def _verification(

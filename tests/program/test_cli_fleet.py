@@ -197,12 +197,6 @@ def test_a_host_failing_preflight_fails_up_listing_its_checks_then_converges_onc
         _cleanup(lab, workspace, stack)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="amdfleet/components.py (Deployment._images, _weights, _service): a node's "
-    "image, weights and engine depend on its own SshHost only, so a host that passed "
-    "preflight goes on staging while another host's preflight still runs (and fails)",
-)
 def test_nothing_starts_on_a_host_while_another_fails_preflight(
     lab: HostLab, workspace: PulumiWorkspace, hub: HubServer
 ) -> None:

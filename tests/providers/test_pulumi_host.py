@@ -11,6 +11,7 @@ SSH host (hostlab) or locally; nothing is mocked except the engine's resource mo
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,11 @@ from tests.support.pulumi_host import (
     secret,
     with_provider,
 )
-from tests.support.sample_provider import SampleFileProvider
+from tests.support.sample_provider import (
+    FailingProvider,
+    RendezvousProvider,
+    SampleFileProvider,
+)
 
 TOKEN = "tok-0123456789"
 
@@ -113,7 +118,7 @@ def test_create_failure_surfaces_the_provider_message(
         provider_host.create(checked.inputs)
     message = info.value.message
     assert message.startswith("amdfleet.errors.RemoteError: [host0] cannot write /proc/amdfleet/")
-    assert TOKEN not in info.value.details
+    assert "Traceback" not in info.value.details and TOKEN not in info.value.details
 
 
 def test_check_failures_and_unknowns(provider_host: ProviderHost, tmp_path: Path) -> None:
@@ -136,3 +141,33 @@ def test_local_create_and_delete(provider_host: ProviderHost, tmp_path: Path) ->
     assert path.read_text() == "hello\n" and (path.stat().st_mode & 0o777) == 0o600
     provider_host.delete(created.id, created.outputs)
     assert not path.exists()
+
+
+# -- amdfleet's provider host: wider than the SDK's, plain amdfleet errors ----------------
+
+
+def test_the_host_runs_sixteen_provider_calls_at_once(provider_host: ProviderHost) -> None:
+    """The SDK's host serves 4 calls at a time; amdfleet's lets a fleet's hosts all work
+    at once (16 creates meet at a barrier: with 4 threads they could never all arrive)."""
+    parties = 16
+
+    def create(index: int) -> str:
+        props = {"group": "wide", "parties": parties, "index": index, "timeout_s": 30}
+        return provider_host.create(with_provider(RendezvousProvider(), props)).id
+
+    with ThreadPoolExecutor(max_workers=parties) as pool:
+        ids = sorted(pool.map(create, range(parties)))
+    assert ids == sorted(f"wide-{i}" for i in range(parties))
+
+
+def test_an_amdfleet_error_reaches_the_user_without_a_python_stack(
+    provider_host: ProviderHost,
+) -> None:
+    with pytest.raises(ProviderCallError) as caught:
+        provider_host.create(with_provider(FailingProvider(), {"error": "amdfleet"}))
+    expected = "amdfleet.errors.RemoteError: [host7] mkdir /opt/x failed\n  hint: check the disk\n"
+    assert caught.value.details == expected
+    with pytest.raises(ProviderCallError) as bug:
+        provider_host.create(with_provider(FailingProvider(), {"error": "bug"}))
+    assert "Traceback (most recent call last)" in bug.value.details  # a bug keeps its stack
+    assert "RuntimeError: an unexpected bug" in bug.value.details

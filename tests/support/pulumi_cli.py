@@ -2,10 +2,12 @@
 
 :class:`PulumiWorkspace` makes a Pulumi project in a temporary directory whose
 ``Pulumi.yaml`` points at this repository (``main:`` the repository root, ``virtualenv:``
-its ``.venv``), so stack files written for a test live in that directory and never touch
-``stacks/``. Each workspace has its own ``PULUMI_HOME``, a file backend (``file://``) and
-a passphrase secrets provider; automatic plugin downloads are disabled, so the CLI only
-uses the plugins installed by ``scripts/install-pulumi`` (nothing leaves the machine).
+its ``.venv``, the ``pulumi-python`` plugin its ``plugins/pulumi-python``, as the
+repository's own Pulumi.yaml does), so stack files written for a test live in that
+directory and never touch ``stacks/``. Each workspace has its own ``PULUMI_HOME``, a file
+backend (``file://``) and a passphrase secrets provider; automatic plugin downloads are
+disabled, so the CLI only uses the plugins installed by ``scripts/install-pulumi`` and
+this repository's (nothing leaves the machine).
 
 Commands run with ``--non-interactive``; ``up``/``destroy``/``refresh`` add ``--json``,
 whose stream of engine events gives each resource's operation (:attr:`PulumiRun.ops`) and
@@ -149,6 +151,11 @@ class PulumiWorkspace:
             },
             "main": str(main),
             "stackConfigDir": "stacks",
+            "plugins": {
+                "providers": [
+                    {"name": "pulumi-python", "path": str(REPO_ROOT / "plugins/pulumi-python")}
+                ]
+            },
         }
         (root / "Pulumi.yaml").write_text(yaml.safe_dump(project_file, sort_keys=False))
         self.env = {

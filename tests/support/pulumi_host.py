@@ -1,10 +1,13 @@
-"""Drive the Pulumi SDK's real dynamic-provider host over gRPC, as the engine does.
+"""Drive the dynamic-provider host over gRPC, call by call, as the engine does.
 
-The Pulumi CLI cannot run here, but the process it would start for dynamic providers can:
-``python -u -m pulumi.dynamic`` (cwd = the project root, so providers defined in the
-project's packages unpickle by reference) prints a port and serves the
-``pulumirpc.ResourceProvider`` gRPC service. :class:`ProviderHost` starts it and calls
-Configure, Check, Diff, Create, Read, Update and Delete with the engine's conventions:
+The process is the one the Pulumi engine starts for this project's dynamic resources:
+``python -u -m amdfleet.providers.host`` (the SDK's ``pulumi.dynamic`` host, run by
+amdfleet's ``pulumi-python`` plugin; cwd = the project root, so providers defined in the
+project's packages unpickle by reference). It prints a port and serves the
+``pulumirpc.ResourceProvider`` gRPC service. Whole programs run under the real CLI
+(tests/support/pulumi_cli.py); this is the faster, unit-level seam.
+:class:`ProviderHost` starts it and calls Configure, Check, Diff, Create, Read, Update and
+Delete with the engine's conventions:
 
 * ``__provider`` holds the provider pickled by ``serialize_provider`` (dill, base64,
   ``recurse=True``) and is a secret unless the provider opts out, like ``dynamic.Resource``
@@ -149,7 +152,7 @@ class ReadOutcome:
 
 
 class ProviderHost:
-    """A running ``python -m pulumi.dynamic`` and a client that speaks to it like the engine.
+    """A running provider host and a client that speaks to it like the engine.
 
     Thread-safe (gRPC stubs are). Close it (or use ``with``) to stop the process by PID.
     """
@@ -501,7 +504,7 @@ def _spawn(
 ) -> subprocess.Popen[bytes]:
     with open(stderr_path, "wb") as err:
         return subprocess.Popen(
-            [sys.executable, "-u", "-m", "pulumi.dynamic", *args],
+            [sys.executable, "-u", "-m", "amdfleet.providers.host", *args],
             cwd=root,
             env=env,
             stdin=subprocess.DEVNULL,

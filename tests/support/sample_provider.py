@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import shlex
+import threading
 from typing import Any
 
 import pulumi
@@ -158,3 +159,36 @@ def _is_unknown(value: Any) -> bool:
     from pulumi.output import Unknown
 
     return isinstance(value, Unknown)
+
+
+_BARRIERS: dict[str, threading.Barrier] = {}
+_BARRIERS_LOCK = threading.Lock()
+
+
+class RendezvousProvider(ResourceProvider):
+    """``create`` returns only once ``parties`` creates of the same ``group`` are running
+    at the same time in this provider host (or fails after ``timeout_s``): it shows how
+    many provider calls the host really runs at once."""
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        parties = int(props["parties"])
+        with _BARRIERS_LOCK:
+            barrier = _BARRIERS.setdefault(props["group"], threading.Barrier(parties))
+        try:
+            barrier.wait(timeout=float(props["timeout_s"]))
+        except threading.BrokenBarrierError:
+            raise RuntimeError(
+                f"only {barrier.n_waiting} of {parties} creates ran at the same time"
+            ) from None
+        return CreateResult(id_=f"{props['group']}-{int(props['index'])}", outs=props)
+
+
+class FailingProvider(ResourceProvider):
+    """``create`` raises ``props["error"]`` (an amdfleet error, or a plain RuntimeError)."""
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        from amdfleet.errors import RemoteError
+
+        if props["error"] == "amdfleet":
+            raise RemoteError("host7", "mkdir /opt/x failed", "check the disk")
+        raise RuntimeError("an unexpected bug")
