@@ -53,7 +53,10 @@ from amdfleet.remote.hosts import open_host
 RESTART_ON = ("files_hash", "secrets_hash", "probe")
 REPLACE_ON = ("host", "remote_dir")
 _CALL_TIMEOUT = 60.0
-_POLL_INTERVAL_S = 2.0
+# Readiness is polled quickly at first (a small model or a restarted engine is up in
+# seconds), then every 2 s (a 405B load takes many minutes).
+_POLL_FIRST_S = 0.25
+_POLL_MAX_S = 2.0
 _WORKER_SETTLE_S = 3.0
 
 
@@ -179,6 +182,7 @@ def _wait(
     limit = as_int(probe["timeout_s"])
     header = f"Authorization: Bearer {api_key}" if api_key else ""
     command = probe_command(layout, probe["base_url"], paths)
+    interval = _POLL_FIRST_S
     while True:
         result = parse_probe(conn.run(command, timeout=_CALL_TIMEOUT, stdin=header).stdout)
         if not result.alive:
@@ -198,7 +202,8 @@ def _wait(
                 f"the engine was not ready within {as_int(probe['timeout_s'])} s ({seen})",
                 "raise engine.startup_timeout_s if the model is still loading",
             )
-        time.sleep(_POLL_INTERVAL_S)
+        time.sleep(interval)
+        interval = min(interval * 2, _POLL_MAX_S)
 
 
 def _waiting_status(
