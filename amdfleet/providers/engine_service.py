@@ -57,7 +57,11 @@ _CALL_TIMEOUT = 60.0
 # seconds), then every 2 s (a 405B load takes many minutes).
 _POLL_FIRST_S = 0.25
 _POLL_MAX_S = 2.0
-_WORKER_SETTLE_S = 3.0
+# A worker serves no API: it counts as started once it has stayed up this long (checked
+# every _POLL_FIRST_S). That catches a worker that dies on start-up (bad flags, a missing
+# file); the head's readiness covers the rest, since the head serves only once every
+# worker has joined.
+_WORKER_SETTLE_S = 1.0
 
 
 class EngineServiceProvider(ResourceProvider):
@@ -234,10 +238,14 @@ def _observe(conn: Connection, layout: EngineLayout, probe: dict[str, Any]) -> b
 
 
 def _wait_settled(conn: Connection, layout: EngineLayout) -> None:
-    """A worker node serves no API: it must still be running after a few seconds."""
-    time.sleep(_WORKER_SETTLE_S)
-    if not conn.run(running_command(layout), timeout=_CALL_TIMEOUT, check=False).ok:
-        raise RemoteError(conn.host, "the engine exited during startup")
+    """A worker node serves no API: it must stay running for the settle time."""
+    deadline = time.monotonic() + _WORKER_SETTLE_S
+    while True:
+        if not conn.run(running_command(layout), timeout=_CALL_TIMEOUT, check=False).ok:
+            raise RemoteError(conn.host, "the engine exited during startup")
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(_POLL_FIRST_S)
 
 
 def _stop_and_remove(conn: Connection, layout: EngineLayout, container: str | None) -> None:
