@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-pulumi-") as tmp, _lab(max(sizes)) as lab:
         workspace = PulumiWorkspace(Path(tmp))
         if args.provider_threads:
-            workspace.env["PYTHONPATH"] = _patched_sdk(Path(tmp), args.provider_threads)
+            workspace.env["AMDFLEET_PROVIDER_THREADS"] = str(args.provider_threads)
         for repetition in range(-args.warmup, args.repeat):
             order = sizes if repetition % 2 == 0 else list(reversed(sizes))
             for hosts in order:
@@ -133,8 +133,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--provider-threads",
         type=int,
-        help="diagnosis: run the dynamic-provider host with this many gRPC worker threads "
-        "(a patched copy of the installed SDK, put first on PYTHONPATH) instead of its 4",
+        help="run amdfleet's dynamic-provider host with this many gRPC worker threads "
+        "(AMDFLEET_PROVIDER_THREADS; default 64; 4 is what the SDK's own host has)",
     )
     args = parser.parse_args(argv)
     args.hosts = args.hosts or [1, 4]
@@ -151,24 +151,6 @@ def _put_pulumi_on_path() -> None:
             os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
             return
     sys.exit("no pulumi on PATH or under .amdfleet/pulumi: run scripts/install-pulumi")
-
-
-def _patched_sdk(tmp: Path, threads: int) -> str:
-    """A copy of the installed ``pulumi`` package whose dynamic-provider host serves
-    ``threads`` calls at once; returns the directory to put on PYTHONPATH."""
-    import pulumi
-
-    copy = tmp / "sdk" / "pulumi"
-    shutil.copytree(Path(pulumi.__file__).parent, copy)
-    host = copy / "dynamic" / "__main__.py"
-    text = host.read_text()
-    if text.count(_POOL) != 1:
-        sys.exit(f"cannot patch {host}: `{_POOL}` is not there exactly once")
-    host.write_text(text.replace(_POOL, f"ThreadPoolExecutor(max_workers={threads})"))
-    return str(copy.parent)
-
-
-_POOL = "ThreadPoolExecutor(max_workers=4)"
 
 
 @contextmanager
@@ -350,9 +332,9 @@ def _machine(args: argparse.Namespace) -> list[str]:
         f"- Pulumi CLI {pulumi}; `pulumi up` parallelism: default (4 x GOMAXPROCS = "
         f"{4 * (os.cpu_count() or 1)}); dynamic-provider host: "
         + (
-            f"**{args.provider_threads} gRPC worker threads (patched copy of the SDK)**"
+            f"amdfleet's (plugins/pulumi-python), **{args.provider_threads} gRPC worker threads**"
             if args.provider_threads
-            else "the SDK's, 4 gRPC worker threads"
+            else "amdfleet's (plugins/pulumi-python), 64 gRPC worker threads"
         ),
         f"- amdfleet commit {commit}"
         + (f" (uncommitted changes in: {', '.join(dirty)})" if dirty else ""),
