@@ -28,22 +28,12 @@ from amdfleet.remote.hosts import open_host
 from amdfleet.remote.ssh import SshConnection
 from tests.support.engine_log import EngineLog
 from tests.support.hostlab import HostLab, LabFactory
+from tests.support.models import TINY_ARCHITECTURE
 from tests.support.pulumi_host import ProviderCallError, ProviderHost, secret, with_provider
 
 FAKE_ENGINE = Path(__file__).resolve().parents[1] / "support" / "fake_engine.py"
 API_KEY = "key-5f1e9c0d7a"
 PORT = 18080
-TINY = {
-    "params_b": 0.001,
-    "layers": 2,
-    "hidden": 128,
-    "intermediate": 256,
-    "heads": 4,
-    "kv_heads": 2,
-    "head_dim": 32,
-    "vocab": 4096,
-    "max_context": 4096,
-}
 
 pytestmark = pytest.mark.netns
 
@@ -82,7 +72,7 @@ def _props(
                 "id": "tiny",
                 "checkpoint": "/models/tiny",
                 "served_name": "tiny",
-                "architecture": TINY,
+                "architecture": TINY_ARCHITECTURE,
             },
             "engine": {
                 "runtime": "process",

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from tests.support.hostlab import HostLab, LabFactory, require_netns
+from tests.support.models import TINY_ARCHITECTURE
 from tests.support.pulumi_cli import PulumiRun, PulumiWorkspace
 
 FAKE_ENGINE = Path(__file__).resolve().parents[1] / "support" / "fake_engine.py"
@@ -131,17 +132,7 @@ def _config(lab: HostLab) -> dict[str, Any]:
             "id": "tiny",
             "checkpoint": "/models/tiny",
             "served_name": "tiny",
-            "architecture": {
-                "params_b": 0.001,
-                "layers": 2,
-                "hidden": 128,
-                "intermediate": 256,
-                "heads": 4,
-                "kv_heads": 2,
-                "head_dim": 32,
-                "vocab": 4096,
-                "max_context": 4096,
-            },
+            "architecture": TINY_ARCHITECTURE,
         },
         "amdfleet:engine": {
             "runtime": "process",
