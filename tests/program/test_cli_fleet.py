@@ -21,11 +21,14 @@ stand-in engine serves no completions.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -223,6 +226,60 @@ def test_nothing_starts_on_a_host_while_another_fails_preflight(
         _cleanup(lab, workspace, stack)
 
 
+def test_ctrl_c_twice_during_a_download_then_up_converges(
+    lab: HostLab, workspace: PulumiWorkspace, hub: HubServer
+) -> None:
+    """Ctrl-C twice (SIGINT to the CLI's process group: it quits at once) while both hosts
+    download the weights, their transfers held mid-file by the hub. Nothing may go on
+    downloading on a host afterwards, and once the hub lets transfers go, the next `up`
+    stages complete weights on both hosts with no partial file left behind."""
+    stack = "fleet-interrupted"
+    config = _config(lab, {"cache_dir": CACHE, "hub_endpoint": hub.endpoint}, checkpoint=REPO)
+    workspace.init_stack(stack, config, SECRETS)
+    hub.hold_at("model.safetensors", 4096)
+    proc = subprocess.Popen(
+        [workspace.pulumi, "up", "--yes", "--stack", stack, "--non-interactive"],
+        cwd=workspace.root,
+        env=workspace.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    partial = f"ls {CACHE}/hub/models--*/blobs/*.incomplete 2>/dev/null; true"
+    downloading = "pgrep -af '[s]napshot_download'; true"
+    try:
+        _until(lambda: all(_on(lab, i, partial).strip() for i in (0, 1)), 120)
+        assert all(_on(lab, i, downloading).strip() for i in (0, 1))  # held mid-file
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the second press once the CLI said what it means
+            if "press ^C again" in line:
+                os.killpg(proc.pid, signal.SIGINT)
+                break
+        proc.wait(timeout=120)
+        assert proc.returncode != 0
+        _until(lambda: not any(_on(lab, i, downloading).strip() for i in (0, 1)), 60)
+
+        hub.release()
+        run = workspace.up(stack)
+        assert run.ops["deployment-weights-host0"] == run.ops["deployment-weights-host1"]
+        expected = hashlib.sha256(bytes(range(256)) * 64).hexdigest()
+        for i in (0, 1):
+            staged = _on(lab, i, f"sha256sum {CACHE}/hub/models--*/snapshots/*/model.safetensors")
+            assert staged.split()[0] == expected
+            assert _on(lab, i, partial).strip() == ""
+        _assert_engines(lab, stack)
+        workspace.refresh(stack, "--clear-pending-creates")
+        assert workspace.up(stack).changed() == {}
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        hub.release()
+        _cleanup(lab, workspace, stack)
+
+
 # -- helpers ------------------------------------------------------------------------------
 
 _SMALL_CACHE = f"mkdir -p {CACHE} && mount -t tmpfs -o size=256m amdfleet-test-cache {CACHE}"
@@ -342,6 +399,15 @@ def _shape(lab: HostLab, index: int, action: str) -> None:
         capture_output=True,
         timeout=15,
     )
+
+
+def _until(condition: Any, timeout: float) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s")
+        time.sleep(0.2)
 
 
 def _cleanup(lab: HostLab, workspace: PulumiWorkspace, stack: str) -> None:
