@@ -23,12 +23,9 @@ verification gate runs the real benchmark client and GSM8K scorer. In order:
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -364,25 +361,12 @@ def test_ctrl_c_during_up_then_up_again_converges(
     the next `up` must finish the job with exactly one engine on the host."""
     stack = f"{STACK}-int{presses}"
     workspace.init_stack(stack, stack_config(lab, port=PORT + presses), SECRETS)
-    proc = subprocess.Popen(
-        [workspace.pulumi, "up", "--yes", "--stack", stack, "--non-interactive"],
-        cwd=workspace.root,
-        env=workspace.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    output = _Reader(proc)
+    running = workspace.start(["up", "--yes", "--stack", stack])
     try:
         _wait_for(lambda: lab[0].path(f"/opt/amdfleet/{stack}/engine.pid").exists(), 300)
-        os.killpg(proc.pid, signal.SIGINT)
-        if presses == 2:  # the second press once the CLI said what it means
-            assert output.wait_for("press ^C again", timeout=60), output.text()
-            os.killpg(proc.pid, signal.SIGINT)
-        proc.wait(timeout=600)
-        out = output.text()
-        assert proc.returncode != 0, out
+        running.ctrl_c(presses)
+        out = running.wait()
+        assert running.returncode != 0, out
         assert "deployment-verification creating" not in out  # stopped before verification
         if presses == 1:
             assert "engine ready after" in out and "update canceled" in out
@@ -401,40 +385,12 @@ def test_ctrl_c_during_up_then_up_again_converges(
         assert not workspace.export(stack)["deployment"].get("pending_operations")
         assert workspace.up(stack).changed() == {}
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        running.kill()
         workspace.destroy(stack, check=False)
     assert _engine_sessions(lab) == set()
     assert not re.search(
         r"\S", _host(lab, f"ls -A /opt/amdfleet 2>/dev/null | grep {stack} || true")
     )
-
-
-class _Reader:
-    """Collects a process's output lines in a thread, so a test can wait for one."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self._lines: list[str] = []
-        self._seen = threading.Condition()
-        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
-        self._thread.start()
-
-    def _read(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            with self._seen:
-                self._lines.append(line)
-                self._seen.notify_all()
-
-    def wait_for(self, text: str, timeout: float) -> bool:
-        with self._seen:
-            return self._seen.wait_for(lambda: any(text in line for line in self._lines), timeout)
-
-    def text(self) -> str:
-        self._thread.join(timeout=10)
-        with self._seen:
-            return "".join(self._lines)
 
 
 def _wait_for(condition: Any, timeout: float) -> None:

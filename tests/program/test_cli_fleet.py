@@ -26,7 +26,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -237,28 +236,15 @@ def test_ctrl_c_twice_during_a_download_then_up_converges(
     config = _config(lab, {"cache_dir": CACHE, "hub_endpoint": hub.endpoint}, checkpoint=REPO)
     workspace.init_stack(stack, config, SECRETS)
     hub.hold_at("model.safetensors", 4096)
-    proc = subprocess.Popen(
-        [workspace.pulumi, "up", "--yes", "--stack", stack, "--non-interactive"],
-        cwd=workspace.root,
-        env=workspace.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    running = workspace.start(["up", "--yes", "--stack", stack])
     partial = f"ls {CACHE}/hub/models--*/blobs/*.incomplete 2>/dev/null; true"
     downloading = "pgrep -af '[s]napshot_download'; true"
     try:
         _until(lambda: all(_on(lab, i, partial).strip() for i in (0, 1)), 120)
         assert all(_on(lab, i, downloading).strip() for i in (0, 1))  # held mid-file
-        os.killpg(proc.pid, signal.SIGINT)
-        assert proc.stdout is not None
-        for line in proc.stdout:  # the second press once the CLI said what it means
-            if "press ^C again" in line:
-                os.killpg(proc.pid, signal.SIGINT)
-                break
-        proc.wait(timeout=120)
-        assert proc.returncode != 0
+        running.ctrl_c(2)
+        running.wait(timeout=120)
+        assert running.returncode != 0
         _until(lambda: not any(_on(lab, i, downloading).strip() for i in (0, 1)), 60)
 
         hub.release()
@@ -273,9 +259,7 @@ def test_ctrl_c_twice_during_a_download_then_up_converges(
         workspace.refresh(stack, "--clear-pending-creates")
         assert workspace.up(stack).changed() == {}
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        running.kill()
         hub.release()
         _cleanup(lab, workspace, stack)
 

@@ -21,6 +21,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -282,17 +283,19 @@ class PulumiWorkspace:
             raise PulumiError(_describe(run))
         return run
 
-    def start(self, args: Sequence[str]) -> subprocess.Popen[str]:
-        """Start ``pulumi ARGS --non-interactive`` without waiting (for interrupt tests);
-        stdout and stderr are merged. Stop it with :func:`interrupt`."""
-        return subprocess.Popen(
+    def start(self, args: Sequence[str]) -> RunningPulumi:
+        """Start ``pulumi ARGS --non-interactive`` without waiting, as a terminal's
+        foreground job (its own process group), for interrupt tests."""
+        proc = subprocess.Popen(
             [self.pulumi, *args, "--non-interactive"],
             cwd=self.root,
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=True,
         )
+        return RunningPulumi(proc)
 
     def _update(self, verb: str, stack: str, *args: str, check: bool, timeout: float) -> PulumiRun:
         argv = [verb, "--yes", "--json", "--stack", stack, *args]
@@ -307,11 +310,56 @@ class PulumiWorkspace:
         return run
 
 
-def interrupt(proc: subprocess.Popen[str], *, timeout: float = 600) -> str:
-    """Send one SIGINT (a user's Ctrl-C) and wait for the CLI to exit; its output."""
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=timeout)
-    return out
+class RunningPulumi:
+    """A pulumi command started by :meth:`PulumiWorkspace.start`; its output (stdout and
+    stderr) is read as it comes, so the CLI never blocks on a full pipe."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self._lines: list[str] = []
+        self._seen = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def ctrl_c(self, presses: int = 1, *, timeout: float = 60) -> None:
+        """A terminal's Ctrl-C: SIGINT to the whole process group (the CLI, its language
+        host, the program and the provider host). A second press is sent once the CLI has
+        said what a second one does."""
+        os.killpg(self.proc.pid, signal.SIGINT)
+        if presses > 1:
+            with self._seen:
+                said = self._seen.wait_for(
+                    lambda: "press ^C again" in "".join(self._lines), timeout
+                )
+            assert said, self.output()
+            os.killpg(self.proc.pid, signal.SIGINT)
+
+    def wait(self, timeout: float = 600) -> str:
+        """Wait for the command to exit; everything it printed."""
+        self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=30)
+        return self.output()
+
+    def output(self) -> str:
+        with self._seen:
+            return "".join(self._lines)
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the process group if it still runs (test cleanup)."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._seen:
+                self._lines.append(line)
+                self._seen.notify_all()
 
 
 def _describe(run: PulumiRun) -> str:
