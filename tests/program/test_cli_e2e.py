@@ -26,7 +26,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ import yaml
 from tests.e2e.vllm_server import missing_parts
 from tests.support.hostlab import HostLab, LabFactory, require_netns
 from tests.support.pulumi_cli import PulumiWorkspace
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 GSM8K = ROOT.parent / "shared" / "datasets" / "gsm8k"
@@ -363,7 +363,11 @@ def test_ctrl_c_during_up_then_up_again_converges(
     workspace.init_stack(stack, stack_config(lab, port=PORT + presses), SECRETS)
     running = workspace.start(["up", "--yes", "--stack", stack])
     try:
-        _wait_for(lambda: lab[0].path(f"/opt/amdfleet/{stack}/engine.pid").exists(), 300)
+        wait_until(
+            lambda: lab[0].path(f"/opt/amdfleet/{stack}/engine.pid").exists(),
+            300,
+            "the engine to start",
+        )
         running.ctrl_c(presses)
         out = running.wait()
         assert running.returncode != 0, out
@@ -391,11 +395,3 @@ def test_ctrl_c_during_up_then_up_again_converges(
     assert not re.search(
         r"\S", _host(lab, f"ls -A /opt/amdfleet 2>/dev/null | grep {stack} || true")
     )
-
-
-def _wait_for(condition: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(0.2)

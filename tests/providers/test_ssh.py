@@ -18,6 +18,7 @@ from amdfleet.remote.local import LocalConnection
 from amdfleet.remote.process import detached, is_running, stop_process_group
 from amdfleet.remote.ssh import SshConnection, connect, parse_host_key
 from tests.support.hostlab import HostLab, LabFactory, require_netns, sweep_stale_labs
+from tests.support.waiting import wait_until
 
 SECRET = "s3cr3t-T0KEN-value"
 
@@ -43,13 +44,6 @@ def _elapsed(fn: Callable[[], object]) -> float:
     t0 = time.monotonic()
     fn()
     return time.monotonic() - t0
-
-
-def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)  # poll interval of a deadline-bounded wait
 
 
 # -- running commands ----------------------------------------------------------------
@@ -247,7 +241,9 @@ def test_crash_mid_command_then_reboot(hostlab: LabFactory) -> None:
 
         worker = threading.Thread(target=long_command)
         worker.start()
-        _wait_for(lambda: lab[0].path("/tmp/started").exists(), 10, "the command to start")
+        wait_until(
+            lambda: lab[0].path("/tmp/started").exists(), 10, "the command to start", interval=0.01
+        )
         t0 = time.monotonic()
         lab.crash(0)
         worker.join(10)
@@ -270,7 +266,7 @@ def _detached_cycle(c: Connection, base: str) -> None:
     started = _elapsed(lambda: c.run(detached("echo hello; exec sleep 300", log, pid), timeout=10))
     assert started < 2.0
     assert c.run(is_running(pid), timeout=10, check=False).exit_code == 0
-    _wait_for(lambda: c.get(log) == b"hello\n", 10, "the log line")
+    wait_until(lambda: c.get(log) == b"hello\n", 10, "the log line", interval=0.01)
     stopped = _elapsed(lambda: c.run(stop_process_group(pid, grace=5), timeout=15))
     assert stopped < 3.0
     assert c.run(is_running(pid), timeout=10, check=False).exit_code == 1
@@ -281,7 +277,7 @@ def _detached_cycle(c: Connection, base: str) -> None:
 def _stubborn_cycle(c: Connection, base: str) -> None:
     pid = f"{base}/stubborn.pid"
     c.run(detached("trap '' TERM; sleep 300 & sleep 300", f"{base}/stubborn.log", pid), timeout=10)
-    _wait_for(lambda: c.get(pid) is not None, 10, "the pid file")
+    wait_until(lambda: c.get(pid) is not None, 10, "the pid file", interval=0.01)
     took = _elapsed(lambda: c.run(stop_process_group(pid, grace=0.5), timeout=15))
     assert took < 5.0
     assert c.run(is_running(pid), timeout=10, check=False).exit_code == 1
@@ -384,7 +380,8 @@ def test_local_timeout_kills_the_process_group(local: LocalConnection) -> None:
         except FileNotFoundError:
             return True
 
-    _wait_for(dead, 5, "the killed child to die")  # SIGKILL is delivered asynchronously
+    # SIGKILL is delivered asynchronously
+    wait_until(dead, 5, "the killed child to die", interval=0.01)
 
 
 def test_local_put_get_atomic_with_mode(local: LocalConnection, tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -391,15 +391,3 @@ def _json_values(text: str) -> list[dict[str, Any]]:
             continue
         value, index = decoder.raw_decode(text, index)
         values.append(value)
-
-
-def walk_strings(value: Any) -> Iterator[str]:
-    """Every string inside a JSON-like value."""
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, Mapping):
-        for v in value.values():
-            yield from walk_strings(v)
-    elif isinstance(value, list | tuple):
-        for v in value:
-            yield from walk_strings(v)
