@@ -112,3 +112,13 @@ def test_an_unknown_mode_is_rejected() -> None:
     assert "AMDFLEET_PULUMI_INSTALL=brew is not one of auto, go, official, path, none" in (
         result.stderr
     )
+
+
+def test_auto_never_downloads_without_being_asked(tmp_path: Path) -> None:
+    """Without an install, a CLI on PATH or go, `auto` stops and says to choose
+    `official`; it does not run the official installer (curl would say so)."""
+    result = _run("auto", AMDFLEET_PULUMI_DIR=str(tmp_path / "pulumi"))
+    assert result.returncode == 1
+    assert "curl blocked" not in result.stderr
+    assert "get.pulumi.com is used only when you choose it" in result.stderr
+    assert "AMDFLEET_PULUMI_INSTALL=official scripts/install-pulumi" in result.stderr
