@@ -1,7 +1,8 @@
 """Live progress of provider operations, shown by ``pulumi up`` on the resource's line.
 
-The Pulumi CLI starts the dynamic-provider host as ``python -u -m pulumi.dynamic
-<engine>``, where ``<engine>`` is the address of the engine's gRPC ``Engine`` service. The
+The Pulumi engine starts the dynamic-provider host with the address of its gRPC ``Engine``
+service as the argument (amdfleet's ``pulumi-python`` plugin runs the SDK's
+``pulumi.dynamic`` host as ``__main__`` through :mod:`amdfleet.providers.host`). The
 SDK's host neither connects ``pulumi.log`` to that service nor tells a provider method
 which resource it works on, so amdfleet does both itself: every dynamic resource receives
 its own URN as the ``resource_urn`` input (:func:`resource_urn`, compared by no diff and
@@ -48,7 +49,8 @@ SECRET_KEYS = ("hf_token", "secret_env", "api_key")
 """Inputs whose string values are secrets (masked in every message)."""
 DYNAMIC_TYPE_PREFIX = "pulumi-python:dynamic/amdfleet:"
 HOST_MAIN = "pulumi.dynamic.__main__"
-"""The module the engine runs as the dynamic-provider host (``python -m pulumi.dynamic``)."""
+"""The module that runs as ``__main__`` in the dynamic-provider host (``python -m
+pulumi.dynamic``, or run by :mod:`amdfleet.providers.host`)."""
 STATUS_INTERVAL_S = 1.0
 SEND_TIMEOUT_S = 2.0
 MAX_CHARS = 200
