@@ -203,7 +203,7 @@ def _wait(
             seen = ", ".join(f"{p} -> {result.statuses.get(p, (0, ''))[0]}" for p in paths)
             raise RemoteError(
                 conn.host,
-                f"the engine was not ready within {as_int(probe['timeout_s'])} s ({seen})",
+                f"the engine was not ready within {limit} s ({seen})",
                 "raise engine.startup_timeout_s if the model is still loading",
             )
         time.sleep(interval)
