@@ -317,7 +317,10 @@ def test_refresh_reports_a_killed_engine_and_up_repairs_it(
 ) -> None:
     pid = _engine_pid(lab)
     _host(lab, f"kill -9 -- -{pid}")  # the engine's whole process group, as a crash would
-    assert not _alive(lab, pid) and _engine_sessions(lab) == set()
+    # SIGKILL is delivered asynchronously: wait (bounded) until the group is gone.
+    wait_until(
+        lambda: not _alive(lab, pid) and _engine_sessions(lab) == set(), 30, "the engine to die"
+    )
 
     refresh = workspace.refresh(STACK)
     assert refresh.ops["deployment-engine-host0"] == "update"  # drift: running true -> false
