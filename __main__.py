@@ -1,7 +1,7 @@
 """amdfleet's Pulumi program: load the stack, plan it, build the components, export.
 
 All logic lives in the ``amdfleet`` package; a stack that cannot work is rejected here,
-before any resource is registered.
+before any resource is registered, and every amdfleet error becomes a clean message.
 """
 
 import pulumi
@@ -14,11 +14,10 @@ from amdfleet.plan import plan
 try:
     spec, secrets = load_from_pulumi()
     deployment_plan = plan(spec)
-    fleet = Fleet("fleet", spec, deployment_plan)
+    fleet = Fleet("fleet", deployment_plan)
+    deployment = Deployment("deployment", deployment_plan, fleet, secrets)
 except AmdFleetError as error:
     raise pulumi.RunError(str(error)) from error
-
-deployment = Deployment("deployment", deployment_plan, fleet, secrets, spec.verification)
 
 pulumi.export("endpoint", deployment.endpoint)
 pulumi.export("model", deployment.model)

@@ -21,22 +21,20 @@ from typing import Any
 
 import pulumi
 
-from amdfleet.config import StackSpec, VerificationSpec
-from amdfleet.errors import ConfigError, ConfigIssue
-from amdfleet.plan import GIB, DeploymentPlan, NodePlan
+from amdfleet.config import CampaignSpec
+from amdfleet.errors import ConfigIssue, PlanError
+from amdfleet.plan import DeploymentPlan, NodePlan
 from amdfleet.providers.engine_image import EngineImage
 from amdfleet.providers.engine_service import EngineService
 from amdfleet.providers.model_weights import ModelWeights
 from amdfleet.providers.readiness import ReadinessGate
 from amdfleet.providers.ssh_host import SshHost
 from amdfleet.providers.verification import Verification
-from amdfleet.remote.hosts import host_props
-from amdfleet.remote.preflight import HostRequirement
+from amdfleet.remote.target import HostTarget
 from amdfleet.render import render_dockerfile, render_node
 
-GPU_MIN_SHM_BYTES = 1 * GIB
 IMAGE_TIMEOUT_S = 3 * 3600
-REPORTS_DIR = ".amdfleet/reports"
+_NO_TARGET = "list the host under fleet.hosts"
 
 
 class Fleet(pulumi.ComponentResource):
@@ -46,30 +44,16 @@ class Fleet(pulumi.ComponentResource):
     inventory: pulumi.Output[list[dict[str, Any]]]
 
     def __init__(
-        self,
-        name: str,
-        spec: StackSpec,
-        plan: DeploymentPlan,
-        opts: pulumi.ResourceOptions | None = None,
+        self, name: str, plan: DeploymentPlan, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("amdfleet:index:Fleet", name, None, opts)
-        if spec.fleet.cloud is not None:
-            raise ConfigError(
-                [
-                    ConfigIssue(
-                        "fleet.cloud",
-                        f"provisioning {spec.fleet.cloud.provider} instances is not available yet",
-                        "list the instances you already have under fleet.hosts",
-                    )
-                ],
-                f"stack {spec.name}",
-            )
-        self.props = [host_props(host) for host in spec.fleet.hosts]
+        self.targets = [_target(plan, node) for node in plan.nodes]
+        self.props = [target.model_dump() for target in self.targets]
         self.hosts = [
             SshHost(
-                f"{name}-{node.host}",
+                f"{name}-{node.name}",
                 props,
-                host_requirement(plan, node),
+                node.requirement,
                 pulumi.ResourceOptions(parent=self),
             )
             for node, props in zip(plan.nodes, self.props, strict=True)
@@ -97,7 +81,6 @@ class Deployment(pulumi.ComponentResource):
         plan: DeploymentPlan,
         fleet: Fleet,
         secrets: Mapping[str, pulumi.Output[str] | None],
-        verification: VerificationSpec,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("amdfleet:index:Deployment", name, None, opts)
@@ -113,8 +96,8 @@ class Deployment(pulumi.ComponentResource):
         self.engine = pulumi.Output.all(services[0].files_hash, *digests).apply(
             lambda values: _engine_output(plan, values[0], values[1:])
         )
-        self.campaign = services[0].started_at.apply(lambda at: campaign_output(plan, at))
-        check = self._verification(name, verification, fleet, weights, services, images)
+        self.campaign = services[0].started_at.apply(lambda at: campaign_output(plan.campaign, at))
+        check = self._verification(name, fleet, weights, services, images)
         if check is None:
             self.verification = pulumi.Output.from_input({"enabled": False})
             self.ready = pulumi.Output.from_input(False)
@@ -146,12 +129,12 @@ class Deployment(pulumi.ComponentResource):
 
     def _images(self, name: str, fleet: Fleet) -> list[EngineImage]:
         plan = self._plan
-        if plan.runtime != "docker" or plan.image.image is None:
+        if plan.engine.runtime != "docker" or plan.image.image is None:
             return []
         dockerfile = render_dockerfile(plan) if plan.image.build else None
         return [
             EngineImage(
-                f"{name}-image-{node.host}",
+                f"{name}-image-{node.name}",
                 {
                     "host": fleet.props[node.rank],
                     "image": plan.image.image,
@@ -174,22 +157,23 @@ class Deployment(pulumi.ComponentResource):
         secrets: Mapping[str, pulumi.Output[str] | None],
     ) -> list[ModelWeights]:
         plan = self._plan
-        token = secrets.get(plan.hf_token_secret) if plan.hf_token_secret else None
+        weights = plan.weights
+        token = secrets.get(weights.hf_token_secret) if weights.hf_token_secret else None
         return [
             ModelWeights(
-                f"{name}-weights-{node.host}",
+                f"{name}-weights-{node.name}",
                 {
                     "host": fleet.props[node.rank],
-                    "repo": plan.model.checkpoint,
-                    "revision": plan.model.revision,
-                    "cache_dir": plan.weights_cache_dir,
-                    "local_path": plan.weights_local_path,
+                    "repo": weights.repo,
+                    "revision": weights.revision,
+                    "cache_dir": weights.cache_dir,
+                    "local_path": weights.local_path,
                     "hf_token": pulumi.Output.secret(token) if token is not None else None,
-                    "python": _engine_python(plan),
+                    "python": weights.python,
                     "docker_image": plan.image.image if images else None,
-                    "hub_endpoint": plan.weights_hub_endpoint,
-                    "timeout_s": plan.weights_timeout_s,
-                    "keep_on_delete": bool(plan.campaign.get("keep_weights")),
+                    "hub_endpoint": weights.hub_endpoint,
+                    "timeout_s": weights.timeout_s,
+                    "keep_on_delete": weights.keep_on_delete,
                 },
                 self._opts([*fleet.hosts, *images[node.rank : node.rank + 1]]),
             )
@@ -225,19 +209,18 @@ class Deployment(pulumi.ComponentResource):
         secret_env: pulumi.Output[dict[str, Any]] = pulumi.Output.secret(values)
         props = engine_service_props(self._plan, node, fleet.props[node.rank], secret_env)
         depends = [*fleet.hosts, weights[node.rank], *images[node.rank : node.rank + 1]]
-        return EngineService(f"{name}-engine-{node.host}", props, self._opts(depends))
+        return EngineService(f"{name}-engine-{node.name}", props, self._opts(depends))
 
     def _verification(
         self,
         name: str,
-        spec: VerificationSpec,
         fleet: Fleet,
         weights: list[ModelWeights],
         services: list[EngineService],
         images: list[EngineImage],
     ) -> Verification | None:
         plan = self._plan
-        if not spec.enabled:
+        if not plan.verification.enabled:
             return None
         api_key = self.api_key
         digests = [image.digest for image in images]
@@ -250,11 +233,11 @@ class Deployment(pulumi.ComponentResource):
                 "base_url": plan.endpoint,
                 "model": plan.model.served_name,
                 "api_key": api_key,
-                "spec": spec.model_dump(mode="json"),
+                "spec": plan.verification.spec.model_dump(mode="json"),
                 "engine_fingerprint": fingerprint,
                 "tokenizer_host": fleet.props[0],
                 "tokenizer_path": weights[0].path,
-                "report_dir": f"{REPORTS_DIR}/{plan.stack}",
+                "report_dir": plan.verification.report_dir,
             },
             self._opts(services),
         )
@@ -273,60 +256,37 @@ def engine_service_props(
         "remote_dir": node.remote_dir,
         "files": files,
         "secret_env": secret_env,
-        "container": plan.container_name if plan.runtime == "docker" else None,
+        "container": plan.engine.container_name if plan.engine.runtime == "docker" else None,
         "probe": {
             "serves_api": node.serves_api,
-            "base_url": _local_base_url(plan),
-            "paths": list(plan.ready_paths),
-            "served_name": plan.model.served_name,
-            "timeout_s": plan.startup_timeout_s,
+            "base_url": plan.engine.readiness.base_url,
+            "paths": list(plan.engine.readiness.paths),
+            "served_name": plan.engine.readiness.served_name,
+            "timeout_s": plan.engine.readiness.timeout_s,
         },
     }
 
 
-def campaign_output(plan: DeploymentPlan, started_at: str | None) -> dict[str, Any]:
+def campaign_output(campaign: CampaignSpec, started_at: str | None) -> dict[str, Any]:
     """The campaign policy with the engine's start and, given a TTL, its expiry."""
-    campaign = {**plan.campaign, "started_at": started_at, "expires_at": None}
-    ttl = plan.campaign.get("ttl_hours")
-    if started_at and ttl:
-        expires = datetime.fromisoformat(started_at) + timedelta(hours=float(ttl))
-        campaign["expires_at"] = expires.isoformat(timespec="seconds")
-    return campaign
+    out = {**campaign.model_dump(mode="json"), "started_at": started_at, "expires_at": None}
+    if started_at and campaign.ttl_hours:
+        expires = datetime.fromisoformat(started_at) + timedelta(hours=campaign.ttl_hours)
+        out["expires_at"] = expires.isoformat(timespec="seconds")
+    return out
 
 
-def host_requirement(plan: DeploymentPlan, node: NodePlan) -> HostRequirement:
-    """What preflight demands of ``node`` for ``plan``."""
-    gpu = plan.arch != "cpu"
-    weights_dir = plan.weights_local_path or plan.weights_cache_dir
-    return HostRequirement(
-        accelerator=plan.accelerator,
-        gpu_count=node.gpus if gpu else 0,
-        runtime="docker" if plan.runtime == "docker" else "process",
-        min_shm_bytes=GPU_MIN_SHM_BYTES if gpu and plan.ipc == "host" else 0,
-        weights_dir=weights_dir,
-        weights_bytes=0 if plan.weights_local_path else plan.model.checkpoint_bytes,
-        numa_balancing_off=gpu,
-    )
-
-
-def _local_base_url(plan: DeploymentPlan) -> str:
-    host = plan.serving.host
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    return f"http://{host}:{plan.serving.port}"
-
-
-def _engine_python(plan: DeploymentPlan) -> str:
-    executable = plan.head.argv[0]
-    if "/" in executable:
-        return str(PurePosixPath(executable).parent / "python3")
-    return "python3"
+def _target(plan: DeploymentPlan, node: NodePlan) -> HostTarget:
+    if node.target is None:  # a cloud instance that does not exist yet
+        issue = ConfigIssue("fleet", f"node {node.name} has no host to connect to", _NO_TARGET)
+        raise PlanError([issue], f"stack {plan.stack}")
+    return node.target
 
 
 def _inventory(node: NodePlan, facts: Mapping[str, Any]) -> dict[str, Any]:
     gpus = facts.get("gpus") or []
     return {
-        "name": node.host,
+        "name": node.name,
         "rank": node.rank,
         "role": node.role,
         "address": node.address,
@@ -348,8 +308,8 @@ def _inventory(node: NodePlan, facts: Mapping[str, Any]) -> dict[str, Any]:
 
 def _engine_output(plan: DeploymentPlan, files_hash: str, digests: Sequence[str]) -> dict[str, Any]:
     return {
-        "name": plan.engine,
-        "runtime": plan.runtime,
+        "name": plan.engine.name,
+        "runtime": plan.engine.runtime,
         "image": plan.image.image,
         "image_digests": list(digests),
         "command_hash": files_hash,

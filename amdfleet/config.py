@@ -32,7 +32,6 @@ NAMESPACE = "amdfleet"
 STACKS_DIR = Path(__file__).resolve().parent.parent / "stacks"
 
 Precision = Literal["bf16", "fp8", "mxfp4"]
-EngineName = Literal["vllm", "sglang", "tgi"]
 Runtime = Literal["docker", "process"]
 
 _NAME_RE = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
@@ -242,7 +241,9 @@ class ModelSpec(_Model):
 class EngineSpec(_Model):
     """The serving engine and how it is run."""
 
-    name: EngineName = Field("vllm", description="vllm, sglang or tgi.")
+    name: str = Field(
+        "vllm", description="Serving engine, one of the catalog's: vllm, sglang or tgi."
+    )
     image: str | None = Field(
         None, description="Container image; defaults to the catalog image for engine/arch."
     )
@@ -296,6 +297,19 @@ class EngineSpec(_Model):
             raise ValueError(
                 f"invalid environment variable name(s): {', '.join(bad)} — use letters, "
                 "digits and underscores, not starting with a digit"
+            )
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _known_engine(cls, value: str) -> str:
+        # Imported here: the catalog's model tables import this module's types.
+        from amdfleet.catalog.engines import ENGINES
+
+        if value not in ENGINES:
+            names = [f"'{name}'" for name in ENGINES]
+            raise ValueError(
+                f"unknown engine {value!r} — use {', '.join(names[:-1])} or {names[-1]}"
             )
         return value
 

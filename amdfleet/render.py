@@ -63,12 +63,14 @@ def render_node(plan: DeploymentPlan, rank: int) -> list[RenderedFile]:
     ``node.remote_dir``.
     """
     node = plan.nodes[rank]
-    prefix = f"node{rank}-{node.host}/"
+    prefix = f"node{rank}-{node.name}/"
     context = _node_context(plan, node)
     return [
         _file(prefix + "launch.sh", "launch.sh.j2", context, 0o755),
         _file(prefix + "engine.env", "engine.env.j2", context, 0o644),
-        _file(prefix + f"{plan.container_name}.service", "engine.service.j2", context, 0o644),
+        _file(
+            prefix + f"{plan.engine.container_name}.service", "engine.service.j2", context, 0o644
+        ),
     ]
 
 
@@ -180,19 +182,19 @@ def _node_context(plan: DeploymentPlan, node: NodePlan) -> dict[str, object]:
         "argv": argv,
         "ray_argv": list(node.ray_argv),
         "ray_head_address": plan.head.cluster_address or "<head-address>",
-        "ray_port": plan.ray_port,
+        "ray_port": plan.parallelism.ray_port,
         "env": node.env,
         "secret_names": sorted(node.secret_env),
-        "container": plan.container_name,
+        "container": plan.engine.container_name,
         "remote_dir": node.remote_dir,
         "mounts": _mounts(plan),
-        "ready_path": plan.ready_paths[0],
+        "ready_path": plan.engine.readiness.paths[0],
     }
 
 
 def _mounts(plan: DeploymentPlan) -> list[str]:
-    mounts = [f"{plan.weights_cache_dir}:{plan.nodes[0].env['HF_HOME']}"]
-    local = plan.weights_local_path or (plan.model.checkpoint if plan.model.is_local_path else None)
+    mounts = [f"{plan.weights.cache_dir}:{plan.nodes[0].env['HF_HOME']}"]
+    local = plan.weights.local_path or (plan.model.checkpoint if plan.model.is_local_path else None)
     if local:
         mounts.append(f"{local}:{local}:ro")
     return mounts
@@ -206,8 +208,8 @@ def _plan_json(plan: DeploymentPlan) -> RenderedFile:
 def _manifest(plan: DeploymentPlan, files: list[RenderedFile]) -> RenderedFile:
     manifest = {
         "stack": plan.stack,
-        "engine": plan.engine,
-        "runtime": plan.runtime,
+        "engine": plan.engine.name,
+        "runtime": plan.engine.runtime,
         "image": plan.image.image,
         "endpoint": plan.endpoint,
         "files": {f.path: {"sha256": f.sha256, "mode": oct(f.mode)} for f in files},

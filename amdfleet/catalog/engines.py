@@ -1,4 +1,4 @@
-"""Serving engines: commands, images and the recipe flags/env the seeds publish.
+"""Serving engines as data: which module runs each, images, and the seeds' recipe flags/env.
 
 A :class:`Recipe` applies to an (engine, arch, precision) match and carries the exact
 flags and environment a seed recipe uses, with the seed file and line numbers they come
@@ -24,34 +24,24 @@ SEED_004 = "seeds/004_2fcc6f387bd929aa.txt"  # vLLM blog: Llama 3.1 405B, FP8 an
 
 
 @dataclass(frozen=True)
-class EngineInfo:
-    """How an engine is started and probed, and which layouts it can run: TGI shards a
-    model with tensor parallelism on one node only."""
+class EngineEntry:
+    """An engine amdfleet runs: its name and the module that implements it (flags, env,
+    API key, readiness paths and layouts live there, see :mod:`amdfleet.engines`)."""
 
     name: str
-    command: tuple[str, ...]
-    ready_paths: tuple[str, ...]
-    multi_node: bool
-    layouts: tuple[str, ...]
+    module: str
+    summary: str
 
 
-ENGINES: dict[str, EngineInfo] = {
-    "vllm": EngineInfo(
-        "vllm", ("vllm", "serve"), ("/health", "/v1/models"), True, ("tp", "pp", "dp")
-    ),
-    "sglang": EngineInfo(
-        "sglang",
-        ("python3", "-m", "sglang.launch_server"),
-        ("/health", "/v1/models"),
-        True,
-        ("tp", "pp", "dp"),
-    ),
-    "tgi": EngineInfo("tgi", ("text-generation-launcher",), ("/health", "/info"), False, ("tp",)),
+ENGINES: dict[str, EngineEntry] = {
+    "vllm": EngineEntry("vllm", "amdfleet.engines.vllm", "vLLM (`vllm serve`)"),
+    "sglang": EngineEntry("sglang", "amdfleet.engines.sglang", "SGLang (`sglang.launch_server`)"),
+    "tgi": EngineEntry("tgi", "amdfleet.engines.tgi", "Text Generation Inference"),
 }
 
 
 @dataclass(frozen=True)
-class EngineImage:
+class ImageDefault:
     """The default image for an engine on an arch, and how a version maps to a tag."""
 
     engine: str
@@ -61,36 +51,36 @@ class EngineImage:
     source: str
 
 
-IMAGES: tuple[EngineImage, ...] = (
-    EngineImage(
+IMAGES: tuple[ImageDefault, ...] = (
+    ImageDefault(
         "vllm",
         "gfx942",
         "vllm/vllm-openai-rocm:latest",
         "vllm/vllm-openai-rocm:v{version}",
         f"{SEED_000}:30",
     ),
-    EngineImage(
+    ImageDefault(
         "vllm",
         "gfx950",
         "rocm/vllm-dev:nightly",
         "vllm/vllm-openai-rocm:v{version}",
         f"{SEED_002}:41,61",
     ),
-    EngineImage(
+    ImageDefault(
         "sglang",
         "gfx942",
         "lmsysorg/sglang:v0.5.8-rocm700-mi30x",
         "lmsysorg/sglang:v{version}-rocm700-mi30x",
         "upstream SGLang ROCm images (tags used by AMD's InferenceMAX recipes)",
     ),
-    EngineImage(
+    ImageDefault(
         "sglang",
         "gfx950",
         "lmsysorg/sglang:v0.5.8-rocm700-mi35x",
         "lmsysorg/sglang:v{version}-rocm700-mi35x",
         "upstream SGLang ROCm images (tags used by AMD's InferenceMAX recipes)",
     ),
-    EngineImage(
+    ImageDefault(
         "tgi",
         "gfx942",
         "ghcr.io/huggingface/text-generation-inference:sha-11d7af7-rocm",

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import click
 
-from amdfleet.config import LoadedStack, load_stack_file, stack_names
+from amdfleet.config import CampaignSpec, LoadedStack, load_stack_file, stack_names
 from amdfleet.plan import DeploymentPlan, plan
 from amdfleet.render import render_plan, shell_join, write_files
 
@@ -56,19 +55,19 @@ def render_command(stack: str, out_dir: Path) -> None:
 
 def format_plan(loaded: LoadedStack, resolved: DeploymentPlan) -> str:
     """A human-readable plan, as ``amdfleet plan`` prints it."""
-    p, m = resolved, resolved.memory
+    p, m, par = resolved, resolved.memory, resolved.parallelism
     lines = [
         f"stack       {p.stack}  ({loaded.source})",
         f"            {p.description}",
-        f"accelerator {p.accelerator_name} ({p.arch}) × {len(p.nodes)} node(s) × "
+        f"accelerator {p.accelerator.name} ({p.accelerator.arch}) × {len(p.nodes)} node(s) × "
         f"{p.nodes[0].gpus} GPU(s)",
         f"model       {p.model.name}: {p.model.checkpoint} [{p.model.precision}"
         + (", quantized online from bf16" if p.model.online_quantization else "")
         + f"], served as {p.model.served_name}",
-        f"engine      {p.engine} ({p.runtime}); image {p.image.image or '-'}"
+        f"engine      {p.engine.name} ({p.engine.runtime}); image {p.image.image or '-'}"
         + (" (built from source)" if p.image.build else ""),
-        f"parallelism tp={p.tp} pp={p.pp} dp={p.dp}"
-        + (f" backend={p.backend} master port {p.master_port}" if len(p.nodes) > 1 else ""),
+        f"parallelism tp={par.tp} pp={par.pp} dp={par.dp}"
+        + (f" backend={par.backend} master port {par.master_port}" if len(p.nodes) > 1 else ""),
         f"serving     {p.endpoint}  max_model_len={p.serving.max_model_len} "
         f"kv_cache={m.kv_dtype} max_num_seqs={p.serving.max_num_seqs or 'engine default'}",
         "",
@@ -85,7 +84,7 @@ def format_plan(loaded: LoadedStack, resolved: DeploymentPlan) -> str:
         where = node.address or "<pending>"
         if node.cluster_address and node.cluster_address != node.address:
             where += f" (cluster {node.cluster_address})"
-        lines.append(f"  [{node.rank}] {node.host} {where} ({node.role})")
+        lines.append(f"  [{node.rank}] {node.name} {where} ({node.role})")
         for key, value in node.env.items():
             lines.append(f"      env {key}={value}")
         for key, secret in node.secret_env.items():
@@ -101,7 +100,7 @@ def format_plan(loaded: LoadedStack, resolved: DeploymentPlan) -> str:
             else f"NOT SET: pulumi config set --secret {ref.key} <value>"
         )
         lines.append(f"  {ref.key}: {state}")
-    lines.append(f"startup deadline {p.startup_timeout_s} s")
+    lines.append(f"startup deadline {p.engine.startup_timeout_s} s")
     lines.append(_campaign_line(p.campaign))
     if p.recipe_sources:
         lines += ["", "recipe", *(f"  {source}" for source in p.recipe_sources)]
@@ -110,14 +109,13 @@ def format_plan(loaded: LoadedStack, resolved: DeploymentPlan) -> str:
     return "\n".join(lines)
 
 
-def _campaign_line(campaign: dict[str, Any]) -> str:
-    ttl = campaign.get("ttl_hours")
+def _campaign_line(campaign: CampaignSpec) -> str:
+    ttl = campaign.ttl_hours
     lifetime = f"{ttl:g} h from `pulumi up`" if ttl else "no time limit"
-    weights = "kept" if campaign.get("keep_weights") else "removed"
-    owner = f", owner {campaign['owner']}" if campaign.get("owner") else ""
+    weights = "kept" if campaign.keep_weights else "removed"
+    owner = f", owner {campaign.owner}" if campaign.owner else ""
     return (
-        f"campaign {lifetime}, on expiry: {campaign.get('on_expiry')}; weights {weights} "
-        f"on destroy{owner}"
+        f"campaign {lifetime}, on expiry: {campaign.on_expiry}; weights {weights} on destroy{owner}"
     )
 
 

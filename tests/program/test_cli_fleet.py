@@ -34,7 +34,6 @@ from typing import Any
 import httpx
 import pytest
 
-from amdfleet.components import host_requirement
 from amdfleet.config import parse_stack
 from amdfleet.plan import plan
 from amdfleet.remote.preflight import check_host
@@ -362,7 +361,7 @@ def _failed_checks(lab: HostLab, index: int, config: dict[str, Any]) -> list[tup
     now, judged against what the stack requires of that node."""
     spec = parse_stack("probe", {k.split(":", 1)[1]: v for k, v in config.items()})
     deployment = plan(spec)
-    requirement = host_requirement(deployment, deployment.nodes[index])
+    requirement = deployment.nodes[index].requirement
     script = build_probe_script(requirement.weights_dir)
     with lab.connect(index) as conn:
         output = conn.run("sh -s", stdin=script, timeout=probe_time_limit()).stdout

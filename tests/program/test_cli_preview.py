@@ -42,11 +42,11 @@ def _expected_graph(path: Path) -> dict[str, str]:
     deployment = plan(stack.spec)
     graph = {"fleet": "amdfleet:index:Fleet", "deployment": "amdfleet:index:Deployment"}
     for node in deployment.nodes:
-        graph[f"fleet-{node.host}"] = f"{DYN}:SshHost"
-        graph[f"deployment-weights-{node.host}"] = f"{DYN}:ModelWeights"
-        graph[f"deployment-engine-{node.host}"] = f"{DYN}:EngineService"
-        if deployment.runtime == "docker" and deployment.image.image:
-            graph[f"deployment-image-{node.host}"] = f"{DYN}:EngineImage"
+        graph[f"fleet-{node.name}"] = f"{DYN}:SshHost"
+        graph[f"deployment-weights-{node.name}"] = f"{DYN}:ModelWeights"
+        graph[f"deployment-engine-{node.name}"] = f"{DYN}:EngineService"
+        if deployment.engine.runtime == "docker" and deployment.image.image:
+            graph[f"deployment-image-{node.name}"] = f"{DYN}:EngineImage"
     if stack.spec.verification.enabled:
         graph["deployment-verification"] = f"{DYN}:Verification"
         graph["deployment-readiness"] = f"{DYN}:ReadinessGate"

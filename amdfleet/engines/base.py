@@ -1,0 +1,129 @@
+"""The engine interface: what the planner asks of every serving engine.
+
+An :class:`Engine` knows its own command line (flags for the endpoint, parallelism,
+checkpoint, memory and multi-node rendezvous), the environment it needs, how it takes
+the API key, which HTTP paths say it is ready, and which layouts it can run. The planner
+calls these with typed sub-plans (:class:`Launch`); an engine never reads the stack
+spec. Adding an engine is one module in :mod:`amdfleet.engines` plus its catalog entry
+in :mod:`amdfleet.catalog.engines` (images and recipes).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+from amdfleet.engines.flags import Flags
+from amdfleet.plan.models import ModelPlan, ParallelismPlan, ServingPlan
+
+HEAD_PLACEHOLDER = "<head-address>"
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What one node's engine command line is built from."""
+
+    model: ModelPlan
+    serving: ServingPlan
+    parallelism: ParallelismPlan
+    nodes: int
+    rank: int
+    head_address: str
+    api_key: bool
+
+
+class Engine(ABC):
+    """A serving engine. Stateless; one instance per engine name."""
+
+    name: ClassVar[str]
+    command: ClassVar[tuple[str, ...]]
+    ready_paths: ClassVar[tuple[str, ...]]
+    """HTTP paths that answer 200 once the engine serves (the first is its health path)."""
+    parallelism: ClassVar[tuple[str, ...]]
+    """Parallelism kinds the engine runs: some of ``tp``, ``pp``, ``dp``."""
+    multi_node: ClassVar[bool]
+    backends: ClassVar[tuple[str, ...]] = ("mp",)
+    """Multi-node executor backends (``mp``, ``ray``)."""
+    cpu: ClassVar[bool] = False
+    """Whether the engine has a CPU backend (the ``local`` stack)."""
+    builds_image: ClassVar[bool] = False
+    """Whether amdfleet can build the engine's image from source (AITER + vLLM)."""
+    api_key_env: ClassVar[str | None] = None
+    """The variable the engine reads its API key from; None: it takes ``--api-key``."""
+
+    @abstractmethod
+    def flags(self, launch: Launch) -> Flags:
+        """The generated flags for one node (recipes and extra args merge over them)."""
+
+    def positional(self, model: ModelPlan) -> tuple[str, ...]:
+        """Positional words between the command and the flags."""
+        return ()
+
+    def process_env(self, remote_dir: str) -> dict[str, str]:
+        """Extra environment when the engine runs as a host process in ``remote_dir``."""
+        return {}
+
+    def node_env(self, cluster_address: str) -> dict[str, str]:
+        """Extra environment on a node of a multi-node engine, given its own address."""
+        return {}
+
+    def ray_argv(self, launch: Launch, own_address: str | None) -> tuple[str, ...]:
+        """The ``ray start`` line for this node (empty unless the backend is Ray)."""
+        return ()
+
+    def secret_env(self, api_key_secret: str | None) -> dict[str, str]:
+        """Environment variable → secret name for the API key.
+
+        ``AMDFLEET_API_KEY`` is always set (launch scripts and probes use it); an engine
+        that reads its own variable also gets that one.
+        """
+        if not api_key_secret:
+            return {}
+        secrets = {"AMDFLEET_API_KEY": api_key_secret}
+        if self.api_key_env:
+            secrets[self.api_key_env] = api_key_secret
+        return secrets
+
+
+@dataclass(frozen=True)
+class FlagNames:
+    """How an OpenAI-style engine spells the serving options vLLM and SGLang share."""
+
+    tp: str
+    pp: str
+    dp: str
+    max_len: str
+    max_seqs: str
+    batched_tokens: str | None
+    memory: str
+    kv_fp8: tuple[str, str]
+
+
+def serving_flags(launch: Launch, names: FlagNames) -> Flags:
+    """Endpoint, parallelism, checkpoint and memory flags, spelled with ``names``."""
+    par, model, serving = launch.parallelism, launch.model, launch.serving
+    flags: Flags = [
+        ("--host", serving.host),
+        ("--port", str(serving.port)),
+        ("--served-model-name", model.served_name),
+        (names.tp, str(par.tp)),
+    ]
+    if par.pp > 1:
+        flags.append((names.pp, str(par.pp)))
+    if par.dp > 1:
+        flags.append((names.dp, str(par.dp)))
+    if model.revision and not model.is_local_path:
+        flags.append(("--revision", model.revision))
+    if model.online_quantization:
+        flags.append(("--quantization", "fp8"))
+    flags.append((names.max_len, str(serving.max_model_len)))
+    if serving.max_num_seqs:
+        flags.append((names.max_seqs, str(serving.max_num_seqs)))
+    if serving.max_num_batched_tokens and names.batched_tokens:
+        flags.append((names.batched_tokens, str(serving.max_num_batched_tokens)))
+    if serving.gpu_memory_utilization is not None:
+        flags.append((names.memory, f"{serving.gpu_memory_utilization:g}"))
+    if serving.kv_cache_dtype == "fp8":
+        flags.append(names.kv_fp8)
+    return flags

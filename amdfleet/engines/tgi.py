@@ -1,0 +1,45 @@
+"""Text Generation Inference: ``text-generation-launcher``, tensor parallel on one node.
+
+Seed 001 (dstack's 405B comparison) runs it on 8x MI300X. TGI reads its API key from
+``API_KEY`` and answers readiness on ``/health`` and ``/info``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from amdfleet.engines.base import Engine, Launch
+from amdfleet.engines.flags import Flags
+
+
+class Tgi(Engine):
+    """TGI."""
+
+    name: ClassVar[str] = "tgi"
+    command: ClassVar[tuple[str, ...]] = ("text-generation-launcher",)
+    ready_paths: ClassVar[tuple[str, ...]] = ("/health", "/info")
+    parallelism: ClassVar[tuple[str, ...]] = ("tp",)
+    multi_node: ClassVar[bool] = False
+    api_key_env: ClassVar[str | None] = "API_KEY"
+
+    def flags(self, launch: Launch) -> Flags:
+        """Model, endpoint, shards and token limits (TGI counts the prompt in the total)."""
+        model, serving = launch.model, launch.serving
+        flags: Flags = [
+            ("--model-id", model.checkpoint),
+            ("--hostname", serving.host),
+            ("--port", str(serving.port)),
+            ("--num-shard", str(launch.parallelism.tp)),
+            ("--max-total-tokens", str(serving.max_model_len)),
+            ("--max-input-tokens", str(serving.max_model_len - 1)),
+        ]
+        if model.revision and not model.is_local_path:
+            flags.append(("--revision", model.revision))
+        if model.online_quantization:
+            flags.append(("--quantize", "fp8"))
+        if serving.max_num_seqs:
+            flags.append(("--max-concurrent-requests", str(serving.max_num_seqs)))
+        return flags
+
+
+ENGINE = Tgi()

@@ -1,0 +1,88 @@
+"""vLLM: ``vllm serve``, OpenAI API, multi-node through its own ``mp`` rendezvous or Ray.
+
+Seeds 000, 002 and 004 launch it this way; the recipe flags and environment per arch
+and precision are catalog data (:data:`amdfleet.catalog.engines.RECIPES`).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from amdfleet.engines.base import Engine, FlagNames, Launch, serving_flags
+from amdfleet.engines.flags import Flags
+from amdfleet.plan.models import ModelPlan
+
+_NAMES = FlagNames(
+    tp="--tensor-parallel-size",
+    pp="--pipeline-parallel-size",
+    dp="--data-parallel-size",
+    max_len="--max-model-len",
+    max_seqs="--max-num-seqs",
+    batched_tokens="--max-num-batched-tokens",
+    memory="--gpu-memory-utilization",
+    kv_fp8=("--kv-cache-dtype", "fp8"),
+)
+
+
+class Vllm(Engine):
+    """vLLM."""
+
+    name: ClassVar[str] = "vllm"
+    command: ClassVar[tuple[str, ...]] = ("vllm", "serve")
+    ready_paths: ClassVar[tuple[str, ...]] = ("/health", "/v1/models")
+    parallelism: ClassVar[tuple[str, ...]] = ("tp", "pp", "dp")
+    multi_node: ClassVar[bool] = True
+    backends: ClassVar[tuple[str, ...]] = ("mp", "ray")
+    cpu: ClassVar[bool] = True
+    builds_image: ClassVar[bool] = True
+    api_key_env: ClassVar[str | None] = "VLLM_API_KEY"
+
+    def flags(self, launch: Launch) -> Flags:
+        """Serving flags, then the multi-node executor flags."""
+        flags = serving_flags(launch, _NAMES)
+        if launch.nodes > 1:
+            flags += _multinode_flags(launch)
+        return flags
+
+    def positional(self, model: ModelPlan) -> tuple[str, ...]:
+        """``vllm serve <checkpoint>``."""
+        return (model.checkpoint,)
+
+    def process_env(self, remote_dir: str) -> dict[str, str]:
+        """vLLM's IPC sockets go in the engine directory, which destroy removes, not in
+        the host's /tmp (a container keeps them inside itself)."""
+        return {"VLLM_RPC_BASE_PATH": remote_dir}
+
+    def node_env(self, cluster_address: str) -> dict[str, str]:
+        """The address this node's workers advertise to the others."""
+        return {"VLLM_HOST_IP": cluster_address}
+
+    def ray_argv(self, launch: Launch, own_address: str | None) -> tuple[str, ...]:
+        """``ray start --head`` on rank 0, ``ray start --address head:port --block`` else."""
+        par = launch.parallelism
+        if launch.nodes == 1 or par.backend != "ray":
+            return ()
+        port = str(par.ray_port)
+        own = ("--node-ip-address", own_address) if own_address else ()
+        if launch.rank == 0:
+            return ("ray", "start", "--head", "--port", port, *own)
+        return ("ray", "start", "--address", f"{launch.head_address}:{port}", *own, "--block")
+
+
+def _multinode_flags(launch: Launch) -> Flags:
+    par = launch.parallelism
+    if par.backend == "ray":
+        return [("--distributed-executor-backend", "ray")]
+    flags: Flags = [
+        ("--distributed-executor-backend", "mp"),
+        ("--nnodes", str(launch.nodes)),
+        ("--node-rank", str(launch.rank)),
+        ("--master-addr", launch.head_address),
+        ("--master-port", str(par.master_port)),
+    ]
+    if launch.rank > 0:
+        flags.append(("--headless", None))
+    return flags
+
+
+ENGINE = Vllm()

@@ -1,0 +1,175 @@
+"""Which model and checkpoint a stack serves: catalog lookups and their issues.
+
+Each function returns what it resolved (or None) together with the issues that stop
+it, so the planner can report every problem at once.
+"""
+
+from __future__ import annotations
+
+from amdfleet import catalog
+from amdfleet.catalog.gpus import Accelerator
+from amdfleet.catalog.models import Checkpoint, ModelInfo
+from amdfleet.config import ModelArchitecture, StackSpec
+from amdfleet.errors import ConfigIssue
+from amdfleet.plan.models import AcceleratorPlan, ModelPlan
+
+Issues = list[ConfigIssue]
+
+
+def resolve_accelerator(spec: StackSpec) -> tuple[Accelerator | None, Issues]:
+    """The catalog accelerator named by ``topology.accelerator``."""
+    acc = catalog.ACCELERATORS.get(spec.topology.accelerator.lower())
+    if acc is not None:
+        return acc, []
+    return None, [
+        ConfigIssue(
+            "topology.accelerator",
+            f"unknown accelerator {spec.topology.accelerator!r}",
+            f"use one of {', '.join(catalog.ACCELERATORS)}",
+        )
+    ]
+
+
+def accelerator_plan(acc: Accelerator) -> AcceleratorPlan:
+    """The plan's record of the accelerator."""
+    return AcceleratorPlan(id=acc.id, name=acc.name, arch=acc.arch, memory_gib=acc.memory_gib)
+
+
+def resolve_model_info(spec: StackSpec) -> tuple[ModelInfo | None, Issues]:
+    """The catalog model, or one described by the stack's own ``model.architecture``."""
+    info = catalog.find_model(spec.model.id)
+    if info is not None:
+        return info, []
+    if spec.model.architecture is None:
+        return None, [
+            ConfigIssue(
+                "model.id",
+                f"{spec.model.id!r} is not in the catalog",
+                f"use one of {', '.join(catalog.MODELS)}, or add model.architecture "
+                "(layers, heads, kv_heads, ...) and model.checkpoint for another model",
+            )
+        ]
+    info = ModelInfo(
+        id=spec.model.id,
+        name=spec.model.id,
+        base_repo=spec.model.checkpoint or spec.model.id,
+        arch=spec.model.architecture,
+    )
+    return info, []
+
+
+def resolve_model(
+    spec: StackSpec, acc: Accelerator, info: ModelInfo
+) -> tuple[ModelPlan | None, Issues]:
+    """The checkpoint to serve and its sizes, or the issues that rule it out."""
+    precision = spec.model.precision
+    issues = _precision_issues(acc, precision)
+    if issues:
+        return None, issues
+    ckpt, issues = _checkpoint(spec, acc, info)
+    if ckpt is None:
+        return None, issues
+    stored = ckpt.precision
+    online = stored == "bf16" and precision == "fp8"
+    if stored != precision and not online:
+        return None, [
+            ConfigIssue(
+                "model.checkpoint",
+                f"{ckpt.repo} is stored in {stored} but model.precision is {precision}",
+                f"set model.precision: {stored}, or pick a {precision} checkpoint",
+            )
+        ]
+    if ckpt.gated and not spec.weights.hf_token_secret and not spec.weights.local_path:
+        issues.append(
+            ConfigIssue(
+                "weights.hf_token_secret",
+                f"{ckpt.repo} is gated on Hugging Face and the stack names no token secret",
+                "accept the licence on huggingface.co, set weights.hf_token_secret: hfToken "
+                "and run `pulumi config set --secret hfToken hf_...`; or stage the weights "
+                "yourself and set weights.local_path",
+            )
+        )
+    arch = spec.model.architecture or info.arch
+    is_path = ckpt.repo.startswith("/")
+    model = ModelPlan(
+        id=info.id,
+        name=info.name,
+        checkpoint=ckpt.repo,
+        is_local_path=is_path,
+        revision=spec.model.revision,
+        precision=precision,
+        stored_precision=stored,
+        online_quantization=online,
+        served_name=spec.model.served_name or (spec.model.id if is_path else ckpt.repo),
+        gated=ckpt.gated,
+        architecture=arch,
+        weight_bytes=weight_bytes(arch, precision),
+        checkpoint_bytes=weight_bytes(arch, stored),
+    )
+    return model, issues
+
+
+def weight_bytes(arch: ModelArchitecture, precision: str) -> int:
+    """Bytes of the weights in ``precision``: the linear (attention and MLP) parameters
+    at the precision's width, embeddings, LM head and norms at BF16."""
+    linear, other = catalog.param_counts(arch)
+    return int(linear * catalog.WEIGHT_BYTES[precision] + other * 2)
+
+
+def _precision_issues(acc: Accelerator, precision: str) -> Issues:
+    if precision == "mxfp4" and not acc.mxfp4:
+        return [
+            ConfigIssue(
+                "model.precision",
+                f"mxfp4 needs gfx950 (MI350X/MI355X) matrix cores; {acc.id} is {acc.arch}",
+                "use precision fp8 on this accelerator, or topology.accelerator mi355x",
+            )
+        ]
+    if precision == "fp8" and not acc.fp8:
+        return [
+            ConfigIssue(
+                "model.precision", f"fp8 is not supported on {acc.id}", "use precision bf16"
+            )
+        ]
+    return []
+
+
+def _checkpoint(
+    spec: StackSpec, acc: Accelerator, info: ModelInfo
+) -> tuple[Checkpoint | None, Issues]:
+    override = spec.model.checkpoint
+    precision = spec.model.precision
+    if override is None:
+        ckpt = info.checkpoint_for(precision, acc.arch)
+        if ckpt is not None:
+            return ckpt, []
+        return None, [
+            ConfigIssue(
+                "model.precision",
+                f"the catalog has no {precision} checkpoint of {info.id} for {acc.arch}",
+                "set model.checkpoint to a repo or path, or choose another precision",
+            )
+        ]
+    if override.startswith("/"):
+        return Checkpoint(override, precision, (acc.arch,), gated=False), []
+    known = info.find_checkpoint(override)
+    if known is None:
+        gated = override.startswith("meta-llama/")
+        return Checkpoint(override, precision, (acc.arch,), gated=gated), []
+    if not known.usable:
+        return None, [
+            ConfigIssue(
+                "model.checkpoint",
+                f"{override} does not run on ROCm: {known.why_unusable}",
+                f"use {known.use_instead} (or remove model.checkpoint to take the catalog's)",
+            )
+        ]
+    if acc.arch not in known.archs:
+        return None, [
+            ConfigIssue(
+                "model.checkpoint",
+                f"{override} does not run on {acc.arch} ({acc.id})",
+                f"it runs on {', '.join(known.archs)}",
+            )
+        ]
+    return known, []

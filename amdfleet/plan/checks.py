@@ -1,0 +1,221 @@
+"""Feasibility checks: each returns the issues it finds (and warnings where a layout
+works but is known to be slow or unsafe); none raises and none depends on another."""
+
+from __future__ import annotations
+
+import math
+
+from amdfleet import catalog, engines
+from amdfleet.catalog.gpus import Accelerator
+from amdfleet.catalog.models import ModelInfo
+from amdfleet.config import ModelArchitecture, StackSpec
+from amdfleet.errors import ConfigIssue
+from amdfleet.plan.models import ImagePlan, ServingPlan
+
+Issues = list[ConfigIssue]
+
+
+def check_fleet(spec: StackSpec) -> Issues:
+    """One host per node, cluster addresses for multi-node, and no cloud fleet yet."""
+    issues: Issues = []
+    if spec.fleet.cloud is not None:
+        issues.append(
+            ConfigIssue(
+                "fleet.cloud",
+                f"provisioning {spec.fleet.cloud.provider} instances is not available yet",
+                "list the instances you already have under fleet.hosts",
+            )
+        )
+    if spec.fleet.node_count != spec.topology.nodes:
+        issues.append(
+            ConfigIssue(
+                "topology.nodes",
+                f"{spec.topology.nodes} node(s) but the fleet has {spec.fleet.node_count}",
+                "list one fleet host (or cloud instance) per node",
+            )
+        )
+    if spec.fleet.hosts and spec.topology.nodes > 1:
+        missing = [h.name for h in spec.fleet.hosts if not h.cluster_address]
+        if missing:
+            issues.append(
+                ConfigIssue("fleet.hosts", f"hosts without an address: {', '.join(missing)}")
+            )
+    return issues
+
+
+def check_parallelism(spec: StackSpec, arch: ModelArchitecture) -> tuple[Issues, list[str]]:
+    """tp × pp × dp against the GPUs, and tp and pp against the model's shape."""
+    par, topo = spec.parallelism, spec.topology
+    issues: Issues = []
+    warnings: list[str] = []
+    gpus = topo.nodes * topo.gpus_per_node
+    if par.tp * par.pp * par.dp != gpus:
+        issues.append(
+            ConfigIssue(
+                "parallelism",
+                f"tp × pp × dp = {par.tp} × {par.pp} × {par.dp} = {par.tp * par.pp * par.dp}, "
+                f"but the topology has nodes × gpus_per_node = {topo.nodes} × "
+                f"{topo.gpus_per_node} = {gpus} GPUs",
+                "make tp × pp × dp equal the number of GPUs",
+            )
+        )
+    if arch.heads % par.tp:
+        issues.append(
+            ConfigIssue(
+                "parallelism.tp",
+                f"{par.tp} does not divide the model's {arch.heads} attention heads",
+                f"use a divisor of {arch.heads}: {_divisors(arch.heads, limit=16)}",
+            )
+        )
+    kv_ok = arch.kv_heads % par.tp == 0 if par.tp <= arch.kv_heads else par.tp % arch.kv_heads == 0
+    if not kv_ok:
+        issues.append(
+            ConfigIssue(
+                "parallelism.tp",
+                f"{par.tp} and the model's {arch.kv_heads} KV heads do not split evenly",
+                "use a tp that divides the KV heads or is a multiple of them",
+            )
+        )
+    if par.pp > arch.layers:
+        issues.append(
+            ConfigIssue(
+                "parallelism.pp",
+                f"{par.pp} pipeline stages for a model with {arch.layers} layers",
+                f"use pp <= {arch.layers}",
+            )
+        )
+    if topo.nodes > 1 and par.dp > 1:
+        issues.append(
+            ConfigIssue(
+                "parallelism.dp",
+                f"data parallelism across nodes (dp={par.dp}, nodes={topo.nodes}) is not supported",
+                "run one stack per node with dp on each, or use dp: 1 with tp × pp",
+            )
+        )
+    if topo.nodes > 1 and par.tp > topo.gpus_per_node:
+        warnings.append(
+            f"tensor parallelism ({par.tp}) spans nodes: without InfiniBand-class links, "
+            f"pp={topo.nodes} × tp={topo.gpus_per_node} is much faster (seed 004)"
+        )
+    return issues, warnings
+
+
+def check_engine(spec: StackSpec, acc: Accelerator) -> Issues:
+    """What the engine supports: nodes, layouts, CPU, backend, networking."""
+    engine = engines.engine(spec.engine.name)
+    issues: Issues = []
+    if spec.topology.nodes > 1 and not engine.multi_node:
+        multi = [name for name in catalog.ENGINES if engines.engine(name).multi_node]
+        issues.append(
+            ConfigIssue(
+                "engine.name",
+                f"{engine.name} runs on a single node only, but topology.nodes is "
+                f"{spec.topology.nodes}",
+                f"use {' or '.join(multi)} for multi-node serving, or one node",
+            )
+        )
+    used = [kind for kind in ("pp", "dp") if getattr(spec.parallelism, kind) > 1]
+    unsupported = [kind for kind in used if kind not in engine.parallelism]
+    if unsupported:
+        issues.append(
+            ConfigIssue(
+                "parallelism",
+                f"{engine.name} parallelises with {' and '.join(engine.parallelism)} only, not "
+                f"{' or '.join(unsupported)}",
+                " and ".join(f"set {kind}: 1" for kind in unsupported),
+            )
+        )
+    if acc.arch == "cpu" and not engine.cpu:
+        cpu = [name for name in catalog.ENGINES if engines.engine(name).cpu]
+        issues.append(
+            ConfigIssue(
+                "engine.name", f"{engine.name} has no CPU backend", f"use {' or '.join(cpu)}"
+            )
+        )
+    if spec.parallelism.backend not in engine.backends:
+        issues.append(
+            ConfigIssue(
+                "parallelism.backend",
+                f"the {spec.parallelism.backend} backend is not a {engine.name} option",
+                f"use backend: {' or '.join(engine.backends)}",
+            )
+        )
+    if spec.topology.nodes > 1 and spec.engine.network != "host":
+        issues.append(
+            ConfigIssue(
+                "engine.network",
+                "multi-node engines need host networking (RCCL and Gloo connect between "
+                "nodes on many ports)",
+                "set engine.network: host",
+            )
+        )
+    return issues
+
+
+def check_verification(spec: StackSpec, serving: ServingPlan) -> tuple[Issues, list[str]]:
+    """Scenarios that fit the context, known baselines, concurrency within max_num_seqs."""
+    issues: Issues = []
+    warnings: list[str] = []
+    for i, scenario in enumerate(spec.verification.scenarios):
+        longest = math.ceil(scenario.input_len * (1 + scenario.range_ratio)) + math.ceil(
+            scenario.output_len * (1 + scenario.range_ratio)
+        )
+        if scenario.dataset == "random" and longest > serving.max_model_len:
+            issues.append(
+                ConfigIssue(
+                    f"verification.scenarios[{i}]",
+                    f"'{scenario.name}' needs up to {longest} tokens per request but "
+                    f"serving.max_model_len is {serving.max_model_len}",
+                    "shorten input_len/output_len or raise serving.max_model_len",
+                )
+            )
+        limit = serving.max_num_seqs
+        if limit and scenario.max_concurrency and scenario.max_concurrency > limit:
+            warnings.append(
+                f"scenario '{scenario.name}' sends {scenario.max_concurrency} concurrent "
+                f"requests but serving.max_num_seqs is {limit}: the excess queues "
+                "(seed 002 recommends matching them)"
+            )
+    for i, scenario in enumerate(spec.verification.scenarios):
+        if scenario.baseline and scenario.baseline not in catalog.BASELINES:
+            issues.append(
+                ConfigIssue(
+                    f"verification.scenarios[{i}].baseline",
+                    f"unknown baseline {scenario.baseline!r}",
+                    f"use one of {', '.join(catalog.BASELINES)}",
+                )
+            )
+    if spec.verification.baseline and spec.verification.baseline not in catalog.BASELINES:
+        issues.append(
+            ConfigIssue(
+                "verification.baseline",
+                f"unknown baseline {spec.verification.baseline!r}",
+                f"use one of {', '.join(catalog.BASELINES)}",
+            )
+        )
+    return issues, warnings
+
+
+def layout_warnings(
+    spec: StackSpec, acc: Accelerator, info: ModelInfo, image: ImagePlan
+) -> list[str]:
+    """Layouts that work but are unverified, open or not reproducible."""
+    warnings = []
+    verified = catalog.verified_min_tp("sglang", acc.id, info.id, spec.model.precision)
+    if verified and spec.parallelism.tp < verified:
+        warnings.append(
+            f"tp={spec.parallelism.tp} is below the smallest TP the SGLang cookbook "
+            f"verified for this model on {acc.id} (tp={verified}, seed 003)"
+        )
+    if spec.serving.api_key_secret is None:
+        warnings.append("serving.api_key_secret is null: the endpoint accepts any client")
+    if image.image and not image.build and image.image.endswith((":latest", ":nightly")):
+        warnings.append(
+            f"{image.image} is a moving tag: runs are comparable only through the image "
+            "digest amdfleet records at deploy time"
+        )
+    return warnings
+
+
+def _divisors(n: int, limit: int) -> str:
+    return ", ".join(str(d) for d in range(1, min(n, limit) + 1) if n % d == 0)

@@ -1,0 +1,177 @@
+"""Node layout: ranks and roles, where each node is reached, its environment, its engine
+command line, and what preflight demands of it."""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+from typing import NamedTuple
+
+from amdfleet import engines
+from amdfleet.catalog.gpus import Accelerator
+from amdfleet.config import HostSpec, StackSpec
+from amdfleet.engines.base import HEAD_PLACEHOLDER, Launch
+from amdfleet.engines.flags import Flags, flatten, merge_flags, parse_flags
+from amdfleet.plan.models import (
+    GIB,
+    ModelPlan,
+    NodePlan,
+    ParallelismPlan,
+    ReadinessPlan,
+    ServingPlan,
+)
+from amdfleet.plan.serving import engine_env, recipes, remote_dir
+from amdfleet.remote.preflight import HostRequirement
+from amdfleet.remote.target import HostTarget
+
+GPU_MIN_SHM_BYTES = 1 * GIB
+LOCAL_ADDRESS = "127.0.0.1"
+_BASE_STARTUP_S = 300
+_LOAD_GIB_PER_S = 1.0
+
+
+def parallelism_plan(spec: StackSpec) -> ParallelismPlan:
+    """The stack's parallelism as planned."""
+    par = spec.parallelism
+    return ParallelismPlan(
+        tp=par.tp,
+        pp=par.pp,
+        dp=par.dp,
+        backend=par.backend,
+        master_port=par.master_port,
+        ray_port=par.ray_port,
+    )
+
+
+def nodes(
+    spec: StackSpec, acc: Accelerator, model: ModelPlan, serving: ServingPlan
+) -> tuple[NodePlan, ...]:
+    """One :class:`NodePlan` per fleet host, rank 0 (the head) first."""
+    slots = _host_slots(spec)
+    head = slots[0].cluster_address
+    env = engine_env(spec, acc)
+    engine = engines.engine(spec.engine.name)
+    parallelism = parallelism_plan(spec)
+    requirement = host_requirement(spec, acc, model)
+    out = []
+    for rank, slot in enumerate(slots):
+        node_env = {**env, **_network_env(spec, slot.host, slot.cluster_address)}
+        launch = Launch(
+            model=model,
+            serving=serving,
+            parallelism=parallelism,
+            nodes=len(slots),
+            rank=rank,
+            head_address=head or HEAD_PLACEHOLDER,
+            api_key=bool(serving.api_key_secret),
+        )
+        secret_env = engine.secret_env(serving.api_key_secret)
+        if spec.weights.hf_token_secret:
+            secret_env["HF_TOKEN"] = spec.weights.hf_token_secret
+        out.append(
+            NodePlan(
+                rank=rank,
+                name=slot.name,
+                target=HostTarget.from_spec(slot.host) if slot.host else None,
+                address=slot.address,
+                cluster_address=slot.cluster_address,
+                role="head" if rank == 0 else "worker",
+                serves_api=rank == 0,
+                gpus=spec.topology.gpus_per_node,
+                env=dict(sorted(node_env.items())),
+                secret_env=secret_env,
+                argv=_argv(spec, acc, model, launch),
+                ray_argv=engine.ray_argv(launch, slot.cluster_address),
+                remote_dir=remote_dir(spec),
+                requirement=requirement,
+            )
+        )
+    return tuple(out)
+
+
+def host_requirement(spec: StackSpec, acc: Accelerator, model: ModelPlan) -> HostRequirement:
+    """What preflight demands of every node."""
+    gpu = acc.arch != "cpu"
+    local_path = spec.weights.local_path
+    return HostRequirement(
+        accelerator=acc.id,
+        gpu_count=spec.topology.gpus_per_node if gpu else 0,
+        runtime=spec.engine.runtime,
+        min_shm_bytes=GPU_MIN_SHM_BYTES if gpu and spec.engine.ipc == "host" else 0,
+        weights_dir=local_path or spec.weights.cache_dir,
+        weights_bytes=0 if local_path else model.checkpoint_bytes,
+        numa_balancing_off=gpu,
+    )
+
+
+def readiness(spec: StackSpec, model: ModelPlan) -> ReadinessPlan:
+    """How the head is known to serve, probed on the head host itself."""
+    host = spec.serving.host
+    if host in ("0.0.0.0", "::", ""):
+        host = LOCAL_ADDRESS
+    return ReadinessPlan(
+        base_url=f"http://{host}:{spec.serving.port}",
+        paths=engines.engine(spec.engine.name).ready_paths,
+        served_name=model.served_name,
+        timeout_s=_startup_timeout(spec, model),
+    )
+
+
+def engine_python(argv: tuple[str, ...]) -> str:
+    """The Python beside the engine executable (``/venv/bin/vllm`` → ``/venv/bin/python3``),
+    or ``python3`` on PATH."""
+    executable = argv[0]
+    if "/" in executable:
+        return str(PurePosixPath(executable).parent / "python3")
+    return "python3"
+
+
+class _Slot(NamedTuple):
+    name: str
+    address: str | None
+    cluster_address: str | None
+    host: HostSpec | None
+
+
+def _host_slots(spec: StackSpec) -> list[_Slot]:
+    if spec.fleet.cloud is not None:
+        return [_Slot(f"{spec.name}-{i}", None, None, None) for i in range(spec.fleet.cloud.count)]
+    slots = []
+    for host in spec.fleet.hosts:
+        if host.connection == "local":
+            slots.append(_Slot(host.name, LOCAL_ADDRESS, LOCAL_ADDRESS, host))
+        else:
+            slots.append(_Slot(host.name, host.address, host.cluster_address, host))
+    return slots
+
+
+def _network_env(spec: StackSpec, host: HostSpec | None, address: str | None) -> dict[str, str]:
+    if spec.topology.nodes == 1:
+        return {}
+    env: dict[str, str] = {}
+    if address:
+        env.update(engines.engine(spec.engine.name).node_env(address))
+    if host is not None and host.network_interface:
+        env["GLOO_SOCKET_IFNAME"] = host.network_interface
+        env["NCCL_SOCKET_IFNAME"] = host.network_interface
+    if host is not None and host.rdma_devices:
+        env["NCCL_IB_HCA"] = ",".join(host.rdma_devices)
+    return env
+
+
+def _argv(spec: StackSpec, acc: Accelerator, model: ModelPlan, launch: Launch) -> tuple[str, ...]:
+    engine = engines.engine(spec.engine.name)
+    recipe_flags: Flags = []
+    for recipe in recipes(spec, acc):
+        recipe_flags.extend(recipe.args)
+    merged = merge_flags(engine.flags(launch), recipe_flags, parse_flags(spec.engine.extra_args))
+    command = engine.command
+    if spec.engine.runtime == "process" and spec.engine.executable:
+        command = (spec.engine.executable, *command[1:])
+    return (*command, *engine.positional(model), *flatten(merged))
+
+
+def _startup_timeout(spec: StackSpec, model: ModelPlan) -> int:
+    if spec.engine.startup_timeout_s:
+        return spec.engine.startup_timeout_s
+    per_node_gib = model.checkpoint_bytes / spec.topology.nodes / GIB
+    return int(_BASE_STARTUP_S + per_node_gib / _LOAD_GIB_PER_S)

@@ -1,0 +1,135 @@
+"""Per-GPU memory math, and what to change when a layout does not fit.
+
+Per GPU, in GiB = 2**30 bytes::
+
+    weights  = (linear params × bytes(precision) + other params × 2) / (tp × pp)
+    kv/token = 2 (K and V) × ceil(layers / pp) × ceil(kv_heads / tp) × head_dim × bytes(kv)
+    overhead = runtime (HIP context, RCCL buffers) + activation peak for one scheduler
+               step of max_num_batched_tokens + sampler logits
+    usable   = GPU memory × gpu_memory_utilization
+    KV cache = usable − weights − overhead, which must hold
+               max_model_len × min_full_context_seqs tokens
+
+"Linear" parameters are the attention and MLP projections that FP8 and MXFP4
+checkpoints quantize; embeddings, LM head and norms stay BF16. Seed 000 quotes ~210 GB
+for Llama 3.1 405B in FP8: 405.9 B parameters at one byte are ~406 GB (~410 GB with
+the BF16 embeddings), so the planner follows the arithmetic, not the seed's figure.
+
+On a CPU the KV cache is a fixed size (``VLLM_CPU_KVCACHE_SPACE``), not a fraction.
+"""
+
+from __future__ import annotations
+
+import math
+
+from amdfleet import catalog
+from amdfleet.catalog.gpus import Accelerator
+from amdfleet.config import ModelArchitecture
+from amdfleet.errors import ConfigIssue
+from amdfleet.plan.checkpoint import weight_bytes
+from amdfleet.plan.models import GIB, MemoryBudget, ModelPlan, ServingPlan
+
+DEFAULT_MAX_BATCHED_TOKENS = 8192
+DEFAULT_MAX_NUM_SEQS = 256
+_RUNTIME_GIB = 2.0
+_RUNTIME_GIB_MULTI_GPU = 1.0
+_CPU_OVERHEAD_GIB = 0.5
+_MIN_SUGGESTED_LEN = 2048
+
+
+def memory_budget(
+    acc: Accelerator, model: ModelPlan, serving: ServingPlan, tp: int, pp: int
+) -> MemoryBudget:
+    """The per-GPU memory budget of serving ``model`` split ``tp`` × ``pp`` on ``acc``."""
+    arch = model.architecture
+    weights = model.weight_bytes / (tp * pp) / GIB
+    kv_dtype = "fp8" if serving.kv_cache_dtype == "fp8" else "bf16"
+    kv_bytes = 1 if kv_dtype == "fp8" else 2
+    per_token = (
+        2 * math.ceil(arch.layers / pp) * math.ceil(arch.kv_heads / tp) * arch.head_dim * kv_bytes
+    )
+    required = serving.max_model_len * serving.min_full_context_seqs
+    if serving.gpu_memory_utilization is None:  # CPU: a fixed-size KV cache
+        kv_gib = float(serving.cpu_kv_cache_gib or 0)
+        overhead = _CPU_OVERHEAD_GIB
+        usable = weights + overhead + kv_gib
+        utilization = 1.0
+    else:
+        utilization = serving.gpu_memory_utilization
+        overhead = _overhead_gib(arch, serving, tp, pp)
+        usable = acc.memory_gib * utilization
+        kv_gib = usable - weights - overhead
+    capacity = max(0, int(kv_gib * GIB // per_token))
+    return MemoryBudget(
+        gpu_memory_gib=acc.memory_gib,
+        utilization=utilization,
+        usable_gib=round(usable, 2),
+        weights_gib=round(weights, 2),
+        overhead_gib=round(overhead, 2),
+        kv_cache_gib=round(kv_gib, 2),
+        kv_dtype=kv_dtype,
+        kv_bytes_per_token=per_token,
+        kv_capacity_tokens=capacity,
+        required_kv_tokens=required,
+    )
+
+
+def does_not_fit(
+    acc: Accelerator,
+    model: ModelPlan,
+    serving: ServingPlan,
+    budget: MemoryBudget,
+    tp: int,
+    pp: int,
+    dp: int,
+) -> ConfigIssue:
+    """The issue for a budget that does not fit, with the changes that would fit."""
+    needed, has = budget.needed_gib, budget.usable_gib
+    message = (
+        f"does not fit: needs {needed:.1f} GiB per GPU, has {has:.1f} "
+        f"({acc.memory_gib:g} GiB × {budget.utilization}) — weights {budget.weights_gib:.1f}, "
+        f"overhead {budget.overhead_gib:.1f}, KV cache for {budget.required_kv_tokens} tokens "
+        f"{budget.required_kv_tokens * budget.kv_bytes_per_token / GIB:.1f}"
+    )
+    hints = _suggestions(acc, model, serving, budget, tp, pp, dp)
+    return ConfigIssue("parallelism", message, "; or ".join(hints))
+
+
+def _suggestions(
+    acc: Accelerator,
+    model: ModelPlan,
+    serving: ServingPlan,
+    budget: MemoryBudget,
+    tp: int,
+    pp: int,
+    dp: int,
+) -> list[str]:
+    out = []
+    arch = model.architecture
+    for wider in (t for t in (2, 4, 8) if t > tp and arch.heads % t == 0):
+        if memory_budget(acc, model, serving, wider, pp).fits:
+            out.append(f"use tp={wider} (gpus_per_node={wider * dp})")
+            break
+    for precision in ("fp8", "mxfp4"):
+        cheaper = catalog.WEIGHT_BYTES[precision] < catalog.WEIGHT_BYTES[model.precision]
+        supported = acc.fp8 if precision == "fp8" else acc.mxfp4
+        if not (cheaper and supported):
+            continue
+        lighter = model.model_copy(
+            update={"precision": precision, "weight_bytes": weight_bytes(arch, precision)}
+        )
+        if memory_budget(acc, lighter, serving, tp, pp).fits:
+            out.append(f"use model.precision: {precision}")
+            break
+    shorter = budget.kv_capacity_tokens // serving.min_full_context_seqs // 1024 * 1024
+    if shorter >= _MIN_SUGGESTED_LEN:
+        out.append(f"shorten serving.max_model_len to {shorter} or less")
+    return out or ["use more GPUs (higher tp or pp across more nodes)"]
+
+
+def _overhead_gib(arch: ModelArchitecture, serving: ServingPlan, tp: int, pp: int) -> float:
+    tokens = serving.max_num_batched_tokens or DEFAULT_MAX_BATCHED_TOKENS
+    activations = tokens * (2 * arch.hidden + 3 * arch.intermediate / tp) * 2
+    logits = (serving.max_num_seqs or DEFAULT_MAX_NUM_SEQS) * arch.vocab * 4
+    runtime = _RUNTIME_GIB + (_RUNTIME_GIB_MULTI_GPU if tp * pp > 1 else 0)
+    return runtime + (activations + logits) / GIB

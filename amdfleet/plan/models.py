@@ -1,0 +1,235 @@
+"""The deployment plan: typed, nested, frozen records the planner produces.
+
+:class:`DeploymentPlan` is everything the renderers, the Pulumi components and the
+providers need, resolved: one sub-plan per concern (accelerator, model, engine,
+parallelism, serving, memory, image, weights, verification, campaign) and one
+:class:`NodePlan` per node, which carries the node's connection data
+(:class:`~amdfleet.remote.target.HostTarget`) and what preflight demands of it. Nothing
+downstream re-reads the stack spec.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from amdfleet.config import CampaignSpec, ModelArchitecture, VerificationSpec
+from amdfleet.remote.preflight import HostRequirement
+from amdfleet.remote.target import HostTarget
+
+GIB = 2**30
+REMOTE_ROOT = "/opt/amdfleet"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class AcceleratorPlan(_Frozen):
+    """The accelerator every node has."""
+
+    id: str
+    name: str
+    arch: str
+    memory_gib: float
+
+    @property
+    def is_cpu(self) -> bool:
+        """The ``local`` stack's CPU "accelerator": no GPU, no GPU memory to budget."""
+        return self.arch == "cpu"
+
+
+class ModelPlan(_Frozen):
+    """The model as it will be served."""
+
+    id: str
+    name: str
+    checkpoint: str
+    is_local_path: bool
+    revision: str | None
+    precision: str
+    stored_precision: str
+    online_quantization: bool
+    served_name: str
+    gated: bool
+    architecture: ModelArchitecture
+    weight_bytes: int
+    checkpoint_bytes: int
+
+
+class ParallelismPlan(_Frozen):
+    """How the model is split: tensor, pipeline and data parallel sizes, and for more
+    than one node the executor backend and its rendezvous ports."""
+
+    tp: int
+    pp: int
+    dp: int
+    backend: str
+    master_port: int
+    ray_port: int
+
+
+class ServingPlan(_Frozen):
+    """Resolved serving knobs (recipe defaults applied under the stack's own values).
+
+    ``gpu_memory_utilization`` is None exactly when the accelerator is a CPU, which has
+    no GPU memory to fraction (its KV cache is ``cpu_kv_cache_gib``)."""
+
+    host: str
+    port: int
+    max_model_len: int
+    max_num_seqs: int | None
+    max_num_batched_tokens: int | None
+    kv_cache_dtype: str
+    gpu_memory_utilization: float | None
+    cpu_kv_cache_gib: int | None
+    api_key_secret: str | None
+    min_full_context_seqs: int
+
+
+class MemoryBudget(_Frozen):
+    """Per-GPU memory budget, GiB."""
+
+    gpu_memory_gib: float
+    utilization: float
+    usable_gib: float
+    weights_gib: float
+    overhead_gib: float
+    kv_cache_gib: float
+    kv_dtype: str
+    kv_bytes_per_token: int
+    kv_capacity_tokens: int
+    required_kv_tokens: int
+
+    @property
+    def fits(self) -> bool:
+        """Whether the weights, overhead and required KV cache fit."""
+        return self.kv_capacity_tokens >= self.required_kv_tokens
+
+    @property
+    def needed_gib(self) -> float:
+        """Memory per GPU the layout needs (weights + overhead + required KV cache)."""
+        kv = self.required_kv_tokens * self.kv_bytes_per_token / GIB
+        return self.weights_gib + self.overhead_gib + kv
+
+
+class ReadinessPlan(_Frozen):
+    """How the head node's engine is known to serve: every path answers 200 at
+    ``base_url`` (as seen on the host itself) and ``/v1/models`` lists the served name,
+    before ``timeout_s``."""
+
+    base_url: str
+    paths: tuple[str, ...]
+    served_name: str
+    timeout_s: int
+
+
+class EnginePlan(_Frozen):
+    """Which engine runs, and how it is run and supervised on every node."""
+
+    name: str
+    runtime: Literal["docker", "process"]
+    network: str
+    ipc: str
+    shm_size: str
+    container_name: str
+    readiness: ReadinessPlan
+
+    @property
+    def startup_timeout_s(self) -> int:
+        """How long the head may take to serve after start."""
+        return self.readiness.timeout_s
+
+
+class ImagePlan(_Frozen):
+    """Which container image the engine runs in (docker runtime)."""
+
+    image: str | None
+    build: bool
+    base_image: str | None = None
+    aiter_ref: str | None = None
+    vllm_ref: str | None = None
+    gfx_targets: tuple[str, ...] = ()
+    registry: str | None = None
+    source: str = ""
+
+
+class WeightsPlan(_Frozen):
+    """Where the checkpoint is staged on every node, and with what."""
+
+    repo: str
+    revision: str | None
+    cache_dir: str
+    local_path: str | None
+    hub_endpoint: str | None
+    timeout_s: int
+    hf_token_secret: str | None
+    python: str
+    """The Python that stages the weights on a process-runtime host (the engine's own,
+    which has ``huggingface_hub``)."""
+    keep_on_delete: bool
+    container_dir: str
+
+
+class NodePlan(_Frozen):
+    """What runs on one node, and how to reach it. ``target`` is None only for a cloud
+    instance that does not exist yet."""
+
+    rank: int
+    name: str
+    target: HostTarget | None
+    address: str | None
+    cluster_address: str | None
+    role: Literal["head", "worker"]
+    serves_api: bool
+    gpus: int
+    env: dict[str, str]
+    secret_env: dict[str, str]
+    argv: tuple[str, ...]
+    ray_argv: tuple[str, ...] = ()
+    remote_dir: str
+    requirement: HostRequirement
+
+
+class VerificationPlan(_Frozen):
+    """The verification run against the endpoint once the engine serves."""
+
+    spec: VerificationSpec
+    report_dir: str
+
+    @property
+    def enabled(self) -> bool:
+        """Whether verification runs (the stack is then ready only if it passes)."""
+        return self.spec.enabled
+
+
+class DeploymentPlan(_Frozen):
+    """Everything needed to render, deploy and verify a stack."""
+
+    stack: str
+    description: str
+    accelerator: AcceleratorPlan
+    model: ModelPlan
+    engine: EnginePlan
+    parallelism: ParallelismPlan
+    serving: ServingPlan
+    memory: MemoryBudget
+    nodes: tuple[NodePlan, ...]
+    image: ImagePlan
+    weights: WeightsPlan
+    verification: VerificationPlan
+    campaign: CampaignSpec
+    recipe_sources: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+    @property
+    def head(self) -> NodePlan:
+        """The rank-0 node, which serves the API."""
+        return self.nodes[0]
+
+    @property
+    def endpoint(self) -> str:
+        """Base URL of the OpenAI-compatible API (``<pending>`` before provisioning)."""
+        address = self.head.address or "<pending>"
+        return f"http://{address}:{self.serving.port}"

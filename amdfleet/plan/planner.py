@@ -1,0 +1,106 @@
+"""``plan(spec)``: check a stack can work, then resolve it into a DeploymentPlan."""
+
+from __future__ import annotations
+
+from amdfleet.config import StackSpec
+from amdfleet.errors import ConfigIssue, PlanError
+from amdfleet.plan import checks, layout
+from amdfleet.plan.checkpoint import (
+    accelerator_plan,
+    resolve_accelerator,
+    resolve_model,
+    resolve_model_info,
+)
+from amdfleet.plan.image import image_plan
+from amdfleet.plan.layout import engine_python
+from amdfleet.plan.memory import does_not_fit, memory_budget
+from amdfleet.plan.models import (
+    DeploymentPlan,
+    EnginePlan,
+    ModelPlan,
+    NodePlan,
+    VerificationPlan,
+    WeightsPlan,
+)
+from amdfleet.plan.serving import recipes, serving_plan
+
+REPORTS_DIR = ".amdfleet/reports"
+
+
+def plan(spec: StackSpec) -> DeploymentPlan:
+    """Resolve ``spec`` into a :class:`DeploymentPlan`.
+
+    Pure and deterministic. Raises :class:`PlanError` with every problem found (each
+    with the field path and a hint) when the stack cannot be deployed as written.
+    """
+    where = f"stack {spec.name}"
+    acc, acc_issues = resolve_accelerator(spec)
+    info, info_issues = resolve_model_info(spec)
+    if acc is None or info is None:
+        raise PlanError([*acc_issues, *info_issues], where)
+    issues: list[ConfigIssue] = []
+    model, found = resolve_model(spec, acc, info)
+    issues += found
+    issues += checks.check_fleet(spec)
+    found, warnings = checks.check_parallelism(spec, info.arch)
+    issues += found
+    issues += checks.check_engine(spec, acc)
+    serving, found = serving_plan(spec, acc, info.arch)
+    issues += found
+    image, found = image_plan(spec, acc)
+    issues += found
+    if issues or model is None:
+        raise PlanError(issues, where)
+    par = spec.parallelism
+    memory = memory_budget(acc, model, serving, par.tp, par.pp)
+    if not memory.fits:
+        raise PlanError([does_not_fit(acc, model, serving, memory, par.tp, par.pp, par.dp)], where)
+    found, scenario_warnings = checks.check_verification(spec, serving)
+    if found:
+        raise PlanError(found, where)
+    warnings += scenario_warnings
+    warnings += checks.layout_warnings(spec, acc, info, image)
+    nodes = layout.nodes(spec, acc, model, serving)
+    return DeploymentPlan(
+        stack=spec.name,
+        description=spec.description,
+        accelerator=accelerator_plan(acc),
+        model=model,
+        engine=EnginePlan(
+            name=spec.engine.name,
+            runtime=spec.engine.runtime,
+            network=spec.engine.network,
+            ipc=spec.engine.ipc,
+            shm_size=spec.engine.shm_size,
+            container_name=f"amdfleet-{spec.name}",
+            readiness=layout.readiness(spec, model),
+        ),
+        parallelism=layout.parallelism_plan(spec),
+        serving=serving,
+        memory=memory,
+        nodes=nodes,
+        image=image,
+        weights=_weights(spec, model, nodes),
+        verification=VerificationPlan(
+            spec=spec.verification, report_dir=f"{REPORTS_DIR}/{spec.name}"
+        ),
+        campaign=spec.campaign,
+        recipe_sources=tuple(r.source for r in recipes(spec, acc)),
+        warnings=tuple(warnings),
+    )
+
+
+def _weights(spec: StackSpec, model: ModelPlan, nodes: tuple[NodePlan, ...]) -> WeightsPlan:
+    weights = spec.weights
+    return WeightsPlan(
+        repo=model.checkpoint,
+        revision=model.revision,
+        cache_dir=weights.cache_dir,
+        local_path=weights.local_path,
+        hub_endpoint=weights.hub_endpoint,
+        timeout_s=weights.download_timeout_s,
+        hf_token_secret=weights.hf_token_secret,
+        python=engine_python(nodes[0].argv),
+        keep_on_delete=spec.campaign.keep_weights,
+        container_dir=weights.container_dir,
+    )

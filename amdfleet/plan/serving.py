@@ -1,0 +1,104 @@
+"""Serving knobs and engine environment: the stack's values over the seeds' recipes.
+
+A recipe (:data:`amdfleet.catalog.engines.RECIPES`) gives flags, environment and typed
+defaults for an (engine, arch, precision); the stack's own values win over it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from amdfleet import catalog, engines
+from amdfleet.catalog.gpus import Accelerator
+from amdfleet.config import ModelArchitecture, StackSpec
+from amdfleet.errors import ConfigIssue
+from amdfleet.plan.models import REMOTE_ROOT, ServingPlan
+
+# vLLM's CPU backend sizes its KV cache from this variable (GiB); 4 is vLLM's default.
+CPU_KV_SPACE_VAR = "VLLM_CPU_KVCACHE_SPACE"
+_CPU_KV_SPACE_DEFAULT = "4"
+
+
+def recipes(spec: StackSpec, acc: Accelerator) -> tuple[catalog.Recipe, ...]:
+    """The recipes that apply to the stack (none with ``engine.recipe: false``)."""
+    if not spec.engine.recipe:
+        return ()
+    return catalog.recipes_for(spec.engine.name, acc.arch, spec.model.precision)
+
+
+def serving_plan(
+    spec: StackSpec, acc: Accelerator, arch: ModelArchitecture
+) -> tuple[ServingPlan, list[ConfigIssue]]:
+    """The resolved serving knobs, and the issues with the stack's own values."""
+    issues: list[ConfigIssue] = []
+    defaults = _recipe_defaults(spec, acc)
+    max_len = spec.serving.max_model_len or arch.max_context
+    if max_len > arch.max_context:
+        issues.append(
+            ConfigIssue(
+                "serving.max_model_len",
+                f"{max_len} exceeds the model's context of {arch.max_context} tokens",
+                f"use at most {arch.max_context}",
+            )
+        )
+    kv: str = spec.serving.kv_cache_dtype
+    if kv == "auto":
+        kv = str(defaults.get("kv_cache_dtype", "auto"))
+    if kv == "fp8" and not acc.fp8:
+        issues.append(
+            ConfigIssue(
+                "serving.kv_cache_dtype",
+                f"an fp8 KV cache is not supported on {acc.id}",
+                "use kv_cache_dtype: auto",
+            )
+        )
+    batched = spec.serving.max_num_batched_tokens or defaults.get("max_num_batched_tokens")
+    util = spec.serving.gpu_memory_utilization
+    if "gpu_memory_utilization" not in spec.serving.model_fields_set:
+        util = float(defaults.get("gpu_memory_utilization", util))
+    cpu = acc.arch == "cpu"
+    serving = ServingPlan(
+        host=spec.serving.host,
+        port=spec.serving.port,
+        max_model_len=max_len,
+        max_num_seqs=spec.serving.max_num_seqs,
+        max_num_batched_tokens=int(batched) if batched else None,
+        kv_cache_dtype=kv,
+        gpu_memory_utilization=None if cpu else util,
+        cpu_kv_cache_gib=_cpu_kv_space(spec, acc) if cpu else None,
+        api_key_secret=spec.serving.api_key_secret,
+        min_full_context_seqs=spec.serving.min_full_context_seqs,
+    )
+    return serving, issues
+
+
+def engine_env(spec: StackSpec, acc: Accelerator) -> dict[str, str]:
+    """The environment every node's engine gets (before per-node network variables)."""
+    env: dict[str, str] = {}
+    for recipe in recipes(spec, acc):
+        env.update(recipe.env)
+    if spec.engine.runtime == "process":
+        env["HF_HOME"] = spec.weights.cache_dir
+        env.update(engines.engine(spec.engine.name).process_env(remote_dir(spec)))
+    else:
+        env["HF_HOME"] = spec.weights.container_dir
+    # Weights are staged before the engine starts, so it never needs the hub.
+    env["HF_HUB_OFFLINE"] = "1"
+    env.update(spec.engine.extra_env)
+    return env
+
+
+def remote_dir(spec: StackSpec) -> str:
+    """The stack's directory on every host."""
+    return f"{REMOTE_ROOT}/{spec.name}"
+
+
+def _recipe_defaults(spec: StackSpec, acc: Accelerator) -> dict[str, Any]:
+    defaults: dict[str, Any] = {}
+    for recipe in recipes(spec, acc):
+        defaults.update(recipe.defaults)
+    return defaults
+
+
+def _cpu_kv_space(spec: StackSpec, acc: Accelerator) -> int:
+    return int(engine_env(spec, acc).get(CPU_KV_SPACE_VAR, _CPU_KV_SPACE_DEFAULT))
