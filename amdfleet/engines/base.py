@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from amdfleet.engines.flags import Flags
-from amdfleet.plan.models import ModelPlan, ParallelismPlan, ServingPlan
+
+if TYPE_CHECKING:  # the plan imports the engines; they only need its record types
+    from amdfleet.plan.models import ModelPlan, ParallelismPlan, ServingPlan
 
 HEAD_PLACEHOLDER = "<head-address>"
 

@@ -6,11 +6,13 @@ and precision are catalog data (:data:`amdfleet.catalog.engines.RECIPES`).
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from amdfleet.engines.base import Engine, FlagNames, Launch, serving_flags
 from amdfleet.engines.flags import Flags
-from amdfleet.plan.models import ModelPlan
+
+if TYPE_CHECKING:  # the plan imports the engines; they only need its record types
+    from amdfleet.plan.models import ModelPlan
 
 _NAMES = FlagNames(
     tp="--tensor-parallel-size",

@@ -1,0 +1,37 @@
+"""A fourth engine, as a user would add one: this module plus one catalog entry.
+
+``toy serve --listen HOST:PORT --model PATH --context N`` with its key in ``TOY_KEY``;
+used by tests/unit/test_engines.py to show the engine interface is all the planner and
+renderers need.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from amdfleet.engines.base import Engine, Launch
+from amdfleet.engines.flags import Flags
+
+
+class Toy(Engine):
+    """An engine with its own flag spelling, key variable and readiness path."""
+
+    name: ClassVar[str] = "toy"
+    command: ClassVar[tuple[str, ...]] = ("toy", "serve")
+    ready_paths: ClassVar[tuple[str, ...]] = ("/ready",)
+    parallelism: ClassVar[tuple[str, ...]] = ("tp",)
+    multi_node: ClassVar[bool] = False
+    cpu: ClassVar[bool] = True
+    api_key_env: ClassVar[str | None] = "TOY_KEY"
+
+    def flags(self, launch: Launch) -> Flags:
+        """Listen address, model and context, toy-style."""
+        serving = launch.serving
+        return [
+            ("--listen", f"{serving.host}:{serving.port}"),
+            ("--model", launch.model.checkpoint),
+            ("--context", str(serving.max_model_len)),
+        ]
+
+
+ENGINE = Toy()
