@@ -608,13 +608,17 @@ def _rdma_link(entry: JsonDict) -> RdmaLink:
 # ------------------------------------------------------------- amd-smi helpers
 
 
+_AMD_SMI_GPU_KEYS = frozenset({"gpu", "asic", "bus", "vram", "board", "driver"})
+
+
 def _amd_smi_json_records(data: Any) -> list[tuple[int, JsonDict]]:
     entries = data.get("gpu_data") if isinstance(data, dict) else data
     if not isinstance(entries, list):
         return []
     records: list[tuple[int, JsonDict]] = []
     for position, entry in enumerate(entries):
-        if isinstance(entry, dict):
+        # another tool's JSON list (rdma link, ip addr) is not a list of GPUs
+        if isinstance(entry, dict) and not entry.keys().isdisjoint(_AMD_SMI_GPU_KEYS):
             index = _int(entry.get("gpu"))
             records.append((position if index is None else index, entry))
     return records

@@ -213,7 +213,11 @@ def test_secrets_never_appear_in_plain_text(
     for where, text in places.items():
         for name, value in SECRETS.items():
             assert value not in text, f"{name} in plain text in {where}"
-    assert len(places["the engine's command lines"]) > 100  # the reads above worked
+    # the reads above saw what they claim to: the engine's argv, its log, the launch files
+    assert f"--port {PORT}" in places["the engine's command lines"]
+    assert "Application startup complete" in places["the engine's log"]
+    assert "amdfleet-content-hash: sha256:" in places["the host's files but secrets.env"]
+    assert "Accepted publickey" in places["the host's sshd log"]
     mode = _host(lab, f"stat -c %a /opt/amdfleet/{STACK}/secrets.env").strip()
     assert mode == "600"
 

@@ -10,6 +10,7 @@ SSH host (hostlab) or locally; nothing is mocked except the engine's resource mo
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -84,7 +85,7 @@ def test_full_cycle_through_the_real_host(
     outs = created.outputs
     assert is_secret(outs["token"]) and reveal(outs["token"]) == TOKEN  # re-marked secret
     assert outs["mode"] == 384.0  # numbers come back as floats, as with the engine
-    assert len(outs["sha256"]) == 64 and "__provider" in outs
+    assert outs["sha256"] == hashlib.sha256(b"hello\n").hexdigest() and "__provider" in outs
 
     read = provider_host.read(created.id, outs, inputs=checked.inputs, urn=urn)
     assert (read.id, read.outputs["content"]) == (created.id, "hello\n")
@@ -96,7 +97,7 @@ def test_full_cycle_through_the_real_host(
     change = provider_host.diff(created.id, outs, news, old_inputs=checked.inputs, urn=urn)
     assert (change.changes, change.replaces) == (True, [])
     updated = provider_host.update(created.id, outs, news, old_inputs=checked.inputs, urn=urn)
-    assert conn.get(path) == b"bye\n" and updated["sha256"] != outs["sha256"]
+    assert conn.get(path) == b"bye\n" and updated["sha256"] == hashlib.sha256(b"bye\n").hexdigest()
 
     moved = provider_host.check(_props(host, path + ".2"), checked.inputs, urn=urn).inputs
     replace = provider_host.diff(created.id, updated, moved, old_inputs=news, urn=urn)

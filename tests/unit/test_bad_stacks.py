@@ -31,7 +31,9 @@ def _expectations(path: Path) -> tuple[str, str]:
     return field.group(1).strip(), text.group(1).strip()
 
 
-def test_the_corpus_is_large_enough() -> None:
+def test_the_corpus_is_large_enough_and_numbered_without_gaps() -> None:
+    numbers = [int(p.name.removeprefix("Pulumi.bad-")[:2]) for p in FILES]
+    assert numbers == list(range(1, len(FILES) + 1))  # a deleted case would leave a gap
     assert len(FILES) >= 30
 
 
@@ -49,9 +51,12 @@ def test_bad_stack_is_rejected_naming_field_and_fix(path: Path) -> None:
     assert stack in str(error), "the error names the stack"
 
 
-def test_every_issue_in_the_corpus_carries_a_hint() -> None:
-    for path in FILES:
-        try:
-            plan(load_stack_file(str(path)).spec)
-        except ConfigError as error:
-            assert all(issue.hint for issue in error.issues), f"{path.name}: {error}"
+@pytest.mark.parametrize("path", FILES, ids=[p.name.removeprefix("Pulumi.bad-") for p in FILES])
+def test_every_issue_in_the_corpus_carries_a_hint(path: Path) -> None:
+    """Not only the expected issue: every issue a bad stack raises says how to fix it."""
+    with pytest.raises(ConfigError) as caught:
+        plan(load_stack_file(str(path)).spec)
+    assert caught.value.issues, str(caught.value)
+    for issue in caught.value.issues:
+        assert issue.path and issue.message and issue.hint, f"{path.name}: {issue}"
+        assert f"{issue.path}: " in str(caught.value) and issue.hint in str(caught.value)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from amdfleet.config import load_stack_file, stack_names
 
 AMDFLEET = shutil.which("amdfleet", path=str(Path(sys.executable).parent)) or "amdfleet"
 BAD = Path(__file__).parent / "bad_stacks"
@@ -32,9 +35,16 @@ def test_plan_prints_hosts_memory_image_and_commands() -> None:
 
 def test_plan_json_is_the_plan() -> None:
     result = run("plan", "mi300x-2node-llama405b-bf16", "--json")
+    assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert [n["rank"] for n in data["nodes"]] == [0, 1]
-    assert data["memory"]["weights_gib"] > 40
+    memory = data["memory"]
+    # 405.85 B parameters (Meta's model card) at 2 bytes over PP2 x TP8 = 16 GPUs
+    assert memory["weights_gib"] == pytest.approx(405.85e9 * 2 / 16 / 2**30, rel=1e-3)
+    # MI300X: 192 GB HBM, of which the stack lets vLLM use 0.9
+    assert (memory["gpu_memory_gib"], memory["usable_gib"]) == (192, pytest.approx(192 * 0.9))
+    # K and V x 126 layers / 2 stages x 8 KV heads / TP8 x head dim 128 x 2 bytes (BF16)
+    assert memory["kv_bytes_per_token"] == 2 * (126 // 2) * (8 // 8) * 128 * 2
 
 
 def test_plan_accepts_a_path() -> None:
@@ -60,9 +70,17 @@ def test_render_writes_every_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("bad", ["17-405b-bf16-tp4-mi300x", "02-typo-field"])
 def test_bad_stack_exits_1_with_the_issue(bad: str, tmp_path: Path) -> None:
-    result = run("render", str(BAD / f"Pulumi.bad-{bad}.yaml"), "--out", str(tmp_path / "o"))
+    path = BAD / f"Pulumi.bad-{bad}.yaml"
+    header = path.read_text()  # the file states the field and the text its error must show
+    field = re.search(r"^# expect-path: (.+)$", header, re.MULTILINE)
+    text = re.search(r"^# expect-text: (.+)$", header, re.MULTILINE)
+    assert field and text
+    result = run("render", str(path), "--out", str(tmp_path / "o"))
     assert result.returncode == 1
     assert result.stderr.startswith("Error: ")
+    assert f"bad-{bad}" in result.stderr  # the stack
+    assert f"{field.group(1).strip()}: " in result.stderr  # the field path
+    assert text.group(1).strip() in result.stderr  # what is wrong or how to fix it
     assert "hint:" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "o").exists()  # nothing written
@@ -71,4 +89,9 @@ def test_bad_stack_exits_1_with_the_issue(bad: str, tmp_path: Path) -> None:
 def test_stacks_lists_every_stack() -> None:
     result = run("stacks")
     assert result.returncode == 0
-    assert "mi355x-llama70b " in result.stdout and "local " in result.stdout
+    # a line per stack, starting with its name (a header line, if any, is not a stack)
+    listed = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
+    assert set(stack_names()) <= set(listed)
+    for name in stack_names():
+        description = load_stack_file(name).spec.description
+        assert " ".join(description.split()) in " ".join(listed[name].split())

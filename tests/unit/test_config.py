@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from amdfleet.config import SECTIONS, StackSpec, load_stack_file, parse_stack, stack_names
 from amdfleet.errors import ConfigError
@@ -58,8 +59,10 @@ def test_every_field_is_documented() -> None:
 
 def test_models_are_frozen() -> None:
     spec = load_stack_file("local").spec
-    with pytest.raises(ValueError):
+    port = spec.serving.port
+    with pytest.raises(ValidationError, match="frozen_instance"):
         spec.serving.port = 1  # type: ignore[misc]
+    assert spec.serving.port == port != 1
 
 
 def test_all_problems_are_reported_together() -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from amdfleet import catalog
 from amdfleet.remote import facts
 from amdfleet.remote.facts import (
     AmdSmiVersion,
@@ -270,11 +272,83 @@ def test_every_fixture_is_covered() -> None:
     assert all(name in globals() for name in OTHER_FIXTURES.values() if name)
 
 
+def _json_gpu_records(text: str) -> int:
+    """GPU records in an amd-smi JSON document: objects carrying amd-smi's ``gpu`` key."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return 0  # the truncated excerpt: no valid document, no GPUs
+    entries = data.get("gpu_data") if isinstance(data, dict) else data
+    return sum(1 for e in entries or () if isinstance(e, dict) and "gpu" in e)
+
+
+# How many GPUs each tool's raw output lists, counted from the text by the marker each
+# tool prints once per GPU, independently of the parsers.
+RAW_GPU_COUNT: dict[Callable[[str], GpuInventory], Callable[[str], int]] = {
+    facts.parse_amd_smi_static_json: _json_gpu_records,
+    # amd-smi's text layout (static, list, metric): one "GPU: n" header per GPU
+    facts.parse_amd_smi_static_text: lambda t: len(set(re.findall(r"^GPU:\s*(\d+)\s*$", t, re.M))),
+    facts.parse_amd_smi_list: lambda t: len(set(re.findall(r"^GPU:\s*(\d+)\s*$", t, re.M))),
+    # rocm-smi's key lines: "GPU[n] : Key: value"
+    facts.parse_rocm_smi_info: lambda t: len(set(re.findall(r"^GPU\[(\d+)\]", t, re.M))),
+    # rocm-smi's concise table: a row per GPU, index then "[0x74a1 :" (old) or "2  0x74a1," (v6x)
+    facts.parse_rocm_smi_concise: lambda t: len(
+        re.findall(r"^\d+\s+(?:\[0x[0-9a-f]{4} :|\d+\s+0x[0-9a-f]{4},)", t, re.M)
+    ),
+    # rocminfo: one agent per GPU with "Device Type: GPU" (CPU agents say CPU)
+    facts.parse_rocminfo: lambda t: len(re.findall(r"^\s*Device Type:\s+GPU\s*$", t, re.M)),
+}
+
+
 @pytest.mark.parametrize("name", fixture_files())
 def test_every_parser_survives_every_fixture(name: str) -> None:
+    """No parser raises on any real-world text, and none invents GPUs from another
+    tool's output: each finds exactly the GPUs its own tool's markers show in the text."""
     text = fixture(name)
     for parser in ALL_PARSERS:
         parser(text)  # must not raise on any real-world text, however unrelated
+    for gpu_parser, count in RAW_GPU_COUNT.items():
+        found = len(gpu_parser(text).gpus)
+        assert found == count(text), f"{gpu_parser.__name__} found {found} GPUs in {name}"
+
+
+@pytest.mark.parametrize(
+    ("name", "parser", "expected", "driver"), GPU_CASES, ids=[case[0] for case in GPU_CASES]
+)
+def test_gpu_cases_agree_with_the_raw_capture(
+    name: str,
+    parser: Callable[[str], GpuInventory],
+    expected: list[GpuFacts],
+    driver: str | None,
+) -> None:
+    """The hand-written expectations above, checked against the capture's own text: the
+    GPU count, every device id, BDF, VRAM size, CU count, gfx target and driver version
+    is printed in the raw output, and the accelerator named matches the catalog's gfx
+    target for it."""
+    text = fixture(name)
+    lower = text.lower()
+    assert len(expected) == RAW_GPU_COUNT[parser](text)
+    for gpu in expected:
+        for pci_id in (gpu.device_id, gpu.subsystem_id):
+            if pci_id is not None:
+                assert f"0x{pci_id:04x}" in lower, (name, hex(pci_id))
+        if gpu.bdf is not None:
+            bus, device, function = (int(x, 16) for x in re.split(r"[:.]", gpu.bdf)[1:])
+            bdfid = bus << 8 | device << 3 | function  # rocminfo prints BDFID in decimal
+            assert gpu.bdf in lower or re.search(rf"BDFID:\s+{bdfid}\b", text), gpu.bdf
+        if gpu.vram_bytes is not None:  # rocminfo prints KB, amd-smi/rocm-smi MB or B
+            sizes = {gpu.vram_bytes // KIB, gpu.vram_bytes // MIB, gpu.vram_bytes}
+            assert any(re.search(rf"\b{size}\b", text) for size in sizes), gpu.vram_bytes
+        if gpu.compute_units is not None:
+            assert re.search(rf"(?i)compute.?units?:\s+{gpu.compute_units}\b", text)
+        if gpu.arch is not None:
+            assert gpu.arch in text
+        if gpu.market_name:
+            assert gpu.market_name in text
+        if gpu.accelerator is not None and gpu.arch is not None:
+            assert catalog.accelerator(gpu.accelerator).arch == gpu.arch
+    if driver is not None:
+        assert driver in text
 
 
 @pytest.mark.parametrize(

@@ -248,11 +248,15 @@ def test_raise_for_failures_is_silent_when_all_pass() -> None:
 
 
 @pytest.mark.parametrize(
-    "fields",
-    [{"accelerator": "mi999x"}, {"gpu_count": -1}, {"weights_bytes": -5}],
+    ("fields", "message"),
+    [
+        ({"accelerator": "mi999x"}, r"unknown accelerator 'mi999x' \(known: .*mi300x, mi325x"),
+        ({"gpu_count": -1}, "gpu_count, min_shm_bytes and weights_bytes must be >= 0"),
+        ({"weights_bytes": -5}, "gpu_count, min_shm_bytes and weights_bytes must be >= 0"),
+    ],
 )
-def test_requirement_rejects_nonsense(fields: dict[str, Any]) -> None:
-    with pytest.raises(ValueError):
+def test_requirement_rejects_nonsense(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
         replace(NEED, **fields)
 
 

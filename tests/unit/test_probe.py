@@ -144,9 +144,14 @@ def test_docker_version_matches_the_cli(tmp_path: Path) -> None:
 def test_disk_path_is_quoted(tmp_path: Path) -> None:
     marker = tmp_path / "injected"
     weights = tmp_path / f"it's $(touch {marker}) `touch {marker}`; touch {marker}"
+    free_before = shutil.disk_usage(tmp_path).free
     host = parse_probe_output(run_probe(build_probe_script(str(weights))).stdout)
+    free_after = shutil.disk_usage(tmp_path).free
     assert host.disk_path == str(weights)
+    # the quoted path was measured (at tmp_path, its nearest existing directory)
     assert host.disk_free_bytes is not None
+    low, high = sorted((free_before, free_after))
+    assert low - 64 * MIB <= host.disk_free_bytes <= high + 64 * MIB
     assert not marker.exists()
 
 

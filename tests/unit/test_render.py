@@ -8,6 +8,7 @@ test is the exact argv the script hands to docker, which the recorder captures.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -36,19 +37,30 @@ def test_rendering_is_deterministic_and_hashed(name: str) -> None:
     first, second = render_plan(plan(spec)), render_plan(plan(spec))
     assert [(f.path, f.content) for f in first] == [(f.path, f.content) for f in second]
     manifest = json.loads(next(f for f in first if f.path == "manifest.json").content)
-    for rendered in first:
+    assert set(manifest["files"]) == {f.path for f in first} - {"manifest.json"}
+    for rendered in (f for f in first if f.path != "manifest.json"):
+        entry = manifest["files"][rendered.path]
+        assert entry["mode"] == oct(rendered.mode)
         if rendered.path.endswith(".json"):
             continue
-        assert f"amdfleet-content-hash: sha256:{rendered.sha256}" in rendered.content
-        assert manifest["files"][rendered.path]["sha256"] == rendered.sha256
+        # the hash is of the body: the file without its own header line, hashed here
+        lines = rendered.content.splitlines(keepends=True)
+        [header] = [line for line in lines if "amdfleet-content-hash: sha256:" in line]
+        body = "".join(line for line in lines if line is not header)
+        digest = hashlib.sha256(body.encode()).hexdigest()
+        assert header == f"# amdfleet-content-hash: sha256:{digest}\n"
+        assert entry["sha256"] == rendered.sha256 == digest
 
 
 @pytest.mark.parametrize("name", stack_names())
 def test_scripts_are_valid_bash(name: str, tmp_path: Path) -> None:
-    files = render_plan(plan(load_stack_file(name).spec))
-    for path in write_files(files, tmp_path):
-        if path.name == "launch.sh":
-            subprocess.run(["bash", "-n", str(path)], check=True)
+    deployment = plan(load_stack_file(name).spec)
+    scripts = [p for p in write_files(render_plan(deployment), tmp_path) if p.name == "launch.sh"]
+    assert len(scripts) == len(deployment.nodes)  # one per node, none skipped
+    for path in scripts:
+        checked = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
+        assert checked.returncode == 0 and checked.stderr == "", (path, checked.stderr)
+        assert path.read_text().startswith("#!/")
 
 
 def test_hash_changes_with_content() -> None:

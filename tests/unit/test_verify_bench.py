@@ -87,7 +87,13 @@ def test_chat_endpoint_streams_too() -> None:
     with OpenAIServer() as server:
         run = _bench(server.url, scenario)
     assert run.metrics.completed == 3 and run.metrics.total_output == 6
-    assert "messages" in server.bodies[0]
+    contents = []
+    for body in server.bodies:
+        assert "prompt" not in body and body["stream"] is True and body["max_tokens"] == 2
+        [message] = body["messages"]
+        assert message["role"] == "user"
+        contents.append(message["content"])
+    assert sorted(contents) == ["p0", "p1", "p2"]  # each request's prompt, sent once
 
 
 def test_stop_cancels_in_flight_requests_and_keeps_completed_ones() -> None:

@@ -46,9 +46,16 @@ def test_bench_sweep_writes_vllm_json_summary_and_plots(
     assert output.count(" Serving Benchmark Result ") == 2
     first = json.loads((tmp_path / "out" / "bench-c1.json").read_text())
     assert (first["completed"], first["total_output_tokens"]) == (6, 18)
-    assert first["model_id"] == "stub-model" and first["request_goodput"] > 0
-    assert (tmp_path / "out" / "summary.md").is_file()
-    assert (tmp_path / "out" / "latency_p99.png").is_file()
+    assert first["model_id"] == "stub-model"
+    # the loopback stub answers far within 1 s TTFT and TPOT: every request counts
+    assert first["request_goodput"] == pytest.approx(first["request_throughput"])
+    assert first["request_throughput"] == pytest.approx(6 / first["duration"])
+    third = json.loads((tmp_path / "out" / "bench-c3.json").read_text())
+    assert (third["max_concurrency"], third["completed"]) == (3, 6)
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "| c1 | 1 | inf | 6 | 0 |" in summary and "| c3 | 3 | inf | 6 | 0 |" in summary
+    png = (tmp_path / "out" / "latency_p99.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert {h["Authorization"] for h in server.headers} == {"Bearer sekrit"}
     assert "sekrit" not in output
 

@@ -83,8 +83,11 @@ def test_range_ratio_bounds_lengths(tokenizer: Tokenizer) -> None:
     )
     inputs = {r.prompt_len for r in requests}
     outputs = {r.output_len for r in requests}
+    # 41 requested - 1 BOS = 40 x (1 +- 0.5) = [20, 60]; 20 x (1 +- 0.5) = [10, 30]
     assert min(inputs) >= 20 and max(inputs) <= 60 and len(inputs) > 10
     assert min(outputs) >= 10 and max(outputs) <= 30 and len(outputs) > 5
+    # each varied length is still exact: the prompt re-encodes to the length it claims
+    assert all(len(tokenizer.encode(r.prompt)) == r.prompt_len for r in requests)
 
 
 def test_too_short_input_is_refused(tokenizer: Tokenizer) -> None:
@@ -100,14 +103,22 @@ def test_sharegpt_first_turns_shuffled_and_filtered(tmp_path: Path, tokenizer: T
     conversations.append({"conversations": [{"value": "hi"}, {"value": "too short"}]})
     path = tmp_path / "sharegpt.json"
     path.write_text(json.dumps(conversations))
+    # the usable first turns: not the one-turn conversation, not "hi" (2 tokens with BOS,
+    # under ShareGPT's minimum of 4)
+    usable = {f"{CORPUS[i]} {i}" for i in range(6)}
+    assert len(tokenizer.encode("hi", add_special_tokens=True)) < 4
     requests = sharegpt_requests(path, tokenizer, num_prompts=4, output_len=16, seed=0)
     assert len(requests) == 4
-    assert all(r.output_len == 16 and r.prompt_len >= 4 for r in requests)
-    assert all("one turn only" not in r.prompt for r in requests)
+    assert len({r.prompt for r in requests}) == 4 and {r.prompt for r in requests} <= usable
+    for r in requests:  # the server counts BOS too
+        assert r.prompt_len == len(tokenizer.encode(r.prompt, add_special_tokens=True))
+        assert r.output_len == 16
     again = sharegpt_requests(path, tokenizer, num_prompts=4, output_len=16, seed=0)
     assert requests == again
+    shuffled = sharegpt_requests(path, tokenizer, num_prompts=6, output_len=16, seed=0)
+    assert {r.prompt for r in shuffled} == usable  # all six, each once
     more = sharegpt_requests(path, tokenizer, num_prompts=9, output_len=16, seed=0)
-    assert len(more) == 9  # oversampled, as vLLM does
+    assert len(more) == 9 and {r.prompt for r in more} <= usable  # oversampled, as vLLM does
 
 
 def test_prompt_files_text_and_jsonl(tmp_path: Path, tokenizer: Tokenizer) -> None:

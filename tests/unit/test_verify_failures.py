@@ -48,7 +48,8 @@ def test_each_fault_is_a_failed_request_with_its_reason(fault: str, reason: str)
     failed = [o for o in run.outputs if not o.success]
     assert all(o.error.startswith(reason) for o in failed), [o.error for o in failed]
     assert run.metrics.total_output == 15  # successes still count their tokens
-    assert sum(run.failure_reasons().values()) == 3
+    [(kind, count)] = run.failure_reasons().items()  # one kind of failure, counted once each
+    assert count == 3 and reason.startswith(kind), (kind, reason)
 
 
 def test_hang_past_the_timeout_fails_only_that_request() -> None:
@@ -91,4 +92,4 @@ def test_connections_are_reused_after_complete_responses() -> None:
         run = _run(server.url)
         assert run.metrics.completed == 6
         # keep-alive: two connections (the concurrency) served all six requests
-        assert len(server.client_ports) <= 2
+        assert 1 <= len(server.client_ports) <= 2

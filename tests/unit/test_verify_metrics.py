@@ -80,26 +80,29 @@ def test_nothing_completed_reports_zeros() -> None:
 
 
 def test_result_keys_are_vllm_save_result_keys() -> None:
-    keys = compute_metrics([A, B], duration=2.0, percentiles=[90.0, 99.9]).to_dict()
-    for key in (
-        "duration",
-        "completed",
-        "failed",
-        "total_input_tokens",
-        "total_output_tokens",
-        "request_throughput",
-        "request_goodput",
-        "output_throughput",
-        "total_token_throughput",
-        "max_output_tokens_per_s",
-        "max_concurrent_requests",
-        "mean_ttft_ms",
-        "median_tpot_ms",
-        "std_itl_ms",
-        "p90_e2el_ms",
-        "p99.9_ttft_ms",
-    ):
-        assert key in keys
+    result = compute_metrics([A, B], duration=2.0, percentiles=[90.0, 99.9]).to_dict()
+    # by hand from A and B above: TTFT 500/200 ms, TPOT 100/300 ms, ITLs 100, 200, 300 ms,
+    # E2EL 800/500 ms; percentiles by numpy's linear interpolation
+    expected = {
+        "duration": 2.0,
+        "completed": 2,
+        "failed": 0,
+        "total_input_tokens": 30,
+        "total_output_tokens": 6,
+        "request_throughput": 1.0,
+        "request_goodput": None,  # no SLOs given
+        "output_throughput": 3.0,
+        "total_token_throughput": 18.0,
+        "max_output_tokens_per_s": 3.0,
+        "max_concurrent_requests": 1,
+        "mean_ttft_ms": 350.0,
+        "median_tpot_ms": 200.0,
+        "std_itl_ms": (20000 / 3) ** 0.5,  # population std of 100, 200, 300
+        "p90_e2el_ms": 500.0 + 0.9 * 300.0,
+        "p99.9_ttft_ms": 200.0 + 0.999 * 300.0,
+    }
+    for key, value in expected.items():
+        assert result[key] == (value if value is None else pytest.approx(value)), key
 
 
 @pytest.mark.parametrize(("p", "word"), [(99.0, "99"), (90.0, "90"), (99.9, "99.9")])

@@ -165,9 +165,12 @@ def test_malformed_status_line_is_a_protocol_error() -> None:
 
 
 def test_lost_connection_mid_body_is_remembered() -> None:
-    connection = _feed(CHUNKED[:-20], 1000)
+    connection = _feed(CHUNKED[:-20], 1000)  # cut inside the second chunk's size line
     connection.connection_lost(None)
-    assert not connection.finished() and connection._lost is not None
+    assert not connection.finished() and not connection.reusable()
+    assert b"".join(connection._chunks) == b"hello"  # the first chunk arrived whole
+    assert isinstance(connection._lost, ConnectionResetError)
+    assert "peer closed the connection" in str(connection._lost)
 
 
 def test_a_kept_alive_connection_closed_by_the_server_is_retried_once() -> None:

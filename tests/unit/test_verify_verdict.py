@@ -212,4 +212,13 @@ def test_accuracy_table_is_laid_out_like_lm_evals() -> None:
 def test_verdict_table_marks_pass_and_fail() -> None:
     spec = VerificationSpec(thresholds=Thresholds(min_success_rate=1.0))
     table = render_verdict_table(_result(spec, [_run("c8", 8, ok=3, failed=1)], None))
-    assert "FAIL" in table and table.endswith("verification FAILED")
+    assert table.endswith("verification FAILED")
+    [row] = [line for line in table.splitlines() if "success_rate" in line]
+    words = row.replace("|", " ").split()
+    # 3 of 4 requests succeeded: 0.75 against ">= 1"
+    assert words[:3] == ["c8", "success_rate", "0.75"] and ">= 1" in row
+    assert words[-1] == "FAIL"
+    lenient = VerificationSpec(thresholds=Thresholds(min_success_rate=0.75))
+    table = render_verdict_table(_result(lenient, [_run("c8", 8, ok=3, failed=1)], None))
+    [row] = [line for line in table.splitlines() if "success_rate" in line]
+    assert row.split()[-1] == "PASS" and table.endswith("verification PASSED")
