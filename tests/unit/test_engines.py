@@ -1,5 +1,5 @@
-"""The engine interface: every engine's own flags, key handling and readiness, and a
-fourth engine added as one module plus one catalog entry."""
+"""The engine interface: every engine's own flags, key handling and readiness, a fourth
+engine added as one module plus one catalog entry, and nodes that carry their host."""
 
 from __future__ import annotations
 
@@ -115,24 +115,6 @@ def test_an_engine_without_a_cpu_backend_is_refused_on_cpu() -> None:
     issue = next(i for i in caught.value.issues if i.path == "engine.name")
     assert issue.message == "tgi has no CPU backend"
     assert issue.hint == "use vllm"
-
-
-def test_a_cloud_fleet_is_refused_by_the_planner_before_anything_registers() -> None:
-    stack = _cpu_stack("vllm")
-    stack["fleet"] = {
-        "cloud": {
-            "provider": "digitalocean",
-            "region": "atl1",
-            "plan": "gpu-mi300x1-192gb",
-            "api_token_secret": "doToken",
-            "ssh_key_path": "~/.ssh/id_ed25519",
-        }
-    }
-    with pytest.raises(PlanError) as caught:
-        plan(parse_stack("cloud-box", stack))
-    issue = next(i for i in caught.value.issues if i.path == "fleet.cloud")
-    assert "digitalocean" in issue.message and "not available yet" in issue.message
-    assert "fleet.hosts" in issue.hint
 
 
 def test_nodes_carry_their_connection_data_and_requirement() -> None:
