@@ -30,8 +30,8 @@ from amdfleet.providers.model_weights import ModelWeights
 from amdfleet.providers.readiness import ReadinessGate
 from amdfleet.providers.ssh_host import SshHost
 from amdfleet.providers.verification import Verification
-from amdfleet.remote.hosts import host_props
 from amdfleet.remote.preflight import HostRequirement
+from amdfleet.remote.target import HostTarget
 from amdfleet.render import render_dockerfile, render_node
 
 GPU_MIN_SHM_BYTES = 1 * GIB
@@ -64,7 +64,7 @@ class Fleet(pulumi.ComponentResource):
                 ],
                 f"stack {spec.name}",
             )
-        self.props = [host_props(host) for host in spec.fleet.hosts]
+        self.props = [HostTarget.from_spec(host).model_dump() for host in spec.fleet.hosts]
         self.hosts = [
             SshHost(
                 f"{name}-{node.host}",
