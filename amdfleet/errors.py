@@ -77,9 +77,10 @@ class RemoteError(AmdFleetError):
 
 class HostUnreachableError(RemoteError):
     """Connecting to a host failed in a way that may pass by itself: the TCP connect was
-    refused or timed out, or the connection was closed before the SSH banner (an sshd
-    still starting). :func:`amdfleet.remote.ssh.connect` retries these, and raises one
-    naming the attempts made and the time they took once it gives up.
+    refused, timed out or found no route to the host, or the connection was closed
+    before the SSH banner (an sshd still starting). :func:`amdfleet.remote.ssh.connect`
+    retries these, and raises one naming the attempts made and the time they took once
+    it gives up.
 
     ``reason`` is the last attempt's cause; ``attempts`` and ``elapsed`` (seconds) are
     set on the error that ends the retries, None on a single attempt's error.

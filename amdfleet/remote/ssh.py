@@ -11,10 +11,10 @@ Security rules, all enforced here:
 * Every step is bounded: TCP connect, banner, key exchange, authentication, channel
   opening, command execution and SFTP transfers each have a deadline.
 
-Connecting retries what may pass by itself -- a refused or timed-out TCP connect, a
-connection closed before the SSH banner (an sshd still starting) -- with exponential
-backoff, within the attempts and time of a :class:`ConnectRetry`. A wrong host key, a
-rejected or unreadable client key fail at once.
+Connecting retries what may pass by itself -- a refused or timed-out TCP connect, "no
+route to host", a connection closed before the SSH banner (an sshd still starting) --
+with exponential backoff, within the attempts and time of a :class:`ConnectRetry`. A
+wrong host key, a rejected or unreadable client key fail at once.
 
 Usage::
 
@@ -29,7 +29,9 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import errno
 import hashlib
+import math
 import posixpath
 import select
 import socket
@@ -77,15 +79,17 @@ class PinnedKey:
 class ConnectRetry:
     """How :func:`connect` retries a host that does not answer yet.
 
-    Retried: a refused or timed-out TCP connect, and a connection reset or closed before
-    the SSH banner (an sshd still starting, or over its ``MaxStartups``). Never retried:
+    Retried: a refused or timed-out TCP connect, "no route to host" (no ARP answer: a
+    host down or rebooting), and a connection reset or closed before the SSH banner (an
+    sshd still starting, or over its ``MaxStartups``). Never retried:
     a host-key mismatch, a missing or malformed pin, an unreadable client key, a rejected
     login, or any other handshake failure -- those do not pass by waiting.
 
     The wait before attempt ``n + 1`` is ``first_wait * 2 ** (n - 1)`` seconds, at most
-    ``max_wait``. No attempt starts later than ``within`` seconds after the first one
-    (nor ``timeout``, if that is longer), and each attempt's TCP connect is cut to the
-    time left, so an unreachable host fails within that window plus one SSH handshake.
+    ``max_wait``. No attempt starts later than ``within`` seconds after the first one,
+    and each attempt's TCP connect waits at most ``timeout``, cut to the time left: a
+    host that does not answer fails within ``within`` seconds plus, at worst, one SSH
+    handshake (a host that accepts but stalls the banner is bounded by ``timeout``).
     """
 
     attempts: int = 5
@@ -94,12 +98,13 @@ class ConnectRetry:
     max_wait: float = 8.0
 
     def __post_init__(self) -> None:
-        if self.attempts < 1 or self.within < 0 or self.first_wait < 0 or self.max_wait < 0:
+        if self.attempts < 1 or self.within <= 0 or self.first_wait < 0 or self.max_wait < 0:
             raise ValueError(f"invalid connect retry policy: {self}")
 
 
 DEFAULT_RETRY = ConnectRetry()
-NO_RETRY = ConnectRetry(attempts=1)
+NO_RETRY = ConnectRetry(attempts=1, within=math.inf)
+"""One attempt, with the full ``timeout``."""
 
 RetryListener = Callable[[int, HostUnreachableError], None]
 """Called as ``on_retry(attempt, error)`` when attempt number ``attempt`` failed with the
@@ -143,8 +148,8 @@ def connect(
 
     ``timeout`` bounds each step (TCP connect, banner, key exchange, authentication).
     ``secrets`` are masked as ``***`` in every error the connection raises later.
-    A host that refuses, times out or drops the connection before the SSH banner is
-    retried as ``retry`` says (see :class:`ConnectRetry`); ``on_retry`` hears each
+    A host that refuses, times out, has no route or drops the connection before the SSH
+    banner is retried as ``retry`` says (see :class:`ConnectRetry`); ``on_retry`` hears each
     failed attempt that is followed by another.
 
     Raises HostUnreachableError (naming the attempts made, over how long, and the last
@@ -154,9 +159,8 @@ def connect(
     """
     pin = _pin_of(target)
     pkey = _load_private_key(target)
-    window = max(retry.within, timeout)
-    deadline = time.monotonic() + window
-    attempt = _retrying(retry, window, on_retry)
+    deadline = time.monotonic() + retry.within
+    attempt = _retrying(retry, on_retry)
     transport = attempt(_open_transport, target, pin, timeout, deadline)
     try:
         _authenticate(transport, target, pkey, timeout)
@@ -462,13 +466,11 @@ def _load_private_key(target: HostTarget) -> paramiko.PKey:
         ) from e
 
 
-def _retrying(
-    retry: ConnectRetry, window: float, on_retry: RetryListener | None
-) -> tenacity.Retrying:
+def _retrying(retry: ConnectRetry, on_retry: RetryListener | None) -> tenacity.Retrying:
     """The one retry policy of :func:`connect`: HostUnreachableError is retried with
     exponential backoff until ``retry.attempts`` are made or the next attempt would start
-    after ``window`` seconds; then the last error is raised again, naming the attempts
-    made and the time they took. Any other error ends the retries at once."""
+    after ``retry.within`` seconds; then the last error is raised again, naming the
+    attempts made and the time they took. Any other error ends the retries at once."""
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
         if on_retry is not None:
@@ -487,7 +489,7 @@ def _retrying(
     return tenacity.Retrying(
         retry=tenacity.retry_if_exception_type(HostUnreachableError),
         wait=tenacity.wait_exponential(multiplier=retry.first_wait, max=retry.max_wait),
-        stop=tenacity.stop_after_attempt(retry.attempts) | tenacity.stop_before_delay(window),
+        stop=tenacity.stop_after_attempt(retry.attempts) | tenacity.stop_before_delay(retry.within),
         before_sleep=before_sleep,
         retry_error_callback=give_up,
     )
@@ -531,7 +533,15 @@ def _open_socket(target: HostTarget, timeout: float) -> socket.socket:
             hint="sshd is not running on the host, or the port is wrong; if the host is "
             f"still booting, run the Pulumi command again once `{_keyscan(target)}` answers",
         ) from e
+    except ConnectionResetError as e:  # accepted, then reset before connect() returned
+        raise _closed_before_banner_error(target, e) from e
     except OSError as e:
+        if e.errno == errno.EHOSTUNREACH:  # no ARP answer: down or rebooting, like a timeout
+            raise HostUnreachableError(
+                target.name,
+                f"cannot connect to {where}: {e.strerror}",
+                hint="the host is down or rebooting, or the address is wrong",
+            ) from e
         raise RemoteError(
             target.name,
             f"cannot connect to {where}: {e.strerror or e}",
@@ -556,14 +566,8 @@ def _handshake(
     try:
         transport.start_client(timeout=timeout)
     except (paramiko.SSHException, OSError, EOFError) as e:
-        if _closed_before_banner(e):
-            raise HostUnreachableError(
-                target.name,
-                f"{where} closed the connection before sending the SSH banner",
-                hint="sshd on the host is still starting or is refusing new connections "
-                f"(MaxStartups); run the Pulumi command again once `{_keyscan(target)}` "
-                "answers, and read sshd's log on the host if it keeps happening",
-            ) from e
+        if _closed_before_banner(transport, e):
+            raise _closed_before_banner_error(target, e) from e
         raise RemoteError(
             target.name,
             f"SSH handshake with {where} failed: {e or type(e).__name__}",
@@ -572,14 +576,28 @@ def _handshake(
     _verify_host_key(transport, target, pin)
 
 
-def _closed_before_banner(error: BaseException) -> bool:
-    """Whether the server reset or closed the connection while paramiko waited for the
-    SSH banner (paramiko wraps that in an SSHException whose context is the cause)."""
-    return (
-        isinstance(error, paramiko.SSHException)
-        and str(error).startswith("Error reading SSH protocol banner")
-        and isinstance(error.__context__, EOFError | ConnectionResetError)
+def _closed_before_banner_error(target: HostTarget, cause: BaseException) -> HostUnreachableError:
+    how = "reset" if isinstance(cause.__context__ or cause, ConnectionResetError) else "closed"
+    return HostUnreachableError(
+        target.name,
+        f"{target.address}:{target.port} {how} the connection before sending the SSH banner",
+        hint="sshd on the host is still starting or is refusing new connections "
+        f"(MaxStartups); run the Pulumi command again once `{_keyscan(target)}` "
+        "answers, and read sshd's log on the host if it keeps happening",
     )
+
+
+def _closed_before_banner(transport: paramiko.Transport, error: BaseException) -> bool:
+    """Whether the server reset or closed the connection before its SSH banner arrived.
+
+    paramiko reports that as an EOFError (sending its own banner failed) or as an
+    SSHException whose context is the EOFError or reset (reading the server's failed).
+    A banner that never comes (a timeout) or is not SSH is not this case.
+    """
+    if transport.remote_version:  # the banner was read: the failure came later
+        return False
+    cause = error.__context__ if isinstance(error, paramiko.SSHException) else error
+    return isinstance(cause, EOFError | ConnectionResetError | BrokenPipeError)
 
 
 def _prefer_key_type(transport: paramiko.Transport, key_type: str) -> None:
