@@ -75,6 +75,36 @@ class RemoteError(AmdFleetError):
         super().__init__(f"{text}\n  hint: {hint}" if hint else text)
 
 
+class HostUnreachableError(RemoteError):
+    """Connecting to a host failed in a way that may pass by itself: the TCP connect was
+    refused, timed out or found no route to the host, or the connection was closed
+    before the SSH banner (an sshd still starting). :func:`amdfleet.remote.ssh.connect`
+    retries these, and raises one naming the attempts made and the time they took once
+    it gives up.
+
+    ``reason`` is the last attempt's cause; ``attempts`` and ``elapsed`` (seconds) are
+    set on the error that ends the retries, None on a single attempt's error.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        reason: str,
+        hint: str = "",
+        *,
+        attempts: int | None = None,
+        elapsed: float | None = None,
+    ) -> None:
+        self.reason = reason
+        self.attempts = attempts
+        self.elapsed = elapsed
+        message = reason
+        if attempts is not None:
+            plural = "s" * (attempts != 1)
+            message += f"; gave up after {attempts} attempt{plural} over {elapsed or 0.0:.1f}s"
+        super().__init__(host, message, hint)
+
+
 class HostKeyMismatchError(RemoteError):
     """The host presented a key other than the pinned one; the connection was refused."""
 

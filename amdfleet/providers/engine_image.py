@@ -37,6 +37,7 @@ from amdfleet.remote.images import (
     pull_command,
     remove_command,
 )
+from amdfleet.remote.target import HostTarget
 
 IDENTITY = ("host", "image", "dockerfile_hash")
 _CALL_TIMEOUT = 60.0
@@ -53,7 +54,10 @@ class EngineImageProvider(ResourceProvider):
         Raises RemoteCommandError with the last lines of the pull/build output.
         """
         props = plain(props)
-        with Progress.for_resource(props) as progress, open_host(props["host"]) as conn:
+        with (
+            Progress.for_resource(props) as progress,
+            open_host(HostTarget.model_validate(props["host"])) as conn,
+        ):
             staged = _stage(conn, props, progress)
         return CreateResult(
             id_=f"{props['host']['name']}:{props['image']}", outs={**props, **staged}
@@ -62,7 +66,7 @@ class EngineImageProvider(ResourceProvider):
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         """Re-inspect the image (a re-pulled moving tag shows a new digest)."""
         props = plain(props)
-        with open_host(props["host"]) as conn:
+        with open_host(HostTarget.model_validate(props["host"])) as conn:
             found = _inspect(conn, props["image"])
         return ReadResult(id_=id_, outs={**props, **(found or {"image_id": "", "digest": ""})})
 
@@ -95,7 +99,10 @@ class EngineImageProvider(ResourceProvider):
         """Remove the image if this resource pulled or built it. Idempotent."""
         props = plain(props)
         if props.get("created") and not props.get("keep_on_delete"):
-            with Progress.for_resource(props) as progress, open_host(props["host"]) as conn:
+            with (
+                Progress.for_resource(props) as progress,
+                open_host(HostTarget.model_validate(props["host"])) as conn,
+            ):
                 progress.step(f"removing {props['image']}")
                 conn.run(remove_command(props["image"]), timeout=300)
 

@@ -49,6 +49,7 @@ from amdfleet.remote.engine import (
     stop_command,
 )
 from amdfleet.remote.hosts import open_host
+from amdfleet.remote.target import HostTarget
 
 RESTART_ON = ("files_hash", "secrets_hash", "probe")
 REPLACE_ON = ("host", "remote_dir")
@@ -92,7 +93,7 @@ class EngineServiceProvider(ResourceProvider):
         died while its worker processes linger is not running)."""
         props = plain(props)
         layout = EngineLayout(props["remote_dir"])
-        with open_host(props["host"]) as conn:
+        with open_host(HostTarget.model_validate(props["host"])) as conn:
             running = _observe(conn, layout, props["probe"])
         return ReadResult(id_=id_, outs={**props, "running": running})
 
@@ -115,7 +116,10 @@ class EngineServiceProvider(ResourceProvider):
         """Stop the engine (and its container) and remove its directory. Idempotent."""
         props = plain(props)
         layout = EngineLayout(props["remote_dir"])
-        with Progress.for_resource(props) as progress, open_host(props["host"]) as conn:
+        with (
+            Progress.for_resource(props) as progress,
+            open_host(HostTarget.model_validate(props["host"])) as conn,
+        ):
             progress.step(f"stopping the engine and removing {layout.remote_dir}")
             _stop_and_remove(conn, layout, props.get("container"))
 
@@ -143,7 +147,9 @@ def _deploy(props: dict[str, Any]) -> None:
     secret_env = props.get("secret_env") or {}
     with (
         Progress.for_resource(props) as progress,
-        open_host(props["host"], secrets=list(secret_env.values())) as conn,
+        open_host(
+            HostTarget.model_validate(props["host"]), secrets=list(secret_env.values())
+        ) as conn,
     ):
         progress.step("stopping any engine already running there")
         _stop_and_remove(conn, layout, props.get("container"))

@@ -32,6 +32,7 @@ from amdfleet.providers.progress import (
 from amdfleet.providers.props import as_int, changed_keys, plain
 from amdfleet.remote.connection import Connection
 from amdfleet.remote.hosts import open_host
+from amdfleet.remote.target import HostTarget
 from amdfleet.remote.weights import (
     KILL_AFTER_S,
     TIMED_OUT,
@@ -66,7 +67,7 @@ class ModelWeightsProvider(ResourceProvider):
         props = plain(props)
         with (
             Progress.for_resource(props) as progress,
-            open_host(props["host"], secrets=_secrets(props)) as conn,
+            open_host(HostTarget.model_validate(props["host"]), secrets=_secrets(props)) as conn,
         ):
             staged = _stage(conn, props, progress)
         public = {k: v for k, v in props.items() if k != "hf_token"}
@@ -77,7 +78,7 @@ class ModelWeightsProvider(ResourceProvider):
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         """Check the weights are still there; ``present`` is False when they are not."""
         props = plain(props)
-        with open_host(props["host"]) as conn:
+        with open_host(HostTarget.model_validate(props["host"])) as conn:
             present = conn.run(
                 check_local_command(props["path"]), timeout=_CHECK_TIMEOUT, check=False
             ).ok
@@ -102,7 +103,10 @@ class ModelWeightsProvider(ResourceProvider):
         props = plain(props)
         if not props.get("downloaded") or props.get("keep_on_delete"):
             return
-        with Progress.for_resource(props) as progress, open_host(props["host"]) as conn:
+        with (
+            Progress.for_resource(props) as progress,
+            open_host(HostTarget.model_validate(props["host"])) as conn,
+        ):
             progress.step(f"removing {_label(props)} from {props['cache_dir']}")
             conn.run(remove_command(_target(props)), timeout=600, check=True)
 

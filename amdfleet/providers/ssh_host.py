@@ -25,6 +25,7 @@ from amdfleet.remote.facts import HostFacts
 from amdfleet.remote.hosts import open_host
 from amdfleet.remote.preflight import CheckResult, HostRequirement, check_host
 from amdfleet.remote.probe import build_probe_script, parse_probe_output, probe_time_limit
+from amdfleet.remote.target import HostTarget
 
 INPUTS = ("host", "requirement")
 
@@ -96,7 +97,7 @@ def _inspect(props: dict[str, Any], progress: Progress, enforce: bool) -> dict[s
     requirement = _requirement(plain(props["requirement"]))
     script = build_probe_script(requirement.weights_dir or "/")
     progress.step(f"connecting to {_where(host)}")
-    with open_host(host) as conn:
+    with open_host(HostTarget.model_validate(host)) as conn:
         progress.step("collecting facts (OS, CPU, memory, disk, GPUs, ROCm, docker)")
         result = conn.run("sh -s", stdin=script, timeout=probe_time_limit(), check=True)
     try:

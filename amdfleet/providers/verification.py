@@ -33,6 +33,7 @@ from amdfleet.config import VerificationSpec
 from amdfleet.providers.progress import URN_KEY, Progress, resource_urn
 from amdfleet.providers.props import changed_keys, plain
 from amdfleet.remote.hosts import open_host
+from amdfleet.remote.target import HostTarget
 
 if TYPE_CHECKING:
     from amdfleet.verify import BenchmarkRun, VerificationResult
@@ -200,7 +201,7 @@ def _fetch_tokenizer(props: dict[str, Any], into: Path, progress: Progress) -> s
     if not path:
         return None
     progress.step(f"copying the tokenizer from {props['tokenizer_host']['name']}:{path}")
-    with open_host(props["tokenizer_host"]) as conn:
+    with open_host(HostTarget.model_validate(props["tokenizer_host"])) as conn:
         for name in TOKENIZER_FILES:
             content = conn.get(f"{path.rstrip('/')}/{name}")
             if content is not None:

@@ -2,7 +2,7 @@
 
 Security rules, all enforced here:
 
-* The host key is pinned in the stack (``SshTarget.host_key``), either as a public-key
+* The host key is pinned in the stack (``HostTarget.host_key``), either as a public-key
   line (``ssh-ed25519 AAAA...``) or as an OpenSSH fingerprint (``SHA256:...``). A host
   presenting any other key is refused with :class:`HostKeyMismatchError`. Unknown keys are
   never accepted and ``~/.ssh/known_hosts`` is never read.
@@ -11,10 +11,15 @@ Security rules, all enforced here:
 * Every step is bounded: TCP connect, banner, key exchange, authentication, channel
   opening, command execution and SFTP transfers each have a deadline.
 
+Connecting retries what may pass by itself -- a refused or timed-out TCP connect, "no
+route to host", a connection closed before the SSH banner (an sshd still starting) --
+with exponential backoff, within the attempts and time of a :class:`ConnectRetry`. A
+wrong host key, a rejected or unreadable client key fail at once.
+
 Usage::
 
-    target = SshTarget("node-1", "10.0.0.5", key_path="~/.ssh/id_ed25519",
-                       host_key="ssh-ed25519 AAAAC3Nz...")
+    target = HostTarget(name="node-1", address="10.0.0.5", key_path="~/.ssh/id_ed25519",
+                        host_key="ssh-ed25519 AAAAC3Nz...")
     with connect(target, timeout=10) as conn:
         conn.run("hostname", timeout=10).stdout
 """
@@ -24,22 +29,25 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import errno
 import hashlib
+import math
 import posixpath
 import select
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NoReturn, Self
 
 import paramiko
+import tenacity
 
-from amdfleet.errors import HostKeyMismatchError, RemoteError
+from amdfleet.errors import HostKeyMismatchError, HostUnreachableError, RemoteError
 from amdfleet.remote.connection import (
     CommandResult,
     OutputCollector,
@@ -47,6 +55,7 @@ from amdfleet.remote.connection import (
     Redactor,
     command_error,
 )
+from amdfleet.remote.target import HostTarget
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 _READ_SIZE = 65536
@@ -67,42 +76,39 @@ class PinnedKey:
 
 
 @dataclass(frozen=True)
-class SshTarget:
-    """Where and how to reach one host over SSH. Holds no secret, only a key *path*.
+class ConnectRetry:
+    """How :func:`connect` retries a host that does not answer yet.
 
-    ``host`` is the label used in messages; ``host_key`` is the pinned public key line
-    or ``SHA256:`` fingerprint (see :func:`parse_host_key`).
+    Retried: a refused or timed-out TCP connect, "no route to host" (no ARP answer: a
+    host down or rebooting), and a connection reset or closed before the SSH banner (an
+    sshd still starting, or over its ``MaxStartups``). Never retried:
+    a host-key mismatch, a missing or malformed pin, an unreadable client key, a rejected
+    login, or any other handshake failure -- those do not pass by waiting.
+
+    The wait before attempt ``n + 1`` is ``first_wait * 2 ** (n - 1)`` seconds, at most
+    ``max_wait``. No attempt starts later than ``within`` seconds after the first one,
+    and each attempt's TCP connect waits at most ``timeout``, cut to the time left: a
+    host that does not answer fails within ``within`` seconds plus, at worst, one SSH
+    handshake (a host that accepts but stalls the banner is bounded by ``timeout``).
     """
 
-    host: str
-    address: str
-    port: int = 22
-    user: str = "root"
-    key_path: str = "~/.ssh/id_ed25519"
-    host_key: str = ""
+    attempts: int = 5
+    within: float = 30.0
+    first_wait: float = 0.5
+    max_wait: float = 8.0
 
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> SshTarget:
-        """Build a target from provider props (numbers arrive as floats there)."""
-        return cls(
-            host=str(data["host"]),
-            address=str(data["address"]),
-            port=int(data.get("port", 22)),
-            user=str(data.get("user", "root")),
-            key_path=str(data.get("key_path", "~/.ssh/id_ed25519")),
-            host_key=str(data.get("host_key", "")),
-        )
+    def __post_init__(self) -> None:
+        if self.attempts < 1 or self.within <= 0 or self.first_wait < 0 or self.max_wait < 0:
+            raise ValueError(f"invalid connect retry policy: {self}")
 
-    def as_mapping(self) -> dict[str, Any]:
-        """The target as plain provider props (the inverse of :meth:`from_mapping`)."""
-        return {
-            "host": self.host,
-            "address": self.address,
-            "port": self.port,
-            "user": self.user,
-            "key_path": self.key_path,
-            "host_key": self.host_key,
-        }
+
+DEFAULT_RETRY = ConnectRetry()
+NO_RETRY = ConnectRetry(attempts=1, within=math.inf)
+"""One attempt, with the full ``timeout``."""
+
+RetryListener = Callable[[int, HostUnreachableError], None]
+"""Called as ``on_retry(attempt, error)`` when attempt number ``attempt`` failed with the
+transient ``error`` and another attempt follows (after the backoff wait)."""
 
 
 def parse_host_key(text: str) -> PinnedKey:
@@ -131,26 +137,32 @@ def fingerprint_of(key_blob: bytes) -> str:
 
 
 def connect(
-    target: SshTarget,
+    target: HostTarget,
     *,
     timeout: float = DEFAULT_CONNECT_TIMEOUT,
     secrets: Iterable[str] = (),
+    retry: ConnectRetry = DEFAULT_RETRY,
+    on_retry: RetryListener | None = None,
 ) -> SshConnection:
     """Open an authenticated SSH session to ``target``, checking its pinned host key.
 
     ``timeout`` bounds each step (TCP connect, banner, key exchange, authentication).
     ``secrets`` are masked as ``***`` in every error the connection raises later.
+    A host that refuses, times out, has no route or drops the connection before the SSH
+    banner is retried as ``retry`` says (see :class:`ConnectRetry`); ``on_retry`` hears each
+    failed attempt that is followed by another.
 
-    Raises HostKeyMismatchError when the host presents another key than the pinned one,
-    RemoteError when the host is unreachable, refuses the connection, is not an SSH
-    server, or rejects the key.
+    Raises HostUnreachableError (naming the attempts made, over how long, and the last
+    cause) once the retries are used up, HostKeyMismatchError when the host presents
+    another key than the pinned one, RemoteError when the pin or client key is unusable,
+    the port is not an SSH server, or the host rejects the key.
     """
     pin = _pin_of(target)
     pkey = _load_private_key(target)
-    sock = _open_socket(target, timeout)
-    transport = paramiko.Transport(sock)
+    deadline = time.monotonic() + retry.within
+    attempt = _retrying(retry, on_retry)
+    transport = attempt(_open_transport, target, pin, timeout, deadline)
     try:
-        _handshake(transport, target, pin, timeout)
         _authenticate(transport, target, pkey, timeout)
     except BaseException:
         transport.close()
@@ -165,7 +177,7 @@ class SshConnection:
     it inside provider methods, never store it on a provider.
     """
 
-    def __init__(self, target: SshTarget, transport: paramiko.Transport, redactor: Redactor):
+    def __init__(self, target: HostTarget, transport: paramiko.Transport, redactor: Redactor):
         self._target = target
         self._transport = transport
         self._redactor = redactor
@@ -173,10 +185,10 @@ class SshConnection:
     @property
     def host(self) -> str:
         """The host label used in error messages."""
-        return self._target.host
+        return self._target.name
 
     @property
-    def target(self) -> SshTarget:
+    def target(self) -> HostTarget:
         """Where this session is connected."""
         return self._target
 
@@ -315,7 +327,9 @@ class SshConnection:
         raise RemoteError(
             self.host,
             f"connection to {self._target.address}:{self._target.port} lost while running: {doing}",
-            hint="the host crashed, rebooted or the network dropped; reconnect and retry",
+            hint="the host crashed, rebooted or the network dropped; once it answers SSH "
+            "again, run the Pulumi command again (amdfleet does not rerun a command whose "
+            "connection was lost)",
         ) from cause
 
 
@@ -424,53 +438,112 @@ def _sftp_remove_quietly(sftp: paramiko.SFTPClient, path: str) -> None:
         sftp.remove(path)
 
 
-def _pin_of(target: SshTarget) -> PinnedKey:
+def _pin_of(target: HostTarget) -> PinnedKey:
     if not target.host_key:
         raise RemoteError(
-            target.host,
+            target.name,
             "no pinned host key: refusing to connect to an unverified host",
             hint=_keyscan_hint(target, None),
         )
     try:
         return parse_host_key(target.host_key)
     except ValueError as e:
-        raise RemoteError(target.host, str(e), hint=_keyscan_hint(target, None)) from e
+        raise RemoteError(target.name, str(e), hint=_keyscan_hint(target, None)) from e
 
 
-def _load_private_key(target: SshTarget) -> paramiko.PKey:
+def _load_private_key(target: HostTarget) -> paramiko.PKey:
     path = Path(target.key_path).expanduser()
     try:
         return paramiko.PKey.from_path(path)
     except paramiko.PasswordRequiredException as e:
         hint = "use an unencrypted deploy key (agents and passphrases are not supported)"
-        raise RemoteError(target.host, f"private key {path} is encrypted", hint=hint) from e
+        raise RemoteError(target.name, f"private key {path} is encrypted", hint=hint) from e
     except (OSError, paramiko.SSHException, ValueError) as e:
         raise RemoteError(
-            target.host,
+            target.name,
             f"cannot load private key {path}: {e}",
             hint="key_path must name an OpenSSH private key (ssh-keygen -t ed25519)",
         ) from e
 
 
-def _open_socket(target: SshTarget, timeout: float) -> socket.socket:
+def _retrying(retry: ConnectRetry, on_retry: RetryListener | None) -> tenacity.Retrying:
+    """The one retry policy of :func:`connect`: HostUnreachableError is retried with
+    exponential backoff until ``retry.attempts`` are made or the next attempt would start
+    after ``retry.within`` seconds; then the last error is raised again, naming the
+    attempts made and the time they took. Any other error ends the retries at once."""
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        if on_retry is not None:
+            on_retry(state.attempt_number, _failure(state))
+
+    def give_up(state: tenacity.RetryCallState) -> NoReturn:
+        last = _failure(state)
+        raise HostUnreachableError(
+            last.host,
+            last.reason,
+            last.hint,
+            attempts=state.attempt_number,
+            elapsed=state.seconds_since_start,
+        ) from last
+
+    return tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(HostUnreachableError),
+        wait=tenacity.wait_exponential(multiplier=retry.first_wait, max=retry.max_wait),
+        stop=tenacity.stop_after_attempt(retry.attempts) | tenacity.stop_before_delay(retry.within),
+        before_sleep=before_sleep,
+        retry_error_callback=give_up,
+    )
+
+
+def _failure(state: tenacity.RetryCallState) -> HostUnreachableError:
+    error = state.outcome.exception() if state.outcome is not None else None
+    assert isinstance(error, HostUnreachableError)  # the only error that is retried
+    return error
+
+
+def _open_transport(
+    target: HostTarget, pin: PinnedKey, timeout: float, deadline: float
+) -> paramiko.Transport:
+    """One connect attempt: TCP connect (cut to the retry window), SSH handshake and
+    host-key check; no login yet."""
+    sock = _open_socket(target, min(timeout, _remaining(deadline)))
+    transport = paramiko.Transport(sock)
+    try:
+        _handshake(transport, target, pin, timeout)
+    except BaseException:
+        transport.close()
+        raise
+    return transport
+
+
+def _open_socket(target: HostTarget, timeout: float) -> socket.socket:
     where = f"{target.address}:{target.port}"
     try:
         sock = socket.create_connection((target.address, target.port), timeout=timeout)
     except TimeoutError as e:
-        raise RemoteError(
-            target.host,
-            f"connecting to {where} timed out after {timeout:g}s",
+        raise HostUnreachableError(
+            target.name,
+            f"connecting to {where} timed out after {timeout:.3g}s",
             hint="the host is down or unreachable (network partition, firewall, wrong address)",
         ) from e
     except ConnectionRefusedError as e:
-        raise RemoteError(
-            target.host,
+        raise HostUnreachableError(
+            target.name,
             f"connection to {where} refused",
-            hint="sshd is not running on the host, or the port is wrong",
+            hint="sshd is not running on the host, or the port is wrong; if the host is "
+            f"still booting, run the Pulumi command again once `{_keyscan(target)}` answers",
         ) from e
+    except ConnectionResetError as e:  # accepted, then reset before connect() returned
+        raise _closed_before_banner_error(target, e) from e
     except OSError as e:
+        if e.errno == errno.EHOSTUNREACH:  # no ARP answer: down or rebooting, like a timeout
+            raise HostUnreachableError(
+                target.name,
+                f"cannot connect to {where}: {e.strerror}",
+                hint="the host is down or rebooting, or the address is wrong",
+            ) from e
         raise RemoteError(
-            target.host,
+            target.name,
             f"cannot connect to {where}: {e.strerror or e}",
             hint="check the address, the route to the host and that it is up",
         ) from e
@@ -481,7 +554,7 @@ def _open_socket(target: SshTarget, timeout: float) -> socket.socket:
 
 
 def _handshake(
-    transport: paramiko.Transport, target: SshTarget, pin: PinnedKey, timeout: float
+    transport: paramiko.Transport, target: HostTarget, pin: PinnedKey, timeout: float
 ) -> None:
     transport.banner_timeout = timeout
     transport.handshake_timeout = timeout
@@ -489,15 +562,42 @@ def _handshake(
     transport.channel_timeout = timeout
     if pin.key_type:
         _prefer_key_type(transport, pin.key_type)
+    where = f"{target.address}:{target.port}"
     try:
         transport.start_client(timeout=timeout)
     except (paramiko.SSHException, OSError, EOFError) as e:
+        if _closed_before_banner(transport, e):
+            raise _closed_before_banner_error(target, e) from e
         raise RemoteError(
-            target.host,
-            f"SSH handshake with {target.address}:{target.port} failed: {e or type(e).__name__}",
+            target.name,
+            f"SSH handshake with {where} failed: {e or type(e).__name__}",
             hint="is this port an SSH server? the host may also be overloaded or dropping packets",
         ) from e
     _verify_host_key(transport, target, pin)
+
+
+def _closed_before_banner_error(target: HostTarget, cause: BaseException) -> HostUnreachableError:
+    how = "reset" if isinstance(cause.__context__ or cause, ConnectionResetError) else "closed"
+    return HostUnreachableError(
+        target.name,
+        f"{target.address}:{target.port} {how} the connection before sending the SSH banner",
+        hint="sshd on the host is still starting or is refusing new connections "
+        f"(MaxStartups); run the Pulumi command again once `{_keyscan(target)}` "
+        "answers, and read sshd's log on the host if it keeps happening",
+    )
+
+
+def _closed_before_banner(transport: paramiko.Transport, error: BaseException) -> bool:
+    """Whether the server reset or closed the connection before its SSH banner arrived.
+
+    paramiko reports that as an EOFError (sending its own banner failed) or as an
+    SSHException whose context is the EOFError or reset (reading the server's failed).
+    A banner that never comes (a timeout) or is not SSH is not this case.
+    """
+    if transport.remote_version:  # the banner was read: the failure came later
+        return False
+    cause = error.__context__ if isinstance(error, paramiko.SSHException) else error
+    return isinstance(cause, EOFError | ConnectionResetError | BrokenPipeError)
 
 
 def _prefer_key_type(transport: paramiko.Transport, key_type: str) -> None:
@@ -508,13 +608,13 @@ def _prefer_key_type(transport: paramiko.Transport, key_type: str) -> None:
     options.key_types = first + tuple(k for k in supported if k not in first)
 
 
-def _verify_host_key(transport: paramiko.Transport, target: SshTarget, pin: PinnedKey) -> None:
+def _verify_host_key(transport: paramiko.Transport, target: HostTarget, pin: PinnedKey) -> None:
     key = transport.get_remote_server_key()
     presented = fingerprint_of(key.asbytes())
     if presented == pin.fingerprint:
         return
     raise HostKeyMismatchError(
-        target.host,
+        target.name,
         f"host key mismatch for {target.address}:{target.port}: expected {pin.fingerprint}"
         f"{f' ({pin.key_type})' if pin.key_type else ''}, presented {presented} "
         f"({key.get_name()}); connection refused",
@@ -522,9 +622,14 @@ def _verify_host_key(transport: paramiko.Transport, target: SshTarget, pin: Pinn
     )
 
 
-def _keyscan_hint(target: SshTarget, key_type: str | None) -> str:
-    scan_type = _keyscan_type(key_type)
-    scan = f"ssh-keyscan -p {target.port}{f' -t {scan_type}' if scan_type else ''} {target.address}"
+def _keyscan(target: HostTarget, scan_type: str = "") -> str:
+    """The ssh-keyscan command line that asks the host for its key."""
+    type_option = f" -t {scan_type}" if scan_type else ""
+    return f"ssh-keyscan -p {target.port}{type_option} {target.address}"
+
+
+def _keyscan_hint(target: HostTarget, key_type: str | None) -> str:
+    scan = _keyscan(target, _keyscan_type(key_type))
     return (
         f"if the host was legitimately reinstalled, verify its key out of band and re-pin "
         f"host_key with the line printed by `{scan}` (or its fingerprint: "
@@ -544,27 +649,28 @@ def _keyscan_type(key_type: str | None) -> str:
 
 
 def _authenticate(
-    transport: paramiko.Transport, target: SshTarget, pkey: paramiko.PKey, timeout: float
+    transport: paramiko.Transport, target: HostTarget, pkey: paramiko.PKey, timeout: float
 ) -> None:
     try:
         transport.auth_publickey(target.user, pkey)
     except paramiko.AuthenticationException as e:
         raise RemoteError(
-            target.host,
+            target.name,
             f"public-key authentication as {target.user!r} failed: {e}",
             hint=f"add the public key of {target.key_path} to ~{target.user}/.ssh/authorized_keys "
             "on the host, and check the user name",
         ) from e
     except (paramiko.SSHException, OSError, EOFError) as e:
         raise RemoteError(
-            target.host,
+            target.name,
             f"authentication with {target.address}:{target.port} did not complete within "
             f"{timeout:g}s: {e}",
-            hint="the host may be overloaded; retry, or raise the connect timeout",
+            hint="the host may be overloaded (check its load and sshd's log); a login that "
+            "started is not retried: run the Pulumi command again once the host responds",
         ) from e
     if not transport.is_authenticated():
         raise RemoteError(
-            target.host,
+            target.name,
             f"the host requires more than a public key to log in as {target.user!r}",
             hint="configure sshd for public-key-only authentication for this user",
         )

@@ -26,6 +26,7 @@ from amdfleet.providers.engine_service import EngineServiceProvider
 from amdfleet.providers.progress import URN_KEY
 from amdfleet.remote.hosts import open_host
 from amdfleet.remote.ssh import SshConnection
+from amdfleet.remote.target import HostTarget
 from tests.support.engine_log import EngineLog
 from tests.support.hostlab import HostLab, LabFactory
 from tests.support.models import TINY_ARCHITECTURE
@@ -258,9 +259,10 @@ def test_unreachable_host_fails_within_the_timeout(
         checked = provider_host.check(props).inputs
         with pytest.raises(ProviderCallError) as caught:
             provider_host.create(checked)
-        assert "RemoteError" in caught.value.message and "[host0]" in caught.value.message
+        message = caught.value.message
+        assert "HostUnreachableError: [host0]" in message and "gave up after" in message
         lab.heal(0)
-        with open_host({**props["host"]}) as conn:
+        with open_host(HostTarget.model_validate(props["host"])) as conn:
             assert conn.run("test -e /opt/amdfleet/down", timeout=10, check=False).exit_code == 1
 
 

@@ -70,7 +70,7 @@ def _props(host: dict[str, Any], path: str, content: str = "hello\n") -> dict[st
 def test_full_cycle_through_the_real_host(
     provider_host: ProviderHost, lab: HostLab, conn: SshConnection
 ) -> None:
-    host = lab.target(0).as_mapping()
+    host = lab.host_props(0)
     path = "/opt/sample/cycle.txt"
     urn = provider_host.urn("cycle")
 
@@ -113,7 +113,7 @@ def test_full_cycle_through_the_real_host(
 def test_create_failure_surfaces_the_provider_message(
     provider_host: ProviderHost, lab: HostLab
 ) -> None:
-    props = _props(lab.target(0).as_mapping(), "/proc/amdfleet/cannot.txt")
+    props = _props(lab.host_props(0), "/proc/amdfleet/cannot.txt")
     checked = provider_host.check(props)
     with pytest.raises(ProviderCallError) as info:
         provider_host.create(checked.inputs)

@@ -7,7 +7,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from amdfleet.errors import HostKeyMismatchError, RemoteCommandError, RemoteErro
 from amdfleet.remote.connection import Connection
 from amdfleet.remote.local import LocalConnection
 from amdfleet.remote.process import detached, is_running, stop_process_group
-from amdfleet.remote.ssh import SshConnection, connect, parse_host_key
+from amdfleet.remote.ssh import NO_RETRY, SshConnection, connect, parse_host_key
 from tests.support.hostlab import HostLab, LabFactory, require_netns, sweep_stale_labs
 from tests.support.waiting import wait_until
 
@@ -188,7 +187,7 @@ def test_unpinned_or_malformed_key_is_refused(lab: HostLab) -> None:
 @pytest.mark.netns
 def test_refused_port_and_wrong_client_key(lab: HostLab, tmp_path: Path) -> None:
     with pytest.raises(RemoteError, match="refused"):
-        connect(lab.target(0, port=2222), timeout=5)
+        connect(lab.target(0, port=2222), timeout=5, retry=NO_RETRY)
     key = tmp_path / "other_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     with pytest.raises(RemoteError) as info:
@@ -206,7 +205,7 @@ def test_partitioned_host_is_unreachable_within_the_timeout(hostlab: LabFactory)
         lab.partition(0)
         t0 = time.monotonic()
         with pytest.raises(RemoteError) as info:
-            connect(lab.target(0), timeout=1.0)
+            connect(lab.target(0), timeout=1.0, retry=NO_RETRY)
         assert time.monotonic() - t0 < 2.0
         assert "timed out" in str(info.value) and "partition" in info.value.hint
         lab.heal(0)
@@ -413,7 +412,7 @@ def test_ssh_connection_refuses_to_be_pickled(lab: HostLab) -> None:
         pickle.dumps(c)
     target = lab.target(0)
     assert pickle.loads(pickle.dumps(target)) == target
-    assert replace(target, port=2200).port == 2200
+    assert target.model_copy(update={"port": 2200}).port == 2200
 
 
 @pytest.mark.netns

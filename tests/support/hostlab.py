@@ -45,12 +45,13 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
-from amdfleet.remote.ssh import SshConnection, SshTarget, connect
+from amdfleet.remote.ssh import SshConnection, connect
+from amdfleet.remote.target import HostTarget
 from tests.support.files import tail_file
 
 SUBNET_PREFIX = "10.77"
@@ -162,32 +163,25 @@ class HostLab:
     def __len__(self) -> int:
         return len(self.hosts)
 
-    def target(self, host: LabHost | int, **overrides: Any) -> SshTarget:
-        """The SshTarget for ``host`` with its pinned key and the lab's client key."""
+    def target(self, host: LabHost | int, **overrides: Any) -> HostTarget:
+        """The HostTarget for ``host`` with its pinned key and the lab's client key;
+        ``overrides`` replace fields (validated, like ``port=2222``)."""
         h = self._host(host)
-        base = SshTarget(
-            host=h.name,
-            address=h.address,
-            port=h.port,
-            user=h.user,
-            key_path=str(self.client_key),
-            host_key=h.host_key,
-        )
-        return replace(base, **overrides)
+        fields = {
+            "name": h.name,
+            "connection": "ssh",
+            "address": h.address,
+            "port": h.port,
+            "user": h.user,
+            "key_path": str(self.client_key),
+            "host_key": h.host_key,
+        }
+        return HostTarget.model_validate({**fields, **overrides})
 
     def host_props(self, host: LabHost | int) -> dict[str, Any]:
-        """``host`` as amdfleet provider props (what ``amdfleet.remote.hosts.host_props``
-        makes of a stack's SSH host entry)."""
-        target = self.target(host)
-        return {
-            "name": target.host,
-            "connection": "ssh",
-            "address": target.address,
-            "port": target.port,
-            "user": target.user,
-            "key_path": target.key_path,
-            "host_key": target.host_key,
-        }
+        """``host`` as amdfleet provider props: the plain dict of its HostTarget (what
+        the Fleet component passes to every provider for a stack's SSH host entry)."""
+        return self.target(host).model_dump()
 
     def connect(self, host: LabHost | int, *, timeout: float = 10.0) -> SshConnection:
         """An open SshConnection to ``host`` (strict host-key checking)."""

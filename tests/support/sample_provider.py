@@ -28,7 +28,8 @@ from pulumi.dynamic import (
 
 from amdfleet.remote.connection import Connection
 from amdfleet.remote.local import LocalConnection
-from amdfleet.remote.ssh import SshTarget, connect
+from amdfleet.remote.ssh import connect
+from amdfleet.remote.target import HostTarget
 
 CONNECT_TIMEOUT = 10.0
 COMMAND_TIMEOUT = 30.0
@@ -37,10 +38,10 @@ _UPDATE_KEYS = ("content", "token", "mode")
 
 
 def open_connection(host: dict[str, Any]) -> Connection:
-    """A connection for a ``host`` prop: ``{"connection": "local"}`` or an SshTarget dict."""
+    """A connection for a ``host`` prop: ``{"connection": "local"}`` or a HostTarget dict."""
     if host.get("connection") == "local":
-        return LocalConnection(str(host.get("host", "local")))
-    return connect(SshTarget.from_mapping(host), timeout=CONNECT_TIMEOUT)
+        return LocalConnection(str(host.get("name", "local")))
+    return connect(HostTarget.model_validate(host), timeout=CONNECT_TIMEOUT)
 
 
 def token_path(path: str) -> str:
