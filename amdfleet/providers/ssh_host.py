@@ -23,7 +23,7 @@ from amdfleet.providers.progress import URN_KEY, Progress, resource_urn, urn_inp
 from amdfleet.providers.props import as_int, changed_keys, plain
 from amdfleet.remote.facts import HostFacts
 from amdfleet.remote.hosts import open_host
-from amdfleet.remote.preflight import CheckResult, HostRequirement, check_host
+from amdfleet.remote.preflight import HostRequirement, PreflightCheck, check_host
 from amdfleet.remote.probe import build_probe_script, parse_probe_output, probe_time_limit
 
 INPUTS = ("host", "requirement")
@@ -144,7 +144,7 @@ def _where(host: dict[str, Any]) -> str:
     return f"{host.get('user', 'root')}@{host.get('address')}:{as_int(host.get('port', 22))}"
 
 
-def _summary(facts: HostFacts, checks: list[CheckResult]) -> str:
+def _summary(facts: HostFacts, checks: list[PreflightCheck]) -> str:
     """``node-1: Ubuntu 22.04, 8x MI300X (gfx942), ROCm 6.2.0; preflight passed (9 checks)``"""
     parts = [facts.os_name or "unknown OS"]
     if facts.gpus:
