@@ -24,14 +24,20 @@ import pulumi
 from amdfleet.config import StackSpec, VerificationSpec
 from amdfleet.errors import ConfigError, ConfigIssue
 from amdfleet.plan import GIB, DeploymentPlan, NodePlan
-from amdfleet.providers.engine_image import EngineImage
-from amdfleet.providers.engine_service import EngineService
-from amdfleet.providers.model_weights import ModelWeights
+from amdfleet.providers.engine_image import EngineImage, EngineImageProps
+from amdfleet.providers.engine_service import (
+    EngineService,
+    EngineServiceArgs,
+    EngineServiceProps,
+    ReadinessCheck,
+    RenderedFile,
+)
+from amdfleet.providers.model_weights import ModelWeights, ModelWeightsProps
 from amdfleet.providers.readiness import ReadinessGate
-from amdfleet.providers.ssh_host import SshHost
-from amdfleet.providers.verification import Verification
-from amdfleet.remote.hosts import host_props
+from amdfleet.providers.ssh_host import SshHost, SshHostProps
+from amdfleet.providers.verification import Verification, VerificationProps
 from amdfleet.remote.preflight import HostRequirement
+from amdfleet.remote.target import HostTarget
 from amdfleet.render import render_dockerfile, render_node
 
 GPU_MIN_SHM_BYTES = 1 * GIB
@@ -43,6 +49,7 @@ class Fleet(pulumi.ComponentResource):
     """The stack's hosts, each connected, inventoried and preflight-checked."""
 
     hosts: list[SshHost]
+    targets: list[HostTarget]
     inventory: pulumi.Output[list[dict[str, Any]]]
 
     def __init__(
@@ -64,15 +71,14 @@ class Fleet(pulumi.ComponentResource):
                 ],
                 f"stack {spec.name}",
             )
-        self.props = [host_props(host) for host in spec.fleet.hosts]
+        self.targets = [HostTarget.from_spec(host) for host in spec.fleet.hosts]
         self.hosts = [
             SshHost(
                 f"{name}-{node.host}",
-                props,
-                host_requirement(plan, node),
+                SshHostProps(host=target, requirement=host_requirement(plan, node)),
                 pulumi.ResourceOptions(parent=self),
             )
-            for node, props in zip(plan.nodes, self.props, strict=True)
+            for node, target in zip(plan.nodes, self.targets, strict=True)
         ]
         self.inventory = pulumi.Output.all(*[h.facts for h in self.hosts]).apply(
             lambda facts: [_inventory(node, f) for node, f in zip(plan.nodes, facts, strict=True)]
@@ -123,12 +129,10 @@ class Deployment(pulumi.ComponentResource):
             self.ready = check.passed
             ReadinessGate(
                 f"{name}-readiness",
-                {
-                    "passed": check.passed,
-                    "failures": check.failures,
-                    "verdict_table": check.verdict_table,
-                },
                 self._opts([check]),
+                passed=check.passed,
+                failures=check.failures,
+                verdict_table=check.verdict_table,
             )
         self.register_outputs(
             {
@@ -152,15 +156,15 @@ class Deployment(pulumi.ComponentResource):
         return [
             EngineImage(
                 f"{name}-image-{node.host}",
-                {
-                    "host": fleet.props[node.rank],
-                    "image": plan.image.image,
-                    "dockerfile": dockerfile.content if dockerfile else None,
-                    "dockerfile_hash": dockerfile.sha256 if dockerfile else None,
-                    "build_dir": f"{node.remote_dir}-image",
-                    "timeout_s": IMAGE_TIMEOUT_S,
-                    "keep_on_delete": False,
-                },
+                EngineImageProps(
+                    host=fleet.targets[node.rank],
+                    image=plan.image.image,
+                    dockerfile=dockerfile.content if dockerfile else None,
+                    dockerfile_hash=dockerfile.sha256 if dockerfile else None,
+                    build_dir=f"{node.remote_dir}-image",
+                    timeout_s=IMAGE_TIMEOUT_S,
+                    keep_on_delete=False,
+                ),
                 self._opts(fleet.hosts),
             )
             for node in plan.nodes
@@ -178,20 +182,20 @@ class Deployment(pulumi.ComponentResource):
         return [
             ModelWeights(
                 f"{name}-weights-{node.host}",
-                {
-                    "host": fleet.props[node.rank],
-                    "repo": plan.model.checkpoint,
-                    "revision": plan.model.revision,
-                    "cache_dir": plan.weights_cache_dir,
-                    "local_path": plan.weights_local_path,
-                    "hf_token": pulumi.Output.secret(token) if token is not None else None,
-                    "python": _engine_python(plan),
-                    "docker_image": plan.image.image if images else None,
-                    "hub_endpoint": plan.weights_hub_endpoint,
-                    "timeout_s": plan.weights_timeout_s,
-                    "keep_on_delete": bool(plan.campaign.get("keep_weights")),
-                },
+                ModelWeightsProps(
+                    host=fleet.targets[node.rank],
+                    repo=plan.model.checkpoint,
+                    revision=plan.model.revision,
+                    cache_dir=plan.weights_cache_dir,
+                    local_path=plan.weights_local_path,
+                    python=_engine_python(plan),
+                    docker_image=plan.image.image if images else None,
+                    hub_endpoint=plan.weights_hub_endpoint,
+                    timeout_s=plan.weights_timeout_s,
+                    keep_on_delete=bool(plan.campaign.get("keep_weights")),
+                ),
                 self._opts([*fleet.hosts, *images[node.rank : node.rank + 1]]),
+                hf_token=token,
             )
             for node in plan.nodes
         ]
@@ -223,9 +227,14 @@ class Deployment(pulumi.ComponentResource):
             **{env: secrets[key] for env, key in node.secret_env.items()}
         )
         secret_env: pulumi.Output[dict[str, Any]] = pulumi.Output.secret(values)
-        props = engine_service_props(self._plan, node, fleet.props[node.rank], secret_env)
+        args = engine_service_props(self._plan, node, fleet.targets[node.rank], secret_env)
         depends = [*fleet.hosts, weights[node.rank], *images[node.rank : node.rank + 1]]
-        return EngineService(f"{name}-engine-{node.host}", props, self._opts(depends))
+        return EngineService(
+            f"{name}-engine-{node.host}",
+            args.props,
+            self._opts(depends),
+            secret_env=args.secret_env,
+        )
 
     def _verification(
         self,
@@ -246,42 +255,46 @@ class Deployment(pulumi.ComponentResource):
         )
         return Verification(
             f"{name}-verification",
-            {
-                "base_url": plan.endpoint,
-                "model": plan.model.served_name,
-                "api_key": api_key,
-                "spec": spec.model_dump(mode="json"),
-                "engine_fingerprint": fingerprint,
-                "tokenizer_host": fleet.props[0],
-                "tokenizer_path": weights[0].path,
-                "report_dir": f"{REPORTS_DIR}/{plan.stack}",
-            },
+            VerificationProps(
+                base_url=plan.endpoint,
+                model=plan.model.served_name,
+                spec=spec,
+                tokenizer_host=fleet.targets[0],
+                report_dir=f"{REPORTS_DIR}/{plan.stack}",
+            ),
             self._opts(services),
+            api_key=api_key,
+            engine_fingerprint=fingerprint,
+            tokenizer_path=weights[0].path,
         )
 
 
 def engine_service_props(
-    plan: DeploymentPlan, node: NodePlan, host: Mapping[str, Any], secret_env: Any
-) -> dict[str, Any]:
-    """EngineService inputs for ``node``: its rendered files, secrets and readiness probe."""
+    plan: DeploymentPlan,
+    node: NodePlan,
+    host: HostTarget,
+    secret_env: pulumi.Input[Mapping[str, str]],
+) -> EngineServiceArgs:
+    """EngineService arguments for ``node``: its rendered files, secrets and readiness
+    check."""
     files = {
-        PurePosixPath(f.path).name: {"content": f.content, "mode": f.mode}
+        PurePosixPath(f.path).name: RenderedFile(content=f.content, mode=f.mode)
         for f in render_node(plan, node.rank)
     }
-    return {
-        "host": dict(host),
-        "remote_dir": node.remote_dir,
-        "files": files,
-        "secret_env": secret_env,
-        "container": plan.container_name if plan.runtime == "docker" else None,
-        "probe": {
-            "serves_api": node.serves_api,
-            "base_url": _local_base_url(plan),
-            "paths": list(plan.ready_paths),
-            "served_name": plan.model.served_name,
-            "timeout_s": plan.startup_timeout_s,
-        },
-    }
+    props = EngineServiceProps(
+        host=host,
+        remote_dir=node.remote_dir,
+        files=files,
+        container=plan.container_name if plan.runtime == "docker" else None,
+        readiness=ReadinessCheck(
+            serves_api=node.serves_api,
+            base_url=_local_base_url(plan),
+            paths=tuple(plan.ready_paths),
+            served_name=plan.model.served_name,
+            timeout_s=plan.startup_timeout_s,
+        ),
+    )
+    return EngineServiceArgs(props, secret_env)
 
 
 def campaign_output(plan: DeploymentPlan, started_at: str | None) -> dict[str, Any]:

@@ -51,6 +51,7 @@ from types import TracebackType
 from typing import IO, Any, Self
 
 from amdfleet.remote.ssh import SshConnection, SshTarget, connect
+from amdfleet.remote.target import HostTarget
 from tests.support.files import tail_file
 
 SUBNET_PREFIX = "10.77"
@@ -175,19 +176,24 @@ class HostLab:
         )
         return replace(base, **overrides)
 
-    def host_props(self, host: LabHost | int) -> dict[str, Any]:
-        """``host`` as amdfleet provider props (what ``amdfleet.remote.hosts.host_props``
-        makes of a stack's SSH host entry)."""
+    def host_target(self, host: LabHost | int) -> HostTarget:
+        """``host`` as the HostTarget providers receive (what the planner makes of a
+        stack's SSH host entry)."""
         target = self.target(host)
-        return {
-            "name": target.host,
-            "connection": "ssh",
-            "address": target.address,
-            "port": target.port,
-            "user": target.user,
-            "key_path": target.key_path,
-            "host_key": target.host_key,
-        }
+        return HostTarget(
+            name=target.host,
+            connection="ssh",
+            address=target.address,
+            port=target.port,
+            user=target.user,
+            key_path=target.key_path,
+            host_key=target.host_key,
+        )
+
+    def host_props(self, host: LabHost | int) -> dict[str, Any]:
+        """``host`` as the plain ``host`` property of a provider (a dumped
+        :meth:`host_target`; minus ``connection`` it is a stack's host entry)."""
+        return self.host_target(host).model_dump(mode="json")
 
     def connect(self, host: LabHost | int, *, timeout: float = 10.0) -> SshConnection:
         """An open SshConnection to ``host`` (strict host-key checking)."""
