@@ -24,12 +24,18 @@ import pulumi
 from amdfleet.config import CampaignSpec
 from amdfleet.errors import ConfigIssue, PlanError
 from amdfleet.plan import DeploymentPlan, NodePlan
-from amdfleet.providers.engine_image import EngineImage
-from amdfleet.providers.engine_service import EngineService
-from amdfleet.providers.model_weights import ModelWeights
+from amdfleet.providers.engine_image import EngineImage, EngineImageProps
+from amdfleet.providers.engine_service import (
+    EngineService,
+    EngineServiceArgs,
+    EngineServiceProps,
+    ReadinessCheck,
+    RenderedFile,
+)
+from amdfleet.providers.model_weights import ModelWeights, ModelWeightsProps
 from amdfleet.providers.readiness import ReadinessGate
-from amdfleet.providers.ssh_host import SshHost
-from amdfleet.providers.verification import Verification
+from amdfleet.providers.ssh_host import SshHost, SshHostProps
+from amdfleet.providers.verification import Verification, VerificationProps
 from amdfleet.remote.target import HostTarget
 from amdfleet.render import render_dockerfile, render_node
 
@@ -41,6 +47,7 @@ class Fleet(pulumi.ComponentResource):
     """The stack's hosts, each connected, inventoried and preflight-checked."""
 
     hosts: list[SshHost]
+    targets: list[HostTarget]
     inventory: pulumi.Output[list[dict[str, Any]]]
 
     def __init__(
@@ -48,15 +55,13 @@ class Fleet(pulumi.ComponentResource):
     ) -> None:
         super().__init__("amdfleet:index:Fleet", name, None, opts)
         self.targets = [_target(plan, node) for node in plan.nodes]
-        self.props = [target.model_dump() for target in self.targets]
         self.hosts = [
             SshHost(
                 f"{name}-{node.name}",
-                props,
-                node.requirement,
+                SshHostProps(host=target, requirement=node.requirement),
                 pulumi.ResourceOptions(parent=self),
             )
-            for node, props in zip(plan.nodes, self.props, strict=True)
+            for node, target in zip(plan.nodes, self.targets, strict=True)
         ]
         self.inventory = pulumi.Output.all(*[h.facts for h in self.hosts]).apply(
             lambda facts: [_inventory(node, f) for node, f in zip(plan.nodes, facts, strict=True)]
@@ -106,12 +111,10 @@ class Deployment(pulumi.ComponentResource):
             self.ready = check.passed
             ReadinessGate(
                 f"{name}-readiness",
-                {
-                    "passed": check.passed,
-                    "failures": check.failures,
-                    "verdict_table": check.verdict_table,
-                },
                 self._opts([check]),
+                passed=check.passed,
+                failures=check.failures,
+                verdict_table=check.verdict_table,
             )
         self.register_outputs(
             {
@@ -135,15 +138,15 @@ class Deployment(pulumi.ComponentResource):
         return [
             EngineImage(
                 f"{name}-image-{node.name}",
-                {
-                    "host": fleet.props[node.rank],
-                    "image": plan.image.image,
-                    "dockerfile": dockerfile.content if dockerfile else None,
-                    "dockerfile_hash": dockerfile.sha256 if dockerfile else None,
-                    "build_dir": f"{node.remote_dir}-image",
-                    "timeout_s": IMAGE_TIMEOUT_S,
-                    "keep_on_delete": False,
-                },
+                EngineImageProps(
+                    host=fleet.targets[node.rank],
+                    image=plan.image.image,
+                    dockerfile=dockerfile.content if dockerfile else None,
+                    dockerfile_hash=dockerfile.sha256 if dockerfile else None,
+                    build_dir=f"{node.remote_dir}-image",
+                    timeout_s=IMAGE_TIMEOUT_S,
+                    keep_on_delete=False,
+                ),
                 self._opts(fleet.hosts),
             )
             for node in plan.nodes
@@ -162,20 +165,20 @@ class Deployment(pulumi.ComponentResource):
         return [
             ModelWeights(
                 f"{name}-weights-{node.name}",
-                {
-                    "host": fleet.props[node.rank],
-                    "repo": weights.repo,
-                    "revision": weights.revision,
-                    "cache_dir": weights.cache_dir,
-                    "local_path": weights.local_path,
-                    "hf_token": pulumi.Output.secret(token) if token is not None else None,
-                    "python": weights.python,
-                    "docker_image": plan.image.image if images else None,
-                    "hub_endpoint": weights.hub_endpoint,
-                    "timeout_s": weights.timeout_s,
-                    "keep_on_delete": weights.keep_on_delete,
-                },
+                ModelWeightsProps(
+                    host=fleet.targets[node.rank],
+                    repo=weights.repo,
+                    revision=weights.revision,
+                    cache_dir=weights.cache_dir,
+                    local_path=weights.local_path,
+                    python=weights.python,
+                    docker_image=plan.image.image if images else None,
+                    hub_endpoint=weights.hub_endpoint,
+                    timeout_s=weights.timeout_s,
+                    keep_on_delete=weights.keep_on_delete,
+                ),
                 self._opts([*fleet.hosts, *images[node.rank : node.rank + 1]]),
+                hf_token=token,
             )
             for node in plan.nodes
         ]
@@ -207,9 +210,14 @@ class Deployment(pulumi.ComponentResource):
             **{env: secrets[key] for env, key in node.secret_env.items()}
         )
         secret_env: pulumi.Output[dict[str, Any]] = pulumi.Output.secret(values)
-        props = engine_service_props(self._plan, node, fleet.props[node.rank], secret_env)
+        args = engine_service_props(self._plan, node, fleet.targets[node.rank], secret_env)
         depends = [*fleet.hosts, weights[node.rank], *images[node.rank : node.rank + 1]]
-        return EngineService(f"{name}-engine-{node.name}", props, self._opts(depends))
+        return EngineService(
+            f"{name}-engine-{node.name}",
+            args.props,
+            self._opts(depends),
+            secret_env=args.secret_env,
+        )
 
     def _verification(
         self,
@@ -229,42 +237,47 @@ class Deployment(pulumi.ComponentResource):
         )
         return Verification(
             f"{name}-verification",
-            {
-                "base_url": plan.endpoint,
-                "model": plan.model.served_name,
-                "api_key": api_key,
-                "spec": plan.verification.spec.model_dump(mode="json"),
-                "engine_fingerprint": fingerprint,
-                "tokenizer_host": fleet.props[0],
-                "tokenizer_path": weights[0].path,
-                "report_dir": plan.verification.report_dir,
-            },
+            VerificationProps(
+                base_url=plan.endpoint,
+                model=plan.model.served_name,
+                spec=plan.verification.spec,
+                tokenizer_host=fleet.targets[0],
+                report_dir=plan.verification.report_dir,
+            ),
             self._opts(services),
+            api_key=api_key,
+            engine_fingerprint=fingerprint,
+            tokenizer_path=weights[0].path,
         )
 
 
 def engine_service_props(
-    plan: DeploymentPlan, node: NodePlan, host: Mapping[str, Any], secret_env: Any
-) -> dict[str, Any]:
-    """EngineService inputs for ``node``: its rendered files, secrets and readiness probe."""
+    plan: DeploymentPlan,
+    node: NodePlan,
+    host: HostTarget,
+    secret_env: pulumi.Input[Mapping[str, str]],
+) -> EngineServiceArgs:
+    """EngineService arguments for ``node``: its rendered files, secrets and readiness
+    check."""
+    readiness = plan.engine.readiness
     files = {
-        PurePosixPath(f.path).name: {"content": f.content, "mode": f.mode}
+        PurePosixPath(f.path).name: RenderedFile(content=f.content, mode=f.mode)
         for f in render_node(plan, node.rank)
     }
-    return {
-        "host": dict(host),
-        "remote_dir": node.remote_dir,
-        "files": files,
-        "secret_env": secret_env,
-        "container": plan.engine.container_name if plan.engine.runtime == "docker" else None,
-        "probe": {
-            "serves_api": node.serves_api,
-            "base_url": plan.engine.readiness.base_url,
-            "paths": list(plan.engine.readiness.paths),
-            "served_name": plan.engine.readiness.served_name,
-            "timeout_s": plan.engine.readiness.timeout_s,
-        },
-    }
+    props = EngineServiceProps(
+        host=host,
+        remote_dir=node.remote_dir,
+        files=files,
+        container=plan.engine.container_name if plan.engine.runtime == "docker" else None,
+        readiness=ReadinessCheck(
+            serves_api=node.serves_api,
+            base_url=readiness.base_url,
+            paths=readiness.paths,
+            served_name=readiness.served_name,
+            timeout_s=readiness.timeout_s,
+        ),
+    )
+    return EngineServiceArgs(props, secret_env)
 
 
 def campaign_output(campaign: CampaignSpec, started_at: str | None) -> dict[str, Any]:

@@ -61,6 +61,21 @@ class PlanError(ConfigError):
     heading = "stack cannot be deployed as written"
 
 
+class PropsError(ConfigError):
+    """A provider received properties its props model rejects (a typo'd key, a wrong
+    type): the program and the provider disagree, or the state was written by another
+    amdfleet version. Each issue names the property path."""
+
+    heading = "invalid resource properties"
+
+    def _format(self) -> str:
+        hint = (
+            "  hint: the program and the provider must come from the same amdfleet version; "
+            "a key the message calls unknown is a typo or a property this version dropped"
+        )
+        return f"{super()._format()}\n{hint}"
+
+
 class RenderError(AmdFleetError):
     """A template could not be rendered (a template bug or a missing value)."""
 

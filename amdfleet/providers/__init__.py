@@ -7,6 +7,10 @@ each method and every remote call has a timeout. ``create`` is all-or-nothing (i
 cleans up what it made before raising), ``delete`` is idempotent, and ``read``
 re-collects what the resource observes so ``pulumi refresh`` shows drift.
 
+Each module defines one frozen props model (:class:`~amdfleet.providers.props.ProviderProps`)
+used on both sides of the pickle boundary: the components build it, the resource turns it
+into its inputs, and every provider method that acts parses its properties into it once.
+
 While they work, providers show what they are doing on their resource's line in the
 Pulumi CLI (:mod:`amdfleet.providers.progress`); each resource receives its own URN as
 the ``resource_urn`` input for that, which no diff compares.

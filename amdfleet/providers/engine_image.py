@@ -18,16 +18,11 @@ from typing import Any
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
+from pydantic import Field
 
 from amdfleet.errors import RemoteError
-from amdfleet.providers.progress import (
-    URN_KEY,
-    Progress,
-    format_duration,
-    resource_urn,
-    urn_input,
-)
-from amdfleet.providers.props import as_int, changed_keys, plain
+from amdfleet.providers.progress import Progress, format_duration, resource_urn
+from amdfleet.providers.props import ProviderProps, changed_keys, plain
 from amdfleet.remote.connection import Connection
 from amdfleet.remote.hosts import open_host
 from amdfleet.remote.images import (
@@ -43,6 +38,31 @@ IDENTITY = ("host", "image", "dockerfile_hash")
 _CALL_TIMEOUT = 60.0
 
 
+class EngineImageProps(ProviderProps):
+    """EngineImage's properties: which image to stage on which host and how (inputs), and
+    what was found or staged (outputs)."""
+
+    host: HostTarget = Field(description="The host the image is staged on.")
+    image: str = Field(description="The image reference (a tag, or a name with a digest).")
+    dockerfile: str | None = Field(
+        None, description="The rendered Dockerfile to build from; None pulls the image."
+    )
+    dockerfile_hash: str | None = Field(
+        None, description="SHA-256 of the Dockerfile (labels the built image)."
+    )
+    build_dir: str = Field(description="Scratch directory on the host for a build.")
+    timeout_s: int = Field(gt=0, description="Time limit of the pull or build, in seconds.")
+    keep_on_delete: bool = Field(False, description="Leave the image on the host on delete.")
+    image_id: str | None = Field(None, description="Output: the image id on the host.")
+    digest: str | None = Field(None, description="Output: the repo digest ('' if none).")
+    dockerfile_sha256: str | None = Field(
+        None, description="Output: the Dockerfile label of the image found ('' if none)."
+    )
+    created: bool | None = Field(
+        None, description="Output: whether this resource pulled or built the image."
+    )
+
+
 class EngineImageProvider(ResourceProvider):
     """Stages one image on one host. Stateless."""
 
@@ -53,26 +73,22 @@ class EngineImageProvider(ResourceProvider):
 
         Raises RemoteCommandError with the last lines of the pull/build output.
         """
-        props = plain(props)
-        with (
-            Progress.for_resource(props) as progress,
-            open_host(HostTarget.model_validate(props["host"])) as conn,
-        ):
-            staged = _stage(conn, props, progress)
-        return CreateResult(
-            id_=f"{props['host']['name']}:{props['image']}", outs={**props, **staged}
-        )
+        p = EngineImageProps.from_inputs(props)
+        with Progress.for_resource(props) as progress, open_host(p.host) as conn:
+            staged = _stage(conn, p, progress)
+        return CreateResult(id_=f"{p.host.name}:{p.image}", outs=p.to_outputs(**staged))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         """Re-inspect the image (a re-pulled moving tag shows a new digest)."""
-        props = plain(props)
-        with open_host(HostTarget.model_validate(props["host"])) as conn:
-            found = _inspect(conn, props["image"])
-        return ReadResult(id_=id_, outs={**props, **(found or {"image_id": "", "digest": ""})})
+        p = EngineImageProps.from_inputs(props)
+        with open_host(p.host) as conn:
+            found = _inspect(conn, p.image)
+        return ReadResult(id_=id_, outs=p.to_outputs(**(found or {"image_id": "", "digest": ""})))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         """Another host, image or Dockerfile is a replacement, and so is an image that
-        ``read`` found gone; ``keep_on_delete`` changes in place.
+        ``read`` found gone; ``keep_on_delete`` changes in place. Compares raw values
+        (``news`` may hold unknowns).
 
         A replacement under the same tag deletes the old resource first: one tag cannot
         hold both images, and deleting the old resource after the new one was staged would
@@ -90,21 +106,19 @@ class EngineImageProvider(ResourceProvider):
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         """Nothing changes in place."""
-        news = plain(news)
-        return UpdateResult(
-            outs={**plain(olds), "keep_on_delete": news.get("keep_on_delete"), **urn_input(news)}
-        )
+        old, new = EngineImageProps.from_inputs(olds), EngineImageProps.from_inputs(news)
+        kept: dict[str, Any] = {"keep_on_delete": new.keep_on_delete}
+        if new.resource_urn:
+            kept["resource_urn"] = new.resource_urn
+        return UpdateResult(outs=old.model_copy(update=kept).to_outputs())
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         """Remove the image if this resource pulled or built it. Idempotent."""
-        props = plain(props)
-        if props.get("created") and not props.get("keep_on_delete"):
-            with (
-                Progress.for_resource(props) as progress,
-                open_host(HostTarget.model_validate(props["host"])) as conn,
-            ):
-                progress.step(f"removing {props['image']}")
-                conn.run(remove_command(props["image"]), timeout=300)
+        p = EngineImageProps.from_inputs(props)
+        if p.created and not p.keep_on_delete:
+            with Progress.for_resource(props) as progress, open_host(p.host) as conn:
+                progress.step(f"removing {p.image}")
+                conn.run(remove_command(p.image), timeout=300)
 
 
 class EngineImage(pulumi.dynamic.Resource, module="amdfleet", name="EngineImage"):
@@ -114,42 +128,38 @@ class EngineImage(pulumi.dynamic.Resource, module="amdfleet", name="EngineImage"
     image_id: pulumi.Output[str]
 
     def __init__(
-        self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None
+        self, name: str, props: EngineImageProps, opts: pulumi.ResourceOptions | None = None
     ):
-        outputs = {"digest": None, "image_id": None, "created": None}
-        urn = {URN_KEY: resource_urn(name, "EngineImage", opts)}
-        super().__init__(EngineImageProvider(), name, {**props, **outputs, **urn}, opts)
+        inputs = props.to_inputs(resource_urn=resource_urn(name, "EngineImage", opts))
+        super().__init__(EngineImageProvider(), name, inputs, opts)
 
 
-def _stage(conn: Connection, props: dict[str, Any], progress: Progress) -> dict[str, Any]:
-    image = props["image"]
+def _stage(conn: Connection, p: EngineImageProps, progress: Progress) -> dict[str, Any]:
+    image = p.image
     progress.step(f"looking for {image} on the host")
     found = _inspect(conn, image)
-    wanted = props.get("dockerfile_hash") if props.get("dockerfile") else None
+    wanted = p.dockerfile_hash if p.dockerfile else None
     if found and (wanted is None or found["dockerfile_sha256"] == wanted):
         progress.note(f"{image} already on the host ({_short(found)}), nothing to pull or build")
         return {**found, "created": False}
-    timeout = as_int(props["timeout_s"])
-    verb = "building" if props.get("dockerfile") else "pulling"
+    verb = "building" if p.dockerfile else "pulling"
     log = _DockerLog(f"{verb} {image}", progress)
     progress.step(f"{verb} {image}")
-    if props.get("dockerfile"):
-        build_dir = shlex.quote(props["build_dir"])
+    if p.dockerfile:
+        build_dir = shlex.quote(p.build_dir)
         conn.run(f"mkdir -p {build_dir}", timeout=_CALL_TIMEOUT)
         try:
-            conn.put(
-                f"{props['build_dir']}/Dockerfile", str(props["dockerfile"]).encode(), mode=0o644
-            )
-            command = build_command(image, f"{props['build_dir']}/Dockerfile", str(wanted))
-            conn.run(command, timeout=timeout, on_output=log.line)
+            conn.put(f"{p.build_dir}/Dockerfile", p.dockerfile.encode(), mode=0o644)
+            command = build_command(image, f"{p.build_dir}/Dockerfile", str(wanted))
+            conn.run(command, timeout=p.timeout_s, on_output=log.line)
         finally:
             conn.run(f"rm -rf -- {build_dir}", timeout=_CALL_TIMEOUT, check=False)
     else:
-        conn.run(pull_command(image), timeout=timeout, on_output=log.line)
+        conn.run(pull_command(image), timeout=p.timeout_s, on_output=log.line)
     found = _inspect(conn, image)
     if not found:
         raise RemoteError(conn.host, f"{image} is still missing after staging it")
-    done = "built" if props.get("dockerfile") else "pulled"
+    done = "built" if p.dockerfile else "pulled"
     progress.note(f"{done} {image} in {log.took()} ({_short(found)})")
     return {**found, "created": True}
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import shlex
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,10 +33,11 @@ from pulumi.dynamic import (
     ResourceProvider,
     UpdateResult,
 )
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from amdfleet.errors import EngineStartError, RemoteError
-from amdfleet.providers.progress import URN_KEY, Progress, format_duration, resource_urn
-from amdfleet.providers.props import as_int, changed_keys, fingerprint, plain
+from amdfleet.providers.progress import Progress, format_duration, resource_urn
+from amdfleet.providers.props import ProviderProps, changed_keys, fingerprint
 from amdfleet.remote.connection import Connection
 from amdfleet.remote.engine import (
     EngineLayout,
@@ -51,7 +54,7 @@ from amdfleet.remote.engine import (
 from amdfleet.remote.hosts import open_host
 from amdfleet.remote.target import HostTarget
 
-RESTART_ON = ("files_hash", "secrets_hash", "probe")
+RESTART_ON = ("files_hash", "secrets_hash", "readiness")
 REPLACE_ON = ("host", "remote_dir")
 _CALL_TIMEOUT = 60.0
 # Readiness is polled quickly at first (a small model or a restarted engine is up in
@@ -65,13 +68,81 @@ _POLL_MAX_S = 2.0
 _WORKER_SETTLE_S = 1.0
 
 
+class RenderedFile(BaseModel):
+    """One rendered file uploaded into the engine's directory."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    content: str = Field(description="The file's text.")
+    mode: int = Field(ge=0, le=0o7777, description="Its permission bits.")
+
+
+class ReadinessCheck(BaseModel):
+    """How the provider tells the engine on a node is ready (checked on the host)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    serves_api: bool = Field(description="The node serves the API (else: it must stay up).")
+    base_url: str = Field(description="The API's base URL as seen from the host itself.")
+    paths: tuple[str, ...] = Field(description="Paths that must all answer 200.")
+    served_name: str | None = Field(None, description="The model /v1/models must list.")
+    timeout_s: int = Field(gt=0, description="Deadline for the engine to become ready.")
+
+
+class EngineServiceProps(ProviderProps):
+    """EngineService's properties: the rendered files, secrets and readiness check of one
+    node (inputs; the secret environment is passed to :class:`EngineService` apart), the
+    fingerprints ``check`` adds, and whether the engine runs (outputs)."""
+
+    SECRET_FIELDS = ("secret_env",)
+
+    host: HostTarget = Field(description="The node's host.")
+    remote_dir: str = Field(description="The engine's directory on the host.")
+    files: dict[str, RenderedFile] = Field(description="Rendered files by file name.")
+    secret_env: dict[str, str] = Field(
+        default_factory=dict, description="Secret: environment written to secrets.env (0600)."
+    )
+    container: str | None = Field(None, description="The engine's container (docker).")
+    readiness: ReadinessCheck = Field(description="When the engine counts as started.")
+    files_hash: str | None = Field(
+        None, description="Added by check: fingerprint of the files (restarts on change)."
+    )
+    secrets_hash: str | None = Field(
+        None, description="Added by check: fingerprint of the secrets (restarts on change)."
+    )
+    running: bool | None = Field(None, description="Output: whether the engine runs.")
+    started_at: str | None = Field(None, description="Output: when it was last started.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _readiness_was_probe(cls, data: Any) -> Any:
+        """State written before the rename holds the readiness check as ``probe``."""
+        if isinstance(data, Mapping) and "probe" in data and "readiness" not in data:
+            data = {("readiness" if k == "probe" else k): v for k, v in data.items()}
+        return data
+
+
+@dataclass(frozen=True)
+class EngineServiceArgs:
+    """An EngineService on the program side: its props, and its secret environment
+    (there an Output, so not a value of the props model)."""
+
+    props: EngineServiceProps
+    secret_env: pulumi.Input[Mapping[str, str]]
+
+    def inputs(self) -> dict[str, Any]:
+        """The resource's inputs (what :class:`EngineService` registers, without its URN)."""
+        return self.props.to_inputs(secret_env=self.secret_env)
+
+
 class EngineServiceProvider(ResourceProvider):
     """Runs one node's engine. Stateless."""
 
     serialize_as_secret_always = False
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        """Add the content and secret fingerprints that drive diffs."""
+        """Add the content and secret fingerprints that drive diffs (on the raw inputs:
+        they may hold unknowns during preview)."""
         inputs = dict(news)
         inputs["files_hash"] = fingerprint(news.get("files"))
         inputs["secrets_hash"] = fingerprint(news.get("secret_env") or {})
@@ -83,22 +154,24 @@ class EngineServiceProvider(ResourceProvider):
         All-or-nothing: on any failure the engine is stopped and its directory removed,
         then EngineStartError is raised with the last lines of the engine log.
         """
-        props = plain(props)
-        _deploy(props)
-        return CreateResult(id_=f"{props['host']['name']}:{props['remote_dir']}", outs=_outs(props))
+        p = EngineServiceProps.from_inputs(props)
+        with Progress.for_resource(props) as progress:
+            _deploy(p, progress)
+        return CreateResult(id_=f"{p.host.name}:{p.remote_dir}", outs=_outs(p))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         """Report whether the engine still runs (``running``): its process group is alive
         and, on a node that serves the API, the health path answers 200 (an API server that
         died while its worker processes linger is not running)."""
-        props = plain(props)
-        layout = EngineLayout(props["remote_dir"])
-        with open_host(HostTarget.model_validate(props["host"])) as conn:
-            running = _observe(conn, layout, props["probe"])
-        return ReadResult(id_=id_, outs={**props, "running": running})
+        p = EngineServiceProps.from_inputs(props)
+        layout = EngineLayout(p.remote_dir)
+        with open_host(p.host) as conn:
+            running = _observe(conn, layout, p.readiness)
+        return ReadResult(id_=id_, outs=p.to_outputs(running=running))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        """Restart on changed content, secrets or probe; replace on another host/dir."""
+        """Restart on changed content, secrets or readiness check; replace on another
+        host/dir. Compares raw values (``news`` may hold unknowns)."""
         replaces = changed_keys(olds, news, REPLACE_ON)
         changes = replaces or changed_keys(olds, news, RESTART_ON)
         stopped = olds.get("running") is False
@@ -108,20 +181,18 @@ class EngineServiceProvider(ResourceProvider):
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         """Stop the running engine, upload the new files and start again."""
-        news = plain(news)
-        _deploy(news)
-        return UpdateResult(outs=_outs(news))
+        p = EngineServiceProps.from_inputs(news)
+        with Progress.for_resource(news) as progress:
+            _deploy(p, progress)
+        return UpdateResult(outs=_outs(p))
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         """Stop the engine (and its container) and remove its directory. Idempotent."""
-        props = plain(props)
-        layout = EngineLayout(props["remote_dir"])
-        with (
-            Progress.for_resource(props) as progress,
-            open_host(HostTarget.model_validate(props["host"])) as conn,
-        ):
+        p = EngineServiceProps.from_inputs(props)
+        layout = EngineLayout(p.remote_dir)
+        with Progress.for_resource(props) as progress, open_host(p.host) as conn:
             progress.step(f"stopping the engine and removing {layout.remote_dir}")
-            _stop_and_remove(conn, layout, props.get("container"))
+            _stop_and_remove(conn, layout, p.container)
 
 
 class EngineService(pulumi.dynamic.Resource, module="amdfleet", name="EngineService"):
@@ -133,80 +204,83 @@ class EngineService(pulumi.dynamic.Resource, module="amdfleet", name="EngineServ
     secrets_hash: pulumi.Output[str]
 
     def __init__(
-        self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        props: EngineServiceProps,
+        opts: pulumi.ResourceOptions | None = None,
+        *,
+        secret_env: pulumi.Input[Mapping[str, str]],
     ):
-        outputs = {"running": None, "started_at": None, "files_hash": None, "secrets_hash": None}
         hidden = pulumi.ResourceOptions(additional_secret_outputs=["secrets_hash", "secret_env"])
         opts = pulumi.ResourceOptions.merge(opts, hidden)
-        urn = {URN_KEY: resource_urn(name, "EngineService", opts)}
-        super().__init__(EngineServiceProvider(), name, {**props, **outputs, **urn}, opts)
+        inputs = props.to_inputs(
+            secret_env=secret_env, resource_urn=resource_urn(name, "EngineService", opts)
+        )
+        super().__init__(EngineServiceProvider(), name, inputs, opts)
 
 
-def _deploy(props: dict[str, Any]) -> None:
-    layout = EngineLayout(props["remote_dir"])
-    secret_env = props.get("secret_env") or {}
-    with (
-        Progress.for_resource(props) as progress,
-        open_host(
-            HostTarget.model_validate(props["host"]), secrets=list(secret_env.values())
-        ) as conn,
-    ):
+def _deploy(p: EngineServiceProps, progress: Progress) -> None:
+    layout = EngineLayout(p.remote_dir)
+    with open_host(p.host, secrets=list(p.secret_env.values())) as conn:
         progress.step("stopping any engine already running there")
-        _stop_and_remove(conn, layout, props.get("container"))
+        _stop_and_remove(conn, layout, p.container)
         try:
-            progress.step(f"uploading {len(props['files'])} files to {layout.remote_dir}")
-            _upload(conn, layout, props["files"], secret_env)
+            progress.step(f"uploading {len(p.files)} files to {layout.remote_dir}")
+            _upload(conn, layout, p.files, p.secret_env)
             progress.step(f"starting {layout.launch}")
             conn.run(start_command(layout), timeout=_CALL_TIMEOUT)
-            _wait(conn, layout, props, progress)
+            _wait(conn, layout, p, progress)
         except RemoteError as e:
             tail = conn.run(log_tail_command(layout), timeout=_CALL_TIMEOUT, check=False).stdout
-            _stop_and_remove(conn, layout, props.get("container"))
+            _stop_and_remove(conn, layout, p.container)
             raise _start_error(conn.host, layout, e, tail) from e
 
 
 def _upload(
-    conn: Connection, layout: EngineLayout, files: dict[str, Any], secrets: dict[str, str]
+    conn: Connection,
+    layout: EngineLayout,
+    files: Mapping[str, RenderedFile],
+    secrets: Mapping[str, str],
 ) -> None:
     conn.run(f"mkdir -p {shlex.quote(layout.remote_dir)}", timeout=_CALL_TIMEOUT)
     for name in sorted(files):
         item = files[name]
-        conn.put(layout.path(name), str(item["content"]).encode(), mode=as_int(item["mode"]))
-    conn.put(layout.secrets, secrets_env(secrets).encode(), mode=0o600)
+        conn.put(layout.path(name), item.content.encode(), mode=item.mode)
+    conn.put(layout.secrets, secrets_env(dict(secrets)).encode(), mode=0o600)
 
 
 def _wait(
-    conn: Connection, layout: EngineLayout, props: dict[str, Any], progress: Progress
+    conn: Connection, layout: EngineLayout, p: EngineServiceProps, progress: Progress
 ) -> None:
-    probe = props["probe"]
-    api_key = (props.get("secret_env") or {}).get("AMDFLEET_API_KEY")
-    if not probe.get("serves_api"):
+    check = p.readiness
+    api_key = p.secret_env.get("AMDFLEET_API_KEY")
+    if not check.serves_api:
         progress.step(
             f"checking the engine stays up ({_WORKER_SETTLE_S:g} s; a worker serves no API)"
         )
         _wait_settled(conn, layout)
         progress.note("worker engine running (it serves no API)")
         return
-    paths = tuple(probe["paths"])
+    paths = check.paths
     started = time.monotonic()
-    limit = as_int(probe["timeout_s"])
+    limit = check.timeout_s
     header = f"Authorization: Bearer {api_key}" if api_key else ""
-    command = probe_command(layout, probe["base_url"], paths)
+    command = probe_command(layout, check.base_url, paths)
     interval = _POLL_FIRST_S
     while True:
         result = parse_probe(conn.run(command, timeout=_CALL_TIMEOUT, stdin=header).stdout)
         if not result.alive:
             raise RemoteError(conn.host, "the engine exited during startup")
-        if result.ready(paths, probe.get("served_name")):
+        if result.ready(paths, check.served_name):
             took = format_duration(time.monotonic() - started)
-            progress.note(f"engine ready after {took}, serving {probe.get('served_name')}")
+            progress.note(f"engine ready after {took}, serving {check.served_name}")
             return
         if progress.enabled:
             progress.status(
                 _waiting_status(conn, layout, result, paths, time.monotonic() - started, limit)
             )
         if time.monotonic() >= started + limit:
-            seen = ", ".join(f"{p} -> {result.statuses.get(p, (0, ''))[0]}" for p in paths)
+            seen = ", ".join(f"{x} -> {result.statuses.get(x, (0, ''))[0]}" for x in paths)
             raise RemoteError(
                 conn.host,
                 f"the engine was not ready within {limit} s ({seen})",
@@ -232,13 +306,13 @@ def _waiting_status(
     return f"{text}; log: {lines[-1].strip()}" if lines else text
 
 
-def _observe(conn: Connection, layout: EngineLayout, probe: dict[str, Any]) -> bool:
+def _observe(conn: Connection, layout: EngineLayout, check: ReadinessCheck) -> bool:
     """One look at a deployed engine: alive, and healthy where it serves the API."""
-    if not probe.get("serves_api"):
+    if not check.serves_api:
         return conn.run(running_command(layout), timeout=_CALL_TIMEOUT, check=False).ok
-    paths = tuple(probe["paths"])
+    paths = check.paths
     health = ("/health",) if "/health" in paths else paths[:1]
-    command = probe_command(layout, probe["base_url"], health)
+    command = probe_command(layout, check.base_url, health)
     result = parse_probe(conn.run(command, timeout=_CALL_TIMEOUT, stdin="", check=False).stdout)
     return result.ready(health)
 
@@ -272,7 +346,6 @@ def _start_error(
     )
 
 
-def _outs(props: dict[str, Any]) -> dict[str, Any]:
-    public = {k: v for k, v in props.items() if k != "secret_env"}
+def _outs(p: EngineServiceProps) -> dict[str, Any]:
     started = datetime.now(UTC).isoformat(timespec="seconds")
-    return {**public, "running": True, "started_at": started}
+    return p.to_outputs(running=True, started_at=started)

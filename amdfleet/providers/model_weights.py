@@ -19,17 +19,16 @@ from typing import Any
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
+from pydantic import Field
 
 from amdfleet.errors import RemoteCommandError, RemoteError
 from amdfleet.providers.progress import (
-    URN_KEY,
     Progress,
     format_bytes,
     format_duration,
     resource_urn,
-    urn_input,
 )
-from amdfleet.providers.props import as_int, changed_keys, plain
+from amdfleet.providers.props import ProviderProps, changed_keys
 from amdfleet.remote.connection import Connection
 from amdfleet.remote.hosts import open_host
 from amdfleet.remote.target import HostTarget
@@ -52,6 +51,47 @@ IDENTITY = ("host", "repo", "revision", "cache_dir", "local_path", "hub_endpoint
 _CHECK_TIMEOUT = 30.0
 
 
+class ModelWeightsProps(ProviderProps):
+    """ModelWeights' properties: which checkpoint to stage where and how (inputs; the HF
+    token is a secret, passed to :class:`ModelWeights` apart), and where it is (outputs)."""
+
+    SECRET_FIELDS = ("hf_token",)
+
+    host: HostTarget = Field(description="The host the weights are staged on.")
+    repo: str = Field(description="Hugging Face repo id, or an absolute path on the host.")
+    revision: str | None = Field(None, description="Branch, tag or commit; None is main.")
+    cache_dir: str = Field(description="The Hugging Face cache directory on the host.")
+    local_path: str | None = Field(
+        None, description="A checkpoint already on the host: checked, never downloaded."
+    )
+    hf_token: str | None = Field(None, description="Secret: the Hugging Face token.")
+    python: str | None = Field(
+        None, description="Python on the host that runs the download (default python3)."
+    )
+    docker_image: str | None = Field(
+        None, description="Run the download in this image instead of on the host."
+    )
+    hub_endpoint: str | None = Field(None, description="Another Hugging Face hub URL.")
+    timeout_s: int = Field(gt=0, description="Time limit of the download, in seconds.")
+    keep_on_delete: bool = Field(False, description="Leave the weights on the host on delete.")
+    path: str | None = Field(None, description="Output: the snapshot directory on the host.")
+    commit: str | None = Field(None, description="Output: the commit staged ('' if unknown).")
+    downloaded: bool | None = Field(
+        None, description="Output: whether amdfleet downloaded them (only then deleted)."
+    )
+    present: bool | None = Field(None, description="Output: whether read found them there.")
+
+    @property
+    def label(self) -> str:
+        """``repo@revision``, or the local path: what messages call the weights."""
+        return self.local_path or f"{self.repo}@{self.revision or 'main'}"
+
+    @property
+    def target(self) -> WeightsTarget:
+        """Where the checkpoint goes in the cache."""
+        return WeightsTarget(repo=self.repo, revision=self.revision, cache_dir=self.cache_dir)
+
+
 class ModelWeightsProvider(ResourceProvider):
     """Stages weights on one host. Stateless."""
 
@@ -64,51 +104,48 @@ class ModelWeightsProvider(ResourceProvider):
         removes a partial download it started, then raises RemoteCommandError with the
         command's last lines of output (the token never appears in it).
         """
-        props = plain(props)
+        p = ModelWeightsProps.from_inputs(props)
+        secrets = [p.hf_token] if p.hf_token else []
         with (
             Progress.for_resource(props) as progress,
-            open_host(HostTarget.model_validate(props["host"]), secrets=_secrets(props)) as conn,
+            open_host(p.host, secrets=secrets) as conn,
         ):
-            staged = _stage(conn, props, progress)
-        public = {k: v for k, v in props.items() if k != "hf_token"}
-        return CreateResult(
-            id_=f"{props['host']['name']}:{_label(props)}", outs={**public, **staged}
-        )
+            staged = _stage(conn, p, progress)
+        return CreateResult(id_=f"{p.host.name}:{p.label}", outs=p.to_outputs(**staged))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         """Check the weights are still there; ``present`` is False when they are not."""
-        props = plain(props)
-        with open_host(HostTarget.model_validate(props["host"])) as conn:
+        p = ModelWeightsProps.from_inputs(props)
+        with open_host(p.host) as conn:
             present = conn.run(
-                check_local_command(props["path"]), timeout=_CHECK_TIMEOUT, check=False
+                check_local_command(p.path or ""), timeout=_CHECK_TIMEOUT, check=False
             ).ok
-        return ReadResult(id_=id_, outs={**props, "present": present})
+        return ReadResult(id_=id_, outs=p.to_outputs(present=present))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         """Another checkpoint, revision, cache or host is a replacement; a new token or
-        timeout changes nothing on the host."""
+        timeout changes nothing on the host. Compares raw values (``news`` may hold
+        unknowns)."""
         replaces = changed_keys(olds, news, IDENTITY)
         changes = bool(replaces) or bool(changed_keys(olds, news, ("keep_on_delete",)))
         return DiffResult(changes=changes, replaces=replaces, delete_before_replace=False)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         """Only ``keep_on_delete`` can change in place."""
-        news = plain(news)
-        return UpdateResult(
-            outs={**plain(olds), "keep_on_delete": news["keep_on_delete"], **urn_input(news)}
-        )
+        old, new = ModelWeightsProps.from_inputs(olds), ModelWeightsProps.from_inputs(news)
+        kept: dict[str, Any] = {"keep_on_delete": new.keep_on_delete}
+        if new.resource_urn:
+            kept["resource_urn"] = new.resource_urn
+        return UpdateResult(outs=old.model_copy(update=kept).to_outputs())
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         """Remove the snapshot amdfleet downloaded (unless ``keep_on_delete``). Idempotent."""
-        props = plain(props)
-        if not props.get("downloaded") or props.get("keep_on_delete"):
+        p = ModelWeightsProps.from_inputs(props)
+        if not p.downloaded or p.keep_on_delete:
             return
-        with (
-            Progress.for_resource(props) as progress,
-            open_host(HostTarget.model_validate(props["host"])) as conn,
-        ):
-            progress.step(f"removing {_label(props)} from {props['cache_dir']}")
-            conn.run(remove_command(_target(props)), timeout=600, check=True)
+        with Progress.for_resource(props) as progress, open_host(p.host) as conn:
+            progress.step(f"removing {p.label} from {p.cache_dir}")
+            conn.run(remove_command(p.target), timeout=600, check=True)
 
 
 class ModelWeights(pulumi.dynamic.Resource, module="amdfleet", name="ModelWeights"):
@@ -119,56 +156,59 @@ class ModelWeights(pulumi.dynamic.Resource, module="amdfleet", name="ModelWeight
     downloaded: pulumi.Output[bool]
 
     def __init__(
-        self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        props: ModelWeightsProps,
+        opts: pulumi.ResourceOptions | None = None,
+        *,
+        hf_token: pulumi.Input[str] | None = None,
     ):
-        outputs = {"path": None, "commit": None, "downloaded": None, "present": None}
-        urn = {URN_KEY: resource_urn(name, "ModelWeights", opts)}
-        super().__init__(ModelWeightsProvider(), name, {**props, **outputs, **urn}, opts)
+        inputs = props.to_inputs(
+            hf_token=pulumi.Output.secret(hf_token) if hf_token is not None else None,
+            resource_urn=resource_urn(name, "ModelWeights", opts),
+        )
+        super().__init__(ModelWeightsProvider(), name, inputs, opts)
 
 
-def _stage(conn: Connection, props: dict[str, Any], progress: Progress) -> dict[str, Any]:
-    local = props.get("local_path") or (props["repo"] if props["repo"].startswith("/") else "")
+def _stage(conn: Connection, p: ModelWeightsProps, progress: Progress) -> dict[str, Any]:
+    local = p.local_path or (p.repo if p.repo.startswith("/") else "")
     if local:
         progress.step(f"checking the checkpoint at {local}")
         _require_checkpoint(conn, local)
         progress.note(f"using the checkpoint at {local} (nothing to download)")
         return {"path": local, "commit": "", "downloaded": False, "present": True}
-    target = _target(props)
-    progress.step(f"looking for {_label(props)} in {target.cache_dir}")
+    target = p.target
+    progress.step(f"looking for {p.label} in {target.cache_dir}")
     marker = parse_marker(conn.run(read_marker_command(target), timeout=_CHECK_TIMEOUT).stdout)
     if marker and _has_checkpoint(conn, str(marker.get("path", ""))):
-        progress.note(f"{_label(props)} already staged at {marker['path']}, skipping the download")
+        progress.note(f"{p.label} already staged at {marker['path']}, skipping the download")
         return {
             "path": str(marker["path"]),
             "commit": str(marker.get("commit", "")),
             "downloaded": bool(marker.get("downloaded_by_amdfleet")),
             "present": True,
         }
-    return _download(conn, props, target, progress)
+    return _download(conn, p, target, progress)
 
 
 def _download(
-    conn: Connection, props: dict[str, Any], target: WeightsTarget, progress: Progress
+    conn: Connection, p: ModelWeightsProps, target: WeightsTarget, progress: Progress
 ) -> dict[str, Any]:
     existed = conn.run(
         f"test -d {shlex.quote(target.repo_cache)}", timeout=_CHECK_TIMEOUT, check=False
     ).ok
-    timeout = as_int(props["timeout_s"])
+    timeout = p.timeout_s
     command = download_command(
-        target,
-        props.get("python") or "python3",
-        props.get("docker_image"),
-        props.get("hub_endpoint"),
-        timeout,
+        target, p.python or "python3", p.docker_image, p.hub_endpoint, timeout
     )
-    meter = _DownloadMeter(_label(props), progress)
-    progress.step(f"downloading {_label(props)} into {target.cache_dir}")
+    meter = _DownloadMeter(p.label, progress)
+    progress.step(f"downloading {p.label} into {target.cache_dir}")
     try:
         result = conn.run(
             command,
             # The host stops the download at ``timeout``; this only bounds the SSH call.
             timeout=timeout + KILL_AFTER_S + _CHECK_TIMEOUT,
-            stdin=props.get("hf_token") or "",
+            stdin=p.hf_token or "",
             check=True,
             on_output=meter.line,
         )
@@ -215,21 +255,6 @@ def _has_checkpoint(conn: Connection, path: str) -> bool:
     return (
         bool(path) and conn.run(check_local_command(path), timeout=_CHECK_TIMEOUT, check=False).ok
     )
-
-
-def _target(props: dict[str, Any]) -> WeightsTarget:
-    return WeightsTarget(
-        repo=props["repo"], revision=props.get("revision"), cache_dir=props["cache_dir"]
-    )
-
-
-def _secrets(props: dict[str, Any]) -> list[str]:
-    token = props.get("hf_token")
-    return [token] if token else []
-
-
-def _label(props: dict[str, Any]) -> str:
-    return props.get("local_path") or f"{props['repo']}@{props.get('revision') or 'main'}"
 
 
 class _DownloadMeter:

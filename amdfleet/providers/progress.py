@@ -73,14 +73,6 @@ def resource_urn(
     return pulumi.Output(set(), urn.future(), urn.is_known(), urn.is_secret())
 
 
-def urn_input(props: Mapping[str, Any]) -> dict[str, Any]:
-    """``{URN_KEY: <urn>}`` when ``props`` hold one, else ``{}``: a provider whose outputs
-    do not copy every input keeps the URN with this, so ``read`` and ``delete`` (which
-    receive the outputs) can report progress too."""
-    urn = props.get(URN_KEY)
-    return {URN_KEY: urn} if urn else {}
-
-
 def engine_address() -> str | None:
     """The engine's gRPC address when this process is the dynamic-provider host the
     Pulumi engine started (its first argument), else None."""

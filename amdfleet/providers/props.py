@@ -1,18 +1,81 @@
-"""Helpers for the plain values that cross the provider boundary.
+"""The props model every provider's properties are parsed into, and diff helpers.
 
-Through the engine, numbers arrive as floats, secrets may arrive wrapped in the SDK's
-secret signature (depending on how the host negotiated), and unknowns appear during
-preview. These helpers normalise those forms; they hold no state.
+Each provider module defines one frozen props model (a :class:`ProviderProps`) used on
+both sides of the pickle boundary: the program builds it and turns it into the resource's
+inputs (:meth:`ProviderProps.to_inputs`, with the values that are Pulumi Outputs there
+passed alongside), and every provider method that acts begins with one
+:meth:`ProviderProps.from_inputs`, then reads attributes.
+
+Through the engine, numbers arrive as floats (an ``int`` field accepts ``1.0``, pydantic's
+lax mode), secrets may arrive wrapped in the SDK's secret signature (depending on how the
+host negotiated), and the SDK adds its pickled provider under ``__provider``;
+:meth:`~ProviderProps.from_inputs` normalises all three. A resource's outputs are fields
+of its model too (``None`` until the provider sets them), since ``read``, ``update`` and
+``delete`` receive them with the inputs. ``check`` and ``diff`` see unknown values during
+preview, so they compare the raw values (:func:`changed_keys`) instead of parsing.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from pulumi.runtime import rpc
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from amdfleet.errors import ConfigIssue, PropsError
+from amdfleet.providers.progress import URN_KEY
+
+PROVIDER_KEY = "__provider"
+"""The SDK's own property: the pickled provider (never part of a props model)."""
+
+
+class ProviderProps(BaseModel):
+    """Base of the providers' props models: frozen, unknown keys rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ()
+    """Secret inputs: never part of the outputs (:meth:`to_outputs`) nor of messages."""
+
+    resource_urn: str | None = Field(
+        None,
+        description="The resource's own URN, for progress messages (compared by no diff).",
+    )
+
+    @classmethod
+    def from_inputs(cls, props: Mapping[str, Any]) -> Self:
+        """Parse the properties a provider method received (inputs, or the outputs of the
+        previous operation): secrets unwrapped, ``__provider`` dropped, validated.
+
+        Raises PropsError naming every property path that is unknown or of a wrong type.
+        """
+        data = {k: v for k, v in plain(dict(props)).items() if k != PROVIDER_KEY}
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            raise PropsError(_issues(cls, e), cls.__name__) from e
+
+    def to_inputs(self, **deferred: Any) -> dict[str, Any]:
+        """The resource's inputs on the program side: these props as JSON values, with
+        ``deferred`` (values that are Pulumi Outputs there, e.g. a secret or another
+        resource's output, and the ``resource_urn``) in place of their fields."""
+        unknown = sorted(set(deferred) - set(type(self).model_fields))
+        if unknown:
+            raise TypeError(f"{type(self).__name__} has no field {', '.join(unknown)}")
+        return {**self.model_dump(mode="json", exclude={URN_KEY}), **deferred}
+
+    def to_outputs(self, **outputs: Any) -> dict[str, Any]:
+        """What a provider method returns: these props without the secret inputs (and
+        without ``resource_urn`` when there is none), updated with ``outputs``."""
+        data = self.model_dump(mode="json", exclude=set(self.SECRET_FIELDS))
+        if data.get(URN_KEY) is None:
+            data.pop(URN_KEY, None)
+        return {**data, **outputs}
 
 
 def plain(value: Any) -> Any:
@@ -23,11 +86,6 @@ def plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [plain(v) for v in value]
     return value
-
-
-def as_int(value: Any) -> int:
-    """An integer prop (the engine delivers numbers as floats)."""
-    return int(plain(value))
 
 
 def fingerprint(value: Any) -> str:
@@ -42,3 +100,60 @@ def changed_keys(
 ) -> list[str]:
     """The ``keys`` whose (unwrapped) values differ between ``olds`` and ``news``."""
     return [k for k in keys if plain(olds.get(k)) != plain(news.get(k))]
+
+
+def _issues(model: type[ProviderProps], error: ValidationError) -> list[ConfigIssue]:
+    issues = []
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        path = _path(loc)
+        if item["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+            valid = _fields_at(model, loc[:-1])
+            close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(valid)}"
+            issues.append(ConfigIssue(path, "unknown key", hint))
+            continue
+        value = item.get("input")
+        secret = bool(loc) and loc[0] in model.SECRET_FIELDS
+        scalar = isinstance(value, str | int | float | bool)
+        shown = f" (got {value!r})" if scalar and not secret else ""
+        issues.append(ConfigIssue(path or "props", item["msg"] + shown))
+    return issues
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The field names of the model (or dataclass) at ``loc`` under ``model``."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fields = _field_types(current)
+        if str(part) in fields:  # else a key of a dict field: the model stays the same
+            current = fields[str(part)]
+    return list(_field_types(current))
+
+
+def _field_types(kind: Any) -> dict[str, Any]:
+    if isinstance(kind, type) and issubclass(kind, BaseModel):
+        return {name: _inner(f.annotation) for name, f in kind.model_fields.items()}
+    if dataclasses.is_dataclass(kind) and isinstance(kind, type):
+        return {f.name: None for f in dataclasses.fields(kind)}
+    return {}
+
+
+def _inner(annotation: Any) -> Any:
+    """The model or dataclass inside an annotation (``X | None``, ``dict[str, X]``)."""
+    if _field_types(annotation):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _inner(arg)
+        if found is not None:
+            return found
+    return None

@@ -15,9 +15,21 @@ from typing import Any
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
+from pydantic import Field
 
 from amdfleet.errors import VerificationFailed
-from amdfleet.providers.props import plain
+from amdfleet.providers.props import ProviderProps, plain
+
+
+class ReadinessGateProps(ProviderProps):
+    """ReadinessGate's properties: the verification's outcome (all Outputs of the
+    :class:`~amdfleet.providers.verification.Verification` on the program side)."""
+
+    passed: bool | None = Field(None, description="Whether the verification passed.")
+    failures: list[tuple[str, str, str]] | None = Field(
+        None, description="(metric, expected, observed) of each failed threshold."
+    )
+    verdict_table: str | None = Field(None, description="The verdict table of a failed run.")
 
 
 class ReadinessGateProvider(ResourceProvider):
@@ -27,21 +39,21 @@ class ReadinessGateProvider(ResourceProvider):
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         """Record a passed verification; raise VerificationFailed for a failed one."""
-        return CreateResult(id_="readiness", outs=_gate(plain(props)))
+        return CreateResult(id_="readiness", outs=_gate(ReadinessGateProps.from_inputs(props)))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         """Nothing to observe: refresh keeps the record."""
-        return ReadResult(id_=id_, outs=plain(props))
+        return ReadResult(id_=id_, outs=ReadinessGateProps.from_inputs(props).to_outputs())
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         """A change while the verification fails (so the update fails again), or when it
-        starts passing."""
+        starts passing. Compares raw values (``news`` may hold unknowns)."""
         passed = plain(news.get("passed"))
         return DiffResult(changes=passed is not True or plain(olds.get("passed")) is not True)
 
     def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         """As :meth:`create`."""
-        return UpdateResult(outs=_gate(plain(news)))
+        return UpdateResult(outs=_gate(ReadinessGateProps.from_inputs(news)))
 
     def delete(self, _id: str, _props: dict[str, Any]) -> None:
         """Nothing to remove."""
@@ -51,13 +63,21 @@ class ReadinessGate(pulumi.dynamic.Resource, module="amdfleet", name="ReadinessG
     """Fails the update unless the verification passed."""
 
     def __init__(
-        self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        opts: pulumi.ResourceOptions | None = None,
+        *,
+        passed: pulumi.Input[bool],
+        failures: pulumi.Input[list[list[str]]],
+        verdict_table: pulumi.Input[str],
     ):
-        super().__init__(ReadinessGateProvider(), name, props, opts)
+        inputs = ReadinessGateProps().to_inputs(
+            passed=passed, failures=failures, verdict_table=verdict_table
+        )
+        super().__init__(ReadinessGateProvider(), name, inputs, opts)
 
 
-def _gate(props: dict[str, Any]) -> dict[str, Any]:
-    if props.get("passed") is not True:
-        failures = [tuple(f) for f in props.get("failures") or []]
-        raise VerificationFailed(failures, str(props.get("verdict_table") or ""))
-    return props
+def _gate(p: ReadinessGateProps) -> dict[str, Any]:
+    if p.passed is not True:
+        raise VerificationFailed(p.failures or [], p.verdict_table or "")
+    return p.to_outputs()

@@ -12,22 +12,37 @@ is (OS, GPUs, ROCm) and how many checks passed.
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
+from pydantic import Field
 
 from amdfleet.errors import PreflightError, RemoteCommandError
-from amdfleet.providers.progress import URN_KEY, Progress, resource_urn, urn_input
-from amdfleet.providers.props import as_int, changed_keys, plain
+from amdfleet.providers.progress import Progress, resource_urn
+from amdfleet.providers.props import ProviderProps, changed_keys
 from amdfleet.remote.facts import HostFacts
 from amdfleet.remote.hosts import open_host
-from amdfleet.remote.preflight import CheckResult, HostRequirement, check_host
+from amdfleet.remote.preflight import HostRequirement, PreflightCheck, check_host
 from amdfleet.remote.probe import build_probe_script, parse_probe_output, probe_time_limit
 from amdfleet.remote.target import HostTarget
 
 INPUTS = ("host", "requirement")
+
+
+class SshHostProps(ProviderProps):
+    """SshHost's properties: the host and what preflight demands of it (inputs), and the
+    facts and checks the provider collected (outputs)."""
+
+    host: HostTarget = Field(description="How to reach the host.")
+    requirement: HostRequirement = Field(description="What preflight demands of the host.")
+    facts: dict[str, Any] | None = Field(
+        None, description="Output: the collected HostFacts, as a dict."
+    )
+    checks: list[dict[str, Any]] | None = Field(
+        None, description="Output: every preflight check (name, ok, detail, hint)."
+    )
+    hostname: str | None = Field(None, description="Output: the host's own hostname.")
 
 
 class SshHostProvider(ResourceProvider):
@@ -41,27 +56,30 @@ class SshHostProvider(ResourceProvider):
         Raises PreflightError listing every failed check (with hints), RemoteError or
         HostKeyMismatchError when the host cannot be reached safely. Idempotent.
         """
+        p = SshHostProps.from_inputs(props)
         with Progress.for_resource(props) as progress:
-            outs = _inspect(props, progress, enforce=True)
-        return CreateResult(id_=str(plain(props["host"])["name"]), outs=outs)
+            outs = _inspect(p, progress, enforce=True)
+        return CreateResult(id_=p.host.name, outs=outs)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         """Re-collect the facts (drift shows in ``pulumi refresh``); never fails on
         preflight, only records the checks."""
+        p = SshHostProps.from_inputs(props)
         with Progress.for_resource(props) as progress:
-            return ReadResult(id_=id_, outs=_inspect(props, progress, enforce=False))
+            return ReadResult(id_=id_, outs=_inspect(p, progress, enforce=False))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         """A changed address or user is another host (replace); a changed requirement
-        re-runs preflight (update)."""
+        re-runs preflight (update). Compares raw values (``news`` may hold unknowns)."""
         changes = changed_keys(olds, news, INPUTS)
         replaces = ["host"] if "host" in changes else []
         return DiffResult(changes=bool(changes), replaces=replaces, delete_before_replace=True)
 
     def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         """Re-run preflight against the new requirement."""
+        p = SshHostProps.from_inputs(news)
         with Progress.for_resource(news) as progress:
-            return UpdateResult(outs=_inspect(news, progress, enforce=True))
+            return UpdateResult(outs=_inspect(p, progress, enforce=True))
 
     def delete(self, _id: str, _props: dict[str, Any]) -> None:
         """Nothing to remove: an SshHost never changes its host."""
@@ -75,29 +93,16 @@ class SshHost(pulumi.dynamic.Resource, module="amdfleet", name="SshHost"):
     hostname: pulumi.Output[str]
 
     def __init__(
-        self,
-        name: str,
-        host: dict[str, Any],
-        requirement: HostRequirement,
-        opts: pulumi.ResourceOptions | None = None,
+        self, name: str, props: SshHostProps, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        props = {
-            "host": host,
-            "requirement": asdict(requirement),
-            "facts": None,
-            "checks": None,
-            "hostname": None,
-            URN_KEY: resource_urn(name, "SshHost", opts),
-        }
-        super().__init__(SshHostProvider(), name, props, opts)
+        inputs = props.to_inputs(resource_urn=resource_urn(name, "SshHost", opts))
+        super().__init__(SshHostProvider(), name, inputs, opts)
 
 
-def _inspect(props: dict[str, Any], progress: Progress, enforce: bool) -> dict[str, Any]:
-    host = plain(props["host"])
-    requirement = _requirement(plain(props["requirement"]))
-    script = build_probe_script(requirement.weights_dir or "/")
-    progress.step(f"connecting to {_where(host)}")
-    with open_host(HostTarget.model_validate(host)) as conn:
+def _inspect(p: SshHostProps, progress: Progress, enforce: bool) -> dict[str, Any]:
+    script = build_probe_script(p.requirement.weights_dir or "/")
+    progress.step(f"connecting to {_where(p.host)}")
+    with open_host(p.host) as conn:
         progress.step("collecting facts (OS, CPU, memory, disk, GPUs, ROCm, docker)")
         result = conn.run("sh -s", stdin=script, timeout=probe_time_limit(), check=True)
     try:
@@ -111,41 +116,24 @@ def _inspect(props: dict[str, Any], progress: Progress, enforce: bool) -> dict[s
             "the host's /bin/sh did not run the probe; is it a POSIX system?",
         ) from e
     progress.step("running preflight checks")
-    checks = check_host(facts, requirement)
+    checks = check_host(facts, p.requirement)
     failed = [c for c in checks if not c.ok]
     if enforce and failed:
         raise PreflightError([(conn.host, f"{c.name}: {c.detail}", c.hint) for c in failed])
     if enforce:
         progress.note(_summary(facts, checks))
-    return {
-        **urn_input(props),
-        "host": host,
-        "requirement": asdict(requirement),
-        "facts": facts.to_dict(),
-        "checks": [c.to_dict() for c in checks],
-        "hostname": facts.hostname,
-    }
-
-
-def _requirement(data: dict[str, Any]) -> HostRequirement:
-    return HostRequirement(
-        accelerator=str(data["accelerator"]),
-        gpu_count=as_int(data["gpu_count"]),
-        runtime=data.get("runtime", "docker"),
-        min_shm_bytes=as_int(data.get("min_shm_bytes", 0)),
-        weights_dir=str(data.get("weights_dir", "")),
-        weights_bytes=as_int(data.get("weights_bytes", 0)),
-        numa_balancing_off=bool(data.get("numa_balancing_off", True)),
+    return p.to_outputs(
+        facts=facts.to_dict(), checks=[c.to_dict() for c in checks], hostname=facts.hostname
     )
 
 
-def _where(host: dict[str, Any]) -> str:
-    if host.get("connection") == "local":
+def _where(host: HostTarget) -> str:
+    if host.is_local:
         return "this machine"
-    return f"{host.get('user', 'root')}@{host.get('address')}:{as_int(host.get('port', 22))}"
+    return f"{host.user}@{host.address}:{host.port}"
 
 
-def _summary(facts: HostFacts, checks: list[CheckResult]) -> str:
+def _summary(facts: HostFacts, checks: list[PreflightCheck]) -> str:
     """``node-1: Ubuntu 22.04, 8x MI300X (gfx942), ROCm 6.2.0; preflight passed (9 checks)``"""
     parts = [facts.os_name or "unknown OS"]
     if facts.gpus:

@@ -28,10 +28,11 @@ from typing import TYPE_CHECKING, Any
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
+from pydantic import Field
 
 from amdfleet.config import VerificationSpec
-from amdfleet.providers.progress import URN_KEY, Progress, resource_urn
-from amdfleet.providers.props import changed_keys, plain
+from amdfleet.providers.progress import Progress, resource_urn
+from amdfleet.providers.props import ProviderProps, changed_keys, plain
 from amdfleet.remote.hosts import open_host
 from amdfleet.remote.target import HostTarget
 
@@ -43,6 +44,39 @@ RERUN_ON = ("base_url", "model", "spec", "engine_fingerprint")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
+class VerificationProps(ProviderProps):
+    """Verification's properties: what to verify against which endpoint (inputs; the API
+    key, the engine's fingerprint and the tokenizer path are Outputs on the program side,
+    passed to :class:`Verification` apart), and the outcome (outputs)."""
+
+    SECRET_FIELDS = ("api_key",)
+
+    base_url: str = Field(description="The endpoint's base URL (without /v1).")
+    model: str = Field(description="The served model name.")
+    api_key: str | None = Field(None, description="Secret: the endpoint's API key.")
+    spec: VerificationSpec = Field(description="The stack's verification spec.")
+    engine_fingerprint: str | None = Field(
+        None, description="Rendered content and image digests of the engine (re-runs on change)."
+    )
+    tokenizer_host: HostTarget | None = Field(
+        None, description="The host whose staged weights hold the tokenizer."
+    )
+    tokenizer_path: str | None = Field(
+        None, description="The staged weights' directory on that host (None: no tokenizer)."
+    )
+    report_dir: str = Field(description="Where reports go on the machine running Pulumi.")
+    passed: bool | None = Field(None, description="Output: whether every threshold was met.")
+    result: dict[str, Any] | None = Field(
+        None, description="Output: metrics, thresholds and verdict rows."
+    )
+    failures: list[tuple[str, str, str]] | None = Field(
+        None, description="Output: (metric, expected, observed) of each failed threshold."
+    )
+    verdict_table: str | None = Field(
+        None, description="Output: the verdict table of a failed run ('' when passed)."
+    )
+
+
 class VerificationProvider(ResourceProvider):
     """Runs the verification spec. Stateless."""
 
@@ -51,22 +85,27 @@ class VerificationProvider(ResourceProvider):
     def create(self, props: dict[str, Any]) -> CreateResult:
         """Run the verification and record its outcome (``passed`` false when a threshold
         is not met; the gate fails the update then). Raises only when it cannot run."""
-        props = plain(props)
-        return CreateResult(id_=f"verification:{props['model']}", outs=_verify(props))
+        p = VerificationProps.from_inputs(props)
+        with Progress.for_resource(props) as progress:
+            outs = _verify(p, progress)
+        return CreateResult(id_=f"verification:{p.model}", outs=outs)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         """Verification results are a record of a past run: refresh keeps them."""
-        return ReadResult(id_=id_, outs=plain(props))
+        return ReadResult(id_=id_, outs=VerificationProps.from_inputs(props).to_outputs())
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         """Re-run when the engine, the endpoint or the spec changed, or the last run
-        failed (a plain ``pulumi up`` retries it)."""
+        failed (a plain ``pulumi up`` retries it). Compares raw values (``news`` may hold
+        unknowns)."""
         failed = plain(olds.get("passed")) is False
         return DiffResult(changes=failed or bool(changed_keys(olds, news, RERUN_ON)), replaces=[])
 
     def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         """Run the verification again."""
-        return UpdateResult(outs=_verify(plain(news)))
+        p = VerificationProps.from_inputs(news)
+        with Progress.for_resource(news) as progress:
+            return UpdateResult(outs=_verify(p, progress))
 
     def delete(self, _id: str, _props: dict[str, Any]) -> None:
         """Nothing to remove (reports stay on the machine running Pulumi)."""
@@ -82,43 +121,48 @@ class Verification(pulumi.dynamic.Resource, module="amdfleet", name="Verificatio
     verdict_table: pulumi.Output[str]
 
     def __init__(
-        self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        props: VerificationProps,
+        opts: pulumi.ResourceOptions | None = None,
+        *,
+        api_key: pulumi.Input[str] | None,
+        engine_fingerprint: pulumi.Input[str],
+        tokenizer_path: pulumi.Input[str] | None,
     ):
-        outputs = {"passed": None, "result": None, "failures": None, "verdict_table": None}
-        urn = {URN_KEY: resource_urn(name, "Verification", opts)}
-        super().__init__(VerificationProvider(), name, {**props, **outputs, **urn}, opts)
+        inputs = props.to_inputs(
+            api_key=api_key,
+            engine_fingerprint=engine_fingerprint,
+            tokenizer_path=tokenizer_path,
+            resource_urn=resource_urn(name, "Verification", opts),
+        )
+        super().__init__(VerificationProvider(), name, inputs, opts)
 
 
-def _verify(props: dict[str, Any]) -> dict[str, Any]:
+def _verify(p: VerificationProps, progress: Progress) -> dict[str, Any]:
     from amdfleet.verify import render_verdict_table, run_verification
 
-    spec = VerificationSpec.model_validate(props["spec"])
-    with (
-        Progress.for_resource(props) as progress,
-        tempfile.TemporaryDirectory(prefix="amdfleet-tokenizer-") as tmp,
-    ):
-        tokenizer = _fetch_tokenizer(props, Path(tmp), progress)
-        display = _VerificationDisplay(spec, progress)
+    with tempfile.TemporaryDirectory(prefix="amdfleet-tokenizer-") as tmp:
+        tokenizer = _fetch_tokenizer(p, Path(tmp), progress)
+        display = _VerificationDisplay(p.spec, progress)
         result = run_verification(
-            spec,
-            base_url=props["base_url"],
-            model=props["model"],
-            api_key=props.get("api_key"),
+            p.spec,
+            base_url=p.base_url,
+            model=p.model,
+            api_key=p.api_key,
             tokenizer=tokenizer,
-            out_dir=Path(props["report_dir"]),
+            out_dir=Path(p.report_dir),
             progress=display,
             on_run=display.run_done,
             on_scored=display.scored,
         )
         display.finished(result)
-    public = {k: v for k, v in props.items() if k != "api_key"}
-    return {
-        **public,
-        "passed": result.passed,
-        "result": result.to_dict(),
-        "failures": [list(f) for f in result.failures()],
-        "verdict_table": "" if result.passed else render_verdict_table(result),
-    }
+    return p.to_outputs(
+        passed=result.passed,
+        result=result.to_dict(),
+        failures=[list(f) for f in result.failures()],
+        verdict_table="" if result.passed else render_verdict_table(result),
+    )
 
 
 class _VerificationDisplay:
@@ -196,12 +240,12 @@ def _accuracy(accuracy: AccuracyResult) -> str:
     )
 
 
-def _fetch_tokenizer(props: dict[str, Any], into: Path, progress: Progress) -> str | None:
-    path = props.get("tokenizer_path")
-    if not path:
+def _fetch_tokenizer(p: VerificationProps, into: Path, progress: Progress) -> str | None:
+    path = p.tokenizer_path
+    if not path or p.tokenizer_host is None:
         return None
-    progress.step(f"copying the tokenizer from {props['tokenizer_host']['name']}:{path}")
-    with open_host(HostTarget.model_validate(props["tokenizer_host"])) as conn:
+    progress.step(f"copying the tokenizer from {p.tokenizer_host.name}:{path}")
+    with open_host(p.tokenizer_host) as conn:
         for name in TOKENIZER_FILES:
             content = conn.get(f"{path.rstrip('/')}/{name}")
             if content is not None:

@@ -1,6 +1,6 @@
 """Preflight: pure checks of collected :class:`HostFacts` against what a stack needs.
 
-:func:`check_host` returns one :class:`CheckResult` per applicable check, passing or
+:func:`check_host` returns one :class:`PreflightCheck` per applicable check, passing or
 not, so a caller can show the whole table; :func:`raise_for_failures` turns the failed
 ones of every host into a single :class:`~amdfleet.errors.PreflightError`, each with a
 concrete command or action that fixes it.
@@ -66,7 +66,7 @@ class HostRequirement:
 
 
 @dataclass(frozen=True)
-class CheckResult:
+class PreflightCheck:
     """One check on one host: ``hint`` says how to fix it when ``ok`` is False."""
 
     name: str
@@ -79,14 +79,14 @@ class CheckResult:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def check_host(facts: HostFacts, requirement: HostRequirement) -> list[CheckResult]:
+def check_host(facts: HostFacts, requirement: HostRequirement) -> list[PreflightCheck]:
     """Run every check that applies to ``requirement`` on ``facts``; no I/O."""
     checks = _GPU_CHECKS if requirement.needs_gpus else ()
     results = (check(facts, requirement) for check in (*checks, *_HOST_CHECKS))
     return [result for result in results if result is not None]
 
 
-def raise_for_failures(results_by_host: Mapping[str, Sequence[CheckResult]]) -> None:
+def raise_for_failures(results_by_host: Mapping[str, Sequence[PreflightCheck]]) -> None:
     """Raise :class:`PreflightError` listing every failed check of every host, if any."""
     failures = [
         (host, f"{result.name}: {result.detail}", result.hint)
@@ -101,11 +101,11 @@ def raise_for_failures(results_by_host: Mapping[str, Sequence[CheckResult]]) -> 
 # ------------------------------------------------------------------- GPU checks
 
 
-def _check_gpu_count(facts: HostFacts, req: HostRequirement) -> CheckResult:
+def _check_gpu_count(facts: HostFacts, req: HostRequirement) -> PreflightCheck:
     found, need = len(facts.gpus), req.gpu_count
     detail = f"found {found} GPU(s), need {need}"
     if found >= need:
-        return CheckResult("gpu_count", True, detail)
+        return PreflightCheck("gpu_count", True, detail)
     if found == 0:
         hint = (
             "no AMD GPU was detected: install ROCm and the amdgpu driver "
@@ -113,109 +113,111 @@ def _check_gpu_count(facts: HostFacts, req: HostRequirement) -> CheckResult:
         )
     else:
         hint = f"use a host with at least {need} GPUs or lower the stack's parallelism"
-    return CheckResult("gpu_count", False, detail, hint)
+    return PreflightCheck("gpu_count", False, detail, hint)
 
 
-def _check_gpu_model(facts: HostFacts, req: HostRequirement) -> CheckResult | None:
+def _check_gpu_model(facts: HostFacts, req: HostRequirement) -> PreflightCheck | None:
     if not facts.gpus:
         return None  # gpu_count already reports it
     expected = req.expected
     wrong = [gpu for gpu in facts.gpus if not _is_expected(gpu, expected)]
     if not wrong:
-        return CheckResult("gpu_model", True, f"all {len(facts.gpus)} GPU(s) are {expected.id}")
+        return PreflightCheck("gpu_model", True, f"all {len(facts.gpus)} GPU(s) are {expected.id}")
     described = "; ".join(_describe(wrong))
     ids = ", ".join(f"0x{device:04x}" for device in expected.device_ids)
     hint = (
         f"this stack needs {expected.name} ({expected.arch}, device id {ids}): "
         "run it on such a host or change the stack's accelerator"
     )
-    return CheckResult("gpu_model", False, f"expected {expected.id}, found {described}", hint)
+    return PreflightCheck("gpu_model", False, f"expected {expected.id}, found {described}", hint)
 
 
-def _check_kfd(facts: HostFacts, req: HostRequirement) -> CheckResult:
+def _check_kfd(facts: HostFacts, req: HostRequirement) -> PreflightCheck:
     if facts.kfd_accessible:
-        return CheckResult("kfd", True, "/dev/kfd is readable and writable")
+        return PreflightCheck("kfd", True, "/dev/kfd is readable and writable")
     if not facts.kfd_present:
-        return CheckResult("kfd", False, "/dev/kfd does not exist", _LOAD_DRIVER_HINT)
-    return CheckResult("kfd", False, "/dev/kfd is not read-write for the user", _groups_hint(facts))
+        return PreflightCheck("kfd", False, "/dev/kfd does not exist", _LOAD_DRIVER_HINT)
+    return PreflightCheck(
+        "kfd", False, "/dev/kfd is not read-write for the user", _groups_hint(facts)
+    )
 
 
-def _check_dri(facts: HostFacts, req: HostRequirement) -> CheckResult:
+def _check_dri(facts: HostFacts, req: HostRequirement) -> PreflightCheck:
     if facts.dri_accessible:
-        return CheckResult("dri", True, "/dev/dri render nodes are readable and writable")
+        return PreflightCheck("dri", True, "/dev/dri render nodes are readable and writable")
     if not any(node.startswith("renderD") for node in facts.dri_nodes):
-        return CheckResult("dri", False, "no render node under /dev/dri", _LOAD_DRIVER_HINT)
+        return PreflightCheck("dri", False, "no render node under /dev/dri", _LOAD_DRIVER_HINT)
     detail = "/dev/dri render nodes are not read-write for the user"
-    return CheckResult("dri", False, detail, _groups_hint(facts))
+    return PreflightCheck("dri", False, detail, _groups_hint(facts))
 
 
-def _check_groups(facts: HostFacts, req: HostRequirement) -> CheckResult:
+def _check_groups(facts: HostFacts, req: HostRequirement) -> PreflightCheck:
     if facts.is_root:
-        return CheckResult("groups", True, "running as root")
+        return PreflightCheck("groups", True, "running as root")
     missing = [group for group in REQUIRED_GROUPS if group not in facts.groups]
     if not missing:
-        return CheckResult("groups", True, f"user is in {', '.join(REQUIRED_GROUPS)}")
+        return PreflightCheck("groups", True, f"user is in {', '.join(REQUIRED_GROUPS)}")
     detail = f"user {facts.user or '?'} is not in group(s) {', '.join(missing)}"
-    return CheckResult("groups", False, detail, _groups_hint(facts))
+    return PreflightCheck("groups", False, detail, _groups_hint(facts))
 
 
 # ------------------------------------------------------------------ host checks
 
 
-def _check_shm(facts: HostFacts, req: HostRequirement) -> CheckResult | None:
+def _check_shm(facts: HostFacts, req: HostRequirement) -> PreflightCheck | None:
     if req.min_shm_bytes == 0:
         return None
     size = math.ceil(req.min_shm_bytes / GIB)
     if facts.shm_bytes is None:
         hint = f"sudo mount -t tmpfs -o size={size}G tmpfs /dev/shm (and add it to /etc/fstab)"
-        return CheckResult("shm", False, "could not read the size of /dev/shm", hint)
+        return PreflightCheck("shm", False, "could not read the size of /dev/shm", hint)
     hint = f"sudo mount -o remount,size={size}G /dev/shm (persist it in /etc/fstab)"
     detail = f"/dev/shm is {_gib(facts.shm_bytes)}, need {_gib(req.min_shm_bytes)}"
     return _result("shm", facts.shm_bytes >= req.min_shm_bytes, detail, hint)
 
 
-def _check_numa_balancing(facts: HostFacts, req: HostRequirement) -> CheckResult | None:
+def _check_numa_balancing(facts: HostFacts, req: HostRequirement) -> PreflightCheck | None:
     if not req.numa_balancing_off:
         return None
     if facts.numa_balancing is None:
-        return CheckResult("numa_balancing", True, "kernel has no NUMA auto-balancing")
+        return PreflightCheck("numa_balancing", True, "kernel has no NUMA auto-balancing")
     if facts.numa_balancing == 0:
-        return CheckResult("numa_balancing", True, "NUMA auto-balancing is off")
+        return PreflightCheck("numa_balancing", True, "NUMA auto-balancing is off")
     hint = (
         "sudo sh -c 'echo 0 > /proc/sys/kernel/numa_balancing' (persist it: "
         "echo kernel.numa_balancing=0 | sudo tee /etc/sysctl.d/90-amdfleet.conf)"
     )
     detail = f"NUMA auto-balancing is on (kernel.numa_balancing={facts.numa_balancing})"
-    return CheckResult("numa_balancing", False, detail, hint)
+    return PreflightCheck("numa_balancing", False, detail, hint)
 
 
-def _check_disk(facts: HostFacts, req: HostRequirement) -> CheckResult | None:
+def _check_disk(facts: HostFacts, req: HostRequirement) -> PreflightCheck | None:
     if not req.weights_dir:
         return None
     if facts.disk_path != req.weights_dir:
         detail = f"free space was measured at {facts.disk_path or '(nothing)'}"
         hint = f"collect facts with build_probe_script({req.weights_dir!r})"
-        return CheckResult("disk", False, f"{detail}, not at {req.weights_dir}", hint)
+        return PreflightCheck("disk", False, f"{detail}, not at {req.weights_dir}", hint)
     if facts.disk_free_bytes is None:
         detail = f"could not read the free space at {req.weights_dir}"
-        return CheckResult("disk", False, detail, "check that `df` works on the host")
+        return PreflightCheck("disk", False, detail, "check that `df` works on the host")
     free, need = facts.disk_free_bytes, req.weights_bytes
     detail = f"{_gib(free)} free at {req.weights_dir}, weights need {_gib(need)}"
     hint = f"free {_gib(need - free)} on that filesystem or point weights_dir at a larger disk"
     return _result("disk", free >= need, detail, hint)
 
 
-def _check_docker(facts: HostFacts, req: HostRequirement) -> CheckResult | None:
+def _check_docker(facts: HostFacts, req: HostRequirement) -> PreflightCheck | None:
     if req.runtime != "docker":
         return None
     if facts.docker_version:
-        return CheckResult("docker", True, f"Docker Engine {facts.docker_version}")
+        return PreflightCheck("docker", True, f"Docker Engine {facts.docker_version}")
     hint = (
         "install Docker Engine (sudo apt-get install docker.io) and start it "
         "(sudo systemctl enable --now docker); if it runs, give the user the socket: "
         f"sudo usermod -aG docker {facts.user or '$USER'} (then log in again)"
     )
-    return CheckResult("docker", False, "the Docker daemon is not reachable", hint)
+    return PreflightCheck("docker", False, "the Docker daemon is not reachable", hint)
 
 
 # ------------------------------------------------------------------------ helpers
@@ -225,7 +227,7 @@ _LOAD_DRIVER_HINT = (
     "ROCm repository if the module is missing), then check dmesg for amdgpu errors"
 )
 
-_Check = Callable[[HostFacts, HostRequirement], CheckResult | None]
+_Check = Callable[[HostFacts, HostRequirement], PreflightCheck | None]
 _GPU_CHECKS: tuple[_Check, ...] = (
     _check_gpu_count,
     _check_gpu_model,
@@ -241,8 +243,8 @@ _HOST_CHECKS: tuple[_Check, ...] = (
 )
 
 
-def _result(name: str, ok: bool, detail: str, hint: str) -> CheckResult:
-    return CheckResult(name, ok, detail, "" if ok else hint)
+def _result(name: str, ok: bool, detail: str, hint: str) -> PreflightCheck:
+    return PreflightCheck(name, ok, detail, "" if ok else hint)
 
 
 def _is_expected(gpu: GpuFacts, expected: Accelerator) -> bool:

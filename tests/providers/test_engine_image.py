@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from amdfleet.providers.engine_image import EngineImageProvider
+from amdfleet.providers.engine_image import EngineImageProps, EngineImageProvider
 from amdfleet.providers.progress import URN_KEY
 from amdfleet.remote.images import DOCKERFILE_LABEL, inspect_command, parse_inspect
 from tests.support.dockerd import DockerDaemon, DockerdError
@@ -325,7 +325,7 @@ def test_diff_replaces_on_another_image_or_dockerfile(
     # The same tag cannot belong to two resources at once: delete the old one first.
     built = {"dockerfile": _dockerfile("x"), "build_dir": "/opt/amdfleet/x-image"}
     assert diff(**built) == (True, ["dockerfile_hash"], True)
-    renamed = {**lab.host_props(0), "name": "host0-renamed"}
+    renamed = lab.host_target(0).model_copy(update={"name": "host0-renamed"})
     assert diff(host=renamed) == (True, ["host"], True)
     assert diff(keep_on_delete=True) == (True, [], False)
 
@@ -367,19 +367,17 @@ def _props(
     **overrides: Any,
 ) -> dict[str, Any]:
     """Props as the Deployment component builds them."""
-    props: dict[str, Any] = {
-        "host": lab.host_props(0),
+    fields: dict[str, Any] = {
+        "host": lab.host_target(0),
         "image": image,
         "dockerfile": dockerfile,
         "dockerfile_hash": hashlib.sha256(dockerfile.encode()).hexdigest() if dockerfile else None,
         "build_dir": build_dir,
         "timeout_s": TIMEOUT_S,
         "keep_on_delete": False,
-        "digest": None,
-        "image_id": None,
-        "created": None,
     }
-    return with_provider(EngineImageProvider(), {**props, **overrides})
+    props = EngineImageProps(**{**fields, **overrides})
+    return with_provider(EngineImageProvider(), props.to_inputs())
 
 
 def _create(provider_host: ProviderHost, props: dict[str, Any], urn: str) -> CreateOutcome:

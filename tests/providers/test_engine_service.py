@@ -26,7 +26,6 @@ from amdfleet.providers.engine_service import EngineServiceProvider
 from amdfleet.providers.progress import URN_KEY
 from amdfleet.remote.hosts import open_host
 from amdfleet.remote.ssh import SshConnection
-from amdfleet.remote.target import HostTarget
 from tests.support.engine_log import EngineLog
 from tests.support.hostlab import HostLab, LabFactory
 from tests.support.models import TINY_ARCHITECTURE
@@ -62,8 +61,8 @@ def _props(
     lab: HostLab, name: str, key: str = API_KEY, engine_key: str | None = None, **env: str
 ) -> dict[str, Any]:
     target = lab.target(0)
-    host = lab.host_props(0)
-    spec_host = {k: v for k, v in host.items() if k != "connection"}
+    host = lab.host_target(0)
+    spec_host = host.model_dump(exclude={"connection"})
     spec = parse_stack(
         name,
         {
@@ -86,13 +85,13 @@ def _props(
         },
     )
     deployment = plan(spec)
-    props = engine_service_props(
+    args = engine_service_props(
         deployment,
         deployment.head,
         host,
         secret({"AMDFLEET_API_KEY": key, "VLLM_API_KEY": engine_key or key}),
     )
-    return with_provider(EngineServiceProvider(), props)
+    return with_provider(EngineServiceProvider(), args.inputs())
 
 
 def _record(lab: HostLab, name: str) -> dict[str, Any]:
@@ -215,7 +214,7 @@ def test_engine_never_ready_times_out_and_is_stopped(
     provider_host: ProviderHost, lab: HostLab, conn: SshConnection
 ) -> None:
     props = _props(lab, "hang", FAKE_ENGINE_MODE="never-ready")
-    props["probe"]["timeout_s"] = 4
+    props["readiness"]["timeout_s"] = 4
     checked = provider_host.check(props).inputs
     with pytest.raises(ProviderCallError) as caught:
         provider_host.create(checked)
@@ -243,7 +242,7 @@ def test_wrong_api_key_in_probe_is_not_ready(
 ) -> None:
     """The probe sends the stack's key; an engine that wants another never becomes ready."""
     props = _props(lab, "auth", engine_key="another-key")
-    props["probe"]["timeout_s"] = 3
+    props["readiness"]["timeout_s"] = 3
     checked = provider_host.check(props).inputs
     with pytest.raises(ProviderCallError) as caught:
         provider_host.create(checked)
@@ -262,7 +261,7 @@ def test_unreachable_host_fails_within_the_timeout(
         message = caught.value.message
         assert "HostUnreachableError: [host0]" in message and "gave up after" in message
         lab.heal(0)
-        with open_host(HostTarget.model_validate(props["host"])) as conn:
+        with open_host(lab.host_target(0)) as conn:
             assert conn.run("test -e /opt/amdfleet/down", timeout=10, check=False).exit_code == 1
 
 
@@ -272,7 +271,7 @@ def test_a_worker_node_is_started_and_must_stay_up(
     """A non-head node of a multi-node engine serves no API: create returns once the
     engine has stayed up for a few seconds, and fails with its log if it exits."""
     props = _props(lab, "worker")
-    props["probe"]["serves_api"] = False
+    props["readiness"]["serves_api"] = False
     created = provider_host.create(provider_host.check(props).inputs)
     try:
         assert _alive(conn, _record(lab, "worker")["pid"])
@@ -280,7 +279,7 @@ def test_a_worker_node_is_started_and_must_stay_up(
         provider_host.delete(created.id, created.outputs)
 
     props = _props(lab, "worker-crash", FAKE_ENGINE_MODE="exit")
-    props["probe"]["serves_api"] = False
+    props["readiness"]["serves_api"] = False
     with pytest.raises(ProviderCallError) as caught:
         provider_host.create(provider_host.check(props).inputs)
     assert "simulated failure while loading weights" in caught.value.message
@@ -295,7 +294,7 @@ def test_progress_shows_each_phase_and_what_the_engine_answers_while_waiting(
     the real CLI in test_progress_cli.py.)"""
     urn = reporting_host.urn("engine-progress")
     props = {**_props(lab, "progress", FAKE_ENGINE_MODE="never-ready"), URN_KEY: urn}
-    props["probe"]["timeout_s"] = 4
+    props["readiness"]["timeout_s"] = 4
     with pytest.raises(ProviderCallError):
         reporting_host.create(reporting_host.check(props, urn=urn).inputs, urn=urn)
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from amdfleet.providers.model_weights import ModelWeightsProvider
+from amdfleet.providers.model_weights import ModelWeightsProps, ModelWeightsProvider
 from amdfleet.providers.progress import URN_KEY, format_bytes
 from amdfleet.remote.weights import WeightsTarget
 from tests.support.engine_log import EngineLog
@@ -524,33 +524,21 @@ def _props(
     **overrides: Any,
 ) -> dict[str, Any]:
     """Props as the Deployment component builds them (token as a secret)."""
-    host = lab[index]
-    props: dict[str, Any] = {
-        "host": {
-            "name": host.name,
-            "connection": "ssh",
-            "address": host.address,
-            "port": host.port,
-            "user": host.user,
-            "key_path": str(lab.client_key),
-            "host_key": host.host_key,
-        },
+    fields: dict[str, Any] = {
+        "host": lab.host_target(index),
         "repo": REPO,
         "revision": None,
         "cache_dir": cache,
         "local_path": None,
-        "hf_token": secret(hf_token) if hf_token is not None else None,
         "python": PYTHON,
         "docker_image": None,
         "hub_endpoint": server.endpoint,
         "timeout_s": DOWNLOAD_TIMEOUT_S,
         "keep_on_delete": False,
-        "path": None,
-        "commit": None,
-        "downloaded": None,
-        "present": None,
     }
-    return with_provider(ModelWeightsProvider(), {**props, **overrides})
+    props = ModelWeightsProps(**{**fields, **overrides})
+    token = secret(hf_token) if hf_token is not None else None
+    return with_provider(ModelWeightsProvider(), props.to_inputs(hf_token=token))
 
 
 def _create(provider_host: ProviderHost, props: dict[str, Any], name: str) -> CreateOutcome:

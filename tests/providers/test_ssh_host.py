@@ -9,14 +9,15 @@ amd-smi/rocm-smi/rocminfo outputs (tests/unit/test_facts.py).
 from __future__ import annotations
 
 import re
-from dataclasses import asdict
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from amdfleet.providers.progress import URN_KEY
-from amdfleet.providers.ssh_host import SshHostProvider
+from amdfleet.providers.ssh_host import SshHostProps, SshHostProvider
 from amdfleet.remote.preflight import HostRequirement
+from amdfleet.remote.target import HostTarget
 from tests.support.engine_log import EngineLog
 from tests.support.hostlab import HostLab, LabFactory, require_netns
 from tests.support.pulumi_host import ProviderCallError, ProviderHost, with_provider
@@ -29,17 +30,10 @@ def lab(hostlab: LabFactory) -> HostLab:
     return hostlab(2)
 
 
-def _props(host: dict[str, Any], requirement: HostRequirement) -> dict[str, Any]:
-    return with_provider(
-        SshHostProvider(),
-        {
-            "host": host,
-            "requirement": asdict(requirement),
-            "facts": None,
-            "checks": None,
-            "hostname": None,
-        },
-    )
+def _props(host: HostTarget, requirement: HostRequirement) -> dict[str, Any]:
+    """Props as the Fleet component builds them."""
+    props = SshHostProps(host=host, requirement=requirement)
+    return with_provider(SshHostProvider(), props.to_inputs())
 
 
 CPU = HostRequirement(accelerator="cpu", gpu_count=0, runtime="process", weights_dir="/opt")
@@ -55,7 +49,7 @@ MI300X = HostRequirement(
 
 def test_cpu_host_passes_and_reports_its_facts(provider_host: ProviderHost, lab: HostLab) -> None:
     require_netns(lab)
-    created = provider_host.create(provider_host.check(_props(lab.host_props(0), CPU)).inputs)
+    created = provider_host.create(provider_host.check(_props(lab.host_target(0), CPU)).inputs)
     facts = created.outputs["facts"]
     assert created.id == "host0"
     assert created.outputs["hostname"] == facts["hostname"] == "host0"
@@ -78,7 +72,7 @@ def test_gpu_requirement_fails_listing_every_check_with_hints(
     provider_host: ProviderHost, lab: HostLab
 ) -> None:
     with pytest.raises(ProviderCallError) as caught:
-        provider_host.create(provider_host.check(_props(lab.host_props(1), MI300X)).inputs)
+        provider_host.create(provider_host.check(_props(lab.host_target(1), MI300X)).inputs)
     message = caught.value.message
     assert message.startswith("amdfleet.errors.PreflightError: preflight failed:")
     for check in ("gpu_count", "kfd", "dri", "shm", "disk"):
@@ -92,7 +86,7 @@ def test_gpu_requirement_fails_listing_every_check_with_hints(
 
 
 def test_a_changed_host_key_is_refused(provider_host: ProviderHost, lab: HostLab) -> None:
-    wrong = {**lab.host_props(0), "host_key": lab.host_props(1)["host_key"]}
+    wrong = lab.host_target(0).model_copy(update={"host_key": lab.host_target(1).host_key})
     with pytest.raises(ProviderCallError) as caught:
         provider_host.create(provider_host.check(_props(wrong, CPU)).inputs)
     assert "HostKeyMismatchError" in caught.value.message
@@ -101,7 +95,7 @@ def test_a_changed_host_key_is_refused(provider_host: ProviderHost, lab: HostLab
 
 def test_refresh_shows_drift(provider_host: ProviderHost, lab: HostLab) -> None:
     require_netns(lab)
-    checked = provider_host.check(_props(lab.host_props(0), CPU)).inputs
+    checked = provider_host.check(_props(lab.host_target(0), CPU)).inputs
     created = provider_host.create(checked)
     with lab.connect(0) as conn:
         conn.run("hostname drifted-host0", timeout=10)
@@ -116,13 +110,13 @@ def test_refresh_shows_drift(provider_host: ProviderHost, lab: HostLab) -> None:
 def test_diff_replaces_on_another_host_and_updates_on_a_new_requirement(
     provider_host: ProviderHost, lab: HostLab
 ) -> None:
-    checked = provider_host.check(_props(lab.host_props(0), CPU)).inputs
+    checked = provider_host.check(_props(lab.host_target(0), CPU)).inputs
     created = provider_host.create(checked)
-    other = provider_host.check(_props(lab.host_props(1), CPU)).inputs
+    other = provider_host.check(_props(lab.host_target(1), CPU)).inputs
     diff = provider_host.diff(created.id, created.outputs, other, old_inputs=checked)
     assert diff.replaces == ["host"]
-    stricter = HostRequirement(**{**asdict(CPU), "weights_bytes": 1 << 60})
-    news = provider_host.check(_props(lab.host_props(0), stricter)).inputs
+    stricter = replace(CPU, weights_bytes=1 << 60)
+    news = provider_host.check(_props(lab.host_target(0), stricter)).inputs
     diff = provider_host.diff(created.id, created.outputs, news, old_inputs=checked)
     assert (diff.changes, diff.replaces) == (True, [])
     with pytest.raises(ProviderCallError, match=r"\[host0\] disk"):
@@ -141,11 +135,11 @@ def test_progress_shows_each_step_and_notes_only_a_passed_preflight(
         reporting_host.urn("host-progress-ok"),
         reporting_host.urn("host-progress-gpu"),
     )
-    reporting_host.create(_with_urn(lab.host_props(0), CPU, passing), urn=passing)
+    reporting_host.create(_with_urn(lab.host_target(0), CPU, passing), urn=passing)
     with pytest.raises(
         ProviderCallError, match=r"(?s)PreflightError: .*\[host0\] gpu_count: found 0 GPU"
     ):
-        reporting_host.create(_with_urn(lab.host_props(0), MI300X, failing), urn=failing)
+        reporting_host.create(_with_urn(lab.host_target(0), MI300X, failing), urn=failing)
 
     steps = [
         f"connecting to {target.user}@{target.address}:{target.port}",
@@ -159,5 +153,5 @@ def test_progress_shows_each_step_and_notes_only_a_passed_preflight(
     assert engine_log.messages(failing, ephemeral=False) == []  # the error says it all
 
 
-def _with_urn(host: dict[str, Any], requirement: HostRequirement, urn: str) -> dict[str, Any]:
+def _with_urn(host: HostTarget, requirement: HostRequirement, urn: str) -> dict[str, Any]:
     return {**_props(host, requirement), URN_KEY: urn}

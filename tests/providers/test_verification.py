@@ -18,9 +18,8 @@ from typing import Any
 import pytest
 
 from amdfleet.config import VerificationSpec
-from amdfleet.providers.progress import URN_KEY
 from amdfleet.providers.readiness import ReadinessGateProvider
-from amdfleet.providers.verification import VerificationProvider
+from amdfleet.providers.verification import VerificationProps, VerificationProvider
 from amdfleet.verify.gsm8k import load_problems
 from tests.support.engine_log import EngineLog
 from tests.support.openai_server import MODEL, OpenAIServer, Script
@@ -140,19 +139,16 @@ def _props(base_url: str, tmp_path: Path, urn: str, **thresholds: float) -> dict
             "thresholds": {"min_success_rate": 1.0, **thresholds},
         }
     )
-    props = {
-        "base_url": base_url,
-        "model": MODEL,
-        "api_key": secret(API_KEY),
-        "spec": spec.model_dump(mode="json"),
-        "engine_fingerprint": "files-hash|digest",
-        "tokenizer_host": {},
-        "tokenizer_path": None,
-        "report_dir": str(tmp_path / "reports"),
-        "passed": None,
-        "result": None,
-        "failures": None,
-        "verdict_table": None,
-        URN_KEY: urn,
-    }
-    return with_provider(VerificationProvider(), props)
+    props = VerificationProps(
+        base_url=base_url,
+        model=MODEL,
+        spec=spec,
+        report_dir=str(tmp_path / "reports"),
+    )
+    inputs = props.to_inputs(
+        api_key=secret(API_KEY),
+        engine_fingerprint="files-hash|digest",
+        tokenizer_path=None,
+        resource_urn=urn,
+    )
+    return with_provider(VerificationProvider(), inputs)

@@ -178,10 +178,15 @@ class HostLab:
         }
         return HostTarget.model_validate({**fields, **overrides})
 
+    def host_target(self, host: LabHost | int) -> HostTarget:
+        """``host`` as the HostTarget providers receive (what the planner makes of a
+        stack's SSH host entry)."""
+        return self.target(host)
+
     def host_props(self, host: LabHost | int) -> dict[str, Any]:
-        """``host`` as amdfleet provider props: the plain dict of its HostTarget (what
-        the Fleet component passes to every provider for a stack's SSH host entry)."""
-        return self.target(host).model_dump()
+        """``host`` as the plain ``host`` property of a provider (a dumped
+        :meth:`host_target`; minus ``connection`` it is a stack's host entry)."""
+        return self.host_target(host).model_dump(mode="json")
 
     def connect(self, host: LabHost | int, *, timeout: float = 10.0) -> SshConnection:
         """An open SshConnection to ``host`` (strict host-key checking)."""

@@ -10,8 +10,8 @@ import pytest
 from amdfleet.errors import PreflightError
 from amdfleet.remote.facts import GpuFacts, HostFacts, identify
 from amdfleet.remote.preflight import (
-    CheckResult,
     HostRequirement,
+    PreflightCheck,
     check_host,
     raise_for_failures,
 )
@@ -59,7 +59,7 @@ ALL_GPU_CHECKS = ["gpu_count", "gpu_model", "kfd", "dri", "groups"]
 ALL_HOST_CHECKS = ["shm", "numa_balancing", "disk", "docker"]
 
 
-def failed(results: list[CheckResult]) -> dict[str, str]:
+def failed(results: list[PreflightCheck]) -> dict[str, str]:
     return {r.name: r.hint for r in results if not r.ok}
 
 

@@ -24,7 +24,6 @@ from amdfleet.providers.progress import (
     format_bytes,
     format_duration,
     secret_values,
-    urn_input,
 )
 from amdfleet.remote.connection import REDACTED
 from tests.support.engine_log import EngineLog
@@ -139,11 +138,6 @@ def test_an_engine_that_is_gone_disables_progress_without_failing() -> None:
         assert not progress.enabled
         progress.note("done")  # not even tried again
     assert time.monotonic() - t0 < SEND_TIMEOUT_S + 1
-
-
-def test_urn_input_keeps_the_urn_only_when_there_is_one() -> None:
-    assert urn_input({URN_KEY: URN, "x": 1}) == {URN_KEY: URN}
-    assert urn_input({"x": 1}) == {}
 
 
 @pytest.mark.parametrize(
