@@ -7,6 +7,8 @@ command on a git revision exported to a temporary directory):
   time, output discarded), median / min / max over ``--repeat`` runs after
   ``--warmup`` unrecorded ones; trees alternate run by run, so load on the machine
   hits both alike;
+- the child's CPU time (user + sys), which other work on the machine inflates far less
+  than wall time;
 - the same for ``python -c pass`` (the floor: interpreter and site start-up);
 - which heavy libraries the command imports (``sys.modules`` after the command), with
   each one's cumulative import time from ``python -X importtime``.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shlex
 import statistics
 import subprocess
@@ -75,6 +78,7 @@ class Tree:
     label: str
     path: Path
     seconds: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
     heavy: dict[str, float] = field(default_factory=dict)  # module -> cumulative import ms
 
 
@@ -89,15 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             _export(args.compare, old)
             label = f"{args.compare} ({_git('rev-parse', '--short', args.compare)})"
             trees.insert(0, Tree(label, old))
-        floor: list[float] = []
+        floor = Tree("`python -c pass` (floor)", REPO)
         for i in range(-args.warmup, args.repeat):
             for tree in trees if i % 2 == 0 else reversed(trees):
-                seconds = _timed([sys.executable, "-c", _RUNNER, str(tree.path), "", *args.command])
-                if i >= 0:
-                    tree.seconds.append(seconds)
-            seconds = _timed([sys.executable, "-c", "pass"])
-            if i >= 0:
-                floor.append(seconds)
+                run = [sys.executable, "-c", _RUNNER, str(tree.path), "", *args.command]
+                _record(tree, _timed(run), i >= 0)
+            _record(floor, _timed([sys.executable, "-c", "pass"]), i >= 0)
         loads.append(_loadavg())
         for tree in trees:
             tree.heavy = _heavy_imports(tree.path, args.command, Path(tmp) / "modules.json")
@@ -133,10 +134,20 @@ def _export(rev: str, into: Path) -> None:
         tar.extractall(into, filter="data")
 
 
-def _timed(argv: list[str]) -> float:
+def _timed(argv: list[str]) -> tuple[float, float]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(argv, cwd=REPO, stdout=subprocess.DEVNULL, check=True, timeout=60)
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+def _record(tree: Tree, measured: tuple[float, float], keep: bool) -> None:
+    if keep:
+        tree.seconds.append(measured[0])
+        tree.cpu.append(measured[1])
 
 
 def _heavy_imports(tree: Path, command: list[str], record: Path) -> dict[str, float]:
@@ -161,7 +172,7 @@ def _heavy_imports(tree: Path, command: list[str], record: Path) -> dict[str, fl
 
 def _report(
     trees: list[Tree],
-    floor: list[float],
+    floor: Tree,
     args: argparse.Namespace,
     started: str,
     loads: list[float],
@@ -178,16 +189,16 @@ def _report(
         f"- measured: `amdfleet {shlex.join(args.command)}` in a fresh interpreter "
         "(subprocess, stdout discarded), wall time",
         "",
-        "## Wall time (seconds)",
+        "## Wall time and CPU time (seconds)",
         "",
-        "| tree | median | min | max | runs |",
-        "|---|---:|---:|---:|---:|",
+        "| tree | wall median | wall min | wall max | CPU (user+sys) median | runs |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
-    rows = [(t.label, t.seconds) for t in trees] + [("`python -c pass` (floor)", floor)]
-    for label, secs in rows:
+    for tree in [*trees, floor]:
+        secs = tree.seconds
         lines.append(
-            f"| {label} | {statistics.median(secs):.3f} | {min(secs):.3f} | {max(secs):.3f} "
-            f"| {len(secs)} |"
+            f"| {tree.label} | {statistics.median(secs):.3f} | {min(secs):.3f} "
+            f"| {max(secs):.3f} | {statistics.median(tree.cpu):.3f} | {len(secs)} |"
         )
     lines += [
         "",
