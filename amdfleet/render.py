@@ -18,12 +18,15 @@ import re
 import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
-
-import jinja2
+from typing import TYPE_CHECKING
 
 from amdfleet.errors import RenderError
 from amdfleet.plan import DeploymentPlan, NodePlan
+
+if TYPE_CHECKING:
+    import jinja2
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 HASH_MARK = "amdfleet-content-hash: sha256:"
@@ -135,7 +138,12 @@ def shell_lines(words: Iterable[object], indent: str = "    ") -> str:
 # --- helpers -----------------------------------------------------------------------------
 
 
+@cache
 def _environment() -> jinja2.Environment:
+    # Built on first use: `amdfleet plan` imports this module for shell_join and
+    # should not pay for importing jinja2.
+    import jinja2
+
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
         undefined=jinja2.StrictUndefined,
@@ -150,12 +158,11 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-_ENV = _environment()
-
-
 def _file(path: str, template: str, context: Mapping[str, object], mode: int) -> RenderedFile:
+    import jinja2
+
     try:
-        body = _ENV.get_template(template).render(**context)
+        body = _environment().get_template(template).render(**context)
     except jinja2.TemplateError as e:
         raise RenderError(f"rendering {template} for {path} failed: {e}") from e
     return RenderedFile(path, _with_hash(body), mode)

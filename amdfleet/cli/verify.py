@@ -17,25 +17,22 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from pydantic import BaseModel, ValidationError
 
 from amdfleet.config import AccuracySpec, BenchmarkScenario, load_stack_file
 from amdfleet.errors import VerificationFailed
-from amdfleet.verify.bench import BenchmarkRun
-from amdfleet.verify.gsm8k import AccuracyResult
 from amdfleet.verify.metrics import parse_goodput
-from amdfleet.verify.report import (
-    render_accuracy_table,
-    render_benchmark_table,
-    render_verdict_table,
-    write_accuracy,
-    write_benchmark,
-)
-from amdfleet.verify.run import first_model, run_accuracy, run_scenarios, verify_endpoint
-from amdfleet.verify.verdict import VerificationResult
+
+if TYPE_CHECKING:
+    from amdfleet.verify.bench import BenchmarkRun
+    from amdfleet.verify.gsm8k import AccuracyResult
+    from amdfleet.verify.verdict import VerificationResult
+
+# The benchmark client (httpx, numpy, the report's writers) is imported inside each
+# command, after its options are parsed, so `--help` and usage errors stay fast.
 
 EXIT_INTERRUPTED = 130
 _T = TypeVar("_T")
@@ -123,6 +120,9 @@ def bench(
     Repeat --max-concurrency and/or --request-rate for a sweep; with --out, each point
     is saved as vLLM-compatible JSON, and a sweep adds summary.md and PNG plots.
     """
+    from amdfleet.verify.report import render_benchmark_table, write_benchmark
+    from amdfleet.verify.run import first_model, run_scenarios
+
     slos = _goodput(goodput)
     chosen = _percentiles(percentiles)
     common: dict[str, Any] = {
@@ -191,6 +191,9 @@ def eval_(
     out: Path | None,
 ) -> None:
     """Score GSM8K (5-shot) at URL as lm-evaluation-harness's gsm8k task does."""
+    from amdfleet.verify.report import render_accuracy_table, write_accuracy
+    from amdfleet.verify.run import first_model, run_accuracy
+
     spec = _validated(
         AccuracySpec,
         num_fewshot=num_fewshot,
@@ -249,6 +252,13 @@ def verify(
     Writes verification.json, verification.md, each benchmark's JSON, GSM8K samples and
     (for sweeps) plots into the output directory.
     """
+    from amdfleet.verify.report import (
+        render_accuracy_table,
+        render_benchmark_table,
+        render_verdict_table,
+    )
+    from amdfleet.verify.run import verify_endpoint
+
     loaded = load_stack_file(stack)
     spec = loaded.spec.verification
     if not spec.enabled:

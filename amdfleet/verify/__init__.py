@@ -14,13 +14,32 @@ Public API (what the Pulumi provider and the CLI use)::
 
 from __future__ import annotations
 
-from amdfleet.verify.bench import BenchmarkRun
-from amdfleet.verify.client import EndpointError
-from amdfleet.verify.datasets import DatasetError
-from amdfleet.verify.gsm8k import AccuracyResult, DatasetUnavailable
-from amdfleet.verify.report import render_verdict_table
-from amdfleet.verify.run import run_verification, verify_endpoint
-from amdfleet.verify.verdict import VerdictRow, VerificationResult
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from amdfleet.verify.bench import BenchmarkRun
+    from amdfleet.verify.client import EndpointError
+    from amdfleet.verify.datasets import DatasetError
+    from amdfleet.verify.gsm8k import AccuracyResult, DatasetUnavailable
+    from amdfleet.verify.report import render_verdict_table
+    from amdfleet.verify.run import run_verification, verify_endpoint
+    from amdfleet.verify.verdict import VerdictRow, VerificationResult
+
+# Imported on first access, so that importing one submodule (the CLI's option
+# parsing, the verdict table) does not import httpx and the whole benchmark client.
+_EXPORTS = {
+    "AccuracyResult": "gsm8k",
+    "BenchmarkRun": "bench",
+    "DatasetError": "datasets",
+    "DatasetUnavailable": "gsm8k",
+    "EndpointError": "client",
+    "VerdictRow": "verdict",
+    "VerificationResult": "verdict",
+    "render_verdict_table": "report",
+    "run_verification": "run",
+    "verify_endpoint": "run",
+}
 
 __all__ = [
     "AccuracyResult",
@@ -34,3 +53,10 @@ __all__ = [
     "run_verification",
     "verify_endpoint",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

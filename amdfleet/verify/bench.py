@@ -21,8 +21,6 @@ from datetime import datetime
 from time import perf_counter
 from typing import Any
 
-import numpy as np
-
 from amdfleet.config import BenchmarkScenario
 from amdfleet.verify.client import EndpointClient, RequestOutput, error_kind
 from amdfleet.verify.datasets import (
@@ -137,9 +135,13 @@ def arrival_times(
     if math.isinf(burstiness):
         gaps = [1.0 / rate] * count
     else:
+        import numpy as np
+
         rng = np.random.RandomState(seed)
         theta = 1.0 / (rate * burstiness)
         gaps = [float(rng.gamma(shape=burstiness, scale=theta)) for _ in range(count)]
+    import numpy as np
+
     times = np.cumsum(gaps)
     if times[-1] != 0:
         times *= (count / rate) / times[-1]

@@ -21,10 +21,12 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from amdfleet.errors import AmdFleetError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 _DECODE_RETRIES = 10
 _FORCE_RETRIES = 50
@@ -112,6 +114,8 @@ def random_requests(
     seed: int = 0,
 ) -> list[BenchRequest]:
     """Random prompts of exact token lengths, as vLLM's random dataset makes them."""
+    import numpy as np
+
     rng = np.random.default_rng(seed)
     real_input_len = max(0, input_len - tokenizer.num_special_tokens_to_add)
     in_low = math.floor(real_input_len * (1 - range_ratio))

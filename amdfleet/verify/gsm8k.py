@@ -34,8 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from amdfleet.config import AccuracySpec
 from amdfleet.errors import AmdFleetError
 from amdfleet.verify.bench import wait_or_stop
@@ -281,6 +279,8 @@ def _problem(row: dict[str, Any]) -> Problem:
 def _download_split(split: str, cache: Path) -> list[Problem]:
     target = cache / f"{split}.jsonl"
     if not target.is_file():
+        import httpx
+
         url = f"{SOURCE_URL}/{split}.jsonl"
         try:
             response = httpx.get(url, timeout=60.0, follow_redirects=True)

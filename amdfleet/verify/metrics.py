@@ -21,10 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from amdfleet.verify.client import RequestOutput
+if TYPE_CHECKING:
+    from amdfleet.verify.client import RequestOutput
 
 LATENCY_METRICS = ("ttft", "tpot", "itl", "e2el")
 DEFAULT_PERCENTILES = (90.0, 95.0, 99.0)
@@ -43,6 +43,8 @@ class LatencyStats:
     @classmethod
     def of(cls, seconds: Sequence[float], percentiles: Sequence[float]) -> LatencyStats:
         """Statistics of ``seconds`` as vLLM computes them (``[0]`` when empty)."""
+        import numpy as np
+
         values = np.asarray(seconds if len(seconds) else [0.0], dtype=float)
         return cls(
             mean=float(np.mean(values)) * 1000,
@@ -200,6 +202,8 @@ def _peaks(done: Sequence[RequestOutput]) -> tuple[float, int]:
         return 0.0, 0
     first = min(o.start_time for o in done)
     last = max(o.start_time + o.latency for o in done)
+    import numpy as np
+
     seconds = int(np.ceil(last - first)) + 1
     tokens = np.zeros(seconds)
     requests = np.zeros(seconds)

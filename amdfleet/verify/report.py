@@ -1,8 +1,10 @@
 """How results are shown and stored: terminal tables, markdown, JSON files and plots.
 
-The benchmark table is laid out like ``vllm bench serve``'s and the accuracy table like
-``lm_eval``'s, so numbers can be compared with the seeds' published outputs side by
-side. Plots use matplotlib's object API with the Agg canvas (no pyplot global state).
+The benchmark table is laid out exactly like ``vllm bench serve``'s, so users can diff
+the two; every other terminal table (the accuracy table in ``lm_eval``'s columns, the
+verdict) is built from one list of rows by :func:`amdfleet.tables.table`, so numbers
+can be compared with the seeds' published outputs side by side. Plots use matplotlib's
+object API with the Agg canvas (no pyplot global state).
 """
 
 from __future__ import annotations
@@ -13,11 +15,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from amdfleet.tables import Align, table
 from amdfleet.verify.bench import BenchmarkRun
 from amdfleet.verify.gsm8k import TASK_VERSION, AccuracyResult
 from amdfleet.verify.metrics import percentile_word
 from amdfleet.verify.verdict import VerificationResult, format_value
 
+_ACCURACY_HEADERS = (
+    "Tasks", "Version", "Filter", "n-shot", "Metric", "", "Value", "", "Stderr"
+)  # fmt: skip
+_ACCURACY_ALIGN: tuple[Align, ...] = (
+    "left", "right", "left", "right", "left", "left", "right", "left", "right"
+)  # fmt: skip
 _SECTIONS = (
     ("ttft", "TTFT", "Time to First Token"),
     ("tpot", "TPOT", "Time per Output Token (excl. 1st token)"),
@@ -62,36 +71,41 @@ def render_benchmark_table(run: BenchmarkRun) -> str:
     reasons = run.failure_reasons()
     if reasons:
         lines.append("Failed requests by reason:")
-        lines += [f"  {count:>5}  {kind}" for kind, count in sorted(reasons.items())]
+        rows = [(count, kind) for kind, count in sorted(reasons.items())]
+        lines.append(table((), rows, align=("right", "left"), indent="  "))
         first = next(o.error for o in run.outputs if not o.success)
         lines.append(f"  first error: {first}")
     return "\n".join(lines)
 
 
 def render_accuracy_table(result: AccuracyResult) -> str:
-    """GSM8K scores laid out as ``lm_eval`` prints them."""
+    """GSM8K scores in ``lm_eval``'s columns, as a markdown table."""
     rows = [
-        "|Tasks|Version|     Filter     |n-shot|  Metric   |   |Value |   |Stderr|",
-        "|-----|------:|----------------|-----:|-----------|---|-----:|---|-----:|",
-    ]
-    for i, (name, score) in enumerate(
-        (("flexible-extract", result.flexible_extract), ("strict-match", result.strict_match))
-    ):
-        task, version = ("gsm8k", f"{TASK_VERSION:>7}") if i == 0 else ("     ", " " * 7)
-        stderr = f"{score.stderr:.4f}" if score.stderr is not None else "   N/A"
-        rows.append(
-            f"|{task}|{version}|{name:<16}|{result.num_fewshot:>6}|exact_match|↑  "
-            f"|{score.value:.4f}|±  |{stderr}|"
+        (
+            "gsm8k" if i == 0 else "",
+            TASK_VERSION if i == 0 else "",
+            name,
+            result.num_fewshot,
+            "exact_match",
+            "↑",
+            f"{score.value:.4f}",
+            "±",
+            f"{score.stderr:.4f}" if score.stderr is not None else "N/A",
         )
+        for i, (name, score) in enumerate(
+            (("flexible-extract", result.flexible_extract), ("strict-match", result.strict_match))
+        )
+    ]
+    lines = [table(_ACCURACY_HEADERS, rows, align=_ACCURACY_ALIGN, style="markdown")]
     if result.failed:
-        rows.append(f"({result.failed} of {len(result.samples)} requests failed; scored wrong)")
-    return "\n".join(rows)
+        lines.append(f"({result.failed} of {len(result.samples)} requests failed; scored wrong)")
+    return "\n".join(lines)
 
 
 def render_verdict_table(result: VerificationResult) -> str:
     """Every verdict row: observed, expected, baseline, ratio and PASS/FAIL."""
     header = ("scope", "metric", "observed", "expected", "baseline", "ratio", "verdict")
-    body = [
+    rows = [
         (
             r.scope,
             r.metric,
@@ -103,12 +117,8 @@ def render_verdict_table(result: VerificationResult) -> str:
         )
         for r in result.rows
     ]
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *body, strict=False)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths, strict=True)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += [
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in body
-    ]
+    align: tuple[Align, ...] = ("left", "left", "right", "left", "right", "right", "left")
+    lines = [table(header, rows, align=align)]
     status = "PASSED" if result.passed else "FAILED"
     if result.interrupted:
         status += " (interrupted)"
