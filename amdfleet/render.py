@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from amdfleet.errors import RenderError
 from amdfleet.plan import DeploymentPlan, NodePlan
+from amdfleet.remote.supervision import DEFAULT_RESTART, docker_restart_flag
 
 if TYPE_CHECKING:
     import jinja2
@@ -60,21 +61,24 @@ def render_plan(plan: DeploymentPlan) -> list[RenderedFile]:
 
 
 def render_node(plan: DeploymentPlan, rank: int) -> list[RenderedFile]:
-    """The launch script, env file and systemd unit for the node with ``rank``.
+    """The launch script, env file and (process runtime) systemd unit for the node with
+    ``rank``.
 
     Paths are prefixed with ``node<rank>-<host>/``; on the host they live in
-    ``node.remote_dir``.
+    ``node.remote_dir``. The docker runtime has no unit: dockerd's restart policy
+    supervises its container (:mod:`amdfleet.remote.supervision`).
     """
     node = plan.nodes[rank]
     prefix = f"node{rank}-{node.name}/"
     context = _node_context(plan, node)
-    return [
+    files = [
         _file(prefix + "launch.sh", "launch.sh.j2", context, 0o755),
         _file(prefix + "engine.env", "engine.env.j2", context, 0o644),
-        _file(
-            prefix + f"{plan.engine.container_name}.service", "engine.service.j2", context, 0o644
-        ),
     ]
+    if plan.engine.runtime != "docker":
+        unit = f"{plan.engine.container_name}.service"
+        files.append(_file(prefix + unit, "engine.service.j2", context, 0o644))
+    return files
 
 
 def render_dockerfile(plan: DeploymentPlan) -> RenderedFile:
@@ -196,6 +200,8 @@ def _node_context(plan: DeploymentPlan, node: NodePlan) -> dict[str, object]:
         "remote_dir": node.remote_dir,
         "mounts": _mounts(plan),
         "ready_path": plan.engine.readiness.paths[0],
+        "restart": DEFAULT_RESTART,
+        "restart_flag": docker_restart_flag(DEFAULT_RESTART),
     }
 
 

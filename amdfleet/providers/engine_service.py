@@ -2,10 +2,14 @@
 
 ``create`` uploads the rendered launch script, env file and unit into
 ``/opt/amdfleet/<stack>``, writes ``secrets.env`` (0600) from secret inputs, starts the
-launch script detached, and on the head waits for ``/health`` and ``/v1/models`` (with
-the served model listed) before a deadline sized to the model. Readiness is probed on
-the host itself, over the connection, so a dead engine is noticed at once and its log
-tail reported. ``update`` restarts only when the rendered content or a secret changed.
+launch script under the supervisor the host calls for (:mod:`amdfleet.remote.supervision`:
+dockerd's restart policy for the docker runtime, else systemd where it is PID 1, else
+amdfleet's supervisor loop), which restarts a crashed engine, and on the head waits for
+``/health`` and ``/v1/models`` (with the served model listed) before a deadline sized to
+the model. Readiness is probed on the host itself, over the connection, so a dead engine
+is noticed at once and its log tail reported (a crash before the engine was ready fails
+the deploy at once, though the supervisor would restart it). ``update`` restarts only
+when the rendered content or a secret changed.
 ``delete`` stops the engine and removes its directory; deleting something already gone
 succeeds.
 
@@ -22,6 +26,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import PurePosixPath
 from typing import Any
 
 import pulumi
@@ -41,22 +46,28 @@ from amdfleet.providers.props import ProviderProps, changed_keys, fingerprint
 from amdfleet.remote.connection import Connection
 from amdfleet.remote.engine import (
     EngineLayout,
-    ProbeResult,
-    log_tail_command,
-    parse_probe,
-    probe_command,
+    ReadinessResult,
+    parse_readiness,
+    readiness_command,
     remove_command,
-    running_command,
     secrets_env,
-    start_command,
-    stop_command,
 )
 from amdfleet.remote.hosts import open_host
+from amdfleet.remote.supervision import (
+    FACTS_COMMAND,
+    Supervisor,
+    choose_supervisor,
+    parse_facts,
+    stop_any_command,
+    supervisor_for,
+)
 from amdfleet.remote.target import HostTarget
 
 RESTART_ON = ("files_hash", "secrets_hash", "readiness")
 REPLACE_ON = ("host", "remote_dir")
 _CALL_TIMEOUT = 60.0
+# Stopping may wait out the engine's grace under each supervisor that could have run it.
+_STOP_TIMEOUT = 150.0
 # Readiness is polled quickly at first (a small model or a restarted engine is up in
 # seconds), then every 2 s (a 405B load takes many minutes).
 _POLL_FIRST_S = 0.25
@@ -160,13 +171,14 @@ class EngineServiceProvider(ResourceProvider):
         return CreateResult(id_=f"{p.host.name}:{p.remote_dir}", outs=_outs(p))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        """Report whether the engine still runs (``running``): its process group is alive
-        and, on a node that serves the API, the health path answers 200 (an API server that
-        died while its worker processes linger is not running)."""
+        """Report whether the engine still runs (``running``): its supervisor reports it
+        running and, on a node that serves the API, the health path answers 200 (an API
+        server that died while its worker processes linger is not running). An engine
+        its supervisor is restarting, or gave up on, is not running."""
         p = EngineServiceProps.from_inputs(props)
         layout = EngineLayout(p.remote_dir)
         with open_host(p.host) as conn:
-            running = _observe(conn, layout, p.readiness)
+            running = _observe(conn, _supervisor(conn, layout, p), p.readiness)
         return ReadResult(id_=id_, outs=p.to_outputs(running=running))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
@@ -187,12 +199,13 @@ class EngineServiceProvider(ResourceProvider):
         return UpdateResult(outs=_outs(p))
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
-        """Stop the engine (and its container) and remove its directory. Idempotent."""
+        """Stop the engine under whichever supervisor ran it (unit, container or
+        supervisor loop) and remove its directory. Idempotent."""
         p = EngineServiceProps.from_inputs(props)
         layout = EngineLayout(p.remote_dir)
         with Progress.for_resource(props) as progress, open_host(p.host) as conn:
             progress.step(f"stopping the engine and removing {layout.remote_dir}")
-            _stop_and_remove(conn, layout, p.container)
+            _stop_and_remove(conn, layout, p)
 
 
 class EngineService(pulumi.dynamic.Resource, module="amdfleet", name="EngineService"):
@@ -223,17 +236,41 @@ def _deploy(p: EngineServiceProps, progress: Progress) -> None:
     layout = EngineLayout(p.remote_dir)
     with open_host(p.host, secrets=list(p.secret_env.values())) as conn:
         progress.step("stopping any engine already running there")
-        _stop_and_remove(conn, layout, p.container)
+        _stop_and_remove(conn, layout, p)
         try:
             progress.step(f"uploading {len(p.files)} files to {layout.remote_dir}")
             _upload(conn, layout, p.files, p.secret_env)
+            supervisor = _supervisor(conn, layout, p)
             progress.step(f"starting {layout.launch}")
-            conn.run(start_command(layout), timeout=_CALL_TIMEOUT)
-            _wait(conn, layout, p, progress)
+            conn.run(supervisor.start_command(), timeout=_CALL_TIMEOUT)
+            _wait(conn, supervisor, p, progress)
         except RemoteError as e:
-            tail = conn.run(log_tail_command(layout), timeout=_CALL_TIMEOUT, check=False).stdout
-            _stop_and_remove(conn, layout, p.container)
+            tail = _log_tail(conn, layout, p)
+            _stop_and_remove(conn, layout, p)
             raise _start_error(conn.host, layout, e, tail) from e
+
+
+def _supervisor(conn: Connection, layout: EngineLayout, p: EngineServiceProps) -> Supervisor:
+    """The supervisor for this engine, chosen from the host's facts (a container name in
+    the props means the docker runtime)."""
+    facts = parse_facts(conn.run(FACTS_COMMAND, timeout=_CALL_TIMEOUT).stdout)
+    kind = choose_supervisor("docker" if p.container else "process", facts)
+    return supervisor_for(kind, layout, unit=_unit(p), container=p.container)
+
+
+def _unit(p: EngineServiceProps) -> str:
+    """The rendered systemd unit's file name (the process runtime renders one)."""
+    names = [name for name in p.files if name.endswith(".service")]
+    return names[0] if names else f"amdfleet-{PurePosixPath(p.remote_dir).name}.service"
+
+
+def _log_tail(conn: Connection, layout: EngineLayout, p: EngineServiceProps) -> str:
+    """The engine's last log lines, read through the supervisor the host calls for."""
+    try:
+        supervisor = _supervisor(conn, layout, p)
+    except RemoteError:
+        return ""
+    return conn.run(supervisor.log_tail_command(), timeout=_CALL_TIMEOUT, check=False).stdout
 
 
 def _upload(
@@ -250,7 +287,7 @@ def _upload(
 
 
 def _wait(
-    conn: Connection, layout: EngineLayout, p: EngineServiceProps, progress: Progress
+    conn: Connection, supervisor: Supervisor, p: EngineServiceProps, progress: Progress
 ) -> None:
     check = p.readiness
     api_key = p.secret_env.get("AMDFLEET_API_KEY")
@@ -258,17 +295,17 @@ def _wait(
         progress.step(
             f"checking the engine stays up ({_WORKER_SETTLE_S:g} s; a worker serves no API)"
         )
-        _wait_settled(conn, layout)
+        _wait_settled(conn, supervisor)
         progress.note("worker engine running (it serves no API)")
         return
     paths = check.paths
     started = time.monotonic()
     limit = check.timeout_s
     header = f"Authorization: Bearer {api_key}" if api_key else ""
-    command = probe_command(layout, check.base_url, paths)
+    command = readiness_command(supervisor.first_run_command(), check.base_url, paths)
     interval = _POLL_FIRST_S
     while True:
-        result = parse_probe(conn.run(command, timeout=_CALL_TIMEOUT, stdin=header).stdout)
+        result = parse_readiness(conn.run(command, timeout=_CALL_TIMEOUT, stdin=header).stdout)
         if not result.alive:
             raise RemoteError(conn.host, "the engine exited during startup")
         if result.ready(paths, check.served_name):
@@ -277,7 +314,7 @@ def _wait(
             return
         if progress.enabled:
             progress.status(
-                _waiting_status(conn, layout, result, paths, time.monotonic() - started, limit)
+                _waiting_status(conn, supervisor, result, paths, time.monotonic() - started, limit)
             )
         if time.monotonic() >= started + limit:
             seen = ", ".join(f"{x} -> {result.statuses.get(x, (0, ''))[0]}" for x in paths)
@@ -292,8 +329,8 @@ def _wait(
 
 def _waiting_status(
     conn: Connection,
-    layout: EngineLayout,
-    result: ProbeResult,
+    supervisor: Supervisor,
+    result: ReadinessResult,
     paths: tuple[str, ...],
     elapsed: float,
     limit: int,
@@ -301,35 +338,39 @@ def _waiting_status(
     """``waiting for the engine (14 s of 600 s): /health 503, /v1/models no answer; log: ...``"""
     answers = ", ".join(f"{p} {result.statuses.get(p, (0, ''))[0] or 'no answer'}" for p in paths)
     text = f"waiting for the engine ({int(elapsed)} s of {limit} s): {answers}"
-    tail = conn.run(log_tail_command(layout, 5), timeout=_CALL_TIMEOUT, check=False).stdout
+    tail = conn.run(supervisor.log_tail_command(5), timeout=_CALL_TIMEOUT, check=False).stdout
     lines = [line for line in tail.splitlines() if line.strip()]
     return f"{text}; log: {lines[-1].strip()}" if lines else text
 
 
-def _observe(conn: Connection, layout: EngineLayout, check: ReadinessCheck) -> bool:
-    """One look at a deployed engine: alive, and healthy where it serves the API."""
+def _observe(conn: Connection, supervisor: Supervisor, check: ReadinessCheck) -> bool:
+    """One look at a deployed engine: running, and healthy where it serves the API."""
+    running = supervisor.running_command()
     if not check.serves_api:
-        return conn.run(running_command(layout), timeout=_CALL_TIMEOUT, check=False).ok
+        return conn.run(running, timeout=_CALL_TIMEOUT, check=False).ok
     paths = check.paths
     health = ("/health",) if "/health" in paths else paths[:1]
-    command = probe_command(layout, check.base_url, health)
-    result = parse_probe(conn.run(command, timeout=_CALL_TIMEOUT, stdin="", check=False).stdout)
-    return result.ready(health)
+    command = readiness_command(running, check.base_url, health)
+    output = conn.run(command, timeout=_CALL_TIMEOUT, stdin="", check=False).stdout
+    return parse_readiness(output).ready(health)
 
 
-def _wait_settled(conn: Connection, layout: EngineLayout) -> None:
-    """A worker node serves no API: it must stay running for the settle time."""
+def _wait_settled(conn: Connection, supervisor: Supervisor) -> None:
+    """A worker node serves no API: it must stay running, never restarted, for the settle
+    time."""
     deadline = time.monotonic() + _WORKER_SETTLE_S
+    command = supervisor.first_run_command()
     while True:
-        if not conn.run(running_command(layout), timeout=_CALL_TIMEOUT, check=False).ok:
+        if not conn.run(command, timeout=_CALL_TIMEOUT, check=False).ok:
             raise RemoteError(conn.host, "the engine exited during startup")
         if time.monotonic() >= deadline:
             return
         time.sleep(_POLL_FIRST_S)
 
 
-def _stop_and_remove(conn: Connection, layout: EngineLayout, container: str | None) -> None:
-    conn.run(stop_command(layout, container), timeout=_CALL_TIMEOUT + 30)
+def _stop_and_remove(conn: Connection, layout: EngineLayout, p: EngineServiceProps) -> None:
+    stop = stop_any_command(layout, unit=_unit(p), container=p.container)
+    conn.run(stop, timeout=_STOP_TIMEOUT)
     conn.run(remove_command(layout), timeout=_CALL_TIMEOUT)
 
 

@@ -6,9 +6,10 @@ this module does I/O.
 
 On-host layout (``remote_dir`` is ``/opt/amdfleet/<stack>``)::
 
-    launch.sh  engine.env  <unit>.service   rendered, not secret
+    launch.sh  engine.env  <unit>.service   rendered, not secret (no unit: docker runtime)
     secrets.env                             mode 0600, written by the provider only
-    engine.log  engine.pid                  the running engine
+    engine.log  engine.pid                  the running engine (process runtime)
+    supervisor.pid  engine.restarts         its supervisor loop (remote/supervision.py)
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from __future__ import annotations
 import posixpath
 import shlex
 from dataclasses import dataclass
-
-from amdfleet.remote.process import detached, is_running, stop_process_group
 
 SAFE_ROOT = "/opt/amdfleet/"
 DEAD = "AMDFLEET_ENGINE_DEAD"
@@ -60,37 +59,6 @@ class EngineLayout:
         return self.path("engine.pid")
 
 
-def start_command(layout: EngineLayout) -> str:
-    """Start the launch script detached; the log is truncated first so a failure report
-    shows this start's output only."""
-    return f": >{shlex.quote(layout.log)} && " + detached(
-        f"exec {shlex.quote(layout.launch)}", layout.log, layout.pid
-    )
-
-
-def running_command(layout: EngineLayout) -> str:
-    """Exit 0 when the engine's process group is alive."""
-    return is_running(layout.pid)
-
-
-def stop_command(layout: EngineLayout, container: str | None, grace: float = 30.0) -> str:
-    """Stop the engine: the container (docker runtime) and the launch process group.
-
-    Idempotent: succeeds when nothing runs. Bounded by ``grace`` (plus docker's own stop
-    timeout of the same length).
-    """
-    parts = []
-    if container:
-        name = shlex.quote(container)
-        parts.append(
-            f"if command -v docker >/dev/null 2>&1; then "
-            f"docker stop --time {int(grace)} {name} >/dev/null 2>&1; "
-            f"docker rm -f {name} >/dev/null 2>&1; fi; true"
-        )
-    parts.append(stop_process_group(layout.pid, grace))
-    return "; ".join(parts)
-
-
 def remove_command(layout: EngineLayout) -> str:
     """Remove the engine directory (safe: the layout only allows paths below /opt/amdfleet),
     and /opt/amdfleet itself once no stack is left in it."""
@@ -98,13 +66,9 @@ def remove_command(layout: EngineLayout) -> str:
     return f"rm -rf -- {shlex.quote(layout.remote_dir)} && {{ rmdir -- {root} 2>/dev/null; true; }}"
 
 
-def log_tail_command(layout: EngineLayout, lines: int = 40) -> str:
-    """The last ``lines`` lines of the engine log (empty when there is none)."""
-    return f"tail -n {int(lines)} -- {shlex.quote(layout.log)} 2>/dev/null; true"
-
-
-def probe_command(layout: EngineLayout, base_url: str, paths: tuple[str, ...]) -> str:
-    """One readiness probe: prints ``DEAD`` if the engine process is gone, else one
+def readiness_command(alive: str, base_url: str, paths: tuple[str, ...]) -> str:
+    """One readiness check: prints ``DEAD`` when the shell test ``alive`` fails (the
+    supervisor's :meth:`~amdfleet.remote.supervision.Supervisor.first_run_command`), else one
     ``AMDFLEET_HTTP <path> <status> <body>`` line per path (body on one line, cut at
     4 kB).
 
@@ -113,7 +77,7 @@ def probe_command(layout: EngineLayout, base_url: str, paths: tuple[str, ...]) -
     """
     urls = " ".join(shlex.quote(base_url.rstrip("/") + p) for p in paths)
     return (
-        f"if ! {running_command(layout)}; then echo {DEAD}; exit 0; fi; "
+        f"if ! {alive}; then echo {DEAD}; exit 0; fi; "
         "_af_hdr=$(cat); "
         f"for _af_url in {urls}; do "
         '_af_path="/${_af_url#*://*/}"; '
@@ -149,8 +113,8 @@ except Exception:
 
 
 @dataclass(frozen=True)
-class ProbeResult:
-    """What one readiness probe saw."""
+class ReadinessResult:
+    """What one readiness check saw."""
 
     alive: bool
     statuses: dict[str, tuple[int, str]]
@@ -168,10 +132,10 @@ class ProbeResult:
         return True
 
 
-def parse_probe(output: str) -> ProbeResult:
-    """Parse the output of :func:`probe_command`."""
+def parse_readiness(output: str) -> ReadinessResult:
+    """Parse the output of :func:`readiness_command`."""
     if DEAD in output:
-        return ProbeResult(alive=False, statuses={})
+        return ReadinessResult(alive=False, statuses={})
     statuses: dict[str, tuple[int, str]] = {}
     for line in output.splitlines():
         if not line.startswith(_STATUS_PREFIX):
@@ -179,7 +143,7 @@ def parse_probe(output: str) -> ProbeResult:
         parts = line[len(_STATUS_PREFIX) :].split(" ", 2)
         if len(parts) >= 2 and parts[1].isdigit():
             statuses[parts[0]] = (int(parts[1]), parts[2] if len(parts) > 2 else "")
-    return ProbeResult(alive=True, statuses=statuses)
+    return ReadinessResult(alive=True, statuses=statuses)
 
 
 def secrets_env(values: dict[str, str]) -> str:

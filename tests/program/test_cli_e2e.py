@@ -13,8 +13,8 @@ verification gate runs the real benchmark client and GSM8K scorer. In order:
   sshd log), leaving every file and process on the host as it was;
 * changing one serving setting updates only the engine and re-runs verification; a
   failing threshold fails ``up`` and leaves the engine running;
-* ``pulumi refresh`` after the engine was killed out of band reports the drift, and the
-  next ``up`` repairs it;
+* ``pulumi refresh`` after the engine and its supervisor were killed out of band reports
+  the drift, and the next ``up`` repairs it;
 * ``pulumi destroy`` leaves nothing on the host, and a second destroy is a no-op;
 * Ctrl-C (SIGINT to the CLI's process group) in the middle of ``up``, then ``up`` again,
   converges with exactly one engine and nothing leaked.
@@ -320,6 +320,10 @@ def test_refresh_reports_a_killed_engine_and_up_repairs_it(
     first_up: dict[str, Any], workspace: PulumiWorkspace, lab: HostLab
 ) -> None:
     pid = _engine_pid(lab)
+    # The supervisor loop first (it would restart a crashed engine; see
+    # tests/providers/test_engine_service.py), then the engine's whole process group.
+    supervisor = int(lab[0].path(f"/opt/amdfleet/{STACK}/supervisor.pid").read_text())
+    _host(lab, f"kill -9 -- -{supervisor}")
     _host(lab, f"kill -9 -- -{pid}")  # the engine's whole process group, as a crash would
     # SIGKILL is delivered asynchronously: wait (bounded) until the group is gone.
     wait_until(

@@ -1,7 +1,9 @@
 """EngineService through the SDK's real dynamic-provider host, on real SSH hosts.
 
 The launch script, env file and unit are the real rendered ones (process runtime), run by
-the real provider over SSH in a network namespace; the engine they start is
+the real provider over SSH in a network namespace; the lab hosts have no systemd (sshd is
+PID 1 of their PID namespace), so amdfleet's own supervisor loop runs the engine there
+and restarts it when it crashes. The engine they start is
 ``tests/support/fake_engine.py``, a real HTTP server process that can fail, hang or come
 up late on demand (vLLM itself is started by the program tests). Readiness is checked by
 the provider on the host, and the test checks the result from this machine over the
@@ -24,12 +26,15 @@ from amdfleet.config import parse_stack
 from amdfleet.plan import plan
 from amdfleet.providers.engine_service import EngineServiceProvider
 from amdfleet.providers.progress import URN_KEY
+from amdfleet.remote.engine import EngineLayout
 from amdfleet.remote.hosts import open_host
 from amdfleet.remote.ssh import SshConnection
+from amdfleet.remote.supervision import ProcessSupervisor, RestartPolicy
 from tests.support.engine_log import EngineLog
 from tests.support.hostlab import HostLab, LabFactory
 from tests.support.models import TINY_ARCHITECTURE
 from tests.support.pulumi_host import ProviderCallError, ProviderHost, secret, with_provider
+from tests.support.waiting import wait_until
 
 FAKE_ENGINE = Path(__file__).resolve().parents[1] / "support" / "fake_engine.py"
 API_KEY = "key-5f1e9c0d7a"
@@ -103,6 +108,33 @@ def _alive(conn: SshConnection, pid: int) -> bool:
     return conn.run(f"kill -0 {pid}", timeout=10, check=False).ok
 
 
+def _live(conn: SshConnection, pid: int) -> bool:
+    """Alive and not a zombie (the lab host's PID 1 never reaps orphans, and a zombie
+    still answers ``kill -0``)."""
+    state = conn.run(f"ps -o stat= -p {pid}", timeout=10, check=False).stdout.strip()
+    return bool(state) and not state.startswith("Z")
+
+
+def _processes_under(conn: SshConnection, text: str) -> list[str]:
+    """Live processes on the host whose command line mentions ``text``."""
+    table = conn.run("ps -eo pid=,stat=,args=", timeout=10).stdout.splitlines()
+    return [
+        row for row in table if text in row and row.split()[1][0] != "Z" and "ps -eo" not in row
+    ]
+
+
+def _supervisor_pid(conn: SshConnection, name: str) -> int:
+    return int(conn.run(f"cat /opt/amdfleet/{name}/supervisor.pid", timeout=10).stdout)
+
+
+def _serves(lab: HostLab) -> bool:
+    try:
+        url = f"http://{lab.target(0).address}:{PORT}/health"
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def _strings(value: Any) -> list[str]:
     if isinstance(value, dict):
         return [s for v in value.values() for s in _strings(v)]
@@ -155,10 +187,13 @@ def test_lifecycle_start_restart_on_change_and_delete(
 def test_refresh_sees_a_dead_engine_and_the_next_up_restarts_it(
     provider_host: ProviderHost, lab: HostLab, conn: SshConnection
 ) -> None:
+    """The engine dies with its supervisor (what an OOM kill of both or a lost process
+    table leaves): nothing restarts it, so refresh must see it."""
     urn = provider_host.urn("engine-drift")
     checked = provider_host.check(_props(lab, "drift"), urn=urn).inputs
     created = provider_host.create(checked, urn=urn)
     try:
+        conn.run(f"kill -9 {_supervisor_pid(conn, 'drift')}", timeout=10)
         conn.run(f"kill -9 {_record(lab, 'drift')['pid']}", timeout=10)
         read = provider_host.read(created.id, created.outputs, inputs=checked, urn=urn)
         assert read.outputs["running"] is False
@@ -174,13 +209,15 @@ def test_refresh_sees_an_api_server_that_died_while_its_worker_lingers(
     provider_host: ProviderHost, lab: HostLab, conn: SshConnection
 ) -> None:
     """vLLM's API server can die while its EngineCore process lives on in the same process
-    group: the group is alive, nothing serves. Refresh must call that not running, and the
+    group: the group is alive, nothing serves. With its supervisor gone too (a supervised
+    engine is restarted, see the test below), refresh must call that not running, and the
     repair must stop the lingering worker before starting again."""
     urn = provider_host.urn("engine-half")
     checked = provider_host.check(_props(lab, "half", FAKE_ENGINE_CHILD="1"), urn=urn).inputs
     created = provider_host.create(checked, urn=urn)
     try:
         first = _record(lab, "half")
+        conn.run(f"kill -9 {_supervisor_pid(conn, 'half')}", timeout=10)
         conn.run(f"kill -9 {first['pid']}", timeout=10)
         assert _alive(conn, first["child_pid"])  # the group lives on
         read = provider_host.read(created.id, created.outputs, inputs=checked, urn=urn)
@@ -311,3 +348,59 @@ def test_progress_shows_each_phase_and_what_the_engine_answers_while_waiting(
     )
     assert engine_log.messages(urn, ephemeral=False) == []
     assert API_KEY not in "".join(e.message for e in engine_log.entries(urn))
+
+
+def test_a_killed_engine_is_restarted_and_delete_leaves_no_process(
+    provider_host: ProviderHost, lab: HostLab, conn: SshConnection
+) -> None:
+    """The supervisor loop restarts a crashed engine (its worker killed with it), the
+    restart is in the engine log, refresh sees it running; delete stops the supervisor
+    and the engine, and nothing of the stack stays in the host's process table."""
+    urn = provider_host.urn("engine-revive")
+    checked = provider_host.check(_props(lab, "revive", FAKE_ENGINE_CHILD="1"), urn=urn).inputs
+    created = provider_host.create(checked, urn=urn)
+    supervisor = _supervisor_pid(conn, "revive")
+    first = _record(lab, "revive")
+    try:
+        conn.run(f"kill -9 {first['pid']}", timeout=10)  # the engine, not its supervisor
+        wait_until(
+            lambda: _record(lab, "revive")["pid"] != first["pid"] and _serves(lab),
+            30,
+            "the supervisor to restart the engine and the engine to serve again",
+        )
+        second = _record(lab, "revive")
+        assert _live(conn, second["pid"]) and _live(conn, supervisor)
+        assert not _live(conn, first["child_pid"])  # the crashed engine's worker is gone
+        log = conn.run("cat /opt/amdfleet/revive/engine.log", timeout=10).stdout
+        assert "amdfleet-supervisor: engine exited with status 137; restart 1 of 5" in log
+        read = provider_host.read(created.id, created.outputs, inputs=checked, urn=urn)
+        assert read.outputs["running"] is True
+    finally:
+        provider_host.delete(created.id, created.outputs, urn=urn)
+    pids = [supervisor, first["pid"], second["pid"], second["child_pid"]]
+    assert [pid for pid in pids if _live(conn, pid)] == []
+    assert _processes_under(conn, "/opt/amdfleet/revive") == []
+    assert _processes_under(conn, "fake_engine.py") == []
+
+
+def test_a_crash_loop_stops_after_the_bound(lab: HostLab, conn: SshConnection) -> None:
+    """The supervisor loop itself on the lab host, with a short backoff: an engine that
+    keeps failing is restarted ``limit`` times, then the loop gives up and exits, and the
+    engine reads as not running."""
+    layout = EngineLayout("/opt/amdfleet/crashloop")
+    conn.run(f"mkdir -p {layout.remote_dir}", timeout=10)
+    conn.put(layout.launch, b"#!/bin/sh\necho engine failing\nexit 3\n", mode=0o755)
+    supervisor = ProcessSupervisor(layout, RestartPolicy(limit=2, backoff_s=0.1))
+    try:
+        conn.run(supervisor.start_command(), timeout=30)
+        pid = _supervisor_pid(conn, "crashloop")
+        wait_until(lambda: not _live(conn, pid), 30, "the supervisor loop to give up")
+        log = conn.run(supervisor.log_tail_command(), timeout=10).stdout
+        assert log.count("engine failing") == 3  # the start and 2 restarts
+        assert "engine exited with status 3; restart 1 of 2 in 0.100 s" in log
+        assert "engine exited with status 3; restart 2 of 2 in 0.200 s" in log
+        assert "giving up after 2 restarts (limit 2)" in log
+        assert not conn.run(supervisor.running_command(), timeout=10, check=False).ok
+        assert not conn.run(supervisor.first_run_command(), timeout=10, check=False).ok
+    finally:
+        conn.run(supervisor.stop_command(grace=2) + f"; rm -rf {layout.remote_dir}", timeout=30)

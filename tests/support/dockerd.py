@@ -7,8 +7,9 @@ through :meth:`DockerDaemon.cli`, and on lab SSH hosts through the CLI's own con
 
 The seam is the registry: none is reachable, so images are only ever made locally
 (:meth:`DockerDaemon.import_image` turns a tarball built here into an image, the way
-``docker import`` does) and tests never pull, never build ``FROM`` an image that is not
-local and never start containers.
+``docker import`` does) and tests never pull and never build ``FROM`` an image that is
+not local. The only containers started run such an image (tests/providers/
+test_engine_docker.py, with ``--pull=never``), in the daemon's empty network namespace.
 
 Isolation. The daemon runs in a network namespace of its own holding nothing but a
 loopback that is down (``unshare --net``; checked once it answers): should anything make
@@ -48,7 +49,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
@@ -182,13 +183,21 @@ class DockerDaemon:
         found: list[dict[str, Any]] = json.loads(result.stdout)
         return found[0]
 
-    def import_image(self, tag: str, files: Mapping[str, bytes], *, label: str = "") -> str:
-        """Make image ``tag`` from a tarball of ``files`` (path -> content) built here, as
-        ``docker import`` does; returns its id. No registry, no container involved."""
+    def import_image(
+        self,
+        tag: str,
+        files: Mapping[str, bytes],
+        *,
+        label: str = "",
+        executables: Collection[str] = (),
+    ) -> str:
+        """Make image ``tag`` from a tarball of ``files`` (path -> content; mode 0644, 0755
+        for the paths in ``executables``) built here, as ``docker import`` does; returns its
+        id. No registry, no container involved."""
         args = ["import", "--message", "amdfleet test image"]
         if label:
             args += ["--change", f"LABEL {label}"]
-        self.cli(*args, "-", tag, stdin=_tarball(files))
+        self.cli(*args, "-", tag, stdin=_tarball(files, executables))
         found = self.image(tag)
         assert found is not None, f"{tag} missing right after docker import"
         return str(found["Id"])
@@ -343,12 +352,13 @@ def sweep_stale_daemons() -> None:
         _remove_workdir(workdir, lock, tuple(Path(line) for line in made_dirs))
 
 
-def _tarball(files: Mapping[str, bytes]) -> bytes:
+def _tarball(files: Mapping[str, bytes], executables: Collection[str] = ()) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         for path, content in sorted(files.items()):
             info = tarfile.TarInfo(path.lstrip("/"))
-            info.size, info.mode, info.mtime = len(content), 0o644, 0
+            mode = 0o755 if path in executables else 0o644
+            info.size, info.mode, info.mtime = len(content), mode, 0
             tar.addfile(info, io.BytesIO(content))
     return buffer.getvalue()
 

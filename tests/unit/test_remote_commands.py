@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from amdfleet.remote import engine, images, weights
+from amdfleet.remote import engine, images, supervision, weights
 
 
 def sh(command: str, stdin: str = "", timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -67,7 +67,7 @@ def _start_sleeper(layout: engine.EngineLayout) -> None:
     Path(layout.remote_dir).mkdir(parents=True, exist_ok=True)
     Path(layout.launch).write_text("#!/bin/sh\necho engine starting\nexec sleep 300\n")
     Path(layout.launch).chmod(0o755)
-    assert sh(engine.start_command(layout)).returncode == 0
+    assert sh(supervision.ProcessSupervisor(layout).start_command()).returncode == 0
 
 
 def test_layout_refuses_paths_outside_its_root() -> None:
@@ -82,12 +82,13 @@ def test_probe_reports_statuses_and_uses_the_key_from_stdin(
 ) -> None:
     _start_sleeper(layout)
     try:
-        command = engine.probe_command(layout, server, ("/health", "/v1/models"))
+        alive = supervision.ProcessSupervisor(layout).first_run_command()
+        command = engine.readiness_command(alive, server, ("/health", "/v1/models"))
         assert "k-123" not in command
-        with_key = engine.parse_probe(sh(command, "Authorization: Bearer k-123").stdout)
-        without = engine.parse_probe(sh(command, "").stdout)
+        with_key = engine.parse_readiness(sh(command, "Authorization: Bearer k-123").stdout)
+        without = engine.parse_readiness(sh(command, "").stdout)
     finally:
-        sh(engine.stop_command(layout, None, grace=2))
+        sh(supervision.ProcessSupervisor(layout).stop_command(grace=2))
     assert with_key.alive and with_key.statuses["/health"][0] == 200
     assert with_key.ready(("/health", "/v1/models"), "tiny-llama")
     assert not with_key.ready(("/health", "/v1/models"), "other-model")
@@ -97,18 +98,24 @@ def test_probe_reports_statuses_and_uses_the_key_from_stdin(
 
 def test_probe_says_dead_when_the_engine_is_gone(layout: engine.EngineLayout, server: str) -> None:
     _start_sleeper(layout)
-    assert sh(engine.stop_command(layout, None, grace=2)).returncode == 0
-    result = engine.parse_probe(sh(engine.probe_command(layout, server, ("/health",))).stdout)
+    supervisor = supervision.ProcessSupervisor(layout)
+    assert sh(supervisor.stop_command(grace=2)).returncode == 0
+    command = engine.readiness_command(supervisor.first_run_command(), server, ("/health",))
+    result = engine.parse_readiness(sh(command).stdout)
     assert not result.alive
-    assert sh(engine.running_command(layout)).returncode != 0
+    assert sh(supervisor.running_command()).returncode != 0
 
 
 def test_stop_is_idempotent_and_log_tail_reads_the_log(layout: engine.EngineLayout) -> None:
     _start_sleeper(layout)
-    assert sh(engine.running_command(layout)).returncode == 0
+    supervisor = supervision.ProcessSupervisor(layout)
+    assert sh(supervisor.running_command()).returncode == 0
+    stop = supervision.stop_any_command(
+        layout, unit="amdfleet-x.service", container="amdfleet-x", grace=2
+    )
     for _ in range(2):
-        assert sh(engine.stop_command(layout, "amdfleet-x", grace=2)).returncode == 0
-    assert "engine starting" in sh(engine.log_tail_command(layout)).stdout
+        assert sh(stop).returncode == 0
+    assert "engine starting" in sh(supervisor.log_tail_command()).stdout
     other = Path(layout.remote_dir).parent / "other-stack"
     other.mkdir()
     assert sh(engine.remove_command(layout)).returncode == 0
@@ -117,7 +124,7 @@ def test_stop_is_idempotent_and_log_tail_reads_the_log(layout: engine.EngineLayo
     Path(layout.remote_dir).mkdir()
     assert sh(engine.remove_command(layout)).returncode == 0
     assert not Path(layout.remote_dir).parent.exists()  # the last one out removes the root
-    assert sh(engine.log_tail_command(layout)).returncode == 0  # nothing there: still fine
+    assert sh(supervisor.log_tail_command()).returncode == 0  # nothing there: still fine
 
 
 def test_secrets_env_is_literal_and_rejects_line_breaks() -> None:

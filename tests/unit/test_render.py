@@ -170,7 +170,9 @@ def test_docker_launch_script_passes_exact_argv_to_docker(tmp_path: Path) -> Non
     env = {"PATH": f"{recorder.parent}:{os.environ['PATH']}", "RECORD_DIR": str(tmp_path)}
     subprocess.run([str(node_dir / "launch.sh")], env=env, check=True, timeout=30)
     argv = (tmp_path / "argv").read_text().splitlines()
-    assert argv[:2] == ["run", "--rm"]
+    # Detached, restarted by dockerd on failure (no --rm: it excludes a restart policy).
+    assert argv[:4] == ["run", "--detach", "--restart", "on-failure:5"]
+    assert "--rm" not in argv
     assert argv[argv.index("--entrypoint") + 1 :] == [
         "vllm",
         deployment.image.image,

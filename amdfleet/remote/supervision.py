@@ -1,0 +1,371 @@
+"""Supervision: what keeps an engine running on a host and restarts it when it crashes.
+
+One story per host and runtime, chosen by :func:`choose_supervisor` from facts collected
+on the host at deploy time (:data:`FACTS_COMMAND`, :func:`parse_facts`):
+
+- ``docker`` runtime: dockerd. The launch script runs the container detached with
+  ``--restart on-failure:<limit>`` (:func:`docker_restart_flag`), so dockerd restarts a
+  crashed engine; ``running`` is the container's state, the log is ``docker logs``.
+- ``process`` runtime on a host whose PID 1 is systemd (``/run/systemd/system`` exists):
+  systemd. The rendered unit (``Restart=on-failure`` with a bounded start limit) is
+  installed into ``/etc/systemd/system``, ``daemon-reload``-ed and started; stop removes
+  it again. There is no systemd on the machines that test amdfleet: this supervisor's
+  commands and the unit text are tested as pure text only.
+- ``process`` runtime elsewhere: a small POSIX-sh supervisor loop (:class:`ProcessSupervisor`),
+  detached with setsid and a pid file, that starts the launch script in a process group
+  of its own, restarts it with exponential backoff up to a bounded count, and writes
+  each restart into the engine log.
+
+Every supervisor is a set of pure command builders (:class:`Supervisor`); the
+EngineService provider runs them over a connection. Nothing here does I/O.
+
+All three restart only on failure (a non-zero exit or a signal, never a clean exit) and
+at most :attr:`RestartPolicy.limit` times in a row.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from amdfleet.remote.engine import EngineLayout
+from amdfleet.remote.process import detached, is_running, stop_process_group
+
+SYSTEMD_UNIT_DIR = "/etc/systemd/system"
+FACTS_COMMAND = (
+    "if [ -d /run/systemd/system ]; then echo AMDFLEET_SYSTEMD=1; else echo AMDFLEET_SYSTEMD=0; fi"
+)
+_LOG_PREFIX = "amdfleet-supervisor:"
+# The supervisor loop's start writes the engine's pid file a moment after it is detached.
+_PID_WAIT_POLLS = 100
+_PID_WAIT_S = 0.1
+
+
+class SupervisorKind(StrEnum):
+    """Which supervisor keeps an engine running."""
+
+    SYSTEMD = "systemd"
+    DOCKER = "docker"
+    PROCESS = "process"
+
+
+@dataclass(frozen=True)
+class SupervisionFacts:
+    """What a host offers for supervision."""
+
+    systemd: bool
+    """systemd runs as PID 1 (``/run/systemd/system`` exists)."""
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """How often a crashed engine is restarted.
+
+    ``limit`` restarts in a row at most; the process supervisor waits ``backoff_s``
+    before the first, doubling up to ``backoff_max_s``, and forgets earlier crashes once
+    an engine has run for ``reset_after_s`` (systemd's start-limit interval).
+    """
+
+    limit: int = 5
+    backoff_s: float = 1.0
+    backoff_max_s: float = 30.0
+    reset_after_s: int = 600
+
+
+DEFAULT_RESTART = RestartPolicy()
+
+
+class Supervisor(Protocol):
+    """Command builders for one engine under one supervisor."""
+
+    @property
+    def kind(self) -> SupervisorKind:
+        """Which supervisor this is."""
+        ...
+
+    def start_command(self) -> str:
+        """Start the engine under supervision; returns once it is started."""
+        ...
+
+    def running_command(self) -> str:
+        """Exit 0 when the engine runs now."""
+        ...
+
+    def first_run_command(self) -> str:
+        """Exit 0 while the engine started by :meth:`start_command` has never exited
+        (it runs and was not restarted): a deploy's readiness wait fails at once on the
+        first crash instead of waiting out the restarts."""
+        ...
+
+    def stop_command(self, grace: float = 30.0) -> str:
+        """Stop the engine and its supervision; idempotent and bounded by ``grace``."""
+        ...
+
+    def log_tail_command(self, lines: int = 40) -> str:
+        """The last ``lines`` lines of the engine's output (empty when there is none)."""
+        ...
+
+
+def parse_facts(output: str) -> SupervisionFacts:
+    """Parse the output of :data:`FACTS_COMMAND`."""
+    return SupervisionFacts(systemd="AMDFLEET_SYSTEMD=1" in output.split())
+
+
+def choose_supervisor(runtime: str, facts: SupervisionFacts) -> SupervisorKind:
+    """The docker runtime is supervised by dockerd; the process runtime by systemd where
+    it is PID 1, else by amdfleet's own supervisor loop."""
+    if runtime == "docker":
+        return SupervisorKind.DOCKER
+    if facts.systemd:
+        return SupervisorKind.SYSTEMD
+    return SupervisorKind.PROCESS
+
+
+def supervisor_for(
+    kind: SupervisorKind,
+    layout: EngineLayout,
+    *,
+    unit: str,
+    container: str | None,
+    policy: RestartPolicy = DEFAULT_RESTART,
+) -> Supervisor:
+    """The supervisor of ``kind`` for the engine in ``layout`` (``unit`` is the rendered
+    unit's file name, ``container`` the docker runtime's container name)."""
+    if kind is SupervisorKind.DOCKER:
+        if not container:
+            raise ValueError("the docker supervisor needs a container name")
+        return DockerSupervisor(layout, container)
+    if kind is SupervisorKind.SYSTEMD:
+        return SystemdSupervisor(layout, unit)
+    return ProcessSupervisor(layout, policy)
+
+
+def stop_any_command(
+    layout: EngineLayout, *, unit: str, container: str | None, grace: float = 30.0
+) -> str:
+    """Stop whatever any supervisor may have left running for this engine: the installed
+    unit, the container and the supervisor loop with its engine. For cleanups that do not
+    know which supervisor ran (a delete, a redeploy). Idempotent."""
+    parts = [SystemdSupervisor(layout, unit).stop_command(grace)]
+    if container:
+        parts.append(DockerSupervisor(layout, container).stop_command(grace))
+    parts.append(ProcessSupervisor(layout).stop_command(grace))
+    return "; ".join(parts)
+
+
+def docker_restart_flag(policy: RestartPolicy = DEFAULT_RESTART) -> str:
+    """The ``docker run`` restart flag the launch script renders for the docker runtime."""
+    return f"--restart on-failure:{policy.limit}"
+
+
+@dataclass(frozen=True)
+class SystemdSupervisor:
+    """systemd: the rendered unit installed into :data:`SYSTEMD_UNIT_DIR`.
+
+    Not run on any test machine (none has systemd): tested as command text only.
+    """
+
+    layout: EngineLayout
+    unit: str
+
+    @property
+    def kind(self) -> SupervisorKind:
+        """``systemd``."""
+        return SupervisorKind.SYSTEMD
+
+    @property
+    def unit_path(self) -> str:
+        """Where the unit is installed."""
+        return f"{SYSTEMD_UNIT_DIR}/{self.unit}"
+
+    def start_command(self) -> str:
+        """Install the uploaded unit, reload systemd, clear an old failure, start."""
+        unit, path = shlex.quote(self.unit), shlex.quote(self.unit_path)
+        return (
+            f"install -m 0644 {shlex.quote(self.layout.path(self.unit))} {path} && "
+            "systemctl daemon-reload && "
+            f"{{ systemctl reset-failed {unit} 2>/dev/null; true; }} && "
+            f"systemctl start {unit}"
+        )
+
+    def running_command(self) -> str:
+        """``systemctl is-active``."""
+        return f"systemctl is-active --quiet {shlex.quote(self.unit)}"
+
+    def first_run_command(self) -> str:
+        """Active, and systemd counted no restart."""
+        unit = shlex.quote(self.unit)
+        return (
+            f"{{ systemctl is-active --quiet {unit} && "
+            f'[ "$(systemctl show -p NRestarts --value {unit})" = 0 ]; }}'
+        )
+
+    def stop_command(self, grace: float = 30.0) -> str:
+        """Stop and remove the unit if installed (bounded by the unit's TimeoutStopSec and
+        ``timeout``)."""
+        unit, path = shlex.quote(self.unit), shlex.quote(self.unit_path)
+        return (
+            f"if [ -f {path} ] && command -v systemctl >/dev/null 2>&1; then "
+            f"timeout {int(grace) + 10} systemctl stop {unit}; rm -f {path}; "
+            f"systemctl daemon-reload; systemctl reset-failed {unit} 2>/dev/null; fi; true"
+        )
+
+    def log_tail_command(self, lines: int = 40) -> str:
+        """The unit's journal."""
+        return (
+            f"journalctl -u {shlex.quote(self.unit)} -n {int(lines)} --no-pager -o cat "
+            "2>/dev/null; true"
+        )
+
+
+@dataclass(frozen=True)
+class DockerSupervisor:
+    """dockerd: the container runs detached with the restart policy of
+    :func:`docker_restart_flag` (rendered into the launch script)."""
+
+    layout: EngineLayout
+    container: str
+
+    @property
+    def kind(self) -> SupervisorKind:
+        """``docker``."""
+        return SupervisorKind.DOCKER
+
+    def start_command(self) -> str:
+        """Run the launch script (``docker run --detach``), its output into the log."""
+        log = shlex.quote(self.layout.log)
+        return f": >{log} && {shlex.quote(self.layout.launch)} >>{log} 2>&1 </dev/null"
+
+    def running_command(self) -> str:
+        """The container is running."""
+        return f'[ "$({self._inspect("{{.State.Running}}")})" = true ]'
+
+    def first_run_command(self) -> str:
+        """Running, and dockerd has not restarted it."""
+        return f'[ "$({self._inspect("{{.State.Running}} {{.RestartCount}}")})" = "true 0" ]'
+
+    def stop_command(self, grace: float = 30.0) -> str:
+        """``docker stop`` then ``docker rm -f``."""
+        name = shlex.quote(self.container)
+        return (
+            "if command -v docker >/dev/null 2>&1; then "
+            f"docker stop --time {int(grace)} {name} >/dev/null 2>&1; "
+            f"docker rm -f {name} >/dev/null 2>&1; fi; true"
+        )
+
+    def log_tail_command(self, lines: int = 40) -> str:
+        """``docker logs --tail``; the launch log when there is no container (a failed
+        ``docker run`` wrote why there)."""
+        name = shlex.quote(self.container)
+        return (
+            f"if docker inspect {name} >/dev/null 2>&1; then "
+            f"docker logs --tail {int(lines)} {name} 2>&1; "
+            f"else tail -n {int(lines)} -- {shlex.quote(self.layout.log)} 2>/dev/null; fi; true"
+        )
+
+    def _inspect(self, template: str) -> str:
+        return (
+            f"docker inspect -f {shlex.quote(template)} {shlex.quote(self.container)} 2>/dev/null"
+        )
+
+
+@dataclass(frozen=True)
+class ProcessSupervisor:
+    """amdfleet's own supervisor: a POSIX-sh loop detached with setsid, for hosts with
+    neither systemd nor the docker runtime.
+
+    The loop (its pid in ``supervisor.pid``) starts the launch script in a session and
+    process group of its own (``engine.pid``). When the engine exits non-zero or by a
+    signal, the loop kills what is left of the engine's group (a vLLM EngineCore that
+    outlived its API server), logs ``amdfleet-supervisor: engine exited with status S;
+    restart N of LIMIT in T s`` into the engine log, records the count in
+    ``engine.restarts``, waits and starts it again; after ``policy.limit`` restarts in a
+    row it logs that it gives up and exits. On SIGTERM it passes the signal to the engine's
+    group and exits without restarting.
+    """
+
+    layout: EngineLayout
+    policy: RestartPolicy = DEFAULT_RESTART
+
+    @property
+    def kind(self) -> SupervisorKind:
+        """``process``."""
+        return SupervisorKind.PROCESS
+
+    @property
+    def supervisor_pid(self) -> str:
+        """The supervisor loop's process-group id."""
+        return self.layout.path("supervisor.pid")
+
+    @property
+    def restarts(self) -> str:
+        """How often the engine was restarted since the start (absent: never)."""
+        return self.layout.path("engine.restarts")
+
+    def start_command(self) -> str:
+        """Start the loop detached (the log truncated first, so a failure report shows this
+        start's output only); returns once the engine's pid file is written."""
+        log, engine_pid = shlex.quote(self.layout.log), shlex.quote(self.layout.pid)
+        return (
+            f": >{log} && rm -f {engine_pid} {shlex.quote(self.restarts)} && "
+            + detached(self._loop(), self.layout.log, self.supervisor_pid)
+            + f" && _af_i=0; while [ ! -s {engine_pid} ] && [ $_af_i -lt {_PID_WAIT_POLLS} ]; "
+            f"do sleep {_PID_WAIT_S}; _af_i=$((_af_i+1)); done"
+        )
+
+    def running_command(self) -> str:
+        """The engine's process group is alive."""
+        return is_running(self.layout.pid)
+
+    def first_run_command(self) -> str:
+        """The engine runs and was never restarted."""
+        return f"{{ [ ! -s {shlex.quote(self.restarts)} ] && {is_running(self.layout.pid)}; }}"
+
+    def stop_command(self, grace: float = 30.0) -> str:
+        """Stop the loop (it passes SIGTERM on to the engine and exits), then the engine's
+        group (SIGTERM, ``grace`` seconds, SIGKILL)."""
+        return (
+            f"{stop_process_group(self.supervisor_pid, min(grace, 5.0))}; "
+            f"{stop_process_group(self.layout.pid, grace)}; "
+            f"rm -f {shlex.quote(self.restarts)}"
+        )
+
+    def log_tail_command(self, lines: int = 40) -> str:
+        """The engine log (the loop's restart lines included)."""
+        return f"tail -n {int(lines)} -- {shlex.quote(self.layout.log)} 2>/dev/null; true"
+
+    def _loop(self) -> str:
+        p = self.policy
+        launch, pid = shlex.quote(self.layout.launch), shlex.quote(self.layout.pid)
+        restarts = shlex.quote(self.restarts)
+        first_ms, max_ms = int(p.backoff_s * 1000), int(p.backoff_max_s * 1000)
+        say = f'echo "{_LOG_PREFIX}'
+        return (
+            f"_af_n=0; _af_total=0; _af_ms={first_ms}; _af_child=; "
+            # The signal reaches the engine's group, or its pid before setsid made the group.
+            'trap \'{ kill -TERM -"$_af_child" || kill -TERM "$_af_child"; } 2>/dev/null; '
+            "exit 0' TERM INT HUP; "
+            "while :; do "
+            "_af_t0=$(date +%s); "
+            f"setsid {launch} </dev/null & _af_child=$!; "
+            f'echo "$_af_child" >{pid}.tmp && mv -f {pid}.tmp {pid}; '
+            'wait "$_af_child"; _af_rc=$?; '
+            'kill -KILL -"$_af_child" 2>/dev/null; '
+            f'if [ "$_af_rc" -eq 0 ]; then {say} engine exited cleanly; not restarting"; '
+            f"rm -f {pid}; exit 0; fi; "
+            f"if [ $(( $(date +%s) - _af_t0 )) -ge {p.reset_after_s} ]; then "
+            f"_af_n=0; _af_ms={first_ms}; fi; "
+            f'if [ "$_af_n" -ge {p.limit} ]; then '
+            f"{say} engine exited with status $_af_rc; "
+            f'giving up after $_af_n restarts (limit {p.limit})"; '
+            f"rm -f {pid}; exit 1; fi; "
+            "_af_n=$((_af_n+1)); _af_total=$((_af_total+1)); "
+            f'echo "$_af_total" >{restarts}; '
+            '_af_s="$((_af_ms/1000)).$(printf %03d $((_af_ms%1000)))"; '
+            f'{say} engine exited with status $_af_rc; restart $_af_n of {p.limit} in $_af_s s"; '
+            'sleep "$_af_s" & wait $!; '
+            f"_af_ms=$((_af_ms*2)); [ $_af_ms -gt {max_ms} ] && _af_ms={max_ms}; "
+            "done"
+        )

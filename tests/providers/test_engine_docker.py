@@ -1,0 +1,174 @@
+"""The docker runtime's supervisor: dockerd's restart policy, with a real daemon.
+
+Real: the EngineService provider through the SDK's dynamic-provider host, an SSH host in
+network namespaces whose own ``docker`` CLI reaches ``dockerd`` (tests/support/dockerd.py)
+through its current context, the rendered docker-runtime launch script as the provider
+runs it (``docker run --detach --restart on-failure:5 --pull=never ...``), and a container
+of an image made here with ``docker import``: ``/bin/sh``, ``sleep`` and the C library
+copied from this machine, and a ``vllm`` that prints its arguments and waits for
+SIGTERM. Nothing is pulled. The container runs in the daemon's own empty network
+namespace (``--network host`` there), so nothing outside could reach a server in it: the
+node is deployed as a worker (it serves no API), which the provider counts as started
+once it has stayed up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from amdfleet.components import engine_service_props
+from amdfleet.config import parse_stack
+from amdfleet.plan import plan
+from amdfleet.providers.engine_service import EngineServiceProvider
+from tests.support.dockerd import DockerDaemon, DockerdError
+from tests.support.hostlab import HostLab, LabFactory, require_netns
+from tests.support.models import TINY_ARCHITECTURE
+from tests.support.pulumi_host import ProviderHost, secret, with_provider
+from tests.support.waiting import wait_until
+
+IMAGE = "amdfleet-test/engine-runtime:1"
+# PID 1 of its container: it handles SIGTERM itself (the kernel ignores unhandled signals
+# there), so `docker stop` ends it at once.
+ENGINE = b"""#!/bin/sh
+echo "engine in a container: $*"
+trap 'echo "engine stopping"; exit 0' TERM
+sleep 100000 & wait $!
+"""
+_BINARIES = ("/usr/bin/dash", "/usr/bin/sleep")
+_LIBRARIES = ("/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2")
+
+pytestmark = pytest.mark.netns
+
+
+@pytest.fixture(scope="module")
+def docker() -> Iterator[DockerDaemon]:
+    """A private dockerd holding the engine image; stopped (and removed) afterwards."""
+    missing = [p for p in (*_BINARIES, *_LIBRARIES) if not Path(p).exists()]
+    if missing:
+        pytest.skip(f"cannot assemble the engine image here: {missing} missing")
+    try:
+        daemon = DockerDaemon.start()
+    except DockerdError as e:
+        (pytest.fail if os.environ.get("AMDFLEET_REQUIRE_DOCKER") else pytest.skip)(str(e))
+    files = {
+        "bin/sh": Path("/usr/bin/dash").read_bytes(),
+        "bin/sleep": Path("/usr/bin/sleep").read_bytes(),
+        "usr/bin/vllm": ENGINE,
+        **{lib.lstrip("/"): Path(lib).read_bytes() for lib in _LIBRARIES},
+    }
+    with daemon:
+        # The ELF interpreter must be executable too.
+        runnable = {"bin/sh", "bin/sleep", "usr/bin/vllm", _LIBRARIES[1].lstrip("/")}
+        daemon.import_image(IMAGE, files, executables=runnable)
+        yield daemon
+
+
+@pytest.fixture(scope="module")
+def lab(hostlab: LabFactory, docker: DockerDaemon) -> Iterator[HostLab]:
+    """One SSH host whose docker CLI talks to ``docker`` (its current context)."""
+    lab = hostlab(1)
+    require_netns(lab)
+    with docker.current_context(lambda: lab.connect(0)):
+        yield lab
+
+
+def _props(lab: HostLab, name: str, cache_dir: Path) -> dict[str, Any]:
+    host = lab.host_props(0)
+    spec = parse_stack(
+        name,
+        {
+            "fleet": {"hosts": [{k: v for k, v in host.items() if k != "connection"}]},
+            "topology": {"accelerator": "cpu", "gpus_per_node": 1},
+            "model": {
+                "id": "tiny",
+                "checkpoint": "org/tiny",
+                "served_name": "tiny",
+                "architecture": TINY_ARCHITECTURE,
+            },
+            "engine": {
+                "runtime": "docker",
+                "image": IMAGE,
+                "network": "host",
+                "startup_timeout_s": 30,
+            },
+            "serving": {"host": lab.target(0).address, "port": 18081, "max_model_len": 2048},
+            # Mounted by dockerd, which resolves the path on this machine.
+            "weights": {"cache_dir": str(cache_dir)},
+        },
+    )
+    deployment = plan(spec)
+    args = engine_service_props(
+        deployment,
+        deployment.head,
+        lab.host_target(0),
+        secret({"AMDFLEET_API_KEY": "k-docker", "VLLM_API_KEY": "k-docker"}),
+    )
+    props = args.inputs()
+    props["readiness"]["serves_api"] = False  # see the module docstring
+    return with_provider(EngineServiceProvider(), props)
+
+
+def _inspect(docker: DockerDaemon, container: str) -> dict[str, Any] | None:
+    result = docker.cli("container", "inspect", container, check=False)
+    if result.returncode != 0:
+        return None
+    found: list[dict[str, Any]] = json.loads(result.stdout)
+    return found[0]
+
+
+def _state(docker: DockerDaemon, container: str) -> dict[str, Any]:
+    found = _inspect(docker, container)
+    assert found is not None, f"container {container} is gone"
+    return found
+
+
+def test_dockerd_restarts_a_killed_engine_and_delete_removes_the_container(
+    provider_host: ProviderHost, lab: HostLab, docker: DockerDaemon, tmp_path: Path
+) -> None:
+    urn = provider_host.urn("engine-docker")
+    checked = provider_host.check(_props(lab, "dock", tmp_path / "hf"), urn=urn).inputs
+    created = provider_host.create(checked, urn=urn)
+    container = checked["container"]
+    try:
+        assert container == "amdfleet-dock" and created.outputs["running"] is True
+        first = _state(docker, container)
+        assert first["HostConfig"]["RestartPolicy"] == {
+            "Name": "on-failure",
+            "MaximumRetryCount": 5,
+        }
+        assert first["HostConfig"]["AutoRemove"] is False
+        assert (first["State"]["Running"], first["RestartCount"]) == (True, 0)
+        assert first["Config"]["Entrypoint"] == ["vllm"]
+
+        os.kill(first["State"]["Pid"], signal.SIGKILL)  # the engine: the container's main process
+        wait_until(
+            lambda: (
+                _state(docker, container)["RestartCount"] == 1
+                and _state(docker, container)["State"]["Running"]
+            ),
+            30,
+            "dockerd to restart the killed engine",
+        )
+        again = _state(docker, container)
+        assert again["State"]["Pid"] != first["State"]["Pid"]
+        started = "engine in a container: serve org/tiny"
+        wait_until(  # the restarted engine prints its line a moment after it runs
+            lambda: docker.cli("logs", container).stdout.count(started) == 2,
+            10,
+            "the restarted engine's first log line",
+        )
+
+        read = provider_host.read(created.id, created.outputs, inputs=checked, urn=urn)
+        assert read.outputs["running"] is True
+    finally:
+        provider_host.delete(created.id, created.outputs, urn=urn)
+    assert _inspect(docker, container) is None
+    read = provider_host.read(created.id, created.outputs, inputs=checked, urn=urn)
+    assert read.outputs["running"] is False

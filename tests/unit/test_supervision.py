@@ -1,0 +1,115 @@
+"""Supervision: which supervisor a host gets, and the text of the systemd supervisor.
+
+The process supervisor runs for real in tests/providers/test_engine_service.py (lab hosts
+have no systemd) and dockerd's restart policy in tests/providers/test_engine_docker.py.
+No machine that tests amdfleet runs systemd, so the systemd supervisor is checked here as
+what it is to this code: command text and the rendered unit.
+"""
+
+from __future__ import annotations
+
+import configparser
+import subprocess
+
+import pytest
+
+from amdfleet.config import load_stack_file
+from amdfleet.plan import plan
+from amdfleet.remote.engine import EngineLayout
+from amdfleet.remote.supervision import (
+    FACTS_COMMAND,
+    DockerSupervisor,
+    ProcessSupervisor,
+    SupervisionFacts,
+    SupervisorKind,
+    SystemdSupervisor,
+    choose_supervisor,
+    docker_restart_flag,
+    parse_facts,
+    stop_any_command,
+    supervisor_for,
+)
+from amdfleet.render import render_node
+
+LAYOUT = EngineLayout("/opt/amdfleet/local")
+
+
+@pytest.mark.parametrize(
+    ("runtime", "systemd", "kind"),
+    [
+        ("docker", True, SupervisorKind.DOCKER),
+        ("docker", False, SupervisorKind.DOCKER),
+        ("process", True, SupervisorKind.SYSTEMD),
+        ("process", False, SupervisorKind.PROCESS),
+    ],
+)
+def test_choice_follows_runtime_then_systemd(runtime: str, systemd: bool, kind: str) -> None:
+    assert choose_supervisor(runtime, SupervisionFacts(systemd=systemd)) is kind
+    supervisor = supervisor_for(kind, LAYOUT, unit="amdfleet-local.service", container="c")
+    assert supervisor.kind is kind
+
+
+def test_facts_on_this_machine_say_no_systemd() -> None:
+    """This machine's PID 1 is not systemd (ENVIRONMENT.md)."""
+    output = subprocess.run(["sh", "-c", FACTS_COMMAND], capture_output=True, text=True).stdout
+    assert output == "AMDFLEET_SYSTEMD=0\n"
+    assert parse_facts(output) == SupervisionFacts(systemd=False)
+    assert parse_facts("AMDFLEET_SYSTEMD=1\n") == SupervisionFacts(systemd=True)
+
+
+def test_the_docker_supervisor_needs_a_container() -> None:
+    with pytest.raises(ValueError, match="container name"):
+        supervisor_for(SupervisorKind.DOCKER, LAYOUT, unit="u.service", container=None)
+
+
+def test_systemd_installs_reloads_and_starts_the_rendered_unit() -> None:
+    supervisor = SystemdSupervisor(LAYOUT, "amdfleet-local.service")
+    assert supervisor.start_command() == (
+        "install -m 0644 /opt/amdfleet/local/amdfleet-local.service "
+        "/etc/systemd/system/amdfleet-local.service && systemctl daemon-reload && "
+        "{ systemctl reset-failed amdfleet-local.service 2>/dev/null; true; } && "
+        "systemctl start amdfleet-local.service"
+    )
+    assert supervisor.running_command() == "systemctl is-active --quiet amdfleet-local.service"
+    assert 'systemctl show -p NRestarts --value amdfleet-local.service)" = 0' in (
+        supervisor.first_run_command()
+    )
+    stop = supervisor.stop_command(grace=30)
+    assert stop.startswith("if [ -f /etc/systemd/system/amdfleet-local.service ]")
+    assert "timeout 40 systemctl stop amdfleet-local.service; " in stop
+    assert "rm -f /etc/systemd/system/amdfleet-local.service; systemctl daemon-reload" in stop
+    assert supervisor.log_tail_command(5).startswith(
+        "journalctl -u amdfleet-local.service -n 5 --no-pager"
+    )
+
+
+def test_the_unit_restarts_on_failure_a_bounded_number_of_times() -> None:
+    deployment = plan(load_stack_file("local").spec)
+    files = {f.path.rsplit("/", 1)[1]: f.content for f in render_node(deployment, 0)}
+    unit = configparser.ConfigParser(strict=True, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read_string(files[f"{deployment.container_name}.service"])
+    assert unit["Service"]["Restart"] == "on-failure"
+    assert unit["Service"]["ExecStart"] == f"{deployment.head.remote_dir}/launch.sh"
+    assert unit["Service"]["TimeoutStopSec"] == "30"
+    # [Unit] is where systemd reads the start limit: 1 start + 5 restarts per 600 s.
+    assert unit["Unit"]["StartLimitBurst"] == "6"
+    assert unit["Unit"]["StartLimitIntervalSec"] == "600"
+
+
+def test_docker_runtime_renders_no_unit_and_the_restart_policy() -> None:
+    deployment = plan(load_stack_file("mi355x-llama70b").spec)
+    files = {f.path.rsplit("/", 1)[1]: f.content for f in render_node(deployment, 0)}
+    assert sorted(files) == ["engine.env", "launch.sh"]
+    assert docker_restart_flag() == "--restart on-failure:5"
+    assert "exec docker run --detach --restart on-failure:5 --name" in files["launch.sh"]
+
+
+def test_stop_any_covers_every_supervisor() -> None:
+    stop = stop_any_command(LAYOUT, unit="amdfleet-local.service", container="amdfleet-local")
+    for part in (
+        SystemdSupervisor(LAYOUT, "amdfleet-local.service").stop_command(),
+        DockerSupervisor(LAYOUT, "amdfleet-local").stop_command(),
+        ProcessSupervisor(LAYOUT).stop_command(),
+    ):
+        assert part in stop
