@@ -88,7 +88,7 @@ def test_the_unit_restarts_on_failure_a_bounded_number_of_times() -> None:
     files = {f.path.rsplit("/", 1)[1]: f.content for f in render_node(deployment, 0)}
     unit = configparser.ConfigParser(strict=True, interpolation=None)
     unit.optionxform = str  # type: ignore[assignment,method-assign]
-    unit.read_string(files[f"{deployment.container_name}.service"])
+    unit.read_string(files[f"{deployment.engine.container_name}.service"])
     assert unit["Service"]["Restart"] == "on-failure"
     assert unit["Service"]["ExecStart"] == f"{deployment.head.remote_dir}/launch.sh"
     assert unit["Service"]["TimeoutStopSec"] == "30"
