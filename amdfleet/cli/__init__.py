@@ -37,8 +37,8 @@ COMMANDS: dict[str, CommandEntry] = {
     ),
     "render": CommandEntry(
         "amdfleet.cli.stack",
-        "Write every launch script, env file, systemd unit and Dockerfile of STACK into "
-        "--out, with a manifest of content hashes.",
+        "Write every launch script, env file, systemd unit (process runtime) and Dockerfile of "
+        "STACK into --out, with a manifest of content hashes.",
     ),
     "bench": CommandEntry(
         "amdfleet.cli.verify", "Benchmark serving at URL the way `vllm bench serve` does."

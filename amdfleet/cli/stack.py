@@ -11,14 +11,14 @@ import click
 from amdfleet.config import CampaignSpec, LoadedStack, load_stack_file, stack_names
 from amdfleet.plan import DeploymentPlan, plan
 from amdfleet.render import render_plan, shell_join, write_files
+from amdfleet.tables import table
 
 
 @click.command("stacks")
 def stacks_command() -> None:
     """List the stacks in stacks/ with what each runs."""
-    for name in stack_names():
-        loaded = load_stack_file(name)
-        click.echo(f"{name:32} {loaded.spec.description}")
+    rows = [(name, load_stack_file(name).spec.description) for name in stack_names()]
+    click.echo(table((), rows))
 
 
 @click.command("plan")
@@ -45,8 +45,8 @@ def plan_command(stack: str, as_json: bool) -> None:
     help="Directory to write the files into (created if missing).",
 )
 def render_command(stack: str, out_dir: Path) -> None:
-    """Write every launch script, env file, systemd unit and Dockerfile of STACK into
-    --out, with a manifest of content hashes. No secret is written."""
+    """Write every launch script, env file, systemd unit (process runtime) and Dockerfile of
+    STACK into --out, with a manifest of content hashes. No secret is written."""
     loaded = load_stack_file(stack)
     files = render_plan(plan(loaded.spec))
     for path in write_files(files, out_dir):
@@ -56,27 +56,52 @@ def render_command(stack: str, out_dir: Path) -> None:
 def format_plan(loaded: LoadedStack, resolved: DeploymentPlan) -> str:
     """A human-readable plan, as ``amdfleet plan`` prints it."""
     p, m, par = resolved, resolved.memory, resolved.parallelism
+    summary = [
+        ("stack", f"{p.stack}  ({loaded.source})"),
+        ("", p.description),
+        (
+            "accelerator",
+            f"{p.accelerator.name} ({p.accelerator.arch}) × {len(p.nodes)} node(s) × "
+            f"{p.nodes[0].gpus} GPU(s)",
+        ),
+        (
+            "model",
+            f"{p.model.name}: {p.model.checkpoint} [{p.model.precision}"
+            + (", quantized online from bf16" if p.model.online_quantization else "")
+            + f"], served as {p.model.served_name}",
+        ),
+        (
+            "engine",
+            f"{p.engine.name} ({p.engine.runtime}); image {p.image.image or '-'}"
+            + (" (built from source)" if p.image.build else ""),
+        ),
+        (
+            "parallelism",
+            f"tp={par.tp} pp={par.pp} dp={par.dp}"
+            + (f" backend={par.backend} master port {par.master_port}" if len(p.nodes) > 1 else ""),
+        ),
+        (
+            "serving",
+            f"{p.endpoint}  max_model_len={p.serving.max_model_len} kv_cache={m.kv_dtype} "
+            f"max_num_seqs={p.serving.max_num_seqs or 'engine default'}",
+        ),
+    ]
+    memory = [
+        ("usable", f"{m.usable_gib:.2f}", f"({m.gpu_memory_gib:g} × {m.utilization:g})"),
+        ("weights", f"{m.weights_gib:.2f}", ""),
+        ("overhead", f"{m.overhead_gib:.2f}", "(runtime, activations, sampler)"),
+        (
+            "KV cache",
+            f"{m.kv_cache_gib:.2f}",
+            f"= {m.kv_capacity_tokens:,} tokens ({m.kv_bytes_per_token:,} B/token); "
+            f"needs {m.required_kv_tokens:,}",
+        ),
+    ]
     lines = [
-        f"stack       {p.stack}  ({loaded.source})",
-        f"            {p.description}",
-        f"accelerator {p.accelerator.name} ({p.accelerator.arch}) × {len(p.nodes)} node(s) × "
-        f"{p.nodes[0].gpus} GPU(s)",
-        f"model       {p.model.name}: {p.model.checkpoint} [{p.model.precision}"
-        + (", quantized online from bf16" if p.model.online_quantization else "")
-        + f"], served as {p.model.served_name}",
-        f"engine      {p.engine.name} ({p.engine.runtime}); image {p.image.image or '-'}"
-        + (" (built from source)" if p.image.build else ""),
-        f"parallelism tp={par.tp} pp={par.pp} dp={par.dp}"
-        + (f" backend={par.backend} master port {par.master_port}" if len(p.nodes) > 1 else ""),
-        f"serving     {p.endpoint}  max_model_len={p.serving.max_model_len} "
-        f"kv_cache={m.kv_dtype} max_num_seqs={p.serving.max_num_seqs or 'engine default'}",
+        table((), summary),
         "",
         "memory per GPU (GiB)",
-        f"  usable      {m.usable_gib:8.2f}  ({m.gpu_memory_gib:g} × {m.utilization:g})",
-        f"  weights     {m.weights_gib:8.2f}",
-        f"  overhead    {m.overhead_gib:8.2f}  (runtime, activations, sampler)",
-        f"  KV cache    {m.kv_cache_gib:8.2f}  = {m.kv_capacity_tokens:,} tokens "
-        f"({m.kv_bytes_per_token:,} B/token); needs {m.required_kv_tokens:,}",
+        table((), memory, align=("left", "right", "left"), indent="  "),
         "",
         "nodes",
     ]
