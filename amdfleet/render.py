@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING
 from amdfleet.errors import RenderError
 from amdfleet.plan import DeploymentPlan, NodePlan
 from amdfleet.remote.supervision import DEFAULT_RESTART, docker_restart_flag
+from amdfleet.shellwords import shell_join, shell_lines, shell_quote
 
 if TYPE_CHECKING:
     import jinja2
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 HASH_MARK = "amdfleet-content-hash: sha256:"
 _HASH_LINE = re.compile(rf"^(#\s*){re.escape(HASH_MARK)}[0-9a-f]{{64}}\n", re.MULTILINE)
-_ENV_REF = re.compile(r"^\$\{[A-Z_][A-Z0-9_]*\}$")
 
 
 @dataclass(frozen=True)
@@ -115,37 +114,13 @@ def content_hash(content: str) -> str:
     return hashlib.sha256(_HASH_LINE.sub("", content, count=1).encode()).hexdigest()
 
 
-def shell_quote(value: object) -> str:
-    """Quote one shell word; a bare ``${NAME}`` reference stays expandable."""
-    text = str(value)
-    if _ENV_REF.match(text):
-        return f'"{text}"'
-    return shlex.quote(text)
-
-
-def shell_join(words: Iterable[object]) -> str:
-    """Quote and join shell words."""
-    return " ".join(shell_quote(w) for w in words)
-
-
-def shell_lines(words: Iterable[object], indent: str = "    ") -> str:
-    """Quote shell words, one ``--flag [value]`` per continuation line."""
-    lines: list[list[str]] = [[]]
-    for word in words:
-        text = str(word)
-        if text.startswith("-") and lines[-1]:
-            lines.append([])
-        lines[-1].append(shell_quote(text))
-    return f" \\\n{indent}".join(" ".join(line) for line in lines)
-
-
 # --- helpers -----------------------------------------------------------------------------
 
 
 @cache
 def _environment() -> jinja2.Environment:
-    # Built on first use: `amdfleet plan` imports this module for shell_join and
-    # should not pay for importing jinja2.
+    # Built on first use: importing this module (for RenderedFile or content_hash) should
+    # not pay for importing jinja2.
     import jinja2
 
     env = jinja2.Environment(

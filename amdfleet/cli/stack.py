@@ -10,7 +10,7 @@ import click
 
 from amdfleet.config import CampaignSpec, LoadedStack, load_stack_file, stack_names
 from amdfleet.plan import DeploymentPlan, plan
-from amdfleet.render import render_plan, shell_join, write_files
+from amdfleet.shellwords import shell_join
 from amdfleet.tables import table
 
 
@@ -47,6 +47,8 @@ def plan_command(stack: str, as_json: bool) -> None:
 def render_command(stack: str, out_dir: Path) -> None:
     """Write every launch script, env file, systemd unit (process runtime) and Dockerfile of
     STACK into --out, with a manifest of content hashes. No secret is written."""
+    from amdfleet.render import render_plan, write_files  # jinja2, only for this command
+
     loaded = load_stack_file(stack)
     files = render_plan(plan(loaded.spec))
     for path in write_files(files, out_dir):

@@ -20,7 +20,7 @@ from amdfleet.plan.models import (
     ServingPlan,
 )
 from amdfleet.plan.serving import engine_env, recipes, remote_dir
-from amdfleet.remote.preflight import HostRequirement
+from amdfleet.remote.requirement import HostRequirement
 from amdfleet.remote.target import HostTarget
 
 GPU_MIN_SHM_BYTES = 1 * GIB

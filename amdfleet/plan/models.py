@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from amdfleet.config import CampaignSpec, ModelArchitecture, VerificationSpec
-from amdfleet.remote.preflight import HostRequirement
+from amdfleet.remote.requirement import HostRequirement
 from amdfleet.remote.target import HostTarget
 
 GIB = 2**30

@@ -11,58 +11,18 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Literal
+from typing import Any
 
-from amdfleet.catalog.gpus import ACCELERATORS, Accelerator, accelerator
+from amdfleet.catalog.gpus import Accelerator
 from amdfleet.errors import PreflightError
 from amdfleet.remote.facts import GIB, GpuFacts, HostFacts, match_accelerator, vram_matches
+from amdfleet.remote.requirement import HostRequirement
 
-Runtime = Literal["docker", "process"]
-
-CPU_ACCELERATOR = "cpu"
 REQUIRED_GROUPS = ("video", "render")
 
 UNVERIFIED_DEVICE_IDS = frozenset({"mi355x"})
 """Accelerators whose catalog device id was never seen on real hardware: a GPU with an
 unknown id is accepted for them if its gfx target and VRAM fit."""
-
-
-@dataclass(frozen=True)
-class HostRequirement:
-    """What one host must provide for a stack.
-
-    ``accelerator`` is a catalog id (its device ids, gfx target and VRAM are the
-    expectation; ``"cpu"`` needs no GPU, device node or group). ``gpu_count`` is the
-    minimum number of such GPUs. ``weights_bytes`` must fit in the free space of the
-    filesystem holding ``weights_dir`` (empty skips the check). ``min_shm_bytes`` is for
-    the host's /dev/shm (what a process, or a container run with ``--ipc=host``, gets);
-    0 skips that check.
-    """
-
-    accelerator: str
-    gpu_count: int
-    runtime: Runtime = "docker"
-    min_shm_bytes: int = 0
-    weights_dir: str = ""
-    weights_bytes: int = 0
-    numa_balancing_off: bool = True
-
-    def __post_init__(self) -> None:
-        if self.accelerator not in ACCELERATORS:
-            known = ", ".join(sorted(ACCELERATORS))
-            raise ValueError(f"unknown accelerator {self.accelerator!r} (known: {known})")
-        if min(self.gpu_count, self.min_shm_bytes, self.weights_bytes) < 0:
-            raise ValueError("gpu_count, min_shm_bytes and weights_bytes must be >= 0")
-
-    @property
-    def expected(self) -> Accelerator:
-        """The catalog entry this requirement asks for."""
-        return accelerator(self.accelerator)
-
-    @property
-    def needs_gpus(self) -> bool:
-        """False for the CPU stack: no GPU, /dev/kfd, /dev/dri or group checks."""
-        return self.accelerator != CPU_ACCELERATOR
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,8 @@ import pytest
 
 from amdfleet.errors import PreflightError
 from amdfleet.remote.facts import GpuFacts, HostFacts, identify
-from amdfleet.remote.preflight import (
-    HostRequirement,
-    PreflightCheck,
-    check_host,
-    raise_for_failures,
-)
+from amdfleet.remote.preflight import PreflightCheck, check_host, raise_for_failures
+from amdfleet.remote.requirement import HostRequirement
 
 MIB = 1024**2
 GIB = 1024**3

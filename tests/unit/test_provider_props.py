@@ -25,7 +25,7 @@ from amdfleet.providers.props import PROVIDER_KEY, ProviderProps
 from amdfleet.providers.readiness import ReadinessGateProps
 from amdfleet.providers.ssh_host import SshHostProps
 from amdfleet.providers.verification import VerificationProps
-from amdfleet.remote.preflight import HostRequirement
+from amdfleet.remote.requirement import HostRequirement
 from amdfleet.remote.target import HostTarget
 
 HOST = HostTarget(

@@ -20,7 +20,8 @@ import yaml
 from amdfleet.config import load_stack_file, stack_names
 from amdfleet.errors import RenderError
 from amdfleet.plan import plan
-from amdfleet.render import _file, content_hash, render_node, render_plan, shell_quote, write_files
+from amdfleet.render import _file, content_hash, render_node, render_plan, write_files
+from amdfleet.shellwords import shell_quote
 from tests.unit.rendered import exec_argv, flag_value, node_file
 
 HERE = Path(__file__).parent
