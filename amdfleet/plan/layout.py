@@ -43,14 +43,17 @@ def parallelism_plan(spec: StackSpec) -> ParallelismPlan:
 
 
 def nodes(
-    spec: StackSpec, acc: Accelerator, model: ModelPlan, serving: ServingPlan
+    spec: StackSpec,
+    acc: Accelerator,
+    model: ModelPlan,
+    serving: ServingPlan,
+    parallelism: ParallelismPlan,
 ) -> tuple[NodePlan, ...]:
     """One :class:`NodePlan` per fleet host, rank 0 (the head) first."""
     slots = _host_slots(spec)
     head = slots[0].cluster_address
     env = engine_env(spec, acc)
     engine = engines.engine(spec.engine.name)
-    parallelism = parallelism_plan(spec)
     requirement = host_requirement(spec, acc, model)
     out = []
     for rank, slot in enumerate(slots):

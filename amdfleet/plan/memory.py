@@ -27,7 +27,7 @@ from amdfleet.catalog.gpus import Accelerator
 from amdfleet.config import ModelArchitecture
 from amdfleet.errors import ConfigIssue
 from amdfleet.plan.checkpoint import weight_bytes
-from amdfleet.plan.models import GIB, MemoryBudget, ModelPlan, ServingPlan
+from amdfleet.plan.models import GIB, MemoryBudget, ModelPlan, ParallelismPlan, ServingPlan
 
 DEFAULT_MAX_BATCHED_TOKENS = 8192
 DEFAULT_MAX_NUM_SEQS = 256
@@ -38,10 +38,11 @@ _MIN_SUGGESTED_LEN = 2048
 
 
 def memory_budget(
-    acc: Accelerator, model: ModelPlan, serving: ServingPlan, tp: int, pp: int
+    acc: Accelerator, model: ModelPlan, serving: ServingPlan, parallelism: ParallelismPlan
 ) -> MemoryBudget:
-    """The per-GPU memory budget of serving ``model`` split ``tp`` × ``pp`` on ``acc``."""
+    """The per-GPU memory budget of serving ``model`` split tp × pp on ``acc``."""
     arch = model.architecture
+    tp, pp = parallelism.tp, parallelism.pp
     weights = model.weight_bytes / (tp * pp) / GIB
     kv_dtype = "fp8" if serving.kv_cache_dtype == "fp8" else "bf16"
     kv_bytes = 1 if kv_dtype == "fp8" else 2
@@ -78,10 +79,8 @@ def does_not_fit(
     acc: Accelerator,
     model: ModelPlan,
     serving: ServingPlan,
+    parallelism: ParallelismPlan,
     budget: MemoryBudget,
-    tp: int,
-    pp: int,
-    dp: int,
 ) -> ConfigIssue:
     """The issue for a budget that does not fit, with the changes that would fit."""
     needed, has = budget.needed_gib, budget.usable_gib
@@ -91,7 +90,7 @@ def does_not_fit(
         f"overhead {budget.overhead_gib:.1f}, KV cache for {budget.required_kv_tokens} tokens "
         f"{budget.required_kv_tokens * budget.kv_bytes_per_token / GIB:.1f}"
     )
-    hints = _suggestions(acc, model, serving, budget, tp, pp, dp)
+    hints = _suggestions(acc, model, serving, parallelism, budget)
     return ConfigIssue("parallelism", message, "; or ".join(hints))
 
 
@@ -99,16 +98,14 @@ def _suggestions(
     acc: Accelerator,
     model: ModelPlan,
     serving: ServingPlan,
+    parallelism: ParallelismPlan,
     budget: MemoryBudget,
-    tp: int,
-    pp: int,
-    dp: int,
 ) -> list[str]:
     out = []
     arch = model.architecture
-    for wider in (t for t in (2, 4, 8) if t > tp and arch.heads % t == 0):
-        if memory_budget(acc, model, serving, wider, pp).fits:
-            out.append(f"use tp={wider} (gpus_per_node={wider * dp})")
+    for wider in (t for t in (2, 4, 8) if t > parallelism.tp and arch.heads % t == 0):
+        if memory_budget(acc, model, serving, parallelism.model_copy(update={"tp": wider})).fits:
+            out.append(f"use tp={wider} (gpus_per_node={wider * parallelism.dp})")
             break
     for precision in ("fp8", "mxfp4"):
         cheaper = catalog.WEIGHT_BYTES[precision] < catalog.WEIGHT_BYTES[model.precision]
@@ -118,7 +115,7 @@ def _suggestions(
         lighter = model.model_copy(
             update={"precision": precision, "weight_bytes": weight_bytes(arch, precision)}
         )
-        if memory_budget(acc, lighter, serving, tp, pp).fits:
+        if memory_budget(acc, lighter, serving, parallelism).fits:
             out.append(f"use model.precision: {precision}")
             break
     shorter = budget.kv_capacity_tokens // serving.min_full_context_seqs // 1024 * 1024

@@ -51,16 +51,16 @@ def plan(spec: StackSpec) -> DeploymentPlan:
     issues += found
     if issues or model is None:
         raise PlanError(issues, where)
-    par = spec.parallelism
-    memory = memory_budget(acc, model, serving, par.tp, par.pp)
+    parallelism = layout.parallelism_plan(spec)
+    memory = memory_budget(acc, model, serving, parallelism)
     if not memory.fits:
-        raise PlanError([does_not_fit(acc, model, serving, memory, par.tp, par.pp, par.dp)], where)
+        raise PlanError([does_not_fit(acc, model, serving, parallelism, memory)], where)
     found, scenario_warnings = checks.check_verification(spec, serving)
     if found:
         raise PlanError(found, where)
     warnings += scenario_warnings
     warnings += checks.layout_warnings(spec, acc, info, image)
-    nodes = layout.nodes(spec, acc, model, serving)
+    nodes = layout.nodes(spec, acc, model, serving, parallelism)
     return DeploymentPlan(
         stack=spec.name,
         description=spec.description,
@@ -75,7 +75,7 @@ def plan(spec: StackSpec) -> DeploymentPlan:
             container_name=f"amdfleet-{spec.name}",
             readiness=layout.readiness(spec, model),
         ),
-        parallelism=layout.parallelism_plan(spec),
+        parallelism=parallelism,
         serving=serving,
         memory=memory,
         nodes=nodes,
