@@ -50,12 +50,13 @@ def memory_budget(
         2 * math.ceil(arch.layers / pp) * math.ceil(arch.kv_heads / tp) * arch.head_dim * kv_bytes
     )
     required = serving.max_model_len * serving.min_full_context_seqs
-    if serving.gpu_memory_utilization is None:  # CPU: a fixed-size KV cache
-        kv_gib = float(serving.cpu_kv_cache_gib or 0)
+    if serving.cpu_kv_cache_gib is not None:  # CPU: a fixed-size KV cache, no fraction
+        kv_gib = float(serving.cpu_kv_cache_gib)
         overhead = _CPU_OVERHEAD_GIB
         usable = weights + overhead + kv_gib
         utilization = 1.0
     else:
+        assert serving.gpu_memory_utilization is not None  # ServingPlan: one or the other
         utilization = serving.gpu_memory_utilization
         overhead = _overhead_gib(arch, serving, tp, pp)
         usable = acc.memory_gib * utilization

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from amdfleet.config import CampaignSpec, ModelArchitecture, VerificationSpec
 from amdfleet.remote.requirement import HostRequirement
@@ -86,6 +86,15 @@ class ServingPlan(_Frozen):
     cpu_kv_cache_gib: int | None
     api_key_secret: str | None
     min_full_context_seqs: int
+
+    @model_validator(mode="after")
+    def _one_memory_knob(self) -> ServingPlan:
+        if (self.gpu_memory_utilization is None) == (self.cpu_kv_cache_gib is None):
+            raise ValueError(
+                "a serving plan has either gpu_memory_utilization (GPU) or cpu_kv_cache_gib "
+                "(CPU), exactly one"
+            )
+        return self
 
 
 class MemoryBudget(_Frozen):

@@ -12,9 +12,10 @@ from __future__ import annotations
 import re
 
 import pytest
+from pydantic import ValidationError
 
 from amdfleet.catalog import find_model, param_counts
-from amdfleet.config import parse_stack
+from amdfleet.config import load_stack_file, parse_stack
 from amdfleet.errors import PlanError
 from amdfleet.plan import GIB, plan
 
@@ -137,3 +138,18 @@ def test_mi325x_follows_its_own_memory_not_seed_003() -> None:
     assert budget.fits
     assert budget.gpu_memory_gib == 256
     assert plan(_spec("mi355x", "405b", "fp8", 2, 32768)).memory.gpu_memory_gib == 288
+
+
+def test_the_cpu_budget_is_the_fixed_kv_space_not_a_memory_fraction() -> None:
+    """The local stack's recipe sets VLLM_CPU_KVCACHE_SPACE=1 (GiB): the plan says so
+    explicitly, with no GPU memory fraction, and the budget's KV cache is that space."""
+    deployment = plan(load_stack_file("local").spec)
+    assert deployment.accelerator.is_cpu
+    assert deployment.serving.gpu_memory_utilization is None
+    assert deployment.serving.cpu_kv_cache_gib == int(deployment.head.env["VLLM_CPU_KVCACHE_SPACE"])
+    assert deployment.memory.kv_cache_gib == deployment.serving.cpu_kv_cache_gib == 1
+    assert "--gpu-memory-utilization" not in deployment.head.argv
+    with pytest.raises(ValidationError, match="exactly one"):
+        deployment.serving.model_validate(
+            {**deployment.serving.model_dump(), "gpu_memory_utilization": 0.9}
+        )
