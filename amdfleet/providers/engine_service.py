@@ -245,9 +245,9 @@ def _deploy(p: EngineServiceProps, progress: Progress) -> None:
             conn.run(supervisor.start_command(), timeout=_CALL_TIMEOUT)
             _wait(conn, supervisor, p, progress)
         except RemoteError as e:
-            tail = _log_tail(conn, layout, p)
+            source, tail = _log_tail(conn, layout, p)
             _stop_and_remove(conn, layout, p)
-            raise _start_error(conn.host, layout, e, tail) from e
+            raise _start_error(conn.host, layout, e, source, tail) from e
 
 
 def _supervisor(conn: Connection, layout: EngineLayout, p: EngineServiceProps) -> Supervisor:
@@ -264,13 +264,15 @@ def _unit(p: EngineServiceProps) -> str:
     return names[0] if names else f"amdfleet-{PurePosixPath(p.remote_dir).name}.service"
 
 
-def _log_tail(conn: Connection, layout: EngineLayout, p: EngineServiceProps) -> str:
-    """The engine's last log lines, read through the supervisor the host calls for."""
+def _log_tail(conn: Connection, layout: EngineLayout, p: EngineServiceProps) -> tuple[str, str]:
+    """Where the engine's output is read (engine log, journal or container log) and its
+    last lines, through the supervisor the host calls for."""
     try:
         supervisor = _supervisor(conn, layout, p)
     except RemoteError:
-        return ""
-    return conn.run(supervisor.log_tail_command(), timeout=_CALL_TIMEOUT, check=False).stdout
+        return layout.log, ""
+    tail = conn.run(supervisor.log_tail_command(), timeout=_CALL_TIMEOUT, check=False).stdout
+    return supervisor.log_source, tail
 
 
 def _upload(
@@ -375,14 +377,14 @@ def _stop_and_remove(conn: Connection, layout: EngineLayout, p: EngineServicePro
 
 
 def _start_error(
-    host: str, layout: EngineLayout, cause: RemoteError, tail: str
+    host: str, layout: EngineLayout, cause: RemoteError, source: str, tail: str
 ) -> EngineStartError:
     lines = "\n".join(f"    | {line}" for line in tail.splitlines()[-40:]) or "    | (empty log)"
     reason = str(cause).removeprefix(f"[{host}] ")
     return EngineStartError(
         host,
         f"engine failed to start: {reason}\n  command: {layout.launch}\n"
-        f"  last lines of {layout.log}:\n{lines}",
+        f"  last lines of {source}:\n{lines}",
         "fix the cause above and run `pulumi up` again; nothing was left running",
     )
 

@@ -107,6 +107,11 @@ class Supervisor(Protocol):
         """The last ``lines`` lines of the engine's output (empty when there is none)."""
         ...
 
+    @property
+    def log_source(self) -> str:
+        """Where :meth:`log_tail_command` reads, as a user would read it on the host."""
+        ...
+
 
 def parse_facts(output: str) -> SupervisionFacts:
     """Parse the output of :data:`FACTS_COMMAND`."""
@@ -212,6 +217,11 @@ class SystemdSupervisor:
             f"systemctl daemon-reload; systemctl reset-failed {unit} 2>/dev/null; fi; true"
         )
 
+    @property
+    def log_source(self) -> str:
+        """The unit's journal."""
+        return f"journalctl -u {self.unit}"
+
     def log_tail_command(self, lines: int = 40) -> str:
         """The unit's journal."""
         return (
@@ -254,6 +264,11 @@ class DockerSupervisor:
             f"docker stop --time {int(grace)} {name} >/dev/null 2>&1; "
             f"docker rm -f {name} >/dev/null 2>&1; fi; true"
         )
+
+    @property
+    def log_source(self) -> str:
+        """The container's output."""
+        return f"docker logs {self.container}"
 
     def log_tail_command(self, lines: int = 40) -> str:
         """``docker logs --tail``; the launch log when there is no container (a failed
@@ -331,6 +346,11 @@ class ProcessSupervisor:
             f"{stop_process_group(self.layout.pid, grace)}; "
             f"rm -f {shlex.quote(self.restarts)}"
         )
+
+    @property
+    def log_source(self) -> str:
+        """The engine log file."""
+        return self.layout.log
 
     def log_tail_command(self, lines: int = 40) -> str:
         """The engine log (the loop's restart lines included)."""

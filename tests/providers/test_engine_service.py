@@ -242,6 +242,7 @@ def test_engine_that_exits_reports_its_log_and_leaves_nothing(
     assert "EngineStartError" in message and "[host0] engine failed to start" in message
     assert "the engine exited during startup" in message
     assert "simulated failure while loading weights" in message  # the engine log's tail
+    assert "last lines of /opt/amdfleet/crash/engine.log:" in message  # the loop's log
     assert "/opt/amdfleet/crash/launch.sh" in message
     assert API_KEY not in caught.value.details
     assert conn.run("test -e /opt/amdfleet/crash", timeout=10, check=False).exit_code == 1

@@ -113,3 +113,22 @@ def test_stop_any_covers_every_supervisor() -> None:
         ProcessSupervisor(LAYOUT).stop_command(),
     ):
         assert part in stop
+
+
+@pytest.mark.parametrize(
+    ("kind", "source"),
+    [
+        (SupervisorKind.PROCESS, "/opt/amdfleet/local/engine.log"),
+        (SupervisorKind.SYSTEMD, "journalctl -u amdfleet-local.service"),
+        (SupervisorKind.DOCKER, "docker logs amdfleet-local"),
+    ],
+)
+def test_a_failed_start_names_where_its_log_lines_come_from(
+    kind: SupervisorKind, source: str
+) -> None:
+    supervisor = supervisor_for(
+        kind, LAYOUT, unit="amdfleet-local.service", container="amdfleet-local"
+    )
+    assert supervisor.log_source == source
+    # The source names what the tail command reads.
+    assert source.split()[-1] in supervisor.log_tail_command()
