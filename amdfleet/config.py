@@ -16,7 +16,10 @@ field path and suggests the nearest valid name.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import difflib
+import ipaddress
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -26,6 +29,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from amdfleet.addresses import check_address
 from amdfleet.errors import ConfigError, ConfigIssue
 
 NAMESPACE = "amdfleet"
@@ -92,6 +96,19 @@ class HostSpec(_Model):
         "means RCCL picks (or falls back to TCP sockets).",
     )
 
+    @field_validator("address", "private_address")
+    @classmethod
+    def _address_form(cls, value: str | None) -> str | None:
+        return None if value is None else check_address(value)
+
+    @field_validator("host_key")
+    @classmethod
+    def _unpadded_fingerprint(cls, value: str | None) -> str | None:
+        # ssh-keygen prints fingerprints unpadded; a pasted '=' would never match one.
+        if value is not None and re.fullmatch(r"SHA256:[A-Za-z0-9+/]{43}=", value):
+            return value[:-1]
+        return value
+
     @model_validator(mode="after")
     def _ssh_fields(self) -> HostSpec:
         if self.connection == "ssh":
@@ -112,18 +129,117 @@ class HostSpec(_Model):
         return self.private_address or self.address
 
 
+HOST_KEY_TYPES: tuple[str, ...] = (
+    "ssh-ed25519",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "ssh-rsa",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+)
+"""Host key types OpenSSH offers, as a public key line names them."""
+
+PLACEHOLDER_HOST_KEY = "REPLACE0with0your0host0key0fingerprint"
+"""The stem of the example stacks' host_key placeholder (`SHA256:REPLACE0with0...`)."""
+
+_KEYSCAN_HINT = "get it with `ssh-keyscan -t ed25519 HOST | ssh-keygen -lf -`"
+
+
+def is_placeholder_host_key(value: str) -> bool:
+    """Whether ``value`` is the example stacks' placeholder rather than a real pin."""
+    return value.removeprefix("SHA256:").startswith(PLACEHOLDER_HOST_KEY)
+
+
+def placeholder_host_keys(spec: StackSpec) -> list[ConfigIssue]:
+    """One issue per fleet host still pinned to the placeholder host key.
+
+    A placeholder plans (``amdfleet plan`` and ``pulumi preview`` connect to nothing) but
+    must be replaced before anything connects to the host.
+    """
+    return [
+        ConfigIssue(
+            f"fleet.hosts[{i}].host_key",
+            f"host '{host.name}' is pinned to the example placeholder {host.host_key!r}, "
+            "not its real host key",
+            f"{_KEYSCAN_HINT.replace('HOST', host.address or 'HOST')} and paste the "
+            "SHA256:... fingerprint it prints (or the key line ssh-keyscan prints)",
+        )
+        for i, host in enumerate(spec.fleet.hosts)
+        if host.host_key and is_placeholder_host_key(host.host_key)
+    ]
+
+
 def _check_host_key(value: str) -> None:
-    if re.fullmatch(r"SHA256:[A-Za-z0-9+/]{43}=?", value):
+    if is_placeholder_host_key(value):
+        return  # planned with a warning, refused before connecting (placeholder_host_keys)
+    if value.startswith("SHA256:"):
+        _check_fingerprint(value)
         return
     parts = value.split()
-    key_types = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ssh-rsa")
-    if len(parts) >= 2 and parts[0] in key_types and re.fullmatch(r"[A-Za-z0-9+/]+=*", parts[1]):
+    if len(parts) < 2 or parts[0] not in HOST_KEY_TYPES:
+        raise ValueError(
+            f"host_key {value[:40]!r} is neither a public key line nor a fingerprint — use "
+            f"'<type> AAAA...' with a type OpenSSH offers ({', '.join(HOST_KEY_TYPES)}) or "
+            f"'SHA256:<43 base64 chars>'; {_KEYSCAN_HINT}"
+        )
+    _check_key_body(parts[0], parts[1])
+
+
+def _check_fingerprint(value: str) -> None:
+    body = value.removeprefix("SHA256:")
+    # 43 base64 chars carry 258 bits; a SHA-256 digest leaves the last 2 bits zero.
+    if re.fullmatch(r"[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]", body):
         return
     raise ValueError(
-        f"host_key {value[:40]!r} is neither a public key line nor a fingerprint — use "
-        "'ssh-ed25519 AAAA...' or 'SHA256:<43 base64 chars>' from `ssh-keyscan HOST | "
-        "ssh-keygen -lf -`"
+        f"host_key {value[:50]!r} is not an OpenSSH SHA256 fingerprint (it has "
+        f"{len(body)} characters after 'SHA256:'; a real one has 43 base64 characters, "
+        f"unpadded) — {_KEYSCAN_HINT} and copy its SHA256:... field whole"
     )
+
+
+def _check_key_body(key_type: str, body: str) -> None:
+    try:
+        blob = base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError):
+        blob = b""
+    declared = _blob_strings(blob, 2)
+    if not declared or declared[0] != key_type.encode():
+        found = f"it holds a {declared[0].decode(errors='replace')!r} key" if declared else (
+            "its base64 part does not decode to an SSH public key"
+        )
+        raise ValueError(
+            f"host_key is declared {key_type} but {found} — paste the whole line ssh-keyscan "
+            f"prints for the host, unchanged; {_KEYSCAN_HINT}"
+        )
+    curve = key_type.removeprefix("sk-").removeprefix("ecdsa-sha2-").split("@")[0]
+    if key_type.startswith(("ecdsa-", "sk-ecdsa-")) and declared[1:] != [curve.encode()]:
+        raise ValueError(
+            f"host_key is declared {key_type} but its key body is not on curve {curve} — "
+            f"paste the whole line ssh-keyscan prints for the host, unchanged; {_KEYSCAN_HINT}"
+        )
+
+
+def _blob_strings(blob: bytes, count: int) -> list[bytes]:
+    """The first ``count`` length-prefixed strings of an SSH wire-format key blob."""
+    out: list[bytes] = []
+    offset = 0
+    while len(out) < count and offset + 4 <= len(blob):
+        size = int.from_bytes(blob[offset : offset + 4], "big")
+        offset += 4
+        if size > len(blob) - offset:
+            break
+        out.append(blob[offset : offset + size])
+        offset += size
+    return out
+
+
+def _address_key(address: str) -> str:
+    """One spelling per address: 2001:DB8::1 and 2001:db8:0::1 are the same host."""
+    try:
+        return ipaddress.ip_address(address).compressed
+    except ValueError:
+        return address.lower().removesuffix(".")
 
 
 class CloudFleetSpec(_Model):
@@ -171,6 +287,23 @@ class FleetSpec(_Model):
                 "for multi-node fleets"
             )
         return self
+
+    @field_validator("hosts")
+    @classmethod
+    def _distinct_addresses(cls, hosts: tuple[HostSpec, ...]) -> tuple[HostSpec, ...]:
+        seen: dict[tuple[str, int], str] = {}
+        for host in hosts:
+            if host.connection != "ssh" or not host.address:
+                continue
+            where = (_address_key(host.address), host.port)
+            if where in seen:
+                raise ValueError(
+                    f"hosts '{seen[where]}' and '{host.name}' are both {host.address} port "
+                    f"{host.port}: both ranks would be planned onto one machine — give each "
+                    "node its own address (or remove the duplicate and lower topology.nodes)"
+                )
+            seen[where] = host.name
+        return hosts
 
     @property
     def node_count(self) -> int:
@@ -334,7 +467,11 @@ class ParallelismSpec(_Model):
 class ServingSpec(_Model):
     """The OpenAI-compatible endpoint."""
 
-    host: str = Field("0.0.0.0", description="Address the engine listens on.")
+    host: str = Field(
+        "0.0.0.0",
+        description="Address the engine listens on: an IPv4 or IPv6 address ('::' for "
+        "all IPv6 interfaces) or a host name.",
+    )
     port: int = Field(8000, ge=1, le=65535, description="Port the engine listens on.")
     api_key_secret: str | None = Field(
         "apiKey",
@@ -363,6 +500,11 @@ class ServingSpec(_Model):
         description="How many sequences at max_model_len the KV cache must hold at once; "
         "the planner rejects a layout that cannot.",
     )
+
+    @field_validator("host")
+    @classmethod
+    def _host_form(cls, value: str) -> str:
+        return check_address(value)
 
 
 class ImageBuildSpec(_Model):
@@ -541,6 +683,12 @@ class VerificationSpec(_Model):
     request_timeout_s: float = Field(
         600, gt=0, description="Per-request timeout during verification."
     )
+    allow_no_benchmark: bool = Field(
+        False,
+        description="Let an enabled verification run no benchmark scenario (e.g. accuracy "
+        "only); without it a verification block with no scenario is rejected, since the "
+        "gate would pass having measured no serving performance.",
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> VerificationSpec:
@@ -668,7 +816,7 @@ def load_stack_file(name_or_path: str, stacks_dir: Path = STACKS_DIR) -> LoadedS
             [ConfigIssue("stack", f"no stack file at {path}", f"known stacks: {known}")]
         )
     try:
-        document = yaml.safe_load(path.read_text()) or {}
+        document = _load_yaml(path.read_text(), source=str(path))
     except yaml.YAMLError as e:
         raise ConfigError(
             [
@@ -698,7 +846,8 @@ def parse_stack(name: str, sections: Mapping[str, Any], source: str = "") -> Sta
     try:
         spec = StackSpec.model_validate(data)
     except ValidationError as e:
-        issues += _issues_from_validation(e, data)
+        found = _issues_from_validation(e, data)
+        issues += [_stack_name_issue(name) if i.path == "name" else i for i in found]
     if issues:
         raise ConfigError(issues, source)
     return spec
@@ -745,6 +894,8 @@ def _config_value(text: str | None) -> Any:
 def _split_config(
     document: Any, source: str
 ) -> tuple[dict[str, Any], dict[str, Any], list[ConfigIssue]]:
+    if isinstance(document, dict) and document and "config" not in document:
+        return {}, {}, [_no_config_wrapper_issue(document)]
     if not isinstance(document, dict) or not isinstance(document.get("config", {}), dict):
         return {}, {}, [ConfigIssue("config", "the file must be a mapping with a 'config:' key")]
     values: dict[str, Any] = {}
@@ -766,6 +917,92 @@ def _split_config(
         else:
             values[key] = value
     return values, secure, issues
+
+
+def _no_config_wrapper_issue(document: Mapping[Any, Any]) -> ConfigIssue:
+    keys = [str(k) for k in document]
+    sections = [k.removeprefix(f"{NAMESPACE}:") for k in keys]
+    looks_like_settings = any(k in (*SECTIONS, "description") for k in sections)
+    found = f"; its top-level keys are {', '.join(keys[:6])}" if looks_like_settings else ""
+    return ConfigIssue(
+        "config",
+        f"the file has no 'config:' key{found}",
+        "put the settings under a top-level 'config:' key, each section as an "
+        "'amdfleet:<section>' key indented below it (e.g. 'config:' then '  amdfleet:fleet:')",
+    )
+
+
+def _stack_name_issue(name: str) -> ConfigIssue:
+    suggestion = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:63] or "my-stack"
+    return ConfigIssue(
+        "name",
+        f"stack name {name!r} is not lower-case letters, digits and dashes (the name comes "
+        "from the stack file name Pulumi.<name>.yaml, or the Pulumi stack name)",
+        f"rename the file to Pulumi.{suggestion}.yaml (and the Pulumi stack to {suggestion})",
+    )
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A SafeLoader that records every mapping key written twice (YAML lets the later one
+    silently win) with its path and both line numbers."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.paths: dict[int, tuple[str, ...]] = {}
+        self.duplicates: list[tuple[tuple[str, ...], int, int]] = []
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        path = self.paths.get(id(node), ())
+        first_line: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            self.paths[id(value_node)] = (*path, key)
+            line = key_node.start_mark.line + 1
+            if key in first_line and key != "<<":
+                self.duplicates.append(((*path, key), first_line[key], line))
+            first_line.setdefault(key, line)
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_sequence(self, node: yaml.SequenceNode, deep: bool = False) -> list[Any]:
+        path = self.paths.get(id(node), ())
+        for i, child in enumerate(node.value):
+            self.paths[id(child)] = (*path, f"[{i}]")
+        return super().construct_sequence(node, deep=deep)
+
+
+def _load_yaml(text: str, source: str) -> Any:
+    """Parse a stack file; a key written twice in one mapping is a ConfigError."""
+    loader = _StrictLoader(text)
+    try:
+        document = loader.get_single_data() or {}
+    finally:
+        loader.dispose()
+    if loader.duplicates:
+        raise ConfigError([_duplicate_key_issue(*d) for d in loader.duplicates], source)
+    return document
+
+
+def _duplicate_key_issue(path: tuple[str, ...], first: int, second: int) -> ConfigIssue:
+    return ConfigIssue(
+        _yaml_path(path),
+        f"written twice, on lines {first} and {second}; YAML would silently keep only the "
+        f"second (line {second})",
+        "merge the two into one entry and delete the other",
+    )
+
+
+def _yaml_path(path: tuple[str, ...]) -> str:
+    """A stack file's key path as issues name fields: ``config`` and the namespace go."""
+    parts = list(path)
+    if len(parts) > 1 and parts[0] == "config":
+        parts = parts[1:]
+        section = parts[0].removeprefix(f"{NAMESPACE}:")
+        if section in (*SECTIONS, "description"):  # 'amdfleet:serving', 'port' -> serving.port
+            parts[0] = section
+    out = ""
+    for part in parts:
+        out += part if part.startswith("[") or not out else f".{part}"
+    return out
 
 
 def _declared_secret_keys(values: Mapping[str, Any]) -> set[str]:
@@ -795,7 +1032,9 @@ def _secret_refs(
                 ConfigIssue(
                     f"amdfleet:{k}",
                     "secret is stored in plain text",
-                    f"remove it and run `pulumi config set --secret {k} <value>`",
+                    f"remove the line, then run `pulumi config set --secret {k}` and type the "
+                    "value at its prompt or pipe it on stdin (a value on the command line "
+                    "lands in shell history); rotate it if the file was shared",
                 )
                 for k in plain
             ],
