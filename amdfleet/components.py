@@ -21,8 +21,8 @@ from typing import Any
 
 import pulumi
 
-from amdfleet.config import CampaignSpec
-from amdfleet.errors import ConfigIssue, PlanError
+from amdfleet.config import CampaignSpec, is_placeholder_host_key, placeholder_host_key_issue
+from amdfleet.errors import ConfigError, ConfigIssue, PlanError
 from amdfleet.plan import DeploymentPlan, NodePlan
 from amdfleet.providers.engine_image import EngineImage, EngineImageProps
 from amdfleet.providers.engine_service import (
@@ -53,6 +53,8 @@ class Fleet(pulumi.ComponentResource):
     def __init__(
         self, name: str, plan: DeploymentPlan, opts: pulumi.ResourceOptions | None = None
     ) -> None:
+        if not pulumi.runtime.is_dry_run():
+            _refuse_placeholder_host_keys(plan)
         super().__init__("amdfleet:index:Fleet", name, None, opts)
         self.targets = [_target(plan, node) for node in plan.nodes]
         self.hosts = [
@@ -287,6 +289,20 @@ def campaign_output(campaign: CampaignSpec, started_at: str | None) -> dict[str,
         expires = datetime.fromisoformat(started_at) + timedelta(hours=campaign.ttl_hours)
         out["expires_at"] = expires.isoformat(timespec="seconds")
     return out
+
+
+def _refuse_placeholder_host_keys(plan: DeploymentPlan) -> None:
+    """``pulumi up`` connects to the hosts: a placeholder pin (accepted by ``amdfleet plan``
+    and ``pulumi preview``, which connect to nothing) stops it before anything registers."""
+    issues = [
+        placeholder_host_key_issue(node.rank, node.name, node.address or "HOST", pin)
+        for node in plan.nodes
+        if node.target is not None
+        and (pin := node.target.host_key)
+        and is_placeholder_host_key(pin)
+    ]
+    if issues:
+        raise ConfigError(issues, f"stack {plan.stack}")
 
 
 def _target(plan: DeploymentPlan, node: NodePlan) -> HostTarget:

@@ -158,16 +158,20 @@ def placeholder_host_keys(spec: StackSpec) -> list[ConfigIssue]:
     must be replaced before anything connects to the host.
     """
     return [
-        ConfigIssue(
-            f"fleet.hosts[{i}].host_key",
-            f"host '{host.name}' is pinned to the example placeholder {host.host_key!r}, "
-            "not its real host key",
-            f"{_KEYSCAN_HINT.replace('HOST', host.address or 'HOST')} and paste the "
-            "SHA256:... fingerprint it prints (or the key line ssh-keyscan prints)",
-        )
+        placeholder_host_key_issue(i, host.name, host.address or "HOST", host.host_key)
         for i, host in enumerate(spec.fleet.hosts)
         if host.host_key and is_placeholder_host_key(host.host_key)
     ]
+
+
+def placeholder_host_key_issue(index: int, name: str, address: str, host_key: str) -> ConfigIssue:
+    """The issue for fleet host ``index`` pinned to the placeholder ``host_key``."""
+    return ConfigIssue(
+        f"fleet.hosts[{index}].host_key",
+        f"host '{name}' is pinned to the example placeholder {host_key!r}, not its real host key",
+        f"{_KEYSCAN_HINT.replace('HOST', address)} and paste the SHA256:... fingerprint it "
+        "prints (or the key line `ssh-keyscan` prints)",
+    )
 
 
 def _check_host_key(value: str) -> None:
@@ -205,8 +209,10 @@ def _check_key_body(key_type: str, body: str) -> None:
         blob = b""
     declared = _blob_strings(blob, 2)
     if not declared or declared[0] != key_type.encode():
-        found = f"it holds a {declared[0].decode(errors='replace')!r} key" if declared else (
-            "its base64 part does not decode to an SSH public key"
+        found = (
+            f"it holds a {declared[0].decode(errors='replace')!r} key"
+            if declared
+            else ("its base64 part does not decode to an SSH public key")
         )
         raise ValueError(
             f"host_key is declared {key_type} but {found} — paste the whole line ssh-keyscan "

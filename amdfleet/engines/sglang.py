@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from amdfleet.addresses import host_port
 from amdfleet.engines.base import Engine, FlagNames, Launch, serving_flags
 from amdfleet.engines.flags import Flags
 
@@ -43,7 +44,10 @@ class Sglang(Engine):
             flags += [
                 ("--nnodes", str(launch.nodes)),
                 ("--node-rank", str(launch.rank)),
-                ("--dist-init-addr", f"{launch.head_address}:{launch.parallelism.master_port}"),
+                (
+                    "--dist-init-addr",
+                    host_port(launch.head_address, launch.parallelism.master_port),
+                ),
             ]
         return flags
 

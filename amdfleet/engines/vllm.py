@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
+from amdfleet.addresses import host_port
 from amdfleet.engines.base import Engine, FlagNames, Launch, serving_flags
 from amdfleet.engines.flags import Flags
 
@@ -68,7 +69,8 @@ class Vllm(Engine):
         own = ("--node-ip-address", own_address) if own_address else ()
         if launch.rank == 0:
             return ("ray", "start", "--head", "--port", port, *own)
-        return ("ray", "start", "--address", f"{launch.head_address}:{port}", *own, "--block")
+        head = host_port(launch.head_address, par.ray_port)
+        return ("ray", "start", "--address", head, *own, "--block")
 
 
 def _multinode_flags(launch: Launch) -> Flags:

@@ -109,6 +109,28 @@ def resolve_model(
     return model, issues
 
 
+def substitution_warnings(spec: StackSpec, acc: Accelerator, model: ModelPlan) -> list[str]:
+    """Say so when model.id names a checkpoint the plan does not serve (one that cannot
+    run here, or is stored at another precision) and no model.checkpoint chose one."""
+    if spec.model.checkpoint is not None:
+        return []
+    info = catalog.find_model(spec.model.id)
+    named = info.find_checkpoint(spec.model.id.rstrip("/")) if info else None
+    if named is None or named.repo.lower() == model.checkpoint.lower():
+        return []
+    if not named.usable:
+        why = f"it does not run on ROCm ({named.why_unusable})"
+    elif named.precision != spec.model.precision:
+        why = f"it is stored in {named.precision} and model.precision is {spec.model.precision}"
+    else:
+        why = f"it does not run on {acc.arch} ({acc.id})"
+    return [
+        f"model.id names {named.repo}, but {why}: serving {model.checkpoint} instead (the "
+        f"catalog's {model.stored_precision} checkpoint); set model.checkpoint to choose "
+        "the checkpoint yourself"
+    ]
+
+
 def weight_bytes(arch: ModelArchitecture, precision: str) -> int:
     """Bytes of the weights in ``precision``: the linear (attention and MLP) parameters
     at the precision's width, embeddings, LM head and norms at BF16."""

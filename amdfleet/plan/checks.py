@@ -8,7 +8,7 @@ import math
 from amdfleet import catalog, engines
 from amdfleet.catalog.gpus import Accelerator
 from amdfleet.catalog.models import ModelInfo
-from amdfleet.config import ModelArchitecture, StackSpec
+from amdfleet.config import ModelArchitecture, StackSpec, placeholder_host_keys
 from amdfleet.errors import ConfigIssue
 from amdfleet.plan.models import ImagePlan, ServingPlan
 
@@ -41,6 +41,52 @@ def check_fleet(spec: StackSpec) -> Issues:
                 ConfigIssue("fleet.hosts", f"hosts without an address: {', '.join(missing)}")
             )
     return issues
+
+
+def check_ports(spec: StackSpec) -> Issues:
+    """The API port against the rendezvous ports and the hosts' SSH ports."""
+    port = spec.serving.port
+    par = spec.parallelism
+    taken = {par.master_port: "parallelism.master_port (the rendezvous on the head)"}
+    if par.backend == "ray":
+        taken[par.ray_port] = "parallelism.ray_port (the Ray GCS on the head)"
+    for host in spec.fleet.hosts:
+        if host.connection == "ssh":
+            taken.setdefault(host.port, f"host '{host.name}''s SSH port")
+    taken.setdefault(22, "SSH's port")
+    if port not in taken:
+        return []
+    return [
+        ConfigIssue(
+            "serving.port",
+            f"the API port {port} is also {taken[port]}: the second listener fails to bind",
+            "pick another serving.port (8000 is the engines' default)",
+        )
+    ]
+
+
+def check_benchmark(spec: StackSpec) -> tuple[Issues, list[str]]:
+    """An enabled verification gate must measure serving performance, or say it won't."""
+    verification = spec.verification
+    if not verification.enabled or verification.scenarios or verification.allow_no_benchmark:
+        return [], []
+    if "verification" not in spec.model_fields_set:
+        return [], [
+            "the stack has no verification section: the readiness gate runs no benchmark "
+            "and passes having measured nothing (add verification.scenarios, or set "
+            "verification.enabled: false)"
+        ]
+    measures = "checks accuracy only" if verification.accuracy else "measures nothing"
+    return [
+        ConfigIssue(
+            "verification.scenarios",
+            f"verification is enabled but lists no benchmark scenario: the gate {measures} "
+            "and would mark the endpoint ready without a serving benchmark",
+            "add a scenario (e.g. '- {name: c8, input_len: 1024, output_len: 128, "
+            "max_concurrency: 8}'), set verification.allow_no_benchmark: true to run "
+            "without one, or verification.enabled: false",
+        )
+    ], []
 
 
 def check_parallelism(spec: StackSpec, arch: ModelArchitecture) -> tuple[Issues, list[str]]:
@@ -200,13 +246,18 @@ def layout_warnings(
     spec: StackSpec, acc: Accelerator, info: ModelInfo, image: ImagePlan
 ) -> list[str]:
     """Layouts that work but are unverified, open or not reproducible."""
-    warnings = []
+    warnings: list[str] = []
     verified = catalog.verified_min_tp("sglang", acc.id, info.id, spec.model.precision)
     if verified and spec.parallelism.tp < verified:
         warnings.append(
             f"tp={spec.parallelism.tp} is below the smallest TP the SGLang cookbook "
             f"verified for this model on {acc.id} (tp={verified}, seed 003)"
         )
+    warnings += [
+        f"{issue.path}: {issue.message}; `amdfleet plan` and `pulumi preview` accept it, "
+        f"`pulumi up` refuses it — {issue.hint}"
+        for issue in placeholder_host_keys(spec)
+    ]
     if spec.serving.api_key_secret is None:
         warnings.append("serving.api_key_secret is null: the endpoint accepts any client")
     if image.image and not image.build and image.image.endswith((":latest", ":nightly")):

@@ -7,6 +7,7 @@ from pathlib import PurePosixPath
 from typing import NamedTuple
 
 from amdfleet import engines
+from amdfleet.addresses import host_port
 from amdfleet.catalog.gpus import Accelerator
 from amdfleet.config import HostSpec, StackSpec
 from amdfleet.engines.base import HEAD_PLACEHOLDER, Launch
@@ -108,11 +109,11 @@ def host_requirement(spec: StackSpec, acc: Accelerator, model: ModelPlan) -> Hos
 
 def readiness(spec: StackSpec, model: ModelPlan) -> ReadinessPlan:
     """How the head is known to serve, probed on the head host itself."""
-    host = spec.serving.host
-    if host in ("0.0.0.0", "::", ""):
-        host = LOCAL_ADDRESS
+    host = {"0.0.0.0": LOCAL_ADDRESS, "::": "::1", "": LOCAL_ADDRESS}.get(
+        spec.serving.host, spec.serving.host
+    )
     return ReadinessPlan(
-        base_url=f"http://{host}:{spec.serving.port}",
+        base_url=f"http://{host_port(host, spec.serving.port)}",
         paths=engines.engine(spec.engine.name).ready_paths,
         served_name=model.served_name,
         timeout_s=_startup_timeout(spec, model),

@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from amdfleet.addresses import host_port
 from amdfleet.config import CampaignSpec, ModelArchitecture, VerificationSpec
 from amdfleet.remote.requirement import HostRequirement
 from amdfleet.remote.target import HostTarget
@@ -240,5 +241,6 @@ class DeploymentPlan(_Frozen):
     @property
     def endpoint(self) -> str:
         """Base URL of the OpenAI-compatible API (``<pending>`` before provisioning)."""
-        address = self.head.address or "<pending>"
-        return f"http://{address}:{self.serving.port}"
+        if self.head.address is None:
+            return f"http://<pending>:{self.serving.port}"
+        return f"http://{host_port(self.head.address, self.serving.port)}"

@@ -10,6 +10,7 @@ from amdfleet.plan.checkpoint import (
     resolve_accelerator,
     resolve_model,
     resolve_model_info,
+    substitution_warnings,
 )
 from amdfleet.plan.image import image_plan
 from amdfleet.plan.layout import engine_python
@@ -42,6 +43,7 @@ def plan(spec: StackSpec) -> DeploymentPlan:
     model, found = resolve_model(spec, acc, info)
     issues += found
     issues += checks.check_fleet(spec)
+    issues += checks.check_ports(spec)
     found, warnings = checks.check_parallelism(spec, info.arch)
     issues += found
     issues += checks.check_engine(spec, acc)
@@ -56,9 +58,12 @@ def plan(spec: StackSpec) -> DeploymentPlan:
     if not memory.fits:
         raise PlanError([does_not_fit(acc, model, serving, parallelism, memory)], where)
     found, scenario_warnings = checks.check_verification(spec, serving)
+    benchmark_issues, benchmark_warnings = checks.check_benchmark(spec)
+    found += benchmark_issues
     if found:
         raise PlanError(found, where)
-    warnings += scenario_warnings
+    warnings += scenario_warnings + benchmark_warnings
+    warnings += substitution_warnings(spec, acc, model)
     warnings += checks.layout_warnings(spec, acc, info, image)
     nodes = layout.nodes(spec, acc, model, serving, parallelism)
     return DeploymentPlan(
