@@ -23,7 +23,9 @@ def check_address(value: str) -> str:
     """
     if _is_ip(value) or _is_host_name(value):
         return value
-    raise ValueError(f"{value!r} is not an IPv4/IPv6 address or a host name — {_fix(value)}")
+    # 'user:password@host' must not reach an error message: the user part is not shown.
+    shown = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)?[^@/]*@", r"\1***@", value)
+    raise ValueError(f"{shown!r} is not an IPv4/IPv6 address or a host name — {_fix(value)}")
 
 
 def is_ipv6(address: str) -> bool:

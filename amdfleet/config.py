@@ -195,10 +195,13 @@ def _check_fingerprint(value: str) -> None:
     # 43 base64 chars carry 258 bits; a SHA-256 digest leaves the last 2 bits zero.
     if re.fullmatch(r"[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]", body):
         return
+    if re.fullmatch(r"[A-Za-z0-9+/]{43}", body):
+        wrong = f"its last character {body[-1]!r} cannot end a SHA-256 digest"
+    else:
+        wrong = f"it has {len(body)} characters after 'SHA256:' where a real one has 43 base64"
     raise ValueError(
-        f"host_key {value[:50]!r} is not an OpenSSH SHA256 fingerprint (it has "
-        f"{len(body)} characters after 'SHA256:'; a real one has 43 base64 characters, "
-        f"unpadded) — {_KEYSCAN_HINT} and copy its SHA256:... field whole"
+        f"host_key {value[:50]!r} is not an OpenSSH SHA256 fingerprint ({wrong}) — "
+        f"{_KEYSCAN_HINT} and copy its SHA256:... field whole"
     )
 
 
@@ -984,7 +987,8 @@ def _load_yaml(text: str, source: str) -> Any:
     finally:
         loader.dispose()
     if loader.duplicates:
-        raise ConfigError([_duplicate_key_issue(*d) for d in loader.duplicates], source)
+        found = sorted(loader.duplicates, key=lambda d: d[1])  # in file order
+        raise ConfigError([_duplicate_key_issue(*d) for d in found], source)
     return document
 
 
