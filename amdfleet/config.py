@@ -182,8 +182,11 @@ def _check_host_key(value: str) -> None:
         return
     parts = value.split()
     if len(parts) < 2 or parts[0] not in HOST_KEY_TYPES:
+        what = "is neither a public key line nor a fingerprint"
+        if len(parts) >= 2 and re.fullmatch(r"[a-z0-9@.-]+", parts[0]):
+            what = f"has key type {parts[0]!r}, which OpenSSH does not offer as a host key"
         raise ValueError(
-            f"host_key {value[:40]!r} is neither a public key line nor a fingerprint — use "
+            f"host_key {value[:40]!r} {what} — use "
             f"'<type> AAAA...' with a type OpenSSH offers ({', '.join(HOST_KEY_TYPES)}) or "
             f"'SHA256:<43 base64 chars>'; {_KEYSCAN_HINT}"
         )
@@ -212,11 +215,9 @@ def _check_key_body(key_type: str, body: str) -> None:
         blob = b""
     declared = _blob_strings(blob, 2)
     if not declared or declared[0] != key_type.encode():
-        found = (
-            f"it holds a {declared[0].decode(errors='replace')!r} key"
-            if declared
-            else ("its base64 part does not decode to an SSH public key")
-        )
+        found = "its base64 part does not decode to an SSH public key"
+        if declared:
+            found = f"it holds a {declared[0].decode(errors='replace')!r} key"
         raise ValueError(
             f"host_key is declared {key_type} but {found} — paste the whole line ssh-keyscan "
             f"prints for the host, unchanged; {_KEYSCAN_HINT}"

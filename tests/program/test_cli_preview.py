@@ -144,3 +144,27 @@ def test_a_referenced_secret_that_is_not_set_fails_preview(workspace: PulumiWork
     assert not preview.ok
     assert "- amdfleet:apiKey: secret is referenced" in preview.stdout, preview.stdout
     assert "pulumi config set --secret apiKey" in preview.stdout
+
+
+def test_up_refuses_a_placeholder_host_key_before_registering_anything(
+    workspace: PulumiWorkspace,
+) -> None:
+    """The committed stacks pin example placeholders: preview shows them (above), up stops
+    before the Fleet registers, naming the host key and how to get the real one."""
+    source = ROOT / "stacks/Pulumi.mi355x-llama70b.yaml"
+    stack = "placeholder-up"
+    shutil.copy(source, workspace.stack_file(stack))
+    workspace.run(["stack", "init", stack], timeout=60)
+    for key in load_stack_file(str(source)).missing_secrets:
+        workspace.set_secret(stack, key, SECRETS[key])
+
+    up = workspace.up(stack, check=False)
+
+    assert not up.ok
+    messages = up.messages()
+    assert "- fleet.hosts[0].host_key: host 'mi355x-01' is pinned to the example placeholder" in (
+        messages
+    ), messages
+    assert "ssh-keyscan -t ed25519 " in messages and "Traceback" not in messages
+    assert set(workspace.resources(stack)) <= {f"amdfleet-{stack}"}  # nothing but the Stack
+    assert SECRETS["apiKey"] not in messages
