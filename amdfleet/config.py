@@ -26,6 +26,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from amdfleet import secretscan
 from amdfleet.errors import ConfigError, ConfigIssue
 
 NAMESPACE = "amdfleet"
@@ -674,7 +675,7 @@ def load_stack_file(name_or_path: str, stacks_dir: Path = STACKS_DIR) -> LoadedS
             [
                 ConfigIssue(
                     "file",
-                    f"not valid YAML: {e}",
+                    f"not valid YAML: {secretscan.redact(str(e))}",
                     "indent with spaces (never tabs) and quote values containing ': '",
                 )
             ],
@@ -695,12 +696,14 @@ def parse_stack(name: str, sections: Mapping[str, Any], source: str = "") -> Sta
     valid = (*SECTIONS, "description")
     issues = [_unknown_key_issue(k, valid, prefix="") for k in sections if k not in valid]
     data = {"name": name, **{k: v for k, v in sections.items() if k in valid}}
+    # A secret pasted into a plain field is rejected first, and never echoed.
+    found = secretscan.find_secrets(data)
     try:
         spec = StackSpec.model_validate(data)
     except ValidationError as e:
         issues += _issues_from_validation(e, data)
-    if issues:
-        raise ConfigError(issues, source)
+    if issues or found:
+        raise ConfigError(secretscan.screen_issues(issues, found), source)
     return spec
 
 
@@ -833,7 +836,7 @@ def _issues_from_validation(error: ValidationError, data: Mapping[str, Any]) -> 
         message, _, fix = item["msg"].removeprefix("Value error, ").partition(" — ")
         value = item.get("input")
         shown = "" if isinstance(value, dict | list) or value is None else f" (got {value!r})"
-        if fix:
+        if fix or secretscan.describe(str(value)):
             shown = ""
         issues.append(ConfigIssue(path or "stack", message + shown, fix or _hint_for(item)))
     return issues
