@@ -27,8 +27,9 @@ What counts as secret-looking:
 
 Decided exceptions, so committed stacks keep loading: a run of exactly 40 or 64 hex
 digits is a content address (a git commit, a SHA-256 image or file digest), not a
-secret; ``fleet.hosts[*].host_key`` is a *public* key or its fingerprint, so only the
-prefix and URL rules apply there, not the entropy rule. JSON values (vLLM's
+secret, and neither is a ``SHA256:``/``sha256:`` fingerprint or digest anywhere;
+``fleet.hosts[*].host_key`` is a *public* key or its fingerprint, so only the prefix and
+URL rules apply there, not the entropy rule. JSON values (vLLM's
 ``--compilation-config``), model repo ids and image references are words, short runs
 and punctuation, which the entropy rule leaves alone.
 """
@@ -57,7 +58,7 @@ _NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 
 _PREFIXES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("a Hugging Face token", re.compile(r"\bhf_[A-Za-z0-9]{20,}")),
-    ("an API key (sk-...)", re.compile(r"\bsk-[A-Za-z0-9_-]{16,}")),
+    ("an API key (sk-...)", re.compile(r"\bsk-(?=[\w-]*[0-9])(?=[\w-]*[A-Z])[\w-]{16,}")),
     ("a GitHub token", re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}")),
     ("a GitHub token", re.compile(r"\bgithub_pat_[A-Za-z0-9_]{20,}")),
     ("an AWS access key id", re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b")),
@@ -80,6 +81,8 @@ _URL_SECRET_QUERY = re.compile(
 )
 _ALNUM_RUN = re.compile(r"[A-Za-z0-9]{20,}")
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{32,}={0,2}")
+# A host-key fingerprint or a digest names public or content-addressed data.
+_DIGEST = re.compile(r"\b(?:SHA256|sha256|sha512|sha1):[A-Za-z0-9+/]+=*")
 _HEX = re.compile(r"[0-9a-fA-F]+")
 _WORD = re.compile(r"[a-z]{4,}|[A-Z]{4,}|[A-Z][a-z]{3,}")
 
@@ -95,6 +98,15 @@ _HINT = (
     "history"
 )
 
+_HINT_API_KEY = (
+    "remove it: amdfleet gives the engine the API key from the secret named by "
+    'serving.api_key_secret — `printf %s "$KEY" | pulumi config set --secret apiKey`'
+)
+_HINT_HF_TOKEN = (
+    "remove it: set weights.hf_token_secret: hfToken and store the token with "
+    '`printf %s "$HF_TOKEN" | pulumi config set --secret hfToken`'
+)
+
 
 @dataclass(frozen=True)
 class SecretFinding:
@@ -103,10 +115,11 @@ class SecretFinding:
     path: str
     why: str
     values: tuple[str, ...]
+    hint: str = _HINT
 
     def issue(self) -> ConfigIssue:
         """The finding as a config issue: the path and the reason, never the value."""
-        return ConfigIssue(self.path, f"holds {self.why}; a stack file is not secret", _HINT)
+        return ConfigIssue(self.path, f"holds {self.why}; a stack file is not secret", self.hint)
 
 
 def describe(value: str) -> str | None:
@@ -135,8 +148,8 @@ def redact(text: str, values: Iterable[str] = ()) -> str:
         text = pattern.sub(REDACTED, text)
     text = _URL_USERINFO.sub(lambda m: m.group(0).replace(m.group(1), REDACTED), text)
     text = _URL_SECRET_QUERY.sub(lambda m: m.group(0).replace(m.group(1), REDACTED), text)
-    for pattern in (_ALNUM_RUN, _BASE64_RUN):
-        text = pattern.sub(lambda m: REDACTED if _random(m.group(0)) else m.group(0), text)
+    for start, end in sorted(_random_spans(text), reverse=True):
+        text = text[:start] + REDACTED + text[end:]
     return text
 
 
@@ -221,7 +234,8 @@ def _inspect_args(loc: Loc, args: Sequence[Any]) -> list[SecretFinding]:
             value = inline if eq else ("" if nxt.startswith("-") else nxt)
             consumed = index + 1 if value and not eq else consumed
             why = f"a key on the command line ({flag}), visible in `ps` and launch.sh"
-            findings.append(SecretFinding(_format((*loc, index)), why, (word, value)))
+            hint = _hint_for(flag)
+            findings.append(SecretFinding(_format((*loc, index)), why, (value,), hint))
             continue
         reason = describe(word)
         if reason and index != consumed:
@@ -236,12 +250,23 @@ def _inspect_env(loc: Loc, env: Mapping[Any, Any]) -> list[SecretFinding]:
         path = _format((*loc, str(name)))
         if _SECRET_ENV.search(str(name).upper()):
             why = f"a secret in the environment ({name}), written to the env file and plan"
-            findings.append(SecretFinding(path, why, (text,)))
+            findings.append(SecretFinding(path, why, (text,), _hint_for(str(name))))
             continue
         reason = describe(text)
         if reason:
             findings.append(SecretFinding(path, reason, (text,)))
     return findings
+
+
+def _hint_for(name: str) -> str:
+    """The fix for a flag or variable by its name: the Hugging Face token and the API key
+    have their own secret fields; anything else gets the general advice."""
+    words = re.split(r"[-_]+", name.strip("-").lower())
+    if "hf" in words or "hugging" in words or "hub" in words:
+        return _HINT_HF_TOKEN
+    if words[-2:] == ["api", "key"] or words[-1] == "apikey":
+        return _HINT_API_KEY
+    return _HINT
 
 
 def _carries_key(flag: str) -> bool:
@@ -257,11 +282,27 @@ def _describe(value: str, entropy: bool) -> str | None:
         return "credentials inside a URL (user:password@)"
     if _URL_SECRET_QUERY.search(value):
         return "a credential in a URL query"
-    if entropy and any(_random(m.group(0)) for m in _ALNUM_RUN.finditer(value)):
-        return "a long random-looking string"
-    if entropy and any(_random(m.group(0)) for m in _BASE64_RUN.finditer(value)):
+    if entropy and _random_spans(value):
         return "a long random-looking string"
     return None
+
+
+def _random_spans(text: str) -> list[tuple[int, int]]:
+    """Where ``text`` holds random-looking runs, outside digests; disjoint, in order."""
+    digests = [m.span() for m in _DIGEST.finditer(text)]
+    spans: list[tuple[int, int]] = []
+    for pattern in (_ALNUM_RUN, _BASE64_RUN):
+        for m in pattern.finditer(text):
+            inside = any(a <= m.start() and m.end() <= b for a, b in digests)
+            if not inside and _random(m.group(0)):
+                spans.append(m.span())
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
 
 
 def _random(run: str) -> bool:
