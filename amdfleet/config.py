@@ -780,11 +780,11 @@ def _declared_secret_keys(values: Mapping[str, Any]) -> set[str]:
 
     fleet = values.get("fleet")
     cloud = fleet.get("cloud") if isinstance(fleet, dict) else None
-    names = {
+    names = [  # a list: a mistyped value (a list, a mapping) is not hashable
         field("serving", "api_key_secret", "apiKey"),
         field("weights", "hf_token_secret"),
         cloud.get("api_token_secret") if isinstance(cloud, dict) else None,
-    }
+    ]
     return {n for n in names if isinstance(n, str) and n not in SECTIONS}
 
 
