@@ -29,6 +29,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from amdfleet import secretscan
 from amdfleet.addresses import check_address
 from amdfleet.errors import ConfigError, ConfigIssue
 
@@ -832,7 +833,7 @@ def load_stack_file(name_or_path: str, stacks_dir: Path = STACKS_DIR) -> LoadedS
             [
                 ConfigIssue(
                     "file",
-                    f"not valid YAML: {e}",
+                    f"not valid YAML: {secretscan.redact(str(e))}",
                     "indent with spaces (never tabs) and quote values containing ': '",
                 )
             ],
@@ -853,13 +854,15 @@ def parse_stack(name: str, sections: Mapping[str, Any], source: str = "") -> Sta
     valid = (*SECTIONS, "description")
     issues = [_unknown_key_issue(k, valid, prefix="") for k in sections if k not in valid]
     data = {"name": name, **{k: v for k, v in sections.items() if k in valid}}
+    # A secret pasted into a plain field is rejected first, and never echoed.
+    found = secretscan.find_secrets(data)
     try:
         spec = StackSpec.model_validate(data)
     except ValidationError as e:
-        found = _issues_from_validation(e, data)
-        issues += [_stack_name_issue(name) if i.path == "name" else i for i in found]
-    if issues:
-        raise ConfigError(issues, source)
+        invalid = _issues_from_validation(e, data)
+        issues += [_stack_name_issue(name) if i.path == "name" else i for i in invalid]
+    if issues or found:
+        raise ConfigError(secretscan.screen_issues(issues, found), source)
     return spec
 
 
@@ -1025,11 +1028,11 @@ def _declared_secret_keys(values: Mapping[str, Any]) -> set[str]:
 
     fleet = values.get("fleet")
     cloud = fleet.get("cloud") if isinstance(fleet, dict) else None
-    names = {
+    names = [  # a list: a mistyped value (a list, a mapping) is not hashable
         field("serving", "api_key_secret", "apiKey"),
         field("weights", "hf_token_secret"),
         cloud.get("api_token_secret") if isinstance(cloud, dict) else None,
-    }
+    ]
     return {n for n in names if isinstance(n, str) and n not in SECTIONS}
 
 
@@ -1083,7 +1086,7 @@ def _issues_from_validation(error: ValidationError, data: Mapping[str, Any]) -> 
         message, _, fix = item["msg"].removeprefix("Value error, ").partition(" — ")
         value = item.get("input")
         shown = "" if isinstance(value, dict | list) or value is None else f" (got {value!r})"
-        if fix:
+        if fix or secretscan.describe(str(value)):
             shown = ""
         issues.append(ConfigIssue(path or "stack", message + shown, fix or _hint_for(item)))
     return issues

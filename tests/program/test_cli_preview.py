@@ -94,6 +94,8 @@ BAD_CASES = [
     "Pulumi.bad-17-405b-bf16-tp4-mi300x.yaml",  # memory budget
     "Pulumi.bad-20-api-key-in-plain-text.yaml",  # a secret in plain text
     "Pulumi.bad-27-duplicate-hosts.yaml",  # fleet consistency
+    "Pulumi.bad-91-hf-token-env.yaml",  # a secret in a plain field
+    "Pulumi.bad-98-api-key-where-name-belongs.yaml",  # a secret where its name belongs
 ]
 
 
@@ -119,6 +121,10 @@ def test_bad_stack_fails_preview_and_up_before_registering_anything(
     up = workspace.up(stack, check=False)
     assert not up.ok
     assert f"- {field}: " in up.messages()
+    hidden = re.search(r"^# expect-hidden: (.+)$", (BAD / name).read_text(), re.MULTILINE)
+    if hidden:  # a (fake) secret in a plain field is named by path, never shown
+        # (`up --json`'s prelude lists the plain config as the file holds it: Pulumi's own.)
+        assert hidden.group(1).strip() not in preview.text + up.messages()
     assert set(workspace.resources(stack)) <= {f"amdfleet-{stack}"}  # nothing but the Stack
 
 

@@ -31,10 +31,16 @@ def _expectations(path: Path) -> tuple[str, str]:
     return field.group(1).strip(), text.group(1).strip()
 
 
+def _number(path: Path) -> int:
+    match = re.match(r"\d+", path.name.removeprefix("Pulumi.bad-"))
+    assert match, f"{path.name} has no case number"
+    return int(match.group(0))
+
+
 def test_the_corpus_is_large_enough_and_numbered_without_gaps() -> None:
-    numbers = [int(p.name.removeprefix("Pulumi.bad-")[:2]) for p in FILES]
-    assert numbers == list(range(1, len(FILES) + 1))  # a deleted case would leave a gap
-    assert len(FILES) >= 30
+    numbers = sorted(_number(p) for p in FILES)
+    assert numbers == list(range(1, len(numbers) + 1))  # a deleted case would leave a gap
+    assert len(FILES) >= 100
 
 
 @pytest.mark.parametrize("path", FILES, ids=[p.name.removeprefix("Pulumi.bad-") for p in FILES])
@@ -60,3 +66,18 @@ def test_every_issue_in_the_corpus_carries_a_hint(path: Path) -> None:
     for issue in caught.value.issues:
         assert issue.path and issue.message and issue.hint, f"{path.name}: {issue}"
         assert f"{issue.path}: " in str(caught.value) and issue.hint in str(caught.value)
+
+
+HIDING = [p for p in FILES if "# expect-hidden: " in p.read_text()]
+
+
+@pytest.mark.parametrize("path", HIDING, ids=[p.name.removeprefix("Pulumi.bad-") for p in HIDING])
+def test_a_secret_in_a_bad_stack_is_never_echoed(path: Path) -> None:
+    """A stack holding a (fake) secret in a plain field is rejected without the secret in
+    the error: not in a message, a hint, or a path."""
+    hidden = re.search(r"^# expect-hidden: (.+)$", path.read_text(), re.MULTILINE)
+    assert hidden
+    with pytest.raises(ConfigError) as caught:
+        plan(load_stack_file(str(path)).spec)
+    assert hidden.group(1).strip() not in str(caught.value)
+    assert "pulumi config set --secret" in str(caught.value)
