@@ -917,19 +917,24 @@ def _split_config(
     for raw_key, value in (document.get("config") or {}).items():
         namespace, _, key = str(raw_key).partition(":")
         if namespace != NAMESPACE or not key:
-            issues.append(
-                ConfigIssue(
-                    str(raw_key),
-                    "keys must be in the 'amdfleet' namespace",
-                    f"write it as 'amdfleet:{key or namespace}'",
-                )
-            )
+            issues.append(_foreign_key_issue(str(raw_key), key or namespace))
             continue
         if isinstance(value, dict) and set(value) == {"secure"}:
             secure[key] = value
         else:
             values[key] = value
     return values, secure, issues
+
+
+def _foreign_key_issue(raw_key: str, key: str) -> ConfigIssue:
+    why = secretscan.describe(raw_key)
+    if why:  # a value pasted as a key: named by where it is, never echoed
+        return ConfigIssue(
+            "config", f"a key holds {why}; a stack file is not secret", secretscan.HINT
+        )
+    return ConfigIssue(
+        raw_key, "keys must be in the 'amdfleet' namespace", f"write it as 'amdfleet:{key}'"
+    )
 
 
 def _no_config_wrapper_issue(document: Mapping[Any, Any]) -> ConfigIssue:

@@ -91,7 +91,7 @@ _SECRET_ENV = re.compile(
     r"(?:^|_)(?:TOKEN|KEY|SECRET|APIKEY|CREDENTIALS?|AUTH)$|PASSWORD|PASSWD|SECRET",
 )
 
-_HINT = (
+HINT = (  # how to store a secret instead
     "store the value in an encrypted config key and name that key in the stack: "
     '`printf %s "$VALUE" | pulumi config set --secret NAME` (or run `pulumi config set '
     "--secret NAME` and paste at its prompt); a value on a command line lands in shell "
@@ -115,7 +115,7 @@ class SecretFinding:
     path: str
     why: str
     values: tuple[str, ...]
-    hint: str = _HINT
+    hint: str = HINT
 
     def issue(self) -> ConfigIssue:
         """The finding as a config issue: the path and the reason, never the value."""
@@ -266,7 +266,7 @@ def _hint_for(name: str) -> str:
         return _HINT_HF_TOKEN
     if words[-2:] == ["api", "key"] or words[-1] == "apikey":
         return _HINT_API_KEY
-    return _HINT
+    return HINT
 
 
 def _carries_key(flag: str) -> bool:
