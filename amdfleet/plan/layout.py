@@ -67,9 +67,9 @@ def nodes(
             head_address=head or HEAD_PLACEHOLDER,
             api_key=bool(serving.api_key_secret),
         )
+        # Only the API key: the engine serves offline (HF_HUB_OFFLINE=1) from staged
+        # weights, so the Hugging Face token goes to the ModelWeights download alone.
         secret_env = engine.secret_env(serving.api_key_secret)
-        if spec.weights.hf_token_secret:
-            secret_env["HF_TOKEN"] = spec.weights.hf_token_secret
         out.append(
             NodePlan(
                 rank=rank,

@@ -66,6 +66,10 @@ def test_each_engine_takes_the_api_key_its_own_way(
     argv = exec_argv(node_file(files, 0, "launch.sh"))
     deployment = plan(_load(stack))
     assert set(deployment.head.secret_env) - {"HF_TOKEN"} == key_vars
+    # The engine serves offline: the Hugging Face token is the weights download's only.
+    assert deployment.head.secret_env == dict.fromkeys(key_vars, "apiKey")
+    assert deployment.weights.hf_token_secret == "hfToken"
+    assert "HF_TOKEN" not in node_file(files, 0, "launch.sh")
     if key_flag is None:
         assert "--api-key" not in argv
     else:
