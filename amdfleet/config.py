@@ -340,7 +340,8 @@ class ServingSpec(_Model):
         "apiKey",
         pattern=_CONFIG_KEY_RE,
         description="Name of the secret config key with the API key clients must send "
-        "(`pulumi config set --secret apiKey ...`); null serves without authentication.",
+        "(`openssl rand -hex 24 | pulumi config set --secret apiKey`); null serves without "
+        "authentication.",
     )
     max_model_len: int | None = Field(
         None, ge=256, description="Maximum context per request; defaults to the model's."
@@ -795,7 +796,8 @@ def _secret_refs(
                 ConfigIssue(
                     f"amdfleet:{k}",
                     "secret is stored in plain text",
-                    f"remove it and run `pulumi config set --secret {k} <value>`",
+                    f"remove it and run `pulumi config set --secret {k}`, typing the value at its "
+                    "prompt or piping it on stdin (not on the command line: shell history)",
                 )
                 for k in plain
             ],
