@@ -9,7 +9,7 @@ from typing import NamedTuple
 from amdfleet import engines
 from amdfleet.catalog.gpus import Accelerator
 from amdfleet.config import HostSpec, StackSpec
-from amdfleet.engines.base import HEAD_PLACEHOLDER, Launch
+from amdfleet.engines.base import API_KEY_CONFIG, HEAD_PLACEHOLDER, Launch
 from amdfleet.engines.flags import Flags, flatten, merge_flags, parse_flags
 from amdfleet.plan.models import (
     GIB,
@@ -167,6 +167,8 @@ def _argv(spec: StackSpec, acc: Accelerator, model: ModelPlan, launch: Launch) -
     for recipe in recipes(spec, acc):
         recipe_flags.extend(recipe.args)
     merged = merge_flags(engine.flags(launch), recipe_flags, parse_flags(spec.engine.extra_args))
+    if launch.api_key and engine.api_key_config:
+        merged.append((engine.api_key_config, f"{remote_dir(spec)}/{API_KEY_CONFIG}"))
     command = engine.command
     if spec.engine.runtime == "process" and spec.engine.executable:
         command = (spec.engine.executable, *command[1:])

@@ -197,7 +197,10 @@ class TestSeed003SGLang405b:
         assert flag_value(argv, "--model-path") == "meta-llama/Llama-3.1-405B-Instruct"  # 003:38
         assert flag_value(argv, "--tp") == "8"  # 003:39, verified TP for 405B BF16 (003:25)
         assert flag_value(argv, "--tool-call-parser") == "llama3"  # 003:98
-        assert flag_value(argv, "--api-key") == "${AMDFLEET_API_KEY}"  # expanded on the host
+        # the key is read from a YAML file the launch script writes, never from argv
+        assert "--api-key" not in argv
+        config = "/opt/amdfleet/mi300x-llama405b-sglang/engine-secrets.yaml"
+        assert flag_value(argv, "--config") == config
 
     def test_accuracy_and_benchmarks(self) -> None:
         spec = load_stack_file("mi300x-llama405b-sglang").spec.verification
