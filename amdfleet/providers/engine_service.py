@@ -38,6 +38,7 @@ from pulumi.dynamic import (
     ResourceProvider,
     UpdateResult,
 )
+from pulumi.runtime import rpc
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from amdfleet.errors import EngineStartError, RemoteError
@@ -153,10 +154,11 @@ class EngineServiceProvider(ResourceProvider):
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         """Add the content and secret fingerprints that drive diffs (on the raw inputs:
-        they may hold unknowns during preview)."""
+        they may hold unknowns during preview). The secrets' fingerprint is itself a
+        secret input: a plain SHA-256 of a short key in the state could be guessed back."""
         inputs = dict(news)
         inputs["files_hash"] = fingerprint(news.get("files"))
-        inputs["secrets_hash"] = fingerprint(news.get("secret_env") or {})
+        inputs["secrets_hash"] = rpc.wrap_rpc_secret(fingerprint(news.get("secret_env") or {}))
         return CheckResult(inputs=inputs, failures=[])
 
     def create(self, props: dict[str, Any]) -> CreateResult:
