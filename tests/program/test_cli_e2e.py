@@ -223,9 +223,8 @@ def test_secrets_never_appear_in_plain_text(
     mode = _host(lab, f"stat -c %a /opt/amdfleet/{STACK}/secrets.env").strip()
     assert mode == "600"
     # ps as an operator runs it, and the engine directory and log closed to other users
-    assert f"--port {PORT}" in _host(lab, "ps -eo args=") and API_KEY not in _host(
-        lab, "ps -eo args="
-    )
+    ps = _host(lab, "ps -eo args=")
+    assert f"--port {PORT}" in ps and API_KEY not in ps
     modes = _host(lab, f"stat -c %a /opt/amdfleet/{STACK} /opt/amdfleet/{STACK}/engine.log")
     assert modes.split() == ["700", "600"]
     # the engine gets the API key only; the HF token went to the weights download alone
