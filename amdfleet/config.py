@@ -488,7 +488,8 @@ class ServingSpec(_Model):
         "apiKey",
         pattern=_CONFIG_KEY_RE,
         description="Name of the secret config key with the API key clients must send "
-        "(`pulumi config set --secret apiKey ...`); null serves without authentication.",
+        "(`openssl rand -hex 24 | pulumi config set --secret apiKey`); null serves without "
+        "authentication.",
     )
     max_model_len: int | None = Field(
         None, ge=256, description="Maximum context per request; defaults to the model's."

@@ -21,6 +21,8 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from amdfleet import engines
+from amdfleet.engines.base import API_KEY_CONFIG
 from amdfleet.errors import RenderError
 from amdfleet.plan import DeploymentPlan, NodePlan
 from amdfleet.remote.supervision import DEFAULT_RESTART, docker_restart_flag
@@ -158,6 +160,7 @@ def _with_hash(body: str) -> str:
 
 def _node_context(plan: DeploymentPlan, node: NodePlan) -> dict[str, object]:
     argv = list(node.argv)
+    key_config = _key_config(plan, node)
     return {
         "plan": plan,
         "node": node,
@@ -173,18 +176,32 @@ def _node_context(plan: DeploymentPlan, node: NodePlan) -> dict[str, object]:
         "secret_names": sorted(node.secret_env),
         "container": plan.engine.container_name,
         "remote_dir": node.remote_dir,
-        "mounts": _mounts(plan),
+        "mounts": _mounts(plan, key_config),
+        "key_config": key_config,
+        "key_config_file": API_KEY_CONFIG,
         "ready_path": plan.engine.readiness.paths[0],
         "restart": DEFAULT_RESTART,
         "restart_flag": docker_restart_flag(DEFAULT_RESTART),
     }
 
 
-def _mounts(plan: DeploymentPlan) -> list[str]:
+def _key_config(plan: DeploymentPlan, node: NodePlan) -> str | None:
+    """The YAML file the launch script writes the API key into, for an engine that reads
+    its key from a config file (SGLang's ``--config``); None otherwise."""
+    if not engines.engine(plan.engine.name).api_key_config:
+        return None
+    if "AMDFLEET_API_KEY" not in node.secret_env:
+        return None
+    return f"{node.remote_dir}/{API_KEY_CONFIG}"
+
+
+def _mounts(plan: DeploymentPlan, key_config: str | None) -> list[str]:
     mounts = [f"{plan.weights.cache_dir}:{plan.nodes[0].env['HF_HOME']}"]
     local = plan.weights.local_path or (plan.model.checkpoint if plan.model.is_local_path else None)
     if local:
         mounts.append(f"{local}:{local}:ro")
+    if key_config:
+        mounts.append(f"{key_config}:{key_config}:ro")
     return mounts
 
 

@@ -124,7 +124,7 @@ def format_plan(loaded: LoadedStack, resolved: DeploymentPlan) -> str:
         state = (
             "set (encrypted)"
             if ref.present
-            else f"NOT SET: pulumi config set --secret {ref.key} <value>"
+            else f"NOT SET: pulumi config set --secret {ref.key}  (prompts, or reads stdin)"
         )
         lines.append(f"  {ref.key}: {state}")
     lines.append(f"startup deadline {p.engine.startup_timeout_s} s")

@@ -20,6 +20,8 @@ if TYPE_CHECKING:  # the plan imports the engines; they only need its record typ
     from amdfleet.plan.models import ModelPlan, ParallelismPlan, ServingPlan
 
 HEAD_PLACEHOLDER = "<head-address>"
+API_KEY_CONFIG = "engine-secrets.yaml"
+"""The file, next to the launch script, an ``api_key_config`` engine reads its key from."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,12 @@ class Engine(ABC):
     builds_image: ClassVar[bool] = False
     """Whether amdfleet can build the engine's image from source (AITER + vLLM)."""
     api_key_env: ClassVar[str | None] = None
-    """The variable the engine reads its API key from; None: it takes ``--api-key``."""
+    """The variable the engine reads its API key from; None: see ``api_key_config``."""
+    api_key_config: ClassVar[str | None] = None
+    """For an engine that reads no key variable: the flag naming a YAML config file it
+    reads its options from. The launch script writes the key into that file
+    (:data:`API_KEY_CONFIG` in the engine's directory, mode 0600) at run time, so the key
+    is in no command line."""
 
     @abstractmethod
     def flags(self, launch: Launch) -> Flags:

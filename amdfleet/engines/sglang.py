@@ -1,8 +1,15 @@
 """SGLang: ``python3 -m sglang.launch_server``, OpenAI API, multi-node by ``--nnodes``.
 
 Seed 003 (SGLang's Llama 3.1 cookbook) launches it this way. SGLang reads no API-key
-variable: the key is passed as ``--api-key``, expanded from ``AMDFLEET_API_KEY`` by
-the launch script at run time, so it never appears in a rendered file.
+variable, and ``--api-key KEY`` would show the key in ``ps`` and ``docker inspect``. It
+does read options from a YAML file (``--config FILE``, merged under the command line in
+``prepare_server_args``, SGLang >= 0.4.10): the launch script writes ``api-key: KEY``
+into ``engine-secrets.yaml`` (mode 0600, in the 0700 engine directory, mounted read-only
+into the container) from ``AMDFLEET_API_KEY`` at run time, and the command line names
+only that file. What remains exposed: SGLang logs its whole configuration
+(``server_args=ServerArgs(..., api_key='KEY', ...)``) at start-up, into the engine log
+(mode 0600) or ``docker logs``, readable by root on the host; amdfleet masks the key in
+every log line it reads back.
 """
 
 from __future__ import annotations
@@ -33,13 +40,12 @@ class Sglang(Engine):
     ready_paths: ClassVar[tuple[str, ...]] = ("/health", "/v1/models")
     parallelism: ClassVar[tuple[str, ...]] = ("tp", "pp", "dp")
     multi_node: ClassVar[bool] = True
+    api_key_config: ClassVar[str | None] = "--config"
 
     def flags(self, launch: Launch) -> Flags:
-        """The model path, serving flags, the key reference and the rendezvous."""
+        """The model path, serving flags and the rendezvous (the key: ``api_key_config``)."""
         flags: Flags = [("--model-path", launch.model.checkpoint)]
         flags += serving_flags(launch, _NAMES)
-        if launch.api_key:
-            flags.append(("--api-key", "${AMDFLEET_API_KEY}"))
         if launch.nodes > 1:
             flags += [
                 ("--nnodes", str(launch.nodes)),

@@ -85,7 +85,8 @@ def resolve_model(
                 "weights.hf_token_secret",
                 f"{ckpt.repo} is gated on Hugging Face and the stack names no token secret",
                 "accept the licence on huggingface.co, set weights.hf_token_secret: hfToken "
-                "and run `pulumi config set --secret hfToken hf_...`; or stage the weights "
+                "and run `pulumi config set --secret hfToken` (it prompts; or pipe the token on "
+                "stdin, never on the command line); or stage the weights "
                 "yourself and set weights.local_path",
             )
         )

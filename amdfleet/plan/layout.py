@@ -10,7 +10,7 @@ from amdfleet import engines
 from amdfleet.addresses import host_port
 from amdfleet.catalog.gpus import Accelerator
 from amdfleet.config import HostSpec, StackSpec
-from amdfleet.engines.base import HEAD_PLACEHOLDER, Launch
+from amdfleet.engines.base import API_KEY_CONFIG, HEAD_PLACEHOLDER, Launch
 from amdfleet.engines.flags import Flags, flatten, merge_flags, parse_flags
 from amdfleet.plan.models import (
     GIB,
@@ -68,9 +68,9 @@ def nodes(
             head_address=head or HEAD_PLACEHOLDER,
             api_key=bool(serving.api_key_secret),
         )
+        # Only the API key: the engine serves offline (HF_HUB_OFFLINE=1) from staged
+        # weights, so the Hugging Face token goes to the ModelWeights download alone.
         secret_env = engine.secret_env(serving.api_key_secret)
-        if spec.weights.hf_token_secret:
-            secret_env["HF_TOKEN"] = spec.weights.hf_token_secret
         out.append(
             NodePlan(
                 rank=rank,
@@ -168,6 +168,8 @@ def _argv(spec: StackSpec, acc: Accelerator, model: ModelPlan, launch: Launch) -
     for recipe in recipes(spec, acc):
         recipe_flags.extend(recipe.args)
     merged = merge_flags(engine.flags(launch), recipe_flags, parse_flags(spec.engine.extra_args))
+    if launch.api_key and engine.api_key_config:
+        merged.append((engine.api_key_config, f"{remote_dir(spec)}/{API_KEY_CONFIG}"))
     command = engine.command
     if spec.engine.runtime == "process" and spec.engine.executable:
         command = (spec.engine.executable, *command[1:])

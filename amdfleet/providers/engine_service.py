@@ -38,6 +38,7 @@ from pulumi.dynamic import (
     ResourceProvider,
     UpdateResult,
 )
+from pulumi.runtime import rpc
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from amdfleet.errors import EngineStartError, RemoteError
@@ -153,10 +154,11 @@ class EngineServiceProvider(ResourceProvider):
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         """Add the content and secret fingerprints that drive diffs (on the raw inputs:
-        they may hold unknowns during preview)."""
+        they may hold unknowns during preview). The secrets' fingerprint is itself a
+        secret input: a plain SHA-256 of a short key in the state could be guessed back."""
         inputs = dict(news)
         inputs["files_hash"] = fingerprint(news.get("files"))
-        inputs["secrets_hash"] = fingerprint(news.get("secret_env") or {})
+        inputs["secrets_hash"] = rpc.wrap_rpc_secret(fingerprint(news.get("secret_env") or {}))
         return CheckResult(inputs=inputs, failures=[])
 
     def create(self, props: dict[str, Any]) -> CreateResult:
@@ -177,7 +179,7 @@ class EngineServiceProvider(ResourceProvider):
         its supervisor is restarting, or gave up on, is not running."""
         p = EngineServiceProps.from_inputs(props)
         layout = EngineLayout(p.remote_dir)
-        with open_host(p.host) as conn:
+        with _open(p) as conn:
             running = _observe(conn, _supervisor(conn, layout, p), p.readiness)
         return ReadResult(id_=id_, outs=p.to_outputs(running=running))
 
@@ -203,7 +205,7 @@ class EngineServiceProvider(ResourceProvider):
         supervisor loop) and remove its directory. Idempotent."""
         p = EngineServiceProps.from_inputs(props)
         layout = EngineLayout(p.remote_dir)
-        with Progress.for_resource(props) as progress, open_host(p.host) as conn:
+        with Progress.for_resource(props) as progress, _open(p) as conn:
             progress.step(f"stopping the engine and removing {layout.remote_dir}")
             _stop_and_remove(conn, layout, p)
 
@@ -234,7 +236,7 @@ class EngineService(pulumi.dynamic.Resource, module="amdfleet", name="EngineServ
 
 def _deploy(p: EngineServiceProps, progress: Progress) -> None:
     layout = EngineLayout(p.remote_dir)
-    with open_host(p.host, secrets=list(p.secret_env.values())) as conn:
+    with _open(p) as conn:
         progress.step("stopping any engine already running there")
         _stop_and_remove(conn, layout, p)
         try:
@@ -248,6 +250,12 @@ def _deploy(p: EngineServiceProps, progress: Progress) -> None:
             source, tail = _log_tail(conn, layout, p)
             _stop_and_remove(conn, layout, p)
             raise _start_error(conn.host, layout, e, source, tail) from e
+
+
+def _open(p: EngineServiceProps) -> Connection:
+    """A connection that masks the node's secrets in everything read back from the host
+    (the engine log can print them: SGLang logs its whole configuration)."""
+    return open_host(p.host, secrets=list(p.secret_env.values()))
 
 
 def _supervisor(conn: Connection, layout: EngineLayout, p: EngineServiceProps) -> Supervisor:
@@ -281,7 +289,9 @@ def _upload(
     files: Mapping[str, RenderedFile],
     secrets: Mapping[str, str],
 ) -> None:
-    conn.run(f"mkdir -p {shlex.quote(layout.remote_dir)}", timeout=_CALL_TIMEOUT)
+    # 0700: the directory holds secrets.env and the engine log (which may quote secrets)
+    directory = shlex.quote(layout.remote_dir)
+    conn.run(f"mkdir -p {directory} && chmod 0700 {directory}", timeout=_CALL_TIMEOUT)
     for name in sorted(files):
         item = files[name]
         conn.put(layout.path(name), item.content.encode(), mode=item.mode)

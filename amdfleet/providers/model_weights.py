@@ -105,18 +105,14 @@ class ModelWeightsProvider(ResourceProvider):
         command's last lines of output (the token never appears in it).
         """
         p = ModelWeightsProps.from_inputs(props)
-        secrets = [p.hf_token] if p.hf_token else []
-        with (
-            Progress.for_resource(props) as progress,
-            open_host(p.host, secrets=secrets) as conn,
-        ):
+        with Progress.for_resource(props) as progress, _open(p) as conn:
             staged = _stage(conn, p, progress)
         return CreateResult(id_=f"{p.host.name}:{p.label}", outs=p.to_outputs(**staged))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         """Check the weights are still there; ``present`` is False when they are not."""
         p = ModelWeightsProps.from_inputs(props)
-        with open_host(p.host) as conn:
+        with _open(p) as conn:
             present = conn.run(
                 check_local_command(p.path or ""), timeout=_CHECK_TIMEOUT, check=False
             ).ok
@@ -143,7 +139,7 @@ class ModelWeightsProvider(ResourceProvider):
         p = ModelWeightsProps.from_inputs(props)
         if not p.downloaded or p.keep_on_delete:
             return
-        with Progress.for_resource(props) as progress, open_host(p.host) as conn:
+        with Progress.for_resource(props) as progress, _open(p) as conn:
             progress.step(f"removing {p.label} from {p.cache_dir}")
             conn.run(remove_command(p.target), timeout=600, check=True)
 
@@ -168,6 +164,11 @@ class ModelWeights(pulumi.dynamic.Resource, module="amdfleet", name="ModelWeight
             resource_urn=resource_urn(name, "ModelWeights", opts),
         )
         super().__init__(ModelWeightsProvider(), name, inputs, opts)
+
+
+def _open(p: ModelWeightsProps) -> Connection:
+    """A connection that masks the token in everything read back from the host."""
+    return open_host(p.host, secrets=[p.hf_token] if p.hf_token else [])
 
 
 def _stage(conn: Connection, p: ModelWeightsProps, progress: Progress) -> dict[str, Any]:

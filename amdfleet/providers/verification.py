@@ -31,8 +31,10 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvide
 from pydantic import Field
 
 from amdfleet.config import VerificationSpec
+from amdfleet.errors import AmdFleetError
 from amdfleet.providers.progress import Progress, resource_urn
 from amdfleet.providers.props import ProviderProps, changed_keys, plain
+from amdfleet.remote.connection import Redactor
 from amdfleet.remote.hosts import open_host
 from amdfleet.remote.target import HostTarget
 
@@ -140,6 +142,32 @@ class Verification(pulumi.dynamic.Resource, module="amdfleet", name="Verificatio
 
 
 def _verify(p: VerificationProps, progress: Progress) -> dict[str, Any]:
+    """Run the verification; the API key is masked in its outputs and in any error (an
+    endpoint's error body is quoted in them, and a proxy may echo the request)."""
+    redact = Redactor([p.api_key] if p.api_key else [])
+    try:
+        outs = _run(p, progress)
+    except AmdFleetError as e:
+        text = str(e)
+        if redact(text) == text:
+            raise
+        raise AmdFleetError(redact(text)) from None  # the cause's text holds the key
+    masked: dict[str, Any] = _masked(outs, redact)
+    return masked
+
+
+def _masked(value: Any, redact: Redactor) -> Any:
+    """``value`` with ``redact`` applied to every string in it (dicts and lists walked)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _masked(v, redact) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_masked(v, redact) for v in value]
+    return value
+
+
+def _run(p: VerificationProps, progress: Progress) -> dict[str, Any]:
     from amdfleet.verify import render_verdict_table, run_verification
 
     with tempfile.TemporaryDirectory(prefix="amdfleet-tokenizer-") as tmp:

@@ -7,8 +7,9 @@ redaction rules defined here, so errors read the same whichever transport produc
 
 Redaction: every string a caller declares secret (the connection's ``secrets``, a call's
 ``redact``, and the ``stdin`` text of that call) is replaced by ``***`` in any error text,
-including the echoed command and the last lines of output, and in the lines a ``run``
-streams to its ``on_output`` callback.
+including the echoed command and the last lines of output, in the lines a ``run`` streams
+to its ``on_output`` callback, and in the output a ``run`` returns (so an engine log read
+back from a host never carries the key it was started with).
 """
 
 from __future__ import annotations
@@ -88,7 +89,8 @@ class Connection(Protocol):
         this way, never in the command text. With ``check`` a non-zero exit raises
         :class:`RemoteCommandError`; a timeout always raises it with ``exit_code=None``.
         Secrets (``redact``, ``stdin`` and the connection's own) are masked in errors and
-        in the lines passed to ``on_output`` while the command runs (to report progress).
+        in the lines passed to ``on_output`` while the command runs (to report progress);
+        the connection's own and ``redact`` are also masked in the returned output.
         """
         ...
 
@@ -142,17 +144,24 @@ class OutputCollector:
     """Collects a command's stdout and stderr, keeping their arrival order for the tail.
 
     With ``on_line``, each complete line of either stream is also passed to it, redacted
-    by ``redactor``, as soon as it has arrived.
+    by ``redactor``, as soon as it has arrived. The finished :meth:`result` is redacted by
+    ``returned``: the connection's secrets and the call's ``redact``, but not the lines
+    of its stdin (a script sent as stdin must not blank words out of what it prints).
     """
 
     def __init__(
-        self, on_line: OutputListener | None = None, redactor: Redactor | None = None
+        self,
+        on_line: OutputListener | None = None,
+        redactor: Redactor | None = None,
+        *,
+        returned: Redactor | None = None,
     ) -> None:
         self._stdout: list[bytes] = []
         self._stderr: list[bytes] = []
         self._combined: list[bytes] = []
         self._on_line = on_line
         self._redactor = redactor or Redactor()
+        self._returned = returned or Redactor()
         self._partial = {False: b"", True: b""}
 
     def add(self, chunk: bytes, *, stderr: bool = False) -> None:
@@ -163,19 +172,20 @@ class OutputCollector:
             self._split(chunk, stderr)
 
     def result(self, host: str, command: str, exit_code: int) -> CommandResult:
-        """The finished command's record."""
+        """The finished command's record, its output redacted."""
+        redact = self._returned
         return CommandResult(
             host=host,
             command=command,
             exit_code=exit_code,
-            stdout=_decode(self._stdout),
-            stderr=_decode(self._stderr),
-            output=_decode(self._combined),
+            stdout=redact(_decode(self._stdout)),
+            stderr=redact(_decode(self._stderr)),
+            output=redact(_decode(self._combined)),
         )
 
     def tail(self, n: int = TAIL_LINES) -> str:
-        """The last lines received so far (used when a command times out)."""
-        return tail_lines(_decode(self._combined), n)
+        """The last lines received so far, redacted (used when a command times out)."""
+        return tail_lines(self._redactor(_decode(self._combined)), n)
 
     def _split(self, chunk: bytes, stderr: bool) -> None:
         assert self._on_line is not None

@@ -4,11 +4,15 @@ The EngineService provider uploads the rendered files into ``remote_dir`` and ru
 commands built here over a :class:`~amdfleet.remote.connection.Connection`. Nothing in
 this module does I/O.
 
-On-host layout (``remote_dir`` is ``/opt/amdfleet/<stack>``)::
+On-host layout (``remote_dir`` is ``/opt/amdfleet/<stack>``, mode 0700)::
 
     launch.sh  engine.env  <unit>.service   rendered, not secret (no unit: docker runtime)
     secrets.env                             mode 0600, written by the provider only
-    engine.log  engine.pid                  the running engine (process runtime)
+    engine-secrets.yaml                     mode 0600, the API key for an engine that reads
+                                            it from a config file (SGLang), written by
+                                            launch.sh at each start
+    engine.log  engine.pid                  the running engine (process runtime); the log
+                                            mode 0600 (an engine may print its secrets)
     supervisor.pid  engine.restarts         its supervisor loop (remote/supervision.py)
 """
 

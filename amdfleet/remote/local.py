@@ -60,7 +60,8 @@ class LocalConnection:
         """
         redactor = self._redactor.with_call(redact, stdin)
         proc = self._spawn(command, redactor, stdin is not None)
-        collector = OutputCollector(on_output, redactor)
+        returned = self._redactor.with_call(redact, None)
+        collector = OutputCollector(on_output, redactor, returned=returned)
         try:
             finished = _pump(proc, stdin, collector, time.monotonic() + timeout)
         finally:

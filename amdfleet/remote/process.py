@@ -24,7 +24,8 @@ def detached(command: str, log_path: str, pid_path: str) -> str:
     The process runs ``sh -c command`` as the leader of a new session and process group,
     with stdin from /dev/null and stdout+stderr appended to ``log_path``; its PID (which
     is also its process-group id) is written to ``pid_path`` before the text returns.
-    Parent directories of both paths are created.
+    Parent directories of both paths are created 0700 and a new log 0600 (a log can
+    carry what the command prints about its secrets).
 
     Precondition: the shell running this text has no job control (true for ``ssh host
     cmd`` and ``sh -c``), so ``$!`` is the PID that ``setsid`` turns into the group leader
@@ -36,10 +37,17 @@ def detached(command: str, log_path: str, pid_path: str) -> str:
     )
     log, pid = shlex.quote(log_path), shlex.quote(pid_path)
     return (
-        f"{{ mkdir -p {dirs} && {{ "
+        f"{{ (umask 077 && mkdir -p {dirs} && : >>{log}) && {{ "
         f"nohup setsid sh -c {shlex.quote(command)} >>{log} 2>&1 </dev/null & "
         f"echo $! >{pid}; }}; }}"
     )
+
+
+def new_private_file(path: str) -> str:
+    """Shell text that replaces ``path`` by an empty file of mode 0600 (an older file,
+    of whatever mode, is removed first: truncating it would keep its mode)."""
+    quoted = shlex.quote(path)
+    return f"(umask 077 && rm -f {quoted} && : >{quoted})"
 
 
 def is_running(pid_path: str) -> str:

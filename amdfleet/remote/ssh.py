@@ -46,6 +46,7 @@ from typing import Any, NoReturn, Self
 
 import paramiko
 import tenacity
+from paramiko.sftp import CMD_HANDLE, CMD_OPEN, SFTP_FLAG_CREATE, SFTP_FLAG_EXCL, SFTP_FLAG_WRITE
 
 from amdfleet.errors import HostKeyMismatchError, HostUnreachableError, RemoteError
 from amdfleet.remote.connection import (
@@ -215,7 +216,8 @@ class SshConnection:
         """
         redactor = self._redactor.with_call(redact, stdin)
         deadline = time.monotonic() + timeout
-        collector = OutputCollector(on_output, redactor)
+        returned = self._redactor.with_call(redact, None)
+        collector = OutputCollector(on_output, redactor, returned=returned)
         channel = self._open_channel(deadline, redactor, command)
         with _watchdog(deadline, channel.close) as fired:
             try:
@@ -243,7 +245,8 @@ class SshConnection:
         return result
 
     def put(self, remote_path: str, content: bytes, *, mode: int, timeout: float = 60.0) -> None:
-        """Write ``content`` atomically over SFTP (temp file, chmod, posix-rename).
+        """Write ``content`` atomically over SFTP (temp file created 0600, chmod to
+        ``mode``, posix-rename): a secret is never readable by others, even for a moment.
 
         Missing parent directories are created (mode 0755). Raises RemoteError on any
         failure or timeout; a failed put leaves no temp file behind when it can help it.
@@ -423,7 +426,7 @@ def _sftp_write_atomic(sftp: paramiko.SFTPClient, path: str, content: bytes, mod
     directory, name = posixpath.split(path)
     tmp = posixpath.join(directory, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
-        with sftp.open(tmp, "wb") as f:
+        with sftp_create_private(sftp, tmp) as f:
             f.set_pipelined(True)
             f.write(content)
         sftp.chmod(tmp, mode)
@@ -431,6 +434,25 @@ def _sftp_write_atomic(sftp: paramiko.SFTPClient, path: str, content: bytes, mod
     except BaseException:
         _sftp_remove_quietly(sftp, tmp)
         raise
+
+
+def sftp_create_private(sftp: paramiko.SFTPClient, path: str) -> paramiko.SFTPFile:
+    """Create ``path`` for writing, mode 0600 from the start (never wider, whatever the
+    server's umask), failing if it exists.
+
+    ``SFTPClient.open`` sends no attributes, so the server creates the file 0666 minus
+    its umask and a later chmod leaves a window in which a secret is world-readable;
+    here the OPEN request itself carries the permissions (OpenSSH passes them to
+    ``open(2)``).
+    """
+    attrs = paramiko.SFTPAttributes()
+    attrs.st_mode = 0o600
+    flags = SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_EXCL
+    request: Callable[..., tuple[int, paramiko.Message]] = sftp._request  # type: ignore[attr-defined]
+    kind, msg = request(CMD_OPEN, path, flags, attrs)
+    if kind != CMD_HANDLE:
+        raise paramiko.SFTPError(f"expected a handle opening {path}")
+    return paramiko.SFTPFile(sftp, msg.get_binary(), "wb")
 
 
 def _sftp_remove_quietly(sftp: paramiko.SFTPClient, path: str) -> None:

@@ -31,7 +31,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from amdfleet.remote.engine import EngineLayout
-from amdfleet.remote.process import detached, is_running, stop_process_group
+from amdfleet.remote.process import detached, is_running, new_private_file, stop_process_group
 
 SYSTEMD_UNIT_DIR = "/etc/systemd/system"
 FACTS_COMMAND = (
@@ -245,8 +245,8 @@ class DockerSupervisor:
 
     def start_command(self) -> str:
         """Run the launch script (``docker run --detach``), its output into the log."""
-        log = shlex.quote(self.layout.log)
-        return f": >{log} && {shlex.quote(self.layout.launch)} >>{log} 2>&1 </dev/null"
+        log, fresh = shlex.quote(self.layout.log), new_private_file(self.layout.log)
+        return f"{fresh} && {shlex.quote(self.layout.launch)} >>{log} 2>&1 </dev/null"
 
     def running_command(self) -> str:
         """The container is running."""
@@ -322,9 +322,9 @@ class ProcessSupervisor:
     def start_command(self) -> str:
         """Start the loop detached (the log truncated first, so a failure report shows this
         start's output only); returns once the engine's pid file is written."""
-        log, engine_pid = shlex.quote(self.layout.log), shlex.quote(self.layout.pid)
+        fresh, engine_pid = new_private_file(self.layout.log), shlex.quote(self.layout.pid)
         return (
-            f": >{log} && rm -f {engine_pid} {shlex.quote(self.restarts)} && "
+            f"{fresh} && rm -f {engine_pid} {shlex.quote(self.restarts)} && "
             + detached(self._loop(), self.layout.log, self.supervisor_pid)
             + f" && _af_i=0; while [ ! -s {engine_pid} ] && [ $_af_i -lt {_PID_WAIT_POLLS} ]; "
             f"do sleep {_PID_WAIT_S}; _af_i=$((_af_i+1)); done"

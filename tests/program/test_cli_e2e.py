@@ -34,6 +34,7 @@ import httpx
 import pytest
 import yaml
 
+from amdfleet.providers.props import fingerprint
 from tests.e2e.vllm_server import missing_parts
 from tests.support.hostlab import HostLab, LabFactory, require_netns
 from tests.support.pulumi_cli import PulumiWorkspace
@@ -47,6 +48,7 @@ HF_TOKEN = "hf_e2eTokenQ7x9V2m4K8p1"
 PORT = 18001
 CACHE = "/var/lib/amdfleet/cache"
 SECRETS = {"apiKey": API_KEY, "hfToken": HF_TOKEN}
+SECRET_SIG = "4dabf18193072939515e22adb298388d"  # how a secret value is marked in the state
 
 pytestmark = [pytest.mark.netns, pytest.mark.vllm]
 
@@ -220,6 +222,21 @@ def test_secrets_never_appear_in_plain_text(
     assert "Accepted publickey" in places["the host's sshd log"]
     mode = _host(lab, f"stat -c %a /opt/amdfleet/{STACK}/secrets.env").strip()
     assert mode == "600"
+    # ps as an operator runs it, and the engine directory and log closed to other users
+    ps = _host(lab, "ps -eo args=")
+    assert f"--port {PORT}" in ps and API_KEY not in ps
+    modes = _host(lab, f"stat -c %a /opt/amdfleet/{STACK} /opt/amdfleet/{STACK}/engine.log")
+    assert modes.split() == ["700", "600"]
+    # the engine gets the API key only; the HF token went to the weights download alone
+    secrets_env = _host(lab, f"cat /opt/amdfleet/{STACK}/secrets.env")
+    assert API_KEY in secrets_env and HF_TOKEN not in secrets_env and "HF_TOKEN" not in secrets_env
+    # the secrets' fingerprint is ciphertext in the state, as input and as output: a plain
+    # SHA-256 of a short key could be guessed back
+    engine = workspace.resources(STACK)["deployment-engine-host0"]
+    for side in ("inputs", "outputs"):
+        assert set(engine[side]["secrets_hash"]) == {SECRET_SIG, "ciphertext"}, side
+    plain_hash = fingerprint({"AMDFLEET_API_KEY": API_KEY, "VLLM_API_KEY": API_KEY})
+    assert plain_hash not in places["the state, history and backups"]
 
 
 def test_consumer_reads_the_outputs_through_a_stack_reference(

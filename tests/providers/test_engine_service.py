@@ -248,6 +248,32 @@ def test_engine_that_exits_reports_its_log_and_leaves_nothing(
     assert conn.run("test -e /opt/amdfleet/crash", timeout=10, check=False).exit_code == 1
 
 
+def test_a_key_the_engine_logs_is_masked_in_the_failure_report(
+    provider_host: ProviderHost, lab: HostLab, conn: SshConnection
+) -> None:
+    """SGLang logs its configuration, key included: the log tail in the error shows
+    ``***``, and while it runs the log is the owner's alone (0600 in a 0700 directory)."""
+    props = _props(lab, "keylog", FAKE_ENGINE_MODE="exit", FAKE_ENGINE_LOG_KEY="1")
+    checked = provider_host.check(props).inputs
+    with pytest.raises(ProviderCallError) as caught:
+        provider_host.create(checked)
+    message = caught.value.message
+    assert "server_args=ServerArgs(api_key='***')" in message
+    assert API_KEY not in message and API_KEY not in caught.value.details
+    assert "simulated failure while loading weights" in message
+
+    props = _props(lab, "keylog-ok", FAKE_ENGINE_LOG_KEY="1")
+    checked = provider_host.check(props).inputs
+    created = provider_host.create(checked)
+    try:
+        log = "/opt/amdfleet/keylog-ok/engine.log"
+        modes = conn.run(f"stat -c %a /opt/amdfleet/keylog-ok {log}", timeout=10).stdout
+        assert modes.split() == ["700", "600"]
+        assert f"api_key='{API_KEY}'" in lab[0].path(log).read_text()  # the engine's own
+    finally:
+        provider_host.delete(created.id, created.outputs)
+
+
 def test_engine_never_ready_times_out_and_is_stopped(
     provider_host: ProviderHost, lab: HostLab, conn: SshConnection
 ) -> None:

@@ -15,7 +15,13 @@ from amdfleet.errors import HostKeyMismatchError, RemoteCommandError, RemoteErro
 from amdfleet.remote.connection import Connection
 from amdfleet.remote.local import LocalConnection
 from amdfleet.remote.process import detached, is_running, stop_process_group
-from amdfleet.remote.ssh import NO_RETRY, SshConnection, connect, parse_host_key
+from amdfleet.remote.ssh import (
+    NO_RETRY,
+    SshConnection,
+    connect,
+    parse_host_key,
+    sftp_create_private,
+)
 from tests.support.hostlab import HostLab, LabFactory, require_netns, sweep_stale_labs
 from tests.support.waiting import wait_until
 
@@ -138,6 +144,42 @@ def test_put_get_atomic_with_mode(
     assert conn.get("/opt/amdfleet/missing") is None
     if lab.netns:
         assert lab[0].path(path).read_bytes().startswith(b"A=2\n")
+
+
+@pytest.mark.netns
+def test_put_creates_the_file_0600_from_its_first_byte(conn: SshConnection) -> None:
+    """A file created the ordinary SFTP way is readable by others until a chmod (the
+    server's umask, 022 here, decides); the temp file ``put`` writes secrets into is 0600
+    as soon as it exists, before any byte is written."""
+    directory = "/opt/amdfleet/umask-test"
+    conn.run(f"rm -rf {directory} && mkdir -p {directory}", timeout=10)
+    with conn._sftp(time.monotonic() + 10, "test") as sftp:
+        with sftp.open(f"{directory}/plain", "wb"):
+            pass
+        with sftp_create_private(sftp, f"{directory}/private") as f:
+            seen_open = sftp.stat(f"{directory}/private").st_mode  # before any byte
+            f.write(f"HF_TOKEN={SECRET}\n".encode())
+        with pytest.raises(OSError):  # exclusive: never reuses a planted file
+            sftp_create_private(sftp, f"{directory}/plain")
+    conn.put(f"{directory}/secrets.env", f"HF_TOKEN={SECRET}\n".encode(), mode=0o600)
+    stat = f"cd {directory} && stat -c %a plain private secrets.env && rm -rf {directory}"
+    plain, private, secrets = (int(m, 8) for m in conn.run(stat, timeout=10).stdout.split())
+    assert plain & 0o044  # what put() did before: world-readable until the chmod
+    assert (private, secrets) == (0o600, 0o600)
+    assert seen_open is not None and seen_open & 0o777 == 0o600
+
+
+@pytest.mark.netns
+def test_output_read_back_is_redacted(lab: HostLab) -> None:
+    """What a run returns (an engine log tail, a status line) masks the connection's
+    secrets; a script sent as stdin does not blank words out of its own output."""
+    with connect(lab.target(1), timeout=5, secrets=[SECRET]) as c:
+        result = c.run(f"echo key={SECRET}; echo {SECRET} >&2", timeout=10)
+        assert (result.stdout, result.stderr) == ("key=***\n", "***\n")
+        assert SECRET not in result.output
+        script = "echo done\necho 'printf done'\n"
+        assert c.run("sh -s", stdin=script, timeout=10).stdout == "done\nprintf done\n"
+        assert c.run("echo extra-secret", redact=["extra-secret"], timeout=10).stdout == "***\n"
 
 
 @pytest.mark.netns
@@ -266,6 +308,8 @@ def _detached_cycle(c: Connection, base: str) -> None:
     assert started < 2.0
     assert c.run(is_running(pid), timeout=10, check=False).exit_code == 0
     wait_until(lambda: c.get(log) == b"hello\n", 10, "the log line", interval=0.01)
+    modes = c.run(f"stat -c %a {base}/logs {log}", timeout=10).stdout.split()
+    assert modes == ["700", "600"]  # a log may quote what the command knows of its secrets
     stopped = _elapsed(lambda: c.run(stop_process_group(pid, grace=5), timeout=15))
     assert stopped < 3.0
     assert c.run(is_running(pid), timeout=10, check=False).exit_code == 1
@@ -400,6 +444,7 @@ def test_local_detached_process_and_redaction(local: LocalConnection, tmp_path: 
     _detached_cycle(local, str(tmp_path))
     _stubborn_cycle(local, str(tmp_path))
     _redaction_cases(LocalConnection(secrets=[SECRET]))
+    assert LocalConnection(secrets=[SECRET]).run(f"echo {SECRET}", timeout=10).stdout == "***\n"
     with pytest.raises(RemoteCommandError) as info:
         LocalConnection(secrets=[SECRET]).run(f"echo {SECRET}; false", timeout=10)
     assert SECRET not in str(info.value)

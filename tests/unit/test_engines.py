@@ -3,7 +3,11 @@ engine added as one module plus one catalog entry, and nodes that carry their ho
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import pytest
+import yaml
 
 from amdfleet import catalog, engines
 from amdfleet.catalog.engines import EngineEntry
@@ -56,20 +60,33 @@ def test_every_catalog_engine_has_a_module_named_for_it() -> None:
     [
         ("mi300x-llama405b-vllm", {"AMDFLEET_API_KEY", "VLLM_API_KEY"}, None),
         ("mi300x-llama405b-tgi", {"AMDFLEET_API_KEY", "API_KEY"}, None),
-        ("mi300x-llama405b-sglang", {"AMDFLEET_API_KEY"}, "${AMDFLEET_API_KEY}"),
+        ("mi300x-llama405b-sglang", {"AMDFLEET_API_KEY"}, None),
     ],
 )
 def test_each_engine_takes_the_api_key_its_own_way(
     stack: str, key_vars: set[str], key_flag: str | None
 ) -> None:
+    """vLLM and TGI read a variable; SGLang reads a YAML file (``--config``) the launch
+    script writes: no engine has the key, or a reference to it, on its command line."""
     files = render_stack(stack)
     argv = exec_argv(node_file(files, 0, "launch.sh"))
     deployment = plan(_load(stack))
     assert set(deployment.head.secret_env) - {"HF_TOKEN"} == key_vars
+    # The engine serves offline: the Hugging Face token is the weights download's only.
+    assert deployment.head.secret_env == dict.fromkeys(key_vars, "apiKey")
+    assert deployment.weights.hf_token_secret == "hfToken"
+    assert "HF_TOKEN" not in node_file(files, 0, "launch.sh")
     if key_flag is None:
         assert "--api-key" not in argv
     else:
         assert flag_value(argv, "--api-key") == key_flag
+    assert not any("API_KEY" in word for word in argv)
+    if stack.endswith("sglang"):
+        config = f"/opt/amdfleet/{stack}/engine-secrets.yaml"
+        assert flag_value(argv, "--config") == config
+        assert f"-v {config}:{config}:ro" in node_file(files, 0, "launch.sh")
+    else:
+        assert "--config" not in argv
     # No key value is ever rendered: only the secret's name appears in the env file.
     env = env_lines(node_file(files, 0, "engine.env"))
     assert not key_vars & set(env)
@@ -135,3 +152,25 @@ def test_nodes_carry_their_connection_data_and_requirement() -> None:
 
 def _load(name: str) -> StackSpec:
     return load_stack_file(name).spec
+
+
+def test_sglang_key_file_is_written_0600_and_parses_back_to_the_key(tmp_path: Path) -> None:
+    """The real rendered launch script, run by bash with a key full of YAML and shell
+    syntax; ``docker`` is a stand-in that records its arguments (no SGLang image here)."""
+    key = "k'ey\" with: #yaml, $shell `and` \\ %s"
+    files = render_stack("mi300x-llama405b-sglang")
+    for name in ("launch.sh", "engine.env"):
+        (tmp_path / name).write_text(node_file(files, 0, name))
+    (tmp_path / "secrets.env").write_text(f"AMDFLEET_API_KEY={key}\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    docker = bin_dir / "docker"
+    docker.write_text('#!/bin/sh\nprintf "%s\\n" "$@" >>"$(dirname "$0")/argv"\n')
+    docker.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    subprocess.run(["bash", str(tmp_path / "launch.sh")], env=env, check=True, timeout=30)
+    written = tmp_path / "engine-secrets.yaml"
+    assert written.stat().st_mode & 0o777 == 0o600
+    assert yaml.safe_load(written.read_text()) == {"api-key": key}
+    argv = (bin_dir / "argv").read_text()
+    assert "--config" in argv and key not in argv and "k'ey" not in argv

@@ -7,8 +7,8 @@ from a seed, the test says so and checks the replacement:
   (seed 000:31): current ``vllm serve`` rejects ``--model``.
 - ``--gpu_memory_utilization`` (seed 002:130) is rendered ``--gpu-memory-utilization``;
   vLLM's argument parser treats ``_`` and ``-`` alike.
-- ``HF_TOKEN`` is never on a command line (seed 000:27, 002:60): it is read from
-  ``secrets.env``, written only on the host.
+- ``HF_TOKEN`` (seed 000:27, 002:60) is not given to the engine at all: the ModelWeights
+  download gets it, and the engine serves the staged weights offline.
 - the host side of the weights mount is the stack's absolute ``weights.cache_dir``
   (the same path on every node) rather than ``~/.cache/huggingface``.
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 
 from amdfleet.config import load_stack_file
+from amdfleet.plan import plan
 from tests.unit.rendered import env_lines, exec_argv, flag_value, node_file, render_stack
 
 ROCM_DOCKER_FLAGS = [  # seed 000:21-25 and seed 002:52-57
@@ -55,7 +56,12 @@ class TestSeed000Mi325x405bFp8:
         assert ("-v", "/data/huggingface:/root/.cache/huggingface") in _pairs(argv)  # 000:26
         assert ("-p", "8000:8000") in _pairs(argv)  # 000:28
         assert "vllm/vllm-openai-rocm:latest" in argv  # 000:30
-        assert ': "${HF_TOKEN:?' in script  # 000:27 HF_TOKEN, from secrets.env
+        # 000:27 hands HF_TOKEN to the container, which downloads the checkpoint; here
+        # the ModelWeights download gets the token and the engine serves offline.
+        assert "HF_TOKEN" not in script
+        deployment = plan(load_stack_file("mi325x-llama405b-fp8").spec)
+        assert deployment.weights.hf_token_secret == "hfToken"
+        assert deployment.head.env["HF_HUB_OFFLINE"] == "1"
 
     def test_engine_flags(self) -> None:
         argv, _, _ = _docker("mi325x-llama405b-fp8")
@@ -191,7 +197,10 @@ class TestSeed003SGLang405b:
         assert flag_value(argv, "--model-path") == "meta-llama/Llama-3.1-405B-Instruct"  # 003:38
         assert flag_value(argv, "--tp") == "8"  # 003:39, verified TP for 405B BF16 (003:25)
         assert flag_value(argv, "--tool-call-parser") == "llama3"  # 003:98
-        assert flag_value(argv, "--api-key") == "${AMDFLEET_API_KEY}"  # expanded on the host
+        # the key is read from a YAML file the launch script writes, never from argv
+        assert "--api-key" not in argv
+        config = "/opt/amdfleet/mi300x-llama405b-sglang/engine-secrets.yaml"
+        assert flag_value(argv, "--config") == config
 
     def test_accuracy_and_benchmarks(self) -> None:
         spec = load_stack_file("mi300x-llama405b-sglang").spec.verification
