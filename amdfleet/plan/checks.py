@@ -71,11 +71,16 @@ def check_benchmark(spec: StackSpec) -> tuple[Issues, list[str]]:
     if not verification.enabled or verification.scenarios or verification.allow_no_benchmark:
         return [], []
     if "verification" not in spec.model_fields_set:
-        return [], [
-            "the stack has no verification section: the readiness gate runs no benchmark "
-            "and passes having measured nothing (add verification.scenarios, or set "
-            "verification.enabled: false)"
-        ]
+        return [
+            ConfigIssue(
+                "verification",
+                "the stack has no verification section: the readiness gate would run no "
+                "benchmark and mark the endpoint ready having measured nothing",
+                "add verification.scenarios (e.g. '- {name: c8, input_len: 1024, "
+                "output_len: 128, max_concurrency: 8}'), or set verification.enabled: false "
+                "(the stack is then never marked ready)",
+            )
+        ], []
     measures = "checks accuracy only" if verification.accuracy else "measures nothing"
     return [
         ConfigIssue(

@@ -101,6 +101,7 @@ def _props(lab: HostLab, name: str, cache_dir: Path) -> dict[str, Any]:
             "serving": {"host": lab.target(0).address, "port": 18081, "max_model_len": 2048},
             # Mounted by dockerd, which resolves the path on this machine.
             "weights": {"cache_dir": str(cache_dir)},
+            "verification": {"enabled": False},  # the provider alone, no gate
         },
     )
     deployment = plan(spec)

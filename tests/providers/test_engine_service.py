@@ -87,6 +87,7 @@ def _props(
             },
             "serving": {"host": target.address, "port": PORT, "max_model_len": 2048},
             "weights": {"local_path": "/models/tiny"},
+            "verification": {"enabled": False},  # the provider alone, no gate
         },
     )
     deployment = plan(spec)

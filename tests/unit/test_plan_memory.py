@@ -36,6 +36,7 @@ def _spec(accelerator: str, model: str, precision: str, tp: int, context: int): 
             "parallelism": {"tp": tp},
             "serving": {"max_model_len": context},
             "weights": {"hf_token_secret": "hfToken"},
+            "verification": {"enabled": False},
         },
     )
 

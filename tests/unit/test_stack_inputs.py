@@ -18,7 +18,7 @@ import yaml
 
 from amdfleet.addresses import check_address, host_port
 from amdfleet.config import HOST_KEY_TYPES, HostSpec, load_stack_file, parse_stack
-from amdfleet.errors import ConfigError
+from amdfleet.errors import ConfigError, PlanError
 from amdfleet.plan import DeploymentPlan, plan
 
 KEYGEN_TYPES = {
@@ -297,11 +297,16 @@ def test_no_benchmark_is_accepted_when_the_stack_says_so(verification: dict[str,
     assert plan(parse_stack("opt-out", stack)).verification.spec.scenarios == ()
 
 
-def test_an_omitted_verification_section_is_a_warning() -> None:
+def test_an_omitted_verification_section_is_refused() -> None:
+    """Without a verification section the gate would measure nothing and still pass."""
     stack = _stack([_raw_host("gpu-a", "192.0.2.10")])
     del stack["verification"]
-    deployment = plan(parse_stack("omitted", stack))
-    assert any("no verification section" in w for w in deployment.warnings)
+    with pytest.raises(PlanError) as caught:
+        plan(parse_stack("omitted", stack))
+    [issue] = caught.value.issues
+    assert issue.path == "verification"
+    assert "measured nothing" in issue.message
+    assert "verification.scenarios" in issue.hint and "enabled: false" in issue.hint
 
 
 def test_the_ray_port_is_free_for_the_api_without_ray() -> None:
