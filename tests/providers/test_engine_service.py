@@ -254,7 +254,7 @@ def test_a_key_the_engine_logs_is_masked_in_the_failure_report(
 ) -> None:
     """SGLang logs its configuration, key included: the log tail in the error shows
     ``***``, and while it runs the log is the owner's alone (0600 in a 0700 directory)."""
-    props = _props(lab, "keylog", FAKE_ENGINE_MODE="exit", FAKE_ENGINE_LOG_KEY="1")
+    props = _props(lab, "keylog", FAKE_ENGINE_MODE="exit", FAKE_ENGINE_ECHO_CONFIG="1")
     checked = provider_host.check(props).inputs
     with pytest.raises(ProviderCallError) as caught:
         provider_host.create(checked)
@@ -263,7 +263,7 @@ def test_a_key_the_engine_logs_is_masked_in_the_failure_report(
     assert API_KEY not in message and API_KEY not in caught.value.details
     assert "simulated failure while loading weights" in message
 
-    props = _props(lab, "keylog-ok", FAKE_ENGINE_LOG_KEY="1")
+    props = _props(lab, "keylog-ok", FAKE_ENGINE_ECHO_CONFIG="1")
     checked = provider_host.check(props).inputs
     created = provider_host.create(checked)
     try:

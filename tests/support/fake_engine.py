@@ -18,7 +18,7 @@ Behaviour comes from the environment (set through the stack's ``engine.extra_env
 - ``FAKE_ENGINE_MODE``: ``ok`` (default), ``exit`` (exit 3 after printing an error),
   ``never-ready`` (``/health`` answers 503 forever), ``late`` (503 until
   ``FAKE_ENGINE_READY_AFTER`` seconds have passed).
-- ``FAKE_ENGINE_LOG_KEY=1``: log its configuration with the API key in it, as SGLang's
+- ``FAKE_ENGINE_ECHO_CONFIG=1``: log its configuration with the API key in it, as SGLang's
   ``server_args=ServerArgs(...)`` line does.
 - ``FAKE_ENGINE_CHILD=1``: fork a worker process that stays in the engine's process group
   and outlives the server if the server alone is killed (as vLLM's EngineCore does).
@@ -42,7 +42,7 @@ def main(argv: list[str]) -> int:
     options = _options(argv)
     mode = os.environ.get("FAKE_ENGINE_MODE", "ok")
     print(f"fake engine: mode={mode} argv={' '.join(argv)}", flush=True)
-    if os.environ.get("FAKE_ENGINE_LOG_KEY"):
+    if os.environ.get("FAKE_ENGINE_ECHO_CONFIG"):
         key = os.environ.get("VLLM_API_KEY")
         print(f"fake engine: server_args=ServerArgs(api_key={key!r})", flush=True)
     child = _fork_worker() if os.environ.get("FAKE_ENGINE_CHILD") else None
