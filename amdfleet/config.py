@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import difflib
 import ipaddress
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from amdfleet import secretscan
 from amdfleet.addresses import check_address
-from amdfleet.errors import ConfigError, ConfigIssue
+from amdfleet.errors import ConfigError, ConfigIssue, field_path, unknown_key_issue
 
 NAMESPACE = "amdfleet"
 STACKS_DIR = Path(__file__).resolve().parent.parent / "stacks"
@@ -853,7 +852,7 @@ def load_stack_file(name_or_path: str, stacks_dir: Path = STACKS_DIR) -> LoadedS
 def parse_stack(name: str, sections: Mapping[str, Any], source: str = "") -> StackSpec:
     """Validate the ``amdfleet:*`` sections of a stack into a :class:`StackSpec`."""
     valid = (*SECTIONS, "description")
-    issues = [_unknown_key_issue(k, valid, prefix="") for k in sections if k not in valid]
+    issues = [unknown_key_issue(k, valid) for k in sections if k not in valid]
     data = {"name": name, **{k: v for k, v in sections.items() if k in valid}}
     # A secret pasted into a plain field is rejected first, and never echoed.
     found = secretscan.find_secrets(data)
@@ -1072,22 +1071,15 @@ def _missing_secret_issue(spec: StackSpec, key: str) -> ConfigIssue:
     )
 
 
-def _unknown_key_issue(key: str, valid: Iterable[str], prefix: str) -> ConfigIssue:
-    valid = list(valid)
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
-    hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(valid)}"
-    return ConfigIssue(f"{prefix}{key}", "unknown key", hint)
-
-
 def _issues_from_validation(error: ValidationError, data: Mapping[str, Any]) -> list[ConfigIssue]:
     issues = []
     for item in error.errors():
         loc = tuple(item["loc"])
-        path = _format_loc(loc)
+        path = field_path(loc)
         if item["type"] == "extra_forbidden":
             parent_model = _model_at(loc[:-1], data)
             valid = list(parent_model.model_fields) if parent_model else []
-            issues.append(_unknown_key_issue(str(loc[-1]), valid, prefix=_prefix(loc[:-1])))
+            issues.append(unknown_key_issue(str(loc[-1]), valid, loc[:-1]))
             continue
         message, _, fix = item["msg"].removeprefix("Value error, ").partition(" — ")
         value = item.get("input")
@@ -1096,21 +1088,6 @@ def _issues_from_validation(error: ValidationError, data: Mapping[str, Any]) -> 
             shown = ""
         issues.append(ConfigIssue(path or "stack", message + shown, fix or _hint_for(item)))
     return issues
-
-
-def _format_loc(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
-def _prefix(loc: tuple[Any, ...]) -> str:
-    text = _format_loc(loc)
-    return f"{text}." if text else ""
 
 
 def _model_at(loc: tuple[Any, ...], data: Mapping[str, Any]) -> type[BaseModel] | None:

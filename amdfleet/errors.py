@@ -8,8 +8,10 @@ a metric) and its ``str()`` is a complete message: what failed, where, and a hin
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 class AmdFleetError(Exception):
@@ -27,6 +29,24 @@ class ConfigIssue:
     def __str__(self) -> str:
         text = f"{self.path}: {self.message}"
         return f"{text} (hint: {self.hint})" if self.hint else text
+
+
+def field_path(loc: Sequence[Any]) -> str:
+    """A validation location as a field path: ``("fleet", "hosts", 0, "address")`` →
+    ``fleet.hosts[0].address``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def unknown_key_issue(key: str, valid: Iterable[str], parent: Sequence[Any] = ()) -> ConfigIssue:
+    """The issue for an unknown ``key`` under the location ``parent``: the closest valid
+    key, else the valid ones."""
+    valid = list(valid)
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(valid)}"
+    return ConfigIssue(field_path((*parent, key)), "unknown key", hint)
 
 
 class ConfigError(AmdFleetError):

@@ -43,7 +43,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from amdfleet.errors import ConfigIssue
+from amdfleet.errors import ConfigIssue, field_path
 
 SECRET_NAME_FIELDS: tuple[tuple[str, ...], ...] = (
     ("serving", "api_key_secret"),
@@ -186,7 +186,7 @@ def _leaves(value: Any, loc: Loc) -> Iterator[tuple[Loc, Any]]:
 
 
 def _inspect(loc: Loc, value: Any) -> list[SecretFinding]:
-    path = _format(loc)
+    path = field_path(loc)
     if isinstance(value, Mapping):
         bad_keys = [str(k) for k in value if describe(str(k))]
         if bad_keys:
@@ -235,11 +235,11 @@ def _inspect_args(loc: Loc, args: Sequence[Any]) -> list[SecretFinding]:
             consumed = index + 1 if value and not eq else consumed
             why = f"a key on the command line ({flag}), visible in `ps` and launch.sh"
             hint = _hint_for(flag)
-            findings.append(SecretFinding(_format((*loc, index)), why, (value,), hint))
+            findings.append(SecretFinding(field_path((*loc, index)), why, (value,), hint))
             continue
         reason = describe(word)
         if reason and index != consumed:
-            findings.append(SecretFinding(_format((*loc, index)), reason, (word,)))
+            findings.append(SecretFinding(field_path((*loc, index)), reason, (word,)))
     return findings
 
 
@@ -247,7 +247,7 @@ def _inspect_env(loc: Loc, env: Mapping[Any, Any]) -> list[SecretFinding]:
     findings = []
     for name, value in env.items():
         text = value if isinstance(value, str) else ""
-        path = _format((*loc, str(name)))
+        path = field_path((*loc, str(name)))
         if _SECRET_ENV.search(str(name).upper()):
             why = f"a secret in the environment ({name}), written to the env file and plan"
             findings.append(SecretFinding(path, why, (text,), _hint_for(str(name))))
@@ -328,10 +328,3 @@ def _wordy(text: str) -> float:
 def _entropy(text: str) -> float:
     counts = Counter(text)
     return -sum(n / len(text) * math.log2(n / len(text)) for n in counts.values())
-
-
-def _format(loc: Loc) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
-    return out

@@ -18,7 +18,6 @@ preview, so they compare the raw values (:func:`changed_keys`) instead of parsin
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 from collections.abc import Mapping
@@ -27,7 +26,7 @@ from typing import Any, ClassVar, Self
 from pulumi.runtime import rpc
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from amdfleet.errors import ConfigIssue, PropsError
+from amdfleet.errors import ConfigIssue, PropsError, field_path, unknown_key_issue
 from amdfleet.providers.progress import URN_KEY
 
 PROVIDER_KEY = "__provider"
@@ -106,12 +105,10 @@ def _issues(model: type[ProviderProps], error: ValidationError) -> list[ConfigIs
     issues = []
     for item in error.errors():
         loc = tuple(item["loc"])
-        path = _path(loc)
+        path = field_path(loc)
         if item["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
             valid = _fields_at(model, loc[:-1])
-            close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.6)
-            hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(valid)}"
-            issues.append(ConfigIssue(path, "unknown key", hint))
+            issues.append(unknown_key_issue(str(loc[-1]), valid, loc[:-1]))
             continue
         value = item.get("input")
         secret = bool(loc) and loc[0] in model.SECRET_FIELDS
@@ -119,13 +116,6 @@ def _issues(model: type[ProviderProps], error: ValidationError) -> list[ConfigIs
         shown = f" (got {value!r})" if scalar and not secret else ""
         issues.append(ConfigIssue(path or "props", item["msg"] + shown))
     return issues
-
-
-def _path(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
 
 
 def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
