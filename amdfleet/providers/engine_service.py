@@ -239,17 +239,17 @@ def _deploy(p: EngineServiceProps, progress: Progress) -> None:
     with _open(p) as conn:
         progress.step("stopping any engine already running there")
         _stop_and_remove(conn, layout, p)
+        supervisor = _supervisor(conn, layout, p)
         try:
             progress.step(f"uploading {len(p.files)} files to {layout.remote_dir}")
             _upload(conn, layout, p.files, p.secret_env)
-            supervisor = _supervisor(conn, layout, p)
             progress.step(f"starting {layout.launch}")
             conn.run(supervisor.start_command(), timeout=_CALL_TIMEOUT)
             _wait(conn, supervisor, p, progress)
         except RemoteError as e:
-            source, tail = _log_tail(conn, layout, p)
+            tail = conn.run(supervisor.log_tail_command(), timeout=_CALL_TIMEOUT, check=False)
             _stop_and_remove(conn, layout, p)
-            raise _start_error(conn.host, layout, e, source, tail) from e
+            raise _start_error(conn.host, layout, e, supervisor.log_source, tail.stdout) from e
 
 
 def _open(p: EngineServiceProps) -> Connection:
@@ -270,17 +270,6 @@ def _unit(p: EngineServiceProps) -> str:
     """The rendered systemd unit's file name (the process runtime renders one)."""
     names = [name for name in p.files if name.endswith(".service")]
     return names[0] if names else f"amdfleet-{PurePosixPath(p.remote_dir).name}.service"
-
-
-def _log_tail(conn: Connection, layout: EngineLayout, p: EngineServiceProps) -> tuple[str, str]:
-    """Where the engine's output is read (engine log, journal or container log) and its
-    last lines, through the supervisor the host calls for."""
-    try:
-        supervisor = _supervisor(conn, layout, p)
-    except RemoteError:
-        return layout.log, ""
-    tail = conn.run(supervisor.log_tail_command(), timeout=_CALL_TIMEOUT, check=False).stdout
-    return supervisor.log_source, tail
 
 
 def _upload(
