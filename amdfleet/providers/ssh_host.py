@@ -131,7 +131,7 @@ def _inspect(p: SshHostProps, progress: Progress, enforce: bool) -> dict[str, An
 def _where(host: HostTarget) -> str:
     if host.is_local:
         return "this machine"
-    return f"{host.user}@{host.address}:{host.port}"
+    return f"{host.user}@{host.ssh_address}"
 
 
 def _summary(facts: HostFacts, checks: list[PreflightCheck]) -> str:

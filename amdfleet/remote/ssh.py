@@ -329,7 +329,7 @@ class SshConnection:
     def _lost(self, doing: str, cause: BaseException | None) -> NoReturn:
         raise RemoteError(
             self.host,
-            f"connection to {self._target.address}:{self._target.port} lost while running: {doing}",
+            f"connection to {self._target.ssh_address} lost while running: {doing}",
             hint="the host crashed, rebooted or the network dropped; once it answers SSH "
             "again, run the Pulumi command again (amdfleet does not rerun a command whose "
             "connection was lost)",
@@ -539,7 +539,7 @@ def _open_transport(
 
 
 def _open_socket(target: HostTarget, timeout: float) -> socket.socket:
-    where = f"{target.address}:{target.port}"
+    where = target.ssh_address
     try:
         sock = socket.create_connection((target.address, target.port), timeout=timeout)
     except TimeoutError as e:
@@ -584,7 +584,7 @@ def _handshake(
     transport.channel_timeout = timeout
     if pin.key_type:
         _prefer_key_type(transport, pin.key_type)
-    where = f"{target.address}:{target.port}"
+    where = target.ssh_address
     try:
         transport.start_client(timeout=timeout)
     except (paramiko.SSHException, OSError, EOFError) as e:
@@ -602,7 +602,7 @@ def _closed_before_banner_error(target: HostTarget, cause: BaseException) -> Hos
     how = "reset" if isinstance(cause.__context__ or cause, ConnectionResetError) else "closed"
     return HostUnreachableError(
         target.name,
-        f"{target.address}:{target.port} {how} the connection before sending the SSH banner",
+        f"{target.ssh_address} {how} the connection before sending the SSH banner",
         hint="sshd on the host is still starting or is refusing new connections "
         f"(MaxStartups); run the Pulumi command again once `{_keyscan(target)}` "
         "answers, and read sshd's log on the host if it keeps happening",
@@ -637,7 +637,7 @@ def _verify_host_key(transport: paramiko.Transport, target: HostTarget, pin: Pin
         return
     raise HostKeyMismatchError(
         target.name,
-        f"host key mismatch for {target.address}:{target.port}: expected {pin.fingerprint}"
+        f"host key mismatch for {target.ssh_address}: expected {pin.fingerprint}"
         f"{f' ({pin.key_type})' if pin.key_type else ''}, presented {presented} "
         f"({key.get_name()}); connection refused",
         hint=_keyscan_hint(target, key.get_name()),
@@ -685,8 +685,7 @@ def _authenticate(
     except (paramiko.SSHException, OSError, EOFError) as e:
         raise RemoteError(
             target.name,
-            f"authentication with {target.address}:{target.port} did not complete within "
-            f"{timeout:g}s: {e}",
+            f"authentication with {target.ssh_address} did not complete within {timeout:g}s: {e}",
             hint="the host may be overloaded (check its load and sshd's log); a login that "
             "started is not retried: run the Pulumi command again once the host responds",
         ) from e

@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from amdfleet.addresses import host_port
 from amdfleet.config import HostSpec
 
 
@@ -44,6 +45,11 @@ class HostTarget(BaseModel):
             key_path=host.key_path or "",
             host_key=host.host_key or "",
         )
+
+    @property
+    def ssh_address(self) -> str:
+        """``address:port`` as messages name the SSH server (IPv6 in brackets)."""
+        return host_port(self.address, self.port)
 
     @property
     def is_local(self) -> bool:
