@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from amdfleet import engines
-from amdfleet.engines.base import API_KEY_CONFIG
+from amdfleet.addresses import host_port
+from amdfleet.engines.base import API_KEY_CONFIG, HEAD_PLACEHOLDER
 from amdfleet.errors import RenderError
 from amdfleet.plan import DeploymentPlan, NodePlan
 from amdfleet.remote.supervision import DEFAULT_RESTART, docker_restart_flag
@@ -159,6 +160,7 @@ def _with_hash(body: str) -> str:
 
 
 def _node_context(plan: DeploymentPlan, node: NodePlan) -> dict[str, object]:
+    head = plan.head.cluster_address or HEAD_PLACEHOLDER
     argv = list(node.argv)
     key_config = _key_config(plan, node)
     return {
@@ -170,8 +172,9 @@ def _node_context(plan: DeploymentPlan, node: NodePlan) -> dict[str, object]:
         "args": argv[1:],
         "argv": argv,
         "ray_argv": list(node.ray_argv),
-        "ray_head_address": plan.head.cluster_address or "<head-address>",
+        "ray_head_address": head,
         "ray_port": plan.parallelism.ray_port,
+        "ray_head": host_port(head, plan.parallelism.ray_port),
         "env": node.env,
         "secret_names": sorted(node.secret_env),
         "container": plan.engine.container_name,
