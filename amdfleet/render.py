@@ -21,7 +21,6 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from amdfleet import engines
 from amdfleet.addresses import host_port
 from amdfleet.engines.base import API_KEY_CONFIG, HEAD_PLACEHOLDER
 from amdfleet.errors import RenderError
@@ -162,7 +161,7 @@ def _with_hash(body: str) -> str:
 def _node_context(plan: DeploymentPlan, node: NodePlan) -> dict[str, object]:
     head = plan.head.cluster_address or HEAD_PLACEHOLDER
     argv = list(node.argv)
-    key_config = _key_config(plan, node)
+    key_config = node.api_key_file
     return {
         "plan": plan,
         "node": node,
@@ -186,16 +185,6 @@ def _node_context(plan: DeploymentPlan, node: NodePlan) -> dict[str, object]:
         "restart": DEFAULT_RESTART,
         "restart_flag": docker_restart_flag(DEFAULT_RESTART),
     }
-
-
-def _key_config(plan: DeploymentPlan, node: NodePlan) -> str | None:
-    """The YAML file the launch script writes the API key into, for an engine that reads
-    its key from a config file (SGLang's ``--config``); None otherwise."""
-    if not engines.engine(plan.engine.name).api_key_config:
-        return None
-    if "AMDFLEET_API_KEY" not in node.secret_env:
-        return None
-    return f"{node.remote_dir}/{API_KEY_CONFIG}"
 
 
 def _mounts(plan: DeploymentPlan, key_config: str | None) -> list[str]:

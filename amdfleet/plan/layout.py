@@ -71,6 +71,7 @@ def nodes(
         # Only the API key: the engine serves offline (HF_HUB_OFFLINE=1) from staged
         # weights, so the Hugging Face token goes to the ModelWeights download alone.
         secret_env = engine.secret_env(serving.api_key_secret)
+        key_file = _api_key_file(spec, launch)
         out.append(
             NodePlan(
                 rank=rank,
@@ -83,10 +84,11 @@ def nodes(
                 gpus=spec.topology.gpus_per_node,
                 env=dict(sorted(node_env.items())),
                 secret_env=secret_env,
-                argv=_argv(spec, acc, model, launch),
+                argv=_argv(spec, acc, model, launch, key_file),
                 ray_argv=engine.ray_argv(launch, slot.cluster_address),
                 remote_dir=remote_dir(spec),
                 requirement=requirement,
+                api_key_file=key_file,
             )
         )
     return tuple(out)
@@ -162,14 +164,24 @@ def _network_env(spec: StackSpec, host: HostSpec | None, address: str | None) ->
     return env
 
 
-def _argv(spec: StackSpec, acc: Accelerator, model: ModelPlan, launch: Launch) -> tuple[str, ...]:
+def _api_key_file(spec: StackSpec, launch: Launch) -> str | None:
+    """The file the launch script writes the API key into, for an engine that reads its
+    key from a config file (SGLang's ``--config``); None otherwise."""
+    if not (launch.api_key and engines.engine(spec.engine.name).api_key_config):
+        return None
+    return f"{remote_dir(spec)}/{API_KEY_CONFIG}"
+
+
+def _argv(
+    spec: StackSpec, acc: Accelerator, model: ModelPlan, launch: Launch, key_file: str | None
+) -> tuple[str, ...]:
     engine = engines.engine(spec.engine.name)
     recipe_flags: Flags = []
     for recipe in recipes(spec, acc):
         recipe_flags.extend(recipe.args)
     merged = merge_flags(engine.flags(launch), recipe_flags, parse_flags(spec.engine.extra_args))
-    if launch.api_key and engine.api_key_config:
-        merged.append((engine.api_key_config, f"{remote_dir(spec)}/{API_KEY_CONFIG}"))
+    if key_file and engine.api_key_config:
+        merged.append((engine.api_key_config, key_file))
     command = engine.command
     if spec.engine.runtime == "process" and spec.engine.executable:
         command = (spec.engine.executable, *command[1:])

@@ -200,6 +200,9 @@ class NodePlan(_Frozen):
     ray_argv: tuple[str, ...] = ()
     remote_dir: str
     requirement: HostRequirement
+    api_key_file: str | None = None
+    """Where the launch script writes the API key for an engine that reads it from a
+    file (SGLang's ``--config``); None when the engine takes it from its environment."""
 
 
 class VerificationPlan(_Frozen):
