@@ -16,8 +16,6 @@ field path and suggests the nearest valid name.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import ipaddress
 import json
 import re
@@ -31,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from amdfleet import secretscan
 from amdfleet.addresses import check_address
 from amdfleet.errors import ConfigError, ConfigIssue, field_path, unknown_key_issue
+from amdfleet.remote.keyblob import blob_strings, decode_key_blob
 
 NAMESPACE = "amdfleet"
 STACKS_DIR = Path(__file__).resolve().parent.parent / "stacks"
@@ -209,11 +208,7 @@ def _check_fingerprint(value: str) -> None:
 
 
 def _check_key_body(key_type: str, body: str) -> None:
-    try:
-        blob = base64.b64decode(body, validate=True)
-    except (binascii.Error, ValueError):
-        blob = b""
-    declared = _blob_strings(blob, 2)
+    declared = blob_strings(decode_key_blob(body) or b"", 2)
     if not declared or declared[0] != key_type.encode():
         found = "its base64 part does not decode to an SSH public key"
         if declared:
@@ -228,20 +223,6 @@ def _check_key_body(key_type: str, body: str) -> None:
             f"host_key is declared {key_type} but its key body is not on curve {curve} — "
             f"paste the whole line ssh-keyscan prints for the host, unchanged; {_KEYSCAN_HINT}"
         )
-
-
-def _blob_strings(blob: bytes, count: int) -> list[bytes]:
-    """The first ``count`` length-prefixed strings of an SSH wire-format key blob."""
-    out: list[bytes] = []
-    offset = 0
-    while len(out) < count and offset + 4 <= len(blob):
-        size = int.from_bytes(blob[offset : offset + 4], "big")
-        offset += 4
-        if size > len(blob) - offset:
-            break
-        out.append(blob[offset : offset + size])
-        offset += size
-    return out
 
 
 def _address_key(address: str) -> str:

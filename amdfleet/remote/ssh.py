@@ -27,7 +27,6 @@ Usage::
 from __future__ import annotations
 
 import base64
-import binascii
 import contextlib
 import errno
 import hashlib
@@ -56,6 +55,7 @@ from amdfleet.remote.connection import (
     Redactor,
     command_error,
 )
+from amdfleet.remote.keyblob import blob_type, decode_key_blob
 from amdfleet.remote.target import HostTarget
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -122,8 +122,8 @@ def parse_host_key(text: str) -> PinnedKey:
         return PinnedKey(fingerprint=text)
     fields = text.split()
     if len(fields) >= 2:
-        blob = _decode_key_blob(fields[1])
-        if blob is not None and _blob_type(blob) == fields[0]:
+        blob = decode_key_blob(fields[1])
+        if blob is not None and blob_type(blob) == fields[0]:
             return PinnedKey(fingerprint=fingerprint_of(blob), key_type=fields[0])
     raise ValueError(
         f"not a host key pin: {text[:60]!r}; expected a public key line "
@@ -695,22 +695,6 @@ def _authenticate(
             f"the host requires more than a public key to log in as {target.user!r}",
             hint="configure sshd for public-key-only authentication for this user",
         )
-
-
-def _decode_key_blob(text: str) -> bytes | None:
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-
-
-def _blob_type(blob: bytes) -> str | None:
-    if len(blob) < 4:
-        return None
-    length = int.from_bytes(blob[:4], "big")
-    if len(blob) < 4 + length:
-        return None
-    return blob[4 : 4 + length].decode("ascii", errors="replace")
 
 
 def _remaining(deadline: float) -> float:
