@@ -28,6 +28,15 @@ def check_address(value: str) -> str:
     raise ValueError(f"{shown!r} is not an IPv4/IPv6 address or a host name — {_fix(value)}")
 
 
+def canonical_address(address: str) -> str:
+    """One spelling per address: 2001:DB8::1 and 2001:db8:0::1 are the same host, as are
+    GPU-01.example.com and gpu-01.example.com."""
+    try:
+        return ipaddress.ip_address(address).compressed
+    except ValueError:
+        return address.lower().removesuffix(".")
+
+
 def is_ipv6(address: str) -> bool:
     """Whether ``address`` is an IPv6 address (which needs brackets before a ``:port``)."""
     try:

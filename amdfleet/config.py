@@ -16,7 +16,6 @@ field path and suggests the nearest valid name.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 from collections.abc import Mapping
@@ -27,7 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from amdfleet import secretscan
-from amdfleet.addresses import check_address
+from amdfleet.addresses import canonical_address, check_address
 from amdfleet.errors import ConfigError, ConfigIssue, field_path, unknown_key_issue
 from amdfleet.remote.keyblob import blob_strings, decode_key_blob
 
@@ -225,14 +224,6 @@ def _check_key_body(key_type: str, body: str) -> None:
         )
 
 
-def _address_key(address: str) -> str:
-    """One spelling per address: 2001:DB8::1 and 2001:db8:0::1 are the same host."""
-    try:
-        return ipaddress.ip_address(address).compressed
-    except ValueError:
-        return address.lower().removesuffix(".")
-
-
 class CloudFleetSpec(_Model):
     """Instances rented through a cloud provider's API."""
 
@@ -286,7 +277,7 @@ class FleetSpec(_Model):
         for host in hosts:
             if host.connection != "ssh" or not host.address:
                 continue
-            where = (_address_key(host.address), host.port)
+            where = (canonical_address(host.address), host.port)
             if where in seen:
                 raise ValueError(
                     f"hosts '{seen[where]}' and '{host.name}' are both {host.address} port "
