@@ -21,7 +21,7 @@ from typing import Any
 
 import pulumi
 
-from amdfleet.config import CampaignSpec, is_placeholder_host_key, placeholder_host_key_issue
+from amdfleet.config import CampaignSpec, placeholder_host_keys
 from amdfleet.errors import ConfigError, ConfigIssue, PlanError
 from amdfleet.plan import DeploymentPlan, NodePlan
 from amdfleet.providers.engine_image import EngineImage, EngineImageProps
@@ -294,13 +294,7 @@ def campaign_output(campaign: CampaignSpec, started_at: str | None) -> dict[str,
 def _refuse_placeholder_host_keys(plan: DeploymentPlan) -> None:
     """``pulumi up`` connects to the hosts: a placeholder pin (accepted by ``amdfleet plan``
     and ``pulumi preview``, which connect to nothing) stops it before anything registers."""
-    issues = [
-        placeholder_host_key_issue(node.rank, node.name, node.address or "HOST", pin)
-        for node in plan.nodes
-        if node.target is not None
-        and (pin := node.target.host_key)
-        and is_placeholder_host_key(pin)
-    ]
+    issues = placeholder_host_keys([node.target for node in plan.nodes if node.target])
     if issues:
         raise ConfigError(issues, f"stack {plan.stack}")
 

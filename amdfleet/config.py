@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -149,20 +149,36 @@ def is_placeholder_host_key(value: str) -> bool:
     return value.removeprefix("SHA256:").startswith(PLACEHOLDER_HOST_KEY)
 
 
-def placeholder_host_keys(spec: StackSpec) -> list[ConfigIssue]:
-    """One issue per fleet host still pinned to the placeholder host key.
+class PinnedHost(Protocol):
+    """A fleet host's name, address and pin: a stack's host entry, or the planned target."""
+
+    @property
+    def name(self) -> str:
+        """The host's label."""
+
+    @property
+    def address(self) -> str | None:
+        """Where it is reached."""
+
+    @property
+    def host_key(self) -> str | None:
+        """Its pinned host key."""
+
+
+def placeholder_host_keys(hosts: Sequence[PinnedHost]) -> list[ConfigIssue]:
+    """One issue per fleet host (in fleet order) still pinned to the placeholder host key.
 
     A placeholder plans (``amdfleet plan`` and ``pulumi preview`` connect to nothing) but
     must be replaced before anything connects to the host.
     """
     return [
-        placeholder_host_key_issue(i, host.name, host.address or "HOST", host.host_key)
-        for i, host in enumerate(spec.fleet.hosts)
+        _placeholder_host_key_issue(i, host.name, host.address or "HOST", host.host_key)
+        for i, host in enumerate(hosts)
         if host.host_key and is_placeholder_host_key(host.host_key)
     ]
 
 
-def placeholder_host_key_issue(index: int, name: str, address: str, host_key: str) -> ConfigIssue:
+def _placeholder_host_key_issue(index: int, name: str, address: str, host_key: str) -> ConfigIssue:
     """The issue for fleet host ``index`` pinned to the placeholder ``host_key``."""
     return ConfigIssue(
         f"fleet.hosts[{index}].host_key",

@@ -261,7 +261,7 @@ def layout_warnings(
     warnings += [
         f"{issue.path}: {issue.message}; `amdfleet plan` and `pulumi preview` accept it, "
         f"`pulumi up` refuses it — {issue.hint}"
-        for issue in placeholder_host_keys(spec)
+        for issue in placeholder_host_keys(spec.fleet.hosts)
     ]
     if spec.serving.api_key_secret is None:
         warnings.append("serving.api_key_secret is null: the endpoint accepts any client")
