@@ -21,12 +21,10 @@ engine that became ready leaves a note with how long it took.
 
 from __future__ import annotations
 
-import shlex
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import PurePosixPath
 from typing import Any
 
 import pulumi
@@ -39,66 +37,49 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 from pulumi.runtime import rpc
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from amdfleet.errors import EngineStartError, RemoteError
+from amdfleet.errors import RemoteError
+from amdfleet.providers.engine_node import (
+    CALL_TIMEOUT,
+    ReadinessCheck,
+    RenderedFile,
+    generation_problem,
+    log_tail,
+    node_supervisor,
+    open_engine_host,
+    serving_problem,
+    start_error,
+    stop_and_remove,
+    unit_name,
+    upload,
+)
 from amdfleet.providers.progress import Progress, format_duration, resource_urn
 from amdfleet.providers.props import ProviderProps, changed_keys, fingerprint
 from amdfleet.remote.connection import Connection
 from amdfleet.remote.engine import (
+    API_KEY_VAR,
     EngineLayout,
     ReadinessResult,
     parse_readiness,
     readiness_command,
-    remove_command,
-    secrets_env,
 )
-from amdfleet.remote.hosts import open_host
-from amdfleet.remote.supervision import (
-    FACTS_COMMAND,
-    Supervisor,
-    choose_supervisor,
-    parse_facts,
-    stop_any_command,
-    supervisor_for,
-)
+from amdfleet.remote.supervision import Supervisor
 from amdfleet.remote.target import HostTarget
+
+NOTHING_LEFT_HINT = "fix the cause above and run `pulumi up` again; nothing was left running"
 
 RESTART_ON = ("files_hash", "secrets_hash", "readiness")
 REPLACE_ON = ("host", "remote_dir")
-_CALL_TIMEOUT = 60.0
-# Stopping may wait out the engine's grace under each supervisor that could have run it.
-_STOP_TIMEOUT = 150.0
 # Readiness is polled quickly at first (a small model or a restarted engine is up in
 # seconds), then every 2 s (a 405B load takes many minutes).
-_POLL_FIRST_S = 0.25
-_POLL_MAX_S = 2.0
+POLL_FIRST_S = 0.25
+POLL_MAX_S = 2.0
 # A worker serves no API: it counts as started once it has stayed up this long (checked
-# every _POLL_FIRST_S). That catches a worker that dies on start-up (bad flags, a missing
+# every POLL_FIRST_S). That catches a worker that dies on start-up (bad flags, a missing
 # file); the head's readiness covers the rest, since the head serves only once every
 # worker has joined.
 _WORKER_SETTLE_S = 1.0
-
-
-class RenderedFile(BaseModel):
-    """One rendered file uploaded into the engine's directory."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    content: str = Field(description="The file's text.")
-    mode: int = Field(ge=0, le=0o7777, description="Its permission bits.")
-
-
-class ReadinessCheck(BaseModel):
-    """How the provider tells the engine on a node is ready (checked on the host)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    serves_api: bool = Field(description="The node serves the API (else: it must stay up).")
-    base_url: str = Field(description="The API's base URL as seen from the host itself.")
-    paths: tuple[str, ...] = Field(description="Paths that must all answer 200.")
-    served_name: str | None = Field(None, description="The model /v1/models must list.")
-    timeout_s: int = Field(gt=0, description="Deadline for the engine to become ready.")
 
 
 class EngineServiceProps(ProviderProps):
@@ -124,6 +105,14 @@ class EngineServiceProps(ProviderProps):
     )
     running: bool | None = Field(None, description="Output: whether the engine runs.")
     started_at: str | None = Field(None, description="Output: when it was last started.")
+    not_ready: str | None = Field(
+        None, description="Output of refresh: why the engine does not serve (None: it does)."
+    )
+
+    @property
+    def unit(self) -> str:
+        """The rendered systemd unit's file name."""
+        return unit_name(self.files, self.remote_dir)
 
     @model_validator(mode="before")
     @classmethod
@@ -179,9 +168,14 @@ class EngineServiceProvider(ResourceProvider):
         its supervisor is restarting, or gave up on, is not running."""
         p = EngineServiceProps.from_inputs(props)
         layout = EngineLayout(p.remote_dir)
-        with _open(p) as conn:
-            running = _observe(conn, _supervisor(conn, layout, p), p.readiness)
-        return ReadResult(id_=id_, outs=p.to_outputs(running=running))
+        with _open(p) as conn, Progress.for_resource(props) as progress:
+            supervisor = node_supervisor(conn, layout, p.unit, p.container)
+            problem = serving_problem(conn, supervisor, p.readiness)
+            if problem:
+                tail = log_tail(conn, supervisor)
+                problem = f"{problem}\n  last lines of {supervisor.log_source}:\n{tail}"
+                progress.warn(f"[{p.host.name}] the engine does not serve: {problem}")
+        return ReadResult(id_=id_, outs=p.to_outputs(running=problem is None, not_ready=problem))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         """Restart on changed content, secrets or readiness check; replace on another
@@ -207,7 +201,7 @@ class EngineServiceProvider(ResourceProvider):
         layout = EngineLayout(p.remote_dir)
         with Progress.for_resource(props) as progress, _open(p) as conn:
             progress.step(f"stopping the engine and removing {layout.remote_dir}")
-            _stop_and_remove(conn, layout, p)
+            stop_and_remove(conn, layout, p.unit, p.container)
 
 
 class EngineService(pulumi.dynamic.Resource, module="amdfleet", name="EngineService"):
@@ -238,81 +232,73 @@ def _deploy(p: EngineServiceProps, progress: Progress) -> None:
     layout = EngineLayout(p.remote_dir)
     with _open(p) as conn:
         progress.step("stopping any engine already running there")
-        _stop_and_remove(conn, layout, p)
-        supervisor = _supervisor(conn, layout, p)
+        stop_and_remove(conn, layout, p.unit, p.container)
+        supervisor = node_supervisor(conn, layout, p.unit, p.container)
         try:
             progress.step(f"uploading {len(p.files)} files to {layout.remote_dir}")
-            _upload(conn, layout, p.files, p.secret_env)
+            upload(conn, layout, p.files, p.secret_env)
             progress.step(f"starting {layout.launch}")
-            conn.run(supervisor.start_command(), timeout=_CALL_TIMEOUT)
+            conn.run(supervisor.start_command(), timeout=CALL_TIMEOUT)
             _wait(conn, supervisor, p, progress)
         except RemoteError as e:
-            tail = conn.run(supervisor.log_tail_command(), timeout=_CALL_TIMEOUT, check=False)
-            _stop_and_remove(conn, layout, p)
-            raise _start_error(conn.host, layout, e, supervisor.log_source, tail.stdout) from e
+            tail = log_tail(conn, supervisor)
+            stop_and_remove(conn, layout, p.unit, p.container)
+            raise start_error(
+                conn.host, layout, e, supervisor.log_source, tail, NOTHING_LEFT_HINT
+            ) from e
 
 
 def _open(p: EngineServiceProps) -> Connection:
-    """A connection that masks the node's secrets in everything read back from the host
-    (the engine log can print them: SGLang logs its whole configuration)."""
-    return open_host(p.host, secrets=list(p.secret_env.values()))
-
-
-def _supervisor(conn: Connection, layout: EngineLayout, p: EngineServiceProps) -> Supervisor:
-    """The supervisor for this engine, chosen from the host's facts (a container name in
-    the props means the docker runtime)."""
-    facts = parse_facts(conn.run(FACTS_COMMAND, timeout=_CALL_TIMEOUT).stdout)
-    kind = choose_supervisor("docker" if p.container else "process", facts)
-    return supervisor_for(kind, layout, unit=_unit(p), container=p.container)
-
-
-def _unit(p: EngineServiceProps) -> str:
-    """The rendered systemd unit's file name (the process runtime renders one)."""
-    names = [name for name in p.files if name.endswith(".service")]
-    return names[0] if names else f"amdfleet-{PurePosixPath(p.remote_dir).name}.service"
-
-
-def _upload(
-    conn: Connection,
-    layout: EngineLayout,
-    files: Mapping[str, RenderedFile],
-    secrets: Mapping[str, str],
-) -> None:
-    # 0700: the directory holds secrets.env and the engine log (which may quote secrets)
-    directory = shlex.quote(layout.remote_dir)
-    conn.run(f"mkdir -p {directory} && chmod 0700 {directory}", timeout=_CALL_TIMEOUT)
-    for name in sorted(files):
-        item = files[name]
-        conn.put(layout.path(name), item.content.encode(), mode=item.mode)
-    conn.put(layout.secrets, secrets_env(dict(secrets)).encode(), mode=0o600)
+    return open_engine_host(p.host, p.secret_env)
 
 
 def _wait(
     conn: Connection, supervisor: Supervisor, p: EngineServiceProps, progress: Progress
 ) -> None:
-    check = p.readiness
-    api_key = p.secret_env.get("AMDFLEET_API_KEY")
-    if not check.serves_api:
+    if not p.readiness.serves_api:
         progress.step(
             f"checking the engine stays up ({_WORKER_SETTLE_S:g} s; a worker serves no API)"
         )
         _wait_settled(conn, supervisor)
         progress.note("worker engine running (it serves no API)")
         return
+    wait_ready(conn, supervisor, p.readiness, p.secret_env, progress)
+
+
+def wait_ready(
+    conn: Connection,
+    supervisor: Supervisor,
+    check: ReadinessCheck,
+    secrets: Mapping[str, str],
+    progress: Progress,
+    watch: Callable[[], None] | None = None,
+) -> None:
+    """Poll the head until every readiness path answers 200 (``/v1/models`` listing the
+    served model) and a one-token completion comes back, before ``check.timeout_s``.
+    ``watch`` runs before each poll and raises to stop waiting (a cluster's dead worker).
+
+    Raises RemoteError when the engine exits or the deadline passes.
+    """
     paths = check.paths
     started = time.monotonic()
     limit = check.timeout_s
-    header = f"Authorization: Bearer {api_key}" if api_key else ""
+    header = f"Authorization: Bearer {secrets[API_KEY_VAR]}" if secrets.get(API_KEY_VAR) else ""
     command = readiness_command(supervisor.first_run_command(), check.base_url, paths)
-    interval = _POLL_FIRST_S
+    interval = POLL_FIRST_S
+    generation = ""
     while True:
-        result = parse_readiness(conn.run(command, timeout=_CALL_TIMEOUT, stdin=header).stdout)
+        if watch is not None:
+            watch()
+        result = parse_readiness(conn.run(command, timeout=CALL_TIMEOUT, stdin=header).stdout)
         if not result.alive:
             raise RemoteError(conn.host, "the engine exited during startup")
         if result.ready(paths, check.served_name):
-            took = format_duration(time.monotonic() - started)
-            progress.note(f"engine ready after {took}, serving {check.served_name}")
-            return
+            problem = generation_problem(conn, supervisor.layout, check)
+            if problem is None:
+                took = format_duration(time.monotonic() - started)
+                progress.note(f"engine ready after {took}, serving {check.served_name}")
+                return
+            generation = f"; {problem}"
         if progress.enabled:
             progress.status(
                 _waiting_status(conn, supervisor, result, paths, time.monotonic() - started, limit)
@@ -321,11 +307,11 @@ def _wait(
             seen = ", ".join(f"{x} -> {result.statuses.get(x, (0, ''))[0]}" for x in paths)
             raise RemoteError(
                 conn.host,
-                f"the engine was not ready within {limit} s ({seen})",
+                f"the engine was not ready within {limit} s ({seen}{generation})",
                 "raise engine.startup_timeout_s if the model is still loading",
             )
         time.sleep(interval)
-        interval = min(interval * 2, _POLL_MAX_S)
+        interval = min(interval * 2, POLL_MAX_S)
 
 
 def _waiting_status(
@@ -339,21 +325,9 @@ def _waiting_status(
     """``waiting for the engine (14 s of 600 s): /health 503, /v1/models no answer; log: ...``"""
     answers = ", ".join(f"{p} {result.statuses.get(p, (0, ''))[0] or 'no answer'}" for p in paths)
     text = f"waiting for the engine ({int(elapsed)} s of {limit} s): {answers}"
-    tail = conn.run(supervisor.log_tail_command(5), timeout=_CALL_TIMEOUT, check=False).stdout
+    tail = conn.run(supervisor.log_tail_command(5), timeout=CALL_TIMEOUT, check=False).stdout
     lines = [line for line in tail.splitlines() if line.strip()]
     return f"{text}; log: {lines[-1].strip()}" if lines else text
-
-
-def _observe(conn: Connection, supervisor: Supervisor, check: ReadinessCheck) -> bool:
-    """One look at a deployed engine: running, and healthy where it serves the API."""
-    running = supervisor.running_command()
-    if not check.serves_api:
-        return conn.run(running, timeout=_CALL_TIMEOUT, check=False).ok
-    paths = check.paths
-    health = ("/health",) if "/health" in paths else paths[:1]
-    command = readiness_command(running, check.base_url, health)
-    output = conn.run(command, timeout=_CALL_TIMEOUT, stdin="", check=False).stdout
-    return parse_readiness(output).ready(health)
 
 
 def _wait_settled(conn: Connection, supervisor: Supervisor) -> None:
@@ -362,32 +336,13 @@ def _wait_settled(conn: Connection, supervisor: Supervisor) -> None:
     deadline = time.monotonic() + _WORKER_SETTLE_S
     command = supervisor.first_run_command()
     while True:
-        if not conn.run(command, timeout=_CALL_TIMEOUT, check=False).ok:
+        if not conn.run(command, timeout=CALL_TIMEOUT, check=False).ok:
             raise RemoteError(conn.host, "the engine exited during startup")
         if time.monotonic() >= deadline:
             return
-        time.sleep(_POLL_FIRST_S)
-
-
-def _stop_and_remove(conn: Connection, layout: EngineLayout, p: EngineServiceProps) -> None:
-    stop = stop_any_command(layout, unit=_unit(p), container=p.container)
-    conn.run(stop, timeout=_STOP_TIMEOUT)
-    conn.run(remove_command(layout), timeout=_CALL_TIMEOUT)
-
-
-def _start_error(
-    host: str, layout: EngineLayout, cause: RemoteError, source: str, tail: str
-) -> EngineStartError:
-    lines = "\n".join(f"    | {line}" for line in tail.splitlines()[-40:]) or "    | (empty log)"
-    reason = str(cause).removeprefix(f"[{host}] ")
-    return EngineStartError(
-        host,
-        f"engine failed to start: {reason}\n  command: {layout.launch}\n"
-        f"  last lines of {source}:\n{lines}",
-        "fix the cause above and run `pulumi up` again; nothing was left running",
-    )
+        time.sleep(POLL_FIRST_S)
 
 
 def _outs(p: EngineServiceProps) -> dict[str, Any]:
     started = datetime.now(UTC).isoformat(timespec="seconds")
-    return p.to_outputs(running=True, started_at=started)
+    return p.to_outputs(running=True, started_at=started, not_ready=None)

@@ -54,6 +54,7 @@ pulumi.dynamic``, or run by :mod:`amdfleet.providers.host`)."""
 STATUS_INTERVAL_S = 1.0
 SEND_TIMEOUT_S = 2.0
 MAX_CHARS = 200
+MAX_WARNING_CHARS = 4000
 
 _ADDRESS = re.compile(r"(?:[\w.-]+|\[[0-9A-Fa-f:.]+\]):\d{1,5}")
 _ESCAPES = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]")
@@ -168,6 +169,16 @@ class Progress:
             self._pending = None
             self._send(text, ephemeral=False, status=False)
 
+    def warn(self, text: str) -> None:
+        """A problem found (``pulumi refresh`` finding an engine that does not serve): a
+        warning the CLI keeps under "Diagnostics". Several lines are kept as lines (a log
+        tail), each cleaned like a status; at most :data:`MAX_WARNING_CHARS` in all."""
+        with self._lock:
+            self._pending = None
+            lines = [self._clean(line) for line in text.splitlines()]
+            body = "\n".join(line for line in lines if line)[:MAX_WARNING_CHARS]
+            self._send(body, ephemeral=False, status=False, severity=engine_pb2.WARNING)
+
     def close(self) -> None:
         """Drop any deferred status and close the channel; idempotent."""
         with self._lock:
@@ -208,15 +219,23 @@ class Progress:
             text, self._pending = self._pending, None
             self._send(text, ephemeral=True, status=True)
 
-    def _send(self, text: str, *, ephemeral: bool, status: bool) -> None:
+    def _send(
+        self,
+        text: str,
+        *,
+        ephemeral: bool,
+        status: bool,
+        severity: engine_pb2.LogSeverity.ValueType = engine_pb2.INFO,
+    ) -> None:
         """Send (the lock is held); a ``status`` restarts the interval. Any failure
         disables the reporter."""
-        text = self._clean(text)
+        if severity == engine_pb2.INFO:
+            text = self._clean(text)
         if self._closed or not text:
             return
         assert self._urn is not None and self._engine is not None
         request = engine_pb2.LogRequest(
-            severity=engine_pb2.INFO, message=text, urn=self._urn, ephemeral=ephemeral
+            severity=severity, message=text, urn=self._urn, ephemeral=ephemeral
         )
         try:
             if self._channel is None:

@@ -23,6 +23,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, ClassVar, Self
 
+from pulumi.output import Unknown
 from pulumi.runtime import rpc
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -89,9 +90,17 @@ def plain(value: Any) -> Any:
 
 def fingerprint(value: Any) -> str:
     """A stable SHA-256 of a JSON-able value (used to detect changed inputs, including
-    secrets, without storing the secret in outputs)."""
-    text = json.dumps(plain(value), sort_keys=True, separators=(",", ":"))
+    secrets, without storing the secret in outputs). A value not known yet (a preview of
+    an input computed by another resource) hashes as a placeholder: the preview shows a
+    change, and the update re-checks with the real value."""
+    text = json.dumps(plain(value), sort_keys=True, separators=(",", ":"), default=_unknown)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _unknown(value: Any) -> str:
+    if isinstance(value, Unknown):
+        return "<unknown until the update>"
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def changed_keys(

@@ -18,6 +18,7 @@ On-host layout (``remote_dir`` is ``/opt/amdfleet/<stack>``, mode 0700)::
 
 from __future__ import annotations
 
+import json
 import posixpath
 import shlex
 from dataclasses import dataclass
@@ -25,6 +26,9 @@ from dataclasses import dataclass
 SAFE_ROOT = "/opt/amdfleet/"
 DEAD = "AMDFLEET_ENGINE_DEAD"
 _STATUS_PREFIX = "AMDFLEET_HTTP "
+_GENERATION_PREFIX = "AMDFLEET_GENERATION "
+API_KEY_VAR = "AMDFLEET_API_KEY"
+GENERATION_PROMPT = "1+1="
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,95 @@ except urllib.error.HTTPError as e:
 except Exception:
     print(""); print(0)
 """
+
+
+def generation_command(
+    base_url: str, served_name: str, timeout_s: float, secrets_file: str | None = None
+) -> str:
+    """One real generation on the host: a ``/v1/completions`` request for one token of
+    ``served_name``, cut off after ``timeout_s``. Prints ``AMDFLEET_GENERATION <status>
+    <body>`` (status 000 when nothing answered in time, body on one line, cut at 1 kB).
+
+    ``/health`` is not enough: with a pipeline stage's node dead, vLLM's head still answers
+    ``/health`` and ``/v1/models`` while every completion hangs (ENVIRONMENT.md).
+
+    The API key comes from ``secrets_file`` on the host (the engine's ``secrets.env``,
+    ``AMDFLEET_API_KEY``), read there into a shell variable and piped to the client: it is
+    in no command line, and ``pulumi refresh`` (whose provider sees no secret input) can
+    check a keyed engine too.
+    """
+    body = json.dumps(
+        {"model": served_name, "prompt": GENERATION_PROMPT, "max_tokens": 1, "temperature": 0}
+    )
+    url = shlex.quote(base_url.rstrip("/") + "/v1/completions")
+    limit = f"{max(timeout_s, 1):g}"
+    key = (
+        f"_af_key=$(sed -n 's/^{API_KEY_VAR}=//p' {shlex.quote(secrets_file)} 2>/dev/null "
+        "| head -n 1); "
+        if secrets_file
+        else "_af_key=; "
+    )
+    return (
+        f"{key}"
+        '_af_hdr=; if [ -n "$_af_key" ]; then _af_hdr="Authorization: Bearer $_af_key"; fi; '
+        "if command -v curl >/dev/null 2>&1; then "
+        "_af_out=$(printf '%s\\n' \"$_af_hdr\" | curl -s -m "
+        f"{limit} -H @- -H 'Content-Type: application/json' --data-binary {shlex.quote(body)} "
+        f"-w '\\n%{{http_code}}' {url} 2>/dev/null); "
+        "else "
+        f"_af_out=$(printf '%s\\n' \"$_af_hdr\" | python3 -c {shlex.quote(_PY_POST)} "
+        f"{url} {shlex.quote(body)} {limit} 2>/dev/null); "
+        "fi; "
+        '_af_code=$(printf "%s" "$_af_out" | tail -n 1); '
+        "_af_body=$(printf '%s' \"$_af_out\" | sed '$d' | tr '\\n' ' ' | cut -c1-1024); "
+        f'echo "{_GENERATION_PREFIX}${{_af_code:-000}} $_af_body"'
+    )
+
+
+_PY_POST = """
+import sys, urllib.request, urllib.error
+header = sys.stdin.readline().strip()
+request = urllib.request.Request(sys.argv[1], data=sys.argv[2].encode(), method="POST")
+request.add_header("Content-Type", "application/json")
+if ":" in header:
+    name, value = header.split(":", 1)
+    request.add_header(name.strip(), value.strip())
+try:
+    with urllib.request.urlopen(request, timeout=float(sys.argv[3])) as response:
+        print(response.read(1024).decode(errors="replace")); print(response.status)
+except urllib.error.HTTPError as e:
+    print(e.read(1024).decode(errors="replace")); print(e.code)
+except Exception:
+    print(""); print(0)
+"""
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """What one :func:`generation_command` saw: the HTTP status (0: no answer in time)."""
+
+    status: int
+    body: str
+
+    @property
+    def ok(self) -> bool:
+        """The engine answered 200 with a completion choice."""
+        return self.status == 200 and '"choices"' in self.body
+
+    def describe(self, timeout_s: float) -> str:
+        """Why it failed, for people."""
+        if self.status == 0:
+            return f"a one-token completion got no answer within {timeout_s:g} s"
+        return f"a one-token completion answered {self.status}: {self.body[:200].strip()}"
+
+
+def parse_generation(output: str) -> GenerationResult:
+    """Parse the output of :func:`generation_command` (no line: no answer)."""
+    for line in output.splitlines():
+        if line.startswith(_GENERATION_PREFIX):
+            code, _, body = line[len(_GENERATION_PREFIX) :].partition(" ")
+            return GenerationResult(int(code) if code.isdigit() else 0, body)
+    return GenerationResult(0, "")
 
 
 @dataclass(frozen=True)

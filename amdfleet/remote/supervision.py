@@ -81,6 +81,11 @@ class Supervisor(Protocol):
     """Command builders for one engine under one supervisor."""
 
     @property
+    def layout(self) -> EngineLayout:
+        """The engine's files on the host."""
+        ...
+
+    @property
     def kind(self) -> SupervisorKind:
         """Which supervisor this is."""
         ...

@@ -402,7 +402,7 @@ def test_a_killed_engine_is_restarted_and_delete_leaves_no_process(
         log = conn.run("cat /opt/amdfleet/revive/engine.log", timeout=10).stdout
         assert "amdfleet-supervisor: engine exited with status 137; restart 1 of 5" in log
         read = provider_host.read(created.id, created.outputs, inputs=checked, urn=urn)
-        assert read.outputs["running"] is True
+        assert read.outputs["running"] is True, read.outputs.get("not_ready")
     finally:
         provider_host.delete(created.id, created.outputs, urn=urn)
     pids = [supervisor, first["pid"], second["pid"], second["child_pid"]]

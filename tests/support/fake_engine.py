@@ -5,8 +5,9 @@ Why it exists: the provider's job is to upload, start, wait for readiness, resta
 stop an engine process; vLLM (CPU) takes about a minute to start and cannot be told to
 crash, hang or come up late on demand. This script is started by the *real* rendered
 launch script (process runtime, ``engine.executable`` pointed here) with vLLM's argv
-(``serve MODEL --host H --port P --served-model-name N ...``) and serves ``/health`` and
-``/v1/models`` (requiring ``VLLM_API_KEY`` like vLLM does). The real vLLM is exercised
+(``serve MODEL --host H --port P --served-model-name N ...``) and serves ``/health``,
+``/v1/models`` and a one-token ``/v1/completions`` (requiring ``VLLM_API_KEY`` like vLLM
+does). The real vLLM is exercised
 end to end by the program tests; this covers the failure paths.
 
 Multi-node argv (``--nnodes N --node-rank R --master-addr A --master-port P``) is
@@ -17,7 +18,11 @@ as a vLLM worker waiting for its head does; it takes no part in any rendezvous.
 Behaviour comes from the environment (set through the stack's ``engine.extra_env``):
 - ``FAKE_ENGINE_MODE``: ``ok`` (default), ``exit`` (exit 3 after printing an error),
   ``never-ready`` (``/health`` answers 503 forever), ``late`` (503 until
-  ``FAKE_ENGINE_READY_AFTER`` seconds have passed).
+  ``FAKE_ENGINE_READY_AFTER`` seconds have passed), ``hang`` (``/health`` and
+  ``/v1/models`` answer 200, but a completion never answers: vLLM's head after a
+  pipeline stage's node died).
+- ``FAKE_ENGINE_MODE_RANK<r>``: the mode of the node with ``--node-rank r`` alone (a
+  stack's environment is the same on every node).
 - ``FAKE_ENGINE_ECHO_CONFIG=1``: log its configuration with the API key in it, as SGLang's
   ``server_args=ServerArgs(...)`` line does.
 - ``FAKE_ENGINE_CHILD=1``: fork a worker process that stays in the engine's process group
@@ -40,7 +45,10 @@ import time
 
 def main(argv: list[str]) -> int:
     options = _options(argv)
-    mode = os.environ.get("FAKE_ENGINE_MODE", "ok")
+    rank = options.get("--node-rank", "0")
+    mode = os.environ.get(f"FAKE_ENGINE_MODE_RANK{rank}") or os.environ.get(
+        "FAKE_ENGINE_MODE", "ok"
+    )
     print(f"fake engine: mode={mode} argv={' '.join(argv)}", flush=True)
     if os.environ.get("FAKE_ENGINE_ECHO_CONFIG"):
         key = os.environ.get("VLLM_API_KEY")
@@ -98,7 +106,7 @@ def _handler(mode: str, ready_at: float, served: str) -> type[http.server.BaseHT
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            ready = mode == "ok" or (mode == "late" and time.monotonic() >= ready_at)
+            ready = mode in ("ok", "hang") or (mode == "late" and time.monotonic() >= ready_at)
             if self.path == "/health":
                 self._send(200 if ready else 503, b"")
             elif self.path == "/v1/models":
@@ -108,6 +116,21 @@ def _handler(mode: str, ready_at: float, served: str) -> type[http.server.BaseHT
                     self._send(200, json.dumps({"data": [{"id": served}]}).encode())
             else:
                 self._send(404, b"")
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            request = json.loads(self.rfile.read(length) or b"{}")
+            if self.path != "/v1/completions":
+                self._send(404, b"")
+            elif key and self.headers.get("Authorization") != f"Bearer {key}":
+                self._send(401, b'{"error": "Unauthorized"}')
+            elif request.get("model") != served:
+                self._send(404, b'{"error": "The model does not exist."}')
+            elif mode == "hang":
+                signal.pause()  # the client's deadline ends it
+            else:
+                choice = {"index": 0, "text": "2", "finish_reason": "length"}
+                self._send(200, json.dumps({"choices": [choice]}).encode())
 
         def _send(self, code: int, body: bytes) -> None:
             self.send_response(code)

@@ -15,11 +15,8 @@ from pulumi.runtime import rpc
 from amdfleet.config import VerificationSpec
 from amdfleet.errors import PropsError
 from amdfleet.providers.engine_image import EngineImageProps
-from amdfleet.providers.engine_service import (
-    EngineServiceProps,
-    ReadinessCheck,
-    RenderedFile,
-)
+from amdfleet.providers.engine_node import ReadinessCheck, RenderedFile
+from amdfleet.providers.engine_service import EngineServiceProps
 from amdfleet.providers.model_weights import ModelWeightsProps
 from amdfleet.providers.props import PROVIDER_KEY, ProviderProps
 from amdfleet.providers.readiness import ReadinessGateProps

@@ -6,8 +6,11 @@ The commands are what providers send over SSH; here they run on this machine thr
 
 from __future__ import annotations
 
+import functools
 import http.server
 import json
+import os
+import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -36,6 +39,22 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             self._send(404, b"")
 
+    def do_POST(self) -> None:
+        request = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+        if self.headers.get("Authorization") != "Bearer k-123":
+            self._send(401, b'{"error": "Unauthorized"}')
+        elif request["model"] == "hangs":
+            _RELEASE.wait(30)  # a pipeline with a dead stage: no answer until released
+        elif request == {
+            "model": "tiny-llama",
+            "prompt": "1+1=",
+            "max_tokens": 1,
+            "temperature": 0,
+        }:
+            self._send(200, b'{"choices": [{"text": "2"}]}')
+        else:
+            self._send(400, b'{"error": "unexpected request"}')
+
     def _send(self, code: int, body: bytes) -> None:
         self.send_response(code)
         self.send_header("Content-Length", str(len(body)))
@@ -46,12 +65,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+_RELEASE = threading.Event()
+
+
 @pytest.fixture
 def server() -> Iterator[str]:
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    _RELEASE.set()
     httpd.shutdown()
     httpd.server_close()
     thread.join()
@@ -94,6 +117,52 @@ def test_probe_reports_statuses_and_uses_the_key_from_stdin(
     assert not with_key.ready(("/health", "/v1/models"), "other-model")
     assert without.statuses["/v1/models"][0] == 401
     assert not without.ready(("/health", "/v1/models"), "tiny-llama")
+
+
+@pytest.mark.parametrize("client", ["curl", "python3"])
+def test_generation_check_completes_a_token_with_the_key_from_the_hosts_secrets_file(
+    server: str, tmp_path: Path, client: str
+) -> None:
+    """The one-token completion readiness and refresh rely on, run by sh against a real
+    HTTP server, with curl or (a host without curl) python3; the key is read from the
+    engine's secrets.env on the host and is never in the command line."""
+    secrets = tmp_path / "secrets.env"
+    secrets.write_text("AMDFLEET_API_KEY=k-123\nVLLM_API_KEY=k-123\n")
+    env_path = _without_curl(tmp_path) if client == "python3" else None
+    run = functools.partial(_sh_with_path, path=env_path)
+    command = engine.generation_command(server, "tiny-llama", 5, str(secrets))
+    assert "k-123" not in command
+    ok = engine.parse_generation(run(command).stdout)
+    assert ok.ok and ok.status == 200
+    unkeyed = engine.parse_generation(
+        run(engine.generation_command(server, "tiny-llama", 5)).stdout
+    )
+    assert (unkeyed.ok, unkeyed.status) == (False, 401)
+    assert unkeyed.describe(5) == 'a one-token completion answered 401: {"error": "Unauthorized"}'
+    hung = engine.parse_generation(
+        run(engine.generation_command(server, "hangs", 1, str(secrets))).stdout
+    )
+    assert (hung.ok, hung.status) == (False, 0)
+    assert hung.describe(1) == "a one-token completion got no answer within 1 s"
+
+
+def _without_curl(tmp_path: Path) -> str:
+    """A PATH with the tools the command uses, but no curl."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("sh", "sed", "head", "tail", "tr", "cut", "cat"):
+        found = shutil.which(tool)
+        assert found, tool
+        (bin_dir / tool).symlink_to(found)
+    (bin_dir / "python3").symlink_to("/usr/bin/python3")  # the hosts' python, not a shim
+    return str(bin_dir)
+
+
+def _sh_with_path(command: str, path: str | None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": path} if path else None
+    return subprocess.run(
+        ["sh", "-c", command], capture_output=True, text=True, timeout=30, env=env
+    )
 
 
 def test_probe_says_dead_when_the_engine_is_gone(layout: engine.EngineLayout, server: str) -> None:

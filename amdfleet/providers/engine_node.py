@@ -1,0 +1,178 @@
+"""One node's engine over an open connection: the steps EngineService (one node) and
+EngineCluster (several) share.
+
+Each function runs the command builders of :mod:`amdfleet.remote.engine` and
+:mod:`amdfleet.remote.supervision` over a :class:`~amdfleet.remote.connection.Connection`
+the provider opened with :func:`open_engine_host` (which masks the node's secrets in
+everything read back). Nothing here keeps state between calls.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping
+from pathlib import PurePosixPath
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from amdfleet.errors import EngineStartError, RemoteError
+from amdfleet.remote.connection import Connection
+from amdfleet.remote.engine import (
+    EngineLayout,
+    generation_command,
+    parse_generation,
+    parse_readiness,
+    readiness_command,
+    remove_command,
+    secrets_env,
+)
+from amdfleet.remote.hosts import open_host
+from amdfleet.remote.supervision import (
+    FACTS_COMMAND,
+    Supervisor,
+    choose_supervisor,
+    parse_facts,
+    stop_any_command,
+    supervisor_for,
+)
+from amdfleet.remote.target import HostTarget
+
+CALL_TIMEOUT = 60.0
+# Stopping may wait out the engine's grace under each supervisor that could have run it.
+STOP_TIMEOUT = 150.0
+# A one-token completion on a loaded engine takes well under a second; a pipeline with a
+# dead stage never answers (ENVIRONMENT.md), so this is the deadline for the answer.
+GENERATION_TIMEOUT_S = 60
+LOG_TAIL_LINES = 40
+
+
+class RenderedFile(BaseModel):
+    """One rendered file uploaded into the engine's directory."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    content: str = Field(description="The file's text.")
+    mode: int = Field(ge=0, le=0o7777, description="Its permission bits.")
+
+
+class ReadinessCheck(BaseModel):
+    """How the provider tells the engine on a node is ready (checked on the host)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    serves_api: bool = Field(description="The node serves the API (else: it must stay up).")
+    base_url: str = Field(description="The API's base URL as seen from the host itself.")
+    paths: tuple[str, ...] = Field(description="Paths that must all answer 200.")
+    served_name: str | None = Field(None, description="The model /v1/models must list.")
+    timeout_s: int = Field(gt=0, description="Deadline for the engine to become ready.")
+    generation_timeout_s: int = Field(
+        GENERATION_TIMEOUT_S,
+        gt=0,
+        description="Deadline for the one-token completion that proves the engine serves.",
+    )
+
+
+def open_engine_host(host: HostTarget, secrets: Mapping[str, str]) -> Connection:
+    """A connection that masks the node's secrets in everything read back from the host
+    (the engine log can print them: SGLang logs its whole configuration)."""
+    return open_host(host, secrets=list(secrets.values()))
+
+
+def unit_name(files: Mapping[str, object], remote_dir: str) -> str:
+    """The rendered systemd unit's file name (the process runtime renders one)."""
+    names = [name for name in files if name.endswith(".service")]
+    return names[0] if names else f"amdfleet-{PurePosixPath(remote_dir).name}.service"
+
+
+def node_supervisor(
+    conn: Connection, layout: EngineLayout, unit: str, container: str | None
+) -> Supervisor:
+    """The supervisor for this engine, chosen from the host's facts (a container name
+    means the docker runtime)."""
+    facts = parse_facts(conn.run(FACTS_COMMAND, timeout=CALL_TIMEOUT).stdout)
+    kind = choose_supervisor("docker" if container else "process", facts)
+    return supervisor_for(kind, layout, unit=unit, container=container)
+
+
+def upload(
+    conn: Connection,
+    layout: EngineLayout,
+    files: Mapping[str, RenderedFile],
+    secrets: Mapping[str, str],
+) -> None:
+    """Create the engine directory (0700: it holds secrets.env and the engine log, which
+    may quote secrets), upload the rendered files with their modes and secrets.env
+    (0600 from its creation)."""
+    directory = shlex.quote(layout.remote_dir)
+    conn.run(f"mkdir -p {directory} && chmod 0700 {directory}", timeout=CALL_TIMEOUT)
+    for name in sorted(files):
+        item = files[name]
+        conn.put(layout.path(name), item.content.encode(), mode=item.mode)
+    conn.put(layout.secrets, secrets_env(dict(secrets)).encode(), mode=0o600)
+
+
+def stop_and_remove(
+    conn: Connection, layout: EngineLayout, unit: str, container: str | None
+) -> None:
+    """Stop the engine under whichever supervisor ran it and remove its directory.
+    Idempotent."""
+    conn.run(stop_any_command(layout, unit=unit, container=container), timeout=STOP_TIMEOUT)
+    conn.run(remove_command(layout), timeout=CALL_TIMEOUT)
+
+
+def log_tail(conn: Connection, supervisor: Supervisor, lines: int = LOG_TAIL_LINES) -> str:
+    """The engine log's last ``lines``, each indented as ``    | line`` (never raises)."""
+    try:
+        out = conn.run(supervisor.log_tail_command(lines), timeout=CALL_TIMEOUT, check=False)
+    except RemoteError as e:
+        return f"    | (the log could not be read: {e})"
+    text = out.stdout.splitlines()[-lines:]
+    return "\n".join(f"    | {line}" for line in text) or "    | (empty log)"
+
+
+def serving_problem(conn: Connection, supervisor: Supervisor, check: ReadinessCheck) -> str | None:
+    """One look at a deployed engine: None when it serves, else why not.
+
+    A node that serves no API must have its engine running. The head must run, answer
+    its health path 200 and complete one real token within ``generation_timeout_s``:
+    ``/health`` alone answers 200 on a head whose pipeline lost a stage.
+    """
+    running = supervisor.running_command()
+    if not check.serves_api:
+        ok = conn.run(running, timeout=CALL_TIMEOUT, check=False).ok
+        return None if ok else "the engine is not running"
+    paths = check.paths
+    health = ("/health",) if "/health" in paths else paths[:1]
+    command = readiness_command(running, check.base_url, health)
+    result = parse_readiness(conn.run(command, timeout=CALL_TIMEOUT, stdin="").stdout)
+    if not result.alive:
+        return "the engine is not running"
+    if not result.ready(health):
+        return f"{health[0]} answered {result.statuses.get(health[0], (0, ''))[0] or 'nothing'}"
+    return generation_problem(conn, supervisor.layout, check)
+
+
+def generation_problem(conn: Connection, layout: EngineLayout, check: ReadinessCheck) -> str | None:
+    """A one-token completion on the head (keyed with the API key in the engine's
+    ``secrets.env`` on the host): None when it answered in time, else why not."""
+    if check.served_name is None:
+        return None
+    limit = check.generation_timeout_s
+    command = generation_command(check.base_url, check.served_name, limit, layout.secrets)
+    out = conn.run(command, timeout=limit + CALL_TIMEOUT)
+    result = parse_generation(out.stdout)
+    return None if result.ok else result.describe(limit)
+
+
+def start_error(
+    host: str, layout: EngineLayout, cause: RemoteError, source: str, tail: str, hint: str
+) -> EngineStartError:
+    """The error for an engine that failed to start: the cause, the launch command and the
+    last lines of its log (``tail`` as :func:`log_tail` formats it)."""
+    reason = str(cause).removeprefix(f"[{host}] ")
+    return EngineStartError(
+        host,
+        f"engine failed to start: {reason}\n  command: {layout.launch}\n"
+        f"  last lines of {source}:\n{tail}",
+        hint,
+    )
