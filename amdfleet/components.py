@@ -14,6 +14,7 @@ its outputs.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import PurePosixPath
@@ -24,13 +25,13 @@ import pulumi
 from amdfleet.config import CampaignSpec, placeholder_host_keys
 from amdfleet.errors import ConfigError, ConfigIssue, PlanError
 from amdfleet.plan import DeploymentPlan, NodePlan
+from amdfleet.providers.engine_cluster import ClusterNode, EngineCluster, EngineClusterProps
 from amdfleet.providers.engine_image import EngineImage, EngineImageProps
+from amdfleet.providers.engine_node import ReadinessCheck, RenderedFile
 from amdfleet.providers.engine_service import (
     EngineService,
     EngineServiceArgs,
     EngineServiceProps,
-    ReadinessCheck,
-    RenderedFile,
 )
 from amdfleet.providers.model_weights import ModelWeights, ModelWeightsProps
 from amdfleet.providers.readiness import ReadinessGate
@@ -94,6 +95,11 @@ class Deployment(pulumi.ComponentResource):
         self._plan = plan
         images = self._images(name, fleet)
         weights = self._weights(name, fleet, images, secrets)
+        self._cluster_checks: list[pulumi.Resource] = []
+        self._cluster_env = [
+            host.facts.apply(functools.partial(_collective_env, node=node))
+            for host, node in zip(fleet.hosts, plan.nodes, strict=True)
+        ]
         services = self._services(name, fleet, images, weights, secrets)
         self.endpoint = f"{plan.endpoint}/v1"
         self.model = plan.model.served_name
@@ -192,12 +198,36 @@ class Deployment(pulumi.ComponentResource):
         images: list[EngineImage],
         weights: list[ModelWeights],
         secrets: Mapping[str, pulumi.Output[str] | None],
-    ) -> list[EngineService]:
-        # Every node starts at once: the head's readiness needs its workers (mp, Ray) and
-        # workers wait for the head's rendezvous themselves.
-        return [
-            self._service(name, node, fleet, images, weights, secrets) for node in self._plan.nodes
-        ]
+    ) -> list[EngineService | EngineCluster]:
+        plan = self._plan
+        if len(plan.nodes) > 1:
+            return [self._cluster(name, fleet, images, weights, secrets)]
+        return [self._service(name, plan.nodes[0], fleet, images, weights, secrets)]
+
+    def _cluster(
+        self,
+        name: str,
+        fleet: Fleet,
+        images: list[EngineImage],
+        weights: list[ModelWeights],
+        secrets: Mapping[str, pulumi.Output[str] | None],
+    ) -> EngineCluster:
+        """A multi-node engine is one resource: its nodes start, fail and restart together
+        (workers cannot rejoin a running head)."""
+        plan = self._plan
+        head = plan.nodes[0]
+        values: pulumi.Output[dict[str, Any]] = pulumi.Output.all(
+            **{env: secrets[key] for env, key in head.secret_env.items()}
+        )
+        props = engine_cluster_props(plan, [fleet.targets[n.rank] for n in plan.nodes])
+        depends = [*fleet.hosts, *weights, *images, *self._cluster_checks]
+        return EngineCluster(
+            f"{name}-engine",
+            props,
+            self._opts(depends),
+            secret_env=pulumi.Output.secret(values),
+            cluster_env=self._cluster_env,
+        )
 
     def _service(
         self,
@@ -226,7 +256,7 @@ class Deployment(pulumi.ComponentResource):
         name: str,
         fleet: Fleet,
         weights: list[ModelWeights],
-        services: list[EngineService],
+        services: Sequence[EngineService | EngineCluster],
         images: list[EngineImage],
     ) -> Verification | None:
         plan = self._plan
@@ -261,25 +291,50 @@ def engine_service_props(
 ) -> EngineServiceArgs:
     """EngineService arguments for ``node``: its rendered files, secrets and readiness
     check."""
-    readiness = plan.engine.readiness
-    files = {
-        PurePosixPath(f.path).name: RenderedFile(content=f.content, mode=f.mode)
-        for f in render_node(plan, node.rank)
-    }
     props = EngineServiceProps(
         host=host,
         remote_dir=node.remote_dir,
-        files=files,
+        files=_rendered_files(plan, node),
         container=plan.engine.container_name if plan.engine.runtime == "docker" else None,
-        readiness=ReadinessCheck(
-            serves_api=node.serves_api,
-            base_url=readiness.base_url,
-            paths=readiness.paths,
-            served_name=readiness.served_name,
-            timeout_s=readiness.timeout_s,
-        ),
+        readiness=_readiness_check(plan, node),
     )
     return EngineServiceArgs(props, secret_env)
+
+
+def _rendered_files(plan: DeploymentPlan, node: NodePlan) -> dict[str, RenderedFile]:
+    return {
+        PurePosixPath(f.path).name: RenderedFile(content=f.content, mode=f.mode)
+        for f in render_node(plan, node.rank)
+    }
+
+
+def _readiness_check(plan: DeploymentPlan, node: NodePlan) -> ReadinessCheck:
+    readiness = plan.engine.readiness
+    return ReadinessCheck(
+        serves_api=node.serves_api,
+        base_url=readiness.base_url,
+        paths=readiness.paths,
+        served_name=readiness.served_name,
+        timeout_s=readiness.timeout_s,
+    )
+
+
+def engine_cluster_props(plan: DeploymentPlan, hosts: Sequence[HostTarget]) -> EngineClusterProps:
+    """EngineCluster properties for a multi-node plan: every node's rendered files, in
+    rank order, and the head's readiness check."""
+    return EngineClusterProps(
+        nodes=tuple(
+            ClusterNode(
+                name=node.name,
+                host=host,
+                remote_dir=node.remote_dir,
+                files=_rendered_files(plan, node),
+                container=plan.engine.container_name if plan.engine.runtime == "docker" else None,
+            )
+            for node, host in zip(plan.nodes, hosts, strict=True)
+        ),
+        readiness=_readiness_check(plan, plan.nodes[0]),
+    )
 
 
 def campaign_output(campaign: CampaignSpec, started_at: str | None) -> dict[str, Any]:
@@ -304,6 +359,16 @@ def _target(plan: DeploymentPlan, node: NodePlan) -> HostTarget:
         issue = ConfigIssue("fleet", f"node {node.name} has no host to connect to", _NO_TARGET)
         raise PlanError([issue], f"stack {plan.stack}")
     return node.target
+
+
+def _collective_env(facts: Mapping[str, Any], node: NodePlan) -> dict[str, str]:
+    """TEMPORARY until the cluster check lands: the interface holding the node's address."""
+    for interface in facts.get("interfaces") or []:
+        for address in interface.get("addresses") or []:
+            if str(address).split("/")[0] == node.cluster_address:
+                name = str(interface.get("name"))
+                return {"GLOO_SOCKET_IFNAME": name, "NCCL_SOCKET_IFNAME": name}
+    return {}
 
 
 def _inventory(node: NodePlan, facts: Mapping[str, Any]) -> dict[str, Any]:

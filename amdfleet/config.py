@@ -85,8 +85,10 @@ class HostSpec(_Model):
     )
     network_interface: str | None = Field(
         None,
-        description="Interface carrying inter-node traffic; sets NCCL/GLOO_SOCKET_IFNAME "
-        "for multi-node engines.",
+        description="Interface you expect to carry inter-node traffic. amdfleet derives "
+        "the interface from the host's facts (the one holding the cluster address) and sets "
+        "NCCL/GLOO_SOCKET_IFNAME from it; a different one named here fails the cluster "
+        "check before anything starts.",
     )
     rdma_devices: tuple[str, ...] = Field(
         (),

@@ -77,6 +77,12 @@ class Engine(ABC):
         """Extra environment on a node of a multi-node engine, given its own address."""
         return {}
 
+    def cpu_bind_env(self, cpus: tuple[str, ...]) -> dict[str, str]:
+        """On a CPU stack, the environment that pins each of this node's ranks to its CPU
+        list (``cpus[i]`` for the node's i-th rank); empty for an engine without CPU
+        support."""
+        return {}
+
     def ray_argv(self, launch: Launch, own_address: str | None) -> tuple[str, ...]:
         """The ``ray start`` line for this node (empty unless the backend is Ray)."""
         return ()

@@ -60,6 +60,12 @@ class Vllm(Engine):
         """The address this node's workers advertise to the others."""
         return {"VLLM_HOST_IP": cluster_address}
 
+    def cpu_bind_env(self, cpus: tuple[str, ...]) -> dict[str, str]:
+        """``VLLM_CPU_OMP_THREADS_BIND``: one CPU list per rank on this node, ``|``
+        between ranks. Without it vLLM's automatic binding wants a NUMA node per rank and
+        refuses ("Not enough allowed NUMA nodes to bind threads") on one-NUMA-node hosts."""
+        return {"VLLM_CPU_OMP_THREADS_BIND": "|".join(cpus)}
+
     def ray_argv(self, launch: Launch, own_address: str | None) -> tuple[str, ...]:
         """``ray start --head`` on rank 0, ``ray start --address head:port --block`` else."""
         par = launch.parallelism

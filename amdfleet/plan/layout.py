@@ -58,7 +58,11 @@ def nodes(
     requirement = host_requirement(spec, acc, model)
     out = []
     for rank, slot in enumerate(slots):
-        node_env = {**env, **_network_env(spec, slot.host, slot.cluster_address)}
+        node_env = {
+            **env,
+            **_network_env(spec, slot.host, slot.cluster_address),
+            **_cpu_bind_env(spec, acc, parallelism, rank),
+        }
         launch = Launch(
             model=model,
             serving=serving,
@@ -156,12 +160,24 @@ def _network_env(spec: StackSpec, host: HostSpec | None, address: str | None) ->
     env: dict[str, str] = {}
     if address:
         env.update(engines.engine(spec.engine.name).node_env(address))
-    if host is not None and host.network_interface:
-        env["GLOO_SOCKET_IFNAME"] = host.network_interface
-        env["NCCL_SOCKET_IFNAME"] = host.network_interface
     if host is not None and host.rdma_devices:
         env["NCCL_IB_HCA"] = ",".join(host.rdma_devices)
     return env
+
+
+def _cpu_bind_env(
+    spec: StackSpec, acc: Accelerator, parallelism: ParallelismPlan, rank: int
+) -> dict[str, str]:
+    """CPU stacks with more than one rank: each rank pinned to a core of its own, numbered
+    by global rank (node 0's ranks on cores 0.., node 1's next), so ranks sharing one
+    machine (one host, or the lab's network namespaces) never share a core. GPU stacks
+    leave thread placement to the engine."""
+    world = parallelism.tp * parallelism.pp * parallelism.dp
+    if acc.arch != "cpu" or world == 1:
+        return {}
+    per_node = max(world // spec.topology.nodes, 1)
+    cpus = tuple(str(rank * per_node + i) for i in range(per_node))
+    return engines.engine(spec.engine.name).cpu_bind_env(cpus)
 
 
 def _api_key_file(spec: StackSpec, launch: Launch) -> str | None:

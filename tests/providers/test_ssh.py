@@ -55,16 +55,18 @@ def _elapsed(fn: Callable[[], object]) -> float:
 
 
 @pytest.mark.netns
-def test_each_host_has_its_own_hostname_home_and_tmp(lab: HostLab) -> None:
+def test_each_host_has_its_own_hostname_home_tmp_and_shm(lab: HostLab) -> None:
     require_netns(lab)
     names = []
     for i in range(len(lab)):
         with lab.connect(i) as c:
-            c.run(f"echo {i} >/tmp/whoami", timeout=10)
-            out = c.run("hostname; echo $HOME; cat /tmp/whoami", timeout=10).stdout.split()
+            c.run(f"echo {i} >/tmp/whoami && echo {i} >/dev/shm/whoami", timeout=10)
+            command = "hostname; echo $HOME; cat /tmp/whoami; cat /dev/shm/whoami; ls /dev/shm"
+            out = c.run(command, timeout=10).stdout.split()
             names.append(out[0])
-            assert out[1:] == ["/root", str(i)]
+            assert out[1:] == ["/root", str(i), str(i), "whoami"]  # nothing but its own
     assert names == [h.name for h in lab]
+    assert not Path("/dev/shm/whoami").exists()  # the machine's /dev/shm is untouched
 
 
 @pytest.mark.netns

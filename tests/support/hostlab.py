@@ -7,10 +7,11 @@ Netns mode (the normal one, needs root and ``ip netns``)
     the machine), and ``unshare --mount --uts --pid --fork --mount-proc --kill-child``
     running sshd as PID 1 of a new PID namespace, after bind-mounting per-host
     directories over /root /opt /var/log /etc/ssh and /tmp (tmp last, since the lab's own
-    directories live under /tmp). Each host has its own hostname, HOME, /tmp, /opt,
-    process table, host key and log. The per-host directories start empty (not copies of
-    this machine's /root, which would leak the tester's files into the hosts) except
-    /etc/ssh, which is a copy of this machine's plus the lab's sshd_config and host key.
+    directories live under /tmp) and mounting a private tmpfs on /dev/shm. Each host has
+    its own hostname, HOME, /tmp, /opt, /dev/shm, process table, host key and log. The
+    per-host directories start empty (not copies of this machine's /root, which would
+    leak the tester's files into the hosts) except /etc/ssh, which is a copy of this
+    machine's plus the lab's sshd_config and host key.
 
 Loopback mode (fallback when ``ip netns add`` is refused, or ``AMDFLEET_HOSTLAB=loopback``)
     sshd listens on ``127.0.0.(10+i)`` with a free port, with a per-host config, host key
@@ -57,6 +58,7 @@ from tests.support.files import tail_file
 SUBNET_PREFIX = "10.77"
 SSHD = "/usr/sbin/sshd"
 READY_TIMEOUT = 15.0
+SHM_SIZE = "4g"
 _IP_TIMEOUT = 15.0
 _LIVE_LABS: set[HostLab] = set()
 
@@ -399,7 +401,12 @@ class HostLab:
         if not self.netns:
             return [SSHD, "-D", "-e", "-f", str(h.dir / "etc_ssh" / "sshd_config")]
         mounts = "".join(f"mount --bind {h.dir / sub} {inside}\n" for inside, sub in _BIND_DIRS)
-        boot = f"set -e\n{mounts}hostname {h.name}\nexec {SSHD} -D -e -f /etc/ssh/sshd_config\n"
+        # A private /dev/shm per host, as separate machines have (vLLM's CPU backend and
+        # torch.distributed put shared-memory segments there).
+        shm = f"mount -t tmpfs -o size={SHM_SIZE},mode=1777 tmpfs /dev/shm\n"
+        boot = (
+            f"set -e\n{mounts}{shm}hostname {h.name}\nexec {SSHD} -D -e -f /etc/ssh/sshd_config\n"
+        )
         unshare = ["unshare", "--mount", "--uts", "--pid", "--fork", "--mount-proc", "--kill-child"]
         return ["ip", "netns", "exec", str(h.netns), *unshare, "sh", "-c", boot]
 

@@ -22,6 +22,7 @@ SEED_STACKS = {
     "mi300x-llama405b-sglang",
     "mi300x-2node-llama405b-bf16",
     "local",
+    "local-pp2",
 }
 
 
@@ -91,7 +92,7 @@ def test_secure_values_count_as_set_and_are_never_read(tmp_path: Path) -> None:
 
 
 def test_unknown_stack_name_lists_known_ones() -> None:
-    with pytest.raises(ConfigError, match="known stacks: local, mi300x-2node"):
+    with pytest.raises(ConfigError, match="known stacks: local, local-pp2, mi300x-2node"):
         load_stack_file("no-such-stack")
 
 

@@ -1,0 +1,348 @@
+"""EngineCluster: one engine spread over several nodes (pipeline/tensor parallel across
+hosts), started, checked and stopped as one.
+
+A multi-node engine lives or dies whole: vLLM's workers cannot rejoin a running head (its
+rendezvous happened at start), and a head whose pipeline lost a stage still answers
+``/health`` and ``/v1/models`` with 200 while every completion hangs (ENVIRONMENT.md).
+So the cluster is one resource, not one per node:
+
+- ``create``/``update`` stop the engine on every node, upload every node's rendered files,
+  ``cluster.env`` (the collective-traffic interface derived from the host's facts by
+  :class:`~amdfleet.providers.cluster_check.ClusterCheck`) and ``secrets.env`` (0600),
+  start the head, then the workers, and wait until the head answers its readiness paths
+  and completes one real token, watching every worker meanwhile. A worker that exits, or
+  a cluster that is not serving by the deadline, fails the operation with the head's and
+  every worker's log tails, after stopping every node: nothing is left running.
+- ``read`` (``pulumi refresh``) checks the engine on every node and, when all run, one
+  real completion on the head within a deadline. A node that is down, or a head that
+  does not complete, sets ``running`` false and ``not_ready`` to what was seen (the node,
+  and the last lines of its log), shown as a warning; the next ``pulumi up`` then restarts
+  the whole cluster in order.
+- ``delete`` stops every node's engine and removes its directory; idempotent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import pulumi
+from pulumi.dynamic import (
+    CheckResult,
+    CreateResult,
+    DiffResult,
+    ReadResult,
+    ResourceProvider,
+    UpdateResult,
+)
+from pulumi.runtime import rpc
+from pydantic import BaseModel, ConfigDict, Field
+
+from amdfleet.errors import EngineStartError, RemoteError
+from amdfleet.providers.engine_node import (
+    CALL_TIMEOUT,
+    ReadinessCheck,
+    RenderedFile,
+    log_tail,
+    node_supervisor,
+    open_engine_host,
+    serving_problem,
+    stop_and_remove,
+    unit_name,
+    upload,
+)
+from amdfleet.providers.engine_service import NOTHING_LEFT_HINT, wait_ready
+from amdfleet.providers.progress import Progress, resource_urn
+from amdfleet.providers.props import ProviderProps, changed_keys, fingerprint, plain
+from amdfleet.remote.connection import Connection
+from amdfleet.remote.engine import EngineLayout
+from amdfleet.remote.supervision import Supervisor
+from amdfleet.remote.target import HostTarget
+
+CLUSTER_ENV_FILE = "cluster.env"
+RESTART_ON = ("files_hash", "secrets_hash", "readiness")
+_T = TypeVar("_T")
+
+
+class ClusterNode(BaseModel):
+    """One node of the cluster: where it runs and what it runs (rank = its position)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(description="The node's name (the fleet host's).")
+    host: HostTarget = Field(description="The node's host.")
+    remote_dir: str = Field(description="The engine's directory on the host.")
+    files: dict[str, RenderedFile] = Field(description="Rendered files by file name.")
+    container: str | None = Field(None, description="The engine's container (docker).")
+    cluster_env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Environment from the host's facts, written to cluster.env.",
+    )
+
+    @property
+    def unit(self) -> str:
+        """The rendered systemd unit's file name."""
+        return unit_name(self.files, self.remote_dir)
+
+    @property
+    def layout(self) -> EngineLayout:
+        """The engine's files on the host."""
+        return EngineLayout(self.remote_dir)
+
+    def upload_files(self) -> dict[str, RenderedFile]:
+        """The rendered files plus ``cluster.env``."""
+        body = "".join(f"{k}={v}\n" for k, v in sorted(self.cluster_env.items()))
+        header = "# From this host's facts (amdfleet's cluster check); literal KEY=VALUE.\n"
+        return {**self.files, CLUSTER_ENV_FILE: RenderedFile(content=header + body, mode=0o644)}
+
+
+class EngineClusterProps(ProviderProps):
+    """EngineCluster's properties: every node's files and host, rank 0 (the head) first,
+    the shared secret environment (passed to :class:`EngineCluster` apart) and the head's
+    readiness check; fingerprints added by ``check``; whether it serves (outputs)."""
+
+    SECRET_FIELDS = ("secret_env",)
+
+    nodes: tuple[ClusterNode, ...] = Field(min_length=2, description="Head first, by rank.")
+    secret_env: dict[str, str] = Field(
+        default_factory=dict, description="Secret: environment written to secrets.env (0600)."
+    )
+    readiness: ReadinessCheck = Field(description="When the head counts as serving.")
+    files_hash: str | None = Field(
+        None, description="Added by check: fingerprint of every node's files and env."
+    )
+    secrets_hash: str | None = Field(
+        None, description="Added by check: fingerprint of the secrets (restarts on change)."
+    )
+    running: bool | None = Field(None, description="Output: whether the cluster serves.")
+    started_at: str | None = Field(None, description="Output: when it was last started.")
+    not_ready: str | None = Field(
+        None, description="Output of refresh: why the cluster does not serve (None: it does)."
+    )
+
+    @property
+    def head(self) -> ClusterNode:
+        """Rank 0: the node that serves the API."""
+        return self.nodes[0]
+
+
+class EngineClusterProvider(ResourceProvider):
+    """Runs one engine over several nodes. Stateless."""
+
+    serialize_as_secret_always = False
+
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        """Add the fingerprints that drive diffs (raw inputs: may hold unknowns in a
+        preview). The secrets' fingerprint is itself secret."""
+        inputs = dict(news)
+        inputs["files_hash"] = fingerprint(news.get("nodes"))
+        inputs["secrets_hash"] = rpc.wrap_rpc_secret(fingerprint(news.get("secret_env") or {}))
+        return CheckResult(inputs=inputs, failures=[])
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        """Stop anything there, upload, start head then workers, wait until the head
+        serves a real completion. All-or-nothing: on failure every node is stopped and
+        EngineStartError names the failing node with every node's log tail."""
+        p = EngineClusterProps.from_inputs(props)
+        with Progress.for_resource(props) as progress:
+            _deploy(p, progress)
+        return CreateResult(id_=f"{p.head.host.name}:{p.head.remote_dir}", outs=_outs(p))
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        """Check every node's engine and, when all run, one real completion on the head.
+        What does not serve is reported in ``not_ready`` and as a warning."""
+        p = EngineClusterProps.from_inputs(props)
+        with Progress.for_resource(props) as progress, _connections(p) as conns:
+            problem = _cluster_problem(p, conns)
+            if problem:
+                progress.warn(f"the engine cluster does not serve: {problem}")
+        return ReadResult(id_=id_, outs=p.to_outputs(running=problem is None, not_ready=problem))
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        """Restart the whole cluster on changed files, env, secrets or readiness check, or
+        when refresh found it not serving; replace when the nodes' hosts or directories
+        changed (the old engines are stopped first)."""
+        replaces = ["nodes"] if _placement(olds) != _placement(news) else []
+        changes = replaces or changed_keys(olds, news, RESTART_ON)
+        stopped = olds.get("running") is False
+        return DiffResult(
+            changes=bool(changes) or stopped, replaces=replaces, delete_before_replace=True
+        )
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        """Stop every node, upload the new files and start the cluster again in order."""
+        p = EngineClusterProps.from_inputs(news)
+        with Progress.for_resource(news) as progress:
+            _deploy(p, progress)
+        return UpdateResult(outs=_outs(p))
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        """Stop every node's engine and remove its directory. Idempotent."""
+        p = EngineClusterProps.from_inputs(props)
+        with Progress.for_resource(props) as progress, _connections(p) as conns:
+            progress.step(f"stopping the engine on {len(p.nodes)} nodes")
+            _stop_all(p, conns)
+
+
+class EngineCluster(pulumi.dynamic.Resource, module="amdfleet", name="EngineCluster"):
+    """One engine over several nodes; ``running`` and the fingerprints are outputs."""
+
+    running: pulumi.Output[bool]
+    started_at: pulumi.Output[str]
+    files_hash: pulumi.Output[str]
+    secrets_hash: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        props: EngineClusterProps,
+        opts: pulumi.ResourceOptions | None = None,
+        *,
+        secret_env: pulumi.Input[Mapping[str, str]],
+        cluster_env: Sequence[pulumi.Input[Mapping[str, str]]] | None = None,
+    ):
+        hidden = pulumi.ResourceOptions(additional_secret_outputs=["secrets_hash", "secret_env"])
+        opts = pulumi.ResourceOptions.merge(opts, hidden)
+        nodes: list[Any] = [n.model_dump(mode="json") for n in props.nodes]
+        if cluster_env is not None:
+            nodes = [{**n, "cluster_env": env} for n, env in zip(nodes, cluster_env, strict=True)]
+        inputs = props.to_inputs(
+            nodes=nodes,
+            secret_env=secret_env,
+            resource_urn=resource_urn(name, "EngineCluster", opts),
+        )
+        super().__init__(EngineClusterProvider(), name, inputs, opts)
+
+
+def _deploy(p: EngineClusterProps, progress: Progress) -> None:
+    with _connections(p) as conns:
+        progress.step(f"stopping any engine already running on the {len(p.nodes)} nodes")
+        _stop_all(p, conns)
+        supervisors = [
+            node_supervisor(conn, node.layout, node.unit, node.container)
+            for node, conn in zip(p.nodes, conns, strict=True)
+        ]
+        try:
+            progress.step(f"uploading the engine files to {len(p.nodes)} nodes")
+            _each(
+                len(p.nodes),
+                lambda i: upload(
+                    conns[i], p.nodes[i].layout, p.nodes[i].upload_files(), p.secret_env
+                ),
+            )
+            for rank, (node, conn, sup) in enumerate(zip(p.nodes, conns, supervisors, strict=True)):
+                progress.step(f"starting rank {rank} on {node.name}")
+                conn.run(sup.start_command(), timeout=CALL_TIMEOUT)
+            watch = _watch_workers(p, conns, supervisors)
+            wait_ready(conns[0], supervisors[0], p.readiness, p.secret_env, progress, watch)
+        except RemoteError as e:
+            tails = [log_tail(conn, sup) for conn, sup in zip(conns, supervisors, strict=True)]
+            _stop_all(p, conns)
+            raise _start_error(p, e, supervisors, tails) from e
+
+
+@contextlib.contextmanager
+def _connections(p: EngineClusterProps) -> Any:
+    """One connection per node (rank order), all closed on exit."""
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(open_engine_host(n.host, p.secret_env)) for n in p.nodes]
+
+
+def _stop_all(p: EngineClusterProps, conns: Sequence[Connection]) -> None:
+    """Stop every node at once (a stop may wait out the engine's grace period)."""
+    _each(
+        len(p.nodes),
+        lambda i: stop_and_remove(
+            conns[i], p.nodes[i].layout, p.nodes[i].unit, p.nodes[i].container
+        ),
+    )
+
+
+def _each(count: int, action: Callable[[int], _T]) -> list[_T]:
+    """``action(i)`` for every node index concurrently; the first error is raised."""
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return list(pool.map(action, range(count)))
+
+
+def _watch_workers(
+    p: EngineClusterProps, conns: Sequence[Connection], supervisors: Sequence[Supervisor]
+) -> Callable[[], None]:
+    """A check, run before each look at the head, that every worker still runs its first
+    start (a restarted worker cannot rejoin: the rendezvous is over)."""
+
+    def watch() -> None:
+        for rank in range(1, len(p.nodes)):
+            command = supervisors[rank].first_run_command()
+            if not conns[rank].run(command, timeout=CALL_TIMEOUT, check=False).ok:
+                name = p.nodes[rank].name
+                raise RemoteError(conns[rank].host, f"the engine on worker {name} exited")
+
+    return watch
+
+
+def _cluster_problem(p: EngineClusterProps, conns: Sequence[Connection]) -> str | None:
+    """Every node's engine, then (only when all run: a completion through a dead stage
+    would just hang) one real completion on the head. None when it serves."""
+    supervisors = [
+        node_supervisor(conn, node.layout, node.unit, node.container)
+        for node, conn in zip(p.nodes, conns, strict=True)
+    ]
+    worker_check = p.readiness.model_copy(update={"serves_api": False})
+    for rank in range(len(p.nodes) - 1, 0, -1):
+        problem = serving_problem(conns[rank], supervisors[rank], worker_check)
+        if problem:
+            return _node_problem(p, rank, problem, conns[rank], supervisors[rank])
+    problem = serving_problem(conns[0], supervisors[0], p.readiness)
+    if problem:
+        return _node_problem(p, 0, problem, conns[0], supervisors[0])
+    return None
+
+
+def _node_problem(
+    p: EngineClusterProps, rank: int, problem: str, conn: Connection, supervisor: Supervisor
+) -> str:
+    node = p.nodes[rank]
+    tail = log_tail(conn, supervisor)
+    return (
+        f"{_role(rank)} {node.name} ({conn.host}): {problem}\n"
+        f"  last lines of {supervisor.log_source} on {node.name}:\n{tail}"
+    )
+
+
+def _start_error(
+    p: EngineClusterProps,
+    cause: RemoteError,
+    supervisors: Sequence[Supervisor],
+    tails: Sequence[str],
+) -> EngineStartError:
+    host = cause.host
+    reason = str(cause).removeprefix(f"[{host}] ")
+    logs = "\n".join(
+        f"  last lines of {sup.log_source} on {node.name} ({_role(rank)}):\n{tail}"
+        for rank, (node, sup, tail) in enumerate(zip(p.nodes, supervisors, tails, strict=True))
+    )
+    return EngineStartError(
+        host,
+        f"engine cluster failed to start: {reason}\n"
+        f"  command on every node: {p.head.layout.launch}\n{logs}",
+        NOTHING_LEFT_HINT,
+    )
+
+
+def _role(rank: int) -> str:
+    return "head" if rank == 0 else f"worker rank {rank}"
+
+
+def _placement(props: Mapping[str, Any]) -> list[tuple[Any, Any]]:
+    nodes = plain(props.get("nodes")) or []
+    if not isinstance(nodes, list):
+        return []
+    return [(n.get("host"), n.get("remote_dir")) for n in nodes if isinstance(n, dict)]
+
+
+def _outs(p: EngineClusterProps) -> dict[str, Any]:
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    return p.to_outputs(running=True, started_at=started, not_ready=None)

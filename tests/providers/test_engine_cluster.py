@@ -1,0 +1,208 @@
+"""EngineCluster through the SDK's real dynamic-provider host, on two real SSH hosts.
+
+The launch scripts and env files are the real rendered ones of a two-node vLLM stack
+(process runtime, ``--nnodes 2``, rank 1 ``--headless``), run by the real provider over
+SSH in two network namespaces under amdfleet's supervisor loop. The engine they start is
+``tests/support/fake_engine.py``: a real HTTP server process on the head, a process that
+stays up on the worker, and per-rank failure modes (exit at start, completions that hang)
+that vLLM cannot be told to show on demand. The real two-node vLLM runs in
+tests/program/test_cli_cluster.py.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from typing import Any
+
+import pytest
+
+from amdfleet.components import engine_cluster_props
+from amdfleet.config import parse_stack
+from amdfleet.plan import plan
+from amdfleet.providers.engine_cluster import EngineClusterProps, EngineClusterProvider
+from tests.providers.test_engine_service import FAKE_ENGINE
+from tests.support.hostlab import HostLab, LabFactory
+from tests.support.models import TINY_ARCHITECTURE
+from tests.support.pulumi_host import ProviderCallError, ProviderHost, secret, with_provider
+from tests.support.waiting import wait_until
+
+API_KEY = "cluster-key-3b9d0e6f1a"
+PORT = 18085
+
+pytestmark = pytest.mark.netns
+
+
+@pytest.fixture(scope="module")
+def lab(hostlab: LabFactory) -> HostLab:
+    lab = hostlab(2)
+    for host in lab:
+        engine = host.path("/opt/fake/fake_engine.py")
+        engine.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(FAKE_ENGINE, engine)
+        wrapper = host.path("/opt/fake/vllm")
+        wrapper.write_text('#!/bin/sh\nexec /usr/bin/python3 /opt/fake/fake_engine.py "$@"\n')
+        wrapper.chmod(0o755)
+    return lab
+
+
+def _props(lab: HostLab, name: str, generation_timeout_s: int = 60, **env: str) -> dict[str, Any]:
+    hosts = [lab.host_target(i) for i in (0, 1)]
+    spec = parse_stack(
+        name,
+        {
+            "fleet": {"hosts": [h.model_dump(exclude={"connection"}) for h in hosts]},
+            "topology": {"accelerator": "cpu", "nodes": 2, "gpus_per_node": 1},
+            "model": {
+                "id": "tiny",
+                "checkpoint": "/models/tiny",
+                "served_name": "tiny",
+                "architecture": TINY_ARCHITECTURE,
+            },
+            "engine": {
+                "runtime": "process",
+                "executable": "/opt/fake/vllm",
+                "startup_timeout_s": 30,
+                "extra_env": {"FAKE_ENGINE_RECORD": f"/tmp/{name}.json", **env},
+            },
+            "parallelism": {"tp": 1, "pp": 2, "master_port": 29585},
+            "serving": {"host": lab.target(0).address, "port": PORT, "max_model_len": 2048},
+            "weights": {"local_path": "/models/tiny"},
+            "verification": {"enabled": False},
+        },
+    )
+    props = engine_cluster_props(plan(spec), hosts)
+    readiness = props.readiness.model_copy(update={"generation_timeout_s": generation_timeout_s})
+    nodes = tuple(
+        node.model_copy(update={"cluster_env": {"GLOO_SOCKET_IFNAME": "eth0"}})
+        for node in props.nodes
+    )
+    props = EngineClusterProps(nodes=nodes, readiness=readiness)
+    keys = secret({"AMDFLEET_API_KEY": API_KEY, "VLLM_API_KEY": API_KEY})
+    return with_provider(EngineClusterProvider(), props.to_inputs(secret_env=keys))
+
+
+def _record(lab: HostLab, index: int, name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(lab[index].path(f"/tmp/{name}.json").read_text())
+    return data
+
+
+def _run(lab: HostLab, index: int, command: str) -> str:
+    with lab.connect(index) as conn:
+        return conn.run(command, timeout=30, check=False).stdout
+
+
+def _live(lab: HostLab, index: int, pid: int) -> bool:
+    """Alive and not a zombie (the lab host's PID 1 never reaps orphans)."""
+    state = _run(lab, index, f"ps -o stat= -p {pid}").strip()
+    return bool(state) and not state.startswith("Z")
+
+
+def _leftovers(lab: HostLab, name: str) -> list[str]:
+    """Anything of stack ``name`` on either host: its directory, or a live process."""
+    found = []
+    for index in (0, 1):
+        if _run(lab, index, f"test -e /opt/amdfleet/{name} && echo yes").strip():
+            found.append(f"host{index}: /opt/amdfleet/{name}")
+        table = _run(lab, index, "ps -eo stat=,args=").splitlines()
+        found += [f"host{index}: {row}" for row in table if name in row and row[0] != "Z"]
+    return found
+
+
+def test_create_starts_head_then_worker_refresh_sees_them_and_delete_stops_both(
+    provider_host: ProviderHost, lab: HostLab
+) -> None:
+    urn = provider_host.urn("engine-cluster-life")
+    checked = provider_host.check(_props(lab, "cl-life"), urn=urn).inputs
+    created = provider_host.create(checked, urn=urn)
+    try:
+        head, worker = _record(lab, 0, "cl-life"), _record(lab, 1, "cl-life")
+        assert head["argv"][head["argv"].index("--node-rank") + 1] == "0"
+        assert "--headless" in worker["argv"] and "--headless" not in head["argv"]
+        assert _live(lab, 0, head["pid"]) and _live(lab, 1, worker["pid"])
+        for index in (0, 1):
+            env = lab[index].path("/opt/amdfleet/cl-life/cluster.env").read_text()
+            assert "GLOO_SOCKET_IFNAME=eth0\n" in env
+            assert "GLOO_SOCKET_IFNAME" in _record(lab, index, "cl-life")["env_keys"]
+        outs = created.outputs
+        assert outs["running"] is True and outs["not_ready"] is None
+        assert API_KEY not in json.dumps(outs)
+        read = provider_host.read(created.id, outs, inputs=checked, urn=urn)
+        assert read.outputs["running"] is True, read.outputs["not_ready"]
+        same = provider_host.diff(created.id, outs, checked, old_inputs=checked, urn=urn)
+        assert same.changes is False
+    finally:
+        provider_host.delete(created.id, created.outputs, urn=urn)
+    assert _leftovers(lab, "cl-life") == []
+    provider_host.delete(created.id, created.outputs, urn=urn)  # already gone: still fine
+
+
+def test_a_worker_that_dies_at_start_fails_create_with_both_logs_and_leaves_nothing(
+    provider_host: ProviderHost, lab: HostLab
+) -> None:
+    urn = provider_host.urn("engine-cluster-dies")
+    checked = provider_host.check(
+        _props(lab, "cl-dies", FAKE_ENGINE_MODE_RANK1="exit"), urn=urn
+    ).inputs
+    started = time.monotonic()
+    with pytest.raises(ProviderCallError) as caught:
+        provider_host.create(checked, urn=urn)
+    assert time.monotonic() - started < 30  # noticed at once, not at the 30 s deadline
+    text = caught.value.details
+    assert "engine cluster failed to start: the engine on worker host1 exited" in text
+    assert "/opt/amdfleet/cl-dies/engine.log on host0 (head)" in text
+    assert "/opt/amdfleet/cl-dies/engine.log on host1 (worker rank 1)" in text
+    assert "simulated failure while loading weights" in text  # the worker's own log
+    assert "nothing was left running" in text
+    assert API_KEY not in text
+    assert _leftovers(lab, "cl-dies") == []
+
+
+def test_refresh_names_a_dead_worker_and_update_restarts_both_nodes(
+    provider_host: ProviderHost, lab: HostLab
+) -> None:
+    urn = provider_host.urn("engine-cluster-drift")
+    checked = provider_host.check(_props(lab, "cl-drift"), urn=urn).inputs
+    created = provider_host.create(checked, urn=urn)
+    outs = created.outputs
+    try:
+        head, worker = _record(lab, 0, "cl-drift"), _record(lab, 1, "cl-drift")
+        supervisor = _run(lab, 1, "cat /opt/amdfleet/cl-drift/supervisor.pid").strip()
+        _run(lab, 1, f"kill -9 -- -{supervisor}; kill -9 -- -{worker['pid']}")
+        wait_until(lambda: not _live(lab, 1, worker["pid"]), 20, "the worker to die")
+
+        read = provider_host.read(created.id, outs, inputs=checked, urn=urn)
+        assert read.outputs["running"] is False
+        problem = read.outputs["not_ready"]
+        assert problem.startswith("worker rank 1 host1 (host1): the engine is not running")
+        assert "last lines of /opt/amdfleet/cl-drift/engine.log on host1" in problem
+        assert "headless worker, serving no API" in problem  # the worker's log tail
+
+        diff = provider_host.diff(created.id, read.outputs, checked, old_inputs=checked, urn=urn)
+        assert diff.changes is True and diff.replaces == []
+        outs = provider_host.update(created.id, read.outputs, checked, old_inputs=checked, urn=urn)
+        new_head, new_worker = _record(lab, 0, "cl-drift"), _record(lab, 1, "cl-drift")
+        assert new_head["pid"] != head["pid"] and not _live(lab, 0, head["pid"])
+        assert new_worker["pid"] != worker["pid"] and _live(lab, 1, new_worker["pid"])
+        assert outs["running"] is True
+    finally:
+        provider_host.delete(created.id, outs, urn=urn)
+    assert _leftovers(lab, "cl-drift") == []
+
+
+def test_a_head_that_answers_health_but_never_completes_is_not_ready(
+    provider_host: ProviderHost, lab: HostLab
+) -> None:
+    """What vLLM's head does once a pipeline stage is gone: /health and /v1/models 200,
+    every completion hangs. Readiness does not trust /health: create fails at the
+    deadline naming the completion that got no answer."""
+    urn = provider_host.urn("engine-cluster-hang")
+    props = _props(lab, "cl-hang", generation_timeout_s=2, FAKE_ENGINE_MODE_RANK0="hang")
+    checked = provider_host.check(props, urn=urn).inputs
+    with pytest.raises(ProviderCallError) as caught:
+        provider_host.create(checked, urn=urn)
+    text = caught.value.details
+    assert "the engine was not ready within 30 s (/health -> 200, /v1/models -> 200" in text
+    assert "a one-token completion got no answer within 2 s" in text
+    assert _leftovers(lab, "cl-hang") == []
