@@ -98,7 +98,7 @@ class Sglang(Engine):
                 "parallelism.pp",
                 f"sglang cannot place pp={pp} pipeline stages on {nodes} nodes: a node runs "
                 "whole stages (pp a multiple of topology.nodes) or a share of one stage "
-                "(pp dividing topology.nodes), so with pp={pp} some stages never start",
+                f"(pp dividing topology.nodes), so with pp={pp} some stages never start",
                 f"use a pp that divides {nodes} ({divisors}) or is a multiple of it "
                 f"({nodes}, {2 * nodes}, ...), with tp × pp = topology.nodes × gpus_per_node",
             )
