@@ -8,8 +8,9 @@ from pathlib import Path
 
 import click
 
+from amdfleet.addresses import host_port
 from amdfleet.config import CampaignSpec, LoadedStack, load_stack_file, stack_names
-from amdfleet.plan import DeploymentPlan, plan
+from amdfleet.plan import ClusterPlan, DeploymentPlan, MemoryBudget, NodePlan, plan
 from amdfleet.shellwords import shell_join
 from amdfleet.tables import table
 
@@ -99,11 +100,13 @@ def format_plan(loaded: LoadedStack, resolved: DeploymentPlan) -> str:
             f"needs {m.required_kv_tokens:,}",
         ),
     ]
-    lines = [
-        table((), summary),
+    lines = [table((), summary)]
+    if p.cluster is not None:
+        lines += ["", "cluster", table((), _cluster_rows(p.cluster), indent="  ")]
+    lines += [
         "",
-        "memory per GPU (GiB)",
-        table((), memory, align=("left", "right", "left"), indent="  "),
+        _memory_title(m),
+        table((), memory + _stage_rows(m), align=("left", "right", "left"), indent="  "),
         "",
         "nodes",
     ]
@@ -111,7 +114,7 @@ def format_plan(loaded: LoadedStack, resolved: DeploymentPlan) -> str:
         where = node.address or "<pending>"
         if node.cluster_address and node.cluster_address != node.address:
             where += f" (cluster {node.cluster_address})"
-        lines.append(f"  [{node.rank}] {node.name} {where} ({node.role})")
+        lines.append(f"  [{node.rank}] {node.name} {where} ({node.role}){_placement(node)}")
         for key, value in node.env.items():
             lines.append(f"      env {key}={value}")
         for key, secret in node.secret_env.items():
@@ -134,6 +137,54 @@ def format_plan(loaded: LoadedStack, resolved: DeploymentPlan) -> str:
     if p.warnings:
         lines += ["", "warnings", *(f"  ! {w}" for w in p.warnings)]
     return "\n".join(lines)
+
+
+def _cluster_rows(cluster: ClusterPlan) -> list[tuple[str, str]]:
+    """The head, the ports the other nodes reach on it, and what the API port serves."""
+    head = cluster.head_address
+    workers = (
+        f"workers answer {', '.join(cluster.worker_http_paths)} only"
+        if cluster.worker_http_paths
+        else "workers serve no HTTP"
+    )
+    rows = [
+        ("head", f"{head} ({cluster.head_name}, rank 0)"),
+        ("API port", f"{cluster.api_port}: the OpenAI API on the head only; {workers}"),
+    ]
+    rows += [(purpose, host_port(head, port)) for purpose, port in cluster.head_ports.items()]
+    return rows
+
+
+def _memory_title(budget: MemoryBudget) -> str:
+    if not budget.stages:
+        return "memory per GPU (GiB)"
+    return (
+        f"memory per GPU (GiB), pipeline stage {budget.stage} of {len(budget.stages)} "
+        f"(the tightest; up to {budget.stages[0].layers} layers per stage)"
+    )
+
+
+def _stage_rows(budget: MemoryBudget) -> list[tuple[str, str, str]]:
+    """One row per pipeline stage, when the stages' budgets differ."""
+    if len({(s.weights_gib, s.kv_capacity_tokens) for s in budget.stages}) < 2:
+        return []
+    return [
+        (
+            f"stage {s.stage}",
+            f"{s.weights_gib:.2f}",
+            f"weights; KV cache {s.kv_cache_gib:.2f} = {s.kv_capacity_tokens:,} tokens",
+        )
+        for s in budget.stages
+    ]
+
+
+def _placement(node: NodePlan) -> str:
+    if not node.pipeline_stages:
+        return ""
+    stages = ", ".join(map(str, node.pipeline_stages))
+    first, last = node.tp_ranks[0], node.tp_ranks[-1]
+    tp = f"tp rank {first}" if first == last else f"tp ranks {first}-{last}"
+    return f" stage{'s' if len(node.pipeline_stages) > 1 else ''} {stages}, {tp}"
 
 
 def _campaign_line(campaign: CampaignSpec) -> str:

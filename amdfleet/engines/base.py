@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from amdfleet.engines.flags import Flags
+from amdfleet.errors import ConfigIssue
 
 if TYPE_CHECKING:  # the plan imports the engines; they only need its record types
     from amdfleet.plan.models import ModelPlan, ParallelismPlan, ServingPlan
@@ -86,6 +87,24 @@ class Engine(ABC):
     def ray_argv(self, launch: Launch, own_address: str | None) -> tuple[str, ...]:
         """The ``ray start`` line for this node (empty unless the backend is Ray)."""
         return ()
+
+    # --- multi-node layout facts (issue 10: planner facts for clusters) ---------------
+
+    worker_http_paths: ClassVar[tuple[str, ...]] = ()
+    """Paths a worker (rank >= 1) answers on the API port; empty: workers serve no HTTP."""
+    lm_head_every_stage: ClassVar[bool] = False
+    """Whether every pipeline stage holds the LM head (not only the last one): the
+    memory budget then counts it on each stage."""
+
+    def head_ports(self, parallelism: ParallelismPlan) -> dict[str, int]:
+        """What the other nodes connect to on the head, by purpose (multi-node only)."""
+        if parallelism.backend == "ray":
+            return {"Ray GCS (ray_port)": parallelism.ray_port}
+        return {"rendezvous (master_port)": parallelism.master_port}
+
+    def layout_issues(self, nodes: int, pp: int) -> list[ConfigIssue]:
+        """Pipeline layouts over ``nodes`` nodes the engine cannot place (none here)."""
+        return []
 
     def secret_env(self, api_key_secret: str | None) -> dict[str, str]:
         """Environment variable → secret name for the API key.

@@ -10,15 +10,38 @@ only that file. What remains exposed: SGLang logs its whole configuration
 (``server_args=ServerArgs(..., api_key='KEY', ...)``) at start-up, into the engine log
 (mode 0600) or ``docker logs``, readable by root on the host; amdfleet masks the key in
 every log line it reads back.
+
+Multi-node, as SGLang documents it ("Multi-Node Deployment", Llama 3.1 405B on two nodes,
+https://docs.sglang.io/references/multi_node_deployment/multi_node.html; flags in
+"Server Arguments", section "Multi-node distributed serving"): every node runs the same
+command with ``--nnodes N --node-rank R --dist-init-addr HEAD:PORT``, and ``--tp`` /
+``--pp-size`` are the sizes over ALL nodes (the 405B example is ``--tp 16`` on two
+8-GPU nodes), as amdfleet's ``parallelism`` is. ``--tp`` is the spelling of SGLang's
+docs and cookbook (argparse's unique prefix of ``--tp-size``); ``--pp-size`` is the
+option's own name. ``HEAD:PORT`` is the head's cluster address and
+``parallelism.master_port``: torch.distributed's TCP store listens there, and SGLang
+derives its ZMQ ports from it (``PortArgs.init_new``: PORT+1 and up, on the head). Node
+R runs the (pp, tp) ranks of ``_calculate_rank_ranges`` in SGLang's engine: it fills a
+node with whole pipeline stages when nodes divide pp, and spreads each stage's TP group
+over nodes/pp nodes when pp divides nodes; any other pp leaves stages unlaunched, so the
+planner refuses it (:meth:`Sglang.layout_issues`). Only rank 0 serves the OpenAI API;
+ranks >= 1 start no tokenizer and answer only ``/health`` and ``/health_generate`` on
+``--host:--port`` (``launch_dummy_health_check_server``). Llama splits its layers across
+stages with the embeddings on the first stage and an LM head built on every stage
+(``LlamaForCausalLM`` creates ``ParallelLMHead`` whatever the pp rank).
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from amdfleet.addresses import host_port
 from amdfleet.engines.base import Engine, FlagNames, Launch, serving_flags
 from amdfleet.engines.flags import Flags
+from amdfleet.errors import ConfigIssue
+
+if TYPE_CHECKING:  # the plan imports the engines; they only need its record types
+    from amdfleet.plan.models import ParallelismPlan
 
 _NAMES = FlagNames(
     tp="--tp",
@@ -41,6 +64,8 @@ class Sglang(Engine):
     parallelism: ClassVar[tuple[str, ...]] = ("tp", "pp", "dp")
     multi_node: ClassVar[bool] = True
     api_key_config: ClassVar[str | None] = "--config"
+    worker_http_paths: ClassVar[tuple[str, ...]] = ("/health", "/health_generate")
+    lm_head_every_stage: ClassVar[bool] = True
 
     def flags(self, launch: Launch) -> Flags:
         """The model path, serving flags and the rendezvous (the key: ``api_key_config``)."""
@@ -56,6 +81,28 @@ class Sglang(Engine):
                 ),
             ]
         return flags
+
+    def head_ports(self, parallelism: ParallelismPlan) -> dict[str, int]:
+        """``--dist-init-addr``'s port: torch.distributed's store, and the base of the
+        ZMQ ports SGLang derives above it on the head."""
+        return {"dist-init (master_port, and ports above it)": parallelism.master_port}
+
+    def layout_issues(self, nodes: int, pp: int) -> list[ConfigIssue]:
+        """SGLang places pipeline stages on nodes only when one of pp and nodes divides
+        the other (see the module docstring)."""
+        if nodes == 1 or pp % nodes == 0 or nodes % pp == 0:
+            return []
+        divisors = ", ".join(str(d) for d in range(1, nodes + 1) if nodes % d == 0)
+        return [
+            ConfigIssue(
+                "parallelism.pp",
+                f"sglang cannot place pp={pp} pipeline stages on {nodes} nodes: a node runs "
+                "whole stages (pp a multiple of topology.nodes) or a share of one stage "
+                f"(pp dividing topology.nodes), so with pp={pp} some stages never start",
+                f"use a pp that divides {nodes} ({divisors}) or is a multiple of it "
+                f"({nodes}, {2 * nodes}, ...), with tp × pp = topology.nodes × gpus_per_node",
+            )
+        ]
 
 
 ENGINE = Sglang()

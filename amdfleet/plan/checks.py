@@ -13,6 +13,7 @@ from amdfleet.errors import ConfigIssue
 from amdfleet.plan.models import ImagePlan, ServingPlan
 
 Issues = list[ConfigIssue]
+_MAX_GPUS_PER_NODE = 8  # Topology.gpus_per_node's bound: an Instinct platform has 8
 
 
 def check_fleet(spec: StackSpec) -> Issues:
@@ -26,12 +27,17 @@ def check_fleet(spec: StackSpec) -> Issues:
                 "list the instances you already have under fleet.hosts",
             )
         )
-    if spec.fleet.node_count != spec.topology.nodes:
+    nodes, hosts = spec.topology.nodes, spec.fleet.node_count
+    if hosts != nodes:
+        more = "more nodes than" if nodes > hosts else "fewer nodes than"
         issues.append(
             ConfigIssue(
                 "topology.nodes",
-                f"{spec.topology.nodes} node(s) but the fleet has {spec.fleet.node_count}",
-                "list one fleet host (or cloud instance) per node",
+                f"{nodes} node(s) but the fleet has {hosts} host(s): the layout asks for "
+                f"{more} the fleet provides",
+                f"list one fleet host (or cloud instance) per node, {nodes} in all; or set "
+                f"topology.nodes: {hosts} to match the fleet (with tp × pp × dp = {hosts} × "
+                "gpus_per_node)",
             )
         )
     if spec.fleet.hosts and spec.topology.nodes > 1:
@@ -101,15 +107,7 @@ def check_parallelism(spec: StackSpec, arch: ModelArchitecture) -> tuple[Issues,
     warnings: list[str] = []
     gpus = topo.nodes * topo.gpus_per_node
     if par.tp * par.pp * par.dp != gpus:
-        issues.append(
-            ConfigIssue(
-                "parallelism",
-                f"tp × pp × dp = {par.tp} × {par.pp} × {par.dp} = {par.tp * par.pp * par.dp}, "
-                f"but the topology has nodes × gpus_per_node = {topo.nodes} × "
-                f"{topo.gpus_per_node} = {gpus} GPUs",
-                "make tp × pp × dp equal the number of GPUs",
-            )
-        )
+        issues.append(_gpu_count_issue(spec))
     if arch.heads % par.tp:
         issues.append(
             ConfigIssue(
@@ -176,6 +174,7 @@ def check_engine(spec: StackSpec, acc: Accelerator) -> Issues:
                 " and ".join(f"set {kind}: 1" for kind in unsupported),
             )
         )
+    issues += engine.layout_issues(spec.topology.nodes, spec.parallelism.pp)
     if acc.arch == "cpu" and not engine.cpu:
         cpu = [name for name in catalog.ENGINES if engines.engine(name).cpu]
         issues.append(
@@ -271,6 +270,40 @@ def layout_warnings(
             "digest amdfleet records at deploy time"
         )
     return warnings
+
+
+def _gpu_count_issue(spec: StackSpec) -> ConfigIssue:
+    """tp × pp × dp against nodes × gpus_per_node, with the fix in each direction."""
+    par, topo = spec.parallelism, spec.topology
+    needed, gpus = par.tp * par.pp * par.dp, topo.nodes * topo.gpus_per_node
+    message = (
+        f"tp × pp × dp = {par.tp} × {par.pp} × {par.dp} = {needed}, but the topology has "
+        f"nodes × gpus_per_node = {topo.nodes} × {topo.gpus_per_node} = {gpus} GPUs"
+    )
+    fit = f"make tp × pp × dp = {gpus} to use the GPUs the topology has"
+    if needed < gpus:
+        return ConfigIssue(
+            "parallelism",
+            f"{message}: {gpus - needed} would sit idle",
+            f"{fit}, or shrink the topology to {needed} GPUs (nodes × gpus_per_node)",
+        )
+    nodes, per_node = _smallest_topology(needed)
+    grow = f"set topology.nodes: {nodes}"
+    if per_node != topo.gpus_per_node:
+        grow += f" and gpus_per_node: {per_node}"
+    grow += f", and list {nodes} fleet hosts (the fleet has {spec.fleet.node_count})"
+    return ConfigIssue(
+        "parallelism",
+        f"{message}: the layout needs {needed - gpus} GPU(s) more than the fleet has",
+        f"{grow}; or {fit}",
+    )
+
+
+def _smallest_topology(gpus: int) -> tuple[int, int]:
+    """The fewest nodes (and GPUs on each) that hold exactly ``gpus`` GPUs."""
+    first = math.ceil(gpus / _MAX_GPUS_PER_NODE)
+    nodes = next(n for n in range(first, gpus + 1) if gpus % n == 0)
+    return nodes, gpus // nodes
 
 
 def _divisors(n: int, limit: int) -> str:

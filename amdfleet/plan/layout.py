@@ -14,6 +14,7 @@ from amdfleet.engines.base import API_KEY_CONFIG, HEAD_PLACEHOLDER, Launch
 from amdfleet.engines.flags import Flags, flatten, merge_flags, parse_flags
 from amdfleet.plan.models import (
     GIB,
+    ClusterPlan,
     ModelPlan,
     NodePlan,
     ParallelismPlan,
@@ -40,6 +41,7 @@ def parallelism_plan(spec: StackSpec) -> ParallelismPlan:
         backend=par.backend,
         master_port=par.master_port,
         ray_port=par.ray_port,
+        lm_head_every_stage=engines.engine(spec.engine.name).lm_head_every_stage,
     )
 
 
@@ -76,6 +78,7 @@ def nodes(
         # weights, so the Hugging Face token goes to the ModelWeights download alone.
         secret_env = engine.secret_env(serving.api_key_secret)
         key_file = _api_key_file(spec, launch)
+        stages, tp_ranks = placement(len(slots), spec.topology.gpus_per_node, parallelism, rank)
         out.append(
             NodePlan(
                 rank=rank,
@@ -93,9 +96,44 @@ def nodes(
                 remote_dir=remote_dir(spec),
                 requirement=requirement,
                 api_key_file=key_file,
+                pipeline_stages=stages,
+                tp_ranks=tp_ranks,
             )
         )
     return tuple(out)
+
+
+def placement(
+    nodes: int, gpus_per_node: int, parallelism: ParallelismPlan, rank: int
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The pipeline stages and tensor-parallel ranks node ``rank`` runs (both empty on
+    one node). Global ranks are stage-major (stage × tp + tp rank) and node r runs
+    ranks r × gpus_per_node up to the next node's: vLLM's order, and what SGLang's
+    ``_calculate_rank_ranges`` gives for every layout it accepts. So tp is the size of
+    one stage's group over all nodes: tp=16 on two 8-GPU nodes is tp ranks 0-7 on
+    rank 0 and 8-15 on rank 1."""
+    if nodes == 1:
+        return (), ()
+    tp = parallelism.tp
+    ranks = range(rank * gpus_per_node, (rank + 1) * gpus_per_node)
+    return tuple(sorted({r // tp for r in ranks})), tuple(sorted({r % tp for r in ranks}))
+
+
+def cluster_plan(
+    spec: StackSpec, parallelism: ParallelismPlan, nodes: tuple[NodePlan, ...]
+) -> ClusterPlan | None:
+    """Where a multi-node stack's nodes meet (None on one node)."""
+    if len(nodes) == 1:
+        return None
+    engine = engines.engine(spec.engine.name)
+    head = nodes[0]
+    return ClusterPlan(
+        head_name=head.name,
+        head_address=head.cluster_address or HEAD_PLACEHOLDER,
+        api_port=spec.serving.port,
+        head_ports=engine.head_ports(parallelism),
+        worker_http_paths=engine.worker_http_paths,
+    )
 
 
 def host_requirement(spec: StackSpec, acc: Accelerator, model: ModelPlan) -> HostRequirement:

@@ -2,13 +2,30 @@
 
 Per GPU, in GiB = 2**30 bytes::
 
-    weights  = (linear params × bytes(precision) + other params × 2) / (tp × pp)
+    weights  = (linear params × bytes(precision) + other params × 2) / tp      (pp = 1)
     kv/token = 2 (K and V) × ceil(layers / pp) × ceil(kv_heads / tp) × head_dim × bytes(kv)
     overhead = runtime (HIP context, RCCL buffers) + activation peak for one scheduler
                step of max_num_batched_tokens + sampler logits
     usable   = GPU memory × gpu_memory_utilization
     KV cache = usable − weights − overhead, which must hold
                max_model_len × min_full_context_seqs tokens
+
+With pp > 1 each stage's GPUs hold only that stage's layers, so the stages differ::
+
+    layer    = (all weights − embeddings − LM head − final norm) / layers
+    stage s  = (ceil(layers / pp) × layer
+                + embeddings                  if s is the first stage
+                + LM head                     if s is the last stage, or on every stage
+                                              when the engine builds it there (SGLang)
+                + final norm                  if s is the last stage) / tp
+
+where embeddings and LM head are vocab × hidden BF16 parameters each. Each stage's KV
+cache holds its own layers only (the kv/token above). Every stage is budgeted at
+ceil(layers / pp) layers: uneven splits differ by engine (vLLM gives the extra layers to
+the middle stages, SGLang to the last), and the bound holds for both. The overhead is
+counted on every stage (only the last samples, so the logits term is an upper bound
+elsewhere). The engine's KV capacity is the smallest stage's, so the budget reports the
+tightest stage and lists each.
 
 "Linear" parameters are the attention and MLP projections that FP8 and MXFP4
 checkpoints quantize; embeddings, LM head and norms stay BF16. Seed 000 quotes ~210 GB
@@ -21,13 +38,21 @@ On a CPU the KV cache is a fixed size (``VLLM_CPU_KVCACHE_SPACE``), not a fracti
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 from amdfleet import catalog
 from amdfleet.catalog.gpus import Accelerator
 from amdfleet.config import ModelArchitecture
 from amdfleet.errors import ConfigIssue
 from amdfleet.plan.checkpoint import weight_bytes
-from amdfleet.plan.models import GIB, MemoryBudget, ModelPlan, ParallelismPlan, ServingPlan
+from amdfleet.plan.models import (
+    GIB,
+    MemoryBudget,
+    ModelPlan,
+    ParallelismPlan,
+    ServingPlan,
+    StageMemory,
+)
 
 DEFAULT_MAX_BATCHED_TOKENS = 8192
 DEFAULT_MAX_NUM_SEQS = 256
@@ -40,40 +65,63 @@ _MIN_SUGGESTED_LEN = 2048
 def memory_budget(
     acc: Accelerator, model: ModelPlan, serving: ServingPlan, parallelism: ParallelismPlan
 ) -> MemoryBudget:
-    """The per-GPU memory budget of serving ``model`` split tp × pp on ``acc``."""
+    """The per-GPU memory budget of serving ``model`` split tp × pp on ``acc``: that of
+    the tightest pipeline stage, with every stage listed when pp > 1."""
     arch = model.architecture
     tp, pp = parallelism.tp, parallelism.pp
-    weights = model.weight_bytes / (tp * pp) / GIB
+    layers = math.ceil(arch.layers / pp)
     kv_dtype = "fp8" if serving.kv_cache_dtype == "fp8" else "bf16"
     kv_bytes = 1 if kv_dtype == "fp8" else 2
-    per_token = (
-        2 * math.ceil(arch.layers / pp) * math.ceil(arch.kv_heads / tp) * arch.head_dim * kv_bytes
-    )
-    required = serving.max_model_len * serving.min_full_context_seqs
+    per_token = 2 * layers * math.ceil(arch.kv_heads / tp) * arch.head_dim * kv_bytes
     if serving.cpu_kv_cache_gib is not None:  # CPU: a fixed-size KV cache, no fraction
-        kv_gib = float(serving.cpu_kv_cache_gib)
-        overhead = _CPU_OVERHEAD_GIB
-        usable = weights + overhead + kv_gib
-        utilization = 1.0
+        utilization, overhead = 1.0, _CPU_OVERHEAD_GIB
     else:
         assert serving.gpu_memory_utilization is not None  # ServingPlan: one or the other
         utilization = serving.gpu_memory_utilization
         overhead = _overhead_gib(arch, serving, tp, pp)
-        usable = acc.memory_gib * utilization
-        kv_gib = usable - weights - overhead
-    capacity = max(0, int(kv_gib * GIB // per_token))
+    stages = []
+    for stage in range(pp):
+        weights = stage_weight_bytes(model, parallelism, stage) / tp / GIB
+        if serving.cpu_kv_cache_gib is not None:
+            kv_gib = float(serving.cpu_kv_cache_gib)
+        else:
+            kv_gib = acc.memory_gib * utilization - weights - overhead
+        stages.append(_Stage(max(0, int(kv_gib * GIB // per_token)), stage, weights, kv_gib))
+    tight = min(stages)
     return MemoryBudget(
         gpu_memory_gib=acc.memory_gib,
         utilization=utilization,
-        usable_gib=round(usable, 2),
-        weights_gib=round(weights, 2),
+        usable_gib=round(tight.weights_gib + overhead + tight.kv_gib, 2),
+        weights_gib=round(tight.weights_gib, 2),
         overhead_gib=round(overhead, 2),
-        kv_cache_gib=round(kv_gib, 2),
+        kv_cache_gib=round(tight.kv_gib, 2),
         kv_dtype=kv_dtype,
         kv_bytes_per_token=per_token,
-        kv_capacity_tokens=capacity,
-        required_kv_tokens=required,
+        kv_capacity_tokens=tight.capacity,
+        required_kv_tokens=serving.max_model_len * serving.min_full_context_seqs,
+        stage=tight.stage,
+        stages=tuple(s.record(layers) for s in stages) if pp > 1 else (),
     )
+
+
+def stage_weight_bytes(model: ModelPlan, parallelism: ParallelismPlan, stage: int) -> float:
+    """Bytes of weights pipeline stage ``stage`` holds in all (before the tp split)."""
+    pp = parallelism.pp
+    if pp == 1:
+        return float(model.weight_bytes)
+    arch = model.architecture
+    head = arch.vocab * arch.hidden * 2  # the embeddings, or the LM head: BF16
+    final_norm = arch.hidden * 2
+    per_layer = (model.weight_bytes - 2 * head - final_norm) / arch.layers
+    total = math.ceil(arch.layers / pp) * per_layer
+    last = stage == pp - 1
+    if stage == 0:
+        total += head
+    if last or parallelism.lm_head_every_stage:
+        total += head
+    if last:
+        total += final_norm
+    return total
 
 
 def does_not_fit(
@@ -85,8 +133,9 @@ def does_not_fit(
 ) -> ConfigIssue:
     """The issue for a budget that does not fit, with the changes that would fit."""
     needed, has = budget.needed_gib, budget.usable_gib
+    where = f" on pipeline stage {budget.stage}" if budget.stages else ""
     message = (
-        f"does not fit: needs {needed:.1f} GiB per GPU, has {has:.1f} "
+        f"does not fit{where}: needs {needed:.1f} GiB per GPU, has {has:.1f} "
         f"({acc.memory_gib:g} GiB × {budget.utilization}) — weights {budget.weights_gib:.1f}, "
         f"overhead {budget.overhead_gib:.1f}, KV cache for {budget.required_kv_tokens} tokens "
         f"{budget.required_kv_tokens * budget.kv_bytes_per_token / GIB:.1f}"
@@ -123,6 +172,24 @@ def _suggestions(
     if shorter >= _MIN_SUGGESTED_LEN:
         out.append(f"shorten serving.max_model_len to {shorter} or less")
     return out or ["use more GPUs (higher tp or pp across more nodes)"]
+
+
+class _Stage(NamedTuple):
+    """A stage's numbers before rounding; ordered by KV capacity, then stage."""
+
+    capacity: int
+    stage: int
+    weights_gib: float
+    kv_gib: float
+
+    def record(self, layers: int) -> StageMemory:
+        return StageMemory(
+            stage=self.stage,
+            layers=layers,
+            weights_gib=round(self.weights_gib, 2),
+            kv_cache_gib=round(self.kv_gib, 2),
+            kv_capacity_tokens=self.capacity,
+        )
 
 
 def _overhead_gib(arch: ModelArchitecture, serving: ServingPlan, tp: int, pp: int) -> float:

@@ -69,6 +69,9 @@ class ParallelismPlan(_Frozen):
     backend: str
     master_port: int
     ray_port: int
+    lm_head_every_stage: bool = False
+    """With pp > 1: whether every stage holds the LM head (SGLang builds it on each
+    stage), not only the last; the memory budget counts it where it is."""
 
 
 class ServingPlan(_Frozen):
@@ -98,8 +101,22 @@ class ServingPlan(_Frozen):
         return self
 
 
+class StageMemory(_Frozen):
+    """One pipeline stage's share of a GPU, GiB: the weights of its layers (plus the
+    embeddings on the first stage and the LM head where the engine puts it) and the KV
+    cache for its own layers only."""
+
+    stage: int
+    layers: int
+    weights_gib: float
+    kv_cache_gib: float
+    kv_capacity_tokens: int
+
+
 class MemoryBudget(_Frozen):
-    """Per-GPU memory budget, GiB."""
+    """Per-GPU memory budget, GiB. With pp > 1 the GPUs of different stages hold
+    different weights: the numbers are those of the tightest stage (``stage``, the one
+    with the least KV capacity, which bounds the engine's), and ``stages`` lists each."""
 
     gpu_memory_gib: float
     utilization: float
@@ -111,6 +128,8 @@ class MemoryBudget(_Frozen):
     kv_bytes_per_token: int
     kv_capacity_tokens: int
     required_kv_tokens: int
+    stage: int = 0
+    stages: tuple[StageMemory, ...] = ()
 
     @property
     def fits(self) -> bool:
@@ -203,6 +222,24 @@ class NodePlan(_Frozen):
     api_key_file: str | None = None
     """Where the launch script writes the API key for an engine that reads it from a
     file (SGLang's ``--config``); None when the engine takes it from its environment."""
+    pipeline_stages: tuple[int, ...] = ()
+    """Multi-node: the pipeline stages whose layers this node's GPUs hold."""
+    tp_ranks: tuple[int, ...] = ()
+    """Multi-node: the tensor-parallel ranks (within a stage) this node's GPUs run."""
+
+
+class ClusterPlan(_Frozen):
+    """Where the nodes of a multi-node stack meet: the head and the ports the others
+    reach on it, and what the API port serves."""
+
+    head_name: str
+    head_address: str
+    """The head's cluster address (``<head-address>`` until a cloud instance exists)."""
+    api_port: int
+    head_ports: dict[str, int]
+    """Port on the head by purpose (rendezvous, Ray GCS, SGLang dist-init)."""
+    worker_http_paths: tuple[str, ...]
+    """What workers answer on the API port (SGLang: health only); empty: nothing."""
 
 
 class VerificationPlan(_Frozen):
@@ -235,6 +272,8 @@ class DeploymentPlan(_Frozen):
     campaign: CampaignSpec
     recipe_sources: tuple[str, ...]
     warnings: tuple[str, ...]
+    cluster: ClusterPlan | None = None
+    """Multi-node only: the head, its ports, and what workers serve."""
 
     @property
     def head(self) -> NodePlan:

@@ -92,6 +92,7 @@ def plan(spec: StackSpec) -> DeploymentPlan:
         campaign=spec.campaign,
         recipe_sources=tuple(r.source for r in recipes(spec, acc)),
         warnings=tuple(warnings),
+        cluster=layout.cluster_plan(spec, parallelism, nodes),
     )
 
 

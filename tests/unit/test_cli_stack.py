@@ -94,3 +94,63 @@ def test_stacks_lists_every_stack() -> None:
     for name in stack_names():
         description = load_stack_file(name).spec.description
         assert " ".join(description.split()) in " ".join(listed[name].split())
+
+
+# --- multi-node facts in the printout (issue 10) ------------------------------------------
+STACKS = Path(__file__).parent / "stacks"
+
+
+def _printed(stack: str) -> str:
+    from amdfleet.cli.stack import format_plan
+    from amdfleet.plan import plan
+
+    loaded = load_stack_file(stack)
+    return format_plan(loaded, plan(loaded.spec))
+
+
+def _section(out: str, title: str) -> list[str]:
+    lines = out.splitlines()
+    start = lines.index(title) + 1
+    return lines[start : lines.index("", start)]
+
+
+@pytest.mark.parametrize(
+    ("stack", "purpose", "head_port"),
+    [
+        (str(STACKS / "Pulumi.sglang-2node.yaml"), "dist-init", "10.0.1.1:5000"),
+        (str(STACKS / "Pulumi.ray-2node.yaml"), "Ray GCS", "10.0.0.1:6380"),  # ray_port: 6380
+        ("mi300x-2node-llama405b-bf16", "rendezvous", "10.10.0.1:29500"),
+    ],
+)
+def test_plan_prints_the_head_address_and_its_ports(
+    stack: str, purpose: str, head_port: str
+) -> None:
+    cluster = _section(_printed(stack), "cluster")
+    head = head_port.rsplit(":", 1)[0]
+    assert cluster[0].split()[:2] == ["head", head]
+    assert re.match(r"\s+API port\s+8000: the OpenAI API on the head only", cluster[1])
+    assert [line.split()[-1] for line in cluster[2:]] == [head_port]
+    assert purpose in cluster[2]
+
+
+def test_plan_prints_what_sglang_workers_serve_and_where_each_node_sits() -> None:
+    out = _printed(str(STACKS / "Pulumi.sglang-2node.yaml"))
+    assert "workers answer /health, /health_generate only" in out
+    assert "(head) stage 0, tp ranks 0-7" in out  # TP16: one stage spread over both nodes
+    assert "(worker) stage 0, tp ranks 8-15" in out
+
+
+def test_plan_prints_each_pipeline_stage_where_they_differ() -> None:
+    """SGLang PP2 × TP8 of 405B BF16: stage 0 also holds the embeddings (LM head on both),
+    4,202,692,608 B / 8 = 0.49 GiB more per GPU (see test_plan_memory's arithmetic)."""
+    out = _printed(str(STACKS / "Pulumi.sglang-2node-pp2.yaml"))
+    title = "memory per GPU (GiB), pipeline stage 0 of 2 (the tightest; up to 63 layers per stage)"
+    rows = {line.split()[1]: line.split()[2] for line in _section(out, title) if "stage" in line}
+    assert rows == {"0": "47.74", "1": "47.25"}
+    assert "(head) stage 0, tp ranks 0-7" in out and "(worker) stage 1, tp ranks 0-7" in out
+
+
+def test_a_single_node_plan_prints_no_cluster_and_no_stages() -> None:
+    out = _printed("mi355x-llama70b")
+    assert "\ncluster\n" not in out
+    assert "memory per GPU (GiB)\n" in out and "pipeline stage" not in out

@@ -154,3 +154,122 @@ def test_the_cpu_budget_is_the_fixed_kv_space_not_a_memory_fraction() -> None:
         deployment.serving.model_validate(
             {**deployment.serving.model_dump(), "gpu_memory_utilization": 0.9}
         )
+
+
+# --- pipeline parallel: each stage's GPUs hold that stage's layers ------------------------
+#
+# Hand arithmetic (BF16, 2 bytes a parameter; Llama 3 shapes from Meta's configs):
+#   70B:  per layer = (q,o 2·8192·64·128 + k,v 2·8192·8·128 + MLP 3·8192·28672) · 2 B
+#                     + 2 norms · 8192 · 2 B                     = 1,711,308,800 B
+#         embeddings = LM head = 128256 · 8192 · 2 B             = 2,101,346,304 B
+#   405B: per layer = (2·16384·128·128 + 2·16384·8·128 + 3·16384·53248) · 2 B
+#                     + 2 · 16384 · 2 B                          = 6,375,407,616 B
+#         embeddings = LM head = 128256 · 16384 · 2 B            = 4,202,692,608 B
+#   final norm = hidden · 2 B (16,384 B for 70B), on the last stage.
+# A stage holds ceil(layers / pp) layers, the embeddings if first, the LM head if last
+# (vLLM) or on every stage (SGLang's Llama builds ParallelLMHead on each pp rank), all / tp.
+#   70B pp2 tp1, vLLM:   40 · 1,711,308,800 + 2,101,346,304 = 70,553,698,304 B = 65.71 GiB
+#                        (stage 1 adds the LM head instead, + 16,384 B of norm: 65.71)
+#   70B pp2 tp1, SGLang: stage 0 = 40 layers + embeddings + LM head = 72,655,044,608 B
+#                        = 67.67 GiB; stage 1 = 65.71 GiB as vLLM's
+#   70B pp4 tp1, vLLM:   20 · 1,711,308,800 = 34,226,176,000 B = 31.88 GiB (middle
+#                        stages); + 2,101,346,304 on the first and last = 33.83 GiB
+#   70B pp4 tp1, SGLang: 33.83 on stages 1-3 (layers + LM head), 35.79 on stage 0
+#   405B pp2 tp8, SGLang: (63 · 6,375,407,616 + 2 · 4,202,692,608) / 8 = 51,257,008,128 B
+#                        = 47.74 GiB on stage 0; stage 1 (LM head + norm) = 47.25 GiB
+#   405B pp4 tp4, vLLM:  ceil(126 / 4) = 32 layers: 32 · 6,375,407,616 / 4 = 47.50 GiB in the
+#                        middle, + 4,202,692,608 / 4 = 48.48 GiB on the first and last
+PP_STAGES = [
+    ("vllm", "70b", 1, 2, (65.71, 65.71)),
+    ("sglang", "70b", 1, 2, (67.67, 65.71)),
+    ("vllm", "70b", 1, 4, (33.83, 31.88, 31.88, 33.83)),
+    ("sglang", "70b", 1, 4, (35.79, 33.83, 33.83, 33.83)),
+    ("sglang", "405b", 8, 2, (47.74, 47.25)),
+    ("vllm", "405b", 4, 4, (48.48, 47.50, 47.50, 48.48)),
+]
+LAYERS = {"70b": 80, "405b": 126}
+KV_HEADS, HEAD_DIM = 8, 128
+
+
+def _pp_spec(engine: str, model: str, tp: int, pp: int):  # type: ignore[no-untyped-def]
+    nodes = max(1, tp * pp // 8)  # 8 MI300X a node
+    hosts = [
+        {
+            "name": f"n{i}",
+            "address": f"192.0.2.{70 + i}",
+            "user": "root",
+            "key_path": "/root/.ssh/id_ed25519",
+            "host_key": f"SHA256:REPLACE0with0your0host0key0fingerprint0000{i}",
+        }
+        for i in range(nodes)
+    ]
+    return parse_stack(
+        f"{engine}-{model}-tp{tp}-pp{pp}",
+        {
+            "fleet": {"hosts": hosts},
+            "topology": {
+                "accelerator": "mi300x",
+                "nodes": nodes,
+                "gpus_per_node": tp * pp // nodes,
+            },
+            "model": {"id": MODEL[model], "precision": "bf16"},
+            "engine": {"name": engine},
+            "parallelism": {"tp": tp, "pp": pp},
+            "serving": {"max_model_len": 8192},
+            "weights": {"hf_token_secret": "hfToken"},
+            "verification": {"enabled": False},
+        },
+    )
+
+
+@pytest.mark.parametrize(("engine", "model", "tp", "pp", "weights"), PP_STAGES)
+def test_each_pipeline_stage_holds_its_own_layers_and_heads(
+    engine: str, model: str, tp: int, pp: int, weights: tuple[float, ...]
+) -> None:
+    budget = plan(_pp_spec(engine, model, tp, pp)).memory
+    assert tuple(s.weights_gib for s in budget.stages) == weights
+    assert [s.stage for s in budget.stages] == list(range(pp))
+    # KV cache per stage: its own ceil(layers / pp) layers only, 2 (K, V) × KV heads per
+    # GPU × head dim × 2 B; e.g. 70B pp2 tp1: 2 × 40 × 8 × 128 × 2 = 163,840 B per token
+    layers = -(-LAYERS[model] // pp)
+    assert budget.kv_bytes_per_token == 2 * layers * max(1, KV_HEADS // tp) * HEAD_DIM * 2
+    usable = 192 * 0.9  # MI300X, the default gpu_memory_utilization
+    for stage in budget.stages:
+        assert stage.layers == layers
+        kv = usable - stage.weights_gib - budget.overhead_gib
+        assert stage.kv_cache_gib == pytest.approx(kv, abs=0.02)
+        assert stage.kv_capacity_tokens == pytest.approx(
+            kv * GIB / budget.kv_bytes_per_token, rel=1e-3
+        )
+
+
+@pytest.mark.parametrize(("engine", "model", "tp", "pp", "weights"), PP_STAGES)
+def test_the_budget_is_the_tightest_stage(
+    engine: str, model: str, tp: int, pp: int, weights: tuple[float, ...]
+) -> None:
+    """The engine's KV pool is as large as its smallest stage allows: the headline numbers
+    are those of the stage with the most weights."""
+    budget = plan(_pp_spec(engine, model, tp, pp)).memory
+    tightest = budget.stages[budget.stage]
+    assert budget.weights_gib == tightest.weights_gib == max(weights)
+    assert budget.kv_cache_gib == tightest.kv_cache_gib
+    assert budget.kv_capacity_tokens == min(s.kv_capacity_tokens for s in budget.stages)
+
+
+def test_one_stage_keeps_the_whole_model_and_lists_no_stages() -> None:
+    """pp = 1: all 80 layers, embeddings and LM head on each GPU, as before pp stages."""
+    budget = plan(_pp_spec("vllm", "70b", 2, 1)).memory
+    assert budget.stages == ()
+    # 80 · 1,711,308,800 + 2 · 2,101,346,304 + 16,384 = 141,107,412,992 B / 2 = 65.71 GiB
+    assert budget.weights_gib == round(141_107_412_992 / 2 / GIB, 2)
+
+
+def test_a_stage_that_does_not_fit_is_named() -> None:
+    """405B BF16 over pp=2 × tp=1 needs ~378 GiB per GPU: the error names the stage."""
+    with pytest.raises(PlanError) as caught:
+        plan(_pp_spec("sglang", "405b", 1, 2))
+    issue = caught.value.issues[0]
+    assert issue.path == "parallelism"
+    # stage 0 holds 63 layers + embeddings + LM head: 381.89 GiB (see PP_STAGES' arithmetic)
+    assert issue.message.startswith("does not fit on pipeline stage 0: needs")
+    assert "weights 381.9" in issue.message
