@@ -680,8 +680,8 @@ def _driver_hint(reference: str, have: Sequence[str], odd: Sequence[str]) -> str
 
 def _digest_hint(reference: str, have: Sequence[str], odd: Sequence[str]) -> str:
     return (
-        f"{', '.join(odd)} run another build of the engine image than {', '.join(have)}: pin "
-        f"engine.image to one digest (name@{reference}) so every node pulls the same image"
+        f"pin engine.image to one digest (name@{reference}, as on {', '.join(have)}) so every "
+        f"node pulls the same build; {', '.join(odd)} pulled another"
     )
 
 

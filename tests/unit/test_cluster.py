@@ -241,7 +241,10 @@ def test_digests_versions_and_commits_are_compared_where_known() -> None:
     ]
     issues = failed(check_agreement(nodes))
     assert issues["image_digest"].detail == f"nodes disagree: gpu-a, gpu-b: {sha}; gpu-c: unknown"
-    assert f"pin engine.image to one digest (name@{sha})" in issues["image_digest"].hint
+    assert issues["image_digest"].hint == (
+        f"pin engine.image to one digest (name@{sha}, as on gpu-a, gpu-b) so every node pulls "
+        "the same build; gpu-c pulled another"
+    )
     # gpu-b's version is unknown (its command failed: reported on its own), not a value
     assert issues["engine_version"].detail == "nodes disagree: gpu-a: 0.9.2; gpu-c: 0.8.5"
     assert issues["model_revision"].detail == "nodes disagree: gpu-a, gpu-b: c0ffee; gpu-c: beef"
