@@ -34,7 +34,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
@@ -42,6 +42,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from amdfleet import engines
 from amdfleet.errors import AmdFleetError, ConfigIssue, PlanError, PropsError, RemoteError
+from amdfleet.plan import DeploymentPlan, NodePlan
+from amdfleet.plan.layout import engine_python
 from amdfleet.providers.progress import Progress, resource_urn
 from amdfleet.providers.props import ProviderProps, changed_keys
 from amdfleet.remote.cluster import (
@@ -71,9 +73,6 @@ from amdfleet.remote.engine import EngineLayout
 from amdfleet.remote.facts import HostFacts
 from amdfleet.remote.hosts import open_host
 from amdfleet.remote.target import HostTarget
-
-if TYPE_CHECKING:
-    from amdfleet.plan import DeploymentPlan
 
 INPUTS = (
     "nodes",
@@ -240,8 +239,6 @@ def cluster_check_props(plan: DeploymentPlan, targets: Sequence[HostTarget]) -> 
     engine = engines.engine(plan.engine.name)
     command = None
     if plan.engine.runtime == "process" and engine.distribution:
-        from amdfleet.plan.layout import engine_python
-
         command = engine_version_command(engine_python(plan.head.argv), engine.distribution)
     par = plan.parallelism
     return ClusterCheckProps(
@@ -549,7 +546,7 @@ def _summary(p: ClusterCheckProps, report: ClusterReport) -> str:
     return f"cluster preflight passed: {'; '.join(parts)}"
 
 
-def _node(plan: DeploymentPlan, node: Any, target: HostTarget) -> ClusterNode:
+def _node(plan: DeploymentPlan, node: NodePlan, target: HostTarget) -> ClusterNode:
     address = node.cluster_address or node.address
     if not address:
         issue = ConfigIssue("fleet", f"node {node.name} has no cluster address yet", "")

@@ -27,6 +27,7 @@ import pytest
 
 from amdfleet.providers.cluster_check import ClusterCheckProps, ClusterCheckProvider, ClusterNode
 from amdfleet.providers.ssh_host import SshHostProps, SshHostProvider
+from amdfleet.remote.cluster import engine_version_command
 from amdfleet.remote.engine import EngineLayout
 from amdfleet.remote.process import detached, stop_process_group
 from amdfleet.remote.requirement import HostRequirement
@@ -77,6 +78,7 @@ def _props(
     rdma: dict[str, tuple[str, ...]] | None = None,
     digests: dict[str, str] | None = None,
     wrong_key: str | None = None,
+    version_command: str | None = None,
 ) -> dict[str, Any]:
     nodes = tuple(
         ClusterNode(
@@ -94,6 +96,7 @@ def _props(
         engine_dir=ENGINE_DIR,
         connect_timeout_s=2,
         listen_timeout_s=30,
+        engine_version_command=version_command,
     )
     inputs = props.to_inputs(facts=facts, image_digests=digests)
     return with_provider(ClusterCheckProvider(), inputs)
@@ -270,3 +273,33 @@ def test_every_failure_of_every_node_is_listed_together(
     assert re.search(r"\[host2\] ssh: .*host key.*\n\s+hint: .*ssh-keyscan", message), message
     assert "[host2] rdma_devices: ionic_0 not found on host2 (`rdma link` lists: none)" in message
     assert "hint: load the NIC's RDMA driver on host2" in message
+
+
+def test_engine_versions_are_read_on_each_node_and_compared(
+    provider_host: ProviderHost, lab: HostLab, facts: dict[str, dict[str, Any]]
+) -> None:
+    """The real version command (the engine's Python asking importlib.metadata), against
+    a ``vllm`` distribution installed per host (each host has its own /opt): 0.9.2 on
+    host0 and host1, 0.8.5 on host2."""
+    for i, version in enumerate(("0.9.2", "0.9.2", "0.8.5")):
+        info = f"/opt/site/vllm-{version}.dist-info"
+        with lab.connect(i) as conn:
+            conn.run(
+                f"rm -rf /opt/site && mkdir -p {info} && printf 'Metadata-Version: 2.1\\n"
+                f"Name: vllm\\nVersion: {version}\\n' >{info}/METADATA",
+                timeout=10,
+            )
+    command = "PYTHONPATH=/opt/site " + engine_version_command("python3", "vllm")
+    try:
+        with pytest.raises(ProviderCallError) as caught:
+            provider_host.create(
+                provider_host.check(_props(lab, facts, 29550, version_command=command)).inputs
+            )
+    finally:
+        for i in range(len(lab)):
+            with lab.connect(i) as conn:
+                conn.run("rm -rf /opt/site", timeout=10)
+    message = caught.value.message
+    assert "[cluster] engine_version: nodes disagree: host0, host1: 0.9.2; host2: 0.8.5" in message
+    assert "hint: install engine version 0.9.2 on host2 (as on host0, host1)" in message
+    assert message.count("  - [") == 1
