@@ -154,6 +154,8 @@ class ClusterCheckProps(ProviderProps):
     @model_validator(mode="after")
     def _one_value_per_node(self) -> Self:
         names = [node.name for node in self.nodes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"node names must be unique, got {', '.join(names)}")
         for label in ("facts", "image_digests", "model_commits"):
             given: dict[str, Any] | None = getattr(self, label)
             if given is not None and sorted(given) != sorted(names):

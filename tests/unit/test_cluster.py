@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from amdfleet.config import load_stack_file
-from amdfleet.errors import PreflightError
+from amdfleet.errors import PreflightError, PropsError
 from amdfleet.plan import plan
-from amdfleet.providers.cluster_check import cluster_check_props
+from amdfleet.providers.cluster_check import ClusterCheckProps, cluster_check_props
 from amdfleet.remote import facts
 from amdfleet.remote.cluster import (
     CLUSTER,
@@ -499,3 +499,16 @@ def test_props_from_a_ray_plan() -> None:
         "master_port": 29500,
         "ray_port": 6380,
     }
+
+
+def test_props_name_each_node_once_and_give_one_value_per_node() -> None:
+    deployment = plan(load_stack_file("mi300x-2node-llama405b-bf16").spec)
+    props = cluster_check_props(deployment, [n.target for n in deployment.nodes if n.target])
+    inputs = props.to_inputs(facts={"mi300x-a": {}})
+    with pytest.raises(
+        PropsError, match=r"facts must have one entry per node \(mi300x-a, mi300x-b\)"
+    ):
+        ClusterCheckProps.from_inputs(inputs)
+    twice = {**props.to_inputs(), "nodes": [inputs["nodes"][0]] * 2}
+    with pytest.raises(PropsError, match="node names must be unique"):
+        ClusterCheckProps.from_inputs(twice)
