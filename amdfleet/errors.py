@@ -167,11 +167,14 @@ class RemoteCommandError(RemoteError):
 
 
 class PreflightError(AmdFleetError):
-    """One or more hosts failed preflight checks; every failed check is listed."""
+    """One or more hosts failed preflight checks; every failed check is listed as
+    ``(host, check, hint)`` under ``heading``."""
 
-    def __init__(self, failures: Sequence[tuple[str, str, str]]) -> None:
+    def __init__(
+        self, failures: Sequence[tuple[str, str, str]], *, heading: str = "preflight failed"
+    ) -> None:
         self.failures = tuple(failures)
-        lines = ["preflight failed:"]
+        lines = [f"{heading}:"]
         for host, check, hint in self.failures:
             lines.append(f"  - [{host}] {check}" + (f"\n      hint: {hint}" if hint else ""))
         super().__init__("\n".join(lines))

@@ -54,6 +54,9 @@ class Engine(ABC):
     """Whether the engine has a CPU backend (the ``local`` stack)."""
     builds_image: ClassVar[bool] = False
     """Whether amdfleet can build the engine's image from source (AITER + vLLM)."""
+    distribution: ClassVar[str | None] = None
+    """The Python distribution whose installed version is the engine's version (what the
+    cluster preflight compares across nodes on the process runtime); None: not Python."""
     api_key_env: ClassVar[str | None] = None
     """The variable the engine reads its API key from; None: see ``api_key_config``."""
     api_key_config: ClassVar[str | None] = None

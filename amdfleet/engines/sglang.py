@@ -63,6 +63,7 @@ class Sglang(Engine):
     ready_paths: ClassVar[tuple[str, ...]] = ("/health", "/v1/models")
     parallelism: ClassVar[tuple[str, ...]] = ("tp", "pp", "dp")
     multi_node: ClassVar[bool] = True
+    distribution: ClassVar[str | None] = "sglang"
     api_key_config: ClassVar[str | None] = "--config"
     worker_http_paths: ClassVar[tuple[str, ...]] = ("/health", "/health_generate")
     lm_head_every_stage: ClassVar[bool] = True

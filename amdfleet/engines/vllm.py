@@ -38,6 +38,7 @@ class Vllm(Engine):
     backends: ClassVar[tuple[str, ...]] = ("mp", "ray")
     cpu: ClassVar[bool] = True
     builds_image: ClassVar[bool] = True
+    distribution: ClassVar[str | None] = "vllm"
     api_key_env: ClassVar[str | None] = "VLLM_API_KEY"
 
     def flags(self, launch: Launch) -> Flags:
