@@ -96,6 +96,8 @@ def nodes(
                 remote_dir=remote_dir(spec),
                 requirement=requirement,
                 api_key_file=key_file,
+                network_interface=slot.host.network_interface if slot.host else None,
+                rdma_devices=slot.host.rdma_devices if slot.host else (),
                 pipeline_stages=stages,
                 tp_ranks=tp_ranks,
             )

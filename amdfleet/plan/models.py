@@ -226,6 +226,11 @@ class NodePlan(_Frozen):
     """Multi-node: the pipeline stages whose layers this node's GPUs hold."""
     tp_ranks: tuple[int, ...] = ()
     """Multi-node: the tensor-parallel ranks (within a stage) this node's GPUs run."""
+    network_interface: str | None = None
+    """The interface the stack expects to carry collective traffic (checked against the
+    host's facts by the cluster check, which derives the one the engine uses)."""
+    rdma_devices: tuple[str, ...] = ()
+    """RDMA devices the stack names for this node (each must exist on the host)."""
 
 
 class ClusterPlan(_Frozen):

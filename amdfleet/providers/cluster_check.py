@@ -235,9 +235,9 @@ class ClusterCheck(pulumi.dynamic.Resource, module="amdfleet", name="ClusterChec
 
 def cluster_check_props(plan: DeploymentPlan, targets: Sequence[HostTarget]) -> ClusterCheckProps:
     """ClusterCheck's props for ``plan`` (``targets`` in node order, as the Fleet holds
-    them). The interface and RDMA devices checked are those the node's engine is told
-    (``GLOO_SOCKET_IFNAME``, ``NCCL_IB_HCA``); the engine version is asked on the
-    process runtime only (on docker the image digest says it)."""
+    them). The interface and RDMA devices checked are those the stack names for the
+    node; the engine version is asked on the process runtime only (on docker the image
+    digest says it)."""
     engine = engines.engine(plan.engine.name)
     command = None
     if plan.engine.runtime == "process" and engine.distribution:
@@ -557,15 +557,6 @@ def _node(plan: DeploymentPlan, node: NodePlan, target: HostTarget) -> ClusterNo
         name=node.name,
         host=target,
         cluster_address=address,
-        network_interface=node.env.get("GLOO_SOCKET_IFNAME"),
-        rdma_devices=_hca_devices(node.env.get("NCCL_IB_HCA", "")),
+        network_interface=node.network_interface,
+        rdma_devices=node.rdma_devices,
     )
-
-
-def _hca_devices(value: str) -> tuple[str, ...]:
-    """Device names from ``NCCL_IB_HCA`` (``=mlx5_0:1,mlx5_1``); an exclusion list
-    (``^...``) names no device that must exist."""
-    if value.startswith("^"):
-        return ()
-    items = value.lstrip("=").split(",")
-    return tuple(dict.fromkeys(d.split(":")[0].strip() for d in items if d.strip()))
