@@ -14,6 +14,7 @@ from amdfleet.catalog.gpus import Accelerator
 from amdfleet.config import FabricSpec, StackSpec, size_bytes
 from amdfleet.errors import ConfigIssue
 from amdfleet.plan.models import REMOTE_ROOT, FabricPlan
+from amdfleet.remote.fabric import size_label
 
 GPU_SIZES = ("8", "8G", "8G")
 """min, max and gate sizes on GPU fleets: AMD's acceptance command and gate."""
@@ -95,7 +96,7 @@ def _size_issues(fabric: FabricSpec, cpu: bool) -> list[ConfigIssue]:
         return [
             ConfigIssue(
                 "fabric.min_size",
-                f"{low} bytes is less than one float32 element ({ELEMENT_BYTES} bytes)",
+                f"{size_label(low)} is less than one float32 element ({ELEMENT_BYTES} bytes)",
                 "use a min_size of at least 4 (AMD's acceptance command uses 8)",
             )
         ]
@@ -103,18 +104,20 @@ def _size_issues(fabric: FabricSpec, cpu: bool) -> list[ConfigIssue]:
         return [
             ConfigIssue(
                 "fabric.max_size",
-                f"the sweep ends at {high} bytes, before it starts ({low} bytes)",
+                f"the sweep ends at {size_label(high)}, before it starts ({size_label(low)})",
                 "make max_size at least min_size",
             )
         ]
     sweep = _sweep(low, high)
     if gate in sweep:
         return []
+    named = "gate_size" if fabric.gate_size else "the default gate size"
     where = "above max_size" if gate > high else "not min_size times a power of two"
     return [
         ConfigIssue(
             "fabric.gate_size",
-            f"{gate} bytes is {where}, so the sweep {low}..{high} (doubling) never measures it",
+            f"{named} {size_label(gate)} is {where}, so the sweep {size_label(low)} .. "
+            f"{size_label(high)} (doubling) never measures it",
             f"use one of the sweep's sizes ({_span(sweep)}), or change min_size/max_size",
         )
     ]
