@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, Literal
 
 import pulumi
@@ -58,6 +58,7 @@ _CALL_TIMEOUT = 60.0
 # The remote `timeout` ends a run at timeout_s (+ KILL_GRACE_S); the SSH call waits a
 # little longer so the run's own exit, with its output, is what reports a timeout.
 _WAIT_MARGIN_S = 30.0
+_STOP_EVERY_S = 2.0
 
 
 class FabricRun(BaseModel):
@@ -247,27 +248,33 @@ def _check(p: FabricCheckProps, progress: Progress) -> dict[str, Any]:
         "threshold_gbps": p.min_busbw_gbps,
         "busbw_gbps": verdict.busbw_gbps,
         "avg_busbw_gbps": parsed.avg_busbw_gbps,
+        "rank_hosts": list(parsed.rank_hosts),
         "passed": verdict.passed,
         "rows": [row.to_dict() for row in parsed.rows],
     }
 
 
 def _run_all(p: FabricCheckProps, progress: Progress) -> dict[str, CommandResult]:
-    """Every run at once; the first failure stops the others and is raised."""
+    """Every run at once. Once one fails, the others are stopped (again every
+    :data:`_STOP_EVERY_S` while they still run: a stop can reach a host before its run has
+    started), and the first failure is raised."""
     results: dict[str, CommandResult] = {}
     failure: AmdFleetError | None = None
     with ThreadPoolExecutor(max_workers=len(p.runs)) as pool:
         futures: dict[Future[CommandResult], FabricRun] = {
             pool.submit(_run_one, p, run, _lines_to(progress, run)): run for run in p.runs
         }
-        for future in as_completed(futures):
-            run = futures[future]
-            try:
-                results[run.host.name] = future.result()
-            except AmdFleetError as e:
-                if failure is None:
-                    failure = e
-                    _stop_others(p, run)
+        pending = set(futures)
+        while pending:
+            timeout = None if failure is None else _STOP_EVERY_S
+            done, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
+            for future in done:
+                try:
+                    results[futures[future].host.name] = future.result()
+                except AmdFleetError as e:
+                    failure = failure or e
+            if failure is not None and pending:
+                _stop_runs(p, [futures[f] for f in pending])
     if failure is not None:
         raise failure
     return results
@@ -316,14 +323,12 @@ def _run_error(p: FabricCheckProps, run: FabricRun, result: CommandResult) -> Re
     return RemoteCommandError(run.host.name, run.command, result.exit_code, tail, hint)
 
 
-def _stop_others(p: FabricCheckProps, failed: FabricRun) -> None:
-    """Stop the runs still waiting for the one that failed (a rank waits for its peers
-    until the timeout otherwise). Best effort: the bounded runs end by themselves."""
-    for target in _targets(p):
-        if target.name == failed.host.name:
-            continue
+def _stop_runs(p: FabricCheckProps, runs: Sequence[FabricRun]) -> None:
+    """Stop ``runs`` (a rank waits for a failed peer until the timeout otherwise). Best
+    effort: a bounded run ends by itself at the latest at its timeout."""
+    for run in runs:
         try:
-            with open_host(target) as conn:
+            with open_host(run.host) as conn:
                 conn.run(_stop(p), timeout=_CALL_TIMEOUT, check=False)
         except RemoteError:
             continue

@@ -44,6 +44,7 @@ GIB = 1024**3
 
 _FAILURE = re.compile(r"\bTest (?:\w+ )?failure\b|\bNCCL WARN\b|\bRCCL WARN\b")
 _AVG = re.compile(r"^#\s*Avg bus bandwidth\s*:\s*([0-9.eE+-]+)")
+_RANK = re.compile(r"^#\s*Rank\s+(\d+)\s+(?:Group\s+\d+\s+)?Pid\s+\d+\s+on\s+(\S+)\s+device\b")
 _OOB = re.compile(r"^#\s*Out of bounds values\s*:\s*(\d+)\s*(\w+)?")
 
 
@@ -101,6 +102,8 @@ class AllReduceResult:
     rows: tuple[AllReduceRow, ...]
     avg_busbw_gbps: float | None
     out_of_bounds: int | None
+    rank_hosts: tuple[str, ...] = ()
+    """The host of each rank listed under "Using devices" (as far as the output lists them)."""
 
     def row(self, size_bytes: int) -> AllReduceRow | None:
         """The last row of ``size_bytes``, or None."""
@@ -128,7 +131,9 @@ def parse_all_reduce_perf(text: str) -> AllReduceResult:
     rows = tuple(row for row in (_row(line) for line in lines) if row is not None)
     if not rows:
         raise AllReducePerfError("all_reduce_perf printed no result row", [])
-    return AllReduceResult(rows=rows, avg_busbw_gbps=_avg(lines), out_of_bounds=_oob(lines))
+    return AllReduceResult(
+        rows=rows, avg_busbw_gbps=_avg(lines), out_of_bounds=_oob(lines), rank_hosts=_ranks(lines)
+    )
 
 
 def _row(line: str) -> AllReduceRow | None:
@@ -177,6 +182,15 @@ def _avg(lines: Sequence[str]) -> float | None:
         if match:
             return float(match.group(1))
     return None
+
+
+def _ranks(lines: Sequence[str]) -> tuple[str, ...]:
+    hosts: dict[int, str] = {}
+    for line in lines:
+        match = _RANK.match(line.strip())
+        if match:
+            hosts[int(match.group(1))] = match.group(2)
+    return tuple(hosts[rank] for rank in sorted(hosts))
 
 
 def _oob(lines: Sequence[str]) -> int | None:

@@ -96,6 +96,28 @@ def test_parser_reads_each_recorded_table(stem: str) -> None:
     assert result.out_of_bounds == (None if avg is None else 0)
 
 
+@pytest.mark.parametrize(
+    ("stem", "hosts"),
+    [
+        ("mi300x-16gpu-2node.all_reduce_perf.mpirun-np16.aac10", ["gpu-53"] * 8 + ["gpu-56"] * 8),
+        (
+            "mi355x-16gpu-2node.all_reduce_perf.pollara-anp.aac14.partial",
+            ["mi355-gpu-23"] * 8 + ["mi355-gpu-24"] * 8,
+        ),
+        (
+            "mi350x-8gpu-1node.all_reduce_perf.amd-acceptance-doc.elided-at-source",
+            ["smci350-zts-gtu-e14-05"] * 2,
+        ),
+        ("mi300x-8gpu-1node.all_reduce_perf.rocm-blog-xgmi", ["host"] * 8),
+        ("mi355x-16gpu-2node.all_reduce_perf.oci-pollara.rows-cut-at-source", []),
+    ],
+)
+def test_rank_lines_name_each_ranks_host(stem: str, hosts: list[str]) -> None:
+    """Old ("Rank 0 Pid") and new ("Rank 0 Group 0 Pid") rank lines, padded host names,
+    no device name (AAC14), elided ranks ('...'), or no rank list at all (OCI)."""
+    assert list(parse_all_reduce_perf(_fixture(stem)).rank_hosts) == hosts
+
+
 def test_a_row_reads_every_column() -> None:
     """The 8 GiB row of the AAC8 run, field by field."""
     row = parse_all_reduce_perf(_fixture("mi300x-8gpu-1node.all_reduce_perf.mpirun-np8.aac8")).row(
