@@ -781,7 +781,10 @@ class FabricSpec(_Model):
     mpirun: str = Field(
         "mpirun",
         min_length=1,
-        description="OpenMPI's mpirun (multi-node GPU fleets), where all_reduce_perf runs.",
+        description="OpenMPI's mpirun for multi-node GPU fleets, run on the head (in the "
+        "engine image with the docker runtime). It starts the other nodes' ranks itself (over "
+        "ssh unless mpirun_args say otherwise): the head must reach them that way and find "
+        "all_reduce_perf at the same path there.",
     )
     mpirun_args: tuple[str, ...] = Field(
         (),
