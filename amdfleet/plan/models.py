@@ -259,6 +259,32 @@ class VerificationPlan(_Frozen):
         return self.spec.enabled
 
 
+class FabricPlan(_Frozen):
+    """The fabric check before the engine starts (issue 10, item 7): which test, the
+    message sweep, the gate, and where it runs. ``kind`` is ``rccl`` (rccl-tests'
+    ``all_reduce_perf``, GPU fleets) or ``gloo`` (a torch.distributed sweep, CPU stacks)."""
+
+    kind: Literal["rccl", "gloo"]
+    min_bytes: int
+    max_bytes: int
+    gate_bytes: int
+    min_busbw_gbps: float | None
+    iters: int
+    warmup_iters: int
+    timeout_s: int
+    port: int
+    python: str
+    """The Python that runs the gloo sweep (the engine's own, which has torch)."""
+    all_reduce_perf: str
+    mpirun: str
+    mpirun_args: tuple[str, ...]
+    extra_env: dict[str, str]
+    image: str | None
+    """The engine image the test runs in (docker runtime), None for the process runtime."""
+    work_dir: str
+    container_name: str
+
+
 class DeploymentPlan(_Frozen):
     """Everything needed to render, deploy and verify a stack."""
 
@@ -279,6 +305,8 @@ class DeploymentPlan(_Frozen):
     warnings: tuple[str, ...]
     cluster: ClusterPlan | None = None
     """Multi-node only: the head, its ports, and what workers serve."""
+    fabric: FabricPlan | None = None
+    """The fabric check, None when the stack does not enable it."""
 
     @property
     def head(self) -> NodePlan:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from amdfleet.config import StackSpec
 from amdfleet.errors import ConfigIssue, PlanError
 from amdfleet.plan import checks, layout
+from amdfleet.plan import fabric as fabric_check
 from amdfleet.plan.checkpoint import (
     accelerator_plan,
     resolve_accelerator,
@@ -51,6 +52,7 @@ def plan(spec: StackSpec) -> DeploymentPlan:
     issues += found
     image, found = image_plan(spec, acc)
     issues += found
+    issues += fabric_check.fabric_issues(spec, acc)
     if issues or model is None:
         raise PlanError(issues, where)
     parallelism = layout.parallelism_plan(spec)
@@ -93,6 +95,7 @@ def plan(spec: StackSpec) -> DeploymentPlan:
         recipe_sources=tuple(r.source for r in recipes(spec, acc)),
         warnings=tuple(warnings),
         cluster=layout.cluster_plan(spec, parallelism, nodes),
+        fabric=fabric_check.fabric_plan(spec, acc, image.image, engine_python(nodes[0].argv)),
     )
 
 

@@ -205,6 +205,14 @@ def collective_interface(facts: HostFacts, cluster_address: str) -> str | None:
     return None
 
 
+def collective_env(interface: str | None) -> dict[str, str]:
+    """The environment naming ``interface`` for gloo and RCCL's socket traffic (empty when
+    no interface was derived: the engine then picks one itself)."""
+    if not interface:
+        return {}
+    return {"GLOO_SOCKET_IFNAME": interface, "NCCL_SOCKET_IFNAME": interface}
+
+
 def check_network(node: NodeFacts) -> tuple[str | None, list[ClusterFinding]]:
     """The node's collective interface, and the findings about it and about the RDMA
     devices the stack names."""

@@ -17,6 +17,7 @@ from amdfleet.errors import PropsError
 from amdfleet.providers.engine_image import EngineImageProps
 from amdfleet.providers.engine_node import ReadinessCheck, RenderedFile
 from amdfleet.providers.engine_service import EngineServiceProps
+from amdfleet.providers.fabric_check import FabricCheckProps, FabricRun
 from amdfleet.providers.model_weights import ModelWeightsProps
 from amdfleet.providers.props import PROVIDER_KEY, ProviderProps
 from amdfleet.providers.readiness import ReadinessGateProps
@@ -87,6 +88,15 @@ EXAMPLES: list[ProviderProps] = [
         report_dir=".amdfleet/reports/demo",
     ),
     ReadinessGateProps(passed=False, failures=[("ttft", "<= 1", "2")], verdict_table="t"),
+    FabricCheckProps(
+        kind="rccl",
+        runs=(FabricRun(host=HOST, command="docker run ... all_reduce_perf -b 8", reports=True),),
+        work_dir="/opt/amdfleet/demo-fabric",
+        container="amdfleet-demo-fabric",
+        gate_bytes=8 << 30,
+        min_busbw_gbps=304.0,
+        timeout_s=1800,
+    ),
 ]
 
 
