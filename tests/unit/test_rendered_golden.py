@@ -22,7 +22,11 @@ with either Ray executor (the default ``ray_executor_v2`` and
 
 vLLM's CPU platform has no ``ray_device_key`` (only CUDA, ROCm and XPU set ``"GPU"``), so
 Ray placement is refused before any worker is placed; on CPU the ``mp`` backend is the
-multi-node path (ENVIRONMENT.md).
+multi-node path (ENVIRONMENT.md). The rendered process-runtime scripts of a CPU Ray stack
+(``test_render.ray_cpu_stack``) were run once by hand on two lab hosts with that Ray
+beside the engine (each host with its own tmpfs mounted on /dev/shm over SSH): the worker
+joined, the head printed "amdfleet: all 2 Ray nodes joined with 0 GPUs", then vLLM
+stopped with the error above.
 """
 
 from __future__ import annotations
