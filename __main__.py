@@ -22,7 +22,7 @@ except AmdFleetError as error:
 pulumi.export("endpoint", deployment.endpoint)
 pulumi.export("model", deployment.model)
 pulumi.export("api_key", deployment.api_key)
-pulumi.export("hosts", fleet.inventory)
+pulumi.export("hosts", deployment.hosts)
 pulumi.export("engine", deployment.engine)
 pulumi.export("verification", deployment.verification)
 pulumi.export("ready", deployment.ready)

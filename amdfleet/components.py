@@ -25,6 +25,7 @@ import pulumi
 from amdfleet.config import CampaignSpec, placeholder_host_keys
 from amdfleet.errors import ConfigError, ConfigIssue, PlanError
 from amdfleet.plan import DeploymentPlan, NodePlan
+from amdfleet.providers.cluster_check import ClusterCheck, cluster_check_props
 from amdfleet.providers.engine_cluster import ClusterNode, EngineCluster, EngineClusterProps
 from amdfleet.providers.engine_image import EngineImage, EngineImageProps
 from amdfleet.providers.engine_node import ReadinessCheck, RenderedFile
@@ -33,10 +34,12 @@ from amdfleet.providers.engine_service import (
     EngineServiceArgs,
     EngineServiceProps,
 )
+from amdfleet.providers.fabric_check import FabricCheck, fabric_check_props
 from amdfleet.providers.model_weights import ModelWeights, ModelWeightsProps
 from amdfleet.providers.readiness import ReadinessGate
 from amdfleet.providers.ssh_host import SshHost, SshHostProps
 from amdfleet.providers.verification import Verification, VerificationProps
+from amdfleet.remote.cluster import collective_env
 from amdfleet.remote.target import HostTarget
 from amdfleet.render import render_dockerfile, render_node
 
@@ -95,11 +98,17 @@ class Deployment(pulumi.ComponentResource):
         self._plan = plan
         images = self._images(name, fleet)
         weights = self._weights(name, fleet, images, secrets)
-        self._cluster_checks: list[pulumi.Resource] = []
-        self._cluster_env = [
-            host.facts.apply(functools.partial(_collective_env, node=node))
-            for host, node in zip(fleet.hosts, plan.nodes, strict=True)
-        ]
+        cluster = self._cluster_check(name, fleet, images, weights)
+        fabric = self._fabric_check(name, fleet, images, cluster)
+        self._gates: list[pulumi.Resource] = [r for r in (cluster, fabric) if r is not None]
+        self._cluster_env = (
+            [
+                cluster.interfaces.apply(functools.partial(_collective_env, node=node.name))
+                for node in plan.nodes
+            ]
+            if cluster is not None
+            else None
+        )
         services = self._services(name, fleet, images, weights, secrets)
         self.endpoint = f"{plan.endpoint}/v1"
         self.model = plan.model.served_name
@@ -110,12 +119,18 @@ class Deployment(pulumi.ComponentResource):
             lambda values: _engine_output(plan, values[0], values[1:])
         )
         self.campaign = services[0].started_at.apply(lambda at: campaign_output(plan.campaign, at))
+        self.hosts = _hosts_output(fleet, cluster)
         check = self._verification(name, fleet, weights, services, images)
+        fabric_result = fabric.result if fabric is not None else {"enabled": False}
         if check is None:
-            self.verification = pulumi.Output.from_input({"enabled": False})
+            self.verification = pulumi.Output.all(fabric_result).apply(
+                lambda values: {"enabled": False, "fabric": values[0]}
+            )
             self.ready = pulumi.Output.from_input(False)
         else:
-            self.verification = check.result
+            self.verification = pulumi.Output.all(check.result, fabric_result).apply(
+                lambda values: {**values[0], "fabric": values[1]}
+            )
             self.ready = check.passed
             ReadinessGate(
                 f"{name}-readiness",
@@ -126,6 +141,7 @@ class Deployment(pulumi.ComponentResource):
             )
         self.register_outputs(
             {
+                "hosts": self.hosts,
                 "endpoint": self.endpoint,
                 "model": self.model,
                 "engine": self.engine,
@@ -133,6 +149,59 @@ class Deployment(pulumi.ComponentResource):
                 "ready": self.ready,
                 "campaign": self.campaign,
             }
+        )
+
+    def _cluster_check(
+        self, name: str, fleet: Fleet, images: list[EngineImage], weights: list[ModelWeights]
+    ) -> ClusterCheck | None:
+        """Multi-node only: every node reaches the head's ports (tested from the nodes),
+        the interface carrying each node's cluster address, and that the nodes agree;
+        after staging (it compares image digests and model commits), before any engine."""
+        plan = self._plan
+        if len(plan.nodes) == 1:
+            return None
+        nodes = list(zip(plan.nodes, fleet.hosts, strict=True))
+        return ClusterCheck(
+            f"{name}-cluster",
+            cluster_check_props(plan, fleet.targets),
+            self._opts([*fleet.hosts, *images, *weights]),
+            facts={node.name: host.facts for node, host in nodes},
+            image_digests=(
+                {n.name: image.digest for n, image in zip(plan.nodes, images, strict=True)}
+                if images
+                else None
+            ),
+            model_commits={n.name: w.commit for n, w in zip(plan.nodes, weights, strict=True)},
+        )
+
+    def _fabric_check(
+        self,
+        name: str,
+        fleet: Fleet,
+        images: list[EngineImage],
+        cluster: ClusterCheck | None,
+    ) -> FabricCheck | None:
+        """The stack's optional collective-bandwidth test, on the interfaces the cluster
+        check derived, before any engine starts (they would share the links)."""
+        plan = self._plan
+        if plan.fabric is None:
+            return None
+        targets = fleet.targets
+        runs = (
+            cluster.interfaces.apply(
+                lambda interfaces: [
+                    run.model_dump(mode="json")
+                    for run in fabric_check_props(plan, targets, interfaces).runs
+                ]
+            )
+            if cluster is not None
+            else None
+        )
+        depends: list[pulumi.Resource] = [*fleet.hosts, *images]
+        if cluster is not None:
+            depends.append(cluster)
+        return FabricCheck(
+            f"{name}-fabric", fabric_check_props(plan, targets), self._opts(depends), runs=runs
         )
 
     def _opts(self, depends_on: Sequence[pulumi.Resource]) -> pulumi.ResourceOptions:
@@ -220,7 +289,7 @@ class Deployment(pulumi.ComponentResource):
             **{env: secrets[key] for env, key in head.secret_env.items()}
         )
         props = engine_cluster_props(plan, [fleet.targets[n.rank] for n in plan.nodes])
-        depends = [*fleet.hosts, *weights, *images, *self._cluster_checks]
+        depends = [*fleet.hosts, *weights, *images, *self._gates]
         return EngineCluster(
             f"{name}-engine",
             props,
@@ -243,7 +312,12 @@ class Deployment(pulumi.ComponentResource):
         )
         secret_env: pulumi.Output[dict[str, Any]] = pulumi.Output.secret(values)
         args = engine_service_props(self._plan, node, fleet.targets[node.rank], secret_env)
-        depends = [*fleet.hosts, weights[node.rank], *images[node.rank : node.rank + 1]]
+        depends = [
+            *fleet.hosts,
+            weights[node.rank],
+            *images[node.rank : node.rank + 1],
+            *self._gates,
+        ]
         return EngineService(
             f"{name}-engine-{node.name}",
             args.props,
@@ -361,14 +435,22 @@ def _target(plan: DeploymentPlan, node: NodePlan) -> HostTarget:
     return node.target
 
 
-def _collective_env(facts: Mapping[str, Any], node: NodePlan) -> dict[str, str]:
-    """TEMPORARY until the cluster check lands: the interface holding the node's address."""
-    for interface in facts.get("interfaces") or []:
-        for address in interface.get("addresses") or []:
-            if str(address).split("/")[0] == node.cluster_address:
-                name = str(interface.get("name"))
-                return {"GLOO_SOCKET_IFNAME": name, "NCCL_SOCKET_IFNAME": name}
-    return {}
+def _collective_env(interfaces: Mapping[str, str | None], node: str) -> dict[str, str]:
+    return collective_env(interfaces.get(node))
+
+
+def _hosts_output(
+    fleet: Fleet, cluster: ClusterCheck | None
+) -> pulumi.Output[list[dict[str, Any]]]:
+    """The fleet's inventory, each host with the interface its collective traffic uses
+    (derived by the cluster check; None on a single node)."""
+    if cluster is None:
+        return fleet.inventory.apply(
+            lambda hosts: [{**h, "collective_interface": None} for h in hosts]
+        )
+    return pulumi.Output.all(fleet.inventory, cluster.interfaces).apply(
+        lambda values: [{**h, "collective_interface": values[1].get(h["name"])} for h in values[0]]
+    )
 
 
 def _inventory(node: NodePlan, facts: Mapping[str, Any]) -> dict[str, Any]:
