@@ -39,7 +39,7 @@ from amdfleet.providers.model_weights import ModelWeights, ModelWeightsProps
 from amdfleet.providers.readiness import ReadinessGate
 from amdfleet.providers.ssh_host import SshHost, SshHostProps
 from amdfleet.providers.verification import Verification, VerificationProps
-from amdfleet.remote.cluster import collective_env
+from amdfleet.remote.cluster import cluster_facts, collective_env
 from amdfleet.remote.target import HostTarget
 from amdfleet.render import render_dockerfile, render_node
 
@@ -165,7 +165,7 @@ class Deployment(pulumi.ComponentResource):
             f"{name}-cluster",
             cluster_check_props(plan, fleet.targets),
             self._opts([*fleet.hosts, *images, *weights]),
-            facts={node.name: host.facts for node, host in nodes},
+            facts={node.name: host.facts.apply(cluster_facts) for node, host in nodes},
             image_digests=(
                 {n.name: image.digest for n, image in zip(plan.nodes, images, strict=True)}
                 if images

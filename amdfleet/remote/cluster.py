@@ -205,6 +205,25 @@ def collective_interface(facts: HostFacts, cluster_address: str) -> str | None:
     return None
 
 
+CLUSTER_FACT_KEYS = (
+    "hostname",
+    "kernel",
+    "gpus",
+    "rocm_version",
+    "amdgpu_version",
+    "interfaces",
+    "rdma_devices",
+)
+"""The host facts the cluster check reads: what nodes must agree on, and the network."""
+
+
+def cluster_facts(facts: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a host's facts the cluster check reads. Only these are its input, so a
+    refresh that sees another free-disk figure does not re-run the check (which would
+    probe the master port of a serving cluster for nothing)."""
+    return {key: facts.get(key) for key in CLUSTER_FACT_KEYS if key in facts}
+
+
 def collective_env(interface: str | None) -> dict[str, str]:
     """The environment naming ``interface`` for gloo and RCCL's socket traffic (empty when
     no interface was derived: the engine then picks one itself)."""

@@ -6,17 +6,18 @@ Real: the Pulumi CLI and engine (``scripts/install-pulumi``), the language host 
 network namespaces (each with its own sshd, /opt, /tmp and process table; see
 tests/support/hostlab.py), the fact probe and preflight on each host, the rendered
 multi-node launch scripts (vLLM, ``pp=2`` over two nodes: rank 0 the head, rank 1
-``--headless``) started by the EngineService provider, readiness probed on the head, and
+``--headless``) checked by the ClusterCheck provider (the head's master port reached from
+each node) and started by the EngineCluster provider, readiness probed on the head, and
 in the preflight test the real ``huggingface_hub`` client downloading the checkpoint on
 each host into a cache on a tmpfs that is really too small on one host.
 
 The stand-ins: the engine is ``tests/support/fake_engine.py`` (a real HTTP server process
 on the head that accepts the rendered multi-node argv; a headless worker only stays up;
-there is no rendezvous between them: multi-node vLLM itself is out of scope here), the
-hub is ``tests/support/hub_server.py`` on the lab bridge (``weights.hub_endpoint``), and
-the checkpoint is a two-file directory made here. Verification is disabled
-(``verification.enabled: false``): it is not what these tests are about, and the
-stand-in engine serves no completions.
+there is no rendezvous between them: the real two-node vLLM is
+tests/program/test_cli_cluster.py's), the hub is ``tests/support/hub_server.py`` on the
+lab bridge (``weights.hub_endpoint``), and the checkpoint is a two-file directory made
+here. Verification is disabled (``verification.enabled: false``): it is not what these
+tests are about.
 """
 
 from __future__ import annotations
@@ -183,8 +184,8 @@ def test_a_host_failing_preflight_fails_up_listing_its_checks_then_converges_onc
         assert {n: op for n, op in fixed.ops.items() if n.endswith("-host1")} == {
             "fleet-host1": "create",
             "deployment-weights-host1": "create",
-            "deployment-engine-host1": "create",
         }
+        assert fixed.ops["deployment-engine"] == "create"
         assert _state(workspace, stack) == set(_graph(stack))
         _assert_engines(lab, stack)
         assert sorted(hub.downloads(client=lab[1].address)) == sorted(hub.files)
@@ -304,9 +305,10 @@ def _config(
 
 def _graph(stack: str) -> list[str]:
     """Every resource of a two-node process-runtime stack without verification."""
-    per_host = ["fleet-{h}", "deployment-weights-{h}", "deployment-engine-{h}"]
+    per_host = ["fleet-{h}", "deployment-weights-{h}"]
     names = [n.format(h=h) for h in ("host0", "host1") for n in per_host]
-    return [f"amdfleet-{stack}", "fleet", "deployment", *names]
+    cluster = ["deployment-cluster", "deployment-engine"]  # one of each for both nodes
+    return [f"amdfleet-{stack}", "fleet", "deployment", *names, *cluster]
 
 
 def _errors(run: PulumiRun, resource: str) -> list[str]:

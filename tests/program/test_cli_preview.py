@@ -41,12 +41,19 @@ def _expected_graph(path: Path) -> dict[str, str]:
     stack = load_stack_file(str(path))
     deployment = plan(stack.spec)
     graph = {"fleet": "amdfleet:index:Fleet", "deployment": "amdfleet:index:Deployment"}
+    multi_node = len(deployment.nodes) > 1
     for node in deployment.nodes:
         graph[f"fleet-{node.name}"] = f"{DYN}:SshHost"
         graph[f"deployment-weights-{node.name}"] = f"{DYN}:ModelWeights"
-        graph[f"deployment-engine-{node.name}"] = f"{DYN}:EngineService"
+        if not multi_node:
+            graph[f"deployment-engine-{node.name}"] = f"{DYN}:EngineService"
         if deployment.engine.runtime == "docker" and deployment.image.image:
             graph[f"deployment-image-{node.name}"] = f"{DYN}:EngineImage"
+    if multi_node:  # one engine resource and one cluster check for all nodes
+        graph["deployment-engine"] = f"{DYN}:EngineCluster"
+        graph["deployment-cluster"] = f"{DYN}:ClusterCheck"
+    if deployment.fabric is not None:
+        graph["deployment-fabric"] = f"{DYN}:FabricCheck"
     if stack.spec.verification.enabled:
         graph["deployment-verification"] = f"{DYN}:Verification"
         graph["deployment-readiness"] = f"{DYN}:ReadinessGate"
