@@ -4,8 +4,15 @@
 ``Fleet`` registers one :class:`~amdfleet.providers.ssh_host.SshHost` per node (facts
 and preflight). ``Deployment`` stages the image and the weights on every node in
 parallel once every host has passed preflight (a fleet with one failing host starts
-nowhere), starts the engine on every node at once, and gates readiness on
-a :class:`~amdfleet.providers.verification.Verification` run against the endpoint: the
+nowhere). A multi-node stack then passes the
+:class:`~amdfleet.providers.cluster_check.ClusterCheck` (the head's ports reached from
+every node, each node's collective interface derived from its facts, the nodes agree)
+and, when the stack asks, the :class:`~amdfleet.providers.fabric_check.FabricCheck`,
+before any engine starts. One node runs an
+:class:`~amdfleet.providers.engine_service.EngineService`; several run one
+:class:`~amdfleet.providers.engine_cluster.EngineCluster` (they start, fail and restart
+together). Readiness is gated on a
+:class:`~amdfleet.providers.verification.Verification` run against the endpoint: the
 ``ready`` output is its ``passed``, and a
 :class:`~amdfleet.providers.readiness.ReadinessGate` fails the update while it is false.
 Everything is a child of its component (``parent=self``) and each component registers

@@ -152,6 +152,14 @@ def _cluster_rows(cluster: ClusterPlan) -> list[tuple[str, str]]:
         ("API port", f"{cluster.api_port}: the OpenAI API on the head only; {workers}"),
     ]
     rows += [(purpose, host_port(head, port)) for purpose, port in cluster.head_ports.items()]
+    rows.append(
+        (
+            "collective traffic",
+            "on the interface holding each node's cluster address, read from its facts at "
+            "deploy (GLOO/NCCL_SOCKET_IFNAME in cluster.env); the cluster check first tests "
+            "the ports above from every node",
+        )
+    )
     return rows
 
 

@@ -1,6 +1,7 @@
 """The README's main job with the real Pulumi CLI: the committed ``local`` stack file as it
 is, on this machine (``connection: local``), serving the tiny Llama with vLLM's CPU build
-and passing its own verification thresholds; then destroyed, leaving nothing.
+and passing its own verification thresholds; then destroyed, leaving nothing. And the
+committed ``local-pp2`` stack: the same model as two pipeline stages in two processes.
 
 Only the API key is added, the way ``scripts/up`` adds it (``pulumi config set --secret``
 reading stdin). GSM8K is read from where ``scripts/setup`` staged it (the stack's
@@ -10,6 +11,8 @@ language host, providers, vLLM, verification.
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -81,3 +84,48 @@ def test_local_stack_up_verify_destroy(tmp_path: Path) -> None:
     assert not Path("/opt/amdfleet/local").exists()
     with pytest.raises(httpx.TransportError):
         httpx.get("http://127.0.0.1:18000/health", timeout=5)
+
+
+def test_local_pp2_stack_serves_two_pipeline_stages_in_two_processes(tmp_path: Path) -> None:
+    """Pipeline parallel on one machine for a user without a second host: one engine
+    whose two pipeline stages are two worker processes, each pinned to a core of its own,
+    verified like any stack."""
+    missing = missing_parts()
+    if missing:
+        pytest.fail(f"the local-pp2 stack needs {', '.join(missing)}; run scripts/setup")
+    ws = PulumiWorkspace(tmp_path)
+    shutil.copy(ROOT / "stacks/Pulumi.local-pp2.yaml", ws.stack_file("local-pp2"))
+    ws.run(["stack", "init", "local-pp2"], timeout=60)
+    ws.set_secret("local-pp2", "apiKey", API_KEY)
+    try:
+        run = ws.up("local-pp2")
+        assert run.changed()["deployment-engine-localhost"] == "create"
+        outputs = ws.outputs("local-pp2")
+        assert outputs["ready"] is True
+        assert outputs["endpoint"] == "http://127.0.0.1:18001/v1"
+        assert "--pipeline-parallel-size" in outputs["engine"]["argv"]
+        log = Path("/opt/amdfleet/local-pp2/engine.log").read_text(errors="replace")
+        stages = set(re.findall(r"PP rank (\d)", log))
+        assert stages == {"0", "1"}, log[-3000:]  # two workers, one per pipeline stage
+        pgid = int(Path("/opt/amdfleet/local-pp2/engine.pid").read_text())
+        binds = _thread_binds(pgid)
+        assert binds == {"0|1"}, binds  # the one engine pins its stage 0 and 1 apart
+    finally:
+        ws.destroy("local-pp2")
+    assert not Path("/opt/amdfleet/local-pp2").exists()
+
+
+def _thread_binds(pgid: int) -> set[str]:
+    """VLLM_CPU_OMP_THREADS_BIND of every process of the engine's process group."""
+    found = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            if not proc.name.isdigit() or os.getpgid(int(proc.name)) != pgid:
+                continue
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except (OSError, ProcessLookupError):
+            continue
+        for item in environ:
+            if item.startswith(b"VLLM_CPU_OMP_THREADS_BIND="):
+                found.add(item.split(b"=", 1)[1].decode())
+    return found

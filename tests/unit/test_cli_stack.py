@@ -129,8 +129,10 @@ def test_plan_prints_the_head_address_and_its_ports(
     head = head_port.rsplit(":", 1)[0]
     assert cluster[0].split()[:2] == ["head", head]
     assert re.match(r"\s+API port\s+8000: the OpenAI API on the head only", cluster[1])
-    assert [line.split()[-1] for line in cluster[2:]] == [head_port]
+    assert [line.split()[-1] for line in cluster[2:-1]] == [head_port]
     assert purpose in cluster[2]
+    assert cluster[-1].split()[:2] == ["collective", "traffic"]
+    assert "read from its facts at deploy" in cluster[-1]
 
 
 def test_plan_prints_what_sglang_workers_serve_and_where_each_node_sits() -> None:
