@@ -33,7 +33,7 @@ from amdfleet.config import CampaignSpec, placeholder_host_keys
 from amdfleet.errors import ConfigError, ConfigIssue, PlanError
 from amdfleet.plan import DeploymentPlan, NodePlan
 from amdfleet.providers.cluster_check import ClusterCheck, cluster_check_props
-from amdfleet.providers.engine_cluster import ClusterNode, EngineCluster, EngineClusterProps
+from amdfleet.providers.engine_cluster import EngineCluster, EngineClusterProps, EngineNode
 from amdfleet.providers.engine_image import EngineImage, EngineImageProps
 from amdfleet.providers.engine_node import ReadinessCheck, RenderedFile
 from amdfleet.providers.engine_service import (
@@ -345,9 +345,11 @@ class Deployment(pulumi.ComponentResource):
             return None
         api_key = self.api_key
         digests = [image.digest for image in images]
-        fingerprint = pulumi.Output.all(*[s.files_hash for s in services], *digests).apply(
-            lambda values: "|".join(str(v) for v in values)
-        )
+        # The start time too: an engine restarted by a repair is verified again.
+        started = [s.started_at for s in services]
+        fingerprint = pulumi.Output.all(
+            *[s.files_hash for s in services], *digests, *started
+        ).apply(lambda values: "|".join(str(v) for v in values))
         return Verification(
             f"{name}-verification",
             VerificationProps(
@@ -405,7 +407,7 @@ def engine_cluster_props(plan: DeploymentPlan, hosts: Sequence[HostTarget]) -> E
     rank order, and the head's readiness check."""
     return EngineClusterProps(
         nodes=tuple(
-            ClusterNode(
+            EngineNode(
                 name=node.name,
                 host=host,
                 remote_dir=node.remote_dir,

@@ -67,7 +67,7 @@ RESTART_ON = ("files_hash", "secrets_hash", "readiness")
 _T = TypeVar("_T")
 
 
-class ClusterNode(BaseModel):
+class EngineNode(BaseModel):
     """One node of the cluster: where it runs and what it runs (rank = its position)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -106,7 +106,7 @@ class EngineClusterProps(ProviderProps):
 
     SECRET_FIELDS = ("secret_env",)
 
-    nodes: tuple[ClusterNode, ...] = Field(min_length=2, description="Head first, by rank.")
+    nodes: tuple[EngineNode, ...] = Field(min_length=2, description="Head first, by rank.")
     secret_env: dict[str, str] = Field(
         default_factory=dict, description="Secret: environment written to secrets.env (0600)."
     )
@@ -124,7 +124,7 @@ class EngineClusterProps(ProviderProps):
     )
 
     @property
-    def head(self) -> ClusterNode:
+    def head(self) -> EngineNode:
         """Rank 0: the node that serves the API."""
         return self.nodes[0]
 

@@ -58,7 +58,9 @@ class VerificationProps(ProviderProps):
     api_key: str | None = Field(None, description="Secret: the endpoint's API key.")
     spec: VerificationSpec = Field(description="The stack's verification spec.")
     engine_fingerprint: str | None = Field(
-        None, description="Rendered content and image digests of the engine (re-runs on change)."
+        None,
+        description="Rendered content, image digests and start time of the engine (re-runs "
+        "on change: a restarted engine is verified again).",
     )
     tokenizer_host: HostTarget | None = Field(
         None, description="The host whose staged weights hold the tokenizer."

@@ -238,6 +238,8 @@ def test_refresh_reports_a_dead_worker_and_up_restarts_the_cluster(
 
     run = workspace.up(STACK)
     assert run.changed().get("deployment-engine") == "update"
+    assert run.changed().get("deployment-verification") == "update"  # verified again
+    assert "deployment-cluster" not in run.changed()  # nothing it checks changed
     assert workspace.outputs(STACK)["ready"] is True
     head_after, worker_after = _pid(lab, 0, "engine.pid"), _pid(lab, 1, "engine.pid")
     assert head_after != head_before and worker_after != worker_before  # both restarted

@@ -105,8 +105,9 @@ def test_local_pp2_stack_serves_two_pipeline_stages_in_two_processes(tmp_path: P
         assert outputs["endpoint"] == "http://127.0.0.1:18001/v1"
         assert "--pipeline-parallel-size" in outputs["engine"]["argv"]
         log = Path("/opt/amdfleet/local-pp2/engine.log").read_text(errors="replace")
-        stages = set(re.findall(r"PP rank (\d)", log))
+        stages = set(re.findall(r"\(Worker_PP(\d) pid=\d+\)", log))
         assert stages == {"0", "1"}, log[-3000:]  # two workers, one per pipeline stage
+        assert "local_rank=0, core ids=[0]" in log and "local_rank=1, core ids=[1]" in log
         pgid = int(Path("/opt/amdfleet/local-pp2/engine.pid").read_text())
         binds = _thread_binds(pgid)
         assert binds == {"0|1"}, binds  # the one engine pins its stage 0 and 1 apart
