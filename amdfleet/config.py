@@ -20,10 +20,18 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from amdfleet import secretscan
 from amdfleet.addresses import canonical_address, check_address
@@ -44,6 +52,20 @@ _SIZE_RE = r"^[1-9][0-9]*[kmgKMG]?$"
 
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+
+def _check_env_names(value: dict[str, str]) -> dict[str, str]:
+    bad = [k for k in value if not re.fullmatch(_ENV_NAME_RE, k)]
+    if bad:
+        raise ValueError(
+            f"invalid environment variable name(s): {', '.join(bad)} — use letters, "
+            "digits and underscores, not starting with a digit"
+        )
+    return value
+
+
+# Environment variables a section adds (engine, fabric): names a shell can export.
+_EnvVars = Annotated[dict[str, str], AfterValidator(_check_env_names)]
 
 
 # --- fleet -----------------------------------------------------------------------------
@@ -402,7 +424,7 @@ class EngineSpec(_Model):
     extra_args: tuple[str, ...] = Field(
         (), description="Extra engine arguments, appended last (they win over the recipe)."
     )
-    extra_env: dict[str, str] = Field(
+    extra_env: _EnvVars = Field(
         default_factory=dict, description="Extra environment variables (override recipe)."
     )
     network: Literal["host", "bridge"] = Field(
@@ -421,17 +443,6 @@ class EngineSpec(_Model):
         ge=30,
         description="Deadline for /health after start; defaults to one sized to the model.",
     )
-
-    @field_validator("extra_env")
-    @classmethod
-    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
-        bad = [k for k in value if not re.fullmatch(_ENV_NAME_RE, k)]
-        if bad:
-            raise ValueError(
-                f"invalid environment variable name(s): {', '.join(bad)} — use letters, "
-                "digits and underscores, not starting with a digit"
-            )
-        return value
 
     @field_validator("name")
     @classmethod
@@ -793,7 +804,7 @@ class FabricSpec(_Model):
         description="Extra mpirun arguments for the fabric, e.g. ['--mca', 'pml', 'ucx'] as "
         "the recorded AAC10 2-node MI300X run used.",
     )
-    extra_env: dict[str, str] = Field(
+    extra_env: _EnvVars = Field(
         default_factory=dict,
         description="Environment for every rank (e.g. NCCL_IB_GID_INDEX: '3'); the nodes' "
         "NCCL/GLOO_SOCKET_IFNAME and NCCL_IB_HCA come from fleet.hosts.",
@@ -811,17 +822,6 @@ class FabricSpec(_Model):
                 "number with K, M or G (1K = 1024 bytes, 8G = 8 GiB)"
             )
         return text
-
-    @field_validator("extra_env")
-    @classmethod
-    def _fabric_env_names(cls, value: dict[str, str]) -> dict[str, str]:
-        bad = [k for k in value if not re.fullmatch(_ENV_NAME_RE, k)]
-        if bad:
-            raise ValueError(
-                f"invalid environment variable name(s): {', '.join(bad)} — use letters, "
-                "digits and underscores, not starting with a digit"
-            )
-        return value
 
 
 def size_bytes(size: str) -> int:

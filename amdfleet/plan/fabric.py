@@ -15,6 +15,7 @@ from amdfleet.config import FabricSpec, StackSpec, size_bytes
 from amdfleet.errors import ConfigIssue
 from amdfleet.plan.models import REMOTE_ROOT, FabricPlan
 from amdfleet.remote.fabric import size_label
+from amdfleet.remote.fabric_gloo import sweep
 
 GPU_SIZES = ("8", "8G", "8G")
 """min, max and gate sizes on GPU fleets: AMD's acceptance command and gate."""
@@ -108,8 +109,8 @@ def _size_issues(fabric: FabricSpec, cpu: bool) -> list[ConfigIssue]:
                 "make max_size at least min_size",
             )
         ]
-    sweep = _sweep(low, high)
-    if gate in sweep:
+    sizes = sweep(low, high)
+    if gate in sizes:
         return []
     named = "gate_size" if fabric.gate_size else "the default gate size"
     where = "above max_size" if gate > high else "not min_size times a power of two"
@@ -118,19 +119,9 @@ def _size_issues(fabric: FabricSpec, cpu: bool) -> list[ConfigIssue]:
             "fabric.gate_size",
             f"{named} {size_label(gate)} is {where}, so the sweep {size_label(low)} .. "
             f"{size_label(high)} (doubling) never measures it",
-            f"use one of the sweep's sizes ({_span(sweep)}), or change min_size/max_size",
+            f"use one of the sweep's sizes ({_span(sizes)}), or change min_size/max_size",
         )
     ]
-
-
-def _sweep(low: int, high: int) -> list[int]:
-    """The sizes all_reduce_perf measures with ``-b low -e high -f 2``."""
-    sizes = []
-    size = low
-    while size <= high:
-        sizes.append(size)
-        size *= 2
-    return sizes
 
 
 def _span(sizes: list[int]) -> str:

@@ -255,14 +255,14 @@ def check_agreement(nodes: Sequence[NodeFacts]) -> list[ClusterFinding]:
     the fix asks the others to match.
     """
     findings = [
-        _agreement(nodes, "gpus", _gpu_value, _gpu_hint),
-        _agreement(nodes, "rocm", _rocm_value, _rocm_hint),
-        _agreement(nodes, "amdgpu_driver", _driver_value, _driver_hint),
+        _agreement(nodes, "gpus", _gpu_value, _GPU_HINT),
+        _agreement(nodes, "rocm", _rocm_value, _ROCM_HINT),
+        _agreement(nodes, "amdgpu_driver", _driver_value, _DRIVER_HINT),
     ]
-    optional: tuple[tuple[str, Callable[[NodeFacts], str | None], _Hint], ...] = (
-        ("image_digest", _digest_of, _digest_hint),
-        ("engine_version", _version_of, _version_hint),
-        ("model_revision", _commit_of, _commit_hint),
+    optional: tuple[tuple[str, Callable[[NodeFacts], str | None], str], ...] = (
+        ("image_digest", _digest_of, _DIGEST_HINT),
+        ("engine_version", _version_of, _VERSION_HINT),
+        ("model_revision", _commit_of, _COMMIT_HINT),
     )
     for name, value, hint in optional:
         known = [node for node in nodes if value(node) is not None]
@@ -619,11 +619,9 @@ def _addresses(facts: HostFacts) -> str:
 
 # ------------------------------------------------------------ agreement helpers
 
-_Hint = Callable[[str, Sequence[str], Sequence[str]], str]
-
 
 def _agreement(
-    nodes: Sequence[NodeFacts], name: str, value: Callable[[NodeFacts], str], hint: _Hint
+    nodes: Sequence[NodeFacts], name: str, value: Callable[[NodeFacts], str], hint: str
 ) -> ClusterFinding:
     groups: dict[str, list[str]] = {}
     for node in nodes:
@@ -636,7 +634,8 @@ def _agreement(
     reference = next(v for v in groups if counts[v] == top)  # first seen: the head's on a tie
     odd = [n for v, members in groups.items() if v != reference for n in members]
     detail = "nodes disagree: " + "; ".join(f"{', '.join(m)}: {v}" for v, m in groups.items())
-    return ClusterFinding(CLUSTER, name, False, detail, hint(reference, groups[reference], odd))
+    fix = hint.format(reference=reference, have=", ".join(groups[reference]), odd=", ".join(odd))
+    return ClusterFinding(CLUSTER, name, False, detail, fix)
 
 
 def _gpu_value(node: NodeFacts) -> str:
@@ -684,46 +683,32 @@ def _shown(value: Callable[[NodeFacts], str | None]) -> Callable[[NodeFacts], st
     return lambda node: value(node) or "unknown"
 
 
-def _gpu_hint(reference: str, have: Sequence[str], odd: Sequence[str]) -> str:
-    return (
-        f"every node needs the same GPUs ({reference} on {', '.join(have)}): replace "
-        f"{', '.join(odd)} with such a host, or deploy them as a stack of their own"
-    )
-
-
-def _rocm_hint(reference: str, have: Sequence[str], odd: Sequence[str]) -> str:
-    return (
-        f"install ROCm {reference} on {', '.join(odd)} (as on {', '.join(have)}): RCCL and "
-        "HIP must be the same release on every node"
-    )
-
-
-def _driver_hint(reference: str, have: Sequence[str], odd: Sequence[str]) -> str:
-    return (
-        f"install amdgpu driver {reference} on {', '.join(odd)} (as on {', '.join(have)}; "
-        "amdgpu-dkms from the matching ROCm repository), then reboot them"
-    )
-
-
-def _digest_hint(reference: str, have: Sequence[str], odd: Sequence[str]) -> str:
-    return (
-        f"pin engine.image to one digest (name@{reference}, as on {', '.join(have)}) so every "
-        f"node pulls the same build; {', '.join(odd)} pulled another"
-    )
-
-
-def _version_hint(reference: str, have: Sequence[str], odd: Sequence[str]) -> str:
-    return (
-        f"install engine version {reference} on {', '.join(odd)} (as on {', '.join(have)}): "
-        "every node must run the same engine release"
-    )
-
-
-def _commit_hint(reference: str, have: Sequence[str], odd: Sequence[str]) -> str:
-    return (
-        f"pin weights.revision to one commit (e.g. {reference}, staged on {', '.join(have)}) "
-        f"so {', '.join(odd)} stage the same snapshot"
-    )
+# The fix for each disagreement: {reference} is the value most nodes (the head on a tie)
+# have, {have} the nodes with it, {odd} the others.
+_GPU_HINT = (
+    "every node needs the same GPUs ({reference} on {have}): replace {odd} with such a "
+    "host, or deploy them as a stack of their own"
+)
+_ROCM_HINT = (
+    "install ROCm {reference} on {odd} (as on {have}): RCCL and HIP must be the same "
+    "release on every node"
+)
+_DRIVER_HINT = (
+    "install amdgpu driver {reference} on {odd} (as on {have}; amdgpu-dkms from the "
+    "matching ROCm repository), then reboot them"
+)
+_DIGEST_HINT = (
+    "pin engine.image to one digest (name@{reference}, as on {have}) so every node pulls "
+    "the same build; {odd} pulled another"
+)
+_VERSION_HINT = (
+    "install engine version {reference} on {odd} (as on {have}): every node must run the "
+    "same engine release"
+)
+_COMMIT_HINT = (
+    "pin weights.revision to one commit (e.g. {reference}, staged on {have}) so {odd} "
+    "stage the same snapshot"
+)
 
 
 # ---------------------------------------------------------- reachability helpers

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from amdfleet.addresses import host_port
 from amdfleet.errors import AmdFleetError
@@ -46,6 +46,7 @@ _FAILURE = re.compile(r"\bTest (?:\w+ )?failure\b|\bNCCL WARN\b|\bRCCL WARN\b")
 _AVG = re.compile(r"^#\s*Avg bus bandwidth\s*:\s*([0-9.eE+-]+)")
 _RANK = re.compile(r"^#\s*Rank\s+(\d+)\s+(?:Group\s+\d+\s+)?Pid\s+\d+\s+on\s+(\S+)\s+device\b")
 _OOB = re.compile(r"^#\s*Out of bounds values\s*:\s*(\d+)\s*(\w+)?")
+_T = TypeVar("_T")
 
 
 class AllReducePerfError(ValueError):
@@ -132,7 +133,10 @@ def parse_all_reduce_perf(text: str) -> AllReduceResult:
     if not rows:
         raise AllReducePerfError("all_reduce_perf printed no result row", [])
     return AllReduceResult(
-        rows=rows, avg_busbw_gbps=_avg(lines), out_of_bounds=_oob(lines), rank_hosts=_ranks(lines)
+        rows=rows,
+        avg_busbw_gbps=_last(_AVG, lines, float),
+        out_of_bounds=_last(_OOB, lines, int),
+        rank_hosts=_ranks(lines),
     )
 
 
@@ -176,11 +180,15 @@ def _int(text: str) -> int | None:
     return int(text) if re.fullmatch(r"-?\d+", text) else None
 
 
-def _avg(lines: Sequence[str]) -> float | None:
+def _last(
+    pattern: re.Pattern[str], lines: Sequence[str], convert: Callable[[str], _T]
+) -> _T | None:
+    """The first group of the last line ``pattern`` matches (the summary lines at the end
+    of the table), converted."""
     for line in reversed(lines):
-        match = _AVG.match(line.strip())
+        match = pattern.match(line.strip())
         if match:
-            return float(match.group(1))
+            return convert(match.group(1))
     return None
 
 
@@ -191,14 +199,6 @@ def _ranks(lines: Sequence[str]) -> tuple[str, ...]:
         if match:
             hosts[int(match.group(1))] = match.group(2)
     return tuple(hosts[rank] for rank in sorted(hosts))
-
-
-def _oob(lines: Sequence[str]) -> int | None:
-    for line in reversed(lines):
-        match = _OOB.match(line.strip())
-        if match:
-            return int(match.group(1))
-    return None
 
 
 # --------------------------------------------------------------------------- the gate

@@ -23,6 +23,7 @@ from amdfleet.plan import DeploymentPlan, plan
 from amdfleet.providers.fabric_check import FabricCheckProps, FabricCheckProvider
 from amdfleet.providers.fabric_check import fabric_check_props as build_props
 from tests.support.hostlab import HostLab, LabFactory, require_netns
+from tests.support.models import TINY_ARCHITECTURE
 from tests.support.pulumi_host import ProviderCallError, ProviderHost, with_provider
 
 pytestmark = [pytest.mark.netns, pytest.mark.vllm]
@@ -65,17 +66,7 @@ def _plan(lab: HostLab, **fabric: Any) -> DeploymentPlan:
         "model": {
             "id": "tiny-llama",
             "checkpoint": "/var/lib/amdfleet/models/tiny-llama",
-            "architecture": {
-                "params_b": 0.0014,
-                "layers": 2,
-                "hidden": 128,
-                "intermediate": 256,
-                "heads": 4,
-                "kv_heads": 2,
-                "head_dim": 32,
-                "vocab": 4096,
-                "max_context": 4096,
-            },
+            "architecture": TINY_ARCHITECTURE,
         },
         "engine": {"runtime": "process", "executable": str(VENV / "bin" / "vllm")},
         "parallelism": {"pp": 2},

@@ -25,6 +25,7 @@ from amdfleet.providers.fabric_check import fabric_check_props
 from amdfleet.remote import fabric, fabric_gloo
 from amdfleet.remote.fabric import AllReducePerfError, Sweep, parse_all_reduce_perf
 from amdfleet.remote.target import HostTarget
+from tests.support.models import TINY_ARCHITECTURE
 from tests.support.waiting import wait_until
 
 FIXTURES = Path(__file__).resolve().parents[2] / "../shared/fixtures/rccl-tests"
@@ -368,17 +369,7 @@ CPU_PAIR: dict[str, Any] = {
     "model": {
         "id": "tiny",
         "checkpoint": "/models/tiny",
-        "architecture": {
-            "params_b": 0.01,
-            "layers": 2,
-            "hidden": 64,
-            "intermediate": 128,
-            "heads": 4,
-            "kv_heads": 2,
-            "head_dim": 16,
-            "vocab": 1000,
-            "max_context": 4096,
-        },
+        "architecture": TINY_ARCHITECTURE,
     },
     "engine": {"runtime": "process", "executable": "/venv/bin/vllm"},
     "parallelism": {"pp": 2},

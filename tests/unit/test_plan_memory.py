@@ -18,6 +18,7 @@ from amdfleet.catalog import find_model, param_counts
 from amdfleet.config import load_stack_file, parse_stack
 from amdfleet.errors import PlanError
 from amdfleet.plan import GIB, plan
+from tests.support.fleets import placeholder_hosts
 
 MODEL = {
     "405b": "llama-3.1-405b-instruct",
@@ -193,20 +194,10 @@ KV_HEADS, HEAD_DIM = 8, 128
 
 def _pp_spec(engine: str, model: str, tp: int, pp: int):  # type: ignore[no-untyped-def]
     nodes = max(1, tp * pp // 8)  # 8 MI300X a node
-    hosts = [
-        {
-            "name": f"n{i}",
-            "address": f"192.0.2.{70 + i}",
-            "user": "root",
-            "key_path": "/root/.ssh/id_ed25519",
-            "host_key": f"SHA256:REPLACE0with0your0host0key0fingerprint0000{i}",
-        }
-        for i in range(nodes)
-    ]
     return parse_stack(
         f"{engine}-{model}-tp{tp}-pp{pp}",
         {
-            "fleet": {"hosts": hosts},
+            "fleet": {"hosts": placeholder_hosts(nodes)},
             "topology": {
                 "accelerator": "mi300x",
                 "nodes": nodes,

@@ -27,6 +27,7 @@ from amdfleet.errors import PlanError
 from amdfleet.plan import DeploymentPlan, ParallelismPlan, plan
 from amdfleet.plan.layout import placement
 from amdfleet.render import render_plan
+from tests.support.fleets import placeholder_hosts
 from tests.unit.rendered import exec_argv, flag_value, node_file
 
 STACKS = Path(__file__).parent / "stacks"
@@ -128,20 +129,10 @@ def test_the_planned_placement_is_sglangs(nodes: int, gpus: int, tp: int, pp: in
 
 
 def _stack(engine: str, nodes: int, gpus: int, tp: int, pp: int):  # type: ignore[no-untyped-def]
-    hosts = [
-        {
-            "name": f"n{i}",
-            "address": f"192.0.2.{90 + i}",
-            "user": "root",
-            "key_path": "/root/.ssh/id_ed25519",
-            "host_key": f"SHA256:REPLACE0with0your0host0key0fingerprint0000{i}",
-        }
-        for i in range(nodes)
-    ]
     return parse_stack(
         f"{engine}-{nodes}x{gpus}-tp{tp}-pp{pp}",
         {
-            "fleet": {"hosts": hosts},
+            "fleet": {"hosts": placeholder_hosts(nodes)},
             "topology": {"accelerator": "mi300x", "nodes": nodes, "gpus_per_node": gpus},
             "model": {"id": "llama-3.1-8b-instruct", "precision": "fp8"},
             "engine": {"name": engine},
