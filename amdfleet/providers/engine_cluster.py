@@ -38,7 +38,6 @@ from pulumi.dynamic import (
     ResourceProvider,
     UpdateResult,
 )
-from pulumi.runtime import rpc
 from pydantic import BaseModel, ConfigDict, Field
 
 from amdfleet.errors import EngineStartError, RemoteError
@@ -46,6 +45,7 @@ from amdfleet.providers.engine_node import (
     CALL_TIMEOUT,
     ReadinessCheck,
     RenderedFile,
+    engine_diff,
     log_tail,
     node_supervisor,
     open_engine_host,
@@ -53,17 +53,17 @@ from amdfleet.providers.engine_node import (
     stop_and_remove,
     unit_name,
     upload,
+    with_fingerprints,
 )
 from amdfleet.providers.engine_service import NOTHING_LEFT_HINT, wait_ready
 from amdfleet.providers.progress import Progress, resource_urn
-from amdfleet.providers.props import ProviderProps, changed_keys, fingerprint, plain
+from amdfleet.providers.props import ProviderProps, plain
 from amdfleet.remote.connection import Connection
 from amdfleet.remote.engine import EngineLayout
 from amdfleet.remote.supervision import Supervisor
 from amdfleet.remote.target import HostTarget
 
 CLUSTER_ENV_FILE = "cluster.env"
-RESTART_ON = ("files_hash", "secrets_hash", "readiness")
 _T = TypeVar("_T")
 
 
@@ -135,12 +135,9 @@ class EngineClusterProvider(ResourceProvider):
     serialize_as_secret_always = False
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        """Add the fingerprints that drive diffs (raw inputs: may hold unknowns in a
-        preview). The secrets' fingerprint is itself secret."""
-        inputs = dict(news)
-        inputs["files_hash"] = fingerprint(news.get("nodes"))
-        inputs["secrets_hash"] = rpc.wrap_rpc_secret(fingerprint(news.get("secret_env") or {}))
-        return CheckResult(inputs=inputs, failures=[])
+        """Add the fingerprints of every node's files and env, and of the secrets
+        (:func:`~amdfleet.providers.engine_node.with_fingerprints`)."""
+        return CheckResult(inputs=with_fingerprints(news, "nodes"), failures=[])
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         """Stop anything there, upload, start head then workers, wait until the head
@@ -165,12 +162,7 @@ class EngineClusterProvider(ResourceProvider):
         """Restart the whole cluster on changed files, env, secrets or readiness check, or
         when refresh found it not serving; replace when the nodes' hosts or directories
         changed (the old engines are stopped first)."""
-        replaces = ["nodes"] if _placement(olds) != _placement(news) else []
-        changes = replaces or changed_keys(olds, news, RESTART_ON)
-        stopped = olds.get("running") is False
-        return DiffResult(
-            changes=bool(changes) or stopped, replaces=replaces, delete_before_replace=True
-        )
+        return engine_diff(olds, news, ["nodes"] if _placement(olds) != _placement(news) else [])
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         """Stop every node, upload the new files and start the cluster again in order."""

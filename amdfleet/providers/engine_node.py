@@ -12,10 +12,14 @@ from __future__ import annotations
 import shlex
 from collections.abc import Mapping
 from pathlib import PurePosixPath
+from typing import Any
 
+from pulumi.dynamic import DiffResult
+from pulumi.runtime import rpc
 from pydantic import BaseModel, ConfigDict, Field
 
 from amdfleet.errors import EngineStartError, RemoteError
+from amdfleet.providers.props import changed_keys, fingerprint
 from amdfleet.remote.connection import Connection
 from amdfleet.remote.engine import (
     EngineLayout,
@@ -44,6 +48,8 @@ STOP_TIMEOUT = 150.0
 # dead stage never answers (ENVIRONMENT.md), so this is the deadline for the answer.
 GENERATION_TIMEOUT_S = 60
 LOG_TAIL_LINES = 40
+RESTART_ON = ("files_hash", "secrets_hash", "readiness")
+"""Inputs whose change restarts an engine (its fingerprints and its readiness check)."""
 
 
 class RenderedFile(BaseModel):
@@ -69,6 +75,33 @@ class ReadinessCheck(BaseModel):
         GENERATION_TIMEOUT_S,
         gt=0,
         description="Deadline for the one-token completion that proves the engine serves.",
+    )
+
+
+def with_fingerprints(news: Mapping[str, Any], content_key: str) -> dict[str, Any]:
+    """``news`` plus the fingerprints that drive an engine's diffs: ``files_hash`` of
+    ``news[content_key]`` and ``secrets_hash`` of the secret environment (on the raw
+    inputs: they may hold unknowns in a preview). The secrets' fingerprint is itself
+    secret: a plain SHA-256 of a short key in the state could be guessed back."""
+    inputs = dict(news)
+    inputs["files_hash"] = fingerprint(news.get(content_key))
+    inputs["secrets_hash"] = rpc.wrap_rpc_secret(fingerprint(news.get("secret_env") or {}))
+    return inputs
+
+
+def engine_diff(
+    olds: Mapping[str, Any],
+    news: Mapping[str, Any],
+    replaces: list[str],
+    restart_on: tuple[str, ...] = RESTART_ON,
+) -> DiffResult:
+    """Replace when ``replaces`` names anything, else restart on a changed ``restart_on``
+    key or when refresh found the engine not running. Compares raw values (``news`` may
+    hold unknowns)."""
+    changed = replaces or changed_keys(olds, news, restart_on)
+    stopped = olds.get("running") is False
+    return DiffResult(
+        changes=bool(changed) or stopped, replaces=replaces, delete_before_replace=True
     )
 
 

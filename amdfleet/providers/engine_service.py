@@ -36,7 +36,6 @@ from pulumi.dynamic import (
     ResourceProvider,
     UpdateResult,
 )
-from pulumi.runtime import rpc
 from pydantic import Field, model_validator
 
 from amdfleet.errors import RemoteError
@@ -44,6 +43,7 @@ from amdfleet.providers.engine_node import (
     CALL_TIMEOUT,
     ReadinessCheck,
     RenderedFile,
+    engine_diff,
     generation_problem,
     log_tail,
     node_supervisor,
@@ -53,9 +53,10 @@ from amdfleet.providers.engine_node import (
     stop_and_remove,
     unit_name,
     upload,
+    with_fingerprints,
 )
 from amdfleet.providers.progress import Progress, format_duration, resource_urn
-from amdfleet.providers.props import ProviderProps, changed_keys, fingerprint
+from amdfleet.providers.props import ProviderProps, changed_keys
 from amdfleet.remote.connection import Connection
 from amdfleet.remote.engine import (
     API_KEY_VAR,
@@ -69,7 +70,6 @@ from amdfleet.remote.target import HostTarget
 
 NOTHING_LEFT_HINT = "fix the cause above and run `pulumi up` again; nothing was left running"
 
-RESTART_ON = ("files_hash", "secrets_hash", "readiness")
 REPLACE_ON = ("host", "remote_dir")
 # Readiness is polled quickly at first (a small model or a restarted engine is up in
 # seconds), then every 2 s (a 405B load takes many minutes).
@@ -142,13 +142,9 @@ class EngineServiceProvider(ResourceProvider):
     serialize_as_secret_always = False
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        """Add the content and secret fingerprints that drive diffs (on the raw inputs:
-        they may hold unknowns during preview). The secrets' fingerprint is itself a
-        secret input: a plain SHA-256 of a short key in the state could be guessed back."""
-        inputs = dict(news)
-        inputs["files_hash"] = fingerprint(news.get("files"))
-        inputs["secrets_hash"] = rpc.wrap_rpc_secret(fingerprint(news.get("secret_env") or {}))
-        return CheckResult(inputs=inputs, failures=[])
+        """Add the content and secret fingerprints that drive diffs
+        (:func:`~amdfleet.providers.engine_node.with_fingerprints`)."""
+        return CheckResult(inputs=with_fingerprints(news, "files"), failures=[])
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         """Upload, start and wait until ready.
@@ -178,14 +174,9 @@ class EngineServiceProvider(ResourceProvider):
         return ReadResult(id_=id_, outs=p.to_outputs(running=problem is None, not_ready=problem))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        """Restart on changed content, secrets or readiness check; replace on another
-        host/dir. Compares raw values (``news`` may hold unknowns)."""
-        replaces = changed_keys(olds, news, REPLACE_ON)
-        changes = replaces or changed_keys(olds, news, RESTART_ON)
-        stopped = olds.get("running") is False
-        return DiffResult(
-            changes=bool(changes) or stopped, replaces=replaces, delete_before_replace=True
-        )
+        """Restart on changed content, secrets or readiness check, or when refresh found
+        the engine not running; replace on another host/dir."""
+        return engine_diff(olds, news, changed_keys(olds, news, REPLACE_ON))
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         """Stop the running engine, upload the new files and start again."""

@@ -12,19 +12,15 @@ tests/program/test_cli_cluster.py.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from typing import Any
 
 import pytest
 
 from amdfleet.components import engine_cluster_props
-from amdfleet.config import parse_stack
-from amdfleet.plan import plan
 from amdfleet.providers.engine_cluster import EngineClusterProps, EngineClusterProvider
-from tests.providers.test_engine_service import FAKE_ENGINE
+from tests.support.fake_stack import fake_engine_plan, install_fake_engine
 from tests.support.hostlab import HostLab, LabFactory
-from tests.support.models import TINY_ARCHITECTURE
 from tests.support.pulumi_host import ProviderCallError, ProviderHost, secret, with_provider
 from tests.support.waiting import wait_until
 
@@ -37,42 +33,15 @@ pytestmark = pytest.mark.netns
 @pytest.fixture(scope="module")
 def lab(hostlab: LabFactory) -> HostLab:
     lab = hostlab(2)
-    for host in lab:
-        engine = host.path("/opt/fake/fake_engine.py")
-        engine.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(FAKE_ENGINE, engine)
-        wrapper = host.path("/opt/fake/vllm")
-        wrapper.write_text('#!/bin/sh\nexec /usr/bin/python3 /opt/fake/fake_engine.py "$@"\n')
-        wrapper.chmod(0o755)
+    install_fake_engine(lab)
     return lab
 
 
 def _props(lab: HostLab, name: str, generation_timeout_s: int = 60, **env: str) -> dict[str, Any]:
+    parallelism = {"tp": 1, "pp": 2, "master_port": 29585}
+    deployment = fake_engine_plan(lab, name, PORT, nodes=2, env=env, parallelism=parallelism)
     hosts = [lab.host_target(i) for i in (0, 1)]
-    spec = parse_stack(
-        name,
-        {
-            "fleet": {"hosts": [h.model_dump(exclude={"connection"}) for h in hosts]},
-            "topology": {"accelerator": "cpu", "nodes": 2, "gpus_per_node": 1},
-            "model": {
-                "id": "tiny",
-                "checkpoint": "/models/tiny",
-                "served_name": "tiny",
-                "architecture": TINY_ARCHITECTURE,
-            },
-            "engine": {
-                "runtime": "process",
-                "executable": "/opt/fake/vllm",
-                "startup_timeout_s": 30,
-                "extra_env": {"FAKE_ENGINE_RECORD": f"/tmp/{name}.json", **env},
-            },
-            "parallelism": {"tp": 1, "pp": 2, "master_port": 29585},
-            "serving": {"host": lab.target(0).address, "port": PORT, "max_model_len": 2048},
-            "weights": {"local_path": "/models/tiny"},
-            "verification": {"enabled": False},
-        },
-    )
-    props = engine_cluster_props(plan(spec), hosts)
+    props = engine_cluster_props(deployment, hosts)
     readiness = props.readiness.model_copy(update={"generation_timeout_s": generation_timeout_s})
     nodes = tuple(
         node.model_copy(update={"cluster_env": {"GLOO_SOCKET_IFNAME": "eth0"}})

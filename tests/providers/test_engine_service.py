@@ -13,17 +13,13 @@ lab network.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from amdfleet.components import engine_service_props
-from amdfleet.config import parse_stack
-from amdfleet.plan import plan
 from amdfleet.providers.engine_service import EngineServiceProvider
 from amdfleet.providers.progress import URN_KEY
 from amdfleet.remote.engine import EngineLayout
@@ -31,12 +27,11 @@ from amdfleet.remote.hosts import open_host
 from amdfleet.remote.ssh import SshConnection
 from amdfleet.remote.supervision import ProcessSupervisor, RestartPolicy
 from tests.support.engine_log import EngineLog
+from tests.support.fake_stack import fake_engine_plan, install_fake_engine
 from tests.support.hostlab import HostLab, LabFactory
-from tests.support.models import TINY_ARCHITECTURE
 from tests.support.pulumi_host import ProviderCallError, ProviderHost, secret, with_provider
 from tests.support.waiting import wait_until
 
-FAKE_ENGINE = Path(__file__).resolve().parents[1] / "support" / "fake_engine.py"
 API_KEY = "key-5f1e9c0d7a"
 PORT = 18080
 
@@ -46,13 +41,7 @@ pytestmark = pytest.mark.netns
 @pytest.fixture(scope="module")
 def lab(hostlab: LabFactory) -> HostLab:
     lab = hostlab(1)
-    # Copied into the host: the repository may live under /tmp, which each host has its own.
-    engine = lab[0].path("/opt/fake/fake_engine.py")
-    engine.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy(FAKE_ENGINE, engine)
-    wrapper = lab[0].path("/opt/fake/vllm")
-    wrapper.write_text('#!/bin/sh\nexec /usr/bin/python3 /opt/fake/fake_engine.py "$@"\n')
-    wrapper.chmod(0o755)
+    install_fake_engine(lab)
     return lab
 
 
@@ -65,36 +54,11 @@ def conn(lab: HostLab) -> Iterator[SshConnection]:
 def _props(
     lab: HostLab, name: str, key: str = API_KEY, engine_key: str | None = None, **env: str
 ) -> dict[str, Any]:
-    target = lab.target(0)
-    host = lab.host_target(0)
-    spec_host = host.model_dump(exclude={"connection"})
-    spec = parse_stack(
-        name,
-        {
-            "fleet": {"hosts": [spec_host]},
-            "topology": {"accelerator": "cpu", "gpus_per_node": 1},
-            "model": {
-                "id": "tiny",
-                "checkpoint": "/models/tiny",
-                "served_name": "tiny",
-                "architecture": TINY_ARCHITECTURE,
-            },
-            "engine": {
-                "runtime": "process",
-                "executable": "/opt/fake/vllm",
-                "startup_timeout_s": 30,
-                "extra_env": {"FAKE_ENGINE_RECORD": f"/tmp/{name}.json", **env},
-            },
-            "serving": {"host": target.address, "port": PORT, "max_model_len": 2048},
-            "weights": {"local_path": "/models/tiny"},
-            "verification": {"enabled": False},  # the provider alone, no gate
-        },
-    )
-    deployment = plan(spec)
+    deployment = fake_engine_plan(lab, name, PORT, env=env)
     args = engine_service_props(
         deployment,
         deployment.head,
-        host,
+        lab.host_target(0),
         secret({"AMDFLEET_API_KEY": key, "VLLM_API_KEY": engine_key or key}),
     )
     return with_provider(EngineServiceProvider(), args.inputs())
