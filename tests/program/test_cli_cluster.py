@@ -11,9 +11,11 @@ verification gate (benchmark + GSM8K scorer) against the head.
 
 In order, what a user of a multi-node fleet meets:
 
-* ``pulumi up`` serves a verified endpoint from two hosts; each node runs the rendered
-  multi-node command with its own rank, ``VLLM_HOST_IP``, the collective interface
-  derived from its facts and a core of its own;
+* ``pulumi up`` checks the cluster (the head's port reached from each node), runs the
+  fabric check (a gloo all-reduce sweep across both hosts) and serves a verified
+  endpoint from two hosts; each node runs the rendered multi-node command with its own
+  rank, ``VLLM_HOST_IP``, the collective interface derived from its facts and a core of
+  its own;
 * a worker's engine killed out of band: the head still answers ``/health``, but
   ``pulumi refresh`` reports the cluster not serving, naming the worker and its log
   tail; the next ``up`` restarts both nodes, head first, and verification passes again;
@@ -71,6 +73,9 @@ def stack_config(
         "TORCHINDUCTOR_CACHE_DIR": f"{CACHE}/inductor",
     }
     config["amdfleet:engine"].update(engine)
+    # The fabric check's CPU form: a gloo all-reduce sweep across both hosts, gated low
+    # (the lab's "fabric" is a Linux bridge between namespaces on a busy 2-core machine).
+    config["amdfleet:fabric"] = {"enabled": True, "max_size": "16M", "min_busbw_gbps": 0.01}
     config["amdfleet:verification"] = {
         "scenarios": [
             {
@@ -183,6 +188,12 @@ def test_up_serves_a_verified_endpoint_from_two_hosts(
     assert "deployment-engine-host0" not in changed
     assert outputs["ready"] is True
     assert outputs["verification"]["passed"] is True
+    assert changed["deployment-cluster"] == "create" and changed["deployment-fabric"] == "create"
+    fabric = outputs["verification"]["fabric"]
+    assert fabric["kind"] == "gloo" and fabric["passed"] is True
+    assert fabric["busbw_gbps"] >= 0.01 and fabric["gate_bytes"] == 16 * 1024**2
+    assert fabric["rank_hosts"] == ["host0", "host1"]  # each rank ran on its own host
+    assert [h["collective_interface"] for h in outputs["hosts"]] == ["eth0", "eth0"]
     head, worker = lab.target(0).address, lab.target(1).address
     assert outputs["endpoint"] == f"http://{head}:{PORT}/v1"
     assert _completion(outputs).status_code == 200
