@@ -1,0 +1,255 @@
+"""What every cloud client shares: the instance and size records, the request wrapper
+with its retry policy, and the errors.
+
+Each cloud is one module (``clouds/<cloud>.py``) with a thin httpx client implementing
+:class:`CloudAPI`: create, get, delete, list by tag, sizes. The clients make no policy
+decisions (which size, how long to wait): the provider and the planner do. Every HTTP
+call goes through :func:`send`, which retries 429 (waiting what ``Retry-After`` says,
+in seconds or as an HTTP date) and 5xx/transport failures with exponential backoff,
+and turns what is left into a :class:`~amdfleet.errors.CloudAPIError` carrying the
+cloud's own message. The API token is never part of a message.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+import httpx
+
+from amdfleet.errors import CloudAPIError
+
+TAG_PREFIX = "amdfleet"
+"""Every instance amdfleet creates carries tags ``amdfleet``, ``amdfleet-project-<p>``,
+``amdfleet-stack-<s>`` and ``amdfleet-node-<n>`` (see :func:`instance_tags`)."""
+REQUEST_TIMEOUT_S = 30.0
+
+
+class InstanceState(StrEnum):
+    """An instance's state, the same words for every cloud."""
+
+    PENDING = "pending"
+    """Being created or booting: poll again."""
+    RUNNING = "running"
+    """Up, with its addresses: SSH can be tried."""
+    FAILED = "failed"
+    """The cloud gave up on it (it may still bill: delete it)."""
+    STOPPING = "stopping"
+    """Being deleted or stopped."""
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One instance as a cloud reports it."""
+
+    id: str
+    name: str
+    state: InstanceState
+    status: str
+    """The cloud's own status words (``new``, ``active``; ``pending/installingbooting``)."""
+    region: str
+    size: str
+    public_address: str | None = None
+    private_address: str | None = None
+    tags: tuple[str, ...] = ()
+    created_at: str | None = None
+
+
+@dataclass(frozen=True)
+class SizeOffer:
+    """A size a cloud rents: its GPUs and hourly price, and the regions that list it."""
+
+    slug: str
+    gpu_model: str | None
+    """The catalog accelerator id (``mi300x``, ``mi325x``, ``mi355x``), None if no AMD GPU."""
+    gpu_count: int
+    price_hourly: float | None
+    regions: tuple[str, ...]
+    available: bool = True
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    """What amdfleet asks a cloud for: one instance."""
+
+    name: str
+    region: str
+    size: str
+    image: str
+    tags: tuple[str, ...]
+    user_data: str
+    """cloud-init user-data: the instance's SSH host key and the user's public key."""
+    ssh_key_ids: tuple[str, ...] = ()
+
+
+class CloudAPI(Protocol):
+    """One cloud's client (``clouds/<cloud>.py``). Methods raise CloudAPIError (and
+    CapacityError from ``create``)."""
+
+    provider: str
+
+    def create(self, request: CreateRequest) -> Instance:
+        """Create one instance; returns at once (state usually PENDING)."""
+        ...
+
+    def get(self, instance_id: str) -> Instance | None:
+        """The instance, or None when the cloud says it does not exist (404)."""
+        ...
+
+    def delete(self, instance_id: str) -> None:
+        """Delete it; an instance that is already gone (404) is not an error."""
+        ...
+
+    def list_tagged(self, tag: str) -> list[Instance]:
+        """Every instance carrying ``tag`` (all pages)."""
+        ...
+
+    def sizes(self) -> list[SizeOffer]:
+        """The sizes the cloud rents, with prices and regions."""
+        ...
+
+
+class CapacityError(CloudAPIError):
+    """The cloud has no capacity for this size in this region; ``alternatives`` are the
+    other regions that list the size (the message names them)."""
+
+    def __init__(
+        self, provider: str, region: str, size: str, detail: str, alternatives: Sequence[str]
+    ) -> None:
+        self.region = region
+        self.size = size
+        self.alternatives = tuple(alternatives)
+        hint = (
+            f"try {', '.join(self.alternatives)}"
+            if self.alternatives
+            else "no other region lists it; try another size or later"
+        )
+        super().__init__(
+            provider,
+            "create instance",
+            None,
+            f"no capacity in {region} for {size}: {hint} ({detail})",
+        )
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How :func:`send` retries: ``attempts`` in all, waiting ``base_s`` doubled each
+    time up to ``max_s`` (or what ``Retry-After`` says, up to ``max_s``)."""
+
+    attempts: int = 5
+    base_s: float = 1.0
+    max_s: float = 30.0
+    retry_statuses: frozenset[int] = field(
+        default_factory=lambda: frozenset({429, 500, 502, 503, 504})
+    )
+
+
+DEFAULT_RETRY = RetryPolicy()
+
+
+def send(
+    client: httpx.Client,
+    provider: str,
+    operation: str,
+    method: str,
+    url: str,
+    *,
+    json: Any = None,
+    params: Mapping[str, Any] | None = None,
+    ok: Sequence[int] = (200, 201, 202, 204),
+    retry: RetryPolicy = DEFAULT_RETRY,
+    sleep: Callable[[float], None] = time.sleep,
+) -> httpx.Response:
+    """One API call with retries. Returns the response when its status is in ``ok``;
+    raises CloudAPIError (the cloud's message, extracted by :func:`error_detail`) for
+    any other status once retries are spent, or for a transport failure."""
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            response = client.request(method, url, json=json, params=params)
+        except httpx.TransportError as e:
+            if attempt >= retry.attempts:
+                raise CloudAPIError(provider, operation, None, f"{type(e).__name__}: {e}") from e
+            sleep(backoff(retry, attempt))
+            continue
+        if response.status_code in ok:
+            return response
+        if response.status_code in retry.retry_statuses and attempt < retry.attempts:
+            sleep(retry_after(response, retry, attempt))
+            continue
+        raise CloudAPIError(provider, operation, response.status_code, error_detail(response))
+
+
+def backoff(retry: RetryPolicy, attempt: int) -> float:
+    """Exponential backoff before attempt ``attempt + 1``."""
+    return float(min(retry.base_s * 2 ** (attempt - 1), retry.max_s))
+
+
+def retry_after(response: httpx.Response, retry: RetryPolicy, attempt: int) -> float:
+    """Seconds to wait before retrying ``response``: its ``Retry-After`` (delta seconds or
+    an HTTP date), capped at ``retry.max_s``; else the backoff."""
+    value = response.headers.get("retry-after")
+    if value:
+        value = value.strip()
+        if value.isdigit():
+            return float(min(int(value), retry.max_s))
+        parsed = email.utils.parsedate_to_datetime(value) if "," in value else None
+        if parsed is not None:
+            seconds = (parsed - datetime.now(UTC)).total_seconds()
+            return float(min(max(seconds, 0.0), retry.max_s))
+    return backoff(retry, attempt)
+
+
+def error_detail(response: httpx.Response) -> str:
+    """The cloud's own error message from a response body (``message``, ``error``,
+    ``detail``...), else the start of the body."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300].strip() or response.reason_phrase
+    if isinstance(body, Mapping):
+        for key in ("message", "error", "detail", "errors"):
+            value = body.get(key)
+            if isinstance(value, str) and value:
+                return value
+            if isinstance(value, Mapping) and isinstance(value.get("message"), str):
+                return str(value["message"])
+            if isinstance(value, list) and value:
+                return "; ".join(str(v) for v in value)
+    return str(body)[:300]
+
+
+def instance_tags(project: str, stack: str, node: str) -> tuple[str, ...]:
+    """The tags of one amdfleet instance: the marker, its project, stack and node."""
+    return (
+        TAG_PREFIX,
+        f"{TAG_PREFIX}-project-{project}",
+        f"{TAG_PREFIX}-stack-{stack}",
+        f"{TAG_PREFIX}-node-{node}",
+    )
+
+
+def json_object(response: httpx.Response, provider: str, operation: str) -> dict[str, Any]:
+    """The response body as a JSON object, or CloudAPIError naming what came instead (a
+    malformed response is the cloud's fault, reported as such)."""
+    try:
+        body = response.json()
+    except ValueError as e:
+        raise CloudAPIError(
+            provider,
+            operation,
+            response.status_code,
+            f"malformed response: {response.text[:200]!r}",
+        ) from e
+    if not isinstance(body, dict):
+        raise CloudAPIError(
+            provider, operation, response.status_code, f"malformed response: {str(body)[:200]}"
+        )
+    return body
