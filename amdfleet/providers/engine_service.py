@@ -4,14 +4,17 @@
 ``/opt/amdfleet/<stack>``, writes ``secrets.env`` (0600) from secret inputs, starts the
 launch script under the supervisor the host calls for (:mod:`amdfleet.remote.supervision`:
 dockerd's restart policy for the docker runtime, else systemd where it is PID 1, else
-amdfleet's supervisor loop), which restarts a crashed engine, and on the head waits for
-``/health`` and ``/v1/models`` (with the served model listed) before a deadline sized to
-the model. Readiness is probed on the host itself, over the connection, so a dead engine
-is noticed at once and its log tail reported (a crash before the engine was ready fails
-the deploy at once, though the supervisor would restart it). ``update`` restarts only
-when the rendered content or a secret changed.
-``delete`` stops the engine and removes its directory; deleting something already gone
-succeeds.
+amdfleet's supervisor loop), which restarts a crashed engine, and waits for ``/health``
+and ``/v1/models`` (with the served model listed), then one real token from
+``/v1/completions``, before a deadline sized to the model. Readiness is probed on the
+host itself, over the connection, so a dead engine is noticed at once and its log tail
+reported (a crash before the engine was ready fails the deploy at once, though the
+supervisor would restart it). ``read`` (``pulumi refresh``) checks the same way, token
+included, and reports what it found (``not_ready``, and a warning with the log tail).
+``update`` restarts only when the rendered content or a secret changed, or when refresh
+found the engine not serving. ``delete`` stops the engine and removes its directory;
+deleting something already gone succeeds. A multi-node engine is an
+:class:`~amdfleet.providers.engine_cluster.EngineCluster` instead.
 
 Progress (:mod:`amdfleet.providers.progress`): the resource's status shows each phase
 (stop, upload, start), then, while waiting, the time against the deadline, what each
@@ -158,10 +161,11 @@ class EngineServiceProvider(ResourceProvider):
         return CreateResult(id_=f"{p.host.name}:{p.remote_dir}", outs=_outs(p))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        """Report whether the engine still runs (``running``): its supervisor reports it
+        """Report whether the engine still serves (``running``): its supervisor reports it
         running and, on a node that serves the API, the health path answers 200 (an API
-        server that died while its worker processes linger is not running). An engine
-        its supervisor is restarting, or gave up on, is not running."""
+        server that died while its worker processes linger is not running) and one token
+        comes back in time. An engine its supervisor is restarting, or gave up on, is not
+        running. What was seen goes into ``not_ready`` and a warning, with the log tail."""
         p = EngineServiceProps.from_inputs(props)
         layout = EngineLayout(p.remote_dir)
         with _open(p) as conn, Progress.for_resource(props) as progress:
