@@ -187,6 +187,8 @@ class CloudAPIError(AmdFleetError):
         self.provider = provider
         self.operation = operation
         self.status = status
+        self.detail = detail
+        """The cloud's own words (or the transport failure)."""
         where = f"HTTP {status}" if status is not None else "no response"
         super().__init__(f"{provider}: {operation} failed ({where}): {detail}")
 

@@ -168,23 +168,30 @@ def send(
 ) -> httpx.Response:
     """One API call with retries. Returns the response when its status is in ``ok``;
     raises CloudAPIError (the cloud's message, extracted by :func:`error_detail`) for
-    any other status once retries are spent, or for a transport failure."""
+    any other status once retries are spent, or for a transport failure.
+
+    A POST (creating something) is retried only on 429, which the cloud answers before
+    doing anything: after a 5xx or a lost response the instance may exist already, and
+    a second POST would rent a second one. The caller finds out by its tags instead."""
+    retry_failures = method.upper() != "POST"
     attempt = 0
     while True:
         attempt += 1
         try:
             response = client.request(method, url, json=json, params=params)
         except httpx.TransportError as e:
-            if attempt >= retry.attempts:
+            if not retry_failures or attempt >= retry.attempts:
                 raise CloudAPIError(provider, operation, None, f"{type(e).__name__}: {e}") from e
             sleep(backoff(retry, attempt))
             continue
         if response.status_code in ok:
             return response
-        if response.status_code in retry.retry_statuses and attempt < retry.attempts:
+        status = response.status_code
+        retryable = status == 429 or (retry_failures and status in retry.retry_statuses)
+        if retryable and attempt < retry.attempts:
             sleep(retry_after(response, retry, attempt))
             continue
-        raise CloudAPIError(provider, operation, response.status_code, error_detail(response))
+        raise CloudAPIError(provider, operation, status, error_detail(response))
 
 
 def backoff(retry: RetryPolicy, attempt: int) -> float:
