@@ -1,0 +1,1 @@
+"""Local HTTP servers implementing cloud APIs as documented, for the cloud client tests."""
