@@ -118,7 +118,7 @@ class VultrAPI:
             response = self._send(operation, "POST", "/v2/bare-metals", json=create_body(request))
         except CloudAPIError as e:
             if e.status is not None and 400 <= e.status < 500 and CAPACITY_WORDS.search(str(e)):
-                raise self._capacity_error(request, str(e)) from e
+                raise self._capacity_error(request, e.detail) from e
             raise
         return bare_metal(response, operation)
 
@@ -170,9 +170,7 @@ class VultrAPI:
             offers = {}
         if request.size in offers:
             alternatives = [r for r in offers[request.size].regions if r != request.region]
-        # CloudAPIError keeps only the formatted message: the cloud's words follow "): ".
-        cloud_words = detail.split("): ", 1)[-1]
-        return CapacityError(PROVIDER, request.region, request.size, cloud_words, alternatives)
+        return CapacityError(PROVIDER, request.region, request.size, detail, alternatives)
 
     def _pages(
         self, operation: str, path: str, key: str, params: Mapping[str, str]

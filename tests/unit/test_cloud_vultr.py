@@ -173,11 +173,22 @@ def test_429_waits_what_retry_after_says(
 
 
 def test_500_then_success_backs_off(vultr: VultrServer, api: VultrAPI, waits: list[float]) -> None:
-    vultr.fail(times=2)
     created = api.create(request())
+    vultr.fail(times=2)
+    assert api.get(created.id) is not None
     assert waits == [1.0, 2.0]
     api.delete(created.id)
     assert vultr.ledger.created == [created.id]
+
+
+def test_a_create_that_got_a_500_is_not_sent_again(
+    vultr: VultrServer, api: VultrAPI, waits: list[float]
+) -> None:
+    """The instance may exist after a 5xx: a second POST could rent a second one."""
+    vultr.fail(times=1)
+    with pytest.raises(CloudAPIError, match=r"HTTP 500"):
+        api.create(request())
+    assert waits == [] and vultr.ledger.created == []
 
 
 def test_500s_past_the_attempts_raise(
