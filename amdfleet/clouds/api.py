@@ -119,7 +119,13 @@ class CapacityError(CloudAPIError):
     other regions that list the size (the message names them)."""
 
     def __init__(
-        self, provider: str, region: str, size: str, detail: str, alternatives: Sequence[str]
+        self,
+        provider: str,
+        region: str,
+        size: str,
+        detail: str,
+        alternatives: Sequence[str],
+        status: int | None = None,
     ) -> None:
         self.region = region
         self.size = size
@@ -132,7 +138,7 @@ class CapacityError(CloudAPIError):
         super().__init__(
             provider,
             "create instance",
-            None,
+            status,
             f"no capacity in {region} for {size}: {hint} ({detail})",
         )
 
@@ -202,15 +208,18 @@ def backoff(retry: RetryPolicy, attempt: int) -> float:
 def retry_after(response: httpx.Response, retry: RetryPolicy, attempt: int) -> float:
     """Seconds to wait before retrying ``response``: its ``Retry-After`` (delta seconds or
     an HTTP date), capped at ``retry.max_s``; else the backoff."""
-    value = response.headers.get("retry-after")
+    value = (response.headers.get("retry-after") or "").strip()
+    if value.isdigit():
+        return float(min(int(value), retry.max_s))
     if value:
-        value = value.strip()
-        if value.isdigit():
-            return float(min(int(value), retry.max_s))
-        parsed = email.utils.parsedate_to_datetime(value) if "," in value else None
-        if parsed is not None:
-            seconds = (parsed - datetime.now(UTC)).total_seconds()
-            return float(min(max(seconds, 0.0), retry.max_s))
+        try:
+            parsed = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):  # not a date either: back off as usual
+            return backoff(retry, attempt)
+        if parsed.tzinfo is None:  # "-0000": UTC, RFC 5322 says
+            parsed = parsed.replace(tzinfo=UTC)
+        seconds = (parsed - datetime.now(UTC)).total_seconds()
+        return float(min(max(seconds, 0.0), retry.max_s))
     return backoff(retry, attempt)
 
 
