@@ -52,6 +52,9 @@ from amdfleet.errors import CloudAPIError, ConfigError, ConfigIssue
 
 PROVIDER = "digitalocean"
 BASE_URL = "https://api.digitalocean.com"
+AMD_DEVELOPER_CLOUD_URL = "https://api-amd.digitalocean.com"
+"""The same API for AMD Developer Cloud accounts, whose MI-series sizes are listed there
+(dstack's gpuhunt DigitalOcean provider, ``flavor="amd"``); pass it as ``base_url``."""
 PER_PAGE = 200
 """The largest page the API serves."""
 
