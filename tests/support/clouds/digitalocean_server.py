@@ -1,0 +1,467 @@
+"""A real local DigitalOcean API v2 (the droplet and size endpoints amdfleet uses), for
+testing :mod:`amdfleet.clouds.digitalocean` without the cloud.
+
+It follows DigitalOcean's public OpenAPI spec, i.e. the API reference at
+https://docs.digitalocean.com/reference/api/api-reference/, through the examples saved in
+``shared/fixtures/cloud-apis/digitalocean`` (README.md, RATE_LIMITS.md, ``*.source.txt``):
+
+``POST /v2/droplets``
+    ``name, region, size, image, ssh_keys, tags, user_data`` → 202 ``{"droplet", "links"}``
+    shaped like ``droplets_create.202.response.json`` (status ``new``, no networks).
+``GET /v2/droplets/{id}``
+    200 ``{"droplet"}`` like ``droplets_get.200.response.json``: ``new`` for the first
+    ``polls_to_active`` GETs, then ``active`` with ``networks.v4`` (private + public).
+``DELETE /v2/droplets/{id}``
+    204, no body.
+``GET /v2/droplets?tag_name=&page=&per_page=`` and ``GET /v2/sizes?page=&per_page=``
+    ``{"droplets"|"sizes", "links": {"pages": {first, prev, next, last}}, "meta": {total}}``
+    (``sizes_list.200.response.json``; ``per_page`` at most 200, or ``max_per_page``).
+
+Every response carries ``ratelimit-limit/-remaining/-reset``; errors are the spec's
+``{"id", "message"}`` bodies (``error.<status>.*.json``), 401 when the bearer token is
+not the server's. A size the region does not list, or a (size, region) in
+:attr:`DigitalOceanServer.no_capacity`, gets 422 "Size is not available in this region."
+(the message DigitalOcean returns, as quoted in public bug reports; the spec has no
+example).
+
+Sizes: the spec documents no AMD size. The served table is the spec's basic size
+(``sizes_list``) and H100 GPU size (``droplets_list.gpu``) verbatim, plus AMD sizes built
+in the same shape with the slugs DigitalOcean lists publicly (``gpu-mi300x1-192gb``,
+``gpu-mi300x8-1536gb``, ``gpu-mi325x8-2048gb``, ``gpu-mi355x8-2304gb-spot``); their prices
+and regions are illustrative, and ``gpu_info.model`` takes the two forms seen in public
+clients (``amd_mi300x``; ``AMD Instinct MI325X``) or is absent (the MI355X size).
+
+Faults for tests: :meth:`fail` (a status, e.g. 429 with ``Retry-After``, or 500, for the
+next matching requests), :meth:`malform` (a 200 whose body is not the documented JSON),
+:attr:`after_create` (create the droplet, then answer 500 or drop the connection),
+:attr:`stuck` (droplets stay ``new``), :meth:`vanish` (deleted out of band). The ledger
+(:attr:`created`, :attr:`deleted`, :attr:`vanished`, :meth:`leaked`) tells whether every
+droplet made was removed; :attr:`log` records every request.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Self
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+FIXTURES = Path(__file__).resolve().parents[3] / ".." / "shared/fixtures/cloud-apis/digitalocean"
+MAX_PER_PAGE = 200
+DEFAULT_PER_PAGE = 20
+_TAG = re.compile(r"[A-Za-z0-9:_-]{1,255}")
+_DROPLET = re.compile(r"/v2/droplets/(\d+)")
+NO_CAPACITY = "Size is not available in this region."
+_SERVER_ERROR = "error.500.server_error.json"
+_ERROR_BODIES = {
+    401: "error.401.unauthorized.json",
+    404: "error.404.not_found.json",
+    422: "error.422.unprocessable_entity.json",
+    429: "error.429.too_many_requests.json",
+}
+
+
+def fixture(name: str) -> Any:
+    """One saved example body, parsed."""
+    return json.loads((FIXTURES / name).read_text())
+
+
+def amd_size(
+    slug: str, model: str | None, count: int, vram_gib: int, price: float, regions: list[str]
+) -> dict[str, Any]:
+    """An AMD GPU size in the shape of the spec's H100 size object (see module doc)."""
+    size: dict[str, Any] = copy.deepcopy(fixture("droplets_list.gpu.200.response.json"))
+    size = size["droplets"][0]["size"]
+    size.update(
+        slug=slug,
+        price_hourly=price,
+        price_monthly=round(price * 672, 2),
+        regions=regions,
+        description=f"{slug} (built for tests)",
+    )
+    if model is None:
+        del size["gpu_info"]
+    else:
+        size["gpu_info"] = {"count": count, "vram": {"amount": vram_gib, "unit": "gib"}}
+        size["gpu_info"]["model"] = model
+    return size
+
+
+def default_sizes() -> list[dict[str, Any]]:
+    """The served size table (see module doc for what is verbatim and what is built)."""
+    return [
+        fixture("sizes_list.200.response.json")["sizes"][0],
+        fixture("droplets_list.gpu.200.response.json")["droplets"][0]["size"],
+        amd_size("gpu-mi300x1-192gb", "amd_mi300x", 1, 192, 1.99, ["atl1", "nyc2"]),
+        amd_size("gpu-mi300x8-1536gb", "amd_mi300x", 8, 1536, 15.92, ["atl1", "nyc2", "tor1"]),
+        amd_size("gpu-mi325x8-2048gb", "AMD Instinct MI325X", 8, 2048, 18.32, ["nyc2"]),
+        amd_size("gpu-mi355x8-2304gb-spot", None, 8, 2304, 23.76, ["mem1"]),
+    ]
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request as the server saw it."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    authorization: str | None
+    body: Any
+
+
+@dataclass
+class _Fault:
+    kind: Literal["status", "malformed"]
+    times: int
+    method: str | None
+    path: str | None
+    status: int = 200
+    retry_after: str | None = None
+
+    def matches(self, method: str, path: str) -> bool:
+        return (self.method in (None, method)) and (self.path is None or path.startswith(self.path))
+
+
+@dataclass
+class DigitalOceanServer:
+    """The server; start with :meth:`start` (or as a context manager)."""
+
+    token: str
+    polls_to_active: int = 2
+    max_per_page: int = MAX_PER_PAGE
+    sizes: list[dict[str, Any]] = field(default_factory=default_sizes)
+    no_capacity: set[tuple[str, str]] = field(default_factory=set)
+    stuck: bool = False
+    after_create: Literal["answer", "500", "drop"] = "answer"
+    created: list[int] = field(default_factory=list)
+    deleted: list[int] = field(default_factory=list)
+    vanished: list[int] = field(default_factory=list)
+    log: list[Request] = field(default_factory=list)
+    droplets: dict[int, dict[str, Any]] = field(default_factory=dict)
+    _polls: dict[int, int] = field(default_factory=dict)
+    _faults: list[_Fault] = field(default_factory=list)
+    _ids: Iterator[int] = field(default_factory=lambda: itertools.count(500000001))
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _remaining: int = 5000
+    _httpd: _Listener | None = None
+    _thread: threading.Thread | None = None
+
+    @classmethod
+    def start(cls, token: str, **kwargs: Any) -> DigitalOceanServer:
+        """Listen on 127.0.0.1, an ephemeral port, serving from a thread."""
+        server = cls(token, **kwargs)
+        server._httpd = _Listener(server)
+        server._thread = threading.Thread(
+            target=server._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},  # how soon close() returns
+            name="digitalocean-api",
+            daemon=True,
+        )
+        server._thread.start()
+        return server
+
+    @property
+    def url(self) -> str:
+        """The base URL (``http://127.0.0.1:<port>``), the client's ``base_url``."""
+        assert self._httpd is not None, "not started"
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def close(self) -> None:
+        """Stop serving and join the handler threads."""
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def fail(
+        self,
+        status: int,
+        *,
+        times: int = 1,
+        retry_after: str | None = None,
+        method: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        """Answer the next ``times`` matching requests with ``status`` and the spec's
+        error body for it (and ``Retry-After`` when given)."""
+        self._faults.append(_Fault("status", times, method, path, status, retry_after))
+
+    def malform(
+        self, *, times: int = 1, method: str | None = None, path: str | None = None
+    ) -> None:
+        """Answer the next ``times`` matching requests 200 with a truncated JSON body."""
+        self._faults.append(_Fault("malformed", times, method, path))
+
+    def vanish(self, droplet_id: int) -> None:
+        """Delete a droplet out of band (as from the control panel)."""
+        with self._lock:
+            del self.droplets[droplet_id]
+            self.vanished.append(droplet_id)
+
+    def leaked(self) -> list[int]:
+        """Droplets created and not deleted (by the API or out of band)."""
+        with self._lock:
+            return sorted(self.droplets)
+
+    def requests(self, method: str, path: str) -> list[Request]:
+        """The logged requests with this method and path."""
+        return [r for r in self.log if r.method == method and r.path == path]
+
+    def handle(self, method: str, path: str, query: dict[str, str], body: Any) -> _Answer:
+        """Route one authorized request (called by the handler thread)."""
+        with self._lock:
+            fault = self._take_fault(method, path)
+            if fault is not None:
+                return fault
+            if method == "POST" and path == "/v2/droplets":
+                return self._create(body)
+            if method == "GET" and path == "/v2/droplets":
+                return self._list_droplets(query)
+            if method == "GET" and path == "/v2/sizes":
+                return self._page("sizes", self.sizes, path, query)
+            match = _DROPLET.fullmatch(path)
+            if match and method == "GET":
+                return self._get(int(match.group(1)))
+            if match and method == "DELETE":
+                return self._delete(int(match.group(1)))
+            return _error(404, "error.404.not_found.json")
+
+    def rate_headers(self) -> dict[str, str]:
+        """The documented ratelimit-* headers."""
+        with self._lock:
+            self._remaining = max(self._remaining - 1, 0)
+            return {
+                "ratelimit-limit": "5000",
+                "ratelimit-remaining": str(self._remaining),
+                "ratelimit-reset": str(int(time.time()) + 3600),
+            }
+
+    def _take_fault(self, method: str, path: str) -> _Answer | None:
+        for fault in self._faults:
+            if fault.times > 0 and fault.matches(method, path):
+                fault.times -= 1
+                if fault.kind == "malformed":
+                    return _Answer(200, b'{"droplet": {"id": 5000', {})
+                answer = _error(fault.status, _ERROR_BODIES.get(fault.status, _SERVER_ERROR))
+                if fault.retry_after:
+                    answer.headers["retry-after"] = fault.retry_after
+                return answer
+        return None
+
+    def _create(self, body: Any) -> _Answer:
+        problem = _create_problem(body)
+        if problem:
+            return _error(422, "error.422.unprocessable_entity.json", problem)
+        size = next((s for s in self.sizes if s["slug"] == body["size"]), None)
+        if size is None:
+            return _error(422, "error.422.unprocessable_entity.json", "invalid size")
+        if body["region"] not in size["regions"] or (body["size"], body["region"]) in (
+            self.no_capacity
+        ):
+            return _error(422, "error.422.unprocessable_entity.json", NO_CAPACITY)
+        droplet = self._new_droplet(body, size)
+        self.created.append(droplet["id"])
+        self.droplets[droplet["id"]] = droplet
+        self._polls[droplet["id"]] = 0
+        if self.after_create == "500":
+            return _error(500, "error.500.server_error.json")
+        if self.after_create == "drop":
+            return _Answer(0, b"", {})
+        answer = fixture("droplets_create.202.response.json")
+        answer["droplet"] = copy.deepcopy(droplet)
+        return _Answer(202, _dump(answer), {})
+
+    def _new_droplet(self, body: dict[str, Any], size: dict[str, Any]) -> dict[str, Any]:
+        droplet: dict[str, Any] = fixture("droplets_create.202.response.json")["droplet"]
+        droplet_id = next(self._ids)
+        droplet.update(
+            id=droplet_id,
+            name=body["name"],
+            status="new",
+            created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            size=copy.deepcopy(size),
+            size_slug=size["slug"],
+            tags=[t for t in body.get("tags") or [] if _TAG.fullmatch(t)],
+            networks={"v4": [], "v6": []},
+            user_data=body.get("user_data"),  # kept for tests; not part of the droplet object
+        )
+        droplet["region"] = {**droplet["region"], "slug": body["region"], "name": body["region"]}
+        droplet["image"] = {**droplet["image"], "slug": body["image"]}
+        return droplet
+
+    def _get(self, droplet_id: int) -> _Answer:
+        droplet = self.droplets.get(droplet_id)
+        if droplet is None:
+            return _error(404, "error.404.not_found.json")
+        self._polls[droplet_id] += 1
+        if not self.stuck and self._polls[droplet_id] > self.polls_to_active:
+            self._activate(droplet)
+        return _Answer(200, _dump({"droplet": _public(droplet)}), {})
+
+    def _activate(self, droplet: dict[str, Any]) -> None:
+        if droplet["status"] == "active":
+            return
+        n = droplet["id"] % 250 + 1
+        networks = copy.deepcopy(fixture("droplets_get.200.response.json")["droplet"]["networks"])
+        networks["v4"][0]["ip_address"] = f"10.128.0.{n}"
+        networks["v4"][1]["ip_address"] = f"203.0.113.{n}"
+        droplet.update(status="active", networks=networks)
+
+    def _delete(self, droplet_id: int) -> _Answer:
+        if self.droplets.pop(droplet_id, None) is None:
+            return _error(404, "error.404.not_found.json")
+        self.deleted.append(droplet_id)
+        return _Answer(204, b"", {})
+
+    def _list_droplets(self, query: dict[str, str]) -> _Answer:
+        tag = query.get("tag_name")
+        items = [
+            _public(d) for d in self.droplets.values() if tag is None or tag in d.get("tags", [])
+        ]
+        return self._page("droplets", items, "/v2/droplets", query)
+
+    def _page(
+        self, key: str, items: list[dict[str, Any]], path: str, query: dict[str, str]
+    ) -> _Answer:
+        per_page = min(int(query.get("per_page", DEFAULT_PER_PAGE)), self.max_per_page)
+        page = int(query.get("page", 1))
+        last = max((len(items) + per_page - 1) // per_page, 1)
+        start = (page - 1) * per_page
+
+        def link(number: int) -> str:
+            return f"{self.url}{path}?{urlencode({**query, 'page': number})}"
+
+        pages: dict[str, str] = {}
+        if page > 1:
+            pages.update(first=link(1), prev=link(page - 1))
+        if page < last:
+            pages.update(next=link(page + 1), last=link(last))
+        body = {
+            key: items[start : start + per_page],
+            "links": {"pages": pages} if pages else {},
+            "meta": {"total": len(items)},
+        }
+        return _Answer(200, _dump(body), {})
+
+
+@dataclass
+class _Answer:
+    status: int
+    """0: close the connection without an answer."""
+    body: bytes
+    headers: dict[str, str]
+
+
+def _error(status: int, name: str, message: str | None = None) -> _Answer:
+    body = fixture(name)
+    if message is not None:
+        body["message"] = message
+    return _Answer(status, _dump(body), {})
+
+
+def _dump(data: Any) -> bytes:
+    return json.dumps(data).encode()
+
+
+def _public(droplet: dict[str, Any]) -> dict[str, Any]:
+    return {k: copy.deepcopy(v) for k, v in droplet.items() if k != "user_data"}
+
+
+def _create_problem(body: Any) -> str | None:
+    """What the spec's create schema rejects: required ``name``, ``size``, ``image``
+    (a region is required here, as amdfleet always names one), list-typed ``tags`` and
+    ``ssh_keys``, string ``user_data``."""
+    if not isinstance(body, dict):
+        return "request payload validation failed: body is not an object"
+    for key in ("name", "size", "region"):
+        if not isinstance(body.get(key), str) or not body[key]:
+            return f"request payload validation failed: {key} is required"
+    if not isinstance(body.get("image"), str | int):
+        return "request payload validation failed: image is required"
+    for key in ("tags", "ssh_keys"):
+        if not isinstance(body.get(key, []), list):
+            return f"request payload validation failed: {key} must be an array"
+    if not isinstance(body.get("user_data", ""), str):
+        return "request payload validation failed: user_data must be a string"
+    return None
+
+
+class _Listener(ThreadingHTTPServer):
+    daemon_threads = False
+
+    def __init__(self, api: DigitalOceanServer) -> None:
+        self.api = api
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Listener
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms stall
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    def do_POST(self) -> None:
+        self._dispatch()
+
+    def do_DELETE(self) -> None:
+        self._dispatch()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _dispatch(self) -> None:
+        api = self.server.api
+        split = urlsplit(self.path)
+        query = {k: v[-1] for k, v in parse_qs(split.query).items()}
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode(errors="replace")
+        authorization = self.headers.get("Authorization")
+        api.log.append(Request(self.command, split.path, query, authorization, body))
+        if authorization != f"Bearer {api.token}":
+            answer = _error(401, "error.401.unauthorized.json")
+        else:
+            answer = api.handle(self.command, split.path, query, body)
+        if answer.status == 0:
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self._answer(answer, api.rate_headers())
+
+    def _answer(self, answer: _Answer, rate: dict[str, str]) -> None:
+        self.send_response(answer.status)
+        for name, value in {**rate, **answer.headers}.items():
+            self.send_header(name, value)
+        if answer.body:
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(answer.body)))
+        self.end_headers()
+        self.wfile.write(answer.body)
