@@ -22,9 +22,9 @@ show how it is used. What differs from the other clouds, and what amdfleet does 
 - **No tags.** The only free text a VM carries is its ``description`` (PATCH
   ``/teams/{team}/virtual_machines/{vm}/``). ``create`` writes ``<request name>
   [<tag> <tag>...]`` there right after provisioning (:func:`describe`), and
-  ``list_tagged`` reads it back. If that PATCH fails, ``create`` deletes the VM before it
-  raises; only a process killed between the two calls leaves an unmarked VM, which
-  :meth:`HotAisleClient.list_all` still shows (every VM of the team).
+  ``list_tagged`` reads it back. If marking the VM or reading it back fails, ``create``
+  deletes it before it raises; only a process killed between provisioning and marking
+  leaves an unmarked VM, which :meth:`HotAisleClient.list_all` still shows.
 - **No inline user-data.** The API takes only ``user_data_url``: a URL the cloud fetches
   cloud-init user-data from (and then rebuilds the VM, much slower). amdfleet's user-data
   carries the instance's SSH host *private* key, which must never be published at a URL,
@@ -369,20 +369,23 @@ def to_instance(details: Mapping[str, Any], state: str) -> Instance:
 
 
 def addresses(ip_address: object, ssh_ip: object) -> tuple[str | None, str | None]:
-    """(public, private) IPv4 from the VM's ``ip_address`` and ``ssh_access.ip_address``."""
-    public = private = None
-    for value in (ssh_ip, ip_address):
-        try:
-            ip = ipaddress.ip_address(value) if isinstance(value, str) else None
-        except ValueError:
-            ip = None
-        if ip is None or ip.version != 4:
-            continue
-        if ip.is_global and public is None:
-            public = str(ip)
-        elif ip.is_private and private is None:
-            private = str(ip)
-    return public, private
+    """(public, private) IPv4 of a VM: ``ssh_access.ip_address`` is documented as its
+    public address; its own ``ip_address`` is the private one when it is in a private
+    range, else (dstack connects to it) the public one. IPv6 is left out."""
+    public = _ipv4(ssh_ip)
+    own = _ipv4(ip_address)
+    if own is not None and own.is_private:
+        return (str(public) if public else None), str(own)
+    chosen = public or own
+    return (str(chosen) if chosen else None), None
+
+
+def _ipv4(value: object) -> ipaddress.IPv4Address | None:
+    try:
+        ip = ipaddress.ip_address(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+    return ip if isinstance(ip, ipaddress.IPv4Address) else None
 
 
 def describe(name: str, tags: Iterable[str]) -> str:
