@@ -18,7 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from types import TracebackType
+from typing import Any, Protocol, Self
 
 import httpx
 
@@ -112,6 +113,53 @@ class CloudAPI(Protocol):
     def sizes(self) -> list[SizeOffer]:
         """The sizes the cloud rents, with prices and regions."""
         ...
+
+
+class CloudClient:
+    """Base of the cloud clients: one httpx client whose only copy of the token is its
+    ``Authorization`` header, the retry policy and sleep its calls use, a repr without
+    the token, ``close()`` and the context manager. Build one inside each provider call
+    (httpx clients do not pickle)."""
+
+    provider: str
+
+    def __init__(
+        self,
+        base_url: str,
+        authorization: str,
+        *,
+        retry: RetryPolicy,
+        sleep: Callable[[float], None],
+        timeout: httpx.Timeout | float = REQUEST_TIMEOUT_S,
+    ) -> None:
+        if not authorization.partition(" ")[2].strip():
+            raise CloudAPIError(self.provider, "configure client", None, "the API token is empty")
+        self.base_url = base_url.rstrip("/")
+        self._retry = retry
+        self._sleep = sleep
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers={"Authorization": authorization, "Accept": "application/json"},
+            timeout=timeout,
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self._http.close()
 
 
 class CapacityError(CloudAPIError):

@@ -26,8 +26,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -35,8 +34,8 @@ import httpx
 from amdfleet.catalog.gpus import ACCELERATORS
 from amdfleet.clouds.api import (
     DEFAULT_RETRY,
-    REQUEST_TIMEOUT_S,
     CapacityError,
+    CloudClient,
     CreateRequest,
     Instance,
     InstanceState,
@@ -82,7 +81,7 @@ class DropletRequestError(ConfigError):
     heading = "invalid DigitalOcean droplet request"
 
 
-class DigitalOceanClient:
+class DigitalOceanClient(CloudClient):
     """DigitalOcean's droplets and sizes behind :class:`~amdfleet.clouds.api.CloudAPI`.
 
     The token goes into the ``Authorization`` header and nowhere else (not in repr,
@@ -99,34 +98,7 @@ class DigitalOceanClient:
         retry: RetryPolicy = DEFAULT_RETRY,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if not token.strip():
-            raise CloudAPIError(PROVIDER, "configure client", None, "the API token is empty")
-        self.base_url = base_url.rstrip("/")
-        self._retry = retry
-        self._sleep = sleep
-        self._http = httpx.Client(
-            base_url=self.base_url,
-            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
-            timeout=httpx.Timeout(REQUEST_TIMEOUT_S),
-        )
-
-    def __repr__(self) -> str:
-        return f"DigitalOceanClient(base_url={self.base_url!r})"
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the HTTP connections."""
-        self._http.close()
+        super().__init__(base_url, f"Bearer {token}", retry=retry, sleep=sleep)
 
     def create(self, request: CreateRequest) -> Instance:
         """Create one droplet (status ``new``, so PENDING). A 5xx or a lost answer may

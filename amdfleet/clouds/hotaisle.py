@@ -51,8 +51,7 @@ import ipaddress
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -61,6 +60,7 @@ from amdfleet.clouds.api import (
     DEFAULT_RETRY,
     REQUEST_TIMEOUT_S,
     CapacityError,
+    CloudClient,
     CreateRequest,
     Instance,
     InstanceState,
@@ -93,7 +93,7 @@ _WORD = re.compile(r"^[A-Za-z0-9._-]+$")
 _DESCRIPTION = re.compile(r"^(?P<name>\S+) \[(?P<tags>[^\]]*)\]$")
 
 
-class HotAisleClient:
+class HotAisleClient(CloudClient):
     """One Hot Aisle team's VMs (implements :class:`~amdfleet.clouds.api.CloudAPI`).
 
     The token goes into the ``Authorization`` header only: no message, repr or error
@@ -111,37 +111,14 @@ class HotAisleClient:
         sleep: Callable[[float], None] = time.sleep,
         blocking_timeout_s: float = BLOCKING_TIMEOUT_S,
     ) -> None:
-        if not token:
-            raise CloudAPIError(PROVIDER, "configure client", None, "the API token is empty")
         if not team:
             raise CloudAPIError(PROVIDER, "configure client", None, "the team handle is empty")
         self.team = team
-        self.base_url = base_url.rstrip("/")
-        self._retry = retry
-        self._sleep = sleep
-        self._http = httpx.Client(
-            base_url=self.base_url,
-            headers={"Authorization": f"Token {token}", "Accept": "application/json"},
-            timeout=httpx.Timeout(REQUEST_TIMEOUT_S, read=blocking_timeout_s),
-        )
+        timeout = httpx.Timeout(REQUEST_TIMEOUT_S, read=blocking_timeout_s)
+        super().__init__(base_url, f"Token {token}", retry=retry, sleep=sleep, timeout=timeout)
 
     def __repr__(self) -> str:
         return f"HotAisleClient(team={self.team!r}, base_url={self.base_url!r})"
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the HTTP connections."""
-        self._http.close()
 
     def create(self, request: CreateRequest, *, user_data_url: str | None = None) -> Instance:
         """Provision one VM of size ``request.size`` and mark it with the request's name

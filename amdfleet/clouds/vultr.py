@@ -26,15 +26,14 @@ import base64
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import httpx
 
 from amdfleet.clouds.api import (
     DEFAULT_RETRY,
-    REQUEST_TIMEOUT_S,
     CapacityError,
+    CloudClient,
     CreateRequest,
     Instance,
     InstanceState,
@@ -63,7 +62,7 @@ NO_ADDRESS = ("", "0.0.0.0")
 BOOTING_SERVER_STATUS = frozenset({"none", "locked", "installingbooting", "isomounting"})
 
 
-class VultrAPI:
+class VultrAPI(CloudClient):
     """Vultr bare metal through API v2 (:class:`~amdfleet.clouds.api.CloudAPI`).
 
     ``token`` is the API key: it goes into the ``Authorization`` header and nowhere else
@@ -81,32 +80,7 @@ class VultrAPI:
         retry: RetryPolicy = DEFAULT_RETRY,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self._retry = retry
-        self._sleep = sleep
-        self._client = httpx.Client(
-            base_url=self.base_url,
-            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
-            timeout=REQUEST_TIMEOUT_S,
-        )
-
-    def __repr__(self) -> str:
-        return f"VultrAPI(base_url={self.base_url!r})"
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the HTTP connections."""
-        self._client.close()
+        super().__init__(base_url, f"Bearer {token}", retry=retry, sleep=sleep)
 
     def create(self, request: CreateRequest) -> Instance:
         """Create one bare-metal server; returns at once (state PENDING, no address yet).
@@ -199,7 +173,7 @@ class VultrAPI:
         ok: tuple[int, ...] = (200, 201, 202, 204),
     ) -> httpx.Response:
         return send(
-            self._client,
+            self._http,
             PROVIDER,
             operation,
             method,
