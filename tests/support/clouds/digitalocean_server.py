@@ -45,16 +45,17 @@ import copy
 import itertools
 import json
 import re
-import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import urlencode
+
+from tests.support.clouds import http
+from tests.support.clouds.http import Answer
 
 FIXTURES = Path(__file__).resolve().parents[3] / ".." / "shared/fixtures/cloud-apis/digitalocean"
 MAX_PER_PAGE = 200
@@ -62,6 +63,7 @@ DEFAULT_PER_PAGE = 20
 _TAG = re.compile(r"[A-Za-z0-9:_-]{1,255}")
 _DROPLET = re.compile(r"/v2/droplets/(\d+)")
 NO_CAPACITY = "Size is not available in this region."
+_JSON = "application/json; charset=utf-8"
 _SERVER_ERROR = "error.500.server_error.json"
 _ERROR_BODIES = {
     401: "error.401.unauthorized.json",
@@ -154,36 +156,26 @@ class DigitalOceanServer:
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(500000001))
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _remaining: int = 5000
-    _httpd: _Listener | None = None
-    _thread: threading.Thread | None = None
+    _http: http.JsonApiServer | None = None
 
     @classmethod
     def start(cls, token: str, **kwargs: Any) -> DigitalOceanServer:
         """Listen on 127.0.0.1, an ephemeral port, serving from a thread."""
         server = cls(token, **kwargs)
-        server._httpd = _Listener(server)
-        server._thread = threading.Thread(
-            target=server._httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},  # how soon close() returns
-            name="digitalocean-api",
-            daemon=True,
-        )
-        server._thread.start()
+        server._http = http.JsonApiServer(server.serve, name="digitalocean-api").start()
         return server
 
     @property
     def url(self) -> str:
         """The base URL (``http://127.0.0.1:<port>``), the client's ``base_url``."""
-        assert self._httpd is not None, "not started"
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
+        assert self._http is not None, "not started"
+        return self._http.url
 
     def close(self) -> None:
         """Stop serving and join the handler threads."""
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
 
     def __enter__(self) -> Self:
         return self
@@ -230,8 +222,22 @@ class DigitalOceanServer:
         """The logged requests with this method and path."""
         return [r for r in self.log if r.method == method and r.path == path]
 
-    def handle(self, method: str, path: str, query: dict[str, str], body: Any) -> _Answer:
-        """Route one authorized request (called by the handler thread)."""
+    def serve(self, request: http.Request) -> Answer:
+        """One request (called by the handler thread): logged, then 401 unless the bearer
+        token is the server's, else :meth:`handle`; the ratelimit headers on any answer."""
+        query, body = request.params, request.body
+        authorization = request.headers.get("authorization")
+        self.log.append(Request(request.method, request.path, query, authorization, body))
+        if authorization != f"Bearer {self.token}":
+            answer = _error(401, "error.401.unauthorized.json")
+        else:
+            answer = self.handle(request.method, request.path, query, body)
+        if answer.drop:
+            return answer
+        return replace(answer, headers={**self.rate_headers(), **answer.headers})
+
+    def handle(self, method: str, path: str, query: dict[str, str], body: Any) -> Answer:
+        """Route one authorized request."""
         with self._lock:
             fault = self._take_fault(method, path)
             if fault is not None:
@@ -259,19 +265,18 @@ class DigitalOceanServer:
                 "ratelimit-reset": str(int(time.time()) + 3600),
             }
 
-    def _take_fault(self, method: str, path: str) -> _Answer | None:
+    def _take_fault(self, method: str, path: str) -> Answer | None:
         for fault in self._faults:
             if fault.times > 0 and fault.matches(method, path):
                 fault.times -= 1
                 if fault.kind == "malformed":
-                    return _Answer(200, b'{"droplet": {"id": 5000', {})
-                answer = _error(fault.status, _ERROR_BODIES.get(fault.status, _SERVER_ERROR))
-                if fault.retry_after:
-                    answer.headers["retry-after"] = fault.retry_after
-                return answer
+                    return Answer(200, b'{"droplet": {"id": 5000', {"Content-Type": _JSON})
+                retry = {"retry-after": fault.retry_after} if fault.retry_after else {}
+                name = _ERROR_BODIES.get(fault.status, _SERVER_ERROR)
+                return _error(fault.status, name, headers=retry)
         return None
 
-    def _create(self, body: Any) -> _Answer:
+    def _create(self, body: Any) -> Answer:
         problem = _create_problem(body)
         if problem:
             return _error(422, "error.422.unprocessable_entity.json", problem)
@@ -289,10 +294,10 @@ class DigitalOceanServer:
         if self.after_create == "500":
             return _error(500, "error.500.server_error.json")
         if self.after_create == "drop":
-            return _Answer(0, b"", {})
+            return Answer.dropped()
         answer = fixture("droplets_create.202.response.json")
         answer["droplet"] = copy.deepcopy(droplet)
-        return _Answer(202, _dump(answer), {})
+        return _json(202, answer)
 
     def _new_droplet(self, body: dict[str, Any], size: dict[str, Any]) -> dict[str, Any]:
         droplet: dict[str, Any] = fixture("droplets_create.202.response.json")["droplet"]
@@ -312,14 +317,14 @@ class DigitalOceanServer:
         droplet["image"] = {**droplet["image"], "slug": body["image"]}
         return droplet
 
-    def _get(self, droplet_id: int) -> _Answer:
+    def _get(self, droplet_id: int) -> Answer:
         droplet = self.droplets.get(droplet_id)
         if droplet is None:
             return _error(404, "error.404.not_found.json")
         self._polls[droplet_id] += 1
         if not self.stuck and self._polls[droplet_id] > self.polls_to_active:
             self._activate(droplet)
-        return _Answer(200, _dump({"droplet": _public(droplet)}), {})
+        return _json(200, {"droplet": _public(droplet)})
 
     def _activate(self, droplet: dict[str, Any]) -> None:
         if droplet["status"] == "active":
@@ -330,13 +335,13 @@ class DigitalOceanServer:
         networks["v4"][1]["ip_address"] = f"203.0.113.{n}"
         droplet.update(status="active", networks=networks)
 
-    def _delete(self, droplet_id: int) -> _Answer:
+    def _delete(self, droplet_id: int) -> Answer:
         if self.droplets.pop(droplet_id, None) is None:
             return _error(404, "error.404.not_found.json")
         self.deleted.append(droplet_id)
-        return _Answer(204, b"", {})
+        return Answer(204)
 
-    def _list_droplets(self, query: dict[str, str]) -> _Answer:
+    def _list_droplets(self, query: dict[str, str]) -> Answer:
         tag = query.get("tag_name")
         items = [
             _public(d) for d in self.droplets.values() if tag is None or tag in d.get("tags", [])
@@ -345,7 +350,7 @@ class DigitalOceanServer:
 
     def _page(
         self, key: str, items: list[dict[str, Any]], path: str, query: dict[str, str]
-    ) -> _Answer:
+    ) -> Answer:
         per_page = min(int(query.get("per_page", DEFAULT_PER_PAGE)), self.max_per_page)
         page = int(query.get("page", 1))
         last = max((len(items) + per_page - 1) // per_page, 1)
@@ -364,26 +369,20 @@ class DigitalOceanServer:
             "links": {"pages": pages} if pages else {},
             "meta": {"total": len(items)},
         }
-        return _Answer(200, _dump(body), {})
+        return _json(200, body)
 
 
-@dataclass
-class _Answer:
-    status: int
-    """0: close the connection without an answer."""
-    body: bytes
-    headers: dict[str, str]
-
-
-def _error(status: int, name: str, message: str | None = None) -> _Answer:
+def _error(
+    status: int, name: str, message: str | None = None, headers: dict[str, str] | None = None
+) -> Answer:
     body = fixture(name)
     if message is not None:
         body["message"] = message
-    return _Answer(status, _dump(body), {})
+    return _json(status, body, headers)
 
 
-def _dump(data: Any) -> bytes:
-    return json.dumps(data).encode()
+def _json(status: int, data: Any, headers: dict[str, str] | None = None) -> Answer:
+    return Answer.json(status, data, content_type=_JSON, headers=headers)
 
 
 def _public(droplet: dict[str, Any]) -> dict[str, Any]:
@@ -407,61 +406,3 @@ def _create_problem(body: Any) -> str | None:
     if not isinstance(body.get("user_data", ""), str):
         return "request payload validation failed: user_data must be a string"
     return None
-
-
-class _Listener(ThreadingHTTPServer):
-    daemon_threads = False
-
-    def __init__(self, api: DigitalOceanServer) -> None:
-        self.api = api
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Listener
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms stall
-
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    def do_POST(self) -> None:
-        self._dispatch()
-
-    def do_DELETE(self) -> None:
-        self._dispatch()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def _dispatch(self) -> None:
-        api = self.server.api
-        split = urlsplit(self.path)
-        query = {k: v[-1] for k, v in parse_qs(split.query).items()}
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = raw.decode(errors="replace")
-        authorization = self.headers.get("Authorization")
-        api.log.append(Request(self.command, split.path, query, authorization, body))
-        if authorization != f"Bearer {api.token}":
-            answer = _error(401, "error.401.unauthorized.json")
-        else:
-            answer = api.handle(self.command, split.path, query, body)
-        if answer.status == 0:
-            self.close_connection = True
-            self.connection.shutdown(socket.SHUT_RDWR)
-            return
-        self._answer(answer, api.rate_headers())
-
-    def _answer(self, answer: _Answer, rate: dict[str, str]) -> None:
-        self.send_response(answer.status)
-        for name, value in {**rate, **answer.headers}.items():
-            self.send_header(name, value)
-        if answer.body:
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(answer.body)))
-        self.end_headers()
-        self.wfile.write(answer.body)
