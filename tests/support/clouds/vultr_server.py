@@ -55,11 +55,12 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import parse_qs, urlsplit
+
+from tests.support.clouds import http
+from tests.support.clouds.http import Answer
 
 FIXTURES = Path(__file__).resolve().parents[3] / "../shared/fixtures/cloud-apis/vultr"
 DEFAULT_PAGE = 100
@@ -170,27 +171,21 @@ class VultrServer:
         self._no_capacity: set[tuple[str, str]] = set()
         self._stick_next = False
         self._addresses = itertools.count(10)
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
+        self._http = http.JsonApiServer(self.handle, name="vultr-api", poll_interval=0.02)
 
     @property
     def url(self) -> str:
         """The API base URL (the client appends ``/v2/...``)."""
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self._http.url
 
     def start(self) -> Self:
         """Serve in a background thread."""
-        self._thread.start()
+        self._http.start()
         return self
 
     def stop(self) -> None:
         """Stop serving and close the socket."""
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=10)
+        self._http.stop()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -239,34 +234,31 @@ class VultrServer:
         with self._lock:
             return str(self._servers[server_id].record["_user_data"])
 
-    def handle(
-        self, method: str, path: str, query: dict[str, list[str]], auth: str, body: Any
-    ) -> tuple[int, dict[str, str], bytes]:
-        """One request -> (status, headers, body); faults first, then the API."""
+    def handle(self, request: http.Request) -> Answer:
+        """One request (called by the handler thread); faults first, then the API."""
+        method, path, query, body = request.method, request.path, request.query, request.body
         with self._lock:
-            authorized = auth == f"Bearer {self.token}"
-            status, headers, payload = self._answer(method, path, query, authorized, body)
-            self.requests.append(Request(method, path, query, authorized, body, status))
-            return status, headers, payload
+            authorized = request.headers.get("authorization") == f"Bearer {self.token}"
+            answer = self._answer(method, path, query, authorized, body)
+            self.requests.append(Request(method, path, query, authorized, body, answer.status))
+            return answer
 
     def _answer(
         self, method: str, path: str, query: dict[str, list[str]], authorized: bool, body: Any
-    ) -> tuple[int, dict[str, str], bytes]:
+    ) -> Answer:
         if self._rate_limits:
             wait = self._rate_limits.pop(0)
             return error(429, "Rate limit reached - please try your request again later.", wait)
         if self._failures:
             self._failures -= 1
-            return 500, {"Content-Type": "text/plain"}, b"Internal Server Error"
+            return Answer(500, b"Internal Server Error", {"Content-Type": "text/plain"})
         if not authorized:
             return error(401, "Invalid API token.")
         if self._malformed:
-            return 200, {"Content-Type": "application/json"}, self._malformed.pop(0)
+            return Answer(200, self._malformed.pop(0), {"Content-Type": "application/json"})
         return self._route(method, path, query, body)
 
-    def _route(
-        self, method: str, path: str, query: dict[str, list[str]], body: Any
-    ) -> tuple[int, dict[str, str], bytes]:
+    def _route(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> Answer:
         parts = path.strip("/").split("/")
         if parts == ["v2", "plans-metal"] and method == "GET":
             return self._page(self.plans, "plans_metal", query)
@@ -281,7 +273,7 @@ class VultrServer:
             return self._delete(parts[2])
         return error(404, f"Invalid API call: {method} {path}")
 
-    def _create(self, body: Any) -> tuple[int, dict[str, str], bytes]:
+    def _create(self, body: Any) -> Answer:
         if not isinstance(body, dict):
             return error(400, "Invalid JSON body.")
         problem = self._create_problem(body)
@@ -294,7 +286,7 @@ class VultrServer:
         self._servers[server_id] = _Server(record, stuck=self._stick_next)
         self._stick_next = False
         self.ledger.created.append(server_id)
-        return respond(202, {"bare_metal": public(record)})
+        return Answer.json(202, {"bare_metal": public(record)})
 
     def _create_problem(self, body: dict[str, Any]) -> str | None:
         plan = next((p for p in self.plans if p["id"] == body.get("plan")), None)
@@ -316,14 +308,14 @@ class VultrServer:
             return "Invalid user_data: must be base64 encoded."
         return None
 
-    def _get(self, server_id: str) -> tuple[int, dict[str, str], bytes]:
+    def _get(self, server_id: str) -> Answer:
         server = self._servers.get(server_id)
         if server is None:
             return error(404, "Bare Metal not found.")
         if not server.stuck:
             server.polls += 1
             self._advance(server)
-        return respond(200, {"bare_metal": public(server.record)})
+        return Answer.json(200, {"bare_metal": public(server.record)})
 
     def _advance(self, server: _Server) -> None:
         record = server.record
@@ -334,15 +326,13 @@ class VultrServer:
         elif server.polls > self.boot_polls:
             record.update(server_status="ok", power_status="running")
 
-    def _delete(self, server_id: str) -> tuple[int, dict[str, str], bytes]:
+    def _delete(self, server_id: str) -> Answer:
         if self._servers.pop(server_id, None) is None:
             return error(404, "Bare Metal not found.")
         self.ledger.deleted.append(server_id)
-        return 204, {}, b""
+        return Answer(204)
 
-    def _page(
-        self, items: list[dict[str, Any]], key: str, query: dict[str, list[str]]
-    ) -> tuple[int, dict[str, str], bytes]:
+    def _page(self, items: list[dict[str, Any]], key: str, query: dict[str, list[str]]) -> Answer:
         try:
             per_page = int(query.get("per_page", [str(DEFAULT_PAGE)])[0])
             start = decode_cursor(query.get("cursor", [""])[0])
@@ -355,7 +345,7 @@ class VultrServer:
             "next": encode_cursor(after) if after < len(items) else "",
             "prev": encode_cursor(max(start - size, 0)) if start else "",
         }
-        return respond(200, {key: page, "meta": {"total": len(items), "links": links}})
+        return Answer.json(200, {key: page, "meta": {"total": len(items), "links": links}})
 
 
 def plans() -> list[dict[str, Any]]:
@@ -414,60 +404,7 @@ def decode_cursor(cursor: str) -> int:
     return int(offset)
 
 
-def respond(status: int, body: Any) -> tuple[int, dict[str, str], bytes]:
-    """A JSON response."""
-    return status, {"Content-Type": "application/json"}, json.dumps(body).encode()
-
-
-def error(
-    status: int, message: str, retry_after: int | None = None
-) -> tuple[int, dict[str, str], bytes]:
+def error(status: int, message: str, retry_after: int | None = None) -> Answer:
     """A Vultr error: ``{"error": ..., "status": ...}``, ``Retry-After`` on a 429."""
-    code, headers, payload = respond(status, {"error": message, "status": status})
-    if retry_after is not None:
-        headers["Retry-After"] = str(retry_after)
-    return code, headers, payload
-
-
-def _handler(api: VultrServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        # One write per response: headers and body apart stall on Nagle + delayed ACK.
-        wbufsize = 1 << 16
-        disable_nagle_algorithm = True
-
-        def do_GET(self) -> None:
-            self._serve()
-
-        def do_POST(self) -> None:
-            self._serve()
-
-        def do_DELETE(self) -> None:
-            self._serve()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def _serve(self) -> None:
-            url = urlsplit(self.path)
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            try:
-                body = json.loads(raw) if raw else None
-            except ValueError:
-                body = raw.decode(errors="replace")
-            status, headers, payload = api.handle(
-                self.command,
-                url.path,
-                parse_qs(url.query),
-                self.headers.get("Authorization", ""),
-                body,
-            )
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-    return Handler
+    headers = {} if retry_after is None else {"Retry-After": str(retry_after)}
+    return Answer.json(status, {"error": message, "status": status}, headers=headers)
