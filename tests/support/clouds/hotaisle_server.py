@@ -41,11 +41,13 @@ import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote
+
+from tests.support.clouds import http
+from tests.support.clouds.http import Answer
 
 SWAGGER = (
     Path(__file__).resolve().parents[3].parent
@@ -151,17 +153,12 @@ class HotAisleServer:
         self._serial = 0
         self._lock = threading.Lock()
         self._fields = _request_fields()
-        self._http = _Listener(self)
-        self._thread = threading.Thread(
-            target=self._http.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
+        self._http = http.JsonApiServer(self.handle, name="hotaisle-api").start()
 
     @property
     def url(self) -> str:
         """The API base, as ``https://admin.hotaisle.app/api`` is for the real one."""
-        host, port = self._http.server_address[:2]
-        return f"http://{host!s}:{port}/api"
+        return f"{self._http.url}/api"
 
     @property
     def calls(self) -> list[Call]:
@@ -237,9 +234,7 @@ class HotAisleServer:
             self._remove(name)
 
     def close(self) -> None:
-        self._http.shutdown()
-        self._http.server_close()
-        self._thread.join(timeout=10)
+        self._http.stop()
 
     def __enter__(self) -> Self:
         return self
@@ -254,61 +249,64 @@ class HotAisleServer:
 
     # -- used by the handler -----------------------------------------------------------
 
-    def handle(
-        self, method: str, path: str, query: dict[str, list[str]], auth: str | None, body: Any
-    ) -> tuple[int, bytes, dict[str, str]]:
-        """One request: auth, then an injected reply, then the documented behaviour."""
+    def handle(self, request: http.Request) -> Answer:
+        """One request: a body that is not JSON is a 400 (not recorded); then auth, an
+        injected reply, the documented behaviour."""
+        try:
+            body = request.json()
+        except ValueError:
+            return Answer.json(400, "Bad Request: Invalid input")
+        method, path, query = request.method, request.path, request.query
+        auth = request.headers.get("authorization")
         with self._lock:
-            status, payload, headers = self._answer(method, path, query, auth, body)
-            self._calls.append(Call(method, path, query, auth, body, status))
-            return status, payload, headers
+            answer = self._answer(method, path, query, auth, body)
+            self._calls.append(Call(method, path, query, auth, body, answer.status))
+            return answer
 
     def _answer(
         self, method: str, path: str, query: dict[str, list[str]], auth: str | None, body: Any
-    ) -> tuple[int, bytes, dict[str, str]]:
+    ) -> Answer:
         if auth != f"Token {self.token}":
-            return _json(401, "Unauthorized")
+            return Answer.json(401, "Unauthorized")
         route, vm = _route(method, path, self.team)
         if route is None:
-            return _json(404, "Not Found: Resource not found")
+            return Answer.json(404, "Not Found: Resource not found")
         canned = self._canned(route)
         if canned is not None:
             return canned
         if route == "available":
-            return _json(200, self.offers)
+            return Answer.json(200, self.offers)
         if route == "list":
-            return _json(200, [vm_.details for vm_ in self._vms.values()])
+            return Answer.json(200, [vm_.details for vm_ in self._vms.values()])
         if route == "provision":
             return self._provision(body)
         if route == "ssh_key":
             return self._ssh_key(body)
         if vm not in self._vms:
-            return _json(404, "Not Found: Resource not found")
+            return Answer.json(404, "Not Found: Resource not found")
         return self._vm_route(route, vm, query, body)
 
-    def _vm_route(
-        self, route: str, name: str, query: dict[str, list[str]], body: Any
-    ) -> tuple[int, bytes, dict[str, str]]:
+    def _vm_route(self, route: str, name: str, query: dict[str, list[str]], body: Any) -> Answer:
         if route == "get":
-            return _json(200, self._vms[name].details)
+            return Answer.json(200, self._vms[name].details)
         if route == "state":
-            return _json(200, {"state": self._read_state(name), "host": "hv-07"})
+            return Answer.json(200, {"state": self._read_state(name), "host": "hv-07"})
         if route == "describe":
             unknown = _unknown(body, self._fields["VirtualMachineUpdate"])
             if unknown:
-                return _json(422, f"Unprocessable Entity: unknown field {unknown}")
+                return Answer.json(422, f"Unprocessable Entity: unknown field {unknown}")
             self._vms[name].details["description"] = body.get("description", "")
-            return 204, b"", {}
+            return Answer(204)
         self._remove(name)
-        return 204, b"", {}
+        return Answer(204)
 
-    def _provision(self, body: Any) -> tuple[int, bytes, dict[str, str]]:
+    def _provision(self, body: Any) -> Answer:
         unknown = _unknown(body, self._fields["VMProvisionRequest"])
         if unknown:
-            return _json(422, f"Unprocessable Entity: unknown field {unknown}")
+            return Answer.json(422, f"Unprocessable Entity: unknown field {unknown}")
         chosen = None if self.no_capacity else _matching(self.offers, body)
         if chosen is None:
-            return _json(404, NO_MATCH)
+            return Answer.json(404, NO_MATCH)
         chosen["Quantity"] -= 1
         self._serial += 1
         name = f"vm-{self._serial:02d}"
@@ -321,18 +319,18 @@ class HotAisleServer:
         }
         self._vms[name] = _VM(details, chosen, self.boot_polls, body.get("user_data_url"))
         self._ledger.created.append(name)
-        return _json(200, details)
+        return Answer.json(200, details)
 
-    def _ssh_key(self, body: Any) -> tuple[int, bytes, dict[str, str]]:
+    def _ssh_key(self, body: Any) -> Answer:
         unknown = _unknown(body, self._fields["SSHKeyRequest"])
         key = body.get("authorized_key") if isinstance(body, dict) else None
         if unknown or not isinstance(key, str):
-            return _json(422, "Unprocessable Entity - invalid SSH key format")
+            return Answer.json(422, "Unprocessable Entity - invalid SSH key format")
         if key in self.ssh_keys:
-            return _json(409, "Conflict - key already registered")
+            return Answer.json(409, "Conflict - key already registered")
         self.ssh_keys.append(key)
         kind, data = key.split()[:2]
-        return _json(200, {"type": kind, "public_key": data, "fingerprint": "SHA256:test"})
+        return Answer.json(200, {"type": kind, "public_key": data, "fingerprint": "SHA256:test"})
 
     def _read_state(self, name: str) -> str:
         vm = self._vms[name]
@@ -348,7 +346,7 @@ class HotAisleServer:
         vm.offer["Quantity"] += 1
         self._ledger.deleted.append(name)
 
-    def _canned(self, route: str) -> tuple[int, bytes, dict[str, str]] | None:
+    def _canned(self, route: str) -> Answer | None:
         queue = self._replies.get(route) or []
         if not queue:
             return None
@@ -356,60 +354,9 @@ class HotAisleServer:
         reply.remaining -= 1
         if reply.remaining <= 0:
             queue.pop(0)
-        headers = {"Content-Type": "application/json", **reply.headers}
-        return reply.status, reply.body, headers
-
-
-class _Listener(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, api: HotAisleServer) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.api = api
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Listener
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    def do_POST(self) -> None:
-        self._dispatch()
-
-    def do_PATCH(self) -> None:
-        self._dispatch()
-
-    def do_DELETE(self) -> None:
-        self._dispatch()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def _dispatch(self) -> None:
-        parts = urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            status, payload, headers = _json(400, "Bad Request: Invalid input")
-        else:
-            status, payload, headers = self.server.api.handle(
-                self.command,
-                parts.path,
-                parse_qs(parts.query),
-                self.headers.get("Authorization"),
-                body,
-            )
-        self.send_response(status)
-        for key, value in headers.items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        return Answer(
+            reply.status, reply.body, {"Content-Type": "application/json", **reply.headers}
+        )
 
 
 def _route(method: str, path: str, team: str) -> tuple[str | None, str | None]:
@@ -445,10 +392,6 @@ def _unknown(body: Any, allowed: frozenset[str]) -> list[str]:
     if not isinstance(body, dict):
         return ["<body is not an object>"]
     return sorted(set(body) - allowed)
-
-
-def _json(status: int, data: Any) -> tuple[int, bytes, dict[str, str]]:
-    return status, json.dumps(data).encode(), {"Content-Type": "application/json"}
 
 
 def _request_fields() -> dict[str, frozenset[str]]:
