@@ -83,8 +83,10 @@ class Fleet(pulumi.ComponentResource):
 
 
 class Deployment(pulumi.ComponentResource):
-    """Image, weights and engine on every node, and the verification gate."""
+    """Image, weights and engine on every node (after the cluster and fabric checks of a
+    multi-node stack), and the verification gate."""
 
+    hosts: pulumi.Output[list[dict[str, Any]]]
     endpoint: str
     model: str
     api_key: pulumi.Output[str] | None
