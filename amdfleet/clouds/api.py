@@ -161,6 +161,31 @@ class CloudClient:
         """Close the HTTP connections."""
         self._http.close()
 
+    def _send(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        *,
+        ok: Sequence[int] = (200, 201, 202, 204),
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> httpx.Response:
+        """:func:`send` on this client, with its retry policy (or ``retry``) and sleep."""
+        return send(
+            self._http,
+            self.provider,
+            operation,
+            method,
+            path,
+            json=json,
+            params=params,
+            ok=ok,
+            retry=retry or self._retry,
+            sleep=self._sleep,
+        )
+
 
 class CapacityError(CloudAPIError):
     """The cloud has no capacity for this size in this region; ``alternatives`` are the

@@ -45,7 +45,6 @@ from amdfleet.clouds.api import (
     error_detail,
     json_object,
     retry_after,
-    send,
 )
 from amdfleet.errors import CloudAPIError, ConfigError, ConfigIssue
 
@@ -151,30 +150,6 @@ class DigitalOceanClient(CloudClient):
         accelerator ids."""
         pages = self._pages("list sizes", "/v2/sizes", "sizes", {})
         return [_read(r, "list sizes", _parse_size, item) for r, item in pages]
-
-    def _send(
-        self,
-        operation: str,
-        method: str,
-        path: str,
-        *,
-        ok: tuple[int, ...],
-        params: Mapping[str, Any] | None = None,
-        json: Any = None,
-        retry: RetryPolicy | None = None,
-    ) -> httpx.Response:
-        return send(
-            self._http,
-            PROVIDER,
-            operation,
-            method,
-            path,
-            json=json,
-            params=params,
-            ok=ok,
-            retry=retry or self._retry,
-            sleep=self._sleep,
-        )
 
     def _post_once(self, body: dict[str, Any], *, last: bool) -> httpx.Response | None:
         """One POST (a POST is not idempotent, so :meth:`create` decides about retries):

@@ -68,8 +68,6 @@ from amdfleet.clouds.api import (
     SizeOffer,
     error_detail,
     json_object,
-    retry_after,
-    send,
 )
 from amdfleet.errors import CloudAPIError
 
@@ -88,7 +86,6 @@ STATES: Mapping[str, InstanceState] = {
 """libvirt state words that decide something; any other word (``shut off``, ``paused``,
 ``no state``...) is PENDING: a VM provisioned with user-data is shut off while it is
 rebuilt, and amdfleet never stops a VM itself."""
-_ONE_TRY = RetryPolicy(attempts=1)
 _WORD = re.compile(r"^[A-Za-z0-9._-]+$")
 _DESCRIPTION = re.compile(r"^(?P<name>\S+) \[(?P<tags>[^\]]*)\]$")
 
@@ -205,25 +202,9 @@ class HotAisleClient(CloudClient):
         return _json_objects(response, "list sizes")
 
     def _provision(self, body: Mapping[str, Any]) -> httpx.Response:
-        attempt = 0
-        while True:
-            attempt += 1
-            response = send(
-                self._http,
-                PROVIDER,
-                "create instance",
-                "POST",
-                self._vms(),
-                json=body,
-                ok=(200, 201, 404, 429),
-                retry=_ONE_TRY,
-                sleep=self._sleep,
-            )
-            if response.status_code != 429:
-                return response
-            if attempt >= self._retry.attempts:
-                raise CloudAPIError(PROVIDER, "create instance", 429, error_detail(response))
-            self._sleep(retry_after(response, self._retry, attempt))
+        """One provision POST (404: no capacity). :func:`~amdfleet.clouds.api.send` retries
+        a POST only on 429: after a 5xx the VM may exist, and a retry could rent two."""
+        return self._send("create instance", "POST", self._vms(), json=body, ok=(200, 201, 404))
 
     def _finish(self, name: str, request: CreateRequest) -> Instance:
         self._send(
@@ -253,29 +234,6 @@ class HotAisleClient(CloudClient):
                 f"malformed response: no 'state' in {response.text[:200]!r}",
             )
         return state
-
-    def _send(
-        self,
-        operation: str,
-        method: str,
-        path: str,
-        *,
-        ok: Sequence[int],
-        json: Any = None,
-        params: Mapping[str, Any] | None = None,
-    ) -> httpx.Response:
-        return send(
-            self._http,
-            PROVIDER,
-            operation,
-            method,
-            path,
-            json=json,
-            params=params,
-            ok=ok,
-            retry=self._retry,
-            sleep=self._sleep,
-        )
 
     def _vms(self) -> str:
         return f"/teams/{quote(self.team, safe='')}/virtual_machines/"

@@ -40,7 +40,6 @@ from amdfleet.clouds.api import (
     RetryPolicy,
     SizeOffer,
     json_object,
-    send,
 )
 from amdfleet.errors import CloudAPIError
 
@@ -161,29 +160,6 @@ class VultrAPI(CloudClient):
             cursor = next_cursor(body, operation)
             if not cursor:
                 return
-
-    def _send(
-        self,
-        operation: str,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        params: Mapping[str, Any] | None = None,
-        ok: tuple[int, ...] = (200, 201, 202, 204),
-    ) -> httpx.Response:
-        return send(
-            self._http,
-            PROVIDER,
-            operation,
-            method,
-            path,
-            json=json,
-            params=params,
-            ok=ok,
-            retry=self._retry,
-            sleep=self._sleep,
-        )
 
 
 def create_body(request: CreateRequest) -> dict[str, Any]:
