@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import pulumi
@@ -43,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from amdfleet.errors import EngineStartError, RemoteError
 from amdfleet.providers.engine_node import (
     CALL_TIMEOUT,
+    EngineProps,
     ReadinessCheck,
     RenderedFile,
     engine_diff,
@@ -57,7 +57,7 @@ from amdfleet.providers.engine_node import (
 )
 from amdfleet.providers.engine_service import NOTHING_LEFT_HINT, wait_ready
 from amdfleet.providers.progress import Progress, resource_urn
-from amdfleet.providers.props import ProviderProps, plain
+from amdfleet.providers.props import plain
 from amdfleet.remote.connection import Connection
 from amdfleet.remote.engine import EngineLayout
 from amdfleet.remote.supervision import Supervisor
@@ -99,29 +99,13 @@ class EngineNode(BaseModel):
         return {**self.files, CLUSTER_ENV_FILE: RenderedFile(content=header + body, mode=0o644)}
 
 
-class EngineClusterProps(ProviderProps):
+class EngineClusterProps(EngineProps):
     """EngineCluster's properties: every node's files and host, rank 0 (the head) first,
     the shared secret environment (passed to :class:`EngineCluster` apart) and the head's
     readiness check; fingerprints added by ``check``; whether it serves (outputs)."""
 
-    SECRET_FIELDS = ("secret_env",)
-
     nodes: tuple[EngineNode, ...] = Field(min_length=2, description="Head first, by rank.")
-    secret_env: dict[str, str] = Field(
-        default_factory=dict, description="Secret: environment written to secrets.env (0600)."
-    )
     readiness: ReadinessCheck = Field(description="When the head counts as serving.")
-    files_hash: str | None = Field(
-        None, description="Added by check: fingerprint of every node's files and env."
-    )
-    secrets_hash: str | None = Field(
-        None, description="Added by check: fingerprint of the secrets (restarts on change)."
-    )
-    running: bool | None = Field(None, description="Output: whether the cluster serves.")
-    started_at: str | None = Field(None, description="Output: when it was last started.")
-    not_ready: str | None = Field(
-        None, description="Output of refresh: why the cluster does not serve (None: it does)."
-    )
 
     @property
     def head(self) -> EngineNode:
@@ -146,7 +130,7 @@ class EngineClusterProvider(ResourceProvider):
         p = EngineClusterProps.from_inputs(props)
         with Progress.for_resource(props) as progress:
             _deploy(p, progress)
-        return CreateResult(id_=f"{p.head.host.name}:{p.head.remote_dir}", outs=_outs(p))
+        return CreateResult(id_=f"{p.head.host.name}:{p.head.remote_dir}", outs=p.started_outputs())
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         """Check every node's engine and, when all run, one real completion on the head.
@@ -169,7 +153,7 @@ class EngineClusterProvider(ResourceProvider):
         p = EngineClusterProps.from_inputs(news)
         with Progress.for_resource(news) as progress:
             _deploy(p, progress)
-        return UpdateResult(outs=_outs(p))
+        return UpdateResult(outs=p.started_outputs())
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         """Stop every node's engine and remove its directory. Idempotent."""
@@ -333,8 +317,3 @@ def _placement(props: Mapping[str, Any]) -> list[tuple[Any, Any]]:
     if not isinstance(nodes, list):
         return []
     return [(n.get("host"), n.get("remote_dir")) for n in nodes if isinstance(n, dict)]
-
-
-def _outs(p: EngineClusterProps) -> dict[str, Any]:
-    started = datetime.now(UTC).isoformat(timespec="seconds")
-    return p.to_outputs(running=True, started_at=started, not_ready=None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -19,7 +20,7 @@ from pulumi.runtime import rpc
 from pydantic import BaseModel, ConfigDict, Field
 
 from amdfleet.errors import EngineStartError, RemoteError
-from amdfleet.providers.props import changed_keys, fingerprint
+from amdfleet.providers.props import ProviderProps, changed_keys, fingerprint
 from amdfleet.remote.connection import Connection
 from amdfleet.remote.engine import (
     EngineLayout,
@@ -76,6 +77,36 @@ class ReadinessCheck(BaseModel):
         gt=0,
         description="Deadline for the one-token completion that proves the engine serves.",
     )
+
+
+class EngineProps(ProviderProps):
+    """What both engine resources (one node, or a cluster) have: the secret environment
+    (passed to the resource apart: an Output in the program), the fingerprints ``check``
+    adds, and whether the engine serves (outputs)."""
+
+    SECRET_FIELDS = ("secret_env",)
+
+    secret_env: dict[str, str] = Field(
+        default_factory=dict, description="Secret: environment written to secrets.env (0600)."
+    )
+    files_hash: str | None = Field(
+        None,
+        description="Added by check: fingerprint of the rendered files (on a cluster, every "
+        "node's files and env); restarts on change.",
+    )
+    secrets_hash: str | None = Field(
+        None, description="Added by check: fingerprint of the secrets (restarts on change)."
+    )
+    running: bool | None = Field(None, description="Output: whether the engine serves.")
+    started_at: str | None = Field(None, description="Output: when it was last started.")
+    not_ready: str | None = Field(
+        None, description="Output of refresh: why the engine does not serve (None: it does)."
+    )
+
+    def started_outputs(self) -> dict[str, Any]:
+        """The outputs of a create or update that started the engine: running since now."""
+        started = datetime.now(UTC).isoformat(timespec="seconds")
+        return self.to_outputs(running=True, started_at=started, not_ready=None)
 
 
 def with_fingerprints(news: Mapping[str, Any], content_key: str) -> dict[str, Any]:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import pulumi
@@ -44,6 +43,7 @@ from pydantic import Field, model_validator
 from amdfleet.errors import RemoteError
 from amdfleet.providers.engine_node import (
     CALL_TIMEOUT,
+    EngineProps,
     ReadinessCheck,
     RenderedFile,
     engine_diff,
@@ -59,7 +59,7 @@ from amdfleet.providers.engine_node import (
     with_fingerprints,
 )
 from amdfleet.providers.progress import Progress, format_duration, resource_urn
-from amdfleet.providers.props import ProviderProps, changed_keys
+from amdfleet.providers.props import changed_keys
 from amdfleet.remote.connection import Connection
 from amdfleet.remote.engine import (
     API_KEY_VAR,
@@ -85,32 +85,16 @@ POLL_MAX_S = 2.0
 _WORKER_SETTLE_S = 1.0
 
 
-class EngineServiceProps(ProviderProps):
+class EngineServiceProps(EngineProps):
     """EngineService's properties: the rendered files, secrets and readiness check of one
     node (inputs; the secret environment is passed to :class:`EngineService` apart), the
     fingerprints ``check`` adds, and whether the engine runs (outputs)."""
 
-    SECRET_FIELDS = ("secret_env",)
-
     host: HostTarget = Field(description="The node's host.")
     remote_dir: str = Field(description="The engine's directory on the host.")
     files: dict[str, RenderedFile] = Field(description="Rendered files by file name.")
-    secret_env: dict[str, str] = Field(
-        default_factory=dict, description="Secret: environment written to secrets.env (0600)."
-    )
     container: str | None = Field(None, description="The engine's container (docker).")
     readiness: ReadinessCheck = Field(description="When the engine counts as started.")
-    files_hash: str | None = Field(
-        None, description="Added by check: fingerprint of the files (restarts on change)."
-    )
-    secrets_hash: str | None = Field(
-        None, description="Added by check: fingerprint of the secrets (restarts on change)."
-    )
-    running: bool | None = Field(None, description="Output: whether the engine runs.")
-    started_at: str | None = Field(None, description="Output: when it was last started.")
-    not_ready: str | None = Field(
-        None, description="Output of refresh: why the engine does not serve (None: it does)."
-    )
 
     @property
     def unit(self) -> str:
@@ -158,7 +142,7 @@ class EngineServiceProvider(ResourceProvider):
         p = EngineServiceProps.from_inputs(props)
         with Progress.for_resource(props) as progress:
             _deploy(p, progress)
-        return CreateResult(id_=f"{p.host.name}:{p.remote_dir}", outs=_outs(p))
+        return CreateResult(id_=f"{p.host.name}:{p.remote_dir}", outs=p.started_outputs())
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         """Report whether the engine still serves (``running``): its supervisor reports it
@@ -187,7 +171,7 @@ class EngineServiceProvider(ResourceProvider):
         p = EngineServiceProps.from_inputs(news)
         with Progress.for_resource(news) as progress:
             _deploy(p, progress)
-        return UpdateResult(outs=_outs(p))
+        return UpdateResult(outs=p.started_outputs())
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         """Stop the engine under whichever supervisor ran it (unit, container or
@@ -336,8 +320,3 @@ def _wait_settled(conn: Connection, supervisor: Supervisor) -> None:
         if time.monotonic() >= deadline:
             return
         time.sleep(POLL_FIRST_S)
-
-
-def _outs(p: EngineServiceProps) -> dict[str, Any]:
-    started = datetime.now(UTC).isoformat(timespec="seconds")
-    return p.to_outputs(running=True, started_at=started, not_ready=None)
