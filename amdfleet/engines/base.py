@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from amdfleet.engines.flags import Flags
 from amdfleet.errors import ConfigIssue
+from amdfleet.remote.engine import API_KEY_VAR
 
 if TYPE_CHECKING:  # the plan imports the engines; they only need its record types
     from amdfleet.plan.models import ModelPlan, ParallelismPlan, ServingPlan
@@ -117,7 +118,7 @@ class Engine(ABC):
         """
         if not api_key_secret:
             return {}
-        secrets = {"AMDFLEET_API_KEY": api_key_secret}
+        secrets = {API_KEY_VAR: api_key_secret}
         if self.api_key_env:
             secrets[self.api_key_env] = api_key_secret
         return secrets

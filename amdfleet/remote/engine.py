@@ -28,6 +28,8 @@ DEAD = "AMDFLEET_ENGINE_DEAD"
 _STATUS_PREFIX = "AMDFLEET_HTTP "
 _GENERATION_PREFIX = "AMDFLEET_GENERATION "
 API_KEY_VAR = "AMDFLEET_API_KEY"
+"""The variable holding the engine's API key on every node (secrets.env; the engines' own
+key variables are set beside it)."""
 GENERATION_PROMPT = "1+1="
 
 
