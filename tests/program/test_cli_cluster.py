@@ -145,12 +145,6 @@ def _engine(lab: HostLab, index: int, stack: str = STACK) -> dict[str, Any]:
     return {"pid": pid, "argv": argv.split("\n"), "env": environ}
 
 
-def _alive(lab: HostLab, index: int, pid: int) -> bool:
-    """Running and not a zombie (the host's PID 1, sshd, never reaps orphans)."""
-    state = _host(lab, index, f"ps -o stat= -p {pid} || true").strip()
-    return bool(state) and not state.startswith("Z")
-
-
 def _vllm_processes(lab: HostLab, index: int, stack: str) -> list[str]:
     """Every process on host ``index`` that belongs to ``stack``'s engine."""
     out = _host(lab, index, f"ps -eo pid=,args= | grep -F '/opt/amdfleet/{stack}' | grep -v grep")
@@ -231,7 +225,7 @@ def test_refresh_reports_a_dead_worker_and_up_restarts_the_cluster(
     # rejoin anyway), then the engine's whole process group, as a crashed host would.
     _host(lab, 1, f"kill -9 -- -{_pid(lab, 1, 'supervisor.pid')}")
     _host(lab, 1, f"kill -9 -- -{worker_before}")
-    wait_until(lambda: not _alive(lab, 1, worker_before), 30, "the worker's engine to die")
+    wait_until(lambda: not lab.alive(1, worker_before), 30, "the worker's engine to die")
     # What misleads people: the head still answers its health and model list.
     endpoint = first_up["outputs"]["endpoint"].removesuffix("/v1")
     assert httpx.get(f"{endpoint}/health", timeout=10).status_code == 200
@@ -254,7 +248,7 @@ def test_refresh_reports_a_dead_worker_and_up_restarts_the_cluster(
     assert workspace.outputs(STACK)["ready"] is True
     head_after, worker_after = _pid(lab, 0, "engine.pid"), _pid(lab, 1, "engine.pid")
     assert head_after != head_before and worker_after != worker_before  # both restarted
-    assert not _alive(lab, 0, head_before)
+    assert not lab.alive(0, head_before)
     assert _completion(first_up["outputs"]).status_code == 200
 
 

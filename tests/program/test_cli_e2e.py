@@ -135,12 +135,6 @@ def _engine_pid(lab: HostLab, stack: str = STACK) -> int:
     return int(lab[0].path(f"/opt/amdfleet/{stack}/engine.pid").read_text())
 
 
-def _alive(lab: HostLab, pid: int) -> bool:
-    """Running and not a zombie (the host's PID 1, sshd, never reaps orphans)."""
-    state = _host(lab, f"ps -o stat= -p {pid} || true").strip()
-    return bool(state) and not state.startswith("Z")
-
-
 def _engine_sessions(lab: HostLab) -> set[str]:
     """Session ids of every process running `vllm serve` on the host (one per engine:
     the launch script starts each engine in its own session)."""
@@ -300,7 +294,7 @@ def test_changing_a_serving_setting_restarts_only_the_engine_and_reverifies(
         "deployment-engine-host0": "update",
         "deployment-verification": "update",
     }
-    assert not _alive(lab, pid) and _alive(lab, _engine_pid(lab))
+    assert not lab.alive(0, pid) and lab.alive(0, _engine_pid(lab))
     assert "--max-num-seqs 16" in _host(lab, f"cat /proc/{_engine_pid(lab)}/cmdline | tr '\\0' ' '")
     assert workspace.outputs(STACK)["ready"] is True
 
@@ -320,7 +314,7 @@ def test_a_failing_threshold_fails_up_marks_the_stack_not_ready_and_a_fix_reruns
         messages = failed.messages()
         assert "verification failed" in messages and "output_throughput" in messages
         assert workspace.outputs(STACK)["ready"] is False  # applications see the truth
-    assert _engine_pid(lab) == pid and _alive(lab, pid)  # the engine was left running
+    assert _engine_pid(lab) == pid and lab.alive(0, pid)  # the engine was left running
 
     fixed = {**spec, "thresholds": {"min_success_rate": 1.0, "min_output_throughput": 4.0}}
     workspace.set_config(STACK, "amdfleet:verification", fixed)
@@ -344,7 +338,7 @@ def test_refresh_reports_a_killed_engine_and_up_repairs_it(
     _host(lab, f"kill -9 -- -{pid}")  # the engine's whole process group, as a crash would
     # SIGKILL is delivered asynchronously: wait (bounded) until the group is gone.
     wait_until(
-        lambda: not _alive(lab, pid) and _engine_sessions(lab) == set(), 30, "the engine to die"
+        lambda: not lab.alive(0, pid) and _engine_sessions(lab) == set(), 30, "the engine to die"
     )
 
     refresh = workspace.refresh(STACK)
@@ -354,7 +348,7 @@ def test_refresh_reports_a_killed_engine_and_up_repairs_it(
     run = workspace.up(STACK)
     assert run.changed().get("deployment-engine-host0") == "update"
     new_pid = _engine_pid(lab)
-    assert new_pid != pid and _alive(lab, new_pid)
+    assert new_pid != pid and lab.alive(0, new_pid)
     assert len(_engine_sessions(lab)) == 1
     assert _completion(workspace.outputs(STACK, show_secrets=True), API_KEY).status_code == 200
 

@@ -62,12 +62,6 @@ def _run(lab: HostLab, index: int, command: str) -> str:
         return conn.run(command, timeout=30, check=False).stdout
 
 
-def _live(lab: HostLab, index: int, pid: int) -> bool:
-    """Alive and not a zombie (the lab host's PID 1 never reaps orphans)."""
-    state = _run(lab, index, f"ps -o stat= -p {pid}").strip()
-    return bool(state) and not state.startswith("Z")
-
-
 def _leftovers(lab: HostLab, name: str) -> list[str]:
     """Anything of stack ``name`` on either host: its directory, or a live process."""
     found = []
@@ -89,7 +83,7 @@ def test_create_starts_head_then_worker_refresh_sees_them_and_delete_stops_both(
         head, worker = _record(lab, 0, "cl-life"), _record(lab, 1, "cl-life")
         assert head["argv"][head["argv"].index("--node-rank") + 1] == "0"
         assert "--headless" in worker["argv"] and "--headless" not in head["argv"]
-        assert _live(lab, 0, head["pid"]) and _live(lab, 1, worker["pid"])
+        assert lab.alive(0, head["pid"]) and lab.alive(1, worker["pid"])
         for index in (0, 1):
             env = lab[index].path("/opt/amdfleet/cl-life/cluster.env").read_text()
             assert "GLOO_SOCKET_IFNAME=eth0\n" in env
@@ -139,7 +133,7 @@ def test_refresh_names_a_dead_worker_and_update_restarts_both_nodes(
         head, worker = _record(lab, 0, "cl-drift"), _record(lab, 1, "cl-drift")
         supervisor = _run(lab, 1, "cat /opt/amdfleet/cl-drift/supervisor.pid").strip()
         _run(lab, 1, f"kill -9 -- -{supervisor}; kill -9 -- -{worker['pid']}")
-        wait_until(lambda: not _live(lab, 1, worker["pid"]), 20, "the worker to die")
+        wait_until(lambda: not lab.alive(1, worker["pid"]), 20, "the worker to die")
 
         read = provider_host.read(created.id, outs, inputs=checked, urn=urn)
         assert read.outputs["running"] is False
@@ -152,8 +146,8 @@ def test_refresh_names_a_dead_worker_and_update_restarts_both_nodes(
         assert diff.changes is True and diff.replaces == []
         outs = provider_host.update(created.id, read.outputs, checked, old_inputs=checked, urn=urn)
         new_head, new_worker = _record(lab, 0, "cl-drift"), _record(lab, 1, "cl-drift")
-        assert new_head["pid"] != head["pid"] and not _live(lab, 0, head["pid"])
-        assert new_worker["pid"] != worker["pid"] and _live(lab, 1, new_worker["pid"])
+        assert new_head["pid"] != head["pid"] and not lab.alive(0, head["pid"])
+        assert new_worker["pid"] != worker["pid"] and lab.alive(1, new_worker["pid"])
         assert outs["running"] is True
     finally:
         provider_host.delete(created.id, outs, urn=urn)

@@ -28,7 +28,7 @@ from amdfleet.remote.ssh import SshConnection
 from amdfleet.remote.supervision import ProcessSupervisor, RestartPolicy
 from tests.support.engine_log import EngineLog
 from tests.support.fake_stack import fake_engine_plan, install_fake_engine
-from tests.support.hostlab import HostLab, LabFactory
+from tests.support.hostlab import HostLab, LabFactory, process_alive
 from tests.support.pulumi_host import ProviderCallError, ProviderHost, secret, with_provider
 from tests.support.waiting import wait_until
 
@@ -71,13 +71,6 @@ def _record(lab: HostLab, name: str) -> dict[str, Any]:
 
 def _alive(conn: SshConnection, pid: int) -> bool:
     return conn.run(f"kill -0 {pid}", timeout=10, check=False).ok
-
-
-def _live(conn: SshConnection, pid: int) -> bool:
-    """Alive and not a zombie (the lab host's PID 1 never reaps orphans, and a zombie
-    still answers ``kill -0``)."""
-    state = conn.run(f"ps -o stat= -p {pid}", timeout=10, check=False).stdout.strip()
-    return bool(state) and not state.startswith("Z")
 
 
 def _processes_under(conn: SshConnection, text: str) -> list[str]:
@@ -361,8 +354,8 @@ def test_a_killed_engine_is_restarted_and_delete_leaves_no_process(
             "the supervisor to restart the engine and the engine to serve again",
         )
         second = _record(lab, "revive")
-        assert _live(conn, second["pid"]) and _live(conn, supervisor)
-        assert not _live(conn, first["child_pid"])  # the crashed engine's worker is gone
+        assert process_alive(conn, second["pid"]) and process_alive(conn, supervisor)
+        assert not process_alive(conn, first["child_pid"])  # the crashed engine's worker is gone
         log = conn.run("cat /opt/amdfleet/revive/engine.log", timeout=10).stdout
         assert "amdfleet-supervisor: engine exited with status 137; restart 1 of 5" in log
         read = provider_host.read(created.id, created.outputs, inputs=checked, urn=urn)
@@ -370,7 +363,7 @@ def test_a_killed_engine_is_restarted_and_delete_leaves_no_process(
     finally:
         provider_host.delete(created.id, created.outputs, urn=urn)
     pids = [supervisor, first["pid"], second["pid"], second["child_pid"]]
-    assert [pid for pid in pids if _live(conn, pid)] == []
+    assert [pid for pid in pids if process_alive(conn, pid)] == []
     assert _processes_under(conn, "/opt/amdfleet/revive") == []
     assert _processes_under(conn, "fake_engine.py") == []
 
@@ -386,7 +379,7 @@ def test_a_crash_loop_stops_after_the_bound(lab: HostLab, conn: SshConnection) -
     try:
         conn.run(supervisor.start_command(), timeout=30)
         pid = _supervisor_pid(conn, "crashloop")
-        wait_until(lambda: not _live(conn, pid), 30, "the supervisor loop to give up")
+        wait_until(lambda: not process_alive(conn, pid), 30, "the supervisor loop to give up")
         log = conn.run(supervisor.log_tail_command(), timeout=10).stdout
         assert log.count("engine failing") == 3  # the start and 2 restarts
         assert "engine exited with status 3; restart 1 of 2 in 0.100 s" in log

@@ -77,6 +77,13 @@ def require_netns(lab: HostLab) -> None:
         missing(f"needs netns mode: hostlab runs on loopback ({why})")
 
 
+def process_alive(conn: SshConnection, pid: int) -> bool:
+    """Process ``pid`` runs on the host and is not a zombie: a lab host's PID 1 (sshd)
+    never reaps orphans, and a zombie still answers ``kill -0``."""
+    state = conn.run(f"ps -o stat= -p {pid}", timeout=10, check=False).stdout.strip()
+    return bool(state) and not state.startswith("Z")
+
+
 class LabError(RuntimeError):
     """The lab could not be built or torn down (with the failing command's output)."""
 
@@ -193,6 +200,11 @@ class HostLab:
     def connect(self, host: LabHost | int, *, timeout: float = 10.0) -> SshConnection:
         """An open SshConnection to ``host`` (strict host-key checking)."""
         return connect(self.target(host), timeout=timeout)
+
+    def alive(self, host: LabHost | int, pid: int) -> bool:
+        """Whether process ``pid`` runs on ``host`` (see :func:`process_alive`)."""
+        with self.connect(host) as conn:
+            return process_alive(conn, pid)
 
     def ssh_argv(self, host: LabHost | int, command: str) -> list[str]:
         """An OpenSSH client command line for ``host`` (handy when debugging a test)."""
