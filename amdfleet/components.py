@@ -144,7 +144,9 @@ class Deployment(pulumi.ComponentResource):
             ReadinessGate(
                 f"{name}-readiness",
                 self._opts([check]),
-                passed=check.passed,
+                # From the merged output, so the gate cannot fail the update before the
+                # stack's `verification` and `ready` outputs are resolved and recorded.
+                passed=self.verification.apply(lambda result: bool(result.get("passed"))),
                 failures=check.failures,
                 verdict_table=check.verdict_table,
             )
