@@ -358,10 +358,44 @@ def _send_stdin(channel: paramiko.Channel, data: bytes) -> None:
     try:
         if data:
             channel.sendall(data)
-        channel.shutdown_write()
+        _send_eof(channel)
     except (OSError, paramiko.SSHException):
         if not (channel.closed or channel.eof_received or channel.exit_status_ready()):
             raise
+
+
+def _send_eof(channel: paramiko.Channel, *, patience: float = 30.0) -> None:
+    """Send EOF on ``channel`` so that it can never follow the channel's CLOSE.
+
+    paramiko's ``shutdown_write`` builds the EOF under the channel lock but sends it
+    after releasing it. When the command has already exited, the transport thread can
+    answer the server's CLOSE in between; OpenSSH then receives an EOF for a channel it
+    has freed and drops the whole connection ("ieof packet referred to nonexistent
+    channel"), killing every other command on the session. Here the EOF is built and
+    sent while holding the transport's send lock, which the transport thread needs to
+    send the CLOSE: either the EOF goes first, or the CLOSE was built first and already
+    counts as our EOF (then nothing is sent). The transport thread never holds the send
+    lock while waiting for a channel lock, so this cannot deadlock.
+    """
+    transport = channel.get_transport()
+    send_lock = getattr(transport, "clear_to_send_lock", None)
+    if transport is None or send_lock is None:  # another paramiko: its own method
+        channel.shutdown_write()
+        return
+    give_up = time.monotonic() + patience
+    while True:  # as Transport._send_user_message: wait out a key exchange
+        transport.clear_to_send.wait(0.1)
+        if not transport.is_active():
+            raise EOFError("the SSH transport is closed")
+        with send_lock:
+            if transport.clear_to_send.is_set():
+                with channel.lock:
+                    message = None if channel.closed else channel._send_eof()  # type: ignore[attr-defined]
+                if message is not None:
+                    transport._send_message(message)  # type: ignore[attr-defined]
+                return
+        if time.monotonic() > give_up:
+            raise paramiko.SSHException("key exchange did not finish; cannot send EOF")
 
 
 def _drain(channel: paramiko.Channel, collector: OutputCollector, deadline: float) -> bool:
