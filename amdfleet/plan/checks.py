@@ -142,6 +142,7 @@ def _size_mismatch(fleet: CloudFleetSpec, spec: StackSpec, size: CloudSize) -> C
 def _cost_issues(fleet: CloudFleetSpec, spec: StackSpec, size: CloudSize) -> Issues:
     hourly = size.price_hourly_usd * fleet.count
     ttl = spec.campaign.ttl_hours
+    longest = math.floor(fleet.max_total_usd / hourly * 10) / 10 if fleet.max_total_usd else 0
     issues: Issues = []
     if fleet.max_hourly_usd is not None and hourly > fleet.max_hourly_usd:
         issues.append(
@@ -163,7 +164,7 @@ def _cost_issues(fleet: CloudFleetSpec, spec: StackSpec, size: CloudSize) -> Iss
                 f"max_total_usd ${fleet.max_total_usd:,.2f} bounds the campaign's cost, but "
                 "campaign.ttl_hours is not set, so the fleet runs (and bills) without end",
                 f"set campaign.ttl_hours (at ${hourly:,.2f}/h, at most "
-                f"{fleet.max_total_usd / hourly:.1f} h fits), or remove max_total_usd",
+                f"{longest:g} h fits), or remove max_total_usd",
             )
         )
     elif hourly * ttl > fleet.max_total_usd:
@@ -172,7 +173,7 @@ def _cost_issues(fleet: CloudFleetSpec, spec: StackSpec, size: CloudSize) -> Iss
                 "fleet.cloud.max_total_usd",
                 f"the campaign costs ${hourly * ttl:,.2f} (${hourly:,.2f}/h × {ttl:g} h), "
                 f"above max_total_usd ${fleet.max_total_usd:,.2f}",
-                f"lower campaign.ttl_hours to at most {fleet.max_total_usd / hourly:.1f}, or "
+                f"lower campaign.ttl_hours to at most {longest:g}, or "
                 f"raise max_total_usd to at least {hourly * ttl:.2f}",
             )
         )
