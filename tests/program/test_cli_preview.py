@@ -22,10 +22,11 @@ from tests.support.pulumi_cli import PulumiWorkspace
 
 ROOT = Path(__file__).resolve().parents[2]
 STACKS = sorted(ROOT.glob("stacks/Pulumi.*.yaml"))
-# A cloud stack's preview creates nothing, but its fleet reads instances through the
-# provider's API with the stack's token: without a live DigitalOcean/Vultr/Hot Aisle API
-# (unreachable here) and a real token there is no graph to show. Their plans are tested
-# in tests/unit/test_cloud_plan.py; the cloud providers against the local API servers.
+# Cloud stacks are skipped here: their preview creates nothing but needs the provider's API
+# token (a secret this test does not hold) and, for the program's cloud fleet, the
+# provider's API, which is unreachable from this machine (and, until the cloud instance
+# resource lands in components.py, the program refuses a node without a host). Their
+# plans are tested in tests/unit/test_cloud_plan.py; the clients against local API servers.
 CLOUD_SKIP = pytest.mark.skip(reason="cloud stack: preview needs the provider's live API and token")
 BAD = ROOT / "tests/unit/bad_stacks"
 SECRETS = {"apiKey": "preview-api-key-5d1f0c", "hfToken": "hf_previewTokenA1b2C3d4"}
