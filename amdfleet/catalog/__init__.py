@@ -1,6 +1,15 @@
 """The catalog: accelerators, models, engines and published baselines (data + lookups)."""
 
 from amdfleet.catalog.baselines import BASELINES, Baseline, baseline
+from amdfleet.catalog.clouds import (
+    CLOUDS,
+    SIZES,
+    CloudDefaults,
+    CloudSize,
+    cloud,
+    cloud_size,
+    cloud_sizes,
+)
 from amdfleet.catalog.engines import (
     ENGINES,
     IMAGES,
@@ -25,21 +34,28 @@ from amdfleet.catalog.models import (
 __all__ = [
     "ACCELERATORS",
     "BASELINES",
+    "CLOUDS",
     "ENGINES",
     "GPU_ARCHS",
     "IMAGES",
     "MODELS",
     "RECIPES",
+    "SIZES",
     "WEIGHT_BYTES",
     "Accelerator",
     "Baseline",
     "Checkpoint",
+    "CloudDefaults",
+    "CloudSize",
     "EngineEntry",
     "ImageDefault",
     "ModelInfo",
     "Recipe",
     "accelerator",
     "baseline",
+    "cloud",
+    "cloud_size",
+    "cloud_sizes",
     "default_image",
     "find_model",
     "param_counts",

@@ -6,7 +6,8 @@ found is raised together as a :class:`~amdfleet.errors.PlanError` naming the fie
 a fix. One module per step:
 
 - :mod:`.checkpoint` — accelerator, model and checkpoint lookups;
-- :mod:`.checks` — feasibility checks (fleet, parallelism, engine, verification);
+- :mod:`.checks` — feasibility checks (fleet and cloud, parallelism, engine,
+  verification);
 - :mod:`.serving` — serving knobs and environment over the seeds' recipes;
 - :mod:`.memory` — the per-GPU memory budget and what to change when it does not fit;
 - :mod:`.image` — the container image;
@@ -18,6 +19,7 @@ from amdfleet.plan.models import (
     GIB,
     REMOTE_ROOT,
     AcceleratorPlan,
+    CloudPlan,
     ClusterPlan,
     DeploymentPlan,
     EnginePlan,
@@ -39,6 +41,7 @@ __all__ = [
     "GIB",
     "REMOTE_ROOT",
     "AcceleratorPlan",
+    "CloudPlan",
     "ClusterPlan",
     "DeploymentPlan",
     "EnginePlan",

@@ -6,9 +6,15 @@ from __future__ import annotations
 import math
 
 from amdfleet import catalog, engines
+from amdfleet.catalog.clouds import CloudSize, cloud, cloud_size, cloud_sizes
 from amdfleet.catalog.gpus import Accelerator
 from amdfleet.catalog.models import ModelInfo
-from amdfleet.config import ModelArchitecture, StackSpec, placeholder_host_keys
+from amdfleet.config import (
+    CloudFleetSpec,
+    ModelArchitecture,
+    StackSpec,
+    placeholder_host_keys,
+)
 from amdfleet.errors import ConfigIssue
 from amdfleet.plan.models import ImagePlan, ServingPlan
 
@@ -17,16 +23,9 @@ _MAX_GPUS_PER_NODE = 8  # Topology.gpus_per_node's bound: an Instinct platform h
 
 
 def check_fleet(spec: StackSpec) -> Issues:
-    """One host per node, cluster addresses for multi-node, and no cloud fleet yet."""
-    issues: Issues = []
-    if spec.fleet.cloud is not None:
-        issues.append(
-            ConfigIssue(
-                "fleet.cloud",
-                f"provisioning {spec.fleet.cloud.provider} instances is not available yet",
-                "list the instances you already have under fleet.hosts",
-            )
-        )
+    """One host per node, cluster addresses for multi-node, and a cloud fleet's size,
+    region, trust and cost against the catalog (:func:`check_cloud`)."""
+    issues: Issues = check_cloud(spec)
     nodes, hosts = spec.topology.nodes, spec.fleet.node_count
     if hosts != nodes:
         more = "more nodes than" if nodes > hosts else "fewer nodes than"
@@ -47,6 +46,145 @@ def check_fleet(spec: StackSpec) -> Issues:
                 ConfigIssue("fleet.hosts", f"hosts without an address: {', '.join(missing)}")
             )
     return issues
+
+
+def check_cloud(spec: StackSpec) -> Issues:
+    """A cloud fleet's size (known, in the region, the topology's GPUs), its host-key
+    trust and team (Hot Aisle), and its price against the stack's cost ceilings. The SSH
+    key is not checked: plans are made on machines that need not hold it."""
+    fleet = spec.fleet.cloud
+    if fleet is None:
+        return []
+    issues = _cloud_team_and_trust(fleet)
+    size = cloud_size(fleet.provider, fleet.plan)
+    if size is None:
+        return [*issues, _unknown_size(fleet)]
+    if fleet.region not in size.regions:
+        issues.append(
+            ConfigIssue(
+                "fleet.cloud.region",
+                f"{fleet.provider} does not list size {size.slug} in region {fleet.region!r}",
+                f"use a region that lists it: {', '.join(size.regions) or '(none today)'}",
+            )
+        )
+    topo = spec.topology
+    if size.accelerator != topo.accelerator or size.gpus != topo.gpus_per_node:
+        issues.append(_size_mismatch(fleet, spec, size))
+    return issues + _cost_issues(fleet, spec, size)
+
+
+def _cloud_team_and_trust(fleet: CloudFleetSpec) -> Issues:
+    defaults = cloud(fleet.provider)
+    issues: Issues = []
+    if not defaults.user_data and not fleet.trust_first_use:
+        issues.append(
+            ConfigIssue(
+                "fleet.cloud.trust_first_use",
+                f"{defaults.title} takes no user-data, so amdfleet cannot inject the "
+                "instance's SSH host key and pin it before the first connection",
+                "set trust_first_use: true to accept the key the instance shows on its "
+                "first connection and pin it from then on (a machine in the middle at that "
+                "moment would go unnoticed); or use a cloud that takes user-data",
+            )
+        )
+    if fleet.provider == "hotaisle" and not fleet.team:
+        issues.append(
+            ConfigIssue(
+                "fleet.cloud.team",
+                "Hot Aisle rents VMs to a team, and no team is given",
+                "set team: to your Hot Aisle team handle (the API's GET /user/ lists your teams)",
+            )
+        )
+    if fleet.provider != "hotaisle" and fleet.team:
+        issues.append(
+            ConfigIssue(
+                "fleet.cloud.team",
+                f"team {fleet.team!r} is a Hot Aisle setting; {defaults.title} has no teams "
+                "in its API",
+                "remove team: (the API token decides the account)",
+            )
+        )
+    return issues
+
+
+def _unknown_size(fleet: CloudFleetSpec) -> ConfigIssue:
+    sizes = cloud_sizes(fleet.provider)
+    return ConfigIssue(
+        "fleet.cloud.plan",
+        f"{fleet.plan!r} is not a {cloud(fleet.provider).title} size amdfleet knows",
+        f"use one of: {'; '.join(_describe(s) for s in sizes)}",
+    )
+
+
+def _size_mismatch(fleet: CloudFleetSpec, spec: StackSpec, size: CloudSize) -> ConfigIssue:
+    topo = spec.topology
+    matching = [
+        s
+        for s in cloud_sizes(fleet.provider)
+        if s.accelerator == topo.accelerator and s.gpus == topo.gpus_per_node
+    ]
+    wanted = f"{topo.gpus_per_node}x {topo.accelerator}"
+    hint = (
+        f"use a size with {wanted}: {'; '.join(_describe(s) for s in matching)}"
+        if matching
+        else f"{cloud(fleet.provider).title} has no {wanted} size in the catalog; change "
+        f"topology.accelerator/gpus_per_node to {size.accelerator} × {size.gpus} to use "
+        f"{size.slug}"
+    )
+    return ConfigIssue(
+        "fleet.cloud.plan",
+        f"size {size.slug} has {size.gpus}x {size.accelerator} but the topology asks for "
+        f"{wanted} per node",
+        hint,
+    )
+
+
+def _cost_issues(fleet: CloudFleetSpec, spec: StackSpec, size: CloudSize) -> Issues:
+    hourly = size.price_hourly_usd * fleet.count
+    ttl = spec.campaign.ttl_hours
+    longest = math.floor(fleet.max_total_usd / hourly * 10) / 10 if fleet.max_total_usd else 0
+    issues: Issues = []
+    if fleet.max_hourly_usd is not None and hourly > fleet.max_hourly_usd:
+        issues.append(
+            ConfigIssue(
+                "fleet.cloud.max_hourly_usd",
+                f"the fleet costs ${hourly:,.2f}/h ({fleet.count} × {size.slug} at "
+                f"${size.price_hourly_usd:,.2f}/h), above max_hourly_usd "
+                f"${fleet.max_hourly_usd:,.2f}",
+                f"raise max_hourly_usd to at least {hourly:.2f}, or pick a smaller size or "
+                "fewer instances",
+            )
+        )
+    if fleet.max_total_usd is None:
+        return issues
+    if ttl is None:
+        issues.append(
+            ConfigIssue(
+                "fleet.cloud.max_total_usd",
+                f"max_total_usd ${fleet.max_total_usd:,.2f} bounds the campaign's cost, but "
+                "campaign.ttl_hours is not set, so the fleet runs (and bills) without end",
+                f"set campaign.ttl_hours (at ${hourly:,.2f}/h, at most "
+                f"{longest:g} h fits), or remove max_total_usd",
+            )
+        )
+    elif hourly * ttl > fleet.max_total_usd:
+        issues.append(
+            ConfigIssue(
+                "fleet.cloud.max_total_usd",
+                f"the campaign costs ${hourly * ttl:,.2f} (${hourly:,.2f}/h × {ttl:g} h), "
+                f"above max_total_usd ${fleet.max_total_usd:,.2f}",
+                f"lower campaign.ttl_hours to at most {longest:g}, or "
+                f"raise max_total_usd to at least {hourly * ttl:.2f}",
+            )
+        )
+    return issues
+
+
+def _describe(size: CloudSize) -> str:
+    return (
+        f"{size.slug} ({size.gpus}x {size.accelerator}, ${size.price_hourly_usd:,.2f}/h, "
+        f"{', '.join(size.regions) or 'no region'})"
+    )
 
 
 def check_ports(spec: StackSpec) -> Issues:

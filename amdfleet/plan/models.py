@@ -2,7 +2,8 @@
 
 :class:`DeploymentPlan` is everything the renderers, the Pulumi components and the
 providers need, resolved: one sub-plan per concern (accelerator, model, engine,
-parallelism, serving, memory, image, weights, verification, campaign) and one
+parallelism, serving, memory, image, weights, verification, campaign, and the cloud
+instances of a cloud fleet) and one
 :class:`NodePlan` per node, which carries the node's connection data
 (:class:`~amdfleet.remote.target.HostTarget`) and what preflight demands of it. Nothing
 downstream re-reads the stack spec.
@@ -285,6 +286,38 @@ class FabricPlan(_Frozen):
     container_name: str
 
 
+class CloudPlan(_Frozen):
+    """The cloud instances a cloud fleet rents, with every default resolved from the
+    catalog, and what they cost. ``token_secret`` is the name of the config key holding
+    the API token, never its value."""
+
+    provider: str
+    title: str
+    api_url: str
+    region: str
+    size: str
+    gpus: int
+    """GPUs per instance (the size's)."""
+    count: int
+    image: str | None
+    user: str
+    team: str | None
+    trust_first_use: bool
+    boot_timeout_s: float
+    token_secret: str
+    ssh_key_path: str
+    price_hourly_usd: float
+    """Per instance."""
+    fleet_hourly_usd: float
+    """``price_hourly_usd`` × ``count``."""
+    ttl_hours: float | None
+    campaign_usd: float | None
+    """``fleet_hourly_usd`` × ``ttl_hours``; None without a TTL (the cost is unbounded)."""
+    max_hourly_usd: float | None
+    max_total_usd: float | None
+    size_source: str
+
+
 class DeploymentPlan(_Frozen):
     """Everything needed to render, deploy and verify a stack."""
 
@@ -307,6 +340,8 @@ class DeploymentPlan(_Frozen):
     """Multi-node only: the head, its ports, and what workers serve."""
     fabric: FabricPlan | None = None
     """The fabric check, None when the stack does not enable it."""
+    cloud: CloudPlan | None = None
+    """Cloud fleets only: the instances to rent and their cost."""
 
     @property
     def head(self) -> NodePlan:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from amdfleet import catalog
 from amdfleet.config import StackSpec
 from amdfleet.errors import ConfigIssue, PlanError
 from amdfleet.plan import checks, layout
@@ -17,6 +18,7 @@ from amdfleet.plan.image import image_plan
 from amdfleet.plan.layout import engine_python
 from amdfleet.plan.memory import does_not_fit, memory_budget
 from amdfleet.plan.models import (
+    CloudPlan,
     DeploymentPlan,
     EnginePlan,
     ModelPlan,
@@ -96,6 +98,45 @@ def plan(spec: StackSpec) -> DeploymentPlan:
         warnings=tuple(warnings),
         cluster=layout.cluster_plan(spec, parallelism, nodes),
         fabric=fabric_check.fabric_plan(spec, acc, image.image, engine_python(nodes[0].argv)),
+        cloud=_cloud(spec),
+    )
+
+
+def _cloud(spec: StackSpec) -> CloudPlan | None:
+    """The cloud instances of a cloud fleet, with the catalog's defaults filled in and
+    their cost; None for a fleet of hosts. ``plan`` has run :func:`checks.check_cloud`
+    by then, so the size is in the catalog."""
+    fleet = spec.fleet.cloud
+    if fleet is None:
+        return None
+    defaults = catalog.cloud(fleet.provider)
+    size = catalog.cloud_size(fleet.provider, fleet.plan)
+    if size is None:
+        raise PlanError(checks.check_cloud(spec), f"stack {spec.name}")
+    hourly = round(size.price_hourly_usd * fleet.count, 2)
+    ttl = spec.campaign.ttl_hours
+    return CloudPlan(
+        provider=fleet.provider,
+        title=defaults.title,
+        api_url=fleet.api_url or defaults.api_url,
+        region=fleet.region,
+        size=size.slug,
+        gpus=size.gpus,
+        count=fleet.count,
+        image=fleet.image or defaults.image,
+        user=fleet.user or defaults.user,
+        team=fleet.team,
+        trust_first_use=fleet.trust_first_use,
+        boot_timeout_s=fleet.boot_timeout_s or defaults.boot_timeout_s,
+        token_secret=fleet.api_token_secret,
+        ssh_key_path=fleet.ssh_key_path,
+        price_hourly_usd=size.price_hourly_usd,
+        fleet_hourly_usd=hourly,
+        ttl_hours=ttl,
+        campaign_usd=None if ttl is None else round(hourly * ttl, 2),
+        max_hourly_usd=fleet.max_hourly_usd,
+        max_total_usd=fleet.max_total_usd,
+        size_source=size.source,
     )
 
 

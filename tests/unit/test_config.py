@@ -24,13 +24,14 @@ SEED_STACKS = {
     "local",
     "local-pp2",
 }
+CLOUD_STACKS = {"do-mi300x-llama70b", "vultr-mi355x-llama70b", "hotaisle-mi300x-llama405b"}
 
 
-def test_every_seed_has_its_stack() -> None:
-    assert set(stack_names()) == SEED_STACKS
+def test_every_seed_and_cloud_has_its_stack() -> None:
+    assert set(stack_names()) == SEED_STACKS | CLOUD_STACKS
 
 
-@pytest.mark.parametrize("name", sorted(SEED_STACKS))
+@pytest.mark.parametrize("name", sorted(SEED_STACKS | CLOUD_STACKS))
 def test_committed_stacks_load_and_hold_no_secret(name: str) -> None:
     loaded = load_stack_file(name)
     assert loaded.spec.name == name
@@ -92,7 +93,9 @@ def test_secure_values_count_as_set_and_are_never_read(tmp_path: Path) -> None:
 
 
 def test_unknown_stack_name_lists_known_ones() -> None:
-    with pytest.raises(ConfigError, match="known stacks: local, local-pp2, mi300x-2node"):
+    with pytest.raises(
+        ConfigError, match="known stacks: do-mi300x-llama70b, hotaisle-mi300x-llama405b, local"
+    ):
         load_stack_file("no-such-stack")
 
 
