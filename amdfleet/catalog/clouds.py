@@ -111,6 +111,20 @@ _HOTAISLE = (
 )
 
 SIZES: tuple[CloudSize, ...] = (
+    # A CPU droplet: no GPU, for trying a stack on the CPU engine (topology.accelerator
+    # cpu, gpus_per_node 1: one CPU "device", as the catalog counts a CPU host).
+    CloudSize(
+        provider="digitalocean",
+        slug="s-4vcpu-8gb",
+        accelerator="cpu",
+        gpus=1,
+        price_hourly_usd=0.07143,
+        regions=("ams3", "fra1", "lon1", "nyc1", "nyc3", "sfo3", "sgp1", "tor1"),
+        kind="vm",
+        source=f"{_DO_PRICING}: Basic droplet 8 GiB / 4 vCPU, $48 per month = $0.07143 "
+        "per hour (672 billable hours a month); regions: the Basic droplet regions, "
+        "verify with GET /v2/sizes",
+    ),
     CloudSize(
         provider="digitalocean",
         slug="gpu-mi300x1-192gb",

@@ -25,7 +25,8 @@ not the server's. A size the region does not list, or a (size, region) in
 example).
 
 Sizes: the spec documents no AMD size. The served table is the spec's basic size
-(``sizes_list``) and H100 GPU size (``droplets_list.gpu``) verbatim, plus AMD sizes built
+(``sizes_list``) and H100 GPU size (``droplets_list.gpu``) verbatim, a Basic
+``s-4vcpu-8gb`` built from the basic one (DigitalOcean's public $48/month), plus AMD sizes built
 in the same shape with the slugs DigitalOcean lists publicly (``gpu-mi300x1-192gb``,
 ``gpu-mi300x8-1536gb``, ``gpu-mi325x8-2048gb``, ``gpu-mi355x8-2304gb-spot``); their prices
 and regions are illustrative, and ``gpu_info.model`` takes the two forms seen in public
@@ -99,10 +100,25 @@ def amd_size(
     return size
 
 
+def cpu_size(slug: str, vcpus: int, memory_mib: int, price_monthly: float) -> dict[str, Any]:
+    """A Basic (CPU) size in the shape of the spec's ``s-1vcpu-1gb`` (see module doc)."""
+    size: dict[str, Any] = copy.deepcopy(fixture("sizes_list.200.response.json")["sizes"][0])
+    size.update(
+        slug=slug,
+        vcpus=vcpus,
+        memory=memory_mib,
+        price_monthly=price_monthly,
+        price_hourly=round(price_monthly / 672, 5),
+        description=f"{slug} (built for tests)",
+    )
+    return size
+
+
 def default_sizes() -> list[dict[str, Any]]:
     """The served size table (see module doc for what is verbatim and what is built)."""
     return [
         fixture("sizes_list.200.response.json")["sizes"][0],
+        cpu_size("s-4vcpu-8gb", 4, 8192, 48.0),
         fixture("droplets_list.gpu.200.response.json")["droplets"][0]["size"],
         amd_size("gpu-mi300x1-192gb", "amd_mi300x", 1, 192, 1.99, ["atl1", "nyc2"]),
         amd_size("gpu-mi300x8-1536gb", "amd_mi300x", 8, 1536, 15.92, ["atl1", "nyc2", "tor1"]),
