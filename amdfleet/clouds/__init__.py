@@ -36,11 +36,7 @@ def client_for(
             )
         return HotAisleClient(token, team, base_url=api_url or HOTAISLE_URL)
     raise ConfigError(
-        [
-            ConfigIssue(
-                "provider", f"unknown cloud {provider!r}", f"one of {', '.join(PROVIDERS)}"
-            )
-        ]
+        [ConfigIssue("provider", f"unknown cloud {provider!r}", f"one of {', '.join(PROVIDERS)}")]
     )
 
 
