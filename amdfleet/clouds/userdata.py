@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import yaml
 from cryptography.hazmat.primitives import serialization
@@ -164,7 +164,7 @@ def _user_keys(document: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
     return named[0]["name"], tuple(keys)
 
 
-def _strings(value: object) -> bool:
+def _strings(value: object) -> TypeGuard[list[str]]:
     return isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
 
 

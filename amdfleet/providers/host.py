@@ -27,10 +27,9 @@ import runpy
 import sys
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import grpc
-from google.protobuf import struct_pb2
 from pulumi.runtime.proto import provider_pb2, provider_pb2_grpc
 
 from amdfleet.errors import AmdFleetError
@@ -43,8 +42,8 @@ def main() -> None:
     grpc.server = _wide(grpc.server, _threads())
     traceback.format_exc = _plain_amdfleet_errors(traceback.format_exc)
     add_servicer = provider_pb2_grpc.add_ResourceProviderServicer_to_server
-    provider_pb2_grpc.add_ResourceProviderServicer_to_server = (  # type: ignore[attr-defined]
-        lambda servicer, server: add_servicer(_WithInputs(servicer), server)
+    provider_pb2_grpc.add_ResourceProviderServicer_to_server = lambda servicer, server: (
+        add_servicer(cast(Any, _WithInputs(servicer)), server)
     )
     runpy.run_module("pulumi.dynamic", run_name="__main__", alter_sys=True)
 
@@ -92,23 +91,23 @@ class _WithInputs:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._servicer, name)
 
-    def Read(self, request: provider_pb2.ReadRequest, context: Any) -> Any:  # noqa: N802
+    def Read(self, request: provider_pb2.ReadRequest, context: Any) -> Any:
         merged = provider_pb2.ReadRequest()
         merged.CopyFrom(request)
         if len(request.properties.fields):  # a refresh; without outputs the SDK reads inputs
             merged.properties.CopyFrom(under(request.inputs, request.properties))
         return self._servicer.Read(merged, context)
 
-    def Delete(self, request: provider_pb2.DeleteRequest, context: Any) -> Any:  # noqa: N802
+    def Delete(self, request: provider_pb2.DeleteRequest, context: Any) -> Any:
         merged = provider_pb2.DeleteRequest()
         merged.CopyFrom(request)
         merged.properties.CopyFrom(under(request.old_inputs, request.properties))
         return self._servicer.Delete(merged, context)
 
 
-def under(inputs: struct_pb2.Struct, outputs: struct_pb2.Struct) -> struct_pb2.Struct:
-    """``outputs`` plus the keys of ``inputs`` it lacks."""
-    merged = struct_pb2.Struct()
+def under(inputs: Any, outputs: Any) -> Any:
+    """``outputs`` plus the keys of ``inputs`` it lacks (both protobuf Structs)."""
+    merged = type(outputs)()
     merged.MergeFrom(inputs)
     merged.MergeFrom(outputs)
     return merged

@@ -41,7 +41,9 @@ create refused for capacity, words in :data:`CAPACITY_MESSAGE`: Vultr documents 
 is just a client built with another token.
 
 With a ``lab`` (tests/support/clouds/lab_boot.py) each server is a real SSH host booted
-from its user-data; its address is the ``main_ip``. :attr:`VultrServer.ledger` records every server created through the API and how each
+from its user-data; its address is the ``main_ip``.
+
+:attr:`VultrServer.ledger` records every server created through the API and how each
 ended (deleted through the API or vanished), so a test can assert nothing leaked.
 """
 
