@@ -17,17 +17,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pulumi.runtime.proto import engine_pb2
 
 from amdfleet.providers.cloud_instance import (
     CloudInstanceProps,
     CloudInstanceProvider,
     cloud_instance_target,
 )
+from amdfleet.providers.progress import URN_KEY
 from amdfleet.remote.ssh import connect
 from tests.support.clouds.digitalocean_server import DigitalOceanServer
 from tests.support.clouds.hotaisle_server import HotAisleServer, offer
 from tests.support.clouds.lab_boot import LabBoot
 from tests.support.clouds.vultr_server import VultrServer
+from tests.support.engine_log import EngineLog
 from tests.support.hostlab import LabFactory, netns_available
 from tests.support.pulumi_host import (
     ProviderCallError,
@@ -277,3 +280,40 @@ def test_diff_replaces_on_inputs_but_not_on_token_or_timing(
     bigger = {**olds, "size": "gpu-mi300x8-1536gb"}
     assert provider_host.diff("1", olds, bigger, old_inputs=olds).replaces == ["size"]
     assert digitalocean.created == []
+
+
+def test_another_host_key_is_not_retried_and_the_instance_is_deleted(
+    provider_host: ProviderHost, vultr: VultrServer, lab: LabBoot, user_key: UserKey
+) -> None:
+    lab.impostor = True
+    checked = _inputs(provider_host, "vultr", vultr.url, user_key, boot_timeout_s=120)
+    with pytest.raises(ProviderCallError) as caught:
+        provider_host.create(checked)
+    message = caught.value.message
+    assert "waiting for SSH with the pinned host key failed: " in message
+    assert "host key mismatch" in message and "man-in-the-middle" in message
+    assert "the instance was deleted" in message
+    [server_id] = vultr.ledger.created
+    assert vultr.ledger.deleted == [server_id]
+    # one connection was enough: the user's key never got to authenticate anywhere
+    assert lab.booted == [server_id]
+
+
+def test_trust_on_first_use_is_reported_as_a_warning(
+    reporting_host: ProviderHost,
+    engine_log: EngineLog,
+    hotaisle: HotAisleServer,
+    lab: LabBoot,
+    user_key: UserKey,
+) -> None:
+    urn = reporting_host.urn("cloud-tofu")
+    checked = {
+        **_inputs(reporting_host, "hotaisle", hotaisle.url, user_key, trust_first_use=True),
+        URN_KEY: urn,
+    }
+    created = reporting_host.create(checked, urn=urn)
+    warning = engine_log.wait_for(lambda e: e.urn == urn and e.severity == engine_pb2.WARNING)
+    assert "trusted the key seen on first use" in warning.message
+    assert created.outputs["host_key"] in warning.message
+    assert all(TOKEN not in m for m in engine_log.messages(urn))
+    reporting_host.delete(created.id, created.outputs, old_inputs=checked)

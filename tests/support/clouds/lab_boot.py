@@ -35,6 +35,9 @@ class LabBoot:
         """The user each instance's user-data named."""
         self.booted: list[str] = []
         self.stopped: list[str] = []
+        self.impostor = False
+        """Boot hosts with a host key of their own, ignoring the injected one (something
+        else answering at the instance's address)."""
 
     def boot(
         self,
@@ -55,6 +58,7 @@ class LabBoot:
                 authorized = ()
             else:
                 host_key, authorized = keys.host_private, keys.authorized_keys
+                host_key = None if self.impostor else host_key
                 self.users[instance_id] = keys.user
         lab = HostLab.start(
             1, mode=self._mode, host_private_key=host_key, authorized_keys=authorized
