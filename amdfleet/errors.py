@@ -212,3 +212,32 @@ class VerificationFailed(AmdFleetError):
         if report:
             lines += ["", report]
         super().__init__("\n".join(lines))
+
+
+class CloudInstanceError(AmdFleetError):
+    """A cloud instance could not be brought up or removed: names the instance, the
+    cloud, the region, the step that failed, what became of the instance and what to do.
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        region: str,
+        instance: str,
+        step: str,
+        detail: str,
+        *,
+        outcome: str = "",
+        hint: str = "",
+    ) -> None:
+        self.provider = provider
+        self.region = region
+        self.instance = instance
+        self.step = step
+        self.detail = detail
+        lines = [f"{provider} instance {instance} in {region}: {step} failed: {detail}"]
+        if outcome:
+            lines.append(f"  {outcome}")
+        if hint:
+            lines.append(f"  hint: {hint}")
+        super().__init__("\n".join(lines))

@@ -171,6 +171,46 @@ def connect(
     return SshConnection(target, transport, Redactor(secrets))
 
 
+def first_seen_host_key(
+    target: HostTarget,
+    *,
+    timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    retry: ConnectRetry = DEFAULT_RETRY,
+    on_retry: RetryListener | None = None,
+) -> str:
+    """The public key line (``ssh-ed25519 AAAA...``) ``target`` presents in an SSH
+    handshake, without logging in and *without checking it against anything*: trust on
+    first use, for a host whose key cannot be pinned before it boots. The caller pins the
+    result and connects with :func:`connect`. Retries as :func:`connect` does.
+
+    Raises HostUnreachableError once the retries are used up, RemoteError when the port
+    is not an SSH server.
+    """
+    deadline = time.monotonic() + retry.within
+    attempt = _retrying(retry, on_retry)
+    transport = attempt(_open_unverified, target, timeout, deadline)
+    try:
+        key = transport.get_remote_server_key()
+        return f"{key.get_name()} {key.get_base64()}"
+    finally:
+        transport.close()
+
+
+def public_key_from_private(path: Path) -> str:
+    """The public key line of the OpenSSH private key at ``path`` (the key's type and
+    base64 blob). Raises ValueError naming the path and the problem, never key material.
+    """
+    try:
+        key = paramiko.PKey.from_path(path)
+    except paramiko.PasswordRequiredException:
+        raise ValueError(f"private key {path} is encrypted") from None
+    except OSError as e:
+        raise ValueError(f"cannot read private key {path}: {e.strerror or e}") from None
+    except (paramiko.SSHException, ValueError):
+        raise ValueError(f"{path} is not an OpenSSH private key") from None
+    return f"{key.get_name()} {key.get_base64()}"
+
+
 class SshConnection:
     """An authenticated SSH session; each ``run`` opens a channel on it.
 
@@ -569,6 +609,28 @@ def _open_transport(
     except BaseException:
         transport.close()
         raise
+    return transport
+
+
+def _open_unverified(target: HostTarget, timeout: float, deadline: float) -> paramiko.Transport:
+    """One handshake attempt that accepts whatever key the host presents (see
+    :func:`first_seen_host_key`)."""
+    sock = _open_socket(target, min(timeout, _remaining(deadline)))
+    transport = paramiko.Transport(sock)
+    transport.banner_timeout = timeout
+    transport.handshake_timeout = timeout
+    _prefer_key_type(transport, "ssh-ed25519")
+    try:
+        transport.start_client(timeout=timeout)
+    except (paramiko.SSHException, OSError, EOFError) as e:
+        transport.close()
+        if _closed_before_banner(transport, e):
+            raise _closed_before_banner_error(target, e) from e
+        raise RemoteError(
+            target.name,
+            f"SSH handshake with {target.ssh_address} failed: {e or type(e).__name__}",
+            hint="is this port an SSH server?",
+        ) from e
     return transport
 
 

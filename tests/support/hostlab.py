@@ -134,7 +134,15 @@ _BIND_DIRS = (
 class HostLab:
     """N real SSH hosts; use as a context manager or call :meth:`close`."""
 
-    def __init__(self, count: int, *, workdir: Path | None = None, mode: str | None = None) -> None:
+    def __init__(
+        self,
+        count: int,
+        *,
+        workdir: Path | None = None,
+        mode: str | None = None,
+        host_private_key: str | None = None,
+        authorized_keys: Sequence[str] | None = None,
+    ) -> None:
         if count < 1:
             raise ValueError("a lab needs at least one host")
         self.count = count
@@ -148,11 +156,33 @@ class HostLab:
         self.client_key = self.workdir / "client_ed25519"
         self.known_hosts = self.workdir / "known_hosts"
         self.timings: dict[str, float] = {}
+        self._host_private_key = host_private_key
+        self._authorized_keys = tuple(authorized_keys) if authorized_keys is not None else None
 
     @classmethod
-    def start(cls, count: int, *, workdir: Path | None = None, mode: str | None = None) -> HostLab:
-        """Create and boot a lab of ``count`` hosts; waits until every sshd answers."""
-        lab = cls(count, workdir=workdir, mode=mode)
+    def start(
+        cls,
+        count: int,
+        *,
+        workdir: Path | None = None,
+        mode: str | None = None,
+        host_private_key: str | None = None,
+        authorized_keys: Sequence[str] | None = None,
+    ) -> HostLab:
+        """Create and boot a lab of ``count`` hosts; waits until every sshd answers.
+
+        ``host_private_key`` (an OpenSSH private key's text) is every host's host key
+        instead of a generated one, and ``authorized_keys`` (public key lines) replace the
+        lab's client key in root's authorized_keys -- a host configured as cloud-init
+        would configure it from amdfleet's user-data (tests/support/clouds/lab_boot.py).
+        """
+        lab = cls(
+            count,
+            workdir=workdir,
+            mode=mode,
+            host_private_key=host_private_key,
+            authorized_keys=authorized_keys,
+        )
         _LIVE_LABS.add(lab)
         try:
             lab._build()
@@ -374,8 +404,16 @@ class HostLab:
     def _host_files(self, hdir: Path, address: str, port: int) -> str:
         etc = hdir / "etc_ssh"
         key = etc / "ssh_host_ed25519_key"
-        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(key)])
+        if self._host_private_key is None:
+            _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(key)])
+        else:
+            key.touch(mode=0o600)
+            key.write_text(self._host_private_key)
+            public = _run(["ssh-keygen", "-y", "-f", str(key)])
+            key.with_suffix(".pub").write_text(public)
         pub = self.client_key.with_suffix(".pub").read_text()
+        if self._authorized_keys is not None:
+            pub = "".join(f"{line}\n" for line in self._authorized_keys)
         if self.netns:
             ssh_dir = hdir / "root" / ".ssh"
             ssh_dir.mkdir(mode=0o700)

@@ -35,7 +35,9 @@ clients (``amd_mi300x``; ``AMD Instinct MI325X``) or is absent (the MI355X size)
 Faults for tests: :meth:`fail` (a status, e.g. 429 with ``Retry-After``, or 500, for the
 next matching requests), :meth:`malform` (a 200 whose body is not the documented JSON),
 :attr:`after_create` (create the droplet, then answer 500 or drop the connection),
-:attr:`stuck` (droplets stay ``new``), :meth:`vanish` (deleted out of band). The ledger
+:attr:`stuck` (droplets stay ``new``), :meth:`vanish` (deleted out of band). With a
+:attr:`lab` (tests/support/clouds/lab_boot.py) each droplet is a real SSH host booted from
+its user-data, whose address the droplet shows once active. The ledger
 (:attr:`created`, :attr:`deleted`, :attr:`vanished`, :meth:`leaked`) tells whether every
 droplet made was removed; :attr:`log` records every request.
 """
@@ -57,6 +59,7 @@ from urllib.parse import urlencode
 
 from tests.support.clouds import http
 from tests.support.clouds.http import Answer
+from tests.support.clouds.lab_boot import LabBoot
 
 FIXTURES = Path(__file__).resolve().parents[3] / ".." / "shared/fixtures/cloud-apis/digitalocean"
 MAX_PER_PAGE = 200
@@ -162,6 +165,7 @@ class DigitalOceanServer:
     no_capacity: set[tuple[str, str]] = field(default_factory=set)
     stuck: bool = False
     after_create: Literal["answer", "500", "drop"] = "answer"
+    lab: LabBoot | None = None
     created: list[int] = field(default_factory=list)
     deleted: list[int] = field(default_factory=list)
     vanished: list[int] = field(default_factory=list)
@@ -228,6 +232,8 @@ class DigitalOceanServer:
         with self._lock:
             del self.droplets[droplet_id]
             self.vanished.append(droplet_id)
+        if self.lab is not None:
+            self.lab.stop(str(droplet_id))
 
     def leaked(self) -> list[int]:
         """Droplets created and not deleted (by the API or out of band)."""
@@ -306,6 +312,8 @@ class DigitalOceanServer:
         droplet = self._new_droplet(body, size)
         self.created.append(droplet["id"])
         self.droplets[droplet["id"]] = droplet
+        if self.lab is not None:
+            droplet["lab_address"] = self.lab.boot(str(droplet["id"]), body.get("user_data"))
         self._polls[droplet["id"]] = 0
         if self.after_create == "500":
             return _error(500, "error.500.server_error.json")
@@ -347,14 +355,16 @@ class DigitalOceanServer:
             return
         n = droplet["id"] % 250 + 1
         networks = copy.deepcopy(fixture("droplets_get.200.response.json")["droplet"]["networks"])
-        networks["v4"][0]["ip_address"] = f"10.128.0.{n}"
-        networks["v4"][1]["ip_address"] = f"203.0.113.{n}"
+        networks["v4"][0]["ip_address"] = droplet.get("lab_address") or f"10.128.0.{n}"
+        networks["v4"][1]["ip_address"] = droplet.get("lab_address") or f"203.0.113.{n}"
         droplet.update(status="active", networks=networks)
 
     def _delete(self, droplet_id: int) -> Answer:
         if self.droplets.pop(droplet_id, None) is None:
             return _error(404, "error.404.not_found.json")
         self.deleted.append(droplet_id)
+        if self.lab is not None:
+            self.lab.stop(str(droplet_id))
         return Answer(204)
 
     def _list_droplets(self, query: dict[str, str]) -> Answer:
@@ -402,7 +412,9 @@ def _json(status: int, data: Any, headers: dict[str, str] | None = None) -> Answ
 
 
 def _public(droplet: dict[str, Any]) -> dict[str, Any]:
-    return {k: copy.deepcopy(v) for k, v in droplet.items() if k != "user_data"}
+    return {
+        k: copy.deepcopy(v) for k, v in droplet.items() if k not in ("user_data", "lab_address")
+    }
 
 
 def _create_problem(body: Any) -> str | None:

@@ -32,6 +32,8 @@ the next calls of one route (429 with ``Retry-After``, 500, a malformed body),
 :attr:`no_capacity` (provision answers 404 although types are listed),
 :meth:`stuck` (a VM that never runs), :meth:`vanish` (deleted out of band). The ledger
 (:attr:`created`, :attr:`deleted`, :meth:`leaked`) shows what was rented and returned.
+With a ``lab`` (tests/support/clouds/lab_boot.py) each VM is a real SSH host (its own
+host key, the registered SSH keys authorized) whose address is the VM's IPv4.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from urllib.parse import unquote
 
 from tests.support.clouds import http
 from tests.support.clouds.http import Answer
+from tests.support.clouds.lab_boot import LabBoot
 
 SWAGGER = (
     Path(__file__).resolve().parents[3].parent
@@ -138,9 +141,16 @@ class HotAisleServer:
     """The Hot Aisle API for one team, on 127.0.0.1 at an ephemeral port, in a thread."""
 
     def __init__(
-        self, token: str, team: str, offers: list[dict[str, Any]], *, boot_polls: int = 2
+        self,
+        token: str,
+        team: str,
+        offers: list[dict[str, Any]],
+        *,
+        boot_polls: int = 2,
+        lab: LabBoot | None = None,
     ) -> None:
         self.token = token
+        self.lab = lab
         self.team = team
         self.offers = offers
         self.boot_polls = boot_polls
@@ -310,11 +320,14 @@ class HotAisleServer:
         chosen["Quantity"] -= 1
         self._serial += 1
         name = f"vm-{self._serial:02d}"
+        private, public = f"10.20.0.{10 + self._serial}", f"203.0.113.{10 + self._serial}"
+        if self.lab is not None:
+            private = public = self.lab.boot(name, None, registered_keys=self.ssh_keys)
         details = {
             "name": name,
-            "ip_address": f"10.20.0.{10 + self._serial}",
+            "ip_address": private,
             "description": "",
-            "ssh_access": {"ip_address": f"203.0.113.{10 + self._serial}", "port": 22},
+            "ssh_access": {"ip_address": public, "port": 22},
             **json.loads(json.dumps(chosen["Specs"])),
         }
         self._vms[name] = _VM(details, chosen, self.boot_polls, body.get("user_data_url"))
@@ -345,6 +358,8 @@ class HotAisleServer:
         vm = self._vms.pop(name)
         vm.offer["Quantity"] += 1
         self._ledger.deleted.append(name)
+        if self.lab is not None:
+            self.lab.stop(name)
 
     def _canned(self, route: str) -> Answer | None:
         queue = self._replies.get(route) or []

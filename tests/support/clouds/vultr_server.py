@@ -40,6 +40,9 @@ create refused for capacity, words in :data:`CAPACITY_MESSAGE`: Vultr documents 
 :meth:`VultrServer.malform` (a 200 whose body is not the documented JSON). A wrong token
 is just a client built with another token.
 
+With a ``lab`` (tests/support/clouds/lab_boot.py) each server is a real SSH host booted
+from its user-data; its address is the ``main_ip``.
+
 :attr:`VultrServer.ledger` records every server created through the API and how each
 ended (deleted through the API or vanished), so a test can assert nothing leaked.
 """
@@ -61,6 +64,7 @@ from typing import Any, Self
 
 from tests.support.clouds import http
 from tests.support.clouds.http import Answer
+from tests.support.clouds.lab_boot import LabBoot
 
 FIXTURES = Path(__file__).resolve().parents[3] / "../shared/fixtures/cloud-apis/vultr"
 DEFAULT_PAGE = 100
@@ -156,8 +160,9 @@ class VultrServer:
     """The server: start with :meth:`start` (or as a context manager), stop with
     :meth:`stop`. ``url`` is the base URL to give the client."""
 
-    def __init__(self, token: str, *, boot_polls: int = 2) -> None:
+    def __init__(self, token: str, *, boot_polls: int = 2, lab: LabBoot | None = None) -> None:
         self.token = token
+        self.lab = lab
         self.boot_polls = boot_polls
         self.page_limit = MAX_PAGE
         self.ledger = Ledger()
@@ -228,6 +233,8 @@ class VultrServer:
         with self._lock:
             del self._servers[server_id]
             self.ledger.vanished.append(server_id)
+        if self.lab is not None:
+            self.lab.stop(server_id)
 
     def user_data(self, server_id: str) -> str:
         """The decoded user-data a server was created with."""
@@ -283,6 +290,8 @@ class VultrServer:
             return error(400, CAPACITY_MESSAGE)
         server_id = str(uuid.uuid4())
         record = new_record(server_id, body)
+        if self.lab is not None:
+            record["_lab_address"] = self.lab.boot(server_id, record["_user_data"])
         self._servers[server_id] = _Server(record, stuck=self._stick_next)
         self._stick_next = False
         self.ledger.created.append(server_id)
@@ -321,7 +330,7 @@ class VultrServer:
         record = server.record
         if server.polls == self.boot_polls:
             record.update(status="active", server_status="installingbooting")
-            record.update(main_ip=f"192.0.2.{next(self._addresses)}")
+            record.update(main_ip=record.get("_lab_address") or f"192.0.2.{next(self._addresses)}")
             record.update(netmask_v4="255.255.255.0", gateway_v4="192.0.2.1")
         elif server.polls > self.boot_polls:
             record.update(server_status="ok", power_status="running")
@@ -330,6 +339,8 @@ class VultrServer:
         if self._servers.pop(server_id, None) is None:
             return error(404, "Bare Metal not found.")
         self.ledger.deleted.append(server_id)
+        if self.lab is not None:
+            self.lab.stop(server_id)
         return Answer(204)
 
     def _page(self, items: list[dict[str, Any]], key: str, query: dict[str, list[str]]) -> Answer:
