@@ -78,7 +78,9 @@ class CloudInstanceProps(ProviderProps):
         False, description="Pin the first host key seen (only for clouds without user-data)."
     )
     boot_timeout_s: float = Field(900.0, gt=0, description="Deadline for running + SSH.")
-    poll_interval_s: float = Field(10.0, gt=0, description="Seconds between status polls.")
+    poll_interval_s: float = Field(
+        10.0, gt=0, description="Longest wait between status polls (they start at 1 s)."
+    )
     instance_id: str | None = Field(None, description="Output: the cloud's instance id.")
     public_address: str | None = Field(None, description="Output: public IPv4.")
     private_address: str | None = Field(None, description="Output: private IPv4.")
@@ -280,6 +282,7 @@ def _wait_running(
 ) -> Instance:
     step = "waiting for the instance to run"
     progress.step(f"{step} ({instance_id})")
+    polls = 0
     while True:
         instance = client.get(instance_id)
         if instance is None:
@@ -289,14 +292,18 @@ def _wait_running(
         if instance.state == InstanceState.RUNNING and instance.public_address:
             return instance
         progress.status(f"{step}: status {instance.status!r}")
-        if time.monotonic() + p.poll_interval_s > deadline:
+        # 1, 2, 4 ... seconds up to poll_interval_s: a VM that runs within seconds is
+        # seen at once, a bare-metal box that takes an hour is not polled every second.
+        wait = min(p.poll_interval_s, 2.0**polls)
+        polls += 1
+        if time.monotonic() + wait > deadline:
             raise _StepFailed(
                 step,
                 f"still {instance.status!r} after {p.boot_timeout_s:g} s",
                 "the cloud may be short of this size: try again later, another region, "
                 "or raise boot_timeout_s",
             )
-        time.sleep(p.poll_interval_s)
+        time.sleep(wait)
 
 
 def _wait_ssh(
@@ -387,11 +394,14 @@ def _cleaned_up(
 def _delete_confirmed(client: CloudAPIClient, p: CloudInstanceProps, instance_id: str) -> None:
     client.delete(instance_id)
     deadline = time.monotonic() + p.boot_timeout_s
+    polls = 0
     while True:
         instance = client.get(instance_id)
         if instance is None:
             return
-        if time.monotonic() + p.poll_interval_s > deadline:
+        wait = min(p.poll_interval_s, 2.0**polls)  # as _wait_running
+        polls += 1
+        if time.monotonic() + wait > deadline:
             raise CloudInstanceError(
                 p.provider,
                 p.region,
@@ -403,4 +413,4 @@ def _delete_confirmed(client: CloudAPIClient, p: CloudInstanceProps, instance_id
                 hint=f"check {p.provider}'s console for {instance_id} and delete it there, "
                 "then run the Pulumi command again",
             )
-        time.sleep(p.poll_interval_s)
+        time.sleep(wait)
