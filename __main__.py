@@ -2,6 +2,8 @@
 
 All logic lives in the ``amdfleet`` package; a stack that cannot work is rejected here,
 before any resource is registered, and every amdfleet error becomes a clean message.
+A cloud stack creates its instances first and deploys on them once they run (see
+:mod:`amdfleet.cloud_fleet`); its ``instances`` output lists them with their price.
 """
 
 import pulumi
@@ -14,16 +16,28 @@ from amdfleet.plan import plan
 try:
     spec, secrets = load_from_pulumi()
     deployment_plan = plan(spec)
-    fleet = Fleet("fleet", deployment_plan)
-    deployment = Deployment("deployment", deployment_plan, fleet, secrets)
+    if deployment_plan.cloud is None:
+        fleet = Fleet("fleet", deployment_plan)
+        deployment = Deployment("deployment", deployment_plan, fleet, secrets)
+        outputs = {key: getattr(deployment, key) for key in Deployment.OUTPUT_NAMES}
+        api_key = deployment.api_key
+    else:
+        from amdfleet.cloud_fleet import CloudFleet, deploy_on_cloud
+
+        token = secrets[deployment_plan.cloud.token_secret]
+        if token is None:  # load_from_pulumi refuses a missing secret first
+            raise RuntimeError("the cloud token secret is not set")
+        cloud_fleet = CloudFleet("cloud", deployment_plan, token)
+        deployed = deploy_on_cloud(spec, cloud_fleet, secrets)
+        outputs = {key: deployed.apply(lambda d, k=key: d[k]) for key in Deployment.OUTPUT_NAMES}
+        key = deployment_plan.serving.api_key_secret
+        api_key = pulumi.Output.secret(secrets[key]) if key and secrets.get(key) else None
+        pulumi.export("instances", cloud_fleet.inventory)
 except AmdFleetError as error:
     raise pulumi.RunError(str(error)) from error
 
-pulumi.export("endpoint", deployment.endpoint)
-pulumi.export("model", deployment.model)
-pulumi.export("api_key", deployment.api_key)
-pulumi.export("hosts", deployment.hosts)
-pulumi.export("engine", deployment.engine)
-pulumi.export("verification", deployment.verification)
-pulumi.export("ready", deployment.ready)
-pulumi.export("campaign", deployment.campaign)
+pulumi.export("endpoint", outputs["endpoint"])
+pulumi.export("model", deployment_plan.model.served_name)
+pulumi.export("api_key", api_key)
+for name in ("hosts", "engine", "verification", "ready", "campaign"):
+    pulumi.export(name, outputs[name])

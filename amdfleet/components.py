@@ -86,6 +86,9 @@ class Deployment(pulumi.ComponentResource):
     """Image, weights and engine on every node (after the cluster and fabric checks of a
     multi-node stack), and the verification gate."""
 
+    OUTPUT_NAMES = ("endpoint", "hosts", "engine", "verification", "ready", "campaign")
+    """The outputs a stack exports from its deployment (beside model and api_key)."""
+
     hosts: pulumi.Output[list[dict[str, Any]]]
     endpoint: str
     model: str
