@@ -47,6 +47,9 @@ COMMANDS: dict[str, CommandEntry] = {
         "amdfleet.cli.verify",
         "Score GSM8K (5-shot) at URL as lm-evaluation-harness's gsm8k task does.",
     ),
+    "cloud": CommandEntry(
+        "amdfleet.cli.cloud", "Find instances amdfleet rented that no stack owns any more."
+    ),
     "verify": CommandEntry(
         "amdfleet.cli.verify",
         "Run STACK's verification spec against --url; exit 0 only if it passes.",
