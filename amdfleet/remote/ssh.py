@@ -617,20 +617,11 @@ def _open_unverified(target: HostTarget, timeout: float, deadline: float) -> par
     :func:`first_seen_host_key`)."""
     sock = _open_socket(target, min(timeout, _remaining(deadline)))
     transport = paramiko.Transport(sock)
-    transport.banner_timeout = timeout
-    transport.handshake_timeout = timeout
-    _prefer_key_type(transport, "ssh-ed25519")
     try:
-        transport.start_client(timeout=timeout)
-    except (paramiko.SSHException, OSError, EOFError) as e:
+        _handshake(transport, target, None, timeout)
+    except BaseException:
         transport.close()
-        if _closed_before_banner(transport, e):
-            raise _closed_before_banner_error(target, e) from e
-        raise RemoteError(
-            target.name,
-            f"SSH handshake with {target.ssh_address} failed: {e or type(e).__name__}",
-            hint="is this port an SSH server?",
-        ) from e
+        raise
     return transport
 
 
@@ -672,14 +663,17 @@ def _open_socket(target: HostTarget, timeout: float) -> socket.socket:
 
 
 def _handshake(
-    transport: paramiko.Transport, target: HostTarget, pin: PinnedKey, timeout: float
+    transport: paramiko.Transport, target: HostTarget, pin: PinnedKey | None, timeout: float
 ) -> None:
+    """The SSH handshake, then the host-key check against ``pin``; without a pin (trust
+    on first use) the host's ed25519 key is asked for and not checked."""
     transport.banner_timeout = timeout
     transport.handshake_timeout = timeout
     transport.auth_timeout = timeout
     transport.channel_timeout = timeout
-    if pin.key_type:
-        _prefer_key_type(transport, pin.key_type)
+    key_type = pin.key_type if pin is not None else "ssh-ed25519"
+    if key_type:
+        _prefer_key_type(transport, key_type)
     where = target.ssh_address
     try:
         transport.start_client(timeout=timeout)
@@ -691,7 +685,8 @@ def _handshake(
             f"SSH handshake with {where} failed: {e or type(e).__name__}",
             hint="is this port an SSH server? the host may also be overloaded or dropping packets",
         ) from e
-    _verify_host_key(transport, target, pin)
+    if pin is not None:
+        _verify_host_key(transport, target, pin)
 
 
 def _closed_before_banner_error(target: HostTarget, cause: BaseException) -> HostUnreachableError:
