@@ -11,9 +11,13 @@ does). The real vLLM is exercised
 end to end by the program tests; this covers the failure paths.
 
 Multi-node argv (``--nnodes N --node-rank R --master-addr A --master-port P``) is
-accepted as rendered. A ``--headless`` node (a worker: it serves no API, and its
-``--host`` is the head's address, which it could not bind) only stays up until stopped,
-as a vLLM worker waiting for its head does; it takes no part in any rendezvous.
+accepted as rendered, with a rendezvous like vLLM's: the head listens on the master
+address and port and starts serving only once the N-1 workers have connected; a
+``--headless`` node (a worker: it serves no API, and its ``--host`` is the head's
+address, which it could not bind) connects to the head, retrying for up to 60 s, then
+stays up until stopped. So a worker that dies at start keeps the head from ever serving,
+as it would keep vLLM's. The head keeps serving when a worker dies later (as vLLM's head
+answers ``/health`` after losing a pipeline stage).
 
 Behaviour comes from the environment (set through the stack's ``engine.extra_env``):
 - ``FAKE_ENGINE_MODE``: ``ok`` (default), ``exit`` (exit 3 after printing an error),
@@ -39,6 +43,7 @@ import http.server
 import json
 import os
 import signal
+import socket
 import sys
 import time
 
@@ -60,8 +65,14 @@ def main(argv: list[str]) -> int:
         return 3
     if "--headless" in argv:
         print("fake engine: headless worker, serving no API", flush=True)
+        joined = _join(options)  # held open: the head sees the worker as long as it lives
+        print(f"fake engine: joined the head at {joined.getpeername()}", flush=True)
         signal.pause()  # until the provider's SIGTERM ends the process group
         return 0
+    nnodes = int(options.get("--nnodes", "1"))
+    if nnodes > 1:
+        workers = _rendezvous(options, nnodes - 1)
+        print(f"fake engine: {len(workers)} worker(s) joined", flush=True)
     ready_at = time.monotonic() + float(os.environ.get("FAKE_ENGINE_READY_AFTER", "0"))
     handler = _handler(mode, ready_at, options.get("--served-model-name", "model"))
     server = http.server.ThreadingHTTPServer(
@@ -70,6 +81,29 @@ def main(argv: list[str]) -> int:
     print("fake engine: Application startup complete.", flush=True)
     server.serve_forever()
     return 0
+
+
+def _rendezvous(options: dict[str, str], workers: int) -> list[socket.socket]:
+    """Listen on the master address and port until ``workers`` workers have connected."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((options["--master-addr"], int(options["--master-port"])))
+    listener.listen(workers)
+    print(f"fake engine: waiting for {workers} worker(s)", flush=True)
+    return [listener.accept()[0] for _ in range(workers)]
+
+
+def _join(options: dict[str, str]) -> socket.socket:
+    """Connect to the head's rendezvous, retrying while it is not listening yet."""
+    address = (options["--master-addr"], int(options["--master-port"]))
+    give_up = time.monotonic() + 60
+    while True:
+        try:
+            return socket.create_connection(address, timeout=5)
+        except OSError:
+            if time.monotonic() > give_up:
+                raise
+            time.sleep(0.2)  # a worker polling for its head, as vLLM's do
 
 
 def _options(argv: list[str]) -> dict[str, str]:
