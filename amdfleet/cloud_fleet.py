@@ -101,6 +101,23 @@ def stack_on_instances(spec: StackSpec, instances: Sequence[Mapping[str, Any]]) 
     return StackSpec.model_validate(data)
 
 
+def on_instances(
+    deployment_plan: DeploymentPlan, instances: Sequence[Mapping[str, Any]]
+) -> DeploymentPlan:
+    """``deployment_plan`` with each node's host marked as the cloud instance it is
+    (``HostTarget.cloud_instance``): what runs there goes when the instance goes."""
+    ids = {row["name"]: str(row["id"]) for row in instances}
+    nodes = tuple(
+        node.model_copy(
+            update={"target": node.target.model_copy(update={"cloud_instance": ids[node.name]})}
+        )
+        if node.target is not None
+        else node
+        for node in deployment_plan.nodes
+    )
+    return deployment_plan.model_copy(update={"nodes": nodes})
+
+
 def deploy_on_cloud(
     spec: StackSpec,
     cloud_fleet: CloudFleet,
@@ -111,7 +128,7 @@ def deploy_on_cloud(
     from amdfleet.components import Deployment, Fleet
 
     def build(rows: list[dict[str, Any]]) -> pulumi.Output[dict[str, Any]]:
-        on_hosts = plan(stack_on_instances(spec, rows))
+        on_hosts = on_instances(plan(stack_on_instances(spec, rows)), rows)
         fleet = Fleet("fleet", on_hosts, pulumi.ResourceOptions(depends_on=cloud_fleet.instances))
         deployment = Deployment("deployment", on_hosts, fleet, secrets)
         names = Deployment.OUTPUT_NAMES

@@ -44,6 +44,7 @@ from amdfleet import engines
 from amdfleet.errors import AmdFleetError, ConfigIssue, PlanError, PropsError, RemoteError
 from amdfleet.plan import DeploymentPlan, NodePlan
 from amdfleet.plan.layout import engine_python
+from amdfleet.providers.cloud_host import gone_with_instance
 from amdfleet.providers.progress import Progress, resource_urn
 from amdfleet.providers.props import ProviderProps, changed_keys
 from amdfleet.remote.cluster import (
@@ -184,6 +185,7 @@ class ClusterCheckProvider(ResourceProvider):
             outs = _check(p, progress, bind=True, enforce=True)
         return CreateResult(id_="-".join(n.name for n in p.nodes), outs=outs)
 
+    @gone_with_instance
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         """Re-run the checks without a listener (only ports the running engine holds are
         reached); records them, never fails on them."""

@@ -40,6 +40,7 @@ from pulumi.dynamic import (
 from pydantic import BaseModel, ConfigDict, Field
 
 from amdfleet.errors import EngineStartError, RemoteError
+from amdfleet.providers.cloud_host import gone_with_instance
 from amdfleet.providers.engine_node import (
     CALL_TIMEOUT,
     EngineProps,
@@ -132,6 +133,7 @@ class EngineClusterProvider(ResourceProvider):
             _deploy(p, progress)
         return CreateResult(id_=f"{p.head.host.name}:{p.head.remote_dir}", outs=p.started_outputs())
 
+    @gone_with_instance
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         """Check every node's engine and, when all run, one real completion on the head.
         What does not serve is reported in ``not_ready`` and as a warning."""
@@ -155,6 +157,7 @@ class EngineClusterProvider(ResourceProvider):
             _deploy(p, progress)
         return UpdateResult(outs=p.started_outputs())
 
+    @gone_with_instance
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         """Stop every node's engine and remove its directory. Idempotent."""
         p = EngineClusterProps.from_inputs(props)

@@ -21,6 +21,7 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvide
 from pydantic import Field
 
 from amdfleet.errors import RemoteError
+from amdfleet.providers.cloud_host import gone_with_instance
 from amdfleet.providers.progress import Progress, format_duration, resource_urn
 from amdfleet.providers.props import ProviderProps, changed_keys, plain
 from amdfleet.remote.connection import Connection
@@ -78,6 +79,7 @@ class EngineImageProvider(ResourceProvider):
             staged = _stage(conn, p, progress)
         return CreateResult(id_=f"{p.host.name}:{p.image}", outs=p.to_outputs(**staged))
 
+    @gone_with_instance
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         """Re-inspect the image (a re-pulled moving tag shows a new digest)."""
         p = EngineImageProps.from_inputs(props)
@@ -112,6 +114,7 @@ class EngineImageProvider(ResourceProvider):
             kept["resource_urn"] = new.resource_urn
         return UpdateResult(outs=old.model_copy(update=kept).to_outputs())
 
+    @gone_with_instance
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         """Remove the image if this resource pulled or built it. Idempotent."""
         p = EngineImageProps.from_inputs(props)

@@ -41,6 +41,7 @@ from pulumi.dynamic import (
 from pydantic import Field, model_validator
 
 from amdfleet.errors import RemoteError
+from amdfleet.providers.cloud_host import gone_with_instance
 from amdfleet.providers.engine_node import (
     CALL_TIMEOUT,
     EngineProps,
@@ -144,6 +145,7 @@ class EngineServiceProvider(ResourceProvider):
             _deploy(p, progress)
         return CreateResult(id_=f"{p.host.name}:{p.remote_dir}", outs=p.started_outputs())
 
+    @gone_with_instance
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         """Report whether the engine still serves (``running``): its supervisor reports it
         running and, on a node that serves the API, the health path answers 200 (an API
@@ -173,6 +175,7 @@ class EngineServiceProvider(ResourceProvider):
             _deploy(p, progress)
         return UpdateResult(outs=p.started_outputs())
 
+    @gone_with_instance
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         """Stop the engine under whichever supervisor ran it (unit, container or
         supervisor loop) and remove its directory. Idempotent."""

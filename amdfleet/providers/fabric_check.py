@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from amdfleet.errors import AmdFleetError, RemoteCommandError, RemoteError
 from amdfleet.plan.models import DeploymentPlan, FabricPlan, NodePlan
+from amdfleet.providers.cloud_host import gone_with_instance
 from amdfleet.providers.progress import Progress, resource_urn
 from amdfleet.providers.props import ProviderProps, changed_keys
 from amdfleet.remote import fabric
@@ -173,6 +174,7 @@ class FabricCheckProvider(ResourceProvider):
         with Progress.for_resource(news) as progress:
             return UpdateResult(outs=p.to_outputs(result=_check(p, progress)))
 
+    @gone_with_instance
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         """Stop any run still going and remove the check's directory and container on
         every host. Idempotent; raises RemoteError when a host cannot be reached."""

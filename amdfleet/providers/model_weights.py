@@ -22,6 +22,7 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvide
 from pydantic import Field
 
 from amdfleet.errors import RemoteCommandError, RemoteError
+from amdfleet.providers.cloud_host import gone_with_instance
 from amdfleet.providers.progress import (
     Progress,
     format_bytes,
@@ -109,6 +110,7 @@ class ModelWeightsProvider(ResourceProvider):
             staged = _stage(conn, p, progress)
         return CreateResult(id_=f"{p.host.name}:{p.label}", outs=p.to_outputs(**staged))
 
+    @gone_with_instance
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         """Check the weights are still there; ``present`` is False when they are not."""
         p = ModelWeightsProps.from_inputs(props)
@@ -134,6 +136,7 @@ class ModelWeightsProvider(ResourceProvider):
             kept["resource_urn"] = new.resource_urn
         return UpdateResult(outs=old.model_copy(update=kept).to_outputs())
 
+    @gone_with_instance
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         """Remove the snapshot amdfleet downloaded (unless ``keep_on_delete``). Idempotent."""
         p = ModelWeightsProps.from_inputs(props)

@@ -19,6 +19,7 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvide
 from pydantic import Field
 
 from amdfleet.errors import PreflightError, RemoteCommandError
+from amdfleet.providers.cloud_host import gone_with_instance
 from amdfleet.providers.progress import Progress, resource_urn
 from amdfleet.providers.props import ProviderProps, changed_keys
 from amdfleet.remote.facts import HostFacts
@@ -62,6 +63,7 @@ class SshHostProvider(ResourceProvider):
             outs = _inspect(p, progress, enforce=True)
         return CreateResult(id_=p.host.name, outs=outs)
 
+    @gone_with_instance
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         """Re-collect the facts (drift shows in ``pulumi refresh``); never fails on
         preflight, only records the checks."""

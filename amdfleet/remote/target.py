@@ -11,9 +11,9 @@ Pure data; importing this module imports neither paramiko nor Pulumi.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from amdfleet.addresses import host_port
 from amdfleet.config import HostSpec
@@ -32,6 +32,21 @@ class HostTarget(BaseModel):
     user: str = Field("root", description="SSH user.")
     key_path: str = Field("", description="Path of the SSH private key (never its content).")
     host_key: str = Field("", description="Pinned host key line or SHA256 fingerprint.")
+    cloud_instance: str | None = Field(
+        None,
+        description="The cloud instance this host is (a cloud stack's node); None for a "
+        "host you own. What runs on an instance goes when the instance goes: its resources "
+        "read as gone, and delete as done, when the instance no longer answers.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Left out while unset: a host you own serializes as it always did, so no
+        # deployed resource sees its inputs change.
+        data = handler(self)
+        if isinstance(data, dict) and data.get("cloud_instance") is None:
+            data.pop("cloud_instance", None)
+        return data
 
     @classmethod
     def from_spec(cls, host: HostSpec) -> HostTarget:
