@@ -19,6 +19,9 @@ In order, what a user renting a fleet meets:
   in any output, the state or the CLI's output;
 * ``amdfleet cloud orphans`` finds a tagged droplet no stack owns (and not the stack's
   own), and ``--delete`` removes it;
+* a droplet deleted out of band (its host gone with it): ``pulumi refresh`` drops it and
+  everything that ran on it, with a warning, and the next ``up`` rents a new droplet
+  with a new pinned key and serves verified again;
 * ``pulumi destroy`` deletes the droplet: the server's ledger counts every droplet made
   as deleted, and no lab host still runs.
 """
@@ -236,6 +239,32 @@ def test_orphans_lists_and_deletes_only_what_no_stack_owns(
     assert "deleted 1 orphan(s)" in deleted.stdout
     assert int(leaked.id) in server.deleted
     assert int(owned["id"]) in server.droplets  # the stack's droplet is untouched
+
+
+def test_a_droplet_deleted_out_of_band_is_dropped_by_refresh_and_made_again_by_up(
+    first_up: dict[str, Any], workspace: PulumiWorkspace, server: DigitalOceanServer, boot: LabBoot
+) -> None:
+    [old] = workspace.outputs(STACK)["instances"]
+    server.vanish(int(old["id"]))  # deleted in the console: its host is gone too
+    assert old["id"] not in boot.running()
+
+    refresh = workspace.refresh(STACK)
+
+    kinds = [r["type"].rsplit(":", 1)[-1] for r in workspace.resources(STACK).values()]
+    for gone in ("CloudInstance", "SshHost", "ModelWeights", "EngineService"):
+        assert gone not in kinds, f"{gone} still in the state after refresh"
+    assert "does not answer" in refresh.text and f"cloud instance {old['id']}" in refresh.text
+    assert "Verification" in kinds  # a record of a past run: kept, and re-run by the next up
+
+    workspace.up(STACK)
+
+    outputs = workspace.outputs(STACK, show_secrets=True)
+    [new] = outputs["instances"]
+    assert new["id"] != old["id"] and new["id"] in boot.running()
+    assert new["host_key"] != old["host_key"]
+    assert new["host_key"].split()[:2] == boot.host_key(new["id"]).split()[:2]
+    assert outputs["ready"] is True
+    assert outputs["endpoint"] == f"http://{new['public_address']}:{PORT}/v1"
 
 
 def test_destroy_deletes_the_droplet(
