@@ -791,8 +791,8 @@ class CampaignSpec(_Model):
     on_expiry: Literal["warn", "destroy"] = Field(
         "warn",
         description="What should happen past `expires_at`: 'warn' or 'destroy'. Recorded in "
-        "the `campaign` output for the scheduler that acts on it (e.g. a cron job running "
-        "`scripts/down`); amdfleet itself never destroys on a timer.",
+        "the `campaign` output; `amdfleet reap` (run from cron or a systemd timer, see "
+        "docs/reap.md) acts on it. Nothing destroys a stack unless reap is scheduled.",
     )
     keep_weights: bool = Field(
         False,

@@ -50,6 +50,11 @@ COMMANDS: dict[str, CommandEntry] = {
     "cloud": CommandEntry(
         "amdfleet.cli.cloud", "Find instances amdfleet rented that no stack owns any more."
     ),
+    "reap": CommandEntry(
+        "amdfleet.cli.reap",
+        "Destroy (or warn about) every stack whose campaign.expires_at has passed, per its "
+        "on_expiry.",
+    ),
     "verify": CommandEntry(
         "amdfleet.cli.verify",
         "Run STACK's verification spec against --url; exit 0 only if it passes.",

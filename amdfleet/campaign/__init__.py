@@ -1,0 +1,1 @@
+"""Benchmark campaigns: a matrix of stacks run, reported on and torn down together."""
