@@ -1,0 +1,1 @@
+"""Benchmark campaigns: run a matrix of stacks, collect results, report them."""
