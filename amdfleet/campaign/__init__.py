@@ -1,1 +1,2 @@
-"""Benchmark campaigns: a matrix of stacks run, reported on and torn down together."""
+"""Benchmark campaigns: the campaign file and its runner, the report, and TTL enforcement
+(``amdfleet reap``)."""

@@ -8,6 +8,11 @@ their own (thresholds do), because the seeds ran other software versions.
 
 Hardware that is not AMD (seed 003 ran on 8x A100, seed 004 on H100) is recorded as it
 was published, with ``hardware`` saying so: those numbers are context, not targets.
+
+Seed 001 (vLLM vs TGI on 8x MI300X) publishes its results as charts only (lines 110-166:
+throughput and TTFT per batch size, context size and request rate; "TGI begins to drop
+requests once it reaches 5 RPS", line 157), so it has no baselines here: there is no
+number to compare with.
 """
 
 from __future__ import annotations

@@ -1,0 +1,138 @@
+"""Campaign report: files, ratios, seed references and plots from measured results."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from amdfleet.campaign.report import PLOTS, ReportError, main, write_report
+
+FIXTURE = Path(__file__).parent / "campaign_report" / "results.json"
+
+
+def _results() -> dict[str, Any]:
+    return json.loads(FIXTURE.read_text())
+
+
+def _point(results: dict[str, Any], label: str, load: float) -> dict[str, Any]:
+    variant = next(v for v in results["variants"] if v["label"] == label)
+    return next(p for p in variant["points"] if p["load"] == load)
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def _write(tmp_path: Path, results: dict[str, Any]) -> tuple[list[Path], Path]:
+    src = tmp_path / "results.json"
+    src.write_text(json.dumps(results))
+    out = tmp_path / "report"
+    return write_report(src, out), out
+
+
+def test_writes_every_file_and_valid_pngs(tmp_path: Path) -> None:
+    written, out = _write(tmp_path, _results())
+    names = {p.name for p in written}
+    assert names == {"report.md", "report.json", "report.html", *PLOTS}
+    for name in PLOTS:
+        width, height = _png_size(out / name)
+        assert 500 <= width <= 1600 and 400 <= height <= 700, (name, width, height)
+        assert (out / name).stat().st_size > 10_000
+
+
+def test_sweep_table_ratios_to_the_baseline_variant(tmp_path: Path) -> None:
+    results = _results()
+    _, out = _write(tmp_path, results)
+    md = (out / "report.md").read_text()
+    for load in (1, 2, 4, 10):
+        fast = _point(results, "fast", load)["output_throughput"]
+        slow = _point(results, "slow", load)["output_throughput"]
+        row = next(line for line in md.splitlines() if re.match(rf"\|\s+{load} \|", line))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1] == f"{fast:.2f}" and cells[2] == "1.00×"
+        assert cells[6] == f"{slow:.2f}" and cells[7] == f"{slow / fast:.2f}×"
+    # the request-rate sweep has no baseline variant in it: no ratio, failures shown
+    assert "| 5 (HTTP 500: 5) |" in md
+    assert "tgi ×fast" not in md
+
+
+def test_seed_references_with_source_and_ratio(tmp_path: Path) -> None:
+    results = _results()
+    _, out = _write(tmp_path, results)
+    md = (out / "report.md").read_text()
+    observed = _point(results, "fast", 10)["output_throughput"]
+    row = next(
+        line for line in md.splitlines() if "fp8-c10" in line and "output_throughput" in line
+    )
+    assert "seeds/000_44f6398d34a837ef.txt:51" in row and "| fast " in row
+    assert f"{observed:.2f}" in row and f"{observed / 1090:.2f}×" in row
+    assert "seeds/002_55bd4ff5afc03ea6.txt:270" in md  # seed 002 matches `slow`
+    assert "Seed 001 publishes no numbers" in md
+    # accuracy with stderr and the seed's published GSM8K line
+    slow_acc = next(v for v in results["variants"] if v["label"] == "slow")["accuracy"]
+    acc_row = next(
+        line for line in md.splitlines() if line.startswith("| slow ") and "0.9052" in line
+    )
+    assert f"{slow_acc['flexible_extract']:.4f}" in acc_row
+    assert f"{slow_acc['flexible_extract_stderr']:.4f}" in acc_row
+    # the broken variant (no points) gets no seed rows, but is in the reproducibility table
+    assert not any("| broken " in line and "seed000" in line for line in md.splitlines())
+    assert "failed: up failed: engine did not become ready" in md
+
+
+def test_html_embeds_every_png_and_links_nothing_outside(tmp_path: Path) -> None:
+    _, out = _write(tmp_path, _results())
+    page = (out / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == len(PLOTS)
+    assert not re.search(r"""(src|href)=["']?https?://""", page)
+    assert "rocm/vllm:rocm6.4.1_vllm_0.9.1_20250715" in page and "10.0.0.10" in page
+
+
+def test_report_json_round_trips(tmp_path: Path) -> None:
+    results = _results()
+    _, out = _write(tmp_path, results)
+    data = json.loads((out / "report.json").read_text())
+    assert json.loads(json.dumps(data)) == data
+    rows = {(r["variant"], r["load"]): r for r in data["sweeps"][0]["rows"]}
+    fast, slow = _point(results, "fast", 4), _point(results, "slow", 4)
+    assert rows[("slow", 4)]["ratio_to_baseline"] == pytest.approx(
+        slow["output_throughput"] / fast["output_throughput"]
+    )
+    assert rows[("fast", 4)]["output_tok_s_per_gpu"] == pytest.approx(fast["output_throughput"] / 8)
+    assert rows[("slow", 4)]["tok_s_per_user"] == pytest.approx(1000 / slow["median_tpot_ms"])
+    assert data["plots"]["frontier.png"] == "frontier.png" and data["skipped_plots"] == {}
+
+
+def test_plots_without_data_are_skipped_with_a_note(tmp_path: Path) -> None:
+    results = copy.deepcopy(_results())
+    results["variants"] = [v for v in results["variants"] if v["label"] != "tgi"]
+    for v in results["variants"]:
+        v["accuracy"] = None
+    written, out = _write(tmp_path, results)
+    names = {p.name for p in written}
+    assert "request_rate.png" not in names and "accuracy.png" not in names
+    assert "throughput_vs_concurrency.png" in names
+    md = (out / "report.md").read_text()
+    assert "`request_rate.png` skipped: the campaign has no request-rate sweep" in md
+    assert "`accuracy.png` skipped: no variant has an accuracy result" in md
+    assert "<code>request_rate.png</code> skipped" in (out / "report.html").read_text()
+
+
+def test_bad_results_name_the_problem(tmp_path: Path) -> None:
+    results = _results()
+    results["baseline"] = "nope"
+    src = tmp_path / "results.json"
+    src.write_text(json.dumps(results))
+    with pytest.raises(ReportError, match="baseline 'nope' is not a variant; valid: fast, slow"):
+        write_report(src, tmp_path / "out")
+    assert main([str(tmp_path / "missing.json"), str(tmp_path / "out")]) == 1
+    assert main([]) == 2
