@@ -1,0 +1,1 @@
+"""Benchmark campaigns: several stacks, the same sweeps on each, one report, torn down."""
