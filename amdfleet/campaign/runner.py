@@ -77,14 +77,23 @@ def campaign_dir(name: str, override: Path | None = None) -> Path:
     return override if override is not None else DEFAULT_ROOT / name
 
 
-def eta_seconds(durations: Sequence[float], remaining: int) -> float | None:
-    """Seconds left: the mean duration of the finished points times the points left
-    (None before any point finished)."""
-    if remaining <= 0:
-        return 0.0
-    if not durations:
-        return None
-    return sum(durations) / len(durations) * remaining
+def eta_seconds(
+    durations: Sequence[float],
+    remaining: int,
+    setups: Sequence[float] = (),
+    setups_left: int = 0,
+) -> float | None:
+    """Seconds left: the mean duration of the finished points times the points left,
+    plus the mean bring-up time of the variants brought up so far times the variants
+    still to bring up. None while a needed mean has nothing to average yet."""
+    total = 0.0
+    for measured, left in ((durations, remaining), (setups, setups_left)):
+        if left <= 0:
+            continue
+        if not measured:
+            return None
+        total += sum(measured) / len(measured) * left
+    return total
 
 
 @dataclass
@@ -227,7 +236,7 @@ class CampaignRunner:
                 )
         accuracy = self.campaign.spec.accuracy
         if accuracy is not None and state.accuracy is None:
-            self.reporter.point_started(variant.label, "accuracy", len(points), len(points))
+            self.reporter.point_started(variant.label, "accuracy", 1, 1)
             result = self._accuracy(endpoint, api_key, model, accuracy)
             if result.interrupted:
                 raise Interrupted(f"{variant.label}: accuracy")

@@ -146,14 +146,23 @@ class PlainLog:
         self.durations = [s for v in state.variants.values() for s in v.point_seconds]
         self.done = sum(len(v.points) for v in state.variants.values())
         self.total = len(campaign.points()) * len(campaign.variants)
+        self.setups: list[float] = []
+        self.setups_left = sum(1 for v in campaign.variants if not state.variant(v.label).finished)
+        self._up_started: dict[str, float] = {}
         self.start = time.monotonic()
         self.current = ""
 
     def event(self, record: dict[str, Any]) -> None:
         """Print one line for a journal event."""
-        if record["event"] == "point_done":
+        kind, label = record["event"], record.get("variant", "")
+        if kind == "point_done":
             self.durations.append(float(record.get("seconds") or 0))
             self.done += 1
+        elif kind == "variant_up_started":
+            self._up_started[label] = time.monotonic()
+        elif kind == "variant_up_done" and label in self._up_started:
+            self.setups.append(time.monotonic() - self._up_started.pop(label))
+            self.setups_left -= 1
         self._echo(_describe_event(record) + self._clock())
 
     def point_started(self, label: str, name: str, index: int, total: int) -> None:
@@ -170,7 +179,7 @@ class PlainLog:
 
     def _clock(self) -> str:
         elapsed = time.monotonic() - self.start
-        eta = eta_seconds(self.durations, self.total - self.done)
+        eta = eta_seconds(self.durations, self.total - self.done, self.setups, self.setups_left)
         eta_text = "?" if eta is None else _duration(eta)
         return f"  [elapsed {_duration(elapsed)}, points {self.done}/{self.total}, eta {eta_text}]"
 

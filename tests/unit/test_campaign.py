@@ -125,6 +125,12 @@ def test_eta_is_the_mean_point_duration_times_points_left(
     assert eta_seconds(durations, remaining) == expected
 
 
+def test_eta_adds_the_mean_bring_up_time_of_the_variants_left() -> None:
+    assert eta_seconds([2.0, 4.0], 4, [90.0, 110.0], 1) == 3.0 * 4 + 100.0
+    assert eta_seconds([2.0], 2, [], 1) is None  # no up measured yet
+    assert eta_seconds([], 0, [60.0], 0) == 0.0
+
+
 def _point(journal: Journal, label: str, load: str, seconds: float) -> None:
     journal.write(
         "point_done",
@@ -162,7 +168,7 @@ def test_replay_folds_the_journal_and_ignores_a_torn_last_line(tmp_path: Path) -
 def test_a_corrupt_line_before_the_end_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "journal.jsonl"
     path.write_text('{"event": "campaign_started", "ts": "x"}\nnot json\n{"event": "x"}\n')
-    with pytest.raises(ValueError, match="journal.jsonl:2"):
+    with pytest.raises(ValueError, match=r"journal\.jsonl:2"):
         read_events(path)
 
 
