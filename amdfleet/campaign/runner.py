@@ -126,8 +126,14 @@ class CampaignRunner:
             self._run_groups()
             if self._presses == 0:
                 self._write("campaign_done")
+            if self.started_stacks:
+                keep = self.campaign.spec.teardown == "keep"
+                self._report_leftovers("teardown: keep" if keep else "some destroys failed")
         except KeyboardInterrupt:
-            self._report_leftovers()
+            self._report_leftovers("second Ctrl-C: destroys skipped")
+        except Exception:
+            self._destroy_started()  # a crash in the runner itself leaks nothing either
+            raise
         finally:
             signal.signal(signal.SIGINT, previous)
             self.write_results()
@@ -281,7 +287,8 @@ class CampaignRunner:
             for key, value in variant.sections.items()
         }
         stack.set_all_config(values)
-        for key, value in stack_secrets(variant).items():
+        present = {k.partition(":")[2] for k in stack.get_all_config()}
+        for key, value in stack_secrets(variant, present).items():
             set_secret(project, variant.stack.name, key, value)
         return stack
 
@@ -296,18 +303,39 @@ class CampaignRunner:
             return
         name = variant.stack.name
         self._write("destroy_started", variant=variant.label, stack=name)
-        from pulumi import automation as auto
-
-        stack = auto.select_stack(stack_name=name, work_dir=str(self._project()))
-        log = self._log(variant, "destroy")
-        with log.open("a") as out:
-            stack.destroy(on_output=lambda line: out.write(line + "\n"), color="never")
-        stack.workspace.remove_stack(name)
+        try:
+            self._destroy(variant)
+        except KeyboardInterrupt:
+            raise
+        except Exception as error:  # the campaign goes on; the stack is reported as up
+            message = f"destroy of {name} failed: {_describe(error)}"
+            self._write("variant_failed", variant=variant.label, stack=name, error=message)
+            return
         with self._lock:
             if name in self.started_stacks:
                 self.started_stacks.remove(name)
         self._write("destroy_done", variant=variant.label, stack=name)
         self.write_results()
+
+    def _destroy_started(self) -> None:
+        by_name = {v.stack.name: v for v in self.campaign.variants}
+        for name in list(self.started_stacks):
+            self._teardown(by_name[name], succeeded=False, interrupted=True)
+
+    def _destroy(self, variant: Variant) -> None:
+        """Destroy the variant's stack and remove it; a stack that was never created
+        counts as destroyed."""
+        from pulumi import automation as auto
+
+        name = variant.stack.name
+        try:
+            stack = auto.select_stack(stack_name=name, work_dir=str(self._project()))
+        except auto.StackNotFoundError:
+            return
+        log = self._log(variant, "destroy")
+        with log.open("a") as out:
+            stack.destroy(on_output=lambda line: out.write(line + "\n"), color="never")
+        stack.workspace.remove_stack(name)
 
     def _log(self, variant: Variant, what: str) -> Path:
         path = self.directory / "logs" / f"{variant.label}-{what}.log"
@@ -386,13 +414,13 @@ class CampaignRunner:
         if self._presses:
             raise Interrupted(where)
 
-    def _report_leftovers(self) -> None:
+    def _report_leftovers(self, why: str) -> None:
         up = list(self.started_stacks)
         if not up:
-            self.reporter.message("second Ctrl-C: destroys skipped; no stack of this run is up")
+            self.reporter.message(f"{why}; no stack of this run is up")
             return
         project = self._project()
-        lines = [f"second Ctrl-C: destroys skipped; still up: {', '.join(up)}", "remove them with:"]
+        lines = [f"{why}; still up: {', '.join(up)}", "remove them with:"]
         lines += [f"  (cd {project} && pulumi destroy --yes -s {name})" for name in up]
         lines.append(f"or continue the campaign: amdfleet campaign resume {self.campaign.path}")
         self.reporter.message("\n".join(lines))
@@ -405,15 +433,20 @@ class CampaignRunner:
 # --- secrets, outputs, tokenizer ---------------------------------------------------------------
 
 
-def stack_secrets(variant: Variant) -> dict[str, str]:
-    """The secret values the variant's stack needs, from ``AMDFLEET_SECRET_<KEY>``; a
-    missing API key is generated. Raises ConfigError naming the variable for any other
+def stack_secrets(
+    variant: Variant, present: set[str] | frozenset[str] = frozenset()
+) -> dict[str, str]:
+    """The secret values to set on the variant's stack, from ``AMDFLEET_SECRET_<KEY>``; a
+    missing API key is generated, unless the stack already has one (``present``: a
+    resumed stack keeps its key). Raises ConfigError naming the variable for any other
     missing secret."""
     values: dict[str, str] = {}
     issues = []
     for key in variant.stack.secret_keys:
         env = SECRET_ENV_PREFIX + key.upper()
         value = os.environ.get(env)
+        if value is None and key in present:
+            continue
         if value is None and key == variant.stack.serving.api_key_secret:
             value = secrets.token_hex(24)
         if value is None:

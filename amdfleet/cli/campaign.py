@@ -194,7 +194,7 @@ class LiveView(PlainLog):
     def __init__(self, campaign: Campaign, directory: Path) -> None:
         super().__init__(campaign, directory)
         self._stop = threading.Event()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # the Ctrl-C handler prints on the main thread
         self._ticker = threading.Thread(target=self._tick, daemon=True)
         self._ticker.start()
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from amdfleet.campaign.journal import Journal, read_events, replay
-from amdfleet.campaign.runner import build_results, eta_seconds
-from amdfleet.campaign.spec import load_campaign, stack_name
+from amdfleet.campaign.runner import build_results, eta_seconds, stack_secrets
+from amdfleet.campaign.spec import VariantSpec, load_campaign, resolve_variant, stack_name
 from amdfleet.cli import COMMANDS
 from amdfleet.cli.campaign import status_rows
 from amdfleet.config import parse_stack
@@ -214,3 +214,25 @@ def test_resume_state_and_results_json_follow_the_contract(tmp_path: Path) -> No
 
 def test_campaign_command_is_registered() -> None:
     assert COMMANDS["campaign"].module == "amdfleet.cli.campaign"
+
+
+def test_secrets_come_from_the_environment_and_a_missing_api_key_is_generated(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    overrides = {"weights": {"hf_token_secret": "hfToken"}}
+    variant = resolve_variant("c", VariantSpec(label="a", stack="local", overrides=overrides))
+    monkeypatch.delenv("AMDFLEET_SECRET_APIKEY", raising=False)
+    monkeypatch.delenv("AMDFLEET_SECRET_HFTOKEN", raising=False)
+    with pytest.raises(ConfigError) as caught:
+        stack_secrets(variant)
+    assert caught.value.paths == ("secrets.hfToken",)
+    assert "AMDFLEET_SECRET_HFTOKEN is not set" in str(caught.value)
+    monkeypatch.setenv("AMDFLEET_SECRET_HFTOKEN", "hf_x")
+    first, second = stack_secrets(variant), stack_secrets(variant)
+    assert first["hfToken"] == "hf_x" and len(first["apiKey"]) == 48
+    assert first["apiKey"] != second["apiKey"]  # generated, not a constant
+    assert stack_secrets(variant, {"apiKey"}) == {
+        "hfToken": "hf_x"
+    }  # a resumed stack keeps its key
+    monkeypatch.setenv("AMDFLEET_SECRET_APIKEY", "given")
+    assert stack_secrets(variant, {"apiKey"})["apiKey"] == "given"
