@@ -153,8 +153,9 @@ def test_ctrl_c_destroys_what_it_started_and_resume_skips_finished_points(
         "  - {label: a, stack: local, overrides: {serving: {max_num_seqs: 4}}}\n"
         "  - {label: b, stack: local, overrides: {serving: {max_num_seqs: 8}}}\n"
         "sweeps:\n"
+        # points of ~10 s, so the Ctrl-C surely lands inside the second one
         "  - {name: conc, kind: concurrency, values: [1, 2], prompts_per_point: 8,"
-        " input_len: 64, output_len: 64}\n"
+        " input_len: 64, output_len: 256}\n"
     )
     directory = tmp_path / "ctrlc"
     first = Campaign(env, directory, "run", str(file), "--plain")
@@ -218,14 +219,18 @@ def _stacks(directory: Path, env: dict[str, str]) -> list[str]:
 
 
 def _group_alive(pgid: int) -> bool:
+    """Whether a live (not zombie) process is in group ``pgid``: a dead engine process
+    reparented to this machine's PID 1, which reaps nothing, stays a zombie a while."""
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
-            if os.getpgid(int(proc.name)) == pgid:
-                return True
-        except ProcessLookupError:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
             continue
+        state, group = fields[0], int(fields[2])
+        if group == pgid and state not in ("Z", "X"):
+            return True
     return False
 
 

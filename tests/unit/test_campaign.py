@@ -18,7 +18,7 @@ from amdfleet.campaign.journal import Journal, read_events, replay
 from amdfleet.campaign.runner import build_results, eta_seconds, stack_secrets
 from amdfleet.campaign.spec import VariantSpec, load_campaign, resolve_variant, stack_name
 from amdfleet.cli import COMMANDS
-from amdfleet.cli.campaign import status_rows
+from amdfleet.cli.campaign import PlainLog, status_rows
 from amdfleet.config import parse_stack
 from amdfleet.errors import ConfigError
 
@@ -236,3 +236,32 @@ def test_secrets_come_from_the_environment_and_a_missing_api_key_is_generated(
     }  # a resumed stack keeps its key
     monkeypatch.setenv("AMDFLEET_SECRET_APIKEY", "given")
     assert stack_secrets(variant, {"apiKey"})["apiKey"] == "given"
+
+
+def test_plain_progress_prints_one_line_per_event_with_points_and_eta(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    campaign = load_campaign(ROOT / "campaigns/local-max-num-seqs.yaml")
+    log = PlainLog(campaign, tmp_path)
+    log.event({"event": "variant_up_started", "variant": "seqs4", "stack": "s"})
+    log.event({"event": "variant_up_done", "variant": "seqs4", "stack": "s"})
+    log.point_started("seqs4", "conc@2", 1, 2)
+    result = {"completed": 16, "num_prompts": 16, "output_throughput": 178.2, "median_ttft_ms": 34}
+    log.event(
+        {
+            "event": "point_done",
+            "variant": "seqs4",
+            "sweep": "conc",
+            "load": "2",
+            "seconds": 2.0,
+            "result": result,
+        }
+    )
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4
+    assert lines[0].startswith("seqs4: variant up started (s)")
+    assert lines[2].startswith("point seqs4 conc@2 (1/2) started")
+    assert lines[3].startswith("seqs4: conc load 2 done — 16/16 ok, 178.2 out tok/s")
+    assert "points 1/4" in lines[3]
+    # 3 points at 2 s, plus one more bring-up like the first (measured in ms here)
+    assert lines[3].endswith("eta 0:06]")
