@@ -30,6 +30,7 @@ from tests.support.waiting import wait_until
 
 API_KEY = "campaign-key-5be01f9a"
 ENGINES = Path("/opt/amdfleet")
+CLI = (sys.executable, "-m", "amdfleet.cli", "campaign")
 
 pytestmark = pytest.mark.vllm
 
@@ -64,7 +65,7 @@ class Campaign:
         self.directory = directory
         self.log = (directory.parent / f"{directory.name}-{args[0]}.log").open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "amdfleet.cli", "campaign", *args, "--dir", str(directory)],
+            [*CLI, *args, "--dir", str(directory)],
             cwd=REPO_ROOT,
             env=env,
             stdout=self.log,
@@ -248,3 +249,52 @@ def _destroy_leftovers(directory: Path, env: dict[str, str]) -> None:
             timeout=600,
             check=False,
         )
+
+
+def test_a_second_ctrl_c_skips_the_destroys_and_says_what_is_still_up(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    file = tmp_path / "twice.yaml"
+    file.write_text(
+        "variants:\n"
+        "  - {label: a, stack: local}\n"
+        "sweeps:\n"
+        "  - {name: conc, kind: concurrency, values: [1, 2], prompts_per_point: 8,"
+        " input_len: 64, output_len: 256}\n"
+    )
+    directory = tmp_path / "twice"
+    first = Campaign(env, directory, "run", str(file), "--plain")
+    try:
+        wait_until(lambda: first.has("point_done"), 900, "the first point")
+        os.killpg(first.proc.pid, signal.SIGINT)
+        # the second press lands while the destroy runs (it takes seconds here)
+        wait_until(lambda: first.has("destroy_started"), 120, "the destroy", interval=0.05)
+        os.killpg(first.proc.pid, signal.SIGINT)
+        output = first.wait(timeout=300)
+        assert first.proc.returncode == 1, output
+        assert "second Ctrl-C: destroys skipped; still up: twice-a" in output
+        assert f"(cd {directory / 'project'} && pulumi destroy --yes -s twice-a)" in output
+        assert not first.has("destroy_done")
+        assert (ENGINES / "twice-a").exists()  # left up, as the user asked
+        status = subprocess.run(
+            [*CLI, "status", str(file), "--dir", str(directory), "--json"],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        (row,) = json.loads(status.stdout)
+        assert (row["state"], row["may_be_up"], row["points_done"]) == ("interrupted", True, 1)
+        assert row["expires_at"] is not None  # the local stack's 1 h TTL
+
+        second = Campaign(env, directory, "resume", str(file), "--plain")
+        output = second.wait(timeout=900)
+        assert second.proc.returncode == 0, output
+        loads = [e["load"] for e in second.events() if e["event"] == "point_done"]
+        assert loads == ["1", "2"]
+        _assert_nothing_left(second, env, ["twice-a"])
+    finally:
+        first.kill()
+        _destroy_leftovers(directory, env)
