@@ -47,6 +47,10 @@ COMMANDS: dict[str, CommandEntry] = {
         "amdfleet.cli.verify",
         "Score GSM8K (5-shot) at URL as lm-evaluation-harness's gsm8k task does.",
     ),
+    "campaign": CommandEntry(
+        "amdfleet.cli.campaign",
+        "Run a matrix of stacks through the same sweeps, journaled, resumable and torn down.",
+    ),
     "cloud": CommandEntry(
         "amdfleet.cli.cloud", "Find instances amdfleet rented that no stack owns any more."
     ),
