@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 import threading
@@ -85,6 +84,23 @@ def status_command(campaign_file: Path, directory: Path | None, as_json: bool) -
     click.echo(table(headers, body))
 
 
+@campaign_group.command("report")
+@click.argument("results_file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Directory for report.md, report.json, report.html and the PNG plots.",
+)
+def report_command(results_file: Path, out_dir: Path) -> None:
+    """Write the report of a campaign's RESULTS_FILE (results.json) into --out."""
+    from amdfleet.campaign.report import write_report
+
+    for path in write_report(results_file, out_dir):
+        click.echo(str(path))
+
+
 def status_rows(campaign: Campaign, state: CampaignState) -> list[dict[str, Any]]:
     """One row per variant: its state, stack, whether it may be up, points and expiry."""
     total = len(campaign.points())
@@ -129,12 +145,10 @@ def _run(campaign_file: Path, directory: Path | None, plain: bool) -> None:
 
 
 def _report_writer() -> Any:
-    """The report writer (amdfleet.campaign.report), when this amdfleet has it."""
-    try:
-        module = importlib.import_module("amdfleet.campaign.report")
-    except ImportError:
-        return None
-    return module.write_report
+    """The report writer, imported only when a run ends (matplotlib is heavy)."""
+    from amdfleet.campaign.report import write_report
+
+    return write_report
 
 
 class PlainLog:

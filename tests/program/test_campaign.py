@@ -132,6 +132,7 @@ def test_campaign_runs_both_variants_and_leaves_nothing_running(
             assert variant["endpoint"] == "http://127.0.0.1:18000/v1"
             assert variant["verification"]["passed"] is True
         assert results["finished_at"] is not None
+        _assert_report_shows_both(directory / "report", ["seqs4", "seqs16"])
         events = [e["event"] for e in campaign.events()]
         assert events.count("destroy_done") == 2 and events[-1] == "campaign_done"
         assert "point seqs4 conc@8 (2/2) started" in output and "eta" in output
@@ -143,6 +144,21 @@ def test_campaign_runs_both_variants_and_leaves_nothing_running(
     finally:
         campaign.kill()
         _destroy_leftovers(directory, env)
+
+
+def _assert_report_shows_both(report: Path, labels: list[str]) -> None:
+    """The campaign's report: every file, and both variants in its sweep table and plots."""
+    for name in ("report.md", "report.json", "report.html"):
+        assert (report / name).is_file(), name
+    data = json.loads((report / "report.json").read_text())
+    for plot in ("throughput_vs_concurrency.png", "latency_vs_load.png", "frontier.png"):
+        assert plot in data["plots"], data["skipped_plots"]
+        assert (report / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    [sweep] = data["sweeps"]
+    plotted = {(row["variant"], row["load"]) for row in sweep["rows"] if row["output_throughput"]}
+    assert plotted == {(label, load) for label in labels for load in (2, 8)}
+    markdown = (report / "report.md").read_text()
+    assert all(label in markdown for label in labels)
 
 
 def test_ctrl_c_destroys_what_it_started_and_resume_skips_finished_points(
