@@ -188,7 +188,7 @@ def first_seen_host_key(
     """
     deadline = time.monotonic() + retry.within
     attempt = _retrying(retry, on_retry)
-    transport = attempt(_open_unverified, target, timeout, deadline)
+    transport = attempt(_open_transport, target, None, timeout, deadline)
     try:
         key = transport.get_remote_server_key()
         return f"{key.get_name()} {key.get_base64()}"
@@ -598,27 +598,14 @@ def _failure(state: tenacity.RetryCallState) -> HostUnreachableError:
 
 
 def _open_transport(
-    target: HostTarget, pin: PinnedKey, timeout: float, deadline: float
+    target: HostTarget, pin: PinnedKey | None, timeout: float, deadline: float
 ) -> paramiko.Transport:
     """One connect attempt: TCP connect (cut to the retry window), SSH handshake and
-    host-key check; no login yet."""
+    host-key check (none without a pin: :func:`first_seen_host_key`); no login yet."""
     sock = _open_socket(target, min(timeout, _remaining(deadline)))
     transport = paramiko.Transport(sock)
     try:
         _handshake(transport, target, pin, timeout)
-    except BaseException:
-        transport.close()
-        raise
-    return transport
-
-
-def _open_unverified(target: HostTarget, timeout: float, deadline: float) -> paramiko.Transport:
-    """One handshake attempt that accepts whatever key the host presents (see
-    :func:`first_seen_host_key`)."""
-    sock = _open_socket(target, min(timeout, _remaining(deadline)))
-    transport = paramiko.Transport(sock)
-    try:
-        _handshake(transport, target, None, timeout)
     except BaseException:
         transport.close()
         raise

@@ -46,15 +46,13 @@ from tests.e2e.vllm_server import missing_parts
 from tests.support.clouds.digitalocean_server import DigitalOceanServer
 from tests.support.clouds.lab_boot import LabBoot
 from tests.support.hostlab import netns_available
+from tests.support.local_stack import compile_caches, local_config, small_verification
 from tests.support.pulumi_cli import PulumiWorkspace
 
-ROOT = Path(__file__).resolve().parents[2]
-GSM8K = ROOT.parent / "shared" / "datasets" / "gsm8k"
 STACK = "do-cpu"
 TOKEN = "dop_v1_" + "5c" * 32
 API_KEY = "cloud-api-key-0b6e4d2a91"
 PORT = 18041
-CACHE = "/var/lib/amdfleet/cache"
 SIZE = "s-4vcpu-8gb"
 REGION = "nyc3"
 
@@ -63,8 +61,7 @@ pytestmark = [pytest.mark.netns, pytest.mark.vllm]
 
 def stack_config(server: DigitalOceanServer, key_path: Path) -> dict[str, Any]:
     """The committed ``local`` stack on one DigitalOcean CPU droplet."""
-    document = yaml.safe_load((ROOT / "stacks/Pulumi.local.yaml").read_text())
-    config: dict[str, Any] = document["config"]
+    config = local_config()
     config["amdfleet:fleet"] = {
         "cloud": {
             "provider": "digitalocean",
@@ -76,23 +73,8 @@ def stack_config(server: DigitalOceanServer, key_path: Path) -> dict[str, Any]:
         }
     }
     config["amdfleet:serving"] = {"host": "0.0.0.0", "port": PORT, "max_model_len": 2048}
-    config["amdfleet:engine"]["extra_env"] = {
-        "VLLM_CACHE_ROOT": f"{CACHE}/vllm",
-        "TORCHINDUCTOR_CACHE_DIR": f"{CACHE}/inductor",
-    }
-    config["amdfleet:verification"] = {
-        "scenarios": [
-            {
-                "name": "c4",
-                "input_len": 64,
-                "output_len": 32,
-                "num_prompts": 16,
-                "max_concurrency": 4,
-            }
-        ],
-        "accuracy": {"limit": 8, "concurrency": 4, "max_tokens": 32, "data_path": str(GSM8K)},
-        "thresholds": {"min_success_rate": 1.0, "min_output_throughput": 2.0},
-    }
+    config["amdfleet:engine"]["extra_env"] = compile_caches()
+    config["amdfleet:verification"] = small_verification()
     config["amdfleet:campaign"] = {"ttl_hours": 2}
     return config
 

@@ -28,26 +28,22 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import yaml
 
 from tests.e2e.vllm_server import missing_parts
 from tests.support.hostlab import HostLab, LabFactory, require_netns
+from tests.support.local_stack import compile_caches, local_config, small_verification
 from tests.support.pulumi_cli import PulumiWorkspace
 from tests.support.waiting import wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
-GSM8K = ROOT.parent / "shared" / "datasets" / "gsm8k"
 STACK = "pp2"
 API_KEY = "cluster-api-key-5e0b7d21c9"
 SECRETS = {"apiKey": API_KEY}
 PORT = 18031
 MASTER_PORT = 29531
-CACHE = "/var/lib/amdfleet/cache"
 
 pytestmark = [pytest.mark.netns, pytest.mark.vllm]
 
@@ -57,8 +53,7 @@ def stack_config(
 ) -> dict[str, Any]:
     """The committed ``local`` stack spread over lab hosts 0 and 1 as PP2 (one pipeline
     stage per host), with a small verification."""
-    document = yaml.safe_load((ROOT / "stacks/Pulumi.local.yaml").read_text())
-    config: dict[str, Any] = document["config"]
+    config = local_config()
     hosts = [{k: v for k, v in lab.host_props(i).items() if k != "connection"} for i in (0, 1)]
     config["amdfleet:fleet"] = {"hosts": hosts}
     config["amdfleet:topology"] = {"accelerator": "cpu", "nodes": 2, "gpus_per_node": 1}
@@ -68,27 +63,12 @@ def stack_config(
         "port": port,
         "max_model_len": 2048,
     }
-    config["amdfleet:engine"]["extra_env"] = {
-        "VLLM_CACHE_ROOT": f"{CACHE}/vllm",
-        "TORCHINDUCTOR_CACHE_DIR": f"{CACHE}/inductor",
-    }
+    config["amdfleet:engine"]["extra_env"] = compile_caches()
     config["amdfleet:engine"].update(engine)
     # The fabric check's CPU form: a gloo all-reduce sweep across both hosts, gated low
     # (the lab's "fabric" is a Linux bridge between namespaces on a busy 2-core machine).
     config["amdfleet:fabric"] = {"enabled": True, "max_size": "16M", "min_busbw_gbps": 0.01}
-    config["amdfleet:verification"] = {
-        "scenarios": [
-            {
-                "name": "c4",
-                "input_len": 64,
-                "output_len": 32,
-                "num_prompts": 16,
-                "max_concurrency": 4,
-            }
-        ],
-        "accuracy": {"limit": 8, "concurrency": 4, "max_tokens": 32, "data_path": str(GSM8K)},
-        "thresholds": {"min_success_rate": 1.0, "min_output_throughput": 2.0},
-    }
+    config["amdfleet:verification"] = small_verification()
     return config
 
 
