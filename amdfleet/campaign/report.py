@@ -483,7 +483,7 @@ def _plot_latency(results: Mapping[str, Any], report: Report, path: Path) -> str
                 ax.plot(xs, ys, marker="o", linestyle=style, color=color, label=f"{label} {stat}")
         _seed_points(ax, report.data["seeds"], f"p99_{metric}_ms", "seed p99")
         _log2(ax, "concurrency")
-        ax.set_yscale("log")
+        _log_plain(ax, "y")
         ax.set_ylabel(f"{metric.upper()} (ms, log scale)")
         ax.set_title(f"{title}: solid median, dashed p99")
     _legend(axes[0])
@@ -517,8 +517,8 @@ def _plot_frontier(results: Mapping[str, Any], report: Report, path: Path) -> st
         ax.plot([m[0]], [m[1]], **_SEED_STYLE)
         ax.annotate(m[2], (m[0], m[1]), textcoords="offset points", xytext=(6, -12), fontsize=7)
     ax.margins(x=0.08, y=0.1)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    _log_plain(ax, "x")
+    _log_plain(ax, "y")
     ax.set_xlabel("tok/s per user (1000 / median TPOT)")
     ax.set_ylabel("output tok/s per GPU")
     ax.set_title("Throughput vs interactivity (points labelled by concurrency)")
@@ -627,7 +627,8 @@ def _plot_accuracy(results: Mapping[str, Any], report: Report, path: Path) -> st
     ax.set_ylim(0, 1.08)
     ax.set_ylabel("exact match (± stderr)")
     ax.set_title("GSM8K 5-shot accuracy")
-    ax.legend(loc="lower right", fontsize=8)
+    # Below the axes: inside, it covers the values of low bars (a random model scores 0).
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=3, fontsize=8)
     return _save(fig, path)
 
 
@@ -668,6 +669,17 @@ def _log2(ax: Any, xlabel: str) -> None:
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _fmt(float(v))))
     ax.set_xlabel(f"{xlabel} (log2 scale)")
     ax.grid(True, which="major", alpha=0.3)
+
+
+def _log_plain(ax: Any, axis: str) -> None:
+    """A log scale labelled with plain numbers (``200``, ``6``, ``0.5``), not ``2×10²``."""
+    from matplotlib.ticker import FuncFormatter
+
+    getattr(ax, f"set_{axis}scale")("log")
+    formatter = FuncFormatter(lambda v, _: f"{v:g}")
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    target.set_major_formatter(formatter)
+    target.set_minor_formatter(formatter)
 
 
 def _legend(ax: Any) -> None:
