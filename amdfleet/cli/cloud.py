@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import click
@@ -87,12 +86,7 @@ def orphans_command(
         raise click.UsageError(
             f"set {env} to the {provider} API token (or name another with --token-env)"
         )
-    pulumi = shutil.which("pulumi")
-    if pulumi is None:
-        raise click.ClickException(
-            "the pulumi CLI is not on PATH: it is needed to read the stacks' states"
-        )
-    states = stack_states(pulumi, project_dir)
+    states = stack_states(project_dir)
     states += [json.loads(path.read_text()) for path in state_files]
     with client_for(provider, token, api_url=api_url, team=team) as client:
         orphans = find_orphans(client, project, owned_ids(states), provider)

@@ -325,6 +325,27 @@ def instance_tags(project: str, stack: str, node: str) -> tuple[str, ...]:
     )
 
 
+def wait_gone(
+    client: CloudAPI, instance_ids: Sequence[str], *, within: float, max_wait: float
+) -> list[Instance]:
+    """Poll until the cloud lists none of ``instance_ids`` (1, 2, 4 ... s between rounds,
+    at most ``max_wait``), for at most ``within`` seconds. The instances still listed
+    then: empty when all are gone."""
+    deadline = time.monotonic() + within
+    pending = list(instance_ids)
+    polls = 0
+    while True:
+        listed = [i for i in (client.get(instance_id) for instance_id in pending) if i]
+        if not listed:
+            return []
+        wait = min(max_wait, 2.0**polls)
+        polls += 1
+        if time.monotonic() + wait > deadline:
+            return listed
+        time.sleep(wait)
+        pending = [i.id for i in listed]
+
+
 def json_object(response: httpx.Response, provider: str, operation: str) -> dict[str, Any]:
     """The response body as a JSON object, or CloudAPIError naming what came instead (a
     malformed response is the cloud's fault, reported as such)."""

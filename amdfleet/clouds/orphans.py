@@ -12,16 +12,13 @@ must succeed, or nothing is called an orphan.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from amdfleet.catalog.clouds import cloud_size
-from amdfleet.clouds.api import TAG_PREFIX, CloudAPI, Instance
+from amdfleet.clouds.api import TAG_PREFIX, CloudAPI, Instance, wait_gone
 from amdfleet.errors import AmdFleetError
 
 DYNAMIC_TYPE = "pulumi-python:dynamic"
@@ -86,51 +83,30 @@ def delete_orphans(
     still there at the deadline (empty when all are gone)."""
     for orphan in orphans:
         client.delete(orphan.instance.id)
-    pending = [o.instance.id for o in orphans]
-    deadline = time.monotonic() + timeout_s
-    while pending:
-        pending = [i for i in pending if client.get(i) is not None]
-        if not pending or time.monotonic() >= deadline:
-            break
-        time.sleep(min(poll_s, max(deadline - time.monotonic(), 0)))
-    return pending
+    ids = [o.instance.id for o in orphans]
+    return [i.id for i in wait_gone(client, ids, within=timeout_s, max_wait=poll_s)]
 
 
-def stack_states(pulumi: str, project_dir: Path) -> list[dict[str, Any]]:
+def stack_states(project_dir: Path) -> list[dict[str, Any]]:
     """Every stack's exported state in the project at ``project_dir`` (the backend the
-    ``pulumi`` CLI is logged in to). Raises OwnershipError when any cannot be read."""
-    listing = _pulumi_json([pulumi, "stack", "ls", "--json"], project_dir, "list the stacks")
-    states = []
-    for entry in listing:
-        name = entry.get("name") if isinstance(entry, dict) else None
-        if not isinstance(name, str):
-            raise OwnershipError(
-                f"`pulumi stack ls --json` printed an entry without a name: {entry!r}"
-            )
-        argv = [pulumi, "stack", "export", "--stack", name]
-        state = _pulumi_json(argv, project_dir, f"export stack {name}")
-        if not isinstance(state, dict):
-            raise OwnershipError(f"`pulumi stack export --stack {name}` printed no JSON object")
-        states.append(state)
-    return states
+    ``pulumi`` CLI is logged in to), read through the Automation API as ``amdfleet reap``
+    reads them. Raises OwnershipError when any cannot be read."""
+    from pulumi import automation as auto
 
-
-def _pulumi_json(argv: list[str], cwd: Path, what: str) -> Any:
     try:
-        done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=120)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise OwnershipError(f"cannot {what}: {e}; no instance is called an orphan") from e
-    if done.returncode != 0:
-        tail = "\n".join(done.stderr.strip().splitlines()[-5:])
+        workspace = auto.LocalWorkspace(work_dir=str(project_dir))
+        return [
+            {"deployment": workspace.export_stack(summary.name).deployment or {}}
+            for summary in workspace.list_stacks()
+        ]
+    except (auto.CommandError, OSError) as e:
+        tail = "\n".join(str(e).strip().splitlines()[-5:])
         raise OwnershipError(
-            f"cannot {what} (`{' '.join(argv)}` exited {done.returncode}): {tail}\n"
-            "  hint: run it from the project directory with the backend you deploy with "
-            "(`pulumi login ...`); no instance is called an orphan without every state"
-        )
-    try:
-        return json.loads(done.stdout)
-    except json.JSONDecodeError as e:
-        raise OwnershipError(f"cannot {what}: `{' '.join(argv)}` printed no JSON") from e
+            f"cannot read the stacks of the project in {project_dir}: {tail}\n"
+            "  hint: run it from the project directory with the pulumi CLI on PATH and the "
+            "backend you deploy with (`pulumi login ...`); no instance is called an orphan "
+            "without every state"
+        ) from e
 
 
 def _tag_value(tags: Sequence[str], kind: str) -> str | None:

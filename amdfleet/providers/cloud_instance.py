@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
 from typing import Any, Literal
 
 import pulumi
@@ -30,7 +29,13 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvide
 from pydantic import Field
 
 from amdfleet.clouds import CloudAPIClient, client_for
-from amdfleet.clouds.api import CreateRequest, Instance, InstanceState, instance_tags
+from amdfleet.clouds.api import (
+    CreateRequest,
+    Instance,
+    InstanceState,
+    instance_tags,
+    wait_gone,
+)
 from amdfleet.clouds.userdata import HostKeyPair, cloud_config, generate_host_key
 from amdfleet.errors import (
     AmdFleetError,
@@ -177,21 +182,6 @@ class CloudInstance(pulumi.dynamic.Resource, module="amdfleet", name="CloudInsta
             resource_urn=resource_urn(name, "CloudInstance", opts),
         )
         super().__init__(CloudInstanceProvider(), name, inputs, opts)
-
-
-def cloud_instance_target(
-    outputs: Mapping[str, Any], *, name: str, user: str, ssh_key_path: str
-) -> HostTarget:
-    """The HostTarget the SSH providers use for a CloudInstance's ``outputs``: its public
-    address, port 22 and pinned host key."""
-    return HostTarget(
-        name=name,
-        address=str(outputs["public_address"]),
-        port=22,
-        user=user,
-        key_path=ssh_key_path,
-        host_key=str(outputs["host_key"]),
-    )
 
 
 def _refuse_unpinnable(p: CloudInstanceProps) -> None:
@@ -393,24 +383,16 @@ def _cleaned_up(
 
 def _delete_confirmed(client: CloudAPIClient, p: CloudInstanceProps, instance_id: str) -> None:
     client.delete(instance_id)
-    deadline = time.monotonic() + p.boot_timeout_s
-    polls = 0
-    while True:
-        instance = client.get(instance_id)
-        if instance is None:
-            return
-        wait = min(p.poll_interval_s, 2.0**polls)  # as _wait_running
-        polls += 1
-        if time.monotonic() + wait > deadline:
-            raise CloudInstanceError(
-                p.provider,
-                p.region,
-                instance_id,
-                "delete",
-                f"the cloud still lists it ({instance.status!r}) {p.boot_timeout_s:g} s "
-                "after the delete was accepted",
-                outcome="it may still exist and bill",
-                hint=f"check {p.provider}'s console for {instance_id} and delete it there, "
-                "then run the Pulumi command again",
-            )
-        time.sleep(wait)
+    left = wait_gone(client, [instance_id], within=p.boot_timeout_s, max_wait=p.poll_interval_s)
+    if left:
+        raise CloudInstanceError(
+            p.provider,
+            p.region,
+            instance_id,
+            "delete",
+            f"the cloud still lists it ({left[0].status!r}) {p.boot_timeout_s:g} s "
+            "after the delete was accepted",
+            outcome="it may still exist and bill",
+            hint=f"check {p.provider}'s console for {instance_id} and delete it there, "
+            "then run the Pulumi command again",
+        )

@@ -22,10 +22,10 @@ from pulumi.runtime.proto import engine_pb2
 from amdfleet.providers.cloud_instance import (
     CloudInstanceProps,
     CloudInstanceProvider,
-    cloud_instance_target,
 )
 from amdfleet.providers.progress import URN_KEY
 from amdfleet.remote.ssh import connect
+from amdfleet.remote.target import HostTarget
 from tests.support.clouds.digitalocean_server import DigitalOceanServer
 from tests.support.clouds.hotaisle_server import HotAisleServer, offer
 from tests.support.clouds.lab_boot import LabBoot
@@ -155,7 +155,13 @@ def test_create_pins_the_injected_host_key_and_delete_confirms(
     assert out["host_key"].split()[:2] == lab.host_key(created.id).split()[:2]
     assert out["public_address"].startswith("10.77.") and out["status"].startswith("active")
     _no_secret_in(out)
-    target = cloud_instance_target(out, name="node-0", user="root", ssh_key_path=str(user_key.path))
+    target = HostTarget(
+        name="node-0",
+        address=out["public_address"],
+        user="root",
+        key_path=str(user_key.path),
+        host_key=out["host_key"],
+    )
     with connect(target, timeout=10) as conn:  # the pinned key and the user's key work
         assert conn.run("id -un", timeout=10).stdout.strip() == "root"
     provider_host.delete(created.id, out, old_inputs=checked)
