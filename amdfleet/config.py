@@ -28,7 +28,9 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -585,8 +587,60 @@ class ServingSpec(_Model):
         return check_address(value)
 
 
+def _build_host_kind(value: Any) -> str:
+    return _SSH_HOST_TAG if isinstance(value, dict | HostSpec) else _HOST_NAME_TAG
+
+
+_HOST_NAME_TAG = "<host name>"
+_SSH_HOST_TAG = "<ssh host>"
+BuildHost = Annotated[
+    Annotated[str, Tag(_HOST_NAME_TAG), Field(pattern=_NAME_RE)]
+    | Annotated[HostSpec, Tag(_SSH_HOST_TAG)],
+    Discriminator(_build_host_kind),
+]
+"""A fleet host's name, or a separate SSH host. Validation errors name the field without
+the variant (``image_build.build_host.address``): the tags are dropped from their paths."""
+_REGISTRY_ADDRESS_RE = r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?$"
+_REPOSITORY_RE = r"^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$"
+
+
+class RegistrySpec(_Model):
+    """The registry a built engine image is pushed to, and every node pulls it from."""
+
+    address: str = Field(
+        pattern=_REGISTRY_ADDRESS_RE,
+        description="Registry host and optional port, as docker names it "
+        "('registry.example.com', '10.0.0.5:5000'). A plain-HTTP registry must be in each "
+        "node's and the build host's dockerd `insecure-registries`.",
+    )
+    repository: str = Field(
+        "amdfleet/vllm-aiter",
+        pattern=_REPOSITORY_RE,
+        description="Repository inside the registry; the tag is the build's content hash.",
+    )
+    username: str | None = Field(
+        None, description="User to log in as; None pushes and pulls without logging in."
+    )
+    password_secret: str | None = Field(
+        None,
+        pattern=_CONFIG_KEY_RE,
+        description="Name of the secret config key holding the registry password or token "
+        "(`pulumi config set --secret KEY`). It is given to `docker login` on stdin, in a "
+        "throwaway docker config that is removed after each push or pull.",
+    )
+
+    @model_validator(mode="after")
+    def _credentials_pair(self) -> RegistrySpec:
+        if (self.username is None) != (self.password_secret is None):
+            raise ValueError(
+                "username and password_secret go together — set both to log in, or "
+                "neither for a registry that needs no login"
+            )
+        return self
+
+
 class ImageBuildSpec(_Model):
-    """Build the engine image on the head node (AITER + vLLM from source)."""
+    """Build the engine image (AITER + vLLM from source) once, on a build host."""
 
     enabled: bool = Field(False, description="Build instead of pulling `engine.image`.")
     base_image: str = Field("rocm/vllm-dev:nightly", description="Image the build starts FROM.")
@@ -595,17 +649,24 @@ class ImageBuildSpec(_Model):
     gfx_targets: tuple[str, ...] = Field(
         (), description="PYTORCH_ROCM_ARCH targets; defaults to the accelerator's arch."
     )
-    registry: str | None = Field(
+    registry: RegistrySpec | None = Field(
         None,
-        description="Repository the built image is tagged in (e.g. 'registry.example.com/"
-        "vllm-aiter'); default 'amdfleet/vllm-aiter'. Each node builds the image itself: "
-        "amdfleet does not push it.",
+        description="Where the image is pushed. With a registry the image is built once on "
+        "`build_host`, tagged with the build's content hash, pushed, and every node pulls "
+        "the same digest. Without one, every node builds the image itself (the plan warns "
+        "that nodes may then differ).",
     )
-    tag: str | None = Field(
+    build_host: BuildHost | None = Field(
         None,
-        description="Image tag; defaults to 'aiter-<aiter_ref>-vllm-<vllm_ref>-<gfx targets>'. "
-        "A node that already has the tag does not rebuild, so pin the refs to commits for "
-        "a reproducible build.",
+        description="Where the build runs when a registry is set: the name of one of the "
+        "fleet's hosts, or a separate SSH host (a host entry like fleet.hosts'). Default: "
+        "the head node.",
+    )
+    timeout_s: int = Field(
+        6 * 3600,
+        gt=0,
+        description="Deadline of one build, in seconds; a build still running then is "
+        "stopped and its context removed.",
     )
 
 
@@ -934,6 +995,9 @@ class StackSpec(_Model):
     def secret_keys(self) -> tuple[str, ...]:
         """Names of the secret config keys this stack needs."""
         keys = [self.serving.api_key_secret, self.weights.hf_token_secret]
+        registry = self.image_build.registry
+        if registry is not None and self.image_build.enabled:
+            keys.append(registry.password_secret)
         if self.fleet.cloud:
             keys.append(self.fleet.cloud.api_token_secret)
         return tuple(k for k in keys if k)
@@ -1204,10 +1268,12 @@ def _declared_secret_keys(values: Mapping[str, Any]) -> set[str]:
 
     fleet = values.get("fleet")
     cloud = fleet.get("cloud") if isinstance(fleet, dict) else None
+    registry = field("image_build", "registry")
     names = [  # a list: a mistyped value (a list, a mapping) is not hashable
         field("serving", "api_key_secret", "apiKey"),
         field("weights", "hf_token_secret"),
         cloud.get("api_token_secret") if isinstance(cloud, dict) else None,
+        registry.get("password_secret") if isinstance(registry, dict) else None,
     ]
     return {n for n in names if isinstance(n, str) and n not in SECTIONS}
 
@@ -1245,7 +1311,7 @@ def _missing_secret_issue(spec: StackSpec, key: str) -> ConfigIssue:
 def _issues_from_validation(error: ValidationError, data: Mapping[str, Any]) -> list[ConfigIssue]:
     issues = []
     for item in error.errors():
-        loc = tuple(item["loc"])
+        loc = tuple(part for part in item["loc"] if part not in _UNION_TAGS)
         path = field_path(loc)
         if item["type"] == "extra_forbidden":
             parent_model = _model_at(loc[:-1], data)
@@ -1255,10 +1321,19 @@ def _issues_from_validation(error: ValidationError, data: Mapping[str, Any]) -> 
         message, _, fix = item["msg"].removeprefix("Value error, ").partition(" — ")
         value = item.get("input")
         shown = "" if isinstance(value, dict | list) or value is None else f" (got {value!r})"
-        if fix or secretscan.describe(str(value)):
-            shown = ""
+        if fix or secretscan.describe(str(value)) or path.endswith("_secret"):
+            shown = ""  # a *_secret field names a secret: what was typed there may be one
+        if path.endswith("_secret") and item["type"] == "string_pattern_mismatch":
+            message = "must be the name of a secret config key, not its value"
+            fix = (
+                "put a key name here (letters, digits, _) and set the value with "
+                "`pulumi config set --secret KEY` (it prompts, or reads stdin)"
+            )
         issues.append(ConfigIssue(path or "stack", message + shown, fix or _hint_for(item)))
     return issues
+
+
+_UNION_TAGS = (_HOST_NAME_TAG, _SSH_HOST_TAG)
 
 
 def _model_at(loc: tuple[Any, ...], data: Mapping[str, Any]) -> type[BaseModel] | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     import jinja2
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+DOCKERFILE_TEMPLATE = "Dockerfile.aiter-vllm.j2"
 HASH_MARK = "amdfleet-content-hash: sha256:"
 _HASH_LINE = re.compile(rf"^(#\s*){re.escape(HASH_MARK)}[0-9a-f]{{64}}\n", re.MULTILINE)
 
@@ -86,18 +87,34 @@ def render_node(plan: DeploymentPlan, rank: int) -> list[RenderedFile]:
 def render_dockerfile(plan: DeploymentPlan) -> RenderedFile:
     """The AITER + vLLM Dockerfile for the plan's gfx targets."""
     image = plan.image
-    if not image.build:
+    if not image.build or image.base_image is None:
         raise RenderError(f"stack {plan.stack} does not build an image")
-    context = {
-        "stack": plan.stack,
-        "base_image": image.base_image,
-        "aiter_ref": image.aiter_ref,
-        "vllm_ref": image.vllm_ref,
-        "gfx_targets": ";".join(image.gfx_targets),
-        "image": image.image,
-    }
     name = "image/Dockerfile." + "-".join(image.gfx_targets)
-    return _file(name, "Dockerfile.aiter-vllm.j2", context, 0o644)
+    content = dockerfile_text(
+        image.base_image, str(image.aiter_ref), str(image.vllm_ref), image.gfx_targets
+    )
+    return RenderedFile(name, content, 0o644)
+
+
+def dockerfile_text(
+    base_image: str, aiter_ref: str, vllm_ref: str, gfx_targets: Sequence[str]
+) -> str:
+    """The rendered AITER + vLLM Dockerfile. It names no stack and no tag, so it is the
+    same for every stack that asks for the same build (see :func:`dockerfile_template`)."""
+    context = {
+        "base_image": base_image,
+        "aiter_ref": aiter_ref,
+        "vllm_ref": vllm_ref,
+        "gfx_targets": ";".join(gfx_targets),
+    }
+    return _file("Dockerfile", DOCKERFILE_TEMPLATE, context, 0o644).content
+
+
+def dockerfile_template() -> str:
+    """The Dockerfile's template text: with the build arguments it determines the rendered
+    Dockerfile, so the plan hashes the two for the image's content tag without rendering
+    (and without importing jinja2)."""
+    return (TEMPLATES_DIR / DOCKERFILE_TEMPLATE).read_text()
 
 
 def write_files(files: Iterable[RenderedFile], out_dir: Path) -> list[Path]:

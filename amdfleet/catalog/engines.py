@@ -51,6 +51,13 @@ class ImageDefault:
     source: str
 
 
+SOURCE_BUILD_HOURS_PER_TARGET = 1.0
+"""Rough duration of one AITER + vLLM source build per gfx target on a two-socket EPYC
+build host (AITER's kernels and vLLM's HIP extensions compile once per target). An
+estimate, not a measurement: it only sizes the warning when a build is refused; the
+build's deadline (``image_build.timeout_s``) bounds the real thing."""
+
+
 IMAGES: tuple[ImageDefault, ...] = (
     ImageDefault(
         "vllm",

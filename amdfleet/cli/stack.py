@@ -10,7 +10,15 @@ import click
 
 from amdfleet.addresses import host_port
 from amdfleet.config import CampaignSpec, LoadedStack, load_stack_file, stack_names
-from amdfleet.plan import CloudPlan, ClusterPlan, DeploymentPlan, MemoryBudget, NodePlan, plan
+from amdfleet.plan import (
+    CloudPlan,
+    ClusterPlan,
+    DeploymentPlan,
+    ImagePlan,
+    MemoryBudget,
+    NodePlan,
+    plan,
+)
 from amdfleet.shellwords import shell_join
 from amdfleet.tables import table
 
@@ -76,7 +84,7 @@ def format_plan(loaded: LoadedStack, resolved: DeploymentPlan) -> str:
         (
             "engine",
             f"{p.engine.name} ({p.engine.runtime}); image {p.image.image or '-'}"
-            + (" (built from source)" if p.image.build else ""),
+            + _image_note(p.image),
         ),
         (
             "parallelism",
@@ -142,6 +150,20 @@ def format_plan(loaded: LoadedStack, resolved: DeploymentPlan) -> str:
 
 
 OWN_IMAGE = "the cloud's own image"
+
+
+def _image_note(image: ImagePlan) -> str:
+    """How the image reaches the nodes, as the plan's engine line says it."""
+    if image.build and image.registry:
+        return (
+            f" (built once on {image.build_host} for {'/'.join(image.gfx_targets)}, pushed; "
+            "every node pulls its digest)"
+        )
+    if image.build:
+        return f" (built from source on every node for {'/'.join(image.gfx_targets)})"
+    if image.pin:
+        return " (pinned to its digest at the first up)"
+    return ""
 
 
 def _cloud_rows(cloud: CloudPlan, accelerator: str) -> list[tuple[str, str]]:

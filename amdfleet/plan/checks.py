@@ -402,11 +402,27 @@ def layout_warnings(
     ]
     if spec.serving.api_key_secret is None:
         warnings.append("serving.api_key_secret is null: the endpoint accepts any client")
-    if image.image and not image.build and image.image.endswith((":latest", ":nightly")):
+    if image.pin:
         warnings.append(
-            f"{image.image} is a moving tag: runs are comparable only through the image "
-            "digest amdfleet records at deploy time"
+            f"{image.image} is a tag: `pulumi up` resolves it to a digest once and every "
+            "node runs that digest until engine.image changes (a later push under the tag "
+            "does not move the stack)"
         )
+    if image.build and image.registry is None and spec.topology.nodes > 1:
+        warnings.append(
+            f"image_build has no registry: each of the {spec.topology.nodes} nodes builds "
+            f"the image itself (about {image.build_hours:g} h each) and the nodes may end up "
+            "with different engines — set image_build.registry to build once and pull one "
+            "digest everywhere"
+        )
+    elif image.build and image.registry is None:
+        warnings.append(
+            "image_build has no registry: the node builds the image itself, and another "
+            "stack or a replaced node builds it again — set image_build.registry to build "
+            "once and pull by digest"
+        )
+    if spec.image_build.registry is not None and not image.build:
+        warnings.append("image_build.registry is set but image_build.enabled is false: unused")
     return warnings
 
 

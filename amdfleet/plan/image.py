@@ -1,14 +1,27 @@
-"""Which container image the engine runs in: the stack's, the catalog's, or a build."""
+"""Which container image the engine runs in: the stack's, the catalog's, or a build.
+
+A pre-built image named by a tag is pinned: ``up`` resolves the tag to a digest once and
+every node runs that digest. A build is tagged with its content hash (the rendered
+Dockerfile and the build arguments); with a registry it runs once on the build host and
+every node pulls the pushed digest, without one every node builds it itself.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 from amdfleet import catalog, engines
+from amdfleet.catalog.engines import SOURCE_BUILD_HOURS_PER_TARGET
 from amdfleet.catalog.gpus import Accelerator
-from amdfleet.config import StackSpec
+from amdfleet.config import HostSpec, StackSpec
 from amdfleet.errors import ConfigIssue
 from amdfleet.plan.models import ImagePlan
+from amdfleet.remote.target import HostTarget
 
 DEFAULT_BUILD_REPOSITORY = "amdfleet/vllm-aiter"
+TAG_PREFIX = "c-"
+TAG_HASH_CHARS = 16
 
 
 def image_plan(spec: StackSpec, acc: Accelerator) -> tuple[ImagePlan, list[ConfigIssue]]:
@@ -38,10 +51,30 @@ def image_plan(spec: StackSpec, acc: Accelerator) -> tuple[ImagePlan, list[Confi
             )
         ]
     source = "engine.image" if spec.engine.image else "catalog"
-    return ImagePlan(image=image, build=False, source=source), []
+    return ImagePlan(image=image, build=False, source=source, pin="@" not in image), []
+
+
+def content_hash(template: str, build_args: dict[str, object]) -> str:
+    """SHA-256 over the Dockerfile's template and the build arguments, which together make
+    the rendered Dockerfile: equal exactly when the build would produce the same engine,
+    whatever stack asks for it."""
+    body = json.dumps({"dockerfile_template": template, "args": build_args}, sort_keys=True)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def content_tag(digest: str) -> str:
+    """The image tag for a content hash."""
+    return TAG_PREFIX + digest[:TAG_HASH_CHARS]
+
+
+def build_hours(targets: tuple[str, ...]) -> float:
+    """The catalog's estimate of one build's duration."""
+    return SOURCE_BUILD_HOURS_PER_TARGET * max(len(targets), 1)
 
 
 def _build_plan(spec: StackSpec, acc: Accelerator) -> tuple[ImagePlan, list[ConfigIssue]]:
+    from amdfleet.render import dockerfile_template  # render imports the plan models
+
     build = spec.image_build
     issues = []
     if not engines.engine(spec.engine.name).builds_image or acc.arch not in catalog.GPU_ARCHS:
@@ -63,30 +96,99 @@ def _build_plan(spec: StackSpec, acc: Accelerator) -> tuple[ImagePlan, list[Conf
                 f"use {' or '.join(catalog.GPU_ARCHS)}",
             )
         )
+    hours = build_hours(targets)
     if acc.arch not in targets:
         issues.append(
             ConfigIssue(
                 "image_build.gfx_targets",
-                f"the build targets {', '.join(targets)} but the GPUs are {acc.arch}",
+                f"the build targets {', '.join(targets)} but the GPUs are {acc.arch}: the "
+                f"image would not run on them, after a build of about {hours:g} h",
                 f"include {acc.arch}",
             )
         )
-    tag = build.tag or f"aiter-{_slug(build.aiter_ref)}-vllm-{_slug(build.vllm_ref)}-" + "-".join(
-        targets
-    )
-    repo = build.registry or DEFAULT_BUILD_REPOSITORY
+    build_host, target, host_issues = _build_host(spec)
+    issues += host_issues
+    args: dict[str, object] = {
+        "base_image": build.base_image,
+        "aiter_ref": build.aiter_ref,
+        "vllm_ref": build.vllm_ref,
+        "gfx_targets": list(targets),
+    }
+    digest = content_hash(dockerfile_template(), args)
+    registry = build.registry
+    repository = registry.repository if registry else DEFAULT_BUILD_REPOSITORY
+    name = f"{registry.address}/{repository}" if registry else repository
     plan = ImagePlan(
-        image=f"{repo}:{tag}",
+        image=f"{name}:{content_tag(digest)}",
         build=True,
         base_image=build.base_image,
         aiter_ref=build.aiter_ref,
         vllm_ref=build.vllm_ref,
         gfx_targets=tuple(targets),
-        registry=build.registry,
+        registry=registry.address if registry else None,
+        repository=repository,
+        registry_username=registry.username if registry else None,
+        registry_password_secret=registry.password_secret if registry else None,
+        content_hash=digest,
+        build_host=build_host,
+        build_target=target,
+        build_timeout_s=build.timeout_s,
+        build_hours=hours,
         source="image_build",
     )
     return plan, issues
 
 
-def _slug(ref: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in ref).strip("-")[:24]
+def _build_host(spec: StackSpec) -> tuple[str | None, HostTarget | None, list[ConfigIssue]]:
+    """The build host's name and target (registry builds only)."""
+    build = spec.image_build
+    chosen = build.build_host
+    if build.registry is None:
+        if chosen is None:
+            return None, None, []
+        return (
+            None,
+            None,
+            [
+                ConfigIssue(
+                    "image_build.build_host",
+                    "a build host needs a registry: without one every node builds its own image",
+                    "set image_build.registry, or remove image_build.build_host",
+                )
+            ],
+        )
+    hosts = spec.fleet.hosts
+    if isinstance(chosen, HostSpec):
+        if any(h.name == chosen.name for h in hosts):
+            return (
+                None,
+                None,
+                [
+                    ConfigIssue(
+                        "image_build.build_host.name",
+                        f"{chosen.name!r} is already a fleet host's name",
+                        f"name the fleet host by its name alone (build_host: {chosen.name}), "
+                        "or give the separate build host another name",
+                    )
+                ],
+            )
+        return chosen.name, HostTarget.from_spec(chosen), []
+    if chosen is None:
+        if not hosts:  # a cloud fleet: its head, once it exists
+            return "head", None, []
+        return hosts[0].name, HostTarget.from_spec(hosts[0]), []
+    for host in hosts:
+        if host.name == chosen:
+            return host.name, HostTarget.from_spec(host), []
+    valid = ", ".join(h.name for h in hosts)
+    hint = (
+        f"use one of {valid}, or a separate SSH host (a mapping with name and address)"
+        if hosts
+        else "a cloud fleet's nodes have no names yet: leave build_host unset (the head) or "
+        "give a separate SSH host (a mapping with name and address)"
+    )
+    return (
+        None,
+        None,
+        [ConfigIssue("image_build.build_host", f"{chosen!r} is not a host of the fleet", hint)],
+    )

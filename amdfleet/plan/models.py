@@ -173,15 +173,34 @@ class EnginePlan(_Frozen):
 
 
 class ImagePlan(_Frozen):
-    """Which container image the engine runs in (docker runtime)."""
+    """Which container image the engine runs in (docker runtime), and how it gets to the
+    nodes: pulled and pinned to a digest, built once and pushed to a registry, or built on
+    every node."""
 
     image: str | None
+    """The reference known at plan time: a tag or digest reference for a pre-built image;
+    ``<registry>/<repository>:c-<content hash>`` for a build."""
     build: bool
     base_image: str | None = None
     aiter_ref: str | None = None
     vllm_ref: str | None = None
     gfx_targets: tuple[str, ...] = ()
     registry: str | None = None
+    """Registry address a build is pushed to (None: every node builds it)."""
+    repository: str | None = None
+    registry_username: str | None = None
+    registry_password_secret: str | None = None
+    content_hash: str | None = None
+    """SHA-256 of the rendered Dockerfile and the build arguments; the image's tag."""
+    build_host: str | None = None
+    """Name of the host the build runs on (registry builds only)."""
+    build_target: HostTarget | None = None
+    """How to reach the build host (None: a cloud head, known only once it exists)."""
+    build_timeout_s: int = 0
+    build_hours: float = 0.0
+    """Catalog estimate of one build's duration (named when a build is refused)."""
+    pin: bool = False
+    """A pre-built image given by a tag: resolved to a digest once at ``up`` and pinned."""
     source: str = ""
 
 

@@ -52,7 +52,7 @@ FREE_FORM = (
     ("serving", "api_key_secret"),
     ("image_build", "base_image"),
     ("image_build", "vllm_ref"),
-    ("image_build", "tag"),
+    ("image_build", "aiter_ref"),
     ("campaign", "owner"),
     ("verification", "baseline"),
 )
