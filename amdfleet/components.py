@@ -4,7 +4,10 @@
 ``Fleet`` registers one :class:`~amdfleet.providers.ssh_host.SshHost` per node (facts
 and preflight). ``Deployment`` stages the image and the weights on every node in
 parallel once every host has passed preflight (a fleet with one failing host starts
-nowhere). A multi-node stack then passes the
+nowhere). The image is one digest on every node: a build runs once on the build host
+and is pushed (:class:`~amdfleet.providers.image_build.EngineImageBuild`), or a pre-built
+image's tag is pinned to a digest once (:class:`~amdfleet.providers.image_pin.ImagePin`);
+nodes pull that digest and their launch files run it. A multi-node stack then passes the
 :class:`~amdfleet.providers.cluster_check.ClusterCheck` (the head's ports reached from
 every node, each node's collective interface derived from its facts, the nodes agree)
 and, when the stack asks, the :class:`~amdfleet.providers.fabric_check.FabricCheck`,
@@ -42,6 +45,12 @@ from amdfleet.providers.engine_service import (
     EngineServiceProps,
 )
 from amdfleet.providers.fabric_check import FabricCheck, fabric_check_props
+from amdfleet.providers.image_build import (
+    EngineImageBuild,
+    EngineImageBuildProps,
+    fleet_archs_of,
+)
+from amdfleet.providers.image_pin import ImagePin, ImagePinProps
 from amdfleet.providers.model_weights import ModelWeights, ModelWeightsProps
 from amdfleet.providers.readiness import ReadinessGate
 from amdfleet.providers.ssh_host import SshHost, SshHostProps
@@ -51,6 +60,8 @@ from amdfleet.remote.target import HostTarget
 from amdfleet.render import render_dockerfile, render_node
 
 IMAGE_TIMEOUT_S = 3 * 3600
+IMAGE_BUILD_DIR = "/var/tmp/amdfleet-image-build"
+"""Where a build host keeps build contexts (removed after each build) and build logs."""
 _NO_TARGET = "list the host under fleet.hosts"
 
 
@@ -108,7 +119,8 @@ class Deployment(pulumi.ComponentResource):
     ) -> None:
         super().__init__("amdfleet:index:Deployment", name, None, opts)
         self._plan = plan
-        images = self._images(name, fleet)
+        self._image_ref: pulumi.Output[str] | None = None
+        images = self._images(name, fleet, secrets)
         weights = self._weights(name, fleet, images, secrets)
         cluster = self._cluster_check(name, fleet, images, weights)
         fabric = self._fabric_check(name, fleet, images, cluster)
@@ -127,8 +139,9 @@ class Deployment(pulumi.ComponentResource):
         key = secrets.get(plan.serving.api_key_secret or "")
         self.api_key = pulumi.Output.secret(key) if key is not None else None
         digests = [image.digest for image in images] if images else []
-        self.engine = pulumi.Output.all(services[0].files_hash, *digests).apply(
-            lambda values: _engine_output(plan, values[0], values[1:])
+        ref = self._image_ref if self._image_ref is not None else plan.image.image
+        self.engine = pulumi.Output.all(services[0].files_hash, ref, *digests).apply(
+            lambda values: _engine_output(plan, values[0], values[1], values[2:])
         )
         self.campaign = services[0].started_at.apply(lambda at: campaign_output(plan.campaign, at))
         self.hosts = _hosts_output(fleet, cluster)
@@ -221,27 +234,111 @@ class Deployment(pulumi.ComponentResource):
     def _opts(self, depends_on: Sequence[pulumi.Resource]) -> pulumi.ResourceOptions:
         return pulumi.ResourceOptions(parent=self, depends_on=list(depends_on))
 
-    def _images(self, name: str, fleet: Fleet) -> list[EngineImage]:
+    def _images(
+        self, name: str, fleet: Fleet, secrets: Mapping[str, pulumi.Output[str] | None]
+    ) -> list[EngineImage]:
+        """The image on every node. A registry build or a pinned tag sets
+        ``self._image_ref`` (the digest reference the nodes pull and run)."""
         plan = self._plan
-        if plan.engine.runtime != "docker" or plan.image.image is None:
+        image = plan.image
+        if plan.engine.runtime != "docker" or image.image is None:
             return []
-        dockerfile = render_dockerfile(plan) if plan.image.build else None
+        password = (
+            secrets.get(image.registry_password_secret) if image.registry_password_secret else None
+        )
+        facts = {node.name: host.facts for node, host in zip(plan.nodes, fleet.hosts, strict=True)}
+        archs = pulumi.Output.all(**facts).apply(fleet_archs_of)
+        source: pulumi.Resource | None = None
+        if image.build and image.registry:
+            build = self._build(name, fleet, archs, password)
+            source, self._image_ref = build, build.ref
+        elif image.pin:
+            pin = ImagePin(
+                f"{name}-image-pin",
+                ImagePinProps(host=fleet.targets[0], image=image.image, timeout_s=IMAGE_TIMEOUT_S),
+                self._opts(fleet.hosts[:1]),
+            )
+            source, self._image_ref = pin, pin.ref
+        on_node = image.build and not image.registry
+        dockerfile = render_dockerfile(plan) if on_node else None
         return [
             EngineImage(
                 f"{name}-image-{node.name}",
                 EngineImageProps(
                     host=fleet.targets[node.rank],
-                    image=plan.image.image,
+                    image=image.image,
                     dockerfile=dockerfile.content if dockerfile else None,
                     dockerfile_hash=dockerfile.sha256 if dockerfile else None,
                     build_dir=f"{node.remote_dir}-image",
-                    timeout_s=IMAGE_TIMEOUT_S,
+                    timeout_s=image.build_timeout_s if on_node else IMAGE_TIMEOUT_S,
                     keep_on_delete=False,
+                    registry=image.registry,
+                    registry_username=image.registry_username,
+                    gfx_targets=image.gfx_targets,
+                    build_hours=image.build_hours,
                 ),
-                self._opts(fleet.hosts),
+                self._opts([*fleet.hosts, *([source] if source else [])]),
+                image=self._image_ref,
+                host_archs=archs.apply(functools.partial(_archs_of, node=node.name))
+                if on_node
+                else None,
+                registry_password=password if image.registry else None,
             )
             for node in plan.nodes
         ]
+
+    def _build(
+        self,
+        name: str,
+        fleet: Fleet,
+        archs: pulumi.Output[dict[str, list[str]]],
+        password: pulumi.Output[str] | None,
+    ) -> EngineImageBuild:
+        """The registry build, on the named fleet host, the separate build host, or the
+        head."""
+        plan = self._plan
+        image = plan.image
+        names = [node.name for node in plan.nodes]
+        if image.build_host in names:
+            rank = names.index(str(image.build_host))
+            target, depends = fleet.targets[rank], [fleet.hosts[rank]]
+        elif image.build_target is not None:
+            target, depends = image.build_target, []
+        else:  # a cloud fleet's head
+            target, depends = fleet.targets[0], [fleet.hosts[0]]
+        dockerfile = render_dockerfile(plan)
+        return EngineImageBuild(
+            f"{name}-image-build",
+            EngineImageBuildProps(
+                host=target,
+                image=str(image.image),
+                dockerfile=dockerfile.content,
+                content_hash=str(image.content_hash),
+                gfx_targets=image.gfx_targets,
+                build_hours=image.build_hours,
+                timeout_s=image.build_timeout_s,
+                work_dir=IMAGE_BUILD_DIR,
+                registry=str(image.registry),
+                registry_username=image.registry_username,
+            ),
+            # After preflight of every host: a fleet that fails preflight builds nothing.
+            self._opts([*fleet.hosts, *depends]),
+            fleet_archs=archs,
+            registry_password=password,
+        )
+
+    def _files(self, node: NodePlan) -> pulumi.Output[dict[str, Any]] | None:
+        """A node's launch files running the pinned digest (None: the plan's image is
+        what runs, and the props' files stand)."""
+        if self._image_ref is None:
+            return None
+        plan = self._plan
+        return self._image_ref.apply(
+            lambda ref: {
+                k: f.model_dump(mode="json")
+                for k, f in _rendered_files(plan_with_image(plan, ref), node).items()
+            }
+        )
 
     def _weights(
         self,
@@ -270,6 +367,7 @@ class Deployment(pulumi.ComponentResource):
                 ),
                 self._opts([*fleet.hosts, *images[node.rank : node.rank + 1]]),
                 hf_token=token,
+                docker_image=self._image_ref if images else None,
             )
             for node in plan.nodes
         ]
@@ -304,12 +402,14 @@ class Deployment(pulumi.ComponentResource):
         )
         props = engine_cluster_props(plan, [fleet.targets[n.rank] for n in plan.nodes])
         depends = [*fleet.hosts, *weights, *images, *self._gates]
+        files = [self._files(node) for node in plan.nodes]
         return EngineCluster(
             f"{name}-engine",
             props,
             self._opts(depends),
             secret_env=pulumi.Output.secret(values),
             cluster_env=self._cluster_env,
+            files=None if self._image_ref is None else files,
         )
 
     def _service(
@@ -337,6 +437,7 @@ class Deployment(pulumi.ComponentResource):
             args.props,
             self._opts(depends),
             secret_env=args.secret_env,
+            files=self._files(node),
         )
 
     def _verification(
@@ -451,6 +552,10 @@ def _target(plan: DeploymentPlan, node: NodePlan) -> HostTarget:
     return node.target
 
 
+def _archs_of(archs: Mapping[str, list[str]], node: str) -> list[str]:
+    return list(archs.get(node, []))
+
+
 def _collective_env(interfaces: Mapping[str, str | None], node: str) -> dict[str, str]:
     return collective_env(interfaces.get(node))
 
@@ -492,11 +597,34 @@ def _inventory(node: NodePlan, facts: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _engine_output(plan: DeploymentPlan, files_hash: str, digests: Sequence[str]) -> dict[str, Any]:
+def plan_with_image(plan: DeploymentPlan, ref: str) -> DeploymentPlan:
+    """``plan`` running image ``ref`` (the pinned digest reference) on every node."""
+    return plan.model_copy(update={"image": plan.image.model_copy(update={"image": ref})})
+
+
+def _engine_output(
+    plan: DeploymentPlan, files_hash: str, ref: str | None, digests: Sequence[str]
+) -> dict[str, Any]:
+    image = plan.image
     return {
         "name": plan.engine.name,
         "runtime": plan.engine.runtime,
-        "image": plan.image.image,
+        "image": ref,
+        "image_source": image.image if image.image != ref else None,
+        "image_digest": ref.partition("@")[2] if ref and "@" in ref else None,
+        "image_build": (
+            {
+                "content_hash": image.content_hash,
+                "registry": image.registry,
+                "build_host": image.build_host,
+                "gfx_targets": list(image.gfx_targets),
+                "aiter_ref": image.aiter_ref,
+                "vllm_ref": image.vllm_ref,
+                "base_image": image.base_image,
+            }
+            if image.build
+            else None
+        ),
         "image_digests": list(digests),
         "command_hash": files_hash,
         "argv": list(plan.head.argv),

@@ -241,3 +241,13 @@ class CloudInstanceError(AmdFleetError):
         if hint:
             lines.append(f"  hint: {hint}")
         super().__init__("\n".join(lines))
+
+
+class ImageBuildRefused(AmdFleetError):
+    """An engine image build that would not run on the fleet's GPUs, refused before it
+    starts (``hours``: the build time it would have wasted)."""
+
+    def __init__(self, message: str, hint: str, hours: float) -> None:
+        self.hint = hint
+        self.hours = hours
+        super().__init__(f"{message}\n  hint: {hint}")

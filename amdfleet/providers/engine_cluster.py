@@ -182,12 +182,20 @@ class EngineCluster(pulumi.dynamic.Resource, module="amdfleet", name="EngineClus
         *,
         secret_env: pulumi.Input[Mapping[str, str]],
         cluster_env: Sequence[pulumi.Input[Mapping[str, str]]] | None = None,
+        files: Sequence[pulumi.Input[Mapping[str, Any]] | None] | None = None,
     ):
+        """``files`` (per node, in rank order, the rendered files as JSON) replaces the
+        props' files, e.g. with launch files that run an image digest known only once it
+        is pinned."""
         hidden = pulumi.ResourceOptions(additional_secret_outputs=["secrets_hash", "secret_env"])
         opts = pulumi.ResourceOptions.merge(opts, hidden)
         nodes: list[Any] = [n.model_dump(mode="json") for n in props.nodes]
         if cluster_env is not None:
             nodes = [{**n, "cluster_env": env} for n, env in zip(nodes, cluster_env, strict=True)]
+        if files is not None:
+            nodes = [
+                {**n, "files": f} if f is not None else n for n, f in zip(nodes, files, strict=True)
+            ]
         inputs = props.to_inputs(
             nodes=nodes,
             secret_env=secret_env,

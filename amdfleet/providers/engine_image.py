@@ -1,9 +1,15 @@
 """EngineImage: the engine's container image present on one node (docker runtime).
 
 ``create`` pulls the image, or builds it from the rendered AITER + vLLM Dockerfile, unless
-it is already there, and records its id and repo digest. ``delete`` removes the image only
-if this resource pulled or built it (unless ``keep_on_delete``); an image the host
-already had is left alone.
+it is already there, and records its id and repo digest. The image is normally a digest
+reference (``<repository>@sha256:...``): the one :class:`~amdfleet.providers.image_build.
+EngineImageBuild` pushed, or the one :class:`~amdfleet.providers.image_pin.ImagePin`
+pinned, so every node holds the same bytes. A pull from a registry that needs a login
+runs with the password on stdin in a throwaway docker config
+(:func:`amdfleet.remote.registry.logged_in`). A node that builds the image itself (a
+stack without a registry) first refuses a build whose gfx targets miss the node's GPUs.
+``delete`` removes the image only if this resource pulled or built it (unless
+``keep_on_delete``); an image the host already had is left alone.
 
 Progress (:mod:`amdfleet.providers.progress`): while pulling or building, the resource's
 status shows the time spent and the latest line docker printed (a layer event, a build
@@ -22,6 +28,7 @@ from pydantic import Field
 
 from amdfleet.errors import RemoteError
 from amdfleet.providers.cloud_host import gone_with_instance
+from amdfleet.providers.image_build import gfx_refusal
 from amdfleet.providers.progress import Progress, format_duration, resource_urn
 from amdfleet.providers.props import ProviderProps, changed_keys, plain
 from amdfleet.remote.connection import Connection
@@ -33,6 +40,7 @@ from amdfleet.remote.images import (
     pull_command,
     remove_command,
 )
+from amdfleet.remote.registry import logged_in
 from amdfleet.remote.target import HostTarget
 
 IDENTITY = ("host", "image", "dockerfile_hash")
@@ -42,6 +50,8 @@ _CALL_TIMEOUT = 60.0
 class EngineImageProps(ProviderProps):
     """EngineImage's properties: which image to stage on which host and how (inputs), and
     what was found or staged (outputs)."""
+
+    SECRET_FIELDS = ("registry_password",)
 
     host: HostTarget = Field(description="The host the image is staged on.")
     image: str = Field(description="The image reference (a tag, or a name with a digest).")
@@ -54,6 +64,14 @@ class EngineImageProps(ProviderProps):
     build_dir: str = Field(description="Scratch directory on the host for a build.")
     timeout_s: int = Field(gt=0, description="Time limit of the pull or build, in seconds.")
     keep_on_delete: bool = Field(False, description="Leave the image on the host on delete.")
+    registry: str | None = Field(None, description="Registry to log in to before pulling.")
+    registry_username: str | None = Field(None, description="Registry user (None: no login).")
+    registry_password: str | None = Field(None, description="Secret: the registry password.")
+    gfx_targets: tuple[str, ...] = Field((), description="A build's gfx targets.")
+    host_archs: list[str] = Field(
+        default_factory=list, description="The gfx archs the host's GPUs report (host facts)."
+    )
+    build_hours: float = Field(0.0, ge=0, description="Estimated duration of a build, in hours.")
     image_id: str | None = Field(None, description="Output: the image id on the host.")
     digest: str | None = Field(None, description="Output: the repo digest ('' if none).")
     dockerfile_sha256: str | None = Field(
@@ -75,7 +93,16 @@ class EngineImageProvider(ResourceProvider):
         Raises RemoteCommandError with the last lines of the pull/build output.
         """
         p = EngineImageProps.from_inputs(props)
-        with Progress.for_resource(props) as progress, open_host(p.host) as conn:
+        if p.dockerfile:
+            archs = {p.host.name: p.host_archs}
+            refused = gfx_refusal(p.gfx_targets, archs, p.build_hours, p.timeout_s)
+            if refused is not None:
+                raise refused
+        secrets = [p.registry_password] if p.registry_password else []
+        with (
+            Progress.for_resource(props) as progress,
+            open_host(p.host, secrets=secrets) as conn,
+        ):
             staged = _stage(conn, p, progress)
         return CreateResult(id_=f"{p.host.name}:{p.image}", outs=p.to_outputs(**staged))
 
@@ -131,10 +158,23 @@ class EngineImage(pulumi.dynamic.Resource, module="amdfleet", name="EngineImage"
     image_id: pulumi.Output[str]
 
     def __init__(
-        self, name: str, props: EngineImageProps, opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        props: EngineImageProps,
+        opts: pulumi.ResourceOptions | None = None,
+        *,
+        image: pulumi.Input[str] | None = None,
+        host_archs: pulumi.Input[list[str]] | None = None,
+        registry_password: pulumi.Input[str] | None = None,
     ):
-        inputs = props.to_inputs(resource_urn=resource_urn(name, "EngineImage", opts))
-        super().__init__(EngineImageProvider(), name, inputs, opts)
+        deferred: dict[str, Any] = {"resource_urn": resource_urn(name, "EngineImage", opts)}
+        if image is not None:
+            deferred["image"] = image
+        if host_archs is not None:
+            deferred["host_archs"] = host_archs
+        if registry_password is not None:
+            deferred["registry_password"] = pulumi.Output.secret(registry_password)
+        super().__init__(EngineImageProvider(), name, props.to_inputs(**deferred), opts)
 
 
 def _stage(conn: Connection, p: EngineImageProps, progress: Progress) -> dict[str, Any]:
@@ -157,6 +197,10 @@ def _stage(conn: Connection, p: EngineImageProps, progress: Progress) -> dict[st
             conn.run(command, timeout=p.timeout_s, on_output=log.line)
         finally:
             conn.run(f"rm -rf -- {build_dir}", timeout=_CALL_TIMEOUT, check=False)
+    elif p.registry and p.registry_username:
+        command = logged_in(pull_command(image), p.registry, p.registry_username)
+        stdin = p.registry_password or ""
+        conn.run(command, timeout=p.timeout_s, on_output=log.line, stdin=stdin)
     else:
         conn.run(pull_command(image), timeout=p.timeout_s, on_output=log.line)
     found = _inspect(conn, image)

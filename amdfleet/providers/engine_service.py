@@ -201,11 +201,17 @@ class EngineService(pulumi.dynamic.Resource, module="amdfleet", name="EngineServ
         opts: pulumi.ResourceOptions | None = None,
         *,
         secret_env: pulumi.Input[Mapping[str, str]],
+        files: pulumi.Input[Mapping[str, Any]] | None = None,
     ):
+        """``files`` (the rendered files as JSON) replaces the props' files, e.g. with
+        launch files that run an image digest known only once it is pinned."""
         hidden = pulumi.ResourceOptions(additional_secret_outputs=["secrets_hash", "secret_env"])
         opts = pulumi.ResourceOptions.merge(opts, hidden)
+        deferred: dict[str, Any] = {"files": files} if files is not None else {}
         inputs = props.to_inputs(
-            secret_env=secret_env, resource_urn=resource_urn(name, "EngineService", opts)
+            secret_env=secret_env,
+            resource_urn=resource_urn(name, "EngineService", opts),
+            **deferred,
         )
         super().__init__(EngineServiceProvider(), name, inputs, opts)
 

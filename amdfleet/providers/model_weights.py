@@ -161,10 +161,13 @@ class ModelWeights(pulumi.dynamic.Resource, module="amdfleet", name="ModelWeight
         opts: pulumi.ResourceOptions | None = None,
         *,
         hf_token: pulumi.Input[str] | None = None,
+        docker_image: pulumi.Input[str] | None = None,
     ):
+        deferred: dict[str, Any] = {"docker_image": docker_image} if docker_image else {}
         inputs = props.to_inputs(
             hf_token=pulumi.Output.secret(hf_token) if hf_token is not None else None,
             resource_urn=resource_urn(name, "ModelWeights", opts),
+            **deferred,
         )
         super().__init__(ModelWeightsProvider(), name, inputs, opts)
 
