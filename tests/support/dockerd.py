@@ -11,10 +11,21 @@ The seam is the registry: none is reachable, so images are only ever made locall
 not local. The only containers started run such an image (tests/providers/
 test_engine_docker.py, with ``--pull=never``), in the daemon's empty network namespace.
 
-Isolation. The daemon runs in a network namespace of its own holding nothing but a
-loopback that is down (``unshare --net``; checked once it answers): should anything make
-it reach for a registry (a ``FROM`` of a missing image does), the attempt ends with
-"network is unreachable" before a packet is sent. It also has a private mount namespace
+Isolation. By default the daemon runs in a network namespace of its own holding nothing
+but a loopback that is down (``unshare --net``; checked once it answers): should anything
+make it reach for a registry (a ``FROM`` of a missing image does), the attempt ends with
+"network is unreachable" before a packet is sent. With ``netns=`` it runs instead in an
+existing namespace, a lab host's (tests/support/hostlab.py: ``eth0`` on the lab's bridge
+and ``lo``), so it reaches what listens on the lab -- a registry of tests/support/
+registry.py, named by ``insecure_registries`` since it speaks plain HTTP -- and nothing
+else: that namespace must route only to directly connected subnets (no default route, no
+route via a gateway), checked before the daemon starts and again once it answers, when a
+daemon found in another namespace is refused too. It enters the namespace with
+``nsenter --net`` rather than ``ip netns exec``, which mounts a fresh /sys without
+/sys/fs/cgroup (dockerd then fails: "Devices cgroup isn't mounted"). Only the network is
+the host's: the daemon is a child of the test process, in this machine's PID namespace
+and file tree, so crashing or rebooting the lab host leaves it running (partitioning the
+host cuts it off). Either way it has a private mount namespace
 (``unshare --mount``), so the overlay mounts of its layers never show on this machine
 and vanish with it.
 Everything else it owns lives in one directory ``/run/amdfleet-test-docker/d-XXXX``:
@@ -24,8 +35,9 @@ daemon would write to ``/etc/docker/key.json``) and the local CLI's config. That
 directory is outside the per-host directories of a lab host (/root /opt /var/log
 /etc/ssh /tmp), so a host's CLI reaches the socket at the same path. Flags:
 ``--bridge=none --iptables=false --ip6tables=false`` (no network set up, no firewall
-rules touched), ``--log-level=warn`` (a failure's log tail shows the failure) and the
-first storage driver that starts: overlay2, else vfs.
+rules touched), ``--log-level=warn`` (a failure's log tail shows the failure),
+``--insecure-registry`` per entry of ``insecure_registries`` and the first storage driver
+that starts: overlay2, else vfs.
 
 Lifecycle. Readiness is ``docker version`` answering, polled until a deadline while
 waiting on the daemon's process (so a daemon that dies fails at once, with its log).
@@ -49,7 +61,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
@@ -84,10 +96,12 @@ class DockerDaemon:
         *,
         storage_driver: str,
         docker: str,
+        netns: str | None = None,
     ) -> None:
         self.dir = workdir
         self.storage_driver = storage_driver
         self.docker = docker
+        self.netns = netns
         self.timings: dict[str, float] = {}
         self._proc = proc
         self._lock = lock
@@ -95,8 +109,19 @@ class DockerDaemon:
         self._made_dirs: tuple[Path, ...] = ()
 
     @classmethod
-    def start(cls, *, timeout: float = START_TIMEOUT) -> DockerDaemon:
+    def start(
+        cls,
+        *,
+        timeout: float = START_TIMEOUT,
+        netns: str | None = None,
+        insecure_registries: Sequence[str] = (),
+    ) -> DockerDaemon:
         """Start a daemon and wait until it answers; tries each storage driver in turn.
+
+        ``netns`` (a name of ``ip netns``, e.g. a lab host's ``LabHost.netns``) runs it in
+        that network namespace instead of an empty one of its own; it is refused unless the
+        namespace routes only to directly connected subnets. ``insecure_registries``
+        (``ADDRESS:PORT``) are registries it may reach over plain HTTP.
 
         Raises DockerdError with every attempt's log tail when none starts.
         """
@@ -106,11 +131,20 @@ class DockerDaemon:
         if os.geteuid() != 0:
             raise DockerdError("dockerd needs root")
         t0 = time.monotonic()
+        if netns is not None:
+            _refuse_leaving_routes(netns)  # before anything runs there (again once it answers)
         sweep_stale_daemons()
         failures = []
         for driver in STORAGE_DRIVERS:
             try:
-                daemon = cls._start_with(driver, dockerd, docker, time.monotonic() + timeout)
+                daemon = cls._start_with(
+                    driver,
+                    dockerd,
+                    docker,
+                    time.monotonic() + timeout,
+                    netns=netns,
+                    insecure_registries=insecure_registries,
+                )
             except DockerdError as e:
                 failures.append(f"--storage-driver={driver}: {e}")
                 continue
@@ -266,14 +300,27 @@ class DockerDaemon:
     # -- starting ---------------------------------------------------------------------
 
     @classmethod
-    def _start_with(cls, driver: str, dockerd: str, docker: str, deadline: float) -> DockerDaemon:
+    def _start_with(
+        cls,
+        driver: str,
+        dockerd: str,
+        docker: str,
+        deadline: float,
+        *,
+        netns: str | None,
+        insecure_registries: Sequence[str],
+    ) -> DockerDaemon:
         ROOT.mkdir(exist_ok=True)
         workdir = Path(tempfile.mkdtemp(prefix="d-", dir=ROOT))
         lock = _lock(workdir / "owner.lock")
         config = workdir / "daemon.json"
         config.write_text(json.dumps({"deprecated-key-path": str(workdir / "key.json")}))
+        # nsenter (not `ip netns exec`: see the module's docstring) execs unshare, which
+        # execs dockerd: the child's PID is the daemon's.
+        enter = ["nsenter", f"--net=/run/netns/{netns}", "--"] if netns is not None else []
+        own_net = ["--net"] if netns is None else []
         argv = [
-            "unshare", "--net", "--mount", "--propagation", "private", "--",
+            *enter, "unshare", *own_net, "--mount", "--propagation", "private", "--",
             dockerd,
             f"--config-file={config}",
             f"--data-root={workdir / 'data'}",
@@ -283,15 +330,15 @@ class DockerDaemon:
             f"--storage-driver={driver}",
             "--bridge=none", "--iptables=false", "--ip6tables=false",
             "--log-level=warn",
+            *(f"--insecure-registry={registry}" for registry in insecure_registries),
         ]  # fmt: skip
         made_dirs = tuple(path for path in _PLUGIN_DIRS if not path.exists())
         (workdir / "made-dirs").write_text("".join(f"{path}\n" for path in made_dirs))
         with open(workdir / "dockerd.log", "wb") as log:
-            # unshare execs dockerd: the child's PID is the daemon's.
             proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
             )
-        daemon = cls(workdir, proc, lock, storage_driver=driver, docker=docker)
+        daemon = cls(workdir, proc, lock, storage_driver=driver, docker=docker, netns=netns)
         daemon._made_dirs = made_dirs
         _LIVE.add(daemon)
         try:
@@ -307,18 +354,18 @@ class DockerDaemon:
         return daemon
 
     def _check_isolated(self) -> None:
-        """Refuse a daemon that could reach a network: its namespace must hold nothing
-        but a loopback that is down."""
-        shown = subprocess.run(
-            ["nsenter", f"--target={self.pid}", "--net", "ip", "-j", "link", "show"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-        links = [(link["ifname"], link["operstate"]) for link in json.loads(shown.stdout or "[]")]
-        if shown.returncode != 0 or links != [("lo", "DOWN")]:
-            raise DockerdError(f"dockerd's network namespace is not empty: {links or shown.stderr}")
+        """Refuse a daemon that could reach a network: its own namespace must hold
+        nothing but a loopback that is down; or, with ``netns``, it must be in that
+        namespace, which must still route only to directly connected subnets."""
+        if self.netns is not None:
+            if _netns_inode(f"/proc/{self.pid}/ns/net") != _netns_inode(_netns_path(self.netns)):
+                raise DockerdError(f"dockerd (pid {self.pid}) is not in netns {self.netns}")
+            _refuse_leaving_routes(self.netns)
+            return
+        shown = _ip_json(["nsenter", f"--target={self.pid}", "--net"], "link", "show")
+        links = [(link["ifname"], link["operstate"]) for link in shown]
+        if links != [("lo", "DOWN")]:
+            raise DockerdError(f"dockerd's network namespace is not empty: {links}")
 
     def _wait_ready(self, deadline: float) -> None:
         """Poll ``docker version`` until the server answers; fail at once if dockerd exits."""
@@ -334,6 +381,38 @@ class DockerDaemon:
             except subprocess.TimeoutExpired:
                 continue
             raise DockerdError(f"dockerd exited with {code}")
+
+
+def _refuse_leaving_routes(netns: str) -> None:
+    """Refuse a namespace whose traffic could leave this machine: every route there (IPv4
+    and IPv6) must go to a directly connected subnet -- no default route, no gateway."""
+    enter = ["nsenter", f"--net={_netns_path(netns)}"]
+    routes = _ip_json(enter, "-4", "route", "show") + _ip_json(enter, "-6", "route", "show")
+    leaving = [route for route in routes if route.get("dst") == "default" or "gateway" in route]
+    if leaving:
+        raise DockerdError(f"refused: network namespace {netns} routes off its subnets: {leaving}")
+
+
+def _netns_path(netns: str) -> str:
+    path = Path("/run/netns") / netns
+    if not path.exists():
+        raise DockerdError(f"no network namespace {netns!r} (ip netns list)")
+    return str(path)
+
+
+def _netns_inode(path: str) -> int:
+    return os.stat(path).st_ino
+
+
+def _ip_json(enter: Sequence[str], *args: str) -> list[dict[str, Any]]:
+    """``ip -j ARGS`` run through ``enter`` (an nsenter command line), parsed."""
+    shown = subprocess.run(
+        [*enter, "ip", "-j", *args], capture_output=True, text=True, timeout=10, check=False
+    )
+    if shown.returncode != 0:
+        raise DockerdError(f"{' '.join(enter)} ip {' '.join(args)}: {shown.stderr.strip()}")
+    found: list[dict[str, Any]] = json.loads(shown.stdout or "[]")
+    return found
 
 
 def sweep_stale_daemons() -> None:
