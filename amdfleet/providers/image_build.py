@@ -176,13 +176,15 @@ class EngineImageBuildProvider(ResourceProvider):
 
     @gone_with_instance
     def delete(self, _id: str, props: dict[str, Any]) -> None:
-        """Remove the build host's copy (if this resource made it) and the log. Idempotent."""
+        """Remove the build host's copy and the build log (if this resource made them).
+        Idempotent."""
         p = EngineImageBuildProps.from_inputs(props)
         with Progress.for_resource(props) as progress, _open(p) as conn:
             if p.created and not p.keep_on_delete:
                 progress.step(f"removing {p.image} from the build host")
                 conn.run(remove_command(p.image), timeout=300)
-            conn.run(f"rm -f -- {shlex.quote(p.log_file)}", timeout=_CALL_TIMEOUT, check=False)
+            if p.built:  # the log of this resource's build
+                conn.run(f"rm -f -- {shlex.quote(p.log_file)}", timeout=_CALL_TIMEOUT, check=False)
 
 
 class EngineImageBuild(pulumi.dynamic.Resource, module="amdfleet", name="EngineImageBuild"):

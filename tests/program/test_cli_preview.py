@@ -30,7 +30,11 @@ STACKS = sorted(ROOT.glob("stacks/Pulumi.*.yaml"))
 # stack's up and destroy in tests/program/test_cli_cloud.py.
 CLOUD = pytest.mark.skip(reason="a cloud stack: test_cloud_stack_preview_shows_its_instances")
 BAD = ROOT / "tests/unit/bad_stacks"
-SECRETS = {"apiKey": "preview-api-key-5d1f0c", "hfToken": "hf_previewTokenA1b2C3d4"}
+SECRETS = {
+    "apiKey": "preview-api-key-5d1f0c",
+    "hfToken": "hf_previewTokenA1b2C3d4",
+    "registryPassword": "preview-registry-password-81c2",
+}
 DYN = "pulumi-python:dynamic/amdfleet"
 
 
@@ -56,6 +60,11 @@ def _expected_graph(path: Path) -> dict[str, str]:
             graph[f"deployment-engine-{node.name}"] = f"{DYN}:EngineService"
         if deployment.engine.runtime == "docker" and deployment.image.image:
             graph[f"deployment-image-{node.name}"] = f"{DYN}:EngineImage"
+    image = deployment.image
+    if deployment.engine.runtime == "docker" and image.build and image.registry:
+        graph["deployment-image-build"] = f"{DYN}:EngineImageBuild"  # built once, pushed
+    elif deployment.engine.runtime == "docker" and image.pin:
+        graph["deployment-image-pin"] = f"{DYN}:ImagePin"  # a tag pinned to its digest
     if multi_node:  # one engine resource and one cluster check for all nodes
         graph["deployment-engine"] = f"{DYN}:EngineCluster"
         graph["deployment-cluster"] = f"{DYN}:ClusterCheck"
@@ -102,6 +111,7 @@ def test_preview_shows_every_committed_stacks_resource_graph(
         workspace.run(["preview", "--stack", stack], timeout=300).stdout
     )
     assert SECRETS["apiKey"] not in preview.text
+    assert SECRETS["registryPassword"] not in preview.text
 
 
 CLOUD_STACKS = [p for p in STACKS if load_stack_file(str(p)).spec.fleet.cloud is not None]
