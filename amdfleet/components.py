@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import PurePosixPath
 from typing import Any
@@ -60,8 +61,6 @@ from amdfleet.remote.target import HostTarget
 from amdfleet.render import render_dockerfile, render_node
 
 IMAGE_TIMEOUT_S = 3 * 3600
-IMAGE_BUILD_DIR = "/var/tmp/amdfleet-image-build"
-"""Where a build host keeps build contexts (removed after each build) and build logs."""
 _NO_TARGET = "list the host under fleet.hosts"
 
 
@@ -237,95 +236,18 @@ class Deployment(pulumi.ComponentResource):
     def _images(
         self, name: str, fleet: Fleet, secrets: Mapping[str, pulumi.Output[str] | None]
     ) -> list[EngineImage]:
-        """The image on every node. A registry build or a pinned tag sets
-        ``self._image_ref`` (the digest reference the nodes pull and run)."""
-        plan = self._plan
-        image = plan.image
-        if plan.engine.runtime != "docker" or image.image is None:
-            return []
-        password = (
-            secrets.get(image.registry_password_secret) if image.registry_password_secret else None
+        """The image on every node; sets ``self._image_ref`` (see :func:`stage_images`)."""
+        staged = stage_images(
+            name,
+            self._plan,
+            fleet.targets,
+            [host.facts for host in fleet.hosts],
+            secrets,
+            parent=self,
+            depends_on=fleet.hosts,
         )
-        facts = {node.name: host.facts for node, host in zip(plan.nodes, fleet.hosts, strict=True)}
-        archs = pulumi.Output.all(**facts).apply(fleet_archs_of)
-        source: pulumi.Resource | None = None
-        if image.build and image.registry:
-            build = self._build(name, fleet, archs, password)
-            source, self._image_ref = build, build.ref
-        elif image.pin:
-            pin = ImagePin(
-                f"{name}-image-pin",
-                ImagePinProps(host=fleet.targets[0], image=image.image, timeout_s=IMAGE_TIMEOUT_S),
-                self._opts(fleet.hosts[:1]),
-            )
-            source, self._image_ref = pin, pin.ref
-        on_node = image.build and not image.registry
-        dockerfile = render_dockerfile(plan) if on_node else None
-        return [
-            EngineImage(
-                f"{name}-image-{node.name}",
-                EngineImageProps(
-                    host=fleet.targets[node.rank],
-                    image=image.image,
-                    dockerfile=dockerfile.content if dockerfile else None,
-                    dockerfile_hash=dockerfile.sha256 if dockerfile else None,
-                    build_dir=f"{node.remote_dir}-image",
-                    timeout_s=image.build_timeout_s if on_node else IMAGE_TIMEOUT_S,
-                    keep_on_delete=False,
-                    registry=image.registry,
-                    registry_username=image.registry_username,
-                    gfx_targets=image.gfx_targets,
-                    build_hours=image.build_hours,
-                ),
-                self._opts([*fleet.hosts, *([source] if source else [])]),
-                image=self._image_ref,
-                host_archs=archs.apply(functools.partial(_archs_of, node=node.name))
-                if on_node
-                else None,
-                registry_password=password if image.registry else None,
-            )
-            for node in plan.nodes
-        ]
-
-    def _build(
-        self,
-        name: str,
-        fleet: Fleet,
-        archs: pulumi.Output[dict[str, list[str]]],
-        password: pulumi.Output[str] | None,
-    ) -> EngineImageBuild:
-        """The registry build, on the named fleet host, the separate build host, or the
-        head."""
-        plan = self._plan
-        image = plan.image
-        names = [node.name for node in plan.nodes]
-        if image.build_host in names:
-            rank = names.index(str(image.build_host))
-            target, depends = fleet.targets[rank], [fleet.hosts[rank]]
-        elif image.build_target is not None:
-            target, depends = image.build_target, []
-        else:  # a cloud fleet's head
-            target, depends = fleet.targets[0], [fleet.hosts[0]]
-        dockerfile = render_dockerfile(plan)
-        return EngineImageBuild(
-            f"{name}-image-build",
-            EngineImageBuildProps(
-                host=target,
-                image=str(image.image),
-                dockerfile=dockerfile.content,
-                content_hash=str(image.content_hash),
-                gfx_targets=image.gfx_targets,
-                build_hours=image.build_hours,
-                timeout_s=image.build_timeout_s,
-                work_dir=IMAGE_BUILD_DIR,
-                registry=str(image.registry),
-                registry_username=image.registry_username,
-            ),
-            # After preflight of every host: a fleet that fails preflight builds nothing.
-            self._opts([*fleet.hosts, *depends]),
-            fleet_archs=archs,
-            registry_password=password,
-        )
+        self._image_ref = staged.ref
+        return staged.images
 
     def _files(self, node: NodePlan) -> pulumi.Output[dict[str, Any]] | None:
         """A node's launch files running the pinned digest (None: the plan's image is
@@ -472,6 +394,114 @@ class Deployment(pulumi.ComponentResource):
             engine_fingerprint=fingerprint,
             tokenizer_path=weights[0].path,
         )
+
+
+@dataclass(frozen=True)
+class StagedImages:
+    """The engine image on every node, and the digest reference they pull and run (None
+    when the plan's image reference is what runs: a digest already, or a per-node
+    build)."""
+
+    images: list[EngineImage]
+    ref: pulumi.Output[str] | None
+
+
+def stage_images(
+    name: str,
+    plan: DeploymentPlan,
+    targets: Sequence[HostTarget],
+    facts: Sequence[pulumi.Input[Mapping[str, Any]]],
+    secrets: Mapping[str, pulumi.Output[str] | None],
+    *,
+    parent: pulumi.Resource | None = None,
+    depends_on: Sequence[pulumi.Resource] = (),
+) -> StagedImages:
+    """Register what gets the plan's image onto every node (docker runtime), after
+    ``depends_on`` (the fleet's preflight):
+
+    - a build with a registry: one :class:`EngineImageBuild` on the build host, then
+      every node pulls the pushed digest;
+    - a pre-built image named by a tag: one :class:`ImagePin` on the head, then every node
+      pulls the pinned digest;
+    - a build without a registry, or an image given by digest: each node stages it.
+
+    ``facts`` are the nodes' host facts (the build refuses gfx targets their GPUs lack).
+    """
+    image = plan.image
+    if plan.engine.runtime != "docker" or image.image is None:
+        return StagedImages([], None)
+
+    def opts(depends: Sequence[pulumi.Resource]) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(parent=parent, depends_on=list(depends))
+
+    password = (
+        secrets.get(image.registry_password_secret) if image.registry_password_secret else None
+    )
+    names = [node.name for node in plan.nodes]
+    archs = pulumi.Output.all(**dict(zip(names, facts, strict=True))).apply(fleet_archs_of)
+    source: pulumi.Resource | None = None
+    ref: pulumi.Output[str] | None = None
+    if image.build and image.registry:
+        if image.build_host in names:
+            target = targets[names.index(str(image.build_host))]
+        else:  # a separate build host, or a cloud fleet's head
+            target = image.build_target or targets[0]
+        dockerfile = render_dockerfile(plan)
+        build = EngineImageBuild(
+            f"{name}-image-build",
+            EngineImageBuildProps(
+                host=target,
+                image=str(image.image),
+                dockerfile=dockerfile.content,
+                content_hash=str(image.content_hash),
+                gfx_targets=image.gfx_targets,
+                build_hours=image.build_hours,
+                timeout_s=image.build_timeout_s,
+                work_dir=image.build_work_dir,
+                registry=str(image.registry),
+                registry_username=image.registry_username,
+            ),
+            # After preflight of every host: a fleet that fails preflight builds nothing.
+            opts(depends_on),
+            fleet_archs=archs,
+            registry_password=password,
+        )
+        source, ref = build, build.ref
+    elif image.pin:
+        pin = ImagePin(
+            f"{name}-image-pin",
+            ImagePinProps(host=targets[0], image=image.image, timeout_s=IMAGE_TIMEOUT_S),
+            opts(depends_on[:1]),
+        )
+        source, ref = pin, pin.ref
+    on_node = image.build and not image.registry
+    dockerfile_on_node = render_dockerfile(plan) if on_node else None
+    images = [
+        EngineImage(
+            f"{name}-image-{node.name}",
+            EngineImageProps(
+                host=targets[node.rank],
+                image=image.image,
+                dockerfile=dockerfile_on_node.content if dockerfile_on_node else None,
+                dockerfile_hash=dockerfile_on_node.sha256 if dockerfile_on_node else None,
+                build_dir=f"{node.remote_dir}-image",
+                timeout_s=image.build_timeout_s if on_node else IMAGE_TIMEOUT_S,
+                keep_on_delete=False,
+                registry=image.registry,
+                registry_username=image.registry_username,
+                gfx_targets=image.gfx_targets,
+                build_hours=image.build_hours,
+            ),
+            opts([*depends_on, *([source] if source else [])]),
+            image=ref,
+            host_archs=archs.apply(functools.partial(_archs_of, node=node.name))
+            if on_node
+            else None,
+            registry_password=password if image.registry else None,
+        )
+        for node in plan.nodes
+    ]
+    return StagedImages(images, ref)
 
 
 def engine_service_props(

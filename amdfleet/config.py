@@ -668,6 +668,12 @@ class ImageBuildSpec(_Model):
         description="Deadline of one build, in seconds; a build still running then is "
         "stopped and its context removed.",
     )
+    work_dir: str = Field(
+        "/var/tmp/amdfleet-image-build",
+        pattern=r"^/",
+        description="Absolute directory on the build host for build contexts (removed after "
+        "each build) and build logs (`<tag>.log`, kept until the stack is destroyed).",
+    )
 
 
 class WeightsSpec(_Model):

@@ -133,6 +133,7 @@ def _build_plan(spec: StackSpec, acc: Accelerator) -> tuple[ImagePlan, list[Conf
         build_host=build_host,
         build_target=target,
         build_timeout_s=build.timeout_s,
+        build_work_dir=build.work_dir,
         build_hours=hours,
         source="image_build",
     )

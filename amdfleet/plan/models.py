@@ -197,6 +197,8 @@ class ImagePlan(_Frozen):
     build_target: HostTarget | None = None
     """How to reach the build host (None: a cloud head, known only once it exists)."""
     build_timeout_s: int = 0
+    build_work_dir: str = ""
+    """Where the build host keeps build contexts and logs."""
     build_hours: float = 0.0
     """Catalog estimate of one build's duration (named when a build is refused)."""
     pin: bool = False
