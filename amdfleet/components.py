@@ -213,14 +213,22 @@ class Deployment(pulumi.ComponentResource):
         if plan.fabric is None:
             return None
         targets = fleet.targets
+        # The runs use the cluster's interfaces and (in the engine image) the digest every
+        # node pulled: both known only during the update.
+        interfaces = cluster.interfaces if cluster is not None else None
+        ref = self._image_ref
         runs = (
-            cluster.interfaces.apply(
-                lambda interfaces: [
+            pulumi.Output.all(interfaces, ref).apply(
+                lambda values: [
                     run.model_dump(mode="json")
-                    for run in fabric_check_props(plan, targets, interfaces).runs
+                    for run in fabric_check_props(
+                        plan_with_image(plan, values[1]) if values[1] else plan,
+                        targets,
+                        values[0],
+                    ).runs
                 ]
             )
-            if cluster is not None
+            if interfaces is not None or ref is not None
             else None
         )
         depends: list[pulumi.Resource] = [*fleet.hosts, *images]
@@ -254,13 +262,7 @@ class Deployment(pulumi.ComponentResource):
         what runs, and the props' files stand)."""
         if self._image_ref is None:
             return None
-        plan = self._plan
-        return self._image_ref.apply(
-            lambda ref: {
-                k: f.model_dump(mode="json")
-                for k, f in _rendered_files(plan_with_image(plan, ref), node).items()
-            }
-        )
+        return self._image_ref.apply(functools.partial(launch_files, self._plan, node))
 
     def _weights(
         self,
@@ -627,9 +629,20 @@ def _inventory(node: NodePlan, facts: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def launch_files(plan: DeploymentPlan, node: NodePlan, ref: str) -> dict[str, Any]:
+    """``node``'s rendered launch files (as the engine providers take them, JSON) running
+    image ``ref``: the digest reference every node pulled."""
+    rendered = _rendered_files(plan_with_image(plan, ref), node)
+    return {name: f.model_dump(mode="json") for name, f in rendered.items()}
+
+
 def plan_with_image(plan: DeploymentPlan, ref: str) -> DeploymentPlan:
-    """``plan`` running image ``ref`` (the pinned digest reference) on every node."""
-    return plan.model_copy(update={"image": plan.image.model_copy(update={"image": ref})})
+    """``plan`` running image ``ref`` (the pinned digest reference) on every node, in the
+    engine and in the fabric check."""
+    update: dict[str, Any] = {"image": plan.image.model_copy(update={"image": ref})}
+    if plan.fabric is not None and plan.fabric.image is not None:
+        update["fabric"] = plan.fabric.model_copy(update={"image": ref})
+    return plan.model_copy(update=update)
 
 
 def _engine_output(

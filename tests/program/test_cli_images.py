@@ -170,6 +170,10 @@ def test_up_builds_once_pushes_and_both_nodes_run_one_digest_until_a_ref_changes
     assert on_a["Id"] == on_b["Id"]
     assert outputs["nodes"] == [ref, ref, on_a["Id"], on_a["Id"]]
     assert on_b["RepoDigests"] == [ref] and on_b["RepoTags"] == []  # pulled by digest
+    # Each node's launch script runs that digest, never the tag.
+    for node, script in outputs["launch"].items():
+        runs = [line for line in script.splitlines() if ref in line]
+        assert runs and image not in script, node
     # The real rendered Dockerfile ran step by step; its output is in the build log.
     assert t.build_logs() == [f"{tag}.log"]
     log = t.lab[0].path(f"{WORK_DIR}/{tag}.log").read_text()

@@ -5,14 +5,14 @@ deployment (the lab has no GPUs: preflight and the engine are tested elsewhere).
 Config (namespace ``imagetest``): ``stackFile`` (a stack YAML planned as ``amdfleet plan``
 plans it), ``archs`` (the gfx arch each host's GPUs report, standing in for host facts)
 and the secret ``registryPassword``. Outputs: the digest reference every node runs and
-each node's staged digest and image id.
+each node's staged digest and image id, and each node's rendered launch script.
 """
 
 from __future__ import annotations
 
 import pulumi
 
-from amdfleet.components import stage_images
+from amdfleet.components import launch_files, stage_images
 from amdfleet.config import load_stack_file
 from amdfleet.plan import plan
 
@@ -30,3 +30,13 @@ pulumi.export(
     "nodes",
     pulumi.Output.all(*[i.digest for i in staged.images], *[i.image_id for i in staged.images]),
 )
+if staged.ref is not None:
+    pulumi.export(
+        "launch",
+        staged.ref.apply(
+            lambda ref: {
+                node.name: launch_files(deployment, node, ref)["launch.sh"]["content"]
+                for node in deployment.nodes
+            }
+        ),
+    )
