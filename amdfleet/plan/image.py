@@ -86,7 +86,9 @@ def _build_plan(spec: StackSpec, acc: Accelerator) -> tuple[ImagePlan, list[Conf
                 "disable image_build",
             )
         )
-    targets = build.gfx_targets or (acc.arch,)
+    # A set of targets: two stacks listing the same ones in another order (or one twice)
+    # build the same engine, so they share the content hash and the one build.
+    targets = tuple(sorted(set(build.gfx_targets))) or (acc.arch,)
     bad = [t for t in targets if t not in catalog.GPU_ARCHS]
     if bad:
         issues.append(
