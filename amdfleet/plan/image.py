@@ -17,6 +17,7 @@ from amdfleet.catalog.gpus import Accelerator
 from amdfleet.config import HostSpec, StackSpec
 from amdfleet.errors import ConfigIssue
 from amdfleet.plan.models import ImagePlan
+from amdfleet.remote.registry import is_pinned
 from amdfleet.remote.target import HostTarget
 
 DEFAULT_BUILD_REPOSITORY = "amdfleet/vllm-aiter"
@@ -51,7 +52,16 @@ def image_plan(spec: StackSpec, acc: Accelerator) -> tuple[ImagePlan, list[Confi
             )
         ]
     source = "engine.image" if spec.engine.image else "catalog"
-    return ImagePlan(image=image, build=False, source=source, pin="@" not in image), []
+    if "@" in image and not is_pinned(image):
+        return ImagePlan(image=None, build=False), [
+            ConfigIssue(
+                "engine.image",
+                f"{image!r} names a digest that is not sha256:<64 hex digits>",
+                "give a tag (repository:tag, pinned to its digest at `pulumi up`) or a full "
+                "digest (repository@sha256:...)",
+            )
+        ]
+    return ImagePlan(image=image, build=False, source=source, pin=not is_pinned(image)), []
 
 
 def content_hash(template: str, build_args: dict[str, object]) -> str:

@@ -884,3 +884,41 @@ def test_the_plan_says_how_other_images_reach_the_nodes(tmp_path: Path) -> None:
     )
     assert "(built from source on every node for gfx950)" in _engine_line(CLOUD_STACK)
     assert "(pinned to its digest at the first up)" in _engine_line("mi300x-llama405b-vllm")
+
+
+def test_every_node_and_the_fabric_check_run_the_pinned_digest_never_the_tag() -> None:
+    """What the components render once the pin (or the push) is known: each node's
+    launch script and the fabric check's container name the digest reference."""
+    from amdfleet.components import launch_files, plan_with_image
+    from amdfleet.config import FabricSpec
+    from amdfleet.providers.fabric_check import fabric_check_props
+    from amdfleet.remote.target import HostTarget
+
+    spec = load_stack_file("mi300x-2node-llama405b-bf16").spec
+    spec = spec.model_copy(update={"fabric": FabricSpec(enabled=True, min_busbw_gbps=304)})
+    planned = plan(spec)
+    tag = planned.image.image
+    assert tag is not None and planned.image.pin
+    ref = f"{tag.rsplit(':', 1)[0]}@sha256:{'ab' * 32}"
+
+    for node in planned.nodes:
+        files = launch_files(planned, node, ref)
+        before = launch_files(planned, node, tag)
+        script = files["launch.sh"]["content"]
+        assert ref in script and tag not in script, node.name
+        # Nothing else moves: the same files as with the tag, the reference swapped.
+        assert {k: _unhashed(f["content"]) for k, f in files.items()} == {
+            k: _unhashed(f["content"]).replace(tag, ref) for k, f in before.items()
+        }
+    targets = [HostTarget(name=n.name, address=n.address or "") for n in planned.nodes]
+    (pinned_run,) = fabric_check_props(plan_with_image(planned, ref), targets).runs
+    (tag_run,) = fabric_check_props(planned, targets).runs
+    assert ref in pinned_run.command and tag not in pinned_run.command
+    assert pinned_run.command == tag_run.command.replace(tag, ref)
+
+
+def _unhashed(content: str) -> str:
+    """A rendered file without its content-hash header line."""
+    from amdfleet.render import HASH_MARK
+
+    return "\n".join(line for line in content.splitlines() if HASH_MARK not in line)
