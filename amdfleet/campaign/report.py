@@ -289,6 +289,7 @@ def reproducibility(results: Mapping[str, Any]) -> dict[str, Any]:
                 "gpus": v.get("gpus"),
                 "nodes": v.get("nodes"),
                 "image": v.get("image"),
+                "image_source": v.get("image_source"),
                 "image_digests": list(v.get("image_digests") or []),
                 "hosts": [_host(h) for h in v.get("hosts") or []],
             }
@@ -956,7 +957,8 @@ def _reproducibility_tables(data: Mapping[str, Any]) -> list[Table]:
             "model",
             "precision",
             "accelerator × GPUs",
-            "image",
+            "image (the digest that ran)",
+            "from",
             "image digests",
         ),
         [
@@ -970,11 +972,12 @@ def _reproducibility_tables(data: Mapping[str, Any]) -> list[Table]:
                 v["precision"],
                 f"{v['accelerator']} × {v['gpus']}",
                 v["image"] or "",
+                v["image_source"] or "",
                 " ".join(v["image_digests"]),
             )
             for v in data["variants"]
         ],
-        ("left",) * 10,
+        ("left",) * 11,
     )
     hosts = Table(
         "Reproducibility: hosts",

@@ -583,6 +583,7 @@ def _variant_result(campaign: Campaign, variant: Variant, state: VariantState) -
         "engine": spec.engine.name,
         "endpoint": outputs.get("endpoint"),
         "image": engine.get("image"),
+        "image_source": engine.get("image_source"),
         "image_digests": list(engine.get("image_digests") or []),
         "hosts": list(outputs.get("hosts") or []),
         "verification": outputs.get("verification"),

@@ -136,3 +136,22 @@ def test_bad_results_name_the_problem(tmp_path: Path) -> None:
         write_report(src, tmp_path / "out")
     assert main([str(tmp_path / "missing.json"), str(tmp_path / "out")]) == 1
     assert main([]) == 2
+
+
+def test_reproducibility_names_the_digest_that_ran_and_where_it_came_from(
+    tmp_path: Path,
+) -> None:
+    """A variant whose stack pinned a moving tag: the engine output's ``image`` (the
+    digest reference every node ran) and ``image_source`` (the tag) reach the report."""
+    results = _results()
+    variant = results["variants"][0]
+    ref = f"rocm/vllm-dev@sha256:{'4e' * 32}"
+    variant.update(image=ref, image_source="rocm/vllm-dev:nightly", image_digests=[ref, ref])
+    _, out = _write(tmp_path, results)
+
+    data = json.loads((out / "report.json").read_text())
+    variants = data["reproducibility"]["variants"]
+    reproduced = next(v for v in variants if v["label"] == variant["label"])
+    assert (reproduced["image"], reproduced["image_source"]) == (ref, "rocm/vllm-dev:nightly")
+    row = next(line for line in (out / "report.md").read_text().splitlines() if ref in line)
+    assert "rocm/vllm-dev:nightly" in row and row.count(ref) == 3  # image + both nodes
