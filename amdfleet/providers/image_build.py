@@ -245,14 +245,12 @@ def _build_and_push(
         created = True
     progress.step(f"pushing {p.image}")
     _registry(conn, p, push_command(p.image), "push the image", _PUSH_TIMEOUT)
-    listed = conn.run(digests_command(p.image), timeout=_CALL_TIMEOUT)
-    ref = repo_digest(listed.stdout, p.image)
-    if ref is None:
-        raise RemoteError(
-            conn.host,
-            f"{p.image} was pushed but docker lists no digest for it in {p.registry}",
-            "check the registry accepts pushes (docker push by hand shows its answer)",
-        )
+    ref = registry_ref(
+        conn,
+        p.image,
+        f"{p.image} was pushed but docker lists no digest for it in {p.registry}",
+        "check the registry accepts pushes (docker push by hand shows its answer)",
+    )
     progress.note(f"pushed {ref}")
     return {
         "ref": ref,
@@ -263,6 +261,16 @@ def _build_and_push(
         "log_path": p.log_file if built else None,
         "build_s": took,
     }
+
+
+def registry_ref(conn: Connection, image: str, missing: str, hint: str) -> str:
+    """``<repository>@<digest>`` of ``image`` as the host's docker recorded it from its
+    registry; raises RemoteError(``missing``, ``hint``) when it recorded none."""
+    listed = conn.run(digests_command(image), timeout=_CALL_TIMEOUT)
+    ref = repo_digest(listed.stdout, image)
+    if ref is None:
+        raise RemoteError(conn.host, missing, hint)
+    return ref
 
 
 def _build(conn: Connection, p: EngineImageBuildProps, progress: Progress) -> float:

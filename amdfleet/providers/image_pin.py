@@ -21,13 +21,13 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 from pydantic import Field
 
-from amdfleet.errors import RemoteError
 from amdfleet.providers.cloud_host import gone_with_instance
+from amdfleet.providers.image_build import registry_ref
 from amdfleet.providers.progress import Progress, resource_urn
 from amdfleet.providers.props import ProviderProps, changed_keys
 from amdfleet.remote.hosts import open_host
 from amdfleet.remote.images import inspect_command, pull_command, remove_command
-from amdfleet.remote.registry import digests_command, is_pinned, repo_digest
+from amdfleet.remote.registry import is_pinned
 from amdfleet.remote.target import HostTarget
 
 _CALL_TIMEOUT = 60.0
@@ -63,14 +63,12 @@ class ImagePinProvider(ResourceProvider):
             had = conn.run(inspect_command(p.image), timeout=_CALL_TIMEOUT, check=False).ok
             progress.step(f"pulling {p.image} on {p.host.name} to pin its digest")
             conn.run(pull_command(p.image), timeout=p.timeout_s)
-            listed = conn.run(digests_command(p.image), timeout=_CALL_TIMEOUT)
-            ref = repo_digest(listed.stdout, p.image)
-            if ref is None:
-                raise RemoteError(
-                    conn.host,
-                    f"docker pulled {p.image} but lists no registry digest for it",
-                    "name the image by digest in engine.image (repository@sha256:...)",
-                )
+            ref = registry_ref(
+                conn,
+                p.image,
+                f"docker pulled {p.image} but lists no registry digest for it",
+                "name the image by digest in engine.image (repository@sha256:...)",
+            )
             progress.note(f"pinned {p.image} to {ref}")
         outs = {"ref": ref, "digest": ref.partition("@")[2], "pulled": not had}
         return CreateResult(id_=ref, outs=p.to_outputs(**outs, resolved_at=now))

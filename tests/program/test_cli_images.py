@@ -16,7 +16,6 @@ facts come from the program's config (the lab has no GPUs).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import shutil
@@ -29,10 +28,10 @@ import yaml
 
 from amdfleet.config import load_stack_file
 from amdfleet.plan import plan
-from tests.support.dockerd import DockerDaemon, DockerdError
-from tests.support.hostlab import HostLab, LabFactory, require_netns
+from tests.support.dockerd import DockerDaemon
+from tests.support.hostlab import HostLab, LabFactory
 from tests.support.pulumi_cli import PulumiWorkspace
-from tests.support.registry import LabRegistry
+from tests.support.registry import LabRegistry, registry_lab
 
 ROOT = Path(__file__).resolve().parents[2]
 PROGRAM = ROOT / "tests/support/image_program"
@@ -112,20 +111,8 @@ class ImageTest:
 def imagetest(hostlab: LabFactory, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImageTest]:
     root = tmp_path_factory.mktemp("images")
     sh = _standin_sh(root)
-    with hostlab(2) as lab, contextlib.ExitStack() as stack:
-        require_netns(lab)
-        registry = stack.enter_context(LabRegistry.start(lab[0], username=USER, password=PASSWORD))
-        daemons = []
-        for i, host in enumerate(lab):
-            try:
-                daemon = DockerDaemon.start(
-                    netns=host.netns, insecure_registries=[registry.address]
-                )
-            except DockerdError as e:
-                (pytest.fail if os.environ.get("AMDFLEET_REQUIRE_DOCKER") else pytest.skip)(str(e))
-            stack.enter_context(daemon)
-            stack.enter_context(daemon.current_context(lambda i=i: lab.connect(i)))
-            daemons.append(daemon)
+    with hostlab(2) as lab, registry_lab(lab, username=USER, password=PASSWORD) as started:
+        registry, daemons = started.registry, started.daemons
         daemons[0].import_image(BASE, {"bin/sh": sh}, executables={"bin/sh"})
         workspace = PulumiWorkspace(root / "project", project="imagetest", main=PROGRAM)
         workspace.env["PYTHONPATH"] = str(ROOT)

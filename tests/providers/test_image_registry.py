@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import secrets
 import socket
 import threading
@@ -41,10 +40,10 @@ from amdfleet.providers.image_build import EngineImageBuildProps, EngineImageBui
 from amdfleet.providers.image_pin import ImagePinProps, ImagePinProvider
 from amdfleet.remote.images import DOCKERFILE_LABEL
 from amdfleet.render import dockerfile_text
-from tests.support.dockerd import DockerDaemon, DockerdError
-from tests.support.hostlab import HostLab, LabFactory, LabHost, require_netns
+from tests.support.dockerd import DockerDaemon
+from tests.support.hostlab import HostLab, LabFactory
 from tests.support.pulumi_host import CreateOutcome, ProviderCallError, ProviderHost, with_provider
-from tests.support.registry import LabRegistry
+from tests.support.registry import LabRegistry, registry_lab
 
 USER = "amdfleet-builder"
 # Random, so that finding it anywhere can only mean it leaked there.
@@ -86,26 +85,10 @@ class Lab:
 @pytest.fixture(scope="module")
 def lab(hostlab: LabFactory) -> Iterator[Lab]:
     """Everything started once; afterwards the daemons and the registry are stopped."""
-    with hostlab(2) as hosts, contextlib.ExitStack() as stack:
-        require_netns(hosts)
-        registry = stack.enter_context(
-            LabRegistry.start(hosts[0], username=USER, password=PASSWORD)
-        )
-        a = stack.enter_context(_daemon(hosts[0], registry))
-        b = stack.enter_context(_daemon(hosts[1], registry))
-        stack.enter_context(a.current_context(lambda: hosts.connect(0)))
-        stack.enter_context(b.current_context(lambda: hosts.connect(1)))
+    with hostlab(2) as hosts, registry_lab(hosts, username=USER, password=PASSWORD) as started:
+        a, b = started.daemons
         a.import_image(BASE, BASE_FILES)
-        yield Lab(hosts, registry, a, b)
-
-
-def _daemon(host: LabHost, registry: LabRegistry) -> contextlib.AbstractContextManager[Any]:
-    try:
-        return DockerDaemon.start(netns=host.netns, insecure_registries=(registry.address,))
-    except DockerdError as e:
-        # scripts/test (and so CI) sets AMDFLEET_REQUIRE_DOCKER: fail there, skip elsewhere.
-        (pytest.fail if os.environ.get("AMDFLEET_REQUIRE_DOCKER") else pytest.skip)(str(e))
-        raise
+        yield Lab(hosts, started.registry, a, b)
 
 
 # -- building once, pulling one digest everywhere -----------------------------------------

@@ -27,8 +27,8 @@ import httpx
 import pytest
 
 from tests.support.dockerd import ROOT, DockerDaemon, DockerdError
-from tests.support.hostlab import HostLab, LabFactory, LabHost, require_netns
-from tests.support.registry import LabRegistry, RegistryRequest
+from tests.support.hostlab import HostLab, LabFactory, LabHost
+from tests.support.registry import LabRegistry, RegistryRequest, registry_lab
 
 USER = "amdfleet-lab"
 # Random, so that finding it in a log can only mean it leaked there.
@@ -44,7 +44,7 @@ pytestmark = pytest.mark.netns
 
 
 @dataclass(frozen=True)
-class RegistryLab:
+class Setup:
     """Two hosts, the registry on host0, daemon ``a`` in host0's namespace, ``b`` in
     host1's; each host's ``docker`` reaches its own daemon."""
 
@@ -69,26 +69,21 @@ class Pushed:
 
 
 @pytest.fixture(scope="module")
-def setup(hostlab: LabFactory) -> Iterator[RegistryLab]:
+def setup(hostlab: LabFactory) -> Iterator[Setup]:
     """Everything started once for the module; afterwards every daemon and the registry
     are stopped, and no dockerd, containerd or registry process is left on the hosts."""
-    with hostlab(2) as lab, contextlib.ExitStack() as stack:
-        require_netns(lab)
-        registry = stack.enter_context(LabRegistry.start(lab[0], username=USER, password=PASSWORD))
-        a = stack.enter_context(_daemon(lab[0], registry))
-        b = stack.enter_context(_daemon(lab[1], registry))
-        pids = {registry.pid, a.pid, b.pid, *_containerd_pids(a, b)}
-        stack.enter_context(a.current_context(lambda: lab.connect(0)))
-        stack.enter_context(b.current_context(lambda: lab.connect(1)))
-        yield RegistryLab(lab, registry, a, b)
-        stack.close()
+    with hostlab(2) as lab:
+        with registry_lab(lab, username=USER, password=PASSWORD) as started:
+            registry, (a, b) = started.registry, started.daemons
+            pids = {registry.pid, a.pid, b.pid, *_containerd_pids(a, b)}
+            yield Setup(lab, registry, a, b)
         assert [pid for pid in pids if _alive(pid)] == []
         assert _lab_processes(lab) == []
         assert not registry.dir.exists() and not a.dir.exists() and not b.dir.exists()
 
 
 @pytest.fixture(scope="module")
-def pushed(setup: RegistryLab) -> Pushed:
+def pushed(setup: Setup) -> Pushed:
     """A local image, tagged for the registry, pushed from A after a login whose password
     went on stdin."""
     a, registry = setup.a, setup.registry
@@ -103,7 +98,7 @@ def pushed(setup: RegistryLab) -> Pushed:
 
 
 @pytest.fixture(scope="module")
-def pulled(setup: RegistryLab, pushed: Pushed) -> str:
+def pulled(setup: Setup, pushed: Pushed) -> str:
     """The pushed image pulled by digest on host1, by that host's own ``docker`` (as
     providers run it: logged in with the password on stdin); returns the pull's output."""
     login = f"docker login {setup.registry.address} --username {USER} --password-stdin"
@@ -115,7 +110,7 @@ def pulled(setup: RegistryLab, pushed: Pushed) -> str:
 # -- the registry ------------------------------------------------------------------------
 
 
-def test_the_registry_answers_only_its_user(setup: RegistryLab) -> None:
+def test_the_registry_answers_only_its_user(setup: Setup) -> None:
     registry = setup.registry
     with httpx.Client(base_url=registry.url, timeout=10, trust_env=False) as client:
         anonymous = client.get("/v2/")
@@ -130,7 +125,7 @@ def test_the_registry_answers_only_its_user(setup: RegistryLab) -> None:
     assert registry.manifest_digest("amdfleet-test/absent", "1") is None
 
 
-def test_each_hosts_docker_reaches_its_own_daemon_in_its_namespace(setup: RegistryLab) -> None:
+def test_each_hosts_docker_reaches_its_own_daemon_in_its_namespace(setup: Setup) -> None:
     ids = []
     for host, daemon in ((setup.lab[0], setup.a), (setup.lab[1], setup.b)):
         with setup.lab.connect(host) as conn:
@@ -143,7 +138,7 @@ def test_each_hosts_docker_reaches_its_own_daemon_in_its_namespace(setup: Regist
     assert ids[0] != ids[1]
 
 
-def test_no_daemon_starts_in_a_namespace_that_routes_off_the_lab(setup: RegistryLab) -> None:
+def test_no_daemon_starts_in_a_namespace_that_routes_off_the_lab(setup: Setup) -> None:
     host, lab = setup.lab[1], setup.lab
     # A route via a gateway (to TEST-NET-1, RFC 5737) stands for any way out: a default
     # route is refused the same way, but the lab's namespaces never get one.
@@ -162,7 +157,7 @@ def test_no_daemon_starts_in_a_namespace_that_routes_off_the_lab(setup: Registry
 
 
 def test_an_image_pushed_from_a_is_pulled_by_digest_on_b(
-    setup: RegistryLab, pushed: Pushed, pulled: str
+    setup: Setup, pushed: Pushed, pulled: str
 ) -> None:
     registry, a, b = setup.registry, setup.a, setup.b
 
@@ -180,7 +175,7 @@ def test_an_image_pushed_from_a_is_pulled_by_digest_on_b(
     assert RegistryRequest(setup.lab[1].address, "GET", manifest, 200) in registry.requests()
 
 
-def test_a_pull_without_login_is_refused(setup: RegistryLab, pushed: Pushed) -> None:
+def test_a_pull_without_login_is_refused(setup: Setup, pushed: Pushed) -> None:
     a, b, registry = setup.a, setup.b, setup.registry
     a.import_image(LOCAL_2, FILES_2)
     a.cli("tag", LOCAL_2, f"{registry.address}/{REPOSITORY}:2")
@@ -198,7 +193,7 @@ def test_a_pull_without_login_is_refused(setup: RegistryLab, pushed: Pushed) -> 
 
 
 def test_a_digest_already_held_is_pulled_without_asking_the_registry(
-    setup: RegistryLab, pulled: str, pushed: Pushed
+    setup: Setup, pulled: str, pushed: Pushed
 ) -> None:
     """What a node holding the image does: it pings the registry (unanswered without
     credentials) but asks for no manifest and no blob, so the pull needs no login."""
@@ -211,7 +206,7 @@ def test_a_digest_already_held_is_pulled_without_asking_the_registry(
     assert {r.path for r in asked} <= {"/v2/"}, asked
 
 
-def test_the_password_is_in_no_log(setup: RegistryLab, pushed: Pushed, pulled: str) -> None:
+def test_the_password_is_in_no_log(setup: Setup, pushed: Pushed, pulled: str) -> None:
     logs = {
         "registry": setup.registry.log_path,
         "dockerd A": setup.a.log_path,
@@ -227,17 +222,6 @@ def test_the_password_is_in_no_log(setup: RegistryLab, pushed: Pushed, pulled: s
 
 
 # -- helpers -----------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _daemon(host: LabHost, registry: LabRegistry) -> Iterator[DockerDaemon]:
-    try:
-        daemon = DockerDaemon.start(netns=host.netns, insecure_registries=(registry.address,))
-    except DockerdError as e:
-        # scripts/test (and so CI) sets AMDFLEET_REQUIRE_DOCKER: fail there, skip elsewhere.
-        (pytest.fail if os.environ.get("AMDFLEET_REQUIRE_DOCKER") else pytest.skip)(str(e))
-    with daemon:
-        yield daemon
 
 
 def _digest(push_output: str, tag: str) -> str:

@@ -278,7 +278,7 @@ class DockerDaemon:
         t0 = time.monotonic()
         containerd = _read_pid(self.dir / "exec" / "containerd" / "containerd.pid")
         try:
-            _stop_child(self._proc)
+            stop_child(self._proc)
             if containerd is not None:
                 _stop_orphan(containerd, self.dir)
         finally:
@@ -442,7 +442,8 @@ def _tarball(files: Mapping[str, bytes], executables: Collection[str] = ()) -> b
     return buffer.getvalue()
 
 
-def _stop_child(proc: subprocess.Popen[bytes]) -> None:
+def stop_child(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a child process: TERM, wait, then KILL and wait."""
     if proc.poll() is not None:
         return
     proc.terminate()

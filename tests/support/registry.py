@@ -40,15 +40,17 @@ import subprocess
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import NoReturn, Self
 
 import httpx
 
+from tests.support.dockerd import DockerDaemon, DockerdError, stop_child
 from tests.support.files import tail_file
-from tests.support.hostlab import LabHost
+from tests.support.hostlab import HostLab, LabHost, require_netns
 
 REGISTRY = "/usr/bin/docker-registry"
 START_TIMEOUT = 15.0
@@ -223,7 +225,7 @@ class LabRegistry:
         self._stopped = True
         t0 = time.monotonic()
         try:
-            _stop_child(self._proc)
+            stop_child(self._proc)
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
             _LIVE.discard(self)
@@ -277,6 +279,50 @@ class LabRegistry:
                 raise RegistryError(f"docker-registry exited with {code}")
 
 
+@dataclass(frozen=True)
+class RegistryLab:
+    """A lab whose host0 serves the registry and where every host has its own dockerd
+    (in its network namespace, naming the registry insecure), reached by that host's own
+    ``docker`` CLI through its current context, as providers drive it."""
+
+    lab: HostLab
+    registry: LabRegistry
+    daemons: tuple[DockerDaemon, ...]
+
+
+@contextlib.contextmanager
+def registry_lab(lab: HostLab, *, username: str, password: str) -> Iterator[RegistryLab]:
+    """Start the registry on ``lab[0]`` and a daemon per host; stop them all on exit.
+    Without a daemon here, fails under ``AMDFLEET_REQUIRE_DOCKER`` (CI) and skips
+    elsewhere."""
+    require_netns(lab)
+    with contextlib.ExitStack() as stack:
+        registry = stack.enter_context(
+            LabRegistry.start(lab[0], username=username, password=password)
+        )
+        daemons = []
+        for i, host in enumerate(lab):
+            try:
+                daemon = DockerDaemon.start(
+                    netns=host.netns, insecure_registries=(registry.address,)
+                )
+            except DockerdError as e:
+                _missing_docker(str(e))
+            stack.enter_context(daemon)
+            stack.enter_context(daemon.current_context(lambda i=i: lab.connect(i)))
+            daemons.append(daemon)
+        yield RegistryLab(lab, registry, tuple(daemons))
+
+
+def _missing_docker(why: str) -> NoReturn:
+    import pytest
+
+    # scripts/test (and so CI) sets AMDFLEET_REQUIRE_DOCKER: fail there, skip elsewhere.
+    if os.environ.get("AMDFLEET_REQUIRE_DOCKER"):
+        pytest.fail(why)
+    pytest.skip(why)
+
+
 def bcrypt_hash(password: str) -> str:
     """A ``$2b$`` bcrypt hash of ``password`` (cost 4), as htpasswd files hold it."""
     with warnings.catch_warnings():
@@ -318,17 +364,6 @@ def _expect(answer: httpx.Response, status: int) -> None:
             f"{answer.request.method} {answer.request.url} answered {answer.status_code},"
             f" not {status}: {answer.text[:500]}"
         )
-
-
-def _stop_child(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=STOP_TIMEOUT)
 
 
 @atexit.register
