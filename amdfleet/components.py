@@ -33,7 +33,7 @@ from typing import Any
 
 import pulumi
 
-from amdfleet.config import CampaignSpec, placeholder_host_keys
+from amdfleet.config import CampaignSpec, placeholder_build_host_key, placeholder_host_keys
 from amdfleet.errors import ConfigError, ConfigIssue, PlanError
 from amdfleet.plan import DeploymentPlan, NodePlan
 from amdfleet.providers.cluster_check import ClusterCheck, cluster_check_props
@@ -573,6 +573,8 @@ def _refuse_placeholder_host_keys(plan: DeploymentPlan) -> None:
     """``pulumi up`` connects to the hosts: a placeholder pin (accepted by ``amdfleet plan``
     and ``pulumi preview``, which connect to nothing) stops it before anything registers."""
     issues = placeholder_host_keys([node.target for node in plan.nodes if node.target])
+    if plan.image.build_host not in [node.name for node in plan.nodes]:  # a separate host
+        issues += placeholder_build_host_key(plan.image.build_target)
     if issues:
         raise ConfigError(issues, f"stack {plan.stack}")
 

@@ -205,6 +205,15 @@ def placeholder_host_keys(hosts: Sequence[PinnedHost]) -> list[ConfigIssue]:
     ]
 
 
+def placeholder_build_host_key(host: PinnedHost | None) -> list[ConfigIssue]:
+    """The issue of a separate build host (``image_build.build_host``) still pinned to the
+    placeholder host key, if it is."""
+    if host is None or not host.host_key or not is_placeholder_host_key(host.host_key):
+        return []
+    issue = _placeholder_host_key_issue(0, host.name, host.address or "HOST", host.host_key)
+    return [ConfigIssue("image_build.build_host.host_key", issue.message, issue.hint)]
+
+
 def _placeholder_host_key_issue(index: int, name: str, address: str, host_key: str) -> ConfigIssue:
     """The issue for fleet host ``index`` pinned to the placeholder ``host_key``."""
     return ConfigIssue(

@@ -11,8 +11,10 @@ from amdfleet.catalog.gpus import Accelerator
 from amdfleet.catalog.models import ModelInfo
 from amdfleet.config import (
     CloudFleetSpec,
+    HostSpec,
     ModelArchitecture,
     StackSpec,
+    placeholder_build_host_key,
     placeholder_host_keys,
 )
 from amdfleet.errors import ConfigIssue
@@ -398,7 +400,10 @@ def layout_warnings(
     warnings += [
         f"{issue.path}: {issue.message}; `amdfleet plan` and `pulumi preview` accept it, "
         f"`pulumi up` refuses it — {issue.hint}"
-        for issue in placeholder_host_keys(spec.fleet.hosts)
+        for issue in [
+            *placeholder_host_keys(spec.fleet.hosts),
+            *placeholder_build_host_key(_separate_build_host(spec)),
+        ]
     ]
     if spec.serving.api_key_secret is None:
         warnings.append("serving.api_key_secret is null: the endpoint accepts any client")
@@ -462,3 +467,9 @@ def _smallest_topology(gpus: int) -> tuple[int, int]:
 
 def _divisors(n: int, limit: int) -> str:
     return ", ".join(str(d) for d in range(1, min(n, limit) + 1) if n % d == 0)
+
+
+def _separate_build_host(spec: StackSpec) -> HostSpec | None:
+    """The stack's build host when it is not one of the fleet's hosts."""
+    build_host = spec.image_build.build_host
+    return build_host if isinstance(build_host, HostSpec) and spec.image_build.enabled else None

@@ -722,6 +722,27 @@ def test_a_separate_ssh_host_builds() -> None:
     assert target.host_key == HOST_KEY
 
 
+def test_a_separate_build_host_on_the_placeholder_key_plans_with_a_warning_and_up_refuses_it() -> (
+    None
+):
+    """As for fleet hosts: `amdfleet plan` and preview connect to nothing, `pulumi up`
+    (the Fleet component, before anything registers) refuses the placeholder pin."""
+    from amdfleet.components import _refuse_placeholder_host_keys
+
+    placeholder = "SHA256:REPLACE0with0your0host0key0fingerprint00009"
+    sections = _sections(REGISTRY_STACK)
+    sections["fleet"]["hosts"][0]["host_key"] = HOST_KEY
+    sections["image_build"]["build_host"] = {**BUILDER, "host_key": placeholder}
+    planned = _planned(REGISTRY_STACK, sections)
+
+    (warning,) = [w for w in planned.warnings if placeholder in w]
+    assert warning.startswith("image_build.build_host.host_key: host 'builder' is pinned")
+    with pytest.raises(ConfigError) as refused:
+        _refuse_placeholder_host_keys(planned)
+    assert refused.value.paths == ("image_build.build_host.host_key",)
+    assert "ssh-keyscan -t ed25519 192.0.2.50" in str(refused.value)
+
+
 def test_a_cloud_fleet_builds_on_its_head_once_it_exists() -> None:
     sections = _sections(CLOUD_STACK)
     sections["image_build"]["registry"] = {"address": "10.77.3.10:5000"}
