@@ -78,15 +78,18 @@ class ImagePinProvider(ResourceProvider):
         return ReadResult(id_=id_, outs=ImagePinProps.from_inputs(props).to_outputs())
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        """Another image (or resolving host) is a new pin; the timeout changes in place."""
-        replaces = changed_keys(olds, news, ("image", "host"))
-        changes = bool(replaces or changed_keys(olds, news, ("timeout_s",)))
+        """Another image is a new pin. Another head (a replaced cloud instance) or timeout
+        changes in place: the pin stays, so a new head never re-resolves the tag."""
+        replaces = changed_keys(olds, news, ("image",))
+        changes = bool(replaces or changed_keys(olds, news, ("host", "timeout_s")))
         return DiffResult(changes=changes, replaces=replaces)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        """Keep the pin."""
+        """Keep the pin (on a new head this resource pulled nothing)."""
         old, new = ImagePinProps.from_inputs(olds), ImagePinProps.from_inputs(news)
         kept = {k: getattr(old, k) for k in ("ref", "digest", "resolved_at", "pulled")}
+        if old.host != new.host:
+            kept["pulled"] = False
         return UpdateResult(outs=new.to_outputs(**kept))
 
     @gone_with_instance

@@ -347,6 +347,16 @@ def test_a_moving_tag_is_pinned_once_and_a_later_push_never_moves_the_stack(
         again = provider_host.check(props, urn=urn).inputs
         diff = provider_host.diff(pin.id, read.outputs, again, urn=urn)
         assert (diff.changes, diff.replaces) == (False, [])
+        # A new head (a replaced cloud instance): the pin moves with it, unresolved.
+        moved_props = ImagePinProps(host=lab.hosts.host_target(0), image=tag, timeout_s=TIMEOUT_S)
+        moved = provider_host.check(
+            with_provider(ImagePinProvider(), moved_props.to_inputs()), urn=urn
+        ).inputs
+        head_diff = provider_host.diff(pin.id, read.outputs, moved, urn=urn)
+        assert (head_diff.changes, head_diff.replaces) == (True, [])
+        updated = provider_host.update(pin.id, read.outputs, moved, urn=urn)
+        assert (updated["ref"], updated["pulled"]) == (ref, False)
+        assert lab.a.image(tag) is None  # nothing was pulled on the new head
         # A node staged after the push still gets the pinned digest.
         node_urn = provider_host.urn("image-pin-node0")
         node = _create(provider_host, lab.image_props(0, ref), node_urn)
