@@ -649,7 +649,8 @@ class RegistrySpec(_Model):
 
 
 class ImageBuildSpec(_Model):
-    """Build the engine image (AITER + vLLM from source) once, on a build host."""
+    """Build the engine image (AITER + vLLM from source): once on a build host and pushed
+    when a registry is set, else on every node."""
 
     enabled: bool = Field(False, description="Build instead of pulling `engine.image`.")
     base_image: str = Field("rocm/vllm-dev:nightly", description="Image the build starts FROM.")
