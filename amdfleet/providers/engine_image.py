@@ -19,7 +19,6 @@ step); a finished create leaves a note saying what was staged and how long it to
 from __future__ import annotations
 
 import shlex
-import time
 from typing import Any
 
 import pulumi
@@ -28,15 +27,14 @@ from pydantic import Field
 
 from amdfleet.errors import RemoteError
 from amdfleet.providers.cloud_host import gone_with_instance
+from amdfleet.providers.docker_steps import CALL_TIMEOUT, DockerLog, inspect_image
 from amdfleet.providers.image_build import gfx_refusal
-from amdfleet.providers.progress import Progress, format_duration, resource_urn
+from amdfleet.providers.progress import Progress, resource_urn
 from amdfleet.providers.props import ProviderProps, changed_keys, plain
 from amdfleet.remote.connection import Connection
 from amdfleet.remote.hosts import open_host
 from amdfleet.remote.images import (
     build_command,
-    inspect_command,
-    parse_inspect,
     pull_command,
     remove_command,
 )
@@ -44,7 +42,6 @@ from amdfleet.remote.registry import logged_in
 from amdfleet.remote.target import HostTarget
 
 IDENTITY = ("host", "image", "dockerfile_hash")
-_CALL_TIMEOUT = 60.0
 
 
 class EngineImageProps(ProviderProps):
@@ -111,7 +108,7 @@ class EngineImageProvider(ResourceProvider):
         """Re-inspect the image (a re-pulled moving tag shows a new digest)."""
         p = EngineImageProps.from_inputs(props)
         with open_host(p.host) as conn:
-            found = _inspect(conn, p.image)
+            found = inspect_image(conn, p.image)
         return ReadResult(id_=id_, outs=p.to_outputs(**(found or {"image_id": "", "digest": ""})))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
@@ -180,57 +177,33 @@ class EngineImage(pulumi.dynamic.Resource, module="amdfleet", name="EngineImage"
 def _stage(conn: Connection, p: EngineImageProps, progress: Progress) -> dict[str, Any]:
     image = p.image
     progress.step(f"looking for {image} on the host")
-    found = _inspect(conn, image)
+    found = inspect_image(conn, image)
     wanted = p.dockerfile_hash if p.dockerfile else None
     if found and (wanted is None or found["dockerfile_sha256"] == wanted):
         progress.note(f"{image} already on the host ({_short(found)}), nothing to pull or build")
         return {**found, "created": False}
     verb = "building" if p.dockerfile else "pulling"
-    log = _DockerLog(f"{verb} {image}", progress)
+    log = DockerLog(f"{verb} {image}", progress)
     progress.step(f"{verb} {image}")
     if p.dockerfile:
         build_dir = shlex.quote(p.build_dir)
-        conn.run(f"mkdir -p {build_dir}", timeout=_CALL_TIMEOUT)
+        conn.run(f"mkdir -p {build_dir}", timeout=CALL_TIMEOUT)
         try:
             conn.put(f"{p.build_dir}/Dockerfile", p.dockerfile.encode(), mode=0o644)
             command = build_command(image, f"{p.build_dir}/Dockerfile", str(wanted))
             conn.run(command, timeout=p.timeout_s, on_output=log.line)
         finally:
-            conn.run(f"rm -rf -- {build_dir}", timeout=_CALL_TIMEOUT, check=False)
-    elif p.registry and p.registry_username:
-        command = logged_in(pull_command(image), p.registry, p.registry_username)
+            conn.run(f"rm -rf -- {build_dir}", timeout=CALL_TIMEOUT, check=False)
+    else:  # logged in to the registry when it names a user, else a plain pull
+        command = logged_in(pull_command(image), p.registry or "", p.registry_username)
         stdin = p.registry_password or ""
         conn.run(command, timeout=p.timeout_s, on_output=log.line, stdin=stdin)
-    else:
-        conn.run(pull_command(image), timeout=p.timeout_s, on_output=log.line)
-    found = _inspect(conn, image)
+    found = inspect_image(conn, image)
     if not found:
         raise RemoteError(conn.host, f"{image} is still missing after staging it")
     done = "built" if p.dockerfile else "pulled"
     progress.note(f"{done} {image} in {log.took()} ({_short(found)})")
     return {**found, "created": True}
-
-
-def _inspect(conn: Connection, image: str) -> dict[str, str] | None:
-    result = conn.run(inspect_command(image), timeout=_CALL_TIMEOUT, check=False)
-    return parse_inspect(result.stdout) if result.ok else None
-
-
-class _DockerLog:
-    """Shows the time spent and the latest line of a pull or build as the status."""
-
-    def __init__(self, doing: str, progress: Progress) -> None:
-        self._doing = doing
-        self._progress = progress
-        self._start = time.monotonic()
-
-    def line(self, text: str) -> None:
-        """One line docker printed."""
-        self._progress.status(f"{self._doing} ({self.took()}): {text.strip()}")
-
-    def took(self) -> str:
-        """Time since the pull or build started."""
-        return format_duration(time.monotonic() - self._start)
 
 
 def _short(found: dict[str, str]) -> str:

@@ -25,7 +25,6 @@ The password is a secret input: never in outputs, commands or messages (it reach
 from __future__ import annotations
 
 import shlex
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -35,25 +34,23 @@ from pydantic import Field
 
 from amdfleet.errors import ImageBuildRefused, RemoteCommandError, RemoteError
 from amdfleet.providers.cloud_host import gone_with_instance
+from amdfleet.providers.docker_steps import CALL_TIMEOUT, DockerLog, inspect_image, registry_ref
 from amdfleet.providers.progress import Progress, format_duration, resource_urn
 from amdfleet.providers.props import ProviderProps, changed_keys, plain
 from amdfleet.remote.connection import Connection
 from amdfleet.remote.hosts import open_host
-from amdfleet.remote.images import inspect_command, parse_inspect, remove_command
+from amdfleet.remote.images import pull_command, remove_command
 from amdfleet.remote.registry import (
     DEADLINE_EXIT,
     KILL_GRACE_S,
     build_command,
     build_exit,
-    digests_command,
     logged_in,
     push_command,
-    repo_digest,
 )
 from amdfleet.remote.target import HostTarget
 
 IDENTITY = ("host", "image", "content_hash", "registry")
-_CALL_TIMEOUT = 60.0
 _PUSH_TIMEOUT = 3 * 3600.0
 _TAIL_LINES = 30
 
@@ -184,7 +181,7 @@ class EngineImageBuildProvider(ResourceProvider):
                 progress.step(f"removing {p.image} from the build host")
                 conn.run(remove_command(p.image), timeout=300)
             if p.built:  # the log of this resource's build
-                conn.run(f"rm -f -- {shlex.quote(p.log_file)}", timeout=_CALL_TIMEOUT, check=False)
+                conn.run(f"rm -f -- {shlex.quote(p.log_file)}", timeout=CALL_TIMEOUT, check=False)
 
 
 class EngineImageBuild(pulumi.dynamic.Resource, module="amdfleet", name="EngineImageBuild"):
@@ -220,7 +217,7 @@ def _build_and_push(
 ) -> dict[str, Any]:
     if p.registry_username:
         progress.step(f"logging in to {p.registry} as {p.registry_username}")
-        _registry(conn, p, "true", "log in to the registry", _CALL_TIMEOUT)
+        _registry(conn, p, "true", "log in to the registry", CALL_TIMEOUT)
     found = _labelled(conn, p)
     created, built, took = False, False, None
     if found is not None:
@@ -228,7 +225,7 @@ def _build_and_push(
     else:
         progress.step(f"looking for {p.image} in {p.registry}")
         pulled = conn.run(
-            logged_in(f"docker pull {shlex.quote(p.image)}", p.registry, p.registry_username),
+            logged_in(pull_command(p.image), p.registry, p.registry_username),
             timeout=_PUSH_TIMEOUT,
             check=False,
             stdin=p.registry_password or "",
@@ -263,36 +260,21 @@ def _build_and_push(
     }
 
 
-def registry_ref(conn: Connection, image: str, missing: str, hint: str) -> str:
-    """``<repository>@<digest>`` of ``image`` as the host's docker recorded it from its
-    registry; raises RemoteError(``missing``, ``hint``) when it recorded none."""
-    listed = conn.run(digests_command(image), timeout=_CALL_TIMEOUT)
-    ref = repo_digest(listed.stdout, image)
-    if ref is None:
-        raise RemoteError(conn.host, missing, hint)
-    return ref
-
-
 def _build(conn: Connection, p: EngineImageBuildProps, progress: Progress) -> float:
     """Run the build in a fresh context; returns its duration. Raises with the last lines
     of the log when it fails or passes its deadline."""
     context = shlex.quote(p.context_dir)
-    start = time.monotonic()
     progress.step(f"building {p.image} on {p.host.name} (log: {p.log_file})")
-
-    def line(text: str) -> None:
-        took = format_duration(time.monotonic() - start)
-        progress.status(f"building {p.image} ({took}): {text.strip()}")
-
+    log = DockerLog(f"building {p.image}", progress)
     try:
-        conn.run(f"rm -rf -- {context} && mkdir -p -- {context}", timeout=_CALL_TIMEOUT)
+        conn.run(f"rm -rf -- {context} && mkdir -p -- {context}", timeout=CALL_TIMEOUT)
         conn.put(f"{p.context_dir}/Dockerfile", p.dockerfile.encode(), mode=0o644)
         command = build_command(p.image, p.context_dir, p.content_hash, p.log_file, p.timeout_s)
         result = conn.run(
-            command, timeout=p.timeout_s + KILL_GRACE_S + 60, check=False, on_output=line
+            command, timeout=p.timeout_s + KILL_GRACE_S + 60, check=False, on_output=log.line
         )
     finally:
-        conn.run(f"rm -rf -- {context}", timeout=_CALL_TIMEOUT, check=False)
+        conn.run(f"rm -rf -- {context}", timeout=CALL_TIMEOUT, check=False)
     code = build_exit(result.output or result.stdout)
     if code != 0:
         late = code == DEADLINE_EXIT
@@ -306,9 +288,8 @@ def _build(conn: Connection, p: EngineImageBuildProps, progress: Progress) -> fl
             if late
             else "fix the build (the full log is on the build host), then run `pulumi up` again",
         )
-    took = time.monotonic() - start
-    progress.note(f"built {p.image} in {format_duration(took)}")
-    return took
+    progress.note(f"built {p.image} in {log.took()}")
+    return log.elapsed
 
 
 def _registry(
@@ -333,8 +314,7 @@ def _registry(
 
 def _labelled(conn: Connection, p: EngineImageBuildProps) -> dict[str, str] | None:
     """The build host's copy of the image, if it carries this build's content label."""
-    result = conn.run(inspect_command(p.image), timeout=_CALL_TIMEOUT, check=False)
-    found = parse_inspect(result.stdout) if result.ok else None
+    found = inspect_image(conn, p.image)
     if found is None or found["dockerfile_sha256"] != p.content_hash:
         return None
     return found

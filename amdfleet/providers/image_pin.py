@@ -22,15 +22,13 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvide
 from pydantic import Field
 
 from amdfleet.providers.cloud_host import gone_with_instance
-from amdfleet.providers.image_build import registry_ref
+from amdfleet.providers.docker_steps import inspect_image, registry_ref
 from amdfleet.providers.progress import Progress, resource_urn
 from amdfleet.providers.props import ProviderProps, changed_keys
 from amdfleet.remote.hosts import open_host
-from amdfleet.remote.images import inspect_command, pull_command, remove_command
+from amdfleet.remote.images import pull_command, remove_command
 from amdfleet.remote.registry import is_pinned
 from amdfleet.remote.target import HostTarget
-
-_CALL_TIMEOUT = 60.0
 
 
 class ImagePinProps(ProviderProps):
@@ -60,7 +58,7 @@ class ImagePinProvider(ResourceProvider):
             outs = {"ref": p.image, "digest": p.image.partition("@")[2], "pulled": False}
             return CreateResult(id_=p.image, outs=p.to_outputs(**outs, resolved_at=now))
         with Progress.for_resource(props) as progress, open_host(p.host) as conn:
-            had = conn.run(inspect_command(p.image), timeout=_CALL_TIMEOUT, check=False).ok
+            had = inspect_image(conn, p.image) is not None
             progress.step(f"pulling {p.image} on {p.host.name} to pin its digest")
             conn.run(pull_command(p.image), timeout=p.timeout_s)
             ref = registry_ref(

@@ -11,6 +11,7 @@ ends, whether it succeeded or not.
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 import shlex
 
@@ -69,7 +70,7 @@ def build_command(
         f"-f {shlex.quote(build_dir + '/Dockerfile')} {shlex.quote(build_dir)}"
     )
     return (
-        f"mkdir -p -- {shlex.quote(_parent(log_path))} && "
+        f"mkdir -p -- {shlex.quote(posixpath.dirname(log_path) or '/')} && "
         f'{{ {build} 2>&1; echo "{BUILD_EXIT_MARK}$?"; }} | tee {shlex.quote(log_path)}'
     )
 
@@ -140,8 +141,3 @@ def _normal(name: str) -> str:
     for prefix in ("docker.io/", "index.docker.io/", "registry-1.docker.io/"):
         name = name.removeprefix(prefix)
     return name.removeprefix("library/")
-
-
-def _parent(path: str) -> str:
-    head, _, _ = path.rpartition("/")
-    return head or "/"
