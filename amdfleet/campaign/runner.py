@@ -39,14 +39,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
-import yaml
-
 from amdfleet.campaign.journal import CampaignState, Journal, VariantState, replay
 from amdfleet.campaign.spec import Campaign, SweepSpec, Variant, load_label
 from amdfleet.config import NAMESPACE
 from amdfleet.errors import AmdFleetError, ConfigError, ConfigIssue
+from amdfleet.pulumi_project import write_project
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 SECRET_ENV_PREFIX = "AMDFLEET_SECRET_"
 DEFAULT_ROOT = Path(".amdfleet/campaigns")
 
@@ -261,17 +259,7 @@ class CampaignRunner:
         if self.project_dir is not None:
             return self.project_dir
         project = self.directory / "project"
-        (project / "stacks").mkdir(parents=True, exist_ok=True)
-        document = yaml.safe_load((REPO_ROOT / "Pulumi.yaml").read_text())
-        options = document.setdefault("runtime", {}).setdefault("options", {})
-        if "virtualenv" in options:
-            options["virtualenv"] = str((REPO_ROOT / options["virtualenv"]).resolve())
-        document["main"] = str(REPO_ROOT)
-        document["stackConfigDir"] = "stacks"
-        for plugin in document.get("plugins", {}).get("providers", []):
-            if "path" in plugin:
-                plugin["path"] = str((REPO_ROOT / plugin["path"]).resolve())
-        (project / "Pulumi.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+        write_project(project)
         self.project_dir = project
         return project
 

@@ -31,6 +31,8 @@ from typing import Any
 import pytest
 import yaml
 
+from amdfleet.pulumi_project import write_project
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PASSPHRASE = "amdfleet-tests-passphrase"
 DEFAULT_TIMEOUT = 900.0
@@ -142,23 +144,9 @@ class PulumiWorkspace:
         self.project = project
         self.backend = backend or root / "state"
         self.home = home or root / "home"
-        for path in (self.backend, self.home, root / "stacks"):
+        for path in (self.backend, self.home):
             path.mkdir(parents=True, exist_ok=True)
-        project_file = {
-            "name": project,
-            "runtime": {
-                "name": "python",
-                "options": {"toolchain": "pip", "virtualenv": str(REPO_ROOT / ".venv")},
-            },
-            "main": str(main),
-            "stackConfigDir": "stacks",
-            "plugins": {
-                "providers": [
-                    {"name": "pulumi-python", "path": str(REPO_ROOT / "plugins/pulumi-python")}
-                ]
-            },
-        }
-        (root / "Pulumi.yaml").write_text(yaml.safe_dump(project_file, sort_keys=False))
+        write_project(root, main=main, name=project)
         self.env = {
             **os.environ,
             "PULUMI_HOME": str(self.home),
