@@ -118,8 +118,17 @@ class Deployment(pulumi.ComponentResource):
     ) -> None:
         super().__init__("amdfleet:index:Deployment", name, None, opts)
         self._plan = plan
-        self._image_ref: pulumi.Output[str] | None = None
-        images = self._images(name, fleet, secrets)
+        staged = stage_images(
+            name,
+            plan,
+            fleet.targets,
+            [host.facts for host in fleet.hosts],
+            secrets,
+            parent=self,
+            depends_on=fleet.hosts,
+        )
+        images = staged.images
+        self._image_ref = staged.ref  # the digest every node runs, once known
         weights = self._weights(name, fleet, images, secrets)
         cluster = self._cluster_check(name, fleet, images, weights)
         fabric = self._fabric_check(name, fleet, images, cluster)
@@ -240,22 +249,6 @@ class Deployment(pulumi.ComponentResource):
 
     def _opts(self, depends_on: Sequence[pulumi.Resource]) -> pulumi.ResourceOptions:
         return pulumi.ResourceOptions(parent=self, depends_on=list(depends_on))
-
-    def _images(
-        self, name: str, fleet: Fleet, secrets: Mapping[str, pulumi.Output[str] | None]
-    ) -> list[EngineImage]:
-        """The image on every node; sets ``self._image_ref`` (see :func:`stage_images`)."""
-        staged = stage_images(
-            name,
-            self._plan,
-            fleet.targets,
-            [host.facts for host in fleet.hosts],
-            secrets,
-            parent=self,
-            depends_on=fleet.hosts,
-        )
-        self._image_ref = staged.ref
-        return staged.images
 
     def _files(self, node: NodePlan) -> pulumi.Output[dict[str, Any]] | None:
         """A node's launch files running the pinned digest (None: the plan's image is
