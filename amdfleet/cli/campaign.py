@@ -23,6 +23,9 @@ _DIR = click.option(
     help="Campaign directory (journal, results, report, Pulumi project); default "
     ".amdfleet/campaigns/<name>.",
 )
+_PLAIN = click.option(
+    "--plain", is_flag=True, help="One line per event (automatic when not a TTY)."
+)
 _FILE = click.argument(
     "campaign_file", type=click.Path(dir_okay=False, exists=True, path_type=Path)
 )
@@ -41,7 +44,7 @@ def campaign_group() -> None:
 @campaign_group.command("run")
 @_FILE
 @_DIR
-@click.option("--plain", is_flag=True, help="One line per event (automatic when not a TTY).")
+@_PLAIN
 def run_command(campaign_file: Path, directory: Path | None, plain: bool) -> None:
     """Run CAMPAIGN_FILE: each variant up, its sweeps and accuracy, then torn down."""
     _run(campaign_file, directory, plain)
@@ -50,7 +53,7 @@ def run_command(campaign_file: Path, directory: Path | None, plain: bool) -> Non
 @campaign_group.command("resume")
 @_FILE
 @_DIR
-@click.option("--plain", is_flag=True, help="One line per event (automatic when not a TTY).")
+@_PLAIN
 def resume_command(campaign_file: Path, directory: Path | None, plain: bool) -> None:
     """Continue CAMPAIGN_FILE from its journal, skipping finished points and variants."""
     _run(campaign_file, directory, plain)
