@@ -9,10 +9,11 @@ their own (thresholds do), because the seeds ran other software versions.
 Hardware that is not AMD (seed 003 ran on 8x A100, seed 004 on H100) is recorded as it
 was published, with ``hardware`` saying so: those numbers are context, not targets.
 
-Seed 001 (vLLM vs TGI on 8x MI300X) publishes its results as charts only (lines 110-166:
-throughput and TTFT per batch size, context size and request rate; "TGI begins to drop
-requests once it reaches 5 RPS", line 157), so it has no baselines here: there is no
-number to compare with.
+Seed 001 (vLLM vs TGI on 8x MI300X) publishes its results as charts only, throughput and
+TTFT per batch size, context size and request rate in seed 001:110-166
+("throughput_tgi_vllm.png"), and as prose such as seed 001:157 ("TGI begins to drop
+requests once it reaches 5 RPS"), so it has no baselines here: there is no number to
+compare with.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ _S000_NOTE = (
 def _seed000(concurrency: int, line: int, tok_s: float, p99_s: float) -> Baseline:
     return Baseline(
         id=f"seed000-mi325x-405b-fp8-c{concurrency}",
-        source=f"{SEED_000}:{line}",
+        source=f"{SEED_000}:{line},63",  # seed 000:63 ("100% Success Rate")
         hardware="8x MI325X",
         engine="vllm",
         model_id=_405B,
@@ -70,7 +71,7 @@ def _seed000(concurrency: int, line: int, tok_s: float, p99_s: float) -> Baselin
 
 
 def _seed002(
-    precision: str, first: int, bench: Mapping[str, float], gsm: tuple[float, ...]
+    precision: str, lines: str, bench: Mapping[str, float], gsm: tuple[float, ...]
 ) -> Baseline:
     flex, flex_err, strict, strict_err = gsm
     metrics = dict(bench)
@@ -82,7 +83,7 @@ def _seed002(
     )
     return Baseline(
         id=f"seed002-mi355x-70b-{precision}-8k1k-c64",
-        source=f"{SEED_002}:{first}",
+        source=f"{SEED_002}:{lines}",
         hardware="1x MI355X",
         engine="vllm",
         model_id="llama-3.3-70b-instruct",
@@ -105,7 +106,7 @@ BASELINES: dict[str, Baseline] = {
         _seed000(500, 55, 6804, 25.84),
         _seed002(
             "fp8",
-            270,
+            "268-298,213-214",
             _m(
                 request_throughput=0.85,
                 output_throughput=873.98,
@@ -128,7 +129,7 @@ BASELINES: dict[str, Baseline] = {
         ),
         _seed002(
             "mxfp4",
-            303,
+            "301-331,223-224",
             _m(
                 request_throughput=0.98,
                 output_throughput=999.30,
@@ -185,7 +186,7 @@ BASELINES: dict[str, Baseline] = {
         ),
         Baseline(
             id="seed004-h100-405b-fp8",
-            source=f"{SEED_004}:538-540",
+            source=f"{SEED_004}:42",
             hardware="8x NVIDIA H100 (not AMD: context only)",
             engine="vllm",
             model_id=_405B,

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from amdfleet.campaign.report import PLOTS, ReportError, main, write_report
+from amdfleet.catalog import baseline
 
 FIXTURE = Path(__file__).parent / "campaign_report" / "results.json"
 
@@ -73,9 +74,9 @@ def test_seed_references_with_source_and_ratio(tmp_path: Path) -> None:
     row = next(
         line for line in md.splitlines() if "fp8-c10" in line and "output_throughput" in line
     )
-    assert "seeds/000_44f6398d34a837ef.txt:51" in row and "| fast " in row
+    assert baseline("seed000-mi325x-405b-fp8-c10").source in row and "| fast " in row
     assert f"{observed:.2f}" in row and f"{observed / 1090:.2f}×" in row
-    assert "seeds/002_55bd4ff5afc03ea6.txt:270" in md  # seed 002 matches `slow`
+    assert baseline("seed002-mi355x-70b-fp8-8k1k-c64").source in md  # it matches `slow`
     assert "Seed 001 publishes no numbers" in md
     # accuracy with stderr and the seed's published GSM8K line
     slow_acc = next(v for v in results["variants"] if v["label"] == "slow")["accuracy"]

@@ -1,10 +1,11 @@
 """Planner memory math against the layouts the seeds report as working.
 
-Seed 003 (SGLang's cookbook, lines 22-26) lists the verified AMD layouts: on
-MI300X/MI325X 405B BF16 at TP8, 405B FP8 at TP4, 70B/8B at TP1; on MI355X 405B BF16 at
-TP4, 405B FP8 at TP2, 70B/8B at TP1. The planner must accept those and reject the next
-smaller TP. Contexts are stated per row: 70B BF16 at the full 128k context does not fit
-one MI300X (weights 131 GiB + 40 GiB of KV cache), which the planner reports.
+Seed 003 (SGLang's cookbook) lists the verified AMD layouts, seed 003:22-26 ("Verified
+TP Configurations"): on MI300X/MI325X 405B BF16 at TP8, 405B FP8 at TP4, 70B/8B at TP1;
+on MI355X 405B BF16 at TP4, 405B FP8 at TP2, 70B/8B at TP1. The planner must accept those
+and reject the next smaller TP. Contexts are stated per row: 70B BF16 at the full 128k
+context does not fit one MI300X (weights 131 GiB + 40 GiB of KV cache), which the planner
+reports.
 """
 
 from __future__ import annotations
@@ -132,7 +133,8 @@ def test_suggestions_name_a_layout_that_fits() -> None:
 
 
 def test_mi325x_follows_its_own_memory_not_seed_003() -> None:
-    """Seed 003 (line 23) groups MI325X with MI300X at "192GB" and calls MI355X "256GB";
+    """Seed 003:23 ("MI355X (256GB memory) supports lower TP values compared to
+    MI300X/MI325X (192GB)") groups MI325X with MI300X at 192GB and calls MI355X 256GB;
     MI325X has 256 GB and MI355X 288 GB. By the arithmetic 405B BF16 fits TP4 on MI325X
     (189 GiB of weights in 230 GiB usable), so the planner accepts it, while seed 003's
     TP8 for MI325X stays the verified default in the stacks."""
