@@ -27,6 +27,7 @@ from amdfleet.components import engine_service_props
 from amdfleet.config import parse_stack
 from amdfleet.plan import plan
 from amdfleet.providers.engine_service import EngineServiceProvider
+from amdfleet.render import CONTAINER_SECRETS, SECRETS_LOADER
 from tests.support.dockerd import DockerDaemon, DockerdError
 from tests.support.hostlab import HostLab, LabFactory, require_netns
 from tests.support.models import TINY_ARCHITECTURE
@@ -38,6 +39,7 @@ IMAGE = "amdfleet-test/engine-runtime:1"
 # there), so `docker stop` ends it at once.
 ENGINE = b"""#!/bin/sh
 echo "engine in a container: $*"
+echo "engine API key: ${#VLLM_API_KEY} characters"
 trap 'echo "engine stopping"; exit 0' TERM
 sleep 100000 & wait $!
 """
@@ -130,6 +132,27 @@ def _state(docker: DockerDaemon, container: str) -> dict[str, Any]:
     return found
 
 
+@pytest.fixture
+def engine_dir(lab: HostLab) -> Iterator[None]:
+    """The stack's directory as dockerd sees it. On a real host dockerd and the launch
+    script share one file tree; here dockerd runs on this machine while the lab host has
+    its own /opt, so this machine's /opt/amdfleet/dock is, for the test, a link to the lab
+    host's (removed afterwards)."""
+    link = Path("/opt/amdfleet/dock")
+    if link.exists() or link.is_symlink():
+        pytest.fail(f"{link} exists on this machine: refusing to replace it")
+    made_parent = not link.parent.exists()
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(lab.hosts[0].path(str(link)))
+    try:
+        yield
+    finally:
+        link.unlink()
+        if made_parent:
+            link.parent.rmdir()
+
+
+@pytest.mark.usefixtures("engine_dir")
 def test_dockerd_restarts_a_killed_engine_and_delete_removes_the_container(
     provider_host: ProviderHost, lab: HostLab, docker: DockerDaemon, tmp_path: Path
 ) -> None:
@@ -146,7 +169,19 @@ def test_dockerd_restarts_a_killed_engine_and_delete_removes_the_container(
         }
         assert first["HostConfig"]["AutoRemove"] is False
         assert (first["State"]["Running"], first["RestartCount"]) == (True, 0)
-        assert first["Config"]["Entrypoint"] == ["vllm"]
+        # The secrets are a read-only mount read by the sh loader, not container config:
+        # `docker inspect` shows no key, while the engine has it in its environment.
+        assert first["Config"]["Entrypoint"] == ["sh"]
+        assert first["Config"]["Cmd"][:2] == ["-c", SECRETS_LOADER]
+        assert first["Config"]["Cmd"][2:5] == ["sh", "vllm", "serve"]
+        assert "k-docker" not in json.dumps(first)
+        (mount,) = [m for m in first["Mounts"] if m["Destination"] == CONTAINER_SECRETS]
+        assert mount["RW"] is False
+        wait_until(
+            lambda: "engine API key: 8 characters" in docker.cli("logs", container).stdout,
+            10,
+            "the engine's line saying it has the key",
+        )
 
         os.kill(first["State"]["Pid"], signal.SIGKILL)  # the engine: the container's main process
         wait_until(

@@ -6,7 +6,7 @@ import shlex
 
 from amdfleet.config import load_stack_file
 from amdfleet.plan import plan
-from amdfleet.render import RenderedFile, render_plan
+from amdfleet.render import SECRETS_LOADER, RenderedFile, render_plan
 
 
 def render_stack(name: str) -> dict[str, RenderedFile]:
@@ -52,3 +52,13 @@ def flag_value(argv: list[str], flag: str) -> str:
         if token.startswith(flag + "="):
             return token.split("=", 1)[1]
     raise AssertionError(f"{flag} not in {argv}")
+
+
+def container_command(argv: list[str]) -> tuple[str, list[str]]:
+    """The image and the command a docker-runtime launch script's container runs: its
+    entrypoint is the secrets loader (``sh -c <loader> sh``), which execs the rest."""
+    entry = argv.index("--entrypoint")
+    assert argv[entry + 1] == "sh"
+    image = argv[entry + 2]
+    assert argv[entry + 3 : entry + 6] == ["-c", SECRETS_LOADER, "sh"]
+    return image, argv[entry + 6 :]

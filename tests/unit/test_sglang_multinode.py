@@ -28,7 +28,7 @@ from amdfleet.plan import DeploymentPlan, ParallelismPlan, plan
 from amdfleet.plan.layout import placement
 from amdfleet.render import render_plan
 from tests.support.fleets import placeholder_hosts
-from tests.unit.rendered import exec_argv, flag_value, node_file
+from tests.unit.rendered import container_command, exec_argv, flag_value, node_file
 
 STACKS = Path(__file__).parent / "stacks"
 
@@ -40,10 +40,10 @@ def _deploy(name: str) -> DeploymentPlan:
 def _argv(deployment: DeploymentPlan, rank: int) -> list[str]:
     """The engine argv the rendered launch script of node ``rank`` runs."""
     files = {f.path: f for f in render_plan(deployment)}
-    argv = exec_argv(node_file(files, rank, "launch.sh"))  # docker run ... --entrypoint E IMAGE
-    entry = argv.index("--entrypoint")
-    assert argv[entry + 2] == deployment.image.image
-    return [argv[entry + 1], *argv[entry + 3 :]]
+    argv = exec_argv(node_file(files, rank, "launch.sh"))  # docker run ... --entrypoint sh IMAGE
+    image, command = container_command(argv)
+    assert image == deployment.image.image
+    return command
 
 
 @pytest.mark.parametrize("rank", [0, 1])
