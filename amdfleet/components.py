@@ -33,10 +33,17 @@ from typing import Any
 
 import pulumi
 
+from amdfleet import engines
 from amdfleet.config import CampaignSpec, placeholder_build_host_key, placeholder_host_keys
 from amdfleet.errors import ConfigError, ConfigIssue, PlanError
 from amdfleet.plan import DeploymentPlan, NodePlan
+from amdfleet.plan.layout import engine_python
 from amdfleet.providers.cluster_check import ClusterCheck, cluster_check_props
+from amdfleet.providers.command_check import (
+    EngineCommandCheck,
+    EngineCommandCheckProps,
+    NodeCommand,
+)
 from amdfleet.providers.engine_cluster import EngineCluster, EngineClusterProps, EngineNode
 from amdfleet.providers.engine_image import EngineImage, EngineImageProps
 from amdfleet.providers.engine_node import ReadinessCheck, RenderedFile
@@ -129,7 +136,13 @@ class Deployment(pulumi.ComponentResource):
         )
         images = staged.images
         self._image_ref = staged.ref  # the digest every node runs, once known
-        weights = self._weights(name, fleet, images, secrets)
+        checked = EngineCommandCheck(
+            f"{name}-command-check",
+            command_check_props(plan, fleet.targets[0]),
+            self._opts([fleet.hosts[0], *images[:1]]),
+            image=self._image_ref if images else None,
+        )
+        weights = self._weights(name, fleet, images, secrets, checked)
         cluster = self._cluster_check(name, fleet, images, weights)
         fabric = self._fabric_check(name, fleet, images, cluster)
         self._gates: list[pulumi.Resource] = [r for r in (cluster, fabric) if r is not None]
@@ -263,7 +276,10 @@ class Deployment(pulumi.ComponentResource):
         fleet: Fleet,
         images: list[EngineImage],
         secrets: Mapping[str, pulumi.Output[str] | None],
+        checked: EngineCommandCheck,
     ) -> list[ModelWeights]:
+        """Every node's weights, once the engine accepted the command (so a command it
+        would refuse fails in seconds, before a download of hours)."""
         plan = self._plan
         weights = plan.weights
         token = secrets.get(weights.hf_token_secret) if weights.hf_token_secret else None
@@ -282,7 +298,7 @@ class Deployment(pulumi.ComponentResource):
                     timeout_s=weights.timeout_s,
                     keep_on_delete=weights.keep_on_delete,
                 ),
-                self._opts([*fleet.hosts, *images[node.rank : node.rank + 1]]),
+                self._opts([*fleet.hosts, *images[node.rank : node.rank + 1], checked]),
                 hf_token=token,
                 docker_image=self._image_ref if images else None,
             )
@@ -499,6 +515,29 @@ def stage_images(
     return StagedImages(images, ref)
 
 
+def command_check_props(plan: DeploymentPlan, head: HostTarget) -> EngineCommandCheckProps:
+    """The deploy-time check of every node's command, run on the head: in the plan's image
+    (the program passes the pinned digest in its place) or the engine's virtualenv."""
+    engine = engines.engine(plan.engine.name)
+    docker = plan.engine.runtime == "docker"
+    commands: list[NodeCommand] = []
+    for node in plan.nodes:
+        python = "python3" if docker else engine_python(node.argv)
+        command = NodeCommand(
+            node=node.name, argv=engine.check_argv(node.argv, python), env=node.env
+        )
+        if all((c.argv, c.env) != (command.argv, command.env) for c in commands):
+            commands.append(command)
+    return EngineCommandCheckProps(
+        host=head,
+        engine=f"{plan.engine.name} {plan.engine.version}",
+        runtime=plan.engine.runtime,
+        image=plan.image.image if docker else None,
+        gpu=docker and not plan.accelerator.is_cpu,
+        commands=tuple(commands),
+    )
+
+
 def engine_service_props(
     plan: DeploymentPlan,
     node: NodePlan,
@@ -646,6 +685,7 @@ def _engine_output(
     image = plan.image
     return {
         "name": plan.engine.name,
+        "version": plan.engine.version,
         "runtime": plan.engine.runtime,
         "image": ref,
         "image_source": image.image if image.image != ref else None,
@@ -657,7 +697,9 @@ def _engine_output(
                 "build_host": image.build_host,
                 "gfx_targets": list(image.gfx_targets),
                 "aiter_ref": image.aiter_ref,
+                "aiter_commit": image.aiter_commit,
                 "vllm_ref": image.vllm_ref,
+                "vllm_commit": image.vllm_commit,
                 "base_image": image.base_image,
             }
             if image.build

@@ -481,7 +481,9 @@ class EngineSpec(_Model):
     )
     version: str | None = Field(
         None,
-        description="Engine version; picks the catalog image tag for it when `image` is not set.",
+        description="Engine release to run, one the catalog pins (its image, and the manifest "
+        "of flags and variables the command is checked against); default: the catalog's "
+        "release for the arch. With `image` set, the version that image runs.",
     )
     runtime: Runtime = Field(
         "docker",
@@ -653,9 +655,23 @@ class ImageBuildSpec(_Model):
     when a registry is set, else on every node."""
 
     enabled: bool = Field(False, description="Build instead of pulling `engine.image`.")
-    base_image: str = Field("rocm/vllm-dev:nightly", description="Image the build starts FROM.")
-    aiter_ref: str = Field("dev/perf", description="AITER git ref to build (seed 002: dev/perf).")
-    vllm_ref: str = Field("main", description="vLLM git ref to build (a commit pins it).")
+    base_image: str | None = Field(
+        None,
+        description="Image the build starts FROM: a versioned tag or a digest, never a moving "
+        "tag (latest, nightly), which would change the build under the same content tag. "
+        "Default: the catalog's release image of the pinned vLLM.",
+    )
+    aiter_ref: str | None = Field(
+        None,
+        description="AITER to build: a release tag the catalog pins to its commit, or a full "
+        "40-hex commit; never a branch. Default: the AITER commit the pinned vLLM release "
+        "builds with.",
+    )
+    vllm_ref: str | None = Field(
+        None,
+        description="vLLM to build: a release tag the catalog pins to its commit (v0.32.0), "
+        "or a full 40-hex commit; never a branch. Default: the catalog's vLLM release.",
+    )
     gfx_targets: tuple[str, ...] = Field(
         (), description="PYTORCH_ROCM_ARCH targets; defaults to the accelerator's arch."
     )

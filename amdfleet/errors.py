@@ -193,6 +193,39 @@ class CloudAPIError(AmdFleetError):
         super().__init__(f"{provider}: {operation} failed ({where}): {detail}")
 
 
+class EngineCommandRejected(RemoteError):
+    """The engine in the real image (or virtualenv) refused a rendered command line."""
+
+    def __init__(
+        self,
+        host: str,
+        engine: str,
+        node: str,
+        command: str,
+        exit_code: int | None,
+        output_tail: str,
+    ) -> None:
+        self.engine = engine
+        self.node = node
+        self.command = command
+        self.exit_code = exit_code
+        self.output_tail = output_tail
+        status = "did not answer in time" if exit_code is None else f"exited {exit_code}"
+        said = (
+            "\n".join(f"    | {line}" for line in output_tail.splitlines()) or "    | (no output)"
+        )
+        message = (
+            f"{engine} refuses the command of node {node} (its own parser {status}); nothing "
+            f"was staged and no engine started\n  check: {command}\n  the engine says:\n{said}"
+        )
+        super().__init__(
+            host,
+            message,
+            "fix engine.extra_args / engine.extra_env (or the stack's engine.version / image) "
+            "so the pinned engine accepts it, then `pulumi up` again",
+        )
+
+
 class EngineStartError(RemoteError):
     """The engine did not become healthy before its deadline."""
 

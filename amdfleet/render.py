@@ -91,20 +91,21 @@ def render_dockerfile(plan: DeploymentPlan) -> RenderedFile:
         raise RenderError(f"stack {plan.stack} does not build an image")
     name = "image/Dockerfile." + "-".join(image.gfx_targets)
     content = dockerfile_text(
-        image.base_image, str(image.aiter_ref), str(image.vllm_ref), image.gfx_targets
+        image.base_image, str(image.aiter_commit), str(image.vllm_commit), image.gfx_targets
     )
     return RenderedFile(name, content, 0o644)
 
 
 def dockerfile_text(
-    base_image: str, aiter_ref: str, vllm_ref: str, gfx_targets: Sequence[str]
+    base_image: str, aiter_commit: str, vllm_commit: str, gfx_targets: Sequence[str]
 ) -> str:
-    """The rendered AITER + vLLM Dockerfile. It names no stack and no tag, so it is the
-    same for every stack that asks for the same build (see :func:`dockerfile_template`)."""
+    """The rendered AITER + vLLM Dockerfile, checking out the pinned commits. It names no
+    stack, tag or ref name, so it is the same for every stack that asks for the same build
+    (see :func:`dockerfile_template`)."""
     context = {
         "base_image": base_image,
-        "aiter_ref": aiter_ref,
-        "vllm_ref": vllm_ref,
+        "aiter_commit": aiter_commit,
+        "vllm_commit": vllm_commit,
         "gfx_targets": ";".join(gfx_targets),
     }
     return _file("Dockerfile", DOCKERFILE_TEMPLATE, context, 0o644).content
@@ -204,12 +205,30 @@ def _node_context(plan: DeploymentPlan, node: NodePlan) -> dict[str, object]:
         "ready_path": plan.engine.readiness.paths[0],
         "restart": DEFAULT_RESTART,
         "restart_flag": docker_restart_flag(DEFAULT_RESTART),
+        "secrets_mount": CONTAINER_SECRETS,
+        "secrets_loader": SECRETS_LOADER,
     }
 
 
 def _ray_gpus(plan: DeploymentPlan) -> int:
     """The GPUs the Ray cluster must hold before the head serves (none on CPU)."""
     return 0 if plan.accelerator.is_cpu else sum(n.gpus for n in plan.nodes)
+
+
+CONTAINER_SECRETS = "/run/amdfleet/secrets.env"
+"""Where a container sees the node's secrets.env (read-only)."""
+SECRETS_LOADER = (
+    f"if [ -f {CONTAINER_SECRETS} ]; then "
+    'while IFS= read -r l || [ -n "$l" ]; do '
+    'case "$l" in ""|"#"*) continue;; esac; '
+    'export "${l%%=*}=${l#*=}"; '
+    f"done <{CONTAINER_SECRETS}; fi; "
+    'exec "$@"'
+)
+"""POSIX sh run as a container's entrypoint: export secrets.env's lines literally (no
+shell evaluation, as ``docker --env-file`` reads them), then exec the engine command that
+follows. The key is then in the engine's process environment only, not in the
+container's configuration."""
 
 
 def _mounts(plan: DeploymentPlan, key_config: str | None) -> list[str]:

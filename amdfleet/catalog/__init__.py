@@ -12,12 +12,9 @@ from amdfleet.catalog.clouds import (
 )
 from amdfleet.catalog.engines import (
     ENGINES,
-    IMAGES,
     RECIPES,
     EngineEntry,
-    ImageDefault,
     Recipe,
-    default_image,
     recipes_for,
     verified_min_tp,
 )
@@ -30,6 +27,15 @@ from amdfleet.catalog.models import (
     find_model,
     param_counts,
 )
+from amdfleet.catalog.releases import (
+    RELEASES,
+    Release,
+    SourcePin,
+    moving_tag,
+    release,
+    source_pin,
+    versions,
+)
 
 __all__ = [
     "ACCELERATORS",
@@ -37,9 +43,9 @@ __all__ = [
     "CLOUDS",
     "ENGINES",
     "GPU_ARCHS",
-    "IMAGES",
     "MODELS",
     "RECIPES",
+    "RELEASES",
     "SIZES",
     "WEIGHT_BYTES",
     "Accelerator",
@@ -48,17 +54,21 @@ __all__ = [
     "CloudDefaults",
     "CloudSize",
     "EngineEntry",
-    "ImageDefault",
     "ModelInfo",
     "Recipe",
+    "Release",
+    "SourcePin",
     "accelerator",
     "baseline",
     "cloud",
     "cloud_size",
     "cloud_sizes",
-    "default_image",
     "find_model",
+    "moving_tag",
     "param_counts",
     "recipes_for",
+    "release",
+    "source_pin",
     "verified_min_tp",
+    "versions",
 ]

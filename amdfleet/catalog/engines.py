@@ -40,69 +40,11 @@ ENGINES: dict[str, EngineEntry] = {
 }
 
 
-@dataclass(frozen=True)
-class ImageDefault:
-    """The default image for an engine on an arch, and how a version maps to a tag."""
-
-    engine: str
-    arch: str
-    image: str
-    version_template: str
-    source: str
-
-
 SOURCE_BUILD_HOURS_PER_TARGET = 1.0
 """Rough duration of one AITER + vLLM source build per gfx target on a two-socket EPYC
 build host (AITER's kernels and vLLM's HIP extensions compile once per target). An
 estimate, not a measurement: it only sizes the warning when a build is refused; the
 build's deadline (``image_build.timeout_s``) bounds the real thing."""
-
-
-IMAGES: tuple[ImageDefault, ...] = (
-    ImageDefault(
-        "vllm",
-        "gfx942",
-        "vllm/vllm-openai-rocm:latest",
-        "vllm/vllm-openai-rocm:v{version}",
-        f"{SEED_000}:30",
-    ),
-    ImageDefault(
-        "vllm",
-        "gfx950",
-        "rocm/vllm-dev:nightly",
-        "vllm/vllm-openai-rocm:v{version}",
-        f"{SEED_002}:41,61",
-    ),
-    ImageDefault(
-        "sglang",
-        "gfx942",
-        "lmsysorg/sglang:v0.5.8-rocm700-mi30x",
-        "lmsysorg/sglang:v{version}-rocm700-mi30x",
-        "upstream SGLang ROCm images (tags used by AMD's InferenceMAX recipes)",
-    ),
-    ImageDefault(
-        "sglang",
-        "gfx950",
-        "lmsysorg/sglang:v0.5.8-rocm700-mi35x",
-        "lmsysorg/sglang:v{version}-rocm700-mi35x",
-        "upstream SGLang ROCm images (tags used by AMD's InferenceMAX recipes)",
-    ),
-    ImageDefault(
-        "tgi",
-        "gfx942",
-        "ghcr.io/huggingface/text-generation-inference:sha-11d7af7-rocm",
-        "ghcr.io/huggingface/text-generation-inference:{version}-rocm",
-        f"{SEED_001}:231",
-    ),
-)
-
-
-def default_image(engine: str, arch: str, version: str | None = None) -> str | None:
-    """The catalog image for ``engine`` on ``arch`` (pinned to ``version`` if given)."""
-    for entry in IMAGES:
-        if entry.engine == engine and entry.arch == arch:
-            return entry.version_template.format(version=version) if version else entry.image
-    return None
 
 
 @dataclass(frozen=True)
@@ -116,6 +58,9 @@ class Recipe:
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     args: tuple[tuple[str, str | None], ...] = ()
     defaults: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    dropped: tuple[tuple[str, str], ...] = ()
+    """What the seed sets that the pinned engine version no longer accepts or reads, and
+    why it is left out (a flag it rejects, a variable it ignores)."""
 
     def matches(self, engine: str, arch: str, precision: str) -> bool:
         """Whether this recipe applies."""
@@ -148,14 +93,11 @@ RECIPES: tuple[Recipe, ...] = (
         env=_env(
             SAFETENSORS_FAST_GPU="1",
             VLLM_ROCM_USE_AITER="1",
-            VLLM_USE_V1="1",
             NCCL_DEBUG="WARN",
-            VLLM_RPC_TIMEOUT="1800000",
         ),
         args=(
             ("--trust-remote-code", None),
             ("--no-enable-prefix-caching", None),
-            ("--disable-log-requests", None),
             ("--async-scheduling", None),
             ("--load-format", "safetensors"),
             ("--compilation-config", _MI355_FUSIONS),
@@ -166,6 +108,22 @@ RECIPES: tuple[Recipe, ...] = (
                 "max_num_batched_tokens": 32768,
                 "gpu_memory_utilization": 0.9,
             }
+        ),
+        dropped=(
+            (
+                "--disable-log-requests",
+                "vLLM 0.32 rejects it (unrecognized arguments): request logging is off "
+                "unless --enable-log-requests is given, so leaving it out keeps the seed's "
+                "behaviour",
+            ),
+            (
+                "VLLM_USE_V1=1",
+                "not a variable vLLM 0.32 reads (vllm.envs): V1 is its only engine",
+            ),
+            (
+                "VLLM_RPC_TIMEOUT=1800000",
+                "not a variable vLLM 0.32 reads (vllm.envs): the setting would do nothing",
+            ),
         ),
     ),
     Recipe(

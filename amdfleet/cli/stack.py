@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from amdfleet.addresses import host_port
+from amdfleet.catalog.releases import COMMIT_RE
 from amdfleet.config import CampaignSpec, LoadedStack, load_stack_file, stack_names
 from amdfleet.plan import (
     CloudPlan,
@@ -83,9 +84,10 @@ def format_plan(loaded: LoadedStack, resolved: DeploymentPlan) -> str:
         ),
         (
             "engine",
-            f"{p.engine.name} ({p.engine.runtime}); image {p.image.image or '-'}"
-            + _image_note(p.image),
+            f"{p.engine.name} {p.engine.version} ({p.engine.runtime}); image "
+            f"{p.image.image or '-'}" + _image_note(p.image),
         ),
+        ("checked against", p.engine.manifest or "no manifest: checked at deploy time only"),
         (
             "parallelism",
             f"tp={par.tp} pp={par.pp} dp={par.dp}"
@@ -144,6 +146,7 @@ def format_plan(loaded: LoadedStack, resolved: DeploymentPlan) -> str:
     lines.append(_campaign_line(p.campaign))
     if p.recipe_sources:
         lines += ["", "recipe", *(f"  {source}" for source in p.recipe_sources)]
+        lines += [f"  left out: {item}" for item in p.recipe_dropped]
     if p.warnings:
         lines += ["", "warnings", *(f"  ! {w}" for w in p.warnings)]
     return "\n".join(lines)
@@ -154,16 +157,27 @@ OWN_IMAGE = "the cloud's own image"
 
 def _image_note(image: ImagePlan) -> str:
     """How the image reaches the nodes, as the plan's engine line says it."""
+    built = (
+        f"vLLM {_pin(image.vllm_ref, image.vllm_commit)} + AITER "
+        f"{_pin(image.aiter_ref, image.aiter_commit)} FROM {image.base_image}"
+    )
     if image.build and image.registry:
         return (
-            f" (built once on {image.build_host} for {'/'.join(image.gfx_targets)}, pushed; "
-            "every node pulls its digest)"
+            f" ({built}, built once on {image.build_host} for "
+            f"{'/'.join(image.gfx_targets)}, pushed; every node pulls its digest)"
         )
     if image.build:
-        return f" (built from source on every node for {'/'.join(image.gfx_targets)})"
+        return f" ({built}, built from source on every node for {'/'.join(image.gfx_targets)})"
     if image.pin:
         return " (pinned to its digest at the first up)"
     return ""
+
+
+def _pin(ref: str | None, commit: str | None) -> str:
+    """``v0.32.0 @ 0123456789ab``, or the tag alone while no commit is recorded."""
+    if ref == commit and not COMMIT_RE.match(str(ref)):
+        return f"{ref} (commit not recorded)"
+    return f"{ref} @ {str(commit)[:12]}"
 
 
 def _cloud_rows(cloud: CloudPlan, accelerator: str) -> list[tuple[str, str]]:

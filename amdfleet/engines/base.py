@@ -66,6 +66,17 @@ class Engine(ABC):
     (:data:`API_KEY_CONFIG` in the engine's directory, mode 0600) at run time, so the key
     is in no command line."""
 
+    def check_argv(self, argv: tuple[str, ...], python: str) -> tuple[str, ...]:
+        """A command that hands ``argv`` (this engine's rendered command line) to the
+        engine's own parser, without loading a model or touching a GPU: it exits 0 when
+        the engine accepts every flag and value, else non-zero with the engine's own
+        message. ``python`` is the Python the engine runs under (where that matters)."""
+        return (python, "-c", self.parse_script, *argv[len(self.command) :])
+
+    parse_script: ClassVar[str] = ""
+    """Python that parses ``sys.argv[1:]`` with the engine's own parser (see
+    :meth:`check_argv`)."""
+
     @abstractmethod
     def flags(self, launch: Launch) -> Flags:
         """The generated flags for one node (recipes and extra args merge over them)."""

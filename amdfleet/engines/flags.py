@@ -37,7 +37,7 @@ def merge_flags(*layers: Flags) -> Flags:
     merged: dict[str, str | None] = {}
     for layer in layers:
         for name, value in layer:
-            merged[_canonical(name)] = value
+            merged[canonical_flag(name)] = value
     return list(merged.items())
 
 
@@ -51,5 +51,6 @@ def flatten(flags: Flags) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _canonical(flag: str) -> str:
+def canonical_flag(flag: str) -> str:
+    """``--max_model_len`` → ``--max-model-len``: the one spelling merges compare."""
     return "--" + flag.lstrip("-").replace("_", "-")

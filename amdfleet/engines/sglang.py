@@ -55,6 +55,18 @@ _NAMES = FlagNames(
 )
 
 
+_PARSE = """\
+import argparse, sys
+from sglang.srt.server_args import ServerArgs
+parser = argparse.ArgumentParser()
+ServerArgs.add_cli_args(parser)
+parser.parse_args(sys.argv[1:])
+print("amdfleet: sglang accepts the command")
+"""
+# The parser prepare_server_args builds (sglang/srt/server_args.py), without constructing
+# ServerArgs, whose checks look at the GPUs.
+
+
 class Sglang(Engine):
     """SGLang."""
 
@@ -67,6 +79,16 @@ class Sglang(Engine):
     api_key_config: ClassVar[str | None] = "--config"
     worker_http_paths: ClassVar[tuple[str, ...]] = ("/health", "/health_generate")
     lm_head_every_stage: ClassVar[bool] = True
+    parse_script: ClassVar[str] = _PARSE
+
+    def check_argv(self, argv: tuple[str, ...], python: str) -> tuple[str, ...]:
+        """SGLang's parser over the flags, without ``--config`` (the key file the launch
+        script writes only when the engine starts)."""
+        words = list(argv[len(self.command) :])
+        if self.api_key_config in words:
+            at = words.index(self.api_key_config)
+            del words[at : at + 2]
+        return (python, "-c", self.parse_script, *words)
 
     def flags(self, launch: Launch) -> Flags:
         """The model path, serving flags and the rendezvous (the key: ``api_key_config``)."""

@@ -27,6 +27,20 @@ _NAMES = FlagNames(
 )
 
 
+_PARSE = """\
+import sys
+from vllm.utils.argparse_utils import FlexibleArgumentParser
+import vllm.entrypoints.cli.serve as serve
+parser = FlexibleArgumentParser(prog="vllm")
+command = serve.cmd_init()[0]
+command.subparser_init(parser.add_subparsers(required=False, dest="subparser"))
+command.validate(parser.parse_args(["serve", *sys.argv[1:]]))
+print("amdfleet: vllm accepts the command")
+"""
+# What `vllm serve` does before it loads anything (vllm/entrypoints/cli/main.py: the
+# serve subparser's parse_args, then ServeSubcommand.validate).
+
+
 class Vllm(Engine):
     """vLLM."""
 
@@ -40,6 +54,7 @@ class Vllm(Engine):
     builds_image: ClassVar[bool] = True
     distribution: ClassVar[str | None] = "vllm"
     api_key_env: ClassVar[str | None] = "VLLM_API_KEY"
+    parse_script: ClassVar[str] = _PARSE
 
     def flags(self, launch: Launch) -> Flags:
         """Serving flags, then the multi-node executor flags."""

@@ -9,6 +9,7 @@ from amdfleet import catalog, engines
 from amdfleet.catalog.clouds import CloudSize, cloud, cloud_size, cloud_sizes
 from amdfleet.catalog.gpus import Accelerator
 from amdfleet.catalog.models import ModelInfo
+from amdfleet.catalog.releases import COMMIT_RE
 from amdfleet.config import (
     CloudFleetSpec,
     HostSpec,
@@ -413,6 +414,23 @@ def layout_warnings(
             "node runs that digest until engine.image changes (a later push under the tag "
             "does not move the stack)"
         )
+    moving = catalog.moving_tag(image.image) if image.pin and image.image else None
+    if moving is not None:
+        warnings.append(
+            f"engine.image {image.image!r} is a moving tag ({moving}): the stack does not say "
+            "which engine release it runs — name a release tag (the catalog pins one per "
+            "engine and arch) or a digest"
+        )
+    for name, ref, commit in (
+        ("vLLM", image.vllm_ref, image.vllm_commit),
+        ("AITER", image.aiter_ref, image.aiter_commit),
+    ):
+        if image.build and ref is not None and ref == commit and not COMMIT_RE.match(ref):
+            warnings.append(
+                f"the catalog has not recorded the commit of {name} {ref}: the build checks "
+                "out the release tag — run scripts/resolve-source-pins on a machine that "
+                "reaches GitHub to pin it, or give image_build's ref as a 40-hex commit"
+            )
     if image.build and image.registry is None and spec.topology.nodes > 1:
         warnings.append(
             f"image_build has no registry: each of the {spec.topology.nodes} nodes builds "

@@ -14,6 +14,7 @@ import json
 from amdfleet import catalog, engines
 from amdfleet.catalog.engines import SOURCE_BUILD_HOURS_PER_TARGET
 from amdfleet.catalog.gpus import Accelerator
+from amdfleet.catalog.releases import AITER_SOURCE, BUILD_BASE_IMAGE, VLLM_SOURCE, SourcePin
 from amdfleet.config import HostSpec, StackSpec
 from amdfleet.errors import ConfigIssue
 from amdfleet.plan.models import ImagePlan
@@ -40,9 +41,8 @@ def image_plan(spec: StackSpec, acc: Accelerator) -> tuple[ImagePlan, list[Confi
         ]
     if build.enabled:
         return _build_plan(spec, acc)
-    image = spec.engine.image or catalog.default_image(
-        spec.engine.name, acc.arch, spec.engine.version
-    )
+    pinned = catalog.release(spec.engine.name, acc.arch, spec.engine.version)
+    image = spec.engine.image or (pinned.image if pinned else None)
     if image is None:
         return ImagePlan(image=None, build=False), [
             ConfigIssue(
@@ -120,10 +120,30 @@ def _build_plan(spec: StackSpec, acc: Accelerator) -> tuple[ImagePlan, list[Conf
         )
     build_host, target, host_issues = _build_host(spec)
     issues += host_issues
+    base_image = build.base_image or BUILD_BASE_IMAGE
+    moving = catalog.moving_tag(base_image)
+    if moving is not None:
+        issues.append(
+            ConfigIssue(
+                "image_build.base_image",
+                f"{base_image!r} is a moving tag ({moving}): the build would change under "
+                "the same content tag",
+                f"use a versioned tag or a digest (repository@sha256:...), e.g. {BUILD_BASE_IMAGE}",
+            )
+        )
+    vllm, found = _source_pin("image_build.vllm_ref", build.vllm_ref, VLLM_SOURCE, "vLLM")
+    issues += found
+    aiter, found = _source_pin("image_build.aiter_ref", build.aiter_ref, AITER_SOURCE, "AITER")
+    issues += found
+    if vllm is None or aiter is None:
+        return ImagePlan(image=None, build=True), issues
+    # Commits, not ref names: two builds of different code never share a tag, and two
+    # names of one commit share the build. A release tag whose commit the catalog has not
+    # recorded yet is hashed as the tag (a release tag is not moved; a branch is refused).
     args: dict[str, object] = {
-        "base_image": build.base_image,
-        "aiter_ref": build.aiter_ref,
-        "vllm_ref": build.vllm_ref,
+        "base_image": base_image,
+        "aiter_commit": aiter.commit or f"tag:{aiter.tag}",
+        "vllm_commit": vllm.commit or f"tag:{vllm.tag}",
         "gfx_targets": list(targets),
     }
     digest = content_hash(dockerfile_template(), args)
@@ -133,9 +153,11 @@ def _build_plan(spec: StackSpec, acc: Accelerator) -> tuple[ImagePlan, list[Conf
     plan = ImagePlan(
         image=f"{name}:{content_tag(digest)}",
         build=True,
-        base_image=build.base_image,
-        aiter_ref=build.aiter_ref,
-        vllm_ref=build.vllm_ref,
+        base_image=base_image,
+        aiter_ref=aiter.tag,
+        aiter_commit=aiter.checkout,
+        vllm_ref=vllm.tag,
+        vllm_commit=vllm.checkout,
         gfx_targets=tuple(targets),
         registry=registry.address if registry else None,
         repository=repository,
@@ -150,6 +172,32 @@ def _build_plan(spec: StackSpec, acc: Accelerator) -> tuple[ImagePlan, list[Conf
         source="image_build",
     )
     return plan, issues
+
+
+def _source_pin(
+    field: str, ref: str | None, pins: tuple[SourcePin, ...], what: str
+) -> tuple[SourcePin | None, list[ConfigIssue]]:
+    """The commit a build ref names: the catalog's pin when unset, a tag the catalog
+    pins, or a full commit. A branch (``main``, ``dev/perf``) is refused: it names
+    whatever was pushed last, so the build could not say which code it holds."""
+    if ref is None:
+        return pins[0], []
+    pin = catalog.source_pin(pins, ref)
+    if pin is not None:
+        return pin, []
+    tags = ", ".join(
+        f"{p.tag} ({p.commit[:12] if p.commit else 'commit not recorded'})" for p in pins
+    )
+    return None, [
+        ConfigIssue(
+            field,
+            f"{ref!r} is not a {what} release the catalog pins nor a full commit: a branch or "
+            "an unpinned tag names whatever was pushed last",
+            f"use {tags}, or the 40-hex commit you want (git ls-remote {pins[0].repo} {ref})"
+            if pins
+            else "use the 40-hex commit you want",
+        )
+    ]
 
 
 def _build_host(spec: StackSpec) -> tuple[str | None, HostTarget | None, list[ConfigIssue]]:

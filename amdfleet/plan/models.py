@@ -159,6 +159,10 @@ class EnginePlan(_Frozen):
     """Which engine runs, and how it is run and supervised on every node."""
 
     name: str
+    version: str
+    """The engine release that runs (the catalog's pin, or ``engine.version``)."""
+    manifest: str | None
+    """Where the manifest its command was checked against comes from (None: none)."""
     runtime: Literal["docker", "process"]
     network: str
     ipc: str
@@ -183,7 +187,12 @@ class ImagePlan(_Frozen):
     build: bool
     base_image: str | None = None
     aiter_ref: str | None = None
+    """The AITER release tag built (or the commit, when the stack names one)."""
+    aiter_commit: str | None = None
+    """The commit the build checks out (the tag itself while the catalog records none)."""
     vllm_ref: str | None = None
+    """The vLLM release tag built (or the commit, when the stack names one)."""
+    vllm_commit: str | None = None
     gfx_targets: tuple[str, ...] = ()
     registry: str | None = None
     """Registry address a build is pushed to (None: every node builds it)."""
@@ -356,6 +365,8 @@ class DeploymentPlan(_Frozen):
     verification: VerificationPlan
     campaign: CampaignSpec
     recipe_sources: tuple[str, ...]
+    recipe_dropped: tuple[str, ...] = ()
+    """What the seeds' recipes set that the pinned engine no longer takes, and why."""
     warnings: tuple[str, ...]
     cluster: ClusterPlan | None = None
     """Multi-node only: the head, its ports, and what workers serve."""

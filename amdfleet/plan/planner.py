@@ -5,7 +5,7 @@ from __future__ import annotations
 from amdfleet import catalog
 from amdfleet.config import StackSpec
 from amdfleet.errors import ConfigIssue, PlanError
-from amdfleet.plan import checks, layout
+from amdfleet.plan import checks, fidelity, layout
 from amdfleet.plan import fabric as fabric_check
 from amdfleet.plan.checkpoint import (
     accelerator_plan,
@@ -54,6 +54,8 @@ def plan(spec: StackSpec) -> DeploymentPlan:
     issues += found
     image, found = image_plan(spec, acc)
     issues += found
+    version, found, version_warnings = fidelity.engine_version(spec, acc, image)
+    issues += found
     issues += fabric_check.fabric_issues(spec, acc)
     if issues or model is None:
         raise PlanError(issues, where)
@@ -70,6 +72,14 @@ def plan(spec: StackSpec) -> DeploymentPlan:
     warnings += substitution_warnings(spec, acc, model)
     warnings += checks.layout_warnings(spec, acc, info, image)
     nodes = layout.nodes(spec, acc, model, serving, parallelism)
+    warnings += version_warnings
+    if version is not None and version.manifest is not None:
+        found, command_warnings = fidelity.command_findings(
+            spec, acc, model, nodes, version.manifest
+        )
+        if found:
+            raise PlanError(found, where)
+        warnings += command_warnings
     return DeploymentPlan(
         stack=spec.name,
         description=spec.description,
@@ -77,6 +87,8 @@ def plan(spec: StackSpec) -> DeploymentPlan:
         model=model,
         engine=EnginePlan(
             name=spec.engine.name,
+            version=version.version if version else "unknown",
+            manifest=version.manifest.summary if version and version.manifest else None,
             runtime=spec.engine.runtime,
             network=spec.engine.network,
             ipc=spec.engine.ipc,
@@ -95,6 +107,9 @@ def plan(spec: StackSpec) -> DeploymentPlan:
         ),
         campaign=spec.campaign,
         recipe_sources=tuple(r.source for r in recipes(spec, acc)),
+        recipe_dropped=tuple(
+            f"{item} ({why})" for r in recipes(spec, acc) for item, why in r.dropped
+        ),
         warnings=tuple(warnings),
         cluster=layout.cluster_plan(spec, parallelism, nodes),
         fabric=fabric_check.fabric_plan(spec, acc, image.image, engine_python(nodes[0].argv)),

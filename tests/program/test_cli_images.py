@@ -39,6 +39,11 @@ STANDIN_SH = ROOT / "tests/support/standin_sh/main.go"
 USER = "amdfleet-builder"
 PASSWORD = f"pw-{secrets.token_urlsafe(18)}"
 REPOSITORY = "amdfleet-test/vllm-aiter"
+# Builds pin commits (a branch or an unpinned tag is refused by the plan): any two commits
+# do here, since the stand-in shell prints the RUN steps instead of cloning.
+AITER_COMMIT = "de07f3885ee5f2030ba72b6cc5940d674fd457cf"  # ROCm/aiter v0.1.20.post1
+VLLM_COMMIT_1 = "1" * 40
+VLLM_COMMIT_2 = "2" * 40
 BASE = "amdfleet-test/shbase:1"
 WORK_DIR = "/opt/amdfleet/image-build"
 STACK = "lab"
@@ -86,7 +91,7 @@ class ImageTest:
             "amdfleet:image_build": {
                 "enabled": True,
                 "base_image": BASE,
-                "aiter_ref": "dev/perf",
+                "aiter_ref": AITER_COMMIT,
                 "vllm_ref": vllm_ref,
                 "work_dir": WORK_DIR,
                 "registry": {
@@ -119,7 +124,7 @@ def imagetest(hostlab: LabFactory, tmp_path_factory: pytest.TempPathFactory) -> 
         test = ImageTest(
             lab, registry, (daemons[0], daemons[1]), workspace, root / "Pulumi.lab-images.yaml"
         )
-        test.write_stack("v0.11.0")
+        test.write_stack(VLLM_COMMIT_1)
         config = {
             "imagetest:stackFile": str(test.stack_file),
             "imagetest:archs": {"host0": "gfx950", "host1": "gfx950"},
@@ -137,7 +142,7 @@ def test_up_builds_once_pushes_and_both_nodes_run_one_digest_until_a_ref_changes
 ) -> None:
     t = imagetest
     a, b = t.daemons
-    image = t.write_stack("v0.11.0")
+    image = t.write_stack(VLLM_COMMIT_1)
     tag = image.rsplit(":", 1)[1]
 
     first = t.workspace.up(STACK, timeout=600)
@@ -174,7 +179,7 @@ def test_up_builds_once_pushes_and_both_nodes_run_one_digest_until_a_ref_changes
     assert t.registry.tags(REPOSITORY) == [tag]
 
     # Another vLLM ref: one new build, and both nodes move to its digest.
-    image_2 = t.write_stack("v0.11.1")
+    image_2 = t.write_stack(VLLM_COMMIT_2)
     tag_2 = image_2.rsplit(":", 1)[1]
     assert tag_2 != tag
     moved = t.workspace.up(STACK, timeout=600)

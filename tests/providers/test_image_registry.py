@@ -266,7 +266,9 @@ def test_a_failing_build_reports_its_last_lines_keeps_its_log_and_removes_its_co
     """The real rendered AITER + vLLM Dockerfile, FROM the local base: its first RUN has
     no shell to run in."""
     targets = ("gfx950",)
-    dockerfile = dockerfile_text(BASE, "dev/perf", "main", targets)
+    dockerfile = dockerfile_text(
+        BASE, "de07f3885ee5f2030ba72b6cc5940d674fd457cf", "1" * 40, targets
+    )
     digest = content_hash(dockerfile, {"targets": list(targets)})
     tag = content_tag(digest)
     with pytest.raises(ProviderCallError) as failed:

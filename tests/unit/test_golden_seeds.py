@@ -1,14 +1,17 @@
 """Golden tests: each seed recipe's flags and variables appear in what amdfleet renders.
 
-Every assertion cites the seed line it comes from. Where amdfleet deliberately differs
-from a seed, the test says so and checks the replacement:
-- ``docker run -it`` (seed 002:50) is dropped: an engine service has no TTY.
-- the model is vLLM's positional argument (``vllm serve MODEL``), not ``--model``
-  (seed 000:31): current ``vllm serve`` rejects ``--model``.
-- ``--gpu_memory_utilization`` (seed 002:130) is rendered ``--gpu-memory-utilization``;
+Every assertion cites the seed line it comes from and quotes it (test_seed_citations.py
+checks the quotes). Where amdfleet deliberately differs from a seed, the test says so
+and checks the replacement:
+- ``docker run -it``, seed 002:50 ("docker run -it --rm"), is dropped: an engine service
+  has no TTY.
+- the model is vLLM's positional argument (``vllm serve MODEL``), not ``--model`` as in
+  seed 000:31 ("--model meta-llama/Llama-3.1-405B-Instruct"): current ``vllm serve``
+  rejects ``--model``.
+- seed 002:130 ("--gpu_memory_utilization 0.9") is rendered ``--gpu-memory-utilization``;
   vLLM's argument parser treats ``_`` and ``-`` alike.
-- ``HF_TOKEN`` (seed 000:27, 002:60) is not given to the engine at all: the ModelWeights
-  download gets it, and the engine serves the staged weights offline.
+- ``HF_TOKEN``, seed 000:27, 002:60 ("HF_TOKEN="), is not given to the engine at all: the
+  ModelWeights download gets it, and the engine serves the staged weights offline.
 - the host side of the weights mount is the stack's absolute ``weights.cache_dir``
   (the same path on every node) rather than ``~/.cache/huggingface``.
 """
@@ -17,14 +20,18 @@ from __future__ import annotations
 
 import itertools
 
+from amdfleet import catalog
 from amdfleet.config import load_stack_file
 from amdfleet.plan import plan
 from tests.unit.rendered import env_lines, exec_argv, flag_value, node_file, render_stack
 
-ROCM_DOCKER_FLAGS = [  # seed 000:21-25 and seed 002:52-57
-    ("--group-add=video", "000:21, 002:52"),
-    ("--cap-add=SYS_PTRACE", "000:22, 002:54"),
-    ("--ipc=host", "000:29, 002:53"),
+PINNED_VLLM_IMAGE = "vllm/vllm-openai-rocm:v0.32.0"
+"""The catalog's vLLM release image (amdfleet/catalog/releases.py)."""
+
+ROCM_DOCKER_FLAGS = [
+    "--group-add=video",  # seed 000:21, 002:52 ("--group-add=video")
+    "--cap-add=SYS_PTRACE",  # seed 000:22, 002:54 ("--cap-add=SYS_PTRACE")
+    "--ipc=host",  # seed 000:29, 002:53 ("--ipc=host")
 ]
 
 
@@ -39,12 +46,13 @@ def _pairs(argv: list[str]) -> list[tuple[str, str]]:
 
 
 def _assert_rocm_container(argv: list[str]) -> None:
-    for flag, _line in ROCM_DOCKER_FLAGS:
+    for flag in ROCM_DOCKER_FLAGS:
         assert flag in argv
     pairs = _pairs(argv)
-    assert ("--security-opt", "seccomp=unconfined") in pairs  # 000:23, 002:55
-    assert ("--device", "/dev/kfd") in pairs  # 000:24, 002:56
-    assert ("--device", "/dev/dri") in pairs  # 000:25, 002:57
+    # seed 000:23, 002:55 ("--security-opt seccomp=unconfined")
+    assert ("--security-opt", "seccomp=unconfined") in pairs
+    assert ("--device", "/dev/kfd") in pairs  # seed 000:24, 002:56 ("/dev/kfd")
+    assert ("--device", "/dev/dri") in pairs  # seed 000:25, 002:57 ("/dev/dri")
 
 
 class TestSeed000Mi325x405bFp8:
@@ -53,11 +61,15 @@ class TestSeed000Mi325x405bFp8:
     def test_docker_flags(self) -> None:
         argv, _, script = _docker("mi325x-llama405b-fp8")
         _assert_rocm_container(argv)
-        assert ("-v", "/data/huggingface:/root/.cache/huggingface") in _pairs(argv)  # 000:26
-        assert ("-p", "8000:8000") in _pairs(argv)  # 000:28
-        assert "vllm/vllm-openai-rocm:latest" in argv  # 000:30
-        # 000:27 hands HF_TOKEN to the container, which downloads the checkpoint; here
-        # the ModelWeights download gets the token and the engine serves offline.
+        # seed 000:26 ("-v ~/.cache/huggingface:/root/.cache/huggingface")
+        assert ("-v", "/data/huggingface:/root/.cache/huggingface") in _pairs(argv)
+        assert ("-p", "8000:8000") in _pairs(argv)  # seed 000:28 ("-p 8000:8000")
+        # seed 000:30 ("vllm/vllm-openai-rocm:latest") runs a moving tag; the stack runs
+        # the same repository at the release the catalog pins (issue 19).
+        assert PINNED_VLLM_IMAGE in argv and "vllm/vllm-openai-rocm:latest" not in argv
+        # seed 000:27 ("HF_TOKEN=$HF_TOKEN") hands the token to the container, which
+        # downloads the checkpoint; here the ModelWeights download gets the token and the
+        # engine serves offline.
         assert "HF_TOKEN" not in script
         deployment = plan(load_stack_file("mi325x-llama405b-fp8").spec)
         assert deployment.weights.hf_token_secret == "hfToken"
@@ -65,16 +77,16 @@ class TestSeed000Mi325x405bFp8:
 
     def test_engine_flags(self) -> None:
         argv, _, _ = _docker("mi325x-llama405b-fp8")
-        image = argv.index("vllm/vllm-openai-rocm:latest")
-        assert argv[image + 1 : image + 3] == [
-            "serve",
-            "meta-llama/Llama-3.1-405B-Instruct",
-        ]  # 000:31
-        assert flag_value(argv, "--tensor-parallel-size") == "8"  # 000:32
-        assert flag_value(argv, "--quantization") == "fp8"  # 000:33
-        assert flag_value(argv, "--kv-cache-dtype") == "fp8"  # 000:34
-        assert flag_value(argv, "--max-model-len") == "32768"  # 000:35
-        assert flag_value(argv, "--port") == "8000"  # 000:28
+        serve = argv.index("serve")
+        assert argv[serve + 1] == "meta-llama/Llama-3.1-405B-Instruct"
+        # seed 000:31 ("--model meta-llama/Llama-3.1-405B-Instruct")
+        # seed 000:32 ("--tensor-parallel-size 8")
+        assert flag_value(argv, "--tensor-parallel-size") == "8"
+        assert flag_value(argv, "--quantization") == "fp8"  # seed 000:33 ("--quantization fp8")
+        assert flag_value(argv, "--kv-cache-dtype") == "fp8"  # seed 000:34 ("--kv-cache-dtype fp8")
+        # seed 000:35 ("--max-model-len 32768")
+        assert flag_value(argv, "--max-model-len") == "32768"
+        assert flag_value(argv, "--port") == "8000"  # seed 000:28 ("-p 8000:8000")
 
 
 class TestSeed001Mi300x405b:
@@ -83,26 +95,34 @@ class TestSeed001Mi300x405b:
     def test_ssh_fleet(self) -> None:
         for stack in ("mi300x-llama405b-vllm", "mi300x-llama405b-tgi"):
             host = load_stack_file(stack).spec.fleet.hosts[0]
-            assert host.user == "hotaisle"  # 001:172
-            assert host.key_path == "~/.ssh/hotaisle_id_rsa"  # 001:173
-            assert (host.address, host.port) == ("ssh.hotaisle.cloud", 22013)  # 001:176-177
+            assert host.user == "hotaisle"  # seed 001:45 ("user: hotaisle")
+            # seed 001:46 ("identity_file: ~/.ssh/hotaisle_id_rsa")
+            assert host.key_path == "~/.ssh/hotaisle_id_rsa"
+            # seed 001:49-50 ("hostname: ssh.hotaisle.cloud port: 22013")
+            assert (host.address, host.port) == ("ssh.hotaisle.cloud", 22013)
 
     def test_tgi_image_and_shards(self) -> None:
         argv, _, _ = _docker("mi300x-llama405b-tgi")
         _assert_rocm_container(argv)
-        image = "ghcr.io/huggingface/text-generation-inference:sha-11d7af7-rocm"  # 001:231
-        assert argv[argv.index("--entrypoint") + 2] == image
-        assert flag_value(argv, "--num-shard") == "8"  # 001:155 (8x MI300X)
+        # seed 001:104 ("ghcr.io/huggingface/text-generation-inference:sha-11d7af7-rocm"):
+        # the same repository, at the TGI release the catalog pins.
+        image = argv[argv.index("--entrypoint") + 2]
+        release = catalog.release("tgi", "gfx942")
+        assert release is not None and image == release.image
+        assert image.startswith("ghcr.io/huggingface/text-generation-inference:")
+        assert image.endswith(f"{release.version}-rocm")
+        assert flag_value(argv, "--num-shard") == "8"  # seed 001:28 ("GPUs [x8]")
         assert flag_value(argv, "--model-id") == "meta-llama/Llama-3.1-405B-Instruct"
         assert "--api-key" not in argv  # TGI reads API_KEY from secrets.env
         assert ': "${API_KEY:?' in node_file(render_stack("mi300x-llama405b-tgi"), 0, "launch.sh")
 
     def test_vllm_tp8(self) -> None:
         argv, _, _ = _docker("mi300x-llama405b-vllm")
-        assert flag_value(argv, "--tensor-parallel-size") == "8"  # 001:155 (8x MI300X)
+        assert flag_value(argv, "--tensor-parallel-size") == "8"  # seed 001:28 ("GPUs [x8]")
 
     def test_rps_sweep(self) -> None:
-        """001:271-272: 30 requests at 1 RPS, 60 at 2 ... 150 at 5, 1,000-token prompts."""
+        """30 requests at 1 RPS, 60 at 2 ... 150 at 5, 1,000-token prompts:
+        seed 001:142-145 ("30 requests at 1 RPS, then increased to 60 requests at 2 RPS")."""
         spec = load_stack_file("mi300x-llama405b-vllm").spec.verification
         rps = [s for s in spec.scenarios if s.request_rate]
         assert [(s.request_rate, s.num_prompts, s.input_len) for s in rps] == [
@@ -116,76 +136,111 @@ class TestSeed002Mi355x70b:
     def test_container(self) -> None:
         argv, env, _ = _docker("mi355x-llama70b")
         _assert_rocm_container(argv)
-        assert "--network=host" in argv  # 002:51
-        assert ("-v", "/data/huggingface:/app/models") in _pairs(argv)  # 002:58
-        assert env["HF_HOME"] == "/app/models"  # 002:59
-        # 002:60 passes HF_TOKEN, but 002:22 says the amd/ weights need no token: none asked.
+        assert "--network=host" in argv  # seed 002:51 ("--network=host")
+        # seed 002:58 ("-v <path/to/your/models>:/app/models")
+        assert ("-v", "/data/huggingface:/app/models") in _pairs(argv)
+        assert env["HF_HOME"] == "/app/models"  # seed 002:59 (`-e HF_HOME="/app/models"`)
+        # seed 002:60 ("HF_TOKEN") passes a token, but the amd/ weights need none,
+        # seed 002:22 ("No Hugging Face authentication token is required"): none asked.
         assert "HF_TOKEN" not in env
 
     def test_image_build(self) -> None:
         dockerfile = render_stack("mi355x-llama70b")["image/Dockerfile.gfx950"].content
-        assert "FROM rocm/vllm-dev:nightly" in dockerfile  # 002:41, 61
-        assert "pip uninstall -y aiter vllm" in dockerfile  # 002:76
-        assert "https://github.com/ROCm/aiter.git" in dockerfile  # 002:78
-        assert "ARG AITER_REF=dev/perf" in dockerfile  # 002:80
-        assert "git submodule sync && git submodule update --init --recursive" in dockerfile  # 81
-        assert "python3 setup.py install" in dockerfile  # 002:82
-        assert "https://github.com/vllm-project/vllm.git" in dockerfile  # 002:88
-        assert 'PYTORCH_ROCM_ARCH="gfx950" python3 setup.py develop' in dockerfile  # 002:90
+        # seed 002:41,61 ("rocm/vllm-dev:nightly") builds on a moving tag; the build
+        # starts FROM the pinned release image instead.
+        assert f"FROM {PINNED_VLLM_IMAGE}" in dockerfile and "nightly" not in dockerfile
+        # seed 002:76 ("pip uninstall -y aiter vllm")
+        assert "pip uninstall -y aiter vllm" in dockerfile
+        # seed 002:78 ("https://github.com/ROCm/aiter.git")
+        assert "https://github.com/ROCm/aiter.git" in dockerfile
+        # seed 002:80 ("git checkout dev/perf") checks out a branch; the build checks out
+        # the catalog's AITER pin (its commit once recorded).
+        assert 'git checkout --detach "${AITER_COMMIT}"' in dockerfile
+        assert "dev/perf" not in dockerfile
+        # seed 002:81 ("git submodule sync && git submodule update --init --recursive")
+        assert "git submodule sync && git submodule update --init --recursive" in dockerfile
+        assert "python3 setup.py install" in dockerfile  # seed 002:82 ("python3 setup.py install")
+        # seed 002:88 ("https://github.com/vllm-project/vllm.git")
+        assert "https://github.com/vllm-project/vllm.git" in dockerfile
+        # seed 002:90 (`PYTORCH_ROCM_ARCH="gfx950" python3 setup.py develop`)
+        assert 'PYTORCH_ROCM_ARCH="gfx950" python3 setup.py develop' in dockerfile
 
     def test_fp8_env(self) -> None:
         _, env, _ = _docker("mi355x-llama70b")
-        assert env["SAFETENSORS_FAST_GPU"] == "1"  # 002:117
-        assert env["VLLM_ROCM_USE_AITER"] == "1"  # 002:118
-        assert env["VLLM_USE_V1"] == "1"  # 002:119
-        assert env["NCCL_DEBUG"] == "WARN"  # 002:120
-        assert env["VLLM_RPC_TIMEOUT"] == "1800000"  # 002:121
+        assert env["SAFETENSORS_FAST_GPU"] == "1"  # seed 002:117 ("SAFETENSORS_FAST_GPU=1")
+        assert env["VLLM_ROCM_USE_AITER"] == "1"  # seed 002:118 ("VLLM_ROCM_USE_AITER=1")
+        assert env["NCCL_DEBUG"] == "WARN"  # seed 002:120 ("NCCL_DEBUG=WARN")
+        # seed 002:119 ("VLLM_USE_V1=1") and seed 002:121 ("VLLM_RPC_TIMEOUT=1800000") are
+        # variables vLLM 0.32 does not read: left out, and the plan says why.
+        assert "VLLM_USE_V1" not in env and "VLLM_RPC_TIMEOUT" not in env
+        dropped = plan(load_stack_file("mi355x-llama70b").spec).recipe_dropped
+        assert any(d.startswith("VLLM_USE_V1=1 (") for d in dropped)
+        assert any(d.startswith("VLLM_RPC_TIMEOUT=1800000 (") for d in dropped)
         assert "VLLM_ROCM_USE_AITER_FP4_ASM_GEMM" not in env
 
     def test_fp8_flags(self) -> None:
         argv, _, _ = _docker("mi355x-llama70b")
         serve = argv.index("serve")
-        assert argv[serve + 1] == "amd/Llama-3.3-70B-Instruct-FP8-KV"  # 002:123
-        assert flag_value(argv, "--tensor-parallel-size") == "1"  # 002:124
-        assert flag_value(argv, "--max-num-batched-tokens") == "32768"  # 002:125
-        assert flag_value(argv, "--port") == "8000"  # 002:126
+        # seed 002:123 ("amd/Llama-3.3-70B-Instruct-FP8-KV")
+        assert argv[serve + 1] == "amd/Llama-3.3-70B-Instruct-FP8-KV"
+        # seed 002:124 ("--tensor-parallel-size 1")
+        assert flag_value(argv, "--tensor-parallel-size") == "1"
+        # seed 002:125 ("--max-num-batched-tokens 32768")
+        assert flag_value(argv, "--max-num-batched-tokens") == "32768"
+        assert flag_value(argv, "--port") == "8000"  # seed 002:126 ("--port 8000")
         for flag in (
-            "--trust-remote-code",  # 002:127
-            "--no-enable-prefix-caching",  # 002:128
-            "--disable-log-requests",  # 002:129
-            "--async-scheduling",  # 002:131
+            "--trust-remote-code",  # seed 002:127 ("--trust-remote-code")
+            "--no-enable-prefix-caching",  # seed 002:128 ("--no-enable-prefix-caching")
+            "--async-scheduling",  # seed 002:131 ("--async-scheduling")
         ):
             assert flag in argv
-        assert flag_value(argv, "--gpu-memory-utilization") == "0.9"  # 002:130
-        assert flag_value(argv, "--load-format") == "safetensors"  # 002:132
-        assert flag_value(argv, "--compilation-config") == (  # 002:133
+        # seed 002:129 ("--disable-log-requests"): vLLM 0.32 rejects it at start-up (its
+        # request logging is off by default), so the recipe leaves it out.
+        assert "--disable-log-requests" not in argv
+        # seed 002:130 ("--gpu_memory_utilization 0.9")
+        assert flag_value(argv, "--gpu-memory-utilization") == "0.9"
+        # seed 002:132 ("--load-format safetensors")
+        assert flag_value(argv, "--load-format") == "safetensors"
+        # seed 002:133 ("--compilation-config")
+        assert flag_value(argv, "--compilation-config") == (
             '{"cudagraph_mode":"FULL_AND_PIECEWISE", "custom_ops": '
             '["-rms_norm", "-quant_fp8", "-silu_and_mul"]}'
         )
-        assert flag_value(argv, "--kv-cache-dtype") == "fp8"  # 002:134
+        # seed 002:134 ("--kv-cache-dtype fp8")
+        assert flag_value(argv, "--kv-cache-dtype") == "fp8"
 
     def test_mxfp4_twin(self) -> None:
         argv, env, _ = _docker("mi355x-llama70b-mxfp4")
-        assert env["VLLM_ROCM_USE_AITER_FP4_ASM_GEMM"] == "1"  # 002:144
-        for key in ("SAFETENSORS_FAST_GPU", "VLLM_ROCM_USE_AITER", "VLLM_USE_V1"):  # 002:139-141
+        # seed 002:144 ("VLLM_ROCM_USE_AITER_FP4_ASM_GEMM=1")
+        assert env["VLLM_ROCM_USE_AITER_FP4_ASM_GEMM"] == "1"
+        for key in ("SAFETENSORS_FAST_GPU", "VLLM_ROCM_USE_AITER"):
             assert env[key] == "1"
-        assert argv[argv.index("serve") + 1] == "amd/Llama-3.3-70B-Instruct-MXFP4-Preview"  # 146
+        # seed 002:139-141 ("VLLM_USE_V1=1"): a variable vLLM 0.32 ignores, left out
+        assert "VLLM_USE_V1" not in env
+        # seed 002:146 ("amd/Llama-3.3-70B-Instruct-MXFP4-Preview")
+        assert argv[argv.index("serve") + 1] == "amd/Llama-3.3-70B-Instruct-MXFP4-Preview"
         assert flag_value(argv, "--compilation-config") == '{"cudagraph_mode":"FULL_AND_PIECEWISE"}'
-        assert argv.count("--compilation-config") == 1  # 002:156 replaces the FP8 fusions
-        assert flag_value(argv, "--kv-cache-dtype") == "fp8"  # 002:157
-        assert flag_value(argv, "--max-num-batched-tokens") == "32768"  # 002:148
+        # seed 002:156 (`{"cudagraph_mode":"FULL_AND_PIECEWISE"}`) replaces the FP8 fusions
+        assert argv.count("--compilation-config") == 1
+        # seed 002:157 ("--kv-cache-dtype fp8")
+        assert flag_value(argv, "--kv-cache-dtype") == "fp8"
+        # seed 002:148 ("--max-num-batched-tokens 32768")
+        assert flag_value(argv, "--max-num-batched-tokens") == "32768"
 
     def test_benchmark_and_accuracy(self) -> None:
         spec = load_stack_file("mi355x-llama70b").spec.verification
         (scenario,) = spec.scenarios
-        assert scenario.dataset == "random"  # 002:245
-        assert (scenario.input_len, scenario.output_len) == (8192, 1024)  # 002:233-234
-        assert scenario.max_concurrency == 64  # 002:235
-        assert scenario.num_prompts == 128  # 002:236
-        assert scenario.ignore_eos and scenario.seed == 123  # 002:251-252
+        assert scenario.dataset == "random"  # seed 002:245 ("--dataset-name random")
+        # seed 002:233-234 ("input_tokens=8192 output_tokens=1024")
+        assert (scenario.input_len, scenario.output_len) == (8192, 1024)
+        assert scenario.max_concurrency == 64  # seed 002:235 ("max_concurrency=64")
+        assert scenario.num_prompts == 128  # seed 002:236 ("num_prompts=128")
+        # seed 002:251-252 ("--ignore-eos --seed 123")
+        assert scenario.ignore_eos and scenario.seed == 123
         assert spec.accuracy is not None
-        assert (spec.accuracy.task, spec.accuracy.num_fewshot) == ("gsm8k", 5)  # 002:202
-        assert spec.accuracy.concurrency == 100  # 002:204 --batch_size 100
+        # seed 002:202 ("--tasks gsm8k")
+        assert (spec.accuracy.task, spec.accuracy.num_fewshot) == ("gsm8k", 5)
+        assert spec.accuracy.concurrency == 100  # seed 002:204 ("--batch_size 100")
 
 
 class TestSeed003SGLang405b:
@@ -194,9 +249,12 @@ class TestSeed003SGLang405b:
     def test_flags(self) -> None:
         argv, _, _ = _docker("mi300x-llama405b-sglang")
         _assert_rocm_container(argv)
-        assert flag_value(argv, "--model-path") == "meta-llama/Llama-3.1-405B-Instruct"  # 003:38
-        assert flag_value(argv, "--tp") == "8"  # 003:39, verified TP for 405B BF16 (003:25)
-        assert flag_value(argv, "--tool-call-parser") == "llama3"  # 003:98
+        # seed 003:38 ("--model-path Meta-Llama/Llama-3.1-405B-Instruct")
+        assert flag_value(argv, "--model-path") == "meta-llama/Llama-3.1-405B-Instruct"
+        # seed 003:39 ("--tp 8"), verified for 405B BF16 by seed 003:25 ("405B BF16 (TP=8)")
+        assert flag_value(argv, "--tp") == "8"
+        # seed 003:98 ("--tool-call-parser llama3")
+        assert flag_value(argv, "--tool-call-parser") == "llama3"
         # the key is read from a YAML file the launch script writes, never from argv
         assert "--api-key" not in argv
         config = "/opt/amdfleet/mi300x-llama405b-sglang/engine-secrets.yaml"
@@ -204,10 +262,15 @@ class TestSeed003SGLang405b:
 
     def test_accuracy_and_benchmarks(self) -> None:
         spec = load_stack_file("mi300x-llama405b-sglang").spec.verification
-        assert spec.accuracy is not None and spec.accuracy.limit == 200  # 003:492
+        # seed 003:492 ("--num-questions 200")
+        assert spec.accuracy is not None and spec.accuracy.limit == 200
         shapes = [(s.num_prompts, s.max_concurrency) for s in spec.scenarios]
-        assert shapes == [(10, 1), (80, 16), (500, 100)]  # 003:222-223, 268-269, 314-315
-        assert {(s.input_len, s.output_len) for s in spec.scenarios} == {(1000, 1000)}  # 003:220
+        # seed 003:222-223 ("--num-prompts 10 --max-concurrency 1"),
+        # seed 003:268-269 ("--num-prompts 80 --max-concurrency 16"),
+        # seed 003:314-315 ("--num-prompts 500 --max-concurrency 100")
+        assert shapes == [(10, 1), (80, 16), (500, 100)]
+        # seed 003:220-221 ("--random-input-len 1000 --random-output-len 1000")
+        assert {(s.input_len, s.output_len) for s in spec.scenarios} == {(1000, 1000)}
 
 
 class TestSeed004TwoNode405b:
@@ -216,8 +279,10 @@ class TestSeed004TwoNode405b:
     def test_pp2_tp8_on_both_nodes(self) -> None:
         for rank in (0, 1):
             argv, env, script = _docker("mi300x-2node-llama405b-bf16", rank)
-            assert flag_value(argv, "--tensor-parallel-size") == "8"  # 004:552
-            assert flag_value(argv, "--pipeline-parallel-size") == "2"  # 004:552
+            # seed 004:56 ("--tensor-parallel-size 8")
+            assert flag_value(argv, "--tensor-parallel-size") == "8"
+            # seed 004:56 ("--pipeline-parallel-size 2")
+            assert flag_value(argv, "--pipeline-parallel-size") == "2"
             assert flag_value(argv, "--nnodes") == "2"
             assert flag_value(argv, "--node-rank") == str(rank)
             assert flag_value(argv, "--master-addr") == "10.10.0.1"
@@ -232,4 +297,5 @@ class TestSeed004TwoNode405b:
 
     def test_workload(self) -> None:
         (scenario,) = load_stack_file("mi300x-2node-llama405b-bf16").spec.verification.scenarios
-        assert (scenario.input_len, scenario.output_len) == (1024, 128)  # 004:538
+        # seed 004:42 ("average input length of 1024 tokens and the average output length of 128")
+        assert (scenario.input_len, scenario.output_len) == (1024, 128)

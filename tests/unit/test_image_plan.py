@@ -600,11 +600,15 @@ def test_the_tag_is_c_and_16_hex_of_the_content_hash() -> None:
     assert _tag(image) == content_tag(image.content_hash) == "c-" + image.content_hash[:16]
 
 
+AITER_COMMIT = "de07f3885ee5f2030ba72b6cc5940d674fd457cf"  # ROCm/aiter v0.1.20.post1
+VLLM_COMMIT = "0123456789abcdef0123456789abcdef01234567"  # a commit the stack names
+
+
 @pytest.mark.parametrize(
     "change",
     [
-        {"aiter_ref": "main"},
-        {"vllm_ref": "v0.11.0"},
+        {"aiter_ref": AITER_COMMIT},
+        {"vllm_ref": VLLM_COMMIT},
         {"base_image": "rocm/vllm-dev:nightly_main_20250901"},
         {"gfx_targets": ["gfx950", "gfx942"]},
     ],
@@ -622,8 +626,8 @@ def test_what_the_build_compiles_changes_the_tag(change: dict[str, Any]) -> None
 def test_every_build_input_gives_its_own_tag() -> None:
     changes: list[dict[str, Any]] = [
         {},
-        {"aiter_ref": "main"},
-        {"vllm_ref": "v0.11.0"},
+        {"aiter_ref": AITER_COMMIT},
+        {"vllm_ref": VLLM_COMMIT},
         {"base_image": "rocm/vllm-dev:nightly_main_20250901"},
         {"gfx_targets": ["gfx950", "gfx942"]},
     ]
@@ -760,19 +764,27 @@ def test_a_build_host_outside_the_fleet_is_refused() -> None:
     assert "mi355x-01" in str(caught.value)  # the hosts it may name
 
 
-@pytest.mark.parametrize(
-    ("stack", "source"),
-    [("mi300x-llama405b-vllm", "catalog"), ("mi325x-llama405b-fp8", "engine.image")],
-)
-def test_a_tag_image_is_pinned_at_up_and_warned_about(stack: str, source: str) -> None:
+@pytest.mark.parametrize("stack", ["mi300x-llama405b-vllm", "mi325x-llama405b-fp8"])
+def test_the_catalog_release_tag_is_pinned_at_up_and_warned_about(stack: str) -> None:
     planned = plan(load_stack_file(stack).spec)
     image = planned.image
 
-    assert (image.build, image.pin, image.source) == (False, True, source)
-    assert image.image == "vllm/vllm-openai-rocm:latest"
+    assert (image.build, image.pin, image.source) == (False, True, "catalog")
+    assert image.image == "vllm/vllm-openai-rocm:v0.32.0"
+    assert planned.engine.version == "0.32.0"
     assert not is_pinned(image.image)
     (warning,) = [w for w in planned.warnings if image.image in w]
     assert "is a tag: `pulumi up` resolves it to a digest once" in warning
+
+
+def test_a_moving_tag_in_engine_image_is_warned_about_as_unversioned() -> None:
+    sections = _sections("mi325x-llama405b-fp8")
+    sections["engine"]["image"] = "vllm/vllm-openai-rocm:latest"
+    planned = _planned("mi325x-llama405b-fp8", sections)
+
+    assert (planned.image.pin, planned.image.source) == (True, "engine.image")
+    moving = [w for w in planned.warnings if "is a moving tag (latest)" in w]
+    assert len(moving) == 1 and "name a release tag" in moving[0]
 
 
 def test_a_digest_image_is_not_pinned_again() -> None:
@@ -801,9 +813,27 @@ def test_a_two_node_build_without_registry_warns_that_each_node_builds() -> None
     assert "set image_build.registry" in warning
 
 
-def test_a_registry_build_warns_about_nothing_image_related() -> None:
+def test_a_registry_build_warns_about_nothing_image_related_but_unrecorded_commits() -> None:
+    """The committed stack builds the catalog's release tags, whose commits this workplace
+    could not resolve: the plan says so for each, and nothing else about the image."""
     planned = plan(load_stack_file(REGISTRY_STACK).spec)
-    assert not [w for w in planned.warnings if "image" in w]
+    unrecorded = [w for w in planned.warnings if "has not recorded the commit" in w]
+    assert len(unrecorded) == 2 and "vLLM v0.32.0" in unrecorded[0]
+    others = [w for w in planned.warnings if "image" in w and w not in unrecorded]
+    assert not others
+
+
+def test_a_build_of_named_commits_warns_about_nothing_image_related() -> None:
+    sections = _sections(REGISTRY_STACK)
+    sections["image_build"] = {
+        **sections["image_build"],
+        "aiter_ref": AITER_COMMIT,
+        "vllm_ref": VLLM_COMMIT,
+    }
+    planned = _planned(REGISTRY_STACK, sections)
+    assert planned.image.vllm_commit == VLLM_COMMIT
+    assert planned.image.aiter_commit == AITER_COMMIT
+    assert not [w for w in planned.warnings if "image" in w and "vllm_ref is a commit" not in w]
 
 
 # -- providers/image_build.py: gfx_refusal, fleet_archs_of -----------------------------
@@ -900,10 +930,10 @@ def test_the_plan_says_how_other_images_reach_the_nodes(tmp_path: Path) -> None:
     cloud = _sections(CLOUD_STACK)
     cloud["image_build"]["registry"] = {"address": "10.77.3.10:5000"}
 
-    assert "(built once on head for gfx950, pushed; every node pulls its digest)" in (
+    assert ", built once on head for gfx950, pushed; every node pulls its digest)" in (
         _engine_line(_written(tmp_path, CLOUD_STACK, cloud))
     )
-    assert "(built from source on every node for gfx950)" in _engine_line(CLOUD_STACK)
+    assert ", built from source on every node for gfx950)" in _engine_line(CLOUD_STACK)
     assert "(pinned to its digest at the first up)" in _engine_line("mi300x-llama405b-vllm")
 
 

@@ -22,9 +22,16 @@ import yaml
 from amdfleet.config import load_stack_file, stack_names
 from amdfleet.errors import RenderError
 from amdfleet.plan import DeploymentPlan, plan
-from amdfleet.render import _file, content_hash, render_node, render_plan, write_files
+from amdfleet.render import (
+    CONTAINER_SECRETS,
+    _file,
+    content_hash,
+    render_node,
+    render_plan,
+    write_files,
+)
 from amdfleet.shellwords import shell_quote
-from tests.unit.rendered import exec_argv, flag_value, node_file
+from tests.unit.rendered import container_command, exec_argv, flag_value, node_file
 
 HERE = Path(__file__).parent
 RECORDER = """#!/bin/sh
@@ -98,8 +105,9 @@ def test_ray_head_checks_placement_of_every_gpu_then_serves() -> None:
     deployment = plan(load_stack_file(str(HERE / "stacks/Pulumi.ray-2node.yaml")).spec)
     files = {f.path: f for f in render_plan(deployment)}
     head, worker = node_file(files, 0, "launch.sh"), node_file(files, 1, "launch.sh")
-    assert "--entrypoint bash" in head
-    inner = exec_argv(head)[-1]  # bash -c '<steps>'
+    image, command = container_command(exec_argv(head))
+    assert command[:2] == ["bash", "-c"] and image == deployment.image.image
+    inner = command[2]  # bash -c '<steps>'
     assert inner.startswith("ray start --head --port 6380 --node-ip-address 10.0.0.1\n")
     # both nodes and all 2 x 8 GPUs, in the image's Python, before vLLM starts
     assert 'python3 - 2 16 900 <<"PLACEMENT"\n' in inner
@@ -289,13 +297,12 @@ def test_docker_launch_script_passes_exact_argv_to_docker(tmp_path: Path) -> Non
     # Detached, restarted by dockerd on failure (no --rm: it excludes a restart policy).
     assert argv[:4] == ["run", "--detach", "--restart", "on-failure:5"]
     assert "--rm" not in argv
-    assert argv[argv.index("--entrypoint") + 1 :] == [
-        "vllm",
-        deployment.image.image,
-        *deployment.head.argv[1:],
-    ]
+    assert container_command(argv) == (deployment.image.image, list(deployment.head.argv))
+    # Secrets are a read-only mount the loader reads, never --env-file (docker inspect).
     env_files = [argv[i + 1] for i, a in enumerate(argv) if a == "--env-file"]
-    assert [Path(p).name for p in env_files] == ["engine.env", "secrets.env"]
+    assert [Path(p).name for p in env_files] == ["engine.env"]
+    mounts = [argv[i + 1] for i, a in enumerate(argv) if a == "-v"]
+    assert f"{node_dir / 'secrets.env'}:{CONTAINER_SECRETS}:ro" in mounts
     assert flag_value(argv, "--compilation-config").startswith('{"cudagraph_mode"')
 
 

@@ -1,0 +1,116 @@
+"""EngineCommandCheck: the engine in the real image (or virtualenv) accepts the command.
+
+The plan already checked every flag against the manifest of the pinned version; this is
+the fact. Once the image is on the head and before any weights move or any engine
+starts, ``create`` hands each distinct node command line to the engine's own parser there
+(:mod:`amdfleet.remote.command_check`) and fails ``pulumi up`` in seconds with the
+engine's own message when it refuses one. Nothing is left on the host. ``read`` returns
+what state holds (the check observes nothing that drifts); a new command, image or
+environment is a new check (``diff`` replaces), and ``delete`` has nothing to remove.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pulumi
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider
+from pydantic import BaseModel, ConfigDict, Field
+
+from amdfleet.errors import EngineCommandRejected, RemoteCommandError
+from amdfleet.providers.progress import Progress, resource_urn
+from amdfleet.providers.props import ProviderProps, changed_keys
+from amdfleet.remote.command_check import check_command
+from amdfleet.remote.hosts import open_host
+from amdfleet.remote.target import HostTarget
+
+CHECK_TIMEOUT_S = 300
+
+
+class NodeCommand(BaseModel):
+    """One node's command, as the check hands it to the engine's parser."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    node: str = Field(description="The node whose command this is.")
+    argv: tuple[str, ...] = Field(description="The parse-only check command (check_argv).")
+    env: dict[str, str] = Field(description="The node's non-secret engine environment.")
+
+
+class EngineCommandCheckProps(ProviderProps):
+    """Where and in what the commands are checked (inputs), and when (output)."""
+
+    host: HostTarget = Field(description="The host the check runs on (the head).")
+    engine: str = Field(description="The engine and version, for messages: 'vllm 0.32.0'.")
+    runtime: str = Field(description="'docker' or 'process'.")
+    image: str | None = Field(None, description="The image reference (docker runtime).")
+    gpu: bool = Field(False, description="Give the container the GPUs' device nodes.")
+    commands: tuple[NodeCommand, ...] = Field(description="The distinct node commands.")
+    checked_at: str | None = Field(None, description="Output: when the engine accepted them.")
+    accepted: str | None = Field(None, description="Output: the engine's last line.")
+
+
+class EngineCommandCheckProvider(ResourceProvider):
+    """Runs the engine's own parser over the rendered commands. Stateless."""
+
+    serialize_as_secret_always = False
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        """Check every command; raise :class:`EngineCommandRejected` with the engine's
+        own output when one is refused (nothing was created, nothing to clean up)."""
+        p = EngineCommandCheckProps.from_inputs(props)
+        last = ""
+        with Progress.for_resource(props) as progress, open_host(p.host) as conn:
+            for command in p.commands:
+                where = f" in {p.image}" if p.image else ""
+                progress.step(
+                    f"asking {p.engine}{where} whether it accepts {command.node}'s command"
+                )
+                shell = check_command(
+                    p.runtime, command.argv, command.env, image=p.image, gpu=p.gpu
+                )
+                try:
+                    result = conn.run(shell, timeout=CHECK_TIMEOUT_S)
+                except RemoteCommandError as e:
+                    raise EngineCommandRejected(
+                        p.host.name, p.engine, command.node, e.command, e.exit_code, e.output_tail
+                    ) from e
+                last = result.tail(1)
+            progress.note(f"{p.engine} accepts the command of every node")
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        return CreateResult(
+            id_=f"check-{p.host.name}", outs=p.to_outputs(checked_at=now, accepted=last)
+        )
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        """What state holds: a passed check stays passed until its inputs change."""
+        return ReadResult(id_=id_, outs=EngineCommandCheckProps.from_inputs(props).to_outputs())
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        """Another command, image, engine, host or environment is checked again."""
+        keys = ("host", "engine", "runtime", "image", "gpu", "commands")
+        replaces = changed_keys(olds, news, keys)
+        return DiffResult(changes=bool(replaces), replaces=replaces, delete_before_replace=True)
+
+    def delete(self, _id: str, _props: dict[str, Any]) -> None:
+        """Nothing was left on the host. Idempotent."""
+
+
+class EngineCommandCheck(pulumi.dynamic.Resource, module="amdfleet", name="EngineCommandCheck"):
+    """The head's engine accepted every node's rendered command."""
+
+    checked_at: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        props: EngineCommandCheckProps,
+        opts: pulumi.ResourceOptions | None = None,
+        *,
+        image: pulumi.Input[str] | None = None,
+    ) -> None:
+        inputs = props.to_inputs(resource_urn=resource_urn(name, "EngineCommandCheck", opts))
+        if image is not None:
+            inputs["image"] = image
+        super().__init__(EngineCommandCheckProvider(), name, inputs, opts)
