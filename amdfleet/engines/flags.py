@@ -52,5 +52,8 @@ def flatten(flags: Flags) -> tuple[str, ...]:
 
 
 def canonical_flag(flag: str) -> str:
-    """``--max_model_len`` → ``--max-model-len``: the one spelling merges compare."""
-    return "--" + flag.lstrip("-").replace("_", "-")
+    """``--max_model_len`` → ``--max-model-len``: the one spelling merges compare. A short
+    option (``-tp``) stays as written: ``--tp`` would be another option, or none."""
+    if not flag.startswith("--"):
+        return flag
+    return "--" + flag[2:].replace("_", "-")

@@ -22,6 +22,13 @@ class Tgi(Engine):
     multi_node: ClassVar[bool] = False
     api_key_env: ClassVar[str | None] = "API_KEY"
 
+    def check_argv(self, argv: tuple[str, ...], python: str) -> tuple[str, ...]:
+        """The launcher's own clap parser: ``--help`` last, so every flag and value before
+        it is parsed first (an unknown one exits 2, "error: unexpected argument '--x'
+        found"); all accepted, it prints its help and exits 0. Starts no shard. Flags only:
+        the launcher reads variables (``PORT`` in the ROCm image) that this does not check."""
+        return (*argv, "--help")
+
     def flags(self, launch: Launch) -> Flags:
         """Model, endpoint, shards and token limits (TGI counts the prompt in the total)."""
         model, serving = launch.model, launch.serving
@@ -37,8 +44,11 @@ class Tgi(Engine):
             flags.append(("--revision", model.revision))
         if model.online_quantization:
             flags.append(("--quantize", "fp8"))
-        if serving.max_num_seqs:
-            flags.append(("--max-concurrent-requests", str(serving.max_num_seqs)))
+        # TGI refuses (429 "Model is overloaded"), not queues, past this many requests in
+        # flight (128 by default): admit at least what the stack's verification sends.
+        concurrent = max(serving.max_num_seqs or 0, serving.admit_requests)
+        if concurrent:
+            flags.append(("--max-concurrent-requests", str(concurrent)))
         return flags
 
 

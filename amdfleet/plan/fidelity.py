@@ -24,6 +24,7 @@ from amdfleet.engines.flags import canonical_flag, parse_flags
 from amdfleet.engines.manifest import EngineManifest, FlagProblem, check_env, check_flags
 from amdfleet.engines.manifest import manifest as find_manifest
 from amdfleet.errors import ConfigIssue
+from amdfleet.plan.admission import admission_issues, peak_load
 from amdfleet.plan.models import ImagePlan, ModelPlan, NodePlan
 from amdfleet.plan.serving import recipes
 
@@ -92,17 +93,24 @@ def command_findings(
     nodes: Iterable[NodePlan],
     found: EngineManifest,
 ) -> tuple[list[ConfigIssue], list[str]]:
-    """Every flag and engine variable the nodes render, checked against ``found``: the
-    refusals (with the field each came from) and the warnings (deprecations)."""
+    """Every flag and engine variable the nodes render, checked against ``found``, and the
+    engine's admission limits against the stack's verification: the refusals (with the
+    field each came from) and the warnings (deprecations)."""
     engine = engines.engine(spec.engine.name)
     lead = len(engine.command) + len(engine.positional(model))
     origins = _Origins.of(spec, acc)
     issues: dict[tuple[str, str], ConfigIssue] = {}
     warnings: dict[str, str] = {}
+    load = peak_load(spec.verification)
     for node in nodes:
         flags = parse_flags(node.argv[lead:])
         for problem in check_flags(found, flags):
             _record(problem, origins.flag(problem.flag), found, issues, warnings)
+        if load is not None:
+            for issue in admission_issues(
+                spec.engine.name, found, flags, load, spec.engine.extra_args
+            ):
+                issues.setdefault((issue.path, issue.message), issue)
         names = sorted({*node.env, *node.secret_env})
         for problem in check_env(found, names):
             _record(problem, origins.env(problem.flag), found, issues, warnings)

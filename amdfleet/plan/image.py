@@ -43,6 +43,8 @@ def image_plan(spec: StackSpec, acc: Accelerator) -> tuple[ImagePlan, list[Confi
         return _build_plan(spec, acc)
     pinned = catalog.release(spec.engine.name, acc.arch, spec.engine.version)
     image = spec.engine.image or (pinned.image if pinned else None)
+    if image is None and spec.engine.version not in (None, *catalog.versions(spec.engine.name)):
+        return ImagePlan(image=None, build=False), []  # engine.version is refused for it
     if image is None:
         return ImagePlan(image=None, build=False), [
             ConfigIssue(

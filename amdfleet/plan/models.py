@@ -91,6 +91,9 @@ class ServingPlan(_Frozen):
     cpu_kv_cache_gib: int | None
     api_key_secret: str | None
     min_full_context_seqs: int
+    admit_requests: int = 0
+    """Requests in flight the stack's own verification peaks at (0: it sends none): an
+    engine whose in-flight limit refuses past it (TGI) has it raised to admit them."""
 
     @model_validator(mode="after")
     def _one_memory_knob(self) -> ServingPlan:

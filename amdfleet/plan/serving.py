@@ -12,6 +12,7 @@ from amdfleet import catalog, engines
 from amdfleet.catalog.gpus import Accelerator
 from amdfleet.config import ModelArchitecture, StackSpec
 from amdfleet.errors import ConfigIssue
+from amdfleet.plan.admission import peak_load
 from amdfleet.plan.models import REMOTE_ROOT, ServingPlan
 
 # vLLM's CPU backend sizes its KV cache from this variable (GiB); 4 is vLLM's default.
@@ -68,6 +69,7 @@ def serving_plan(
         cpu_kv_cache_gib=_cpu_kv_space(spec, acc) if cpu else None,
         api_key_secret=spec.serving.api_key_secret,
         min_full_context_seqs=spec.serving.min_full_context_seqs,
+        admit_requests=load.requests if (load := peak_load(spec.verification)) else 0,
     )
     return serving, issues
 
