@@ -42,7 +42,7 @@ from amdfleet.providers.cluster_check import ClusterCheck, cluster_check_props
 from amdfleet.providers.command_check import (
     EngineCommandCheck,
     EngineCommandCheckProps,
-    NodeCommand,
+    ParseCheck,
 )
 from amdfleet.providers.engine_cluster import EngineCluster, EngineClusterProps, EngineNode
 from amdfleet.providers.engine_image import EngineImage, EngineImageProps
@@ -520,21 +520,26 @@ def command_check_props(plan: DeploymentPlan, head: HostTarget) -> EngineCommand
     (the program passes the pinned digest in its place) or the engine's virtualenv."""
     engine = engines.engine(plan.engine.name)
     docker = plan.engine.runtime == "docker"
-    commands: list[NodeCommand] = []
+    python = "python3" if docker else engine_python(plan.head.argv)
+    distinct: dict[tuple[str, ...], list[str]] = {}
     for node in plan.nodes:
-        python = "python3" if docker else engine_python(node.argv)
-        command = NodeCommand(
-            node=node.name, argv=engine.check_argv(node.argv, python), env=node.env
-        )
-        if all((c.argv, c.env) != (command.argv, command.env) for c in commands):
-            commands.append(command)
+        distinct.setdefault(node.argv, []).append(node.name)
+    argvs = list(distinct)
+    runs = engine.check_commands(argvs, python)
+    if len(runs) == len(argvs):  # one run per command
+        names = [tuple(distinct[argv]) for argv in argvs]
+    else:  # one run for them all
+        names = [tuple(n.name for n in plan.nodes)] * len(runs)
     return EngineCommandCheckProps(
         host=head,
         engine=f"{plan.engine.name} {plan.engine.version}",
         runtime=plan.engine.runtime,
         image=plan.image.image if docker else None,
         gpu=docker and not plan.accelerator.is_cpu,
-        commands=tuple(commands),
+        env=plan.head.env,
+        checks=tuple(
+            ParseCheck(nodes=nodes, argv=run) for nodes, run in zip(names, runs, strict=True)
+        ),
     )
 
 

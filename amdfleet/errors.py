@@ -200,13 +200,13 @@ class EngineCommandRejected(RemoteError):
         self,
         host: str,
         engine: str,
-        node: str,
+        nodes: str,
         command: str,
         exit_code: int | None,
         output_tail: str,
     ) -> None:
         self.engine = engine
-        self.node = node
+        self.nodes = nodes
         self.command = command
         self.exit_code = exit_code
         self.output_tail = output_tail
@@ -215,7 +215,7 @@ class EngineCommandRejected(RemoteError):
             "\n".join(f"    | {line}" for line in output_tail.splitlines()) or "    | (no output)"
         )
         message = (
-            f"{engine} refuses the command of node {node} (its own parser {status}); nothing "
+            f"{engine} refuses the command of {nodes} (its own parser {status}); nothing "
             f"was staged and no engine started\n  check: {command}\n  the engine says:\n{said}"
         )
         super().__init__(

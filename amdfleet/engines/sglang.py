@@ -36,7 +36,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 from amdfleet.addresses import host_port
-from amdfleet.engines.base import Engine, FlagNames, Launch, serving_flags
+from amdfleet.engines.base import NEXT_COMMAND, Engine, FlagNames, Launch, serving_flags
 from amdfleet.engines.flags import Flags
 from amdfleet.errors import ConfigIssue
 
@@ -55,13 +55,21 @@ _NAMES = FlagNames(
 )
 
 
-_PARSE = """\
+_PARSE = f"""\
 import argparse, sys
 from sglang.srt.server_args import ServerArgs
-parser = argparse.ArgumentParser()
-ServerArgs.add_cli_args(parser)
-parser.parse_args(sys.argv[1:])
-print("amdfleet: sglang accepts the command")
+commands = [[]]
+for word in sys.argv[1:]:
+    if word == "{NEXT_COMMAND}":
+        commands.append([])
+    else:
+        commands[-1].append(word)
+for number, words in enumerate(commands, 1):
+    print(f"amdfleet: sglang parses command {{number}} of {{len(commands)}}", flush=True)
+    parser = argparse.ArgumentParser()
+    ServerArgs.add_cli_args(parser)
+    parser.parse_args(words)
+print("amdfleet: sglang accepts every command")
 """
 # The parser prepare_server_args builds (sglang/srt/server_args.py), without constructing
 # ServerArgs, whose checks look at the GPUs.
@@ -81,14 +89,14 @@ class Sglang(Engine):
     lm_head_every_stage: ClassVar[bool] = True
     parse_script: ClassVar[str] = _PARSE
 
-    def check_argv(self, argv: tuple[str, ...], python: str) -> tuple[str, ...]:
-        """SGLang's parser over the flags, without ``--config`` (the key file the launch
-        script writes only when the engine starts)."""
+    def parser_words(self, argv: tuple[str, ...]) -> list[str]:
+        """The flags without ``--config`` (the key file the launch script writes only
+        when the engine starts)."""
         words = list(argv[len(self.command) :])
         if self.api_key_config in words:
             at = words.index(self.api_key_config)
             del words[at : at + 2]
-        return (python, "-c", self.parse_script, *words)
+        return words
 
     def flags(self, launch: Launch) -> Flags:
         """The model path, serving flags and the rendezvous (the key: ``api_key_config``)."""

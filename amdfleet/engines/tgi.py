@@ -6,6 +6,7 @@ Seed 001 (dstack's 405B comparison) runs it on 8x MI300X. TGI reads its API key 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 from amdfleet.engines.base import Engine, Launch
@@ -22,12 +23,15 @@ class Tgi(Engine):
     multi_node: ClassVar[bool] = False
     api_key_env: ClassVar[str | None] = "API_KEY"
 
-    def check_argv(self, argv: tuple[str, ...], python: str) -> tuple[str, ...]:
-        """The launcher's own clap parser: ``--help`` last, so every flag and value before
-        it is parsed first (an unknown one exits 2, "error: unexpected argument '--x'
-        found"); all accepted, it prints its help and exits 0. Starts no shard. Flags only:
-        the launcher reads variables (``PORT`` in the ROCm image) that this does not check."""
-        return (*argv, "--help")
+    def check_commands(
+        self, argvs: Sequence[tuple[str, ...]], python: str
+    ) -> list[tuple[str, ...]]:
+        """The launcher's own clap parser, once per command: ``--help`` last, so every
+        flag and value before it is parsed first (an unknown one exits 2, "error:
+        unexpected argument '--x' found"); all accepted, it prints its help and exits 0.
+        Starts no shard. Flags only: the launcher also reads variables (``PORT`` in the
+        ROCm image) that this does not check."""
+        return [(*argv, "--help") for argv in argvs]
 
     def flags(self, launch: Launch) -> Flags:
         """Model, endpoint, shards and token limits (TGI counts the prompt in the total)."""

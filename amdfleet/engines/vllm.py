@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 from amdfleet.addresses import host_port
-from amdfleet.engines.base import Engine, FlagNames, Launch, serving_flags
+from amdfleet.engines.base import NEXT_COMMAND, Engine, FlagNames, Launch, serving_flags
 from amdfleet.engines.flags import Flags
 
 if TYPE_CHECKING:  # the plan imports the engines; they only need its record types
@@ -27,15 +27,23 @@ _NAMES = FlagNames(
 )
 
 
-_PARSE = """\
+_PARSE = f"""\
 import sys
 from vllm.utils.argparse_utils import FlexibleArgumentParser
 import vllm.entrypoints.cli.serve as serve
-parser = FlexibleArgumentParser(prog="vllm")
-command = serve.cmd_init()[0]
-command.subparser_init(parser.add_subparsers(required=False, dest="subparser"))
-command.validate(parser.parse_args(["serve", *sys.argv[1:]]))
-print("amdfleet: vllm accepts the command")
+commands = [[]]
+for word in sys.argv[1:]:
+    if word == "{NEXT_COMMAND}":
+        commands.append([])
+    else:
+        commands[-1].append(word)
+for number, words in enumerate(commands, 1):
+    print(f"amdfleet: vllm parses command {{number}} of {{len(commands)}}", flush=True)
+    parser = FlexibleArgumentParser(prog="vllm")
+    command = serve.cmd_init()[0]
+    command.subparser_init(parser.add_subparsers(required=False, dest="subparser"))
+    command.validate(parser.parse_args(["serve", *words]))
+print("amdfleet: vllm accepts every command")
 """
 # What `vllm serve` does before it loads anything (vllm/entrypoints/cli/main.py: the
 # serve subparser's parse_args, then ServeSubcommand.validate).

@@ -28,14 +28,13 @@ from amdfleet.remote.target import HostTarget
 CHECK_TIMEOUT_S = 300
 
 
-class NodeCommand(BaseModel):
-    """One node's command, as the check hands it to the engine's parser."""
+class ParseCheck(BaseModel):
+    """One parse-only run of the engine's parser over some nodes' commands."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    node: str = Field(description="The node whose command this is.")
-    argv: tuple[str, ...] = Field(description="The parse-only check command (check_argv).")
-    env: dict[str, str] = Field(description="The node's non-secret engine environment.")
+    nodes: tuple[str, ...] = Field(description="The nodes whose commands it parses.")
+    argv: tuple[str, ...] = Field(description="The check (Engine.check_commands).")
 
 
 class EngineCommandCheckProps(ProviderProps):
@@ -46,7 +45,10 @@ class EngineCommandCheckProps(ProviderProps):
     runtime: str = Field(description="'docker' or 'process'.")
     image: str | None = Field(None, description="The image reference (docker runtime).")
     gpu: bool = Field(False, description="Give the container the GPUs' device nodes.")
-    commands: tuple[NodeCommand, ...] = Field(description="The distinct node commands.")
+    env: dict[str, str] = Field(description="The head's non-secret engine environment.")
+    checks: tuple[ParseCheck, ...] = Field(
+        description="The parse-only runs (empty: the engine has no such check)."
+    )
     checked_at: str | None = Field(None, description="Output: when the engine accepted them.")
     accepted: str | None = Field(None, description="Output: the engine's last line.")
 
@@ -57,31 +59,30 @@ class EngineCommandCheckProvider(ResourceProvider):
     serialize_as_secret_always = False
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        """Check every command; raise :class:`EngineCommandRejected` with the engine's
-        own output when one is refused (nothing was created, nothing to clean up)."""
+        """Run every parse-only check; raise :class:`EngineCommandRejected` with the
+        engine's own output when one refuses (nothing was made, nothing to clean up)."""
         p = EngineCommandCheckProps.from_inputs(props)
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        if not p.checks:
+            outs = p.to_outputs(checked_at=now, accepted=f"{p.engine} has no parse-only check")
+            return CreateResult(id_=f"check-{p.host.name}", outs=outs)
         last = ""
         with Progress.for_resource(props) as progress, open_host(p.host) as conn:
-            for command in p.commands:
+            for check in p.checks:
                 where = f" in {p.image}" if p.image else ""
-                progress.step(
-                    f"asking {p.engine}{where} whether it accepts {command.node}'s command"
-                )
-                shell = check_command(
-                    p.runtime, command.argv, command.env, image=p.image, gpu=p.gpu
-                )
+                nodes = ", ".join(check.nodes)
+                progress.step(f"asking {p.engine}{where} to parse the command of {nodes}")
+                shell = check_command(p.runtime, check.argv, p.env, image=p.image, gpu=p.gpu)
                 try:
                     result = conn.run(shell, timeout=CHECK_TIMEOUT_S)
                 except RemoteCommandError as e:
                     raise EngineCommandRejected(
-                        p.host.name, p.engine, command.node, e.command, e.exit_code, e.output_tail
+                        p.host.name, p.engine, nodes, e.command, e.exit_code, e.output_tail
                     ) from e
                 last = result.tail(1)
             progress.note(f"{p.engine} accepts the command of every node")
-        now = datetime.now(UTC).isoformat(timespec="seconds")
-        return CreateResult(
-            id_=f"check-{p.host.name}", outs=p.to_outputs(checked_at=now, accepted=last)
-        )
+        outs = p.to_outputs(checked_at=now, accepted=last)
+        return CreateResult(id_=f"check-{p.host.name}", outs=outs)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         """What state holds: a passed check stays passed until its inputs change."""
@@ -89,7 +90,7 @@ class EngineCommandCheckProvider(ResourceProvider):
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         """Another command, image, engine, host or environment is checked again."""
-        keys = ("host", "engine", "runtime", "image", "gpu", "commands")
+        keys = ("host", "engine", "runtime", "image", "gpu", "env", "checks")
         replaces = changed_keys(olds, news, keys)
         return DiffResult(changes=bool(replaces), replaces=replaces, delete_before_replace=True)
 

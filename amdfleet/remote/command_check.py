@@ -4,7 +4,7 @@ Before weights are staged or an engine starts, the head hands each node's render
 command to the engine's own parser in the engine's own environment: the pinned image
 (docker runtime) or the engine's virtualenv (process runtime). The check loads no model
 and opens no GPU; it exits 0 when the engine accepts the command and non-zero with the
-engine's own message when not (see :meth:`amdfleet.engines.base.Engine.check_argv`).
+engine's own message when not (see :meth:`amdfleet.engines.base.Engine.check_commands`).
 """
 
 from __future__ import annotations

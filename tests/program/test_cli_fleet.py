@@ -225,6 +225,34 @@ def test_nothing_starts_on_a_host_while_another_fails_preflight(
         _cleanup(lab, workspace, stack)
 
 
+def test_a_command_the_engine_refuses_fails_up_before_any_weights_move(
+    lab: HostLab, workspace: PulumiWorkspace, hub: HubServer
+) -> None:
+    """``--enable-log-outputs`` without ``--enable-log-requests``: both are vLLM 0.32
+    flags, so the plan accepts it, but vLLM's own pre-start validation refuses it. The
+    EngineCommandCheck asks the real vLLM (the CPU build's parser, the Python beside the
+    stand-in engine) on the head: ``up`` fails in seconds with vLLM's own message, no
+    host fetched anything from the hub, no weights resource and no engine exists."""
+    stack = "fleet-refused"
+    config = _config(lab, {"cache_dir": CACHE, "hub_endpoint": hub.endpoint}, checkpoint=REPO)
+    config["amdfleet:engine"]["extra_args"] = ["--enable-log-outputs"]
+    workspace.init_stack(stack, config, SECRETS)
+    try:
+        failed = workspace.up(stack, check=False)
+        assert not failed.ok
+        (error,) = _errors(failed, "deployment-command-check")
+        assert "vllm 0.32.0 refuses the command of host0, host1" in error
+        assert "Error: --enable-log-outputs requires --enable-log-requests" in error
+        assert "nothing was staged and no engine started" in error
+        assert hub.log == [], [r.path for r in hub.log]
+        assert not {n for n in failed.ops if n.startswith("deployment-weights")}, failed.ops
+        assert "deployment-engine" not in failed.ops
+        for index in (0, 1):
+            assert _on(lab, index, _LEFTOVERS) == ""
+    finally:
+        _cleanup(lab, workspace, stack)
+
+
 def test_ctrl_c_twice_during_a_download_then_up_converges(
     lab: HostLab, workspace: PulumiWorkspace, hub: HubServer
 ) -> None:
@@ -307,7 +335,8 @@ def _graph(stack: str) -> list[str]:
     """Every resource of a two-node process-runtime stack without verification."""
     per_host = ["fleet-{h}", "deployment-weights-{h}"]
     names = [n.format(h=h) for h in ("host0", "host1") for n in per_host]
-    cluster = ["deployment-cluster", "deployment-engine"]  # one of each for both nodes
+    # one of each for both nodes
+    cluster = ["deployment-command-check", "deployment-cluster", "deployment-engine"]
     return [f"amdfleet-{stack}", "fleet", "deployment", *names, *cluster]
 
 

@@ -236,6 +236,58 @@ class DockerDaemon:
         assert found is not None, f"{tag} missing right after docker import"
         return str(found["Id"])
 
+    def import_tree(
+        self,
+        tag: str,
+        paths: Collection[str],
+        *,
+        changes: Collection[str] = (),
+        timeout: float = 900,
+    ) -> str:
+        """Make image ``tag`` from this machine's ``paths`` as they are (directories whole,
+        symlinks as symlinks), streamed by GNU tar into ``docker import``; returns its id.
+        For images of real programs installed here (a Python and its venv); ``changes`` are
+        Dockerfile instructions ``docker import --change`` applies (``ENV PATH=...``)."""
+        whole = [p.rstrip("/") for p in paths if os.path.isdir(p) and not os.path.islink(p)]
+        # Each path once (tar stores a second copy of a file as a hard link to itself).
+        kept = {p for p in paths if not any(p.startswith(d + "/") for d in whole)}
+        names = "\n".join(sorted(p.lstrip("/") for p in kept)) + "\n"
+        tar = subprocess.Popen(
+            ["tar", "-c", "-f", "-", "-C", "/", "--verbatim-files-from", "-T", "-"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert tar.stdin is not None and tar.stdout is not None
+        tar.stdin.write(names.encode())
+        tar.stdin.close()
+        imported = subprocess.run(
+            [
+                self.docker,
+                "import",
+                "--message",
+                "amdfleet test image",
+                *(arg for change in changes for arg in ("--change", change)),
+                "-",
+                tag,
+            ],
+            stdin=tar.stdout,
+            capture_output=True,
+            env=self.env,
+            timeout=timeout,
+            check=False,
+        )
+        tar.stdout.close()
+        tar_err = tar.stderr.read().decode(errors="replace") if tar.stderr else ""
+        if tar.wait(timeout=60) != 0 or imported.returncode != 0:
+            raise DockerdError(
+                f"importing {tag} failed: tar: {tar_err.strip()[-500:]}; docker import: "
+                f"{imported.stderr.decode(errors='replace').strip()[-500:]}"
+            )
+        found = self.image(tag)
+        assert found is not None, f"{tag} missing right after docker import"
+        return str(found["Id"])
+
     @contextlib.contextmanager
     def current_context(self, connect: Callable[[], Connection]) -> Iterator[str]:
         """Make this daemon the current docker context of the user ``connect()`` logs in

@@ -50,10 +50,8 @@ def test_every_release_is_exact_and_has_its_manifest() -> None:
         found = manifest(release.engine, release.version)
         assert found is not None, f"no manifest for {release.engine} {release.version}"
         assert (found.engine, found.version) == (release.engine, release.version)
-        assert (
-            (found.flags
-            and found.regenerate.startswith("scripts/manifest-"))
-            or ("scripts/manifest-" in found.regenerate)
+        assert (found.flags and found.regenerate.startswith("scripts/manifest-")) or (
+            "scripts/manifest-" in found.regenerate
         )
 
 
