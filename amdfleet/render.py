@@ -21,8 +21,9 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from amdfleet import engines
 from amdfleet.addresses import host_port
-from amdfleet.engines.base import API_KEY_CONFIG, HEAD_PLACEHOLDER
+from amdfleet.engines.base import API_KEY_CONFIG, HEAD_PLACEHOLDER, KEY_SHIM_DIR
 from amdfleet.errors import RenderError
 from amdfleet.plan import DeploymentPlan, NodePlan
 from amdfleet.plan.layout import engine_python
@@ -181,6 +182,8 @@ def _node_context(plan: DeploymentPlan, node: NodePlan) -> dict[str, object]:
     head = plan.head.cluster_address or HEAD_PLACEHOLDER
     argv = list(node.argv)
     key_config = node.api_key_file
+    engine = engines.engine(plan.engine.name)
+    key_shim = engine.key_shim if node.secret_env else None
     return {
         "plan": plan,
         "node": node,
@@ -199,7 +202,10 @@ def _node_context(plan: DeploymentPlan, node: NodePlan) -> dict[str, object]:
         "secret_names": sorted(node.secret_env),
         "container": plan.engine.container_name,
         "remote_dir": node.remote_dir,
-        "mounts": _mounts(plan, key_config),
+        "mounts": _mounts(plan, key_config, key_shim),
+        "key_shim": key_shim,
+        "key_shim_env": engine.key_shim_env,
+        "key_shim_dir": KEY_SHIM_DIR,
         "key_config": key_config,
         "key_config_file": API_KEY_CONFIG,
         "ready_path": plan.engine.readiness.paths[0],
@@ -217,7 +223,10 @@ def _ray_gpus(plan: DeploymentPlan) -> int:
 
 CONTAINER_SECRETS = "/run/amdfleet/secrets.env"
 """Where a container sees the node's secrets.env (read-only)."""
+CONTAINER_SHIMS = "/run/amdfleet/bin"
+"""Where a container sees the engine's key shim directory (read-only), first on PATH."""
 SECRETS_LOADER = (
+    f'if [ -d {CONTAINER_SHIMS} ]; then PATH="{CONTAINER_SHIMS}:$PATH"; export PATH; fi; '
     f"if [ -f {CONTAINER_SECRETS} ]; then "
     'while IFS= read -r l || [ -n "$l" ]; do '
     'case "$l" in ""|"#"*) continue;; esac; '
@@ -226,18 +235,21 @@ SECRETS_LOADER = (
     'exec "$@"'
 )
 """POSIX sh run as a container's entrypoint: export secrets.env's lines literally (no
-shell evaluation, as ``docker --env-file`` reads them), then exec the engine command that
-follows. The key is then in the engine's process environment only, not in the
+shell evaluation, as ``docker --env-file`` reads them), put the key shim directory first
+on PATH when there is one, then exec the engine command that follows. The key is then
+in the engine's process environment only, not in the
 container's configuration."""
 
 
-def _mounts(plan: DeploymentPlan, key_config: str | None) -> list[str]:
+def _mounts(plan: DeploymentPlan, key_config: str | None, key_shim: str | None) -> list[str]:
     mounts = [f"{plan.weights.cache_dir}:{plan.nodes[0].env['HF_HOME']}"]
     local = plan.weights.local_path or (plan.model.checkpoint if plan.model.is_local_path else None)
     if local:
         mounts.append(f"{local}:{local}:ro")
     if key_config:
         mounts.append(f"{key_config}:{key_config}:ro")
+    if key_shim:
+        mounts.append(f"{plan.head.remote_dir}/{KEY_SHIM_DIR}:{CONTAINER_SHIMS}:ro")
     return mounts
 
 

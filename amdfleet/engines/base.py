@@ -23,6 +23,9 @@ if TYPE_CHECKING:  # the plan imports the engines; they only need its record typ
     from amdfleet.plan.models import ModelPlan, ParallelismPlan, ServingPlan
 
 HEAD_PLACEHOLDER = "<head-address>"
+KEY_SHIM_DIR = "bin"
+"""The directory, in the engine's directory, holding an engine's key shim (see
+:attr:`Engine.key_shim`)."""
 NEXT_COMMAND = "--amdfleet-next-command"
 """Separates the command lines one parse-only check hands to an engine's parser."""
 API_KEY_CONFIG = "engine-secrets.yaml"
@@ -93,6 +96,13 @@ class Engine(ABC):
     parse_script: ClassVar[str] = ""
     """Python that parses ``sys.argv[1:]`` (commands split at :data:`NEXT_COMMAND`) with
     the engine's own parser (see :meth:`check_commands`)."""
+
+    key_shim: ClassVar[str | None] = None
+    """For an engine whose launcher hands the API key to a child program on that child's
+    command line (and logs it): the child's name. The launcher then gets no key; a shim
+    of that name first on PATH (:data:`KEY_SHIM_DIR`) execs the real child with the key
+    in its environment as :attr:`key_shim_env`."""
+    key_shim_env: ClassVar[str] = "API_KEY"
 
     @abstractmethod
     def flags(self, launch: Launch) -> Flags:

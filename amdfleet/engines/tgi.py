@@ -1,7 +1,8 @@
 """Text Generation Inference: ``text-generation-launcher``, tensor parallel on one node.
 
-Seed 001 (dstack's 405B comparison) runs it on 8x MI300X. TGI reads its API key from
-``API_KEY`` and answers readiness on ``/health`` and ``/info``.
+Seed 001 (dstack's 405B comparison) runs it on 8x MI300X. Its router reads the API key
+from ``API_KEY``, handed to it by amdfleet's router shim (see ``Tgi.key_shim``), and it
+answers readiness on ``/health`` and ``/info``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ class Tgi(Engine):
     ready_paths: ClassVar[tuple[str, ...]] = ("/health", "/info")
     parallelism: ClassVar[tuple[str, ...]] = ("tp",)
     multi_node: ClassVar[bool] = False
-    api_key_env: ClassVar[str | None] = "API_KEY"
+    # TGI 3.3.6's launcher logs its arguments, key included (`tracing::info!("{:#?}",
+    # args)`, launcher/src/main.rs:2075), and starts its router with `--api-key KEY` on the
+    # command line (main.rs:1942-1946), found on PATH (`Command::new("text-generation-
+    # router")`, main.rs:1971) with the launcher's environment; the router also reads
+    # API_KEY itself (backends/v3/src/main.rs:53-54). So the launcher gets no key, and a
+    # shim named like the router hands it the key as API_KEY (commit efb94e0d3db6).
+    api_key_env: ClassVar[str | None] = None
+    key_shim: ClassVar[str | None] = "text-generation-router"
 
     def check_commands(
         self, argvs: Sequence[tuple[str, ...]], python: str

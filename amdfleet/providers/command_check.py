@@ -76,8 +76,11 @@ class EngineCommandCheckProvider(ResourceProvider):
                 try:
                     result = conn.run(shell, timeout=CHECK_TIMEOUT_S)
                 except RemoteCommandError as e:
+                    shown = check_command(
+                        p.runtime, _shown(check.argv), p.env, image=p.image, gpu=p.gpu
+                    )
                     raise EngineCommandRejected(
-                        p.host.name, p.engine, nodes, e.command, e.exit_code, e.output_tail
+                        p.host.name, p.engine, nodes, shown, e.exit_code, e.output_tail
                     ) from e
                 last = result.tail(1)
             progress.note(f"{p.engine} accepts the command of every node")
@@ -96,6 +99,15 @@ class EngineCommandCheckProvider(ResourceProvider):
 
     def delete(self, _id: str, _props: dict[str, Any]) -> None:
         """Nothing was left on the host. Idempotent."""
+
+
+def _shown(argv: tuple[str, ...]) -> tuple[str, ...]:
+    """The check as an error shows it: an inline parse script (``-c <program>``) named,
+    not printed."""
+    words = list(argv)
+    if len(words) > 2 and words[1] == "-c" and "\n" in words[2]:
+        words[2] = "<the engine's parse script, amdfleet/engines>"
+    return tuple(words)
 
 
 class EngineCommandCheck(pulumi.dynamic.Resource, module="amdfleet", name="EngineCommandCheck"):

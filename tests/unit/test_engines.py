@@ -59,15 +59,16 @@ def test_every_catalog_engine_has_a_module_named_for_it() -> None:
     ("stack", "key_vars", "key_flag"),
     [
         ("mi300x-llama405b-vllm", {"AMDFLEET_API_KEY", "VLLM_API_KEY"}, None),
-        ("mi300x-llama405b-tgi", {"AMDFLEET_API_KEY", "API_KEY"}, None),
+        ("mi300x-llama405b-tgi", {"AMDFLEET_API_KEY"}, None),  # the router shim sets API_KEY
         ("mi300x-llama405b-sglang", {"AMDFLEET_API_KEY"}, None),
     ],
 )
 def test_each_engine_takes_the_api_key_its_own_way(
     stack: str, key_vars: set[str], key_flag: str | None
 ) -> None:
-    """vLLM and TGI read a variable; SGLang reads a YAML file (``--config``) the launch
-    script writes: no engine has the key, or a reference to it, on its command line."""
+    """vLLM reads a variable; TGI's router gets one from amdfleet's shim (its launcher gets
+    none: test_key_shim.py); SGLang reads a YAML file (``--config``) the launch script
+    writes: no engine has the key, or a reference to it, on its command line."""
     files = render_stack(stack)
     argv = exec_argv(node_file(files, 0, "launch.sh"))
     deployment = plan(_load(stack))

@@ -113,8 +113,9 @@ class TestSeed001Mi300x405b:
         assert image.endswith(f"{release.version}-rocm")
         assert flag_value(argv, "--num-shard") == "8"  # seed 001:28 ("GPUs [x8]")
         assert flag_value(argv, "--model-id") == "meta-llama/Llama-3.1-405B-Instruct"
-        assert "--api-key" not in argv  # TGI reads API_KEY from secrets.env
-        assert ': "${API_KEY:?' in node_file(render_stack("mi300x-llama405b-tgi"), 0, "launch.sh")
+        assert "--api-key" not in argv  # the router gets API_KEY from amdfleet's shim
+        script = node_file(render_stack("mi300x-llama405b-tgi"), 0, "launch.sh")
+        assert ': "${AMDFLEET_API_KEY:?' in script and "exec text-generation-router" in script
 
     def test_vllm_tp8(self) -> None:
         argv, _, _ = _docker("mi300x-llama405b-vllm")
