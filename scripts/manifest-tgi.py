@@ -31,13 +31,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import re
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from manifest_json import render
 
 FIELD = re.compile(r"^\s*(?:pub(?:\([^)]*\))?\s+)?([a-z_][a-z0-9_]*)\s*:\s*(.+?)\s*,\s*$")
 ENV_READ = re.compile(r"\benv::var(?:_os)?\(\s*(?:\"([A-Z0-9_]+)\"|([a-z_][a-z0-9_]*))\s*\)")
@@ -63,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     version = args.version or args.tag.removeprefix("v")
     manifest = build_manifest(source, version, args.tag, args.commit, args.generated_on)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(_render(manifest))
+    args.out.write_text(render(manifest))
     print(f"{args.out}: {len(manifest['flags'])} flags, {len(manifest['env']['known'])} env names")
     return 0
 
@@ -416,14 +417,6 @@ def _unquote(value: str | None) -> str:
 
 def _strip_comments(source: str) -> str:
     return re.sub(r"//[^\n]*", "", source)
-
-
-def _render(manifest: dict[str, Any]) -> str:
-    """JSON with one flag per line, so a version bump reads as a line diff."""
-    flags = manifest["flags"]
-    body = json.dumps({**manifest, "flags": ["@FLAGS@"]}, indent=2, ensure_ascii=False)
-    lines = ",\n".join("    " + json.dumps(f, ensure_ascii=False) for f in flags)
-    return body.replace('    "@FLAGS@"', lines) + "\n"
 
 
 _AT = "at v3.3.6 (efb94e0d3db6aba9d464bc9a2f83191146203152)"

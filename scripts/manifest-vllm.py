@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import re
 import sys
 from pathlib import Path
 from typing import Any
+
+from manifest_json import render
 
 _DEPRECATED = re.compile(r"[^.]*\bdeprecated\b[^.]*(\.\d+)*[^.]*\.?", re.IGNORECASE)
 REGENERATE = (
@@ -41,7 +42,7 @@ def main() -> int:
     os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
     manifest = build_manifest()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(manifest, indent=1, sort_keys=False) + "\n")
+    args.out.write_text(render(manifest))
     print(
         f"{args.out}: vllm {manifest['version']}, {len(manifest['flags'])} flags, "
         f"{len(manifest['env']['known'])} environment variables"

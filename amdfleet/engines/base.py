@@ -28,6 +28,16 @@ KEY_SHIM_DIR = "bin"
 :attr:`Engine.key_shim`)."""
 NEXT_COMMAND = "--amdfleet-next-command"
 """Separates the command lines one parse-only check hands to an engine's parser."""
+SPLIT_COMMANDS = f"""\
+import sys
+commands = [[]]
+for word in sys.argv[1:]:
+    if word == "{NEXT_COMMAND}":
+        commands.append([])
+    else:
+        commands[-1].append(word)
+"""
+"""The start of every engine's parse script: ``commands``, the argv of each command."""
 API_KEY_CONFIG = "engine-secrets.yaml"
 """The file, next to the launch script, an ``api_key_config`` engine reads its key from."""
 

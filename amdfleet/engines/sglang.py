@@ -36,7 +36,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 from amdfleet.addresses import host_port
-from amdfleet.engines.base import NEXT_COMMAND, Engine, FlagNames, Launch, serving_flags
+from amdfleet.engines.base import SPLIT_COMMANDS, Engine, FlagNames, Launch, serving_flags
 from amdfleet.engines.flags import Flags
 from amdfleet.errors import ConfigIssue
 
@@ -55,15 +55,9 @@ _NAMES = FlagNames(
 )
 
 
-_PARSE = f"""\
-import argparse, sys
+_PARSE = f"""{SPLIT_COMMANDS}\
+import argparse
 from sglang.srt.server_args import ServerArgs
-commands = [[]]
-for word in sys.argv[1:]:
-    if word == "{NEXT_COMMAND}":
-        commands.append([])
-    else:
-        commands[-1].append(word)
 for number, words in enumerate(commands, 1):
     print(f"amdfleet: sglang parses command {{number}} of {{len(commands)}}", flush=True)
     parser = argparse.ArgumentParser()

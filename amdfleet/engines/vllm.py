@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 from amdfleet.addresses import host_port
-from amdfleet.engines.base import NEXT_COMMAND, Engine, FlagNames, Launch, serving_flags
+from amdfleet.engines.base import SPLIT_COMMANDS, Engine, FlagNames, Launch, serving_flags
 from amdfleet.engines.flags import Flags
 
 if TYPE_CHECKING:  # the plan imports the engines; they only need its record types
@@ -27,16 +27,9 @@ _NAMES = FlagNames(
 )
 
 
-_PARSE = f"""\
-import sys
+_PARSE = f"""{SPLIT_COMMANDS}\
 from vllm.utils.argparse_utils import FlexibleArgumentParser
 import vllm.entrypoints.cli.serve as serve
-commands = [[]]
-for word in sys.argv[1:]:
-    if word == "{NEXT_COMMAND}":
-        commands.append([])
-    else:
-        commands[-1].append(word)
 for number, words in enumerate(commands, 1):
     print(f"amdfleet: vllm parses command {{number}} of {{len(commands)}}", flush=True)
     parser = FlexibleArgumentParser(prog="vllm")
