@@ -6,7 +6,7 @@ starts, ``create`` hands each distinct node command line to the engine's own par
 (:mod:`amdfleet.remote.command_check`) and fails ``pulumi up`` in seconds with the
 engine's own message when it refuses one. Nothing is left on the host. ``read`` returns
 what state holds (the check observes nothing that drifts); a new command, image or
-environment is a new check (``diff`` replaces), and ``delete`` has nothing to remove.
+environment is checked again in place (``update``), and ``delete`` has nothing to remove.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 from pydantic import BaseModel, ConfigDict, Field
 
 from amdfleet.errors import EngineCommandRejected, RemoteCommandError
@@ -92,10 +92,14 @@ class EngineCommandCheckProvider(ResourceProvider):
         return ReadResult(id_=id_, outs=EngineCommandCheckProps.from_inputs(props).to_outputs())
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        """Another command, image, engine, host or environment is checked again."""
+        """Another command, image, engine, host or environment is checked again (in
+        place: the check holds nothing to replace)."""
         keys = ("host", "engine", "runtime", "image", "gpu", "env", "checks")
-        replaces = changed_keys(olds, news, keys)
-        return DiffResult(changes=bool(replaces), replaces=replaces, delete_before_replace=True)
+        return DiffResult(changes=bool(changed_keys(olds, news, keys)), replaces=[])
+
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        """Check the new commands as ``create`` does (raises the same way)."""
+        return UpdateResult(outs=self.create(news).outs)
 
     def delete(self, _id: str, _props: dict[str, Any]) -> None:
         """Nothing was left on the host. Idempotent."""

@@ -115,6 +115,7 @@ def first_up(workspace: PulumiWorkspace) -> dict[str, Any]:
         "fleet": "create",
         "deployment": "create",
         "fleet-host0": "create",
+        "deployment-command-check": "create",
         "deployment-weights-host0": "create",
         "deployment-engine-host0": "create",
         "deployment-verification": "create",
@@ -276,7 +277,7 @@ def test_second_up_changes_nothing_and_touches_no_host(
     run = workspace.up(STACK)
     assert _ssh_sessions(lab) == logins  # not one SSH session: no command, no upload
     assert run.changed() == {}
-    assert run.summary["resourceChanges"] == {"same": 8}
+    assert run.summary["resourceChanges"] == {"same": 9}
     assert _host_snapshot(lab) == before
     assert workspace.outputs(STACK)["ready"] is True
 
@@ -291,6 +292,7 @@ def test_changing_a_serving_setting_restarts_only_the_engine_and_reverifies(
     )
     run = workspace.up(STACK)
     assert run.changed() == {
+        "deployment-command-check": "update",  # the new command, parsed by vLLM first
         "deployment-engine-host0": "update",
         "deployment-verification": "update",
     }

@@ -51,7 +51,11 @@ def _expected_graph(path: Path) -> dict[str, str]:
     """Resource name -> its type, as the plan says the program must register them."""
     stack = load_stack_file(str(path))
     deployment = plan(stack.spec)
-    graph = {"fleet": "amdfleet:index:Fleet", "deployment": "amdfleet:index:Deployment"}
+    graph = {
+        "fleet": "amdfleet:index:Fleet",
+        "deployment": "amdfleet:index:Deployment",
+        "deployment-command-check": f"{DYN}:EngineCommandCheck",  # on the head, first
+    }
     multi_node = len(deployment.nodes) > 1
     for node in deployment.nodes:
         graph[f"fleet-{node.name}"] = f"{DYN}:SshHost"
