@@ -139,7 +139,7 @@ class Deployment(pulumi.ComponentResource):
         checked = EngineCommandCheck(
             f"{name}-command-check",
             command_check_props(plan, fleet.targets[0]),
-            self._opts([fleet.hosts[0], *images[:1]]),
+            self._opts([*fleet.hosts, *images[:1]]),  # after every host passed preflight
             image=self._image_ref if images else None,
         )
         weights = self._weights(name, fleet, images, secrets, checked)
