@@ -360,7 +360,7 @@ def test_destroy_leaves_nothing_and_a_second_destroy_is_a_no_op(
 ) -> None:
     endpoint = first_up["outputs"]["endpoint"]
     run = workspace.destroy(STACK)
-    assert set(run.changed().values()) == {"delete"} and len(run.changed()) == 8
+    assert set(run.changed().values()) == {"delete"} and len(run.changed()) == 9
     assert _engine_sessions(lab) == set()
     assert _host(lab, "ls -A /opt").strip() == ""  # the last stack out removes /opt/amdfleet
     others = _host(lab, "ps -eo comm= | sort -u").split()

