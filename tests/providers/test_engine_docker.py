@@ -28,8 +28,8 @@ from amdfleet.config import parse_stack
 from amdfleet.plan import plan
 from amdfleet.providers.engine_service import EngineServiceProvider
 from amdfleet.render import CONTAINER_SECRETS, SECRETS_LOADER
-from tests.support.dockerd import DockerDaemon, DockerdError
-from tests.support.hostlab import HostLab, LabFactory, require_netns
+from tests.support.dockerd import DockerDaemon, DockerdError, lab_using
+from tests.support.hostlab import HostLab, LabFactory
 from tests.support.models import TINY_ARCHITECTURE
 from tests.support.pulumi_host import ProviderHost, secret, with_provider
 from tests.support.waiting import wait_until
@@ -75,10 +75,7 @@ def docker() -> Iterator[DockerDaemon]:
 @pytest.fixture(scope="module")
 def lab(hostlab: LabFactory, docker: DockerDaemon) -> Iterator[HostLab]:
     """One SSH host whose docker CLI talks to ``docker`` (its current context)."""
-    lab = hostlab(1)
-    require_netns(lab)
-    with docker.current_context(lambda: lab.connect(0)):
-        yield lab
+    yield from lab_using(hostlab, docker)
 
 
 def _props(lab: HostLab, name: str, cache_dir: Path) -> dict[str, Any]:

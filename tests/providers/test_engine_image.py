@@ -34,9 +34,9 @@ import pytest
 from amdfleet.providers.engine_image import EngineImageProps, EngineImageProvider
 from amdfleet.providers.progress import URN_KEY
 from amdfleet.remote.images import DOCKERFILE_LABEL, inspect_command, parse_inspect
-from tests.support.dockerd import DockerDaemon, DockerdError
+from tests.support.dockerd import DockerDaemon, DockerdError, lab_using
 from tests.support.engine_log import EngineLog
-from tests.support.hostlab import HostLab, LabFactory, require_netns
+from tests.support.hostlab import HostLab, LabFactory
 from tests.support.pulumi_host import (
     CreateOutcome,
     DiffOutcome,
@@ -71,10 +71,7 @@ def docker() -> Iterator[DockerDaemon]:
 @pytest.fixture(scope="module")
 def lab(hostlab: LabFactory, docker: DockerDaemon) -> Iterator[HostLab]:
     """One SSH host whose docker CLI talks to ``docker`` (its current context)."""
-    lab = hostlab(1)
-    require_netns(lab)
-    with docker.current_context(lambda: lab.connect(0)):
-        yield lab
+    yield from lab_using(hostlab, docker)
 
 
 @pytest.fixture

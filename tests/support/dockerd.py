@@ -68,6 +68,7 @@ from typing import IO, Any, Self
 
 from amdfleet.remote.connection import Connection
 from tests.support.files import tail_file
+from tests.support.hostlab import HostLab, LabFactory, require_netns
 
 ROOT = Path("/run/amdfleet-test-docker")
 STORAGE_DRIVERS = ("overlay2", "vfs")
@@ -579,3 +580,12 @@ def _stop_leftover_daemons() -> None:
     for daemon in list(_LIVE):
         with contextlib.suppress(Exception):
             daemon.stop()
+
+
+def lab_using(hostlab: LabFactory, docker: DockerDaemon) -> Iterator[HostLab]:
+    """One SSH lab host whose own ``docker`` CLI talks to ``docker`` (its current
+    context), for a module fixture to ``yield from``; the context is removed after."""
+    lab = hostlab(1)
+    require_netns(lab)
+    with docker.current_context(lambda: lab.connect(0)):
+        yield lab
