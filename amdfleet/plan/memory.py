@@ -70,8 +70,9 @@ def memory_budget(
     arch = model.architecture
     tp, pp = parallelism.tp, parallelism.pp
     layers = math.ceil(arch.layers / pp)
-    kv_dtype = "fp8" if serving.kv_cache_dtype == "fp8" else "bf16"
-    kv_bytes = 1 if kv_dtype == "fp8" else 2
+    kv_dtype, kv_bytes = _kv_dtype(serving)
+    # A 16-bit checkpoint computed in float32 is held in float32: twice its bytes.
+    upcast = 2 if serving.dtype == "float32" else 1
     per_token = 2 * layers * math.ceil(arch.kv_heads / tp) * arch.head_dim * kv_bytes
     if serving.cpu_kv_cache_gib is not None:  # CPU: a fixed-size KV cache, no fraction
         utilization, overhead = 1.0, _CPU_OVERHEAD_GIB
@@ -81,7 +82,7 @@ def memory_budget(
         overhead = _overhead_gib(arch, serving, tp, pp)
     stages = []
     for stage in range(pp):
-        weights = stage_weight_bytes(model, parallelism, stage) / tp / GIB
+        weights = upcast * stage_weight_bytes(model, parallelism, stage) / tp / GIB
         if serving.cpu_kv_cache_gib is not None:
             kv_gib = float(serving.cpu_kv_cache_gib)
         else:
@@ -102,6 +103,14 @@ def memory_budget(
         stage=tight.stage,
         stages=tuple(s.record(layers) for s in stages) if pp > 1 else (),
     )
+
+
+def _kv_dtype(serving: ServingPlan) -> tuple[str, int]:
+    """The KV cache's dtype and bytes per element: fp8 when asked, else the dtype the
+    engine computes in (bf16 when that is the checkpoint's own)."""
+    if serving.kv_cache_dtype == "fp8":
+        return "fp8", 1
+    return {"float32": ("fp32", 4), "float16": ("fp16", 2)}.get(serving.dtype or "", ("bf16", 2))
 
 
 def stage_weight_bytes(model: ModelPlan, parallelism: ParallelismPlan, stage: int) -> float:

@@ -94,6 +94,9 @@ class ServingPlan(_Frozen):
     admit_requests: int = 0
     """Requests in flight the stack's own verification peaks at (0: it sends none): an
     engine whose in-flight limit refuses past it (TGI) has it raised to admit them."""
+    dtype: str | None = None
+    """The dtype the engine computes in (``--dtype``); None leaves it to the engine (the
+    checkpoint's own dtype)."""
 
     @model_validator(mode="after")
     def _one_memory_knob(self) -> ServingPlan:

@@ -58,6 +58,8 @@ def serving_plan(
     if "gpu_memory_utilization" not in spec.serving.model_fields_set:
         util = float(defaults.get("gpu_memory_utilization", util))
     cpu = acc.arch == "cpu"
+    dtype, dtype_issues = serving_dtype(spec, acc)
+    issues += dtype_issues
     serving = ServingPlan(
         host=spec.serving.host,
         port=spec.serving.port,
@@ -70,8 +72,35 @@ def serving_plan(
         api_key_secret=spec.serving.api_key_secret,
         min_full_context_seqs=spec.serving.min_full_context_seqs,
         admit_requests=load.requests if (load := peak_load(spec.verification)) else 0,
+        dtype=dtype,
     )
     return serving, issues
+
+
+# TGI's --dtype takes only these (launcher/src/main.rs, enum Dtype at the pinned commit).
+_TGI_DTYPES = ("float16", "bfloat16")
+
+
+def serving_dtype(spec: StackSpec, acc: Accelerator) -> tuple[str | None, list[ConfigIssue]]:
+    """The ``--dtype`` the engine gets: ``serving.dtype``, with ``auto`` resolved.
+
+    On a CPU, ``auto`` is float32: the one dtype every CPU serves correctly (vLLM's
+    bfloat16 CPU kernels need AVX-512 BF16; measured here, a CPU without it serves
+    garbage in bfloat16). Whether an explicit bfloat16 suits the hosts is a host fact,
+    checked when the hosts are probed (preflight's cpu_dtype check). On a GPU, ``auto``
+    renders no flag: the engine takes the checkpoint's dtype.
+    """
+    wanted = spec.serving.dtype
+    if wanted == "auto":
+        return ("float32" if acc.arch == "cpu" else None), []
+    if spec.engine.name == "tgi" and wanted not in _TGI_DTYPES:
+        issue = ConfigIssue(
+            "serving.dtype",
+            f"TGI does not serve {wanted}",
+            f"use one of {', '.join(_TGI_DTYPES)}, or auto",
+        )
+        return wanted, [issue]
+    return wanted, []
 
 
 def engine_env(spec: StackSpec, acc: Accelerator) -> dict[str, str]:

@@ -136,6 +136,7 @@ class HostFacts:
     kernel: str = ""
     cpu_model: str = ""
     cpu_count: int | None = None
+    cpu_flags: tuple[str, ...] | None = None
     ram_bytes: int | None = None
     disk_path: str = ""
     disk_free_bytes: int | None = None
@@ -174,6 +175,7 @@ class HostFacts:
             kernel=_text(data.get("kernel")),
             cpu_model=_text(data.get("cpu_model")),
             cpu_count=_int(data.get("cpu_count")),
+            cpu_flags=_flags(data.get("cpu_flags")),
             ram_bytes=_int(data.get("ram_bytes")),
             disk_path=_text(data.get("disk_path")),
             disk_free_bytes=_int(data.get("disk_free_bytes")),
@@ -223,6 +225,31 @@ def parse_cpu_model(text: str) -> str:
         if sep and key.strip().lower() in ("model name", "hardware", "cpu model"):
             return value.strip()
     return ""
+
+
+ENGINE_CPU_FLAGS = (
+    "avx2",
+    "avx512f",
+    "avx512_bf16",
+    "avx512_fp16",
+    "avx512_vnni",
+    "amx_bf16",
+    "amx_int8",
+    "amx_tile",
+)
+"""The CPU flags (of /proc/cpuinfo's long list) that decide what a CPU engine computes
+correctly and fast: the only ones the facts keep."""
+
+
+def parse_cpu_flags(text: str) -> tuple[str, ...] | None:
+    """The :data:`ENGINE_CPU_FLAGS` a ``flags`` line of ``/proc/cpuinfo`` lists (None when
+    there is no such line: an ARM host says ``Features``, which holds none of them)."""
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip().lower() in ("flags", "features"):
+            present = set(value.split())
+            return tuple(flag for flag in ENGINE_CPU_FLAGS if flag in present)
+    return None
 
 
 def parse_meminfo_total(text: str) -> int | None:
@@ -453,6 +480,12 @@ def _text(value: object) -> str:
         return ""
     text = str(value).strip()
     return "" if text.lower() in _MISSING else text
+
+
+def _flags(value: object) -> tuple[str, ...] | None:
+    if not isinstance(value, list | tuple):
+        return None
+    return tuple(str(flag) for flag in value)
 
 
 def _int(value: object) -> int | None:

@@ -35,6 +35,9 @@ class HostRequirement:
     weights_dir: str = ""
     weights_bytes: int = 0
     numa_balancing_off: bool = True
+    cpu_dtype: str | None = None
+    """The dtype a CPU engine computes in (the CPU stack only): bfloat16 needs a CPU with
+    native bfloat16 (avx512_bf16 or amx_bf16)."""
 
     def __post_init__(self) -> None:
         if self.accelerator not in ACCELERATORS:
