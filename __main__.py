@@ -12,10 +12,12 @@ from amdfleet.components import Deployment, Fleet
 from amdfleet.config import load_from_pulumi
 from amdfleet.errors import AmdFleetError
 from amdfleet.plan import plan
+from amdfleet.verify.run import load_parity_reference
 
 try:
     spec, secrets = load_from_pulumi()
     deployment_plan = plan(spec)
+    load_parity_reference(deployment_plan.verification.spec)  # before any resource
     if deployment_plan.cloud is None:
         fleet = Fleet("fleet", deployment_plan)
         deployment = Deployment("deployment", deployment_plan, fleet, secrets)

@@ -399,6 +399,7 @@ class Deployment(pulumi.ComponentResource):
                 spec=plan.verification.spec,
                 tokenizer_host=fleet.targets[0],
                 report_dir=plan.verification.report_dir,
+                parity_reference_sha256=_parity_sha256(plan),
             ),
             self._opts(services),
             api_key=api_key,
@@ -714,3 +715,11 @@ def _engine_output(
         "command_hash": files_hash,
         "argv": list(plan.head.argv),
     }
+
+
+def _parity_sha256(plan: DeploymentPlan) -> str | None:
+    """The parity reference's sha256 (the program checked it before any resource)."""
+    from amdfleet.verify.run import load_parity_reference
+
+    reference = load_parity_reference(plan.verification.spec)
+    return reference.sha256 if reference else None

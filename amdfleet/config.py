@@ -32,6 +32,7 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -579,6 +580,14 @@ class ServingSpec(_Model):
     max_num_batched_tokens: int | None = Field(
         None, ge=256, description="Tokens per scheduler step (vLLM)."
     )
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto",
+        description="Activation and weight dtype the engine computes in (--dtype). 'auto': "
+        "the checkpoint's own dtype on GPUs; float32 on CPUs, the one dtype every CPU "
+        "computes correctly (vLLM's bfloat16 CPU path needs AVX-512 BF16; without it the "
+        "output is garbage, measured here). An explicit bfloat16 on a CPU host without "
+        "avx512_bf16 or amx_bf16 fails the host check.",
+    )
     kv_cache_dtype: Literal["auto", "fp8"] = Field(
         "auto", description="KV-cache dtype: 'auto' (model dtype) or 'fp8'."
     )
@@ -787,7 +796,7 @@ class BenchmarkScenario(_Model):
     )
     min_output_throughput: float | None = Field(
         None,
-        ge=0,
+        gt=0,
         description="Minimum output tokens/s for this scenario (overrides the stack-wide "
         "threshold; sweeps need one per load level).",
     )
@@ -819,23 +828,75 @@ class AccuracySpec(_Model):
     max_tokens: int = Field(256, ge=1, description="Generation budget per problem.")
 
 
+class ParitySpec(_Model):
+    """Output parity: the engine's greedy continuations of amdfleet's fixed prompt set,
+    token ids compared with a reference recorded for the same model and revision."""
+
+    reference: str = Field(
+        description="The reference file (JSON, `amdfleet parity record` or scripts/setup "
+        "write one): an absolute path, or one relative to the project directory (where "
+        "Pulumi.yaml is), e.g. stacks/references/<stack>.json kept with the stack."
+    )
+    dtype: Literal["bfloat16", "float16", "float32"] | None = Field(
+        None,
+        description="Which of the reference's recorded dtypes to compare with; default: "
+        "the dtype the stack serves (serving.dtype as the plan resolves it).",
+    )
+    tokens: int = Field(
+        16, ge=1, le=256, description="Compare the first K generated tokens of each prompt."
+    )
+    min_match: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Minimum share of prompts whose first `tokens` tokens match the "
+        "reference exactly.",
+    )
+    concurrency: int = Field(4, ge=1, description="Prompts in flight.")
+
+
+def _no_zero(value: float | None, info: ValidationInfo) -> float | None:
+    if value is not None and value <= 0:
+        leave_out = (
+            ""
+            if info.field_name == "min_success_rate"
+            else f", or leave {info.field_name} out to report the metric without gating on it"
+        )
+        raise ValueError(
+            f"a threshold of {value:g} cannot fail — set a level a broken deployment "
+            f"falls below{leave_out}"
+        )
+    return value
+
+
 class Thresholds(_Model):
-    """What the verification must meet for the stack to be marked ready."""
+    """What the verification must meet for the stack to be marked ready. A threshold
+    must be able to fail: zero is refused."""
 
     min_success_rate: float = Field(
-        1.0, ge=0, le=1, description="Minimum fraction of benchmark requests that succeed."
+        1.0, le=1, description="Minimum fraction of benchmark requests that succeed."
     )
     min_output_throughput: float | None = Field(
-        None, ge=0, description="Minimum output tokens/s (each scenario)."
+        None, description="Minimum output tokens/s (each scenario)."
     )
     max_p99_ttft_ms: float | None = Field(None, gt=0, description="Maximum p99 TTFT, ms.")
     max_p99_tpot_ms: float | None = Field(None, gt=0, description="Maximum p99 TPOT, ms.")
     min_flexible_accuracy: float | None = Field(
-        None, ge=0, le=1, description="Minimum GSM8K flexible-extract exact match."
+        None,
+        le=1,
+        description="Minimum GSM8K flexible-extract exact match; unset, the accuracy task "
+        "is reported without gating (a smoke test).",
     )
     min_strict_accuracy: float | None = Field(
-        None, ge=0, le=1, description="Minimum GSM8K strict-match exact match."
+        None, le=1, description="Minimum GSM8K strict-match exact match."
     )
+
+    _positive = field_validator(
+        "min_success_rate",
+        "min_output_throughput",
+        "min_flexible_accuracy",
+        "min_strict_accuracy",
+    )(_no_zero)
 
 
 class VerificationSpec(_Model):
@@ -846,6 +907,12 @@ class VerificationSpec(_Model):
         (), description="Serving benchmarks to run, in order."
     )
     accuracy: AccuracySpec | None = Field(None, description="Accuracy check to run.")
+    parity: ParitySpec | None = Field(
+        None,
+        description="Output-parity check against a recorded reference; it runs first, and "
+        "a failed one stops the verification (an engine computing the wrong tokens has no "
+        "performance worth measuring).",
+    )
     thresholds: Thresholds = Field(default_factory=Thresholds, description="Pass/fail thresholds.")
     baseline: str | None = Field(
         None,

@@ -59,6 +59,10 @@ COMMANDS: dict[str, CommandEntry] = {
         "Destroy (or warn about) every stack whose campaign.expires_at has passed, per its "
         "on_expiry.",
     ),
+    "parity": CommandEntry(
+        "amdfleet.cli.verify",
+        "Output parity: record a reference from a known-good endpoint, or check one.",
+    ),
     "verify": CommandEntry(
         "amdfleet.cli.verify",
         "Run STACK's verification spec against --url; exit 0 only if it passes.",

@@ -95,7 +95,8 @@ def format_plan(loaded: LoadedStack, resolved: DeploymentPlan) -> str:
         ),
         (
             "serving",
-            f"{p.endpoint}  max_model_len={p.serving.max_model_len} kv_cache={m.kv_dtype} "
+            f"{p.endpoint}  dtype={p.serving.dtype or 'checkpoint'} "
+            f"max_model_len={p.serving.max_model_len} kv_cache={m.kv_dtype} "
             f"max_num_seqs={p.serving.max_num_seqs or 'engine default'}",
         ),
     ]
@@ -143,6 +144,7 @@ def format_plan(loaded: LoadedStack, resolved: DeploymentPlan) -> str:
         )
         lines.append(f"  {ref.key}: {state}")
     lines.append(f"startup deadline {p.engine.startup_timeout_s} s")
+    lines.append(_verification_line(p))
     lines.append(_campaign_line(p.campaign))
     if p.recipe_sources:
         lines += ["", "recipe", *(f"  {source}" for source in p.recipe_sources)]
@@ -284,3 +286,26 @@ def _campaign_line(campaign: CampaignSpec) -> str:
 
 
 COMMANDS: list[click.Command] = [stacks_command, plan_command, render_command]
+
+
+def _verification_line(p: DeploymentPlan) -> str:
+    """Which gates the verification has: parity (reference, dtype), benchmarks, accuracy."""
+    spec = p.verification.spec
+    if not spec.enabled:
+        return "verification disabled: the stack is ready once the engine serves"
+    gates = []
+    if spec.parity is not None:
+        gates.append(
+            f"output parity vs {spec.parity.reference} ({spec.parity.dtype}, first "
+            f"{spec.parity.tokens} tokens, >= {spec.parity.min_match:g} of prompts)"
+        )
+    else:
+        gates.append("no output parity (no reference: `amdfleet parity record`)")
+    gates.append(f"{len(spec.scenarios)} benchmark scenario(s)")
+    if spec.accuracy is not None:
+        gated = (
+            spec.thresholds.min_flexible_accuracy is not None
+            or spec.thresholds.min_strict_accuracy is not None
+        )
+        gates.append(f"{spec.accuracy.task} {'gate' if gated else 'smoke test (no threshold)'}")
+    return "verification " + "; ".join(gates)

@@ -1,6 +1,6 @@
-"""``amdfleet bench``, ``amdfleet eval`` and ``amdfleet verify``.
+"""``amdfleet bench``, ``eval``, ``verify`` and ``parity`` (check, record).
 
-All three work against any OpenAI-compatible endpoint. The API key is read from an
+All of them work against any OpenAI-compatible endpoint. The API key is read from an
 environment variable (``--api-key-env``, default ``AMDFLEET_API_KEY``) and never taken
 on the command line, where it would land in shell history and process listings.
 Ctrl-C stops a run cleanly: requests in flight are cancelled, completed ones are kept
@@ -10,6 +10,7 @@ and written, and the command exits 130.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import signal
@@ -29,6 +30,7 @@ from amdfleet.verify.metrics import parse_goodput
 if TYPE_CHECKING:
     from amdfleet.verify.bench import BenchmarkRun
     from amdfleet.verify.gsm8k import AccuracyResult
+    from amdfleet.verify.parity import ParityResult
     from amdfleet.verify.verdict import VerificationResult
 
 # The benchmark client (httpx, numpy, the report's writers) is imported inside each
@@ -252,15 +254,20 @@ def verify(
     Writes verification.json, verification.md, each benchmark's JSON, GSM8K samples and
     (for sweeps) plots into the output directory.
     """
+    from amdfleet.plan import plan
     from amdfleet.verify.report import (
         render_accuracy_table,
         render_benchmark_table,
+        render_parity_table,
         render_verdict_table,
     )
     from amdfleet.verify.run import verify_endpoint
 
     loaded = load_stack_file(stack)
     spec = loaded.spec.verification
+    if spec.parity is not None:
+        # As planned: the reference's path resolved, and the dtype it compares in.
+        spec = plan(loaded.spec).verification.spec
     if not spec.enabled:
         click.echo(f"verification is disabled for stack {loaded.spec.name}")
         return
@@ -281,6 +288,10 @@ def verify(
         )
 
     result, interrupted = _run(main)
+    if result.parity is not None:
+        click.echo(render_parity_table(result.parity))
+    if result.stopped:
+        click.echo(f"stopped: {result.stopped}")
     if result.accuracy is not None:
         click.echo(render_accuracy_table(result.accuracy))
     table = render_verdict_table(result)
@@ -291,7 +302,139 @@ def verify(
         raise VerificationFailed(result.failures())
 
 
-COMMANDS: list[click.Command] = [bench, eval_, verify]
+_DTYPES = click.Choice(["bfloat16", "float16", "float32"])
+
+
+@click.group()
+def parity() -> None:
+    """Output parity: record a reference from a known-good endpoint, or check one."""
+
+
+@parity.command("check")
+@click.argument("url")
+@click.option(
+    "--reference",
+    "reference_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The reference file.",
+)
+@click.option("--dtype", type=_DTYPES, required=True, help="The dtype the endpoint serves.")
+@click.option("--tokens", type=int, default=16, show_default=True, help="Tokens compared.")
+@click.option(
+    "--min-match",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Share of prompts that must match.",
+)
+@_model
+@_api_key_env
+@_timeout
+def parity_check(
+    url: str,
+    reference_path: Path,
+    dtype: str,
+    tokens: int,
+    min_match: float,
+    model: str | None,
+    api_key_env: str,
+    timeout: float,
+) -> None:
+    """Compare URL's greedy continuations of the parity prompts with --reference; exit 0
+    only if at least --min-match of the prompts match over their first --tokens tokens."""
+    from amdfleet.config import ParitySpec
+    from amdfleet.verify.parity import ParityReference
+    from amdfleet.verify.report import render_parity_table
+    from amdfleet.verify.run import check_parity, first_model
+
+    spec = _validated(
+        ParitySpec, reference=str(reference_path), dtype=dtype, tokens=tokens, min_match=min_match
+    )
+    reference = ParityReference.load(reference_path)
+    reference.continuations_for(dtype)
+    api_key = _api_key(api_key_env)
+
+    async def main(stop: asyncio.Event) -> ParityResult:
+        served = model or await first_model(url, api_key)
+        return await check_parity(
+            url, spec, reference, model=served, api_key=api_key, timeout=timeout, stop=stop
+        )
+
+    result, interrupted = _run(main)
+    click.echo(render_parity_table(result))
+    _exit_if_interrupted(interrupted or result.interrupted)
+    if result.share < min_match:
+        raise VerificationFailed([("parity/match_share", f">= {min_match:g}", f"{result.share:g}")])
+
+
+@parity.command("record")
+@click.argument("url")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the reference (e.g. stacks/references/<stack>.json).",
+)
+@click.option("--dtype", type=_DTYPES, required=True, help="The dtype the endpoint serves.")
+@click.option("--model-id", required=True, help="The model the endpoint serves (hub id).")
+@click.option("--revision", required=True, help="Its revision (hub commit).")
+@click.option(
+    "--engine",
+    "engine_label",
+    required=True,
+    help="What served it, e.g. 'vllm 0.32.0, vllm/vllm-openai-rocm@sha256:…, 8x MI300X'.",
+)
+@click.option(
+    "--eos-token-id",
+    type=int,
+    multiple=True,
+    help="End-of-sequence token id(s), trimmed from continuations (repeat).",
+)
+@_model
+@_api_key_env
+@_timeout
+def parity_record(
+    url: str,
+    out: Path,
+    dtype: str,
+    model_id: str,
+    revision: str,
+    engine_label: str,
+    eos_token_id: tuple[int, ...],
+    model: str | None,
+    api_key_env: str,
+    timeout: float,
+) -> None:
+    """Record URL's greedy continuations of the parity prompts as a reference, from a
+    deployment known to be good: the next image or engine bump is compared with it."""
+    from amdfleet.verify.client import EndpointClient
+    from amdfleet.verify.parity import record_reference
+    from amdfleet.verify.run import first_model
+
+    api_key = _api_key(api_key_env)
+
+    async def main(_stop: asyncio.Event) -> dict[str, Any]:
+        served = model or await first_model(url, api_key)
+        async with EndpointClient(url, api_key=api_key, concurrency=1, timeout=timeout) as c:
+            return await record_reference(
+                c,
+                model=served,
+                dtype=dtype,
+                model_id=model_id,
+                revision=revision,
+                recorded_by=engine_label,
+                eos_token_ids=eos_token_id,
+            )
+
+    document, interrupted = _run(main)
+    _exit_if_interrupted(interrupted)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(document, indent=1) + "\n")
+    click.echo(f"wrote {out}: {len(document['prompts'])} prompts, {dtype}")
+
+
+COMMANDS: list[click.Command] = [bench, eval_, verify, parity]
 
 
 class _ProgressBar:

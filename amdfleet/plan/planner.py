@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from amdfleet import catalog
-from amdfleet.config import StackSpec
+from amdfleet.config import STACKS_DIR, StackSpec
 from amdfleet.errors import ConfigIssue, PlanError
 from amdfleet.plan import checks, fidelity, layout
 from amdfleet.plan import fabric as fabric_check
@@ -23,12 +23,15 @@ from amdfleet.plan.models import (
     EnginePlan,
     ModelPlan,
     NodePlan,
+    ServingPlan,
     VerificationPlan,
     WeightsPlan,
 )
 from amdfleet.plan.serving import recipes, serving_plan
 
 REPORTS_DIR = ".amdfleet/reports"
+PROJECT_DIR = STACKS_DIR.parent
+"""Where Pulumi.yaml is: relative paths in a stack (a parity reference) are its."""
 
 
 def plan(spec: StackSpec) -> DeploymentPlan:
@@ -51,6 +54,8 @@ def plan(spec: StackSpec) -> DeploymentPlan:
     issues += found
     issues += checks.check_engine(spec, acc)
     serving, found = serving_plan(spec, acc, info.arch)
+    issues += found
+    verification, found = verification_plan(spec, serving)
     issues += found
     image, found = image_plan(spec, acc)
     issues += found
@@ -102,9 +107,7 @@ def plan(spec: StackSpec) -> DeploymentPlan:
         nodes=nodes,
         image=image,
         weights=_weights(spec, model, nodes),
-        verification=VerificationPlan(
-            spec=spec.verification, report_dir=f"{REPORTS_DIR}/{spec.name}"
-        ),
+        verification=verification,
         campaign=spec.campaign,
         recipe_sources=tuple(r.source for r in recipes(spec, acc)),
         recipe_dropped=tuple(
@@ -169,3 +172,31 @@ def _weights(spec: StackSpec, model: ModelPlan, nodes: tuple[NodePlan, ...]) -> 
         keep_on_delete=spec.campaign.keep_weights,
         container_dir=weights.container_dir,
     )
+
+
+def verification_plan(
+    spec: StackSpec, serving: ServingPlan
+) -> tuple[VerificationPlan, list[ConfigIssue]]:
+    """The verification as it runs: a parity reference path made absolute (relative ones
+    are the project directory's) and the dtype it compares in resolved (the parity
+    block's own, else the dtype the engine serves)."""
+    verification = spec.verification
+    parity = verification.parity
+    issues: list[ConfigIssue] = []
+    if parity is not None:
+        dtype = parity.dtype or serving.dtype
+        if dtype is None:
+            issues.append(
+                ConfigIssue(
+                    "verification.parity.dtype",
+                    "not set, and the engine serves the checkpoint's own dtype (serving.dtype: "
+                    "auto on a GPU), so which recorded dtype to compare with is unknown",
+                    "set verification.parity.dtype to the dtype the reference was recorded "
+                    "in, or serving.dtype",
+                )
+            )
+        reference = str(PROJECT_DIR / parity.reference)  # an absolute one stays as it is
+        parity = parity.model_copy(update={"reference": reference, "dtype": dtype})
+        verification = verification.model_copy(update={"parity": parity})
+    report_dir = f"{REPORTS_DIR}/{spec.name}"
+    return VerificationPlan(spec=verification, report_dir=report_dir), issues

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from amdfleet.verify import BenchmarkRun, VerificationResult
     from amdfleet.verify.gsm8k import AccuracyResult, Scored
 
-RERUN_ON = ("base_url", "model", "spec", "engine_fingerprint")
+RERUN_ON = ("base_url", "model", "spec", "engine_fingerprint", "parity_reference_sha256")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
@@ -69,6 +69,11 @@ class VerificationProps(ProviderProps):
         None, description="The staged weights' directory on that host (None: no tokenizer)."
     )
     report_dir: str = Field(description="Where reports go on the machine running Pulumi.")
+    parity_reference_sha256: str | None = Field(
+        None,
+        description="The parity reference file's sha256 (a new reference re-runs the "
+        "verification).",
+    )
     passed: bool | None = Field(None, description="Output: whether every threshold was met.")
     result: dict[str, Any] | None = Field(
         None, description="Output: metrics, thresholds and verdict rows."

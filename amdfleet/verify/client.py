@@ -184,6 +184,21 @@ class EndpointClient:
 
     async def complete(self, payload: dict[str, Any]) -> Completion:
         """One non-streamed ``/v1/completions`` request; raises :class:`RequestFailed`."""
+        data = await self.complete_json(payload)
+        try:
+            text = data["choices"][0]["text"]
+            usage = data.get("usage") or {}
+        except (KeyError, IndexError, TypeError) as e:
+            raise RequestFailed(f"malformed response: {str(data)[:200]!r}") from e
+        return Completion(
+            text=text or "",
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+        )
+
+    async def complete_json(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """One non-streamed ``/v1/completions`` request's JSON body; raises
+        :class:`RequestFailed` (no answer, an HTTP error, or a body that is no JSON object)."""
         try:
             async with asyncio.timeout(self.timeout):
                 response = await self._http.post(PATHS["completions"], json=payload)
@@ -195,15 +210,11 @@ class EndpointClient:
             raise RequestFailed(_http_error(response.status_code, response.content))
         try:
             data = response.json()
-            text = data["choices"][0]["text"]
-            usage = data.get("usage") or {}
-        except (ValueError, KeyError, IndexError, TypeError) as e:
+        except ValueError as e:
             raise RequestFailed(f"malformed response: {response.content[:200]!r}") from e
-        return Completion(
-            text=text or "",
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0),
-        )
+        if not isinstance(data, dict):
+            raise RequestFailed(f"malformed response: {response.content[:200]!r}")
+        return data
 
     async def _stream_into(
         self,

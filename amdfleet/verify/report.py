@@ -19,6 +19,7 @@ from amdfleet.tables import Align, table
 from amdfleet.verify.bench import BenchmarkRun
 from amdfleet.verify.gsm8k import TASK_VERSION, AccuracyResult
 from amdfleet.verify.metrics import percentile_word
+from amdfleet.verify.parity import ParityResult
 from amdfleet.verify.verdict import VerificationResult, format_value
 
 _ACCURACY_HEADERS = (
@@ -102,6 +103,30 @@ def render_accuracy_table(result: AccuracyResult) -> str:
     return "\n".join(lines)
 
 
+def render_parity_table(result: ParityResult) -> str:
+    """Output parity per prompt: matched, or where it diverged and what the engine said."""
+    ref = result.reference
+    lines = [
+        f"{result.matched}/{len(ref.prompts)} prompts match the reference over their first "
+        f"{result.tokens} tokens ({result.dtype}; reference {ref.path}: {ref.model} "
+        f"{ref.revision}, {ref.recorded_by}, {ref.recorded_at})",
+        "",
+        "| # | prompt | first K tokens | diverged at | engine's continuation |",
+        "|---:|---|---|---:|---|",
+    ]
+    for p in result.prompts:
+        verdict = "match" if p.matched else "**differ**"
+        diverged = "" if p.diverged_at is None else str(p.diverged_at)
+        said = p.error or p.observed_text
+        lines.append(f"| {p.index} | {_cell(p.prompt)} | {verdict} | {diverged} | {_cell(said)} |")
+    return "\n".join(lines)
+
+
+def _cell(text: str, limit: int = 60) -> str:
+    flat = text.replace("\n", "\\n").replace("|", "\\|")
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
 def render_verdict_table(result: VerificationResult) -> str:
     """Every verdict row: observed, expected, baseline, ratio and PASS/FAIL."""
     header = ("scope", "metric", "observed", "expected", "baseline", "ratio", "verdict")
@@ -170,6 +195,10 @@ def render_markdown(result: VerificationResult) -> str:
             f"| {r.scope} | {r.metric} | {format_value(r.observed)} | {r.expected} "
             f"| {baseline} | {ratio} | {verdict} |"
         )
+    if result.parity is not None:
+        lines += ["", "## Output parity", "", render_parity_table(result.parity)]
+    if result.stopped:
+        lines += ["", f"Stopped: {result.stopped}"]
     if result.runs:
         lines += ["", "## Benchmarks", "", render_sweep_markdown(result.runs)]
     if result.accuracy is not None:

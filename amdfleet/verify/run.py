@@ -12,12 +12,18 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from amdfleet.config import AccuracySpec, BenchmarkScenario, VerificationSpec
+from amdfleet.config import AccuracySpec, BenchmarkScenario, ParitySpec, VerificationSpec
 from amdfleet.verify.bench import BenchmarkRun, build_requests, run_scenario
 from amdfleet.verify.client import EndpointClient
 from amdfleet.verify.datasets import Tokenizer, load_tokenizer
 from amdfleet.verify.gsm8k import AccuracyResult, Problem, Scored, load_problems, run_gsm8k
 from amdfleet.verify.metrics import DEFAULT_PERCENTILES
+from amdfleet.verify.parity import (
+    ParityReference,
+    ParityReferenceError,
+    ParityResult,
+    run_parity,
+)
 from amdfleet.verify.report import write_verification
 from amdfleet.verify.verdict import VerificationResult, judge, resolve_baseline
 
@@ -97,7 +103,43 @@ async def verify_endpoint(
     if not spec.enabled:
         return VerificationResult(spec=spec, model=model or "", base_url=base_url)
     resolve_baseline(spec.baseline)
+    reference = load_parity_reference(spec)
     model = model or await first_model(base_url, api_key)
+    parity = None
+    if spec.parity is not None and reference is not None:
+        if progress is not None:
+            progress.start("parity", len(reference.prompts))
+        try:
+            parity = await check_parity(
+                base_url,
+                spec.parity,
+                reference,
+                model=model,
+                api_key=api_key,
+                timeout=spec.request_timeout_s,
+                stop=stop,
+            )
+        finally:
+            if progress is not None:
+                progress.finish()
+        if parity.interrupted or parity.share < spec.parity.min_match:
+            rows = judge(spec, (), None, parity)
+            result = VerificationResult(
+                spec=spec,
+                model=model,
+                base_url=base_url,
+                rows=rows,
+                interrupted=parity.interrupted,
+                parity=parity,
+                stopped=""
+                if parity.interrupted
+                else "output parity failed, so the benchmarks and the accuracy check did not "
+                "run (an engine that computes the wrong tokens has no performance or accuracy "
+                "worth measuring)",
+            )
+            if out_dir is not None:
+                write_verification(result, out_dir)
+            return result
     runs = await run_scenarios(
         base_url,
         spec.scenarios,
@@ -129,12 +171,52 @@ async def verify_endpoint(
         base_url=base_url,
         runs=tuple(runs),
         accuracy=accuracy,
-        rows=judge(spec, runs, accuracy),
+        rows=judge(spec, runs, accuracy, parity),
         interrupted=interrupted,
+        parity=parity,
     )
     if out_dir is not None:
         write_verification(result, out_dir)
     return result
+
+
+def load_parity_reference(spec: VerificationSpec) -> ParityReference | None:
+    """The spec's parity reference, read and checked (None without a parity check).
+
+    The spec must name the dtype to compare (the planner and ``amdfleet verify`` resolve
+    it from the stack's serving dtype)."""
+    if spec.parity is None:
+        return None
+    try:
+        reference = ParityReference.load(spec.parity.reference)
+    except ParityReferenceError as e:
+        raise ParityReferenceError(f"verification.parity.reference: {e.message}", e.hint) from e
+    if spec.parity.dtype is None:
+        raise ParityReferenceError(
+            "verification.parity.dtype is not set and the dtype the engine serves is not known",
+            f"set it to one of the reference's dtypes: {', '.join(reference.dtypes)}",
+        )
+    reference.continuations_for(spec.parity.dtype)
+    return reference
+
+
+async def check_parity(
+    base_url: str,
+    spec: ParitySpec,
+    reference: ParityReference,
+    *,
+    model: str,
+    api_key: str | None = None,
+    timeout: float = 120.0,
+    stop: asyncio.Event | None = None,
+) -> ParityResult:
+    """The output-parity check against an endpoint (see :mod:`amdfleet.verify.parity`)."""
+    if spec.dtype is None:
+        raise ParityReferenceError("verification.parity.dtype is not set", "set it")
+    async with EndpointClient(
+        base_url, api_key=api_key, concurrency=spec.concurrency, timeout=timeout
+    ) as client:
+        return await run_parity(client, spec, reference, model=model, dtype=spec.dtype, stop=stop)
 
 
 async def first_model(base_url: str, api_key: str | None) -> str:

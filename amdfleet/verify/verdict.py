@@ -17,8 +17,10 @@ from amdfleet.config import Thresholds, VerificationSpec
 from amdfleet.errors import ConfigError, ConfigIssue
 from amdfleet.verify.bench import BenchmarkRun
 from amdfleet.verify.gsm8k import AccuracyResult
+from amdfleet.verify.parity import ParityResult
 
 ACCURACY_SCOPE = "gsm8k"
+PARITY_SCOPE = "parity"
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,9 @@ class VerificationResult:
     accuracy: AccuracyResult | None = None
     rows: tuple[VerdictRow, ...] = field(default_factory=tuple)
     interrupted: bool = False
+    parity: ParityResult | None = None
+    stopped: str = ""
+    """Why the checks after output parity did not run (empty when they did)."""
 
     @property
     def passed(self) -> bool:
@@ -98,6 +103,8 @@ class VerificationResult:
             "verdict": [r.to_dict() for r in self.rows],
             "benchmarks": {run.scenario.name: run.to_json() for run in self.runs},
             "accuracy": self.accuracy.to_dict() if self.accuracy else None,
+            "parity": self.parity.to_dict() if self.parity else None,
+            "stopped": self.stopped or None,
         }
 
 
@@ -105,14 +112,17 @@ def judge(
     spec: VerificationSpec,
     runs: Sequence[BenchmarkRun],
     accuracy: AccuracyResult | None,
+    parity: ParityResult | None = None,
 ) -> tuple[VerdictRow, ...]:
-    """Verdict rows for every scenario and the accuracy check.
+    """Verdict rows for output parity, every scenario and the accuracy check.
 
     Raises :class:`ConfigError` if ``spec.baseline`` is not a catalog baseline id.
     """
     reference = resolve_baseline(spec.baseline)
     metrics = reference.metrics if reference else {}
     rows: list[VerdictRow] = []
+    if parity is not None and spec.parity is not None:
+        rows.append(_at_least(PARITY_SCOPE, "match_share", parity.share, spec.parity.min_match, {}))
     for run in runs:
         rows += _benchmark_rows(
             run, _scenario_thresholds(spec, run), _scenario_baseline(run, metrics)

@@ -130,7 +130,7 @@ def test_a_sweep_judges_each_scenario_against_its_own_threshold_and_baseline() -
 
 
 def test_an_empty_run_cannot_pass_latency_thresholds() -> None:
-    spec = VerificationSpec(thresholds=Thresholds(min_success_rate=0, max_p99_ttft_ms=100))
+    spec = VerificationSpec(thresholds=Thresholds(min_success_rate=0.01, max_p99_ttft_ms=100))
     result = _result(spec, [_run("down", 4, ok=0, failed=3)], None)
     row = next(r for r in result.rows if r.metric == "p99_ttft_ms")
     assert row.observed is None and row.passed is False

@@ -1,0 +1,369 @@
+"""Output parity: an engine's greedy continuations, token for token, against a reference.
+
+A fixed prompt set (``parity_prompts.json`` beside this module) is sent to
+``/v1/completions`` with ``temperature: 0``; the generated token ids of each prompt are
+compared with a reference recorded for the same model and revision — by transformers from
+the same checkpoint (``scripts/build-smollm2`` for the ``local`` stacks), or from a
+known-good deployment (:func:`record_reference`, ``amdfleet parity record``). The share of
+prompts whose first K tokens match is the metric; a wrong dtype, a broken kernel or a
+mangled checkpoint changes the tokens within a few positions, while a benchmark or a
+small GSM8K run notices nothing.
+
+The prompts go as token ids when the reference has them (no tokenizer disagreement about
+special tokens can creep in); the engine must return the generated ids — vLLM does with
+``return_token_ids`` (vllm/entrypoints/openai/completion/protocol.py at 0.32.0), and with
+``logprobs`` plus ``return_tokens_as_token_ids`` as ``token_id:N`` strings. An engine that
+returns neither fails the check, saying so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from amdfleet.config import ParitySpec
+from amdfleet.errors import AmdFleetError
+from amdfleet.verify.bench import wait_or_stop
+from amdfleet.verify.client import EndpointClient, RequestFailed
+
+PROMPTS_FILE = Path(__file__).with_name("parity_prompts.json")
+FORMAT = 1
+
+
+class ParityReferenceError(AmdFleetError):
+    """A parity reference that cannot be read or does not fit the check."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(f"{message} — {hint}")
+        self.message, self.hint = message, hint
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """The fixed prompts and how many tokens a reference records for each."""
+
+    prompts: tuple[str, ...]
+    max_tokens: int
+
+
+def prompt_set() -> PromptSet:
+    """amdfleet's parity prompts (``parity_prompts.json``)."""
+    data = json.loads(PROMPTS_FILE.read_text())
+    return PromptSet(tuple(data["prompts"]), int(data["max_tokens"]))
+
+
+@dataclass(frozen=True)
+class ReferencePrompt:
+    """One prompt and its recorded greedy continuation per dtype."""
+
+    prompt: str
+    prompt_ids: tuple[int, ...] | None
+    continuations: Mapping[str, tuple[int, ...]]
+    text: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class ParityReference:
+    """A recorded reference: which model and revision, how, and the continuations."""
+
+    path: str
+    sha256: str
+    model: str
+    revision: str
+    recorded_by: str
+    recorded_at: str
+    max_tokens: int
+    eos_token_ids: tuple[int, ...]
+    dtypes: tuple[str, ...]
+    prompts: tuple[ReferencePrompt, ...]
+
+    @classmethod
+    def load(cls, path: str | Path) -> ParityReference:
+        """Read and check a reference file; :class:`ParityReferenceError` says what is wrong."""
+        path = Path(path)
+        try:
+            raw = path.read_bytes()
+        except OSError as e:
+            raise ParityReferenceError(
+                f"parity reference {path}: {e.strerror or e}",
+                "record one with `amdfleet parity record` against a known-good deployment "
+                "(the local stacks' is written by scripts/setup)",
+            ) from e
+        try:
+            data = json.loads(raw)
+            return cls._parse(data, str(path), hashlib.sha256(raw).hexdigest())
+        except (ValueError, KeyError, TypeError) as e:
+            raise ParityReferenceError(
+                f"parity reference {path} is not a reference amdfleet wrote ({e})",
+                "record it again with `amdfleet parity record`",
+            ) from e
+
+    @classmethod
+    def _parse(cls, data: Mapping[str, Any], path: str, digest: str) -> ParityReference:
+        if data.get("format") != FORMAT:
+            raise ValueError(f"format {data.get('format')!r}, expected {FORMAT}")
+        dtypes = tuple(str(d) for d in data["dtypes"])
+        prompts = []
+        for item in data["prompts"]:
+            continuations = {d: tuple(int(t) for t in item["continuations"][d]) for d in dtypes}
+            ids = item.get("prompt_ids")
+            prompts.append(
+                ReferencePrompt(
+                    prompt=str(item["prompt"]),
+                    prompt_ids=tuple(int(t) for t in ids) if ids else None,
+                    continuations=continuations,
+                    text={str(k): str(v) for k, v in (item.get("text") or {}).items()},
+                )
+            )
+        if not prompts:
+            raise ValueError("no prompts")
+        return cls(
+            path=path,
+            sha256=digest,
+            model=str(data["model"]),
+            revision=str(data.get("revision") or ""),
+            recorded_by=str(data.get("recorded_by") or ""),
+            recorded_at=str(data.get("recorded_at") or ""),
+            max_tokens=int(data["max_tokens"]),
+            eos_token_ids=tuple(int(t) for t in data.get("eos_token_ids") or ()),
+            dtypes=dtypes,
+            prompts=tuple(prompts),
+        )
+
+    def continuations_for(self, dtype: str) -> list[tuple[int, ...]]:
+        """Each prompt's recorded continuation in ``dtype``, or a ParityReferenceError."""
+        if dtype not in self.dtypes:
+            raise ParityReferenceError(
+                f"parity reference {self.path} holds {', '.join(self.dtypes)} continuations, "
+                f"not {dtype}",
+                f"compare in one of those (verification.parity.dtype), or record a {dtype} "
+                "reference",
+            )
+        return [p.continuations[dtype] for p in self.prompts]
+
+    def describe(self) -> dict[str, Any]:
+        """Where the reference came from (for results and reports)."""
+        return {
+            "path": self.path,
+            "sha256": self.sha256,
+            "model": self.model,
+            "revision": self.revision,
+            "recorded_by": self.recorded_by,
+            "recorded_at": self.recorded_at,
+        }
+
+
+@dataclass(frozen=True)
+class PromptParity:
+    """One prompt's comparison: ``diverged_at`` is the first differing position (None
+    when the first K tokens match), ``error`` a failed request's reason."""
+
+    index: int
+    prompt: str
+    expected: tuple[int, ...]
+    observed: tuple[int, ...] | None
+    observed_text: str = ""
+    error: str = ""
+
+    @property
+    def diverged_at(self) -> int | None:
+        if self.observed is None:
+            return 0
+        for position, (want, got) in enumerate(zip(self.expected, self.observed, strict=False)):
+            if want != got:
+                return position
+        if len(self.expected) != len(self.observed):
+            return min(len(self.expected), len(self.observed))
+        return None
+
+    @property
+    def matched(self) -> bool:
+        return self.error == "" and self.diverged_at is None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form."""
+        return {
+            "index": self.index,
+            "prompt": self.prompt,
+            "matched": self.matched,
+            "diverged_at": self.diverged_at,
+            "expected": list(self.expected),
+            "observed": None if self.observed is None else list(self.observed),
+            "observed_text": self.observed_text,
+            "error": self.error or None,
+        }
+
+
+@dataclass(frozen=True)
+class ParityResult:
+    """The check's outcome: every prompt compared over its first ``tokens`` tokens."""
+
+    reference: ParityReference
+    dtype: str
+    tokens: int
+    prompts: tuple[PromptParity, ...]
+    interrupted: bool = False
+
+    @property
+    def matched(self) -> int:
+        return sum(p.matched for p in self.prompts)
+
+    @property
+    def share(self) -> float:
+        """Share of the reference's prompts whose first K tokens matched."""
+        return self.matched / len(self.reference.prompts)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form."""
+        return {
+            "reference": self.reference.describe(),
+            "dtype": self.dtype,
+            "tokens": self.tokens,
+            "matched": self.matched,
+            "prompts": len(self.reference.prompts),
+            "share": self.share,
+            "interrupted": self.interrupted,
+            "results": [p.to_dict() for p in self.prompts],
+        }
+
+
+async def run_parity(
+    client: EndpointClient,
+    spec: ParitySpec,
+    reference: ParityReference,
+    *,
+    model: str,
+    dtype: str,
+    stop: asyncio.Event | None = None,
+) -> ParityResult:
+    """Send every reference prompt, greedy, and compare the first ``spec.tokens`` ids."""
+    if spec.tokens > reference.max_tokens:
+        raise ParityReferenceError(
+            f"verification.parity.tokens is {spec.tokens}, but {reference.path} recorded "
+            f"{reference.max_tokens} tokens per prompt",
+            f"compare at most {reference.max_tokens} tokens, or record a longer reference",
+        )
+    expected = reference.continuations_for(dtype)
+    semaphore = asyncio.Semaphore(spec.concurrency)
+    results: list[PromptParity | None] = [None] * len(reference.prompts)
+    eos = set(reference.eos_token_ids)
+
+    async def ask(index: int, prompt: ReferencePrompt) -> None:
+        want = _trim(expected[index], eos)[: spec.tokens]
+        async with semaphore:
+            try:
+                ids, text = await generate(
+                    client, model, prompt.prompt_ids or prompt.prompt, spec.tokens
+                )
+            except RequestFailed as e:
+                results[index] = PromptParity(index, prompt.prompt, want, None, error=str(e))
+                return
+        got = _trim(ids, eos)[: spec.tokens]
+        results[index] = PromptParity(index, prompt.prompt, want, got, observed_text=text)
+
+    async def ask_all() -> None:
+        await asyncio.gather(*(ask(i, p) for i, p in enumerate(reference.prompts)))
+
+    interrupted = await wait_or_stop(asyncio.create_task(ask_all()), stop)
+    done = tuple(r for r in results if r is not None)
+    return ParityResult(reference, dtype, spec.tokens, done, interrupted=interrupted)
+
+
+async def generate(
+    client: EndpointClient, model: str, prompt: str | Sequence[int], max_tokens: int
+) -> tuple[tuple[int, ...], str]:
+    """One greedy completion: the generated token ids and text."""
+    payload = {
+        "model": model,
+        "prompt": prompt if isinstance(prompt, str) else list(prompt),
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "return_token_ids": True,
+        "logprobs": 1,
+        "return_tokens_as_token_ids": True,
+    }
+    data = await client.complete_json(payload)
+    try:
+        choice = data["choices"][0]
+    except (KeyError, IndexError, TypeError) as e:
+        raise RequestFailed(f"malformed response: {str(data)[:200]}") from e
+    return _generated_ids(choice), str(choice.get("text") or "")
+
+
+async def record_reference(
+    client: EndpointClient,
+    *,
+    model: str,
+    dtype: str,
+    model_id: str,
+    revision: str,
+    recorded_by: str,
+    eos_token_ids: Sequence[int] = (),
+    prompts: PromptSet | None = None,
+) -> dict[str, Any]:
+    """A reference document from a known-good endpoint (``amdfleet parity record``):
+    the prompts as the engine tokenized them and its greedy continuations."""
+    chosen = prompts or prompt_set()
+    records = []
+    for text in chosen.prompts:
+        payload = {
+            "model": model,
+            "prompt": text,
+            "max_tokens": chosen.max_tokens,
+            "temperature": 0,
+            "return_token_ids": True,
+            "logprobs": 1,
+            "return_tokens_as_token_ids": True,
+        }
+        data = await client.complete_json(payload)
+        choice = data["choices"][0]
+        prompt_ids = choice.get("prompt_token_ids")
+        ids = _trim(_generated_ids(choice), set(eos_token_ids))
+        records.append(
+            {
+                "prompt": text,
+                "prompt_ids": list(prompt_ids) if prompt_ids else None,
+                "continuations": {dtype: list(ids)},
+                "text": {dtype: str(choice.get("text") or "")},
+            }
+        )
+    return {
+        "format": FORMAT,
+        "model": model_id,
+        "revision": revision,
+        "recorded_by": recorded_by,
+        "recorded_at": datetime.date.today().isoformat(),
+        "max_tokens": chosen.max_tokens,
+        "eos_token_ids": list(eos_token_ids),
+        "dtypes": [dtype],
+        "prompts": records,
+    }
+
+
+def _generated_ids(choice: Mapping[str, Any]) -> tuple[int, ...]:
+    ids = choice.get("token_ids")
+    if isinstance(ids, list):
+        return tuple(int(t) for t in ids)
+    tokens = (choice.get("logprobs") or {}).get("tokens")
+    if isinstance(tokens, list) and all(
+        isinstance(t, str) and t.startswith("token_id:") for t in tokens
+    ):
+        return tuple(int(t.removeprefix("token_id:")) for t in tokens)
+    raise RequestFailed(
+        "the engine returned no generated token ids (neither choices[].token_ids nor "
+        "logprobs tokens as token_id:N), so its output cannot be compared token for token"
+    )
+
+
+def _trim(ids: Sequence[int], eos: set[int]) -> tuple[int, ...]:
+    """Without the end-of-sequence token(s) a continuation may end with."""
+    out = list(ids)
+    while out and out[-1] in eos:
+        out.pop()
+    return tuple(out)
