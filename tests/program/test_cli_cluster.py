@@ -35,7 +35,12 @@ import pytest
 
 from tests.e2e.vllm_server import missing_parts
 from tests.support.hostlab import HostLab, LabFactory, require_netns
-from tests.support.local_stack import compile_caches, local_config, small_verification
+from tests.support.local_stack import (
+    compile_caches,
+    local_config,
+    small_verification,
+    with_tiny_llama,
+)
 from tests.support.pulumi_cli import PulumiWorkspace
 from tests.support.waiting import wait_until
 
@@ -53,7 +58,7 @@ def stack_config(
 ) -> dict[str, Any]:
     """The committed ``local`` stack spread over lab hosts 0 and 1 as PP2 (one pipeline
     stage per host), with a small verification."""
-    config = local_config()
+    config = with_tiny_llama(local_config())
     hosts = [{k: v for k, v in lab.host_props(i).items() if k != "connection"} for i in (0, 1)]
     config["amdfleet:fleet"] = {"hosts": hosts}
     config["amdfleet:topology"] = {"accelerator": "cpu", "nodes": 2, "gpus_per_node": 1}

@@ -37,6 +37,7 @@ import yaml
 from amdfleet.providers.props import fingerprint
 from tests.e2e.vllm_server import missing_parts
 from tests.support.hostlab import HostLab, LabFactory, require_netns
+from tests.support.local_stack import with_tiny_llama
 from tests.support.pulumi_cli import PulumiWorkspace
 from tests.support.waiting import wait_until
 
@@ -56,7 +57,7 @@ pytestmark = [pytest.mark.netns, pytest.mark.vllm]
 def stack_config(lab: HostLab, *, port: int = PORT, **verification: Any) -> dict[str, Any]:
     """The committed ``local`` stack moved onto lab host 0, with a smaller verification."""
     document = yaml.safe_load((ROOT / "stacks/Pulumi.local.yaml").read_text())
-    config: dict[str, Any] = document["config"]
+    config: dict[str, Any] = with_tiny_llama(document["config"])
     host = {k: v for k, v in lab.host_props(0).items() if k != "connection"}
     config["amdfleet:fleet"] = {"hosts": [host]}
     config["amdfleet:serving"] = {

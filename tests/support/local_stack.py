@@ -1,5 +1,6 @@
-"""The committed ``local`` stack (vLLM's CPU build serving the tiny Llama) as program tests
-move it onto lab hosts: its config, the shared compile caches, and a small verification."""
+"""The committed ``local`` stack (vLLM's CPU build serving SmolLM2-135M-Instruct) as program
+tests move it onto lab hosts: its config, the tiny random Llama for tests that need the
+smallest model, the shared compile caches, and a small verification."""
 
 from __future__ import annotations
 
@@ -17,6 +18,35 @@ def local_config() -> dict[str, Any]:
     """``stacks/Pulumi.local.yaml``'s config (full keys, e.g. ``amdfleet:engine``)."""
     document = yaml.safe_load((ROOT / "stacks/Pulumi.local.yaml").read_text())
     return dict(document["config"])
+
+
+TINY_LLAMA = "/var/lib/amdfleet/models/tiny-llama"
+
+
+def with_tiny_llama(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` serving the tiny random Llama (scripts/build-tiny-llama) instead of the
+    stack's SmolLM2: for tests about deployment mechanics (hosts, clusters, clouds, repair),
+    where the model's answers do not matter and a second-scale engine start does. Its
+    verification must then carry no parity check (random weights have no reference)."""
+    config["amdfleet:model"] = {
+        "id": "tiny-llama",
+        "checkpoint": TINY_LLAMA,
+        "served_name": "tiny-llama",
+        "precision": "bf16",
+        "architecture": {
+            "params_b": 0.0014,
+            "layers": 2,
+            "hidden": 128,
+            "intermediate": 256,
+            "heads": 4,
+            "kv_heads": 2,
+            "head_dim": 32,
+            "vocab": 4096,
+            "max_context": 4096,
+        },
+    }
+    config["amdfleet:weights"] = {**config["amdfleet:weights"], "local_path": TINY_LLAMA}
+    return config
 
 
 def compile_caches() -> dict[str, str]:

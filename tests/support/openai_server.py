@@ -20,7 +20,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -49,6 +49,9 @@ class Script:
     fault: str | None = None
     fault_every: int = 1
     token_delay: float = 0.0
+    token_ids: Callable[[Any], list[int]] | None = None
+    """Generated token ids by request ``prompt`` (text or ids), returned in
+    ``choices[].token_ids`` when a completion asks ``return_token_ids`` (as vLLM does)."""
 
 
 class OpenAIServer:
@@ -162,6 +165,8 @@ def _handler_for(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
                 choice.update(
                     {"message": {"role": "assistant", "content": text}} if chat else {"text": text}
                 )
+                if body.get("return_token_ids") and script.token_ids is not None:
+                    choice["token_ids"] = script.token_ids(body.get("prompt"))
                 self._json(
                     200,
                     {

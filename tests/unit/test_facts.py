@@ -223,6 +223,7 @@ ALL_PARSERS: list[Callable[[str], object]] = [
     facts.parse_int,
     facts.parse_os_release,
     facts.parse_cpu_model,
+    facts.parse_cpu_flags,
     facts.parse_meminfo_total,
     facts.parse_df_avail,
     facts.parse_df_size,
@@ -542,6 +543,12 @@ IP_ADDR = json.dumps(
         (facts.parse_int, "cat: /proc/sys/kernel/numa_balancing: No such file\n", None),
         (facts.parse_cpu_model, "model name\t: AMD EPYC 9474F 48-Core Processor\n",
          "AMD EPYC 9474F 48-Core Processor"),
+        # an EPYC 9004 (Zen 4: AVX-512 with BF16) and a 7003 (Zen 3: AVX2 only), cut short
+        (facts.parse_cpu_flags, "flags\t\t: fpu sse2 avx2 avx512f avx512dq avx512_bf16 "
+         "avx512_vnni vaes\n", ("avx2", "avx512f", "avx512_bf16", "avx512_vnni")),
+        (facts.parse_cpu_flags, "flags\t\t: fpu sse2 fma avx2 sha_ni vaes\n", ("avx2",)),
+        (facts.parse_cpu_flags, "Features\t: fp asimd evtstrm aes\n", ()),  # arm64
+        (facts.parse_cpu_flags, "", None),
         (facts.parse_meminfo_total, MEMINFO, 24684096 * KIB),
         (facts.parse_df_avail, DF_AVAIL, 83014033408),
         (facts.parse_df_avail, "df: /nope: No such file or directory\n", None),
@@ -588,6 +595,7 @@ def sample_host() -> HostFacts:
         kernel="6.8.0-79-generic",
         cpu_model="AMD EPYC 9474F 48-Core Processor",
         cpu_count=192,
+        cpu_flags=("avx2", "avx512f", "avx512_bf16"),
         ram_bytes=2 * 1024 * GIB,
         disk_path="/data/models",
         disk_free_bytes=3 * 1024 * GIB,

@@ -217,6 +217,42 @@ def test_cpu_stack_needs_no_gpu_devices_or_groups() -> None:
     assert failed(results) == {}
 
 
+CPU_BOX = HostFacts(
+    hostname="ci", disk_path="/tmp/models", disk_free_bytes=80 * GIB, uid=0, shm_bytes=8 * GIB
+)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "flags", "ok"),
+    [
+        ("bfloat16", ("avx2",), False),  # Zen 3: no native bfloat16
+        ("bfloat16", ("avx2", "avx512f", "avx512_bf16"), True),
+        ("bfloat16", ("avx2", "avx512f", "amx_bf16"), True),
+        ("float32", ("avx2",), True),
+        ("bfloat16", None, True),  # no flags reported: nothing to judge by
+    ],
+)
+def test_cpu_dtype_needs_native_bfloat16(
+    dtype: str, flags: tuple[str, ...] | None, ok: bool
+) -> None:
+    need = HostRequirement(
+        accelerator="cpu", gpu_count=0, runtime="process", numa_balancing_off=False,
+        cpu_dtype=dtype,
+    )  # fmt: skip
+    results = {r.name: r for r in check_host(replace(CPU_BOX, cpu_flags=flags), need)}
+    assert results["cpu_dtype"].ok is ok
+    if not ok:
+        assert "avx512_bf16 or amx_bf16" in results["cpu_dtype"].detail
+        assert "serving.dtype: float32" in results["cpu_dtype"].hint
+        with pytest.raises(PreflightError, match="cpu_dtype: bfloat16 on a CPU without"):
+            raise_for_failures({"ci": list(results.values())})
+
+
+def test_no_dtype_in_the_requirement_no_cpu_dtype_check() -> None:
+    need = HostRequirement(accelerator="cpu", gpu_count=0, runtime="process")
+    assert "cpu_dtype" not in {r.name for r in check_host(CPU_BOX, need)}
+
+
 def test_raise_for_failures_lists_all_hosts_and_hints() -> None:
     results = {
         "node-0": check_host(GOOD_HOST, NEED),
