@@ -37,6 +37,7 @@ from amdfleet.providers.props import ProviderProps, changed_keys, plain
 from amdfleet.remote.connection import Redactor
 from amdfleet.remote.hosts import open_host
 from amdfleet.remote.target import HostTarget
+from amdfleet.verify import PARITY_PHASE
 
 if TYPE_CHECKING:
     from amdfleet.verify import BenchmarkRun, VerificationResult
@@ -213,9 +214,11 @@ class _VerificationDisplay:
         self._total = self._done = self._correct = 0
 
     def start(self, label: str, total: int) -> None:
-        """A scenario (or, after the last one, the accuracy check) begins."""
+        """The parity check, a scenario or (after the last one) the accuracy check begins."""
         self._total, self._done, self._correct = total, 0, 0
-        if self._scenarios_done < len(self._spec.scenarios):
+        if label == PARITY_PHASE:
+            self._phase, self._unit = PARITY_PHASE, "prompts"
+        elif self._scenarios_done < len(self._spec.scenarios):
             count = len(self._spec.scenarios)
             self._phase = f"benchmark {label} ({self._scenarios_done + 1} of {count})"
             self._unit = "requests"
@@ -246,7 +249,13 @@ class _VerificationDisplay:
         self._progress.note(f"benchmark {run.scenario.name}: {_headline(run)}")
 
     def finished(self, result: VerificationResult) -> None:
-        """The accuracy note and the verdict (what failed, when something did)."""
+        """The parity and accuracy notes and the verdict (what failed, when something did)."""
+        if result.parity is not None:
+            parity = result.parity
+            self._progress.note(
+                f"output parity: {parity.matched} of {len(parity.reference.prompts)} prompts "
+                f"match the reference over {parity.tokens} tokens ({parity.dtype})"
+            )
         if result.accuracy is not None:
             self._progress.note(f"accuracy: {_accuracy(result.accuracy)}")
         if result.passed:

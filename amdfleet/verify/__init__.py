@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from amdfleet.verify.run import run_verification, verify_endpoint
     from amdfleet.verify.verdict import VerdictRow, VerificationResult
 
+PARITY_PHASE = "output parity"
+"""The label a run's progress hears for the parity phase (no scenario name has a space)."""
+
 # Imported on first access, so that importing one submodule (the CLI's option
 # parsing, the verdict table) does not import httpx and the whole benchmark client.
 _EXPORTS = {
@@ -42,6 +45,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "PARITY_PHASE",
     "AccuracyResult",
     "BenchmarkRun",
     "DatasetError",

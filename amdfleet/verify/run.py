@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from amdfleet.config import AccuracySpec, BenchmarkScenario, ParitySpec, VerificationSpec
+from amdfleet.verify import PARITY_PHASE
 from amdfleet.verify.bench import BenchmarkRun, build_requests, run_scenario
 from amdfleet.verify.client import EndpointClient
 from amdfleet.verify.datasets import Tokenizer, load_tokenizer
@@ -108,7 +109,7 @@ async def verify_endpoint(
     parity = None
     if spec.parity is not None and reference is not None:
         if progress is not None:
-            progress.start("parity", len(reference.prompts))
+            progress.start(PARITY_PHASE, len(reference.prompts))
         try:
             parity = await check_parity(
                 base_url,
