@@ -45,7 +45,6 @@ _EXPORTS = {
 }
 
 __all__ = [
-    "PARITY_PHASE",
     "AccuracyResult",
     "BenchmarkRun",
     "DatasetError",
