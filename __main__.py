@@ -11,13 +11,11 @@ import pulumi
 from amdfleet.components import Deployment, Fleet
 from amdfleet.config import load_from_pulumi
 from amdfleet.errors import AmdFleetError
-from amdfleet.plan import plan
-from amdfleet.verify.run import load_parity_reference
+from amdfleet.verify.reference import checked_plan
 
 try:
     spec, secrets = load_from_pulumi()
-    deployment_plan = plan(spec)
-    load_parity_reference(deployment_plan.verification.spec)  # before any resource
+    deployment_plan = checked_plan(spec)  # the plan, and the parity reference it names
     if deployment_plan.cloud is None:
         fleet = Fleet("fleet", deployment_plan)
         deployment = Deployment("deployment", deployment_plan, fleet, secrets)

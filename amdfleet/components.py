@@ -719,7 +719,7 @@ def _engine_output(
 
 def _parity_sha256(plan: DeploymentPlan) -> str | None:
     """The parity reference's sha256 (the program checked it before any resource)."""
-    from amdfleet.verify.run import load_parity_reference
+    from amdfleet.verify.reference import ParityReference
 
-    reference = load_parity_reference(plan.verification.spec)
-    return reference.sha256 if reference else None
+    parity = plan.verification.spec.parity
+    return ParityReference.load(parity.reference).sha256 if parity else None

@@ -37,8 +37,10 @@ def stacks_command() -> None:
 def plan_command(stack: str, as_json: bool) -> None:
     """Validate STACK and print its resolved plan: hosts, ranks, per-GPU memory budget,
     image and command lines. Nothing is provisioned."""
+    from amdfleet.verify.reference import checked_plan
+
     loaded = load_stack_file(stack)
-    resolved = plan(loaded.spec)
+    resolved = checked_plan(loaded.spec)
     if as_json:
         click.echo(json.dumps(resolved.model_dump(mode="json"), indent=2, sort_keys=True))
         return

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,20 +27,28 @@ from pathlib import Path
 from typing import Any
 
 from amdfleet.config import ParitySpec
-from amdfleet.errors import AmdFleetError
 from amdfleet.verify.bench import wait_or_stop
 from amdfleet.verify.client import EndpointClient, RequestFailed
+from amdfleet.verify.reference import (
+    FORMAT,
+    ParityReference,
+    ParityReferenceError,
+    ReferencePrompt,
+)
 
 PROMPTS_FILE = Path(__file__).with_name("parity_prompts.json")
-FORMAT = 1
-
-
-class ParityReferenceError(AmdFleetError):
-    """A parity reference that cannot be read or does not fit the check."""
-
-    def __init__(self, message: str, hint: str) -> None:
-        super().__init__(f"{message} — {hint}")
-        self.message, self.hint = message, hint
+__all__ = [
+    "FORMAT",
+    "ParityReference",
+    "ParityReferenceError",
+    "ParityResult",
+    "PromptParity",
+    "PromptSet",
+    "ReferencePrompt",
+    "prompt_set",
+    "record_reference",
+    "run_parity",
+]
 
 
 @dataclass(frozen=True)
@@ -56,107 +63,6 @@ def prompt_set() -> PromptSet:
     """amdfleet's parity prompts (``parity_prompts.json``)."""
     data = json.loads(PROMPTS_FILE.read_text())
     return PromptSet(tuple(data["prompts"]), int(data["max_tokens"]))
-
-
-@dataclass(frozen=True)
-class ReferencePrompt:
-    """One prompt and its recorded greedy continuation per dtype."""
-
-    prompt: str
-    prompt_ids: tuple[int, ...] | None
-    continuations: Mapping[str, tuple[int, ...]]
-    text: Mapping[str, str]
-
-
-@dataclass(frozen=True)
-class ParityReference:
-    """A recorded reference: which model and revision, how, and the continuations."""
-
-    path: str
-    sha256: str
-    model: str
-    revision: str
-    recorded_by: str
-    recorded_at: str
-    max_tokens: int
-    eos_token_ids: tuple[int, ...]
-    dtypes: tuple[str, ...]
-    prompts: tuple[ReferencePrompt, ...]
-
-    @classmethod
-    def load(cls, path: str | Path) -> ParityReference:
-        """Read and check a reference file; :class:`ParityReferenceError` says what is wrong."""
-        path = Path(path)
-        try:
-            raw = path.read_bytes()
-        except OSError as e:
-            raise ParityReferenceError(
-                f"parity reference {path}: {e.strerror or e}",
-                "record one with `amdfleet parity record` against a known-good deployment "
-                "(the local stacks' is written by scripts/setup)",
-            ) from e
-        try:
-            data = json.loads(raw)
-            return cls._parse(data, str(path), hashlib.sha256(raw).hexdigest())
-        except (ValueError, KeyError, TypeError) as e:
-            raise ParityReferenceError(
-                f"parity reference {path} is not a reference amdfleet wrote ({e})",
-                "record it again with `amdfleet parity record`",
-            ) from e
-
-    @classmethod
-    def _parse(cls, data: Mapping[str, Any], path: str, digest: str) -> ParityReference:
-        if data.get("format") != FORMAT:
-            raise ValueError(f"format {data.get('format')!r}, expected {FORMAT}")
-        dtypes = tuple(str(d) for d in data["dtypes"])
-        prompts = []
-        for item in data["prompts"]:
-            continuations = {d: tuple(int(t) for t in item["continuations"][d]) for d in dtypes}
-            ids = item.get("prompt_ids")
-            prompts.append(
-                ReferencePrompt(
-                    prompt=str(item["prompt"]),
-                    prompt_ids=tuple(int(t) for t in ids) if ids else None,
-                    continuations=continuations,
-                    text={str(k): str(v) for k, v in (item.get("text") or {}).items()},
-                )
-            )
-        if not prompts:
-            raise ValueError("no prompts")
-        return cls(
-            path=path,
-            sha256=digest,
-            model=str(data["model"]),
-            revision=str(data.get("revision") or ""),
-            recorded_by=str(data.get("recorded_by") or ""),
-            recorded_at=str(data.get("recorded_at") or ""),
-            max_tokens=int(data["max_tokens"]),
-            eos_token_ids=tuple(int(t) for t in data.get("eos_token_ids") or ()),
-            dtypes=dtypes,
-            prompts=tuple(prompts),
-        )
-
-    def continuations_for(self, dtype: str) -> list[tuple[int, ...]]:
-        """Each prompt's recorded continuation in ``dtype``, or a ParityReferenceError."""
-        if dtype not in self.dtypes:
-            raise ParityReferenceError(
-                f"parity reference {self.path} holds {', '.join(self.dtypes)} continuations, "
-                f"not {dtype}",
-                f"compare in one of those (verification.parity.dtype), or record a {dtype} "
-                "reference",
-            )
-        return [p.continuations[dtype] for p in self.prompts]
-
-    def describe(self) -> dict[str, Any]:
-        """Where the reference came from (for results and reports)."""
-        return {
-            "path": self.path,
-            "sha256": self.sha256,
-            "model": self.model,
-            "revision": self.revision,
-            "recorded_by": self.recorded_by,
-            "recorded_at": self.recorded_at,
-        }
 
 
 @dataclass(frozen=True)

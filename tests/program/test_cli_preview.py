@@ -170,6 +170,7 @@ BAD_CASES = [
     "Pulumi.bad-27-duplicate-hosts.yaml",  # fleet consistency
     "Pulumi.bad-91-hf-token-env.yaml",  # a secret in a plain field
     "Pulumi.bad-98-api-key-where-name-belongs.yaml",  # a secret where its name belongs
+    "Pulumi.bad-145-parity-reference-missing.yaml",  # a file the stack names, not here
 ]
 
 

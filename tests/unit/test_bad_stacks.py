@@ -5,7 +5,7 @@ Each file in ``bad_stacks/`` states in its header what is wrong with it, the fie
 the error must name (``expect-path``) and text the error must contain
 (``expect-text``, in the message or the hint). Loading and planning are the only steps
 that run before the Pulumi program registers its first resource, so a stack rejected
-here never reaches a host.
+here never reaches a host (with the parity reference's check: :func:`checked_plan`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 
 from amdfleet.config import load_stack_file
 from amdfleet.errors import ConfigError
-from amdfleet.plan import plan
+from amdfleet.verify.reference import checked_plan
 
 CORPUS = Path(__file__).parent / "bad_stacks"
 FILES = sorted(CORPUS.glob("Pulumi.bad-*.yaml"))
@@ -47,7 +47,7 @@ def test_the_corpus_is_large_enough_and_numbered_without_gaps() -> None:
 def test_bad_stack_is_rejected_naming_field_and_fix(path: Path) -> None:
     field, text = _expectations(path)
     with pytest.raises(ConfigError) as caught:
-        plan(load_stack_file(str(path)).spec)
+        checked_plan(load_stack_file(str(path)).spec)  # what runs before any resource
     error = caught.value
     assert field in error.paths, f"expected an issue at {field!r}, got {error.paths}"
     issue = next(i for i in error.issues if i.path == field)
@@ -61,7 +61,7 @@ def test_bad_stack_is_rejected_naming_field_and_fix(path: Path) -> None:
 def test_every_issue_in_the_corpus_carries_a_hint(path: Path) -> None:
     """Not only the expected issue: every issue a bad stack raises says how to fix it."""
     with pytest.raises(ConfigError) as caught:
-        plan(load_stack_file(str(path)).spec)
+        checked_plan(load_stack_file(str(path)).spec)
     assert caught.value.issues, str(caught.value)
     for issue in caught.value.issues:
         assert issue.path and issue.message and issue.hint, f"{path.name}: {issue}"
@@ -78,6 +78,6 @@ def test_a_secret_in_a_bad_stack_is_never_echoed(path: Path) -> None:
     hidden = re.search(r"^# expect-hidden: (.+)$", path.read_text(), re.MULTILINE)
     assert hidden
     with pytest.raises(ConfigError) as caught:
-        plan(load_stack_file(str(path)).spec)
+        checked_plan(load_stack_file(str(path)).spec)
     assert hidden.group(1).strip() not in str(caught.value)
     assert "pulumi config set --secret" in str(caught.value)

@@ -5,7 +5,7 @@ The endpoint is tests/support/openai_server.py, a real HTTP server scripted to r
 chosen token ids (``choices[].token_ids``, as vLLM 0.32 does with ``return_token_ids``):
 a real engine cannot be made to compute chosen wrong tokens on demand. The same check
 against vLLM serving a real model, a corrupted copy and the wrong dtype is in
-tests/e2e/test_parity.py.
+tests/e2e/test_parity_engines.py.
 """
 
 from __future__ import annotations
