@@ -15,8 +15,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from click.testing import CliRunner
 
-from amdfleet.config import BenchmarkScenario, ParitySpec, Thresholds, VerificationSpec
+from amdfleet.cli import main
+from amdfleet.config import (
+    STACKS_DIR,
+    BenchmarkScenario,
+    ParitySpec,
+    Thresholds,
+    VerificationSpec,
+    parse_stack,
+)
+from amdfleet.plan import plan
+from amdfleet.plan.planner import PROJECT_DIR
 from amdfleet.verify.parity import ParityReference, ParityReferenceError, PromptParity, prompt_set
 from amdfleet.verify.run import load_parity_reference, run_verification
 from tests.support.openai_server import OpenAIServer, Script
@@ -199,3 +211,61 @@ def test_reference_records_who_made_it(tmp_path: Path) -> None:
     described = reference.describe()
     assert described["model"] == "org/model" and described["revision"] == "abc123"
     assert len(described["sha256"]) == 64
+
+
+def _local_stack_with(tmp_path: Path, parity: dict[str, Any]) -> Path:
+    """The committed local stack with its verification cut to the parity check and one
+    small scenario, and ``parity`` as its parity block."""
+    document = yaml.safe_load((STACKS_DIR / "Pulumi.local.yaml").read_text())
+    document["config"]["amdfleet:verification"] = {
+        "parity": parity,
+        "scenarios": [
+            {
+                "name": "c2",
+                "dataset": "prompts",
+                "dataset_path": str(_prompts_file(tmp_path)),
+                "num_prompts": 2,
+                "output_len": 2,
+            }
+        ],
+        "thresholds": {"min_success_rate": 1.0},
+    }
+    path = tmp_path / "Pulumi.parity.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def test_verify_compares_in_the_dtype_the_stack_serves(tmp_path: Path) -> None:
+    """`amdfleet verify STACK`: the plan resolves the parity block (float32, what the local
+    stack serves on a CPU), so the float32 continuations are the ones compared."""
+    reference = write_reference(tmp_path / "ref.json")
+    stack = _local_stack_with(tmp_path, {"reference": str(reference), "tokens": 4})
+    with OpenAIServer(engine()) as server:
+        result = CliRunner().invoke(
+            main, ["verify", str(stack), "--url", server.url, "--out", str(tmp_path / "o")]
+        )
+    assert result.exit_code == 0, result.output
+    assert "4/4 prompts match the reference over their first 4 tokens (float32;" in result.output
+    saved = json.loads((tmp_path / "o/verification.json").read_text())
+    assert saved["parity"]["dtype"] == "float32" and saved["passed"] is True
+
+
+def test_a_relative_reference_is_the_project_directory_s() -> None:
+    sections = yaml.safe_load((STACKS_DIR / "Pulumi.local.yaml").read_text())["config"]
+    found = {key.removeprefix("amdfleet:"): value for key, value in sections.items()}
+    found["verification"]["parity"]["reference"] = "stacks/references/local.json"
+    resolved = plan(parse_stack("local", found))
+    parity = resolved.verification.spec.parity
+    assert parity is not None and parity.reference == str(
+        PROJECT_DIR / "stacks/references/local.json"
+    )
+    assert STACKS_DIR.parent == PROJECT_DIR
+
+
+def test_plan_refuses_a_stack_whose_reference_is_missing(tmp_path: Path) -> None:
+    stack = _local_stack_with(tmp_path, {"reference": str(tmp_path / "never-recorded.json")})
+    result = CliRunner().invoke(main, ["plan", str(stack)])
+    assert result.exit_code != 0
+    assert "- verification.parity.reference: parity reference" in result.output
+    assert "never-recorded.json: No such file" in result.output
+    assert "amdfleet parity record" in result.output  # how to get one
