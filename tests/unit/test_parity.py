@@ -62,7 +62,7 @@ def write_reference(path: Path, **changes: Any) -> Path:
     return path
 
 
-def engine(wrong: set[str] = frozenset(), eos_at_end: bool = False) -> Script:
+def engine(wrong: frozenset[str] | set[str] = frozenset(), eos_at_end: bool = False) -> Script:
     """Answers each reference prompt (sent as ids) with its continuation, or a wrong one
     from position 2 on for the prompts in ``wrong``."""
 
