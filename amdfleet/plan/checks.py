@@ -316,6 +316,7 @@ def check_engine(spec: StackSpec, acc: Accelerator) -> Issues:
             )
         )
     issues += engine.layout_issues(spec.topology.nodes, spec.parallelism.pp)
+    issues += _cpu_pipeline_eager(spec, acc)
     if acc.arch == "cpu" and not engine.cpu:
         cpu = [name for name in catalog.ENGINES if engines.engine(name).cpu]
         issues.append(
@@ -491,3 +492,23 @@ def _separate_build_host(spec: StackSpec) -> HostSpec | None:
     """The stack's build host when it is not one of the fleet's hosts."""
     build_host = spec.image_build.build_host
     return build_host if isinstance(build_host, HostSpec) and spec.image_build.enabled else None
+
+
+def _cpu_pipeline_eager(spec: StackSpec, acc: Accelerator) -> Issues:
+    """vLLM 0.32's CPU build serves pipeline parallel only compiled: in eager mode its
+    first request kills the engine (measured 2026-12-07, two stages, one host: the last
+    stage's worker fails ``assert self.intermediate_tensors is not None`` in
+    ``sync_and_gather_intermediate_tensors``, vllm/v1/worker/gpu_model_runner.py:3174)."""
+    eager = any(arg.split("=", 1)[0] == "--enforce-eager" for arg in spec.engine.extra_args)
+    if acc.arch != "cpu" or spec.engine.name != "vllm" or spec.parallelism.pp < 2 or not eager:
+        return []
+    index = next(i for i, a in enumerate(spec.engine.extra_args) if a.startswith("--enforce-eager"))
+    return [
+        ConfigIssue(
+            f"engine.extra_args[{index}]",
+            f"--enforce-eager with pipeline parallel ({spec.parallelism.pp} stages) on vLLM's CPU "
+            "build: its first request kills the engine (an assertion on the stages' "
+            "intermediate tensors, gpu_model_runner.py:3174 at 0.32.0)",
+            "leave --enforce-eager out of a pipeline-parallel CPU stack",
+        )
+    ]

@@ -22,13 +22,39 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from amdfleet.campaign.journal import read_events
 from tests.e2e.vllm_server import missing_parts
+from tests.support.local_stack import local_config, with_tiny_llama
 from tests.support.pulumi_cli import PASSPHRASE, REPO_ROOT, require_pulumi
 from tests.support.waiting import wait_until
 
 API_KEY = "campaign-key-5be01f9a"
+SWEEP = {
+    "name": "conc",
+    "kind": "concurrency",
+    "values": [1, 2],
+    "prompts_per_point": 8,
+    "input_len": 64,
+    "output_len": 256,
+}
+
+
+def tiny_llama(serving: dict[str, Any]) -> dict[str, Any]:
+    """Overrides serving the tiny random Llama with ``serving``: the interrupt tests are
+    about the campaign's mechanics, and their points must stay ~10 s (SmolLM2 takes ~100 s
+    for one of them here). Random weights have no parity reference, so none is checked."""
+    config = with_tiny_llama(local_config())
+    verification = {**config["amdfleet:verification"], "parity": None}
+    return {
+        "model": config["amdfleet:model"],
+        "weights": config["amdfleet:weights"],
+        "serving": serving,
+        "verification": verification,
+    }
+
+
 ENGINES = Path("/opt/amdfleet")
 CLI = (sys.executable, "-m", "amdfleet.cli", "campaign")
 
@@ -165,15 +191,15 @@ def test_ctrl_c_destroys_what_it_started_and_resume_skips_finished_points(
     tmp_path: Path, env: dict[str, str]
 ) -> None:
     file = tmp_path / "ctrlc.yaml"
-    file.write_text(
-        "variants:\n"
-        "  - {label: a, stack: local, overrides: {serving: {max_num_seqs: 4}}}\n"
-        "  - {label: b, stack: local, overrides: {serving: {max_num_seqs: 8}}}\n"
-        "sweeps:\n"
+    campaign = {
+        "variants": [
+            {"label": "a", "stack": "local", "overrides": tiny_llama({"max_num_seqs": 4})},
+            {"label": "b", "stack": "local", "overrides": tiny_llama({"max_num_seqs": 8})},
+        ],
         # points of ~10 s, so the Ctrl-C surely lands inside the second one
-        "  - {name: conc, kind: concurrency, values: [1, 2], prompts_per_point: 8,"
-        " input_len: 64, output_len: 256}\n"
-    )
+        "sweeps": [SWEEP],
+    }
+    file.write_text(yaml.safe_dump(campaign))
     directory = tmp_path / "ctrlc"
     first = Campaign(env, directory, "run", str(file), "--plain")
     try:
@@ -271,13 +297,11 @@ def test_a_second_ctrl_c_skips_the_destroys_and_says_what_is_still_up(
     tmp_path: Path, env: dict[str, str]
 ) -> None:
     file = tmp_path / "twice.yaml"
-    file.write_text(
-        "variants:\n"
-        "  - {label: a, stack: local}\n"
-        "sweeps:\n"
-        "  - {name: conc, kind: concurrency, values: [1, 2], prompts_per_point: 8,"
-        " input_len: 64, output_len: 256}\n"
-    )
+    campaign = {
+        "variants": [{"label": "a", "stack": "local", "overrides": tiny_llama({})}],
+        "sweeps": [SWEEP],
+    }
+    file.write_text(yaml.safe_dump(campaign))
     directory = tmp_path / "twice"
     first = Campaign(env, directory, "run", str(file), "--plain")
     try:

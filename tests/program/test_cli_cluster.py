@@ -69,6 +69,9 @@ def stack_config(
         "max_model_len": 2048,
     }
     config["amdfleet:engine"]["extra_env"] = compile_caches()
+    # compiled: vLLM's CPU build crashes in eager mode with pipeline parallel (the plan
+    # refuses --enforce-eager there)
+    config["amdfleet:engine"].pop("extra_args", None)
     config["amdfleet:engine"].update(engine)
     # The fabric check's CPU form: a gloo all-reduce sweep across both hosts, gated low
     # (the lab's "fabric" is a Linux bridge between namespaces on a busy 2-core machine).

@@ -193,6 +193,7 @@ def ray_cpu_stack(
     config["amdfleet:fleet"] = {"hosts": hosts}
     config["amdfleet:topology"] = {"accelerator": "cpu", "nodes": 2, "gpus_per_node": 1}
     config["amdfleet:engine"]["executable"] = str(executable)
+    config["amdfleet:engine"].pop("extra_args", None)  # no eager mode with pipeline parallel
     config["amdfleet:parallelism"] = {"tp": 1, "pp": 2, "backend": "ray", "ray_port": ray_port}
     config["amdfleet:serving"]["host"] = "0.0.0.0"
     config["amdfleet:verification"] = {"enabled": False}
