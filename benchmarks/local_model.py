@@ -26,19 +26,22 @@ import asyncio
 import json
 import platform
 import struct
+import sys
 import tempfile
 import time
 from datetime import date
 from pathlib import Path
 
-from amdfleet.config import AccuracySpec, BenchmarkScenario, ParitySpec
-from amdfleet.verify.client import EndpointClient
-from amdfleet.verify.gsm8k import run_gsm8k
-from amdfleet.verify.parity import ParityReference
-from amdfleet.verify.run import check_parity, run_scenarios
-from tests.e2e.vllm_server import SMOLLM2, running_vllm
-
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from amdfleet.config import AccuracySpec, BenchmarkScenario, ParitySpec  # noqa: E402
+from amdfleet.verify.client import EndpointClient  # noqa: E402
+from amdfleet.verify.gsm8k import run_gsm8k  # noqa: E402
+from amdfleet.verify.parity import ParityReference  # noqa: E402
+from amdfleet.verify.run import check_parity, run_scenarios  # noqa: E402
+from tests.e2e.vllm_server import SMOLLM2, running_vllm  # noqa: E402
+
 REFERENCE = SMOLLM2 / "parity-reference.json"
 GSM8K = Path("/var/lib/amdfleet/datasets/gsm8k")
 SCENARIO = BenchmarkScenario(
