@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import platform
-import struct
 import sys
 import tempfile
 import time
@@ -40,9 +38,10 @@ from amdfleet.verify.client import EndpointClient  # noqa: E402
 from amdfleet.verify.gsm8k import run_gsm8k  # noqa: E402
 from amdfleet.verify.parity import ParityReference  # noqa: E402
 from amdfleet.verify.run import check_parity, run_scenarios  # noqa: E402
-from tests.e2e.vllm_server import SMOLLM2, running_vllm  # noqa: E402
+from tests.e2e.vllm_server import SMOLLM2, running_vllm, zeroed_copy  # noqa: E402
 
 REFERENCE = SMOLLM2 / "parity-reference.json"
+ZEROED = "model.layers.12.mlp.down_proj.weight"
 GSM8K = Path("/var/lib/amdfleet/datasets/gsm8k")
 SCENARIO = BenchmarkScenario(
     name="c8", input_len=128, output_len=64, num_prompts=32, max_concurrency=8
@@ -62,7 +61,7 @@ def main() -> int:
     out = args.out or REPO / f"benchmarks/results/{date.today()}-local-model.md"
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        zeroed = _zeroed_copy(Path(tmp) / "zeroed")
+        zeroed = zeroed_copy(SMOLLM2, Path(tmp) / "zeroed", ZEROED)
         for label, which, dtype, extra in CONFIGS:
             model = SMOLLM2 if which == "intact" else zeroed
             work = Path(tempfile.mkdtemp(dir=tmp))
@@ -105,21 +104,6 @@ async def _measure(server) -> tuple[float, float, float, float, float, float]:  
         scored.flexible_extract.value,
         gsm8k_s,
     )
-
-
-def _zeroed_copy(copy: Path) -> Path:
-    copy.mkdir()
-    for path in SMOLLM2.iterdir():
-        if path.name != "model.safetensors":
-            (copy / path.name).symlink_to(path)
-    data = bytearray((SMOLLM2 / "model.safetensors").read_bytes())
-    (size,) = struct.unpack("<Q", data[:8])
-    start, end = json.loads(data[8 : 8 + size])["model.layers.12.mlp.down_proj.weight"][
-        "data_offsets"
-    ]
-    data[8 + size + start : 8 + size + end] = bytes(end - start)
-    (copy / "model.safetensors").write_bytes(data)
-    return copy
 
 
 def _report(rows: list[tuple]) -> str:  # type: ignore[type-arg]

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import struct
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,6 +38,7 @@ from tests.e2e.vllm_server import (
     missing_parts,
     run_cli,
     running_vllm,
+    zeroed_copy,
 )
 
 pytestmark = pytest.mark.vllm
@@ -75,17 +75,7 @@ def intact(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
 def corrupted_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the checkpoint with one tensor's bytes zeroed (its header intact, so the
     engine loads it without a complaint)."""
-    copy = tmp_path_factory.mktemp("corrupted") / "model"
-    copy.mkdir()
-    for path in SMOLLM2.iterdir():
-        if path.name != "model.safetensors":
-            (copy / path.name).symlink_to(path)
-    data = bytearray((SMOLLM2 / "model.safetensors").read_bytes())
-    (size,) = struct.unpack("<Q", data[:8])
-    start, end = json.loads(data[8 : 8 + size])[ZEROED]["data_offsets"]
-    data[8 + size + start : 8 + size + end] = bytes(end - start)
-    (copy / "model.safetensors").write_bytes(data)
-    return copy
+    return zeroed_copy(SMOLLM2, tmp_path_factory.mktemp("corrupted") / "model", ZEROED)
 
 
 @pytest.fixture(scope="module")

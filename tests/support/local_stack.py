@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from tests.support.models import TINY_ARCHITECTURE
+
 ROOT = Path(__file__).resolve().parents[2]
 GSM8K = ROOT.parent / "shared" / "datasets" / "gsm8k"
 CACHE = "/var/lib/amdfleet/cache"
@@ -33,17 +35,7 @@ def with_tiny_llama(config: dict[str, Any]) -> dict[str, Any]:
         "checkpoint": TINY_LLAMA,
         "served_name": "tiny-llama",
         "precision": "bf16",
-        "architecture": {
-            "params_b": 0.0014,
-            "layers": 2,
-            "hidden": 128,
-            "intermediate": 256,
-            "heads": 4,
-            "kv_heads": 2,
-            "head_dim": 32,
-            "vocab": 4096,
-            "max_context": 4096,
-        },
+        "architecture": TINY_ARCHITECTURE,
     }
     config["amdfleet:weights"] = {**config["amdfleet:weights"], "local_path": TINY_LLAMA}
     return config
