@@ -499,10 +499,12 @@ def _cpu_pipeline_eager(spec: StackSpec, acc: Accelerator) -> Issues:
     first request kills the engine (measured 2026-12-07, two stages, one host: the last
     stage's worker fails ``assert self.intermediate_tensors is not None`` in
     ``sync_and_gather_intermediate_tensors``, vllm/v1/worker/gpu_model_runner.py:3174)."""
-    eager = any(arg.split("=", 1)[0] == "--enforce-eager" for arg in spec.engine.extra_args)
-    if acc.arch != "cpu" or spec.engine.name != "vllm" or spec.parallelism.pp < 2 or not eager:
+    if acc.arch != "cpu" or spec.engine.name != "vllm" or spec.parallelism.pp < 2:
         return []
-    index = next(i for i, a in enumerate(spec.engine.extra_args) if a.startswith("--enforce-eager"))
+    args = spec.engine.extra_args
+    index = next((i for i, a in enumerate(args) if a.split("=", 1)[0] == "--enforce-eager"), None)
+    if index is None:
+        return []
     return [
         ConfigIssue(
             f"engine.extra_args[{index}]",

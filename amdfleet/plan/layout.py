@@ -21,7 +21,7 @@ from amdfleet.plan.models import (
     ReadinessPlan,
     ServingPlan,
 )
-from amdfleet.plan.serving import engine_env, recipes, remote_dir, serving_dtype
+from amdfleet.plan.serving import engine_env, recipes, remote_dir
 from amdfleet.remote.requirement import HostRequirement
 from amdfleet.remote.target import HostTarget
 
@@ -57,7 +57,7 @@ def nodes(
     head = slots[0].cluster_address
     env = engine_env(spec, acc)
     engine = engines.engine(spec.engine.name)
-    requirement = host_requirement(spec, acc, model)
+    requirement = host_requirement(spec, acc, model, serving)
     out = []
     for rank, slot in enumerate(slots):
         node_env = {
@@ -138,7 +138,9 @@ def cluster_plan(
     )
 
 
-def host_requirement(spec: StackSpec, acc: Accelerator, model: ModelPlan) -> HostRequirement:
+def host_requirement(
+    spec: StackSpec, acc: Accelerator, model: ModelPlan, serving: ServingPlan
+) -> HostRequirement:
     """What preflight demands of every node."""
     gpu = acc.arch != "cpu"
     local_path = spec.weights.local_path
@@ -150,7 +152,7 @@ def host_requirement(spec: StackSpec, acc: Accelerator, model: ModelPlan) -> Hos
         weights_dir=local_path or spec.weights.cache_dir,
         weights_bytes=0 if local_path else model.checkpoint_bytes,
         numa_balancing_off=gpu,
-        cpu_dtype=None if gpu else serving_dtype(spec, acc)[0],
+        cpu_dtype=None if gpu else serving.dtype,
     )
 
 

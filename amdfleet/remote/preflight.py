@@ -178,13 +178,12 @@ def _check_cpu_dtype(facts: HostFacts, req: HostRequirement) -> PreflightCheck |
     fault is the engine's bfloat16 path)."""
     if req.needs_gpus or req.cpu_dtype is None:
         return None
-    flags = facts.cpu_flags
-    if flags is None:
-        detail = f"{req.cpu_dtype}; the host reported no CPU flags to judge it by"
-        return _result("cpu_dtype", True, detail, "")
-    native = [flag for flag in BF16_CPU_FLAGS if flag in flags]
     if req.cpu_dtype != "bfloat16":
         return _result("cpu_dtype", True, f"{req.cpu_dtype} (every CPU computes it)", "")
+    if facts.cpu_flags is None:
+        detail = "bfloat16; the host reported no CPU flags to judge it by"
+        return _result("cpu_dtype", True, detail, "")
+    native = [flag for flag in BF16_CPU_FLAGS if flag in facts.cpu_flags]
     detail = (
         f"bfloat16 with {', '.join(native)}"
         if native
