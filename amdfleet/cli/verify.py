@@ -344,15 +344,14 @@ def parity_check(
     """Compare URL's greedy continuations of the parity prompts with --reference; exit 0
     only if at least --min-match of the prompts match over their first --tokens tokens."""
     from amdfleet.config import ParitySpec
-    from amdfleet.verify.parity import ParityReference
+    from amdfleet.verify.reference import load_reference
     from amdfleet.verify.report import render_parity_table
     from amdfleet.verify.run import check_parity, first_model
 
     spec = _validated(
         ParitySpec, reference=str(reference_path), dtype=dtype, tokens=tokens, min_match=min_match
     )
-    reference = ParityReference.load(reference_path)
-    reference.continuations_for(dtype)
+    reference = load_reference(spec)
     api_key = _api_key(api_key_env)
 
     async def main(stop: asyncio.Event) -> ParityResult:

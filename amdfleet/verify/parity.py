@@ -39,6 +39,7 @@ from amdfleet.verify.reference import (
 PROMPTS_FILE = Path(__file__).with_name("parity_prompts.json")
 __all__ = [
     "FORMAT",
+    "Generation",
     "ParityReference",
     "ParityReferenceError",
     "ParityResult",
@@ -148,13 +149,8 @@ async def run_parity(
     dtype: str,
     stop: asyncio.Event | None = None,
 ) -> ParityResult:
-    """Send every reference prompt, greedy, and compare the first ``spec.tokens`` ids."""
-    if spec.tokens > reference.max_tokens:
-        raise ParityReferenceError(
-            f"verification.parity.tokens is {spec.tokens}, but {reference.path} recorded "
-            f"{reference.max_tokens} tokens per prompt",
-            f"compare at most {reference.max_tokens} tokens, or record a longer reference",
-        )
+    """Send every reference prompt, greedy, and compare the first ``spec.tokens`` ids
+    (``reference`` as :func:`~amdfleet.verify.reference.load_reference` checked it)."""
     expected = reference.continuations_for(dtype)
     semaphore = asyncio.Semaphore(spec.concurrency)
     results: list[PromptParity | None] = [None] * len(reference.prompts)
@@ -164,14 +160,12 @@ async def run_parity(
         want = _trim(expected[index], eos)[: spec.tokens]
         async with semaphore:
             try:
-                ids, text = await generate(
-                    client, model, prompt.prompt_ids or prompt.prompt, spec.tokens
-                )
+                out = await generate(client, model, prompt.prompt_ids or prompt.prompt, spec.tokens)
             except RequestFailed as e:
                 results[index] = PromptParity(index, prompt.prompt, want, None, error=str(e))
                 return
-        got = _trim(ids, eos)[: spec.tokens]
-        results[index] = PromptParity(index, prompt.prompt, want, got, observed_text=text)
+        got = _trim(out.ids, eos)[: spec.tokens]
+        results[index] = PromptParity(index, prompt.prompt, want, got, observed_text=out.text)
 
     async def ask_all() -> None:
         await asyncio.gather(*(ask(i, p) for i, p in enumerate(reference.prompts)))
@@ -181,10 +175,20 @@ async def run_parity(
     return ParityResult(reference, dtype, spec.tokens, done, interrupted=interrupted)
 
 
+@dataclass(frozen=True)
+class Generation:
+    """One greedy completion: the generated ids and text, and the prompt's ids as the
+    engine tokenized it (None when it does not say)."""
+
+    ids: tuple[int, ...]
+    text: str
+    prompt_ids: tuple[int, ...] | None
+
+
 async def generate(
     client: EndpointClient, model: str, prompt: str | Sequence[int], max_tokens: int
-) -> tuple[tuple[int, ...], str]:
-    """One greedy completion: the generated token ids and text."""
+) -> Generation:
+    """One greedy completion of ``prompt`` (text or token ids)."""
     payload = {
         "model": model,
         "prompt": prompt if isinstance(prompt, str) else list(prompt),
@@ -199,7 +203,12 @@ async def generate(
         choice = data["choices"][0]
     except (KeyError, IndexError, TypeError) as e:
         raise RequestFailed(f"malformed response: {str(data)[:200]}") from e
-    return _generated_ids(choice), str(choice.get("text") or "")
+    prompt_ids = choice.get("prompt_token_ids")
+    return Generation(
+        ids=_generated_ids(choice),
+        text=str(choice.get("text") or ""),
+        prompt_ids=tuple(int(t) for t in prompt_ids) if prompt_ids else None,
+    )
 
 
 async def record_reference(
@@ -218,25 +227,13 @@ async def record_reference(
     chosen = prompts or prompt_set()
     records = []
     for text in chosen.prompts:
-        payload = {
-            "model": model,
-            "prompt": text,
-            "max_tokens": chosen.max_tokens,
-            "temperature": 0,
-            "return_token_ids": True,
-            "logprobs": 1,
-            "return_tokens_as_token_ids": True,
-        }
-        data = await client.complete_json(payload)
-        choice = data["choices"][0]
-        prompt_ids = choice.get("prompt_token_ids")
-        ids = _trim(_generated_ids(choice), set(eos_token_ids))
+        out = await generate(client, model, text, chosen.max_tokens)
         records.append(
             {
                 "prompt": text,
-                "prompt_ids": list(prompt_ids) if prompt_ids else None,
-                "continuations": {dtype: list(ids)},
-                "text": {dtype: str(choice.get("text") or "")},
+                "prompt_ids": list(out.prompt_ids) if out.prompt_ids else None,
+                "continuations": {dtype: list(_trim(out.ids, set(eos_token_ids)))},
+                "text": {dtype: out.text},
             }
         )
     return {

@@ -18,12 +18,16 @@ from amdfleet.plan import DeploymentPlan, plan
 FORMAT = 1
 
 
-class ParityReferenceError(AmdFleetError):
-    """A parity reference that cannot be read or does not fit the check."""
+REFERENCE_FIELD = "verification.parity.reference"
 
-    def __init__(self, message: str, hint: str) -> None:
-        super().__init__(f"{message} — {hint}")
-        self.message, self.hint = message, hint
+
+class ParityReferenceError(AmdFleetError):
+    """A parity reference that cannot be read or does not fit the check; ``field`` is the
+    stack field to fix."""
+
+    def __init__(self, message: str, hint: str, field: str = REFERENCE_FIELD) -> None:
+        super().__init__(f"{field}: {message} — {hint}")
+        self.field, self.message, self.hint = field, message, hint
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,7 @@ class ParityReference:
                 f"not {dtype}",
                 f"compare in one of those (verification.parity.dtype), or record a {dtype} "
                 "reference",
+                field="verification.parity.dtype",
             )
         return [p.continuations[dtype] for p in self.prompts]
 
@@ -127,23 +132,38 @@ class ParityReference:
         }
 
 
+def load_reference(parity: ParitySpec) -> ParityReference:
+    """A planned parity block's reference (its path resolved, its dtype set), read and
+    checked against the block: the file is there and amdfleet's, it holds continuations in
+    the dtype compared, and at least ``tokens`` of them. Raises
+    :class:`ParityReferenceError` naming the field to fix."""
+    reference = ParityReference.load(parity.reference)
+    if parity.dtype is None:
+        raise ParityReferenceError(
+            "not set, and the dtype the engine serves is not known",
+            f"set it to one of the reference's dtypes: {', '.join(reference.dtypes)}",
+            field="verification.parity.dtype",
+        )
+    reference.continuations_for(parity.dtype)
+    if parity.tokens > reference.max_tokens:
+        raise ParityReferenceError(
+            f"{parity.tokens}, but {reference.path} recorded {reference.max_tokens} tokens "
+            "per prompt",
+            f"compare at most {reference.max_tokens} tokens, or record a longer reference",
+            field="verification.parity.tokens",
+        )
+    return reference
+
+
 def reference_issues(parity: ParitySpec | None) -> list[ConfigIssue]:
-    """What is wrong with a planned parity block's reference (its path resolved, its dtype
-    set by the planner): a missing or unreadable file, or no continuations in the dtype
-    compared. Empty when there is no parity block or nothing is wrong."""
+    """What :func:`load_reference` finds wrong with a planned parity block, as issues
+    (none without a parity block)."""
     if parity is None:
         return []
     try:
-        reference = ParityReference.load(parity.reference)
-        if parity.dtype is not None:
-            reference.continuations_for(parity.dtype)
+        load_reference(parity)
     except ParityReferenceError as e:
-        field = (
-            "verification.parity.dtype"
-            if "continuations, not" in e.message
-            else ("verification.parity.reference")
-        )
-        return [ConfigIssue(field, e.message, e.hint)]
+        return [ConfigIssue(e.field, e.message, e.hint)]
     return []
 
 

@@ -25,6 +25,7 @@ from amdfleet.verify.parity import (
     ParityResult,
     run_parity,
 )
+from amdfleet.verify.reference import load_reference
 from amdfleet.verify.report import write_verification
 from amdfleet.verify.verdict import VerificationResult, judge, resolve_baseline
 
@@ -104,7 +105,7 @@ async def verify_endpoint(
     if not spec.enabled:
         return VerificationResult(spec=spec, model=model or "", base_url=base_url)
     resolve_baseline(spec.baseline)
-    reference = load_parity_reference(spec)
+    reference = load_reference(spec.parity) if spec.parity is not None else None
     model = model or await first_model(base_url, api_key)
     parity = None
     if spec.parity is not None and reference is not None:
@@ -181,26 +182,6 @@ async def verify_endpoint(
     return result
 
 
-def load_parity_reference(spec: VerificationSpec) -> ParityReference | None:
-    """The spec's parity reference, read and checked (None without a parity check).
-
-    The spec must name the dtype to compare (the planner and ``amdfleet verify`` resolve
-    it from the stack's serving dtype)."""
-    if spec.parity is None:
-        return None
-    try:
-        reference = ParityReference.load(spec.parity.reference)
-    except ParityReferenceError as e:
-        raise ParityReferenceError(f"verification.parity.reference: {e.message}", e.hint) from e
-    if spec.parity.dtype is None:
-        raise ParityReferenceError(
-            "verification.parity.dtype is not set and the dtype the engine serves is not known",
-            f"set it to one of the reference's dtypes: {', '.join(reference.dtypes)}",
-        )
-    reference.continuations_for(spec.parity.dtype)
-    return reference
-
-
 async def check_parity(
     base_url: str,
     spec: ParitySpec,
@@ -212,8 +193,10 @@ async def check_parity(
     stop: asyncio.Event | None = None,
 ) -> ParityResult:
     """The output-parity check against an endpoint (see :mod:`amdfleet.verify.parity`)."""
-    if spec.dtype is None:
-        raise ParityReferenceError("verification.parity.dtype is not set", "set it")
+    if spec.dtype is None:  # load_reference refuses such a block first
+        raise ParityReferenceError(
+            "not set", "set it to a dtype the reference holds", field="verification.parity.dtype"
+        )
     async with EndpointClient(
         base_url, api_key=api_key, concurrency=spec.concurrency, timeout=timeout
     ) as client:

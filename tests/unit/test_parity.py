@@ -30,7 +30,8 @@ from amdfleet.config import (
 from amdfleet.plan import plan
 from amdfleet.plan.planner import PROJECT_DIR
 from amdfleet.verify.parity import ParityReference, ParityReferenceError, PromptParity, prompt_set
-from amdfleet.verify.run import load_parity_reference, run_verification
+from amdfleet.verify.reference import load_reference
+from amdfleet.verify.run import run_verification
 from tests.support.openai_server import OpenAIServer, Script
 
 PROMPT_IDS = {"a": [10, 11], "b": [20, 21], "c": [30, 31], "d": [40, 41]}
@@ -192,8 +193,10 @@ def test_a_bad_reference_is_refused_before_anything_is_sent(
             for item in document["prompts"]:
                 item["continuations"] = {"bfloat16": [1]}
         path.write_text(json.dumps(document))
+    parity = spec(path).parity
+    assert parity is not None
     with pytest.raises(ParityReferenceError, match=message) as caught:
-        load_parity_reference(spec(path))
+        load_reference(parity)
     assert caught.value.hint  # says how to get a good one
 
 
