@@ -8,7 +8,6 @@ import math
 from amdfleet import catalog, engines
 from amdfleet.catalog.clouds import CloudSize, cloud, cloud_size, cloud_sizes
 from amdfleet.catalog.gpus import Accelerator
-from amdfleet.catalog.models import ModelInfo
 from amdfleet.catalog.releases import COMMIT_RE
 from amdfleet.config import (
     CloudFleetSpec,
@@ -19,6 +18,7 @@ from amdfleet.config import (
     placeholder_host_keys,
 )
 from amdfleet.errors import ConfigIssue
+from amdfleet.plan.checkpoint import Resolved
 from amdfleet.plan.models import ImagePlan, ServingPlan
 
 Issues = list[ConfigIssue]
@@ -290,12 +290,12 @@ def check_parallelism(spec: StackSpec, arch: ModelArchitecture) -> tuple[Issues,
     return issues, warnings
 
 
-def check_engine(spec: StackSpec, acc: Accelerator) -> Issues:
+def check_engine(resolved: Resolved) -> Issues:
     """What the engine supports: nodes, layouts, CPU, backend, networking."""
-    engine = engines.engine(spec.engine.name)
+    spec, acc, engine = resolved.spec, resolved.accelerator, resolved.engine
     issues: Issues = []
     if spec.topology.nodes > 1 and not engine.multi_node:
-        multi = [name for name in catalog.ENGINES if engines.engine(name).multi_node]
+        multi = [name for name, other in engines.REGISTRY.items() if other.multi_node]
         issues.append(
             ConfigIssue(
                 "engine.name",
@@ -318,7 +318,7 @@ def check_engine(spec: StackSpec, acc: Accelerator) -> Issues:
     issues += engine.layout_issues(spec.topology.nodes, spec.parallelism.pp)
     issues += _cpu_pipeline_eager(spec, acc)
     if acc.arch == "cpu" and not engine.cpu:
-        cpu = [name for name in catalog.ENGINES if engines.engine(name).cpu]
+        cpu = [name for name, other in engines.REGISTRY.items() if other.cpu]
         issues.append(
             ConfigIssue(
                 "engine.name", f"{engine.name} has no CPU backend", f"use {' or '.join(cpu)}"
@@ -388,12 +388,11 @@ def check_verification(spec: StackSpec, serving: ServingPlan) -> tuple[Issues, l
     return issues, warnings
 
 
-def layout_warnings(
-    spec: StackSpec, acc: Accelerator, info: ModelInfo, image: ImagePlan
-) -> list[str]:
+def layout_warnings(resolved: Resolved, image: ImagePlan) -> list[str]:
     """Layouts that work but are unverified, open or not reproducible."""
+    spec, acc = resolved.spec, resolved.accelerator
     warnings: list[str] = []
-    verified = catalog.verified_min_tp("sglang", acc.id, info.id, spec.model.precision)
+    verified = catalog.verified_min_tp("sglang", acc.id, resolved.model.id, spec.model.precision)
     if verified and spec.parallelism.tp < verified:
         warnings.append(
             f"tp={spec.parallelism.tp} is below the smallest TP the SGLang cookbook "

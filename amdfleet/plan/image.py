@@ -11,12 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 
-from amdfleet import catalog, engines
+from amdfleet import catalog
 from amdfleet.catalog.engines import SOURCE_BUILD_HOURS_PER_TARGET
-from amdfleet.catalog.gpus import Accelerator
 from amdfleet.catalog.releases import AITER_SOURCE, BUILD_BASE_IMAGE, VLLM_SOURCE, SourcePin
 from amdfleet.config import HostSpec, StackSpec
 from amdfleet.errors import ConfigIssue
+from amdfleet.plan.checkpoint import Resolved
 from amdfleet.plan.models import ImagePlan
 from amdfleet.remote.registry import is_pinned
 from amdfleet.remote.target import HostTarget
@@ -26,8 +26,9 @@ TAG_PREFIX = "c-"
 TAG_HASH_CHARS = 16
 
 
-def image_plan(spec: StackSpec, acc: Accelerator) -> tuple[ImagePlan, list[ConfigIssue]]:
+def image_plan(resolved: Resolved) -> tuple[ImagePlan, list[ConfigIssue]]:
     """The image plan, and the issues with the stack's image settings."""
+    spec, acc = resolved.spec, resolved.accelerator
     build = spec.image_build
     if spec.engine.runtime == "process":
         if not build.enabled:
@@ -40,8 +41,8 @@ def image_plan(spec: StackSpec, acc: Accelerator) -> tuple[ImagePlan, list[Confi
             )
         ]
     if build.enabled:
-        return _build_plan(spec, acc)
-    pinned = catalog.release(spec.engine.name, acc.arch, spec.engine.version)
+        return _build_plan(resolved)
+    pinned = resolved.release
     image = spec.engine.image or (pinned.image if pinned else None)
     if image is None and spec.engine.version not in (None, *catalog.versions(spec.engine.name)):
         return ImagePlan(image=None, build=False), []  # engine.version is refused for it
@@ -84,12 +85,13 @@ def build_hours(targets: tuple[str, ...]) -> float:
     return SOURCE_BUILD_HOURS_PER_TARGET * max(len(targets), 1)
 
 
-def _build_plan(spec: StackSpec, acc: Accelerator) -> tuple[ImagePlan, list[ConfigIssue]]:
+def _build_plan(resolved: Resolved) -> tuple[ImagePlan, list[ConfigIssue]]:
     from amdfleet.render import dockerfile_template  # render imports the plan models
 
+    spec, acc = resolved.spec, resolved.accelerator
     build = spec.image_build
     issues = []
-    if not engines.engine(spec.engine.name).builds_image or acc.arch not in catalog.GPU_ARCHS:
+    if not resolved.engine.builds_image or acc.arch not in catalog.GPU_ARCHS:
         issues.append(
             ConfigIssue(
                 "image_build.enabled",

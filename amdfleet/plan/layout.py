@@ -6,12 +6,11 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 from typing import NamedTuple
 
-from amdfleet import engines
 from amdfleet.addresses import host_port
-from amdfleet.catalog.gpus import Accelerator
 from amdfleet.config import HostSpec, StackSpec
 from amdfleet.engines.base import API_KEY_CONFIG, HEAD_PLACEHOLDER, Launch
 from amdfleet.engines.flags import Flags, flatten, merge_flags, parse_flags
+from amdfleet.plan.checkpoint import Resolved
 from amdfleet.plan.models import (
     GIB,
     ClusterPlan,
@@ -21,7 +20,7 @@ from amdfleet.plan.models import (
     ReadinessPlan,
     ServingPlan,
 )
-from amdfleet.plan.serving import engine_env, recipes, remote_dir
+from amdfleet.plan.serving import engine_env, remote_dir
 from amdfleet.remote.requirement import HostRequirement
 from amdfleet.remote.target import HostTarget
 
@@ -31,9 +30,9 @@ _BASE_STARTUP_S = 300
 _LOAD_GIB_PER_S = 1.0
 
 
-def parallelism_plan(spec: StackSpec) -> ParallelismPlan:
+def parallelism_plan(resolved: Resolved) -> ParallelismPlan:
     """The stack's parallelism as planned."""
-    par = spec.parallelism
+    par = resolved.spec.parallelism
     return ParallelismPlan(
         tp=par.tp,
         pp=par.pp,
@@ -41,29 +40,25 @@ def parallelism_plan(spec: StackSpec) -> ParallelismPlan:
         backend=par.backend,
         master_port=par.master_port,
         ray_port=par.ray_port,
-        lm_head_every_stage=engines.engine(spec.engine.name).lm_head_every_stage,
+        lm_head_every_stage=resolved.engine.lm_head_every_stage,
     )
 
 
 def nodes(
-    spec: StackSpec,
-    acc: Accelerator,
-    model: ModelPlan,
-    serving: ServingPlan,
-    parallelism: ParallelismPlan,
+    resolved: Resolved, model: ModelPlan, serving: ServingPlan, parallelism: ParallelismPlan
 ) -> tuple[NodePlan, ...]:
     """One :class:`NodePlan` per fleet host, rank 0 (the head) first."""
+    spec, engine = resolved.spec, resolved.engine
     slots = _host_slots(spec)
     head = slots[0].cluster_address
-    env = engine_env(spec, acc)
-    engine = engines.engine(spec.engine.name)
-    requirement = host_requirement(spec, acc, model, serving)
+    env = engine_env(resolved)
+    requirement = host_requirement(resolved, model, serving)
     out = []
     for rank, slot in enumerate(slots):
         node_env = {
             **env,
-            **_network_env(spec, slot.host, slot.cluster_address),
-            **_cpu_bind_env(spec, acc, parallelism, rank),
+            **_network_env(resolved, slot.host, slot.cluster_address),
+            **_cpu_bind_env(resolved, parallelism, rank),
         }
         launch = Launch(
             model=model,
@@ -77,7 +72,7 @@ def nodes(
         # Only the API key: the engine serves offline (HF_HUB_OFFLINE=1) from staged
         # weights, so the Hugging Face token goes to the ModelWeights download alone.
         secret_env = engine.secret_env(serving.api_key_secret)
-        key_file = _api_key_file(spec, launch)
+        key_file = _api_key_file(resolved, launch)
         stages, tp_ranks = placement(len(slots), spec.topology.gpus_per_node, parallelism, rank)
         out.append(
             NodePlan(
@@ -91,7 +86,7 @@ def nodes(
                 gpus=spec.topology.gpus_per_node,
                 env=dict(sorted(node_env.items())),
                 secret_env=secret_env,
-                argv=_argv(spec, acc, model, launch, key_file),
+                argv=_argv(resolved, model, launch, key_file),
                 ray_argv=_beside_engine(engine.ray_argv(launch, slot.cluster_address), spec),
                 remote_dir=remote_dir(spec),
                 requirement=requirement,
@@ -122,26 +117,25 @@ def placement(
 
 
 def cluster_plan(
-    spec: StackSpec, parallelism: ParallelismPlan, nodes: tuple[NodePlan, ...]
+    resolved: Resolved, parallelism: ParallelismPlan, nodes: tuple[NodePlan, ...]
 ) -> ClusterPlan | None:
     """Where a multi-node stack's nodes meet (None on one node)."""
     if len(nodes) == 1:
         return None
-    engine = engines.engine(spec.engine.name)
+    engine = resolved.engine
     head = nodes[0]
     return ClusterPlan(
         head_name=head.name,
         head_address=head.cluster_address or HEAD_PLACEHOLDER,
-        api_port=spec.serving.port,
+        api_port=resolved.spec.serving.port,
         head_ports=engine.head_ports(parallelism),
         worker_http_paths=engine.worker_http_paths,
     )
 
 
-def host_requirement(
-    spec: StackSpec, acc: Accelerator, model: ModelPlan, serving: ServingPlan
-) -> HostRequirement:
+def host_requirement(resolved: Resolved, model: ModelPlan, serving: ServingPlan) -> HostRequirement:
     """What preflight demands of every node."""
+    spec, acc = resolved.spec, resolved.accelerator
     gpu = acc.arch != "cpu"
     local_path = spec.weights.local_path
     return HostRequirement(
@@ -156,14 +150,15 @@ def host_requirement(
     )
 
 
-def readiness(spec: StackSpec, model: ModelPlan) -> ReadinessPlan:
+def readiness(resolved: Resolved, model: ModelPlan) -> ReadinessPlan:
     """How the head is known to serve, probed on the head host itself."""
+    spec = resolved.spec
     host = {"0.0.0.0": LOCAL_ADDRESS, "::": "::1", "": LOCAL_ADDRESS}.get(
         spec.serving.host, spec.serving.host
     )
     return ReadinessPlan(
         base_url=f"http://{host_port(host, spec.serving.port)}",
-        paths=engines.engine(spec.engine.name).ready_paths,
+        paths=resolved.engine.ready_paths,
         served_name=model.served_name,
         timeout_s=_startup_timeout(spec, model),
     )
@@ -203,46 +198,44 @@ def _host_slots(spec: StackSpec) -> list[_Slot]:
     return slots
 
 
-def _network_env(spec: StackSpec, host: HostSpec | None, address: str | None) -> dict[str, str]:
-    if spec.topology.nodes == 1:
+def _network_env(resolved: Resolved, host: HostSpec | None, address: str | None) -> dict[str, str]:
+    if resolved.spec.topology.nodes == 1:
         return {}
     env: dict[str, str] = {}
     if address:
-        env.update(engines.engine(spec.engine.name).node_env(address))
+        env.update(resolved.engine.node_env(address))
     if host is not None and host.rdma_devices:
         env["NCCL_IB_HCA"] = ",".join(host.rdma_devices)
     return env
 
 
-def _cpu_bind_env(
-    spec: StackSpec, acc: Accelerator, parallelism: ParallelismPlan, rank: int
-) -> dict[str, str]:
+def _cpu_bind_env(resolved: Resolved, parallelism: ParallelismPlan, rank: int) -> dict[str, str]:
     """CPU stacks with more than one rank: each rank pinned to a core of its own, numbered
     by global rank (node 0's ranks on cores 0.., node 1's next), so ranks sharing one
     machine (one host, or the lab's network namespaces) never share a core. GPU stacks
     leave thread placement to the engine."""
     world = parallelism.tp * parallelism.pp * parallelism.dp
-    if acc.arch != "cpu" or world == 1:
+    if resolved.accelerator.arch != "cpu" or world == 1:
         return {}
-    per_node = max(world // spec.topology.nodes, 1)
+    per_node = max(world // resolved.spec.topology.nodes, 1)
     cpus = tuple(str(rank * per_node + i) for i in range(per_node))
-    return engines.engine(spec.engine.name).cpu_bind_env(cpus)
+    return resolved.engine.cpu_bind_env(cpus)
 
 
-def _api_key_file(spec: StackSpec, launch: Launch) -> str | None:
+def _api_key_file(resolved: Resolved, launch: Launch) -> str | None:
     """The file the launch script writes the API key into, for an engine that reads its
     key from a config file (SGLang's ``--config``); None otherwise."""
-    if not (launch.api_key and engines.engine(spec.engine.name).api_key_config):
+    if not (launch.api_key and resolved.engine.api_key_config):
         return None
-    return f"{remote_dir(spec)}/{API_KEY_CONFIG}"
+    return f"{remote_dir(resolved.spec)}/{API_KEY_CONFIG}"
 
 
 def _argv(
-    spec: StackSpec, acc: Accelerator, model: ModelPlan, launch: Launch, key_file: str | None
+    resolved: Resolved, model: ModelPlan, launch: Launch, key_file: str | None
 ) -> tuple[str, ...]:
-    engine = engines.engine(spec.engine.name)
+    spec, engine = resolved.spec, resolved.engine
     recipe_flags: Flags = []
-    for recipe in recipes(spec, acc):
+    for recipe in resolved.recipes:
         recipe_flags.extend(recipe.args)
     merged = merge_flags(engine.flags(launch), recipe_flags, parse_flags(spec.engine.extra_args))
     if key_file and engine.api_key_config:

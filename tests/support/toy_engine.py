@@ -1,4 +1,5 @@
-"""A fourth engine, as a user would add one: this module plus one catalog entry.
+"""A fourth engine, as a user would add one: this module, its line in
+``amdfleet.engines.REGISTRY`` and one catalog entry.
 
 ``toy serve --listen HOST:PORT --model PATH --context N`` with its key in ``TOY_KEY``;
 used by tests/unit/test_engines.py to show the engine interface is all the planner and
