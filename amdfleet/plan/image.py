@@ -20,6 +20,7 @@ from amdfleet.plan.checkpoint import Resolved
 from amdfleet.plan.models import ImagePlan
 from amdfleet.remote.registry import is_pinned
 from amdfleet.remote.target import HostTarget
+from amdfleet.templates import dockerfile_template
 
 DEFAULT_BUILD_REPOSITORY = "amdfleet/vllm-aiter"
 TAG_PREFIX = "c-"
@@ -67,7 +68,7 @@ def image_plan(resolved: Resolved) -> tuple[ImagePlan, list[ConfigIssue]]:
     return ImagePlan(image=image, build=False, source=source, pin=not is_pinned(image)), []
 
 
-def content_hash(template: str, build_args: dict[str, object]) -> str:
+def build_inputs_hash(template: str, build_args: dict[str, object]) -> str:
     """SHA-256 over the Dockerfile's template and the build arguments, which together make
     the rendered Dockerfile: equal exactly when the build would produce the same engine,
     whatever stack asks for it."""
@@ -86,8 +87,6 @@ def build_hours(targets: tuple[str, ...]) -> float:
 
 
 def _build_plan(resolved: Resolved) -> tuple[ImagePlan, list[ConfigIssue]]:
-    from amdfleet.render import dockerfile_template  # render imports the plan models
-
     spec, acc = resolved.spec, resolved.accelerator
     build = spec.image_build
     issues = []
@@ -150,7 +149,7 @@ def _build_plan(resolved: Resolved) -> tuple[ImagePlan, list[ConfigIssue]]:
         "vllm_commit": vllm.commit or f"tag:{vllm.tag}",
         "gfx_targets": list(targets),
     }
-    digest = content_hash(dockerfile_template(), args)
+    digest = build_inputs_hash(dockerfile_template(), args)
     registry = build.registry
     repository = registry.repository if registry else DEFAULT_BUILD_REPOSITORY
     name = f"{registry.address}/{repository}" if registry else repository
