@@ -92,7 +92,7 @@ def command_findings(
     engine's admission limits against the stack's verification: the refusals (with the
     field each came from) and the warnings (deprecations)."""
     spec, engine = resolved.spec, resolved.engine
-    lead = len(engine.command) + len(engine.positional(model))
+    lead = len(engine.command) + len(engine.positional(model.checkpoint))
     origins = _Origins.of(resolved)
     issues: dict[tuple[str, str], ConfigIssue] = {}
     warnings: dict[str, str] = {}

@@ -60,15 +60,7 @@ def nodes(
             **_network_env(resolved, slot.host, slot.cluster_address),
             **_cpu_bind_env(resolved, parallelism, rank),
         }
-        launch = Launch(
-            model=model,
-            serving=serving,
-            parallelism=parallelism,
-            nodes=len(slots),
-            rank=rank,
-            head_address=head or HEAD_PLACEHOLDER,
-            api_key=bool(serving.api_key_secret),
-        )
+        launch = _launch(model, serving, parallelism, len(slots), rank, head or HEAD_PLACEHOLDER)
         # Only the API key: the engine serves offline (HF_HUB_OFFLINE=1) from staged
         # weights, so the Hugging Face token goes to the ModelWeights download alone.
         secret_env = engine.secret_env(serving.api_key_secret)
@@ -128,7 +120,9 @@ def cluster_plan(
         head_name=head.name,
         head_address=head.cluster_address or HEAD_PLACEHOLDER,
         api_port=resolved.spec.serving.port,
-        head_ports=engine.head_ports(parallelism),
+        head_ports=engine.head_ports(
+            parallelism.backend, parallelism.master_port, parallelism.ray_port
+        ),
         worker_http_paths=engine.worker_http_paths,
     )
 
@@ -222,6 +216,43 @@ def _cpu_bind_env(resolved: Resolved, parallelism: ParallelismPlan, rank: int) -
     return resolved.engine.cpu_bind_env(cpus)
 
 
+def _launch(
+    model: ModelPlan,
+    serving: ServingPlan,
+    parallelism: ParallelismPlan,
+    nodes: int,
+    rank: int,
+    head_address: str,
+) -> Launch:
+    """The engine's input record for one node, from the plan's records."""
+    return Launch(
+        checkpoint=model.checkpoint,
+        served_name=model.served_name,
+        revision=model.revision,
+        is_local_path=model.is_local_path,
+        online_quantization=model.online_quantization,
+        host=serving.host,
+        port=serving.port,
+        max_model_len=serving.max_model_len,
+        max_num_seqs=serving.max_num_seqs,
+        max_num_batched_tokens=serving.max_num_batched_tokens,
+        gpu_memory_utilization=serving.gpu_memory_utilization,
+        kv_cache_dtype=serving.kv_cache_dtype,
+        dtype=serving.dtype,
+        admit_requests=serving.admit_requests,
+        tp=parallelism.tp,
+        pp=parallelism.pp,
+        dp=parallelism.dp,
+        backend=parallelism.backend,
+        master_port=parallelism.master_port,
+        ray_port=parallelism.ray_port,
+        nodes=nodes,
+        rank=rank,
+        head_address=head_address,
+        api_key=bool(serving.api_key_secret),
+    )
+
+
 def _api_key_file(resolved: Resolved, launch: Launch) -> str | None:
     """The file the launch script writes the API key into, for an engine that reads its
     key from a config file (SGLang's ``--config``); None otherwise."""
@@ -243,7 +274,7 @@ def _argv(
     command = engine.command
     if spec.engine.runtime == "process" and spec.engine.executable:
         command = (spec.engine.executable, *command[1:])
-    return (*command, *engine.positional(model), *flatten(merged))
+    return (*command, *engine.positional(model.checkpoint), *flatten(merged))
 
 
 def _beside_engine(ray_argv: tuple[str, ...], spec: StackSpec) -> tuple[str, ...]:

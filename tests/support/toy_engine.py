@@ -27,11 +27,10 @@ class Toy(Engine):
 
     def flags(self, launch: Launch) -> Flags:
         """Listen address, model and context, toy-style."""
-        serving = launch.serving
         return [
-            ("--listen", f"{serving.host}:{serving.port}"),
-            ("--model", launch.model.checkpoint),
-            ("--context", str(serving.max_model_len)),
+            ("--listen", f"{launch.host}:{launch.port}"),
+            ("--model", launch.checkpoint),
+            ("--context", str(launch.max_model_len)),
         ]
 
 
