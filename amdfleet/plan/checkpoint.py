@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from amdfleet import catalog, engines
+from amdfleet.catalog.clouds import CloudDefaults, CloudSize
 from amdfleet.catalog.engines import Recipe
 from amdfleet.catalog.gpus import Accelerator
 from amdfleet.catalog.models import Checkpoint, ModelInfo
@@ -36,6 +37,12 @@ class Resolved:
     """The seed recipes that apply (none with ``engine.recipe: false``)."""
     release: Release | None
     """The catalog's release of the engine for the arch and ``engine.version``."""
+    versions: tuple[str, ...]
+    """Every version of the engine the catalog pins."""
+    cloud: CloudDefaults | None
+    """A cloud fleet's cloud (None for a fleet of hosts)."""
+    cloud_size: CloudSize | None
+    """A cloud fleet's size, when the catalog knows it."""
 
 
 def resolve(spec: StackSpec) -> tuple[Resolved | None, Issues]:
@@ -45,7 +52,7 @@ def resolve(spec: StackSpec) -> tuple[Resolved | None, Issues]:
     info, info_issues = resolve_model_info(spec)
     if acc is None or info is None:
         return None, [*acc_issues, *info_issues]
-    name = spec.engine.name
+    name, fleet = spec.engine.name, spec.fleet.cloud
     recipes = (
         catalog.recipes_for(name, acc.arch, spec.model.precision) if spec.engine.recipe else ()
     )
@@ -56,6 +63,9 @@ def resolve(spec: StackSpec) -> tuple[Resolved | None, Issues]:
         engine=engines.engine(name),
         recipes=tuple(recipes),
         release=catalog.release(name, acc.arch, spec.engine.version),
+        versions=catalog.versions(name),
+        cloud=catalog.cloud(fleet.provider) if fleet else None,
+        cloud_size=catalog.cloud_size(fleet.provider, fleet.plan) if fleet else None,
     )
     return resolved, []
 

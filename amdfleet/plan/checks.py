@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from amdfleet import catalog, engines
-from amdfleet.catalog.clouds import CloudSize, cloud, cloud_size, cloud_sizes
+from amdfleet.catalog.clouds import CloudDefaults, CloudSize, cloud, cloud_sizes
 from amdfleet.catalog.gpus import Accelerator
 from amdfleet.catalog.releases import COMMIT_RE
 from amdfleet.config import (
@@ -25,10 +25,11 @@ Issues = list[ConfigIssue]
 _MAX_GPUS_PER_NODE = 8  # Topology.gpus_per_node's bound: an Instinct platform has 8
 
 
-def check_fleet(spec: StackSpec) -> Issues:
+def check_fleet(resolved: Resolved) -> Issues:
     """One host per node, cluster addresses for multi-node, and a cloud fleet's size,
     region, trust and cost against the catalog (:func:`check_cloud`)."""
-    issues: Issues = check_cloud(spec)
+    spec = resolved.spec
+    issues: Issues = check_cloud(resolved)
     nodes, hosts = spec.topology.nodes, spec.fleet.node_count
     if hosts != nodes:
         more = "more nodes than" if nodes > hosts else "fewer nodes than"
@@ -51,15 +52,16 @@ def check_fleet(spec: StackSpec) -> Issues:
     return issues
 
 
-def check_cloud(spec: StackSpec) -> Issues:
+def check_cloud(resolved: Resolved) -> Issues:
     """A cloud fleet's size (known, in the region, the topology's GPUs), its host-key
     trust and team (Hot Aisle), and its price against the stack's cost ceilings. The SSH
     key is not checked: plans are made on machines that need not hold it."""
-    fleet = spec.fleet.cloud
-    if fleet is None:
+    spec = resolved.spec
+    fleet, defaults = spec.fleet.cloud, resolved.cloud
+    if fleet is None or defaults is None:
         return []
-    issues = _cloud_team_and_trust(fleet)
-    size = cloud_size(fleet.provider, fleet.plan)
+    issues = _cloud_team_and_trust(fleet, defaults)
+    size = resolved.cloud_size
     if size is None:
         return [*issues, _unknown_size(fleet)]
     if fleet.region not in size.regions:
@@ -76,8 +78,7 @@ def check_cloud(spec: StackSpec) -> Issues:
     return issues + _cost_issues(fleet, spec, size)
 
 
-def _cloud_team_and_trust(fleet: CloudFleetSpec) -> Issues:
-    defaults = cloud(fleet.provider)
+def _cloud_team_and_trust(fleet: CloudFleetSpec, defaults: CloudDefaults) -> Issues:
     issues: Issues = []
     if not defaults.user_data and not fleet.trust_first_use:
         issues.append(

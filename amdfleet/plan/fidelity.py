@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from amdfleet import catalog
 from amdfleet.catalog.releases import COMMIT_RE
 from amdfleet.engines.flags import canonical_flag, parse_flags
 from amdfleet.engines.manifest import EngineManifest, FlagProblem, check_env, check_flags
@@ -42,7 +41,7 @@ def engine_version(
     warnings where amdfleet cannot know the version for sure."""
     spec = resolved.spec
     name = spec.engine.name
-    known = catalog.versions(name)
+    known = resolved.versions
     asked = spec.engine.version
     warnings: list[str] = []
     if asked is not None and asked not in known:

@@ -45,7 +45,7 @@ def image_plan(resolved: Resolved) -> tuple[ImagePlan, list[ConfigIssue]]:
         return _build_plan(resolved)
     pinned = resolved.release
     image = spec.engine.image or (pinned.image if pinned else None)
-    if image is None and spec.engine.version not in (None, *catalog.versions(spec.engine.name)):
+    if image is None and spec.engine.version not in (None, *resolved.versions):
         return ImagePlan(image=None, build=False), []  # engine.version is refused for it
     if image is None:
         return ImagePlan(image=None, build=False), [

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from amdfleet import catalog
 from amdfleet.config import STACKS_DIR, StackSpec
 from amdfleet.errors import ConfigIssue, PlanError
 from amdfleet.plan import checks, fidelity, layout
 from amdfleet.plan import fabric as fabric_check
 from amdfleet.plan.checkpoint import (
+    Resolved,
     accelerator_plan,
     resolve,
     resolve_model,
@@ -49,7 +49,7 @@ def plan(spec: StackSpec) -> DeploymentPlan:
     issues: list[ConfigIssue] = []
     model, found = resolve_model(resolved)
     issues += found
-    issues += checks.check_fleet(spec)
+    issues += checks.check_fleet(resolved)
     issues += checks.check_ports(spec)
     found, warnings = checks.check_parallelism(spec, resolved.model.arch)
     issues += found
@@ -117,21 +117,20 @@ def plan(spec: StackSpec) -> DeploymentPlan:
         warnings=tuple(warnings),
         cluster=layout.cluster_plan(resolved, parallelism, nodes),
         fabric=fabric_check.fabric_plan(spec, acc, image.image, engine_python(nodes[0].argv)),
-        cloud=_cloud(spec),
+        cloud=_cloud(resolved),
     )
 
 
-def _cloud(spec: StackSpec) -> CloudPlan | None:
+def _cloud(resolved: Resolved) -> CloudPlan | None:
     """The cloud instances of a cloud fleet, with the catalog's defaults filled in and
     their cost; None for a fleet of hosts. ``plan`` has run :func:`checks.check_cloud`
     by then, so the size is in the catalog."""
-    fleet = spec.fleet.cloud
-    if fleet is None:
+    spec = resolved.spec
+    fleet, defaults, size = spec.fleet.cloud, resolved.cloud, resolved.cloud_size
+    if fleet is None or defaults is None:
         return None
-    defaults = catalog.cloud(fleet.provider)
-    size = catalog.cloud_size(fleet.provider, fleet.plan)
     if size is None:
-        raise PlanError(checks.check_cloud(spec), f"stack {spec.name}")
+        raise PlanError(checks.check_cloud(resolved), f"stack {spec.name}")
     hourly = round(size.price_hourly_usd * fleet.count, 2)
     ttl = spec.campaign.ttl_hours
     return CloudPlan(
