@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 from collections import defaultdict
+from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2] / "amdfleet"
@@ -103,6 +104,7 @@ def _package(relative: Path) -> str:
     return "" if first == "__init__.py" else first.removesuffix(".py")
 
 
+@cache
 def _edges() -> dict[tuple[str, str], str]:
     """(importing package, imported package) → the first ``file:line`` doing it."""
     edges: dict[tuple[str, str], str] = {}
