@@ -29,12 +29,11 @@ from amdfleet.plan import DeploymentPlan, NodePlan
 from amdfleet.plan.layout import engine_python
 from amdfleet.remote.supervision import DEFAULT_RESTART, docker_restart_flag
 from amdfleet.shellwords import shell_join, shell_lines, shell_quote
+from amdfleet.templates import DOCKERFILE_TEMPLATE, TEMPLATES_DIR
 
 if TYPE_CHECKING:
     import jinja2
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
-DOCKERFILE_TEMPLATE = "Dockerfile.aiter-vllm.j2"
 HASH_MARK = "amdfleet-content-hash: sha256:"
 _HASH_LINE = re.compile(rf"^(#\s*){re.escape(HASH_MARK)}[0-9a-f]{{64}}\n", re.MULTILINE)
 
@@ -50,7 +49,7 @@ class RenderedFile:
     @property
     def sha256(self) -> str:
         """The content hash recorded in the file's header line."""
-        return content_hash(self.content)
+        return file_body_hash(self.content)
 
 
 def render_plan(plan: DeploymentPlan) -> list[RenderedFile]:
@@ -102,7 +101,7 @@ def dockerfile_text(
 ) -> str:
     """The rendered AITER + vLLM Dockerfile, checking out the pinned commits. It names no
     stack, tag or ref name, so it is the same for every stack that asks for the same build
-    (see :func:`dockerfile_template`)."""
+    (see :func:`amdfleet.templates.dockerfile_template`)."""
     context = {
         "base_image": base_image,
         "aiter_commit": aiter_commit,
@@ -110,13 +109,6 @@ def dockerfile_text(
         "gfx_targets": ";".join(gfx_targets),
     }
     return _file("Dockerfile", DOCKERFILE_TEMPLATE, context, 0o644).content
-
-
-def dockerfile_template() -> str:
-    """The Dockerfile's template text: with the build arguments it determines the rendered
-    Dockerfile, so the plan hashes the two for the image's content tag without rendering
-    (and without importing jinja2)."""
-    return (TEMPLATES_DIR / DOCKERFILE_TEMPLATE).read_text()
 
 
 def write_files(files: Iterable[RenderedFile], out_dir: Path) -> list[Path]:
@@ -131,7 +123,7 @@ def write_files(files: Iterable[RenderedFile], out_dir: Path) -> list[Path]:
     return written
 
 
-def content_hash(content: str) -> str:
+def file_body_hash(content: str) -> str:
     """SHA-256 of a rendered file's body (the file minus its hash header line)."""
     return hashlib.sha256(_HASH_LINE.sub("", content, count=1).encode()).hexdigest()
 
@@ -141,7 +133,7 @@ def content_hash(content: str) -> str:
 
 @cache
 def _environment() -> jinja2.Environment:
-    # Built on first use: importing this module (for RenderedFile or content_hash) should
+    # Built on first use: importing this module (for RenderedFile or file_body_hash) should
     # not pay for importing jinja2.
     import jinja2
 

@@ -1,4 +1,4 @@
-"""Serving engines as data: which module runs each, images, and the seeds' recipe flags/env.
+"""Serving engines as data: their names, images, and the seeds' recipe flags/env.
 
 A :class:`Recipe` applies to an (engine, arch, precision) match and carries the exact
 flags and environment a seed recipe uses, with the seed file and line numbers they come
@@ -25,18 +25,18 @@ SEED_004 = "seeds/004_2fcc6f387bd929aa.txt"  # vLLM blog: Llama 3.1 405B, FP8 an
 
 @dataclass(frozen=True)
 class EngineEntry:
-    """An engine amdfleet runs: its name and the module that implements it (flags, env,
-    API key, readiness paths and layouts live there, see :mod:`amdfleet.engines`)."""
+    """An engine amdfleet runs, by name (its implementation — flags, env, API key,
+    readiness paths and layouts — is the engines package's entry of the same name,
+    :data:`amdfleet.engines.REGISTRY`)."""
 
     name: str
-    module: str
     summary: str
 
 
 ENGINES: dict[str, EngineEntry] = {
-    "vllm": EngineEntry("vllm", "amdfleet.engines.vllm", "vLLM (`vllm serve`)"),
-    "sglang": EngineEntry("sglang", "amdfleet.engines.sglang", "SGLang (`sglang.launch_server`)"),
-    "tgi": EngineEntry("tgi", "amdfleet.engines.tgi", "Text Generation Inference"),
+    "vllm": EngineEntry("vllm", "vLLM (`vllm serve`)"),
+    "sglang": EngineEntry("sglang", "SGLang (`sglang.launch_server`)"),
+    "tgi": EngineEntry("tgi", "Text Generation Inference"),
 }
 
 

@@ -1,23 +1,23 @@
 """Serving engines, one module each (:mod:`.vllm`, :mod:`.sglang`, :mod:`.tgi`).
 
-:func:`engine` returns the :class:`~amdfleet.engines.base.Engine` for a name; which
-module implements a name is catalog data (:data:`amdfleet.catalog.engines.ENGINES`), so
-adding an engine is a new module here plus its catalog entry.
+:data:`REGISTRY` holds every engine by name and :func:`engine` returns one; adding an
+engine is a new module here, its line in :data:`REGISTRY`, and its catalog entry
+(:data:`amdfleet.catalog.engines.ENGINES`: the data, images and recipes). The catalog
+names engines only by name, so it does not import this package.
 """
 
 from __future__ import annotations
 
-import importlib
-
-from amdfleet.catalog.engines import ENGINES
+from amdfleet.engines import sglang, tgi, vllm
 from amdfleet.engines.base import Engine
+
+REGISTRY: dict[str, Engine] = {e.name: e for e in (vllm.ENGINE, sglang.ENGINE, tgi.ENGINE)}
+"""Every engine amdfleet runs, by name (the catalog's ``ENGINES`` has the same keys)."""
 
 
 def engine(name: str) -> Engine:
-    """The engine called ``name`` (a key of the catalog's ``ENGINES``)."""
-    module = importlib.import_module(ENGINES[name].module)
-    found: Engine = module.ENGINE
-    return found
+    """The engine called ``name`` (a key of :data:`REGISTRY`)."""
+    return REGISTRY[name]
 
 
-__all__ = ["Engine", "engine"]
+__all__ = ["REGISTRY", "Engine", "engine"]

@@ -3,9 +3,11 @@
 An :class:`Engine` knows its own command line (flags for the endpoint, parallelism,
 checkpoint, memory and multi-node rendezvous), the environment it needs, how it takes
 the API key, which HTTP paths say it is ready, and which layouts it can run. The planner
-calls these with typed sub-plans (:class:`Launch`); an engine never reads the stack
-spec. Adding an engine is one module in :mod:`amdfleet.engines` plus its catalog entry
-in :mod:`amdfleet.catalog.engines` (images and recipes).
+calls these with its own typed input record (:class:`Launch`, filled from the plan's
+model, serving and parallelism records); an engine reads neither the stack spec nor the
+plan, and this package imports neither. Adding an engine is one module in
+:mod:`amdfleet.engines` and its line in ``REGISTRY``, plus its catalog entry in
+:mod:`amdfleet.catalog.engines` (images and recipes).
 """
 
 from __future__ import annotations
@@ -13,14 +15,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from amdfleet.engines.flags import Flags
 from amdfleet.errors import ConfigIssue
 from amdfleet.remote.engine import API_KEY_VAR
-
-if TYPE_CHECKING:  # the plan imports the engines; they only need its record types
-    from amdfleet.plan.models import ModelPlan, ParallelismPlan, ServingPlan
 
 HEAD_PLACEHOLDER = "<head-address>"
 KEY_SHIM_DIR = "bin"
@@ -44,11 +43,33 @@ API_KEY_CONFIG = "engine-secrets.yaml"
 
 @dataclass(frozen=True)
 class Launch:
-    """What one node's engine command line is built from."""
+    """What one node's engine command line is built from: the fields of the plan's model,
+    serving and parallelism records an engine reads, and the node's place."""
 
-    model: ModelPlan
-    serving: ServingPlan
-    parallelism: ParallelismPlan
+    # the model (plan.models.ModelPlan)
+    checkpoint: str
+    served_name: str
+    revision: str | None
+    is_local_path: bool
+    online_quantization: bool
+    # serving (plan.models.ServingPlan)
+    host: str
+    port: int
+    max_model_len: int
+    max_num_seqs: int | None
+    max_num_batched_tokens: int | None
+    gpu_memory_utilization: float | None
+    kv_cache_dtype: str
+    dtype: str | None
+    admit_requests: int
+    # parallelism (plan.models.ParallelismPlan)
+    tp: int
+    pp: int
+    dp: int
+    backend: str
+    master_port: int
+    ray_port: int
+    # the node
     nodes: int
     rank: int
     head_address: str
@@ -118,7 +139,7 @@ class Engine(ABC):
     def flags(self, launch: Launch) -> Flags:
         """The generated flags for one node (recipes and extra args merge over them)."""
 
-    def positional(self, model: ModelPlan) -> tuple[str, ...]:
+    def positional(self, checkpoint: str) -> tuple[str, ...]:
         """Positional words between the command and the flags."""
         return ()
 
@@ -148,11 +169,11 @@ class Engine(ABC):
     """Whether every pipeline stage holds the LM head (not only the last one): the
     memory budget then counts it on each stage."""
 
-    def head_ports(self, parallelism: ParallelismPlan) -> dict[str, int]:
+    def head_ports(self, backend: str, master_port: int, ray_port: int) -> dict[str, int]:
         """What the other nodes connect to on the head, by purpose (multi-node only)."""
-        if parallelism.backend == "ray":
-            return {"Ray GCS (ray_port)": parallelism.ray_port}
-        return {"rendezvous (master_port)": parallelism.master_port}
+        if backend == "ray":
+            return {"Ray GCS (ray_port)": ray_port}
+        return {"rendezvous (master_port)": master_port}
 
     def layout_issues(self, nodes: int, pp: int) -> list[ConfigIssue]:
         """Pipeline layouts over ``nodes`` nodes the engine cannot place (none here)."""
@@ -188,30 +209,29 @@ class FlagNames:
 
 def serving_flags(launch: Launch, names: FlagNames) -> Flags:
     """Endpoint, parallelism, checkpoint and memory flags, spelled with ``names``."""
-    par, model, serving = launch.parallelism, launch.model, launch.serving
     flags: Flags = [
-        ("--host", serving.host),
-        ("--port", str(serving.port)),
-        ("--served-model-name", model.served_name),
-        (names.tp, str(par.tp)),
+        ("--host", launch.host),
+        ("--port", str(launch.port)),
+        ("--served-model-name", launch.served_name),
+        (names.tp, str(launch.tp)),
     ]
-    if par.pp > 1:
-        flags.append((names.pp, str(par.pp)))
-    if par.dp > 1:
-        flags.append((names.dp, str(par.dp)))
-    if model.revision and not model.is_local_path:
-        flags.append(("--revision", model.revision))
-    if model.online_quantization:
+    if launch.pp > 1:
+        flags.append((names.pp, str(launch.pp)))
+    if launch.dp > 1:
+        flags.append((names.dp, str(launch.dp)))
+    if launch.revision and not launch.is_local_path:
+        flags.append(("--revision", launch.revision))
+    if launch.online_quantization:
         flags.append(("--quantization", "fp8"))
-    flags.append((names.max_len, str(serving.max_model_len)))
-    if serving.max_num_seqs:
-        flags.append((names.max_seqs, str(serving.max_num_seqs)))
-    if serving.max_num_batched_tokens and names.batched_tokens:
-        flags.append((names.batched_tokens, str(serving.max_num_batched_tokens)))
-    if serving.gpu_memory_utilization is not None:
-        flags.append((names.memory, f"{serving.gpu_memory_utilization:g}"))
-    if serving.kv_cache_dtype == "fp8":
+    flags.append((names.max_len, str(launch.max_model_len)))
+    if launch.max_num_seqs:
+        flags.append((names.max_seqs, str(launch.max_num_seqs)))
+    if launch.max_num_batched_tokens and names.batched_tokens:
+        flags.append((names.batched_tokens, str(launch.max_num_batched_tokens)))
+    if launch.gpu_memory_utilization is not None:
+        flags.append((names.memory, f"{launch.gpu_memory_utilization:g}"))
+    if launch.kv_cache_dtype == "fp8":
         flags.append(names.kv_fp8)
-    if serving.dtype:
-        flags.append(("--dtype", serving.dtype))
+    if launch.dtype:
+        flags.append(("--dtype", launch.dtype))
     return flags

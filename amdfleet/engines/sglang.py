@@ -33,15 +33,12 @@ stages with the embeddings on the first stage and an LM head built on every stag
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from amdfleet.addresses import host_port
 from amdfleet.engines.base import SPLIT_COMMANDS, Engine, FlagNames, Launch, serving_flags
 from amdfleet.engines.flags import Flags
 from amdfleet.errors import ConfigIssue
-
-if TYPE_CHECKING:  # the plan imports the engines; they only need its record types
-    from amdfleet.plan.models import ParallelismPlan
 
 _NAMES = FlagNames(
     tp="--tp",
@@ -94,7 +91,7 @@ class Sglang(Engine):
 
     def flags(self, launch: Launch) -> Flags:
         """The model path, serving flags and the rendezvous (the key: ``api_key_config``)."""
-        flags: Flags = [("--model-path", launch.model.checkpoint)]
+        flags: Flags = [("--model-path", launch.checkpoint)]
         flags += serving_flags(launch, _NAMES)
         if launch.nodes > 1:
             flags += [
@@ -102,15 +99,15 @@ class Sglang(Engine):
                 ("--node-rank", str(launch.rank)),
                 (
                     "--dist-init-addr",
-                    host_port(launch.head_address, launch.parallelism.master_port),
+                    host_port(launch.head_address, launch.master_port),
                 ),
             ]
         return flags
 
-    def head_ports(self, parallelism: ParallelismPlan) -> dict[str, int]:
+    def head_ports(self, backend: str, master_port: int, ray_port: int) -> dict[str, int]:
         """``--dist-init-addr``'s port: torch.distributed's store, and the base of the
         ZMQ ports SGLang derives above it on the head."""
-        return {"dist-init (master_port, and ports above it)": parallelism.master_port}
+        return {"dist-init (master_port, and ports above it)": master_port}
 
     def layout_issues(self, nodes: int, pp: int) -> list[ConfigIssue]:
         """SGLang places pipeline stages on nodes only when one of pp and nodes divides

@@ -43,24 +43,23 @@ class Tgi(Engine):
 
     def flags(self, launch: Launch) -> Flags:
         """Model, endpoint, shards and token limits (TGI counts the prompt in the total)."""
-        model, serving = launch.model, launch.serving
         flags: Flags = [
-            ("--model-id", model.checkpoint),
-            ("--hostname", serving.host),
-            ("--port", str(serving.port)),
-            ("--num-shard", str(launch.parallelism.tp)),
-            ("--max-total-tokens", str(serving.max_model_len)),
-            ("--max-input-tokens", str(serving.max_model_len - 1)),
+            ("--model-id", launch.checkpoint),
+            ("--hostname", launch.host),
+            ("--port", str(launch.port)),
+            ("--num-shard", str(launch.tp)),
+            ("--max-total-tokens", str(launch.max_model_len)),
+            ("--max-input-tokens", str(launch.max_model_len - 1)),
         ]
-        if model.revision and not model.is_local_path:
-            flags.append(("--revision", model.revision))
-        if model.online_quantization:
+        if launch.revision and not launch.is_local_path:
+            flags.append(("--revision", launch.revision))
+        if launch.online_quantization:
             flags.append(("--quantize", "fp8"))
-        if serving.dtype:
-            flags.append(("--dtype", serving.dtype))
+        if launch.dtype:
+            flags.append(("--dtype", launch.dtype))
         # TGI refuses (429 "Model is overloaded"), not queues, past this many requests in
         # flight (128 by default): admit at least what the stack's verification sends.
-        concurrent = max(serving.max_num_seqs or 0, serving.admit_requests)
+        concurrent = max(launch.max_num_seqs or 0, launch.admit_requests)
         if concurrent:
             flags.append(("--max-concurrent-requests", str(concurrent)))
         return flags

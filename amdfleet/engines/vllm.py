@@ -6,14 +6,11 @@ and precision are catalog data (:data:`amdfleet.catalog.engines.RECIPES`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from amdfleet.addresses import host_port
 from amdfleet.engines.base import SPLIT_COMMANDS, Engine, FlagNames, Launch, serving_flags
 from amdfleet.engines.flags import Flags
-
-if TYPE_CHECKING:  # the plan imports the engines; they only need its record types
-    from amdfleet.plan.models import ModelPlan
 
 _NAMES = FlagNames(
     tp="--tensor-parallel-size",
@@ -64,9 +61,9 @@ class Vllm(Engine):
             flags += _multinode_flags(launch)
         return flags
 
-    def positional(self, model: ModelPlan) -> tuple[str, ...]:
+    def positional(self, checkpoint: str) -> tuple[str, ...]:
         """``vllm serve <checkpoint>``."""
-        return (model.checkpoint,)
+        return (checkpoint,)
 
     def process_env(self, remote_dir: str) -> dict[str, str]:
         """vLLM's IPC sockets go in the engine directory, which destroy removes, not in
@@ -85,27 +82,25 @@ class Vllm(Engine):
 
     def ray_argv(self, launch: Launch, own_address: str | None) -> tuple[str, ...]:
         """``ray start --head`` on rank 0, ``ray start --address head:port --block`` else."""
-        par = launch.parallelism
-        if launch.nodes == 1 or par.backend != "ray":
+        if launch.nodes == 1 or launch.backend != "ray":
             return ()
-        port = str(par.ray_port)
+        port = str(launch.ray_port)
         own = ("--node-ip-address", own_address) if own_address else ()
         if launch.rank == 0:
             return ("ray", "start", "--head", "--port", port, *own)
-        head = host_port(launch.head_address, par.ray_port)
+        head = host_port(launch.head_address, launch.ray_port)
         return ("ray", "start", "--address", head, *own, "--block")
 
 
 def _multinode_flags(launch: Launch) -> Flags:
-    par = launch.parallelism
-    if par.backend == "ray":
+    if launch.backend == "ray":
         return [("--distributed-executor-backend", "ray")]
     flags: Flags = [
         ("--distributed-executor-backend", "mp"),
         ("--nnodes", str(launch.nodes)),
         ("--node-rank", str(launch.rank)),
         ("--master-addr", launch.head_address),
-        ("--master-port", str(par.master_port)),
+        ("--master-port", str(launch.master_port)),
     ]
     if launch.rank > 0:
         flags.append(("--headless", None))

@@ -5,7 +5,8 @@ components and providers need. It does no I/O and never talks to Pulumi; every p
 found is raised together as a :class:`~amdfleet.errors.PlanError` naming the field and
 a fix. One module per step:
 
-- :mod:`.checkpoint` — accelerator, model and checkpoint lookups;
+- :mod:`.checkpoint` — the one lookup of accelerator, model, engine and recipes
+  (:class:`~.checkpoint.Resolved`), and the checkpoint;
 - :mod:`.checks` — feasibility checks (fleet and cloud, parallelism, engine,
   verification);
 - :mod:`.serving` — serving knobs and environment over the seeds' recipes;

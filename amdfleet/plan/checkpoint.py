@@ -1,19 +1,73 @@
-"""Which model and checkpoint a stack serves: catalog lookups and their issues.
+"""What a stack names, looked up once: accelerator, model, checkpoint, engine, recipes.
 
-Each function returns what it resolved (or None) together with the issues that stop
-it, so the planner can report every problem at once.
+:func:`resolve` is the planner's only lookup by name: every later step computes from
+the :class:`Resolved` record it returns. Each function returns what it resolved (or
+None) together with the issues that stop it, so the planner can report every problem
+at once.
 """
 
 from __future__ import annotations
 
-from amdfleet import catalog
+from dataclasses import dataclass
+
+from amdfleet import catalog, engines
+from amdfleet.catalog.clouds import CloudDefaults, CloudSize
+from amdfleet.catalog.engines import Recipe
 from amdfleet.catalog.gpus import Accelerator
 from amdfleet.catalog.models import Checkpoint, ModelInfo
+from amdfleet.catalog.releases import Release
 from amdfleet.config import ModelArchitecture, StackSpec
+from amdfleet.engines.base import Engine
 from amdfleet.errors import ConfigIssue
 from amdfleet.plan.models import AcceleratorPlan, ModelPlan
 
 Issues = list[ConfigIssue]
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A stack with everything it names looked up in the catalog and the engines."""
+
+    spec: StackSpec
+    accelerator: Accelerator
+    model: ModelInfo
+    """The catalog's model, or one described by the stack's own ``model.architecture``."""
+    engine: Engine
+    recipes: tuple[Recipe, ...]
+    """The seed recipes that apply (none with ``engine.recipe: false``)."""
+    release: Release | None
+    """The catalog's release of the engine for the arch and ``engine.version``."""
+    versions: tuple[str, ...]
+    """Every version of the engine the catalog pins."""
+    cloud: CloudDefaults | None
+    """A cloud fleet's cloud (None for a fleet of hosts)."""
+    cloud_size: CloudSize | None
+    """A cloud fleet's size, when the catalog knows it."""
+
+
+def resolve(spec: StackSpec) -> tuple[Resolved | None, Issues]:
+    """Look up the stack's accelerator, model and engine once (None with the issues when
+    the accelerator or the model is unknown; config has checked the engine's name)."""
+    acc, acc_issues = resolve_accelerator(spec)
+    info, info_issues = resolve_model_info(spec)
+    if acc is None or info is None:
+        return None, [*acc_issues, *info_issues]
+    name, fleet = spec.engine.name, spec.fleet.cloud
+    recipes = (
+        catalog.recipes_for(name, acc.arch, spec.model.precision) if spec.engine.recipe else ()
+    )
+    resolved = Resolved(
+        spec=spec,
+        accelerator=acc,
+        model=info,
+        engine=engines.engine(name),
+        recipes=tuple(recipes),
+        release=catalog.release(name, acc.arch, spec.engine.version),
+        versions=catalog.versions(name),
+        cloud=catalog.cloud(fleet.provider) if fleet else None,
+        cloud_size=catalog.cloud_size(fleet.provider, fleet.plan) if fleet else None,
+    )
+    return resolved, []
 
 
 def resolve_accelerator(spec: StackSpec) -> tuple[Accelerator | None, Issues]:
@@ -58,10 +112,9 @@ def resolve_model_info(spec: StackSpec) -> tuple[ModelInfo | None, Issues]:
     return info, []
 
 
-def resolve_model(
-    spec: StackSpec, acc: Accelerator, info: ModelInfo
-) -> tuple[ModelPlan | None, Issues]:
+def resolve_model(resolved: Resolved) -> tuple[ModelPlan | None, Issues]:
     """The checkpoint to serve and its sizes, or the issues that rule it out."""
+    spec, acc, info = resolved.spec, resolved.accelerator, resolved.model
     precision = spec.model.precision
     issues = _precision_issues(acc, precision)
     if issues:
@@ -110,13 +163,14 @@ def resolve_model(
     return model, issues
 
 
-def substitution_warnings(spec: StackSpec, acc: Accelerator, model: ModelPlan) -> list[str]:
+def substitution_warnings(resolved: Resolved, model: ModelPlan) -> list[str]:
     """Say so when model.id names a checkpoint the plan does not serve (one that cannot
     run here, or is stored at another precision) and no model.checkpoint chose one."""
+    spec, acc = resolved.spec, resolved.accelerator
     if spec.model.checkpoint is not None:
         return []
-    info = catalog.find_model(spec.model.id)
-    named = info.find_checkpoint(spec.model.id.rstrip("/")) if info else None
+    # A model the stack describes itself has no checkpoints: it names none.
+    named = resolved.model.find_checkpoint(spec.model.id.rstrip("/"))
     if named is None or named.repo.lower() == model.checkpoint.lower():
         return []
     if not named.usable:

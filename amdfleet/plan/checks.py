@@ -6,9 +6,8 @@ from __future__ import annotations
 import math
 
 from amdfleet import catalog, engines
-from amdfleet.catalog.clouds import CloudSize, cloud, cloud_size, cloud_sizes
+from amdfleet.catalog.clouds import CloudDefaults, CloudSize, cloud, cloud_sizes
 from amdfleet.catalog.gpus import Accelerator
-from amdfleet.catalog.models import ModelInfo
 from amdfleet.catalog.releases import COMMIT_RE
 from amdfleet.config import (
     CloudFleetSpec,
@@ -19,16 +18,18 @@ from amdfleet.config import (
     placeholder_host_keys,
 )
 from amdfleet.errors import ConfigIssue
+from amdfleet.plan.checkpoint import Resolved
 from amdfleet.plan.models import ImagePlan, ServingPlan
 
 Issues = list[ConfigIssue]
 _MAX_GPUS_PER_NODE = 8  # Topology.gpus_per_node's bound: an Instinct platform has 8
 
 
-def check_fleet(spec: StackSpec) -> Issues:
+def check_fleet(resolved: Resolved) -> Issues:
     """One host per node, cluster addresses for multi-node, and a cloud fleet's size,
     region, trust and cost against the catalog (:func:`check_cloud`)."""
-    issues: Issues = check_cloud(spec)
+    spec = resolved.spec
+    issues: Issues = check_cloud(resolved)
     nodes, hosts = spec.topology.nodes, spec.fleet.node_count
     if hosts != nodes:
         more = "more nodes than" if nodes > hosts else "fewer nodes than"
@@ -51,15 +52,16 @@ def check_fleet(spec: StackSpec) -> Issues:
     return issues
 
 
-def check_cloud(spec: StackSpec) -> Issues:
+def check_cloud(resolved: Resolved) -> Issues:
     """A cloud fleet's size (known, in the region, the topology's GPUs), its host-key
     trust and team (Hot Aisle), and its price against the stack's cost ceilings. The SSH
     key is not checked: plans are made on machines that need not hold it."""
-    fleet = spec.fleet.cloud
-    if fleet is None:
+    spec = resolved.spec
+    fleet, defaults = spec.fleet.cloud, resolved.cloud
+    if fleet is None or defaults is None:
         return []
-    issues = _cloud_team_and_trust(fleet)
-    size = cloud_size(fleet.provider, fleet.plan)
+    issues = _cloud_team_and_trust(fleet, defaults)
+    size = resolved.cloud_size
     if size is None:
         return [*issues, _unknown_size(fleet)]
     if fleet.region not in size.regions:
@@ -76,8 +78,7 @@ def check_cloud(spec: StackSpec) -> Issues:
     return issues + _cost_issues(fleet, spec, size)
 
 
-def _cloud_team_and_trust(fleet: CloudFleetSpec) -> Issues:
-    defaults = cloud(fleet.provider)
+def _cloud_team_and_trust(fleet: CloudFleetSpec, defaults: CloudDefaults) -> Issues:
     issues: Issues = []
     if not defaults.user_data and not fleet.trust_first_use:
         issues.append(
@@ -290,12 +291,12 @@ def check_parallelism(spec: StackSpec, arch: ModelArchitecture) -> tuple[Issues,
     return issues, warnings
 
 
-def check_engine(spec: StackSpec, acc: Accelerator) -> Issues:
+def check_engine(resolved: Resolved) -> Issues:
     """What the engine supports: nodes, layouts, CPU, backend, networking."""
-    engine = engines.engine(spec.engine.name)
+    spec, acc, engine = resolved.spec, resolved.accelerator, resolved.engine
     issues: Issues = []
     if spec.topology.nodes > 1 and not engine.multi_node:
-        multi = [name for name in catalog.ENGINES if engines.engine(name).multi_node]
+        multi = [name for name, other in engines.REGISTRY.items() if other.multi_node]
         issues.append(
             ConfigIssue(
                 "engine.name",
@@ -318,7 +319,7 @@ def check_engine(spec: StackSpec, acc: Accelerator) -> Issues:
     issues += engine.layout_issues(spec.topology.nodes, spec.parallelism.pp)
     issues += _cpu_pipeline_eager(spec, acc)
     if acc.arch == "cpu" and not engine.cpu:
-        cpu = [name for name in catalog.ENGINES if engines.engine(name).cpu]
+        cpu = [name for name, other in engines.REGISTRY.items() if other.cpu]
         issues.append(
             ConfigIssue(
                 "engine.name", f"{engine.name} has no CPU backend", f"use {' or '.join(cpu)}"
@@ -388,12 +389,11 @@ def check_verification(spec: StackSpec, serving: ServingPlan) -> tuple[Issues, l
     return issues, warnings
 
 
-def layout_warnings(
-    spec: StackSpec, acc: Accelerator, info: ModelInfo, image: ImagePlan
-) -> list[str]:
+def layout_warnings(resolved: Resolved, image: ImagePlan) -> list[str]:
     """Layouts that work but are unverified, open or not reproducible."""
+    spec, acc = resolved.spec, resolved.accelerator
     warnings: list[str] = []
-    verified = catalog.verified_min_tp("sglang", acc.id, info.id, spec.model.precision)
+    verified = catalog.verified_min_tp("sglang", acc.id, resolved.model.id, spec.model.precision)
     if verified and spec.parallelism.tp < verified:
         warnings.append(
             f"tp={spec.parallelism.tp} is below the smallest TP the SGLang cookbook "

@@ -16,17 +16,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from amdfleet import catalog, engines
-from amdfleet.catalog.gpus import Accelerator
 from amdfleet.catalog.releases import COMMIT_RE
-from amdfleet.config import StackSpec
 from amdfleet.engines.flags import canonical_flag, parse_flags
 from amdfleet.engines.manifest import EngineManifest, FlagProblem, check_env, check_flags
 from amdfleet.engines.manifest import manifest as find_manifest
 from amdfleet.errors import ConfigIssue
 from amdfleet.plan.admission import admission_issues, peak_load
+from amdfleet.plan.checkpoint import Resolved
 from amdfleet.plan.models import ImagePlan, ModelPlan, NodePlan
-from amdfleet.plan.serving import recipes
 
 
 @dataclass(frozen=True)
@@ -38,12 +35,13 @@ class EngineVersion:
 
 
 def engine_version(
-    spec: StackSpec, acc: Accelerator, image: ImagePlan
+    resolved: Resolved, image: ImagePlan
 ) -> tuple[EngineVersion | None, list[ConfigIssue], list[str]]:
     """The engine version the stack runs, the issues with ``engine.version``, and
     warnings where amdfleet cannot know the version for sure."""
+    spec = resolved.spec
     name = spec.engine.name
-    known = catalog.versions(name)
+    known = resolved.versions
     asked = spec.engine.version
     warnings: list[str] = []
     if asked is not None and asked not in known:
@@ -63,7 +61,7 @@ def engine_version(
     if image.build and image.vllm_ref and not COMMIT_RE.match(image.vllm_ref):
         version = image.vllm_ref.removeprefix("v")
     else:
-        release = catalog.release(name, acc.arch, asked)
+        release = resolved.release
         version = asked or (release.version if release else known[-1] if known else "unknown")
         if image.build:
             warnings.append(
@@ -87,18 +85,14 @@ def engine_version(
 
 
 def command_findings(
-    spec: StackSpec,
-    acc: Accelerator,
-    model: ModelPlan,
-    nodes: Iterable[NodePlan],
-    found: EngineManifest,
+    resolved: Resolved, model: ModelPlan, nodes: Iterable[NodePlan], found: EngineManifest
 ) -> tuple[list[ConfigIssue], list[str]]:
     """Every flag and engine variable the nodes render, checked against ``found``, and the
     engine's admission limits against the stack's verification: the refusals (with the
     field each came from) and the warnings (deprecations)."""
-    engine = engines.engine(spec.engine.name)
-    lead = len(engine.command) + len(engine.positional(model))
-    origins = _Origins.of(spec, acc)
+    spec, engine = resolved.spec, resolved.engine
+    lead = len(engine.command) + len(engine.positional(model.checkpoint))
+    origins = _Origins.of(resolved)
     issues: dict[tuple[str, str], ConfigIssue] = {}
     warnings: dict[str, str] = {}
     load = peak_load(spec.verification)
@@ -127,14 +121,15 @@ class _Origins:
     recipe_env: dict[str, str]
 
     @classmethod
-    def of(cls, spec: StackSpec, acc: Accelerator) -> _Origins:
+    def of(cls, resolved: Resolved) -> _Origins:
+        spec = resolved.spec
         extra: dict[str, int] = {}
         for index, token in enumerate(spec.engine.extra_args):
             if token.startswith("-"):
                 extra.setdefault(canonical_flag(token.partition("=")[0]), index)
         recipe_flags: dict[str, str] = {}
         recipe_env: dict[str, str] = {}
-        for recipe in recipes(spec, acc):
+        for recipe in resolved.recipes:
             for flag, _ in recipe.args:
                 recipe_flags[canonical_flag(flag)] = recipe.source
             for name in recipe.env:

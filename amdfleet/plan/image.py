@@ -11,23 +11,25 @@ from __future__ import annotations
 import hashlib
 import json
 
-from amdfleet import catalog, engines
+from amdfleet import catalog
 from amdfleet.catalog.engines import SOURCE_BUILD_HOURS_PER_TARGET
-from amdfleet.catalog.gpus import Accelerator
 from amdfleet.catalog.releases import AITER_SOURCE, BUILD_BASE_IMAGE, VLLM_SOURCE, SourcePin
 from amdfleet.config import HostSpec, StackSpec
 from amdfleet.errors import ConfigIssue
+from amdfleet.plan.checkpoint import Resolved
 from amdfleet.plan.models import ImagePlan
 from amdfleet.remote.registry import is_pinned
 from amdfleet.remote.target import HostTarget
+from amdfleet.templates import dockerfile_template
 
 DEFAULT_BUILD_REPOSITORY = "amdfleet/vllm-aiter"
 TAG_PREFIX = "c-"
 TAG_HASH_CHARS = 16
 
 
-def image_plan(spec: StackSpec, acc: Accelerator) -> tuple[ImagePlan, list[ConfigIssue]]:
+def image_plan(resolved: Resolved) -> tuple[ImagePlan, list[ConfigIssue]]:
     """The image plan, and the issues with the stack's image settings."""
+    spec, acc = resolved.spec, resolved.accelerator
     build = spec.image_build
     if spec.engine.runtime == "process":
         if not build.enabled:
@@ -40,10 +42,10 @@ def image_plan(spec: StackSpec, acc: Accelerator) -> tuple[ImagePlan, list[Confi
             )
         ]
     if build.enabled:
-        return _build_plan(spec, acc)
-    pinned = catalog.release(spec.engine.name, acc.arch, spec.engine.version)
+        return _build_plan(resolved)
+    pinned = resolved.release
     image = spec.engine.image or (pinned.image if pinned else None)
-    if image is None and spec.engine.version not in (None, *catalog.versions(spec.engine.name)):
+    if image is None and spec.engine.version not in (None, *resolved.versions):
         return ImagePlan(image=None, build=False), []  # engine.version is refused for it
     if image is None:
         return ImagePlan(image=None, build=False), [
@@ -66,7 +68,7 @@ def image_plan(spec: StackSpec, acc: Accelerator) -> tuple[ImagePlan, list[Confi
     return ImagePlan(image=image, build=False, source=source, pin=not is_pinned(image)), []
 
 
-def content_hash(template: str, build_args: dict[str, object]) -> str:
+def build_inputs_hash(template: str, build_args: dict[str, object]) -> str:
     """SHA-256 over the Dockerfile's template and the build arguments, which together make
     the rendered Dockerfile: equal exactly when the build would produce the same engine,
     whatever stack asks for it."""
@@ -84,12 +86,11 @@ def build_hours(targets: tuple[str, ...]) -> float:
     return SOURCE_BUILD_HOURS_PER_TARGET * max(len(targets), 1)
 
 
-def _build_plan(spec: StackSpec, acc: Accelerator) -> tuple[ImagePlan, list[ConfigIssue]]:
-    from amdfleet.render import dockerfile_template  # render imports the plan models
-
+def _build_plan(resolved: Resolved) -> tuple[ImagePlan, list[ConfigIssue]]:
+    spec, acc = resolved.spec, resolved.accelerator
     build = spec.image_build
     issues = []
-    if not engines.engine(spec.engine.name).builds_image or acc.arch not in catalog.GPU_ARCHS:
+    if not resolved.engine.builds_image or acc.arch not in catalog.GPU_ARCHS:
         issues.append(
             ConfigIssue(
                 "image_build.enabled",
@@ -148,7 +149,7 @@ def _build_plan(spec: StackSpec, acc: Accelerator) -> tuple[ImagePlan, list[Conf
         "vllm_commit": vllm.commit or f"tag:{vllm.tag}",
         "gfx_targets": list(targets),
     }
-    digest = content_hash(dockerfile_template(), args)
+    digest = build_inputs_hash(dockerfile_template(), args)
     registry = build.registry
     repository = registry.repository if registry else DEFAULT_BUILD_REPOSITORY
     name = f"{registry.address}/{repository}" if registry else repository

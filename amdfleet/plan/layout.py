@@ -6,12 +6,11 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 from typing import NamedTuple
 
-from amdfleet import engines
 from amdfleet.addresses import host_port
-from amdfleet.catalog.gpus import Accelerator
 from amdfleet.config import HostSpec, StackSpec
 from amdfleet.engines.base import API_KEY_CONFIG, HEAD_PLACEHOLDER, Launch
 from amdfleet.engines.flags import Flags, flatten, merge_flags, parse_flags
+from amdfleet.plan.checkpoint import Resolved
 from amdfleet.plan.models import (
     GIB,
     ClusterPlan,
@@ -21,7 +20,7 @@ from amdfleet.plan.models import (
     ReadinessPlan,
     ServingPlan,
 )
-from amdfleet.plan.serving import engine_env, recipes, remote_dir
+from amdfleet.plan.serving import engine_env, remote_dir
 from amdfleet.remote.requirement import HostRequirement
 from amdfleet.remote.target import HostTarget
 
@@ -31,9 +30,9 @@ _BASE_STARTUP_S = 300
 _LOAD_GIB_PER_S = 1.0
 
 
-def parallelism_plan(spec: StackSpec) -> ParallelismPlan:
+def parallelism_plan(resolved: Resolved) -> ParallelismPlan:
     """The stack's parallelism as planned."""
-    par = spec.parallelism
+    par = resolved.spec.parallelism
     return ParallelismPlan(
         tp=par.tp,
         pp=par.pp,
@@ -41,43 +40,31 @@ def parallelism_plan(spec: StackSpec) -> ParallelismPlan:
         backend=par.backend,
         master_port=par.master_port,
         ray_port=par.ray_port,
-        lm_head_every_stage=engines.engine(spec.engine.name).lm_head_every_stage,
+        lm_head_every_stage=resolved.engine.lm_head_every_stage,
     )
 
 
 def nodes(
-    spec: StackSpec,
-    acc: Accelerator,
-    model: ModelPlan,
-    serving: ServingPlan,
-    parallelism: ParallelismPlan,
+    resolved: Resolved, model: ModelPlan, serving: ServingPlan, parallelism: ParallelismPlan
 ) -> tuple[NodePlan, ...]:
     """One :class:`NodePlan` per fleet host, rank 0 (the head) first."""
+    spec, engine = resolved.spec, resolved.engine
     slots = _host_slots(spec)
     head = slots[0].cluster_address
-    env = engine_env(spec, acc)
-    engine = engines.engine(spec.engine.name)
-    requirement = host_requirement(spec, acc, model, serving)
+    env = engine_env(resolved)
+    requirement = host_requirement(resolved, model, serving)
     out = []
     for rank, slot in enumerate(slots):
         node_env = {
             **env,
-            **_network_env(spec, slot.host, slot.cluster_address),
-            **_cpu_bind_env(spec, acc, parallelism, rank),
+            **_network_env(resolved, slot.host, slot.cluster_address),
+            **_cpu_bind_env(resolved, parallelism, rank),
         }
-        launch = Launch(
-            model=model,
-            serving=serving,
-            parallelism=parallelism,
-            nodes=len(slots),
-            rank=rank,
-            head_address=head or HEAD_PLACEHOLDER,
-            api_key=bool(serving.api_key_secret),
-        )
+        launch = _launch(model, serving, parallelism, len(slots), rank, head or HEAD_PLACEHOLDER)
         # Only the API key: the engine serves offline (HF_HUB_OFFLINE=1) from staged
         # weights, so the Hugging Face token goes to the ModelWeights download alone.
         secret_env = engine.secret_env(serving.api_key_secret)
-        key_file = _api_key_file(spec, launch)
+        key_file = _api_key_file(resolved, launch)
         stages, tp_ranks = placement(len(slots), spec.topology.gpus_per_node, parallelism, rank)
         out.append(
             NodePlan(
@@ -91,7 +78,7 @@ def nodes(
                 gpus=spec.topology.gpus_per_node,
                 env=dict(sorted(node_env.items())),
                 secret_env=secret_env,
-                argv=_argv(spec, acc, model, launch, key_file),
+                argv=_argv(resolved, model, launch, key_file),
                 ray_argv=_beside_engine(engine.ray_argv(launch, slot.cluster_address), spec),
                 remote_dir=remote_dir(spec),
                 requirement=requirement,
@@ -122,26 +109,27 @@ def placement(
 
 
 def cluster_plan(
-    spec: StackSpec, parallelism: ParallelismPlan, nodes: tuple[NodePlan, ...]
+    resolved: Resolved, parallelism: ParallelismPlan, nodes: tuple[NodePlan, ...]
 ) -> ClusterPlan | None:
     """Where a multi-node stack's nodes meet (None on one node)."""
     if len(nodes) == 1:
         return None
-    engine = engines.engine(spec.engine.name)
+    engine = resolved.engine
     head = nodes[0]
     return ClusterPlan(
         head_name=head.name,
         head_address=head.cluster_address or HEAD_PLACEHOLDER,
-        api_port=spec.serving.port,
-        head_ports=engine.head_ports(parallelism),
+        api_port=resolved.spec.serving.port,
+        head_ports=engine.head_ports(
+            parallelism.backend, parallelism.master_port, parallelism.ray_port
+        ),
         worker_http_paths=engine.worker_http_paths,
     )
 
 
-def host_requirement(
-    spec: StackSpec, acc: Accelerator, model: ModelPlan, serving: ServingPlan
-) -> HostRequirement:
+def host_requirement(resolved: Resolved, model: ModelPlan, serving: ServingPlan) -> HostRequirement:
     """What preflight demands of every node."""
+    spec, acc = resolved.spec, resolved.accelerator
     gpu = acc.arch != "cpu"
     local_path = spec.weights.local_path
     return HostRequirement(
@@ -156,14 +144,15 @@ def host_requirement(
     )
 
 
-def readiness(spec: StackSpec, model: ModelPlan) -> ReadinessPlan:
+def readiness(resolved: Resolved, model: ModelPlan) -> ReadinessPlan:
     """How the head is known to serve, probed on the head host itself."""
+    spec = resolved.spec
     host = {"0.0.0.0": LOCAL_ADDRESS, "::": "::1", "": LOCAL_ADDRESS}.get(
         spec.serving.host, spec.serving.host
     )
     return ReadinessPlan(
         base_url=f"http://{host_port(host, spec.serving.port)}",
-        paths=engines.engine(spec.engine.name).ready_paths,
+        paths=resolved.engine.ready_paths,
         served_name=model.served_name,
         timeout_s=_startup_timeout(spec, model),
     )
@@ -203,46 +192,81 @@ def _host_slots(spec: StackSpec) -> list[_Slot]:
     return slots
 
 
-def _network_env(spec: StackSpec, host: HostSpec | None, address: str | None) -> dict[str, str]:
-    if spec.topology.nodes == 1:
+def _network_env(resolved: Resolved, host: HostSpec | None, address: str | None) -> dict[str, str]:
+    if resolved.spec.topology.nodes == 1:
         return {}
     env: dict[str, str] = {}
     if address:
-        env.update(engines.engine(spec.engine.name).node_env(address))
+        env.update(resolved.engine.node_env(address))
     if host is not None and host.rdma_devices:
         env["NCCL_IB_HCA"] = ",".join(host.rdma_devices)
     return env
 
 
-def _cpu_bind_env(
-    spec: StackSpec, acc: Accelerator, parallelism: ParallelismPlan, rank: int
-) -> dict[str, str]:
+def _cpu_bind_env(resolved: Resolved, parallelism: ParallelismPlan, rank: int) -> dict[str, str]:
     """CPU stacks with more than one rank: each rank pinned to a core of its own, numbered
     by global rank (node 0's ranks on cores 0.., node 1's next), so ranks sharing one
     machine (one host, or the lab's network namespaces) never share a core. GPU stacks
     leave thread placement to the engine."""
     world = parallelism.tp * parallelism.pp * parallelism.dp
-    if acc.arch != "cpu" or world == 1:
+    if resolved.accelerator.arch != "cpu" or world == 1:
         return {}
-    per_node = max(world // spec.topology.nodes, 1)
+    per_node = max(world // resolved.spec.topology.nodes, 1)
     cpus = tuple(str(rank * per_node + i) for i in range(per_node))
-    return engines.engine(spec.engine.name).cpu_bind_env(cpus)
+    return resolved.engine.cpu_bind_env(cpus)
 
 
-def _api_key_file(spec: StackSpec, launch: Launch) -> str | None:
+def _launch(
+    model: ModelPlan,
+    serving: ServingPlan,
+    parallelism: ParallelismPlan,
+    nodes: int,
+    rank: int,
+    head_address: str,
+) -> Launch:
+    """The engine's input record for one node, from the plan's records."""
+    return Launch(
+        checkpoint=model.checkpoint,
+        served_name=model.served_name,
+        revision=model.revision,
+        is_local_path=model.is_local_path,
+        online_quantization=model.online_quantization,
+        host=serving.host,
+        port=serving.port,
+        max_model_len=serving.max_model_len,
+        max_num_seqs=serving.max_num_seqs,
+        max_num_batched_tokens=serving.max_num_batched_tokens,
+        gpu_memory_utilization=serving.gpu_memory_utilization,
+        kv_cache_dtype=serving.kv_cache_dtype,
+        dtype=serving.dtype,
+        admit_requests=serving.admit_requests,
+        tp=parallelism.tp,
+        pp=parallelism.pp,
+        dp=parallelism.dp,
+        backend=parallelism.backend,
+        master_port=parallelism.master_port,
+        ray_port=parallelism.ray_port,
+        nodes=nodes,
+        rank=rank,
+        head_address=head_address,
+        api_key=bool(serving.api_key_secret),
+    )
+
+
+def _api_key_file(resolved: Resolved, launch: Launch) -> str | None:
     """The file the launch script writes the API key into, for an engine that reads its
     key from a config file (SGLang's ``--config``); None otherwise."""
-    if not (launch.api_key and engines.engine(spec.engine.name).api_key_config):
+    if not (launch.api_key and resolved.engine.api_key_config):
         return None
-    return f"{remote_dir(spec)}/{API_KEY_CONFIG}"
+    return f"{remote_dir(resolved.spec)}/{API_KEY_CONFIG}"
 
 
 def _argv(
-    spec: StackSpec, acc: Accelerator, model: ModelPlan, launch: Launch, key_file: str | None
+    resolved: Resolved, model: ModelPlan, launch: Launch, key_file: str | None
 ) -> tuple[str, ...]:
-    engine = engines.engine(spec.engine.name)
+    spec, engine = resolved.spec, resolved.engine
     recipe_flags: Flags = []
-    for recipe in recipes(spec, acc):
+    for recipe in resolved.recipes:
         recipe_flags.extend(recipe.args)
     merged = merge_flags(engine.flags(launch), recipe_flags, parse_flags(spec.engine.extra_args))
     if key_file and engine.api_key_config:
@@ -250,7 +274,7 @@ def _argv(
     command = engine.command
     if spec.engine.runtime == "process" and spec.engine.executable:
         command = (spec.engine.executable, *command[1:])
-    return (*command, *engine.positional(model), *flatten(merged))
+    return (*command, *engine.positional(model.checkpoint), *flatten(merged))
 
 
 def _beside_engine(ray_argv: tuple[str, ...], spec: StackSpec) -> tuple[str, ...]:

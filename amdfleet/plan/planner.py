@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from amdfleet import catalog
 from amdfleet.config import STACKS_DIR, StackSpec
 from amdfleet.errors import ConfigIssue, PlanError
 from amdfleet.plan import checks, fidelity, layout
 from amdfleet.plan import fabric as fabric_check
 from amdfleet.plan.checkpoint import (
+    Resolved,
     accelerator_plan,
-    resolve_accelerator,
+    resolve,
     resolve_model,
-    resolve_model_info,
     substitution_warnings,
 )
 from amdfleet.plan.image import image_plan
@@ -27,7 +26,7 @@ from amdfleet.plan.models import (
     VerificationPlan,
     WeightsPlan,
 )
-from amdfleet.plan.serving import recipes, serving_plan
+from amdfleet.plan.serving import serving_plan
 
 REPORTS_DIR = ".amdfleet/reports"
 PROJECT_DIR = STACKS_DIR.parent
@@ -38,33 +37,35 @@ def plan(spec: StackSpec) -> DeploymentPlan:
     """Resolve ``spec`` into a :class:`DeploymentPlan`.
 
     Pure and deterministic. Raises :class:`PlanError` with every problem found (each
-    with the field path and a hint) when the stack cannot be deployed as written.
+    with the field path and a hint) when the stack cannot be deployed as written. The
+    accelerator, model and engine are looked up once (:func:`.checkpoint.resolve`);
+    every step computes from that record.
     """
     where = f"stack {spec.name}"
-    acc, acc_issues = resolve_accelerator(spec)
-    info, info_issues = resolve_model_info(spec)
-    if acc is None or info is None:
-        raise PlanError([*acc_issues, *info_issues], where)
+    resolved, found = resolve(spec)
+    if resolved is None:
+        raise PlanError(found, where)
+    acc = resolved.accelerator
     issues: list[ConfigIssue] = []
-    model, found = resolve_model(spec, acc, info)
+    model, found = resolve_model(resolved)
     issues += found
-    issues += checks.check_fleet(spec)
+    issues += checks.check_fleet(resolved)
     issues += checks.check_ports(spec)
-    found, warnings = checks.check_parallelism(spec, info.arch)
+    found, warnings = checks.check_parallelism(spec, resolved.model.arch)
     issues += found
-    issues += checks.check_engine(spec, acc)
-    serving, found = serving_plan(spec, acc, info.arch)
+    issues += checks.check_engine(resolved)
+    serving, found = serving_plan(resolved)
     issues += found
     verification, found = verification_plan(spec, serving)
     issues += found
-    image, found = image_plan(spec, acc)
+    image, found = image_plan(resolved)
     issues += found
-    version, found, version_warnings = fidelity.engine_version(spec, acc, image)
+    version, found, version_warnings = fidelity.engine_version(resolved, image)
     issues += found
     issues += fabric_check.fabric_issues(spec, acc)
     if issues or model is None:
         raise PlanError(issues, where)
-    parallelism = layout.parallelism_plan(spec)
+    parallelism = layout.parallelism_plan(resolved)
     memory = memory_budget(acc, model, serving, parallelism)
     if not memory.fits:
         raise PlanError([does_not_fit(acc, model, serving, parallelism, memory)], where)
@@ -74,13 +75,13 @@ def plan(spec: StackSpec) -> DeploymentPlan:
     if found:
         raise PlanError(found, where)
     warnings += scenario_warnings + benchmark_warnings
-    warnings += substitution_warnings(spec, acc, model)
-    warnings += checks.layout_warnings(spec, acc, info, image)
-    nodes = layout.nodes(spec, acc, model, serving, parallelism)
+    warnings += substitution_warnings(resolved, model)
+    warnings += checks.layout_warnings(resolved, image)
+    nodes = layout.nodes(resolved, model, serving, parallelism)
     warnings += version_warnings
     if version is not None and version.manifest is not None:
         found, command_warnings = fidelity.command_findings(
-            spec, acc, model, nodes, version.manifest
+            resolved, model, nodes, version.manifest
         )
         if found:
             raise PlanError(found, where)
@@ -99,7 +100,7 @@ def plan(spec: StackSpec) -> DeploymentPlan:
             ipc=spec.engine.ipc,
             shm_size=spec.engine.shm_size,
             container_name=f"amdfleet-{spec.name}",
-            readiness=layout.readiness(spec, model),
+            readiness=layout.readiness(resolved, model),
         ),
         parallelism=parallelism,
         serving=serving,
@@ -109,28 +110,27 @@ def plan(spec: StackSpec) -> DeploymentPlan:
         weights=_weights(spec, model, nodes),
         verification=verification,
         campaign=spec.campaign,
-        recipe_sources=tuple(r.source for r in recipes(spec, acc)),
+        recipe_sources=tuple(r.source for r in resolved.recipes),
         recipe_dropped=tuple(
-            f"{item} ({why})" for r in recipes(spec, acc) for item, why in r.dropped
+            f"{item} ({why})" for r in resolved.recipes for item, why in r.dropped
         ),
         warnings=tuple(warnings),
-        cluster=layout.cluster_plan(spec, parallelism, nodes),
+        cluster=layout.cluster_plan(resolved, parallelism, nodes),
         fabric=fabric_check.fabric_plan(spec, acc, image.image, engine_python(nodes[0].argv)),
-        cloud=_cloud(spec),
+        cloud=_cloud(resolved),
     )
 
 
-def _cloud(spec: StackSpec) -> CloudPlan | None:
+def _cloud(resolved: Resolved) -> CloudPlan | None:
     """The cloud instances of a cloud fleet, with the catalog's defaults filled in and
     their cost; None for a fleet of hosts. ``plan`` has run :func:`checks.check_cloud`
     by then, so the size is in the catalog."""
-    fleet = spec.fleet.cloud
-    if fleet is None:
+    spec = resolved.spec
+    fleet, defaults, size = spec.fleet.cloud, resolved.cloud, resolved.cloud_size
+    if fleet is None or defaults is None:
         return None
-    defaults = catalog.cloud(fleet.provider)
-    size = catalog.cloud_size(fleet.provider, fleet.plan)
     if size is None:
-        raise PlanError(checks.check_cloud(spec), f"stack {spec.name}")
+        raise PlanError(checks.check_cloud(resolved), f"stack {spec.name}")
     hourly = round(size.price_hourly_usd * fleet.count, 2)
     ttl = spec.campaign.ttl_hours
     return CloudPlan(

@@ -1,18 +1,18 @@
 """Serving knobs and engine environment: the stack's values over the seeds' recipes.
 
 A recipe (:data:`amdfleet.catalog.engines.RECIPES`) gives flags, environment and typed
-defaults for an (engine, arch, precision); the stack's own values win over it.
+defaults for an (engine, arch, precision); the stack's own values win over it. The
+recipes that apply are looked up once (:attr:`~amdfleet.plan.checkpoint.Resolved.recipes`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from amdfleet import catalog, engines
-from amdfleet.catalog.gpus import Accelerator
-from amdfleet.config import ModelArchitecture, StackSpec
+from amdfleet.config import StackSpec
 from amdfleet.errors import ConfigIssue
 from amdfleet.plan.admission import peak_load
+from amdfleet.plan.checkpoint import Resolved
 from amdfleet.plan.models import REMOTE_ROOT, ServingPlan
 
 # vLLM's CPU backend sizes its KV cache from this variable (GiB); 4 is vLLM's default.
@@ -20,19 +20,11 @@ CPU_KV_SPACE_VAR = "VLLM_CPU_KVCACHE_SPACE"
 _CPU_KV_SPACE_DEFAULT = "4"
 
 
-def recipes(spec: StackSpec, acc: Accelerator) -> tuple[catalog.Recipe, ...]:
-    """The recipes that apply to the stack (none with ``engine.recipe: false``)."""
-    if not spec.engine.recipe:
-        return ()
-    return catalog.recipes_for(spec.engine.name, acc.arch, spec.model.precision)
-
-
-def serving_plan(
-    spec: StackSpec, acc: Accelerator, arch: ModelArchitecture
-) -> tuple[ServingPlan, list[ConfigIssue]]:
+def serving_plan(resolved: Resolved) -> tuple[ServingPlan, list[ConfigIssue]]:
     """The resolved serving knobs, and the issues with the stack's own values."""
+    spec, acc, arch = resolved.spec, resolved.accelerator, resolved.model.arch
     issues: list[ConfigIssue] = []
-    defaults = _recipe_defaults(spec, acc)
+    defaults = _recipe_defaults(resolved)
     max_len = spec.serving.max_model_len or arch.max_context
     if max_len > arch.max_context:
         issues.append(
@@ -58,7 +50,7 @@ def serving_plan(
     if "gpu_memory_utilization" not in spec.serving.model_fields_set:
         util = float(defaults.get("gpu_memory_utilization", util))
     cpu = acc.arch == "cpu"
-    dtype, dtype_issues = serving_dtype(spec, acc)
+    dtype, dtype_issues = serving_dtype(resolved)
     issues += dtype_issues
     serving = ServingPlan(
         host=spec.serving.host,
@@ -68,7 +60,7 @@ def serving_plan(
         max_num_batched_tokens=int(batched) if batched else None,
         kv_cache_dtype=kv,
         gpu_memory_utilization=None if cpu else util,
-        cpu_kv_cache_gib=_cpu_kv_space(spec, acc) if cpu else None,
+        cpu_kv_cache_gib=_cpu_kv_space(resolved) if cpu else None,
         api_key_secret=spec.serving.api_key_secret,
         min_full_context_seqs=spec.serving.min_full_context_seqs,
         admit_requests=load.requests if (load := peak_load(spec.verification)) else 0,
@@ -81,7 +73,7 @@ def serving_plan(
 _TGI_DTYPES = ("float16", "bfloat16")
 
 
-def serving_dtype(spec: StackSpec, acc: Accelerator) -> tuple[str | None, list[ConfigIssue]]:
+def serving_dtype(resolved: Resolved) -> tuple[str | None, list[ConfigIssue]]:
     """The ``--dtype`` the engine gets: ``serving.dtype``, with ``auto`` resolved.
 
     On a CPU, ``auto`` is float32: the one dtype every CPU serves correctly (vLLM's
@@ -90,9 +82,10 @@ def serving_dtype(spec: StackSpec, acc: Accelerator) -> tuple[str | None, list[C
     checked when the hosts are probed (preflight's cpu_dtype check). On a GPU, ``auto``
     renders no flag: the engine takes the checkpoint's dtype.
     """
+    spec = resolved.spec
     wanted = spec.serving.dtype
     if wanted == "auto":
-        return ("float32" if acc.arch == "cpu" else None), []
+        return ("float32" if resolved.accelerator.arch == "cpu" else None), []
     if spec.engine.name == "tgi" and wanted not in _TGI_DTYPES:
         issue = ConfigIssue(
             "serving.dtype",
@@ -103,14 +96,15 @@ def serving_dtype(spec: StackSpec, acc: Accelerator) -> tuple[str | None, list[C
     return wanted, []
 
 
-def engine_env(spec: StackSpec, acc: Accelerator) -> dict[str, str]:
+def engine_env(resolved: Resolved) -> dict[str, str]:
     """The environment every node's engine gets (before per-node network variables)."""
+    spec = resolved.spec
     env: dict[str, str] = {}
-    for recipe in recipes(spec, acc):
+    for recipe in resolved.recipes:
         env.update(recipe.env)
     if spec.engine.runtime == "process":
         env["HF_HOME"] = spec.weights.cache_dir
-        env.update(engines.engine(spec.engine.name).process_env(remote_dir(spec)))
+        env.update(resolved.engine.process_env(remote_dir(spec)))
     else:
         env["HF_HOME"] = spec.weights.container_dir
     # Weights are staged before the engine starts, so it never needs the hub.
@@ -124,12 +118,12 @@ def remote_dir(spec: StackSpec) -> str:
     return f"{REMOTE_ROOT}/{spec.name}"
 
 
-def _recipe_defaults(spec: StackSpec, acc: Accelerator) -> dict[str, Any]:
+def _recipe_defaults(resolved: Resolved) -> dict[str, Any]:
     defaults: dict[str, Any] = {}
-    for recipe in recipes(spec, acc):
+    for recipe in resolved.recipes:
         defaults.update(recipe.defaults)
     return defaults
 
 
-def _cpu_kv_space(spec: StackSpec, acc: Accelerator) -> int:
-    return int(engine_env(spec, acc).get(CPU_KV_SPACE_VAR, _CPU_KV_SPACE_DEFAULT))
+def _cpu_kv_space(resolved: Resolved) -> int:
+    return int(engine_env(resolved).get(CPU_KV_SPACE_VAR, _CPU_KV_SPACE_DEFAULT))

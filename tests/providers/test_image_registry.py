@@ -34,7 +34,7 @@ from typing import Any
 
 import pytest
 
-from amdfleet.plan.image import content_hash, content_tag
+from amdfleet.plan.image import build_inputs_hash, content_tag
 from amdfleet.providers.engine_image import EngineImageProps, EngineImageProvider
 from amdfleet.providers.image_build import EngineImageBuildProps, EngineImageBuildProvider
 from amdfleet.providers.image_pin import ImagePinProps, ImagePinProvider
@@ -269,7 +269,7 @@ def test_a_failing_build_reports_its_last_lines_keeps_its_log_and_removes_its_co
     dockerfile = dockerfile_text(
         BASE, "de07f3885ee5f2030ba72b6cc5940d674fd457cf", "1" * 40, targets
     )
-    digest = content_hash(dockerfile, {"targets": list(targets)})
+    digest = build_inputs_hash(dockerfile, {"targets": list(targets)})
     tag = content_tag(digest)
     with pytest.raises(ProviderCallError) as failed:
         _create(
@@ -299,7 +299,7 @@ def test_a_build_past_its_deadline_is_stopped_and_its_context_removed(
 ) -> None:
     with _stalling_server(f"10.77.{lab.hosts.subnet}.1") as url:
         dockerfile = f"FROM {BASE}\nADD {url} /stalled\n"
-        digest = content_hash(dockerfile, {})
+        digest = build_inputs_hash(dockerfile, {})
         tag = content_tag(digest)
         props = _build_props(lab, dockerfile, digest, timeout_s=3)
         with pytest.raises(ProviderCallError) as late:
@@ -392,7 +392,7 @@ def test_an_image_given_by_digest_is_pinned_as_it_is_without_a_call(
 def _build_inputs(*, vllm_ref: str) -> tuple[str, str]:
     """A small Dockerfile FROM the local base (no container runs) and its content hash."""
     dockerfile = f"FROM {BASE}\nLABEL io.amdfleet.vllm-ref={vllm_ref}\n"
-    return dockerfile, content_hash(dockerfile, {"vllm_ref": vllm_ref})
+    return dockerfile, build_inputs_hash(dockerfile, {"vllm_ref": vllm_ref})
 
 
 def _build_props(lab: Lab, dockerfile: str, digest: str, **overrides: Any) -> dict[str, Any]:

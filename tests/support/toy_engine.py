@@ -1,4 +1,5 @@
-"""A fourth engine, as a user would add one: this module plus one catalog entry.
+"""A fourth engine, as a user would add one: this module, its line in
+``amdfleet.engines.REGISTRY`` and one catalog entry.
 
 ``toy serve --listen HOST:PORT --model PATH --context N`` with its key in ``TOY_KEY``;
 used by tests/unit/test_engines.py to show the engine interface is all the planner and
@@ -26,11 +27,10 @@ class Toy(Engine):
 
     def flags(self, launch: Launch) -> Flags:
         """Listen address, model and context, toy-style."""
-        serving = launch.serving
         return [
-            ("--listen", f"{serving.host}:{serving.port}"),
-            ("--model", launch.model.checkpoint),
-            ("--context", str(serving.max_model_len)),
+            ("--listen", f"{launch.host}:{launch.port}"),
+            ("--model", launch.checkpoint),
+            ("--context", str(launch.max_model_len)),
         ]
 
 

@@ -15,6 +15,7 @@ from amdfleet.config import StackSpec, load_stack_file, parse_stack
 from amdfleet.errors import ConfigError, PlanError
 from amdfleet.plan import plan
 from amdfleet.render import render_plan
+from tests.support import toy_engine
 from tests.unit.rendered import env_lines, exec_argv, flag_value, node_file, render_stack
 
 TINY = {
@@ -48,6 +49,7 @@ def _cpu_stack(engine: str, **serving: object) -> dict[str, object]:
 
 
 def test_every_catalog_engine_has_a_module_named_for_it() -> None:
+    assert list(engines.REGISTRY) == list(catalog.ENGINES)
     for name, entry in catalog.ENGINES.items():
         engine = engines.engine(name)
         assert engine.name == name == entry.name
@@ -93,12 +95,11 @@ def test_each_engine_takes_the_api_key_its_own_way(
     assert not key_vars & set(env)
 
 
-def test_a_fourth_engine_is_one_module_and_one_catalog_entry(
+def test_a_fourth_engine_is_one_module_its_registry_line_and_one_catalog_entry(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setitem(
-        catalog.ENGINES, "toy", EngineEntry("toy", "tests.support.toy_engine", "a toy engine")
-    )
+    monkeypatch.setitem(engines.REGISTRY, "toy", toy_engine.ENGINE)
+    monkeypatch.setitem(catalog.ENGINES, "toy", EngineEntry("toy", "a toy engine"))
     deployment = plan(parse_stack("toy-box", _cpu_stack("toy")))
 
     assert deployment.head.argv == (

@@ -36,7 +36,7 @@ from amdfleet.cli.stack import format_plan
 from amdfleet.config import load_stack_file, parse_stack
 from amdfleet.errors import ConfigError
 from amdfleet.plan import DeploymentPlan, ImagePlan, plan
-from amdfleet.plan.image import content_hash, content_tag
+from amdfleet.plan.image import build_inputs_hash, content_tag
 from amdfleet.providers.image_build import fleet_archs_of, gfx_refusal
 from amdfleet.providers.progress import format_duration
 from amdfleet.remote import facts
@@ -686,10 +686,10 @@ def test_the_content_hash_covers_the_template_not_the_argument_order() -> None:
     args["gfx_targets"] = ["gfx950"]
     reordered = dict(reversed(list(args.items())))
 
-    assert content_hash("FROM {{ base_image }}\n", args) == content_hash(
+    assert build_inputs_hash("FROM {{ base_image }}\n", args) == build_inputs_hash(
         "FROM {{ base_image }}\n", reordered
     )
-    assert content_hash("FROM {{ base_image }}\n", args) != content_hash(
+    assert build_inputs_hash("FROM {{ base_image }}\n", args) != build_inputs_hash(
         "FROM {{ base_image }}\nRUN true\n", args
     )
 

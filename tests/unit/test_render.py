@@ -25,7 +25,7 @@ from amdfleet.plan import DeploymentPlan, plan
 from amdfleet.render import (
     CONTAINER_SECRETS,
     _file,
-    content_hash,
+    file_body_hash,
     render_node,
     render_plan,
     write_files,
@@ -77,8 +77,8 @@ def test_hash_changes_with_content() -> None:
     files = render_node(plan(load_stack_file("local").spec), 0)
     script = next(f for f in files if f.path.endswith("launch.sh"))
     tampered = script.content.replace("--port", "--port-x")
-    assert content_hash(tampered) != script.sha256
-    assert content_hash(script.content) == script.sha256
+    assert file_body_hash(tampered) != script.sha256
+    assert file_body_hash(script.content) == script.sha256
 
 
 def test_missing_template_value_is_an_error() -> None:
