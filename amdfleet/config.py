@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -40,7 +40,7 @@ from pydantic import (
 from amdfleet import secretscan
 from amdfleet.addresses import canonical_address, check_address
 from amdfleet.errors import ConfigError, ConfigIssue, field_path, unknown_key_issue
-from amdfleet.remote.keyblob import blob_strings, decode_key_blob
+from amdfleet.hostkeys import check_host_key
 
 NAMESPACE = "amdfleet"
 STACKS_DIR = Path(__file__).resolve().parent.parent / "stacks"
@@ -146,135 +146,13 @@ class HostSpec(_Model):
                     "HOST | ssh-keygen -lf -` (amdfleet never trusts a key on first use)"
                 )
         if self.host_key is not None:
-            _check_host_key(self.host_key)
+            check_host_key(self.host_key)
         return self
 
     @property
     def cluster_address(self) -> str | None:
         """The address other nodes use for this host."""
         return self.private_address or self.address
-
-
-HOST_KEY_TYPES: tuple[str, ...] = (
-    "ssh-ed25519",
-    "ecdsa-sha2-nistp256",
-    "ecdsa-sha2-nistp384",
-    "ecdsa-sha2-nistp521",
-    "ssh-rsa",
-    "sk-ssh-ed25519@openssh.com",
-    "sk-ecdsa-sha2-nistp256@openssh.com",
-)
-"""Host key types OpenSSH offers, as a public key line names them."""
-
-PLACEHOLDER_HOST_KEY = "REPLACE0with0your0host0key0fingerprint"
-"""The stem of the example stacks' host_key placeholder (`SHA256:REPLACE0with0...`)."""
-
-_KEYSCAN_HINT = "get it with `ssh-keyscan -t ed25519 HOST | ssh-keygen -lf -`"
-
-
-def is_placeholder_host_key(value: str) -> bool:
-    """Whether ``value`` is the example stacks' placeholder rather than a real pin."""
-    return value.removeprefix("SHA256:").startswith(PLACEHOLDER_HOST_KEY)
-
-
-class PinnedHost(Protocol):
-    """A fleet host's name, address and pin: a stack's host entry, or the planned target."""
-
-    @property
-    def name(self) -> str:
-        """The host's label."""
-
-    @property
-    def address(self) -> str | None:
-        """Where it is reached."""
-
-    @property
-    def host_key(self) -> str | None:
-        """Its pinned host key."""
-
-
-def placeholder_host_keys(hosts: Sequence[PinnedHost]) -> list[ConfigIssue]:
-    """One issue per fleet host (in fleet order) still pinned to the placeholder host key.
-
-    A placeholder plans (``amdfleet plan`` and ``pulumi preview`` connect to nothing) but
-    must be replaced before anything connects to the host.
-    """
-    return [
-        _placeholder_host_key_issue(i, host.name, host.address or "HOST", host.host_key)
-        for i, host in enumerate(hosts)
-        if host.host_key and is_placeholder_host_key(host.host_key)
-    ]
-
-
-def placeholder_build_host_key(host: PinnedHost | None) -> list[ConfigIssue]:
-    """The issue of a separate build host (``image_build.build_host``) still pinned to the
-    placeholder host key, if it is."""
-    if host is None or not host.host_key or not is_placeholder_host_key(host.host_key):
-        return []
-    issue = _placeholder_host_key_issue(0, host.name, host.address or "HOST", host.host_key)
-    return [ConfigIssue("image_build.build_host.host_key", issue.message, issue.hint)]
-
-
-def _placeholder_host_key_issue(index: int, name: str, address: str, host_key: str) -> ConfigIssue:
-    """The issue for fleet host ``index`` pinned to the placeholder ``host_key``."""
-    return ConfigIssue(
-        f"fleet.hosts[{index}].host_key",
-        f"host '{name}' is pinned to the example placeholder {host_key!r}, not its real host key",
-        f"{_KEYSCAN_HINT.replace('HOST', address)} and paste the SHA256:... fingerprint it "
-        "prints (or the key line `ssh-keyscan` prints)",
-    )
-
-
-def _check_host_key(value: str) -> None:
-    if is_placeholder_host_key(value):
-        return  # planned with a warning, refused before connecting (placeholder_host_keys)
-    if value.startswith("SHA256:"):
-        _check_fingerprint(value)
-        return
-    parts = value.split()
-    if len(parts) < 2 or parts[0] not in HOST_KEY_TYPES:
-        what = "is neither a public key line nor a fingerprint"
-        if len(parts) >= 2 and re.fullmatch(r"[a-z0-9@.-]+", parts[0]):
-            what = f"has key type {parts[0]!r}, which OpenSSH does not offer as a host key"
-        raise ValueError(
-            f"host_key {value[:40]!r} {what} — use "
-            f"'<type> AAAA...' with a type OpenSSH offers ({', '.join(HOST_KEY_TYPES)}) or "
-            f"'SHA256:<43 base64 chars>'; {_KEYSCAN_HINT}"
-        )
-    _check_key_body(parts[0], parts[1])
-
-
-def _check_fingerprint(value: str) -> None:
-    body = value.removeprefix("SHA256:")
-    # 43 base64 chars carry 258 bits; a SHA-256 digest leaves the last 2 bits zero.
-    if re.fullmatch(r"[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]", body):
-        return
-    if re.fullmatch(r"[A-Za-z0-9+/]{43}", body):
-        wrong = f"its last character {body[-1]!r} cannot end a SHA-256 digest"
-    else:
-        wrong = f"it has {len(body)} characters after 'SHA256:' where a real one has 43 base64"
-    raise ValueError(
-        f"host_key {value[:50]!r} is not an OpenSSH SHA256 fingerprint ({wrong}) — "
-        f"{_KEYSCAN_HINT} and copy its SHA256:... field whole"
-    )
-
-
-def _check_key_body(key_type: str, body: str) -> None:
-    declared = blob_strings(decode_key_blob(body) or b"", 2)
-    if not declared or declared[0] != key_type.encode():
-        found = "its base64 part does not decode to an SSH public key"
-        if declared:
-            found = f"it holds a {declared[0].decode(errors='replace')!r} key"
-        raise ValueError(
-            f"host_key is declared {key_type} but {found} — paste the whole line ssh-keyscan "
-            f"prints for the host, unchanged; {_KEYSCAN_HINT}"
-        )
-    curve = key_type.removeprefix("sk-").removeprefix("ecdsa-sha2-").split("@")[0]
-    if key_type.startswith(("ecdsa-", "sk-ecdsa-")) and declared[1:] != [curve.encode()]:
-        raise ValueError(
-            f"host_key is declared {key_type} but its key body is not on curve {curve} — "
-            f"paste the whole line ssh-keyscan prints for the host, unchanged; {_KEYSCAN_HINT}"
-        )
 
 
 class CloudFleetSpec(_Model):

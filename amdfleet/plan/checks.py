@@ -15,10 +15,9 @@ from amdfleet.config import (
     HostSpec,
     ModelArchitecture,
     StackSpec,
-    placeholder_build_host_key,
-    placeholder_host_keys,
 )
 from amdfleet.errors import ConfigIssue
+from amdfleet.hostkeys import placeholder_build_host_key, placeholder_host_keys
 from amdfleet.plan.models import ImagePlan, ServingPlan
 
 Issues = list[ConfigIssue]

@@ -11,12 +11,11 @@ import yaml
 from amdfleet.clouds.userdata import (
     CloudConfigError,
     cloud_config,
-    generate_host_key,
     public_key_line,
     read_cloud_config,
 )
 from amdfleet.errors import ConfigError
-from amdfleet.remote.ssh import parse_host_key
+from amdfleet.hostkeys import generate_host_key, parse_host_key
 
 USER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIP3VX9V8eGLyd7GW6YuyQmnDKvV9uUzLVu6v9sXQf73D me"
 
