@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from amdfleet import config as stack_config
 from amdfleet.config import AccuracySpec, BenchmarkScenario, StackSpec
+from amdfleet.config.issues import hint_for, inner_model
 from amdfleet.errors import ConfigError, ConfigIssue, field_path, unknown_key_issue
 
 _LABEL_RE = r"^[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?$"
@@ -382,9 +383,7 @@ def _issues(error: ValidationError, data: Mapping[str, Any]) -> list[ConfigIssue
         shown = (
             "" if fix or isinstance(value, dict | list) or value is None else f" (got {value!r})"
         )
-        hint = fix or stack_config._hint_for(item).replace(
-            "amdfleet/config.py", "amdfleet/campaign/spec.py"
-        )
+        hint = fix or hint_for(item).replace("amdfleet/config/", "amdfleet/campaign/spec.py")
         issues.append(ConfigIssue(field_path(loc) or "campaign", message + shown, hint))
     return issues
 
@@ -395,5 +394,5 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
         if model is None or isinstance(part, int):
             continue
         field = model.model_fields.get(str(part))
-        model = stack_config._inner_model(field.annotation) if field else None
+        model = inner_model(field.annotation) if field else None
     return model
