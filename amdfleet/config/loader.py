@@ -21,9 +21,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from amdfleet import secretscan
-from amdfleet.config.issues import stack_issues
+from amdfleet.config.image_build import HOST_NAME_TAG, SSH_HOST_TAG
 from amdfleet.config.stack import SECTIONS, StackSpec
 from amdfleet.errors import ConfigError, ConfigIssue, unknown_key_issue
+from amdfleet.pydantic_issues import validation_issues
 
 NAMESPACE = "amdfleet"
 STACKS_DIR = Path(__file__).resolve().parent.parent.parent / "stacks"
@@ -112,7 +113,14 @@ def parse_stack(name: str, sections: Mapping[str, Any], source: str = "") -> Sta
     try:
         spec = StackSpec.model_validate(data)
     except ValidationError as e:
-        invalid = stack_issues(e, data)
+        invalid = validation_issues(
+            e,
+            StackSpec,
+            where="stack",
+            described_in="amdfleet/config/",
+            conceal=_may_be_secret,
+            tags=(HOST_NAME_TAG, SSH_HOST_TAG),
+        )
         issues += [_stack_name_issue(name) if i.path == "name" else i for i in invalid]
     if issues or found:
         raise ConfigError(secretscan.screen_issues(issues, found), source)
@@ -321,3 +329,7 @@ def _missing_secret_issue(spec: StackSpec, key: str) -> ConfigIssue:
         f"run `pulumi config set --secret {key} -s {spec.name}` and type the value at its "
         "prompt, or pipe it on stdin (a value on the command line lands in shell history)",
     )
+
+
+def _may_be_secret(loc: tuple[Any, ...], value: Any) -> bool:
+    return bool(secretscan.describe(str(value)))
