@@ -15,14 +15,14 @@ import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from amdfleet import secretscan
 from amdfleet.config.image_build import HOST_NAME_TAG, SSH_HOST_TAG
-from amdfleet.config.stack import SECTIONS, StackSpec
+from amdfleet.config.stack import SECRET_KEY_FIELDS, SECTIONS, StackSpec
 from amdfleet.errors import ConfigError, ConfigIssue, unknown_key_issue
 from amdfleet.pydantic_issues import validation_issues
 
@@ -283,22 +283,34 @@ def _yaml_path(path: tuple[str, ...]) -> str:
 
 
 def _declared_secret_keys(values: Mapping[str, Any]) -> set[str]:
-    """Secret key names the raw sections reference (before validation)."""
-
-    def field(section: str, name: str, default: str | None = None) -> Any:
-        raw = values.get(section)
-        return raw.get(name, default) if isinstance(raw, dict) else default
-
-    fleet = values.get("fleet")
-    cloud = fleet.get("cloud") if isinstance(fleet, dict) else None
-    registry = field("image_build", "registry")
-    names = [  # a list: a mistyped value (a list, a mapping) is not hashable
-        field("serving", "api_key_secret", "apiKey"),
-        field("weights", "hf_token_secret"),
-        cloud.get("api_token_secret") if isinstance(cloud, dict) else None,
-        registry.get("password_secret") if isinstance(registry, dict) else None,
-    ]
+    """Secret key names the raw sections reference (before validation); a field left out
+    names its default."""
+    names = [_raw_value(values, path) for path in SECRET_KEY_FIELDS]
+    # a list above: a mistyped value (a list, a mapping) is not hashable
     return {n for n in names if isinstance(n, str) and n not in SECTIONS}
+
+
+def _raw_value(values: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    node: Any = values
+    for part in path:
+        if not isinstance(node, dict) or part not in node:
+            return _default_at(path)
+        node = node[part]
+    return node
+
+
+def _default_at(path: tuple[str, ...]) -> str | None:
+    """The default key name of the secret-name field at ``path`` of a stack."""
+    model: type[BaseModel] = StackSpec
+    for part in path[:-1]:
+        annotation = model.model_fields[part].annotation
+        model = next(a for a in (annotation, *get_args(annotation)) if _is_model(a))
+    default = model.model_fields[path[-1]].default
+    return default if isinstance(default, str) else None
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
 def _secret_refs(

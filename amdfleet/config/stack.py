@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
 
 from amdfleet.config.base import NAME_RE, SpecModel
@@ -46,16 +48,30 @@ class StackSpec(SpecModel):
 
     @property
     def secret_keys(self) -> tuple[str, ...]:
-        """Names of the secret config keys this stack needs."""
-        keys = [self.serving.api_key_secret, self.weights.hf_token_secret]
-        registry = self.image_build.registry
-        if registry is not None and self.image_build.enabled:
-            keys.append(registry.password_secret)
-        if self.fleet.cloud:
-            keys.append(self.fleet.cloud.api_token_secret)
+        """Names of the secret config keys this stack needs (a registry's password only
+        when the image is built)."""
+        needed = [p for p in SECRET_KEY_FIELDS if p[0] != "image_build" or self.image_build.enabled]
+        keys = [_value_at(self, path) for path in needed]
         return tuple(k for k in keys if k)
+
+
+SECRET_KEY_FIELDS: tuple[tuple[str, ...], ...] = (
+    ("serving", "api_key_secret"),
+    ("weights", "hf_token_secret"),
+    ("image_build", "registry", "password_secret"),
+    ("fleet", "cloud", "api_token_secret"),
+)
+"""Where a stack names its secret config keys (each field holds a key's name, never its
+value), in the order :attr:`StackSpec.secret_keys` lists them."""
 
 
 SECTIONS: tuple[str, ...] = tuple(
     name for name in StackSpec.model_fields if name not in ("name", "description")
 )
+
+
+def _value_at(spec: StackSpec, path: tuple[str, ...]) -> str | None:
+    node: Any = spec
+    for part in path:
+        node = getattr(node, part, None)
+    return node if isinstance(node, str) else None
