@@ -34,7 +34,7 @@ from typing import Any
 import pulumi
 
 from amdfleet import engines, hostkeys
-from amdfleet.config import CampaignSpec
+from amdfleet.config import LifetimeSpec
 from amdfleet.errors import ConfigIssue, PlanError
 from amdfleet.plan import DeploymentPlan, NodePlan
 from amdfleet.plan.layout import engine_python
@@ -598,7 +598,7 @@ def engine_cluster_props(plan: DeploymentPlan, hosts: Sequence[HostTarget]) -> E
     )
 
 
-def campaign_output(campaign: CampaignSpec, started_at: str | None) -> dict[str, Any]:
+def campaign_output(campaign: LifetimeSpec, started_at: str | None) -> dict[str, Any]:
     """The campaign policy with the engine's start and, given a TTL, its expiry."""
     out = {**campaign.model_dump(mode="json"), "started_at": started_at, "expires_at": None}
     if started_at and campaign.ttl_hours:

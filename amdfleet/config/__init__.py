@@ -21,7 +21,7 @@ from amdfleet.config.engine import EngineSpec, ParallelismSpec
 from amdfleet.config.fabric import FabricSpec, size_bytes
 from amdfleet.config.fleet import FleetSpec, HostSpec
 from amdfleet.config.image_build import BuildHost, ImageBuildSpec, RegistrySpec
-from amdfleet.config.lifetime import CampaignSpec
+from amdfleet.config.lifetime import LifetimeSpec
 from amdfleet.config.loader import (
     NAMESPACE,
     STACKS_DIR,
@@ -52,13 +52,13 @@ __all__ = [
     "AccuracySpec",
     "BenchmarkScenario",
     "BuildHost",
-    "CampaignSpec",
     "CloudFleetSpec",
     "EngineSpec",
     "FabricSpec",
     "FleetSpec",
     "HostSpec",
     "ImageBuildSpec",
+    "LifetimeSpec",
     "LoadedStack",
     "ModelArchitecture",
     "ModelSpec",

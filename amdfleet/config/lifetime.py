@@ -9,8 +9,9 @@ from pydantic import Field
 from amdfleet.config.base import SpecModel
 
 
-class CampaignSpec(SpecModel):
-    """The benchmark campaign's lifetime."""
+class LifetimeSpec(SpecModel):
+    """A stack's lifetime and teardown policy (the `campaign:` section; not a campaign file,
+    which is :class:`amdfleet.campaign.spec.CampaignSpec`)."""
 
     ttl_hours: float | None = Field(
         None,

@@ -11,7 +11,7 @@ from amdfleet.config.engine import EngineSpec, ParallelismSpec
 from amdfleet.config.fabric import FabricSpec
 from amdfleet.config.fleet import FleetSpec
 from amdfleet.config.image_build import ImageBuildSpec
-from amdfleet.config.lifetime import CampaignSpec
+from amdfleet.config.lifetime import LifetimeSpec
 from amdfleet.config.model import ModelSpec, Topology
 from amdfleet.config.serving import ServingSpec
 from amdfleet.config.verification import VerificationSpec
@@ -38,8 +38,8 @@ class StackSpec(SpecModel):
     verification: VerificationSpec = Field(
         default_factory=VerificationSpec, description="Benchmark + accuracy gate."
     )
-    campaign: CampaignSpec = Field(
-        default_factory=CampaignSpec, description="Lifetime and teardown policy."
+    campaign: LifetimeSpec = Field(
+        default_factory=LifetimeSpec, description="Lifetime and teardown policy."
     )
     fabric: FabricSpec = Field(
         default_factory=FabricSpec,
