@@ -33,9 +33,9 @@ from typing import Any
 
 import pulumi
 
-from amdfleet import engines
-from amdfleet.config import CampaignSpec, placeholder_build_host_key, placeholder_host_keys
-from amdfleet.errors import ConfigError, ConfigIssue, PlanError
+from amdfleet import engines, hostkeys
+from amdfleet.config import LifetimeSpec
+from amdfleet.errors import ConfigIssue, PlanError
 from amdfleet.plan import DeploymentPlan, NodePlan
 from amdfleet.plan.layout import engine_python
 from amdfleet.providers.cluster_check import ClusterCheck, cluster_check_props
@@ -598,7 +598,7 @@ def engine_cluster_props(plan: DeploymentPlan, hosts: Sequence[HostTarget]) -> E
     )
 
 
-def campaign_output(campaign: CampaignSpec, started_at: str | None) -> dict[str, Any]:
+def campaign_output(campaign: LifetimeSpec, started_at: str | None) -> dict[str, Any]:
     """The campaign policy with the engine's start and, given a TTL, its expiry."""
     out = {**campaign.model_dump(mode="json"), "started_at": started_at, "expires_at": None}
     if started_at and campaign.ttl_hours:
@@ -610,11 +610,10 @@ def campaign_output(campaign: CampaignSpec, started_at: str | None) -> dict[str,
 def _refuse_placeholder_host_keys(plan: DeploymentPlan) -> None:
     """``pulumi up`` connects to the hosts: a placeholder pin (accepted by ``amdfleet plan``
     and ``pulumi preview``, which connect to nothing) stops it before anything registers."""
-    issues = placeholder_host_keys([node.target for node in plan.nodes if node.target])
-    if plan.image.build_host not in [node.name for node in plan.nodes]:  # a separate host
-        issues += placeholder_build_host_key(plan.image.build_target)
-    if issues:
-        raise ConfigError(issues, f"stack {plan.stack}")
+    targets = [node.target for node in plan.nodes if node.target]
+    separate = plan.image.build_host not in [node.name for node in plan.nodes]
+    build_target = plan.image.build_target if separate else None
+    hostkeys.refuse_placeholder_host_keys(targets, build_target, f"stack {plan.stack}")
 
 
 def _target(plan: DeploymentPlan, node: NodePlan) -> HostTarget:

@@ -23,7 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from amdfleet import config as stack_config
 from amdfleet.config import AccuracySpec, BenchmarkScenario, StackSpec
-from amdfleet.errors import ConfigError, ConfigIssue, field_path, unknown_key_issue
+from amdfleet.errors import ConfigError, ConfigIssue
+from amdfleet.pydantic_issues import validation_issues
 
 _LABEL_RE = r"^[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?$"
 _NAME_RE = r"^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?$"
@@ -277,7 +278,10 @@ def load_campaign(path: Path | str) -> Campaign:
     try:
         spec = CampaignSpec.model_validate(data)
     except ValidationError as e:
-        raise CampaignError(_issues(e, data), source) from e
+        invalid = validation_issues(
+            e, CampaignSpec, where="campaign", described_in="amdfleet/campaign/spec.py"
+        )
+        raise CampaignError(invalid, source) from e
     issues: list[ConfigIssue] = []
     variants = []
     for index, variant in enumerate(spec.variants):
@@ -361,39 +365,3 @@ def _nested(prefix: str, variant: VariantSpec, issue: ConfigIssue) -> ConfigIssu
         return ConfigIssue(f"{prefix}.overrides.{issue.path}", issue.message, issue.hint)
     where = "" if issue.path == "stack" else f"{issue.path}: "
     return ConfigIssue(f"{prefix}.stack", f"{where}{issue.message}", issue.hint)
-
-
-def _issues(error: ValidationError, data: Mapping[str, Any]) -> list[ConfigIssue]:
-    issues = []
-    items = error.errors()
-    locs = [tuple(i["loc"]) for i in items]
-    for item in items:
-        loc = tuple(item["loc"])
-        if item["type"] == "too_short" and any(o[: len(loc)] == loc and o != loc for o in locs):
-            continue  # an invalid item was dropped; its own issue says why
-        if item["type"] == "extra_forbidden":
-            model = _model_at(loc[:-1])
-            issues.append(
-                unknown_key_issue(str(loc[-1]), model.model_fields if model else (), loc[:-1])
-            )
-            continue
-        message, _, fix = item["msg"].removeprefix("Value error, ").partition(" — ")
-        value = item.get("input")
-        shown = (
-            "" if fix or isinstance(value, dict | list) or value is None else f" (got {value!r})"
-        )
-        hint = fix or stack_config._hint_for(item).replace(
-            "amdfleet/config.py", "amdfleet/campaign/spec.py"
-        )
-        issues.append(ConfigIssue(field_path(loc) or "campaign", message + shown, hint))
-    return issues
-
-
-def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    model: type[BaseModel] | None = CampaignSpec
-    for part in loc:
-        if model is None or isinstance(part, int):
-            continue
-        field = model.model_fields.get(str(part))
-        model = stack_config._inner_model(field.annotation) if field else None
-    return model

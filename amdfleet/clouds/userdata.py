@@ -1,6 +1,7 @@
 """cloud-init user-data that pins an instance's SSH host key before it boots.
 
-amdfleet generates each instance's ed25519 host key itself and hands it to the cloud in
+amdfleet generates each instance's ed25519 host key itself
+(:func:`amdfleet.hostkeys.generate_host_key`) and hands it to the cloud in
 the user-data, so the first SSH connection can already check the key it expects: nothing
 is trusted on first use. The document uses cloud-init's SSH module (its keys are
 documented in cloud-init's module reference, "SSH" section,
@@ -20,8 +21,8 @@ page, the module's source was read instead):
     prefixes root's keys with a command that refuses the login).
 
 The host's private key is a secret: it goes to the cloud in the user-data and nowhere
-else (no output, state, log or message of amdfleet holds it). :class:`HostKeyPair`'s
-repr omits it.
+else (no output, state, log or message of amdfleet holds it).
+:class:`~amdfleet.hostkeys.HostKeyPair`'s repr omits it.
 """
 
 from __future__ import annotations
@@ -31,23 +32,12 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 import yaml
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from amdfleet.errors import ConfigError, ConfigIssue
-from amdfleet.remote.ssh import parse_host_key, public_key_from_private
+from amdfleet.hostkeys import HostKeyPair, parse_host_key
+from amdfleet.remote.ssh import public_key_from_private
 
 HEADER = "#cloud-config"
-KEY_COMMENT = "amdfleet"
-
-
-@dataclass(frozen=True)
-class HostKeyPair:
-    """An instance's SSH host key: the private key in OpenSSH format (a secret, not in
-    the repr) and its public key line (``ssh-ed25519 AAAA... amdfleet``)."""
-
-    private_openssh: str = field(repr=False)
-    public_line: str
 
 
 @dataclass(frozen=True)
@@ -62,20 +52,6 @@ class CloudConfigKeys:
 
 class CloudConfigError(ValueError):
     """A cloud-config document is not one amdfleet wrote (names what is missing)."""
-
-
-def generate_host_key() -> HostKeyPair:
-    """A fresh ed25519 host key pair."""
-    key = ed25519.Ed25519PrivateKey.generate()
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.OpenSSH,
-        serialization.NoEncryption(),
-    ).decode()
-    public = key.public_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-    )
-    return HostKeyPair(private_openssh=private, public_line=f"{public.decode()} {KEY_COMMENT}")
 
 
 def cloud_config(host_key: HostKeyPair, user: str, authorized_key: str) -> str:

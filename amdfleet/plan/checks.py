@@ -14,10 +14,9 @@ from amdfleet.config import (
     HostSpec,
     ModelArchitecture,
     StackSpec,
-    placeholder_build_host_key,
-    placeholder_host_keys,
 )
 from amdfleet.errors import ConfigIssue
+from amdfleet.hostkeys import placeholder_build_host_key, placeholder_host_keys
 from amdfleet.plan.checkpoint import Resolved
 from amdfleet.plan.models import ImagePlan, ServingPlan
 

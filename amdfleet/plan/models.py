@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from amdfleet.addresses import host_port
-from amdfleet.config import CampaignSpec, ModelArchitecture, VerificationSpec
+from amdfleet.config import LifetimeSpec, ModelArchitecture, VerificationSpec
 from amdfleet.remote.requirement import HostRequirement
 from amdfleet.remote.target import HostTarget
 
@@ -369,7 +369,7 @@ class DeploymentPlan(_Frozen):
     image: ImagePlan
     weights: WeightsPlan
     verification: VerificationPlan
-    campaign: CampaignSpec
+    campaign: LifetimeSpec
     recipe_sources: tuple[str, ...]
     recipe_dropped: tuple[str, ...] = ()
     """What the seeds' recipes set that the pinned engine no longer takes, and why."""

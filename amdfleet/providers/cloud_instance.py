@@ -36,7 +36,7 @@ from amdfleet.clouds.api import (
     instance_tags,
     wait_gone,
 )
-from amdfleet.clouds.userdata import HostKeyPair, cloud_config, generate_host_key
+from amdfleet.clouds.userdata import cloud_config
 from amdfleet.errors import (
     AmdFleetError,
     CloudInstanceError,
@@ -46,6 +46,7 @@ from amdfleet.errors import (
     HostUnreachableError,
     RemoteError,
 )
+from amdfleet.hostkeys import HostKeyPair, generate_host_key
 from amdfleet.providers.progress import Progress, format_duration, resource_urn
 from amdfleet.providers.props import ProviderProps, changed_keys
 from amdfleet.remote.ssh import ConnectRetry, connect, first_seen_host_key

@@ -17,7 +17,6 @@ preview, so they compare the raw values (:func:`changed_keys`) instead of parsin
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping
@@ -27,8 +26,9 @@ from pulumi.output import Unknown
 from pulumi.runtime import rpc
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from amdfleet.errors import ConfigIssue, PropsError, field_path, unknown_key_issue
+from amdfleet.errors import ConfigIssue, PropsError
 from amdfleet.providers.progress import URN_KEY
+from amdfleet.pydantic_issues import validation_issues
 
 PROVIDER_KEY = "__provider"
 """The SDK's own property: the pickled provider (never part of a props model)."""
@@ -111,48 +111,7 @@ def changed_keys(
 
 
 def _issues(model: type[ProviderProps], error: ValidationError) -> list[ConfigIssue]:
-    issues = []
-    for item in error.errors():
-        loc = tuple(item["loc"])
-        path = field_path(loc)
-        if item["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
-            valid = _fields_at(model, loc[:-1])
-            issues.append(unknown_key_issue(str(loc[-1]), valid, loc[:-1]))
-            continue
-        value = item.get("input")
-        secret = bool(loc) and loc[0] in model.SECRET_FIELDS
-        scalar = isinstance(value, str | int | float | bool)
-        shown = f" (got {value!r})" if scalar and not secret else ""
-        issues.append(ConfigIssue(path or "props", item["msg"] + shown))
-    return issues
+    def secret(loc: tuple[Any, ...], value: Any) -> bool:
+        return bool(loc) and loc[0] in model.SECRET_FIELDS
 
-
-def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """The field names of the model (or dataclass) at ``loc`` under ``model``."""
-    current: Any = model
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        fields = _field_types(current)
-        if str(part) in fields:  # else a key of a dict field: the model stays the same
-            current = fields[str(part)]
-    return list(_field_types(current))
-
-
-def _field_types(kind: Any) -> dict[str, Any]:
-    if isinstance(kind, type) and issubclass(kind, BaseModel):
-        return {name: _inner(f.annotation) for name, f in kind.model_fields.items()}
-    if dataclasses.is_dataclass(kind) and isinstance(kind, type):
-        return {f.name: None for f in dataclasses.fields(kind)}
-    return {}
-
-
-def _inner(annotation: Any) -> Any:
-    """The model or dataclass inside an annotation (``X | None``, ``dict[str, X]``)."""
-    if _field_types(annotation):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        found = _inner(arg)
-        if found is not None:
-            return found
-    return None
+    return validation_issues(error, model, where="props", conceal=secret)

@@ -26,10 +26,8 @@ Usage::
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import errno
-import hashlib
 import math
 import posixpath
 import select
@@ -48,6 +46,7 @@ import tenacity
 from paramiko.sftp import CMD_HANDLE, CMD_OPEN, SFTP_FLAG_CREATE, SFTP_FLAG_EXCL, SFTP_FLAG_WRITE
 
 from amdfleet.errors import HostKeyMismatchError, HostUnreachableError, RemoteError
+from amdfleet.hostkeys import PinnedKey, fingerprint_of, parse_host_key
 from amdfleet.remote.connection import (
     CommandResult,
     OutputCollector,
@@ -55,7 +54,6 @@ from amdfleet.remote.connection import (
     Redactor,
     command_error,
 )
-from amdfleet.remote.keyblob import blob_type, decode_key_blob
 from amdfleet.remote.target import HostTarget
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -66,14 +64,6 @@ _POLL = 0.5
 _KEY_ALGORITHMS = {
     "ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"),
 }
-
-
-@dataclass(frozen=True)
-class PinnedKey:
-    """A parsed host-key pin: the key type when known, and its SHA256 fingerprint."""
-
-    fingerprint: str
-    key_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -110,31 +100,6 @@ NO_RETRY = ConnectRetry(attempts=1, within=math.inf)
 RetryListener = Callable[[int, HostUnreachableError], None]
 """Called as ``on_retry(attempt, error)`` when attempt number ``attempt`` failed with the
 transient ``error`` and another attempt follows (after the backoff wait)."""
-
-
-def parse_host_key(text: str) -> PinnedKey:
-    """Parse a pin: ``<type> <base64> [comment]`` or ``SHA256:<base64>``.
-
-    Raises ValueError with a description of the accepted forms when ``text`` is neither.
-    """
-    text = text.strip()
-    if text.startswith("SHA256:") and len(text) > len("SHA256:"):
-        return PinnedKey(fingerprint=text)
-    fields = text.split()
-    if len(fields) >= 2:
-        blob = decode_key_blob(fields[1])
-        if blob is not None and blob_type(blob) == fields[0]:
-            return PinnedKey(fingerprint=fingerprint_of(blob), key_type=fields[0])
-    raise ValueError(
-        f"not a host key pin: {text[:60]!r}; expected a public key line "
-        "('ssh-ed25519 AAAA...') or an OpenSSH fingerprint ('SHA256:...')"
-    )
-
-
-def fingerprint_of(key_blob: bytes) -> str:
-    """The OpenSSH SHA256 fingerprint of a public key blob (as ``ssh-keygen -l`` prints)."""
-    digest = base64.b64encode(hashlib.sha256(key_blob).digest()).decode()
-    return "SHA256:" + digest.rstrip("=")
 
 
 def connect(

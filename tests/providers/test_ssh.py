@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from amdfleet.errors import HostKeyMismatchError, RemoteCommandError, RemoteError
+from amdfleet.hostkeys import parse_host_key
 from amdfleet.remote.connection import Connection
 from amdfleet.remote.local import LocalConnection
 from amdfleet.remote.process import detached, is_running, stop_process_group
@@ -19,7 +20,6 @@ from amdfleet.remote.ssh import (
     NO_RETRY,
     SshConnection,
     connect,
-    parse_host_key,
     sftp_create_private,
 )
 from tests.support.hostlab import HostLab, LabFactory, require_netns, sweep_stale_labs

@@ -17,8 +17,9 @@ import pytest
 import yaml
 
 from amdfleet.addresses import check_address, host_port
-from amdfleet.config import HOST_KEY_TYPES, HostSpec, load_stack_file, parse_stack
+from amdfleet.config import HostSpec, load_stack_file, parse_stack
 from amdfleet.errors import ConfigError, PlanError
+from amdfleet.hostkeys import HOST_KEY_TYPES
 from amdfleet.plan import DeploymentPlan, plan
 
 KEYGEN_TYPES = {

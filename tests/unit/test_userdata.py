@@ -1,4 +1,4 @@
-"""cloud-init user-data: the generated host key, the document and its inverse."""
+"""cloud-init user-data: the document and its inverse."""
 
 from __future__ import annotations
 
@@ -11,24 +11,13 @@ import yaml
 from amdfleet.clouds.userdata import (
     CloudConfigError,
     cloud_config,
-    generate_host_key,
     public_key_line,
     read_cloud_config,
 )
 from amdfleet.errors import ConfigError
-from amdfleet.remote.ssh import parse_host_key
+from amdfleet.hostkeys import generate_host_key
 
 USER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIP3VX9V8eGLyd7GW6YuyQmnDKvV9uUzLVu6v9sXQf73D me"
-
-
-def test_host_key_pair_is_ed25519_and_its_repr_hides_the_private_key() -> None:
-    pair = generate_host_key()
-    assert pair.private_openssh.startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
-    assert pair.public_line.startswith("ssh-ed25519 AAAA") and pair.public_line.endswith(
-        " amdfleet"
-    )
-    assert parse_host_key(pair.public_line).key_type == "ssh-ed25519"
-    assert "PRIVATE" not in repr(pair) and pair.private_openssh not in repr(pair)
 
 
 @pytest.mark.parametrize("user", ["root", "hotaisle"])

@@ -16,7 +16,7 @@ import pulumi
 from pulumi.dynamic import CreateResult, Resource, ResourceProvider
 
 from amdfleet.components import campaign_output
-from amdfleet.config import CampaignSpec
+from amdfleet.config import LifetimeSpec
 
 
 class MarkerProvider(ResourceProvider):
@@ -44,7 +44,7 @@ stack = pulumi.get_stack()
 Marker(f"marker-{stack}", config.require("marker"), f"stack {stack}\n")
 pulumi.export("endpoint", f"http://reap-test.invalid/{stack}")
 if config.get_bool("campaign") is not False:
-    spec = CampaignSpec(
+    spec = LifetimeSpec(
         ttl_hours=config.get_float("ttlHours"),
         on_expiry=config.get("onExpiry") or "warn",  # type: ignore[arg-type]
         owner=config.get("owner"),

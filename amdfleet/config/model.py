@@ -1,0 +1,64 @@
+"""The ``topology`` and ``model`` sections: the hardware asked for and the model served."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from amdfleet.config.base import Precision, SpecModel
+
+
+class Topology(SpecModel):
+    """The hardware shape the stack asks for; preflight checks the hosts match it."""
+
+    accelerator: str = Field(
+        description="Accelerator id from the catalog: mi300x, mi325x, mi350x, mi355x, or "
+        "cpu (vLLM's CPU backend, for the local stack)."
+    )
+    nodes: int = Field(1, ge=1, le=64, description="Number of nodes.")
+    gpus_per_node: int = Field(
+        8, ge=1, le=8, description="Accelerators used on each node (1, 2, 4 or 8)."
+    )
+
+
+class ModelArchitecture(SpecModel):
+    """Architecture numbers for a model the catalog does not know (memory math needs them)."""
+
+    params_b: float = Field(gt=0, description="Parameters, in billions.")
+    layers: int = Field(ge=1, description="Transformer layers.")
+    hidden: int = Field(ge=1, description="Hidden size.")
+    intermediate: int = Field(ge=1, description="MLP intermediate size.")
+    heads: int = Field(ge=1, description="Attention heads.")
+    kv_heads: int = Field(ge=1, description="Key/value heads (GQA groups).")
+    head_dim: int = Field(ge=1, description="Per-head dimension.")
+    vocab: int = Field(ge=1, description="Vocabulary size.")
+    max_context: int = Field(ge=1, description="Maximum context length, tokens.")
+
+
+class ModelSpec(SpecModel):
+    """The model to serve."""
+
+    id: str = Field(
+        min_length=1,
+        description="Catalog id (e.g. 'llama-3.3-70b-instruct') or a Hugging Face repo "
+        "(e.g. 'meta-llama/Llama-3.3-70B-Instruct'); a repo outside the catalog needs "
+        "`architecture`.",
+    )
+    precision: Precision = Field(
+        "bf16",
+        description="Weight precision: bf16, fp8 (gfx942/gfx950) or mxfp4 (gfx950 only).",
+    )
+    checkpoint: str | None = Field(
+        None,
+        description="Override the catalog checkpoint: a Hugging Face repo or an absolute "
+        "path on the hosts. A BF16 checkpoint with precision fp8 is quantized online "
+        "(`--quantization fp8`).",
+    )
+    revision: str | None = Field(
+        None, description="Hub revision (commit sha, tag or branch) to stage and serve."
+    )
+    served_name: str | None = Field(
+        None, description="Model name clients send; defaults to the checkpoint id."
+    )
+    architecture: ModelArchitecture | None = Field(
+        None, description="Architecture numbers for a model that is not in the catalog."
+    )
