@@ -473,7 +473,7 @@ def fetched_tokenizer(variant: Variant, stack: Any) -> Iterator[str | None]:
     directory, as the verification does (None when the stack has no such host)."""
     from amdfleet.plan import plan
     from amdfleet.providers.verification import TOKENIZER_FILES
-    from amdfleet.remote.hosts import open_host
+    from amdfleet.remote.transport.hosts import open_host
 
     target = plan(variant.stack).head.target
     path = variant.stack.weights.local_path or _weights_path(stack)

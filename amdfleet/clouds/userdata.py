@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from amdfleet.errors import ConfigError, ConfigIssue
-from amdfleet.remote.ssh import parse_host_key, public_key_from_private
+from amdfleet.remote.transport.ssh import parse_host_key, public_key_from_private
 
 HEADER = "#cloud-config"
 KEY_COMMENT = "amdfleet"

@@ -69,11 +69,11 @@ from amdfleet.remote.cluster import (
     rendezvous_ports,
     stop_listener_command,
 )
-from amdfleet.remote.connection import CommandResult, Connection
 from amdfleet.remote.engine import EngineLayout
 from amdfleet.remote.facts import HostFacts
-from amdfleet.remote.hosts import open_host
-from amdfleet.remote.target import HostTarget
+from amdfleet.remote.transport.connection import CommandResult, Connection
+from amdfleet.remote.transport.hosts import open_host
+from amdfleet.remote.transport.target import HostTarget
 
 INPUTS = (
     "nodes",

@@ -59,10 +59,10 @@ from amdfleet.providers.engine_node import (
 from amdfleet.providers.engine_service import NOTHING_LEFT_HINT, wait_ready
 from amdfleet.providers.progress import Progress, resource_urn
 from amdfleet.providers.props import plain
-from amdfleet.remote.connection import Connection
 from amdfleet.remote.engine import EngineLayout
 from amdfleet.remote.supervision import Supervisor
-from amdfleet.remote.target import HostTarget
+from amdfleet.remote.transport.connection import Connection
+from amdfleet.remote.transport.target import HostTarget
 
 CLUSTER_ENV_FILE = "cluster.env"
 _T = TypeVar("_T")

@@ -40,9 +40,9 @@ from amdfleet.providers.progress import Progress, resource_urn
 from amdfleet.providers.props import ProviderProps, changed_keys
 from amdfleet.remote import fabric
 from amdfleet.remote.cluster import collective_env
-from amdfleet.remote.connection import CommandResult
-from amdfleet.remote.hosts import open_host
-from amdfleet.remote.target import HostTarget
+from amdfleet.remote.transport.connection import CommandResult
+from amdfleet.remote.transport.hosts import open_host
+from amdfleet.remote.transport.target import HostTarget
 
 INPUTS = (
     "kind",

@@ -1,7 +1,7 @@
 """Pure command builders for an engine service on a host, and parsers for what they print.
 
 The EngineService provider uploads the rendered files into ``remote_dir`` and runs the
-commands built here over a :class:`~amdfleet.remote.connection.Connection`. Nothing in
+commands built here over a :class:`~amdfleet.remote.transport.connection.Connection`. Nothing in
 this module does I/O.
 
 On-host layout (``remote_dir`` is ``/opt/amdfleet/<stack>``, mode 0700)::

@@ -12,16 +12,12 @@ from pathlib import Path
 import pytest
 
 from amdfleet.errors import HostKeyMismatchError, RemoteCommandError, RemoteError
-from amdfleet.remote.connection import Connection
-from amdfleet.remote.local import LocalConnection
 from amdfleet.remote.process import detached, is_running, stop_process_group
-from amdfleet.remote.ssh import (
-    NO_RETRY,
-    SshConnection,
-    connect,
-    parse_host_key,
-    sftp_create_private,
-)
+from amdfleet.remote.transport.connection import Connection
+from amdfleet.remote.transport.local import LocalConnection
+from amdfleet.remote.transport.retry import NO_RETRY
+from amdfleet.remote.transport.sftp import sftp_create_private
+from amdfleet.remote.transport.ssh import SshConnection, connect, parse_host_key
 from tests.support.hostlab import HostLab, LabFactory, require_netns, sweep_stale_labs
 from tests.support.waiting import wait_until
 

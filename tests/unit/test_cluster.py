@@ -46,7 +46,7 @@ from amdfleet.remote.cluster import (
 )
 from amdfleet.remote.engine import EngineLayout
 from amdfleet.remote.facts import HostFacts
-from amdfleet.remote.target import HostTarget
+from amdfleet.remote.transport.target import HostTarget
 
 FIXTURES = Path(__file__).parents[3] / "shared" / "fixtures" / "amd-hosts"
 

@@ -943,7 +943,7 @@ def test_every_node_and_the_fabric_check_run_the_pinned_digest_never_the_tag() -
     from amdfleet.components import launch_files, plan_with_image
     from amdfleet.config import FabricSpec
     from amdfleet.providers.fabric_check import fabric_check_props
-    from amdfleet.remote.target import HostTarget
+    from amdfleet.remote.transport.target import HostTarget
 
     spec = load_stack_file("mi300x-2node-llama405b-bf16").spec
     spec = spec.model_copy(update={"fabric": FabricSpec(enabled=True, min_busbw_gbps=304)})

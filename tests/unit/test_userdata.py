@@ -16,7 +16,7 @@ from amdfleet.clouds.userdata import (
     read_cloud_config,
 )
 from amdfleet.errors import ConfigError
-from amdfleet.remote.ssh import parse_host_key
+from amdfleet.remote.transport.ssh import parse_host_key
 
 USER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIP3VX9V8eGLyd7GW6YuyQmnDKvV9uUzLVu6v9sXQf73D me"
 
