@@ -37,7 +37,8 @@ from typing import Any
 from amdfleet.addresses import host_port
 from amdfleet.errors import PreflightError
 from amdfleet.remote.engine import EngineLayout
-from amdfleet.remote.facts import GpuFacts, HostFacts, match_accelerator
+from amdfleet.remote.facts.gpus import match_accelerator
+from amdfleet.remote.facts.records import GpuFacts, HostFacts
 
 CLUSTER = "cluster"
 """The ``node`` of a finding about all nodes together (an agreement check)."""

@@ -21,7 +21,6 @@ from amdfleet.config import load_stack_file
 from amdfleet.errors import PreflightError, PropsError
 from amdfleet.plan import plan
 from amdfleet.providers.cluster_check import ClusterCheckProps, cluster_check_props
-from amdfleet.remote import facts
 from amdfleet.remote.cluster import (
     CLUSTER,
     ClusterFinding,
@@ -45,7 +44,8 @@ from amdfleet.remote.cluster import (
     rendezvous_ports,
 )
 from amdfleet.remote.engine import EngineLayout
-from amdfleet.remote.facts import HostFacts
+from amdfleet.remote.facts import gpus, net, rocm
+from amdfleet.remote.facts.records import HostFacts
 from amdfleet.remote.transport.target import HostTarget
 
 FIXTURES = Path(__file__).parents[3] / "shared" / "fixtures" / "amd-hosts"
@@ -72,7 +72,7 @@ IP_ADDR = (
     '"local":"fe80::34b4:f7ff:fe1b:b38e","prefixlen":64,"scope":"link","tentative":true,'
     '"valid_life_time":4294967295,"preferred_life_time":4294967295}]}]'
 )
-LAB_HOST = HostFacts(hostname="host0", interfaces=facts.parse_ip_addr(IP_ADDR))
+LAB_HOST = HostFacts(hostname="host0", interfaces=net.parse_ip_addr(IP_ADDR))
 
 
 def fixture(name: str) -> str:
@@ -82,12 +82,12 @@ def fixture(name: str) -> str:
 def mi300x_host(name: str) -> HostFacts:
     """4x MI300X (`rocm-smi -a`, driver 6.7.0) with the ROCm 6.4.0 that `amd-smi version`
     printed on an MI300X host."""
-    inventory = facts.parse_rocm_smi_info(fixture("mi300x.rocm-smi-a.txt"))
-    rocm = facts.parse_amd_smi_version(fixture("mi300x.amd-smi-version.rocm6.4.0.txt")).rocm
+    inventory = gpus.parse_rocm_smi_info(fixture("mi300x.rocm-smi-a.txt"))
+    release = rocm.parse_amd_smi_version(fixture("mi300x.amd-smi-version.rocm6.4.0.txt")).rocm
     return HostFacts(
         hostname=name,
-        gpus=facts.identify(inventory.gpus),
-        rocm_version=rocm,
+        gpus=gpus.identify(inventory.gpus),
+        rocm_version=release,
         amdgpu_version=inventory.driver_version,
         interfaces=LAB_HOST.interfaces,
     )
@@ -96,10 +96,10 @@ def mi300x_host(name: str) -> HostFacts:
 def mi325x_host(name: str) -> HostFacts:
     """The MI325X `rocminfo` agent (ROCk module 6.14.14); its issue names rocm-core 7.0.1
     (the output itself prints no ROCm release)."""
-    inventory = facts.parse_rocminfo(fixture("mi325x.rocminfo-excerpt.user-condensed.txt"))
+    inventory = gpus.parse_rocminfo(fixture("mi325x.rocminfo-excerpt.user-condensed.txt"))
     return HostFacts(
         hostname=name,
-        gpus=facts.identify(inventory.gpus),
+        gpus=gpus.identify(inventory.gpus),
         rocm_version="7.0.1",
         amdgpu_version=inventory.driver_version,
     )
@@ -181,7 +181,7 @@ def test_a_down_interface_is_reported() -> None:
 
 
 def test_rdma_devices_named_in_the_stack_must_exist() -> None:
-    links = facts.parse_rdma_link(fixture("pollara-ionic.rdma-link.json"))
+    links = net.parse_rdma_link(fixture("pollara-ionic.rdma-link.json"))
     host = replace(LAB_HOST, rdma_devices=tuple(link.name for link in links))
     _, ok = check_network(node("gpu-a", host, rdma_devices=("ionic_0", "ionic_3")))
     assert [(f.name, f.ok) for f in ok] == [("network_interface", True), ("rdma_devices", True)]

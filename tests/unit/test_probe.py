@@ -16,20 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from amdfleet.remote.facts import (
-    GpuFacts,
-    HostFacts,
-    NetInterface,
-    identify,
-    parse_amd_smi_static_text,
-)
-from amdfleet.remote.probe import (
+from amdfleet.remote.facts.gpus import identify, parse_amd_smi_static_text
+from amdfleet.remote.facts.probe import (
     build_probe_script,
     format_section,
     parse_probe_output,
     probe_time_limit,
     split_sections,
 )
+from amdfleet.remote.facts.records import GpuFacts, HostFacts, NetInterface
 
 FIXTURES = Path(__file__).parents[3] / "shared" / "fixtures" / "amd-hosts"
 MIB = 1024**2

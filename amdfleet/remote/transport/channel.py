@@ -126,4 +126,5 @@ def watchdog(deadline: float, on_expiry: Any) -> Iterator[threading.Event]:
 
 
 def remaining(deadline: float) -> float:
+    """Seconds left until ``deadline`` (``time.monotonic``), at least 1 ms."""
     return max(deadline - time.monotonic(), 0.001)

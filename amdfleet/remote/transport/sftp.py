@@ -12,6 +12,7 @@ from paramiko.sftp import CMD_HANDLE, CMD_OPEN, SFTP_FLAG_CREATE, SFTP_FLAG_EXCL
 
 
 def makedirs(sftp: paramiko.SFTPClient, directory: str) -> None:
+    """Create ``directory`` and its missing parents (mode 0755); existing ones are fine."""
     if directory in ("", "/", "."):
         return
     try:
@@ -27,6 +28,8 @@ def makedirs(sftp: paramiko.SFTPClient, directory: str) -> None:
 
 
 def write_atomic(sftp: paramiko.SFTPClient, path: str, content: bytes, mode: int) -> None:
+    """Write ``content`` to a private temp file beside ``path``, chmod it to ``mode`` and
+    rename it over ``path``; the temp file is removed if any step fails."""
     directory, name = posixpath.split(path)
     tmp = posixpath.join(directory, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
