@@ -17,7 +17,7 @@ at once and checks (:mod:`amdfleet.remote.cluster`):
 
 It fails with one :class:`~amdfleet.errors.PreflightError` listing every failure of
 every node with a fix. It changes nothing on any host (the listener lives at most
-:data:`~amdfleet.remote.cluster.LISTEN_LIFETIME_S` and is stopped as soon as every node
+:data:`~amdfleet.remote.reachability.LISTEN_LIFETIME_S` and is stopped as soon as every node
 has tried). ``read`` (``pulumi refresh``) re-runs every check but starts no listener:
 it only connects to ports the stack's engine holds, so a refresh never takes a port the
 engine is about to bind, and it records the checks without failing. ``delete`` has
@@ -49,28 +49,30 @@ from amdfleet.providers.progress import Progress, resource_urn
 from amdfleet.providers.props import ProviderProps, changed_keys
 from amdfleet.remote.cluster import (
     CLUSTER,
-    CONNECT_TIMEOUT_S,
-    LISTEN_LIFETIME_S,
     ClusterFinding,
     ClusterReport,
-    ConnectReport,
-    ListenerReport,
     NodeFacts,
     check_agreement,
     check_network,
-    check_reachability,
-    connect_command,
     engine_version_command,
-    listener_command,
-    parse_connect,
     parse_engine_version,
-    parse_listener,
     raise_for_failures,
-    rendezvous_ports,
-    stop_listener_command,
 )
 from amdfleet.remote.engine import EngineLayout
 from amdfleet.remote.facts import HostFacts
+from amdfleet.remote.reachability import (
+    CONNECT_TIMEOUT_S,
+    LISTEN_LIFETIME_S,
+    ConnectReport,
+    ListenerReport,
+    check_reachability,
+    connect_command,
+    listener_command,
+    parse_connect,
+    parse_listener,
+    rendezvous_ports,
+    stop_listener_command,
+)
 from amdfleet.remote.transport.connection import CommandResult, Connection
 from amdfleet.remote.transport.hosts import open_host
 from amdfleet.remote.transport.target import HostTarget
