@@ -30,6 +30,7 @@ a passed check leaves a note with the interfaces and what was reached.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -74,6 +75,7 @@ from amdfleet.remote.reachability import (
     stop_listener_command,
 )
 from amdfleet.remote.transport.connection import CommandResult, Connection
+from amdfleet.remote.transport.fanout import fan_out
 from amdfleet.remote.transport.hosts import open_host
 from amdfleet.remote.transport.target import HostTarget
 
@@ -492,17 +494,9 @@ def _each(
     nodes: Sequence[ClusterNode], call: Callable[[ClusterNode], _T]
 ) -> dict[str, _T | Exception]:
     """``call`` on every node at once; an amdfleet error is returned, not raised."""
-    if not nodes:
-        return {}
-    with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
-        futures = {node.name: pool.submit(call, node) for node in nodes}
-    results: dict[str, _T | Exception] = {}
-    for name, future in futures.items():
-        try:
-            results[name] = future.result()
-        except AmdFleetError as e:
-            results[name] = e
-    return results
+    outcome = fan_out({node.name: functools.partial(call, node) for node in nodes})
+    outcome.raise_first(expected=AmdFleetError)
+    return {node.name: outcome.outcome(node.name) for node in nodes}
 
 
 def _unreachable(node: ClusterNode, error: Exception) -> ClusterFinding:
