@@ -18,10 +18,7 @@ from dataclasses import fields, replace
 from typing import Any
 
 from amdfleet.catalog.gpus import ACCELERATORS, accelerator_for_device
-from amdfleet.remote.facts.records import (
-    GpuFacts,
-    GpuInventory,
-)
+from amdfleet.remote.facts.records import GpuFacts, GpuInventory
 from amdfleet.remote.facts.registry import Fact, register
 from amdfleet.remote.facts.values import (
     JsonDict,

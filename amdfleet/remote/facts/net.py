@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-from amdfleet.remote.facts.records import (
-    NetInterface,
-    RdmaLink,
-)
+from amdfleet.remote.facts.records import NetInterface, RdmaLink
 from amdfleet.remote.facts.registry import Fact, register
-from amdfleet.remote.facts.values import (
-    JsonDict,
-    as_int,
-    as_text,
-    json_list,
-)
+from amdfleet.remote.facts.values import JsonDict, as_int, as_text, json_list
 
 
 def parse_ip_addr(text: str) -> tuple[NetInterface, ...]:

@@ -9,14 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from amdfleet.remote.facts.values import (
-    JsonDict,
-    as_flags,
-    as_int,
-    as_text,
-    gfx_arch,
-    pci_bdf,
-)
+from amdfleet.remote.facts.values import JsonDict, as_flags, as_int, as_text, gfx_arch, pci_bdf
 
 
 @dataclass(frozen=True)

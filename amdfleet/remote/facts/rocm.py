@@ -3,17 +3,10 @@ files ROCm and the DKMS driver install and from ``amd-smi version``."""
 
 from __future__ import annotations
 
-from amdfleet.remote.facts.records import (
-    AmdSmiVersion,
-)
+from amdfleet.remote.facts.records import AmdSmiVersion
 from amdfleet.remote.facts.registry import Fact, register
 from amdfleet.remote.facts.system import parse_line
-from amdfleet.remote.facts.values import (
-    as_text,
-    clean_version,
-    key_value,
-    version_in,
-)
+from amdfleet.remote.facts.values import as_text, clean_version, key_value, version_in
 
 
 def parse_rocm_version_file(text: str) -> str | None:

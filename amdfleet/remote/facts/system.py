@@ -6,9 +6,7 @@ import re
 import shlex
 
 from amdfleet.remote.facts.registry import Fact, register
-from amdfleet.remote.facts.values import (
-    as_int,
-)
+from amdfleet.remote.facts.values import as_int
 
 
 def parse_line(text: str) -> str:
