@@ -15,7 +15,7 @@ from amdfleet.errors import HostUnreachableError
 
 @dataclass(frozen=True)
 class ConnectRetry:
-    """How :func:`connect` retries a host that does not answer yet.
+    """How :func:`~amdfleet.remote.transport.ssh.connect` retries a host not answering yet.
 
     Retried: a refused or timed-out TCP connect, "no route to host" (no ARP answer: a
     host down or rebooting), and a connection reset or closed before the SSH banner (an
@@ -53,7 +53,7 @@ transient ``error`` and another attempt follows (after the backoff wait)."""
 
 
 def retrying(retry: ConnectRetry, on_retry: RetryListener | None) -> tenacity.Retrying:
-    """The one retry policy of :func:`connect`: HostUnreachableError is retried with
+    """The one retry policy of ``ssh.connect``: HostUnreachableError is retried with
     exponential backoff until ``retry.attempts`` are made or the next attempt would start
     after ``retry.within`` seconds; then the last error is raised again, naming the
     attempts made and the time they took. Any other error ends the retries at once."""
