@@ -64,7 +64,7 @@ from amdfleet.providers.readiness import ReadinessGate
 from amdfleet.providers.ssh_host import SshHost, SshHostProps
 from amdfleet.providers.verification import Verification, VerificationProps
 from amdfleet.remote.cluster import cluster_facts, collective_env
-from amdfleet.remote.target import HostTarget
+from amdfleet.remote.transport.target import HostTarget
 from amdfleet.render import render_dockerfile, render_node
 
 IMAGE_TIMEOUT_S = 3 * 3600

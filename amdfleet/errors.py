@@ -118,7 +118,7 @@ class RemoteError(AmdFleetError):
 class HostUnreachableError(RemoteError):
     """Connecting to a host failed in a way that may pass by itself: the TCP connect was
     refused, timed out or found no route to the host, or the connection was closed
-    before the SSH banner (an sshd still starting). :func:`amdfleet.remote.ssh.connect`
+    before the SSH banner (an sshd still starting). :func:`amdfleet.remote.transport.ssh.connect`
     retries these, and raises one naming the attempts made and the time they took once
     it gives up.
 

@@ -3,7 +3,7 @@
 A stack pins each SSH host's key (``host_key``) as a public key line
 (``ssh-ed25519 AAAA...``) or an OpenSSH fingerprint (``SHA256:...``); nothing is trusted
 on first use. This module is the one home of that concept: the stack schema checks a
-pin's form with :func:`check_host_key`, ``remote.ssh`` compares the key a host presents
+pin's form with :func:`check_host_key`, ``remote.transport.ssh`` compares the key a host presents
 with :func:`parse_host_key` and :func:`fingerprint_of`, a cloud instance gets its host
 key from :func:`generate_host_key` (injected through user-data), and the planner's
 warning and ``pulumi up``'s refusal of the example stacks' placeholder pins come from

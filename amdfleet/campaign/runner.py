@@ -20,6 +20,7 @@ to remove them. An exception destroys too. The Pulumi backend, passphrase and
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import os
@@ -32,7 +33,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +44,7 @@ from amdfleet.campaign.spec import Campaign, SweepSpec, Variant, load_label
 from amdfleet.config import NAMESPACE
 from amdfleet.errors import AmdFleetError, ConfigError, ConfigIssue
 from amdfleet.pulumi_project import write_project
+from amdfleet.remote.transport.fanout import fan_out
 
 SECRET_ENV_PREFIX = "AMDFLEET_SECRET_"
 DEFAULT_ROOT = Path(".amdfleet/campaigns")
@@ -155,9 +156,8 @@ class CampaignRunner:
         if len(groups) == 1:
             self._run_group(next(iter(groups.values())))
             return
-        with ThreadPoolExecutor(max_workers=len(groups)) as pool:
-            for future in [pool.submit(self._run_group, g) for g in groups.values()]:
-                future.result()
+        outcome = fan_out({key: functools.partial(self._run_group, g) for key, g in groups.items()})
+        outcome.raise_first()
 
     def _run_group(self, variants: list[Variant]) -> None:
         for variant in variants:
@@ -473,7 +473,7 @@ def fetched_tokenizer(variant: Variant, stack: Any) -> Iterator[str | None]:
     directory, as the verification does (None when the stack has no such host)."""
     from amdfleet.plan import plan
     from amdfleet.providers.verification import TOKENIZER_FILES
-    from amdfleet.remote.hosts import open_host
+    from amdfleet.remote.transport.hosts import open_host
 
     target = plan(variant.stack).head.target
     path = variant.stack.weights.local_path or _weights_path(stack)

@@ -35,7 +35,7 @@ import yaml
 
 from amdfleet.errors import ConfigError, ConfigIssue
 from amdfleet.hostkeys import HostKeyPair, parse_host_key
-from amdfleet.remote.ssh import public_key_from_private
+from amdfleet.remote.transport.ssh import public_key_from_private
 
 HEADER = "#cloud-config"
 

@@ -19,7 +19,7 @@ from amdfleet.errors import ConfigIssue
 from amdfleet.plan.checkpoint import Resolved
 from amdfleet.plan.models import ImagePlan
 from amdfleet.remote.registry import is_pinned
-from amdfleet.remote.target import HostTarget
+from amdfleet.remote.transport.target import HostTarget
 from amdfleet.templates import dockerfile_template
 
 DEFAULT_BUILD_REPOSITORY = "amdfleet/vllm-aiter"

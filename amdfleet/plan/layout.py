@@ -22,7 +22,7 @@ from amdfleet.plan.models import (
 )
 from amdfleet.plan.serving import engine_env, remote_dir
 from amdfleet.remote.requirement import HostRequirement
-from amdfleet.remote.target import HostTarget
+from amdfleet.remote.transport.target import HostTarget
 
 GPU_MIN_SHM_BYTES = 1 * GIB
 LOCAL_ADDRESS = "127.0.0.1"

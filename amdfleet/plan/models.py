@@ -5,7 +5,7 @@ providers need, resolved: one sub-plan per concern (accelerator, model, engine,
 parallelism, serving, memory, image, weights, verification, campaign, and the cloud
 instances of a cloud fleet) and one
 :class:`NodePlan` per node, which carries the node's connection data
-(:class:`~amdfleet.remote.target.HostTarget`) and what preflight demands of it. Nothing
+(:class:`~amdfleet.remote.transport.target.HostTarget`) and what preflight demands of it. Nothing
 downstream re-reads the stack spec.
 """
 
@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from amdfleet.addresses import host_port
 from amdfleet.config import LifetimeSpec, ModelArchitecture, VerificationSpec
 from amdfleet.remote.requirement import HostRequirement
-from amdfleet.remote.target import HostTarget
+from amdfleet.remote.transport.target import HostTarget
 
 GIB = 2**30
 REMOTE_ROOT = "/opt/amdfleet"

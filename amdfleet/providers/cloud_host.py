@@ -2,7 +2,7 @@
 
 A resource on a host you own must reach the host to be read or deleted: an unreachable
 host is an error (it may come back, with the engine still running). A cloud stack's
-host is an instance (its :class:`~amdfleet.remote.target.HostTarget` names it in
+host is an instance (its :class:`~amdfleet.remote.transport.target.HostTarget` names it in
 ``cloud_instance``): once the instance is deleted out of band, nothing that ran on it
 exists any more, and ``pulumi refresh`` or ``pulumi destroy`` must not be stuck on it.
 :func:`gone_with_instance` wraps a provider's ``read`` or ``delete``: when the method

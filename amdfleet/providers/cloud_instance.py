@@ -49,8 +49,9 @@ from amdfleet.errors import (
 from amdfleet.hostkeys import HostKeyPair, generate_host_key
 from amdfleet.providers.progress import Progress, format_duration, resource_urn
 from amdfleet.providers.props import ProviderProps, changed_keys
-from amdfleet.remote.ssh import ConnectRetry, connect, first_seen_host_key
-from amdfleet.remote.target import HostTarget
+from amdfleet.remote.transport.retry import ConnectRetry
+from amdfleet.remote.transport.ssh import connect, first_seen_host_key
+from amdfleet.remote.transport.target import HostTarget
 
 NO_USER_DATA = frozenset({"hotaisle"})
 """Clouds that take no inline user-data: the host key cannot be pinned before boot."""

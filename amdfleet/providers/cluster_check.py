@@ -17,7 +17,7 @@ at once and checks (:mod:`amdfleet.remote.cluster`):
 
 It fails with one :class:`~amdfleet.errors.PreflightError` listing every failure of
 every node with a fix. It changes nothing on any host (the listener lives at most
-:data:`~amdfleet.remote.cluster.LISTEN_LIFETIME_S` and is stopped as soon as every node
+:data:`~amdfleet.remote.reachability.LISTEN_LIFETIME_S` and is stopped as soon as every node
 has tried). ``read`` (``pulumi refresh``) re-runs every check but starts no listener:
 it only connects to ports the stack's engine holds, so a refresh never takes a port the
 engine is about to bind, and it records the checks without failing. ``delete`` has
@@ -30,6 +30,7 @@ a passed check leaves a note with the interfaces and what was reached.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -49,31 +50,34 @@ from amdfleet.providers.progress import Progress, resource_urn
 from amdfleet.providers.props import ProviderProps, changed_keys
 from amdfleet.remote.cluster import (
     CLUSTER,
-    CONNECT_TIMEOUT_S,
-    LISTEN_LIFETIME_S,
     ClusterFinding,
     ClusterReport,
-    ConnectReport,
-    ListenerReport,
     NodeFacts,
     check_agreement,
     check_network,
+    engine_version_command,
+    parse_engine_version,
+    raise_for_failures,
+)
+from amdfleet.remote.engine import EngineLayout
+from amdfleet.remote.facts import HostFacts
+from amdfleet.remote.reachability import (
+    CONNECT_TIMEOUT_S,
+    LISTEN_LIFETIME_S,
+    ConnectReport,
+    ListenerReport,
     check_reachability,
     connect_command,
-    engine_version_command,
     listener_command,
     parse_connect,
-    parse_engine_version,
     parse_listener,
-    raise_for_failures,
     rendezvous_ports,
     stop_listener_command,
 )
-from amdfleet.remote.connection import CommandResult, Connection
-from amdfleet.remote.engine import EngineLayout
-from amdfleet.remote.facts import HostFacts
-from amdfleet.remote.hosts import open_host
-from amdfleet.remote.target import HostTarget
+from amdfleet.remote.transport.connection import CommandResult, Connection
+from amdfleet.remote.transport.fanout import fan_out
+from amdfleet.remote.transport.hosts import open_host
+from amdfleet.remote.transport.target import HostTarget
 
 INPUTS = (
     "nodes",
@@ -490,17 +494,9 @@ def _each(
     nodes: Sequence[ClusterNode], call: Callable[[ClusterNode], _T]
 ) -> dict[str, _T | Exception]:
     """``call`` on every node at once; an amdfleet error is returned, not raised."""
-    if not nodes:
-        return {}
-    with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
-        futures = {node.name: pool.submit(call, node) for node in nodes}
-    results: dict[str, _T | Exception] = {}
-    for name, future in futures.items():
-        try:
-            results[name] = future.result()
-        except AmdFleetError as e:
-            results[name] = e
-    return results
+    outcome = fan_out({node.name: functools.partial(call, node) for node in nodes})
+    outcome.raise_first(expected=AmdFleetError)
+    return {node.name: outcome.outcome(node.name) for node in nodes}
 
 
 def _unreachable(node: ClusterNode, error: Exception) -> ClusterFinding:

@@ -22,8 +22,8 @@ from amdfleet.errors import EngineCommandRejected, RemoteCommandError
 from amdfleet.providers.progress import Progress, resource_urn
 from amdfleet.providers.props import ProviderProps, changed_keys
 from amdfleet.remote.command_check import check_command
-from amdfleet.remote.hosts import open_host
-from amdfleet.remote.target import HostTarget
+from amdfleet.remote.transport.hosts import open_host
+from amdfleet.remote.transport.target import HostTarget
 
 CHECK_TIMEOUT_S = 300
 

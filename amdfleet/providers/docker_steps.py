@@ -7,9 +7,9 @@ import time
 
 from amdfleet.errors import RemoteError
 from amdfleet.providers.progress import Progress, format_duration
-from amdfleet.remote.connection import Connection
 from amdfleet.remote.images import inspect_command, parse_inspect
 from amdfleet.remote.registry import digests_command, repo_digest
+from amdfleet.remote.transport.connection import Connection
 
 CALL_TIMEOUT = 60.0
 """Time limit of a short docker command (inspect, list digests, remove)."""

@@ -24,8 +24,8 @@ So the cluster is one resource, not one per node:
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import pulumi
@@ -59,10 +59,11 @@ from amdfleet.providers.engine_node import (
 from amdfleet.providers.engine_service import NOTHING_LEFT_HINT, wait_ready
 from amdfleet.providers.progress import Progress, resource_urn
 from amdfleet.providers.props import plain
-from amdfleet.remote.connection import Connection
 from amdfleet.remote.engine import EngineLayout
 from amdfleet.remote.supervision import Supervisor
-from amdfleet.remote.target import HostTarget
+from amdfleet.remote.transport.connection import Connection
+from amdfleet.remote.transport.fanout import fan_out
+from amdfleet.remote.transport.target import HostTarget
 
 CLUSTER_ENV_FILE = "cluster.env"
 _T = TypeVar("_T")
@@ -249,9 +250,11 @@ def _stop_all(p: EngineClusterProps, conns: Sequence[Connection]) -> None:
 
 
 def _each(count: int, action: Callable[[int], _T]) -> list[_T]:
-    """``action(i)`` for every node index concurrently; the first error is raised."""
-    with ThreadPoolExecutor(max_workers=count) as pool:
-        return list(pool.map(action, range(count)))
+    """``action(i)`` for every node index concurrently; once all have ended, the first
+    failure is raised."""
+    outcome = fan_out({i: functools.partial(action, i) for i in range(count)})
+    outcome.raise_first()
+    return outcome.in_order(range(count))
 
 
 def _watch_workers(

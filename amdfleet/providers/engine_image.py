@@ -31,15 +31,15 @@ from amdfleet.providers.docker_steps import CALL_TIMEOUT, DockerLog, inspect_ima
 from amdfleet.providers.image_build import gfx_refusal
 from amdfleet.providers.progress import Progress, resource_urn
 from amdfleet.providers.props import ProviderProps, changed_keys, plain
-from amdfleet.remote.connection import Connection
-from amdfleet.remote.hosts import open_host
 from amdfleet.remote.images import (
     build_command,
     pull_command,
     remove_command,
 )
 from amdfleet.remote.registry import logged_in
-from amdfleet.remote.target import HostTarget
+from amdfleet.remote.transport.connection import Connection
+from amdfleet.remote.transport.hosts import open_host
+from amdfleet.remote.transport.target import HostTarget
 
 IDENTITY = ("host", "image", "dockerfile_hash")
 

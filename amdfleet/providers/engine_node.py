@@ -2,7 +2,7 @@
 EngineCluster (several) share.
 
 Each function runs the command builders of :mod:`amdfleet.remote.engine` and
-:mod:`amdfleet.remote.supervision` over a :class:`~amdfleet.remote.connection.Connection`
+:mod:`amdfleet.remote.supervision` over a :class:`~amdfleet.remote.transport.connection.Connection`
 the provider opened with :func:`open_engine_host` (which masks the node's secrets in
 everything read back). Nothing here keeps state between calls.
 """
@@ -21,7 +21,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from amdfleet.errors import EngineStartError, RemoteError
 from amdfleet.providers.props import ProviderProps, changed_keys, fingerprint
-from amdfleet.remote.connection import Connection
 from amdfleet.remote.engine import (
     EngineLayout,
     generation_command,
@@ -31,7 +30,6 @@ from amdfleet.remote.engine import (
     remove_command,
     secrets_env,
 )
-from amdfleet.remote.hosts import open_host
 from amdfleet.remote.supervision import (
     FACTS_COMMAND,
     Supervisor,
@@ -40,7 +38,9 @@ from amdfleet.remote.supervision import (
     stop_any_command,
     supervisor_for,
 )
-from amdfleet.remote.target import HostTarget
+from amdfleet.remote.transport.connection import Connection
+from amdfleet.remote.transport.hosts import open_host
+from amdfleet.remote.transport.target import HostTarget
 
 CALL_TIMEOUT = 60.0
 # Stopping may wait out the engine's grace under each supervisor that could have run it.

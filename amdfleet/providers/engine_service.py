@@ -61,7 +61,6 @@ from amdfleet.providers.engine_node import (
 )
 from amdfleet.providers.progress import Progress, format_duration, resource_urn
 from amdfleet.providers.props import changed_keys
-from amdfleet.remote.connection import Connection
 from amdfleet.remote.engine import (
     API_KEY_VAR,
     EngineLayout,
@@ -70,7 +69,8 @@ from amdfleet.remote.engine import (
     readiness_command,
 )
 from amdfleet.remote.supervision import Supervisor
-from amdfleet.remote.target import HostTarget
+from amdfleet.remote.transport.connection import Connection
+from amdfleet.remote.transport.target import HostTarget
 
 NOTHING_LEFT_HINT = "fix the cause above and run `pulumi up` again; nothing was left running"
 

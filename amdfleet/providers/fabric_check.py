@@ -24,25 +24,26 @@ each row as the reporting process prints it; a passed check leaves a note with t
 
 from __future__ import annotations
 
+import functools
 import shlex
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, Literal
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 from pydantic import BaseModel, ConfigDict, Field
 
-from amdfleet.errors import AmdFleetError, RemoteCommandError, RemoteError
+from amdfleet.errors import RemoteCommandError, RemoteError
 from amdfleet.plan.models import DeploymentPlan, FabricPlan, NodePlan
 from amdfleet.providers.cloud_host import gone_with_instance
 from amdfleet.providers.progress import Progress, resource_urn
 from amdfleet.providers.props import ProviderProps, changed_keys
 from amdfleet.remote import fabric
 from amdfleet.remote.cluster import collective_env
-from amdfleet.remote.connection import CommandResult
-from amdfleet.remote.hosts import open_host
-from amdfleet.remote.target import HostTarget
+from amdfleet.remote.transport.connection import CommandResult
+from amdfleet.remote.transport.fanout import fan_out
+from amdfleet.remote.transport.hosts import open_host
+from amdfleet.remote.transport.target import HostTarget
 
 INPUTS = (
     "kind",
@@ -288,26 +289,16 @@ def _run_all(p: FabricCheckProps, progress: Progress) -> dict[str, CommandResult
     """Every run at once. Once one fails, the others are stopped (again every
     :data:`_STOP_EVERY_S` while they still run: a stop can reach a host before its run has
     started), and the first failure is raised."""
-    results: dict[str, CommandResult] = {}
-    failure: AmdFleetError | None = None
-    with ThreadPoolExecutor(max_workers=len(p.runs)) as pool:
-        futures: dict[Future[CommandResult], FabricRun] = {
-            pool.submit(_run_one, p, run, _lines_to(progress, run)): run for run in p.runs
-        }
-        pending = set(futures)
-        while pending:
-            timeout = None if failure is None else _STOP_EVERY_S
-            done, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
-            for future in done:
-                try:
-                    results[futures[future].host.name] = future.result()
-                except AmdFleetError as e:
-                    failure = failure or e
-            if failure is not None and pending:
-                _stop_runs(p, [futures[f] for f in pending])
-    if failure is not None:
-        raise failure
-    return results
+    outcome = fan_out(
+        {
+            i: functools.partial(_run_one, p, run, _lines_to(progress, run))
+            for i, run in enumerate(p.runs)
+        },
+        on_failure=lambda pending: _stop_runs(p, [p.runs[i] for i in pending]),
+        every_s=_STOP_EVERY_S,
+    )
+    outcome.raise_first()
+    return {p.runs[i].host.name: result for i, result in outcome.results.items()}
 
 
 def _run_one(

@@ -37,8 +37,6 @@ from amdfleet.providers.cloud_host import gone_with_instance
 from amdfleet.providers.docker_steps import CALL_TIMEOUT, DockerLog, inspect_image, registry_ref
 from amdfleet.providers.progress import Progress, format_duration, resource_urn
 from amdfleet.providers.props import ProviderProps, changed_keys, plain
-from amdfleet.remote.connection import Connection
-from amdfleet.remote.hosts import open_host
 from amdfleet.remote.images import pull_command, remove_command
 from amdfleet.remote.registry import (
     DEADLINE_EXIT,
@@ -48,7 +46,9 @@ from amdfleet.remote.registry import (
     logged_in,
     push_command,
 )
-from amdfleet.remote.target import HostTarget
+from amdfleet.remote.transport.connection import Connection
+from amdfleet.remote.transport.hosts import open_host
+from amdfleet.remote.transport.target import HostTarget
 
 IDENTITY = ("host", "image", "content_hash", "registry")
 _PUSH_TIMEOUT = 3 * 3600.0

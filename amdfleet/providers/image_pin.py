@@ -25,10 +25,10 @@ from amdfleet.providers.cloud_host import gone_with_instance
 from amdfleet.providers.docker_steps import inspect_image, registry_ref
 from amdfleet.providers.progress import Progress, resource_urn
 from amdfleet.providers.props import ProviderProps, changed_keys
-from amdfleet.remote.hosts import open_host
 from amdfleet.remote.images import pull_command, remove_command
 from amdfleet.remote.registry import is_pinned
-from amdfleet.remote.target import HostTarget
+from amdfleet.remote.transport.hosts import open_host
+from amdfleet.remote.transport.target import HostTarget
 
 
 class ImagePinProps(ProviderProps):

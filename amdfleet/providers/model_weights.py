@@ -30,9 +30,9 @@ from amdfleet.providers.progress import (
     resource_urn,
 )
 from amdfleet.providers.props import ProviderProps, changed_keys
-from amdfleet.remote.connection import Connection
-from amdfleet.remote.hosts import open_host
-from amdfleet.remote.target import HostTarget
+from amdfleet.remote.transport.connection import Connection
+from amdfleet.remote.transport.hosts import open_host
+from amdfleet.remote.transport.target import HostTarget
 from amdfleet.remote.weights import (
     KILL_AFTER_S,
     TIMED_OUT,

@@ -41,7 +41,7 @@ import pulumi
 from pulumi.runtime import rpc
 from pulumi.runtime.proto import engine_pb2, engine_pb2_grpc
 
-from amdfleet.remote.connection import Redactor
+from amdfleet.remote.transport.connection import Redactor
 
 URN_KEY = "resource_urn"
 """The input holding a dynamic resource's own URN."""

@@ -23,11 +23,11 @@ from amdfleet.providers.cloud_host import gone_with_instance
 from amdfleet.providers.progress import Progress, resource_urn
 from amdfleet.providers.props import ProviderProps, changed_keys
 from amdfleet.remote.facts import HostFacts
-from amdfleet.remote.hosts import open_host
+from amdfleet.remote.facts.probe import build_probe_script, parse_probe_output, probe_time_limit
 from amdfleet.remote.preflight import PreflightCheck, check_host
-from amdfleet.remote.probe import build_probe_script, parse_probe_output, probe_time_limit
 from amdfleet.remote.requirement import HostRequirement
-from amdfleet.remote.target import HostTarget
+from amdfleet.remote.transport.hosts import open_host
+from amdfleet.remote.transport.target import HostTarget
 
 INPUTS = ("host", "requirement")
 

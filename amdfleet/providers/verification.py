@@ -34,9 +34,9 @@ from amdfleet.config import VerificationSpec
 from amdfleet.errors import AmdFleetError
 from amdfleet.providers.progress import Progress, resource_urn
 from amdfleet.providers.props import ProviderProps, changed_keys, plain
-from amdfleet.remote.connection import Redactor
-from amdfleet.remote.hosts import open_host
-from amdfleet.remote.target import HostTarget
+from amdfleet.remote.transport.connection import Redactor
+from amdfleet.remote.transport.hosts import open_host
+from amdfleet.remote.transport.target import HostTarget
 from amdfleet.verify import PARITY_PHASE
 
 if TYPE_CHECKING:

@@ -1,7 +1,7 @@
 """Pure command builders for an engine service on a host, and parsers for what they print.
 
 The EngineService provider uploads the rendered files into ``remote_dir`` and runs the
-commands built here over a :class:`~amdfleet.remote.connection.Connection`. Nothing in
+commands built here over a :class:`~amdfleet.remote.transport.connection.Connection`. Nothing in
 this module does I/O.
 
 On-host layout (``remote_dir`` is ``/opt/amdfleet/<stack>``, mode 0700)::
@@ -22,6 +22,8 @@ import json
 import posixpath
 import shlex
 from dataclasses import dataclass
+
+from amdfleet.remote.programs import program
 
 SAFE_ROOT = "/opt/amdfleet/"
 DEAD = "AMDFLEET_ENGINE_DEAD"
@@ -105,21 +107,7 @@ def readiness_command(alive: str, base_url: str, paths: tuple[str, ...]) -> str:
     )
 
 
-_PY_GET = """
-import sys, urllib.request, urllib.error
-header = sys.stdin.readline().strip()
-request = urllib.request.Request(sys.argv[1])
-if ":" in header:
-    name, value = header.split(":", 1)
-    request.add_header(name.strip(), value.strip())
-try:
-    with urllib.request.urlopen(request, timeout=5) as response:
-        print(response.read(4096).decode(errors="replace")); print(response.status)
-except urllib.error.HTTPError as e:
-    print(""); print(e.code)
-except Exception:
-    print(""); print(0)
-"""
+_PY_GET = program("http_get.py")
 
 
 def generation_command(
@@ -165,22 +153,7 @@ def generation_command(
     )
 
 
-_PY_POST = """
-import sys, urllib.request, urllib.error
-header = sys.stdin.readline().strip()
-request = urllib.request.Request(sys.argv[1], data=sys.argv[2].encode(), method="POST")
-request.add_header("Content-Type", "application/json")
-if ":" in header:
-    name, value = header.split(":", 1)
-    request.add_header(name.strip(), value.strip())
-try:
-    with urllib.request.urlopen(request, timeout=float(sys.argv[3])) as response:
-        print(response.read(1024).decode(errors="replace")); print(response.status)
-except urllib.error.HTTPError as e:
-    print(e.read(1024).decode(errors="replace")); print(e.code)
-except Exception:
-    print(""); print(0)
-"""
+_PY_POST = program("http_post.py")
 
 
 @dataclass(frozen=True)

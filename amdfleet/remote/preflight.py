@@ -15,7 +15,8 @@ from typing import Any
 
 from amdfleet.catalog.gpus import Accelerator
 from amdfleet.errors import PreflightError
-from amdfleet.remote.facts import GIB, GpuFacts, HostFacts, match_accelerator, vram_matches
+from amdfleet.remote.facts.gpus import GIB, match_accelerator, vram_matches
+from amdfleet.remote.facts.records import GpuFacts, HostFacts
 from amdfleet.remote.requirement import HostRequirement
 
 REQUIRED_GROUPS = ("video", "render")

@@ -37,8 +37,8 @@ import pytest
 
 from amdfleet.config import parse_stack
 from amdfleet.plan import plan
+from amdfleet.remote.facts.probe import build_probe_script, parse_probe_output, probe_time_limit
 from amdfleet.remote.preflight import check_host
-from amdfleet.remote.probe import build_probe_script, parse_probe_output, probe_time_limit
 from tests.support.hostlab import SUBNET_PREFIX, HostLab, LabFactory, require_netns
 from tests.support.hub_server import HubServer
 from tests.support.pulumi_cli import PulumiRun, PulumiWorkspace

@@ -24,8 +24,8 @@ from amdfleet.providers.cloud_instance import (
     CloudInstanceProvider,
 )
 from amdfleet.providers.progress import URN_KEY
-from amdfleet.remote.ssh import connect
-from amdfleet.remote.target import HostTarget
+from amdfleet.remote.transport.ssh import connect
+from amdfleet.remote.transport.target import HostTarget
 from tests.support.clouds.digitalocean_server import DigitalOceanServer
 from tests.support.clouds.hotaisle_server import HotAisleServer, offer
 from tests.support.clouds.lab_boot import LabBoot

@@ -31,8 +31,8 @@ from amdfleet.remote.cluster import engine_version_command
 from amdfleet.remote.engine import EngineLayout
 from amdfleet.remote.process import detached, stop_process_group
 from amdfleet.remote.requirement import HostRequirement
-from amdfleet.remote.ssh import SshConnection
-from amdfleet.remote.target import HostTarget
+from amdfleet.remote.transport.ssh import SshConnection
+from amdfleet.remote.transport.target import HostTarget
 from tests.support.hostlab import HostLab, LabFactory, require_netns
 from tests.support.pulumi_host import ProviderCallError, ProviderHost, with_provider
 from tests.support.waiting import wait_until

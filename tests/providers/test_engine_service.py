@@ -23,9 +23,9 @@ from amdfleet.components import engine_service_props
 from amdfleet.providers.engine_service import EngineServiceProvider
 from amdfleet.providers.progress import URN_KEY
 from amdfleet.remote.engine import EngineLayout
-from amdfleet.remote.hosts import open_host
-from amdfleet.remote.ssh import SshConnection
 from amdfleet.remote.supervision import ProcessSupervisor, RestartPolicy
+from amdfleet.remote.transport.hosts import open_host
+from amdfleet.remote.transport.ssh import SshConnection
 from tests.support.engine_log import EngineLog
 from tests.support.fake_stack import fake_engine_plan, install_fake_engine
 from tests.support.hostlab import HostLab, LabFactory, process_alive

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from amdfleet.remote.ssh import SshConnection
+from amdfleet.remote.transport.ssh import SshConnection
 from tests.support.hostlab import HostLab, LabFactory
 from tests.support.pulumi_host import (
     UNKNOWN,

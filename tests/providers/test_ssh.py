@@ -13,15 +13,12 @@ import pytest
 
 from amdfleet.errors import HostKeyMismatchError, RemoteCommandError, RemoteError
 from amdfleet.hostkeys import parse_host_key
-from amdfleet.remote.connection import Connection
-from amdfleet.remote.local import LocalConnection
 from amdfleet.remote.process import detached, is_running, stop_process_group
-from amdfleet.remote.ssh import (
-    NO_RETRY,
-    SshConnection,
-    connect,
-    sftp_create_private,
-)
+from amdfleet.remote.transport.connection import Connection
+from amdfleet.remote.transport.local import LocalConnection
+from amdfleet.remote.transport.retry import NO_RETRY
+from amdfleet.remote.transport.sftp import sftp_create_private
+from amdfleet.remote.transport.ssh import SshConnection, connect
 from tests.support.hostlab import HostLab, LabFactory, require_netns, sweep_stale_labs
 from tests.support.waiting import wait_until
 

@@ -17,7 +17,7 @@ import pytest
 from amdfleet.providers.progress import URN_KEY
 from amdfleet.providers.ssh_host import SshHostProps, SshHostProvider
 from amdfleet.remote.requirement import HostRequirement
-from amdfleet.remote.target import HostTarget
+from amdfleet.remote.transport.target import HostTarget
 from tests.support.engine_log import EngineLog
 from tests.support.hostlab import HostLab, LabFactory, require_netns
 from tests.support.pulumi_host import ProviderCallError, ProviderHost, with_provider

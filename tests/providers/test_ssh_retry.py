@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from amdfleet.errors import HostKeyMismatchError, HostUnreachableError, RemoteError
-from amdfleet.remote.ssh import ConnectRetry, connect
-from amdfleet.remote.target import HostTarget
+from amdfleet.remote.transport.retry import ConnectRetry
+from amdfleet.remote.transport.ssh import connect
+from amdfleet.remote.transport.target import HostTarget
 from tests.support.hostlab import HostLab, LabFactory, require_netns
 from tests.support.tcprelay import TcpRelay
 

@@ -66,7 +66,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
-from amdfleet.remote.connection import Connection
+from amdfleet.remote.transport.connection import Connection
 from tests.support.files import tail_file
 from tests.support.hostlab import HostLab, LabFactory, require_netns
 

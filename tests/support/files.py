@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from amdfleet.remote.connection import tail_lines
+from amdfleet.remote.transport.connection import tail_lines
 
 
 def tail_file(path: Path, n: int = 20, missing: str = "(no log)") -> str:

@@ -51,8 +51,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
-from amdfleet.remote.ssh import SshConnection, connect
-from amdfleet.remote.target import HostTarget
+from amdfleet.remote.transport.ssh import SshConnection, connect
+from amdfleet.remote.transport.target import HostTarget
 from tests.support.files import tail_file
 
 SUBNET_PREFIX = "10.77"

@@ -48,7 +48,7 @@ from pulumi.output import Unknown
 from pulumi.runtime import rpc
 from pulumi.runtime.proto import provider_pb2, provider_pb2_grpc
 
-from amdfleet.remote.connection import tail_lines
+from amdfleet.remote.transport.connection import tail_lines
 from tests.support.files import tail_file
 
 PROVIDER_KEY = "__provider"

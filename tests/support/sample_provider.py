@@ -26,10 +26,10 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
-from amdfleet.remote.connection import Connection
-from amdfleet.remote.local import LocalConnection
-from amdfleet.remote.ssh import connect
-from amdfleet.remote.target import HostTarget
+from amdfleet.remote.transport.connection import Connection
+from amdfleet.remote.transport.local import LocalConnection
+from amdfleet.remote.transport.ssh import connect
+from amdfleet.remote.transport.target import HostTarget
 
 CONNECT_TIMEOUT = 10.0
 COMMAND_TIMEOUT = 30.0

@@ -24,7 +24,7 @@ from amdfleet.plan import DeploymentPlan, plan
 from amdfleet.providers.fabric_check import fabric_check_props
 from amdfleet.remote import fabric, fabric_gloo
 from amdfleet.remote.fabric import AllReducePerfError, Sweep, parse_all_reduce_perf
-from amdfleet.remote.target import HostTarget
+from amdfleet.remote.transport.target import HostTarget
 from tests.support.models import TINY_ARCHITECTURE
 from tests.support.waiting import wait_until
 

@@ -11,17 +11,15 @@ from typing import Any
 import pytest
 
 from amdfleet import catalog
-from amdfleet.remote import facts
-from amdfleet.remote.facts import (
+from amdfleet.remote.facts import devices, docker, gpus, net, rocm, system
+from amdfleet.remote.facts.gpus import identify, match_accelerator, merge_gpus
+from amdfleet.remote.facts.records import (
     AmdSmiVersion,
     GpuFacts,
     GpuInventory,
     HostFacts,
     NetInterface,
     RdmaLink,
-    identify,
-    match_accelerator,
-    merge_gpus,
 )
 
 FIXTURES = Path(__file__).parents[3] / "shared" / "fixtures" / "amd-hosts"
@@ -51,13 +49,13 @@ MI300X_ROCMINFO = dict(
 GPU_CASES: list[tuple[str, Callable[[str], GpuInventory], list[GpuFacts], str | None]] = [
     (
         "mi300x.amd-smi-static.rocm6.2.txt",
-        facts.parse_amd_smi_static_text,
+        gpus.parse_amd_smi_static_text,
         [mi300x_by_id(0, "0000:05:00.0", "MI300X-O")],
         None,
     ),
     (
         "mi325x-vf.amd-smi-static-g0.txt",
-        facts.parse_amd_smi_static_text,
+        gpus.parse_amd_smi_static_text,
         [
             GpuFacts(
                 0,
@@ -74,7 +72,7 @@ GPU_CASES: list[tuple[str, Callable[[str], GpuInventory], list[GpuFacts], str | 
     ),
     (
         "mi350x.amd-smi-static-partial.txt",
-        facts.parse_amd_smi_static_text,
+        gpus.parse_amd_smi_static_text,
         [
             GpuFacts(
                 0,
@@ -89,10 +87,10 @@ GPU_CASES: list[tuple[str, Callable[[str], GpuInventory], list[GpuFacts], str | 
         ],
         "6.18.3",
     ),
-    ("mi355x.amd-smi-static-clock-json.excerpt.txt", facts.parse_amd_smi_static_json, [], None),
+    ("mi355x.amd-smi-static-clock-json.excerpt.txt", gpus.parse_amd_smi_static_json, [], None),
     (
         "mi300x.amd-smi-list.rocm6.2.txt",
-        facts.parse_amd_smi_list,
+        gpus.parse_amd_smi_list,
         [
             GpuFacts(0, bdf="0000:05:00.0"),
             GpuFacts(1, bdf="0000:26:00.0"),
@@ -102,31 +100,31 @@ GPU_CASES: list[tuple[str, Callable[[str], GpuInventory], list[GpuFacts], str | 
     ),
     (
         "mi325x-vf.amd-smi-list.txt",
-        facts.parse_amd_smi_list,
+        gpus.parse_amd_smi_list,
         [GpuFacts(0, bdf="0000:83:00.0"), GpuFacts(1, bdf="0000:8b:00.0")],
         None,
     ),
     (
         "mi325x-vf.amd-smi-list-e.txt",
-        facts.parse_amd_smi_list,
+        gpus.parse_amd_smi_list,
         [GpuFacts(0, bdf="0000:83:00.0"), GpuFacts(1, bdf="0000:8b:00.0")],
         None,
     ),
     (
         "mi300x.rocm-smi.txt",
-        facts.parse_rocm_smi_concise,
+        gpus.parse_rocm_smi_concise,
         [mi300x_by_id(i, None, "AMD Instinct MI300X") for i in range(4)],
         None,
     ),
     (
         "mi300x.rocm-smi-concise.v6x.txt",
-        facts.parse_rocm_smi_concise,
+        gpus.parse_rocm_smi_concise,
         [mi300x_by_id(i, None, "") for i in range(2)],
         None,
     ),
     (
         "mi300x.rocm-smi-a.txt",
-        facts.parse_rocm_smi_info,
+        gpus.parse_rocm_smi_info,
         [
             mi300x_by_id(i, f"0000:{bus}:00.0", "AMD Instinct MI300X OAM")
             for i, bus in enumerate(("26", "46", "65", "85"))
@@ -135,13 +133,13 @@ GPU_CASES: list[tuple[str, Callable[[str], GpuInventory], list[GpuFacts], str | 
     ),
     (
         "mi300x.rocm-smi-a.productinfo-section.txt",
-        facts.parse_rocm_smi_info,
+        gpus.parse_rocm_smi_info,
         [mi300x_by_id(i, None, "AMD Instinct MI300X OAM") for i in range(4)],
         None,
     ),
     (
         "mi300a.rocm-smi-showproduct.v6.1.1.txt",
-        facts.parse_rocm_smi_info,
+        gpus.parse_rocm_smi_info,
         [
             GpuFacts(i, 0x74A0, 0x74A0, "gfx942", "Aqua Vanjaram [Instinct MI300A]")  # no MI300A
             for i in range(4)
@@ -150,7 +148,7 @@ GPU_CASES: list[tuple[str, Callable[[str], GpuInventory], list[GpuFacts], str | 
     ),
     (
         "mi300x-vf.rocm-smi-showproductname.whitespace-collapsed.txt",
-        facts.parse_rocm_smi_info,
+        gpus.parse_rocm_smi_info,
         [
             GpuFacts(i, 0x74B5, 0x74A1, "gfx942", "AMD Instinct MI300X VF", accelerator="mi300x")
             for i in range(2)
@@ -159,7 +157,7 @@ GPU_CASES: list[tuple[str, Callable[[str], GpuInventory], list[GpuFacts], str | 
     ),
     (
         "mi300x.rocminfo.txt",
-        facts.parse_rocminfo,
+        gpus.parse_rocminfo,
         [
             GpuFacts(0, bdf="0000:26:00.0", **MI300X_ROCMINFO),  # BDFID 9728
             GpuFacts(1, bdf="0000:46:00.0", **MI300X_ROCMINFO),  # BDFID 17920
@@ -168,7 +166,7 @@ GPU_CASES: list[tuple[str, Callable[[str], GpuInventory], list[GpuFacts], str | 
     ),
     (
         "mi250x.rocminfo-excerpt.txt",
-        facts.parse_rocminfo,
+        gpus.parse_rocminfo,
         [
             GpuFacts(
                 0,
@@ -182,7 +180,7 @@ GPU_CASES: list[tuple[str, Callable[[str], GpuInventory], list[GpuFacts], str | 
     ),
     (
         "mi325x.rocminfo-excerpt.user-condensed.txt",
-        facts.parse_rocminfo,
+        gpus.parse_rocminfo,
         [
             GpuFacts(
                 0,
@@ -200,7 +198,7 @@ GPU_CASES: list[tuple[str, Callable[[str], GpuInventory], list[GpuFacts], str | 
     (
         # a different command (`amd-smi metric`) in the same layout: no identity facts
         "mi300x.amd-smi-metric.rocm6.2.txt",
-        facts.parse_amd_smi_static_text,
+        gpus.parse_amd_smi_static_text,
         [GpuFacts(0)],
         None,
     ),
@@ -219,30 +217,30 @@ OTHER_FIXTURES = {
 }
 
 ALL_PARSERS: list[Callable[[str], object]] = [
-    facts.parse_line,
-    facts.parse_int,
-    facts.parse_os_release,
-    facts.parse_cpu_model,
-    facts.parse_cpu_flags,
-    facts.parse_meminfo_total,
-    facts.parse_df_avail,
-    facts.parse_df_size,
-    facts.parse_groups,
-    facts.parse_ls,
-    facts.parse_device_access,
-    facts.parse_ip_addr,
-    facts.parse_default_route,
-    facts.parse_docker_version,
-    facts.parse_rocm_version_file,
-    facts.parse_rdma_link,
-    facts.parse_amdgpu_module_version,
-    facts.parse_amd_smi_version,
-    facts.parse_amd_smi_static_json,
-    facts.parse_amd_smi_static_text,
-    facts.parse_amd_smi_list,
-    facts.parse_rocm_smi_concise,
-    facts.parse_rocm_smi_info,
-    facts.parse_rocminfo,
+    system.parse_line,
+    system.parse_int,
+    system.parse_os_release,
+    system.parse_cpu_model,
+    system.parse_cpu_flags,
+    system.parse_meminfo_total,
+    system.parse_df_avail,
+    system.parse_df_size,
+    system.parse_groups,
+    devices.parse_ls,
+    devices.parse_device_access,
+    net.parse_ip_addr,
+    net.parse_default_route,
+    docker.parse_docker_version,
+    rocm.parse_rocm_version_file,
+    net.parse_rdma_link,
+    rocm.parse_amdgpu_module_version,
+    rocm.parse_amd_smi_version,
+    gpus.parse_amd_smi_static_json,
+    gpus.parse_amd_smi_static_text,
+    gpus.parse_amd_smi_list,
+    gpus.parse_rocm_smi_concise,
+    gpus.parse_rocm_smi_info,
+    gpus.parse_rocminfo,
 ]
 
 
@@ -286,18 +284,18 @@ def _json_gpu_records(text: str) -> int:
 # How many GPUs each tool's raw output lists, counted from the text by the marker each
 # tool prints once per GPU, independently of the parsers.
 RAW_GPU_COUNT: dict[Callable[[str], GpuInventory], Callable[[str], int]] = {
-    facts.parse_amd_smi_static_json: _json_gpu_records,
+    gpus.parse_amd_smi_static_json: _json_gpu_records,
     # amd-smi's text layout (static, list, metric): one "GPU: n" header per GPU
-    facts.parse_amd_smi_static_text: lambda t: len(set(re.findall(r"^GPU:\s*(\d+)\s*$", t, re.M))),
-    facts.parse_amd_smi_list: lambda t: len(set(re.findall(r"^GPU:\s*(\d+)\s*$", t, re.M))),
+    gpus.parse_amd_smi_static_text: lambda t: len(set(re.findall(r"^GPU:\s*(\d+)\s*$", t, re.M))),
+    gpus.parse_amd_smi_list: lambda t: len(set(re.findall(r"^GPU:\s*(\d+)\s*$", t, re.M))),
     # rocm-smi's key lines: "GPU[n] : Key: value"
-    facts.parse_rocm_smi_info: lambda t: len(set(re.findall(r"^GPU\[(\d+)\]", t, re.M))),
+    gpus.parse_rocm_smi_info: lambda t: len(set(re.findall(r"^GPU\[(\d+)\]", t, re.M))),
     # rocm-smi's concise table: a row per GPU, index then "[0x74a1 :" (old) or "2  0x74a1," (v6x)
-    facts.parse_rocm_smi_concise: lambda t: len(
+    gpus.parse_rocm_smi_concise: lambda t: len(
         re.findall(r"^\d+\s+(?:\[0x[0-9a-f]{4} :|\d+\s+0x[0-9a-f]{4},)", t, re.M)
     ),
     # rocminfo: one agent per GPU with "Device Type: GPU" (CPU agents say CPU)
-    facts.parse_rocminfo: lambda t: len(re.findall(r"^\s*Device Type:\s+GPU\s*$", t, re.M)),
+    gpus.parse_rocminfo: lambda t: len(re.findall(r"^\s*Device Type:\s+GPU\s*$", t, re.M)),
 }
 
 
@@ -358,17 +356,17 @@ def test_gpu_cases_agree_with_the_raw_capture(
 )
 def test_garbled_input_yields_nothing(text: str) -> None:
     for parser in (
-        facts.parse_amd_smi_static_json,
-        facts.parse_amd_smi_static_text,
-        facts.parse_amd_smi_list,
-        facts.parse_rocm_smi_concise,
-        facts.parse_rocm_smi_info,
-        facts.parse_rocminfo,
+        gpus.parse_amd_smi_static_json,
+        gpus.parse_amd_smi_static_text,
+        gpus.parse_amd_smi_list,
+        gpus.parse_rocm_smi_concise,
+        gpus.parse_rocm_smi_info,
+        gpus.parse_rocminfo,
     ):
         assert parser(text) == GpuInventory()
-    assert facts.parse_amd_smi_version(text) == AmdSmiVersion()
-    assert facts.parse_rdma_link(text) == ()
-    assert facts.parse_ip_addr(text) == ()
+    assert rocm.parse_amd_smi_version(text) == AmdSmiVersion()
+    assert net.parse_rdma_link(text) == ()
+    assert net.parse_ip_addr(text) == ()
 
 
 def test_amd_smi_json_vram_in_both_document_shapes() -> None:
@@ -377,14 +375,14 @@ def test_amd_smi_json_vram_in_both_document_shapes() -> None:
     bare = json.dumps([{"gpu": 0, "vram": vram}])
     wrapped = json.dumps({"gpu_data": [{"gpu": 0, "vram": vram}]})
     for text in (bare, wrapped):
-        assert facts.parse_amd_smi_static_json(text).gpus == (GpuFacts(0, vram_bytes=196592 * MIB),)
+        assert gpus.parse_amd_smi_static_json(text).gpus == (GpuFacts(0, vram_bytes=196592 * MIB),)
 
 
 def test_amd_smi_vram_mb_is_mib() -> None:
     """amd-smi's 196592 MB and rocminfo's VRAM pool on an MI300X are the same bytes."""
     vram = json.loads(fixture("mi300x.amd-smi-static-vram.jq.json"))
-    amd_smi = facts.parse_amd_smi_static_json(json.dumps([{"gpu": 0, "vram": vram}]))
-    rocminfo = facts.parse_rocminfo(fixture("mi300x.rocminfo.txt"))
+    amd_smi = gpus.parse_amd_smi_static_json(json.dumps([{"gpu": 0, "vram": vram}]))
+    rocminfo = gpus.parse_rocminfo(fixture("mi300x.rocminfo.txt"))
     assert amd_smi.gpus[0].vram_bytes == rocminfo.gpus[0].vram_bytes == 206_141_652_992
 
 
@@ -403,16 +401,16 @@ def test_amd_smi_json_and_text_agree() -> None:
         "bus": {"bdf": "0000:05:00.0", "max_pcie_speed": {"value": 32, "unit": "GT/s"}},
         "driver": {"name": "amdgpu", "version": "6.18.3"},
     }
-    text = facts.parse_amd_smi_static_text(fixture("mi350x.amd-smi-static-partial.txt"))
+    text = gpus.parse_amd_smi_static_text(fixture("mi350x.amd-smi-static-partial.txt"))
     banner = "WARNING: User is missing the following required groups: render\n"
     for document in ([record], {"gpu_data": [record]}):
-        assert facts.parse_amd_smi_static_json(banner + json.dumps(document, indent=4)) == text
+        assert gpus.parse_amd_smi_static_json(banner + json.dumps(document, indent=4)) == text
 
 
 def test_rocminfo_bdfid_decodes_device_and_function() -> None:
     """BDFID is bus << 8 | device << 3 | function; the fixtures only have device 0."""
     text = fixture("mi300x.rocminfo.txt").replace("BDFID:                   9728", "BDFID: 9753")
-    assert [g.bdf for g in facts.parse_rocminfo(text).gpus] == ["0000:26:03.1", "0000:46:00.0"]
+    assert [g.bdf for g in gpus.parse_rocminfo(text).gpus] == ["0000:26:03.1", "0000:46:00.0"]
 
 
 def test_rocm_smi_vram_and_device_id_keys() -> None:
@@ -424,28 +422,28 @@ def test_rocm_smi_vram_and_device_id_keys() -> None:
         "GPU[0]\t\t: VRAM Total Memory (B): 206141652992\n"
         "GPU[0]\t\t: VRAM Total Used Memory (B): 11304960\n"
     )
-    gpu = facts.parse_rocm_smi_info(text).gpus[0]
+    gpu = gpus.parse_rocm_smi_info(text).gpus[0]
     assert (gpu.device_id, gpu.vram_bytes) == (0x74A1, 196592 * MIB)
 
 
 def test_amd_smi_version() -> None:
-    parsed = facts.parse_amd_smi_version(fixture("mi300x.amd-smi-version.rocm6.4.0.txt"))
+    parsed = rocm.parse_amd_smi_version(fixture("mi300x.amd-smi-version.rocm6.4.0.txt"))
     # the inbox driver made amd-smi print a mangled kernel banner as "amdgpu version"
     assert parsed == AmdSmiVersion(tool="25.3.0+ede62f2", library="25.3.0", rocm="6.4.0")
 
 
 def test_amd_smi_version_with_dkms_driver() -> None:
     line = "AMDSMI Tool: 24.6.3+9578815 | AMDSMI Library version: 24.6.3.0 | ROCm version: 6.2.1 | amdgpu version: 6.8.5"  # noqa: E501
-    assert facts.parse_amd_smi_version(line).amdgpu == "6.8.5"
+    assert rocm.parse_amd_smi_version(line).amdgpu == "6.8.5"
 
 
 def test_amdgpu_module_version() -> None:
     text = fixture("mi300x-vf.sys-module-amdgpu-version.txt")
-    assert facts.parse_amdgpu_module_version(text) == "6.12.12"
+    assert rocm.parse_amdgpu_module_version(text) == "6.12.12"
 
 
 def test_rdma_link() -> None:
-    links = facts.parse_rdma_link(fixture("pollara-ionic.rdma-link.json"))
+    links = net.parse_rdma_link(fixture("pollara-ionic.rdma-link.json"))
     assert links == tuple(
         RdmaLink(f"ionic_{i}", 1, "ACTIVE", netdev)
         for i, netdev in enumerate(("benic8p1", "benic7p1", "benic5p1", "benic6p1"))
@@ -454,8 +452,8 @@ def test_rdma_link() -> None:
 
 def test_same_host_tools_merge_by_bdf() -> None:
     """rocm-smi -a and rocminfo come from one 4x MI300X host; rocminfo kept 2 GPUs."""
-    smi = facts.parse_rocm_smi_info(fixture("mi300x.rocm-smi-a.txt")).gpus
-    info = facts.parse_rocminfo(fixture("mi300x.rocminfo.txt")).gpus
+    smi = gpus.parse_rocm_smi_info(fixture("mi300x.rocm-smi-a.txt")).gpus
+    info = gpus.parse_rocminfo(fixture("mi300x.rocminfo.txt")).gpus
     merged = identify(merge_gpus(smi, info))
     assert [g.bdf for g in merged] == [g.bdf for g in smi]
     assert [g.compute_units for g in merged] == [304, 304, None, None]
@@ -465,8 +463,8 @@ def test_same_host_tools_merge_by_bdf() -> None:
 
 
 def test_merge_by_index_only_without_bdfs() -> None:
-    concise = facts.parse_rocm_smi_concise(fixture("mi300x.rocm-smi-concise.v6x.txt")).gpus
-    info = facts.parse_rocminfo(fixture("mi300x.rocminfo.txt")).gpus
+    concise = gpus.parse_rocm_smi_concise(fixture("mi300x.rocm-smi-concise.v6x.txt")).gpus
+    info = gpus.parse_rocminfo(fixture("mi300x.rocminfo.txt")).gpus
     merged = merge_gpus(concise, info)
     assert [g.bdf for g in merged] == ["0000:26:00.0", "0000:46:00.0"]
     assert merge_gpus(concise, info[:1]) == concise  # counts differ: no guessing
@@ -536,40 +534,40 @@ IP_ADDR = json.dumps(
 @pytest.mark.parametrize(
     ("parser", "text", "expected"),
     [
-        (facts.parse_os_release, OS_RELEASE, "Ubuntu 22.04.5 LTS"),
-        (facts.parse_os_release, 'NAME="Debian GNU/Linux"\nVERSION="12"\n', "Debian GNU/Linux 12"),
-        (facts.parse_line, "6.8.0-79-generic\n", "6.8.0-79-generic"),
-        (facts.parse_int, "192\n", 192),
-        (facts.parse_int, "cat: /proc/sys/kernel/numa_balancing: No such file\n", None),
-        (facts.parse_cpu_model, "model name\t: AMD EPYC 9474F 48-Core Processor\n",
+        (system.parse_os_release, OS_RELEASE, "Ubuntu 22.04.5 LTS"),
+        (system.parse_os_release, 'NAME="Debian GNU/Linux"\nVERSION="12"\n', "Debian GNU/Linux 12"),
+        (system.parse_line, "6.8.0-79-generic\n", "6.8.0-79-generic"),
+        (system.parse_int, "192\n", 192),
+        (system.parse_int, "cat: /proc/sys/kernel/numa_balancing: No such file\n", None),
+        (system.parse_cpu_model, "model name\t: AMD EPYC 9474F 48-Core Processor\n",
          "AMD EPYC 9474F 48-Core Processor"),
         # an EPYC 9004 (Zen 4: AVX-512 with BF16) and a 7003 (Zen 3: AVX2 only), cut short
-        (facts.parse_cpu_flags, "flags\t\t: fpu sse2 avx2 avx512f avx512dq avx512_bf16 "
+        (system.parse_cpu_flags, "flags\t\t: fpu sse2 avx2 avx512f avx512dq avx512_bf16 "
          "avx512_vnni vaes\n", ("avx2", "avx512f", "avx512_bf16", "avx512_vnni")),
-        (facts.parse_cpu_flags, "flags\t\t: fpu sse2 fma avx2 sha_ni vaes\n", ("avx2",)),
-        (facts.parse_cpu_flags, "Features\t: fp asimd evtstrm aes\n", ()),  # arm64
-        (facts.parse_cpu_flags, "", None),
-        (facts.parse_meminfo_total, MEMINFO, 24684096 * KIB),
-        (facts.parse_df_avail, DF_AVAIL, 83014033408),
-        (facts.parse_df_avail, "df: /nope: No such file or directory\n", None),
-        (facts.parse_df_size, DF_SHM, 25276514304),
-        (facts.parse_df_size, DF_SHM_WRAPPED, 64 * GIB),
-        (facts.parse_groups, "amd video render docker\n", ("amd", "video", "render", "docker")),
-        (facts.parse_ls, "renderD129\ncard1\nby-path\nrenderD128\n",
+        (system.parse_cpu_flags, "flags\t\t: fpu sse2 fma avx2 sha_ni vaes\n", ("avx2",)),
+        (system.parse_cpu_flags, "Features\t: fp asimd evtstrm aes\n", ()),  # arm64
+        (system.parse_cpu_flags, "", None),
+        (system.parse_meminfo_total, MEMINFO, 24684096 * KIB),
+        (system.parse_df_avail, DF_AVAIL, 83014033408),
+        (system.parse_df_avail, "df: /nope: No such file or directory\n", None),
+        (system.parse_df_size, DF_SHM, 25276514304),
+        (system.parse_df_size, DF_SHM_WRAPPED, 64 * GIB),
+        (system.parse_groups, "amd video render docker\n", ("amd", "video", "render", "docker")),
+        (devices.parse_ls, "renderD129\ncard1\nby-path\nrenderD128\n",
          ("by-path", "card1", "renderD128", "renderD129")),
-        (facts.parse_device_access, "rw\n", (True, True)),
-        (facts.parse_device_access, "denied\n", (True, False)),
-        (facts.parse_device_access, "absent\n", (False, False)),
-        (facts.parse_default_route, '[{"dst":"default","gateway":"192.0.2.1","dev":"eth0"}]',
+        (devices.parse_device_access, "rw\n", (True, True)),
+        (devices.parse_device_access, "denied\n", (True, False)),
+        (devices.parse_device_access, "absent\n", (False, False)),
+        (net.parse_default_route, '[{"dst":"default","gateway":"192.0.2.1","dev":"eth0"}]',
          "eth0"),
-        (facts.parse_default_route, "[]", None),
-        (facts.parse_docker_version, "27.5.1\n", "27.5.1"),
-        (facts.parse_docker_version, "20.10.24+dfsg1\n", "20.10.24+dfsg1"),
-        (facts.parse_docker_version, "\n", None),
-        (facts.parse_docker_version, "Cannot connect to the Docker daemon at unix:///var/run/"
+        (net.parse_default_route, "[]", None),
+        (docker.parse_docker_version, "27.5.1\n", "27.5.1"),
+        (docker.parse_docker_version, "20.10.24+dfsg1\n", "20.10.24+dfsg1"),
+        (docker.parse_docker_version, "\n", None),
+        (docker.parse_docker_version, "Cannot connect to the Docker daemon at unix:///var/run/"
          "docker.sock. Is the docker daemon running?\n", None),
-        (facts.parse_rocm_version_file, "6.4.0-47\n", "6.4.0"),
-        (facts.parse_rocm_version_file, "", None),
+        (rocm.parse_rocm_version_file, "6.4.0-47\n", "6.4.0"),
+        (rocm.parse_rocm_version_file, "", None),
     ],
 )  # fmt: skip
 def test_linux_parser(parser: Callable[[str], object], text: str, expected: object) -> None:
@@ -577,7 +575,7 @@ def test_linux_parser(parser: Callable[[str], object], text: str, expected: obje
 
 
 def test_ip_addr() -> None:
-    assert facts.parse_ip_addr(IP_ADDR) == (
+    assert net.parse_ip_addr(IP_ADDR) == (
         NetInterface("lo", "UNKNOWN", ("127.0.0.1/8",)),
         NetInterface("eth0", "UP", ("192.0.2.2/24", "fd00::2/64")),
         NetInterface("ifb0", "DOWN", ()),
@@ -588,7 +586,7 @@ def test_ip_addr() -> None:
 
 
 def sample_host() -> HostFacts:
-    gpus = facts.parse_rocminfo(fixture("mi325x.rocminfo-excerpt.user-condensed.txt")).gpus
+    found = gpus.parse_rocminfo(fixture("mi325x.rocminfo-excerpt.user-condensed.txt")).gpus
     return HostFacts(
         hostname="gpu-01",
         os_name="Ubuntu 22.04.5 LTS",
@@ -599,7 +597,7 @@ def sample_host() -> HostFacts:
         ram_bytes=2 * 1024 * GIB,
         disk_path="/data/models",
         disk_free_bytes=3 * 1024 * GIB,
-        gpus=identify(gpus),
+        gpus=identify(found),
         rocm_version="6.4.0",
         amdgpu_version="6.14.14",
         docker_version="27.5.1",
@@ -612,7 +610,7 @@ def sample_host() -> HostFacts:
         groups=("amd", "video", "render"),
         shm_bytes=64 * GIB,
         numa_balancing=0,
-        interfaces=facts.parse_ip_addr(IP_ADDR),
+        interfaces=net.parse_ip_addr(IP_ADDR),
         rdma_devices=("ionic_0", "ionic_1"),
         default_route_nic="eth0",
     )

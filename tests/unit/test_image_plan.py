@@ -39,7 +39,7 @@ from amdfleet.plan import DeploymentPlan, ImagePlan, plan
 from amdfleet.plan.image import build_inputs_hash, content_tag
 from amdfleet.providers.image_build import fleet_archs_of, gfx_refusal
 from amdfleet.providers.progress import format_duration
-from amdfleet.remote import facts
+from amdfleet.remote.facts import gpus, records
 from amdfleet.remote.images import DOCKERFILE_LABEL
 from amdfleet.remote.registry import (
     BUILD_EXIT_MARK,
@@ -841,14 +841,14 @@ def test_a_build_of_named_commits_warns_about_nothing_image_related() -> None:
 
 def _mi300x_facts(name: str) -> dict[str, Any]:
     """Host facts as an SshHost outputs them, GPUs from a real MI300X `rocminfo`."""
-    inventory = facts.parse_rocminfo((FIXTURES / "mi300x.rocminfo.txt").read_text())
-    host = facts.HostFacts(hostname=name, gpus=facts.identify(inventory.gpus))
+    inventory = gpus.parse_rocminfo((FIXTURES / "mi300x.rocminfo.txt").read_text())
+    host = records.HostFacts(hostname=name, gpus=gpus.identify(inventory.gpus))
     through_json: dict[str, Any] = json.loads(json.dumps(host.to_dict()))
     return through_json  # as Pulumi hands outputs back: through JSON
 
 
 def test_fleet_archs_come_from_each_hosts_gpus() -> None:
-    gpu_less = json.loads(json.dumps(facts.HostFacts(hostname="cpu-01").to_dict()))
+    gpu_less = json.loads(json.dumps(records.HostFacts(hostname="cpu-01").to_dict()))
     mixed = {"gpus": [{"index": 0, "arch": "gfx950"}, {"index": 1, "arch": None}, {"index": 2}]}
 
     archs = fleet_archs_of({"mi300x-01": _mi300x_facts("mi300x-01"), "cpu-01": gpu_less})
@@ -943,7 +943,7 @@ def test_every_node_and_the_fabric_check_run_the_pinned_digest_never_the_tag() -
     from amdfleet.components import launch_files, plan_with_image
     from amdfleet.config import FabricSpec
     from amdfleet.providers.fabric_check import fabric_check_props
-    from amdfleet.remote.target import HostTarget
+    from amdfleet.remote.transport.target import HostTarget
 
     spec = load_stack_file("mi300x-2node-llama405b-bf16").spec
     spec = spec.model_copy(update={"fabric": FabricSpec(enabled=True, min_busbw_gbps=304)})

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from amdfleet.errors import PreflightError
-from amdfleet.remote.facts import GpuFacts, HostFacts, identify
+from amdfleet.remote.facts.gpus import identify
+from amdfleet.remote.facts.records import GpuFacts, HostFacts
 from amdfleet.remote.preflight import PreflightCheck, check_host, raise_for_failures
 from amdfleet.remote.requirement import HostRequirement
 

@@ -16,20 +16,18 @@ from pathlib import Path
 
 import pytest
 
-from amdfleet.remote.facts import (
-    GpuFacts,
-    HostFacts,
-    NetInterface,
-    identify,
-    parse_amd_smi_static_text,
-)
-from amdfleet.remote.probe import (
+from amdfleet.remote.facts import system
+from amdfleet.remote.facts.gpus import identify, parse_amd_smi_static_text
+from amdfleet.remote.facts.probe import (
     build_probe_script,
     format_section,
     parse_probe_output,
     probe_time_limit,
     split_sections,
 )
+from amdfleet.remote.facts.records import GpuFacts, HostFacts, NetInterface
+from amdfleet.remote.facts.registry import FACTS, Fact, register
+from amdfleet.remote.facts.system import parse_line
 
 FIXTURES = Path(__file__).parents[3] / "shared" / "fixtures" / "amd-hosts"
 MIB = 1024**2
@@ -366,3 +364,18 @@ def test_split_sections_edge_cases() -> None:
 def test_output_without_sections_is_rejected(text: str) -> None:
     with pytest.raises(ValueError, match="no amdfleet probe sections"):
         parse_probe_output(text)
+
+
+def test_every_registered_fact_is_probed_once_in_registration_order() -> None:
+    script = build_probe_script("/data/models")
+    lines = [f"amdfleet_probe {name} " for name in FACTS]
+    assert all(script.count(line) == 1 for line in lines)
+    positions = [script.index(line) for line in lines]
+    assert positions == sorted(positions)
+    assert len(FACTS) == 28  # 23 facts of the host, amd-smi's version, 4 GPU sources
+
+
+def test_a_fact_name_is_registered_once() -> None:
+    with pytest.raises(ValueError, match="'hostname' is registered twice"):
+        register(Fact("hostname", "hostname", parse_line))
+    assert FACTS["hostname"] is system.HOSTNAME

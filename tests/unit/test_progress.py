@@ -25,7 +25,7 @@ from amdfleet.providers.progress import (
     format_duration,
     secret_values,
 )
-from amdfleet.remote.connection import REDACTED
+from amdfleet.remote.transport.connection import REDACTED
 from tests.support.engine_log import EngineLog
 from tests.support.pulumi_host import secret
 

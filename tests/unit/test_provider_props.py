@@ -24,7 +24,7 @@ from amdfleet.providers.readiness import ReadinessGateProps
 from amdfleet.providers.ssh_host import SshHostProps
 from amdfleet.providers.verification import VerificationProps
 from amdfleet.remote.requirement import HostRequirement
-from amdfleet.remote.target import HostTarget
+from amdfleet.remote.transport.target import HostTarget
 
 HOST = HostTarget(
     name="node-1",

@@ -3,7 +3,7 @@
 :class:`HostTarget` is the one record of "where and how to connect" in amdfleet. The
 planner builds it from a stack's :class:`~amdfleet.config.HostSpec` (or, for a cloud
 fleet, from the instance the cloud returned), every provider receives it as part of its
-props, and :func:`amdfleet.remote.hosts.open_host` turns it into a connection. It holds
+props, and :func:`amdfleet.remote.transport.hosts.open_host` turns it into a connection. It holds
 no secret: the private key is a *path*, read only at connect time.
 
 Pure data; importing this module imports neither paramiko nor Pulumi.

@@ -1,7 +1,7 @@
 """The one seam through which amdfleet touches a host: the :class:`Connection` protocol.
 
-Pulumi dynamic providers receive a connection (SSH via :mod:`amdfleet.remote.ssh`, or the
-local machine via :mod:`amdfleet.remote.local`) and only ever call ``run``, ``put`` and
+Pulumi dynamic providers receive a connection (SSH via :mod:`amdfleet.remote.transport.ssh`, or the
+local machine via :mod:`amdfleet.remote.transport.local`) and only ever call ``run``, ``put`` and
 ``get`` on it. Both implementations share the result record, the output bookkeeping and the
 redaction rules defined here, so errors read the same whichever transport produced them.
 

@@ -1,4 +1,4 @@
-"""A :class:`~amdfleet.remote.connection.Connection` to the machine running Pulumi.
+"""A :class:`~amdfleet.remote.transport.connection.Connection` to the machine running Pulumi.
 
 Used for hosts declared with ``connection: local``. Commands run with ``/bin/sh -c`` in
 their own process group, so a timeout kills the command and everything it started.
@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import Self
 
 from amdfleet.errors import RemoteError
-from amdfleet.remote.connection import (
+from amdfleet.remote.transport.connection import (
     CommandResult,
     OutputCollector,
     OutputListener,

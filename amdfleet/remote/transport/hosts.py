@@ -1,5 +1,5 @@
-"""From a :class:`~amdfleet.remote.target.HostTarget` to an open
-:class:`~amdfleet.remote.connection.Connection`.
+"""From a :class:`~amdfleet.remote.transport.target.HostTarget` to an open
+:class:`~amdfleet.remote.transport.connection.Connection`.
 
 Providers receive a host's target in their props (they are pickled and sent through the
 engine), and open the connection inside each method with :func:`open_host`.
@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from amdfleet.remote.connection import Connection
-from amdfleet.remote.local import LocalConnection
-from amdfleet.remote.ssh import DEFAULT_RETRY, ConnectRetry, connect
-from amdfleet.remote.target import HostTarget
+from amdfleet.remote.transport.connection import Connection
+from amdfleet.remote.transport.local import LocalConnection
+from amdfleet.remote.transport.retry import DEFAULT_RETRY, ConnectRetry
+from amdfleet.remote.transport.ssh import connect
+from amdfleet.remote.transport.target import HostTarget
 
 CONNECT_TIMEOUT = 20.0
 
@@ -26,7 +27,7 @@ def open_host(
 ) -> Connection:
     """Open a connection to ``target``: this machine when its connection is ``local``,
     otherwise SSH with its pinned host key (a host that does not answer yet is retried
-    as ``retry`` says; see :func:`amdfleet.remote.ssh.connect`).
+    as ``retry`` says; see :func:`amdfleet.remote.transport.ssh.connect`).
 
     Raises HostUnreachableError when the host still does not answer after the retries,
     HostKeyMismatchError when it presents another host key, RemoteError (with a hint)

@@ -1,4 +1,6 @@
-"""SSH connections with pinned host keys: the only module that imports paramiko.
+"""SSH connections with pinned host keys. Only this module and its helpers (``channel``:
+one command on a channel; ``sftp``: file transfers; ``retry``: the connect retry policy)
+import paramiko.
 
 Security rules, all enforced here:
 
@@ -13,8 +15,9 @@ Security rules, all enforced here:
 
 Connecting retries what may pass by itself -- a refused or timed-out TCP connect, "no
 route to host", a connection closed before the SSH banner (an sshd still starting) --
-with exponential backoff, within the attempts and time of a :class:`ConnectRetry`. A
-wrong host key, a rejected or unreadable client key fail at once.
+with exponential backoff, within the attempts and time of a
+:class:`~amdfleet.remote.transport.retry.ConnectRetry`. A wrong host key, a rejected or
+unreadable client key fail at once.
 
 Usage::
 
@@ -28,78 +31,37 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import math
 import posixpath
-import select
 import socket
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NoReturn, Self
+from typing import NoReturn, Self
 
 import paramiko
-import tenacity
-from paramiko.sftp import CMD_HANDLE, CMD_OPEN, SFTP_FLAG_CREATE, SFTP_FLAG_EXCL, SFTP_FLAG_WRITE
 
 from amdfleet.errors import HostKeyMismatchError, HostUnreachableError, RemoteError
 from amdfleet.hostkeys import PinnedKey, fingerprint_of, parse_host_key
-from amdfleet.remote.connection import (
+from amdfleet.remote.transport.channel import remaining, run_on_channel, watchdog
+from amdfleet.remote.transport.connection import (
     CommandResult,
     OutputCollector,
     OutputListener,
     Redactor,
     command_error,
 )
-from amdfleet.remote.target import HostTarget
+from amdfleet.remote.transport.retry import DEFAULT_RETRY, ConnectRetry, RetryListener, retrying
+from amdfleet.remote.transport.sftp import makedirs, write_atomic
+from amdfleet.remote.transport.target import HostTarget
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
-_READ_SIZE = 65536
-_POLL = 0.5
 # Host-key algorithms to offer first when the pinned key has this type (RSA keys are
 # negotiated under their signature-algorithm names).
 _KEY_ALGORITHMS = {
     "ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"),
 }
-
-
-@dataclass(frozen=True)
-class ConnectRetry:
-    """How :func:`connect` retries a host that does not answer yet.
-
-    Retried: a refused or timed-out TCP connect, "no route to host" (no ARP answer: a
-    host down or rebooting), and a connection reset or closed before the SSH banner (an
-    sshd still starting, or over its ``MaxStartups``). Never retried:
-    a host-key mismatch, a missing or malformed pin, an unreadable client key, a rejected
-    login, or any other handshake failure -- those do not pass by waiting.
-
-    The wait before attempt ``n + 1`` is ``first_wait * 2 ** (n - 1)`` seconds, at most
-    ``max_wait``. No attempt starts later than ``within`` seconds after the first one,
-    and each attempt's TCP connect waits at most ``timeout``, cut to the time left: a
-    host that does not answer fails within ``within`` seconds plus, at worst, one SSH
-    handshake (a host that accepts but stalls the banner is bounded by ``timeout``).
-    """
-
-    attempts: int = 5
-    within: float = 30.0
-    first_wait: float = 0.5
-    max_wait: float = 8.0
-
-    def __post_init__(self) -> None:
-        if self.attempts < 1 or self.within <= 0 or self.first_wait < 0 or self.max_wait < 0:
-            raise ValueError(f"invalid connect retry policy: {self}")
-
-
-DEFAULT_RETRY = ConnectRetry()
-NO_RETRY = ConnectRetry(attempts=1, within=math.inf)
-"""One attempt, with the full ``timeout``."""
-
-RetryListener = Callable[[int, HostUnreachableError], None]
-"""Called as ``on_retry(attempt, error)`` when attempt number ``attempt`` failed with the
-transient ``error`` and another attempt follows (after the backoff wait)."""
 
 
 def connect(
@@ -126,7 +88,7 @@ def connect(
     pin = _pin_of(target)
     pkey = _load_private_key(target)
     deadline = time.monotonic() + retry.within
-    attempt = _retrying(retry, on_retry)
+    attempt = retrying(retry, on_retry)
     transport = attempt(_open_transport, target, pin, timeout, deadline)
     try:
         _authenticate(transport, target, pkey, timeout)
@@ -152,7 +114,7 @@ def first_seen_host_key(
     is not an SSH server.
     """
     deadline = time.monotonic() + retry.within
-    attempt = _retrying(retry, on_retry)
+    attempt = retrying(retry, on_retry)
     transport = attempt(_open_transport, target, None, timeout, deadline)
     try:
         key = transport.get_remote_server_key()
@@ -224,9 +186,9 @@ class SshConnection:
         returned = self._redactor.with_call(redact, None)
         collector = OutputCollector(on_output, redactor, returned=returned)
         channel = self._open_channel(deadline, redactor, command)
-        with _watchdog(deadline, channel.close) as fired:
+        with watchdog(deadline, channel.close) as fired:
             try:
-                exit_code = _exec(channel, command, stdin, collector, deadline)
+                exit_code = run_on_channel(channel, command, stdin, collector, deadline)
             except (paramiko.SSHException, OSError, EOFError) as e:
                 if not fired.is_set():
                     self._lost(redactor(command), e)
@@ -258,8 +220,8 @@ class SshConnection:
         """
         deadline = time.monotonic() + timeout
         with self._sftp(deadline, f"write {remote_path}") as sftp:
-            _sftp_makedirs(sftp, posixpath.dirname(remote_path))
-            _sftp_write_atomic(sftp, remote_path, content, mode)
+            makedirs(sftp, posixpath.dirname(remote_path))
+            write_atomic(sftp, remote_path, content, mode)
 
     def get(self, remote_path: str, *, timeout: float = 60.0) -> bytes | None:
         """Read a file over SFTP; None when it does not exist. Raises RemoteError."""
@@ -295,7 +257,7 @@ class SshConnection:
 
     def _open_channel(self, deadline: float, redactor: Redactor, command: str) -> paramiko.Channel:
         try:
-            return self._transport.open_session(timeout=_remaining(deadline))
+            return self._transport.open_session(timeout=remaining(deadline))
         except (paramiko.SSHException, OSError, EOFError) as e:
             self._lost(redactor(command), e)
 
@@ -304,9 +266,9 @@ class SshConnection:
         channel: paramiko.Channel | None = None
         fired = threading.Event()
         try:
-            channel = self._transport.open_session(timeout=_remaining(deadline))
-            with _watchdog(deadline, channel.close) as fired:
-                channel.settimeout(_remaining(deadline))
+            channel = self._transport.open_session(timeout=remaining(deadline))
+            with watchdog(deadline, channel.close) as fired:
+                channel.settimeout(remaining(deadline))
                 channel.invoke_subsystem("sftp")
                 yield paramiko.SFTPClient(channel)
         except (paramiko.SSHException, OSError, EOFError) as e:
@@ -341,164 +303,6 @@ class SshConnection:
         ) from cause
 
 
-def _exec(
-    channel: paramiko.Channel,
-    command: str,
-    stdin: str | None,
-    collector: OutputCollector,
-    deadline: float,
-) -> int | None:
-    """Execute on an open channel; the exit status, or None when the deadline passed."""
-    channel.exec_command(command)
-    _send_stdin(channel, stdin.encode() if stdin is not None else b"")
-    if not _drain(channel, collector, deadline):
-        return None
-    if not channel.status_event.wait(_remaining(deadline)):
-        return None
-    return int(channel.recv_exit_status())
-
-
-def _send_stdin(channel: paramiko.Channel, data: bytes) -> None:
-    """Send stdin then EOF; a command that exits without reading it is not an error."""
-    try:
-        if data:
-            channel.sendall(data)
-        _send_eof(channel)
-    except (OSError, paramiko.SSHException):
-        if not (channel.closed or channel.eof_received or channel.exit_status_ready()):
-            raise
-
-
-def _send_eof(channel: paramiko.Channel, *, patience: float = 30.0) -> None:
-    """Send EOF on ``channel`` so that it can never follow the channel's CLOSE.
-
-    paramiko's ``shutdown_write`` builds the EOF under the channel lock but sends it
-    after releasing it. When the command has already exited, the transport thread can
-    answer the server's CLOSE in between; OpenSSH then receives an EOF for a channel it
-    has freed and drops the whole connection ("ieof packet referred to nonexistent
-    channel"), killing every other command on the session. Here the EOF is built and
-    sent while holding the transport's send lock, which the transport thread needs to
-    send the CLOSE: either the EOF goes first, or the CLOSE was built first and already
-    counts as our EOF (then nothing is sent). The transport thread never holds the send
-    lock while waiting for a channel lock, so this cannot deadlock.
-    """
-    transport = channel.get_transport()
-    send_lock = getattr(transport, "clear_to_send_lock", None)
-    if transport is None or send_lock is None:  # another paramiko: its own method
-        channel.shutdown_write()
-        return
-    give_up = time.monotonic() + patience
-    while True:  # as Transport._send_user_message: wait out a key exchange
-        transport.clear_to_send.wait(0.1)
-        if not transport.is_active():
-            raise EOFError("the SSH transport is closed")
-        with send_lock:
-            if transport.clear_to_send.is_set():
-                with channel.lock:
-                    message = None if channel.closed else channel._send_eof()  # type: ignore[attr-defined]
-                if message is not None:
-                    transport._send_message(message)  # type: ignore[attr-defined]
-                return
-        if time.monotonic() > give_up:
-            raise paramiko.SSHException("key exchange did not finish; cannot send EOF")
-
-
-def _drain(channel: paramiko.Channel, collector: OutputCollector, deadline: float) -> bool:
-    """Read stdout/stderr until the remote side closes them. False on deadline."""
-    fd = channel.fileno()
-    while True:
-        _read_ready(channel, collector)
-        if channel.eof_received or channel.closed:
-            _read_ready(channel, collector)
-            return True
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        select.select([fd], [], [], min(remaining, _POLL))
-
-
-def _read_ready(channel: paramiko.Channel, collector: OutputCollector) -> None:
-    while channel.recv_ready():
-        collector.add(channel.recv(_READ_SIZE))
-    while channel.recv_stderr_ready():
-        collector.add(channel.recv_stderr(_READ_SIZE), stderr=True)
-
-
-@contextlib.contextmanager
-def _watchdog(deadline: float, on_expiry: Any) -> Iterator[threading.Event]:
-    """Call ``on_expiry`` (closing a channel) if the block outlives ``deadline``.
-
-    paramiko waits without a timeout in a few places (exec and subsystem requests);
-    closing the channel from another thread is what unblocks them.
-    """
-    fired = threading.Event()
-
-    def expire() -> None:
-        fired.set()
-        on_expiry()
-
-    timer = threading.Timer(_remaining(deadline), expire)
-    timer.daemon = True
-    timer.start()
-    try:
-        yield fired
-    finally:
-        timer.cancel()
-
-
-def _sftp_makedirs(sftp: paramiko.SFTPClient, directory: str) -> None:
-    if directory in ("", "/", "."):
-        return
-    try:
-        sftp.stat(directory)
-        return
-    except FileNotFoundError:
-        pass
-    _sftp_makedirs(sftp, posixpath.dirname(directory))
-    try:
-        sftp.mkdir(directory, 0o755)
-    except OSError:
-        sftp.stat(directory)  # created meanwhile by someone else: fine; otherwise re-raise
-
-
-def _sftp_write_atomic(sftp: paramiko.SFTPClient, path: str, content: bytes, mode: int) -> None:
-    directory, name = posixpath.split(path)
-    tmp = posixpath.join(directory, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with sftp_create_private(sftp, tmp) as f:
-            f.set_pipelined(True)
-            f.write(content)
-        sftp.chmod(tmp, mode)
-        sftp.posix_rename(tmp, path)
-    except BaseException:
-        _sftp_remove_quietly(sftp, tmp)
-        raise
-
-
-def sftp_create_private(sftp: paramiko.SFTPClient, path: str) -> paramiko.SFTPFile:
-    """Create ``path`` for writing, mode 0600 from the start (never wider, whatever the
-    server's umask), failing if it exists.
-
-    ``SFTPClient.open`` sends no attributes, so the server creates the file 0666 minus
-    its umask and a later chmod leaves a window in which a secret is world-readable;
-    here the OPEN request itself carries the permissions (OpenSSH passes them to
-    ``open(2)``).
-    """
-    attrs = paramiko.SFTPAttributes()
-    attrs.st_mode = 0o600
-    flags = SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_EXCL
-    request: Callable[..., tuple[int, paramiko.Message]] = sftp._request  # type: ignore[attr-defined]
-    kind, msg = request(CMD_OPEN, path, flags, attrs)
-    if kind != CMD_HANDLE:
-        raise paramiko.SFTPError(f"expected a handle opening {path}")
-    return paramiko.SFTPFile(sftp, msg.get_binary(), "wb")
-
-
-def _sftp_remove_quietly(sftp: paramiko.SFTPClient, path: str) -> None:
-    with contextlib.suppress(OSError, paramiko.SSHException, EOFError):
-        sftp.remove(path)
-
-
 def _pin_of(target: HostTarget) -> PinnedKey:
     if not target.host_key:
         raise RemoteError(
@@ -527,47 +331,12 @@ def _load_private_key(target: HostTarget) -> paramiko.PKey:
         ) from e
 
 
-def _retrying(retry: ConnectRetry, on_retry: RetryListener | None) -> tenacity.Retrying:
-    """The one retry policy of :func:`connect`: HostUnreachableError is retried with
-    exponential backoff until ``retry.attempts`` are made or the next attempt would start
-    after ``retry.within`` seconds; then the last error is raised again, naming the
-    attempts made and the time they took. Any other error ends the retries at once."""
-
-    def before_sleep(state: tenacity.RetryCallState) -> None:
-        if on_retry is not None:
-            on_retry(state.attempt_number, _failure(state))
-
-    def give_up(state: tenacity.RetryCallState) -> NoReturn:
-        last = _failure(state)
-        raise HostUnreachableError(
-            last.host,
-            last.reason,
-            last.hint,
-            attempts=state.attempt_number,
-            elapsed=state.seconds_since_start,
-        ) from last
-
-    return tenacity.Retrying(
-        retry=tenacity.retry_if_exception_type(HostUnreachableError),
-        wait=tenacity.wait_exponential(multiplier=retry.first_wait, max=retry.max_wait),
-        stop=tenacity.stop_after_attempt(retry.attempts) | tenacity.stop_before_delay(retry.within),
-        before_sleep=before_sleep,
-        retry_error_callback=give_up,
-    )
-
-
-def _failure(state: tenacity.RetryCallState) -> HostUnreachableError:
-    error = state.outcome.exception() if state.outcome is not None else None
-    assert isinstance(error, HostUnreachableError)  # the only error that is retried
-    return error
-
-
 def _open_transport(
     target: HostTarget, pin: PinnedKey | None, timeout: float, deadline: float
 ) -> paramiko.Transport:
     """One connect attempt: TCP connect (cut to the retry window), SSH handshake and
     host-key check (none without a pin: :func:`first_seen_host_key`); no login yet."""
-    sock = _open_socket(target, min(timeout, _remaining(deadline)))
+    sock = _open_socket(target, min(timeout, remaining(deadline)))
     transport = paramiko.Transport(sock)
     try:
         _handshake(transport, target, pin, timeout)
@@ -738,7 +507,3 @@ def _authenticate(
             f"the host requires more than a public key to log in as {target.user!r}",
             hint="configure sshd for public-key-only authentication for this user",
         )
-
-
-def _remaining(deadline: float) -> float:
-    return max(deadline - time.monotonic(), 0.001)

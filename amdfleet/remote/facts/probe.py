@@ -19,59 +19,23 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from amdfleet.remote.facts import (
-    GpuFacts,
-    GpuInventory,
-    HostFacts,
-    identify,
-    merge_gpus,
-    parse_amd_smi_static_json,
-    parse_amd_smi_static_text,
-    parse_amd_smi_version,
-    parse_amdgpu_module_version,
-    parse_cpu_flags,
-    parse_cpu_model,
-    parse_default_route,
-    parse_device_access,
-    parse_df_avail,
-    parse_df_size,
-    parse_docker_version,
-    parse_groups,
-    parse_int,
-    parse_ip_addr,
-    parse_line,
-    parse_ls,
-    parse_meminfo_total,
-    parse_os_release,
-    parse_rdma_link,
-    parse_rocm_smi_info,
-    parse_rocm_version_file,
-    parse_rocminfo,
-)
+from amdfleet.remote.facts import devices, docker, gpus, net, rocm, system
+from amdfleet.remote.facts.records import GpuFacts, GpuInventory, HostFacts
+from amdfleet.remote.facts.registry import FACTS, Fact
 
 BEGIN_MARKER = "<<<amdfleet-probe begin {name}>>>"
 END_MARKER = "<<<amdfleet-probe end {name} rc={rc}>>>"
 _BEGIN_RE = re.compile(r"<<<amdfleet-probe begin (\w+)>>>")
 _END_RE = re.compile(r"<<<amdfleet-probe end (\w+) rc=(\d+)>>>")
+_T = TypeVar("_T")
 DEFAULT_TIMEOUT_S = 10
 GPU_TOOL_TIMEOUT_S = 60
 _KILL_GRACE_S = 5  # the script's `timeout -k 5`: SIGKILL 5 s after SIGTERM
-_GPU_PROBES = 4  # amd-smi JSON, amd-smi text, rocm-smi, rocminfo
 
-_KFD_ACCESS = (
-    "if [ ! -e /dev/kfd ]; then echo absent; "
-    "elif [ -r /dev/kfd ] && [ -w /dev/kfd ]; then echo rw; else echo denied; fi"
-)
-_DRI_ACCESS = (
-    'set -- /dev/dri/renderD*; [ -e "$1" ] || { echo absent; exit 0; }; '
-    'for node in "$@"; do { [ -r "$node" ] && [ -w "$node" ]; } || { echo denied; exit 0; }; '
-    "done; echo rw"
-)
-_CPU_MODEL = "grep -m1 -i -E '^(model name|hardware|cpu model)[[:space:]]*:' /proc/cpuinfo"
-_ROCM_SMI = "rocm-smi --showproductname --showid --showbus --showdriverversion --showmeminfo vram"
 
 _PREAMBLE = """\
 #!/bin/sh
@@ -121,7 +85,7 @@ def build_probe_script(
     wedged driver; ``timeout_s`` bounds every other probe.
     """
     lines = [_PREAMBLE.rstrip("\n")]
-    lines += [_probe_line(name, timeout_s, cmd) for name, cmd in _system_probes(disk_path)]
+    lines += [_probe_line(fact, disk_path, timeout_s) for fact in _unchained()]
     lines += _gpu_probe_lines(timeout_s, gpu_timeout_s)
     lines.append("exit 0")
     return "\n".join(lines) + "\n"
@@ -134,8 +98,9 @@ def probe_time_limit(
 
     Every probe may use its full timeout plus the 5 s ``timeout -k`` grace.
     """
-    short = len(_system_probes("/")) + 1  # + amd_smi_version
-    return short * (timeout_s + _KILL_GRACE_S) + _GPU_PROBES * (gpu_timeout_s + _KILL_GRACE_S)
+    gpu_tools = sum(fact.gpu_tool for fact in FACTS.values())
+    short = len(FACTS) - gpu_tools
+    return short * (timeout_s + _KILL_GRACE_S) + gpu_tools * (gpu_timeout_s + _KILL_GRACE_S)
 
 
 def format_section(name: str, output: str, exit_code: int = 0) -> str:
@@ -187,58 +152,35 @@ def parse_probe_output(text: str) -> HostFacts:
 # ------------------------------------------------------------------ script helpers
 
 
-def _system_probes(disk_path: str) -> list[tuple[str, str]]:
-    quoted = shlex.quote(disk_path)
-    nearest = (
-        f'p={quoted}; while [ ! -e "$p" ] && [ "$p" != / ] && [ "$p" != . ]; '
-        'do p=$(dirname -- "$p"); done; df -B1 --output=avail -- "$p"'
-    )
-    return [
-        ("hostname", "uname -n"),
-        ("os_release", "cat /etc/os-release"),
-        ("kernel", "uname -r"),
-        ("cpu_model", _CPU_MODEL),
-        ("cpu_count", "nproc"),
-        ("cpu_flags", "grep -m1 -i -E '^(flags|features)[[:space:]]*:' /proc/cpuinfo"),
-        ("meminfo", "cat /proc/meminfo"),
-        ("disk_path", f"printf '%s\\n' {quoted}"),
-        ("disk_free", nearest),
-        ("user", "id -un"),
-        ("uid", "id -u"),
-        ("groups", "id -Gn"),
-        ("numa_balancing", "cat /proc/sys/kernel/numa_balancing"),
-        ("shm", "df -B1 /dev/shm"),
-        ("ip_addr", "ip -j addr"),
-        ("default_route", "ip -j route show default"),
-        ("rdma_link", "rdma -j link"),
-        ("docker_version", "docker version --format '{{.Server.Version}}'"),
-        ("kfd", _KFD_ACCESS),
-        ("dri_nodes", "ls /dev/dri"),
-        ("dri_access", _DRI_ACCESS),
-        ("amdgpu_module", "cat /sys/module/amdgpu/version"),
-        ("rocm_version_file", "cat /opt/rocm/.info/version"),
-    ]
+def _unchained() -> list[Fact[Any]]:
+    """The facts probed one after the other, in registration order."""
+    return [fact for fact in FACTS.values() if not fact.chained]
 
 
 def _gpu_probe_lines(timeout_s: int, gpu_timeout_s: int) -> list[str]:
     """amd-smi JSON; its text form only if JSON failed; rocm-smi only if both failed."""
+
+    def line(fact: Fact[Any]) -> str:
+        return _probe_line(fact, "", gpu_timeout_s if fact.gpu_tool else timeout_s)
+
     return [
-        _probe_line("amd_smi_version", timeout_s, "amd-smi version"),
-        _probe_line("amd_smi_static_json", gpu_timeout_s, "amd-smi static --json"),
+        line(rocm.AMD_SMI_VERSION),
+        line(gpus.AMD_SMI_STATIC_JSON),
         "amdfleet_smi_rc=$amdfleet_rc",
         'if [ "$amdfleet_smi_rc" -ne 0 ]; then',
-        "    " + _probe_line("amd_smi_static", gpu_timeout_s, "amd-smi static"),
+        "    " + line(gpus.AMD_SMI_STATIC),
         "    amdfleet_smi_rc=$amdfleet_rc",
         "fi",
         'if [ "$amdfleet_smi_rc" -ne 0 ]; then',
-        "    " + _probe_line("rocm_smi", gpu_timeout_s, _ROCM_SMI),
+        "    " + line(gpus.ROCM_SMI),
         "fi",
-        _probe_line("rocminfo", gpu_timeout_s, "rocminfo"),
+        line(gpus.ROCMINFO),
     ]
 
 
-def _probe_line(name: str, timeout_s: int, command: str) -> str:
-    return f"amdfleet_probe {name} {int(timeout_s)} {shlex.quote(command)}"
+def _probe_line(fact: Fact[Any], disk_path: str, timeout_s: int) -> str:
+    command = fact.command_for(disk_path)
+    return f"amdfleet_probe {fact.name} {int(timeout_s)} {shlex.quote(command)}"
 
 
 # ------------------------------------------------------------------ split helpers
@@ -267,71 +209,62 @@ def _close_open(sections: dict[str, ProbeSection], name: str | None, body: list[
 
 # ----------------------------------------------------------------- facts assembly
 
-_GPU_SOURCES: tuple[tuple[str, Callable[[str], GpuInventory]], ...] = (
-    ("amd_smi_static_json", parse_amd_smi_static_json),
-    ("amd_smi_static", parse_amd_smi_static_text),
-    ("rocm_smi", parse_rocm_smi_info),
-    ("rocminfo", parse_rocminfo),
-)
-
 
 def _host_facts(sections: Mapping[str, ProbeSection]) -> HostFacts:
-    def out(name: str) -> str:
-        section = sections.get(name)
-        return section.output if section is not None else ""
+    def read(fact: Fact[_T]) -> _T:
+        section = sections.get(fact.name)
+        return fact.parse(section.output if section is not None else "")
 
-    inventories = [parse(out(name)) for name, parse in _GPU_SOURCES]
-    kfd_present, kfd_accessible = parse_device_access(out("kfd"))
+    inventories = [read(source) for source in gpus.GPU_SOURCES]
+    amd_smi = read(rocm.AMD_SMI_VERSION)
+    kfd_present, kfd_accessible = read(devices.KFD)
     return HostFacts(
-        hostname=parse_line(out("hostname")),
-        os_name=parse_os_release(out("os_release")),
-        kernel=parse_line(out("kernel")),
-        cpu_model=parse_cpu_model(out("cpu_model")),
-        cpu_count=parse_int(out("cpu_count")),
-        cpu_flags=parse_cpu_flags(out("cpu_flags")),
-        ram_bytes=parse_meminfo_total(out("meminfo")),
-        disk_path=parse_line(out("disk_path")),
-        disk_free_bytes=parse_df_avail(out("disk_free")),
+        hostname=read(system.HOSTNAME),
+        os_name=read(system.OS_RELEASE),
+        kernel=read(system.KERNEL),
+        cpu_model=read(system.CPU_MODEL),
+        cpu_count=read(system.CPU_COUNT),
+        cpu_flags=read(system.CPU_FLAGS),
+        ram_bytes=read(system.MEMINFO),
+        disk_path=read(system.DISK_PATH),
+        disk_free_bytes=read(system.DISK_FREE),
         gpus=_gpus(inventories),
-        rocm_version=_rocm_version(out("rocm_version_file"), out("amd_smi_version")),
-        amdgpu_version=_driver_version(out("amdgpu_module"), out("amd_smi_version"), inventories),
-        docker_version=_docker_version(sections.get("docker_version")),
+        rocm_version=read(rocm.ROCM_VERSION_FILE) or amd_smi.rocm,
+        amdgpu_version=_driver_version(read(rocm.AMDGPU_MODULE), amd_smi.amdgpu, inventories),
+        docker_version=read(docker.DOCKER_VERSION) if _ok(sections, "docker_version") else None,
         kfd_present=kfd_present,
         kfd_accessible=kfd_accessible,
-        dri_nodes=parse_ls(out("dri_nodes")),
-        dri_accessible=parse_device_access(out("dri_access"))[1],
-        user=parse_line(out("user")),
-        uid=parse_int(out("uid")),
-        groups=parse_groups(out("groups")),
-        shm_bytes=parse_df_size(out("shm")),
-        numa_balancing=parse_int(out("numa_balancing")),
-        interfaces=parse_ip_addr(out("ip_addr")),
-        rdma_devices=tuple(link.name for link in parse_rdma_link(out("rdma_link"))),
-        default_route_nic=parse_default_route(out("default_route")),
+        dri_nodes=read(devices.DRI_NODES),
+        dri_accessible=read(devices.DRI_ACCESS)[1],
+        user=read(system.USER),
+        uid=read(system.UID),
+        groups=read(system.GROUPS),
+        shm_bytes=read(system.SHM),
+        numa_balancing=read(system.NUMA_BALANCING),
+        interfaces=read(net.IP_ADDR),
+        rdma_devices=tuple(link.name for link in read(net.RDMA_LINK)),
+        default_route_nic=read(net.DEFAULT_ROUTE),
     )
 
 
 def _gpus(inventories: list[GpuInventory]) -> tuple[GpuFacts, ...]:
     """The most preferred source that found GPUs, completed by the others."""
     found = [inventory.gpus for inventory in inventories if inventory.gpus]
-    return identify(merge_gpus(found[0], *found[1:])) if found else ()
-
-
-def _rocm_version(version_file: str, amd_smi_version: str) -> str | None:
-    return parse_rocm_version_file(version_file) or parse_amd_smi_version(amd_smi_version).rocm
+    return gpus.identify(gpus.merge_gpus(found[0], *found[1:])) if found else ()
 
 
 def _driver_version(
-    module_version: str, amd_smi_version: str, inventories: list[GpuInventory]
+    module_version: str | None, amd_smi_amdgpu: str | None, inventories: list[GpuInventory]
 ) -> str | None:
     candidates = [
-        parse_amdgpu_module_version(module_version),
+        module_version,
         *(inventory.driver_version for inventory in inventories),
-        parse_amd_smi_version(amd_smi_version).amdgpu,
+        amd_smi_amdgpu,
     ]
     return next((version for version in candidates if version), None)
 
 
-def _docker_version(section: ProbeSection | None) -> str | None:
-    """Only a successful ``docker version`` counts: a client without daemon exits 1."""
-    return parse_docker_version(section.output) if section and section.ok else None
+def _ok(sections: Mapping[str, ProbeSection], name: str) -> bool:
+    """Whether a probe ran and exited 0 (a ``docker version`` without daemon exits 1)."""
+    section = sections.get(name)
+    return section is not None and section.ok
