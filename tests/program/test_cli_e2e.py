@@ -51,7 +51,7 @@ CACHE = "/var/lib/amdfleet/cache"
 SECRETS = {"apiKey": API_KEY, "hfToken": HF_TOKEN}
 SECRET_SIG = "4dabf18193072939515e22adb298388d"  # how a secret value is marked in the state
 
-pytestmark = [pytest.mark.netns, pytest.mark.vllm]
+pytestmark = [pytest.mark.pulumi, pytest.mark.netns, pytest.mark.vllm]
 
 
 def stack_config(lab: HostLab, *, port: int = PORT, **verification: Any) -> dict[str, Any]:
