@@ -68,7 +68,8 @@ LabFactory = Callable[..., "HostLab"]
 
 
 def require_netns(lab: HostLab) -> None:
-    """Skip the calling test when ``lab`` runs on loopback (no namespaces, no isolation)."""
+    """Skip the calling test when ``lab`` runs on loopback (no namespaces, no isolation);
+    fail it instead under ``AMDFLEET_REQUIRE_NETNS`` (tests/support/prerequisites.py)."""
     if not lab.netns:
         from tests.support.prerequisites import missing
 
