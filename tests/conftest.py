@@ -5,6 +5,9 @@ made is torn down at the end of the session, and a lab may be closed earlier wit
 ``with hostlab(1) as lab:``. ``provider_host`` is a running ``python -m pulumi.dynamic``
 for this repository. Whole programs run under the real Pulumi CLI
 (tests/support/pulumi_cli.py).
+
+Each test carries a marker per prerequisite it needs (tests/support/prerequisites.py):
+those of the fixtures it uses are added here, at collection.
 """
 
 from __future__ import annotations
@@ -17,9 +20,18 @@ from pathlib import Path
 import pytest
 
 from tests.support.hostlab import HostLab, LabError, LabFactory
+from tests.support.prerequisites import FIXTURE_MARKERS, missing
 from tests.support.pulumi_host import ProviderHost
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with the prerequisites of the fixtures it uses (its closure)."""
+    for item in items:
+        for fixture in getattr(item, "fixturenames", ()):
+            for marker in FIXTURE_MARKERS.get(fixture, ()):
+                item.add_marker(marker)
 
 
 @pytest.fixture(scope="session")
@@ -53,10 +65,7 @@ def provider_host() -> Iterator[ProviderHost]:
 
 
 def _require_lab_prerequisites() -> None:
-    # scripts/test (and so CI) sets AMDFLEET_REQUIRE_NETNS: a missing prerequisite fails
-    # the run there instead of silently skipping every SSH test.
-    missing = pytest.fail if os.environ.get("AMDFLEET_REQUIRE_NETNS") else pytest.skip
     if not Path("/usr/sbin/sshd").exists() or not shutil.which("ip"):
-        missing("hostlab needs openssh-server and iproute2 (apt-get install -y ...)")
+        missing("netns", "hostlab needs openssh-server and iproute2 (apt-get install -y ...)")
     if os.geteuid() != 0:
-        missing("hostlab needs root (network namespaces, sshd as root)")
+        missing("netns", "hostlab needs root (network namespaces, sshd as root)")

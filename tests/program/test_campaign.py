@@ -58,7 +58,8 @@ def tiny_llama(serving: dict[str, Any]) -> dict[str, Any]:
 ENGINES = Path("/opt/amdfleet")
 CLI = (sys.executable, "-m", "amdfleet.cli", "campaign")
 
-pytestmark = pytest.mark.vllm
+# slow: whole deployments of a real engine, minutes each.
+pytestmark = [pytest.mark.pulumi, pytest.mark.vllm, pytest.mark.slow]
 
 
 @pytest.fixture

@@ -52,6 +52,7 @@ from tests.support.local_stack import (
     small_verification,
     with_tiny_llama,
 )
+from tests.support.prerequisites import missing
 from tests.support.pulumi_cli import PulumiWorkspace
 
 STACK = "do-cpu"
@@ -61,7 +62,7 @@ PORT = 18041
 SIZE = "s-4vcpu-8gb"
 REGION = "nyc3"
 
-pytestmark = [pytest.mark.netns, pytest.mark.vllm]
+pytestmark = [pytest.mark.pulumi, pytest.mark.netns, pytest.mark.vllm]
 
 
 def stack_config(server: DigitalOceanServer, key_path: Path) -> dict[str, Any]:
@@ -86,11 +87,11 @@ def stack_config(server: DigitalOceanServer, key_path: Path) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def boot() -> Iterator[LabBoot]:
-    missing = missing_parts()
-    if missing:
-        pytest.fail(f"the cloud stack test needs {', '.join(missing)}; run scripts/setup")
+    absent = missing_parts()
+    if absent:
+        pytest.fail(f"the cloud stack test needs {', '.join(absent)}; run scripts/setup")
     if not netns_available():
-        pytest.skip("network namespaces are not available here")
+        missing("netns", "network namespaces are not available here")
     with LabBoot() as lab_boot:
         yield lab_boot
 

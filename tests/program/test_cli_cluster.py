@@ -50,7 +50,7 @@ SECRETS = {"apiKey": API_KEY}
 PORT = 18031
 MASTER_PORT = 29531
 
-pytestmark = [pytest.mark.netns, pytest.mark.vllm]
+pytestmark = [pytest.mark.pulumi, pytest.mark.netns, pytest.mark.vllm]
 
 
 def stack_config(

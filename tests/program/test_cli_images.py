@@ -48,7 +48,7 @@ BASE = "amdfleet-test/shbase:1"
 WORK_DIR = "/opt/amdfleet/image-build"
 STACK = "lab"
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.pulumi, pytest.mark.docker, pytest.mark.netns]
 
 
 class ImageTest:

@@ -37,6 +37,8 @@ SECRETS = {
 }
 DYN = "pulumi-python:dynamic/amdfleet"
 
+pytestmark = pytest.mark.pulumi
+
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PulumiWorkspace]:

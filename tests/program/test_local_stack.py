@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[2]
 STACK_FILE = ROOT / "stacks/Pulumi.local.yaml"
 API_KEY = "local-key-0a7c41e2d9"
 
-pytestmark = pytest.mark.vllm
+# slow: whole deployments of a real engine, minutes each.
+pytestmark = [pytest.mark.pulumi, pytest.mark.vllm, pytest.mark.slow]
 
 
 def test_local_stack_up_verify_destroy(tmp_path: Path) -> None:

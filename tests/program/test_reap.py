@@ -36,6 +36,8 @@ STACKS = {  # name -> config beyond the marker
     "plain": {"campaign": False},
 }
 
+pytestmark = pytest.mark.pulumi
+
 
 class Reaptest:
     def __init__(self, workspace: PulumiWorkspace, markers: Path) -> None:

@@ -9,7 +9,6 @@ Every test ends by checking the server's ledger: every instance created was dele
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from tests.support.clouds.lab_boot import LabBoot
 from tests.support.clouds.vultr_server import VultrServer
 from tests.support.engine_log import EngineLog
 from tests.support.hostlab import LabFactory, netns_available
+from tests.support.prerequisites import missing
 from tests.support.pulumi_host import (
     ProviderCallError,
     ProviderHost,
@@ -67,8 +67,7 @@ def user_key(tmp_path_factory: pytest.TempPathFactory) -> UserKey:
 def lab(hostlab: LabFactory) -> Iterator[LabBoot]:
     del hostlab  # requested for its prerequisite checks (root, sshd, ip)
     if not netns_available():
-        missing = pytest.fail if os.environ.get("AMDFLEET_REQUIRE_NETNS") else pytest.skip
-        missing("cloud instances as lab hosts need netns mode (they answer on port 22)")
+        missing("netns", "cloud instances as lab hosts need netns mode (they answer on port 22)")
     with LabBoot() as boot:
         yield boot
         assert boot.running() == [], "a lab host outlived its instance"

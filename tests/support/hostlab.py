@@ -68,13 +68,13 @@ LabFactory = Callable[..., "HostLab"]
 
 
 def require_netns(lab: HostLab) -> None:
-    """Skip the calling test when ``lab`` runs on loopback (no namespaces, no isolation)."""
+    """Skip the calling test when ``lab`` runs on loopback (no namespaces, no isolation);
+    fail it instead under ``AMDFLEET_REQUIRE_NETNS`` (tests/support/prerequisites.py)."""
     if not lab.netns:
-        import pytest
+        from tests.support.prerequisites import missing
 
         why = "ip netns refused or AMDFLEET_HOSTLAB=loopback"
-        missing = pytest.fail if os.environ.get("AMDFLEET_REQUIRE_NETNS") else pytest.skip
-        missing(f"needs netns mode: hostlab runs on loopback ({why})")
+        missing("netns", f"needs netns mode: hostlab runs on loopback ({why})")
 
 
 def process_alive(conn: SshConnection, pid: int) -> bool:

@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from amdfleet.pulumi_project import write_project
+from tests.support.prerequisites import missing
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PASSPHRASE = "amdfleet-tests-passphrase"
@@ -47,9 +47,7 @@ def require_pulumi() -> str:
         "the real Pulumi CLI (pulumi, pulumi-language-python) is not on PATH; "
         "run scripts/install-pulumi and put the directory it prints on PATH"
     )
-    if os.environ.get("AMDFLEET_REQUIRE_PULUMI"):
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason)
+    missing("pulumi", reason)
 
 
 class PulumiError(AssertionError):

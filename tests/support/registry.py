@@ -315,12 +315,9 @@ def registry_lab(lab: HostLab, *, username: str, password: str) -> Iterator[Regi
 
 
 def _missing_docker(why: str) -> NoReturn:
-    import pytest
+    from tests.support.prerequisites import missing
 
-    # scripts/test (and so CI) sets AMDFLEET_REQUIRE_DOCKER: fail there, skip elsewhere.
-    if os.environ.get("AMDFLEET_REQUIRE_DOCKER"):
-        pytest.fail(why)
-    pytest.skip(why)
+    missing("docker", why)
 
 
 def bcrypt_hash(password: str) -> str:

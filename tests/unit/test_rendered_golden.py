@@ -1,10 +1,12 @@
-"""Every committed stack renders exactly the files recorded in ``golden/rendered.json``.
+"""Every committed stack renders exactly the files recorded under ``golden/rendered/``.
 
-The record holds the SHA-256 of each rendered launch script, env file, systemd unit and
-Dockerfile (``plan.json``, a dump of the plan, and ``manifest.json``, its index, are left
-out: they change with the plan's shape, not with what runs). A refactor must leave the
+The record holds each rendered launch script, env file, systemd unit and Dockerfile as a
+file, ``golden/rendered/<stack>/<node>/<file>`` (``plan.json``, a dump of the plan, and
+``manifest.json``, its index, are left out: they change with the plan's shape, not with
+what runs), so a failure shows the unified diff of what changed. A refactor must leave the
 record unchanged; a deliberate change to what runs on a host updates it with
-``python -m tests.unit.test_rendered_golden`` and says why in its commit.
+``python -m tests.unit.test_rendered_golden`` and says why in its commit. The files
+reference secrets by their environment names only, never a value.
 
 The Ray stack (``tests/unit/stacks/Pulumi.ray-2node.yaml``) is tested by this record and
 by ``test_render.py`` (its steps executed by bash with recording ``ray``/``python3``/
@@ -31,8 +33,8 @@ stopped with the error above.
 
 from __future__ import annotations
 
-import hashlib
-import json
+import difflib
+import shutil
 import sys
 from pathlib import Path
 
@@ -44,42 +46,79 @@ from amdfleet.render import render_plan
 
 HERE = Path(__file__).parent
 REPO = HERE.parent.parent
-GOLDEN = HERE / "golden" / "rendered.json"
+GOLDEN = HERE / "golden" / "rendered"
 STACK_FILES = sorted((REPO / "stacks").glob("Pulumi.*.yaml")) + sorted(
     (HERE / "stacks").glob("Pulumi.*.yaml")
 )
 UNRECORDED = {"plan.json", "manifest.json"}
 
 
-def rendered_hashes(path: Path) -> dict[str, str]:
-    """SHA-256 of every recorded file the stack at ``path`` renders, by path."""
+def rendered_files(path: Path) -> dict[str, str]:
+    """Every recorded file the stack at ``path`` renders: its content, by path."""
     files = render_plan(plan(load_stack_file(str(path)).spec))
+    return {f.path: f.content for f in files if f.path not in UNRECORDED}
+
+
+def recorded_files(stack: str) -> dict[str, str]:
+    """The record of ``stack``: each file's content, by its path under the stack's dir."""
+    root = GOLDEN / stack
     return {
-        f.path: hashlib.sha256(f.content.encode()).hexdigest()
-        for f in files
-        if f.path not in UNRECORDED
+        p.relative_to(root).as_posix(): p.read_bytes().decode()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
     }
+
+
+def write_record(stack: str, files: dict[str, str]) -> None:
+    """Replace the record of ``stack`` with ``files`` (bytes as rendered, UTF-8)."""
+    root = GOLDEN / stack
+    shutil.rmtree(root, ignore_errors=True)
+    for name, content in files.items():
+        target = root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content.encode())
 
 
 def _name(path: Path) -> str:
     return path.name.removeprefix("Pulumi.").removesuffix(".yaml")
 
 
+def _diff(recorded: dict[str, str], rendered: dict[str, str]) -> str:
+    chunks = []
+    for name in sorted(recorded.keys() | rendered.keys()):
+        before, after = recorded.get(name), rendered.get(name)
+        if before == after:
+            continue
+        chunks.extend(
+            difflib.unified_diff(
+                (before or "").splitlines(keepends=True),
+                (after or "").splitlines(keepends=True),
+                fromfile=f"recorded/{name}" if before is not None else "/dev/null",
+                tofile=f"rendered/{name}" if after is not None else "/dev/null",
+            )
+        )
+    return "".join(chunks)
+
+
 def test_the_record_covers_every_committed_stack() -> None:
-    recorded = json.loads(GOLDEN.read_text())
+    recorded = [p.name for p in GOLDEN.iterdir() if p.is_dir()]
     assert sorted(recorded) == sorted(_name(p) for p in STACK_FILES)
 
 
 @pytest.mark.parametrize("path", STACK_FILES, ids=_name)
 def test_rendered_files_match_the_record(path: Path) -> None:
-    recorded = json.loads(GOLDEN.read_text())[_name(path)]
-    assert rendered_hashes(path) == recorded, (
+    recorded = recorded_files(_name(path))
+    rendered = rendered_files(path)
+    assert rendered == recorded, (
         f"{path.name} renders other files than recorded; if the change is deliberate, "
-        "run `python -m tests.unit.test_rendered_golden` and say why in the commit"
+        "run `python -m tests.unit.test_rendered_golden` and say why in the commit\n"
+        + _diff(recorded, rendered)
     )
 
 
 if __name__ == "__main__":
-    record = {_name(p): rendered_hashes(p) for p in STACK_FILES}
-    GOLDEN.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    shutil.rmtree(GOLDEN, ignore_errors=True)
+    record = {_name(p): rendered_files(p) for p in STACK_FILES}
+    for stack, files in record.items():
+        write_record(stack, files)
     sys.stdout.write(f"recorded {sum(map(len, record.values()))} files of {len(record)} stacks\n")

