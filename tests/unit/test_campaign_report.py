@@ -11,7 +11,14 @@ from typing import Any
 
 import pytest
 
-from amdfleet.campaign.report import PLOTS, ReportError, main, write_report
+from amdfleet.campaign.report import (
+    PLOTS,
+    ReportError,
+    _log_plain,
+    main,
+    readable_ticks,
+    write_report,
+)
 from amdfleet.catalog import baseline
 
 FIXTURE = Path(__file__).parent / "campaign_report" / "results.json"
@@ -156,3 +163,63 @@ def test_reproducibility_names_the_digest_that_ran_and_where_it_came_from(
     assert (reproduced["image"], reproduced["image_source"]) == (ref, "rocm/vllm-dev:nightly")
     row = next(line for line in (out / "report.md").read_text().splitlines() if ref in line)
     assert "rocm/vllm-dev:nightly" in row and row.count(ref) == 3  # image + both nodes
+
+
+def _drawn_labels(axis: Any) -> list[Any]:
+    """The tick labels matplotlib draws on ``axis``: ticks in view, with a text."""
+    low, high = sorted(axis.get_view_interval())
+    along = 0 if axis.axis_name == "x" else 1
+    return [
+        t
+        for t in axis.get_ticklabels(which="both")
+        if t.get_visible() and t.get_text() and low <= t.get_position()[along] <= high
+    ]
+
+
+@pytest.mark.parametrize(
+    ("width", "xs", "ys", "x_labels"),
+    [
+        # x over 1.5 decades in a half-width panel
+        (6.5, [20.0, 630.0], [300.0, 800.0], [20, 30, 50, 70, 100, 200, 300, 500, 700]),
+        # the frontier's x in the fixture
+        (
+            9.0,
+            [10.0, 1500.0],
+            [300.0, 800.0],
+            [8, 10, 20, 30, 50, 70, 100, 200, 300, 500, 700, 1000],
+        ),
+        # under a decade everything fits but 900; y: the TTFT axis with seed 002's p99
+        (9.0, [300.0, 1500.0], [0.5, 70000.0], [300, 400, 500, 600, 700, 800, 1000]),
+    ],
+)
+def test_log_axes_label_only_ticks_that_can_be_read(
+    width: float, xs: list[float], ys: list[float], x_labels: list[int]
+) -> None:
+    """Every label drawn on a plain-number log axis keeps clear of its neighbours (each
+    of these axes used to print every minor tick: ``5006007008009001000``), the round
+    ones are there, and they are plain numbers."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, 5), dpi=100, layout="constrained")
+    ax = fig.subplots()
+    ax.plot(xs, ys, "o-")
+    _log_plain(ax, "x")
+    _log_plain(ax, "y")
+    FigureCanvasAgg(fig).draw()
+    for axis in (ax.xaxis, ax.yaxis):
+        labels = _drawn_labels(axis)
+        boxes = [t.get_window_extent() for t in labels]
+        assert len(labels) >= 2
+        for i, a in enumerate(boxes):
+            for b in boxes[i + 1 :]:
+                assert not a.overlaps(b), [t.get_text() for t in labels]
+        assert all(re.fullmatch(r"[0-9.]+", t.get_text()) for t in labels)
+    drawn = sorted(float(t.get_text()) for t in _drawn_labels(ax.xaxis))
+    assert drawn == x_labels
+
+
+def test_readable_ticks_prefers_round_numbers() -> None:
+    ticks = [300.0, 400.0, 500.0, 600.0, 700.0, 800.0, 1000.0]
+    shown = readable_ticks(ticks, lambda v: v / 5, lambda label: 30.0, lambda v: f"{v:g}")
+    assert shown == {1000.0, 500.0, 300.0, 700.0}
