@@ -11,17 +11,13 @@ from typing import Any
 
 import pytest
 
-from amdfleet.campaign.report import (
-    PLOTS,
-    ReportError,
-    _log_plain,
-    main,
-    readable_ticks,
-    write_report,
-)
+from amdfleet.campaign.report import PLOTS, main, write_report
+from amdfleet.campaign.report.axes import log_plain_axis, readable_ticks
+from amdfleet.campaign.results import CampaignResults, ResultsError
 from amdfleet.catalog import baseline
 
 FIXTURE = Path(__file__).parent / "campaign_report" / "results.json"
+REAL = Path(__file__).parent / "campaign_report" / "local-campaign.json"
 
 
 def _results() -> dict[str, Any]:
@@ -140,7 +136,7 @@ def test_bad_results_name_the_problem(tmp_path: Path) -> None:
     results["baseline"] = "nope"
     src = tmp_path / "results.json"
     src.write_text(json.dumps(results))
-    with pytest.raises(ReportError, match="baseline 'nope' is not a variant; valid: fast, slow"):
+    with pytest.raises(ResultsError, match="baseline 'nope' is not a variant; valid: fast, slow"):
         write_report(src, tmp_path / "out")
     assert main([str(tmp_path / "missing.json"), str(tmp_path / "out")]) == 1
     assert main([]) == 2
@@ -204,8 +200,8 @@ def test_log_axes_label_only_ticks_that_can_be_read(
     fig = Figure(figsize=(width, 5), dpi=100, layout="constrained")
     ax = fig.subplots()
     ax.plot(xs, ys, "o-")
-    _log_plain(ax, "x")
-    _log_plain(ax, "y")
+    log_plain_axis(ax, "x")
+    log_plain_axis(ax, "y")
     FigureCanvasAgg(fig).draw()
     for axis in (ax.xaxis, ax.yaxis):
         labels = _drawn_labels(axis)
@@ -223,3 +219,22 @@ def test_readable_ticks_prefers_round_numbers() -> None:
     ticks = [300.0, 400.0, 500.0, 600.0, 700.0, 800.0, 1000.0]
     shown = readable_ticks(ticks, lambda v: v / 5, lambda label: 30.0, lambda v: f"{v:g}")
     assert shown == {1000.0, 500.0, 300.0, 700.0}
+
+
+def test_a_real_campaigns_results_round_trip_through_the_typed_records(tmp_path: Path) -> None:
+    """What the runner wrote reads back into the typed records and writes out the same
+    bytes, and its report draws every plot it has data for."""
+    text = REAL.read_text()
+    results = CampaignResults.from_json(json.loads(text))
+    assert json.dumps(results.to_json(), indent=2, default=str) + "\n" == text
+    assert [v.label for v in results.variants] == ["seqs4", "seqs16"]
+    point = results.variants[0].points[1]
+    assert (point.name, point.load, point.failed) == ("conc", 8.0, 0)
+    assert point.metric("median_tpot_ms") == point.metrics["median_tpot_ms"]
+    written = write_report(REAL, tmp_path / "report")
+    assert {p.name for p in written} == {
+        "report.md",
+        "report.json",
+        "report.html",
+        *(p for p in PLOTS if p != "request_rate.png"),
+    }
