@@ -187,16 +187,24 @@ def _plot_request_rate(results: CampaignResults, report: Report, path: Path) -> 
 
 
 def _plot_accuracy(results: CampaignResults, report: Report, path: Path) -> str:
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
     rows = [r for r in report.data["accuracy"] if r["flexible_extract"] is not None]
     if not rows:
         return "no variant has an accuracy result"
     fig, axes = _figure(1, 1, width=max(6.0, 1.6 * len(rows) + 3))
     ax = axes[0]
     width = 0.38
+    # The bars take their variant's colour, so the legend shows the styles uncoloured.
+    handles: list[Any] = [
+        Patch(facecolor="white", edgecolor="black", label="flexible-extract"),
+        Patch(facecolor="white", edgecolor="black", hatch="//", label="strict-match"),
+    ]
     for i, r in enumerate(rows):
-        for dx, key, hatch, name in (
-            (-width / 2, "flexible_extract", "", "flexible-extract"),
-            (width / 2, "strict_match", "//", "strict-match"),
+        for dx, key, hatch in (
+            (-width / 2, "flexible_extract", ""),
+            (width / 2, "strict_match", "//"),
         ):
             if r[key] is None:
                 continue
@@ -209,18 +217,21 @@ def _plot_accuracy(results: CampaignResults, report: Report, path: Path) -> str:
                 color=_color(_labels(results).index(r["variant"])),
                 hatch=hatch,
                 edgecolor="black",
-                label=name if i == 0 else None,
                 alpha=0.85,
             )
-            ax.annotate(f"{r[key]:.3f}", (i + dx, r[key] / 2), ha="center", fontsize=9)
+            # On a white box: the hatching runs through bare text. Lifted off the axis
+            # when the bar is too low to hold it (a random model scores 0).
+            ax.annotate(
+                f"{r[key]:.3f}",
+                (i + dx, max(r[key] / 2, 0.04)),
+                ha="center",
+                va="center",
+                fontsize=9,
+                bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": "none"},
+            )
         if r["seed_flexible_extract"] is not None:
             ax.hlines(
-                r["seed_flexible_extract"],
-                i - width,
-                i + width,
-                colors="black",
-                linestyles="--",
-                label="seed flexible-extract" if i == 0 else None,
+                r["seed_flexible_extract"], i - width, i + width, colors="black", linestyles="--"
             )
             ax.annotate(
                 short_id(r["seed"]),
@@ -230,12 +241,16 @@ def _plot_accuracy(results: CampaignResults, report: Report, path: Path) -> str:
                 ha="center",
                 fontsize=7,
             )
+            if len(handles) == 2:
+                handles.append(
+                    Line2D([], [], color="black", linestyle="--", label="seed flexible-extract")
+                )
     ax.set_xticks(range(len(rows)), [r["variant"] for r in rows])
     ax.set_ylim(0, 1.08)
     ax.set_ylabel("exact match (± stderr)")
     ax.set_title("GSM8K 5-shot accuracy")
     # Below the axes: inside, it covers the values of low bars (a random model scores 0).
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=3, fontsize=8)
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=3, fontsize=8)
     return _save(fig, path)
 
 
