@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from amdfleet.campaign.report import PLOTS, main, write_report
-from amdfleet.campaign.report.axes import log_plain_axis, readable_ticks
+from amdfleet.campaign.report.axes import load_axis, log_plain_axis, readable_ticks
 from amdfleet.campaign.results import CampaignResults, ResultsError
 from amdfleet.catalog import baseline
 
@@ -238,3 +238,22 @@ def test_a_real_campaigns_results_round_trip_through_the_typed_records(tmp_path:
         "report.html",
         *(p for p in PLOTS if p != "request_rate.png"),
     }
+
+
+def test_the_load_axis_labels_the_loads_drawn_that_can_be_read() -> None:
+    """Ticked at every load drawn (measured and seed); a seed's 64 beside its 50 keeps its
+    tick but not a label that would touch 50's."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.5, 5), dpi=100, layout="constrained")
+    ax = fig.subplots()
+    ax.plot([1, 2, 4, 10], [1, 2, 3, 4], "o-")
+    ax.plot([50, 64, 100, 200, 500], [5, 6, 7, 8, 9], "*")
+    load_axis(ax, "concurrency")
+    FigureCanvasAgg(fig).draw()
+    assert list(ax.get_xticks()) == [1, 2, 4, 10, 50, 64, 100, 200, 500]
+    labels = _drawn_labels(ax.xaxis)
+    assert [t.get_text() for t in labels] == ["1", "2", "4", "10", "50", "100", "200", "500"]
+    boxes = [t.get_window_extent() for t in labels]
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
