@@ -92,7 +92,7 @@ def _plot_latency(results: CampaignResults, report: Report, path: Path) -> str:
         log_plain_axis(ax, "y")
         ax.set_ylabel(f"{metric.upper()} (ms, log scale)")
         ax.set_title(f"{title}: solid median, dashed p99")
-    _legend(axes[0])
+    _legend(axes[0], handlelength=4.0)  # long enough to show a dash between the markers
     return _save(fig, path)
 
 
@@ -279,8 +279,8 @@ def _save(fig: Any, path: Path) -> str:
     return ""
 
 
-def _legend(ax: Any) -> None:
-    ax.legend(fontsize=8, loc="best", framealpha=0.85)
+def _legend(ax: Any, handlelength: float = 2.0) -> None:
+    ax.legend(fontsize=8, loc="best", framealpha=0.85, handlelength=handlelength)
 
 
 def _color(i: int) -> str:
