@@ -1,2 +1,2 @@
-"""Benchmark campaigns: the campaign file and its runner, the report, and TTL enforcement
-(``amdfleet reap``)."""
+"""Benchmark campaigns: the campaign file, its runner and the results it writes, the
+report, and TTL enforcement (``amdfleet reap``)."""

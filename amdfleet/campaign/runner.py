@@ -22,12 +22,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import math
 import os
-import platform
 import secrets
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -40,6 +37,7 @@ from types import FrameType
 from typing import Any, Protocol
 
 from amdfleet.campaign.journal import CampaignState, Journal, VariantState, replay
+from amdfleet.campaign.results import AccuracyResult, build_results, machine_info, write_results
 from amdfleet.campaign.spec import Campaign, SweepSpec, Variant, load_label
 from amdfleet.config import NAMESPACE
 from amdfleet.errors import AmdFleetError, ConfigError, ConfigIssue
@@ -141,10 +139,7 @@ class CampaignRunner:
     def write_results(self) -> Path:
         """Rebuild ``results.json`` from the journal (the report's only input)."""
         results = build_results(self.campaign, replay(self.journal.path))
-        tmp = self.results_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(results, indent=2, default=str) + "\n")
-        tmp.replace(self.results_path)
-        return self.results_path
+        return write_results(results, self.results_path)
 
     # -- the campaign -----------------------------------------------------------------------
 
@@ -248,7 +243,7 @@ class CampaignRunner:
                 "accuracy_done",
                 variant=variant.label,
                 stack=variant.stack.name,
-                result=accuracy_summary(accuracy.task, accuracy.limit, result),
+                result=AccuracyResult.from_scores(accuracy.task, accuracy.limit, result).to_json(),
             )
 
     # -- pulumi -----------------------------------------------------------------------------
@@ -498,96 +493,6 @@ def _weights_path(stack: Any) -> str | None:
         if "repo" in outputs and isinstance(outputs.get("path"), str):
             return str(outputs["path"])
     return None
-
-
-def accuracy_summary(task: str, limit: int | None, result: Any) -> dict[str, Any]:
-    """An accuracy result as results.json holds it."""
-    flexible, strict = result.flexible_extract, result.strict_match
-    return {
-        "task": task,
-        "limit": limit,
-        "n": len(result.samples),
-        "flexible_extract": flexible.value,
-        "flexible_extract_stderr": flexible.stderr,
-        "strict_match": strict.value,
-        "strict_match_stderr": strict.stderr,
-    }
-
-
-# --- results.json --------------------------------------------------------------------------------
-
-
-def build_results(campaign: Campaign, state: CampaignState) -> dict[str, Any]:
-    """results.json (the contract shared with the report) from the campaign and its state."""
-    started = state.started or {}
-    return {
-        "schema": 1,
-        "campaign": campaign.name,
-        "description": campaign.spec.description,
-        "file": str(campaign.path),
-        "started_at": started.get("ts"),
-        "finished_at": state.finished_at,
-        "machine": started.get("machine") or machine_info(),
-        "baseline": campaign.spec.baseline_label,
-        "seeds": list(campaign.spec.seeds),
-        "teardown": campaign.spec.teardown,
-        "variants": [
-            _variant_result(campaign, v, state.variant(v.label)) for v in campaign.variants
-        ],
-    }
-
-
-def _variant_result(campaign: Campaign, variant: Variant, state: VariantState) -> dict[str, Any]:
-    spec = variant.stack
-    outputs = state.outputs
-    engine = outputs.get("engine") or {}
-    order = {(s.name, load_label(load)): i for i, (s, load) in enumerate(campaign.points())}
-    points = []
-    for key in sorted(state.points, key=lambda k: order.get(k, math.inf)):
-        record = state.points[key]
-        load = math.inf if record["load"] == "inf" else float(record["load"])
-        shown: float | str = (
-            "inf" if math.isinf(load) else (int(load) if load == int(load) else load)
-        )
-        points.append(
-            {
-                "sweep": record["kind"],
-                "sweep_name": record["sweep"],
-                "load": shown,
-                **record["result"],
-            }
-        )
-    return {
-        "label": variant.label,
-        "stack": variant.spec.stack,
-        "overrides": variant.spec.overrides,
-        "status": state.status,
-        "error": state.error,
-        "accelerator": spec.topology.accelerator,
-        "gpus": spec.topology.nodes * spec.topology.gpus_per_node,
-        "nodes": spec.topology.nodes,
-        "model": spec.model.id,
-        "precision": spec.model.precision,
-        "engine": spec.engine.name,
-        "endpoint": outputs.get("endpoint"),
-        "image": engine.get("image"),
-        "image_source": engine.get("image_source"),
-        "image_digests": list(engine.get("image_digests") or []),
-        "hosts": list(outputs.get("hosts") or []),
-        "verification": outputs.get("verification"),
-        "points": points,
-        "accuracy": state.accuracy,
-    }
-
-
-def machine_info() -> dict[str, Any]:
-    """The machine that ran the campaign."""
-    return {
-        "hostname": socket.gethostname(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-    }
 
 
 def _describe(error: BaseException) -> str:

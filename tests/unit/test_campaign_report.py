@@ -11,10 +11,13 @@ from typing import Any
 
 import pytest
 
-from amdfleet.campaign.report import PLOTS, ReportError, main, write_report
+from amdfleet.campaign.report import PLOTS, main, write_report
+from amdfleet.campaign.report.axes import load_axis, log_plain_axis, readable_ticks
+from amdfleet.campaign.results import CampaignResults, ResultsError
 from amdfleet.catalog import baseline
 
 FIXTURE = Path(__file__).parent / "campaign_report" / "results.json"
+REAL = Path(__file__).parent / "campaign_report" / "local-campaign.json"
 
 
 def _results() -> dict[str, Any]:
@@ -133,7 +136,7 @@ def test_bad_results_name_the_problem(tmp_path: Path) -> None:
     results["baseline"] = "nope"
     src = tmp_path / "results.json"
     src.write_text(json.dumps(results))
-    with pytest.raises(ReportError, match="baseline 'nope' is not a variant; valid: fast, slow"):
+    with pytest.raises(ResultsError, match="baseline 'nope' is not a variant; valid: fast, slow"):
         write_report(src, tmp_path / "out")
     assert main([str(tmp_path / "missing.json"), str(tmp_path / "out")]) == 1
     assert main([]) == 2
@@ -156,3 +159,101 @@ def test_reproducibility_names_the_digest_that_ran_and_where_it_came_from(
     assert (reproduced["image"], reproduced["image_source"]) == (ref, "rocm/vllm-dev:nightly")
     row = next(line for line in (out / "report.md").read_text().splitlines() if ref in line)
     assert "rocm/vllm-dev:nightly" in row and row.count(ref) == 3  # image + both nodes
+
+
+def _drawn_labels(axis: Any) -> list[Any]:
+    """The tick labels matplotlib draws on ``axis``: ticks in view, with a text."""
+    low, high = sorted(axis.get_view_interval())
+    along = 0 if axis.axis_name == "x" else 1
+    return [
+        t
+        for t in axis.get_ticklabels(which="both")
+        if t.get_visible() and t.get_text() and low <= t.get_position()[along] <= high
+    ]
+
+
+@pytest.mark.parametrize(
+    ("width", "xs", "ys", "x_labels"),
+    [
+        # x over 1.5 decades in a half-width panel
+        (6.5, [20.0, 630.0], [300.0, 800.0], [20, 30, 50, 70, 100, 200, 300, 500, 700]),
+        # the frontier's x in the fixture
+        (
+            9.0,
+            [10.0, 1500.0],
+            [300.0, 800.0],
+            [8, 10, 20, 30, 50, 70, 100, 200, 300, 500, 700, 1000],
+        ),
+        # under a decade everything fits but 900; y: the TTFT axis with seed 002's p99
+        (9.0, [300.0, 1500.0], [0.5, 70000.0], [300, 400, 500, 600, 700, 800, 1000]),
+    ],
+)
+def test_log_axes_label_only_ticks_that_can_be_read(
+    width: float, xs: list[float], ys: list[float], x_labels: list[int]
+) -> None:
+    """Every label drawn on a plain-number log axis keeps clear of its neighbours (each
+    of these axes used to print every minor tick: ``5006007008009001000``), the round
+    ones are there, and they are plain numbers."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, 5), dpi=100, layout="constrained")
+    ax = fig.subplots()
+    ax.plot(xs, ys, "o-")
+    log_plain_axis(ax, "x")
+    log_plain_axis(ax, "y")
+    FigureCanvasAgg(fig).draw()
+    for axis in (ax.xaxis, ax.yaxis):
+        labels = _drawn_labels(axis)
+        boxes = [t.get_window_extent() for t in labels]
+        assert len(labels) >= 2
+        for i, a in enumerate(boxes):
+            for b in boxes[i + 1 :]:
+                assert not a.overlaps(b), [t.get_text() for t in labels]
+        assert all(re.fullmatch(r"[0-9.]+", t.get_text()) for t in labels)
+    drawn = sorted(float(t.get_text()) for t in _drawn_labels(ax.xaxis))
+    assert drawn == x_labels
+
+
+def test_readable_ticks_prefers_round_numbers() -> None:
+    ticks = [300.0, 400.0, 500.0, 600.0, 700.0, 800.0, 1000.0]
+    shown = readable_ticks(ticks, lambda v: v / 5, lambda label: 30.0, lambda v: f"{v:g}")
+    assert shown == {1000.0, 500.0, 300.0, 700.0}
+
+
+def test_a_real_campaigns_results_round_trip_through_the_typed_records(tmp_path: Path) -> None:
+    """What the runner wrote reads back into the typed records and writes out the same
+    bytes, and its report draws every plot it has data for."""
+    text = REAL.read_text()
+    results = CampaignResults.from_json(json.loads(text))
+    assert json.dumps(results.to_json(), indent=2, default=str) + "\n" == text
+    assert [v.label for v in results.variants] == ["seqs4", "seqs16"]
+    point = results.variants[0].points[1]
+    assert (point.name, point.load, point.failed) == ("conc", 8.0, 0)
+    assert point.metric("median_tpot_ms") == point.metrics["median_tpot_ms"]
+    written = write_report(REAL, tmp_path / "report")
+    assert {p.name for p in written} == {
+        "report.md",
+        "report.json",
+        "report.html",
+        *(p for p in PLOTS if p != "request_rate.png"),
+    }
+
+
+def test_the_load_axis_labels_the_loads_drawn_that_can_be_read() -> None:
+    """Ticked at every load drawn (measured and seed); a seed's 64 beside its 50 keeps its
+    tick but not a label that would touch 50's."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.5, 5), dpi=100, layout="constrained")
+    ax = fig.subplots()
+    ax.plot([1, 2, 4, 10], [1, 2, 3, 4], "o-")
+    ax.plot([50, 64, 100, 200, 500], [5, 6, 7, 8, 9], "*")
+    load_axis(ax, "concurrency")
+    FigureCanvasAgg(fig).draw()
+    assert list(ax.get_xticks()) == [1, 2, 4, 10, 50, 64, 100, 200, 500]
+    labels = _drawn_labels(ax.xaxis)
+    assert [t.get_text() for t in labels] == ["1", "2", "4", "10", "50", "100", "200", "500"]
+    boxes = [t.get_window_extent() for t in labels]
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])

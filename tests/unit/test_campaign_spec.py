@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from amdfleet.campaign.journal import Journal, read_events, replay
-from amdfleet.campaign.runner import build_results, eta_seconds, stack_secrets
+from amdfleet.campaign.results import build_results
+from amdfleet.campaign.runner import eta_seconds, stack_secrets
 from amdfleet.campaign.spec import VariantSpec, load_campaign, resolve_variant, stack_name
 from amdfleet.cli import COMMANDS
 from amdfleet.cli.campaign import PlainLog, status_rows
@@ -191,7 +192,7 @@ def test_resume_state_and_results_json_follow_the_contract(tmp_path: Path) -> No
         journal.write("destroy_done", variant=label, stack=stack)
     journal.write("campaign_done")
     state = replay(path)
-    results = json.loads(json.dumps(build_results(campaign, state)))
+    results = json.loads(json.dumps(build_results(campaign, state).to_json()))
     assert results["schema"] == 1 and results["campaign"] == "local-max-num-seqs"
     assert results["baseline"] == "seqs4" and results["teardown"] == "always"
     assert results["finished_at"] is not None and results["machine"] == {"cpus": 2}
