@@ -35,7 +35,8 @@ import pulumi
 
 from amdfleet import engines, hostkeys
 from amdfleet.config import LifetimeSpec
-from amdfleet.errors import ConfigIssue, PlanError
+from amdfleet.errors import PlanError
+from amdfleet.findings import config_issue
 from amdfleet.plan import DeploymentPlan, NodePlan
 from amdfleet.plan.layout import engine_python
 from amdfleet.providers.cluster_check import ClusterCheck, cluster_check_props
@@ -618,7 +619,7 @@ def _refuse_placeholder_host_keys(plan: DeploymentPlan) -> None:
 
 def _target(plan: DeploymentPlan, node: NodePlan) -> HostTarget:
     if node.target is None:  # a cloud instance that does not exist yet
-        issue = ConfigIssue("fleet", f"node {node.name} has no host to connect to", _NO_TARGET)
+        issue = config_issue("fleet", f"node {node.name} has no host to connect to", _NO_TARGET)
         raise PlanError([issue], f"stack {plan.stack}")
     return node.target
 

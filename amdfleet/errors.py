@@ -10,25 +10,13 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
+
+from amdfleet.findings import Finding, config_issue
 
 
 class AmdFleetError(Exception):
     """Root of every error amdfleet raises on purpose."""
-
-
-@dataclass(frozen=True)
-class ConfigIssue:
-    """One problem in a stack configuration: the field path, the value and a fix."""
-
-    path: str
-    message: str
-    hint: str = ""
-
-    def __str__(self) -> str:
-        text = f"{self.path}: {self.message}"
-        return f"{text} (hint: {self.hint})" if self.hint else text
 
 
 def field_path(loc: Sequence[Any]) -> str:
@@ -40,22 +28,23 @@ def field_path(loc: Sequence[Any]) -> str:
     return out
 
 
-def unknown_key_issue(key: str, valid: Iterable[str], parent: Sequence[Any] = ()) -> ConfigIssue:
+def unknown_key_issue(key: str, valid: Iterable[str], parent: Sequence[Any] = ()) -> Finding:
     """The issue for an unknown ``key`` under the location ``parent``: the closest valid
     key, else the valid ones."""
     valid = list(valid)
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
     hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(valid)}"
-    return ConfigIssue(field_path((*parent, key)), "unknown key", hint)
+    return config_issue(field_path((*parent, key)), "unknown key", hint)
 
 
 class ConfigError(AmdFleetError):
     """A stack configuration is invalid; nothing has been provisioned.
 
-    Holds every issue found, so a user fixes them all in one pass.
+    Holds every issue found (each a :class:`~amdfleet.findings.Finding` whose subject is
+    the field path), so a user fixes them all in one pass.
     """
 
-    def __init__(self, issues: Sequence[ConfigIssue], source: str = "") -> None:
+    def __init__(self, issues: Sequence[Finding], source: str = "") -> None:
         self.issues = tuple(issues)
         self.source = source
         super().__init__(self._format())
@@ -63,7 +52,7 @@ class ConfigError(AmdFleetError):
     @property
     def paths(self) -> tuple[str, ...]:
         """The field paths of all issues, in order."""
-        return tuple(issue.path for issue in self.issues)
+        return tuple(issue.subject for issue in self.issues)
 
     heading = "invalid stack configuration"
 
@@ -170,16 +159,16 @@ class RemoteCommandError(RemoteError):
 
 
 class PreflightError(AmdFleetError):
-    """One or more hosts failed preflight checks; every failed check is listed as
-    ``(host, check, hint)`` under ``heading``."""
+    """One or more hosts failed preflight checks; every failed check (a
+    :class:`~amdfleet.findings.Finding` about a host, a node or the cluster) is listed
+    under ``heading``."""
 
-    def __init__(
-        self, failures: Sequence[tuple[str, str, str]], *, heading: str = "preflight failed"
-    ) -> None:
+    def __init__(self, failures: Sequence[Finding], *, heading: str = "preflight failed") -> None:
         self.failures = tuple(failures)
         lines = [f"{heading}:"]
-        for host, check, hint in self.failures:
-            lines.append(f"  - [{host}] {check}" + (f"\n      hint: {hint}" if hint else ""))
+        for f in self.failures:
+            hint = f"\n      hint: {f.hint}" if f.hint else ""
+            lines.append(f"  - [{f.subject}] {f.check}: {f.detail}{hint}")
         super().__init__("\n".join(lines))
 
 
@@ -234,15 +223,16 @@ class EngineStartError(RemoteError):
 class VerificationFailed(AmdFleetError):
     """A verification run did not meet the stack's thresholds.
 
-    ``failures`` holds (metric, expected, observed) for each failed threshold and
+    ``failures`` holds a :class:`~amdfleet.findings.Finding` for each failed threshold
+    (:meth:`~amdfleet.findings.Finding.threshold`: the metric, expected and observed) and
     ``report`` the full verdict table.
     """
 
-    def __init__(self, failures: Sequence[tuple[str, str, str]], report: str = "") -> None:
+    def __init__(self, failures: Sequence[Finding], report: str = "") -> None:
         self.failures = tuple(failures)
         self.report = report
         lines = ["verification failed:"]
-        lines += [f"  - {m}: expected {e}, observed {o}" for m, e, o in self.failures]
+        lines += [f"  - {f.subject}: {f.detail}" for f in self.failures]
         if report:
             lines += ["", report]
         super().__init__("\n".join(lines))

@@ -26,7 +26,8 @@ from typing import Protocol
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from amdfleet.errors import ConfigError, ConfigIssue
+from amdfleet.errors import ConfigError
+from amdfleet.findings import Finding, config_issue
 
 KEY_COMMENT = "amdfleet"
 """The comment of the public key line of a host key amdfleet generates."""
@@ -168,7 +169,7 @@ class PinnedHost(Protocol):
         """Its pinned host key."""
 
 
-def placeholder_host_keys(hosts: Sequence[PinnedHost]) -> list[ConfigIssue]:
+def placeholder_host_keys(hosts: Sequence[PinnedHost]) -> list[Finding]:
     """One issue per fleet host (in fleet order) still pinned to the placeholder host key.
 
     A placeholder plans (``amdfleet plan`` and ``pulumi preview`` connect to nothing) but
@@ -181,13 +182,13 @@ def placeholder_host_keys(hosts: Sequence[PinnedHost]) -> list[ConfigIssue]:
     ]
 
 
-def placeholder_build_host_key(host: PinnedHost | None) -> list[ConfigIssue]:
+def placeholder_build_host_key(host: PinnedHost | None) -> list[Finding]:
     """The issue of a separate build host (``image_build.build_host``) still pinned to the
     placeholder host key, if it is."""
     if host is None or not host.host_key or not is_placeholder_host_key(host.host_key):
         return []
     issue = _placeholder_host_key_issue(0, host.name, host.address or "HOST", host.host_key)
-    return [ConfigIssue("image_build.build_host.host_key", issue.message, issue.hint)]
+    return [config_issue("image_build.build_host.host_key", issue.detail, issue.hint)]
 
 
 def refuse_placeholder_host_keys(
@@ -200,9 +201,9 @@ def refuse_placeholder_host_keys(
         raise ConfigError(issues, source)
 
 
-def _placeholder_host_key_issue(index: int, name: str, address: str, host_key: str) -> ConfigIssue:
+def _placeholder_host_key_issue(index: int, name: str, address: str, host_key: str) -> Finding:
     """The issue for fleet host ``index`` pinned to the placeholder ``host_key``."""
-    return ConfigIssue(
+    return config_issue(
         f"fleet.hosts[{index}].host_key",
         f"host '{name}' is pinned to the example placeholder {host_key!r}, not its real host key",
         f"{_KEYSCAN_HINT.replace('HOST', address)} and paste the SHA256:... fingerprint it "

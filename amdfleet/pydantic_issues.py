@@ -1,4 +1,4 @@
-"""Pydantic validation errors as :class:`~amdfleet.errors.ConfigIssue` s: one translator
+"""Pydantic validation errors as :class:`~amdfleet.findings.Finding` s: one translator
 for the stack schema, the campaign file and the providers' props.
 
 Each issue names the field path (``fleet.hosts[0].address``); an unknown key gets the
@@ -17,7 +17,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from amdfleet.errors import ConfigIssue, field_path, unknown_key_issue
+from amdfleet.errors import field_path, unknown_key_issue
+from amdfleet.findings import Finding, config_issue
 
 Conceal = Callable[[tuple[Any, ...], Any], bool]
 """``conceal(loc, value)``: whether the value at ``loc`` may be a secret (never echoed)."""
@@ -33,7 +34,7 @@ def validation_issues(
     described_in: str | None = None,
     conceal: Conceal | None = None,
     tags: tuple[str, ...] = (),
-) -> list[ConfigIssue]:
+) -> list[Finding]:
     """The issues of a failed validation of ``root``, in pydantic's order.
 
     ``where`` is the path of an error about the whole document. ``described_in`` names
@@ -117,16 +118,16 @@ def _reported(error: ValidationError, annotated: bool) -> Iterator[Mapping[str, 
 
 def _plain_issue(
     item: Mapping[str, Any], loc: tuple[Any, ...], where: str, hidden: bool
-) -> ConfigIssue:
+) -> Finding:
     value = item.get("input")
     scalar = isinstance(value, str | int | float | bool)
     shown = f" (got {value!r})" if scalar and not hidden else ""
-    return ConfigIssue(field_path(loc) or where, item["msg"] + shown)
+    return config_issue(field_path(loc) or where, item["msg"] + shown)
 
 
 def _annotated_issue(
     item: Mapping[str, Any], loc: tuple[Any, ...], where: str, hidden: bool, described_in: str
-) -> ConfigIssue:
+) -> Finding:
     path = field_path(loc)
     message, _, fix = item["msg"].removeprefix("Value error, ").partition(" — ")
     value = item.get("input")
@@ -139,7 +140,7 @@ def _annotated_issue(
             "put a key name here (letters, digits, _) and set the value with "
             "`pulumi config set --secret KEY` (it prompts, or reads stdin)"
         )
-    return ConfigIssue(path or where, message + shown, fix or hint_for(item, described_in))
+    return config_issue(path or where, message + shown, fix or hint_for(item, described_in))
 
 
 def _field_types(kind: Any) -> dict[str, Any]:

@@ -43,7 +43,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from amdfleet.errors import ConfigIssue, field_path
+from amdfleet.errors import field_path
+from amdfleet.findings import Finding, config_issue
 
 SECRET_NAME_FIELDS: tuple[tuple[str, ...], ...] = (
     ("serving", "api_key_secret"),
@@ -117,9 +118,9 @@ class SecretFinding:
     values: tuple[str, ...]
     hint: str = HINT
 
-    def issue(self) -> ConfigIssue:
+    def issue(self) -> Finding:
         """The finding as a config issue: the path and the reason, never the value."""
-        return ConfigIssue(self.path, f"holds {self.why}; a stack file is not secret", self.hint)
+        return config_issue(self.path, f"holds {self.why}; a stack file is not secret", self.hint)
 
 
 def describe(value: str) -> str | None:
@@ -153,17 +154,15 @@ def redact(text: str, values: Iterable[str] = ()) -> str:
     return text
 
 
-def screen_issues(
-    issues: Sequence[ConfigIssue], findings: Sequence[SecretFinding]
-) -> list[ConfigIssue]:
+def screen_issues(issues: Sequence[Finding], findings: Sequence[SecretFinding]) -> list[Finding]:
     """The issues to report when ``findings`` were made: each finding once, other issues
     at a flagged path dropped (they would repeat it), and every text redacted."""
     flagged = {f.path for f in findings}
     values = [v for f in findings for v in f.values]
     kept = [f.issue() for f in findings]
-    kept += [i for i in issues if i.path not in flagged]
+    kept += [i for i in issues if i.subject not in flagged]
     return [
-        ConfigIssue(redact(i.path, values), redact(i.message, values), redact(i.hint, values))
+        config_issue(redact(i.subject, values), redact(i.detail, values), redact(i.hint, values))
         for i in kept
     ]
 

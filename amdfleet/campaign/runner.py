@@ -40,7 +40,8 @@ from amdfleet.campaign.journal import CampaignState, Journal, VariantState, repl
 from amdfleet.campaign.results import AccuracyResult, build_results, machine_info, write_results
 from amdfleet.campaign.spec import Campaign, SweepSpec, Variant, load_label
 from amdfleet.config import NAMESPACE
-from amdfleet.errors import AmdFleetError, ConfigError, ConfigIssue
+from amdfleet.errors import AmdFleetError, ConfigError
+from amdfleet.findings import config_issue
 from amdfleet.pulumi_project import write_project
 from amdfleet.remote.transport.fanout import fan_out
 
@@ -433,7 +434,7 @@ def stack_secrets(
         if value is None and key == variant.stack.serving.api_key_secret:
             value = secrets.token_hex(24)
         if value is None:
-            issues.append(ConfigIssue(f"secrets.{key}", f"{env} is not set", f"export {env}=..."))
+            issues.append(config_issue(f"secrets.{key}", f"{env} is not set", f"export {env}=..."))
             continue
         values[key] = value
     if issues:

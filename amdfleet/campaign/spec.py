@@ -23,7 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from amdfleet import config as stack_config
 from amdfleet.config import AccuracySpec, BenchmarkScenario, StackSpec
-from amdfleet.errors import ConfigError, ConfigIssue
+from amdfleet.errors import ConfigError
+from amdfleet.findings import Finding, config_issue
 from amdfleet.pydantic_issues import validation_issues
 
 _LABEL_RE = r"^[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?$"
@@ -266,14 +267,16 @@ def load_campaign(path: Path | str) -> Campaign:
     path = Path(path)
     source = str(path)
     if not path.is_file():
-        raise CampaignError([ConfigIssue("file", f"no campaign file at {path}", _FILE_HINT)])
+        raise CampaignError([config_issue("file", f"no campaign file at {path}", _FILE_HINT)])
     try:
         document = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        issue = ConfigIssue("file", f"not valid YAML: {e}", "indent with spaces, never tabs")
+        issue = config_issue("file", f"not valid YAML: {e}", "indent with spaces, never tabs")
         raise CampaignError([issue], source) from e
     if not isinstance(document, dict):
-        raise CampaignError([ConfigIssue("file", "the file must be a mapping", _FILE_HINT)], source)
+        raise CampaignError(
+            [config_issue("file", "the file must be a mapping", _FILE_HINT)], source
+        )
     data = {"name": path.stem, **document}
     try:
         spec = CampaignSpec.model_validate(data)
@@ -282,7 +285,7 @@ def load_campaign(path: Path | str) -> Campaign:
             e, CampaignSpec, where="campaign", described_in="amdfleet/campaign/spec.py"
         )
         raise CampaignError(invalid, source) from e
-    issues: list[ConfigIssue] = []
+    issues: list[Finding] = []
     variants = []
     for index, variant in enumerate(spec.variants):
         try:
@@ -306,7 +309,7 @@ def resolve_variant(campaign: str, variant: VariantSpec) -> Variant:
     path = stack_config.stack_path(variant.stack)
     if not path.is_file():
         known = ", ".join(stack_config.stack_names()) or "none"
-        raise CampaignError([ConfigIssue("stack", f"no stack file at {path}", f"known: {known}")])
+        raise CampaignError([config_issue("stack", f"no stack file at {path}", f"known: {known}")])
     loaded = stack_config.load_stack_file(str(path))
     document = yaml.safe_load(path.read_text())
     raw = {
@@ -359,9 +362,9 @@ def load_label(load: Load) -> str:
 _FILE_HINT = "see campaigns/*.yaml for examples"
 
 
-def _nested(prefix: str, variant: VariantSpec, issue: ConfigIssue) -> ConfigIssue:
-    section = issue.path.split(".", 1)[0].split("[", 1)[0]
+def _nested(prefix: str, variant: VariantSpec, issue: Finding) -> Finding:
+    section = issue.subject.split(".", 1)[0].split("[", 1)[0]
     if section in variant.overrides:
-        return ConfigIssue(f"{prefix}.overrides.{issue.path}", issue.message, issue.hint)
-    where = "" if issue.path == "stack" else f"{issue.path}: "
-    return ConfigIssue(f"{prefix}.stack", f"{where}{issue.message}", issue.hint)
+        return config_issue(f"{prefix}.overrides.{issue.subject}", issue.detail, issue.hint)
+    where = "" if issue.subject == "stack" else f"{issue.subject}: "
+    return config_issue(f"{prefix}.stack", f"{where}{issue.detail}", issue.hint)

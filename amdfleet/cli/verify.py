@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from amdfleet.config import AccuracySpec, BenchmarkScenario, load_stack_file
 from amdfleet.errors import VerificationFailed
+from amdfleet.findings import Finding
 from amdfleet.verify.metrics import parse_goodput
 
 if TYPE_CHECKING:
@@ -364,7 +365,8 @@ def parity_check(
     click.echo(render_parity_table(result))
     _exit_if_interrupted(interrupted or result.interrupted)
     if result.share < min_match:
-        raise VerificationFailed([("parity/match_share", f">= {min_match:g}", f"{result.share:g}")])
+        failure = Finding.threshold("parity/match_share", f">= {min_match:g}", f"{result.share:g}")
+        raise VerificationFailed([failure])
 
 
 @parity.command("record")

@@ -10,7 +10,8 @@ from amdfleet.clouds.hotaisle import BASE_URL as HOTAISLE_URL
 from amdfleet.clouds.hotaisle import HotAisleClient
 from amdfleet.clouds.vultr import API_URL as VULTR_URL
 from amdfleet.clouds.vultr import VultrAPI
-from amdfleet.errors import ConfigError, ConfigIssue
+from amdfleet.errors import ConfigError
+from amdfleet.findings import config_issue
 
 PROVIDERS = ("digitalocean", "vultr", "hotaisle")
 CloudAPIClient = DigitalOceanClient | VultrAPI | HotAisleClient
@@ -32,11 +33,11 @@ def client_for(
     if provider == "hotaisle":
         if not team:
             raise ConfigError(
-                [ConfigIssue("team", "Hot Aisle needs the team handle", "set fleet.cloud.team")]
+                [config_issue("team", "Hot Aisle needs the team handle", "set fleet.cloud.team")]
             )
         return HotAisleClient(token, team, base_url=api_url or HOTAISLE_URL)
     raise ConfigError(
-        [ConfigIssue("provider", f"unknown cloud {provider!r}", f"one of {', '.join(PROVIDERS)}")]
+        [config_issue("provider", f"unknown cloud {provider!r}", f"one of {', '.join(PROVIDERS)}")]
     )
 
 

@@ -46,7 +46,8 @@ from amdfleet.clouds.api import (
     json_object,
     retry_after,
 )
-from amdfleet.errors import CloudAPIError, ConfigError, ConfigIssue
+from amdfleet.errors import CloudAPIError, ConfigError
+from amdfleet.findings import Finding, config_issue
 
 PROVIDER = "digitalocean"
 BASE_URL = "https://api.digitalocean.com"
@@ -214,13 +215,13 @@ class DigitalOceanClient(CloudClient):
 def create_body(request: CreateRequest) -> dict[str, Any]:
     """The ``POST /v2/droplets`` body; DropletRequestError for what DigitalOcean would
     reject (a name that is not a hostname) or drop silently (an invalid tag)."""
-    issues: list[ConfigIssue] = []
+    issues: list[Finding] = []
     if not _NAME.fullmatch(request.name):
         issues.append(
-            ConfigIssue("name", f"{request.name!r} is not a valid droplet name", _NAME_HINT)
+            config_issue("name", f"{request.name!r} is not a valid droplet name", _NAME_HINT)
         )
     issues += [
-        ConfigIssue(f"tags[{i}]", f"{tag!r} is not a valid DigitalOcean tag", _TAG_HINT)
+        config_issue(f"tags[{i}]", f"{tag!r} is not a valid DigitalOcean tag", _TAG_HINT)
         for i, tag in enumerate(request.tags)
         if not _TAG.fullmatch(tag)
     ]
@@ -295,13 +296,13 @@ _TAG_HINT = "letters, digits, ':', '-' and '_', 1 to 255 characters"
 
 def _check_tag(field: str, tag: str) -> None:
     if not _TAG.fullmatch(tag):
-        issue = ConfigIssue(field, f"{tag!r} is not a valid DigitalOcean tag", _TAG_HINT)
+        issue = config_issue(field, f"{tag!r} is not a valid DigitalOcean tag", _TAG_HINT)
         raise DropletRequestError([issue])
 
 
 def _droplet_id(instance_id: str) -> str:
     if not _DROPLET_ID.fullmatch(instance_id):
-        issue = ConfigIssue(
+        issue = config_issue(
             "instance_id", f"{instance_id!r} is not a droplet id", "droplet ids are integers"
         )
         raise DropletRequestError([issue])

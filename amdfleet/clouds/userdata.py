@@ -33,7 +33,8 @@ from typing import Any, TypeGuard
 
 import yaml
 
-from amdfleet.errors import ConfigError, ConfigIssue
+from amdfleet.errors import ConfigError
+from amdfleet.findings import config_issue
 from amdfleet.hostkeys import HostKeyPair, parse_host_key
 from amdfleet.remote.transport.ssh import public_key_from_private
 
@@ -147,7 +148,7 @@ def _strings(value: object) -> TypeGuard[list[str]]:
 def _key_error(path: Path, problem: str) -> ConfigError:
     return ConfigError(
         [
-            ConfigIssue(
+            config_issue(
                 "ssh_key_path",
                 f"{path}: {problem}",
                 "name an unencrypted OpenSSH private key (ssh-keygen -t ed25519 -N '')",

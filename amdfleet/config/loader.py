@@ -23,7 +23,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from amdfleet import secretscan
 from amdfleet.config.image_build import HOST_NAME_TAG, SSH_HOST_TAG
 from amdfleet.config.stack import SECRET_KEY_FIELDS, SECTIONS, StackSpec
-from amdfleet.errors import ConfigError, ConfigIssue, unknown_key_issue
+from amdfleet.errors import ConfigError, unknown_key_issue
+from amdfleet.findings import Finding, config_issue
 from amdfleet.pydantic_issues import validation_issues
 
 NAMESPACE = "amdfleet"
@@ -78,14 +79,14 @@ def load_stack_file(name_or_path: str, stacks_dir: Path = STACKS_DIR) -> LoadedS
     if not path.is_file():
         known = ", ".join(stack_names(stacks_dir)) or "none"
         raise ConfigError(
-            [ConfigIssue("stack", f"no stack file at {path}", f"known stacks: {known}")]
+            [config_issue("stack", f"no stack file at {path}", f"known stacks: {known}")]
         )
     try:
         document = _load_yaml(path.read_text(), source=str(path))
     except yaml.YAMLError as e:
         raise ConfigError(
             [
-                ConfigIssue(
+                config_issue(
                     "file",
                     f"not valid YAML: {secretscan.redact(str(e))}",
                     "indent with spaces (never tabs) and quote values containing ': '",
@@ -121,7 +122,7 @@ def parse_stack(name: str, sections: Mapping[str, Any], source: str = "") -> Sta
             conceal=_may_be_secret,
             tags=(HOST_NAME_TAG, SSH_HOST_TAG),
         )
-        issues += [_stack_name_issue(name) if i.path == "name" else i for i in invalid]
+        issues += [_stack_name_issue(name) if i.subject == "name" else i for i in invalid]
     if issues or found:
         raise ConfigError(secretscan.screen_issues(issues, found), source)
     return spec
@@ -164,14 +165,14 @@ def _config_value(text: str | None) -> Any:
 
 def _split_config(
     document: Any, source: str
-) -> tuple[dict[str, Any], dict[str, Any], list[ConfigIssue]]:
+) -> tuple[dict[str, Any], dict[str, Any], list[Finding]]:
     if isinstance(document, dict) and document and "config" not in document:
         return {}, {}, [_no_config_wrapper_issue(document)]
     if not isinstance(document, dict) or not isinstance(document.get("config", {}), dict):
-        return {}, {}, [ConfigIssue("config", "the file must be a mapping with a 'config:' key")]
+        return {}, {}, [config_issue("config", "the file must be a mapping with a 'config:' key")]
     values: dict[str, Any] = {}
     secure: dict[str, Any] = {}
-    issues: list[ConfigIssue] = []
+    issues: list[Finding] = []
     for raw_key, value in (document.get("config") or {}).items():
         namespace, _, key = str(raw_key).partition(":")
         if namespace != NAMESPACE or not key:
@@ -184,23 +185,23 @@ def _split_config(
     return values, secure, issues
 
 
-def _foreign_key_issue(raw_key: str, key: str) -> ConfigIssue:
+def _foreign_key_issue(raw_key: str, key: str) -> Finding:
     why = secretscan.describe(raw_key)
     if why:  # a value pasted as a key: named by where it is, never echoed
-        return ConfigIssue(
+        return config_issue(
             "config", f"a key holds {why}; a stack file is not secret", secretscan.HINT
         )
-    return ConfigIssue(
+    return config_issue(
         raw_key, "keys must be in the 'amdfleet' namespace", f"write it as 'amdfleet:{key}'"
     )
 
 
-def _no_config_wrapper_issue(document: Mapping[Any, Any]) -> ConfigIssue:
+def _no_config_wrapper_issue(document: Mapping[Any, Any]) -> Finding:
     keys = [str(k) for k in document]
     sections = [k.removeprefix(f"{NAMESPACE}:") for k in keys]
     looks_like_settings = any(k in (*SECTIONS, "description") for k in sections)
     found = f"; its top-level keys are {', '.join(keys[:6])}" if looks_like_settings else ""
-    return ConfigIssue(
+    return config_issue(
         "config",
         f"the file has no 'config:' key{found}",
         "put the settings under a top-level 'config:' key, each section as an "
@@ -208,9 +209,9 @@ def _no_config_wrapper_issue(document: Mapping[Any, Any]) -> ConfigIssue:
     )
 
 
-def _stack_name_issue(name: str) -> ConfigIssue:
+def _stack_name_issue(name: str) -> Finding:
     suggestion = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:63] or "my-stack"
-    return ConfigIssue(
+    return config_issue(
         "name",
         f"stack name {name!r} is not lower-case letters, digits and dashes (the name comes "
         "from the stack file name Pulumi.<name>.yaml, or the Pulumi stack name)",
@@ -259,8 +260,8 @@ def _load_yaml(text: str, source: str) -> Any:
     return document
 
 
-def _duplicate_key_issue(path: tuple[str, ...], first: int, second: int) -> ConfigIssue:
-    return ConfigIssue(
+def _duplicate_key_issue(path: tuple[str, ...], first: int, second: int) -> Finding:
+    return config_issue(
         _yaml_path(path),
         f"written twice, on lines {first} and {second}; YAML would silently keep only the "
         f"second (line {second})",
@@ -320,7 +321,7 @@ def _secret_refs(
     if plain:
         raise ConfigError(
             [
-                ConfigIssue(
+                config_issue(
                     f"amdfleet:{k}",
                     "secret is stored in plain text",
                     f"remove the line, then run `pulumi config set --secret {k}` and type the "
@@ -334,8 +335,8 @@ def _secret_refs(
     return tuple(SecretRef(key=k, present=k in secure) for k in spec.secret_keys)
 
 
-def _missing_secret_issue(spec: StackSpec, key: str) -> ConfigIssue:
-    return ConfigIssue(
+def _missing_secret_issue(spec: StackSpec, key: str) -> Finding:
+    return config_issue(
         f"amdfleet:{key}",
         "secret is referenced by the stack but not set",
         f"run `pulumi config set --secret {key} -s {spec.name}` and type the value at its "

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from amdfleet.engines.flags import Flags
-from amdfleet.errors import ConfigIssue
+from amdfleet.findings import Finding
 from amdfleet.remote.engine import API_KEY_VAR
 
 HEAD_PLACEHOLDER = "<head-address>"
@@ -175,7 +175,7 @@ class Engine(ABC):
             return {"Ray GCS (ray_port)": ray_port}
         return {"rendezvous (master_port)": master_port}
 
-    def layout_issues(self, nodes: int, pp: int) -> list[ConfigIssue]:
+    def layout_issues(self, nodes: int, pp: int) -> list[Finding]:
         """Pipeline layouts over ``nodes`` nodes the engine cannot place (none here)."""
         return []
 

@@ -38,7 +38,7 @@ from typing import ClassVar
 from amdfleet.addresses import host_port
 from amdfleet.engines.base import SPLIT_COMMANDS, Engine, FlagNames, Launch, serving_flags
 from amdfleet.engines.flags import Flags
-from amdfleet.errors import ConfigIssue
+from amdfleet.findings import Finding, config_issue
 
 _NAMES = FlagNames(
     tp="--tp",
@@ -109,14 +109,14 @@ class Sglang(Engine):
         ZMQ ports SGLang derives above it on the head."""
         return {"dist-init (master_port, and ports above it)": master_port}
 
-    def layout_issues(self, nodes: int, pp: int) -> list[ConfigIssue]:
+    def layout_issues(self, nodes: int, pp: int) -> list[Finding]:
         """SGLang places pipeline stages on nodes only when one of pp and nodes divides
         the other (see the module docstring)."""
         if nodes == 1 or pp % nodes == 0 or nodes % pp == 0:
             return []
         divisors = ", ".join(str(d) for d in range(1, nodes + 1) if nodes % d == 0)
         return [
-            ConfigIssue(
+            config_issue(
                 "parallelism.pp",
                 f"sglang cannot place pp={pp} pipeline stages on {nodes} nodes: a node runs "
                 "whole stages (pp a multiple of topology.nodes) or a share of one stage "

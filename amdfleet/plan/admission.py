@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from amdfleet.config import VerificationSpec
 from amdfleet.engines.flags import Flags, canonical_flag
 from amdfleet.engines.manifest import EngineManifest
-from amdfleet.errors import ConfigIssue
+from amdfleet.findings import Finding, config_issue
 
 GSM8K_PROMPT_TOKENS = 1200
 """A generous bound on a 5-shot GSM8K prompt's tokens (about 900 with Llama 3's
@@ -103,11 +103,11 @@ def peak_load(verification: VerificationSpec) -> Load | None:
 
 def admission_issues(
     engine: str, manifest: EngineManifest, flags: Flags, load: Load, extra_args: tuple[str, ...]
-) -> list[ConfigIssue]:
+) -> list[Finding]:
     """Every limit of the rendered command (or the engine's default) that would refuse
     part of ``load``."""
     given = {canonical_flag(name): value for name, value in flags}
-    issues: list[ConfigIssue] = []
+    issues: list[Finding] = []
     for limit in LIMITS.get(engine, ()):
         facts = manifest.limits.get(limit.key)
         if facts is None:
@@ -119,7 +119,7 @@ def admission_issues(
             continue
         field = _field(flag, extra_args)
         issues.append(
-            ConfigIssue(
+            config_issue(
                 field,
                 f"{manifest.label} refuses requests past {flag} {value} ({facts['effect']}), "
                 f"but the stack's verification needs {need} ({_what(limit)}, {load.source})",

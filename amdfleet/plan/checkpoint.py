@@ -18,10 +18,10 @@ from amdfleet.catalog.models import Checkpoint, ModelInfo
 from amdfleet.catalog.releases import Release
 from amdfleet.config import ModelArchitecture, StackSpec
 from amdfleet.engines.base import Engine
-from amdfleet.errors import ConfigIssue
+from amdfleet.findings import Finding, config_issue
 from amdfleet.plan.models import AcceleratorPlan, ModelPlan
 
-Issues = list[ConfigIssue]
+Issues = list[Finding]
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def resolve_accelerator(spec: StackSpec) -> tuple[Accelerator | None, Issues]:
     if acc is not None:
         return acc, []
     return None, [
-        ConfigIssue(
+        config_issue(
             "topology.accelerator",
             f"unknown accelerator {spec.topology.accelerator!r}",
             f"use one of {', '.join(catalog.ACCELERATORS)}",
@@ -96,7 +96,7 @@ def resolve_model_info(spec: StackSpec) -> tuple[ModelInfo | None, Issues]:
         return info, []
     if spec.model.architecture is None:
         return None, [
-            ConfigIssue(
+            config_issue(
                 "model.id",
                 f"{spec.model.id!r} is not in the catalog",
                 f"use one of {', '.join(catalog.MODELS)}, or add model.architecture "
@@ -126,7 +126,7 @@ def resolve_model(resolved: Resolved) -> tuple[ModelPlan | None, Issues]:
     online = stored == "bf16" and precision == "fp8"
     if stored != precision and not online:
         return None, [
-            ConfigIssue(
+            config_issue(
                 "model.checkpoint",
                 f"{ckpt.repo} is stored in {stored} but model.precision is {precision}",
                 f"set model.precision: {stored}, or pick a {precision} checkpoint",
@@ -134,7 +134,7 @@ def resolve_model(resolved: Resolved) -> tuple[ModelPlan | None, Issues]:
         ]
     if ckpt.gated and not spec.weights.hf_token_secret and not spec.weights.local_path:
         issues.append(
-            ConfigIssue(
+            config_issue(
                 "weights.hf_token_secret",
                 f"{ckpt.repo} is gated on Hugging Face and the stack names no token secret",
                 "accept the licence on huggingface.co, set weights.hf_token_secret: hfToken "
@@ -196,7 +196,7 @@ def weight_bytes(arch: ModelArchitecture, precision: str) -> int:
 def _precision_issues(acc: Accelerator, precision: str) -> Issues:
     if precision == "mxfp4" and not acc.mxfp4:
         return [
-            ConfigIssue(
+            config_issue(
                 "model.precision",
                 f"mxfp4 needs gfx950 (MI350X/MI355X) matrix cores; {acc.id} is {acc.arch}",
                 "use precision fp8 on this accelerator, or topology.accelerator mi355x",
@@ -204,7 +204,7 @@ def _precision_issues(acc: Accelerator, precision: str) -> Issues:
         ]
     if precision == "fp8" and not acc.fp8:
         return [
-            ConfigIssue(
+            config_issue(
                 "model.precision", f"fp8 is not supported on {acc.id}", "use precision bf16"
             )
         ]
@@ -221,7 +221,7 @@ def _checkpoint(
         if ckpt is not None:
             return ckpt, []
         return None, [
-            ConfigIssue(
+            config_issue(
                 "model.precision",
                 f"the catalog has no {precision} checkpoint of {info.id} for {acc.arch}",
                 "set model.checkpoint to a repo or path, or choose another precision",
@@ -235,7 +235,7 @@ def _checkpoint(
         return Checkpoint(override, precision, (acc.arch,), gated=gated), []
     if not known.usable:
         return None, [
-            ConfigIssue(
+            config_issue(
                 "model.checkpoint",
                 f"{override} does not run on ROCm: {known.why_unusable}",
                 f"use {known.use_instead} (or remove model.checkpoint to take the catalog's)",
@@ -243,7 +243,7 @@ def _checkpoint(
         ]
     if acc.arch not in known.archs:
         return None, [
-            ConfigIssue(
+            config_issue(
                 "model.checkpoint",
                 f"{override} does not run on {acc.arch} ({acc.id})",
                 f"it runs on {', '.join(known.archs)}",

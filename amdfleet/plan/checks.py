@@ -15,12 +15,12 @@ from amdfleet.config import (
     ModelArchitecture,
     StackSpec,
 )
-from amdfleet.errors import ConfigIssue
+from amdfleet.findings import Finding, config_issue
 from amdfleet.hostkeys import placeholder_build_host_key, placeholder_host_keys
 from amdfleet.plan.checkpoint import Resolved
 from amdfleet.plan.models import ImagePlan, ServingPlan
 
-Issues = list[ConfigIssue]
+Issues = list[Finding]
 _MAX_GPUS_PER_NODE = 8  # Topology.gpus_per_node's bound: an Instinct platform has 8
 
 
@@ -33,7 +33,7 @@ def check_fleet(resolved: Resolved) -> Issues:
     if hosts != nodes:
         more = "more nodes than" if nodes > hosts else "fewer nodes than"
         issues.append(
-            ConfigIssue(
+            config_issue(
                 "topology.nodes",
                 f"{nodes} node(s) but the fleet has {hosts} host(s): the layout asks for "
                 f"{more} the fleet provides",
@@ -46,7 +46,7 @@ def check_fleet(resolved: Resolved) -> Issues:
         missing = [h.name for h in spec.fleet.hosts if not h.cluster_address]
         if missing:
             issues.append(
-                ConfigIssue("fleet.hosts", f"hosts without an address: {', '.join(missing)}")
+                config_issue("fleet.hosts", f"hosts without an address: {', '.join(missing)}")
             )
     return issues
 
@@ -65,7 +65,7 @@ def check_cloud(resolved: Resolved) -> Issues:
         return [*issues, _unknown_size(fleet)]
     if fleet.region not in size.regions:
         issues.append(
-            ConfigIssue(
+            config_issue(
                 "fleet.cloud.region",
                 f"{fleet.provider} does not list size {size.slug} in region {fleet.region!r}",
                 f"use a region that lists it: {', '.join(size.regions) or '(none today)'}",
@@ -81,7 +81,7 @@ def _cloud_team_and_trust(fleet: CloudFleetSpec, defaults: CloudDefaults) -> Iss
     issues: Issues = []
     if not defaults.user_data and not fleet.trust_first_use:
         issues.append(
-            ConfigIssue(
+            config_issue(
                 "fleet.cloud.trust_first_use",
                 f"{defaults.title} takes no user-data, so amdfleet cannot inject the "
                 "instance's SSH host key and pin it before the first connection",
@@ -92,7 +92,7 @@ def _cloud_team_and_trust(fleet: CloudFleetSpec, defaults: CloudDefaults) -> Iss
         )
     if fleet.provider == "hotaisle" and not fleet.team:
         issues.append(
-            ConfigIssue(
+            config_issue(
                 "fleet.cloud.team",
                 "Hot Aisle rents VMs to a team, and no team is given",
                 "set team: to your Hot Aisle team handle (the API's GET /user/ lists your teams)",
@@ -100,7 +100,7 @@ def _cloud_team_and_trust(fleet: CloudFleetSpec, defaults: CloudDefaults) -> Iss
         )
     if fleet.provider != "hotaisle" and fleet.team:
         issues.append(
-            ConfigIssue(
+            config_issue(
                 "fleet.cloud.team",
                 f"team {fleet.team!r} is a Hot Aisle setting; {defaults.title} has no teams "
                 "in its API",
@@ -110,16 +110,16 @@ def _cloud_team_and_trust(fleet: CloudFleetSpec, defaults: CloudDefaults) -> Iss
     return issues
 
 
-def _unknown_size(fleet: CloudFleetSpec) -> ConfigIssue:
+def _unknown_size(fleet: CloudFleetSpec) -> Finding:
     sizes = cloud_sizes(fleet.provider)
-    return ConfigIssue(
+    return config_issue(
         "fleet.cloud.plan",
         f"{fleet.plan!r} is not a {cloud(fleet.provider).title} size amdfleet knows",
         f"use one of: {'; '.join(_describe(s) for s in sizes)}",
     )
 
 
-def _size_mismatch(fleet: CloudFleetSpec, spec: StackSpec, size: CloudSize) -> ConfigIssue:
+def _size_mismatch(fleet: CloudFleetSpec, spec: StackSpec, size: CloudSize) -> Finding:
     topo = spec.topology
     matching = [
         s
@@ -134,7 +134,7 @@ def _size_mismatch(fleet: CloudFleetSpec, spec: StackSpec, size: CloudSize) -> C
         f"topology.accelerator/gpus_per_node to {size.accelerator} × {size.gpus} to use "
         f"{size.slug}"
     )
-    return ConfigIssue(
+    return config_issue(
         "fleet.cloud.plan",
         f"size {size.slug} has {size.gpus}x {size.accelerator} but the topology asks for "
         f"{wanted} per node",
@@ -149,7 +149,7 @@ def _cost_issues(fleet: CloudFleetSpec, spec: StackSpec, size: CloudSize) -> Iss
     issues: Issues = []
     if fleet.max_hourly_usd is not None and hourly > fleet.max_hourly_usd:
         issues.append(
-            ConfigIssue(
+            config_issue(
                 "fleet.cloud.max_hourly_usd",
                 f"the fleet costs ${hourly:,.2f}/h ({fleet.count} × {size.slug} at "
                 f"${size.price_hourly_usd:,.2f}/h), above max_hourly_usd "
@@ -162,7 +162,7 @@ def _cost_issues(fleet: CloudFleetSpec, spec: StackSpec, size: CloudSize) -> Iss
         return issues
     if ttl is None:
         issues.append(
-            ConfigIssue(
+            config_issue(
                 "fleet.cloud.max_total_usd",
                 f"max_total_usd ${fleet.max_total_usd:,.2f} bounds the campaign's cost, but "
                 "campaign.ttl_hours is not set, so the fleet runs (and bills) without end",
@@ -172,7 +172,7 @@ def _cost_issues(fleet: CloudFleetSpec, spec: StackSpec, size: CloudSize) -> Iss
         )
     elif hourly * ttl > fleet.max_total_usd:
         issues.append(
-            ConfigIssue(
+            config_issue(
                 "fleet.cloud.max_total_usd",
                 f"the campaign costs ${hourly * ttl:,.2f} (${hourly:,.2f}/h × {ttl:g} h), "
                 f"above max_total_usd ${fleet.max_total_usd:,.2f}",
@@ -204,7 +204,7 @@ def check_ports(spec: StackSpec) -> Issues:
     if port not in taken:
         return []
     return [
-        ConfigIssue(
+        config_issue(
             "serving.port",
             f"the API port {port} is also {taken[port]}: the second listener fails to bind",
             "pick another serving.port (8000 is the engines' default)",
@@ -219,7 +219,7 @@ def check_benchmark(spec: StackSpec) -> tuple[Issues, list[str]]:
         return [], []
     if "verification" not in spec.model_fields_set:
         return [
-            ConfigIssue(
+            config_issue(
                 "verification",
                 "the stack has no verification section: the readiness gate would run no "
                 "benchmark and mark the endpoint ready having measured nothing",
@@ -230,7 +230,7 @@ def check_benchmark(spec: StackSpec) -> tuple[Issues, list[str]]:
         ], []
     measures = "checks accuracy only" if verification.accuracy else "measures nothing"
     return [
-        ConfigIssue(
+        config_issue(
             "verification.scenarios",
             f"verification is enabled but lists no benchmark scenario: the gate {measures} "
             "and would mark the endpoint ready without a serving benchmark",
@@ -251,7 +251,7 @@ def check_parallelism(spec: StackSpec, arch: ModelArchitecture) -> tuple[Issues,
         issues.append(_gpu_count_issue(spec))
     if arch.heads % par.tp:
         issues.append(
-            ConfigIssue(
+            config_issue(
                 "parallelism.tp",
                 f"{par.tp} does not divide the model's {arch.heads} attention heads",
                 f"use a divisor of {arch.heads}: {_divisors(arch.heads, limit=16)}",
@@ -260,7 +260,7 @@ def check_parallelism(spec: StackSpec, arch: ModelArchitecture) -> tuple[Issues,
     kv_ok = arch.kv_heads % par.tp == 0 if par.tp <= arch.kv_heads else par.tp % arch.kv_heads == 0
     if not kv_ok:
         issues.append(
-            ConfigIssue(
+            config_issue(
                 "parallelism.tp",
                 f"{par.tp} and the model's {arch.kv_heads} KV heads do not split evenly",
                 "use a tp that divides the KV heads or is a multiple of them",
@@ -268,7 +268,7 @@ def check_parallelism(spec: StackSpec, arch: ModelArchitecture) -> tuple[Issues,
         )
     if par.pp > arch.layers:
         issues.append(
-            ConfigIssue(
+            config_issue(
                 "parallelism.pp",
                 f"{par.pp} pipeline stages for a model with {arch.layers} layers",
                 f"use pp <= {arch.layers}",
@@ -276,7 +276,7 @@ def check_parallelism(spec: StackSpec, arch: ModelArchitecture) -> tuple[Issues,
         )
     if topo.nodes > 1 and par.dp > 1:
         issues.append(
-            ConfigIssue(
+            config_issue(
                 "parallelism.dp",
                 f"data parallelism across nodes (dp={par.dp}, nodes={topo.nodes}) is not supported",
                 "run one stack per node with dp on each, or use dp: 1 with tp × pp",
@@ -297,7 +297,7 @@ def check_engine(resolved: Resolved) -> Issues:
     if spec.topology.nodes > 1 and not engine.multi_node:
         multi = [name for name, other in engines.REGISTRY.items() if other.multi_node]
         issues.append(
-            ConfigIssue(
+            config_issue(
                 "engine.name",
                 f"{engine.name} runs on a single node only, but topology.nodes is "
                 f"{spec.topology.nodes}",
@@ -308,7 +308,7 @@ def check_engine(resolved: Resolved) -> Issues:
     unsupported = [kind for kind in used if kind not in engine.parallelism]
     if unsupported:
         issues.append(
-            ConfigIssue(
+            config_issue(
                 "parallelism",
                 f"{engine.name} parallelises with {' and '.join(engine.parallelism)} only, not "
                 f"{' or '.join(unsupported)}",
@@ -320,13 +320,13 @@ def check_engine(resolved: Resolved) -> Issues:
     if acc.arch == "cpu" and not engine.cpu:
         cpu = [name for name, other in engines.REGISTRY.items() if other.cpu]
         issues.append(
-            ConfigIssue(
+            config_issue(
                 "engine.name", f"{engine.name} has no CPU backend", f"use {' or '.join(cpu)}"
             )
         )
     if spec.parallelism.backend not in engine.backends:
         issues.append(
-            ConfigIssue(
+            config_issue(
                 "parallelism.backend",
                 f"the {spec.parallelism.backend} backend is not a {engine.name} option",
                 f"use backend: {' or '.join(engine.backends)}",
@@ -334,7 +334,7 @@ def check_engine(resolved: Resolved) -> Issues:
         )
     if spec.topology.nodes > 1 and spec.engine.network != "host":
         issues.append(
-            ConfigIssue(
+            config_issue(
                 "engine.network",
                 "multi-node engines need host networking (RCCL and Gloo connect between "
                 "nodes on many ports)",
@@ -354,7 +354,7 @@ def check_verification(spec: StackSpec, serving: ServingPlan) -> tuple[Issues, l
         )
         if scenario.dataset == "random" and longest > serving.max_model_len:
             issues.append(
-                ConfigIssue(
+                config_issue(
                     f"verification.scenarios[{i}]",
                     f"'{scenario.name}' needs up to {longest} tokens per request but "
                     f"serving.max_model_len is {serving.max_model_len}",
@@ -371,7 +371,7 @@ def check_verification(spec: StackSpec, serving: ServingPlan) -> tuple[Issues, l
     for i, scenario in enumerate(spec.verification.scenarios):
         if scenario.baseline and scenario.baseline not in catalog.BASELINES:
             issues.append(
-                ConfigIssue(
+                config_issue(
                     f"verification.scenarios[{i}].baseline",
                     f"unknown baseline {scenario.baseline!r}",
                     f"use one of {', '.join(catalog.BASELINES)}",
@@ -379,7 +379,7 @@ def check_verification(spec: StackSpec, serving: ServingPlan) -> tuple[Issues, l
             )
     if spec.verification.baseline and spec.verification.baseline not in catalog.BASELINES:
         issues.append(
-            ConfigIssue(
+            config_issue(
                 "verification.baseline",
                 f"unknown baseline {spec.verification.baseline!r}",
                 f"use one of {', '.join(catalog.BASELINES)}",
@@ -399,7 +399,7 @@ def layout_warnings(resolved: Resolved, image: ImagePlan) -> list[str]:
             f"verified for this model on {acc.id} (tp={verified}, seed 003)"
         )
     warnings += [
-        f"{issue.path}: {issue.message}; `amdfleet plan` and `pulumi preview` accept it, "
+        f"{issue.subject}: {issue.detail}; `amdfleet plan` and `pulumi preview` accept it, "
         f"`pulumi up` refuses it — {issue.hint}"
         for issue in [
             *placeholder_host_keys(spec.fleet.hosts),
@@ -449,7 +449,7 @@ def layout_warnings(resolved: Resolved, image: ImagePlan) -> list[str]:
     return warnings
 
 
-def _gpu_count_issue(spec: StackSpec) -> ConfigIssue:
+def _gpu_count_issue(spec: StackSpec) -> Finding:
     """tp × pp × dp against nodes × gpus_per_node, with the fix in each direction."""
     par, topo = spec.parallelism, spec.topology
     needed, gpus = par.tp * par.pp * par.dp, topo.nodes * topo.gpus_per_node
@@ -459,7 +459,7 @@ def _gpu_count_issue(spec: StackSpec) -> ConfigIssue:
     )
     fit = f"make tp × pp × dp = {gpus} to use the GPUs the topology has"
     if needed < gpus:
-        return ConfigIssue(
+        return config_issue(
             "parallelism",
             f"{message}: {gpus - needed} would sit idle",
             f"{fit}, or shrink the topology to {needed} GPUs (nodes × gpus_per_node)",
@@ -469,7 +469,7 @@ def _gpu_count_issue(spec: StackSpec) -> ConfigIssue:
     if per_node != topo.gpus_per_node:
         grow += f" and gpus_per_node: {per_node}"
     grow += f", and list {nodes} fleet hosts (the fleet has {spec.fleet.node_count})"
-    return ConfigIssue(
+    return config_issue(
         "parallelism",
         f"{message}: the layout needs {needed - gpus} GPU(s) more than the fleet has",
         f"{grow}; or {fit}",
@@ -505,7 +505,7 @@ def _cpu_pipeline_eager(spec: StackSpec, acc: Accelerator) -> Issues:
     if index is None:
         return []
     return [
-        ConfigIssue(
+        config_issue(
             f"engine.extra_args[{index}]",
             f"--enforce-eager with pipeline parallel ({spec.parallelism.pp} stages) on vLLM's CPU "
             "build: its first request kills the engine (an assertion on the stages' "

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from amdfleet.catalog.gpus import Accelerator
 from amdfleet.config import FabricSpec, StackSpec, size_bytes
-from amdfleet.errors import ConfigIssue
+from amdfleet.findings import Finding, config_issue
 from amdfleet.plan.models import REMOTE_ROOT, FabricPlan
 from amdfleet.remote.fabric import size_label
 from amdfleet.remote.fabric_gloo import sweep
@@ -25,7 +25,7 @@ ELEMENT_BYTES = 4
 """Both tests reduce float32 elements."""
 
 
-def fabric_issues(spec: StackSpec, acc: Accelerator) -> list[ConfigIssue]:
+def fabric_issues(spec: StackSpec, acc: Accelerator) -> list[Finding]:
     """What makes an enabled fabric check impossible: a sweep that never reaches the gate
     size, a CPU stack with a single node (gloo needs two), a rendezvous port in use."""
     fabric = spec.fabric
@@ -35,7 +35,7 @@ def fabric_issues(spec: StackSpec, acc: Accelerator) -> list[ConfigIssue]:
     if _is_cpu(acc):
         if spec.topology.nodes < 2:
             issues.append(
-                ConfigIssue(
+                config_issue(
                     "fabric.enabled",
                     "a CPU stack with one node has no fabric to test (the gloo sweep runs "
                     "one rank per node and needs two)",
@@ -91,11 +91,11 @@ def _sizes(fabric: FabricSpec, cpu: bool) -> tuple[int, int, int]:
     )
 
 
-def _size_issues(fabric: FabricSpec, cpu: bool) -> list[ConfigIssue]:
+def _size_issues(fabric: FabricSpec, cpu: bool) -> list[Finding]:
     low, high, gate = _sizes(fabric, cpu)
     if low < ELEMENT_BYTES:
         return [
-            ConfigIssue(
+            config_issue(
                 "fabric.min_size",
                 f"{size_label(low)} is less than one float32 element ({ELEMENT_BYTES} bytes)",
                 "use a min_size of at least 4 (AMD's acceptance command uses 8)",
@@ -103,7 +103,7 @@ def _size_issues(fabric: FabricSpec, cpu: bool) -> list[ConfigIssue]:
         ]
     if low > high:
         return [
-            ConfigIssue(
+            config_issue(
                 "fabric.max_size",
                 f"the sweep ends at {size_label(high)}, before it starts ({size_label(low)})",
                 "make max_size at least min_size",
@@ -115,7 +115,7 @@ def _size_issues(fabric: FabricSpec, cpu: bool) -> list[ConfigIssue]:
     named = "gate_size" if fabric.gate_size else "the default gate size"
     where = "above max_size" if gate > high else "not min_size times a power of two"
     return [
-        ConfigIssue(
+        config_issue(
             "fabric.gate_size",
             f"{named} {size_label(gate)} is {where}, so the sweep {size_label(low)} .. "
             f"{size_label(high)} (doubling) never measures it",
@@ -129,7 +129,7 @@ def _span(sizes: list[int]) -> str:
     return ", ".join(shown) if len(shown) <= 6 else f"{', '.join(shown[:3])}, ..., {shown[-1]}"
 
 
-def _port_issues(spec: StackSpec) -> list[ConfigIssue]:
+def _port_issues(spec: StackSpec) -> list[Finding]:
     """The gloo rendezvous port against the ports the engine and SSH use: the check may
     run while an engine from an earlier update still holds them."""
     port = spec.fabric.port
@@ -145,7 +145,7 @@ def _port_issues(spec: StackSpec) -> list[ConfigIssue]:
     if port not in taken:
         return []
     return [
-        ConfigIssue(
+        config_issue(
             "fabric.port",
             f"the fabric check's rendezvous port {port} is also {taken[port]}",
             "pick another fabric.port (default 29700)",

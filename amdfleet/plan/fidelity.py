@@ -20,7 +20,7 @@ from amdfleet.catalog.releases import COMMIT_RE
 from amdfleet.engines.flags import canonical_flag, parse_flags
 from amdfleet.engines.manifest import EngineManifest, FlagProblem, check_env, check_flags
 from amdfleet.engines.manifest import manifest as find_manifest
-from amdfleet.errors import ConfigIssue
+from amdfleet.findings import Finding, config_issue
 from amdfleet.plan.admission import admission_issues, peak_load
 from amdfleet.plan.checkpoint import Resolved
 from amdfleet.plan.models import ImagePlan, ModelPlan, NodePlan
@@ -36,7 +36,7 @@ class EngineVersion:
 
 def engine_version(
     resolved: Resolved, image: ImagePlan
-) -> tuple[EngineVersion | None, list[ConfigIssue], list[str]]:
+) -> tuple[EngineVersion | None, list[Finding], list[str]]:
     """The engine version the stack runs, the issues with ``engine.version``, and
     warnings where amdfleet cannot know the version for sure."""
     spec = resolved.spec
@@ -48,7 +48,7 @@ def engine_version(
         return (
             None,
             [
-                ConfigIssue(
+                config_issue(
                     "engine.version",
                     f"the catalog pins no {name} {asked}: amdfleet knows what "
                     f"{', '.join(f'{name} {v}' for v in known)} accept, not this version",
@@ -86,14 +86,14 @@ def engine_version(
 
 def command_findings(
     resolved: Resolved, model: ModelPlan, nodes: Iterable[NodePlan], found: EngineManifest
-) -> tuple[list[ConfigIssue], list[str]]:
+) -> tuple[list[Finding], list[str]]:
     """Every flag and engine variable the nodes render, checked against ``found``, and the
     engine's admission limits against the stack's verification: the refusals (with the
     field each came from) and the warnings (deprecations)."""
     spec, engine = resolved.spec, resolved.engine
     lead = len(engine.command) + len(engine.positional(model.checkpoint))
     origins = _Origins.of(resolved)
-    issues: dict[tuple[str, str], ConfigIssue] = {}
+    issues: dict[tuple[str, str], Finding] = {}
     warnings: dict[str, str] = {}
     load = peak_load(spec.verification)
     for node in nodes:
@@ -104,7 +104,7 @@ def command_findings(
             for issue in admission_issues(
                 spec.engine.name, found, flags, load, spec.engine.extra_args
             ):
-                issues.setdefault((issue.path, issue.message), issue)
+                issues.setdefault((issue.subject, issue.detail), issue)
         names = sorted({*node.env, *node.secret_env})
         for problem in check_env(found, names):
             _record(problem, origins.env(problem.flag), found, issues, warnings)
@@ -156,7 +156,7 @@ def _record(
     problem: FlagProblem,
     origin: tuple[str, str],
     found: EngineManifest,
-    issues: dict[tuple[str, str], ConfigIssue],
+    issues: dict[tuple[str, str], Finding],
     warnings: dict[str, str],
 ) -> None:
     field, note = origin
@@ -168,5 +168,5 @@ def _record(
         hint += "; or set engine.recipe: false and give your own engine.extra_args"
     issues.setdefault(
         (field, problem.flag),
-        ConfigIssue(field, f"{problem.message}{note}", hint),
+        config_issue(field, f"{problem.message}{note}", hint),
     )

@@ -15,7 +15,7 @@ from amdfleet import catalog
 from amdfleet.catalog.engines import SOURCE_BUILD_HOURS_PER_TARGET
 from amdfleet.catalog.releases import AITER_SOURCE, BUILD_BASE_IMAGE, VLLM_SOURCE, SourcePin
 from amdfleet.config import HostSpec, StackSpec
-from amdfleet.errors import ConfigIssue
+from amdfleet.findings import Finding, config_issue
 from amdfleet.plan.checkpoint import Resolved
 from amdfleet.plan.models import ImagePlan
 from amdfleet.remote.registry import is_pinned
@@ -27,7 +27,7 @@ TAG_PREFIX = "c-"
 TAG_HASH_CHARS = 16
 
 
-def image_plan(resolved: Resolved) -> tuple[ImagePlan, list[ConfigIssue]]:
+def image_plan(resolved: Resolved) -> tuple[ImagePlan, list[Finding]]:
     """The image plan, and the issues with the stack's image settings."""
     spec, acc = resolved.spec, resolved.accelerator
     build = spec.image_build
@@ -35,7 +35,7 @@ def image_plan(resolved: Resolved) -> tuple[ImagePlan, list[ConfigIssue]]:
         if not build.enabled:
             return ImagePlan(image=None, build=False), []
         return ImagePlan(image=None, build=False), [
-            ConfigIssue(
+            config_issue(
                 "image_build.enabled",
                 "an image build needs engine.runtime: docker",
                 "set engine.runtime: docker or disable the build",
@@ -49,7 +49,7 @@ def image_plan(resolved: Resolved) -> tuple[ImagePlan, list[ConfigIssue]]:
         return ImagePlan(image=None, build=False), []  # engine.version is refused for it
     if image is None:
         return ImagePlan(image=None, build=False), [
-            ConfigIssue(
+            config_issue(
                 "engine.image",
                 f"the catalog has no {spec.engine.name} image for {acc.arch}",
                 "set engine.image, or use engine.runtime: process",
@@ -58,7 +58,7 @@ def image_plan(resolved: Resolved) -> tuple[ImagePlan, list[ConfigIssue]]:
     source = "engine.image" if spec.engine.image else "catalog"
     if "@" in image and not is_pinned(image):
         return ImagePlan(image=None, build=False), [
-            ConfigIssue(
+            config_issue(
                 "engine.image",
                 f"{image!r} names a digest that is not sha256:<64 hex digits>",
                 "give a tag (repository:tag, pinned to its digest at `pulumi up`) or a full "
@@ -86,13 +86,13 @@ def build_hours(targets: tuple[str, ...]) -> float:
     return SOURCE_BUILD_HOURS_PER_TARGET * max(len(targets), 1)
 
 
-def _build_plan(resolved: Resolved) -> tuple[ImagePlan, list[ConfigIssue]]:
+def _build_plan(resolved: Resolved) -> tuple[ImagePlan, list[Finding]]:
     spec, acc = resolved.spec, resolved.accelerator
     build = spec.image_build
     issues = []
     if not resolved.engine.builds_image or acc.arch not in catalog.GPU_ARCHS:
         issues.append(
-            ConfigIssue(
+            config_issue(
                 "image_build.enabled",
                 f"the AITER + vLLM build is for vllm on gfx942/gfx950, not "
                 f"{spec.engine.name} on {acc.arch}",
@@ -105,7 +105,7 @@ def _build_plan(resolved: Resolved) -> tuple[ImagePlan, list[ConfigIssue]]:
     bad = [t for t in targets if t not in catalog.GPU_ARCHS]
     if bad:
         issues.append(
-            ConfigIssue(
+            config_issue(
                 "image_build.gfx_targets",
                 f"unknown gfx target(s): {', '.join(bad)}",
                 f"use {' or '.join(catalog.GPU_ARCHS)}",
@@ -114,7 +114,7 @@ def _build_plan(resolved: Resolved) -> tuple[ImagePlan, list[ConfigIssue]]:
     hours = build_hours(targets)
     if acc.arch not in targets:
         issues.append(
-            ConfigIssue(
+            config_issue(
                 "image_build.gfx_targets",
                 f"the build targets {', '.join(targets)} but the GPUs are {acc.arch}: the "
                 f"image would not run on them, after a build of about {hours:g} h",
@@ -127,7 +127,7 @@ def _build_plan(resolved: Resolved) -> tuple[ImagePlan, list[ConfigIssue]]:
     moving = catalog.moving_tag(base_image)
     if moving is not None:
         issues.append(
-            ConfigIssue(
+            config_issue(
                 "image_build.base_image",
                 f"{base_image!r} is a moving tag ({moving}): the build would change under "
                 "the same content tag",
@@ -179,7 +179,7 @@ def _build_plan(resolved: Resolved) -> tuple[ImagePlan, list[ConfigIssue]]:
 
 def _source_pin(
     field: str, ref: str | None, pins: tuple[SourcePin, ...], what: str
-) -> tuple[SourcePin | None, list[ConfigIssue]]:
+) -> tuple[SourcePin | None, list[Finding]]:
     """The commit a build ref names: the catalog's pin when unset, a tag the catalog
     pins, or a full commit. A branch (``main``, ``dev/perf``) is refused: it names
     whatever was pushed last, so the build could not say which code it holds."""
@@ -192,7 +192,7 @@ def _source_pin(
         f"{p.tag} ({p.commit[:12] if p.commit else 'commit not recorded'})" for p in pins
     )
     return None, [
-        ConfigIssue(
+        config_issue(
             field,
             f"{ref!r} is not a {what} release the catalog pins nor a full commit: a branch or "
             "an unpinned tag names whatever was pushed last",
@@ -203,7 +203,7 @@ def _source_pin(
     ]
 
 
-def _build_host(spec: StackSpec) -> tuple[str | None, HostTarget | None, list[ConfigIssue]]:
+def _build_host(spec: StackSpec) -> tuple[str | None, HostTarget | None, list[Finding]]:
     """The build host's name and target (registry builds only)."""
     build = spec.image_build
     chosen = build.build_host
@@ -214,7 +214,7 @@ def _build_host(spec: StackSpec) -> tuple[str | None, HostTarget | None, list[Co
             None,
             None,
             [
-                ConfigIssue(
+                config_issue(
                     "image_build.build_host",
                     "a build host needs a registry: without one every node builds its own image",
                     "set image_build.registry, or remove image_build.build_host",
@@ -228,7 +228,7 @@ def _build_host(spec: StackSpec) -> tuple[str | None, HostTarget | None, list[Co
                 None,
                 None,
                 [
-                    ConfigIssue(
+                    config_issue(
                         "image_build.build_host.name",
                         f"{chosen.name!r} is already a fleet host's name",
                         f"name the fleet host by its name alone (build_host: {chosen.name}), "
@@ -254,5 +254,5 @@ def _build_host(spec: StackSpec) -> tuple[str | None, HostTarget | None, list[Co
     return (
         None,
         None,
-        [ConfigIssue("image_build.build_host", f"{chosen!r} is not a host of the fleet", hint)],
+        [config_issue("image_build.build_host", f"{chosen!r} is not a host of the fleet", hint)],
     )

@@ -43,7 +43,7 @@ from typing import NamedTuple
 from amdfleet import catalog
 from amdfleet.catalog.gpus import Accelerator
 from amdfleet.config import ModelArchitecture
-from amdfleet.errors import ConfigIssue
+from amdfleet.findings import Finding, config_issue
 from amdfleet.plan.checkpoint import weight_bytes
 from amdfleet.plan.models import (
     GIB,
@@ -139,7 +139,7 @@ def does_not_fit(
     serving: ServingPlan,
     parallelism: ParallelismPlan,
     budget: MemoryBudget,
-) -> ConfigIssue:
+) -> Finding:
     """The issue for a budget that does not fit, with the changes that would fit."""
     needed, has = budget.needed_gib, budget.usable_gib
     where = f" on pipeline stage {budget.stage}" if budget.stages else ""
@@ -150,7 +150,7 @@ def does_not_fit(
         f"{budget.required_kv_tokens * budget.kv_bytes_per_token / GIB:.1f}"
     )
     hints = _suggestions(acc, model, serving, parallelism, budget)
-    return ConfigIssue("parallelism", message, "; or ".join(hints))
+    return config_issue("parallelism", message, "; or ".join(hints))
 
 
 def _suggestions(

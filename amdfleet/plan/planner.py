@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from amdfleet.config import STACKS_DIR, StackSpec
-from amdfleet.errors import ConfigIssue, PlanError
+from amdfleet.errors import PlanError
+from amdfleet.findings import Finding, config_issue
 from amdfleet.plan import checks, fidelity, layout
 from amdfleet.plan import fabric as fabric_check
 from amdfleet.plan.checkpoint import (
@@ -46,7 +47,7 @@ def plan(spec: StackSpec) -> DeploymentPlan:
     if resolved is None:
         raise PlanError(found, where)
     acc = resolved.accelerator
-    issues: list[ConfigIssue] = []
+    issues: list[Finding] = []
     model, found = resolve_model(resolved)
     issues += found
     issues += checks.check_fleet(resolved)
@@ -176,18 +177,18 @@ def _weights(spec: StackSpec, model: ModelPlan, nodes: tuple[NodePlan, ...]) -> 
 
 def verification_plan(
     spec: StackSpec, serving: ServingPlan
-) -> tuple[VerificationPlan, list[ConfigIssue]]:
+) -> tuple[VerificationPlan, list[Finding]]:
     """The verification as it runs: a parity reference path made absolute (relative ones
     are the project directory's) and the dtype it compares in resolved (the parity
     block's own, else the dtype the engine serves)."""
     verification = spec.verification
     parity = verification.parity
-    issues: list[ConfigIssue] = []
+    issues: list[Finding] = []
     if parity is not None:
         dtype = parity.dtype or serving.dtype
         if dtype is None:
             issues.append(
-                ConfigIssue(
+                config_issue(
                     "verification.parity.dtype",
                     "not set, and the engine serves the checkpoint's own dtype (serving.dtype: "
                     "auto on a GPU), so which recorded dtype to compare with is unknown",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from amdfleet.config import StackSpec
-from amdfleet.errors import ConfigIssue
+from amdfleet.findings import Finding, config_issue
 from amdfleet.plan.admission import peak_load
 from amdfleet.plan.checkpoint import Resolved
 from amdfleet.plan.models import REMOTE_ROOT, ServingPlan
@@ -20,15 +20,15 @@ CPU_KV_SPACE_VAR = "VLLM_CPU_KVCACHE_SPACE"
 _CPU_KV_SPACE_DEFAULT = "4"
 
 
-def serving_plan(resolved: Resolved) -> tuple[ServingPlan, list[ConfigIssue]]:
+def serving_plan(resolved: Resolved) -> tuple[ServingPlan, list[Finding]]:
     """The resolved serving knobs, and the issues with the stack's own values."""
     spec, acc, arch = resolved.spec, resolved.accelerator, resolved.model.arch
-    issues: list[ConfigIssue] = []
+    issues: list[Finding] = []
     defaults = _recipe_defaults(resolved)
     max_len = spec.serving.max_model_len or arch.max_context
     if max_len > arch.max_context:
         issues.append(
-            ConfigIssue(
+            config_issue(
                 "serving.max_model_len",
                 f"{max_len} exceeds the model's context of {arch.max_context} tokens",
                 f"use at most {arch.max_context}",
@@ -39,7 +39,7 @@ def serving_plan(resolved: Resolved) -> tuple[ServingPlan, list[ConfigIssue]]:
         kv = str(defaults.get("kv_cache_dtype", "auto"))
     if kv == "fp8" and not acc.fp8:
         issues.append(
-            ConfigIssue(
+            config_issue(
                 "serving.kv_cache_dtype",
                 f"an fp8 KV cache is not supported on {acc.id}",
                 "use kv_cache_dtype: auto",
@@ -73,7 +73,7 @@ def serving_plan(resolved: Resolved) -> tuple[ServingPlan, list[ConfigIssue]]:
 _TGI_DTYPES = ("float16", "bfloat16")
 
 
-def serving_dtype(resolved: Resolved) -> tuple[str | None, list[ConfigIssue]]:
+def serving_dtype(resolved: Resolved) -> tuple[str | None, list[Finding]]:
     """The ``--dtype`` the engine gets: ``serving.dtype``, with ``auto`` resolved.
 
     On a CPU, ``auto`` is float32: the one dtype every CPU serves correctly (vLLM's
@@ -87,7 +87,7 @@ def serving_dtype(resolved: Resolved) -> tuple[str | None, list[ConfigIssue]]:
     if wanted == "auto":
         return ("float32" if resolved.accelerator.arch == "cpu" else None), []
     if spec.engine.name == "tgi" and wanted not in _TGI_DTYPES:
-        issue = ConfigIssue(
+        issue = config_issue(
             "serving.dtype",
             f"TGI does not serve {wanted}",
             f"use one of {', '.join(_TGI_DTYPES)}, or auto",

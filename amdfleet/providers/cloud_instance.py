@@ -41,11 +41,11 @@ from amdfleet.errors import (
     AmdFleetError,
     CloudInstanceError,
     ConfigError,
-    ConfigIssue,
     HostKeyMismatchError,
     HostUnreachableError,
     RemoteError,
 )
+from amdfleet.findings import config_issue
 from amdfleet.hostkeys import HostKeyPair, generate_host_key
 from amdfleet.providers.progress import Progress, format_duration, resource_urn
 from amdfleet.providers.props import ProviderProps, changed_keys
@@ -190,7 +190,7 @@ def _refuse_unpinnable(p: CloudInstanceProps) -> None:
     if p.provider in NO_USER_DATA and not p.trust_first_use:
         raise ConfigError(
             [
-                ConfigIssue(
+                config_issue(
                     "trust_first_use",
                     f"{p.provider} takes no cloud-init user-data, so amdfleet cannot pin "
                     f"the host key of {p.name} before it boots",

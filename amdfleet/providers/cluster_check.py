@@ -42,7 +42,8 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvide
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from amdfleet import engines
-from amdfleet.errors import AmdFleetError, ConfigIssue, PlanError, PropsError, RemoteError
+from amdfleet.errors import AmdFleetError, PlanError, PropsError, RemoteError
+from amdfleet.findings import Finding, config_issue
 from amdfleet.plan import DeploymentPlan, NodePlan
 from amdfleet.plan.layout import engine_python
 from amdfleet.providers.cloud_host import gone_with_instance
@@ -50,7 +51,6 @@ from amdfleet.providers.progress import Progress, resource_urn
 from amdfleet.providers.props import ProviderProps, changed_keys
 from amdfleet.remote.cluster import (
     CLUSTER,
-    ClusterFinding,
     ClusterReport,
     NodeFacts,
     check_agreement,
@@ -267,7 +267,7 @@ def _check(
     p: ClusterCheckProps, progress: Progress, *, bind: bool, enforce: bool
 ) -> dict[str, Any]:
     if p.facts is None:
-        issue = ConfigIssue("facts", "missing", "pass every node's SshHost facts as `facts`")
+        issue = config_issue("facts", "missing", "pass every node's SshHost facts as `facts`")
         raise PropsError([issue], "ClusterCheckProps")
     progress.step(f"connecting to {len(p.nodes)} node(s)")
     with _sessions(p.nodes) as (conns, findings):
@@ -278,18 +278,18 @@ def _check(
         raise_for_failures(report)
         progress.note(_summary(p, report))
     return p.to_outputs(
-        interfaces=dict(report.interfaces), checks=[f.to_dict() for f in report.findings]
+        interfaces=dict(report.interfaces), checks=[f.to_dict("node") for f in report.findings]
     )
 
 
 @contextlib.contextmanager
 def _sessions(
     nodes: Sequence[ClusterNode],
-) -> Iterator[tuple[dict[str, Connection], list[ClusterFinding]]]:
+) -> Iterator[tuple[dict[str, Connection], list[Finding]]]:
     """Open every node's connection at once; a node that cannot be reached is a finding."""
     opened = _each(nodes, lambda node: open_host(node.host))
     conns: dict[str, Connection] = {}
-    findings: list[ClusterFinding] = []
+    findings: list[Finding] = []
     for node in nodes:
         result = opened[node.name]
         if isinstance(result, Exception):
@@ -305,7 +305,7 @@ def _sessions(
 def _engine_versions(
     p: ClusterCheckProps,
     conns: Mapping[str, Connection],
-    findings: list[ClusterFinding],
+    findings: list[Finding],
     progress: Progress,
 ) -> dict[str, str | None]:
     command = p.engine_version_command
@@ -449,7 +449,7 @@ def _report(
     versions: Mapping[str, str | None],
     listener: ListenerReport | None,
     connects: Mapping[str, ConnectReport],
-    findings: list[ClusterFinding],
+    findings: list[Finding],
 ) -> ClusterReport:
     nodes = [_node_facts(p, node, facts[node.name], versions, connects) for node in p.nodes]
     all_findings = [*findings, *check_agreement(nodes)]
@@ -462,7 +462,9 @@ def _report(
             p.head.name, p.head.cluster_address, p.ports, listener, connects
         )
     rank = {node.name: i for i, node in enumerate(p.nodes)}
-    ordered = sorted(all_findings, key=lambda f: -1 if f.node == CLUSTER else rank.get(f.node, 0))
+    ordered = sorted(
+        all_findings, key=lambda f: -1 if f.subject == CLUSTER else rank.get(f.subject, 0)
+    )
     return ClusterReport(interfaces, tuple(ordered))
 
 
@@ -499,17 +501,17 @@ def _each(
     return {node.name: outcome.outcome(node.name) for node in nodes}
 
 
-def _unreachable(node: ClusterNode, error: Exception) -> ClusterFinding:
+def _unreachable(node: ClusterNode, error: Exception) -> Finding:
     hint = getattr(error, "hint", "") or f"check that {node.name} is up and reachable over SSH"
-    return ClusterFinding(node.name, "ssh", False, _message(error), hint)
+    return Finding(node.name, "ssh", False, _message(error), hint)
 
 
-def _version_failure(name: str, command: str, result: CommandResult | Exception) -> ClusterFinding:
+def _version_failure(name: str, command: str, result: CommandResult | Exception) -> Finding:
     if isinstance(result, CommandResult):
         why = _failed(result) if not result.ok else "it printed no version"
     else:
         why = _message(result)
-    return ClusterFinding(
+    return Finding(
         name,
         "engine_version",
         False,
@@ -540,7 +542,7 @@ def _summary(p: ClusterCheckProps, report: ClusterReport) -> str:
     10.0.0.1 at 29500``"""
     names = sorted({i for i in report.interfaces.values() if i})
     parts = [f"{len(p.nodes)} node(s)", f"interfaces {', '.join(names) or 'none'}"]
-    if any(f.name == "reach_head" for f in report.findings):
+    if any(f.check == "reach_head" for f in report.findings):
         ports = _ports(sorted(set(p.ports.values())))
         parts.append(f"every node reached {p.head.cluster_address} at {ports}")
     return f"cluster preflight passed: {'; '.join(parts)}"
@@ -549,7 +551,7 @@ def _summary(p: ClusterCheckProps, report: ClusterReport) -> str:
 def _node(plan: DeploymentPlan, node: NodePlan, target: HostTarget) -> ClusterNode:
     address = node.cluster_address or node.address
     if not address:
-        issue = ConfigIssue("fleet", f"node {node.name} has no cluster address yet", "")
+        issue = config_issue("fleet", f"node {node.name} has no cluster address yet", "")
         raise PlanError([issue], f"stack {plan.stack}")
     return ClusterNode(
         name=node.name,

@@ -26,7 +26,8 @@ from pulumi.output import Unknown
 from pulumi.runtime import rpc
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from amdfleet.errors import ConfigIssue, PropsError
+from amdfleet.errors import PropsError
+from amdfleet.findings import Finding
 from amdfleet.providers.progress import URN_KEY
 from amdfleet.pydantic_issues import validation_issues
 
@@ -110,7 +111,7 @@ def changed_keys(
     return [k for k in keys if plain(olds.get(k)) != plain(news.get(k))]
 
 
-def _issues(model: type[ProviderProps], error: ValidationError) -> list[ConfigIssue]:
+def _issues(model: type[ProviderProps], error: ValidationError) -> list[Finding]:
     def secret(loc: tuple[Any, ...], value: Any) -> bool:
         return bool(loc) and loc[0] in model.SECRET_FIELDS
 

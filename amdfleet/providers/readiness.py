@@ -18,6 +18,7 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvide
 from pydantic import Field
 
 from amdfleet.errors import VerificationFailed
+from amdfleet.findings import Finding
 from amdfleet.providers.props import ProviderProps, plain
 
 
@@ -79,5 +80,6 @@ class ReadinessGate(pulumi.dynamic.Resource, module="amdfleet", name="ReadinessG
 
 def _gate(p: ReadinessGateProps) -> dict[str, Any]:
     if p.passed is not True:
-        raise VerificationFailed(p.failures or [], p.verdict_table or "")
+        failures = [Finding.threshold(*failure) for failure in p.failures or []]
+        raise VerificationFailed(failures, p.verdict_table or "")
     return p.to_outputs()

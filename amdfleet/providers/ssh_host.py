@@ -19,12 +19,13 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvide
 from pydantic import Field
 
 from amdfleet.errors import PreflightError, RemoteCommandError
+from amdfleet.findings import Finding
 from amdfleet.providers.cloud_host import gone_with_instance
 from amdfleet.providers.progress import Progress, resource_urn
 from amdfleet.providers.props import ProviderProps, changed_keys
 from amdfleet.remote.facts import HostFacts
 from amdfleet.remote.facts.probe import build_probe_script, parse_probe_output, probe_time_limit
-from amdfleet.remote.preflight import PreflightCheck, check_host
+from amdfleet.remote.preflight import check_host
 from amdfleet.remote.requirement import HostRequirement
 from amdfleet.remote.transport.hosts import open_host
 from amdfleet.remote.transport.target import HostTarget
@@ -119,10 +120,10 @@ def _inspect(p: SshHostProps, progress: Progress, enforce: bool) -> dict[str, An
             "the host's /bin/sh did not run the probe; is it a POSIX system?",
         ) from e
     progress.step("running preflight checks")
-    checks = check_host(facts, p.requirement)
+    checks = check_host(conn.host, facts, p.requirement)
     failed = [c for c in checks if not c.ok]
     if enforce and failed:
-        raise PreflightError([(conn.host, f"{c.name}: {c.detail}", c.hint) for c in failed])
+        raise PreflightError(failed)
     if enforce:
         progress.note(_summary(facts, checks))
     return p.to_outputs(
@@ -136,7 +137,7 @@ def _where(host: HostTarget) -> str:
     return f"{host.user}@{host.ssh_address}"
 
 
-def _summary(facts: HostFacts, checks: list[PreflightCheck]) -> str:
+def _summary(facts: HostFacts, checks: list[Finding]) -> str:
     """``node-1: Ubuntu 22.04, 8x MI300X (gfx942), ROCm 6.2.0; preflight passed (9 checks)``"""
     parts = [facts.os_name or "unknown OS"]
     if facts.gpus:

@@ -196,7 +196,7 @@ def _run(p: VerificationProps, progress: Progress) -> dict[str, Any]:
     return p.to_outputs(
         passed=result.passed,
         result=result.to_dict(),
-        failures=[list(f) for f in result.failures()],
+        failures=[[f.subject, f.expected, f.observed] for f in result.failures()],
         verdict_table="" if result.passed else render_verdict_table(result),
     )
 
@@ -263,7 +263,9 @@ class _VerificationDisplay:
             first = f": {_headline(result.runs[0])}" if result.runs else ""
             self._progress.note(f"verification passed ({checks} checks){first}")
         else:
-            failed = "; ".join(f"{m} {o} (expected {e})" for m, e, o in result.failures())
+            failed = "; ".join(
+                f"{f.subject} {f.observed} (expected {f.expected})" for f in result.failures()
+            )
             self._progress.note(f"verification failed: {failed}")
 
 

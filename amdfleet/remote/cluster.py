@@ -5,7 +5,8 @@ Pure, like the rest of :mod:`amdfleet.remote`: command builders, parsers of what
 commands print, and checks over facts already collected. The ClusterCheck provider
 (:mod:`amdfleet.providers.cluster_check`) runs the commands over SSH.
 
-Checks (each a :class:`ClusterFinding`, passing or not; a failing one has a fix):
+Checks (each a :class:`~amdfleet.findings.Finding` about a node, or about all of them
+as :data:`CLUSTER`; passing or not, a failing one has a fix):
 
 * agreement across nodes (:func:`check_agreement`): GPU model and count, ROCm release,
   amdgpu driver, and when known the engine image digest (docker runtime) or engine
@@ -27,34 +28,19 @@ import ipaddress
 import shlex
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from amdfleet.errors import PreflightError
+from amdfleet.findings import Finding
 from amdfleet.remote.facts.gpus import match_accelerator
 from amdfleet.remote.facts.records import GpuFacts, HostFacts
 
 CLUSTER = "cluster"
-"""The ``node`` of a finding about all nodes together (an agreement check)."""
+"""The subject of a finding about all nodes together (an agreement check)."""
 
 
 # --------------------------------------------------------------------------- records
-
-
-@dataclass(frozen=True)
-class ClusterFinding:
-    """One check: about one node (``node`` is its name) or about all (:data:`CLUSTER`).
-    ``hint`` says how to fix it when ``ok`` is False."""
-
-    node: str
-    name: str
-    ok: bool
-    detail: str
-    hint: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able values."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass(frozen=True)
@@ -86,10 +72,10 @@ class ClusterReport:
     no interface carries its cluster address) and every finding."""
 
     interfaces: Mapping[str, str | None]
-    findings: tuple[ClusterFinding, ...]
+    findings: tuple[Finding, ...]
 
     @property
-    def failures(self) -> tuple[ClusterFinding, ...]:
+    def failures(self) -> tuple[Finding, ...]:
         """The findings that did not pass."""
         return tuple(f for f in self.findings if not f.ok)
 
@@ -97,8 +83,7 @@ class ClusterReport:
 def raise_for_failures(report: ClusterReport) -> None:
     """Raise :class:`PreflightError` listing every failure of every node, if any."""
     if report.failures:
-        failures = [(f.node, f"{f.name}: {f.detail}", f.hint) for f in report.failures]
-        raise PreflightError(failures, heading="cluster preflight failed")
+        raise PreflightError(report.failures, heading="cluster preflight failed")
 
 
 # ----------------------------------------------------------------- interfaces
@@ -146,7 +131,7 @@ def collective_env(interface: str | None) -> dict[str, str]:
     return {"GLOO_SOCKET_IFNAME": interface, "NCCL_SOCKET_IFNAME": interface}
 
 
-def check_network(node: NodeFacts) -> tuple[str | None, list[ClusterFinding]]:
+def check_network(node: NodeFacts) -> tuple[str | None, list[Finding]]:
     """The node's collective interface, and the findings about it and about the RDMA
     devices the stack names."""
     interface = next(
@@ -161,7 +146,7 @@ def check_network(node: NodeFacts) -> tuple[str | None, list[ClusterFinding]]:
 # ----------------------------------------------------------------- agreement
 
 
-def check_agreement(nodes: Sequence[NodeFacts]) -> list[ClusterFinding]:
+def check_agreement(nodes: Sequence[NodeFacts]) -> list[Finding]:
     """One finding per value all nodes must share (see the module docstring); image
     digests, engine versions and model commits only when some node knows one.
 
@@ -219,11 +204,11 @@ def _has_loopback(addresses: Sequence[str]) -> bool:
     return any((ip := _interface_ip(a)) is not None and ip.is_loopback for a in addresses)
 
 
-def _interface_finding(node: NodeFacts, found: str | None) -> ClusterFinding:
+def _interface_finding(node: NodeFacts, found: str | None) -> Finding:
     named, address = node.network_interface, node.cluster_address
     shown = address if node.ips in ((), (address,)) else f"{address} ({', '.join(node.ips)})"
     if found is None:
-        return ClusterFinding(
+        return Finding(
             node.name,
             "network_interface",
             False,
@@ -235,7 +220,7 @@ def _interface_finding(node: NodeFacts, found: str | None) -> ClusterFinding:
     if named is not None and named != found:
         names = ", ".join(i.name for i in node.facts.interfaces) or "none"
         exists = "" if named in names.split(", ") else f"; {node.name} has no {named} ({names})"
-        return ClusterFinding(
+        return Finding(
             node.name,
             "network_interface",
             False,
@@ -244,7 +229,7 @@ def _interface_finding(node: NodeFacts, found: str | None) -> ClusterFinding:
             "uses the interface that carries the node's cluster address",
         )
     if state.upper() == "DOWN":
-        return ClusterFinding(
+        return Finding(
             node.name,
             "network_interface",
             False,
@@ -252,17 +237,17 @@ def _interface_finding(node: NodeFacts, found: str | None) -> ClusterFinding:
             f"bring it up on {node.name}: sudo ip link set {found} up (and check its cable "
             "or switch port)",
         )
-    return ClusterFinding(node.name, "network_interface", True, f"{shown} is on {found}")
+    return Finding(node.name, "network_interface", True, f"{shown} is on {found}")
 
 
-def _rdma_finding(node: NodeFacts) -> ClusterFinding:
+def _rdma_finding(node: NodeFacts) -> Finding:
     present = node.facts.rdma_devices
     missing = [d for d in node.rdma_devices if d not in present]
     if not missing:
         named = ", ".join(node.rdma_devices)
-        return ClusterFinding(node.name, "rdma_devices", True, f"{named} present")
+        return Finding(node.name, "rdma_devices", True, f"{named} present")
     has = ", ".join(present) or "none"
-    return ClusterFinding(
+    return Finding(
         node.name,
         "rdma_devices",
         False,
@@ -282,20 +267,20 @@ def _addresses(facts: HostFacts) -> str:
 
 def _agreement(
     nodes: Sequence[NodeFacts], name: str, value: Callable[[NodeFacts], str], hint: str
-) -> ClusterFinding:
+) -> Finding:
     groups: dict[str, list[str]] = {}
     for node in nodes:
         groups.setdefault(value(node), []).append(node.name)
     if len(groups) == 1:
         [(shared, members)] = groups.items()
-        return ClusterFinding(CLUSTER, name, True, f"all {len(members)} node(s): {shared}")
+        return Finding(CLUSTER, name, True, f"all {len(members)} node(s): {shared}")
     counts = Counter({v: len(m) for v, m in groups.items()})
     top = max(counts.values())
     reference = next(v for v in groups if counts[v] == top)  # first seen: the head's on a tie
     odd = [n for v, members in groups.items() if v != reference for n in members]
     detail = "nodes disagree: " + "; ".join(f"{', '.join(m)}: {v}" for v, m in groups.items())
     fix = hint.format(reference=reference, have=", ".join(groups[reference]), odd=", ".join(odd))
-    return ClusterFinding(CLUSTER, name, False, detail, fix)
+    return Finding(CLUSTER, name, False, detail, fix)
 
 
 def _gpu_value(node: NodeFacts) -> str:

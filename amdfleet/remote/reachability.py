@@ -6,7 +6,7 @@ The head runs a short-lived TCP listener on its cluster address at each rendezvo
 port the stack's own running engine already holds (a later ``pulumi up`` while the cluster
 serves) is not taken over: the nodes connect to the engine's listener instead. A port held
 by any other process is a failure naming that process. :func:`check_reachability` turns
-what both printed into :class:`~amdfleet.remote.cluster.ClusterFinding` records.
+what both printed into :class:`~amdfleet.findings.Finding` records.
 
 Pure: command builders and parsers; the ClusterCheck provider
 (:mod:`amdfleet.providers.cluster_check`) runs the commands over SSH. The programs
@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from amdfleet.addresses import host_port
-from amdfleet.remote.cluster import ClusterFinding
+from amdfleet.findings import Finding
 from amdfleet.remote.engine import EngineLayout
 from amdfleet.remote.programs import program
 
@@ -222,7 +222,7 @@ def check_reachability(
     ports: Mapping[str, int],
     listener: ListenerReport,
     connects: Mapping[str, ConnectReport],
-) -> list[ClusterFinding]:
+) -> list[Finding]:
     """Findings about the head's ports (held by another process, address not the
     head's, listener failed) and, per node in ``connects``, about reaching each port
     the nodes tested."""
@@ -261,11 +261,11 @@ def _port_state(port: int, words: Sequence[str]) -> PortState:
 
 def _port_findings(
     head: str, address: str, fields_by_port: Mapping[int, str], listener: ListenerReport
-) -> list[ClusterFinding]:
+) -> list[Finding]:
     if not listener.ready:
         why = f": {listener.error}" if listener.error else ""
         return [
-            ClusterFinding(
+            Finding(
                 head,
                 "rendezvous",
                 False,
@@ -284,7 +284,7 @@ def _port_findings(
             findings.append(_foreign_finding(head, name, where, state))
         elif state.state == ERROR:
             findings.append(
-                ClusterFinding(
+                Finding(
                     head,
                     name,
                     False,
@@ -296,9 +296,9 @@ def _port_findings(
     return findings
 
 
-def _unavailable_finding(head: str, address: str, ports: Sequence[int]) -> ClusterFinding:
+def _unavailable_finding(head: str, address: str, ports: Sequence[int]) -> Finding:
     listed = ", ".join(str(p) for p in ports)
-    return ClusterFinding(
+    return Finding(
         head,
         "rendezvous",
         False,
@@ -308,10 +308,10 @@ def _unavailable_finding(head: str, address: str, ports: Sequence[int]) -> Clust
     )
 
 
-def _foreign_finding(head: str, name: str, where: str, state: PortState) -> ClusterFinding:
+def _foreign_finding(head: str, name: str, where: str, state: PortState) -> Finding:
     port = where.rsplit(":", 1)[1]
     stop = f"kill {state.pid}" if state.pid else f"sudo ss -ltnp 'sport = :{port}' names it"
-    return ClusterFinding(
+    return Finding(
         head,
         name,
         False,
@@ -320,8 +320,8 @@ def _foreign_finding(head: str, name: str, where: str, state: PortState) -> Clus
     )
 
 
-def _untested(node: str, head: str, error: str) -> ClusterFinding:
-    return ClusterFinding(
+def _untested(node: str, head: str, error: str) -> Finding:
+    return Finding(
         node,
         "reach_head",
         False,
@@ -341,15 +341,13 @@ class _Target:
         return f"{host_port(self.address, self.port)} ({self.field})"
 
 
-def _reach_finding(
-    node: str, target: _Target, result: ConnectResult, state: PortState
-) -> ClusterFinding:
+def _reach_finding(node: str, target: _Target, result: ConnectResult, state: PortState) -> Finding:
     held = "the running engine" if state.state == ENGINE else "a test listener"
     if result.kind == "ok":
         detail = f"reaches {target}, {held}, from {result.local}"
-        return ClusterFinding(node, "reach_head", True, detail)
+        return Finding(node, "reach_head", True, detail)
     detail = f"cannot reach {target.head} at {target}, {held}: {result.kind}: {result.message}"
-    return ClusterFinding(node, "reach_head", False, detail, _reach_hint(node, target, result))
+    return Finding(node, "reach_head", False, detail, _reach_hint(node, target, result))
 
 
 def _reach_hint(node: str, target: _Target, result: ConnectResult) -> str:

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from amdfleet.config import ParitySpec, StackSpec
-from amdfleet.errors import AmdFleetError, ConfigIssue, PlanError
+from amdfleet.errors import AmdFleetError, PlanError
+from amdfleet.findings import Finding, config_issue
 from amdfleet.plan import DeploymentPlan, plan
 
 FORMAT = 1
@@ -155,7 +156,7 @@ def load_reference(parity: ParitySpec) -> ParityReference:
     return reference
 
 
-def reference_issues(parity: ParitySpec | None) -> list[ConfigIssue]:
+def reference_issues(parity: ParitySpec | None) -> list[Finding]:
     """What :func:`load_reference` finds wrong with a planned parity block, as issues
     (none without a parity block)."""
     if parity is None:
@@ -163,7 +164,7 @@ def reference_issues(parity: ParitySpec | None) -> list[ConfigIssue]:
     try:
         load_reference(parity)
     except ParityReferenceError as e:
-        return [ConfigIssue(e.field, e.message, e.hint)]
+        return [config_issue(e.field, e.message, e.hint)]
     return []
 
 

@@ -14,7 +14,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from amdfleet.catalog.baselines import BASELINES, Baseline
 from amdfleet.config import Thresholds, VerificationSpec
-from amdfleet.errors import ConfigError, ConfigIssue
+from amdfleet.errors import ConfigError
+from amdfleet.findings import Finding, config_issue
 from amdfleet.verify.bench import BenchmarkRun
 from amdfleet.verify.gsm8k import AccuracyResult
 from amdfleet.verify.parity import ParityResult
@@ -82,13 +83,15 @@ class VerificationResult:
         """True when every threshold row passed and the run was not interrupted."""
         return not self.interrupted and all(r.passed is not False for r in self.rows)
 
-    def failures(self) -> list[tuple[str, str, str]]:
-        """(metric, expected, observed) of each failed threshold, for VerificationFailed."""
+    def failures(self) -> list[Finding]:
+        """A :meth:`Finding.threshold` for each failed threshold, for VerificationFailed."""
         failed = [
-            (r.name, r.expected, format_value(r.observed)) for r in self.rows if r.passed is False
+            Finding.threshold(r.name, r.expected, format_value(r.observed))
+            for r in self.rows
+            if r.passed is False
         ]
         if self.interrupted:
-            failed.append(("run", "complete", "interrupted"))
+            failed.append(Finding.threshold("run", "complete", "interrupted"))
         return failed
 
     def to_dict(self) -> dict[str, Any]:
@@ -156,7 +159,7 @@ def resolve_baseline(
     if baseline_id not in BASELINES:
         raise ConfigError(
             [
-                ConfigIssue(
+                config_issue(
                     field,
                     f"unknown baseline {baseline_id!r}",
                     f"known baselines: {', '.join(sorted(BASELINES))}",

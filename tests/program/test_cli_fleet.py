@@ -396,8 +396,8 @@ def _failed_checks(lab: HostLab, index: int, config: dict[str, Any]) -> list[tup
     script = build_probe_script(requirement.weights_dir)
     with lab.connect(index) as conn:
         output = conn.run("sh -s", stdin=script, timeout=probe_time_limit()).stdout
-    checks = check_host(parse_probe_output(output), requirement)
-    return [(c.name, c.hint) for c in checks if not c.ok]
+    checks = check_host("ci", parse_probe_output(output), requirement)
+    return [(c.check, c.hint) for c in checks if not c.ok]
 
 
 def _on(lab: HostLab, index: int, command: str, *, check: bool = True) -> str:

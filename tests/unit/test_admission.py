@@ -110,6 +110,6 @@ def test_a_limit_that_refuses_the_verification_is_refused(
     with pytest.raises(PlanError) as caught:
         plan(parse_stack(stack, sections))
     (issue,) = caught.value.issues
-    assert issue.path == "engine.extra_args[0]"
-    assert f"refuses requests past {flag} {args[1]}" in issue.message
-    assert f"needs {_peak_requests(stack)} (requests in flight" in issue.message
+    assert issue.subject == "engine.extra_args[0]"
+    assert f"refuses requests past {flag} {args[1]}" in issue.detail
+    assert f"needs {_peak_requests(stack)} (requests in flight" in issue.detail

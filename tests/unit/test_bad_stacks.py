@@ -50,8 +50,8 @@ def test_bad_stack_is_rejected_naming_field_and_fix(path: Path) -> None:
         checked_plan(load_stack_file(str(path)).spec)  # what runs before any resource
     error = caught.value
     assert field in error.paths, f"expected an issue at {field!r}, got {error.paths}"
-    issue = next(i for i in error.issues if i.path == field)
-    assert text in f"{issue.message} {issue.hint}", str(error)
+    issue = next(i for i in error.issues if i.subject == field)
+    assert text in f"{issue.detail} {issue.hint}", str(error)
     assert issue.hint, f"issue at {field} has no fix: {issue}"
     stack = path.name.removeprefix("Pulumi.").removesuffix(".yaml")
     assert stack in str(error), "the error names the stack"
@@ -64,8 +64,8 @@ def test_every_issue_in_the_corpus_carries_a_hint(path: Path) -> None:
         checked_plan(load_stack_file(str(path)).spec)
     assert caught.value.issues, str(caught.value)
     for issue in caught.value.issues:
-        assert issue.path and issue.message and issue.hint, f"{path.name}: {issue}"
-        assert f"{issue.path}: " in str(caught.value) and issue.hint in str(caught.value)
+        assert issue.subject and issue.detail and issue.hint, f"{path.name}: {issue}"
+        assert f"{issue.subject}: " in str(caught.value) and issue.hint in str(caught.value)
 
 
 HIDING = [p for p in FILES if "# expect-hidden: " in p.read_text()]

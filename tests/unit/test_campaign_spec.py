@@ -69,8 +69,8 @@ def test_bad_campaign_is_rejected_naming_field_and_fix(path: Path) -> None:
         load_campaign(path)
     error = caught.value
     assert field in error.paths, f"expected an issue at {field!r}, got {error.paths}"
-    issue = next(i for i in error.issues if i.path == field)
-    assert text in f"{issue.message} {issue.hint}", str(error)
+    issue = next(i for i in error.issues if i.subject == field)
+    assert text in f"{issue.detail} {issue.hint}", str(error)
     assert issue.hint
     assert str(error).startswith(f"invalid campaign file in {path}")
     assert len(error.issues) == 1, str(error)  # no echo issues of the same mistake

@@ -17,11 +17,11 @@ import pytest
 
 from amdfleet.config import load_stack_file
 from amdfleet.errors import PreflightError, PropsError
+from amdfleet.findings import Finding
 from amdfleet.plan import plan
 from amdfleet.providers.cluster_check import ClusterCheckProps, cluster_check_props
 from amdfleet.remote.cluster import (
     CLUSTER,
-    ClusterFinding,
     ClusterReport,
     NodeFacts,
     check_agreement,
@@ -97,8 +97,8 @@ def node(name: str, host: HostFacts, **fields: object) -> NodeFacts:
     return NodeFacts(name, host, **values)  # type: ignore[arg-type]
 
 
-def failed(findings: list[ClusterFinding]) -> dict[str, ClusterFinding]:
-    return {f.name: f for f in findings if not f.ok}
+def failed(findings: list[Finding]) -> dict[str, Finding]:
+    return {f.check: f for f in findings if not f.ok}
 
 
 # ------------------------------------------------------------------ interfaces
@@ -126,7 +126,7 @@ def test_collective_interface(address: str, expected: str | None) -> None:
 def test_network_passes_when_the_stack_names_the_carrying_interface() -> None:
     interface, findings = check_network(node("host0", LAB_HOST, network_interface="eth0"))
     assert interface == "eth0"
-    assert [(f.name, f.ok, f.detail) for f in findings] == [
+    assert [(f.check, f.ok, f.detail) for f in findings] == [
         ("network_interface", True, "10.77.88.10 is on eth0")
     ]
 
@@ -135,7 +135,7 @@ def test_network_interface_mismatch_names_both_and_the_fix() -> None:
     interface, findings = check_network(node("host1", LAB_HOST, network_interface="eth1"))
     assert interface == "eth0"  # derived from the facts, whatever the stack says
     [issue] = failed(findings).values()
-    assert issue.node == "host1"
+    assert issue.subject == "host1"
     assert (
         issue.detail
         == "the stack names eth1, but 10.77.88.10 is on eth0; host1 has no eth1 (lo, eth0)"
@@ -171,7 +171,7 @@ def test_rdma_devices_named_in_the_stack_must_exist() -> None:
     links = net.parse_rdma_link(fixture("pollara-ionic.rdma-link.json"))
     host = replace(LAB_HOST, rdma_devices=tuple(link.name for link in links))
     _, ok = check_network(node("gpu-a", host, rdma_devices=("ionic_0", "ionic_3")))
-    assert [(f.name, f.ok) for f in ok] == [("network_interface", True), ("rdma_devices", True)]
+    assert [(f.check, f.ok) for f in ok] == [("network_interface", True), ("rdma_devices", True)]
     _, findings = check_network(node("gpu-a", host, rdma_devices=("ionic_0", "rdma4", "rdma5")))
     issue = failed(findings)["rdma_devices"]
     assert issue.detail == (
@@ -186,7 +186,7 @@ def test_rdma_devices_named_in_the_stack_must_exist() -> None:
 def test_an_identical_fleet_agrees() -> None:
     nodes = [node(f"gpu-{i}", mi300x_host(f"gpu-{i}")) for i in range(3)]
     findings = check_agreement(nodes)
-    assert [(f.node, f.name, f.ok) for f in findings] == [
+    assert [(f.subject, f.check, f.ok) for f in findings] == [
         (CLUSTER, "gpus", True),
         (CLUSTER, "rocm", True),
         (CLUSTER, "amdgpu_driver", True),
@@ -239,7 +239,7 @@ def test_digests_versions_and_commits_are_compared_where_known() -> None:
 
 
 def test_values_nobody_supplied_are_not_checked() -> None:
-    names = [f.name for f in check_agreement([node("a", LAB_HOST), node("b", LAB_HOST)])]
+    names = [f.check for f in check_agreement([node("a", LAB_HOST), node("b", LAB_HOST)])]
     assert names == ["gpus", "rocm", "amdgpu_driver"]
 
 
@@ -264,7 +264,7 @@ def test_every_failure_of_every_node_is_rendered_together() -> None:
 
 
 def test_no_failure_raises_nothing() -> None:
-    raise_for_failures(ClusterReport({"a": "eth0"}, (ClusterFinding("a", "x", True, "fine"),)))
+    raise_for_failures(ClusterReport({"a": "eth0"}, (Finding("a", "x", True, "fine"),)))
 
 
 # ------------------------------------------------------------- engine version

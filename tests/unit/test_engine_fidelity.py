@@ -116,8 +116,8 @@ def test_the_seed_flag_current_vllm_rejects_is_refused_from_extra_args() -> None
         "mi300x-llama405b-vllm", extra_args=["--enforce-eager", "--disable-log-requests"]
     )
     (issue,) = error.issues
-    assert issue.path == "engine.extra_args[1]"
-    assert "vllm 0.32.0 has no option --disable-log-requests" in issue.message
+    assert issue.subject == "engine.extra_args[1]"
+    assert "vllm 0.32.0 has no option --disable-log-requests" in issue.detail
     assert "--enable-log-requests" in issue.hint  # the closest flag it has
 
 
@@ -135,8 +135,8 @@ def test_the_recipe_is_named_when_the_catalog_renders_a_rejected_flag(
     )
     error = _refusal("mi355x-llama70b")
     (issue,) = error.issues
-    assert issue.path == "engine.recipe"
-    assert "--disable-log-requests" in issue.message and seed_recipe.source in issue.message
+    assert issue.subject == "engine.recipe"
+    assert "--disable-log-requests" in issue.detail and seed_recipe.source in issue.detail
     assert "engine.recipe: false" in issue.hint
 
 
@@ -146,8 +146,8 @@ def test_a_dead_engine_variable_is_refused_and_others_are_not_judged() -> None:
         extra_env={"VLLM_USE_V1": "1", "NCCL_DEBUG": "INFO", "VLLM_ROCM_USE_AITER": "1"},
     )
     (issue,) = error.issues
-    assert issue.path == "engine.extra_env.VLLM_USE_V1"
-    assert "vllm 0.32.0 does not read VLLM_USE_V1: the setting would do nothing" in issue.message
+    assert issue.subject == "engine.extra_env.VLLM_USE_V1"
+    assert "vllm 0.32.0 does not read VLLM_USE_V1: the setting would do nothing" in issue.detail
 
 
 def test_a_typo_in_a_variable_gets_the_closest_name() -> None:
@@ -165,7 +165,7 @@ def test_a_typo_in_a_variable_gets_the_closest_name() -> None:
 )
 def test_values_and_arity_are_checked(args: list[str], message: str) -> None:
     error = _refusal("mi300x-llama405b-vllm", extra_args=args)
-    assert any(message in issue.message for issue in error.issues), error
+    assert any(message in issue.detail for issue in error.issues), error
 
 
 def test_flags_the_parser_takes_in_other_spellings_pass() -> None:

@@ -123,16 +123,16 @@ def test_an_engine_the_catalog_does_not_list_is_refused_naming_the_listed_ones()
     with pytest.raises(ConfigError) as caught:
         parse_stack("toy-box", _cpu_stack("toy"))
     issue = caught.value.issues[0]
-    assert issue.path == "engine.name"
-    assert "'toy'" in issue.message
+    assert issue.subject == "engine.name"
+    assert "'toy'" in issue.detail
     assert issue.hint == "use 'vllm', 'sglang' or 'tgi'"
 
 
 def test_an_engine_without_a_cpu_backend_is_refused_on_cpu() -> None:
     with pytest.raises(PlanError) as caught:
         plan(parse_stack("tgi-box", _cpu_stack("tgi")))
-    issue = next(i for i in caught.value.issues if i.path == "engine.name")
-    assert issue.message == "tgi has no CPU backend"
+    issue = next(i for i in caught.value.issues if i.subject == "engine.name")
+    assert issue.detail == "tgi has no CPU backend"
     assert issue.hint == "use vllm"
 
 

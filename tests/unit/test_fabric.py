@@ -486,5 +486,5 @@ def test_bad_fabric_sections_name_field_and_fix(
     sections = {**CPU_PAIR, "fabric": {"enabled": True, **fabric_section}}
     with pytest.raises(ConfigError) as caught:
         plan(parse_stack("cpu-pair", sections))
-    issue = next(i for i in caught.value.issues if i.path == path)
-    assert text in f"{issue.message} {issue.hint}" and issue.hint, str(caught.value)
+    issue = next(i for i in caught.value.issues if i.subject == path)
+    assert text in f"{issue.detail} {issue.hint}" and issue.hint, str(caught.value)

@@ -17,6 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2] / "amdfleet"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
+    ("findings",),
     ("errors",),
     (
         "addresses",

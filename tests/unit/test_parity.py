@@ -27,6 +27,7 @@ from amdfleet.config import (
     VerificationSpec,
     parse_stack,
 )
+from amdfleet.findings import Finding
 from amdfleet.plan import plan
 from amdfleet.plan.planner import PROJECT_DIR
 from amdfleet.verify.parity import ParityReference, ParityReferenceError, PromptParity, prompt_set
@@ -145,7 +146,7 @@ def test_a_wrong_engine_fails_and_nothing_else_runs(tmp_path: Path) -> None:
     assert result.parity is not None and result.parity.share == 0.5
     assert not result.passed and result.runs == () and result.accuracy is None
     assert sent == 4  # the parity prompts only: no benchmark request
-    assert result.failures() == [("parity/match_share", ">= 0.75", "0.5")]
+    assert result.failures() == [Finding.threshold("parity/match_share", ">= 0.75", "0.5")]
     diverged = {p.prompt: p.diverged_at for p in result.parity.prompts}
     assert diverged == {"a": 2, "b": None, "c": 2, "d": None}
     report = (tmp_path / "out/verification.md").read_text()

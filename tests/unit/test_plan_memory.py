@@ -89,12 +89,12 @@ def test_next_smaller_layout_is_rejected(
     with pytest.raises(PlanError) as caught:
         plan(_spec(acc, model, precision, tp, context))
     issue = caught.value.issues[0]
-    assert issue.path == "parallelism"
+    assert issue.subject == "parallelism"
     found = re.search(
         r"needs ([\d.]+) GiB per GPU, has ([\d.]+) \((\d+) GiB × 0\.9\) — weights ([\d.]+)",
-        issue.message,
+        issue.detail,
     )
-    assert found, issue.message
+    assert found, issue.detail
     needs, has, hbm, weights = (float(x) for x in found.groups())
     assert hbm == HBM_GB[acc] and has == pytest.approx(HBM_GB[acc] * 0.9, abs=0.05)
     assert needs > has
@@ -262,7 +262,7 @@ def test_a_stage_that_does_not_fit_is_named() -> None:
     with pytest.raises(PlanError) as caught:
         plan(_pp_spec("sglang", "405b", 1, 2))
     issue = caught.value.issues[0]
-    assert issue.path == "parallelism"
+    assert issue.subject == "parallelism"
     # stage 0 holds 63 layers + embeddings + LM head: 381.89 GiB (see PP_STAGES' arithmetic)
-    assert issue.message.startswith("does not fit on pipeline stage 0: needs")
-    assert "weights 381.9" in issue.message
+    assert issue.detail.startswith("does not fit on pipeline stage 0: needs")
+    assert "weights 381.9" in issue.detail

@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 
 from amdfleet.errors import PreflightError
+from amdfleet.findings import Finding
 from amdfleet.remote.facts.gpus import identify
 from amdfleet.remote.facts.records import GpuFacts, HostFacts
-from amdfleet.remote.preflight import PreflightCheck, check_host, raise_for_failures
+from amdfleet.remote.preflight import check_host, raise_for_failures
 from amdfleet.remote.requirement import HostRequirement
 
 MIB = 1024**2
@@ -56,13 +57,13 @@ ALL_GPU_CHECKS = ["gpu_count", "gpu_model", "kfd", "dri", "groups"]
 ALL_HOST_CHECKS = ["shm", "numa_balancing", "disk", "docker"]
 
 
-def failed(results: list[PreflightCheck]) -> dict[str, str]:
-    return {r.name: r.hint for r in results if not r.ok}
+def failed(results: list[Finding]) -> dict[str, str]:
+    return {r.check: r.hint for r in results if not r.ok}
 
 
 def test_good_host_passes_every_check() -> None:
-    results = check_host(GOOD_HOST, NEED)
-    assert [r.name for r in results] == ALL_GPU_CHECKS + ALL_HOST_CHECKS
+    results = check_host("ci", GOOD_HOST, NEED)
+    assert [r.check for r in results] == ALL_GPU_CHECKS + ALL_HOST_CHECKS
     assert failed(results) == {}
     assert all(r.hint == "" and r.detail for r in results)
 
@@ -134,7 +135,7 @@ def test_good_host_passes_every_check() -> None:
 def test_check_host(
     host_changes: dict[str, Any], need_changes: dict[str, Any], expected: dict[str, str]
 ) -> None:
-    results = check_host(replace(GOOD_HOST, **host_changes), replace(NEED, **need_changes))
+    results = check_host("ci", replace(GOOD_HOST, **host_changes), replace(NEED, **need_changes))
     failures = failed(results)
     assert set(failures) == set(expected)
     for name, hint_part in expected.items():
@@ -143,7 +144,7 @@ def test_check_host(
 
 def test_unusable_host_reports_every_problem_at_once() -> None:
     bare = HostFacts(hostname="bare", user="amd", uid=1000, numa_balancing=1)
-    assert set(failed(check_host(bare, NEED))) == {
+    assert set(failed(check_host("ci", bare, NEED))) == {
         "gpu_count",
         "kfd",
         "dri",
@@ -189,7 +190,7 @@ def test_unusable_host_reports_every_problem_at_once() -> None:
 def test_gpu_model(gpu: dict[str, Any], accelerator: str, ok: bool) -> None:
     host = replace(GOOD_HOST, gpus=gpus(8, **gpu))
     need = replace(NEED, accelerator=accelerator)
-    results = {r.name: r for r in check_host(host, need)}
+    results = {r.check: r for r in check_host("ci", host, need)}
     assert results["gpu_model"].ok is ok
 
 
@@ -213,8 +214,8 @@ def test_cpu_stack_needs_no_gpu_devices_or_groups() -> None:
         weights_bytes=1 * GIB,
         numa_balancing_off=False,
     )
-    results = check_host(box, need)
-    assert [r.name for r in results] == ["shm", "disk"]
+    results = check_host("ci", box, need)
+    assert [r.check for r in results] == ["shm", "disk"]
     assert failed(results) == {}
 
 
@@ -240,44 +241,44 @@ def test_cpu_dtype_needs_native_bfloat16(
         accelerator="cpu", gpu_count=0, runtime="process", numa_balancing_off=False,
         cpu_dtype=dtype,
     )  # fmt: skip
-    results = {r.name: r for r in check_host(replace(CPU_BOX, cpu_flags=flags), need)}
+    results = {r.check: r for r in check_host("ci", replace(CPU_BOX, cpu_flags=flags), need)}
     assert results["cpu_dtype"].ok is ok
     if not ok:
         assert "avx512_bf16 or amx_bf16" in results["cpu_dtype"].detail
         assert "serving.dtype: float32" in results["cpu_dtype"].hint
         with pytest.raises(PreflightError, match="cpu_dtype: bfloat16 on a CPU without"):
-            raise_for_failures({"ci": list(results.values())})
+            raise_for_failures(results.values())
 
 
 def test_no_dtype_in_the_requirement_no_cpu_dtype_check() -> None:
     need = HostRequirement(accelerator="cpu", gpu_count=0, runtime="process")
-    assert "cpu_dtype" not in {r.name for r in check_host(CPU_BOX, need)}
+    assert "cpu_dtype" not in {r.check for r in check_host("ci", CPU_BOX, need)}
 
 
 def test_raise_for_failures_lists_all_hosts_and_hints() -> None:
-    results = {
-        "node-0": check_host(GOOD_HOST, NEED),
-        "node-1": check_host(replace(GOOD_HOST, numa_balancing=1, docker_version=None), NEED),
-        "node-2": check_host(replace(GOOD_HOST, groups=("amd",), shm_bytes=GIB), NEED),
-    }
+    results = [
+        *check_host("node-0", GOOD_HOST, NEED),
+        *check_host("node-1", replace(GOOD_HOST, numa_balancing=1, docker_version=None), NEED),
+        *check_host("node-2", replace(GOOD_HOST, groups=("amd",), shm_bytes=GIB), NEED),
+    ]
     with pytest.raises(PreflightError) as raised:
         raise_for_failures(results)
     error = raised.value
-    assert [(host, check.split(":")[0]) for host, check, _ in error.failures] == [
+    assert [(failure.subject, failure.check) for failure in error.failures] == [
         ("node-1", "numa_balancing"),
         ("node-1", "docker"),
         ("node-2", "groups"),
         ("node-2", "shm"),
     ]
     message = str(error)
-    for _, check, hint in error.failures:
-        assert check in message
-        assert hint and hint in message
+    for failure in error.failures:
+        assert f"[{failure.subject}] {failure.check}: {failure.detail}" in message
+        assert failure.hint and failure.hint in message
     assert "node-0" not in message
 
 
 def test_raise_for_failures_is_silent_when_all_pass() -> None:
-    raise_for_failures({"node-0": check_host(GOOD_HOST, NEED), "node-1": []})
+    raise_for_failures(check_host("node-0", GOOD_HOST, NEED))
 
 
 @pytest.mark.parametrize(
@@ -295,7 +296,7 @@ def test_requirement_rejects_nonsense(fields: dict[str, Any], message: str) -> N
 
 def test_gpu_model_detail_groups_alike_gpus() -> None:
     host = replace(GOOD_HOST, gpus=gpus(6, **MI300X) + gpus(2, 6, **MI325X))
-    result = {r.name: r for r in check_host(host, NEED)}["gpu_model"]
+    result = {r.check: r for r in check_host("ci", host, NEED)}["gpu_model"]
     assert result.detail == (
         "expected mi300x, found GPU 6,7: mi325x (device 0x74a5, gfx942, 256.0 GiB)"
     )

@@ -161,7 +161,7 @@ def test_reachability_findings() -> None:
         ),
     }
     findings = check_reachability(HEAD, "10.0.0.1", PORTS, listener, connects)
-    issues = {(f.node, f.name): f for f in findings if not f.ok}
+    issues = {(f.subject, f.check): f for f in findings if not f.ok}
     assert set(issues) == {("host0", "ray_port"), ("host2", "reach_head")}
     held = issues[("host0", "ray_port")]
     assert (
@@ -201,7 +201,7 @@ def test_a_listener_that_did_not_start_and_a_node_that_could_not_test() -> None:
     ready = ListenerReport(pid=1, ports={29500: PortState(29500, "listening")})
     broken = {"w": ConnectReport(error="exit 127: python3: not found")}
     [finding] = check_reachability(HEAD, "10.0.0.1", PORTS, ready, broken)
-    assert (finding.node, finding.ok, finding.detail) == (
+    assert (finding.subject, finding.ok, finding.detail) == (
         "w",
         False,
         "could not test reaching host0: exit 127: python3: not found",

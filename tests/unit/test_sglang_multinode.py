@@ -158,8 +158,8 @@ def test_sglang_refuses_a_pp_it_cannot_place(nodes: int, gpus: int, tp: int, pp:
     assert launched != {(p, t) for p in range(pp) for t in range(tp)}  # what it prevents
     with pytest.raises(PlanError) as caught:
         plan(_stack("sglang", nodes, gpus, tp, pp))
-    issue = next(i for i in caught.value.issues if i.path == "parallelism.pp")
-    assert f"pp={pp}" in issue.message and f"on {nodes} nodes" in issue.message
+    issue = next(i for i in caught.value.issues if i.subject == "parallelism.pp")
+    assert f"pp={pp}" in issue.detail and f"on {nodes} nodes" in issue.detail
     assert f"divides {nodes}" in issue.hint and "or is a multiple of it" in issue.hint
 
 

@@ -305,8 +305,8 @@ def test_an_omitted_verification_section_is_refused() -> None:
     with pytest.raises(PlanError) as caught:
         plan(parse_stack("omitted", stack))
     [issue] = caught.value.issues
-    assert issue.path == "verification"
-    assert "measured nothing" in issue.message
+    assert issue.subject == "verification"
+    assert "measured nothing" in issue.detail
     assert "verification.scenarios" in issue.hint and "enabled: false" in issue.hint
 
 

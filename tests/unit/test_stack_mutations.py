@@ -145,7 +145,7 @@ def test_a_mutated_stack_fails_cleanly_and_never_shows_a_secret(
         except ConfigError as e:
             assert e.issues, str(e)
             for issue in e.issues:
-                assert issue.path and issue.message, f"an issue without a path: {issue!r}"
+                assert issue.subject and issue.detail, f"an issue without a path: {issue!r}"
             _assert_hidden(secrets, str(e), "the error")
             event(f"rejected ({type(e).__name__}) {'with' if secrets else 'without'} a secret")
             return

@@ -11,6 +11,7 @@ import pytest
 from amdfleet.catalog.baselines import BASELINES
 from amdfleet.config import BenchmarkScenario, Thresholds, VerificationSpec
 from amdfleet.errors import ConfigError
+from amdfleet.findings import Finding
 from amdfleet.verify.bench import BenchmarkRun
 from amdfleet.verify.client import RequestOutput
 from amdfleet.verify.gsm8k import AccuracyResult, score_response
@@ -94,7 +95,7 @@ def test_failures_name_metric_expected_and_observed() -> None:
     )
     result = _result(spec, [_run("c8", 8, ok=3, failed=1)], _accuracy())
     assert not result.passed
-    failures = dict((m, (e, o)) for m, e, o in result.failures())
+    failures = {f.subject: (f.expected, f.observed) for f in result.failures()}
     assert failures["c8/success_rate"] == (">= 0.9", "0.75")
     assert failures["c8/p99_ttft_ms"][0] == "<= 100"
     assert failures["gsm8k/gsm8k_flexible_extract"] == (">= 0.9", "0.6667")
@@ -155,7 +156,10 @@ def test_credentials_in_the_url_are_not_written() -> None:
 def test_interrupted_run_never_passes() -> None:
     spec = VerificationSpec()
     result = VerificationResult(spec=spec, model="m", base_url="u", interrupted=True)
-    assert not result.passed and ("run", "complete", "interrupted") in result.failures()
+    assert (
+        not result.passed
+        and Finding.threshold("run", "complete", "interrupted") in result.failures()
+    )
 
 
 def test_json_and_reports(tmp_path: Path) -> None:
