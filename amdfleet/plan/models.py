@@ -175,6 +175,8 @@ class EnginePlan(_Frozen):
     shm_size: str
     container_name: str
     readiness: ReadinessPlan
+    python: str
+    """The engine's Python interpreter on the nodes (process runtime: its virtualenv's)."""
 
     @property
     def startup_timeout_s(self) -> int:

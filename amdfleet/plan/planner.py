@@ -100,6 +100,7 @@ def plan(spec: StackSpec) -> DeploymentPlan:
             shm_size=spec.engine.shm_size,
             container_name=f"amdfleet-{spec.name}",
             readiness=layout.readiness(spec, model),
+            python=engine_python(nodes[0].argv),
         ),
         parallelism=parallelism,
         serving=serving,

@@ -40,10 +40,7 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from amdfleet import engines
-from amdfleet.errors import AmdFleetError, ConfigIssue, PlanError, PropsError, RemoteError
-from amdfleet.plan import DeploymentPlan, NodePlan
-from amdfleet.plan.layout import engine_python
+from amdfleet.errors import AmdFleetError, ConfigIssue, PropsError, RemoteError
 from amdfleet.providers.cloud_host import gone_with_instance
 from amdfleet.providers.progress import Progress, resource_urn
 from amdfleet.providers.props import ProviderProps, changed_keys
@@ -60,13 +57,11 @@ from amdfleet.remote.cluster import (
     check_network,
     check_reachability,
     connect_command,
-    engine_version_command,
     listener_command,
     parse_connect,
     parse_engine_version,
     parse_listener,
     raise_for_failures,
-    rendezvous_ports,
     stop_listener_command,
 )
 from amdfleet.remote.connection import CommandResult, Connection
@@ -233,27 +228,6 @@ class ClusterCheck(pulumi.dynamic.Resource, module="amdfleet", name="ClusterChec
             model_commits=model_commits,
         )
         super().__init__(ClusterCheckProvider(), name, inputs, opts)
-
-
-def cluster_check_props(plan: DeploymentPlan, targets: Sequence[HostTarget]) -> ClusterCheckProps:
-    """ClusterCheck's props for ``plan`` (``targets`` in node order, as the Fleet holds
-    them). The interface and RDMA devices checked are those the stack names for the
-    node; the engine version is asked on the process runtime only (on docker the image
-    digest says it)."""
-    engine = engines.engine(plan.engine.name)
-    command = None
-    if plan.engine.runtime == "process" and engine.distribution:
-        command = engine_version_command(engine_python(plan.head.argv), engine.distribution)
-    par = plan.parallelism
-    return ClusterCheckProps(
-        nodes=tuple(
-            _node(plan, node, target) for node, target in zip(plan.nodes, targets, strict=True)
-        ),
-        ports=rendezvous_ports(par.backend, par.master_port, par.ray_port),
-        engine_dir=plan.head.remote_dir,
-        container=plan.engine.container_name if plan.engine.runtime == "docker" else None,
-        engine_version_command=command,
-    )
 
 
 # ------------------------------------------------------------------- the checks
@@ -548,17 +522,3 @@ def _summary(p: ClusterCheckProps, report: ClusterReport) -> str:
         ports = _ports(sorted(set(p.ports.values())))
         parts.append(f"every node reached {p.head.cluster_address} at {ports}")
     return f"cluster preflight passed: {'; '.join(parts)}"
-
-
-def _node(plan: DeploymentPlan, node: NodePlan, target: HostTarget) -> ClusterNode:
-    address = node.cluster_address or node.address
-    if not address:
-        issue = ConfigIssue("fleet", f"node {node.name} has no cluster address yet", "")
-        raise PlanError([issue], f"stack {plan.stack}")
-    return ClusterNode(
-        name=node.name,
-        host=target,
-        cluster_address=address,
-        network_interface=node.network_interface,
-        rdma_devices=node.rdma_devices,
-    )

@@ -43,9 +43,9 @@ from amdfleet.errors import EngineStartError, RemoteError
 from amdfleet.providers.cloud_host import gone_with_instance
 from amdfleet.providers.engine_node import (
     CALL_TIMEOUT,
+    EngineFile,
     EngineProps,
     ReadinessCheck,
-    RenderedFile,
     engine_diff,
     log_tail,
     node_supervisor,
@@ -76,7 +76,7 @@ class EngineNode(BaseModel):
     name: str = Field(description="The node's name (the fleet host's).")
     host: HostTarget = Field(description="The node's host.")
     remote_dir: str = Field(description="The engine's directory on the host.")
-    files: dict[str, RenderedFile] = Field(description="Rendered files by file name.")
+    files: dict[str, EngineFile] = Field(description="Rendered files by file name.")
     container: str | None = Field(None, description="The engine's container (docker).")
     cluster_env: dict[str, str] = Field(
         default_factory=dict,
@@ -93,11 +93,11 @@ class EngineNode(BaseModel):
         """The engine's files on the host."""
         return EngineLayout(self.remote_dir)
 
-    def upload_files(self) -> dict[str, RenderedFile]:
+    def upload_files(self) -> dict[str, EngineFile]:
         """The rendered files plus ``cluster.env``."""
         body = "".join(f"{k}={v}\n" for k, v in sorted(self.cluster_env.items()))
         header = "# From this host's facts (amdfleet's cluster check); literal KEY=VALUE.\n"
-        return {**self.files, CLUSTER_ENV_FILE: RenderedFile(content=header + body, mode=0o644)}
+        return {**self.files, CLUSTER_ENV_FILE: EngineFile(content=header + body, mode=0o644)}
 
 
 class EngineClusterProps(EngineProps):

@@ -44,9 +44,9 @@ from amdfleet.errors import RemoteError
 from amdfleet.providers.cloud_host import gone_with_instance
 from amdfleet.providers.engine_node import (
     CALL_TIMEOUT,
+    EngineFile,
     EngineProps,
     ReadinessCheck,
-    RenderedFile,
     engine_diff,
     generation_problem,
     log_tail,
@@ -93,7 +93,7 @@ class EngineServiceProps(EngineProps):
 
     host: HostTarget = Field(description="The node's host.")
     remote_dir: str = Field(description="The engine's directory on the host.")
-    files: dict[str, RenderedFile] = Field(description="Rendered files by file name.")
+    files: dict[str, EngineFile] = Field(description="Rendered files by file name.")
     container: str | None = Field(None, description="The engine's container (docker).")
     readiness: ReadinessCheck = Field(description="When the engine counts as started.")
 
@@ -113,15 +113,18 @@ class EngineServiceProps(EngineProps):
 
 @dataclass(frozen=True)
 class EngineServiceArgs:
-    """An EngineService on the program side: its props, and its secret environment
-    (there an Output, so not a value of the props model)."""
+    """An EngineService on the program side: its props, its secret environment (there an
+    Output, so not a value of the props model) and, when they are known only during the
+    update, its files (an Output of their JSON form, in place of the props' files)."""
 
     props: EngineServiceProps
     secret_env: pulumi.Input[Mapping[str, str]]
+    files: pulumi.Input[Mapping[str, Any]] | None = None
 
     def inputs(self) -> dict[str, Any]:
         """The resource's inputs (what :class:`EngineService` registers, without its URN)."""
-        return self.props.to_inputs(secret_env=self.secret_env)
+        deferred: dict[str, Any] = {"files": self.files} if self.files is not None else {}
+        return self.props.to_inputs(secret_env=self.secret_env, **deferred)
 
 
 class EngineServiceProvider(ResourceProvider):

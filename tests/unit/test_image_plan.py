@@ -731,7 +731,7 @@ def test_a_separate_build_host_on_the_placeholder_key_plans_with_a_warning_and_u
 ):
     """As for fleet hosts: `amdfleet plan` and preview connect to nothing, `pulumi up`
     (the Fleet component, before anything registers) refuses the placeholder pin."""
-    from amdfleet.components import _refuse_placeholder_host_keys
+    from amdfleet.components.fleet import _refuse_placeholder_host_keys
 
     placeholder = "SHA256:REPLACE0with0your0host0key0fingerprint00009"
     sections = _sections(REGISTRY_STACK)
@@ -940,9 +940,8 @@ def test_the_plan_says_how_other_images_reach_the_nodes(tmp_path: Path) -> None:
 def test_every_node_and_the_fabric_check_run_the_pinned_digest_never_the_tag() -> None:
     """What the components render once the pin (or the push) is known: each node's
     launch script and the fabric check's container name the digest reference."""
-    from amdfleet.components import launch_files, plan_with_image
+    from amdfleet.components.props import fabric_check_props, launch_files
     from amdfleet.config import FabricSpec
-    from amdfleet.providers.fabric_check import fabric_check_props
     from amdfleet.remote.target import HostTarget
 
     spec = load_stack_file("mi300x-2node-llama405b-bf16").spec
@@ -962,7 +961,7 @@ def test_every_node_and_the_fabric_check_run_the_pinned_digest_never_the_tag() -
             k: _unhashed(f["content"]).replace(tag, ref) for k, f in before.items()
         }
     targets = [HostTarget(name=n.name, address=n.address or "") for n in planned.nodes]
-    (pinned_run,) = fabric_check_props(plan_with_image(planned, ref), targets).runs
+    (pinned_run,) = fabric_check_props(planned, targets, image=ref).runs
     (tag_run,) = fabric_check_props(planned, targets).runs
     assert ref in pinned_run.command and tag not in pinned_run.command
     assert pinned_run.command == tag_run.command.replace(tag, ref)

@@ -15,7 +15,7 @@ from pulumi.runtime import rpc
 from amdfleet.config import VerificationSpec
 from amdfleet.errors import PropsError
 from amdfleet.providers.engine_image import EngineImageProps
-from amdfleet.providers.engine_node import ReadinessCheck, RenderedFile
+from amdfleet.providers.engine_node import EngineFile, ReadinessCheck
 from amdfleet.providers.engine_service import EngineServiceProps
 from amdfleet.providers.fabric_check import FabricCheckProps, FabricRun
 from amdfleet.providers.model_weights import ModelWeightsProps
@@ -40,7 +40,7 @@ API_KEY = "key-4c2e9d"
 SERVICE = EngineServiceProps(
     host=HOST,
     remote_dir="/opt/amdfleet/demo",
-    files={"launch.sh": RenderedFile(content="#!/bin/sh\nexec vllm serve\n", mode=0o755)},
+    files={"launch.sh": EngineFile(content="#!/bin/sh\nexec vllm serve\n", mode=0o755)},
     secret_env={"AMDFLEET_API_KEY": API_KEY},
     container="amdfleet-demo",
     readiness=ReadinessCheck(

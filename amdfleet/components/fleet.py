@@ -1,0 +1,86 @@
+"""The :class:`Fleet` component: the stack's hosts, each connected, inventoried and
+preflight-checked (one :class:`~amdfleet.providers.ssh_host.SshHost` per node)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pulumi
+
+from amdfleet.components.props import ssh_host_props
+from amdfleet.config import placeholder_build_host_key, placeholder_host_keys
+from amdfleet.errors import ConfigError, ConfigIssue, PlanError
+from amdfleet.plan import DeploymentPlan, NodePlan
+from amdfleet.providers.ssh_host import SshHost
+from amdfleet.remote.target import HostTarget
+
+_NO_TARGET = "list the host under fleet.hosts"
+
+
+class Fleet(pulumi.ComponentResource):
+    """The stack's hosts, each connected, inventoried and preflight-checked."""
+
+    hosts: list[SshHost]
+    targets: list[HostTarget]
+    inventory: pulumi.Output[list[dict[str, Any]]]
+
+    def __init__(
+        self, name: str, plan: DeploymentPlan, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        if not pulumi.runtime.is_dry_run():
+            _refuse_placeholder_host_keys(plan)
+        super().__init__("amdfleet:index:Fleet", name, None, opts)
+        self.targets = [_target(plan, node) for node in plan.nodes]
+        self.hosts = [
+            SshHost(
+                f"{name}-{node.name}",
+                ssh_host_props(node, target),
+                pulumi.ResourceOptions(parent=self),
+            )
+            for node, target in zip(plan.nodes, self.targets, strict=True)
+        ]
+        self.inventory = pulumi.Output.all(*[h.facts for h in self.hosts]).apply(
+            lambda facts: [_inventory(node, f) for node, f in zip(plan.nodes, facts, strict=True)]
+        )
+        self.register_outputs({"inventory": self.inventory})
+
+
+def _refuse_placeholder_host_keys(plan: DeploymentPlan) -> None:
+    """``pulumi up`` connects to the hosts: a placeholder pin (accepted by ``amdfleet plan``
+    and ``pulumi preview``, which connect to nothing) stops it before anything registers."""
+    issues = placeholder_host_keys([node.target for node in plan.nodes if node.target])
+    if plan.image.build_host not in [node.name for node in plan.nodes]:  # a separate host
+        issues += placeholder_build_host_key(plan.image.build_target)
+    if issues:
+        raise ConfigError(issues, f"stack {plan.stack}")
+
+
+def _target(plan: DeploymentPlan, node: NodePlan) -> HostTarget:
+    if node.target is None:  # a cloud instance that does not exist yet
+        issue = ConfigIssue("fleet", f"node {node.name} has no host to connect to", _NO_TARGET)
+        raise PlanError([issue], f"stack {plan.stack}")
+    return node.target
+
+
+def _inventory(node: NodePlan, facts: Mapping[str, Any]) -> dict[str, Any]:
+    gpus = facts.get("gpus") or []
+    return {
+        "name": node.name,
+        "rank": node.rank,
+        "role": node.role,
+        "address": node.address,
+        "hostname": facts.get("hostname"),
+        "os": facts.get("os_name"),
+        "kernel": facts.get("kernel"),
+        "rocm_version": facts.get("rocm_version"),
+        "amdgpu_version": facts.get("amdgpu_version"),
+        "docker_version": facts.get("docker_version"),
+        "gpus": [
+            {
+                k: g.get(k)
+                for k in ("index", "accelerator", "arch", "device_id", "vram_bytes", "bdf")
+            }
+            for g in gpus
+        ],
+    }
