@@ -69,7 +69,7 @@ class Deployment(pulumi.ComponentResource):
             name,
             plan,
             fleet.targets,
-            [host.facts for host in fleet.hosts],
+            fleet.facts,
             secrets,
             parent=self,
             depends_on=fleet.hosts,

@@ -3,7 +3,6 @@ preflight-checked (one :class:`~amdfleet.providers.ssh_host.SshHost` per node)."
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import pulumi
@@ -12,17 +11,20 @@ from amdfleet.components.props import ssh_host_props
 from amdfleet.config import placeholder_build_host_key, placeholder_host_keys
 from amdfleet.errors import ConfigError, ConfigIssue, PlanError
 from amdfleet.plan import DeploymentPlan, NodePlan
-from amdfleet.providers.ssh_host import SshHost
+from amdfleet.providers.ssh_host import SshHost, host_facts
+from amdfleet.remote.facts import HostFacts
 from amdfleet.remote.target import HostTarget
 
 _NO_TARGET = "list the host under fleet.hosts"
 
 
 class Fleet(pulumi.ComponentResource):
-    """The stack's hosts, each connected, inventoried and preflight-checked."""
+    """The stack's hosts, each connected, inventoried and preflight-checked; ``facts``
+    holds each host's facts as the typed record (in node order)."""
 
     hosts: list[SshHost]
     targets: list[HostTarget]
+    facts: list[pulumi.Output[HostFacts]]
     inventory: pulumi.Output[list[dict[str, Any]]]
 
     def __init__(
@@ -40,7 +42,8 @@ class Fleet(pulumi.ComponentResource):
             )
             for node, target in zip(plan.nodes, self.targets, strict=True)
         ]
-        self.inventory = pulumi.Output.all(*[h.facts for h in self.hosts]).apply(
+        self.facts = [host.facts.apply(host_facts) for host in self.hosts]
+        self.inventory = pulumi.Output.all(*self.facts).apply(
             lambda facts: [_inventory(node, f) for node, f in zip(plan.nodes, facts, strict=True)]
         )
         self.register_outputs({"inventory": self.inventory})
@@ -63,24 +66,27 @@ def _target(plan: DeploymentPlan, node: NodePlan) -> HostTarget:
     return node.target
 
 
-def _inventory(node: NodePlan, facts: Mapping[str, Any]) -> dict[str, Any]:
-    gpus = facts.get("gpus") or []
+def _inventory(node: NodePlan, facts: HostFacts) -> dict[str, Any]:
     return {
         "name": node.name,
         "rank": node.rank,
         "role": node.role,
         "address": node.address,
-        "hostname": facts.get("hostname"),
-        "os": facts.get("os_name"),
-        "kernel": facts.get("kernel"),
-        "rocm_version": facts.get("rocm_version"),
-        "amdgpu_version": facts.get("amdgpu_version"),
-        "docker_version": facts.get("docker_version"),
+        "hostname": facts.hostname,
+        "os": facts.os_name,
+        "kernel": facts.kernel,
+        "rocm_version": facts.rocm_version,
+        "amdgpu_version": facts.amdgpu_version,
+        "docker_version": facts.docker_version,
         "gpus": [
             {
-                k: g.get(k)
-                for k in ("index", "accelerator", "arch", "device_id", "vram_bytes", "bdf")
+                "index": g.index,
+                "accelerator": g.accelerator,
+                "arch": g.arch,
+                "device_id": g.device_id,
+                "vram_bytes": g.vram_bytes,
+                "bdf": g.bdf,
             }
-            for g in gpus
+            for g in facts.gpus
         ],
     }

@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import pulumi
 
@@ -15,6 +14,7 @@ from amdfleet.plan import DeploymentPlan
 from amdfleet.providers.engine_image import EngineImage
 from amdfleet.providers.image_build import EngineImageBuild, fleet_archs_of
 from amdfleet.providers.image_pin import ImagePin
+from amdfleet.remote.facts import HostFacts
 from amdfleet.remote.target import HostTarget
 
 
@@ -32,7 +32,7 @@ def stage_images(
     name: str,
     plan: DeploymentPlan,
     targets: Sequence[HostTarget],
-    facts: Sequence[pulumi.Input[Mapping[str, Any]]],
+    facts: Sequence[pulumi.Input[HostFacts]],
     secrets: Mapping[str, pulumi.Output[str] | None],
     *,
     parent: pulumi.Resource | None = None,

@@ -36,8 +36,9 @@ from amdfleet.errors import ImageBuildRefused, RemoteCommandError, RemoteError
 from amdfleet.providers.cloud_host import gone_with_instance
 from amdfleet.providers.docker_steps import CALL_TIMEOUT, DockerLog, inspect_image, registry_ref
 from amdfleet.providers.progress import Progress, format_duration, resource_urn
-from amdfleet.providers.props import ProviderProps, changed_keys, plain
+from amdfleet.providers.props import ProviderProps, changed_keys
 from amdfleet.remote.connection import Connection
+from amdfleet.remote.facts import HostFacts
 from amdfleet.remote.hosts import open_host
 from amdfleet.remote.images import pull_command, remove_command
 from amdfleet.remote.registry import (
@@ -320,9 +321,6 @@ def _labelled(conn: Connection, p: EngineImageBuildProps) -> dict[str, str] | No
     return found
 
 
-def fleet_archs_of(facts: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str]]:
-    """Per host name, the gfx archs its GPUs report, from SshHost facts."""
-    return {
-        name: sorted({str(g["arch"]) for g in (fact.get("gpus") or []) if g.get("arch")})
-        for name, fact in plain(dict(facts)).items()
-    }
+def fleet_archs_of(facts: Mapping[str, HostFacts]) -> dict[str, list[str]]:
+    """Per host name, the gfx archs its GPUs report, from its host facts."""
+    return {name: sorted({g.arch for g in fact.gpus if g.arch}) for name, fact in facts.items()}

@@ -12,6 +12,7 @@ is (OS, GPUs, ROCm) and how many checks passed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import pulumi
@@ -21,7 +22,7 @@ from pydantic import Field
 from amdfleet.errors import PreflightError, RemoteCommandError
 from amdfleet.providers.cloud_host import gone_with_instance
 from amdfleet.providers.progress import Progress, resource_urn
-from amdfleet.providers.props import ProviderProps, changed_keys
+from amdfleet.providers.props import ProviderProps, changed_keys, plain
 from amdfleet.remote.facts import HostFacts
 from amdfleet.remote.hosts import open_host
 from amdfleet.remote.preflight import PreflightCheck, check_host
@@ -88,8 +89,15 @@ class SshHostProvider(ResourceProvider):
         """Nothing to remove: an SshHost never changes its host."""
 
 
+def host_facts(facts: Mapping[str, Any]) -> HostFacts:
+    """An SshHost's ``facts`` output (HostFacts as a dict, as Pulumi hands it back) as the
+    typed record: the one place the program parses it."""
+    return HostFacts.from_dict(plain(dict(facts)))
+
+
 class SshHost(pulumi.dynamic.Resource, module="amdfleet", name="SshHost"):
-    """A fleet host; outputs ``facts`` (HostFacts as a dict) and ``checks``."""
+    """A fleet host; outputs ``facts`` (HostFacts as a dict: :func:`host_facts` reads it)
+    and ``checks``."""
 
     facts: pulumi.Output[dict[str, Any]]
     checks: pulumi.Output[list[dict[str, Any]]]

@@ -39,6 +39,7 @@ from amdfleet.plan import DeploymentPlan, ImagePlan, plan
 from amdfleet.plan.image import content_hash, content_tag
 from amdfleet.providers.image_build import fleet_archs_of, gfx_refusal
 from amdfleet.providers.progress import format_duration
+from amdfleet.providers.ssh_host import host_facts
 from amdfleet.remote import facts
 from amdfleet.remote.images import DOCKERFILE_LABEL
 from amdfleet.remote.registry import (
@@ -851,8 +852,10 @@ def test_fleet_archs_come_from_each_hosts_gpus() -> None:
     gpu_less = json.loads(json.dumps(facts.HostFacts(hostname="cpu-01").to_dict()))
     mixed = {"gpus": [{"index": 0, "arch": "gfx950"}, {"index": 1, "arch": None}, {"index": 2}]}
 
-    archs = fleet_archs_of({"mi300x-01": _mi300x_facts("mi300x-01"), "cpu-01": gpu_less})
-    archs |= fleet_archs_of({"mi355x-01": mixed, "bare": {}})
+    archs = fleet_archs_of(
+        {"mi300x-01": host_facts(_mi300x_facts("mi300x-01")), "cpu-01": host_facts(gpu_less)}
+    )
+    archs |= fleet_archs_of({"mi355x-01": host_facts(mixed), "bare": host_facts({})})
 
     assert archs == {"mi300x-01": ["gfx942"], "cpu-01": [], "mi355x-01": ["gfx950"], "bare": []}
 
@@ -890,7 +893,7 @@ def test_a_refusal_names_each_host_its_arch_the_hours_and_the_deadline() -> None
 def test_the_gfx950_stack_on_mi300x_hosts_is_refused_with_its_plan() -> None:
     """The committed MI355X stack's build, on hosts whose facts say MI300X."""
     image = plan(load_stack_file(REGISTRY_STACK).spec).image
-    archs = fleet_archs_of({"mi355x-01": _mi300x_facts("mi355x-01")})
+    archs = fleet_archs_of({"mi355x-01": host_facts(_mi300x_facts("mi355x-01"))})
 
     refused = gfx_refusal(image.gfx_targets, archs, image.build_hours, image.build_timeout_s)
 
