@@ -25,8 +25,8 @@ from amdfleet.components.props import (
     node_files,
     verification_props,
 )
-from amdfleet.config import CampaignSpec
 from amdfleet.plan import DeploymentPlan, NodePlan
+from amdfleet.plan.models import LifetimePlan
 from amdfleet.providers.cluster_check import ClusterCheck
 from amdfleet.providers.command_check import EngineCommandCheck
 from amdfleet.providers.engine_cluster import EngineCluster
@@ -322,8 +322,8 @@ class Deployment(pulumi.ComponentResource):
         )
 
 
-def campaign_output(campaign: CampaignSpec, started_at: str | None) -> dict[str, Any]:
-    """The campaign policy with the engine's start and, given a TTL, its expiry."""
+def campaign_output(campaign: LifetimePlan, started_at: str | None) -> dict[str, Any]:
+    """The lifetime policy with the engine's start and, given a TTL, its expiry."""
     out = {**campaign.model_dump(mode="json"), "started_at": started_at, "expires_at": None}
     if started_at and campaign.ttl_hours:
         expires = datetime.fromisoformat(started_at) + timedelta(hours=campaign.ttl_hours)

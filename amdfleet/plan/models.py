@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from amdfleet.addresses import host_port
-from amdfleet.config import CampaignSpec, ModelArchitecture, VerificationSpec
+from amdfleet.config import ModelArchitecture, VerificationSpec
 from amdfleet.remote.requirement import HostRequirement
 from amdfleet.remote.target import HostTarget
 
@@ -356,6 +356,16 @@ class CloudPlan(_Frozen):
     size_source: str
 
 
+class LifetimePlan(_Frozen):
+    """How long the deployment is meant to live, and what is due past that (the stack's
+    lifetime policy, exported as its ``campaign`` output)."""
+
+    ttl_hours: float | None
+    on_expiry: Literal["warn", "destroy"]
+    keep_weights: bool
+    owner: str | None
+
+
 class DeploymentPlan(_Frozen):
     """Everything needed to render, deploy and verify a stack."""
 
@@ -371,7 +381,7 @@ class DeploymentPlan(_Frozen):
     image: ImagePlan
     weights: WeightsPlan
     verification: VerificationPlan
-    campaign: CampaignSpec
+    campaign: LifetimePlan
     recipe_sources: tuple[str, ...]
     recipe_dropped: tuple[str, ...] = ()
     """What the seeds' recipes set that the pinned engine no longer takes, and why."""

@@ -21,6 +21,7 @@ from amdfleet.plan.models import (
     CloudPlan,
     DeploymentPlan,
     EnginePlan,
+    LifetimePlan,
     ModelPlan,
     NodePlan,
     ServingPlan,
@@ -109,7 +110,7 @@ def plan(spec: StackSpec) -> DeploymentPlan:
         image=image,
         weights=_weights(spec, model, nodes),
         verification=verification,
-        campaign=spec.campaign,
+        campaign=LifetimePlan(**spec.campaign.model_dump()),
         recipe_sources=tuple(r.source for r in recipes(spec, acc)),
         recipe_dropped=tuple(
             f"{item} ({why})" for r in recipes(spec, acc) for item, why in r.dropped
