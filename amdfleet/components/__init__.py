@@ -18,7 +18,7 @@ before any engine starts. One node runs an
 together). The stack counts as ready once a
 :class:`~amdfleet.providers.verification.Verification` run against the endpoint passed:
 the ``ready`` output is its ``passed``, and a
-:class:`~amdfleet.providers.readiness.ReadinessGate` fails the update while it is false.
+:class:`~amdfleet.providers.readiness.VerificationGate` fails the update while it is false.
 Everything is a child of its component (``parent=self``) and each component registers
 its outputs. What each resource is given comes from the plan through :mod:`.props`; the
 components only wire resources.

@@ -34,7 +34,7 @@ from amdfleet.providers.engine_image import EngineImage
 from amdfleet.providers.engine_service import EngineService
 from amdfleet.providers.fabric_check import FabricCheck, FabricCheckProps
 from amdfleet.providers.model_weights import ModelWeights
-from amdfleet.providers.readiness import ReadinessGate
+from amdfleet.providers.readiness import VerificationGate
 from amdfleet.providers.verification import Verification
 from amdfleet.remote.cluster import cluster_facts, collective_env
 
@@ -118,7 +118,7 @@ class Deployment(pulumi.ComponentResource):
                 lambda values: {**values[0], "fabric": values[1]}
             )
             self.ready = check.passed
-            ReadinessGate(
+            VerificationGate(
                 f"{name}-readiness",
                 self._opts([check]),
                 # From the merged output, so the gate cannot fail the update before the

@@ -20,9 +20,9 @@ from amdfleet import engines
 from amdfleet.errors import ConfigIssue, PlanError
 from amdfleet.plan import DeploymentPlan, NodePlan
 from amdfleet.plan.models import FabricPlan
-from amdfleet.providers.cluster_check import ClusterCheckProps, ClusterNode
+from amdfleet.providers.cluster_check import ClusterCheckNode, ClusterCheckProps
 from amdfleet.providers.command_check import EngineCommandCheckProps, ParseCheck
-from amdfleet.providers.engine_cluster import EngineClusterProps, EngineNode
+from amdfleet.providers.engine_cluster import EngineClusterNode, EngineClusterProps
 from amdfleet.providers.engine_image import EngineImageProps
 from amdfleet.providers.engine_node import EngineFile, ReadinessCheck
 from amdfleet.providers.engine_service import EngineServiceArgs, EngineServiceProps
@@ -276,7 +276,7 @@ def engine_cluster_props(
         files = [_engine_files(plan, node, plan.image.image) for node in plan.nodes]
     return EngineClusterProps(
         nodes=tuple(
-            EngineNode(
+            EngineClusterNode(
                 name=node.name,
                 host=host,
                 remote_dir=node.remote_dir,
@@ -310,12 +310,12 @@ def _readiness_check(plan: DeploymentPlan, node: NodePlan) -> ReadinessCheck:
     )
 
 
-def _cluster_node(plan: DeploymentPlan, node: NodePlan, target: HostTarget) -> ClusterNode:
+def _cluster_node(plan: DeploymentPlan, node: NodePlan, target: HostTarget) -> ClusterCheckNode:
     address = node.cluster_address or node.address
     if not address:
         issue = ConfigIssue("fleet", f"node {node.name} has no cluster address yet", "")
         raise PlanError([issue], f"stack {plan.stack}")
-    return ClusterNode(
+    return ClusterCheckNode(
         name=node.name,
         host=target,
         cluster_address=address,

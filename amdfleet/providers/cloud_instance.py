@@ -46,7 +46,7 @@ from amdfleet.errors import (
     HostUnreachableError,
     RemoteError,
 )
-from amdfleet.providers.progress import Progress, format_duration, resource_urn
+from amdfleet.providers.progress import ResourceProgress, format_duration, resource_urn
 from amdfleet.providers.props import ProviderProps, changed_keys
 from amdfleet.remote.ssh import ConnectRetry, connect, first_seen_host_key
 from amdfleet.remote.target import HostTarget
@@ -109,7 +109,10 @@ class CloudInstanceProvider(ResourceProvider):
         """
         p = CloudInstanceProps.from_inputs(props)
         _refuse_unpinnable(p)
-        with Progress.for_resource(props, secrets=[p.api_token]) as progress, _client(p) as client:
+        with (
+            ResourceProgress.for_resource(props, secrets=[p.api_token]) as progress,
+            _client(p) as client,
+        ):
             host_key = None if p.provider in NO_USER_DATA else generate_host_key()
             if host_key is None:
                 progress.step(f"registering the SSH key with {p.provider}")
@@ -153,7 +156,10 @@ class CloudInstanceProvider(ResourceProvider):
         p = CloudInstanceProps.from_inputs(props)
         _require_token(p, "delete")
         instance_id = p.instance_id or id_
-        with Progress.for_resource(props, secrets=[p.api_token]) as progress, _client(p) as client:
+        with (
+            ResourceProgress.for_resource(props, secrets=[p.api_token]) as progress,
+            _client(p) as client,
+        ):
             progress.step(f"deleting {instance_id} on {p.provider}")
             _delete_confirmed(client, p, instance_id)
 
@@ -242,7 +248,7 @@ def _bring_up(
     p: CloudInstanceProps,
     instance: Instance,
     host_key: HostKeyPair | None,
-    progress: Progress,
+    progress: ResourceProgress,
 ) -> dict[str, Any]:
     started = time.monotonic()
     deadline = started + p.boot_timeout_s
@@ -268,7 +274,7 @@ def _wait_running(
     p: CloudInstanceProps,
     instance_id: str,
     deadline: float,
-    progress: Progress,
+    progress: ResourceProgress,
 ) -> Instance:
     step = "waiting for the instance to run"
     progress.step(f"{step} ({instance_id})")
@@ -302,7 +308,7 @@ def _wait_ssh(
     address: str,
     host_key: HostKeyPair | None,
     deadline: float,
-    progress: Progress,
+    progress: ResourceProgress,
 ) -> str:
     """Log in once with the pinned key; the pin (the generated key's line, or the one seen
     first when trusting on first use)."""
@@ -360,7 +366,7 @@ def _cleaned_up(
     p: CloudInstanceProps,
     instance_id: str,
     error: BaseException,
-    progress: Progress,
+    progress: ResourceProgress,
 ) -> CloudInstanceError:
     """Delete the instance that failed to come up and the error that says so."""
     step = error.step if isinstance(error, _StepFailed) else "bringing the instance up"

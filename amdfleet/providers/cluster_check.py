@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from amdfleet.errors import AmdFleetError, ConfigIssue, PropsError, RemoteError
 from amdfleet.providers.cloud_host import gone_with_instance
-from amdfleet.providers.progress import Progress, resource_urn
+from amdfleet.providers.progress import ResourceProgress, resource_urn
 from amdfleet.providers.props import ProviderProps, changed_keys
 from amdfleet.remote.cluster import (
     CLUSTER,
@@ -87,7 +87,7 @@ _STOP_TIMEOUT = 15.0
 _T = TypeVar("_T")
 
 
-class ClusterNode(BaseModel):
+class ClusterCheckNode(BaseModel):
     """One node as the cluster preflight sees it (rank order: the head first)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -105,7 +105,7 @@ class ClusterCheckProps(ProviderProps):
     """ClusterCheck's properties: the nodes and what they must share (inputs), each
     node's collective interface and every check (outputs)."""
 
-    nodes: tuple[ClusterNode, ...] = Field(
+    nodes: tuple[ClusterCheckNode, ...] = Field(
         min_length=1, description="Every node, the head (rank 0) first."
     )
     ports: dict[str, int] = Field(
@@ -162,7 +162,7 @@ class ClusterCheckProps(ProviderProps):
         return self
 
     @property
-    def head(self) -> ClusterNode:
+    def head(self) -> ClusterCheckNode:
         """The rank-0 node, which runs the rendezvous."""
         return self.nodes[0]
 
@@ -176,7 +176,7 @@ class ClusterCheckProvider(ResourceProvider):
         """Run every check. Raises PreflightError listing every failure of every node
         (including nodes that could not be reached over SSH), each with a fix. Idempotent."""
         p = ClusterCheckProps.from_inputs(props)
-        with Progress.for_resource(props) as progress:
+        with ResourceProgress.for_resource(props) as progress:
             outs = _check(p, progress, bind=True, enforce=True)
         return CreateResult(id_="-".join(n.name for n in p.nodes), outs=outs)
 
@@ -185,7 +185,7 @@ class ClusterCheckProvider(ResourceProvider):
         """Re-run the checks without a listener (only ports the running engine holds are
         reached); records them, never fails on them."""
         p = ClusterCheckProps.from_inputs(props)
-        with Progress.for_resource(props) as progress:
+        with ResourceProgress.for_resource(props) as progress:
             return ReadResult(id_=id_, outs=_check(p, progress, bind=False, enforce=False))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
@@ -197,7 +197,7 @@ class ClusterCheckProvider(ResourceProvider):
     def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         """Run every check again, as :meth:`create`."""
         p = ClusterCheckProps.from_inputs(news)
-        with Progress.for_resource(news) as progress:
+        with ResourceProgress.for_resource(news) as progress:
             return UpdateResult(outs=_check(p, progress, bind=True, enforce=True))
 
     def delete(self, _id: str, _props: dict[str, Any]) -> None:
@@ -234,7 +234,7 @@ class ClusterCheck(pulumi.dynamic.Resource, module="amdfleet", name="ClusterChec
 
 
 def _check(
-    p: ClusterCheckProps, progress: Progress, *, bind: bool, enforce: bool
+    p: ClusterCheckProps, progress: ResourceProgress, *, bind: bool, enforce: bool
 ) -> dict[str, Any]:
     if p.facts is None:
         issue = ConfigIssue("facts", "missing", "pass every node's SshHost facts as `facts`")
@@ -254,7 +254,7 @@ def _check(
 
 @contextlib.contextmanager
 def _sessions(
-    nodes: Sequence[ClusterNode],
+    nodes: Sequence[ClusterCheckNode],
 ) -> Iterator[tuple[dict[str, Connection], list[ClusterFinding]]]:
     """Open every node's connection at once; a node that cannot be reached is a finding."""
     opened = _each(nodes, lambda node: open_host(node.host))
@@ -276,7 +276,7 @@ def _engine_versions(
     p: ClusterCheckProps,
     conns: Mapping[str, Connection],
     findings: list[ClusterFinding],
-    progress: Progress,
+    progress: ResourceProgress,
 ) -> dict[str, str | None]:
     command = p.engine_version_command
     if not command:
@@ -299,7 +299,7 @@ def _engine_versions(
 
 
 def _reachability(
-    p: ClusterCheckProps, conns: Mapping[str, Connection], progress: Progress, *, bind: bool
+    p: ClusterCheckProps, conns: Mapping[str, Connection], progress: ResourceProgress, *, bind: bool
 ) -> tuple[ListenerReport | None, dict[str, ConnectReport]]:
     """The head's listener, then every node's connects while it lives. Without the head
     (unreachable over SSH) nothing is tested; nodes still resolve their own address."""
@@ -332,13 +332,13 @@ def _reachability(
 
 def _connect_all(
     p: ClusterCheckProps,
-    nodes: Sequence[ClusterNode],
+    nodes: Sequence[ClusterCheckNode],
     conns: Mapping[str, Connection],
     ports: Sequence[int],
 ) -> dict[str, ConnectReport]:
     limit = p.connect_timeout_s * len(ports) + _COMMAND_TIMEOUT
 
-    def connect(node: ClusterNode) -> ConnectReport:
+    def connect(node: ClusterCheckNode) -> ConnectReport:
         command = connect_command(
             p.head.cluster_address,
             ports,
@@ -438,7 +438,7 @@ def _report(
 
 def _node_facts(
     p: ClusterCheckProps,
-    node: ClusterNode,
+    node: ClusterCheckNode,
     facts: Mapping[str, Any],
     versions: Mapping[str, str | None],
     connects: Mapping[str, ConnectReport],
@@ -461,7 +461,7 @@ def _node_facts(
 
 
 def _each(
-    nodes: Sequence[ClusterNode], call: Callable[[ClusterNode], _T]
+    nodes: Sequence[ClusterCheckNode], call: Callable[[ClusterCheckNode], _T]
 ) -> dict[str, _T | Exception]:
     """``call`` on every node at once; an amdfleet error is returned, not raised."""
     if not nodes:
@@ -477,7 +477,7 @@ def _each(
     return results
 
 
-def _unreachable(node: ClusterNode, error: Exception) -> ClusterFinding:
+def _unreachable(node: ClusterCheckNode, error: Exception) -> ClusterFinding:
     hint = getattr(error, "hint", "") or f"check that {node.name} is up and reachable over SSH"
     return ClusterFinding(node.name, "ssh", False, _message(error), hint)
 

@@ -57,7 +57,7 @@ from amdfleet.providers.engine_node import (
     with_fingerprints,
 )
 from amdfleet.providers.engine_service import NOTHING_LEFT_HINT, wait_ready
-from amdfleet.providers.progress import Progress, resource_urn
+from amdfleet.providers.progress import ResourceProgress, resource_urn
 from amdfleet.providers.props import plain
 from amdfleet.remote.connection import Connection
 from amdfleet.remote.engine import EngineLayout
@@ -68,7 +68,7 @@ CLUSTER_ENV_FILE = "cluster.env"
 _T = TypeVar("_T")
 
 
-class EngineNode(BaseModel):
+class EngineClusterNode(BaseModel):
     """One node of the cluster: where it runs and what it runs (rank = its position)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -105,11 +105,11 @@ class EngineClusterProps(EngineProps):
     the shared secret environment (passed to :class:`EngineCluster` apart) and the head's
     readiness check; fingerprints added by ``check``; whether it serves (outputs)."""
 
-    nodes: tuple[EngineNode, ...] = Field(min_length=2, description="Head first, by rank.")
+    nodes: tuple[EngineClusterNode, ...] = Field(min_length=2, description="Head first, by rank.")
     readiness: ReadinessCheck = Field(description="When the head counts as serving.")
 
     @property
-    def head(self) -> EngineNode:
+    def head(self) -> EngineClusterNode:
         """Rank 0: the node that serves the API."""
         return self.nodes[0]
 
@@ -129,7 +129,7 @@ class EngineClusterProvider(ResourceProvider):
         serves a real completion. All-or-nothing: on failure every node is stopped and
         EngineStartError names the failing node with every node's log tail."""
         p = EngineClusterProps.from_inputs(props)
-        with Progress.for_resource(props) as progress:
+        with ResourceProgress.for_resource(props) as progress:
             _deploy(p, progress)
         return CreateResult(id_=f"{p.head.host.name}:{p.head.remote_dir}", outs=p.started_outputs())
 
@@ -138,7 +138,7 @@ class EngineClusterProvider(ResourceProvider):
         """Check every node's engine and, when all run, one real completion on the head.
         What does not serve is reported in ``not_ready`` and as a warning."""
         p = EngineClusterProps.from_inputs(props)
-        with Progress.for_resource(props) as progress, _connections(p) as conns:
+        with ResourceProgress.for_resource(props) as progress, _connections(p) as conns:
             problem = _cluster_problem(p, conns)
             if problem:
                 progress.warn(f"the engine cluster does not serve: {problem}")
@@ -153,7 +153,7 @@ class EngineClusterProvider(ResourceProvider):
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         """Stop every node, upload the new files and start the cluster again in order."""
         p = EngineClusterProps.from_inputs(news)
-        with Progress.for_resource(news) as progress:
+        with ResourceProgress.for_resource(news) as progress:
             _deploy(p, progress)
         return UpdateResult(outs=p.started_outputs())
 
@@ -161,7 +161,7 @@ class EngineClusterProvider(ResourceProvider):
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         """Stop every node's engine and remove its directory. Idempotent."""
         p = EngineClusterProps.from_inputs(props)
-        with Progress.for_resource(props) as progress, _connections(p) as conns:
+        with ResourceProgress.for_resource(props) as progress, _connections(p) as conns:
             progress.step(f"stopping the engine on {len(p.nodes)} nodes")
             _stop_all(p, conns)
 
@@ -204,7 +204,7 @@ class EngineCluster(pulumi.dynamic.Resource, module="amdfleet", name="EngineClus
         super().__init__(EngineClusterProvider(), name, inputs, opts)
 
 
-def _deploy(p: EngineClusterProps, progress: Progress) -> None:
+def _deploy(p: EngineClusterProps, progress: ResourceProgress) -> None:
     with _connections(p) as conns:
         progress.step(f"stopping any engine already running on the {len(p.nodes)} nodes")
         _stop_all(p, conns)

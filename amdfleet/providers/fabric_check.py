@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from amdfleet.errors import AmdFleetError, RemoteCommandError, RemoteError
 from amdfleet.providers.cloud_host import gone_with_instance
-from amdfleet.providers.progress import URN_KEY, Progress, resource_urn
+from amdfleet.providers.progress import URN_KEY, ResourceProgress, resource_urn
 from amdfleet.providers.props import ProviderProps, changed_keys
 from amdfleet.remote import fabric
 from amdfleet.remote.connection import CommandResult
@@ -109,7 +109,7 @@ class FabricCheckProvider(ResourceProvider):
         when a host cannot be reached. Leaves nothing behind either way.
         """
         p = FabricCheckProps.from_inputs(props)
-        with Progress.for_resource(props) as progress:
+        with ResourceProgress.for_resource(props) as progress:
             result = _check(p, progress)
         return CreateResult(id_=f"fabric:{'+'.join(p.hosts)}", outs=p.to_outputs(result=result))
 
@@ -128,7 +128,7 @@ class FabricCheckProvider(ResourceProvider):
     def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         """Run the check again with the new inputs; raises as ``create`` does."""
         p = FabricCheckProps.from_inputs(news)
-        with Progress.for_resource(news) as progress:
+        with ResourceProgress.for_resource(news) as progress:
             return UpdateResult(outs=p.to_outputs(result=_check(p, progress)))
 
     @gone_with_instance
@@ -136,7 +136,7 @@ class FabricCheckProvider(ResourceProvider):
         """Stop any run still going and remove the check's directory and container on
         every host. Idempotent; raises RemoteError when a host cannot be reached."""
         p = FabricCheckProps.from_inputs(props)
-        with Progress.for_resource(props) as progress:
+        with ResourceProgress.for_resource(props) as progress:
             progress.step(f"removing {p.work_dir} on {', '.join(p.hosts)}")
             for target in _targets(p):
                 with open_host(target) as conn:
@@ -169,7 +169,7 @@ class FabricCheck(pulumi.dynamic.Resource, module="amdfleet", name="FabricCheck"
         super().__init__(FabricCheckProvider(), name, inputs, opts)
 
 
-def _check(p: FabricCheckProps, progress: Progress) -> dict[str, Any]:
+def _check(p: FabricCheckProps, progress: ResourceProgress) -> dict[str, Any]:
     """Run, parse, gate; the result output, or an error."""
     progress.step(f"running the {p.kind} all-reduce sweep on {', '.join(p.hosts)}")
     outputs = _run_all(p, progress)
@@ -192,7 +192,7 @@ def _check(p: FabricCheckProps, progress: Progress) -> dict[str, Any]:
     }
 
 
-def _run_all(p: FabricCheckProps, progress: Progress) -> dict[str, CommandResult]:
+def _run_all(p: FabricCheckProps, progress: ResourceProgress) -> dict[str, CommandResult]:
     """Every run at once. Once one fails, the others are stopped (again every
     :data:`_STOP_EVERY_S` while they still run: a stop can reach a host before its run has
     started), and the first failure is raised."""
@@ -294,7 +294,7 @@ def _targets(p: FabricCheckProps) -> list[HostTarget]:
     return list({run.host.name: run.host for run in p.runs}.values())
 
 
-def _lines_to(progress: Progress, run: FabricRun) -> Callable[[str], None] | None:
+def _lines_to(progress: ResourceProgress, run: FabricRun) -> Callable[[str], None] | None:
     """Show the reporting run's lines (rows as they are measured) as the status."""
     if not (progress.enabled and run.reports):
         return None

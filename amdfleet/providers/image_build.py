@@ -35,7 +35,7 @@ from pydantic import Field
 from amdfleet.errors import ImageBuildRefused, RemoteCommandError, RemoteError
 from amdfleet.providers.cloud_host import gone_with_instance
 from amdfleet.providers.docker_steps import CALL_TIMEOUT, DockerLog, inspect_image, registry_ref
-from amdfleet.providers.progress import Progress, format_duration, resource_urn
+from amdfleet.providers.progress import ResourceProgress, format_duration, resource_urn
 from amdfleet.providers.props import ProviderProps, changed_keys
 from amdfleet.remote.connection import Connection
 from amdfleet.remote.facts import HostFacts
@@ -139,7 +139,7 @@ class EngineImageBuildProvider(ResourceProvider):
         refused = gfx_refusal(p.gfx_targets, p.fleet_archs, p.build_hours, p.timeout_s)
         if refused is not None:
             raise refused
-        with Progress.for_resource(props) as progress, _open(p) as conn:
+        with ResourceProgress.for_resource(props) as progress, _open(p) as conn:
             outs = _build_and_push(conn, p, progress)
         return CreateResult(id_=f"{p.host.name}:{p.image}", outs=p.to_outputs(**outs))
 
@@ -177,7 +177,7 @@ class EngineImageBuildProvider(ResourceProvider):
         """Remove the build host's copy and the build log (if this resource made them).
         Idempotent."""
         p = EngineImageBuildProps.from_inputs(props)
-        with Progress.for_resource(props) as progress, _open(p) as conn:
+        with ResourceProgress.for_resource(props) as progress, _open(p) as conn:
             if p.created and not p.keep_on_delete:
                 progress.step(f"removing {p.image} from the build host")
                 conn.run(remove_command(p.image), timeout=300)
@@ -214,7 +214,7 @@ def _open(p: EngineImageBuildProps) -> Connection:
 
 
 def _build_and_push(
-    conn: Connection, p: EngineImageBuildProps, progress: Progress
+    conn: Connection, p: EngineImageBuildProps, progress: ResourceProgress
 ) -> dict[str, Any]:
     if p.registry_username:
         progress.step(f"logging in to {p.registry} as {p.registry_username}")
@@ -261,7 +261,7 @@ def _build_and_push(
     }
 
 
-def _build(conn: Connection, p: EngineImageBuildProps, progress: Progress) -> float:
+def _build(conn: Connection, p: EngineImageBuildProps, progress: ResourceProgress) -> float:
     """Run the build in a fresh context; returns its duration. Raises with the last lines
     of the log when it fails or passes its deadline."""
     context = shlex.quote(p.context_dir)

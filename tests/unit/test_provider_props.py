@@ -20,7 +20,7 @@ from amdfleet.providers.engine_service import EngineServiceProps
 from amdfleet.providers.fabric_check import FabricCheckProps, FabricRun
 from amdfleet.providers.model_weights import ModelWeightsProps
 from amdfleet.providers.props import PROVIDER_KEY, ProviderProps
-from amdfleet.providers.readiness import ReadinessGateProps
+from amdfleet.providers.readiness import VerificationGateProps
 from amdfleet.providers.ssh_host import SshHostProps
 from amdfleet.providers.verification import VerificationProps
 from amdfleet.remote.requirement import HostRequirement
@@ -87,7 +87,7 @@ EXAMPLES: list[ProviderProps] = [
         tokenizer_path="/models/tiny",
         report_dir=".amdfleet/reports/demo",
     ),
-    ReadinessGateProps(passed=False, failures=[("ttft", "<= 1", "2")], verdict_table="t"),
+    VerificationGateProps(passed=False, failures=[("ttft", "<= 1", "2")], verdict_table="t"),
     FabricCheckProps(
         kind="rccl",
         runs=(FabricRun(host=HOST, command="docker run ... all_reduce_perf -b 8", reports=True),),
