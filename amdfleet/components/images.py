@@ -16,6 +16,7 @@ from amdfleet.providers.image_build import EngineImageBuild, fleet_archs_of
 from amdfleet.providers.image_pin import ImagePin
 from amdfleet.remote.facts import HostFacts
 from amdfleet.remote.target import HostTarget
+from amdfleet.render import render_dockerfile
 
 
 @dataclass(frozen=True)
@@ -81,10 +82,11 @@ def stage_images(
         pin = ImagePin(f"{name}-image-pin", image_pin_props(plan, targets[0]), opts(depends_on[:1]))
         source, ref = pin, pin.ref
     on_node = image.build and not image.registry
+    dockerfile = render_dockerfile(plan) if on_node else None
     images = [
         EngineImage(
             f"{name}-image-{node.name}",
-            engine_image_props(plan, node, targets[node.rank]),
+            engine_image_props(plan, node, targets[node.rank], dockerfile),
             opts([*depends_on, *([source] if source else [])]),
             image=ref,
             host_archs=archs.apply(functools.partial(_archs_of, node=node.name))

@@ -35,7 +35,7 @@ from amdfleet.providers.verification import VerificationProps
 from amdfleet.remote import fabric
 from amdfleet.remote.cluster import collective_env, engine_version_command, rendezvous_ports
 from amdfleet.remote.target import HostTarget
-from amdfleet.render import render_dockerfile, render_node
+from amdfleet.render import RenderedFile, render_dockerfile, render_node
 
 IMAGE_TIMEOUT_S = 3 * 3600
 
@@ -76,13 +76,12 @@ def image_pin_props(plan: DeploymentPlan, target: HostTarget) -> ImagePinProps:
 
 
 def engine_image_props(
-    plan: DeploymentPlan, node: NodePlan, target: HostTarget
+    plan: DeploymentPlan, node: NodePlan, target: HostTarget, dockerfile: RenderedFile | None
 ) -> EngineImageProps:
-    """The engine image staged on ``node``: pulled, or built there (a build without a
-    registry, when the Dockerfile is part of the props)."""
+    """The engine image staged on ``node``: pulled, or built there from ``dockerfile`` (a
+    build without a registry; rendered once for every node by the caller)."""
     image = plan.image
-    on_node = image.build and not image.registry
-    dockerfile = render_dockerfile(plan) if on_node else None
+    on_node = dockerfile is not None
     return EngineImageProps(
         host=target,
         image=image.image,
