@@ -63,9 +63,10 @@ def render_plan(plan: DeploymentPlan) -> list[RenderedFile]:
     return sorted(files, key=lambda f: f.path)
 
 
-def render_node(plan: DeploymentPlan, rank: int) -> list[RenderedFile]:
+def render_node(plan: DeploymentPlan, rank: int, image: str | None = None) -> list[RenderedFile]:
     """The launch script, env file and (process runtime) systemd unit for the node with
-    ``rank``.
+    ``rank``, running container ``image`` (docker runtime; default: the plan's image,
+    else e.g. the digest reference a pin resolved).
 
     Paths are prefixed with ``node<rank>-<host>/``; on the host they live in
     ``node.remote_dir``. The docker runtime has no unit: dockerd's restart policy
@@ -73,7 +74,7 @@ def render_node(plan: DeploymentPlan, rank: int) -> list[RenderedFile]:
     """
     node = plan.nodes[rank]
     prefix = f"node{rank}-{node.name}/"
-    context = _node_context(plan, node)
+    context = {**_node_context(plan, node), "image": image or plan.image.image}
     files = [
         _file(prefix + "launch.sh", "launch.sh.j2", context, 0o755),
         _file(prefix + "engine.env", "engine.env.j2", context, 0o644),

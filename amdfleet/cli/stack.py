@@ -10,7 +10,7 @@ import click
 
 from amdfleet.addresses import host_port
 from amdfleet.catalog.releases import COMMIT_RE
-from amdfleet.config import LifetimeSpec, LoadedStack, load_stack_file, stack_names
+from amdfleet.config import LoadedStack, load_stack_file, stack_names
 from amdfleet.plan import (
     CloudPlan,
     ClusterPlan,
@@ -20,6 +20,7 @@ from amdfleet.plan import (
     NodePlan,
     plan,
 )
+from amdfleet.plan.models import LifetimePlan
 from amdfleet.shellwords import shell_join
 from amdfleet.tables import table
 
@@ -277,7 +278,7 @@ def _placement(node: NodePlan) -> str:
     return f" stage{'s' if len(node.pipeline_stages) > 1 else ''} {stages}, {tp}"
 
 
-def _campaign_line(campaign: LifetimeSpec) -> str:
+def _campaign_line(campaign: LifetimePlan) -> str:
     ttl = campaign.ttl_hours
     lifetime = f"{ttl:g} h from `pulumi up`" if ttl else "no time limit"
     weights = "kept" if campaign.keep_weights else "removed"

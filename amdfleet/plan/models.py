@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from amdfleet.addresses import host_port
-from amdfleet.config import LifetimeSpec, ModelArchitecture, VerificationSpec
+from amdfleet.config import ModelArchitecture, VerificationSpec
 from amdfleet.remote.requirement import HostRequirement
 from amdfleet.remote.transport.target import HostTarget
 
@@ -175,6 +175,8 @@ class EnginePlan(_Frozen):
     shm_size: str
     container_name: str
     readiness: ReadinessPlan
+    python: str
+    """The engine's Python interpreter on the nodes (process runtime: its virtualenv's)."""
 
     @property
     def startup_timeout_s(self) -> int:
@@ -354,6 +356,16 @@ class CloudPlan(_Frozen):
     size_source: str
 
 
+class LifetimePlan(_Frozen):
+    """How long the deployment is meant to live, and what is due past that (the stack's
+    lifetime policy, exported as its ``campaign`` output)."""
+
+    ttl_hours: float | None
+    on_expiry: Literal["warn", "destroy"]
+    keep_weights: bool
+    owner: str | None
+
+
 class DeploymentPlan(_Frozen):
     """Everything needed to render, deploy and verify a stack."""
 
@@ -369,7 +381,7 @@ class DeploymentPlan(_Frozen):
     image: ImagePlan
     weights: WeightsPlan
     verification: VerificationPlan
-    campaign: LifetimeSpec
+    campaign: LifetimePlan
     recipe_sources: tuple[str, ...]
     recipe_dropped: tuple[str, ...] = ()
     """What the seeds' recipes set that the pinned engine no longer takes, and why."""

@@ -21,6 +21,7 @@ from amdfleet.plan.models import (
     CloudPlan,
     DeploymentPlan,
     EnginePlan,
+    LifetimePlan,
     ModelPlan,
     NodePlan,
     ServingPlan,
@@ -102,6 +103,7 @@ def plan(spec: StackSpec) -> DeploymentPlan:
             shm_size=spec.engine.shm_size,
             container_name=f"amdfleet-{spec.name}",
             readiness=layout.readiness(resolved, model),
+            python=engine_python(nodes[0].argv),
         ),
         parallelism=parallelism,
         serving=serving,
@@ -110,7 +112,7 @@ def plan(spec: StackSpec) -> DeploymentPlan:
         image=image,
         weights=_weights(spec, model, nodes),
         verification=verification,
-        campaign=spec.campaign,
+        campaign=LifetimePlan(**spec.campaign.model_dump()),
         recipe_sources=tuple(r.source for r in resolved.recipes),
         recipe_dropped=tuple(
             f"{item} ({why})" for r in resolved.recipes for item, why in r.dropped

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from pulumi.dynamic import ReadResult
 
 from amdfleet.errors import HostUnreachableError
-from amdfleet.providers.progress import Progress
+from amdfleet.providers.progress import ResourceProgress
 from amdfleet.providers.props import plain
 
 Method = TypeVar("Method", bound=Callable[..., Any])
@@ -43,7 +43,7 @@ def gone_with_instance(method: Method) -> Method:
                 if reading
                 else "counted as deleted"
             )
-            with Progress.for_resource(props) as progress:
+            with ResourceProgress.for_resource(props) as progress:
                 progress.warn(
                     f"{e.host} (cloud instance {instance}) does not answer: {e.reason}; what "
                     f"ran on it went with it, so this resource is {outcome}"

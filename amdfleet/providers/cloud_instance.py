@@ -47,7 +47,7 @@ from amdfleet.errors import (
 )
 from amdfleet.findings import config_issue
 from amdfleet.hostkeys import HostKeyPair, generate_host_key
-from amdfleet.providers.progress import Progress, format_duration, resource_urn
+from amdfleet.providers.progress import ResourceProgress, format_duration, resource_urn
 from amdfleet.providers.props import ProviderProps, changed_keys
 from amdfleet.remote.transport.retry import ConnectRetry
 from amdfleet.remote.transport.ssh import connect, first_seen_host_key
@@ -111,7 +111,10 @@ class CloudInstanceProvider(ResourceProvider):
         """
         p = CloudInstanceProps.from_inputs(props)
         _refuse_unpinnable(p)
-        with Progress.for_resource(props, secrets=[p.api_token]) as progress, _client(p) as client:
+        with (
+            ResourceProgress.for_resource(props, secrets=[p.api_token]) as progress,
+            _client(p) as client,
+        ):
             host_key = None if p.provider in NO_USER_DATA else generate_host_key()
             if host_key is None:
                 progress.step(f"registering the SSH key with {p.provider}")
@@ -155,7 +158,10 @@ class CloudInstanceProvider(ResourceProvider):
         p = CloudInstanceProps.from_inputs(props)
         _require_token(p, "delete")
         instance_id = p.instance_id or id_
-        with Progress.for_resource(props, secrets=[p.api_token]) as progress, _client(p) as client:
+        with (
+            ResourceProgress.for_resource(props, secrets=[p.api_token]) as progress,
+            _client(p) as client,
+        ):
             progress.step(f"deleting {instance_id} on {p.provider}")
             _delete_confirmed(client, p, instance_id)
 
@@ -244,7 +250,7 @@ def _bring_up(
     p: CloudInstanceProps,
     instance: Instance,
     host_key: HostKeyPair | None,
-    progress: Progress,
+    progress: ResourceProgress,
 ) -> dict[str, Any]:
     started = time.monotonic()
     deadline = started + p.boot_timeout_s
@@ -270,7 +276,7 @@ def _wait_running(
     p: CloudInstanceProps,
     instance_id: str,
     deadline: float,
-    progress: Progress,
+    progress: ResourceProgress,
 ) -> Instance:
     step = "waiting for the instance to run"
     progress.step(f"{step} ({instance_id})")
@@ -304,7 +310,7 @@ def _wait_ssh(
     address: str,
     host_key: HostKeyPair | None,
     deadline: float,
-    progress: Progress,
+    progress: ResourceProgress,
 ) -> str:
     """Log in once with the pinned key; the pin (the generated key's line, or the one seen
     first when trusting on first use)."""
@@ -362,7 +368,7 @@ def _cleaned_up(
     p: CloudInstanceProps,
     instance_id: str,
     error: BaseException,
-    progress: Progress,
+    progress: ResourceProgress,
 ) -> CloudInstanceError:
     """Delete the instance that failed to come up and the error that says so."""
     step = error.step if isinstance(error, _StepFailed) else "bringing the instance up"

@@ -41,13 +41,10 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from amdfleet import engines
-from amdfleet.errors import AmdFleetError, PlanError, PropsError, RemoteError
+from amdfleet.errors import AmdFleetError, PropsError, RemoteError
 from amdfleet.findings import Finding, config_issue
-from amdfleet.plan import DeploymentPlan, NodePlan
-from amdfleet.plan.layout import engine_python
 from amdfleet.providers.cloud_host import gone_with_instance
-from amdfleet.providers.progress import Progress, resource_urn
+from amdfleet.providers.progress import ResourceProgress, resource_urn
 from amdfleet.providers.props import ProviderProps, changed_keys
 from amdfleet.remote.cluster import (
     CLUSTER,
@@ -55,7 +52,6 @@ from amdfleet.remote.cluster import (
     NodeFacts,
     check_agreement,
     check_network,
-    engine_version_command,
     parse_engine_version,
     raise_for_failures,
 )
@@ -71,7 +67,6 @@ from amdfleet.remote.reachability import (
     listener_command,
     parse_connect,
     parse_listener,
-    rendezvous_ports,
     stop_listener_command,
 )
 from amdfleet.remote.transport.connection import CommandResult, Connection
@@ -96,7 +91,7 @@ _STOP_TIMEOUT = 15.0
 _T = TypeVar("_T")
 
 
-class ClusterNode(BaseModel):
+class ClusterCheckNode(BaseModel):
     """One node as the cluster preflight sees it (rank order: the head first)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -114,7 +109,7 @@ class ClusterCheckProps(ProviderProps):
     """ClusterCheck's properties: the nodes and what they must share (inputs), each
     node's collective interface and every check (outputs)."""
 
-    nodes: tuple[ClusterNode, ...] = Field(
+    nodes: tuple[ClusterCheckNode, ...] = Field(
         min_length=1, description="Every node, the head (rank 0) first."
     )
     ports: dict[str, int] = Field(
@@ -171,7 +166,7 @@ class ClusterCheckProps(ProviderProps):
         return self
 
     @property
-    def head(self) -> ClusterNode:
+    def head(self) -> ClusterCheckNode:
         """The rank-0 node, which runs the rendezvous."""
         return self.nodes[0]
 
@@ -185,7 +180,7 @@ class ClusterCheckProvider(ResourceProvider):
         """Run every check. Raises PreflightError listing every failure of every node
         (including nodes that could not be reached over SSH), each with a fix. Idempotent."""
         p = ClusterCheckProps.from_inputs(props)
-        with Progress.for_resource(props) as progress:
+        with ResourceProgress.for_resource(props) as progress:
             outs = _check(p, progress, bind=True, enforce=True)
         return CreateResult(id_="-".join(n.name for n in p.nodes), outs=outs)
 
@@ -194,7 +189,7 @@ class ClusterCheckProvider(ResourceProvider):
         """Re-run the checks without a listener (only ports the running engine holds are
         reached); records them, never fails on them."""
         p = ClusterCheckProps.from_inputs(props)
-        with Progress.for_resource(props) as progress:
+        with ResourceProgress.for_resource(props) as progress:
             return ReadResult(id_=id_, outs=_check(p, progress, bind=False, enforce=False))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
@@ -206,7 +201,7 @@ class ClusterCheckProvider(ResourceProvider):
     def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         """Run every check again, as :meth:`create`."""
         p = ClusterCheckProps.from_inputs(news)
-        with Progress.for_resource(news) as progress:
+        with ResourceProgress.for_resource(news) as progress:
             return UpdateResult(outs=_check(p, progress, bind=True, enforce=True))
 
     def delete(self, _id: str, _props: dict[str, Any]) -> None:
@@ -239,32 +234,11 @@ class ClusterCheck(pulumi.dynamic.Resource, module="amdfleet", name="ClusterChec
         super().__init__(ClusterCheckProvider(), name, inputs, opts)
 
 
-def cluster_check_props(plan: DeploymentPlan, targets: Sequence[HostTarget]) -> ClusterCheckProps:
-    """ClusterCheck's props for ``plan`` (``targets`` in node order, as the Fleet holds
-    them). The interface and RDMA devices checked are those the stack names for the
-    node; the engine version is asked on the process runtime only (on docker the image
-    digest says it)."""
-    engine = engines.engine(plan.engine.name)
-    command = None
-    if plan.engine.runtime == "process" and engine.distribution:
-        command = engine_version_command(engine_python(plan.head.argv), engine.distribution)
-    par = plan.parallelism
-    return ClusterCheckProps(
-        nodes=tuple(
-            _node(plan, node, target) for node, target in zip(plan.nodes, targets, strict=True)
-        ),
-        ports=rendezvous_ports(par.backend, par.master_port, par.ray_port),
-        engine_dir=plan.head.remote_dir,
-        container=plan.engine.container_name if plan.engine.runtime == "docker" else None,
-        engine_version_command=command,
-    )
-
-
 # ------------------------------------------------------------------- the checks
 
 
 def _check(
-    p: ClusterCheckProps, progress: Progress, *, bind: bool, enforce: bool
+    p: ClusterCheckProps, progress: ResourceProgress, *, bind: bool, enforce: bool
 ) -> dict[str, Any]:
     if p.facts is None:
         issue = config_issue("facts", "missing", "pass every node's SshHost facts as `facts`")
@@ -284,7 +258,7 @@ def _check(
 
 @contextlib.contextmanager
 def _sessions(
-    nodes: Sequence[ClusterNode],
+    nodes: Sequence[ClusterCheckNode],
 ) -> Iterator[tuple[dict[str, Connection], list[Finding]]]:
     """Open every node's connection at once; a node that cannot be reached is a finding."""
     opened = _each(nodes, lambda node: open_host(node.host))
@@ -306,7 +280,7 @@ def _engine_versions(
     p: ClusterCheckProps,
     conns: Mapping[str, Connection],
     findings: list[Finding],
-    progress: Progress,
+    progress: ResourceProgress,
 ) -> dict[str, str | None]:
     command = p.engine_version_command
     if not command:
@@ -329,7 +303,7 @@ def _engine_versions(
 
 
 def _reachability(
-    p: ClusterCheckProps, conns: Mapping[str, Connection], progress: Progress, *, bind: bool
+    p: ClusterCheckProps, conns: Mapping[str, Connection], progress: ResourceProgress, *, bind: bool
 ) -> tuple[ListenerReport | None, dict[str, ConnectReport]]:
     """The head's listener, then every node's connects while it lives. Without the head
     (unreachable over SSH) nothing is tested; nodes still resolve their own address."""
@@ -362,13 +336,13 @@ def _reachability(
 
 def _connect_all(
     p: ClusterCheckProps,
-    nodes: Sequence[ClusterNode],
+    nodes: Sequence[ClusterCheckNode],
     conns: Mapping[str, Connection],
     ports: Sequence[int],
 ) -> dict[str, ConnectReport]:
     limit = p.connect_timeout_s * len(ports) + _COMMAND_TIMEOUT
 
-    def connect(node: ClusterNode) -> ConnectReport:
+    def connect(node: ClusterCheckNode) -> ConnectReport:
         command = connect_command(
             p.head.cluster_address,
             ports,
@@ -470,7 +444,7 @@ def _report(
 
 def _node_facts(
     p: ClusterCheckProps,
-    node: ClusterNode,
+    node: ClusterCheckNode,
     facts: Mapping[str, Any],
     versions: Mapping[str, str | None],
     connects: Mapping[str, ConnectReport],
@@ -493,7 +467,7 @@ def _node_facts(
 
 
 def _each(
-    nodes: Sequence[ClusterNode], call: Callable[[ClusterNode], _T]
+    nodes: Sequence[ClusterCheckNode], call: Callable[[ClusterCheckNode], _T]
 ) -> dict[str, _T | Exception]:
     """``call`` on every node at once; an amdfleet error is returned, not raised."""
     outcome = fan_out({node.name: functools.partial(call, node) for node in nodes})
@@ -501,7 +475,7 @@ def _each(
     return {node.name: outcome.outcome(node.name) for node in nodes}
 
 
-def _unreachable(node: ClusterNode, error: Exception) -> Finding:
+def _unreachable(node: ClusterCheckNode, error: Exception) -> Finding:
     hint = getattr(error, "hint", "") or f"check that {node.name} is up and reachable over SSH"
     return Finding(node.name, "ssh", False, _message(error), hint)
 
@@ -546,17 +520,3 @@ def _summary(p: ClusterCheckProps, report: ClusterReport) -> str:
         ports = _ports(sorted(set(p.ports.values())))
         parts.append(f"every node reached {p.head.cluster_address} at {ports}")
     return f"cluster preflight passed: {'; '.join(parts)}"
-
-
-def _node(plan: DeploymentPlan, node: NodePlan, target: HostTarget) -> ClusterNode:
-    address = node.cluster_address or node.address
-    if not address:
-        issue = config_issue("fleet", f"node {node.name} has no cluster address yet", "")
-        raise PlanError([issue], f"stack {plan.stack}")
-    return ClusterNode(
-        name=node.name,
-        host=target,
-        cluster_address=address,
-        network_interface=node.network_interface,
-        rdma_devices=node.rdma_devices,
-    )

@@ -19,7 +19,7 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvide
 from pydantic import BaseModel, ConfigDict, Field
 
 from amdfleet.errors import EngineCommandRejected, RemoteCommandError
-from amdfleet.providers.progress import Progress, resource_urn
+from amdfleet.providers.progress import ResourceProgress, resource_urn
 from amdfleet.providers.props import ProviderProps, changed_keys
 from amdfleet.remote.command_check import check_command
 from amdfleet.remote.transport.hosts import open_host
@@ -67,7 +67,7 @@ class EngineCommandCheckProvider(ResourceProvider):
             outs = p.to_outputs(checked_at=now, accepted=f"{p.engine} has no parse-only check")
             return CreateResult(id_=f"check-{p.host.name}", outs=outs)
         last = ""
-        with Progress.for_resource(props) as progress, open_host(p.host) as conn:
+        with ResourceProgress.for_resource(props) as progress, open_host(p.host) as conn:
             for check in p.checks:
                 where = f" in {p.image}" if p.image else ""
                 nodes = ", ".join(check.nodes)

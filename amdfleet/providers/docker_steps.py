@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from amdfleet.errors import RemoteError
-from amdfleet.providers.progress import Progress, format_duration
+from amdfleet.providers.progress import ResourceProgress, format_duration
 from amdfleet.remote.images import inspect_command, parse_inspect
 from amdfleet.remote.registry import digests_command, repo_digest
 from amdfleet.remote.transport.connection import Connection
@@ -34,7 +34,7 @@ def registry_ref(conn: Connection, image: str, missing: str, hint: str) -> str:
 class DockerLog:
     """Shows the time spent and the latest line of a pull or build as the status."""
 
-    def __init__(self, doing: str, progress: Progress) -> None:
+    def __init__(self, doing: str, progress: ResourceProgress) -> None:
         self._doing = doing
         self._progress = progress
         self._start = time.monotonic()

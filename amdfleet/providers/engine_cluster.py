@@ -43,9 +43,9 @@ from amdfleet.errors import EngineStartError, RemoteError
 from amdfleet.providers.cloud_host import gone_with_instance
 from amdfleet.providers.engine_node import (
     CALL_TIMEOUT,
+    EngineFile,
     EngineProps,
     ReadinessCheck,
-    RenderedFile,
     engine_diff,
     log_tail,
     node_supervisor,
@@ -57,7 +57,7 @@ from amdfleet.providers.engine_node import (
     with_fingerprints,
 )
 from amdfleet.providers.engine_service import NOTHING_LEFT_HINT, wait_ready
-from amdfleet.providers.progress import Progress, resource_urn
+from amdfleet.providers.progress import ResourceProgress, resource_urn
 from amdfleet.providers.props import plain
 from amdfleet.remote.engine import EngineLayout
 from amdfleet.remote.supervision import Supervisor
@@ -69,7 +69,7 @@ CLUSTER_ENV_FILE = "cluster.env"
 _T = TypeVar("_T")
 
 
-class EngineNode(BaseModel):
+class EngineClusterNode(BaseModel):
     """One node of the cluster: where it runs and what it runs (rank = its position)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -77,7 +77,7 @@ class EngineNode(BaseModel):
     name: str = Field(description="The node's name (the fleet host's).")
     host: HostTarget = Field(description="The node's host.")
     remote_dir: str = Field(description="The engine's directory on the host.")
-    files: dict[str, RenderedFile] = Field(description="Rendered files by file name.")
+    files: dict[str, EngineFile] = Field(description="Rendered files by file name.")
     container: str | None = Field(None, description="The engine's container (docker).")
     cluster_env: dict[str, str] = Field(
         default_factory=dict,
@@ -94,11 +94,11 @@ class EngineNode(BaseModel):
         """The engine's files on the host."""
         return EngineLayout(self.remote_dir)
 
-    def upload_files(self) -> dict[str, RenderedFile]:
+    def upload_files(self) -> dict[str, EngineFile]:
         """The rendered files plus ``cluster.env``."""
         body = "".join(f"{k}={v}\n" for k, v in sorted(self.cluster_env.items()))
         header = "# From this host's facts (amdfleet's cluster check); literal KEY=VALUE.\n"
-        return {**self.files, CLUSTER_ENV_FILE: RenderedFile(content=header + body, mode=0o644)}
+        return {**self.files, CLUSTER_ENV_FILE: EngineFile(content=header + body, mode=0o644)}
 
 
 class EngineClusterProps(EngineProps):
@@ -106,11 +106,11 @@ class EngineClusterProps(EngineProps):
     the shared secret environment (passed to :class:`EngineCluster` apart) and the head's
     readiness check; fingerprints added by ``check``; whether it serves (outputs)."""
 
-    nodes: tuple[EngineNode, ...] = Field(min_length=2, description="Head first, by rank.")
+    nodes: tuple[EngineClusterNode, ...] = Field(min_length=2, description="Head first, by rank.")
     readiness: ReadinessCheck = Field(description="When the head counts as serving.")
 
     @property
-    def head(self) -> EngineNode:
+    def head(self) -> EngineClusterNode:
         """Rank 0: the node that serves the API."""
         return self.nodes[0]
 
@@ -130,7 +130,7 @@ class EngineClusterProvider(ResourceProvider):
         serves a real completion. All-or-nothing: on failure every node is stopped and
         EngineStartError names the failing node with every node's log tail."""
         p = EngineClusterProps.from_inputs(props)
-        with Progress.for_resource(props) as progress:
+        with ResourceProgress.for_resource(props) as progress:
             _deploy(p, progress)
         return CreateResult(id_=f"{p.head.host.name}:{p.head.remote_dir}", outs=p.started_outputs())
 
@@ -139,7 +139,7 @@ class EngineClusterProvider(ResourceProvider):
         """Check every node's engine and, when all run, one real completion on the head.
         What does not serve is reported in ``not_ready`` and as a warning."""
         p = EngineClusterProps.from_inputs(props)
-        with Progress.for_resource(props) as progress, _connections(p) as conns:
+        with ResourceProgress.for_resource(props) as progress, _connections(p) as conns:
             problem = _cluster_problem(p, conns)
             if problem:
                 progress.warn(f"the engine cluster does not serve: {problem}")
@@ -154,7 +154,7 @@ class EngineClusterProvider(ResourceProvider):
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         """Stop every node, upload the new files and start the cluster again in order."""
         p = EngineClusterProps.from_inputs(news)
-        with Progress.for_resource(news) as progress:
+        with ResourceProgress.for_resource(news) as progress:
             _deploy(p, progress)
         return UpdateResult(outs=p.started_outputs())
 
@@ -162,7 +162,7 @@ class EngineClusterProvider(ResourceProvider):
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         """Stop every node's engine and remove its directory. Idempotent."""
         p = EngineClusterProps.from_inputs(props)
-        with Progress.for_resource(props) as progress, _connections(p) as conns:
+        with ResourceProgress.for_resource(props) as progress, _connections(p) as conns:
             progress.step(f"stopping the engine on {len(p.nodes)} nodes")
             _stop_all(p, conns)
 
@@ -205,7 +205,7 @@ class EngineCluster(pulumi.dynamic.Resource, module="amdfleet", name="EngineClus
         super().__init__(EngineClusterProvider(), name, inputs, opts)
 
 
-def _deploy(p: EngineClusterProps, progress: Progress) -> None:
+def _deploy(p: EngineClusterProps, progress: ResourceProgress) -> None:
     with _connections(p) as conns:
         progress.step(f"stopping any engine already running on the {len(p.nodes)} nodes")
         _stop_all(p, conns)

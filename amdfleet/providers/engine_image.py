@@ -29,7 +29,7 @@ from amdfleet.errors import RemoteError
 from amdfleet.providers.cloud_host import gone_with_instance
 from amdfleet.providers.docker_steps import CALL_TIMEOUT, DockerLog, inspect_image
 from amdfleet.providers.image_build import gfx_refusal
-from amdfleet.providers.progress import Progress, resource_urn
+from amdfleet.providers.progress import ResourceProgress, resource_urn
 from amdfleet.providers.props import ProviderProps, changed_keys, plain
 from amdfleet.remote.images import (
     build_command,
@@ -97,7 +97,7 @@ class EngineImageProvider(ResourceProvider):
                 raise refused
         secrets = [p.registry_password] if p.registry_password else []
         with (
-            Progress.for_resource(props) as progress,
+            ResourceProgress.for_resource(props) as progress,
             open_host(p.host, secrets=secrets) as conn,
         ):
             staged = _stage(conn, p, progress)
@@ -143,7 +143,7 @@ class EngineImageProvider(ResourceProvider):
         """Remove the image if this resource pulled or built it. Idempotent."""
         p = EngineImageProps.from_inputs(props)
         if p.created and not p.keep_on_delete:
-            with Progress.for_resource(props) as progress, open_host(p.host) as conn:
+            with ResourceProgress.for_resource(props) as progress, open_host(p.host) as conn:
                 progress.step(f"removing {p.image}")
                 conn.run(remove_command(p.image), timeout=300)
 
@@ -174,7 +174,7 @@ class EngineImage(pulumi.dynamic.Resource, module="amdfleet", name="EngineImage"
         super().__init__(EngineImageProvider(), name, props.to_inputs(**deferred), opts)
 
 
-def _stage(conn: Connection, p: EngineImageProps, progress: Progress) -> dict[str, Any]:
+def _stage(conn: Connection, p: EngineImageProps, progress: ResourceProgress) -> dict[str, Any]:
     image = p.image
     progress.step(f"looking for {image} on the host")
     found = inspect_image(conn, image)

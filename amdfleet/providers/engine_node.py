@@ -53,8 +53,8 @@ RESTART_ON = ("files_hash", "secrets_hash", "readiness")
 """Inputs whose change restarts an engine (its fingerprints and its readiness check)."""
 
 
-class RenderedFile(BaseModel):
-    """One rendered file uploaded into the engine's directory."""
+class EngineFile(BaseModel):
+    """One file uploaded into the engine's directory (a rendered launch file, cluster.env)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -161,7 +161,7 @@ def node_supervisor(
 def upload(
     conn: Connection,
     layout: EngineLayout,
-    files: Mapping[str, RenderedFile],
+    files: Mapping[str, EngineFile],
     secrets: Mapping[str, str],
 ) -> None:
     """Create the engine directory (0700: it holds secrets.env and the engine log, which

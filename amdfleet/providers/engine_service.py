@@ -44,9 +44,9 @@ from amdfleet.errors import RemoteError
 from amdfleet.providers.cloud_host import gone_with_instance
 from amdfleet.providers.engine_node import (
     CALL_TIMEOUT,
+    EngineFile,
     EngineProps,
     ReadinessCheck,
-    RenderedFile,
     engine_diff,
     generation_problem,
     log_tail,
@@ -59,7 +59,7 @@ from amdfleet.providers.engine_node import (
     upload,
     with_fingerprints,
 )
-from amdfleet.providers.progress import Progress, format_duration, resource_urn
+from amdfleet.providers.progress import ResourceProgress, format_duration, resource_urn
 from amdfleet.providers.props import changed_keys
 from amdfleet.remote.engine import (
     API_KEY_VAR,
@@ -93,7 +93,7 @@ class EngineServiceProps(EngineProps):
 
     host: HostTarget = Field(description="The node's host.")
     remote_dir: str = Field(description="The engine's directory on the host.")
-    files: dict[str, RenderedFile] = Field(description="Rendered files by file name.")
+    files: dict[str, EngineFile] = Field(description="Rendered files by file name.")
     container: str | None = Field(None, description="The engine's container (docker).")
     readiness: ReadinessCheck = Field(description="When the engine counts as started.")
 
@@ -113,15 +113,18 @@ class EngineServiceProps(EngineProps):
 
 @dataclass(frozen=True)
 class EngineServiceArgs:
-    """An EngineService on the program side: its props, and its secret environment
-    (there an Output, so not a value of the props model)."""
+    """An EngineService on the program side: its props, its secret environment (there an
+    Output, so not a value of the props model) and, when they are known only during the
+    update, its files (an Output of their JSON form, in place of the props' files)."""
 
     props: EngineServiceProps
     secret_env: pulumi.Input[Mapping[str, str]]
+    files: pulumi.Input[Mapping[str, Any]] | None = None
 
     def inputs(self) -> dict[str, Any]:
         """The resource's inputs (what :class:`EngineService` registers, without its URN)."""
-        return self.props.to_inputs(secret_env=self.secret_env)
+        deferred: dict[str, Any] = {"files": self.files} if self.files is not None else {}
+        return self.props.to_inputs(secret_env=self.secret_env, **deferred)
 
 
 class EngineServiceProvider(ResourceProvider):
@@ -141,7 +144,7 @@ class EngineServiceProvider(ResourceProvider):
         then EngineStartError is raised with the last lines of the engine log.
         """
         p = EngineServiceProps.from_inputs(props)
-        with Progress.for_resource(props) as progress:
+        with ResourceProgress.for_resource(props) as progress:
             _deploy(p, progress)
         return CreateResult(id_=f"{p.host.name}:{p.remote_dir}", outs=p.started_outputs())
 
@@ -154,7 +157,7 @@ class EngineServiceProvider(ResourceProvider):
         running. What was seen goes into ``not_ready`` and a warning, with the log tail."""
         p = EngineServiceProps.from_inputs(props)
         layout = EngineLayout(p.remote_dir)
-        with _open(p) as conn, Progress.for_resource(props) as progress:
+        with _open(p) as conn, ResourceProgress.for_resource(props) as progress:
             supervisor = node_supervisor(conn, layout, p.unit, p.container)
             problem = serving_problem(conn, supervisor, p.readiness)
             if problem:
@@ -171,7 +174,7 @@ class EngineServiceProvider(ResourceProvider):
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         """Stop the running engine, upload the new files and start again."""
         p = EngineServiceProps.from_inputs(news)
-        with Progress.for_resource(news) as progress:
+        with ResourceProgress.for_resource(news) as progress:
             _deploy(p, progress)
         return UpdateResult(outs=p.started_outputs())
 
@@ -181,7 +184,7 @@ class EngineServiceProvider(ResourceProvider):
         supervisor loop) and remove its directory. Idempotent."""
         p = EngineServiceProps.from_inputs(props)
         layout = EngineLayout(p.remote_dir)
-        with Progress.for_resource(props) as progress, _open(p) as conn:
+        with ResourceProgress.for_resource(props) as progress, _open(p) as conn:
             progress.step(f"stopping the engine and removing {layout.remote_dir}")
             stop_and_remove(conn, layout, p.unit, p.container)
 
@@ -216,7 +219,7 @@ class EngineService(pulumi.dynamic.Resource, module="amdfleet", name="EngineServ
         super().__init__(EngineServiceProvider(), name, inputs, opts)
 
 
-def _deploy(p: EngineServiceProps, progress: Progress) -> None:
+def _deploy(p: EngineServiceProps, progress: ResourceProgress) -> None:
     layout = EngineLayout(p.remote_dir)
     with _open(p) as conn:
         progress.step("stopping any engine already running there")
@@ -241,7 +244,7 @@ def _open(p: EngineServiceProps) -> Connection:
 
 
 def _wait(
-    conn: Connection, supervisor: Supervisor, p: EngineServiceProps, progress: Progress
+    conn: Connection, supervisor: Supervisor, p: EngineServiceProps, progress: ResourceProgress
 ) -> None:
     if not p.readiness.serves_api:
         progress.step(
@@ -258,7 +261,7 @@ def wait_ready(
     supervisor: Supervisor,
     check: ReadinessCheck,
     secrets: Mapping[str, str],
-    progress: Progress,
+    progress: ResourceProgress,
     watch: Callable[[], None] | None = None,
 ) -> None:
     """Poll the head until every readiness path answers 200 (``/v1/models`` listing the

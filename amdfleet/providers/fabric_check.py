@@ -34,12 +34,10 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvide
 from pydantic import BaseModel, ConfigDict, Field
 
 from amdfleet.errors import RemoteCommandError, RemoteError
-from amdfleet.plan.models import DeploymentPlan, FabricPlan, NodePlan
 from amdfleet.providers.cloud_host import gone_with_instance
-from amdfleet.providers.progress import Progress, resource_urn
+from amdfleet.providers.progress import URN_KEY, ResourceProgress, resource_urn
 from amdfleet.providers.props import ProviderProps, changed_keys
 from amdfleet.remote import fabric
-from amdfleet.remote.cluster import collective_env
 from amdfleet.remote.transport.connection import CommandResult
 from amdfleet.remote.transport.fanout import fan_out
 from amdfleet.remote.transport.hosts import open_host
@@ -97,48 +95,6 @@ class FabricCheckProps(ProviderProps):
         return tuple(dict.fromkeys(run.host.name for run in self.runs))
 
 
-def fabric_check_props(
-    plan: DeploymentPlan,
-    targets: Sequence[HostTarget],
-    interfaces: Mapping[str, str | None] | None = None,
-) -> FabricCheckProps:
-    """The FabricCheck of ``plan`` on the fleet's hosts (``targets``, one per node in rank
-    order), each node's socket traffic on its interface in ``interfaces`` (node name →
-    interface, as the cluster check derives them from the host facts). Raises ValueError
-    when the plan has no fabric check (``plan.fabric`` is None)."""
-    check = plan.fabric
-    if check is None:
-        raise ValueError(f"stack {plan.stack} does not enable the fabric check")
-    if interfaces:
-        plan = plan.model_copy(
-            update={
-                "nodes": tuple(
-                    n.model_copy(
-                        update={"env": {**n.env, **collective_env(interfaces.get(n.name))}}
-                    )
-                    for n in plan.nodes
-                )
-            }
-        )
-    pairs = list(zip(plan.nodes, targets, strict=True))
-    if check.kind == "gloo":
-        runs = [_gloo_run(plan, check, node, target) for node, target in pairs]
-        script = fabric.GLOO_SCRIPT.read_text()
-    else:
-        runs = [_rccl_run(plan, check, pairs)]
-        script = None
-    return FabricCheckProps(
-        kind=check.kind,
-        runs=tuple(runs),
-        script=script,
-        work_dir=check.work_dir,
-        container=check.container_name if check.image else None,
-        gate_bytes=check.gate_bytes,
-        min_busbw_gbps=check.min_busbw_gbps,
-        timeout_s=check.timeout_s,
-    )
-
-
 class FabricCheckProvider(ResourceProvider):
     """Runs the fabric check. Stateless; leaves nothing on the hosts."""
 
@@ -153,7 +109,7 @@ class FabricCheckProvider(ResourceProvider):
         when a host cannot be reached. Leaves nothing behind either way.
         """
         p = FabricCheckProps.from_inputs(props)
-        with Progress.for_resource(props) as progress:
+        with ResourceProgress.for_resource(props) as progress:
             result = _check(p, progress)
         return CreateResult(id_=f"fabric:{'+'.join(p.hosts)}", outs=p.to_outputs(result=result))
 
@@ -172,7 +128,7 @@ class FabricCheckProvider(ResourceProvider):
     def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         """Run the check again with the new inputs; raises as ``create`` does."""
         p = FabricCheckProps.from_inputs(news)
-        with Progress.for_resource(news) as progress:
+        with ResourceProgress.for_resource(news) as progress:
             return UpdateResult(outs=p.to_outputs(result=_check(p, progress)))
 
     @gone_with_instance
@@ -180,7 +136,7 @@ class FabricCheckProvider(ResourceProvider):
         """Stop any run still going and remove the check's directory and container on
         every host. Idempotent; raises RemoteError when a host cannot be reached."""
         p = FabricCheckProps.from_inputs(props)
-        with Progress.for_resource(props) as progress:
+        with ResourceProgress.for_resource(props) as progress:
             progress.step(f"removing {p.work_dir} on {', '.join(p.hosts)}")
             for target in _targets(p):
                 with open_host(target) as conn:
@@ -197,72 +153,23 @@ class FabricCheck(pulumi.dynamic.Resource, module="amdfleet", name="FabricCheck"
     def __init__(
         self,
         name: str,
-        props: FabricCheckProps,
+        props: FabricCheckProps | pulumi.Output[FabricCheckProps],
         opts: pulumi.ResourceOptions | None = None,
-        *,
-        runs: pulumi.Input[Sequence[Mapping[str, Any]]] | None = None,
     ) -> None:
-        """``runs``, when given, replaces the props' runs: the commands as built once the
-        cluster check has derived each node's interface (an Output in the program)."""
-        deferred: dict[str, Any] = {"resource_urn": resource_urn(name, "FabricCheck", opts)}
-        if runs is not None:
-            deferred["runs"] = runs
-        inputs = props.to_inputs(**deferred)
+        """``props`` may be an Output: the runs built once the cluster check has derived
+        each node's interface and the image's digest reference is known."""
+        urn = resource_urn(name, "FabricCheck", opts)
+        if isinstance(props, FabricCheckProps):
+            inputs = props.to_inputs(resource_urn=urn)
+        else:
+            values: pulumi.Output[dict[str, Any]] = props.apply(lambda p: p.to_inputs())
+            keys = [k for k in FabricCheckProps.model_fields if k != URN_KEY]
+            inputs = {k: values.apply(functools.partial(_value, key=k)) for k in keys}
+            inputs[URN_KEY] = urn
         super().__init__(FabricCheckProvider(), name, inputs, opts)
 
 
-# --------------------------------------------------------------------------- planning
-
-
-def _gloo_run(
-    plan: DeploymentPlan, check: FabricPlan, node: NodePlan, host: HostTarget
-) -> FabricRun:
-    script = f"{check.work_dir}/{SCRIPT_NAME}"
-    argv = fabric.gloo_argv(
-        check.python,
-        script,
-        rank=node.rank,
-        world_size=len(plan.nodes),
-        head=plan.head.cluster_address or "",
-        port=check.port,
-        sweep=_sweep(check),
-        timeout_s=check.timeout_s,
-    )
-    env = fabric.process_env(node.env, check.extra_env, fabric.GLOO_ENV_PREFIXES)
-    if check.image is None:
-        return FabricRun(host=host, command=fabric.on_host(argv, env), reports=node.rank == 0)
-    mount = f"{check.work_dir}:{check.work_dir}:ro"
-    command = fabric.in_image(
-        argv, check.image, check.container_name, env, gpus=False, mounts=[mount]
-    )
-    return FabricRun(host=host, command=command, reports=node.rank == 0)
-
-
-def _rccl_run(
-    plan: DeploymentPlan, check: FabricPlan, pairs: Sequence[tuple[NodePlan, HostTarget]]
-) -> FabricRun:
-    head, host = pairs[0]
-    env = fabric.process_env(head.env, check.extra_env, fabric.NCCL_ENV_PREFIXES)
-    if len(pairs) == 1:
-        argv = fabric.all_reduce_perf_argv(check.all_reduce_perf, _sweep(check), head.gpus)
-    else:
-        test = fabric.all_reduce_perf_argv(check.all_reduce_perf, _sweep(check), 1)
-        hosts = [(node.cluster_address or node.name, node.gpus) for node, _ in pairs]
-        argv = fabric.mpirun_argv(check.mpirun, hosts, env, check.mpirun_args, test)
-    if check.image is None:
-        return FabricRun(host=host, command=fabric.on_host(argv, env), reports=True)
-    command = fabric.in_image(argv, check.image, check.container_name, env)
-    return FabricRun(host=host, command=command, reports=True)
-
-
-def _sweep(check: FabricPlan) -> fabric.Sweep:
-    return fabric.Sweep(check.min_bytes, check.max_bytes, check.iters, check.warmup_iters)
-
-
-# --------------------------------------------------------------------------- running
-
-
-def _check(p: FabricCheckProps, progress: Progress) -> dict[str, Any]:
+def _check(p: FabricCheckProps, progress: ResourceProgress) -> dict[str, Any]:
     """Run, parse, gate; the result output, or an error."""
     progress.step(f"running the {p.kind} all-reduce sweep on {', '.join(p.hosts)}")
     outputs = _run_all(p, progress)
@@ -285,7 +192,7 @@ def _check(p: FabricCheckProps, progress: Progress) -> dict[str, Any]:
     }
 
 
-def _run_all(p: FabricCheckProps, progress: Progress) -> dict[str, CommandResult]:
+def _run_all(p: FabricCheckProps, progress: ResourceProgress) -> dict[str, CommandResult]:
     """Every run at once. Once one fails, the others are stopped (again every
     :data:`_STOP_EVERY_S` while they still run: a stop can reach a host before its run has
     started), and the first failure is raised."""
@@ -377,7 +284,7 @@ def _targets(p: FabricCheckProps) -> list[HostTarget]:
     return list({run.host.name: run.host for run in p.runs}.values())
 
 
-def _lines_to(progress: Progress, run: FabricRun) -> Callable[[str], None] | None:
+def _lines_to(progress: ResourceProgress, run: FabricRun) -> Callable[[str], None] | None:
     """Show the reporting run's lines (rows as they are measured) as the status."""
     if not (progress.enabled and run.reports):
         return None
@@ -395,3 +302,7 @@ def _summary(p: FabricCheckProps, verdict: fabric.GateVerdict) -> str:
         f"fabric check passed on {where}: in-place busbw {verdict.busbw_gbps:g} GB/s at "
         f"{size}{gate}"
     )
+
+
+def _value(inputs: Mapping[str, Any], key: str) -> Any:
+    return inputs[key]

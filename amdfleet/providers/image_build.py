@@ -35,8 +35,9 @@ from pydantic import Field
 from amdfleet.errors import ImageBuildRefused, RemoteCommandError, RemoteError
 from amdfleet.providers.cloud_host import gone_with_instance
 from amdfleet.providers.docker_steps import CALL_TIMEOUT, DockerLog, inspect_image, registry_ref
-from amdfleet.providers.progress import Progress, format_duration, resource_urn
-from amdfleet.providers.props import ProviderProps, changed_keys, plain
+from amdfleet.providers.progress import ResourceProgress, format_duration, resource_urn
+from amdfleet.providers.props import ProviderProps, changed_keys
+from amdfleet.remote.facts import HostFacts
 from amdfleet.remote.images import pull_command, remove_command
 from amdfleet.remote.registry import (
     DEADLINE_EXIT,
@@ -138,7 +139,7 @@ class EngineImageBuildProvider(ResourceProvider):
         refused = gfx_refusal(p.gfx_targets, p.fleet_archs, p.build_hours, p.timeout_s)
         if refused is not None:
             raise refused
-        with Progress.for_resource(props) as progress, _open(p) as conn:
+        with ResourceProgress.for_resource(props) as progress, _open(p) as conn:
             outs = _build_and_push(conn, p, progress)
         return CreateResult(id_=f"{p.host.name}:{p.image}", outs=p.to_outputs(**outs))
 
@@ -176,7 +177,7 @@ class EngineImageBuildProvider(ResourceProvider):
         """Remove the build host's copy and the build log (if this resource made them).
         Idempotent."""
         p = EngineImageBuildProps.from_inputs(props)
-        with Progress.for_resource(props) as progress, _open(p) as conn:
+        with ResourceProgress.for_resource(props) as progress, _open(p) as conn:
             if p.created and not p.keep_on_delete:
                 progress.step(f"removing {p.image} from the build host")
                 conn.run(remove_command(p.image), timeout=300)
@@ -213,7 +214,7 @@ def _open(p: EngineImageBuildProps) -> Connection:
 
 
 def _build_and_push(
-    conn: Connection, p: EngineImageBuildProps, progress: Progress
+    conn: Connection, p: EngineImageBuildProps, progress: ResourceProgress
 ) -> dict[str, Any]:
     if p.registry_username:
         progress.step(f"logging in to {p.registry} as {p.registry_username}")
@@ -260,7 +261,7 @@ def _build_and_push(
     }
 
 
-def _build(conn: Connection, p: EngineImageBuildProps, progress: Progress) -> float:
+def _build(conn: Connection, p: EngineImageBuildProps, progress: ResourceProgress) -> float:
     """Run the build in a fresh context; returns its duration. Raises with the last lines
     of the log when it fails or passes its deadline."""
     context = shlex.quote(p.context_dir)
@@ -320,9 +321,6 @@ def _labelled(conn: Connection, p: EngineImageBuildProps) -> dict[str, str] | No
     return found
 
 
-def fleet_archs_of(facts: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str]]:
-    """Per host name, the gfx archs its GPUs report, from SshHost facts."""
-    return {
-        name: sorted({str(g["arch"]) for g in (fact.get("gpus") or []) if g.get("arch")})
-        for name, fact in plain(dict(facts)).items()
-    }
+def fleet_archs_of(facts: Mapping[str, HostFacts]) -> dict[str, list[str]]:
+    """Per host name, the gfx archs its GPUs report, from its host facts."""
+    return {name: sorted({g.arch for g in fact.gpus if g.arch}) for name, fact in facts.items()}

@@ -23,7 +23,7 @@ from pydantic import Field
 
 from amdfleet.providers.cloud_host import gone_with_instance
 from amdfleet.providers.docker_steps import inspect_image, registry_ref
-from amdfleet.providers.progress import Progress, resource_urn
+from amdfleet.providers.progress import ResourceProgress, resource_urn
 from amdfleet.providers.props import ProviderProps, changed_keys
 from amdfleet.remote.images import pull_command, remove_command
 from amdfleet.remote.registry import is_pinned
@@ -57,7 +57,7 @@ class ImagePinProvider(ResourceProvider):
         if is_pinned(p.image):
             outs = {"ref": p.image, "digest": p.image.partition("@")[2], "pulled": False}
             return CreateResult(id_=p.image, outs=p.to_outputs(**outs, resolved_at=now))
-        with Progress.for_resource(props) as progress, open_host(p.host) as conn:
+        with ResourceProgress.for_resource(props) as progress, open_host(p.host) as conn:
             had = inspect_image(conn, p.image) is not None
             progress.step(f"pulling {p.image} on {p.host.name} to pin its digest")
             conn.run(pull_command(p.image), timeout=p.timeout_s)

@@ -24,7 +24,7 @@ from pydantic import Field
 from amdfleet.errors import RemoteCommandError, RemoteError
 from amdfleet.providers.cloud_host import gone_with_instance
 from amdfleet.providers.progress import (
-    Progress,
+    ResourceProgress,
     format_bytes,
     format_duration,
     resource_urn,
@@ -106,7 +106,7 @@ class ModelWeightsProvider(ResourceProvider):
         command's last lines of output (the token never appears in it).
         """
         p = ModelWeightsProps.from_inputs(props)
-        with Progress.for_resource(props) as progress, _open(p) as conn:
+        with ResourceProgress.for_resource(props) as progress, _open(p) as conn:
             staged = _stage(conn, p, progress)
         return CreateResult(id_=f"{p.host.name}:{p.label}", outs=p.to_outputs(**staged))
 
@@ -142,7 +142,7 @@ class ModelWeightsProvider(ResourceProvider):
         p = ModelWeightsProps.from_inputs(props)
         if not p.downloaded or p.keep_on_delete:
             return
-        with Progress.for_resource(props) as progress, _open(p) as conn:
+        with ResourceProgress.for_resource(props) as progress, _open(p) as conn:
             progress.step(f"removing {p.label} from {p.cache_dir}")
             conn.run(remove_command(p.target), timeout=600, check=True)
 
@@ -177,7 +177,7 @@ def _open(p: ModelWeightsProps) -> Connection:
     return open_host(p.host, secrets=[p.hf_token] if p.hf_token else [])
 
 
-def _stage(conn: Connection, p: ModelWeightsProps, progress: Progress) -> dict[str, Any]:
+def _stage(conn: Connection, p: ModelWeightsProps, progress: ResourceProgress) -> dict[str, Any]:
     local = p.local_path or (p.repo if p.repo.startswith("/") else "")
     if local:
         progress.step(f"checking the checkpoint at {local}")
@@ -199,7 +199,7 @@ def _stage(conn: Connection, p: ModelWeightsProps, progress: Progress) -> dict[s
 
 
 def _download(
-    conn: Connection, p: ModelWeightsProps, target: WeightsTarget, progress: Progress
+    conn: Connection, p: ModelWeightsProps, target: WeightsTarget, progress: ResourceProgress
 ) -> dict[str, Any]:
     existed = conn.run(
         f"test -d {shlex.quote(target.repo_cache)}", timeout=_CHECK_TIMEOUT, check=False
@@ -268,7 +268,7 @@ class _DownloadMeter:
     """Turns a download's progress lines into statuses (bytes and files so far against
     the repo's totals) and its closing note."""
 
-    def __init__(self, label: str, progress: Progress) -> None:
+    def __init__(self, label: str, progress: ResourceProgress) -> None:
         self._label = label
         self._progress = progress
         self._start = time.monotonic()

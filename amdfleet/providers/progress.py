@@ -6,14 +6,14 @@ service as the argument (amdfleet's ``pulumi-python`` plugin runs the SDK's
 SDK's host neither connects ``pulumi.log`` to that service nor tells a provider method
 which resource it works on, so amdfleet does both itself: every dynamic resource receives
 its own URN as the ``resource_urn`` input (:func:`resource_urn`, compared by no diff and
-hashed by no fingerprint), and :class:`Progress` sends ``LogRequest``\\ s for it:
+hashed by no fingerprint), and :class:`ResourceProgress` sends ``LogRequest``\\ s for it:
 
-* :meth:`Progress.step` -- a new phase ("uploading 3 files"), sent at once;
-* :meth:`Progress.status` -- a counter or the latest log line, at most one per
+* :meth:`ResourceProgress.step` -- a new phase ("uploading 3 files"), sent at once;
+* :meth:`ResourceProgress.status` -- a counter or the latest log line, at most one per
   ``interval`` (the latest text wins: a deferred one is sent when the interval is over),
   except that a phase's first status (the first after a step) shows at once;
-* :meth:`Progress.note` -- a milestone ("engine ready after 52 s"), kept by the CLI under
-  "Diagnostics" when the update ends.
+* :meth:`ResourceProgress.note` -- a milestone ("engine ready after 52 s"), kept by the CLI
+  under "Diagnostics" when the update ends.
 
 Steps and statuses are *ephemeral*: the CLI shows each as the resource's live status and
 then forgets it. Every message is one line of at most :data:`MAX_CHARS` characters, with
@@ -22,8 +22,8 @@ of the secret inputs, see :func:`secret_values`, plus any the caller adds).
 
 Outside the real engine (no engine address on the host's command line, e.g. the SDK host
 driven directly by the tests, or provider code run in-process) or without a URN, a
-Progress does nothing. A failure to send (engine gone, slow, refusing) disables it for the
-rest of the operation; it never raises and never fails the operation it reports on.
+ResourceProgress does nothing. A failure to send (engine gone, slow, refusing) disables it for
+the rest of the operation; it never raises and never fails the operation it reports on.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def secret_values(props: Mapping[str, Any]) -> list[str]:
     return found
 
 
-class Progress:
+class ResourceProgress:
     """Reports one operation on one resource to the engine's display. Thread-safe.
 
     Build one per provider call (providers hold no clients); use it as a context manager
@@ -121,7 +121,9 @@ class Progress:
         self._timer: threading.Timer | None = None
 
     @classmethod
-    def for_resource(cls, props: Mapping[str, Any], *, secrets: Iterable[str] = ()) -> Progress:
+    def for_resource(
+        cls, props: Mapping[str, Any], *, secrets: Iterable[str] = ()
+    ) -> ResourceProgress:
         """The reporter for the resource whose inputs (or outputs) are ``props``: its URN
         from :data:`URN_KEY`, the engine from :func:`engine_address`, the secrets from
         :func:`secret_values` plus ``secrets``."""
@@ -242,7 +244,7 @@ class Progress:
                 self._channel = grpc.insecure_channel(self._engine)
             engine_pb2_grpc.EngineStub(self._channel).Log(request, timeout=SEND_TIMEOUT_S)
         except Exception:
-            # Progress is a courtesy: an engine that cannot take it must not cost the
+            # ResourceProgress is a courtesy: an engine that cannot take it must not cost the
             # operation anything more, so stop trying.
             self._closed = True
             if self._channel is not None:

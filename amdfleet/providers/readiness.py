@@ -1,4 +1,4 @@
-"""ReadinessGate: fails ``pulumi up`` while the stack's verification has not passed.
+"""VerificationGate: fails ``pulumi up`` while the stack's verification has not passed.
 
 A failed verification is recorded by :class:`~amdfleet.providers.verification.Verification`
 (so the state and the ``ready`` output say ``false``); this resource, which depends on it,
@@ -22,8 +22,8 @@ from amdfleet.findings import Finding
 from amdfleet.providers.props import ProviderProps, plain
 
 
-class ReadinessGateProps(ProviderProps):
-    """ReadinessGate's properties: the verification's outcome (all Outputs of the
+class VerificationGateProps(ProviderProps):
+    """VerificationGate's properties: the verification's outcome (all Outputs of the
     :class:`~amdfleet.providers.verification.Verification` on the program side)."""
 
     passed: bool | None = Field(None, description="Whether the verification passed.")
@@ -40,11 +40,11 @@ class ReadinessGateProvider(ResourceProvider):
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         """Record a passed verification; raise VerificationFailed for a failed one."""
-        return CreateResult(id_="readiness", outs=_gate(ReadinessGateProps.from_inputs(props)))
+        return CreateResult(id_="readiness", outs=_gate(VerificationGateProps.from_inputs(props)))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         """Nothing to observe: refresh keeps the record."""
-        return ReadResult(id_=id_, outs=ReadinessGateProps.from_inputs(props).to_outputs())
+        return ReadResult(id_=id_, outs=VerificationGateProps.from_inputs(props).to_outputs())
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         """A change while the verification fails (so the update fails again), or when it
@@ -54,14 +54,15 @@ class ReadinessGateProvider(ResourceProvider):
 
     def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         """As :meth:`create`."""
-        return UpdateResult(outs=_gate(ReadinessGateProps.from_inputs(news)))
+        return UpdateResult(outs=_gate(VerificationGateProps.from_inputs(news)))
 
     def delete(self, _id: str, _props: dict[str, Any]) -> None:
         """Nothing to remove."""
 
 
-class ReadinessGate(pulumi.dynamic.Resource, module="amdfleet", name="ReadinessGate"):
-    """Fails the update unless the verification passed."""
+class VerificationGate(pulumi.dynamic.Resource, module="amdfleet", name="ReadinessGate"):
+    """Fails the update unless the verification passed (its Pulumi type keeps the name
+    ReadinessGate, as does its provider class, which the state holds pickled)."""
 
     def __init__(
         self,
@@ -72,13 +73,13 @@ class ReadinessGate(pulumi.dynamic.Resource, module="amdfleet", name="ReadinessG
         failures: pulumi.Input[list[list[str]]],
         verdict_table: pulumi.Input[str],
     ):
-        inputs = ReadinessGateProps().to_inputs(
+        inputs = VerificationGateProps().to_inputs(
             passed=passed, failures=failures, verdict_table=verdict_table
         )
         super().__init__(ReadinessGateProvider(), name, inputs, opts)
 
 
-def _gate(p: ReadinessGateProps) -> dict[str, Any]:
+def _gate(p: VerificationGateProps) -> dict[str, Any]:
     if p.passed is not True:
         failures = [Finding.threshold(*failure) for failure in p.failures or []]
         raise VerificationFailed(failures, p.verdict_table or "")

@@ -12,6 +12,7 @@ is (OS, GPUs, ROCm) and how many checks passed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import pulumi
@@ -21,8 +22,8 @@ from pydantic import Field
 from amdfleet.errors import PreflightError, RemoteCommandError
 from amdfleet.findings import Finding
 from amdfleet.providers.cloud_host import gone_with_instance
-from amdfleet.providers.progress import Progress, resource_urn
-from amdfleet.providers.props import ProviderProps, changed_keys
+from amdfleet.providers.progress import ResourceProgress, resource_urn
+from amdfleet.providers.props import ProviderProps, changed_keys, plain
 from amdfleet.remote.facts import HostFacts
 from amdfleet.remote.facts.probe import build_probe_script, parse_probe_output, probe_time_limit
 from amdfleet.remote.preflight import check_host
@@ -60,7 +61,7 @@ class SshHostProvider(ResourceProvider):
         HostKeyMismatchError when the host cannot be reached safely. Idempotent.
         """
         p = SshHostProps.from_inputs(props)
-        with Progress.for_resource(props) as progress:
+        with ResourceProgress.for_resource(props) as progress:
             outs = _inspect(p, progress, enforce=True)
         return CreateResult(id_=p.host.name, outs=outs)
 
@@ -69,7 +70,7 @@ class SshHostProvider(ResourceProvider):
         """Re-collect the facts (drift shows in ``pulumi refresh``); never fails on
         preflight, only records the checks."""
         p = SshHostProps.from_inputs(props)
-        with Progress.for_resource(props) as progress:
+        with ResourceProgress.for_resource(props) as progress:
             return ReadResult(id_=id_, outs=_inspect(p, progress, enforce=False))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
@@ -82,15 +83,22 @@ class SshHostProvider(ResourceProvider):
     def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         """Re-run preflight against the new requirement."""
         p = SshHostProps.from_inputs(news)
-        with Progress.for_resource(news) as progress:
+        with ResourceProgress.for_resource(news) as progress:
             return UpdateResult(outs=_inspect(p, progress, enforce=True))
 
     def delete(self, _id: str, _props: dict[str, Any]) -> None:
         """Nothing to remove: an SshHost never changes its host."""
 
 
+def host_facts(facts: Mapping[str, Any]) -> HostFacts:
+    """An SshHost's ``facts`` output (HostFacts as a dict, as Pulumi hands it back) as the
+    typed record: the one place the program parses it."""
+    return HostFacts.from_dict(plain(dict(facts)))
+
+
 class SshHost(pulumi.dynamic.Resource, module="amdfleet", name="SshHost"):
-    """A fleet host; outputs ``facts`` (HostFacts as a dict) and ``checks``."""
+    """A fleet host; outputs ``facts`` (HostFacts as a dict: :func:`host_facts` reads it)
+    and ``checks``."""
 
     facts: pulumi.Output[dict[str, Any]]
     checks: pulumi.Output[list[dict[str, Any]]]
@@ -103,7 +111,7 @@ class SshHost(pulumi.dynamic.Resource, module="amdfleet", name="SshHost"):
         super().__init__(SshHostProvider(), name, inputs, opts)
 
 
-def _inspect(p: SshHostProps, progress: Progress, enforce: bool) -> dict[str, Any]:
+def _inspect(p: SshHostProps, progress: ResourceProgress, enforce: bool) -> dict[str, Any]:
     script = build_probe_script(p.requirement.weights_dir or "/")
     progress.step(f"connecting to {_where(p.host)}")
     with open_host(p.host) as conn:

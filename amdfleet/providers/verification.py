@@ -5,7 +5,7 @@ Runs the stack's verification spec (serving benchmarks and the accuracy check, s
 outcome whatever it is: ``passed``, the verdict rows in ``result``, and for a failed run
 ``failures`` and ``verdict_table``. A failed run is a record too, not a failed operation,
 so the state and the stack's ``ready`` output say ``false`` instead of keeping the last
-passing run's ``true``; :class:`~amdfleet.providers.readiness.ReadinessGate` then fails
+passing run's ``true``; :class:`~amdfleet.providers.readiness.VerificationGate` then fails
 ``pulumi up`` with the verdict table. It re-runs when the engine (rendered content, image
 digest), the endpoint or the spec changes, and after a failed run; otherwise not.
 
@@ -32,7 +32,7 @@ from pydantic import Field
 
 from amdfleet.config import VerificationSpec
 from amdfleet.errors import AmdFleetError
-from amdfleet.providers.progress import Progress, resource_urn
+from amdfleet.providers.progress import ResourceProgress, resource_urn
 from amdfleet.providers.props import ProviderProps, changed_keys, plain
 from amdfleet.remote.transport.connection import Redactor
 from amdfleet.remote.transport.hosts import open_host
@@ -96,7 +96,7 @@ class VerificationProvider(ResourceProvider):
         """Run the verification and record its outcome (``passed`` false when a threshold
         is not met; the gate fails the update then). Raises only when it cannot run."""
         p = VerificationProps.from_inputs(props)
-        with Progress.for_resource(props) as progress:
+        with ResourceProgress.for_resource(props) as progress:
             outs = _verify(p, progress)
         return CreateResult(id_=f"verification:{p.model}", outs=outs)
 
@@ -114,7 +114,7 @@ class VerificationProvider(ResourceProvider):
     def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         """Run the verification again."""
         p = VerificationProps.from_inputs(news)
-        with Progress.for_resource(news) as progress:
+        with ResourceProgress.for_resource(news) as progress:
             return UpdateResult(outs=_verify(p, progress))
 
     def delete(self, _id: str, _props: dict[str, Any]) -> None:
@@ -149,7 +149,7 @@ class Verification(pulumi.dynamic.Resource, module="amdfleet", name="Verificatio
         super().__init__(VerificationProvider(), name, inputs, opts)
 
 
-def _verify(p: VerificationProps, progress: Progress) -> dict[str, Any]:
+def _verify(p: VerificationProps, progress: ResourceProgress) -> dict[str, Any]:
     """Run the verification; the API key is masked in its outputs and in any error (an
     endpoint's error body is quoted in them, and a proxy may echo the request)."""
     redact = Redactor([p.api_key] if p.api_key else [])
@@ -175,7 +175,7 @@ def _masked(value: Any, redact: Redactor) -> Any:
     return value
 
 
-def _run(p: VerificationProps, progress: Progress) -> dict[str, Any]:
+def _run(p: VerificationProps, progress: ResourceProgress) -> dict[str, Any]:
     from amdfleet.verify import render_verdict_table, run_verification
 
     with tempfile.TemporaryDirectory(prefix="amdfleet-tokenizer-") as tmp:
@@ -205,7 +205,7 @@ class _VerificationDisplay:
     """The verification's phases as the resource's status, and its results as notes
     (implements :class:`amdfleet.verify.run.Progress`)."""
 
-    def __init__(self, spec: VerificationSpec, progress: Progress) -> None:
+    def __init__(self, spec: VerificationSpec, progress: ResourceProgress) -> None:
         self._spec = spec
         self._progress = progress
         self._scenarios_done = 0
@@ -286,7 +286,7 @@ def _accuracy(accuracy: AccuracyResult) -> str:
     )
 
 
-def _fetch_tokenizer(p: VerificationProps, into: Path, progress: Progress) -> str | None:
+def _fetch_tokenizer(p: VerificationProps, into: Path, progress: ResourceProgress) -> str | None:
     path = p.tokenizer_path
     if not path or p.tokenizer_host is None:
         return None

@@ -25,7 +25,11 @@ from typing import Any
 
 import pytest
 
-from amdfleet.providers.cluster_check import ClusterCheckProps, ClusterCheckProvider, ClusterNode
+from amdfleet.providers.cluster_check import (
+    ClusterCheckNode,
+    ClusterCheckProps,
+    ClusterCheckProvider,
+)
 from amdfleet.providers.ssh_host import SshHostProps, SshHostProvider
 from amdfleet.remote.cluster import engine_version_command
 from amdfleet.remote.engine import EngineLayout
@@ -81,7 +85,7 @@ def _props(
     version_command: str | None = None,
 ) -> dict[str, Any]:
     nodes = tuple(
-        ClusterNode(
+        ClusterCheckNode(
             name=host.name,
             host=_target(lab, i, wrong_key),
             cluster_address=host.address,

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from amdfleet.components import command_check_props
+from amdfleet.components.props import command_check_props
 from amdfleet.config import parse_stack
 from amdfleet.plan import plan
 from amdfleet.providers.command_check import EngineCommandCheckProvider

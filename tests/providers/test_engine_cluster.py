@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from amdfleet.components import engine_cluster_props
+from amdfleet.components.props import engine_cluster_props
 from amdfleet.providers.engine_cluster import EngineClusterProps, EngineClusterProvider
 from tests.support.fake_stack import fake_engine_plan, install_fake_engine
 from tests.support.hostlab import HostLab, LabFactory

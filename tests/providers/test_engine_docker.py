@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from amdfleet.components import engine_service_props
+from amdfleet.components.props import engine_service_props
 from amdfleet.config import parse_stack
 from amdfleet.plan import plan
 from amdfleet.providers.engine_service import EngineServiceProvider

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from amdfleet.components import engine_service_props
+from amdfleet.components.props import engine_service_props
 from amdfleet.providers.engine_service import EngineServiceProvider
 from amdfleet.providers.progress import URN_KEY
 from amdfleet.remote.engine import EngineLayout

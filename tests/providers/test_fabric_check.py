@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
+from amdfleet.components.props import fabric_check_props as build_props
 from amdfleet.config import parse_stack
 from amdfleet.plan import DeploymentPlan, plan
 from amdfleet.providers.fabric_check import FabricCheckProps, FabricCheckProvider
-from amdfleet.providers.fabric_check import fabric_check_props as build_props
 from tests.support.hostlab import HostLab, LabFactory, require_netns
 from tests.support.models import TINY_ARCHITECTURE
 from tests.support.prerequisites import missing

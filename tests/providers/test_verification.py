@@ -72,7 +72,7 @@ def test_a_failing_verification_is_recorded_and_the_gate_fails_the_update(
     reporting_host: ProviderHost, engine_log: EngineLog, answers: dict[str, str], tmp_path: Path
 ) -> None:
     """A missed threshold is a record (``passed`` false, what failed, the verdict table),
-    so the state and the ``ready`` output tell the truth; the ReadinessGate that depends
+    so the state and the ``ready`` output tell the truth; the VerificationGate that depends
     on it fails the update with the table, on every ``up`` until the verification passes."""
     urn = reporting_host.urn("verification-failing")
     props = _props("", tmp_path, urn, min_flexible_accuracy=0.9)

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from amdfleet.components.props import cluster_check_props
 from amdfleet.config import load_stack_file
 from amdfleet.errors import PreflightError, PropsError
 from amdfleet.findings import Finding
 from amdfleet.plan import plan
-from amdfleet.providers.cluster_check import ClusterCheckProps, cluster_check_props
+from amdfleet.providers.cluster_check import ClusterCheckProps
 from amdfleet.remote.cluster import (
     CLUSTER,
     ClusterReport,

@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
+from amdfleet.components.props import fabric_check_props
 from amdfleet.config import FabricSpec, load_stack_file, parse_stack, size_bytes
 from amdfleet.errors import ConfigError
 from amdfleet.plan import DeploymentPlan, plan
-from amdfleet.providers.fabric_check import fabric_check_props
 from amdfleet.remote import fabric, fabric_gloo
 from amdfleet.remote.fabric import AllReducePerfError, Sweep, parse_all_reduce_perf
 from amdfleet.remote.transport.target import HostTarget

@@ -39,6 +39,7 @@ from amdfleet.plan import DeploymentPlan, ImagePlan, plan
 from amdfleet.plan.image import build_inputs_hash, content_tag
 from amdfleet.providers.image_build import fleet_archs_of, gfx_refusal
 from amdfleet.providers.progress import format_duration
+from amdfleet.providers.ssh_host import host_facts
 from amdfleet.remote.facts import gpus, records
 from amdfleet.remote.images import DOCKERFILE_LABEL
 from amdfleet.remote.registry import (
@@ -731,7 +732,7 @@ def test_a_separate_build_host_on_the_placeholder_key_plans_with_a_warning_and_u
 ):
     """As for fleet hosts: `amdfleet plan` and preview connect to nothing, `pulumi up`
     (the Fleet component, before anything registers) refuses the placeholder pin."""
-    from amdfleet.components import _refuse_placeholder_host_keys
+    from amdfleet.components.fleet import _refuse_placeholder_host_keys
 
     placeholder = "SHA256:REPLACE0with0your0host0key0fingerprint00009"
     sections = _sections(REGISTRY_STACK)
@@ -851,8 +852,10 @@ def test_fleet_archs_come_from_each_hosts_gpus() -> None:
     gpu_less = json.loads(json.dumps(records.HostFacts(hostname="cpu-01").to_dict()))
     mixed = {"gpus": [{"index": 0, "arch": "gfx950"}, {"index": 1, "arch": None}, {"index": 2}]}
 
-    archs = fleet_archs_of({"mi300x-01": _mi300x_facts("mi300x-01"), "cpu-01": gpu_less})
-    archs |= fleet_archs_of({"mi355x-01": mixed, "bare": {}})
+    archs = fleet_archs_of(
+        {"mi300x-01": host_facts(_mi300x_facts("mi300x-01")), "cpu-01": host_facts(gpu_less)}
+    )
+    archs |= fleet_archs_of({"mi355x-01": host_facts(mixed), "bare": host_facts({})})
 
     assert archs == {"mi300x-01": ["gfx942"], "cpu-01": [], "mi355x-01": ["gfx950"], "bare": []}
 
@@ -890,7 +893,7 @@ def test_a_refusal_names_each_host_its_arch_the_hours_and_the_deadline() -> None
 def test_the_gfx950_stack_on_mi300x_hosts_is_refused_with_its_plan() -> None:
     """The committed MI355X stack's build, on hosts whose facts say MI300X."""
     image = plan(load_stack_file(REGISTRY_STACK).spec).image
-    archs = fleet_archs_of({"mi355x-01": _mi300x_facts("mi355x-01")})
+    archs = fleet_archs_of({"mi355x-01": host_facts(_mi300x_facts("mi355x-01"))})
 
     refused = gfx_refusal(image.gfx_targets, archs, image.build_hours, image.build_timeout_s)
 
@@ -940,9 +943,8 @@ def test_the_plan_says_how_other_images_reach_the_nodes(tmp_path: Path) -> None:
 def test_every_node_and_the_fabric_check_run_the_pinned_digest_never_the_tag() -> None:
     """What the components render once the pin (or the push) is known: each node's
     launch script and the fabric check's container name the digest reference."""
-    from amdfleet.components import launch_files, plan_with_image
+    from amdfleet.components.props import fabric_check_props, launch_files
     from amdfleet.config import FabricSpec
-    from amdfleet.providers.fabric_check import fabric_check_props
     from amdfleet.remote.transport.target import HostTarget
 
     spec = load_stack_file("mi300x-2node-llama405b-bf16").spec
@@ -962,7 +964,7 @@ def test_every_node_and_the_fabric_check_run_the_pinned_digest_never_the_tag() -
             k: _unhashed(f["content"]).replace(tag, ref) for k, f in before.items()
         }
     targets = [HostTarget(name=n.name, address=n.address or "") for n in planned.nodes]
-    (pinned_run,) = fabric_check_props(plan_with_image(planned, ref), targets).runs
+    (pinned_run,) = fabric_check_props(planned, targets, image=ref).runs
     (tag_run,) = fabric_check_props(planned, targets).runs
     assert ref in pinned_run.command and tag not in pinned_run.command
     assert pinned_run.command == tag_run.command.replace(tag, ref)

@@ -19,7 +19,7 @@ from amdfleet.providers.progress import (
     MAX_CHARS,
     SEND_TIMEOUT_S,
     URN_KEY,
-    Progress,
+    ResourceProgress,
     engine_address,
     format_bytes,
     format_duration,
@@ -41,7 +41,7 @@ def engine() -> Iterator[EngineLog]:
 
 
 def test_steps_statuses_and_notes_reach_the_engine_for_the_resource(engine: EngineLog) -> None:
-    with Progress(URN, engine.address) as progress:
+    with ResourceProgress(URN, engine.address) as progress:
         assert progress.enabled
         progress.step("uploading 3 files")
         progress.note("engine ready after 52 s")
@@ -53,7 +53,7 @@ def test_steps_statuses_and_notes_reach_the_engine_for_the_resource(engine: Engi
 
 
 def test_a_message_is_one_clean_line_of_bounded_length(engine: EngineLog) -> None:
-    with Progress(URN, engine.address) as progress:
+    with ResourceProgress(URN, engine.address) as progress:
         progress.step("\x1b[1m#8 [3/7] RUN pip install\x1b[0m\r\n   vllm\t  ")
         progress.step("x" * 1000)
         progress.step(" \n ")  # nothing left to show: not sent
@@ -72,7 +72,7 @@ def test_secret_inputs_are_masked_in_every_message(engine: EngineLog) -> None:
         "model": "tiny",
     }
     assert sorted(secret_values(props)) == sorted([TOKEN, API_KEY])
-    with Progress(URN, engine.address, secrets=secret_values(props)) as progress:
+    with ResourceProgress(URN, engine.address, secrets=secret_values(props)) as progress:
         progress.step(f"log: api_key={API_KEY} token {TOKEN}")
         progress.status(f"serving tiny with {API_KEY}")
         progress.note(f"{TOKEN[:-1]}{TOKEN}")
@@ -84,7 +84,7 @@ def test_secret_inputs_are_masked_in_every_message(engine: EngineLog) -> None:
 
 def test_statuses_are_rate_limited_and_the_latest_wins(engine: EngineLog) -> None:
     interval = 0.3
-    with Progress(URN, engine.address, interval=interval) as progress:
+    with ResourceProgress(URN, engine.address, interval=interval) as progress:
         progress.step("downloading")
         progress.status("downloading: 1 of 4 files")  # a phase's first status: at once
         progress.status("downloading: 2 of 4 files")  # deferred, then replaced
@@ -105,7 +105,7 @@ def test_statuses_are_rate_limited_and_the_latest_wins(engine: EngineLog) -> Non
 
 
 def test_a_deferred_status_is_dropped_when_the_operation_ends(engine: EngineLog) -> None:
-    with Progress(URN, engine.address, interval=60) as progress:
+    with ResourceProgress(URN, engine.address, interval=60) as progress:
         progress.status("loading 1")
         progress.status("loading 2")
     assert engine.messages() == ["loading 1"]
@@ -115,10 +115,10 @@ def test_without_engine_or_urn_nothing_is_sent_and_nothing_fails(engine: EngineL
     # In-process (pytest is not the dynamic-provider host) there is no engine address.
     assert engine_address() is None
     for progress in (
-        Progress.for_resource({URN_KEY: URN, "hf_token": TOKEN}),
-        Progress(None, engine.address),
-        Progress("not-a-urn", engine.address),
-        Progress.for_resource({"host": {}}),
+        ResourceProgress.for_resource({URN_KEY: URN, "hf_token": TOKEN}),
+        ResourceProgress(None, engine.address),
+        ResourceProgress("not-a-urn", engine.address),
+        ResourceProgress.for_resource({"host": {}}),
     ):
         with progress:
             assert not progress.enabled
@@ -133,7 +133,7 @@ def test_an_engine_that_is_gone_disables_progress_without_failing() -> None:
         sock.bind(("127.0.0.1", 0))
         address = f"127.0.0.1:{sock.getsockname()[1]}"
     t0 = time.monotonic()
-    with Progress(URN, address) as progress:
+    with ResourceProgress(URN, address) as progress:
         progress.step("connecting")
         assert not progress.enabled
         progress.note("done")  # not even tried again

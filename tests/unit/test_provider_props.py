@@ -15,12 +15,12 @@ from pulumi.runtime import rpc
 from amdfleet.config import VerificationSpec
 from amdfleet.errors import PropsError
 from amdfleet.providers.engine_image import EngineImageProps
-from amdfleet.providers.engine_node import ReadinessCheck, RenderedFile
+from amdfleet.providers.engine_node import EngineFile, ReadinessCheck
 from amdfleet.providers.engine_service import EngineServiceProps
 from amdfleet.providers.fabric_check import FabricCheckProps, FabricRun
 from amdfleet.providers.model_weights import ModelWeightsProps
 from amdfleet.providers.props import PROVIDER_KEY, ProviderProps
-from amdfleet.providers.readiness import ReadinessGateProps
+from amdfleet.providers.readiness import VerificationGateProps
 from amdfleet.providers.ssh_host import SshHostProps
 from amdfleet.providers.verification import VerificationProps
 from amdfleet.remote.requirement import HostRequirement
@@ -40,7 +40,7 @@ API_KEY = "key-4c2e9d"
 SERVICE = EngineServiceProps(
     host=HOST,
     remote_dir="/opt/amdfleet/demo",
-    files={"launch.sh": RenderedFile(content="#!/bin/sh\nexec vllm serve\n", mode=0o755)},
+    files={"launch.sh": EngineFile(content="#!/bin/sh\nexec vllm serve\n", mode=0o755)},
     secret_env={"AMDFLEET_API_KEY": API_KEY},
     container="amdfleet-demo",
     readiness=ReadinessCheck(
@@ -87,7 +87,7 @@ EXAMPLES: list[ProviderProps] = [
         tokenizer_path="/models/tiny",
         report_dir=".amdfleet/reports/demo",
     ),
-    ReadinessGateProps(passed=False, failures=[("ttft", "<= 1", "2")], verdict_table="t"),
+    VerificationGateProps(passed=False, failures=[("ttft", "<= 1", "2")], verdict_table="t"),
     FabricCheckProps(
         kind="rccl",
         runs=(FabricRun(host=HOST, command="docker run ... all_reduce_perf -b 8", reports=True),),

@@ -15,12 +15,13 @@ import pulumi
 from amdfleet.components import launch_files, stage_images
 from amdfleet.config import load_stack_file
 from amdfleet.plan import plan
+from amdfleet.providers.ssh_host import host_facts
 
 config = pulumi.Config("imagetest")
 deployment = plan(load_stack_file(config.require("stackFile")).spec)
 targets = [node.target for node in deployment.nodes if node.target is not None]
 archs = config.require_object("archs")
-facts = [{"gpus": [{"arch": archs[node.name]}]} for node in deployment.nodes]
+facts = [host_facts({"gpus": [{"arch": archs[node.name]}]}) for node in deployment.nodes]
 secrets = {"registryPassword": config.require_secret("registryPassword")}
 
 staged = stage_images("images", deployment, targets, facts, secrets)

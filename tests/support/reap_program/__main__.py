@@ -16,7 +16,7 @@ import pulumi
 from pulumi.dynamic import CreateResult, Resource, ResourceProvider
 
 from amdfleet.components import campaign_output
-from amdfleet.config import LifetimeSpec
+from amdfleet.plan.models import LifetimePlan
 
 
 class MarkerProvider(ResourceProvider):
@@ -44,9 +44,10 @@ stack = pulumi.get_stack()
 Marker(f"marker-{stack}", config.require("marker"), f"stack {stack}\n")
 pulumi.export("endpoint", f"http://reap-test.invalid/{stack}")
 if config.get_bool("campaign") is not False:
-    spec = LifetimeSpec(
+    spec = LifetimePlan(
         ttl_hours=config.get_float("ttlHours"),
         on_expiry=config.get("onExpiry") or "warn",  # type: ignore[arg-type]
+        keep_weights=False,
         owner=config.get("owner"),
     )
     pulumi.export("campaign", campaign_output(spec, config.require("startedAt")))

@@ -1,0 +1,92 @@
+"""The :class:`Fleet` component: the stack's hosts, each connected, inventoried and
+preflight-checked (one :class:`~amdfleet.providers.ssh_host.SshHost` per node)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+
+from amdfleet import hostkeys
+from amdfleet.components.props import ssh_host_props
+from amdfleet.errors import PlanError
+from amdfleet.findings import config_issue
+from amdfleet.plan import DeploymentPlan, NodePlan
+from amdfleet.providers.ssh_host import SshHost, host_facts
+from amdfleet.remote.facts import HostFacts
+from amdfleet.remote.transport.target import HostTarget
+
+_NO_TARGET = "list the host under fleet.hosts"
+
+
+class Fleet(pulumi.ComponentResource):
+    """The stack's hosts, each connected, inventoried and preflight-checked; ``facts``
+    holds each host's facts as the typed record (in node order)."""
+
+    hosts: list[SshHost]
+    targets: list[HostTarget]
+    facts: list[pulumi.Output[HostFacts]]
+    inventory: pulumi.Output[list[dict[str, Any]]]
+
+    def __init__(
+        self, name: str, plan: DeploymentPlan, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        if not pulumi.runtime.is_dry_run():
+            _refuse_placeholder_host_keys(plan)
+        super().__init__("amdfleet:index:Fleet", name, None, opts)
+        self.targets = [_target(plan, node) for node in plan.nodes]
+        self.hosts = [
+            SshHost(
+                f"{name}-{node.name}",
+                ssh_host_props(node, target),
+                pulumi.ResourceOptions(parent=self),
+            )
+            for node, target in zip(plan.nodes, self.targets, strict=True)
+        ]
+        self.facts = [host.facts.apply(host_facts) for host in self.hosts]
+        self.inventory = pulumi.Output.all(*self.facts).apply(
+            lambda facts: [_inventory(node, f) for node, f in zip(plan.nodes, facts, strict=True)]
+        )
+        self.register_outputs({"inventory": self.inventory})
+
+
+def _refuse_placeholder_host_keys(plan: DeploymentPlan) -> None:
+    """``pulumi up`` connects to the hosts: a placeholder pin (accepted by ``amdfleet plan``
+    and ``pulumi preview``, which connect to nothing) stops it before anything registers."""
+    targets = [node.target for node in plan.nodes if node.target]
+    separate = plan.image.build_host not in [node.name for node in plan.nodes]
+    build_target = plan.image.build_target if separate else None
+    hostkeys.refuse_placeholder_host_keys(targets, build_target, f"stack {plan.stack}")
+
+
+def _target(plan: DeploymentPlan, node: NodePlan) -> HostTarget:
+    if node.target is None:  # a cloud instance that does not exist yet
+        issue = config_issue("fleet", f"node {node.name} has no host to connect to", _NO_TARGET)
+        raise PlanError([issue], f"stack {plan.stack}")
+    return node.target
+
+
+def _inventory(node: NodePlan, facts: HostFacts) -> dict[str, Any]:
+    return {
+        "name": node.name,
+        "rank": node.rank,
+        "role": node.role,
+        "address": node.address,
+        "hostname": facts.hostname,
+        "os": facts.os_name,
+        "kernel": facts.kernel,
+        "rocm_version": facts.rocm_version,
+        "amdgpu_version": facts.amdgpu_version,
+        "docker_version": facts.docker_version,
+        "gpus": [
+            {
+                "index": g.index,
+                "accelerator": g.accelerator,
+                "arch": g.arch,
+                "device_id": g.device_id,
+                "vram_bytes": g.vram_bytes,
+                "bdf": g.bdf,
+            }
+            for g in facts.gpus
+        ],
+    }
