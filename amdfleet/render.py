@@ -26,7 +26,6 @@ from amdfleet.addresses import host_port
 from amdfleet.engines.base import API_KEY_CONFIG, HEAD_PLACEHOLDER, KEY_SHIM_DIR
 from amdfleet.errors import RenderError
 from amdfleet.plan import DeploymentPlan, NodePlan
-from amdfleet.plan.layout import engine_python
 from amdfleet.remote.supervision import DEFAULT_RESTART, docker_restart_flag
 from amdfleet.shellwords import shell_join, shell_lines, shell_quote
 from amdfleet.templates import DOCKERFILE_TEMPLATE, TEMPLATES_DIR
@@ -189,7 +188,7 @@ def _node_context(plan: DeploymentPlan, node: NodePlan) -> dict[str, object]:
         "ray_head_address": head,
         "ray_port": plan.parallelism.ray_port,
         "ray_head": host_port(head, plan.parallelism.ray_port),
-        "ray_python": engine_python(node.argv),
+        "ray_python": plan.engine.python,
         "ray_gpus": _ray_gpus(plan),
         "env": node.env,
         "secret_names": sorted(node.secret_env),

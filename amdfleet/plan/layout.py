@@ -158,16 +158,24 @@ def readiness(resolved: Resolved, model: ModelPlan) -> ReadinessPlan:
     )
 
 
-def engine_python(argv: tuple[str, ...]) -> str:
+def engine_executable(resolved: Resolved) -> str:
+    """The engine's program: the stack's ``engine.executable`` for a process runtime that
+    names one, else the engine's own command (``vllm``, ``python3``, ...) on PATH."""
+    spec = resolved.spec
+    if spec.engine.runtime == "process" and spec.engine.executable:
+        return spec.engine.executable
+    return resolved.engine.command[0]
+
+
+def engine_python(resolved: Resolved) -> str:
     """The Python beside the engine executable (``/venv/bin/vllm`` → ``/venv/bin/python3``),
     or ``python3`` on PATH."""
-    return engine_tool(argv, "python3")
+    return engine_tool(engine_executable(resolved), "python3")
 
 
-def engine_tool(argv: tuple[str, ...], name: str) -> str:
-    """The program ``name`` beside the engine executable ``argv[0]`` (``/venv/bin/vllm`` →
+def engine_tool(executable: str, name: str) -> str:
+    """The program ``name`` beside the engine ``executable`` (``/venv/bin/vllm`` →
     ``/venv/bin/<name>``), or ``name`` on PATH when the engine is found on PATH."""
-    executable = argv[0]
     if "/" in executable:
         return str(PurePosixPath(executable).parent / name)
     return name
@@ -271,9 +279,7 @@ def _argv(
     merged = merge_flags(engine.flags(launch), recipe_flags, parse_flags(spec.engine.extra_args))
     if key_file and engine.api_key_config:
         merged.append((engine.api_key_config, key_file))
-    command = engine.command
-    if spec.engine.runtime == "process" and spec.engine.executable:
-        command = (spec.engine.executable, *command[1:])
+    command = (engine_executable(resolved), *engine.command[1:])
     return (*command, *engine.positional(model.checkpoint), *flatten(merged))
 
 
@@ -282,7 +288,7 @@ def _beside_engine(ray_argv: tuple[str, ...], spec: StackSpec) -> tuple[str, ...
     has Ray installed beside it (same venv), not on the host's PATH."""
     if not ray_argv or spec.engine.runtime != "process" or not spec.engine.executable:
         return ray_argv
-    return (engine_tool((spec.engine.executable,), ray_argv[0]), *ray_argv[1:])
+    return (engine_tool(spec.engine.executable, ray_argv[0]), *ray_argv[1:])
 
 
 def _startup_timeout(spec: StackSpec, model: ModelPlan) -> int:

@@ -23,7 +23,6 @@ from amdfleet.plan.models import (
     EnginePlan,
     LifetimePlan,
     ModelPlan,
-    NodePlan,
     ServingPlan,
     VerificationPlan,
     WeightsPlan,
@@ -88,6 +87,7 @@ def plan(spec: StackSpec) -> DeploymentPlan:
         if found:
             raise PlanError(found, where)
         warnings += command_warnings
+    python = engine_python(resolved)
     return DeploymentPlan(
         stack=spec.name,
         description=spec.description,
@@ -103,14 +103,14 @@ def plan(spec: StackSpec) -> DeploymentPlan:
             shm_size=spec.engine.shm_size,
             container_name=f"amdfleet-{spec.name}",
             readiness=layout.readiness(resolved, model),
-            python=engine_python(nodes[0].argv),
+            python=python,
         ),
         parallelism=parallelism,
         serving=serving,
         memory=memory,
         nodes=nodes,
         image=image,
-        weights=_weights(spec, model, nodes),
+        weights=_weights(spec, model, python),
         verification=verification,
         campaign=LifetimePlan(**spec.campaign.model_dump()),
         recipe_sources=tuple(r.source for r in resolved.recipes),
@@ -119,7 +119,7 @@ def plan(spec: StackSpec) -> DeploymentPlan:
         ),
         warnings=tuple(warnings),
         cluster=layout.cluster_plan(resolved, parallelism, nodes),
-        fabric=fabric_check.fabric_plan(spec, acc, image.image, engine_python(nodes[0].argv)),
+        fabric=fabric_check.fabric_plan(spec, acc, image.image, python),
         cloud=_cloud(resolved),
     )
 
@@ -161,7 +161,7 @@ def _cloud(resolved: Resolved) -> CloudPlan | None:
     )
 
 
-def _weights(spec: StackSpec, model: ModelPlan, nodes: tuple[NodePlan, ...]) -> WeightsPlan:
+def _weights(spec: StackSpec, model: ModelPlan, python: str) -> WeightsPlan:
     weights = spec.weights
     return WeightsPlan(
         repo=model.checkpoint,
@@ -171,7 +171,7 @@ def _weights(spec: StackSpec, model: ModelPlan, nodes: tuple[NodePlan, ...]) -> 
         hub_endpoint=weights.hub_endpoint,
         timeout_s=weights.download_timeout_s,
         hf_token_secret=weights.hf_token_secret,
-        python=engine_python(nodes[0].argv),
+        python=python,
         keep_on_delete=spec.campaign.keep_weights,
         container_dir=weights.container_dir,
     )
