@@ -15,7 +15,7 @@ boot deadline, a host-key mismatch, an API error) deletes the instance and waits
 the cloud no longer lists it before raising CloudInstanceError. The host's private key
 is never in state, outputs, messages or logs; the API token is a secret input kept out
 of the outputs (amdfleet's provider host hands ``read`` and ``delete`` the inputs, see
-:mod:`amdfleet.providers.host`).
+:mod:`amdfleet.providers.server`).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The Pulumi engine starts the dynamic-provider host with the address of its gRPC ``Engine``
 service as the argument (amdfleet's ``pulumi-python`` plugin runs the SDK's
-``pulumi.dynamic`` host as ``__main__`` through :mod:`amdfleet.providers.host`). The
+``pulumi.dynamic`` host as ``__main__`` through :mod:`amdfleet.providers.server`). The
 SDK's host neither connects ``pulumi.log`` to that service nor tells a provider method
 which resource it works on, so amdfleet does both itself: every dynamic resource receives
 its own URN as the ``resource_urn`` input (:func:`resource_urn`, compared by no diff and
@@ -50,7 +50,7 @@ SECRET_KEYS = ("hf_token", "secret_env", "api_key")
 DYNAMIC_TYPE_PREFIX = "pulumi-python:dynamic/amdfleet:"
 HOST_MAIN = "pulumi.dynamic.__main__"
 """The module that runs as ``__main__`` in the dynamic-provider host (``python -m
-pulumi.dynamic``, or run by :mod:`amdfleet.providers.host`)."""
+pulumi.dynamic``, or run by :mod:`amdfleet.providers.server`)."""
 STATUS_INTERVAL_S = 1.0
 SEND_TIMEOUT_S = 2.0
 MAX_CHARS = 200

@@ -1,7 +1,7 @@
 """Drive the dynamic-provider host over gRPC, call by call, as the engine does.
 
 The process is the one the Pulumi engine starts for this project's dynamic resources:
-``python -u -m amdfleet.providers.host`` (the SDK's ``pulumi.dynamic`` host, run by
+``python -u -m amdfleet.providers.server`` (the SDK's ``pulumi.dynamic`` host, run by
 amdfleet's ``pulumi-python`` plugin; cwd = the project root, so providers defined in the
 project's packages unpickle by reference). It prints a port and serves the
 ``pulumirpc.ResourceProvider`` gRPC service. Whole programs run under the real CLI
@@ -504,7 +504,7 @@ def _spawn(
 ) -> subprocess.Popen[bytes]:
     with open(stderr_path, "wb") as err:
         return subprocess.Popen(
-            [sys.executable, "-u", "-m", "amdfleet.providers.host", *args],
+            [sys.executable, "-u", "-m", "amdfleet.providers.server", *args],
             cwd=root,
             env=env,
             stdin=subprocess.DEVNULL,

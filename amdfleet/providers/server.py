@@ -1,9 +1,9 @@
-"""amdfleet's dynamic-provider host: the Pulumi SDK's own host, with two changes.
+"""amdfleet's provider server: the Pulumi SDK's dynamic-provider host, with three changes.
 
 The Pulumi engine runs every dynamic resource through the ``pulumi-python`` plugin, which
 upstream ships as a script that starts ``python -m pulumi.dynamic``. Pulumi.yaml names
 ``plugins/pulumi-python/`` as this project's ``pulumi-python`` plugin instead; its script
-starts this module, which runs the SDK's host unchanged except for three changes:
+starts this module, which runs the SDK's host unchanged except for these:
 
 * its gRPC server may run ``AMDFLEET_PROVIDER_THREADS`` calls at once (default 64) instead
   of the SDK's 4, so every host of a large fleet is checked, stages its weights and
@@ -17,7 +17,7 @@ starts this module, which runs the SDK's host unchanged except for three changes
   its outputs -- a secret, like a cloud API token needed to delete the instance -- is
   there too. Outputs win where both have a key.
 
-Usage: ``python -m amdfleet.providers.host ENGINE_ADDRESS`` (what the plugin script runs).
+Usage: ``python -m amdfleet.providers.server ENGINE_ADDRESS`` (what the plugin script runs).
 """
 
 from __future__ import annotations
