@@ -376,6 +376,6 @@ def _engine_output(
             else None
         ),
         "image_digests": list(digests),
-        "command_hash": files_hash,
+        "files_hash": files_hash,
         "argv": list(plan.head.argv),
     }
