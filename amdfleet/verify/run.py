@@ -103,7 +103,7 @@ async def verify_endpoint(
     A verification with ``enabled: false`` contacts nothing and passes with no rows.
     """
     if not spec.enabled:
-        return VerificationResult(spec=spec, model=model or "", base_url=base_url)
+        return VerificationResult(input=spec, model=model or "", base_url=base_url)
     resolve_baseline(spec.baseline)
     reference = load_reference(spec.parity) if spec.parity is not None else None
     model = model or await first_model(base_url, api_key)
@@ -127,7 +127,7 @@ async def verify_endpoint(
         if parity.interrupted or parity.share < spec.parity.min_match:
             rows = judge(spec, (), None, parity)
             result = VerificationResult(
-                spec=spec,
+                input=spec,
                 model=model,
                 base_url=base_url,
                 rows=rows,
@@ -168,7 +168,7 @@ async def verify_endpoint(
         )
         interrupted = accuracy.interrupted
     result = VerificationResult(
-        spec=spec,
+        input=spec,
         model=model,
         base_url=base_url,
         runs=tuple(runs),

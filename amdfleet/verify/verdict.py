@@ -67,7 +67,8 @@ class VerdictRow:
 class VerificationResult:
     """The outcome of a stack's verification against an endpoint."""
 
-    spec: VerificationInput
+    input: VerificationInput
+    """What was run and judged."""
     model: str
     base_url: str
     runs: tuple[BenchmarkRun, ...] = ()
@@ -101,8 +102,8 @@ class VerificationResult:
             "interrupted": self.interrupted,
             "base_url": _without_credentials(self.base_url),
             "model": self.model,
-            "baseline": self.spec.baseline,
-            "thresholds": self.spec.thresholds.model_dump(),
+            "baseline": self.input.baseline,
+            "thresholds": self.input.thresholds.model_dump(),
             "verdict": [r.to_dict() for r in self.rows],
             "benchmarks": {run.scenario.name: run.to_json() for run in self.runs},
             "accuracy": self.accuracy.to_dict() if self.accuracy else None,

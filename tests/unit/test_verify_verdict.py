@@ -74,7 +74,7 @@ def _result(
     spec: VerificationInput, runs: list[BenchmarkRun], accuracy: AccuracyResult | None
 ) -> VerificationResult:
     return VerificationResult(
-        spec=spec,
+        input=spec,
         model="m",
         base_url="http://h",
         runs=tuple(runs),
@@ -159,13 +159,13 @@ def test_disabled_spec_passes_without_contacting_anything() -> None:
 
 def test_credentials_in_the_url_are_not_written() -> None:
     spec = _checks()
-    result = VerificationResult(spec=spec, model="m", base_url="http://u:secret@h:8000/v1")
+    result = VerificationResult(input=spec, model="m", base_url="http://u:secret@h:8000/v1")
     assert result.to_dict()["base_url"] == "http://h:8000/v1"
 
 
 def test_interrupted_run_never_passes() -> None:
     spec = _checks()
-    result = VerificationResult(spec=spec, model="m", base_url="u", interrupted=True)
+    result = VerificationResult(input=spec, model="m", base_url="u", interrupted=True)
     assert (
         not result.passed
         and Finding.threshold("run", "complete", "interrupted") in result.failures()
