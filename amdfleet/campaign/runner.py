@@ -337,6 +337,7 @@ class CampaignRunner:
         sweep: SweepSpec,
         load: float,
     ) -> Any:
+        from amdfleet.plan.verification import scenario_input
         from amdfleet.verify.run import run_scenarios
 
         async def go() -> Any:
@@ -344,7 +345,7 @@ class CampaignRunner:
             try:
                 runs = await run_scenarios(
                     endpoint,
-                    [sweep.scenario(load)],
+                    [scenario_input(sweep.scenario(load))],
                     model=model,
                     api_key=api_key,
                     tokenizer=tokenizer,
@@ -357,12 +358,15 @@ class CampaignRunner:
         return asyncio.run(go())
 
     def _accuracy(self, endpoint: str, api_key: str | None, model: str, spec: Any) -> Any:
+        from amdfleet.plan.verification import accuracy_input
         from amdfleet.verify.run import run_accuracy
 
         async def go() -> Any:
             stop = self._stop_event()
             try:
-                return await run_accuracy(endpoint, spec, model=model, api_key=api_key, stop=stop)
+                return await run_accuracy(
+                    endpoint, accuracy_input(spec), model=model, api_key=api_key, stop=stop
+                )
             finally:
                 self._forget(stop)
 

@@ -293,7 +293,7 @@ COMMANDS: list[click.Command] = [stacks_command, plan_command, render_command]
 
 def _verification_line(p: DeploymentPlan) -> str:
     """Which gates the verification has: parity (reference, dtype), benchmarks, accuracy."""
-    spec = p.verification.spec
+    spec = p.verification.input
     if not spec.enabled:
         return "verification disabled: the stack is ready once the engine serves"
     gates = []

@@ -29,6 +29,7 @@ from amdfleet.findings import Finding
 from amdfleet.verify.metrics import parse_goodput
 
 if TYPE_CHECKING:
+    from amdfleet.plan.models import ScenarioInput
     from amdfleet.verify.bench import BenchmarkRun
     from amdfleet.verify.gsm8k import AccuracyResult
     from amdfleet.verify.parity import ParityResult
@@ -194,16 +195,19 @@ def eval_(
     out: Path | None,
 ) -> None:
     """Score GSM8K (5-shot) at URL as lm-evaluation-harness's gsm8k task does."""
+    from amdfleet.plan.verification import accuracy_input
     from amdfleet.verify.report import render_accuracy_table, write_accuracy
     from amdfleet.verify.run import first_model, run_accuracy
 
-    spec = _validated(
-        AccuracySpec,
-        num_fewshot=num_fewshot,
-        limit=limit,
-        data_path=data_path,
-        concurrency=concurrency,
-        max_tokens=max_tokens,
+    spec = accuracy_input(
+        _validated(
+            AccuracySpec,
+            num_fewshot=num_fewshot,
+            limit=limit,
+            data_path=data_path,
+            concurrency=concurrency,
+            max_tokens=max_tokens,
+        )
     )
     api_key = _api_key(api_key_env)
 
@@ -256,6 +260,7 @@ def verify(
     (for sweeps) plots into the output directory.
     """
     from amdfleet.plan import plan
+    from amdfleet.plan.verification import verification_input
     from amdfleet.verify.report import (
         render_accuracy_table,
         render_benchmark_table,
@@ -265,10 +270,12 @@ def verify(
     from amdfleet.verify.run import verify_endpoint
 
     loaded = load_stack_file(stack)
-    spec = loaded.spec.verification
-    if spec.parity is not None:
+    section = loaded.spec.verification
+    if section.parity is not None:
         # As planned: the reference's path resolved, and the dtype it compares in.
-        spec = plan(loaded.spec).verification.spec
+        spec = plan(loaded.spec).verification.input
+    else:
+        spec = verification_input(section, None)
     if not spec.enabled:
         click.echo(f"verification is disabled for stack {loaded.spec.name}")
         return
@@ -345,13 +352,15 @@ def parity_check(
     """Compare URL's greedy continuations of the parity prompts with --reference; exit 0
     only if at least --min-match of the prompts match over their first --tokens tokens."""
     from amdfleet.config import ParitySpec
+    from amdfleet.plan.verification import parity_input
     from amdfleet.verify.reference import load_reference
     from amdfleet.verify.report import render_parity_table
     from amdfleet.verify.run import check_parity, first_model
 
-    spec = _validated(
+    validated = _validated(
         ParitySpec, reference=str(reference_path), dtype=dtype, tokens=tokens, min_match=min_match
     )
+    spec = parity_input(validated, reference=validated.reference, dtype=validated.dtype)
     reference = load_reference(spec)
     api_key = _api_key(api_key_env)
 
@@ -486,16 +495,20 @@ def _api_key(env_name: str) -> str | None:
 
 def _sweep(
     common: dict[str, Any], concurrencies: Sequence[int], rates: Sequence[float | None]
-) -> list[BenchmarkScenario]:
+) -> list[ScenarioInput]:
+    from amdfleet.plan.verification import scenario_input
+
     caps: Sequence[int | None] = concurrencies or [None]
     points = [(c, r) for c in caps for r in (rates or [None])]
     return [
-        _validated(
-            BenchmarkScenario,
-            name=_point_name(c, r),
-            max_concurrency=c,
-            request_rate=r,
-            **common,
+        scenario_input(
+            _validated(
+                BenchmarkScenario,
+                name=_point_name(c, r),
+                max_concurrency=c,
+                request_rate=r,
+                **common,
+            )
         )
         for c, r in points
     ]

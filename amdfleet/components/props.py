@@ -217,7 +217,7 @@ def verification_props(plan: DeploymentPlan, tokenizer_host: HostTarget) -> Veri
     return VerificationProps(
         base_url=plan.endpoint,
         model=plan.model.served_name,
-        spec=plan.verification.spec,
+        spec=plan.verification.input,
         tokenizer_host=tokenizer_host,
         report_dir=plan.verification.report_dir,
         parity_reference_sha256=_parity_sha256(plan),
@@ -378,5 +378,5 @@ def _parity_sha256(plan: DeploymentPlan) -> str | None:
     """The parity reference's sha256 (the program checked it before any resource)."""
     from amdfleet.verify.reference import ParityReference
 
-    parity = plan.verification.spec.parity
+    parity = plan.verification.input.parity
     return ParityReference.load(parity.reference).sha256 if parity else None

@@ -3,6 +3,7 @@ the thresholds that gate a deployment."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -182,10 +183,14 @@ class VerificationSpec(SpecModel):
 
     @model_validator(mode="after")
     def _unique_names(self) -> VerificationSpec:
-        names = [s.name for s in self.scenarios]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
+        if dupes := repeated(s.name for s in self.scenarios):
             raise ValueError(
                 f"scenario names must be unique; repeated: {', '.join(dupes)} — rename them"
             )
         return self
+
+
+def repeated(names: Iterable[str]) -> list[str]:
+    """The names that occur more than once, sorted."""
+    seen = list(names)
+    return sorted({n for n in seen if seen.count(n) > 1})

@@ -16,7 +16,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from amdfleet.addresses import host_port
-from amdfleet.config import ModelArchitecture, VerificationSpec
+from amdfleet.config import ModelArchitecture
+from amdfleet.config.verification import repeated
 from amdfleet.remote.requirement import HostRequirement
 from amdfleet.remote.transport.target import HostTarget
 
@@ -286,16 +287,99 @@ class ClusterPlan(_Frozen):
     """What workers answer on the API port (SGLang: health only); empty: nothing."""
 
 
+class ScenarioInput(_Frozen):
+    """One serving benchmark as it runs (``verification.scenarios[i]``, or a CLI sweep
+    point, or a campaign's load point). ``baseline`` and ``min_output_throughput`` are the
+    scenario's own; None defers to the verification's."""
+
+    name: str
+    dataset: Literal["random", "sharegpt", "prompts"]
+    dataset_path: str | None = None
+    input_len: int
+    output_len: int
+    range_ratio: float
+    num_prompts: int
+    max_concurrency: int | None = None
+    request_rate: float | None = None
+    burstiness: float
+    endpoint: Literal["completions", "chat"]
+    ignore_eos: bool
+    seed: int
+    baseline: str | None = None
+    min_output_throughput: float | None = None
+
+
+class AccuracyInput(_Frozen):
+    """The GSM8K check as it runs (``data_path`` None: downloaded when online)."""
+
+    task: Literal["gsm8k"]
+    num_fewshot: int
+    limit: int | None = None
+    data_path: str | None = None
+    concurrency: int
+    max_tokens: int
+
+
+class ParityInput(_Frozen):
+    """The output-parity check as it runs: the reference file's absolute path and the
+    recorded dtype it compares with (None only when the planner reported it unknown)."""
+
+    reference: str
+    dtype: Literal["bfloat16", "float16", "float32"] | None = None
+    tokens: int
+    min_match: float
+    concurrency: int
+
+
+class ThresholdsInput(_Frozen):
+    """The stack-wide pass/fail levels (None: the metric is reported, not gated)."""
+
+    min_success_rate: float
+    min_output_throughput: float | None = None
+    max_p99_ttft_ms: float | None = None
+    max_p99_tpot_ms: float | None = None
+    min_flexible_accuracy: float | None = None
+    min_strict_accuracy: float | None = None
+
+
+class VerificationInput(_Frozen):
+    """What the verification runs and judges: the record the Verification provider and
+    :mod:`amdfleet.verify` consume (never the config section). An absent optional key is
+    None (the engine drops null properties from a resource's state). Its JSON is the
+    provider's ``spec`` input, key for key what the config section serialized to before
+    this record existed, so a live stack's verification does not re-run on upgrade:
+    that is why ``enabled`` and ``allow_no_benchmark`` (the planner's concern) ride
+    along."""
+
+    enabled: bool
+    scenarios: tuple[ScenarioInput, ...]
+    accuracy: AccuracyInput | None = None
+    parity: ParityInput | None = None
+    thresholds: ThresholdsInput
+    baseline: str | None = None
+    request_timeout_s: float
+    allow_no_benchmark: bool
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> VerificationInput:
+        # Results are keyed by scenario name (reports, the provider's ``result``).
+        if dupes := repeated(s.name for s in self.scenarios):
+            raise ValueError(
+                f"scenario names must be unique; repeated: {', '.join(dupes)} — rename them"
+            )
+        return self
+
+
 class VerificationPlan(_Frozen):
     """The verification run against the endpoint once the engine serves."""
 
-    spec: VerificationSpec
+    input: VerificationInput
     report_dir: str
 
     @property
     def enabled(self) -> bool:
         """Whether verification runs (the stack is then ready only if it passes)."""
-        return self.spec.enabled
+        return self.input.enabled
 
 
 class FabricPlan(_Frozen):

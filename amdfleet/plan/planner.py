@@ -28,6 +28,7 @@ from amdfleet.plan.models import (
     WeightsPlan,
 )
 from amdfleet.plan.serving import serving_plan
+from amdfleet.plan.verification import parity_input, verification_input
 
 REPORTS_DIR = ".amdfleet/reports"
 PROJECT_DIR = STACKS_DIR.parent
@@ -183,11 +184,11 @@ def verification_plan(
     """The verification as it runs: a parity reference path made absolute (relative ones
     are the project directory's) and the dtype it compares in resolved (the parity
     block's own, else the dtype the engine serves)."""
-    verification = spec.verification
-    parity = verification.parity
+    section = spec.verification
     issues: list[Finding] = []
-    if parity is not None:
-        dtype = parity.dtype or serving.dtype
+    parity = None
+    if section.parity is not None:
+        dtype = section.parity.dtype or serving.dtype
         if dtype is None:
             issues.append(
                 config_issue(
@@ -198,8 +199,9 @@ def verification_plan(
                     "in, or serving.dtype",
                 )
             )
-        reference = str(PROJECT_DIR / parity.reference)  # an absolute one stays as it is
-        parity = parity.model_copy(update={"reference": reference, "dtype": dtype})
-        verification = verification.model_copy(update={"parity": parity})
+        reference = str(PROJECT_DIR / section.parity.reference)  # an absolute one stays
+        parity = parity_input(section.parity, reference=reference, dtype=dtype)
     report_dir = f"{REPORTS_DIR}/{spec.name}"
-    return VerificationPlan(spec=verification, report_dir=report_dir), issues
+    return VerificationPlan(
+        input=verification_input(section, parity), report_dir=report_dir
+    ), issues

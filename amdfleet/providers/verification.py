@@ -1,12 +1,14 @@
 """Verification: the gate between "deployed" and "ready".
 
-Runs the stack's verification spec (serving benchmarks and the accuracy check, see
-:mod:`amdfleet.verify`) against the endpoint once the engine is up, and records the
-outcome whatever it is: ``passed``, the verdict rows in ``result``, and for a failed run
-``failures`` and ``verdict_table``. A failed run is a record too, not a failed operation,
-so the state and the stack's ``ready`` output say ``false`` instead of keeping the last
-passing run's ``true``; :class:`~amdfleet.providers.readiness.VerificationGate` then fails
-``pulumi up`` with the verdict table. It re-runs when the engine (rendered content, image
+Runs the stack's verification (the plan's
+:class:`~amdfleet.plan.models.VerificationInput`: output parity, serving benchmarks and
+the accuracy check, see :mod:`amdfleet.verify`) against the endpoint once the engine is
+up, and records the outcome whatever it is: ``passed``, the verdict rows in ``result``,
+and for a failed run ``failures`` and ``verdict_table``. A failed run is a record too, not
+a failed operation, so the state and the stack's ``ready`` output say ``false`` instead of
+keeping the last passing run's ``true``;
+:class:`~amdfleet.providers.readiness.VerificationGate` then fails ``pulumi up`` with the
+verdict table. It re-runs when the engine (rendered content, image
 digest), the endpoint or the spec changes, and after a failed run; otherwise not.
 
 The tokenizer comes from the head node's staged weights (copied over the connection), so
@@ -30,8 +32,8 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 from pydantic import Field
 
-from amdfleet.config import VerificationSpec
 from amdfleet.errors import AmdFleetError
+from amdfleet.plan.models import VerificationInput
 from amdfleet.providers.progress import ResourceProgress, resource_urn
 from amdfleet.providers.props import ProviderProps, changed_keys, plain
 from amdfleet.remote.transport.connection import Redactor
@@ -57,7 +59,9 @@ class VerificationProps(ProviderProps):
     base_url: str = Field(description="The endpoint's base URL (without /v1).")
     model: str = Field(description="The served model name.")
     api_key: str | None = Field(None, description="Secret: the endpoint's API key.")
-    spec: VerificationSpec = Field(description="The stack's verification spec.")
+    spec: VerificationInput = Field(
+        description="What the verification runs and judges, as the plan resolved it."
+    )
     engine_fingerprint: str | None = Field(
         None,
         description="Rendered content, image digests and start time of the engine (re-runs "
@@ -88,7 +92,7 @@ class VerificationProps(ProviderProps):
 
 
 class VerificationProvider(ResourceProvider):
-    """Runs the verification spec. Stateless."""
+    """Runs the verification. Stateless."""
 
     serialize_as_secret_always = False
 
@@ -205,7 +209,7 @@ class _VerificationDisplay:
     """The verification's phases as the resource's status, and its results as notes
     (implements :class:`amdfleet.verify.run.Progress`)."""
 
-    def __init__(self, spec: VerificationSpec, progress: ResourceProgress) -> None:
+    def __init__(self, spec: VerificationInput, progress: ResourceProgress) -> None:
         self._spec = spec
         self._progress = progress
         self._scenarios_done = 0

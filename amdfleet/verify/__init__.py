@@ -5,9 +5,12 @@ measures what ``vllm bench serve`` measures, with its definitions and result key
 accuracy check scores GSM8K as lm-evaluation-harness does; the verdict compares both
 with a stack's thresholds and, for context, with a catalog baseline.
 
-Public API (what the Pulumi provider and the CLI use)::
+Its inputs are the plan's records (:class:`~amdfleet.plan.models.VerificationInput` and
+its parts), never the stack's config types. Public API (what the Pulumi provider and the
+CLI use)::
 
-    result = run_verification(spec, base_url=url, api_key=key, out_dir=Path("out"))
+    checks = plan.verification.input
+    result = run_verification(checks, base_url=url, api_key=key, out_dir=Path("out"))
     if not result.passed:
         raise VerificationFailed(result.failures(), render_verdict_table(result))
 """

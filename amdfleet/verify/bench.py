@@ -21,7 +21,7 @@ from datetime import datetime
 from time import perf_counter
 from typing import Any
 
-from amdfleet.config import BenchmarkScenario
+from amdfleet.plan.models import ScenarioInput
 from amdfleet.verify.client import EndpointClient, RequestOutput, error_kind
 from amdfleet.verify.datasets import (
     BenchRequest,
@@ -40,7 +40,7 @@ BACKEND_NAMES = {"completions": "openai", "chat": "openai-chat"}
 class BenchmarkRun:
     """One scenario's run: its settings, every request's output and the metrics."""
 
-    scenario: BenchmarkScenario
+    scenario: ScenarioInput
     model: str
     tokenizer: str | None
     date: str
@@ -95,7 +95,7 @@ class BenchmarkRun:
         return result
 
 
-def build_requests(scenario: BenchmarkScenario, tokenizer: Tokenizer | None) -> list[BenchRequest]:
+def build_requests(scenario: ScenarioInput, tokenizer: Tokenizer | None) -> list[BenchRequest]:
     """The scenario's prompts (random and ShareGPT need the tokenizer)."""
     if scenario.dataset == "prompts":
         assert scenario.dataset_path is not None  # the schema requires it
@@ -150,7 +150,7 @@ def arrival_times(
 
 async def run_scenario(
     client: EndpointClient,
-    scenario: BenchmarkScenario,
+    scenario: ScenarioInput,
     requests: Sequence[BenchRequest],
     *,
     model: str,
@@ -184,9 +184,7 @@ async def run_scenario(
     )
 
 
-def request_payload(
-    scenario: BenchmarkScenario, request: BenchRequest, model: str
-) -> dict[str, Any]:
+def request_payload(scenario: ScenarioInput, request: BenchRequest, model: str) -> dict[str, Any]:
     """The JSON body for one request (streaming keys are added by the client)."""
     payload: dict[str, Any] = {"model": model, "max_tokens": request.output_len}
     if scenario.endpoint == "chat":
@@ -200,7 +198,7 @@ def request_payload(
 
 async def _dispatch(
     client: EndpointClient,
-    scenario: BenchmarkScenario,
+    scenario: ScenarioInput,
     requests: Sequence[BenchRequest],
     model: str,
     outputs: list[RequestOutput | None],

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from amdfleet.config import AccuracySpec
 from amdfleet.errors import AmdFleetError
+from amdfleet.plan.models import AccuracyInput
 from amdfleet.verify.bench import wait_or_stop
 from amdfleet.verify.client import EndpointClient, RequestFailed
 
@@ -210,7 +210,7 @@ def score_response(index: int, prompt: str, response: str, target: str, error: s
 
 async def run_gsm8k(
     client: EndpointClient,
-    spec: AccuracySpec,
+    spec: AccuracyInput,
     *,
     model: str,
     problems: tuple[Sequence[Problem], Sequence[Problem]] | None = None,

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from amdfleet.config import ParitySpec
+from amdfleet.plan.models import ParityInput
 from amdfleet.verify.bench import wait_or_stop
 from amdfleet.verify.client import EndpointClient, RequestFailed
 from amdfleet.verify.reference import (
@@ -142,7 +142,7 @@ class ParityResult:
 
 async def run_parity(
     client: EndpointClient,
-    spec: ParitySpec,
+    spec: ParityInput,
     reference: ParityReference,
     *,
     model: str,

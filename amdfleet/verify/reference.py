@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from amdfleet.config import ParitySpec, StackSpec
+from amdfleet.config import StackSpec
 from amdfleet.errors import AmdFleetError, PlanError
 from amdfleet.findings import Finding, config_issue
 from amdfleet.plan import DeploymentPlan, plan
+from amdfleet.plan.models import ParityInput
 
 FORMAT = 1
 
@@ -133,7 +134,7 @@ class ParityReference:
         }
 
 
-def load_reference(parity: ParitySpec) -> ParityReference:
+def load_reference(parity: ParityInput) -> ParityReference:
     """A planned parity block's reference (its path resolved, its dtype set), read and
     checked against the block: the file is there and amdfleet's, it holds continuations in
     the dtype compared, and at least ``tokens`` of them. Raises
@@ -156,7 +157,7 @@ def load_reference(parity: ParitySpec) -> ParityReference:
     return reference
 
 
-def reference_issues(parity: ParitySpec | None) -> list[Finding]:
+def reference_issues(parity: ParityInput | None) -> list[Finding]:
     """What :func:`load_reference` finds wrong with a planned parity block, as issues
     (none without a parity block)."""
     if parity is None:
@@ -173,6 +174,6 @@ def checked_plan(spec: StackSpec) -> DeploymentPlan:
     parity reference): what the Pulumi program, ``amdfleet plan`` and ``scripts/up`` run
     before anything is provisioned. Raises :class:`PlanError` naming the field."""
     resolved = plan(spec)
-    if issues := reference_issues(resolved.verification.spec.parity):
+    if issues := reference_issues(resolved.verification.input.parity):
         raise PlanError(issues, f"stack {spec.name}")
     return resolved

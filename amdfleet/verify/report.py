@@ -180,7 +180,7 @@ def render_markdown(result: VerificationResult) -> str:
         "",
         f"- endpoint: `{result.base_url}`",
         f"- model: `{result.model}`",
-        f"- baseline: `{result.spec.baseline or 'none'}`",
+        f"- baseline: `{result.input.baseline or 'none'}`",
         "",
         "## Verdict",
         "",

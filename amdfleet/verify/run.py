@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from amdfleet.config import AccuracySpec, BenchmarkScenario, ParitySpec, VerificationSpec
+from amdfleet.plan.models import AccuracyInput, ParityInput, ScenarioInput, VerificationInput
 from amdfleet.verify import PARITY_PHASE
 from amdfleet.verify.bench import BenchmarkRun, build_requests, run_scenario
 from amdfleet.verify.client import EndpointClient
@@ -46,7 +46,7 @@ class Progress(Protocol):
 
 
 def run_verification(
-    spec: VerificationSpec,
+    spec: VerificationInput,
     *,
     base_url: str,
     model: str | None = None,
@@ -57,7 +57,7 @@ def run_verification(
     on_run: Callable[[BenchmarkRun], None] | None = None,
     on_scored: Callable[[Scored], None] | None = None,
 ) -> VerificationResult:
-    """Run a stack's whole verification spec against an endpoint and judge it.
+    """Run a stack's whole verification (as planned) against an endpoint and judge it.
 
     Synchronous (runs its own event loop; call it from a thread without one). The model
     defaults to the first one the server lists; the tokenizer (needed by random and
@@ -86,7 +86,7 @@ def run_verification(
 
 
 async def verify_endpoint(
-    spec: VerificationSpec,
+    spec: VerificationInput,
     *,
     base_url: str,
     model: str | None = None,
@@ -100,10 +100,10 @@ async def verify_endpoint(
 ) -> VerificationResult:
     """The async body of :func:`run_verification`, with a stop event and progress.
 
-    A spec with ``enabled: false`` contacts nothing and passes with no rows.
+    A verification with ``enabled: false`` contacts nothing and passes with no rows.
     """
     if not spec.enabled:
-        return VerificationResult(spec=spec, model=model or "", base_url=base_url)
+        return VerificationResult(input=spec, model=model or "", base_url=base_url)
     resolve_baseline(spec.baseline)
     reference = load_reference(spec.parity) if spec.parity is not None else None
     model = model or await first_model(base_url, api_key)
@@ -127,7 +127,7 @@ async def verify_endpoint(
         if parity.interrupted or parity.share < spec.parity.min_match:
             rows = judge(spec, (), None, parity)
             result = VerificationResult(
-                spec=spec,
+                input=spec,
                 model=model,
                 base_url=base_url,
                 rows=rows,
@@ -168,7 +168,7 @@ async def verify_endpoint(
         )
         interrupted = accuracy.interrupted
     result = VerificationResult(
-        spec=spec,
+        input=spec,
         model=model,
         base_url=base_url,
         runs=tuple(runs),
@@ -184,7 +184,7 @@ async def verify_endpoint(
 
 async def check_parity(
     base_url: str,
-    spec: ParitySpec,
+    spec: ParityInput,
     reference: ParityReference,
     *,
     model: str,
@@ -213,7 +213,7 @@ async def first_model(base_url: str, api_key: str | None) -> str:
 
 async def run_scenarios(
     base_url: str,
-    scenarios: Sequence[BenchmarkScenario],
+    scenarios: Sequence[ScenarioInput],
     *,
     model: str,
     api_key: str | None = None,
@@ -267,7 +267,7 @@ async def run_scenarios(
 
 async def run_accuracy(
     base_url: str,
-    spec: AccuracySpec,
+    spec: AccuracyInput,
     *,
     model: str,
     api_key: str | None = None,

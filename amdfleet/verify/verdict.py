@@ -13,9 +13,9 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from amdfleet.catalog.baselines import BASELINES, Baseline
-from amdfleet.config import Thresholds, VerificationSpec
 from amdfleet.errors import ConfigError
 from amdfleet.findings import Finding, config_issue
+from amdfleet.plan.models import ThresholdsInput, VerificationInput
 from amdfleet.verify.bench import BenchmarkRun
 from amdfleet.verify.gsm8k import AccuracyResult
 from amdfleet.verify.parity import ParityResult
@@ -65,9 +65,10 @@ class VerdictRow:
 
 @dataclass(frozen=True)
 class VerificationResult:
-    """The outcome of a stack's verification spec against an endpoint."""
+    """The outcome of a stack's verification against an endpoint."""
 
-    spec: VerificationSpec
+    input: VerificationInput
+    """What was run and judged."""
     model: str
     base_url: str
     runs: tuple[BenchmarkRun, ...] = ()
@@ -101,8 +102,8 @@ class VerificationResult:
             "interrupted": self.interrupted,
             "base_url": _without_credentials(self.base_url),
             "model": self.model,
-            "baseline": self.spec.baseline,
-            "thresholds": self.spec.thresholds.model_dump(),
+            "baseline": self.input.baseline,
+            "thresholds": self.input.thresholds.model_dump(),
             "verdict": [r.to_dict() for r in self.rows],
             "benchmarks": {run.scenario.name: run.to_json() for run in self.runs},
             "accuracy": self.accuracy.to_dict() if self.accuracy else None,
@@ -112,7 +113,7 @@ class VerificationResult:
 
 
 def judge(
-    spec: VerificationSpec,
+    spec: VerificationInput,
     runs: Sequence[BenchmarkRun],
     accuracy: AccuracyResult | None,
     parity: ParityResult | None = None,
@@ -135,7 +136,7 @@ def judge(
     return tuple(rows)
 
 
-def _scenario_thresholds(spec: VerificationSpec, run: BenchmarkRun) -> Thresholds:
+def _scenario_thresholds(spec: VerificationInput, run: BenchmarkRun) -> ThresholdsInput:
     """The stack's thresholds, with the scenario's own minimum throughput if it sets one
     (a sweep needs one per load level)."""
     own = run.scenario.min_output_throughput
@@ -179,7 +180,7 @@ def format_value(value: float | None) -> str:
 
 
 def _benchmark_rows(
-    run: BenchmarkRun, t: Thresholds, baseline: Mapping[str, float]
+    run: BenchmarkRun, t: ThresholdsInput, baseline: Mapping[str, float]
 ) -> list[VerdictRow]:
     scope = run.scenario.name
     observed = run.metrics.to_dict()
@@ -214,7 +215,7 @@ def _benchmark_rows(
 
 
 def _accuracy_rows(
-    result: AccuracyResult, t: Thresholds, baseline: Mapping[str, float]
+    result: AccuracyResult, t: ThresholdsInput, baseline: Mapping[str, float]
 ) -> list[VerdictRow]:
     sent = len(result.samples)
     success = (sent - result.failed) / sent if sent else 0.0

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from amdfleet.config import BenchmarkScenario
+from amdfleet.plan.verification import scenario_input
 from amdfleet.verify.bench import BenchmarkRun, run_scenario
 from amdfleet.verify.client import EndpointClient, RequestOutput
 from amdfleet.verify.datasets import BenchRequest
@@ -48,7 +49,9 @@ async def _bench_killing(url: str, server: subprocess.Popen[str], after: int) ->
         if len(done) == after:
             server.send_signal(signal.SIGKILL)
 
-    scenario = BenchmarkScenario(name="kill", num_prompts=30, output_len=10, max_concurrency=3)
+    scenario = scenario_input(
+        BenchmarkScenario(name="kill", num_prompts=30, output_len=10, max_concurrency=3)
+    )
     requests = [BenchRequest(f"p{i}", 2, 10) for i in range(30)]
     async with EndpointClient(url, concurrency=3, timeout=20) as client:
         return await run_scenario(client, scenario, requests, model="stub-model", on_done=on_done)

@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from amdfleet.config import AccuracySpec, ParitySpec
+from amdfleet.plan.verification import accuracy_input, parity_input
 from amdfleet.verify.client import EndpointClient
 from amdfleet.verify.gsm8k import run_gsm8k
 from amdfleet.verify.parity import ParityReference
@@ -46,8 +47,8 @@ pytestmark = pytest.mark.vllm
 REFERENCE = SMOLLM2 / "parity-reference.json"
 ZEROED = "model.layers.12.mlp.down_proj.weight"
 GATE = 0.75  # stacks/Pulumi.local.yaml's verification.parity.min_match
-GSM8K = AccuracySpec(
-    limit=8, concurrency=8, max_tokens=64, data_path=str(SHARED / "datasets/gsm8k")
+GSM8K = accuracy_input(
+    AccuracySpec(limit=8, concurrency=8, max_tokens=64, data_path=str(SHARED / "datasets/gsm8k"))
 )
 
 
@@ -93,7 +94,8 @@ def recorded(intact: VllmServer, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 
 def _parity(server: VllmServer, reference: Path, dtype: str = "float32") -> float:
-    spec = ParitySpec(reference=str(reference), dtype=dtype, min_match=GATE)
+    section = ParitySpec(reference=str(reference), dtype=dtype, min_match=GATE)
+    spec = parity_input(section, reference=section.reference, dtype=section.dtype)
     result = asyncio.run(
         check_parity(
             server.url,

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from amdfleet.config import VerificationSpec
+from amdfleet.plan.verification import verification_input
 from amdfleet.providers.readiness import ReadinessGateProvider
 from amdfleet.providers.verification import VerificationProps, VerificationProvider
 from amdfleet.verify.gsm8k import load_problems
@@ -118,7 +119,7 @@ def test_the_gate_passes_a_passed_verification_and_then_stays_quiet(
 def _props(base_url: str, tmp_path: Path, urn: str, **thresholds: float) -> dict[str, Any]:
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("Say hello.\nCount to three.\n")
-    spec = VerificationSpec.model_validate(
+    section = VerificationSpec.model_validate(
         {
             "scenarios": [
                 {
@@ -142,7 +143,7 @@ def _props(base_url: str, tmp_path: Path, urn: str, **thresholds: float) -> dict
     props = VerificationProps(
         base_url=base_url,
         model=MODEL,
-        spec=spec,
+        spec=verification_input(section, None),
         report_dir=str(tmp_path / "reports"),
     )
     inputs = props.to_inputs(

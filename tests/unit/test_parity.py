@@ -29,7 +29,9 @@ from amdfleet.config import (
 )
 from amdfleet.findings import Finding
 from amdfleet.plan import plan
+from amdfleet.plan.models import VerificationInput
 from amdfleet.plan.planner import PROJECT_DIR
+from amdfleet.plan.verification import parity_input, verification_input
 from amdfleet.verify.parity import ParityReference, ParityReferenceError, PromptParity, prompt_set
 from amdfleet.verify.reference import load_reference
 from amdfleet.verify.run import run_verification
@@ -78,8 +80,8 @@ def engine(wrong: frozenset[str] | set[str] = frozenset(), eos_at_end: bool = Fa
     return Script(token_ids=ids)
 
 
-def spec(reference: Path, **parity: Any) -> VerificationSpec:
-    return VerificationSpec(
+def spec(reference: Path, **parity: Any) -> VerificationInput:
+    section = VerificationSpec(
         parity=ParitySpec(
             **{"reference": str(reference), "dtype": "float32", "tokens": 4, **parity}
         ),
@@ -94,6 +96,11 @@ def spec(reference: Path, **parity: Any) -> VerificationSpec:
         ),
         thresholds=Thresholds(min_success_rate=1.0),
     )
+    assert section.parity is not None
+    planned = parity_input(
+        section.parity, reference=section.parity.reference, dtype=section.parity.dtype
+    )
+    return verification_input(section, planned)
 
 
 def _prompts_file(directory: Path) -> Path:
@@ -259,7 +266,7 @@ def test_a_relative_reference_is_the_project_directory_s() -> None:
     found = {key.removeprefix("amdfleet:"): value for key, value in sections.items()}
     found["verification"]["parity"]["reference"] = "stacks/references/local.json"
     resolved = plan(parse_stack("local", found))
-    parity = resolved.verification.spec.parity
+    parity = resolved.verification.input.parity
     assert parity is not None and parity.reference == str(
         PROJECT_DIR / "stacks/references/local.json"
     )

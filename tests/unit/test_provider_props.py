@@ -14,6 +14,7 @@ from pulumi.runtime import rpc
 
 from amdfleet.config import VerificationSpec
 from amdfleet.errors import PropsError
+from amdfleet.plan.verification import verification_input
 from amdfleet.providers.engine_image import EngineImageProps
 from amdfleet.providers.engine_node import EngineFile, ReadinessCheck
 from amdfleet.providers.engine_service import EngineServiceProps
@@ -76,11 +77,14 @@ EXAMPLES: list[ProviderProps] = [
         base_url="http://10.0.0.5:8000",
         model="tiny",
         api_key=API_KEY,
-        spec=VerificationSpec.model_validate(
-            {
-                "scenarios": [{"name": "c2", "num_prompts": 16, "max_concurrency": 2}],
-                "thresholds": {"min_success_rate": 1.0},
-            }
+        spec=verification_input(
+            VerificationSpec.model_validate(
+                {
+                    "scenarios": [{"name": "c2", "num_prompts": 16, "max_concurrency": 2}],
+                    "thresholds": {"min_success_rate": 1.0},
+                }
+            ),
+            None,
         ),
         engine_fingerprint="files|digest",
         tokenizer_host=HOST,
@@ -197,7 +201,7 @@ def test_an_invalid_secret_is_named_without_its_value() -> None:
     assert "hf_Leaked" not in str(caught.value)
 
 
-def test_the_verification_spec_is_validated_as_the_stack_schema() -> None:
+def test_the_verification_input_refuses_repeated_scenario_names() -> None:
     inputs = received(EXAMPLES[4])
     inputs["spec"]["scenarios"].append(inputs["spec"]["scenarios"][0])
     with pytest.raises(PropsError) as caught:

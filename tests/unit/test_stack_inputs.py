@@ -295,7 +295,7 @@ def test_a_catalog_model_id_is_not_a_substitution() -> None:
 )
 def test_no_benchmark_is_accepted_when_the_stack_says_so(verification: dict[str, Any]) -> None:
     stack = _stack([_raw_host("gpu-a", "192.0.2.10")], verification=verification)
-    assert plan(parse_stack("opt-out", stack)).verification.spec.scenarios == ()
+    assert plan(parse_stack("opt-out", stack)).verification.input.scenarios == ()
 
 
 def test_an_omitted_verification_section_is_refused() -> None:

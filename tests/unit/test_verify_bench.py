@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import math
+from typing import Any
 
 import numpy as np
 import pytest
 
 from amdfleet.config import BenchmarkScenario
+from amdfleet.plan.models import ScenarioInput
+from amdfleet.plan.verification import scenario_input
 from amdfleet.verify.bench import BenchmarkRun, arrival_times, request_payload, run_scenario
 from amdfleet.verify.client import EndpointClient, RequestOutput
 from amdfleet.verify.datasets import BenchRequest
 from amdfleet.verify.metrics import compute_metrics
 from tests.support.openai_server import OpenAIServer, Script
+
+
+def _scenario(**fields: Any) -> ScenarioInput:
+    """A benchmark scenario (config defaults filled in) as the plan hands it on."""
+    return scenario_input(BenchmarkScenario(**fields))
 
 
 def test_infinite_rate_sends_everything_at_once() -> None:
@@ -42,14 +50,14 @@ def test_burstiness_shapes_the_gaps() -> None:
 
 def test_payloads_for_both_endpoints() -> None:
     request = BenchRequest("hello", 2, 7)
-    completions = BenchmarkScenario(name="a")
+    completions = _scenario(name="a")
     assert request_payload(completions, request, "m") == {
         "model": "m",
         "max_tokens": 7,
         "prompt": "hello",
         "ignore_eos": True,
     }
-    chat = BenchmarkScenario(name="b", endpoint="chat", ignore_eos=False)
+    chat = _scenario(name="b", endpoint="chat", ignore_eos=False)
     assert request_payload(chat, request, "m") == {
         "model": "m",
         "max_tokens": 7,
@@ -57,9 +65,7 @@ def test_payloads_for_both_endpoints() -> None:
     }
 
 
-def _bench(
-    url: str, scenario: BenchmarkScenario, stop: asyncio.Event | None = None
-) -> BenchmarkRun:
+def _bench(url: str, scenario: ScenarioInput, stop: asyncio.Event | None = None) -> BenchmarkRun:
     requests = [BenchRequest(f"p{i}", 2, scenario.output_len) for i in range(scenario.num_prompts)]
 
     async def go() -> BenchmarkRun:
@@ -70,7 +76,7 @@ def _bench(
 
 
 def test_concurrency_cap_is_respected_and_tokens_come_from_usage() -> None:
-    scenario = BenchmarkScenario(name="cap", num_prompts=8, output_len=4, max_concurrency=3)
+    scenario = _scenario(name="cap", num_prompts=8, output_len=4, max_concurrency=3)
     with OpenAIServer(Script(token_delay=0.01)) as server:
         run = _bench(server.url, scenario)
     assert server.max_in_flight == 3
@@ -83,7 +89,7 @@ def test_concurrency_cap_is_respected_and_tokens_come_from_usage() -> None:
 
 
 def test_chat_endpoint_streams_too() -> None:
-    scenario = BenchmarkScenario(name="chat", endpoint="chat", num_prompts=3, output_len=2)
+    scenario = _scenario(name="chat", endpoint="chat", num_prompts=3, output_len=2)
     with OpenAIServer() as server:
         run = _bench(server.url, scenario)
     assert run.metrics.completed == 3 and run.metrics.total_output == 6
@@ -97,7 +103,7 @@ def test_chat_endpoint_streams_too() -> None:
 
 
 def test_stop_cancels_in_flight_requests_and_keeps_completed_ones() -> None:
-    scenario = BenchmarkScenario(name="stop", num_prompts=20, output_len=20, max_concurrency=2)
+    scenario = _scenario(name="stop", num_prompts=20, output_len=20, max_concurrency=2)
     requests = [BenchRequest(f"p{i}", 2, 20) for i in range(20)]
     done: list[RequestOutput] = []
 
@@ -123,7 +129,7 @@ def test_stop_cancels_in_flight_requests_and_keeps_completed_ones() -> None:
 
 
 def test_result_json_has_vllm_fields() -> None:
-    scenario = BenchmarkScenario(name="j", num_prompts=2, output_len=3, request_rate=50.0)
+    scenario = _scenario(name="j", num_prompts=2, output_len=3, request_rate=50.0)
     with OpenAIServer() as server:
         run = _bench(server.url, scenario)
     data = run.to_json(detailed=True)
@@ -135,7 +141,7 @@ def test_result_json_has_vllm_fields() -> None:
 
 def test_infinite_rate_is_written_as_inf() -> None:
     run = BenchmarkRun(
-        scenario=BenchmarkScenario(name="x"),
+        scenario=_scenario(name="x"),
         model="m",
         tokenizer=None,
         date="d",

@@ -12,6 +12,7 @@ import socket
 import pytest
 
 from amdfleet.config import BenchmarkScenario, Thresholds, VerificationSpec
+from amdfleet.plan.verification import scenario_input, verification_input
 from amdfleet.verify.bench import BenchmarkRun, run_scenario
 from amdfleet.verify.client import EndpointClient, EndpointError
 from amdfleet.verify.datasets import BenchRequest
@@ -19,7 +20,11 @@ from amdfleet.verify.run import first_model
 from amdfleet.verify.verdict import judge
 from tests.support.openai_server import OpenAIServer, Script
 
-SCENARIO = BenchmarkScenario(name="faults", num_prompts=6, output_len=5, max_concurrency=2)
+SECTION = VerificationSpec(
+    scenarios=(BenchmarkScenario(name="faults", num_prompts=6, output_len=5, max_concurrency=2),),
+    thresholds=Thresholds(min_success_rate=0.9),
+)
+SCENARIO = scenario_input(SECTION.scenarios[0])
 REQUESTS = [BenchRequest(f"prompt {i}", 3, 5) for i in range(6)]
 
 
@@ -80,7 +85,7 @@ def test_server_down_is_a_clear_error_when_looking_up_the_model() -> None:
 def test_verdict_fails_when_success_rate_is_below_threshold() -> None:
     with OpenAIServer(Script(fault="http500", fault_every=3)) as server:
         run = _run(server.url)
-    spec = VerificationSpec(scenarios=(SCENARIO,), thresholds=Thresholds(min_success_rate=0.9))
+    spec = verification_input(SECTION, None)
     rows = judge(spec, [run], None)
     success = next(r for r in rows if r.metric == "success_rate")
     assert success.observed == pytest.approx(4 / 6)

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from amdfleet.config import AccuracySpec
+from amdfleet.plan.models import AccuracyInput
+from amdfleet.plan.verification import accuracy_input
 from amdfleet.verify.client import EndpointClient
 from amdfleet.verify.gsm8k import (
     INVALID,
@@ -121,7 +123,7 @@ def test_scores_scripted_responses_through_a_real_server(
         test[2].question: "#### -1",
         test[3].question: "I do not know",
     }
-    spec = AccuracySpec(limit=4, concurrency=2)
+    spec = accuracy_input(AccuracySpec(limit=4, concurrency=2))
     with OpenAIServer(Script(answers=answers)) as server:
         result = asyncio.run(_score(server.url, spec, (test, train)))
         sent = server.bodies
@@ -143,7 +145,7 @@ def test_failed_requests_score_wrong_with_their_reason(
     script = Script(answers=answers, fault="http500", fault_every=2)
     with OpenAIServer(script) as server:
         result = asyncio.run(
-            _score(server.url, AccuracySpec(limit=4, concurrency=1), (test, train))
+            _score(server.url, accuracy_input(AccuracySpec(limit=4, concurrency=1)), (test, train))
         )
     assert result.failed == 2
     assert [s.error.startswith("HTTP 500") for s in result.samples] == [False, True, False, True]
@@ -151,7 +153,7 @@ def test_failed_requests_score_wrong_with_their_reason(
 
 
 async def _score(
-    url: str, spec: AccuracySpec, problems: tuple[list[Problem], list[Problem]]
+    url: str, spec: AccuracyInput, problems: tuple[list[Problem], list[Problem]]
 ) -> object:
     async with EndpointClient(url, concurrency=spec.concurrency, timeout=10) as client:
         return await run_gsm8k(client, spec, model="stub-model", problems=problems)

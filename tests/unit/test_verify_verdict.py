@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,6 +13,8 @@ from amdfleet.catalog.baselines import BASELINES
 from amdfleet.config import BenchmarkScenario, Thresholds, VerificationSpec
 from amdfleet.errors import ConfigError
 from amdfleet.findings import Finding
+from amdfleet.plan.models import VerificationInput
+from amdfleet.plan.verification import scenario_input, verification_input
 from amdfleet.verify.bench import BenchmarkRun
 from amdfleet.verify.client import RequestOutput
 from amdfleet.verify.gsm8k import AccuracyResult, score_response
@@ -29,6 +32,11 @@ from amdfleet.verify.verdict import VerificationResult, judge
 BASELINE = "seed002-mi355x-70b-fp8-8k1k-c64"
 
 
+def _checks(**section: Any) -> VerificationInput:
+    """A verification section (config defaults filled in) as the plan hands it on."""
+    return verification_input(VerificationSpec(**section), None)
+
+
 def _run(name: str, concurrency: int, ok: int, failed: int = 0) -> BenchmarkRun:
     outputs = [
         RequestOutput(
@@ -40,7 +48,9 @@ def _run(name: str, concurrency: int, ok: int, failed: int = 0) -> BenchmarkRun:
         )
         for i in range(ok)
     ] + [RequestOutput(error="HTTP 500: boom") for _ in range(failed)]
-    scenario = BenchmarkScenario(name=name, max_concurrency=concurrency, num_prompts=ok + failed)
+    scenario = scenario_input(
+        BenchmarkScenario(name=name, max_concurrency=concurrency, num_prompts=ok + failed)
+    )
     return BenchmarkRun(
         scenario=scenario,
         model="m",
@@ -61,10 +71,10 @@ def _accuracy() -> AccuracyResult:
 
 
 def _result(
-    spec: VerificationSpec, runs: list[BenchmarkRun], accuracy: AccuracyResult | None
+    spec: VerificationInput, runs: list[BenchmarkRun], accuracy: AccuracyResult | None
 ) -> VerificationResult:
     return VerificationResult(
-        spec=spec,
+        input=spec,
         model="m",
         base_url="http://h",
         runs=tuple(runs),
@@ -74,7 +84,7 @@ def _result(
 
 
 def test_passing_thresholds_and_baseline_ratios() -> None:
-    spec = VerificationSpec(
+    spec = _checks(
         thresholds=Thresholds(min_output_throughput=10, max_p99_ttft_ms=1000, max_p99_tpot_ms=10),
         baseline=BASELINE,
     )
@@ -90,7 +100,7 @@ def test_passing_thresholds_and_baseline_ratios() -> None:
 
 
 def test_failures_name_metric_expected_and_observed() -> None:
-    spec = VerificationSpec(
+    spec = _checks(
         thresholds=Thresholds(min_success_rate=0.9, max_p99_ttft_ms=100, min_flexible_accuracy=0.9)
     )
     result = _result(spec, [_run("c8", 8, ok=3, failed=1)], _accuracy())
@@ -118,7 +128,7 @@ def test_a_sweep_judges_each_scenario_against_its_own_threshold_and_baseline() -
             update={"baseline": "seed000-mi325x-405b-fp8-c50", "min_output_throughput": 40}
         ),
     )
-    spec = VerificationSpec(thresholds=Thresholds(min_output_throughput=1), baseline=BASELINE)
+    spec = _checks(thresholds=Thresholds(min_output_throughput=1), baseline=BASELINE)
     result = _result(spec, [low, high], None)
     rows = {(r.scope, r.metric): r for r in result.rows}
     assert rows[("c10", "output_throughput")].expected == ">= 20"
@@ -131,7 +141,7 @@ def test_a_sweep_judges_each_scenario_against_its_own_threshold_and_baseline() -
 
 
 def test_an_empty_run_cannot_pass_latency_thresholds() -> None:
-    spec = VerificationSpec(thresholds=Thresholds(min_success_rate=0.01, max_p99_ttft_ms=100))
+    spec = _checks(thresholds=Thresholds(min_success_rate=0.01, max_p99_ttft_ms=100))
     result = _result(spec, [_run("down", 4, ok=0, failed=3)], None)
     row = next(r for r in result.rows if r.metric == "p99_ttft_ms")
     assert row.observed is None and row.passed is False
@@ -139,23 +149,23 @@ def test_an_empty_run_cannot_pass_latency_thresholds() -> None:
 
 def test_unknown_baseline_lists_known_ones() -> None:
     with pytest.raises(ConfigError, match="known baselines: seed000"):
-        judge(VerificationSpec(baseline="nope"), [], None)
+        judge(_checks(baseline="nope"), [], None)
 
 
 def test_disabled_spec_passes_without_contacting_anything() -> None:
-    result = run_verification(VerificationSpec(enabled=False), base_url="http://127.0.0.1:9")
+    result = run_verification(_checks(enabled=False), base_url="http://127.0.0.1:9")
     assert result.passed and result.rows == ()
 
 
 def test_credentials_in_the_url_are_not_written() -> None:
-    spec = VerificationSpec()
-    result = VerificationResult(spec=spec, model="m", base_url="http://u:secret@h:8000/v1")
+    spec = _checks()
+    result = VerificationResult(input=spec, model="m", base_url="http://u:secret@h:8000/v1")
     assert result.to_dict()["base_url"] == "http://h:8000/v1"
 
 
 def test_interrupted_run_never_passes() -> None:
-    spec = VerificationSpec()
-    result = VerificationResult(spec=spec, model="m", base_url="u", interrupted=True)
+    spec = _checks()
+    result = VerificationResult(input=spec, model="m", base_url="u", interrupted=True)
     assert (
         not result.passed
         and Finding.threshold("run", "complete", "interrupted") in result.failures()
@@ -164,7 +174,7 @@ def test_interrupted_run_never_passes() -> None:
 
 def test_json_and_reports(tmp_path: Path) -> None:
     thresholds = Thresholds(min_success_rate=0.5, min_strict_accuracy=0.1)
-    spec = VerificationSpec(baseline=BASELINE, thresholds=thresholds)
+    spec = _checks(baseline=BASELINE, thresholds=thresholds)
     result = _result(spec, [_run("c8", 8, ok=8)], _accuracy())
     written = {p.name for p in write_verification(result, tmp_path)}
     assert written == {
@@ -229,7 +239,7 @@ def test_accuracy_table_has_lm_evals_columns() -> None:
 
 
 def test_verdict_table_marks_pass_and_fail() -> None:
-    spec = VerificationSpec(thresholds=Thresholds(min_success_rate=1.0))
+    spec = _checks(thresholds=Thresholds(min_success_rate=1.0))
     table = render_verdict_table(_result(spec, [_run("c8", 8, ok=3, failed=1)], None))
     assert table.endswith("verification FAILED")
     lines = table.splitlines()
@@ -242,7 +252,7 @@ def test_verdict_table_marks_pass_and_fail() -> None:
     # 3 of 4 requests succeeded: 0.75 against ">= 1"
     assert words[:3] == ["c8", "success_rate", "0.75"] and ">= 1" in row
     assert words[-1] == "FAIL"
-    lenient = VerificationSpec(thresholds=Thresholds(min_success_rate=0.75))
+    lenient = _checks(thresholds=Thresholds(min_success_rate=0.75))
     table = render_verdict_table(_result(lenient, [_run("c8", 8, ok=3, failed=1)], None))
     [row] = [line for line in table.splitlines() if "success_rate" in line]
     assert row.split()[-1] == "PASS" and table.endswith("verification PASSED")
