@@ -186,9 +186,7 @@ def test_up_serves_a_verified_endpoint(first_up: dict[str, Any], lab: HostLab) -
     assert outputs["api_key"] == API_KEY
     (host,) = outputs["hosts"]
     assert (host["name"], host["hostname"], host["gpus"]) == ("host0", "host0", [])
-    assert (
-        outputs["engine"]["runtime"] == "process" and len(outputs["engine"]["files_hash"]) == 64
-    )
+    assert outputs["engine"]["runtime"] == "process" and len(outputs["engine"]["files_hash"]) == 64
     verdict = {(r["scope"], r["metric"]): r for r in outputs["verification"]["verdict"]}
     assert verdict[("c4", "output_throughput")]["passed"] is True
     assert verdict[("gsm8k", "success_rate")]["observed"] == 1
