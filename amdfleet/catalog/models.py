@@ -19,8 +19,32 @@ Checkpoints are listed per precision, with the archs they run on:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
-from amdfleet.config import ModelArchitecture, Precision
+from pydantic import BaseModel, ConfigDict, Field
+
+Precision = Literal["bf16", "fp8", "mxfp4"]
+"""Weight precisions the catalog lists checkpoints for (and a stack may ask for)."""
+
+
+class ModelArchitecture(BaseModel):
+    """Architecture numbers for a model the catalog does not know (memory math needs them).
+
+    The catalog describes its own models with it, and a stack's ``model.architecture``
+    gives them for a model outside the catalog."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+    params_b: float = Field(gt=0, description="Parameters, in billions.")
+    layers: int = Field(ge=1, description="Transformer layers.")
+    hidden: int = Field(ge=1, description="Hidden size.")
+    intermediate: int = Field(ge=1, description="MLP intermediate size.")
+    heads: int = Field(ge=1, description="Attention heads.")
+    kv_heads: int = Field(ge=1, description="Key/value heads (GQA groups).")
+    head_dim: int = Field(ge=1, description="Per-head dimension.")
+    vocab: int = Field(ge=1, description="Vocabulary size.")
+    max_context: int = Field(ge=1, description="Maximum context length, tokens.")
+
 
 # Bytes per weight element as stored. MXFP4 is 4-bit elements plus one 8-bit shared
 # scale per 32 elements (OCP MX spec): 4.25 bits.

@@ -15,7 +15,8 @@ so ``from amdfleet.config import StackSpec`` works.
 
 from __future__ import annotations
 
-from amdfleet.config.base import Precision, Runtime
+from amdfleet.catalog.models import ModelArchitecture, Precision
+from amdfleet.config.base import Runtime
 from amdfleet.config.cloud import CloudFleetSpec
 from amdfleet.config.engine import EngineSpec, ParallelismSpec
 from amdfleet.config.fabric import FabricSpec, size_bytes
@@ -33,7 +34,7 @@ from amdfleet.config.loader import (
     stack_names,
     stack_path,
 )
-from amdfleet.config.model import ModelArchitecture, ModelSpec, Topology
+from amdfleet.config.model import ModelSpec, Topology
 from amdfleet.config.serving import ServingSpec
 from amdfleet.config.stack import SECTIONS, StackSpec
 from amdfleet.config.verification import (

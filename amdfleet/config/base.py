@@ -1,5 +1,5 @@
 """What every stack section shares: the frozen, ``extra="forbid"`` base model, the
-name patterns, and the precision and runtime literals."""
+name patterns and the runtime literal (the precisions are the catalog's)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
-Precision = Literal["bf16", "fp8", "mxfp4"]
 Runtime = Literal["docker", "process"]
 
 NAME_RE = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from amdfleet.catalog.engines import ENGINES
 from amdfleet.config.base import SIZE_RE, EnvVars, Runtime, SpecModel
 
 
@@ -65,9 +66,6 @@ class EngineSpec(SpecModel):
     @field_validator("name")
     @classmethod
     def _known_engine(cls, value: str) -> str:
-        # Imported here: the catalog's model tables import this package's types.
-        from amdfleet.catalog.engines import ENGINES
-
         if value not in ENGINES:
             names = [f"'{name}'" for name in ENGINES]
             raise ValueError(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from amdfleet.config.base import Precision, SpecModel
+from amdfleet.catalog.models import ModelArchitecture, Precision
+from amdfleet.config.base import SpecModel
 
 
 class Topology(SpecModel):
@@ -18,20 +19,6 @@ class Topology(SpecModel):
     gpus_per_node: int = Field(
         8, ge=1, le=8, description="Accelerators used on each node (1, 2, 4 or 8)."
     )
-
-
-class ModelArchitecture(SpecModel):
-    """Architecture numbers for a model the catalog does not know (memory math needs them)."""
-
-    params_b: float = Field(gt=0, description="Parameters, in billions.")
-    layers: int = Field(ge=1, description="Transformer layers.")
-    hidden: int = Field(ge=1, description="Hidden size.")
-    intermediate: int = Field(ge=1, description="MLP intermediate size.")
-    heads: int = Field(ge=1, description="Attention heads.")
-    kv_heads: int = Field(ge=1, description="Key/value heads (GQA groups).")
-    head_dim: int = Field(ge=1, description="Per-head dimension.")
-    vocab: int = Field(ge=1, description="Vocabulary size.")
-    max_context: int = Field(ge=1, description="Maximum context length, tokens.")
 
 
 class ModelSpec(SpecModel):
