@@ -48,19 +48,19 @@ class Fleet(pulumi.ComponentResource):
         plan: DeploymentPlan,
         opts: pulumi.ResourceOptions | None = None,
         *,
-        on: Sequence[NodeHost] | None = None,
+        node_hosts: Sequence[NodeHost] | None = None,
     ) -> None:
-        """``on``: the nodes' hosts when the plan cannot name them (a cloud fleet's
+        """``node_hosts``: the nodes' hosts when the plan cannot name them (a cloud fleet's
         instances, one per node in rank order); else the plan's targets and addresses."""
         if not pulumi.runtime.is_dry_run():
             _refuse_placeholder_host_keys(plan)
         super().__init__("amdfleet:index:Fleet", name, None, opts)
-        if on is None:
+        if node_hosts is None:
             self.targets = [_target(plan, node) for node in plan.nodes]
             self.addresses = [node.address for node in plan.nodes]
         else:
-            self.targets = [host.target for host in on]
-            self.addresses = [host.address for host in on]
+            self.targets = [host.target for host in node_hosts]
+            self.addresses = [host.address for host in node_hosts]
         self.hosts = [
             SshHost(
                 f"{name}-{node.name}",
