@@ -2,8 +2,8 @@
 
 All logic lives in the ``amdfleet`` package; a stack that cannot work is rejected here,
 before any resource is registered, and every amdfleet error becomes a clean message.
-A cloud stack creates its instances first and deploys on them once they run (see
-:mod:`amdfleet.cloud_fleet`); its ``instances`` output lists them with their price.
+A cloud stack creates its instances and deploys on them (see :mod:`amdfleet.cloud_fleet`);
+its ``instances`` output lists them with their price.
 """
 
 import pulumi
@@ -28,8 +28,7 @@ try:
         if token is None:  # load_from_pulumi refuses a missing secret first
             raise RuntimeError("the cloud token secret is not set")
         cloud_fleet = CloudFleet("cloud", deployment_plan, token)
-        deployed = deploy_on_cloud(spec, cloud_fleet, secrets)
-        outputs = {key: deployed.apply(lambda d, k=key: d[k]) for key in Deployment.OUTPUT_NAMES}
+        outputs = deploy_on_cloud(spec, deployment_plan, cloud_fleet, secrets)
         key = deployment_plan.serving.api_key_secret
         api_key = pulumi.Output.secret(secrets[key]) if key and secrets.get(key) else None
         pulumi.export("instances", cloud_fleet.inventory)

@@ -16,6 +16,8 @@ from amdfleet.components.fleet import Fleet
 from amdfleet.components.images import stage_images
 from amdfleet.components.props import (
     NodeFiles,
+    TargetInput,
+    bound,
     cluster_check_props,
     command_check_props,
     engine_cluster_props,
@@ -37,6 +39,7 @@ from amdfleet.providers.model_weights import ModelWeights
 from amdfleet.providers.readiness import VerificationGate
 from amdfleet.providers.verification import Verification
 from amdfleet.remote.cluster import cluster_facts, collective_env
+from amdfleet.remote.transport.target import HostTarget
 
 
 class Deployment(pulumi.ComponentResource):
@@ -47,7 +50,7 @@ class Deployment(pulumi.ComponentResource):
     """The outputs a stack exports from its deployment (beside model and api_key)."""
 
     hosts: pulumi.Output[list[dict[str, Any]]]
-    endpoint: str
+    endpoint: str | pulumi.Output[str]
     model: str
     api_key: pulumi.Output[str] | None
     engine: pulumi.Output[dict[str, Any]]
@@ -65,6 +68,8 @@ class Deployment(pulumi.ComponentResource):
     ) -> None:
         super().__init__("amdfleet:index:Deployment", name, None, opts)
         self._plan = plan
+        # The head's address: the plan's, or (a cloud fleet) its instance's once it exists.
+        self._base_url = bound(plan.endpoint_at, fleet.addresses[0])
         staged = stage_images(
             name,
             plan,
@@ -78,7 +83,7 @@ class Deployment(pulumi.ComponentResource):
         self._image_ref = staged.ref  # the digest every node runs, once known
         checked = EngineCommandCheck(
             f"{name}-command-check",
-            command_check_props(plan, fleet.targets[0]),
+            bound(functools.partial(command_check_props, plan), fleet.targets[0]),
             self._opts([*fleet.hosts, *images[:1]]),  # after every host passed preflight
             image=self._image_ref if images else None,
         )
@@ -95,7 +100,7 @@ class Deployment(pulumi.ComponentResource):
             else None
         )
         services = self._services(name, fleet, images, weights, secrets)
-        self.endpoint = f"{plan.endpoint}/v1"
+        self.endpoint = bound("{}/v1".format, self._base_url)
         self.model = plan.model.served_name
         key = secrets.get(plan.serving.api_key_secret or "")
         self.api_key = pulumi.Output.secret(key) if key is not None else None
@@ -151,7 +156,7 @@ class Deployment(pulumi.ComponentResource):
         nodes = list(zip(plan.nodes, fleet.hosts, strict=True))
         return ClusterCheck(
             f"{name}-cluster",
-            cluster_check_props(plan, fleet.targets),
+            cluster_check_props(plan, _known(fleet.targets)),
             self._opts([*fleet.hosts, *images, *weights]),
             facts={node.name: host.facts.apply(cluster_facts) for node, host in nodes},
             image_digests=(
@@ -174,17 +179,15 @@ class Deployment(pulumi.ComponentResource):
         plan = self._plan
         if plan.fabric is None:
             return None
-        targets = fleet.targets
         # The runs use the cluster's interfaces and (in the engine image) the digest every
-        # node pulled: both known only during the update, so the props are built then.
+        # node pulled, and a cloud fleet's hosts: known only during the update, so the
+        # props are built then.
         interfaces = cluster.interfaces if cluster is not None else None
-        ref = self._image_ref
-        props: FabricCheckProps | pulumi.Output[FabricCheckProps] = (
-            pulumi.Output.all(interfaces, ref).apply(
-                lambda values: fabric_check_props(plan, targets, values[0], values[1])
-            )
-            if interfaces is not None or ref is not None
-            else fabric_check_props(plan, targets)
+        props: FabricCheckProps | pulumi.Output[FabricCheckProps] = bound(
+            lambda interfaces, ref, *targets: fabric_check_props(plan, targets, interfaces, ref),
+            interfaces,
+            self._image_ref,
+            *fleet.targets,
         )
         depends: list[pulumi.Resource] = [*fleet.hosts, *images]
         if cluster is not None:
@@ -215,7 +218,10 @@ class Deployment(pulumi.ComponentResource):
         return [
             ModelWeights(
                 f"{name}-weights-{node.name}",
-                model_weights_props(plan, fleet.targets[node.rank], in_image=bool(images)),
+                bound(
+                    functools.partial(model_weights_props, plan, in_image=bool(images)),
+                    fleet.targets[node.rank],
+                ),
                 self._opts([*fleet.hosts, *images[node.rank : node.rank + 1], checked]),
                 hf_token=token,
                 docker_image=self._image_ref if images else None,
@@ -252,7 +258,7 @@ class Deployment(pulumi.ComponentResource):
             **{env: secrets[key] for env, key in head.secret_env.items()}
         )
         files = [self._files(node) for node in plan.nodes]
-        props = engine_cluster_props(plan, [fleet.targets[n.rank] for n in plan.nodes], files)
+        props = engine_cluster_props(plan, _known(fleet.targets), files)
         depends = [*fleet.hosts, *weights, *images, *self._gates]
         deferred = [f if isinstance(f, pulumi.Output) else None for f in files]
         return EngineCluster(
@@ -314,7 +320,7 @@ class Deployment(pulumi.ComponentResource):
         ).apply(lambda values: "|".join(str(v) for v in values))
         return Verification(
             f"{name}-verification",
-            verification_props(plan, fleet.targets[0]),
+            bound(functools.partial(verification_props, plan), fleet.targets[0], self._base_url),
             self._opts(services),
             api_key=api_key,
             engine_fingerprint=fingerprint,
@@ -329,6 +335,16 @@ def campaign_output(campaign: LifetimePlan, started_at: str | None) -> dict[str,
         expires = datetime.fromisoformat(started_at) + timedelta(hours=campaign.ttl_hours)
         out["expires_at"] = expires.isoformat(timespec="seconds")
     return out
+
+
+def _known(targets: Sequence[TargetInput]) -> list[HostTarget]:
+    """The fleet's targets, known at graph time: a multi-node stack's cluster check and
+    engine take them as values (a multi-node cloud fleet is built on its instances once
+    they exist, :func:`amdfleet.cloud_fleet.deploy_on_cloud`)."""
+    known = [t for t in targets if isinstance(t, HostTarget)]
+    if len(known) != len(targets):
+        raise TypeError("a multi-node deployment needs its hosts known at graph time")
+    return known
 
 
 def _collective_env(interfaces: Mapping[str, str | None], node: str) -> dict[str, str]:

@@ -3,12 +3,15 @@ preflight-checked (one :class:`~amdfleet.providers.ssh_host.SshHost` per node)."
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 
 from amdfleet import hostkeys
-from amdfleet.components.props import ssh_host_props
+from amdfleet.components.props import TargetInput, bound, ssh_host_props
 from amdfleet.errors import PlanError
 from amdfleet.findings import config_issue
 from amdfleet.plan import DeploymentPlan, NodePlan
@@ -19,33 +22,61 @@ from amdfleet.remote.transport.target import HostTarget
 _NO_TARGET = "list the host under fleet.hosts"
 
 
+@dataclass(frozen=True)
+class NodeHost:
+    """Where a node runs when that is known only once its cloud instance exists: its
+    host target and the address its API is reached at (Outputs of the instance)."""
+
+    target: TargetInput
+    address: pulumi.Input[str]
+
+
 class Fleet(pulumi.ComponentResource):
     """The stack's hosts, each connected, inventoried and preflight-checked; ``facts``
-    holds each host's facts as the typed record (in node order)."""
+    holds each host's facts as the typed record, ``targets`` and ``addresses`` each
+    host's target and API address (in node order; Outputs on a cloud fleet)."""
 
     hosts: list[SshHost]
-    targets: list[HostTarget]
+    targets: list[TargetInput]
+    addresses: list[pulumi.Input[str] | None]
     facts: list[pulumi.Output[HostFacts]]
     inventory: pulumi.Output[list[dict[str, Any]]]
 
     def __init__(
-        self, name: str, plan: DeploymentPlan, opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        plan: DeploymentPlan,
+        opts: pulumi.ResourceOptions | None = None,
+        *,
+        node_hosts: Sequence[NodeHost] | None = None,
     ) -> None:
+        """``node_hosts``: the nodes' hosts when the plan cannot name them (a cloud fleet's
+        instances, one per node in rank order); else the plan's targets and addresses."""
         if not pulumi.runtime.is_dry_run():
             _refuse_placeholder_host_keys(plan)
         super().__init__("amdfleet:index:Fleet", name, None, opts)
-        self.targets = [_target(plan, node) for node in plan.nodes]
+        if node_hosts is None:
+            self.targets = [_target(plan, node) for node in plan.nodes]
+            self.addresses = [node.address for node in plan.nodes]
+        else:
+            self.targets = [host.target for host in node_hosts]
+            self.addresses = [host.address for host in node_hosts]
         self.hosts = [
             SshHost(
                 f"{name}-{node.name}",
-                ssh_host_props(node, target),
+                bound(functools.partial(ssh_host_props, node), target),
                 pulumi.ResourceOptions(parent=self),
             )
             for node, target in zip(plan.nodes, self.targets, strict=True)
         ]
         self.facts = [host.facts.apply(host_facts) for host in self.hosts]
-        self.inventory = pulumi.Output.all(*self.facts).apply(
-            lambda facts: [_inventory(node, f) for node, f in zip(plan.nodes, facts, strict=True)]
+        self.inventory = pulumi.Output.all(
+            pulumi.Output.all(*self.facts), pulumi.Output.all(*self.addresses)
+        ).apply(
+            lambda values: [
+                _inventory(node, facts, address)
+                for node, facts, address in zip(plan.nodes, *values, strict=True)
+            ]
         )
         self.register_outputs({"inventory": self.inventory})
 
@@ -66,12 +97,12 @@ def _target(plan: DeploymentPlan, node: NodePlan) -> HostTarget:
     return node.target
 
 
-def _inventory(node: NodePlan, facts: HostFacts) -> dict[str, Any]:
+def _inventory(node: NodePlan, facts: HostFacts, address: str | None) -> dict[str, Any]:
     return {
         "name": node.name,
         "rank": node.rank,
         "role": node.role,
-        "address": node.address,
+        "address": address,
         "hostname": facts.hostname,
         "os": facts.os_name,
         "kernel": facts.kernel,

@@ -9,13 +9,18 @@ from dataclasses import dataclass
 
 import pulumi
 
-from amdfleet.components.props import engine_image_props, image_build_props, image_pin_props
+from amdfleet.components.props import (
+    TargetInput,
+    bound,
+    engine_image_props,
+    image_build_props,
+    image_pin_props,
+)
 from amdfleet.plan import DeploymentPlan
 from amdfleet.providers.engine_image import EngineImage
 from amdfleet.providers.image_build import EngineImageBuild, fleet_archs_of
 from amdfleet.providers.image_pin import ImagePin
 from amdfleet.remote.facts import HostFacts
-from amdfleet.remote.transport.target import HostTarget
 from amdfleet.render import render_dockerfile
 
 
@@ -32,7 +37,7 @@ class StagedImages:
 def stage_images(
     name: str,
     plan: DeploymentPlan,
-    targets: Sequence[HostTarget],
+    targets: Sequence[TargetInput],
     facts: Sequence[pulumi.Input[HostFacts]],
     secrets: Mapping[str, pulumi.Output[str] | None],
     *,
@@ -48,7 +53,8 @@ def stage_images(
       pulls the pinned digest;
     - a build without a registry, or an image given by digest: each node stages it.
 
-    ``facts`` are the nodes' host facts (the build refuses gfx targets their GPUs lack).
+    ``facts`` are the nodes' host facts (the build refuses gfx targets their GPUs lack);
+    ``targets`` the nodes' hosts (Outputs on a cloud fleet: the props are bound to them).
     """
     image = plan.image
     if plan.engine.runtime != "docker" or image.image is None:
@@ -66,12 +72,12 @@ def stage_images(
     ref: pulumi.Output[str] | None = None
     if image.build and image.registry:
         if image.build_host in names:
-            target = targets[names.index(str(image.build_host))]
+            target: TargetInput = targets[names.index(str(image.build_host))]
         else:  # a separate build host, or a cloud fleet's head
             target = image.build_target or targets[0]
         build = EngineImageBuild(
             f"{name}-image-build",
-            image_build_props(plan, target),
+            bound(functools.partial(image_build_props, plan), target),
             # After preflight of every host: a fleet that fails preflight builds nothing.
             opts(depends_on),
             fleet_archs=archs,
@@ -79,14 +85,18 @@ def stage_images(
         )
         source, ref = build, build.ref
     elif image.pin:
-        pin = ImagePin(f"{name}-image-pin", image_pin_props(plan, targets[0]), opts(depends_on[:1]))
+        pin_props = bound(functools.partial(image_pin_props, plan), targets[0])
+        pin = ImagePin(f"{name}-image-pin", pin_props, opts(depends_on[:1]))
         source, ref = pin, pin.ref
     on_node = image.build and not image.registry
     dockerfile = render_dockerfile(plan) if on_node else None
     images = [
         EngineImage(
             f"{name}-image-{node.name}",
-            engine_image_props(plan, node, targets[node.rank], dockerfile),
+            bound(
+                functools.partial(engine_image_props, plan, node, dockerfile=dockerfile),
+                targets[node.rank],
+            ),
             opts([*depends_on, *([source] if source else [])]),
             image=ref,
             host_archs=archs.apply(functools.partial(_archs_of, node=node.name))

@@ -5,14 +5,16 @@ given comes from here, one function per resource, from plan records and the host
 targets. The launch files are rendered once per node, from the plan and the image
 reference the node runs (:func:`node_files`): at graph time when the plan's reference is
 what runs, else once the build or the pin has produced the digest reference (an Output).
+A cloud node's host is an Output too (its instance's address and host key): the
+components bind the props to it with :func:`bound`.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 
 import pulumi
 
@@ -44,6 +46,21 @@ IMAGE_TIMEOUT_S = 3 * 3600
 NodeFiles = dict[str, EngineFile] | pulumi.Output[dict[str, Any]]
 """A node's launch files: rendered at graph time, or (an image reference known only
 during the update) an Output of their JSON form."""
+
+TargetInput = HostTarget | pulumi.Output[HostTarget]
+"""A node's host: known at graph time (a host of the stack), or once its cloud instance
+exists (built from the instance's outputs)."""
+
+_T = TypeVar("_T")
+
+
+def bound(build: Callable[..., _T], *args: Any) -> _T | pulumi.Output[_T]:
+    """``build(*args)``: now when every argument is a plain value, else an Output of it,
+    built once the arguments that are Outputs (a cloud node's host, its address) are
+    known. The providers take either (``ProviderProps.inputs_of``)."""
+    if not any(isinstance(arg, pulumi.Output) for arg in args):
+        return build(*args)
+    return pulumi.Output.all(*args).apply(lambda values: build(*values))
 
 
 # ------------------------------------------------------------------ hosts and images
@@ -211,11 +228,13 @@ def fabric_check_props(
     )
 
 
-def verification_props(plan: DeploymentPlan, tokenizer_host: HostTarget) -> VerificationProps:
-    """The verification of the plan's endpoint (the tokenizer read from the weights
-    staged on ``tokenizer_host``)."""
+def verification_props(
+    plan: DeploymentPlan, tokenizer_host: HostTarget, base_url: str
+) -> VerificationProps:
+    """The verification of the endpoint at ``base_url`` (the plan's, or the one its cloud
+    head is reached at; the tokenizer read from the weights staged on ``tokenizer_host``)."""
     return VerificationProps(
-        base_url=plan.endpoint,
+        base_url=base_url,
         model=plan.model.served_name,
         spec=plan.verification.input,
         tokenizer_host=tokenizer_host,
@@ -244,21 +263,26 @@ def launch_files(plan: DeploymentPlan, node: NodePlan, ref: str) -> dict[str, An
 def engine_service_props(
     plan: DeploymentPlan,
     node: NodePlan,
-    host: HostTarget,
+    host: TargetInput,
     secret_env: pulumi.Input[Mapping[str, str]],
     files: NodeFiles | None = None,
 ) -> EngineServiceArgs:
     """EngineService arguments for ``node``: its launch files (``files``, from
     :func:`node_files`; rendered here when None), secrets and readiness check. Files known
-    only during the update stay out of the props (``EngineServiceArgs.files``)."""
+    only during the update stay out of the props (``EngineServiceArgs.files``); a host
+    known only then makes the props an Output."""
     if files is None:
         files = _engine_files(plan, node, plan.image.image)
-    props = EngineServiceProps(
-        host=host,
-        remote_dir=node.remote_dir,
-        files=files if isinstance(files, dict) else {},
-        container=plan.engine.container_name if plan.engine.runtime == "docker" else None,
-        readiness=_readiness_check(plan, node),
+    known = files if isinstance(files, dict) else {}
+    props = bound(
+        lambda target: EngineServiceProps(
+            host=target,
+            remote_dir=node.remote_dir,
+            files=known,
+            container=plan.engine.container_name if plan.engine.runtime == "docker" else None,
+            readiness=_readiness_check(plan, node),
+        ),
+        host,
     )
     deferred = files if isinstance(files, pulumi.Output) else None
     return EngineServiceArgs(props, secret_env, deferred)

@@ -485,6 +485,11 @@ class DeploymentPlan(_Frozen):
     @property
     def endpoint(self) -> str:
         """Base URL of the OpenAI-compatible API (``<pending>`` before provisioning)."""
-        if self.head.address is None:
+        return self.endpoint_at(self.head.address)
+
+    def endpoint_at(self, address: str | None) -> str:
+        """Base URL of the OpenAI-compatible API on the head reached at ``address`` (a
+        cloud head's, once its instance exists; ``<pending>`` when None)."""
+        if address is None:
             return f"http://<pending>:{self.serving.port}"
-        return f"http://{host_port(self.head.address, self.serving.port)}"
+        return f"http://{host_port(address, self.serving.port)}"

@@ -122,12 +122,13 @@ class EngineCommandCheck(pulumi.dynamic.Resource, module="amdfleet", name="Engin
     def __init__(
         self,
         name: str,
-        props: EngineCommandCheckProps,
+        props: EngineCommandCheckProps | pulumi.Output[EngineCommandCheckProps],
         opts: pulumi.ResourceOptions | None = None,
         *,
         image: pulumi.Input[str] | None = None,
     ) -> None:
-        inputs = props.to_inputs(resource_urn=resource_urn(name, "EngineCommandCheck", opts))
+        urn = resource_urn(name, "EngineCommandCheck", opts)
+        inputs = EngineCommandCheckProps.inputs_of(props, resource_urn=urn)
         if image is not None:
             inputs["image"] = image
         super().__init__(EngineCommandCheckProvider(), name, inputs, opts)

@@ -157,7 +157,7 @@ class EngineImage(pulumi.dynamic.Resource, module="amdfleet", name="EngineImage"
     def __init__(
         self,
         name: str,
-        props: EngineImageProps,
+        props: EngineImageProps | pulumi.Output[EngineImageProps],
         opts: pulumi.ResourceOptions | None = None,
         *,
         image: pulumi.Input[str] | None = None,
@@ -171,7 +171,8 @@ class EngineImage(pulumi.dynamic.Resource, module="amdfleet", name="EngineImage"
             deferred["host_archs"] = host_archs
         if registry_password is not None:
             deferred["registry_password"] = pulumi.Output.secret(registry_password)
-        super().__init__(EngineImageProvider(), name, props.to_inputs(**deferred), opts)
+        inputs = EngineImageProps.inputs_of(props, **deferred)
+        super().__init__(EngineImageProvider(), name, inputs, opts)
 
 
 def _stage(conn: Connection, p: EngineImageProps, progress: ResourceProgress) -> dict[str, Any]:

@@ -113,18 +113,19 @@ class EngineServiceProps(EngineProps):
 
 @dataclass(frozen=True)
 class EngineServiceArgs:
-    """An EngineService on the program side: its props, its secret environment (there an
-    Output, so not a value of the props model) and, when they are known only during the
-    update, its files (an Output of their JSON form, in place of the props' files)."""
+    """An EngineService on the program side: its props (an Output of them when the host
+    is known only during the update), its secret environment (there an Output, so not a
+    value of the props model) and, when they are known only during the update, its files
+    (an Output of their JSON form, in place of the props' files)."""
 
-    props: EngineServiceProps
+    props: EngineServiceProps | pulumi.Output[EngineServiceProps]
     secret_env: pulumi.Input[Mapping[str, str]]
     files: pulumi.Input[Mapping[str, Any]] | None = None
 
     def inputs(self) -> dict[str, Any]:
         """The resource's inputs (what :class:`EngineService` registers, without its URN)."""
         deferred: dict[str, Any] = {"files": self.files} if self.files is not None else {}
-        return self.props.to_inputs(secret_env=self.secret_env, **deferred)
+        return EngineServiceProps.inputs_of(self.props, secret_env=self.secret_env, **deferred)
 
 
 class EngineServiceProvider(ResourceProvider):
@@ -200,7 +201,7 @@ class EngineService(pulumi.dynamic.Resource, module="amdfleet", name="EngineServ
     def __init__(
         self,
         name: str,
-        props: EngineServiceProps,
+        props: EngineServiceProps | pulumi.Output[EngineServiceProps],
         opts: pulumi.ResourceOptions | None = None,
         *,
         secret_env: pulumi.Input[Mapping[str, str]],
@@ -211,7 +212,8 @@ class EngineService(pulumi.dynamic.Resource, module="amdfleet", name="EngineServ
         hidden = pulumi.ResourceOptions(additional_secret_outputs=["secrets_hash", "secret_env"])
         opts = pulumi.ResourceOptions.merge(opts, hidden)
         deferred: dict[str, Any] = {"files": files} if files is not None else {}
-        inputs = props.to_inputs(
+        inputs = EngineServiceProps.inputs_of(
+            props,
             secret_env=secret_env,
             resource_urn=resource_urn(name, "EngineService", opts),
             **deferred,

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import functools
 import shlex
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import pulumi
@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from amdfleet.errors import RemoteCommandError, RemoteError
 from amdfleet.providers.cloud_host import gone_with_instance
-from amdfleet.providers.progress import URN_KEY, ResourceProgress, resource_urn
+from amdfleet.providers.progress import ResourceProgress, resource_urn
 from amdfleet.providers.props import ProviderProps, changed_keys
 from amdfleet.remote import fabric
 from amdfleet.remote.transport.connection import CommandResult
@@ -159,13 +159,7 @@ class FabricCheck(pulumi.dynamic.Resource, module="amdfleet", name="FabricCheck"
         """``props`` may be an Output: the runs built once the cluster check has derived
         each node's interface and the image's digest reference is known."""
         urn = resource_urn(name, "FabricCheck", opts)
-        if isinstance(props, FabricCheckProps):
-            inputs = props.to_inputs(resource_urn=urn)
-        else:
-            values: pulumi.Output[dict[str, Any]] = props.apply(lambda p: p.to_inputs())
-            keys = [k for k in FabricCheckProps.model_fields if k != URN_KEY]
-            inputs = {k: values.apply(functools.partial(_value, key=k)) for k in keys}
-            inputs[URN_KEY] = urn
+        inputs = FabricCheckProps.inputs_of(props, resource_urn=urn)
         super().__init__(FabricCheckProvider(), name, inputs, opts)
 
 
@@ -302,7 +296,3 @@ def _summary(p: FabricCheckProps, verdict: fabric.GateVerdict) -> str:
         f"fabric check passed on {where}: in-place busbw {verdict.busbw_gbps:g} GB/s at "
         f"{size}{gate}"
     )
-
-
-def _value(inputs: Mapping[str, Any], key: str) -> Any:
-    return inputs[key]

@@ -194,7 +194,7 @@ class EngineImageBuild(pulumi.dynamic.Resource, module="amdfleet", name="EngineI
     def __init__(
         self,
         name: str,
-        props: EngineImageBuildProps,
+        props: EngineImageBuildProps | pulumi.Output[EngineImageBuildProps],
         opts: pulumi.ResourceOptions | None = None,
         *,
         fleet_archs: pulumi.Input[Mapping[str, Sequence[str]]] | None = None,
@@ -205,7 +205,8 @@ class EngineImageBuild(pulumi.dynamic.Resource, module="amdfleet", name="EngineI
             deferred["fleet_archs"] = fleet_archs
         if registry_password is not None:
             deferred["registry_password"] = pulumi.Output.secret(registry_password)
-        super().__init__(EngineImageBuildProvider(), name, props.to_inputs(**deferred), opts)
+        inputs = EngineImageBuildProps.inputs_of(props, **deferred)
+        super().__init__(EngineImageBuildProvider(), name, inputs, opts)
 
 
 def _open(p: EngineImageBuildProps) -> Connection:

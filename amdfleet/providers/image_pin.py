@@ -111,6 +111,12 @@ class ImagePin(pulumi.dynamic.Resource, module="amdfleet", name="ImagePin"):
     ref: pulumi.Output[str]
     digest: pulumi.Output[str]
 
-    def __init__(self, name: str, props: ImagePinProps, opts: pulumi.ResourceOptions | None = None):
-        inputs = props.to_inputs(resource_urn=resource_urn(name, "ImagePin", opts))
+    def __init__(
+        self,
+        name: str,
+        props: ImagePinProps | pulumi.Output[ImagePinProps],
+        opts: pulumi.ResourceOptions | None = None,
+    ):
+        urn = resource_urn(name, "ImagePin", opts)
+        inputs = ImagePinProps.inputs_of(props, resource_urn=urn)
         super().__init__(ImagePinProvider(), name, inputs, opts)

@@ -157,14 +157,15 @@ class ModelWeights(pulumi.dynamic.Resource, module="amdfleet", name="ModelWeight
     def __init__(
         self,
         name: str,
-        props: ModelWeightsProps,
+        props: ModelWeightsProps | pulumi.Output[ModelWeightsProps],
         opts: pulumi.ResourceOptions | None = None,
         *,
         hf_token: pulumi.Input[str] | None = None,
         docker_image: pulumi.Input[str] | None = None,
     ):
         deferred: dict[str, Any] = {"docker_image": docker_image} if docker_image else {}
-        inputs = props.to_inputs(
+        inputs = ModelWeightsProps.inputs_of(
+            props,
             hf_token=pulumi.Output.secret(hf_token) if hf_token is not None else None,
             resource_urn=resource_urn(name, "ModelWeights", opts),
             **deferred,

@@ -17,11 +17,13 @@ preview, so they compare the raw values (:func:`changed_keys`) instead of parsin
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
 from typing import Any, ClassVar, Self
 
+import pulumi
 from pulumi.output import Unknown
 from pulumi.runtime import rpc
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -70,6 +72,20 @@ class ProviderProps(BaseModel):
             raise TypeError(f"{type(self).__name__} has no field {', '.join(unknown)}")
         return {**self.model_dump(mode="json", exclude={URN_KEY}), **deferred}
 
+    @classmethod
+    def inputs_of(cls, props: Self | pulumi.Output[Self], **deferred: Any) -> dict[str, Any]:
+        """A resource's inputs from ``props`` (:meth:`to_inputs`), or from an Output of
+        them (props built once other resources' outputs are known, e.g. a cloud
+        instance's address): then each field is an Output of its JSON value."""
+        if isinstance(props, ProviderProps):
+            return props.to_inputs(**deferred)
+        unknown = sorted(set(deferred) - set(cls.model_fields))
+        if unknown:
+            raise TypeError(f"{cls.__name__} has no field {', '.join(unknown)}")
+        values: pulumi.Output[dict[str, Any]] = props.apply(lambda p: p.to_inputs())
+        keys = [k for k in cls.model_fields if k != URN_KEY and k not in deferred]
+        return {**{k: values.apply(functools.partial(_field, key=k)) for k in keys}, **deferred}
+
     def to_outputs(self, **outputs: Any) -> dict[str, Any]:
         """What a provider method returns: these props without the secret inputs (and
         without ``resource_urn`` when there is none), updated with ``outputs``."""
@@ -109,6 +125,10 @@ def changed_keys(
 ) -> list[str]:
     """The ``keys`` whose (unwrapped) values differ between ``olds`` and ``news``."""
     return [k for k in keys if plain(olds.get(k)) != plain(news.get(k))]
+
+
+def _field(inputs: Mapping[str, Any], key: str) -> Any:
+    return inputs.get(key)
 
 
 def _issues(model: type[ProviderProps], error: ValidationError) -> list[Finding]:

@@ -105,9 +105,13 @@ class SshHost(pulumi.dynamic.Resource, module="amdfleet", name="SshHost"):
     hostname: pulumi.Output[str]
 
     def __init__(
-        self, name: str, props: SshHostProps, opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        props: SshHostProps | pulumi.Output[SshHostProps],
+        opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        inputs = props.to_inputs(resource_urn=resource_urn(name, "SshHost", opts))
+        urn = resource_urn(name, "SshHost", opts)
+        inputs = SshHostProps.inputs_of(props, resource_urn=urn)
         super().__init__(SshHostProvider(), name, inputs, opts)
 
 

@@ -137,14 +137,15 @@ class Verification(pulumi.dynamic.Resource, module="amdfleet", name="Verificatio
     def __init__(
         self,
         name: str,
-        props: VerificationProps,
+        props: VerificationProps | pulumi.Output[VerificationProps],
         opts: pulumi.ResourceOptions | None = None,
         *,
         api_key: pulumi.Input[str] | None,
         engine_fingerprint: pulumi.Input[str],
         tokenizer_path: pulumi.Input[str] | None,
     ):
-        inputs = props.to_inputs(
+        inputs = VerificationProps.inputs_of(
+            props,
             api_key=api_key,
             engine_fingerprint=engine_fingerprint,
             tokenizer_path=tokenizer_path,

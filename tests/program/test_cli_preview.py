@@ -14,21 +14,22 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from amdfleet.config import load_stack_file
 from amdfleet.plan import plan
-from tests.support.pulumi_cli import PulumiWorkspace
+from tests.support.pulumi_cli import PulumiRun, PulumiWorkspace
 
 ROOT = Path(__file__).resolve().parents[2]
 STACKS = sorted(ROOT.glob("stacks/Pulumi.*.yaml"))
-# A cloud stack's first preview shows its instances only: the hosts and everything on
-# them are built once the instances exist (amdfleet/cloud_fleet.py); it is checked on its
-# own below. Its plan is tested in tests/unit/test_cloud_plan.py, and a whole cloud
-# stack's up and destroy in tests/program/test_cli_cloud.py.
-CLOUD = pytest.mark.skip(reason="a cloud stack: test_cloud_stack_preview_shows_its_instances")
+# A cloud stack needs a key of the test's at its ssh_key_path (its public half goes into
+# the instances' user-data): its first preview is checked on its own below. Its plan is
+# tested in tests/unit/test_cloud_plan.py, and a whole cloud stack's up and destroy in
+# tests/program/test_cli_cloud.py.
+CLOUD = pytest.mark.skip(reason="a cloud stack: test_cloud_stack_first_preview_shows_its_graph")
 BAD = ROOT / "tests/unit/bad_stacks"
 SECRETS = {
     "apiKey": "preview-api-key-5d1f0c",
@@ -99,19 +100,7 @@ def test_preview_shows_every_committed_stacks_resource_graph(
 
     preview = workspace.preview(stack)
 
-    steps = preview.documents[0]["steps"]
-    registered = {s["urn"].rsplit("::", 1)[-1]: s for s in steps if s["op"] == "create"}
-    expected = _expected_graph(path)
-    root = next(s for s in steps if s["newState"]["type"] == "pulumi:pulumi:Stack")
-    assert set(registered) - {root["urn"].rsplit("::", 1)[-1]} == set(expected)
-    for name, kind in expected.items():
-        state = registered[name]["newState"]
-        assert state["type"] == kind, name
-        parent = state.get("parent", "").rsplit("::", 1)[-1]
-        if kind.startswith("amdfleet:index:"):
-            assert parent == root["urn"].rsplit("::", 1)[-1], name
-        else:
-            assert parent == ("fleet" if kind.endswith(":SshHost") else "deployment"), name
+    _assert_graph(preview.documents[0]["steps"], _expected_graph(path))
     # The preview already knows what an application will read, and keeps the key secret.
     assert f'model       : "{plan(load_stack_file(str(path)).spec).model.served_name}"' in (
         workspace.run(["preview", "--stack", stack], timeout=300).stdout
@@ -120,45 +109,107 @@ def test_preview_shows_every_committed_stacks_resource_graph(
     assert SECRETS["registryPassword"] not in preview.text
 
 
+def _assert_graph(steps: list[dict[str, Any]], expected: dict[str, str]) -> None:
+    """The preview creates the Stack and exactly ``expected`` (name → type), each
+    component under the Stack, each host under the fleet, the instances under the cloud
+    fleet and everything else under the deployment."""
+    registered = {s["urn"].rsplit("::", 1)[-1]: s for s in steps if s["op"] == "create"}
+    root = next(s for s in steps if s["newState"]["type"] == "pulumi:pulumi:Stack")
+    assert set(registered) - {root["urn"].rsplit("::", 1)[-1]} == set(expected)
+    for name, kind in expected.items():
+        state = registered[name]["newState"]
+        assert state["type"] == kind, name
+        parent = state.get("parent", "").rsplit("::", 1)[-1]
+        if kind.startswith("amdfleet:index:"):
+            assert parent == root["urn"].rsplit("::", 1)[-1], name
+        elif kind.endswith(":SshHost"):
+            assert parent == "fleet", name
+        elif kind.endswith(":CloudInstance"):
+            assert parent == "cloud", name
+        else:
+            assert parent == "deployment", name
+
+
 CLOUD_STACKS = [p for p in STACKS if load_stack_file(str(p)).spec.fleet.cloud is not None]
 CLOUD_TOKEN = "preview-cloud-token-7a3e19"
 
 
 @pytest.mark.parametrize("path", CLOUD_STACKS, ids=[_stack_name(p) for p in CLOUD_STACKS])
-def test_cloud_stack_preview_shows_its_instances(
+def test_cloud_stack_first_preview_shows_its_graph(
     workspace: PulumiWorkspace, path: Path, tmp_path: Path
 ) -> None:
-    """The committed cloud stack, with a key of this test's at ``ssh_key_path``: its
-    preview registers the cloud fleet and one tagged instance per node, calls no cloud
-    API (none is reachable here) and shows no token."""
+    """The committed cloud stack, with a key of this test's at ``ssh_key_path``: its first
+    preview registers the cloud fleet, one tagged instance per node and, on them, the
+    fleet and the deployment with every resource the plan calls for (the hosts, engine,
+    verification: built from the one plan with the instances' outputs as inputs), calls no
+    cloud API (none is reachable here) and shows no token."""
     stack = _stack_name(path)
-    key = tmp_path / "id_ed25519"
-    argv = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)]
-    subprocess.run(argv, check=True)
-    document = yaml.safe_load(path.read_text())
-    document["config"]["amdfleet:fleet"]["cloud"]["ssh_key_path"] = str(key)
-    workspace.stack_file(stack).write_text(yaml.safe_dump(document))
-    workspace.run(["stack", "init", stack], timeout=60)
-    for secret in load_stack_file(str(path)).missing_secrets:
-        workspace.set_secret(stack, secret, SECRETS.get(secret, CLOUD_TOKEN))
-
-    preview = workspace.preview(stack)
+    preview = _cloud_preview(workspace, stack, yaml.safe_load(path.read_text()), tmp_path)
 
     steps = preview.documents[0]["steps"]
     created = {s["urn"].rsplit("::", 1)[-1]: s["newState"] for s in steps if s["op"] == "create"}
     spec = load_stack_file(str(path)).spec
     nodes = [f"{spec.name}-{i}" for i in range(spec.topology.nodes)]
-    roots = [name for name, state in created.items() if state["type"] == "pulumi:pulumi:Stack"]
-    assert len(roots) == 1
-    del created[roots[0]]
-    assert created.pop("cloud")["type"] == "amdfleet:index:CloudFleet"
-    assert sorted(created) == sorted(f"cloud-{node}" for node in nodes)
+    expected = {
+        "cloud": "amdfleet:index:CloudFleet",
+        **{f"cloud-{node}": f"{DYN}:CloudInstance" for node in nodes},
+        **_expected_graph(path),
+    }
+    _assert_graph(steps, expected)
+    kinds = {state["type"] for state in created.values()}
+    assert {
+        "amdfleet:index:Fleet",
+        "amdfleet:index:Deployment",
+        f"{DYN}:SshHost",
+        f"{DYN}:EngineService",
+        f"{DYN}:Verification",
+    } <= kinds
     for node in nodes:
         state = created[f"cloud-{node}"]
-        assert state["type"] == f"{DYN}:CloudInstance"
         assert state["inputs"]["size"] == spec.fleet.cloud.plan
         assert f"amdfleet-node-{node}" in state["inputs"]["tags"]
     assert CLOUD_TOKEN not in preview.text
+
+
+def test_multi_node_cloud_stack_first_preview_shows_its_instances(
+    workspace: PulumiWorkspace, tmp_path: Path
+) -> None:
+    """A two-node variant of a committed cloud stack (pipeline-parallel over two
+    instances): its nodes' commands and checks name each other's addresses, which the
+    plan holds as values, so the fleet and the deployment are built once the instances
+    exist (amdfleet/cloud_fleet.py): its first preview lists the cloud fleet and its two
+    instances alone."""
+    source = ROOT / "stacks/Pulumi.do-mi300x-llama70b.yaml"
+    document = yaml.safe_load(source.read_text())
+    config = document["config"]
+    config["amdfleet:fleet"]["cloud"].update(count=2, max_hourly_usd=40, max_total_usd=500)
+    config["amdfleet:topology"]["nodes"] = 2
+    config["amdfleet:parallelism"]["pp"] = 2
+    stack = "do-2node"
+
+    preview = _cloud_preview(workspace, stack, document, tmp_path)
+
+    nodes = [f"{stack}-0", f"{stack}-1"]
+    expected = {"cloud": "amdfleet:index:CloudFleet"}
+    expected |= {f"cloud-{node}": f"{DYN}:CloudInstance" for node in nodes}
+    _assert_graph(preview.documents[0]["steps"], expected)
+    assert CLOUD_TOKEN not in preview.text
+
+
+def _cloud_preview(
+    workspace: PulumiWorkspace, stack: str, document: dict[str, Any], tmp_path: Path
+) -> PulumiRun:
+    """``pulumi preview`` of the cloud stack ``document`` as ``stack``, with a key of this
+    test's at its ``ssh_key_path`` and its secrets set (a token of the test's)."""
+    key = tmp_path / "id_ed25519"
+    argv = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)]
+    subprocess.run(argv, check=True)
+    document["config"]["amdfleet:fleet"]["cloud"]["ssh_key_path"] = str(key)
+    workspace.stack_file(stack).write_text(yaml.safe_dump(document))
+    workspace.run(["stack", "init", stack], timeout=60)
+    for secret in load_stack_file(str(workspace.stack_file(stack))).missing_secrets:
+        workspace.set_secret(stack, secret, SECRETS.get(secret, CLOUD_TOKEN))
+    return workspace.preview(stack)
 
 
 # Bad stacks from the unit corpus, one per class of mistake; each file's header names the
