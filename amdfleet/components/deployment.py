@@ -77,14 +77,14 @@ class Deployment(pulumi.ComponentResource):
             fleet.facts,
             secrets,
             parent=self,
-            depends_on=fleet.hosts,
+            depends_on=fleet.ssh_hosts,
         )
         images = staged.images
         self._image_ref = staged.ref  # the digest every node runs, once known
         checked = EngineCommandCheck(
             f"{name}-command-check",
             bound(functools.partial(command_check_props, plan), fleet.targets[0]),
-            self._opts([*fleet.hosts, *images[:1]]),  # after every host passed preflight
+            self._opts([*fleet.ssh_hosts, *images[:1]]),  # after every host passed preflight
             image=self._image_ref if images else None,
         )
         weights = self._weights(name, fleet, images, secrets, checked)
@@ -153,11 +153,11 @@ class Deployment(pulumi.ComponentResource):
         plan = self._plan
         if len(plan.nodes) == 1:
             return None
-        nodes = list(zip(plan.nodes, fleet.hosts, strict=True))
+        nodes = list(zip(plan.nodes, fleet.ssh_hosts, strict=True))
         return ClusterCheck(
             f"{name}-cluster",
             cluster_check_props(plan, _known(fleet.targets)),
-            self._opts([*fleet.hosts, *images, *weights]),
+            self._opts([*fleet.ssh_hosts, *images, *weights]),
             facts={node.name: host.facts.apply(cluster_facts) for node, host in nodes},
             image_digests=(
                 {n.name: image.digest for n, image in zip(plan.nodes, images, strict=True)}
@@ -189,7 +189,7 @@ class Deployment(pulumi.ComponentResource):
             self._image_ref,
             *fleet.targets,
         )
-        depends: list[pulumi.Resource] = [*fleet.hosts, *images]
+        depends: list[pulumi.Resource] = [*fleet.ssh_hosts, *images]
         if cluster is not None:
             depends.append(cluster)
         return FabricCheck(f"{name}-fabric", props, self._opts(depends))
@@ -222,7 +222,7 @@ class Deployment(pulumi.ComponentResource):
                     functools.partial(model_weights_props, plan, in_image=bool(images)),
                     fleet.targets[node.rank],
                 ),
-                self._opts([*fleet.hosts, *images[node.rank : node.rank + 1], checked]),
+                self._opts([*fleet.ssh_hosts, *images[node.rank : node.rank + 1], checked]),
                 hf_token=token,
                 docker_image=self._image_ref if images else None,
             )
@@ -259,7 +259,7 @@ class Deployment(pulumi.ComponentResource):
         )
         files = [self._files(node) for node in plan.nodes]
         props = engine_cluster_props(plan, _known(fleet.targets), files)
-        depends = [*fleet.hosts, *weights, *images, *self._gates]
+        depends = [*fleet.ssh_hosts, *weights, *images, *self._gates]
         deferred = [f if isinstance(f, pulumi.Output) else None for f in files]
         return EngineCluster(
             f"{name}-engine",
@@ -287,7 +287,7 @@ class Deployment(pulumi.ComponentResource):
             self._plan, node, fleet.targets[node.rank], secret_env, self._files(node)
         )
         depends = [
-            *fleet.hosts,
+            *fleet.ssh_hosts,
             weights[node.rank],
             *images[node.rank : node.rank + 1],
             *self._gates,

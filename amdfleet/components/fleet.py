@@ -36,7 +36,7 @@ class Fleet(pulumi.ComponentResource):
     holds each host's facts as the typed record, ``targets`` and ``addresses`` each
     host's target and API address (in node order; Outputs on a cloud fleet)."""
 
-    hosts: list[SshHost]
+    ssh_hosts: list[SshHost]
     targets: list[TargetInput]
     addresses: list[pulumi.Input[str] | None]
     facts: list[pulumi.Output[HostFacts]]
@@ -61,7 +61,7 @@ class Fleet(pulumi.ComponentResource):
         else:
             self.targets = [host.target for host in node_hosts]
             self.addresses = [host.address for host in node_hosts]
-        self.hosts = [
+        self.ssh_hosts = [
             SshHost(
                 f"{name}-{node.name}",
                 bound(functools.partial(ssh_host_props, node), target),
@@ -69,7 +69,7 @@ class Fleet(pulumi.ComponentResource):
             )
             for node, target in zip(plan.nodes, self.targets, strict=True)
         ]
-        self.facts = [host.facts.apply(host_facts) for host in self.hosts]
+        self.facts = [host.facts.apply(host_facts) for host in self.ssh_hosts]
         self.inventory = pulumi.Output.all(
             pulumi.Output.all(*self.facts), pulumi.Output.all(*self.addresses)
         ).apply(
