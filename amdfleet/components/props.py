@@ -4,7 +4,8 @@ The components (:mod:`amdfleet.components`) only wire resources; what each resou
 given comes from here, one function per resource, from plan records and the hosts'
 targets. The launch files are rendered once per node, from the plan and the image
 reference the node runs (:func:`node_files`): at graph time when the plan's reference is
-what runs, else once the build or the pin has produced the digest reference (an Output).
+what runs, else once the build or the pin has produced the digest reference, or the
+plan's addresses are bound (an Output).
 A cloud node's host is an Output too (its instance's address and host key), and so is
 the plan of a cloud fleet of several nodes, whose cluster addresses are bound once the
 instances exist (:data:`PlanInput`): the components bind the props to them with
@@ -46,8 +47,8 @@ from amdfleet.render import RenderedFile, render_dockerfile, render_node
 IMAGE_TIMEOUT_S = 3 * 3600
 
 NodeFiles = dict[str, EngineFile] | pulumi.Output[dict[str, Any]]
-"""A node's launch files: rendered at graph time, or (an image reference known only
-during the update) an Output of their JSON form."""
+"""A node's launch files: rendered at graph time, or (an image reference or addresses
+known only during the update) an Output of their JSON form."""
 
 TargetInput = HostTarget | pulumi.Output[HostTarget]
 """A node's host: known at graph time (a host of the stack), or once its cloud instance
