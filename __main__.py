@@ -28,7 +28,7 @@ try:
         if token is None:  # load_from_pulumi refuses a missing secret first
             raise RuntimeError("the cloud token secret is not set")
         cloud_fleet = CloudFleet("cloud", deployment_plan, token)
-        outputs = deploy_on_cloud(spec, deployment_plan, cloud_fleet, secrets)
+        outputs = deploy_on_cloud(deployment_plan, cloud_fleet, secrets)
         key = deployment_plan.serving.api_key_secret
         api_key = pulumi.Output.secret(secrets[key]) if key and secrets.get(key) else None
         pulumi.export("instances", cloud_fleet.inventory)

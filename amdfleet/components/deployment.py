@@ -16,7 +16,6 @@ from amdfleet.components.fleet import Fleet
 from amdfleet.components.images import stage_images
 from amdfleet.components.props import (
     NodeFiles,
-    TargetInput,
     bound,
     cluster_check_props,
     command_check_props,
@@ -39,7 +38,6 @@ from amdfleet.providers.model_weights import ModelWeights
 from amdfleet.providers.readiness import VerificationGate
 from amdfleet.providers.verification import Verification
 from amdfleet.remote.cluster import cluster_facts, collective_env
-from amdfleet.remote.transport.target import HostTarget
 
 
 class Deployment(pulumi.ComponentResource):
@@ -67,7 +65,8 @@ class Deployment(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("amdfleet:index:Deployment", name, None, opts)
-        self._plan = plan
+        self._plan = plan  # what to register; the values from fleet.plan (its addresses)
+        self._on_hosts = fleet.plan
         # The head's address: the plan's, or (a cloud fleet) its instance's once it exists.
         self._base_url = bound(plan.endpoint_at, fleet.addresses[0])
         staged = stage_images(
@@ -83,7 +82,7 @@ class Deployment(pulumi.ComponentResource):
         self._image_ref = staged.ref  # the digest every node runs, once known
         checked = EngineCommandCheck(
             f"{name}-command-check",
-            bound(functools.partial(command_check_props, plan), fleet.targets[0]),
+            bound(command_check_props, self._on_hosts, fleet.targets[0]),
             self._opts([*fleet.ssh_hosts, *images[:1]]),  # after every host passed preflight
             image=self._image_ref if images else None,
         )
@@ -106,9 +105,9 @@ class Deployment(pulumi.ComponentResource):
         self.api_key = pulumi.Output.secret(key) if key is not None else None
         digests = [image.digest for image in images] if images else []
         ref = self._image_ref if self._image_ref is not None else plan.image.image
-        self.engine = pulumi.Output.all(services[0].files_hash, ref, *digests).apply(
-            lambda values: _engine_output(plan, values[0], values[1], values[2:])
-        )
+        self.engine = pulumi.Output.all(
+            self._on_hosts, services[0].files_hash, ref, *digests
+        ).apply(lambda values: _engine_output(values[0], values[1], values[2], values[3:]))
         self.campaign = services[0].started_at.apply(lambda at: campaign_output(plan.campaign, at))
         self.hosts = _hosts_output(fleet, cluster)
         check = self._verification(name, fleet, weights, services, images)
@@ -156,7 +155,11 @@ class Deployment(pulumi.ComponentResource):
         nodes = list(zip(plan.nodes, fleet.ssh_hosts, strict=True))
         return ClusterCheck(
             f"{name}-cluster",
-            cluster_check_props(plan, _known(fleet.targets)),
+            bound(
+                lambda on_hosts, *targets: cluster_check_props(on_hosts, targets),
+                self._on_hosts,
+                *fleet.targets,
+            ),
             self._opts([*fleet.ssh_hosts, *images, *weights]),
             facts={node.name: host.facts.apply(cluster_facts) for node, host in nodes},
             image_digests=(
@@ -180,11 +183,14 @@ class Deployment(pulumi.ComponentResource):
         if plan.fabric is None:
             return None
         # The runs use the cluster's interfaces and (in the engine image) the digest every
-        # node pulled, and a cloud fleet's hosts: known only during the update, so the
-        # props are built then.
+        # node pulled, and a cloud fleet's hosts and addresses: known only during the
+        # update, so the props are built then.
         interfaces = cluster.interfaces if cluster is not None else None
         props: FabricCheckProps | pulumi.Output[FabricCheckProps] = bound(
-            lambda interfaces, ref, *targets: fabric_check_props(plan, targets, interfaces, ref),
+            lambda on_hosts, interfaces, ref, *targets: fabric_check_props(
+                on_hosts, targets, interfaces, ref
+            ),
+            self._on_hosts,
             interfaces,
             self._image_ref,
             *fleet.targets,
@@ -199,8 +205,8 @@ class Deployment(pulumi.ComponentResource):
 
     def _files(self, node: NodePlan) -> NodeFiles:
         """A node's launch files, rendered once: running the plan's image, or the digest
-        every node pulled once it is known."""
-        return node_files(self._plan, node, self._image_ref)
+        every node pulled once it is known (and the fleet's addresses, when bound then)."""
+        return node_files(self._on_hosts, node.rank, self._image_ref)
 
     def _weights(
         self,
@@ -258,7 +264,11 @@ class Deployment(pulumi.ComponentResource):
             **{env: secrets[key] for env, key in head.secret_env.items()}
         )
         files = [self._files(node) for node in plan.nodes]
-        props = engine_cluster_props(plan, _known(fleet.targets), files)
+        props = bound(
+            lambda on_hosts, *targets: engine_cluster_props(on_hosts, targets, files),
+            self._on_hosts,
+            *fleet.targets,
+        )
         depends = [*fleet.ssh_hosts, *weights, *images, *self._gates]
         deferred = [f if isinstance(f, pulumi.Output) else None for f in files]
         return EngineCluster(
@@ -335,16 +345,6 @@ def campaign_output(campaign: LifetimePlan, started_at: str | None) -> dict[str,
         expires = datetime.fromisoformat(started_at) + timedelta(hours=campaign.ttl_hours)
         out["expires_at"] = expires.isoformat(timespec="seconds")
     return out
-
-
-def _known(targets: Sequence[TargetInput]) -> list[HostTarget]:
-    """The fleet's targets, known at graph time: a multi-node stack's cluster check and
-    engine take them as values (a multi-node cloud fleet is built on its instances once
-    they exist, :func:`amdfleet.cloud_fleet.deploy_on_cloud`)."""
-    known = [t for t in targets if isinstance(t, HostTarget)]
-    if len(known) != len(targets):
-        raise TypeError("a multi-node deployment needs its hosts known at graph time")
-    return known
 
 
 def _collective_env(interfaces: Mapping[str, str | None], node: str) -> dict[str, str]:

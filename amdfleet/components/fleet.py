@@ -11,10 +11,12 @@ from typing import Any
 import pulumi
 
 from amdfleet import hostkeys
-from amdfleet.components.props import TargetInput, bound, ssh_host_props
+from amdfleet.components.props import PlanInput, TargetInput, bound, ssh_host_props
 from amdfleet.errors import PlanError
 from amdfleet.findings import config_issue
 from amdfleet.plan import DeploymentPlan, NodePlan
+from amdfleet.plan.binding import bind_addresses
+from amdfleet.plan.models import InstanceAddresses
 from amdfleet.providers.ssh_host import SshHost, host_facts
 from amdfleet.remote.facts import HostFacts
 from amdfleet.remote.transport.target import HostTarget
@@ -25,17 +27,21 @@ _NO_TARGET = "list the host under fleet.hosts"
 @dataclass(frozen=True)
 class NodeHost:
     """Where a node runs when that is known only once its cloud instance exists: its
-    host target and the address its API is reached at (Outputs of the instance)."""
+    host target, the address its API is reached at and its private address (Outputs of
+    the instance; the private one None or empty when the cloud gives none)."""
 
     target: TargetInput
     address: pulumi.Input[str]
+    private_address: pulumi.Input[str | None] = None
 
 
 class Fleet(pulumi.ComponentResource):
     """The stack's hosts, each connected, inventoried and preflight-checked; ``facts``
     holds each host's facts as the typed record, ``targets`` and ``addresses`` each
-    host's target and API address (in node order; Outputs on a cloud fleet)."""
+    host's target and API address (in node order; Outputs on a cloud fleet), ``plan``
+    the plan on these hosts (an Output when its addresses are bound to them)."""
 
+    plan: PlanInput
     ssh_hosts: list[SshHost]
     targets: list[TargetInput]
     addresses: list[pulumi.Input[str] | None]
@@ -51,7 +57,8 @@ class Fleet(pulumi.ComponentResource):
         node_hosts: Sequence[NodeHost] | None = None,
     ) -> None:
         """``node_hosts``: the nodes' hosts when the plan cannot name them (a cloud fleet's
-        instances, one per node in rank order); else the plan's targets and addresses."""
+        instances, one per node in rank order); else the plan's targets and addresses.
+        A plan with deploy-time addresses (``plan.address_slots``) is bound to theirs."""
         if not pulumi.runtime.is_dry_run():
             _refuse_placeholder_host_keys(plan)
         super().__init__("amdfleet:index:Fleet", name, None, opts)
@@ -61,6 +68,7 @@ class Fleet(pulumi.ComponentResource):
         else:
             self.targets = [host.target for host in node_hosts]
             self.addresses = [host.address for host in node_hosts]
+        self.plan = _on_hosts(plan, node_hosts)
         self.ssh_hosts = [
             SshHost(
                 f"{name}-{node.name}",
@@ -79,6 +87,27 @@ class Fleet(pulumi.ComponentResource):
             ]
         )
         self.register_outputs({"inventory": self.inventory})
+
+
+def _on_hosts(plan: DeploymentPlan, node_hosts: Sequence[NodeHost] | None) -> PlanInput:
+    """``plan`` as it runs on ``node_hosts``: itself when it names every address, else an
+    Output of it with the hosts' addresses bound (one bind, once they are known)."""
+    if not plan.address_slots:
+        return plan
+    if node_hosts is None:
+        raise ValueError(f"stack {plan.stack}: a plan with deploy-time addresses needs hosts")
+    addresses = pulumi.Output.all(
+        *[pulumi.Output.all(host.address, host.private_address) for host in node_hosts]
+    )
+    return addresses.apply(
+        lambda pairs: bind_addresses(
+            plan,
+            {
+                node.name: InstanceAddresses(public=public, private=private or None)
+                for node, (public, private) in zip(plan.nodes, pairs, strict=True)
+            },
+        )
+    )
 
 
 def _refuse_placeholder_host_keys(plan: DeploymentPlan) -> None:

@@ -4,9 +4,12 @@ The components (:mod:`amdfleet.components`) only wire resources; what each resou
 given comes from here, one function per resource, from plan records and the hosts'
 targets. The launch files are rendered once per node, from the plan and the image
 reference the node runs (:func:`node_files`): at graph time when the plan's reference is
-what runs, else once the build or the pin has produced the digest reference (an Output).
-A cloud node's host is an Output too (its instance's address and host key): the
-components bind the props to it with :func:`bound`.
+what runs, else once the build or the pin has produced the digest reference, or the
+plan's addresses are bound (an Output).
+A cloud node's host is an Output too (its instance's address and host key), and so is
+the plan of a cloud fleet of several nodes, whose cluster addresses are bound once the
+instances exist (:data:`PlanInput`): the components bind the props to them with
+:func:`bound`.
 """
 
 from __future__ import annotations
@@ -44,12 +47,16 @@ from amdfleet.render import RenderedFile, render_dockerfile, render_node
 IMAGE_TIMEOUT_S = 3 * 3600
 
 NodeFiles = dict[str, EngineFile] | pulumi.Output[dict[str, Any]]
-"""A node's launch files: rendered at graph time, or (an image reference known only
-during the update) an Output of their JSON form."""
+"""A node's launch files: rendered at graph time, or (an image reference or addresses
+known only during the update) an Output of their JSON form."""
 
 TargetInput = HostTarget | pulumi.Output[HostTarget]
 """A node's host: known at graph time (a host of the stack), or once its cloud instance
 exists (built from the instance's outputs)."""
+
+PlanInput = DeploymentPlan | pulumi.Output[DeploymentPlan]
+"""The plan as a fleet's nodes run it: the plan itself, or (a cloud fleet of several
+nodes) an Output of it with the instances' addresses bound (:mod:`amdfleet.plan.binding`)."""
 
 _T = TypeVar("_T")
 
@@ -246,17 +253,19 @@ def verification_props(
 # ------------------------------------------------------------------------ engines
 
 
-def node_files(plan: DeploymentPlan, node: NodePlan, ref: pulumi.Output[str] | None) -> NodeFiles:
-    """``node``'s launch files, rendered once: at graph time running the plan's image
-    (``ref`` None), else once ``ref`` (the digest reference every node pulls) is known."""
-    if ref is None:
-        return _engine_files(plan, node, plan.image.image)
-    return ref.apply(functools.partial(launch_files, plan, node))
+def node_files(plan: PlanInput, rank: int, ref: pulumi.Output[str] | None) -> NodeFiles:
+    """Node ``rank``'s launch files, rendered once: at graph time from the plan running its
+    own image (``ref`` None), else once ``ref`` (the digest reference every node pulls)
+    and the plan (an Output when addresses are bound at deploy time) are known."""
+    if ref is None and isinstance(plan, DeploymentPlan):
+        return _engine_files(plan, plan.nodes[rank], plan.image.image)
+    return bound(functools.partial(_rank_files, rank=rank), plan, ref)
 
 
-def launch_files(plan: DeploymentPlan, node: NodePlan, ref: str) -> dict[str, Any]:
+def launch_files(plan: DeploymentPlan, node: NodePlan, ref: str | None) -> dict[str, Any]:
     """``node``'s rendered launch files (as the engine providers take them, JSON) running
-    image ``ref``: the digest reference every node pulled."""
+    image ``ref``: the digest reference every node pulled (None: no image, the process
+    runtime)."""
     return {name: f.model_dump(mode="json") for name, f in _engine_files(plan, node, ref).items()}
 
 
@@ -315,6 +324,10 @@ def engine_cluster_props(
 
 
 # ------------------------------------------------------------------------ helpers
+
+
+def _rank_files(plan: DeploymentPlan, ref: str | None, rank: int) -> dict[str, Any]:
+    return launch_files(plan, plan.nodes[rank], ref if ref is not None else plan.image.image)
 
 
 def _engine_files(plan: DeploymentPlan, node: NodePlan, image: str | None) -> dict[str, EngineFile]:

@@ -13,6 +13,7 @@ a fix. One module per step:
 - :mod:`.memory` — the per-GPU memory budget and what to change when it does not fit;
 - :mod:`.image` — the container image;
 - :mod:`.layout` — nodes: ranks, addresses, env, command lines, host requirements;
+- :mod:`.binding` — a multi-node cloud plan's addresses, bound once the instances exist;
 - :mod:`.models` — the typed plan records; :mod:`.planner` — ``plan`` itself.
 """
 

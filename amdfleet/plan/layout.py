@@ -13,6 +13,7 @@ from amdfleet.engines.flags import Flags, flatten, merge_flags, parse_flags
 from amdfleet.plan.checkpoint import Resolved
 from amdfleet.plan.models import (
     GIB,
+    AddressSlot,
     ClusterPlan,
     ModelPlan,
     NodePlan,
@@ -90,6 +91,16 @@ def nodes(
             )
         )
     return tuple(out)
+
+
+def address_slots(spec: StackSpec) -> tuple[AddressSlot, ...]:
+    """The addresses bound at deploy time (:mod:`amdfleet.plan.binding`): each node's
+    cluster address on a cloud fleet of several nodes; none on one node (nothing else
+    reaches it) or on a fleet of hosts (the stack names them)."""
+    cloud = spec.fleet.cloud
+    if cloud is None or cloud.count == 1:
+        return ()
+    return tuple(AddressSlot(node=_cloud_node(spec, i)) for i in range(cloud.count))
 
 
 def placement(
@@ -190,7 +201,10 @@ class _Slot(NamedTuple):
 
 def _host_slots(spec: StackSpec) -> list[_Slot]:
     if spec.fleet.cloud is not None:
-        return [_Slot(f"{spec.name}-{i}", None, None, None) for i in range(spec.fleet.cloud.count)]
+        # Placeholders where the cluster addresses go until the instances exist.
+        placeholders = {slot.node: slot.placeholder for slot in address_slots(spec)}
+        names = [_cloud_node(spec, i) for i in range(spec.fleet.cloud.count)]
+        return [_Slot(name, None, placeholders.get(name), None) for name in names]
     slots = []
     for host in spec.fleet.hosts:
         if host.connection == "local":
@@ -198,6 +212,11 @@ def _host_slots(spec: StackSpec) -> list[_Slot]:
         else:
             slots.append(_Slot(host.name, host.address, host.cluster_address, host))
     return slots
+
+
+def _cloud_node(spec: StackSpec, index: int) -> str:
+    """The name of a cloud fleet's node ``index`` (and of its instance)."""
+    return f"{spec.name}-{index}"
 
 
 def _network_env(resolved: Resolved, host: HostSpec | None, address: str | None) -> dict[str, str]:

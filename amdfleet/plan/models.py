@@ -249,7 +249,10 @@ class NodePlan(_Frozen):
     name: str
     target: HostTarget | None
     address: str | None
+    """Where the API and SSH reach it (None: a cloud instance's, known once it exists)."""
     cluster_address: str | None
+    """Where the other nodes reach it (a multi-node cloud plan: its :class:`AddressSlot`'s
+    placeholder until bound; None: a one-node cloud plan, which needs none)."""
     role: Literal["head", "worker"]
     serves_api: bool
     gpus: int
@@ -273,13 +276,47 @@ class NodePlan(_Frozen):
     """RDMA devices the stack names for this node (each must exist on the host)."""
 
 
+class AddressSlot(_Frozen):
+    """A node's cluster address in a plan made before its cloud instance exists: the
+    plan's values hold :attr:`placeholder` where the address goes, until
+    :func:`amdfleet.plan.binding.bind_addresses` puts the instance's address there
+    (that module says which values they are)."""
+
+    node: str
+    """The node whose instance's address this is."""
+    kind: Literal["cluster"] = "cluster"
+    """Which of its addresses: ``cluster``, where the other nodes reach it (the instance's
+    private address when the cloud gives one, else its public address)."""
+
+    @property
+    def placeholder(self) -> str:
+        """What the unbound plan holds where the address goes (never an address: an
+        address, IPv4 or IPv6, holds no ``<``)."""
+        return f"<{self.node}-{self.kind}-address>"
+
+
+class InstanceAddresses(_Frozen):
+    """Where a node's cloud instance is reached, once it exists: the values an
+    :class:`AddressSlot` is bound to."""
+
+    public: str
+    private: str | None = None
+    """The address in the cloud's private network (None: the cloud gives none)."""
+
+    @property
+    def cluster(self) -> str:
+        """Where the other nodes reach it: the private address when there is one."""
+        return self.private or self.public
+
+
 class ClusterPlan(_Frozen):
     """Where the nodes of a multi-node stack meet: the head and the ports the others
     reach on it, and what the API port serves."""
 
     head_name: str
     head_address: str
-    """The head's cluster address (``<head-address>`` until a cloud instance exists)."""
+    """The head's cluster address (in a cloud plan, its :class:`AddressSlot`'s placeholder
+    until the address is bound)."""
     api_port: int
     head_ports: dict[str, int]
     """Port on the head by purpose (rendezvous, Ray GCS, SGLang dist-init)."""
@@ -476,6 +513,10 @@ class DeploymentPlan(_Frozen):
     """The fabric check, None when the stack does not enable it."""
     cloud: CloudPlan | None = None
     """Cloud fleets only: the instances to rent and their cost."""
+    address_slots: tuple[AddressSlot, ...] = ()
+    """The addresses known only at deploy time, whose placeholders the plan's values hold
+    (a cloud fleet of several nodes: each node's cluster address); empty once bound
+    (:func:`amdfleet.plan.binding.bind_addresses`) and for a fleet of hosts."""
 
     @property
     def head(self) -> NodePlan:

@@ -122,6 +122,7 @@ def plan(spec: StackSpec) -> DeploymentPlan:
         cluster=layout.cluster_plan(resolved, parallelism, nodes),
         fabric=fabric_check.fabric_plan(spec, acc, image.image, python),
         cloud=_cloud(resolved),
+        address_slots=layout.address_slots(spec),
     )
 
 

@@ -218,14 +218,17 @@ class ClusterCheck(pulumi.dynamic.Resource, module="amdfleet", name="ClusterChec
     def __init__(
         self,
         name: str,
-        props: ClusterCheckProps,
+        props: ClusterCheckProps | pulumi.Output[ClusterCheckProps],
         opts: pulumi.ResourceOptions | None = None,
         *,
         facts: pulumi.Input[Mapping[str, Any]],
         image_digests: pulumi.Input[Mapping[str, Any]] | None = None,
         model_commits: pulumi.Input[Mapping[str, Any]] | None = None,
     ) -> None:
-        inputs = props.to_inputs(
+        """``props``: an Output of them when the nodes' hosts and addresses are known only
+        during the update (a cloud fleet's)."""
+        inputs = ClusterCheckProps.inputs_of(
+            props,
             resource_urn=resource_urn(name, "ClusterCheck", opts),
             facts=facts,
             image_digests=image_digests,

@@ -178,7 +178,7 @@ class EngineCluster(pulumi.dynamic.Resource, module="amdfleet", name="EngineClus
     def __init__(
         self,
         name: str,
-        props: EngineClusterProps,
+        props: EngineClusterProps | pulumi.Output[EngineClusterProps],
         opts: pulumi.ResourceOptions | None = None,
         *,
         secret_env: pulumi.Input[Mapping[str, str]],
@@ -187,22 +187,39 @@ class EngineCluster(pulumi.dynamic.Resource, module="amdfleet", name="EngineClus
     ):
         """``files`` (per node, in rank order, the rendered files as JSON) replaces the
         props' files, e.g. with launch files that run an image digest known only once it
-        is pinned."""
+        is pinned. ``props``: an Output of them when the nodes' hosts and addresses are
+        known only during the update (a cloud fleet's)."""
         hidden = pulumi.ResourceOptions(additional_secret_outputs=["secrets_hash", "secret_env"])
         opts = pulumi.ResourceOptions.merge(opts, hidden)
-        nodes: list[Any] = [n.model_dump(mode="json") for n in props.nodes]
-        if cluster_env is not None:
-            nodes = [{**n, "cluster_env": env} for n, env in zip(nodes, cluster_env, strict=True)]
-        if files is not None:
-            nodes = [
-                {**n, "files": f} if f is not None else n for n, f in zip(nodes, files, strict=True)
-            ]
-        inputs = props.to_inputs(
+        build = functools.partial(_node_inputs, cluster_env=cluster_env, files=files)
+        nodes: pulumi.Input[list[Any]] = (
+            build(props)
+            if isinstance(props, EngineClusterProps)
+            else props.apply(lambda p: pulumi.Output.from_input(build(p)))
+        )
+        inputs = EngineClusterProps.inputs_of(
+            props,
             nodes=nodes,
             secret_env=secret_env,
             resource_urn=resource_urn(name, "EngineCluster", opts),
         )
         super().__init__(EngineClusterProvider(), name, inputs, opts)
+
+
+def _node_inputs(
+    props: EngineClusterProps,
+    cluster_env: Sequence[pulumi.Input[Mapping[str, str]]] | None,
+    files: Sequence[pulumi.Input[Mapping[str, Any]] | None] | None,
+) -> list[Any]:
+    """The ``nodes`` input: each node's props, with its cluster env and deferred files."""
+    nodes: list[Any] = [n.model_dump(mode="json") for n in props.nodes]
+    if cluster_env is not None:
+        nodes = [{**n, "cluster_env": env} for n, env in zip(nodes, cluster_env, strict=True)]
+    if files is not None:
+        nodes = [
+            {**n, "files": f} if f is not None else n for n, f in zip(nodes, files, strict=True)
+        ]
+    return nodes
 
 
 def _deploy(p: EngineClusterProps, progress: ResourceProgress) -> None:

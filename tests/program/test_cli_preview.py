@@ -171,14 +171,15 @@ def test_cloud_stack_first_preview_shows_its_graph(
     assert CLOUD_TOKEN not in preview.text
 
 
-def test_multi_node_cloud_stack_first_preview_shows_its_instances(
+def test_multi_node_cloud_stack_first_preview_shows_its_graph(
     workspace: PulumiWorkspace, tmp_path: Path
 ) -> None:
     """A two-node variant of a committed cloud stack (pipeline-parallel over two
-    instances): its nodes' commands and checks name each other's addresses, which the
-    plan holds as values, so the fleet and the deployment are built once the instances
-    exist (amdfleet/cloud_fleet.py): its first preview lists the cloud fleet and its two
-    instances alone."""
+    instances): its nodes' commands and checks name each other's addresses, which its one
+    plan holds as address slots bound once the instances exist (amdfleet/plan/binding.py),
+    so its first preview already lists the whole graph: the cloud fleet, its two
+    instances and, on them, the fleet and the deployment with the cluster check and the
+    one engine over both nodes."""
     source = ROOT / "stacks/Pulumi.do-mi300x-llama70b.yaml"
     document = yaml.safe_load(source.read_text())
     config = document["config"]
@@ -192,6 +193,12 @@ def test_multi_node_cloud_stack_first_preview_shows_its_instances(
     nodes = [f"{stack}-0", f"{stack}-1"]
     expected = {"cloud": "amdfleet:index:CloudFleet"}
     expected |= {f"cloud-{node}": f"{DYN}:CloudInstance" for node in nodes}
+    expected |= _expected_graph(workspace.stack_file(stack))
+    assert {
+        "deployment-cluster": f"{DYN}:ClusterCheck",
+        "deployment-engine": f"{DYN}:EngineCluster",
+        **{f"fleet-{node}": f"{DYN}:SshHost" for node in nodes},
+    }.items() <= expected.items()
     _assert_graph(preview.documents[0]["steps"], expected)
     assert CLOUD_TOKEN not in preview.text
 
