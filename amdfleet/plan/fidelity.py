@@ -21,7 +21,7 @@ from amdfleet.engines.flags import canonical_flag, parse_flags
 from amdfleet.engines.manifest import EngineManifest, FlagProblem, check_env, check_flags
 from amdfleet.engines.manifest import manifest as find_manifest
 from amdfleet.findings import Finding, config_issue
-from amdfleet.plan.admission import admission_issues, peak_load
+from amdfleet.plan.admission import Load, admission_issues
 from amdfleet.plan.checkpoint import Resolved
 from amdfleet.plan.models import ImagePlan, ModelPlan, NodePlan
 
@@ -85,17 +85,21 @@ def engine_version(
 
 
 def command_findings(
-    resolved: Resolved, model: ModelPlan, nodes: Iterable[NodePlan], found: EngineManifest
+    resolved: Resolved,
+    model: ModelPlan,
+    nodes: Iterable[NodePlan],
+    found: EngineManifest,
+    load: Load | None,
 ) -> tuple[list[Finding], list[str]]:
     """Every flag and engine variable the nodes render, checked against ``found``, and the
-    engine's admission limits against the stack's verification: the refusals (with the
-    field each came from) and the warnings (deprecations)."""
+    engine's admission limits against ``load`` (the verification's peak, None without a
+    benchmark): the refusals (with the field each came from) and the warnings
+    (deprecations)."""
     spec, engine = resolved.spec, resolved.engine
     lead = len(engine.command) + len(engine.positional(model.checkpoint))
     origins = _Origins.of(resolved)
     issues: dict[tuple[str, str], Finding] = {}
     warnings: dict[str, str] = {}
-    load = peak_load(spec.verification)
     for node in nodes:
         flags = parse_flags(node.argv[lead:])
         for problem in check_flags(found, flags):

@@ -7,6 +7,7 @@ from amdfleet.errors import PlanError
 from amdfleet.findings import Finding, config_issue
 from amdfleet.plan import checks, fidelity, layout
 from amdfleet.plan import fabric as fabric_check
+from amdfleet.plan.admission import peak_load
 from amdfleet.plan.checkpoint import (
     Resolved,
     accelerator_plan,
@@ -56,7 +57,8 @@ def plan(spec: StackSpec) -> DeploymentPlan:
     found, warnings = checks.check_parallelism(spec, resolved.model.arch)
     issues += found
     issues += checks.check_engine(resolved)
-    serving, found = serving_plan(resolved)
+    load = peak_load(spec.verification)  # what the verification sends at once
+    serving, found = serving_plan(resolved, load)
     issues += found
     verification, found = verification_plan(spec, serving)
     issues += found
@@ -83,7 +85,7 @@ def plan(spec: StackSpec) -> DeploymentPlan:
     warnings += version_warnings
     if version is not None and version.manifest is not None:
         found, command_warnings = fidelity.command_findings(
-            resolved, model, nodes, version.manifest
+            resolved, model, nodes, version.manifest, load
         )
         if found:
             raise PlanError(found, where)

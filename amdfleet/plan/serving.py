@@ -11,7 +11,7 @@ from typing import Any
 
 from amdfleet.config import StackSpec
 from amdfleet.findings import Finding, config_issue
-from amdfleet.plan.admission import peak_load
+from amdfleet.plan.admission import Load
 from amdfleet.plan.checkpoint import Resolved
 from amdfleet.plan.models import REMOTE_ROOT, ServingPlan
 
@@ -20,7 +20,7 @@ CPU_KV_SPACE_VAR = "VLLM_CPU_KVCACHE_SPACE"
 _CPU_KV_SPACE_DEFAULT = "4"
 
 
-def serving_plan(resolved: Resolved) -> tuple[ServingPlan, list[Finding]]:
+def serving_plan(resolved: Resolved, load: Load | None) -> tuple[ServingPlan, list[Finding]]:
     """The resolved serving knobs, and the issues with the stack's own values."""
     spec, acc, arch = resolved.spec, resolved.accelerator, resolved.model.arch
     issues: list[Finding] = []
@@ -63,7 +63,7 @@ def serving_plan(resolved: Resolved) -> tuple[ServingPlan, list[Finding]]:
         cpu_kv_cache_gib=_cpu_kv_space(resolved) if cpu else None,
         api_key_secret=spec.serving.api_key_secret,
         min_full_context_seqs=spec.serving.min_full_context_seqs,
-        admit_requests=load.requests if (load := peak_load(spec.verification)) else 0,
+        admit_requests=load.requests if load else 0,
         dtype=dtype,
     )
     return serving, issues
