@@ -259,10 +259,6 @@ class Deployment(pulumi.ComponentResource):
         """A multi-node engine is one resource: its nodes start, fail and restart together
         (workers cannot rejoin a running head)."""
         plan = self._plan
-        head = plan.nodes[0]
-        values: pulumi.Output[dict[str, Any]] = pulumi.Output.all(
-            **{env: secrets[key] for env, key in head.secret_env.items()}
-        )
         files = [self._files(node) for node in plan.nodes]
         props = bound(
             lambda on_hosts, *targets: engine_cluster_props(on_hosts, targets, files),
@@ -275,7 +271,7 @@ class Deployment(pulumi.ComponentResource):
             f"{name}-engine",
             props,
             self._opts(depends),
-            secret_env=pulumi.Output.secret(values),
+            secret_env=_secret_env(plan.nodes[0], secrets),
             cluster_env=self._cluster_env,
             files=deferred if any(f is not None for f in deferred) else None,
         )
@@ -289,12 +285,12 @@ class Deployment(pulumi.ComponentResource):
         weights: list[ModelWeights],
         secrets: Mapping[str, pulumi.Output[str] | None],
     ) -> EngineService:
-        values: pulumi.Output[dict[str, Any]] = pulumi.Output.all(
-            **{env: secrets[key] for env, key in node.secret_env.items()}
-        )
-        secret_env: pulumi.Output[dict[str, Any]] = pulumi.Output.secret(values)
         args = engine_service_props(
-            self._plan, node, fleet.targets[node.rank], secret_env, self._files(node)
+            self._plan,
+            node,
+            fleet.targets[node.rank],
+            _secret_env(node, secrets),
+            self._files(node),
         )
         depends = [
             *fleet.ssh_hosts,
@@ -336,6 +332,16 @@ class Deployment(pulumi.ComponentResource):
             engine_fingerprint=fingerprint,
             tokenizer_path=weights[0].path,
         )
+
+
+def _secret_env(
+    node: NodePlan, secrets: Mapping[str, pulumi.Output[str] | None]
+) -> pulumi.Output[dict[str, Any]]:
+    """``node``'s secret environment (variable → the stack secret it names), as a secret."""
+    values: pulumi.Output[dict[str, Any]] = pulumi.Output.all(
+        **{env: secrets[key] for env, key in node.secret_env.items()}
+    )
+    return pulumi.Output.secret(values)
 
 
 def campaign_output(campaign: LifetimePlan, started_at: str | None) -> dict[str, Any]:
