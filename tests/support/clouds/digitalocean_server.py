@@ -34,7 +34,8 @@ clients (``amd_mi300x``; ``AMD Instinct MI325X``) or is absent (the MI355X size)
 
 Faults for tests: :meth:`fail` (a status, e.g. 429 with ``Retry-After``, or 500, for the
 next matching requests), :meth:`malform` (a 200 whose body is not the documented JSON),
-:attr:`after_create` (create the droplet, then answer 500 or drop the connection),
+:attr:`after_create` (create the droplet, then answer 500, drop the connection or hang
+past the client's read timeout: :data:`~tests.support.clouds.http.AfterCreate`),
 :attr:`stuck` (droplets stay ``new``), :meth:`vanish` (deleted out of band). With a
 :attr:`lab` (tests/support/clouds/lab_boot.py) each droplet is a real SSH host booted from
 its user-data, whose address the droplet shows once active. The ledger
@@ -164,7 +165,7 @@ class DigitalOceanServer:
     sizes: list[dict[str, Any]] = field(default_factory=default_sizes)
     no_capacity: set[tuple[str, str]] = field(default_factory=set)
     stuck: bool = False
-    after_create: Literal["answer", "500", "drop"] = "answer"
+    after_create: http.AfterCreate = "answer"
     lab: LabBoot | None = None
     created: list[int] = field(default_factory=list)
     deleted: list[int] = field(default_factory=list)
@@ -315,13 +316,10 @@ class DigitalOceanServer:
         if self.lab is not None:
             droplet["lab_address"] = self.lab.boot(str(droplet["id"]), body.get("user_data"))
         self._polls[droplet["id"]] = 0
-        if self.after_create == "500":
-            return _error(500, "error.500.server_error.json")
-        if self.after_create == "drop":
-            return Answer.dropped()
         answer = fixture("droplets_create.202.response.json")
-        answer["droplet"] = copy.deepcopy(droplet)
-        return _json(202, answer)
+        answer["droplet"] = _public(droplet)
+        server_error = _error(500, "error.500.server_error.json")
+        return http.after_create(self.after_create, _json(202, answer), server_error)
 
     def _new_droplet(self, body: dict[str, Any], size: dict[str, Any]) -> dict[str, Any]:
         droplet: dict[str, Any] = fixture("droplets_create.202.response.json")["droplet"]
