@@ -10,8 +10,8 @@ docs.digitalocean.com/reference/api/api-reference; examples in
   and answers 202 with the droplet at status ``new``; ``GET /v2/droplets/{id}`` shows it
   ``active`` with ``networks.v4[]`` (``type`` public/private); ``DELETE`` answers 204.
   Statuses: ``new, active, off, archive``.
-- Lists (``GET /v2/droplets?tag_name=``, ``GET /v2/sizes``) page with ``page``/``per_page``
-  (at most 200) and ``links.pages.next``.
+- Lists (``GET /v2/droplets?tag_name=``, ``?type=gpus``, ``GET /v2/sizes``) page with
+  ``page``/``per_page`` (at most 200) and ``links.pages.next``.
 - A size has ``slug, price_hourly, regions, available`` and, for GPU sizes,
   ``gpu_info {count, vram, model}`` (``model`` like ``nvidia_h100``, ``amd_mi300x``).
 - Tags: letters, digits, ``:``, ``-``, ``_``, at most 255 characters; the API drops
@@ -136,11 +136,22 @@ class DigitalOceanClient(CloudClient):
         self._send("delete droplet", "DELETE", path, ok=(204, 404))
 
     def list_tagged(self, tag: str) -> list[Instance]:
-        """Every droplet carrying ``tag``, across all pages."""
+        """Every droplet carrying ``tag``, across all pages: those ``tag_name=`` lists, and
+        the GPU droplets ``type=gpus`` lists that carry it. The reference says a plain
+        list returns only non-GPU droplets and that ``type`` cannot be combined with
+        ``tag_name`` (pydo's ``droplets.list``, docs.digitalocean.com/reference/pydo/
+        reference/droplets/list), without saying whether ``tag_name`` alone includes GPU
+        droplets; asking both ways finds a GPU droplet under either reading."""
         _check_tag("tag", tag)
         operation = "list droplets"
-        pages = self._pages(operation, "/v2/droplets", "droplets", {"tag_name": tag})
-        return [_read(r, operation, _parse_droplet, item) for r, item in pages]
+        tagged = self._pages(operation, "/v2/droplets", "droplets", {"tag_name": tag})
+        gpus = self._pages(operation, "/v2/droplets", "droplets", {"type": "gpus"})
+        found: dict[str, Instance] = {}
+        for response, item in [*tagged, *gpus]:
+            instance = _read(response, operation, _parse_droplet, item)
+            if tag in instance.tags:
+                found.setdefault(instance.id, instance)
+        return list(found.values())
 
     def sizes(self) -> list[SizeOffer]:
         """Every size DigitalOcean lists, across all pages, GPU sizes mapped to catalog

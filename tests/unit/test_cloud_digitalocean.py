@@ -119,16 +119,33 @@ def test_list_tagged_reads_every_page(
         client.create(request(name=f"prod-node{n}"))
     other = client.create(request(name="dev-node0", tags=instance_tags("demo", "dev", "node0")))
 
+    before = len(server.requests("GET", "/v2/droplets"))  # each create looks first
     found = client.list_tagged("amdfleet-stack-prod")
 
     assert sorted(i.name for i in found) == [f"prod-node{n}" for n in range(5)]
-    pages = server.requests("GET", "/v2/droplets")  # each create also looks by its node tag
-    assert [r.query for r in pages if r.query["tag_name"] == "amdfleet-stack-prod"] == [
-        {"tag_name": "amdfleet-stack-prod", "page": str(p), "per_page": "200"} for p in (1, 2, 3)
+    pages = server.requests("GET", "/v2/droplets")[before:]
+    # tag_name lists no GPU droplet here (the server's strict reading of the reference);
+    # type=gpus lists all six, two a page
+    assert [r.query for r in pages] == [
+        {"tag_name": "amdfleet-stack-prod", "page": "1", "per_page": "200"},
+        *({"type": "gpus", "page": str(p), "per_page": "200"} for p in (1, 2, 3)),
     ]
     for instance in [*found, other]:
         client.delete(instance.id)
     assert client.list_tagged("amdfleet") == []
+
+
+def test_list_tagged_finds_gpu_and_cpu_droplets(
+    server: DigitalOceanServer, client: DigitalOceanClient
+) -> None:
+    """A plain droplet list has no GPU droplets (the reference says so): list_tagged finds
+    a GPU droplet through type=gpus and a CPU one through tag_name, each once."""
+    gpu = client.create(request(name="prod-node0"))
+    cpu = client.create(request(name="prod-node1", size="s-4vcpu-8gb", region="nyc3"))
+    found = client.list_tagged("amdfleet-stack-prod")
+    assert sorted(i.id for i in found) == sorted([gpu.id, cpu.id])
+    for made in (gpu, cpu):
+        client.delete(made.id)
 
 
 def test_sizes_map_amd_gpus_prices_and_regions(
@@ -174,8 +191,9 @@ def test_create_rate_limited_is_retried_without_duplicates(
     made = client.create(request())
     assert sleeps == [7.0]
     assert server.created == [int(made.id)]
-    # one look before the first POST; a 429 created nothing, so no search after it
-    assert len(server.requests("GET", "/v2/droplets")) == 1
+    # one look (tag_name, type=gpus) before the first POST; a 429 created nothing, so no
+    # search after it
+    assert len(server.requests("GET", "/v2/droplets")) == 2
     client.delete(made.id)
 
 
