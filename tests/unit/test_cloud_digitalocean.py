@@ -18,6 +18,7 @@ from amdfleet.clouds.api import (
     InstanceState,
     RetryPolicy,
     SizeOffer,
+    UnknownSizeError,
     instance_tags,
 )
 from amdfleet.clouds.digitalocean import DigitalOceanClient, DropletRequestError
@@ -253,12 +254,30 @@ def test_size_not_listed_in_region_is_capacity_with_the_listed_ones(
     assert caught.value.alternatives == ("nyc2",)
 
 
-def test_other_422_is_not_capacity(client: DigitalOceanClient) -> None:
-    with pytest.raises(CloudAPIError) as caught:
+def test_a_size_digitalocean_does_not_list_is_unknown_not_a_shortage(
+    client: DigitalOceanClient,
+) -> None:
+    with pytest.raises(UnknownSizeError) as caught:
         client.create(request(size="gpu-nope8-1gb"))
-    assert not isinstance(caught.value, CapacityError)
+    error = caught.value
+    assert not isinstance(error, CapacityError)
+    assert error.status == 422
+    assert "s-1vcpu-1gb" in error.listed
+    message = str(error)
+    assert "unknown size 'gpu-nope8-1gb': digitalocean does not list it; it lists " in message
+    assert "gpu-mi300x1-192gb, gpu-mi300x8-1536gb, gpu-mi325x8-2048gb" in message
+    assert "(invalid size)" in message
+
+
+def test_other_422_is_the_clouds_own_message(
+    server: DigitalOceanServer, client: DigitalOceanClient
+) -> None:
+    server.fail(422, method="POST")
+    with pytest.raises(CloudAPIError) as caught:
+        client.create(request())
+    assert not isinstance(caught.value, CapacityError | UnknownSizeError)
     assert caught.value.status == 422
-    assert "invalid size" in str(caught.value)
+    assert server.created == []
 
 
 def test_stuck_droplet_stays_pending(

@@ -16,7 +16,13 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from amdfleet.clouds.api import CapacityError, CreateRequest, InstanceState, instance_tags
+from amdfleet.clouds.api import (
+    CapacityError,
+    CreateRequest,
+    InstanceState,
+    UnknownSizeError,
+    instance_tags,
+)
 from amdfleet.clouds.hotaisle import REGION, HotAisleClient, addresses, describe
 from amdfleet.errors import CloudAPIError
 from tests.support.clouds.hotaisle_server import HotAisleServer, offer, swagger_example
@@ -185,6 +191,23 @@ def test_provision_404_is_a_capacity_error(client: HotAisleClient, server: HotAi
     with pytest.raises(CapacityError, match="No available virtual machine matching") as e:
         client.create(request())
     assert (e.value.region, e.value.size, e.value.alternatives) == (REGION, ONE_GPU, ())
+    assert e.value.status == 404
+    assert "(HTTP 404)" in str(e.value)
+
+
+def test_a_size_the_team_does_not_list_is_unknown_not_a_shortage(
+    client: HotAisleClient, server: HotAisleServer
+) -> None:
+    with pytest.raises(UnknownSizeError) as e:
+        client.create(request(size="1x-mi300x-8c-64g-100g"))
+    assert not isinstance(e.value, CapacityError)
+    assert e.value.listed == (ONE_GPU, EIGHT_GPU, "8x-mi325x-104c-2048g-12288g", SWAGGER_TYPE)
+    message = str(e.value)
+    assert "unknown size '1x-mi300x-8c-64g-100g': hotaisle does not list it" in message
+    assert (
+        f"it lists {ONE_GPU}, {EIGHT_GPU}, 8x-mi325x-104c-2048g-12288g, {SWAGGER_TYPE}" in message
+    )
+    assert not any(c.method == "POST" for c in server.calls)
 
 
 def test_a_stuck_vm_stays_pending(client: HotAisleClient, server: HotAisleServer) -> None:

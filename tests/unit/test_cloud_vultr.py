@@ -18,6 +18,7 @@ from amdfleet.clouds.api import (
     CreateRequest,
     InstanceState,
     RetryPolicy,
+    UnknownSizeError,
     instance_tags,
 )
 from amdfleet.clouds.vultr import VultrAPI, instance_state, server_instance
@@ -220,16 +221,40 @@ def test_no_capacity_names_the_other_regions_listing_the_plan(
     assert (error.region, error.size, error.alternatives) == ("ord", MI300X, ("sea",))
     assert "try sea" in str(error)
     assert "Plan is not available in the selected region" in str(error)
+    assert error.status == 400 and "(HTTP 400)" in str(error)
     assert vultr.ledger.created == []
 
 
-def test_invalid_plan_is_not_a_capacity_error(api: VultrAPI) -> None:
+def test_a_plan_vultr_does_not_list_is_unknown_not_a_shortage(api: VultrAPI) -> None:
     bad = CreateRequest(
         name="x", region="ord", size="vbm-nope", image="2284", tags=(), user_data=""
     )
-    with pytest.raises(CloudAPIError, match=r"HTTP 400.*Invalid plan chosen") as raised:
+    with pytest.raises(UnknownSizeError) as raised:
         api.create(bad)
-    assert not isinstance(raised.value, CapacityError)
+    error = raised.value
+    assert not isinstance(error, CapacityError)
+    assert error.status == 400
+    assert "vbm-4c-32gb" in error.listed and MI300X in error.listed
+    message = str(error)
+    assert "unknown size 'vbm-nope': vultr does not list it; it lists " in message
+    assert f"{MI300X}, vbm-256c-3072gb-8-mi325x-gpu, vbm-256c-3072gb-8-mi355x-gpu" in message
+    assert "and 1 more (Invalid plan chosen.)" in message  # GPU plans first
+
+
+def test_a_region_that_does_not_list_the_plan_names_those_that_do(api: VultrAPI) -> None:
+    with pytest.raises(CapacityError) as raised:
+        api.create(request(region="ewr"))
+    assert raised.value.alternatives == ("ord", "sea")
+    assert raised.value.status == 400
+    assert "Invalid region chosen for this plan." in str(raised.value)
+
+
+def test_another_refusal_is_the_clouds_own_message(vultr: VultrServer, api: VultrAPI) -> None:
+    bad = CreateRequest(name="x", region="ord", size=MI300X, image="", tags=(), user_data="")
+    with pytest.raises(CloudAPIError, match=r"HTTP 400.*Choose exactly one of os_id") as raised:
+        api.create(bad)
+    assert not isinstance(raised.value, CapacityError | UnknownSizeError)
+    assert vultr.ledger.created == []
 
 
 def test_server_stuck_in_provisioning_stays_pending(vultr: VultrServer, api: VultrAPI) -> None:
