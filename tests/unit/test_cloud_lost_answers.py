@@ -24,7 +24,7 @@ from amdfleet.clouds.api import CloudClient, CreateRequest, RetryPolicy, instanc
 from amdfleet.clouds.digitalocean import DigitalOceanClient
 from amdfleet.clouds.digitalocean import create_body as droplet_body
 from amdfleet.clouds.hotaisle import REGION, HotAisleClient
-from amdfleet.clouds.orphans import delete_orphans, find_orphans
+from amdfleet.clouds.orphans import delete_orphans, find_orphans, unmarked
 from amdfleet.clouds.vultr import VultrAPI
 from amdfleet.clouds.vultr import create_body as bare_metal_body
 from amdfleet.errors import CloudAPIError
@@ -247,3 +247,22 @@ def test_an_instance_whose_creator_died_is_found_by_its_tags_and_deleted(name: s
         assert delete_orphans(cloud.client, orphans, timeout_s=10, poll_s=0.1) == []
         assert cloud.existing() == [owned.id]
         cloud.client.delete(owned.id)
+
+
+def test_a_hot_aisle_vm_whose_creator_died_is_listed_unmarked_not_deleted() -> None:
+    """Hot Aisle cannot mark a VM at birth: one whose creator died before marking it is
+    no tagged orphan (nothing proves it is amdfleet's), but the orphan search lists it as
+    unmarked for the user to judge."""
+    with _cloud("hotaisle") as cloud:
+        server: HotAisleServer = cloud.server
+        marked = cloud.client.create(cloud.request)
+        answer = httpx.post(
+            f"{server.url}/teams/{TEAM}/virtual_machines/",
+            json=dict(server.offers[0]["Specs"]),
+            headers={"Authorization": f"Token {TOKEN}"},
+        )
+        died = answer.json()["name"]
+        assert find_orphans(cloud.client, "demo", {marked.id}) == []
+        assert [i.id for i in unmarked(cloud.client)] == [died]
+        for name in (marked.id, died):
+            cloud.client.delete(name)
