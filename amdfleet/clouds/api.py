@@ -207,6 +207,8 @@ class CloudClient:
                 adopted = self._adopt(request, operation, before, status, detail)
                 if adopted is not None:
                     return adopted
+            if attempt >= self._retry.attempts and status == 429:
+                raise CloudAPIError(self.provider, operation, status, detail)
             if attempt >= self._retry.attempts:
                 raise lost_create(self.provider, operation, request, status, detail)
             self._sleep(

@@ -266,3 +266,35 @@ def test_a_hot_aisle_vm_whose_creator_died_is_listed_unmarked_not_deleted() -> N
         assert [i.id for i in unmarked(cloud.client)] == [died]
         for name in (marked.id, died):
             cloud.client.delete(name)
+
+
+@pytest.mark.parametrize("name", ["digitalocean", "vultr"])
+def test_spent_retries_say_the_instance_may_exist_and_how_it_is_found(name: str) -> None:
+    """Every POST answered 500 (here: nothing committed, and each search found nothing):
+    once the retries are spent the error cannot know, so it says the instance may exist
+    and which tags `amdfleet cloud orphans` finds it by. A 429 is answered before
+    anything is done, so spent 429s say only what the cloud said."""
+    with _cloud(name) as cloud:
+        if name == "digitalocean":
+            cloud.server.fail(500, times=RETRY.attempts, method="POST", path="/v2/droplets")
+        else:
+            cloud.server.fail(RETRY.attempts, method="POST")
+        with pytest.raises(CloudAPIError) as caught:
+            cloud.client.create(cloud.request)
+        message = str(caught.value)
+        assert caught.value.status == 500
+        assert f"{name} may have created 'lost-node0' all the same" in message
+        assert "amdfleet-project-demo, amdfleet-stack-prod, amdfleet-node-node0" in message
+        assert f"`amdfleet cloud orphans --provider {name}` finds it" in message
+        assert len(cloud.waits) == RETRY.attempts - 1 and cloud.created() == []
+
+        if name == "digitalocean":
+            cloud.server.fail(429, times=RETRY.attempts, retry_after="1", method="POST")
+        else:
+            cloud.server.rate_limit(1, times=RETRY.attempts, method="POST")
+        with pytest.raises(CloudAPIError) as limited:
+            cloud.client.create(cloud.request)
+        assert limited.value.status == 429
+        assert limited.value.operation.startswith("create")
+        assert "may have created" not in str(limited.value)
+        assert cloud.created() == []

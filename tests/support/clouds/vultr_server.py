@@ -173,7 +173,7 @@ class VultrServer:
         self.plans: list[dict[str, Any]] = plans()
         self._servers: dict[str, _Server] = {}
         self._lock = threading.Lock()
-        self._rate_limits: list[int] = []
+        self._rate_limits: list[tuple[int, str | None]] = []
         self._failures: list[str | None] = []
         self._malformed: list[bytes] = []
         self._no_capacity: set[tuple[str, str]] = set()
@@ -206,10 +206,11 @@ class VultrServer:
     ) -> None:
         self.stop()
 
-    def rate_limit(self, retry_after: int, times: int = 1) -> None:
-        """Answer the next ``times`` requests 429 with ``Retry-After: retry_after``."""
+    def rate_limit(self, retry_after: int, times: int = 1, *, method: str | None = None) -> None:
+        """Answer the next ``times`` requests (of ``method``, if given) 429 with
+        ``Retry-After: retry_after``."""
         with self._lock:
-            self._rate_limits += [retry_after] * times
+            self._rate_limits += [(retry_after, method)] * times
 
     def fail(self, times: int = 1, *, method: str | None = None) -> None:
         """Answer the next ``times`` requests (of ``method``, if given) 500, before doing
@@ -257,8 +258,10 @@ class VultrServer:
     def _answer(
         self, method: str, path: str, query: dict[str, list[str]], authorized: bool, body: Any
     ) -> Answer:
-        if self._rate_limits:
-            wait = self._rate_limits.pop(0)
+        limit = next((r for r in self._rate_limits if r[1] in (None, method)), None)
+        if limit is not None:
+            self._rate_limits.remove(limit)
+            wait = limit[0]
             return error(429, "Rate limit reached - please try your request again later.", wait)
         if method in self._failures or None in self._failures:
             self._failures.remove(method if method in self._failures else None)
