@@ -107,7 +107,8 @@ class CloudAPI(Protocol):
     provider: str
 
     def create(self, request: CreateRequest) -> Instance:
-        """Create one instance; returns at once (state usually PENDING)."""
+        """Create one instance; returns at once (state usually PENDING). One whose answer
+        was lost is adopted, never rented twice (see the module doc)."""
         ...
 
     def get(self, instance_id: str) -> Instance | None:
