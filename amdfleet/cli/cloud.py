@@ -86,7 +86,8 @@ def orphans_command(
     them.
 
     Ownership comes from every stack of the project (`pulumi stack ls` and `pulumi stack
-    export`, run in --project-dir) plus any --state files. If any state cannot be read,
+    export`, run in --project-dir, or in the current directory when it holds a
+    Pulumi.yaml) plus any --state files. If any state cannot be read,
     nothing is called an orphan and nothing is deleted. A price the catalog and the cloud
     do not give is shown as unknown, never counted as $0. On Hot Aisle, VMs of the team
     without amdfleet's mark are listed apart and never deleted.

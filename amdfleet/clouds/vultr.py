@@ -128,7 +128,10 @@ class VultrAPI(CloudClient):
 
         ``tag`` is sent as a filter (Vultr documents it for instances) and the result is
         also filtered here on each server's ``tags``, since the bare-metal list is
-        documented with ``per_page`` and ``cursor`` only."""
+        documented with ``per_page`` and ``cursor`` only (the reference, and
+        docs.vultr.com/reference/vultr-cli/bare-metal/list). Adoption after a lost create
+        answer and ``cloud orphans`` rely on this list and on ``label`` and ``tags``,
+        which the create sets and every listed server shows."""
         operation = "list bare metals"
         servers = (
             server_instance(item, operation)
