@@ -189,7 +189,8 @@ class CloudClient:
         refused: that response is returned), retrying as :class:`RetryPolicy` says. After a
         5xx or a lost answer the cloud may have created the instance: an instance of the
         request's name carrying all its tags, not listed before the first POST, is adopted
-        and returned instead of sending the POST again. Without tags nothing could be
+        and returned instead of sending the POST again (looked for after the backoff, so
+        the cloud has time to list what it committed). Without tags nothing could be
         adopted, so such a create is not retried. Raises :func:`lost_create` when retries
         are spent or the search fails (the instance may exist), CloudAPIError for any
         other status."""
@@ -202,21 +203,22 @@ class CloudClient:
                 return response
             status = None if response is None else response.status_code
             detail = lost if response is None else error_detail(response)
-            if status != 429:  # a 429 is answered before anything is done
-                if not request.tags:
-                    raise lost_create(self.provider, operation, request, status, detail)
-                adopted = self._adopt(request, operation, before, status, detail)
-                if adopted is not None:
-                    return adopted
-            if attempt >= self._retry.attempts and status == 429:
-                raise CloudAPIError(self.provider, operation, status, detail)
-            if attempt >= self._retry.attempts:
+            last = attempt >= self._retry.attempts
+            if response is not None and status == 429:  # refused before anything was done
+                if last:
+                    raise CloudAPIError(self.provider, operation, status, detail)
+                self._sleep(retry_after(response, self._retry, attempt))
+                continue
+            if not request.tags:
                 raise lost_create(self.provider, operation, request, status, detail)
-            self._sleep(
-                backoff(self._retry, attempt)
-                if response is None
-                else retry_after(response, self._retry, attempt)
-            )
+            # Wait first: a cloud may list what it committed a moment later.
+            wait = backoff(self._retry, attempt)
+            self._sleep(wait if response is None else retry_after(response, self._retry, attempt))
+            adopted = self._adopt(request, operation, before, status, detail)
+            if adopted is not None:
+                return adopted
+            if last:
+                raise lost_create(self.provider, operation, request, status, detail)
 
     def _post_once(
         self, operation: str, path: str, body: Any, answered: Sequence[int]

@@ -82,6 +82,7 @@ from amdfleet.clouds.api import (
     RetryPolicy,
     SizeOffer,
     UnknownSizeError,
+    backoff,
     error_detail,
     json_object,
 )
@@ -238,21 +239,28 @@ class HotAisleClient(CloudClient):
         return _vm_name(json_object(response, PROVIDER, "create instance"), "create instance")
 
     def _adopt_unmarked(self, request: CreateRequest, before: set[str], lost: CloudAPIError) -> str:
-        try:
-            listed = self._vm_details()
-        except CloudAPIError as e:
-            raise _lost(lost, f"listing the team's VMs to find it failed too: {e}") from e
-        new = [d for d in listed if _vm_name(d, "list instances") not in before]
-        found = [
-            _vm_name(d, "list instances")
-            for d in new
-            if parse_description(d.get("description")) is None and size_slug(d) == request.size
-        ]
-        if len(found) == 1:
-            return found[0]
-        if not found:
-            raise _lost(lost, f"no new unmarked {request.size} VM is listed") from lost
-        raise _lost(lost, f"several new unmarked {request.size} VMs are listed: {found}") from lost
+        """The one VM not in ``before``, without a mark, of the request's size: looked for
+        after each backoff of the retry policy (a VM still being provisioned when the
+        read timed out is listed later). Several such VMs are never guessed between."""
+        for attempt in range(1, self._retry.attempts + 1):
+            self._sleep(backoff(self._retry, attempt))
+            try:
+                listed = self._vm_details()
+            except CloudAPIError as e:
+                raise _lost(lost, f"listing the team's VMs to find it failed too: {e}") from e
+            found = [
+                _vm_name(d, "list instances")
+                for d in listed
+                if _vm_name(d, "list instances") not in before
+                and parse_description(d.get("description")) is None
+                and size_slug(d) == request.size
+            ]
+            if len(found) == 1:
+                return found[0]
+            if found:
+                detail = f"several new unmarked {request.size} VMs are listed: {found}"
+                raise _lost(lost, detail) from lost
+        raise _lost(lost, f"no new unmarked {request.size} VM is listed") from lost
 
     def _vm_details(self) -> list[dict[str, Any]]:
         response = self._send("list instances", "GET", self._vms(), ok=(200,))

@@ -286,7 +286,8 @@ def test_spent_retries_say_the_instance_may_exist_and_how_it_is_found(name: str)
         assert f"{name} may have created 'lost-node0' all the same" in message
         assert "amdfleet-project-demo, amdfleet-stack-prod, amdfleet-node-node0" in message
         assert f"`amdfleet cloud orphans --provider {name}` finds it" in message
-        assert len(cloud.waits) == RETRY.attempts - 1 and cloud.created() == []
+        # each lost answer: a backoff, then a look for the instance
+        assert cloud.waits == [1.0, 2.0, 4.0] and cloud.created() == []
 
         if name == "digitalocean":
             cloud.server.fail(429, times=RETRY.attempts, retry_after="1", method="POST")
@@ -298,3 +299,30 @@ def test_spent_retries_say_the_instance_may_exist_and_how_it_is_found(name: str)
         assert limited.value.operation.startswith("create")
         assert "may have created" not in str(limited.value)
         assert cloud.created() == []
+
+
+def test_hot_aisle_adopts_a_vm_listed_only_after_a_later_look() -> None:
+    """The provision POST timed out while Hot Aisle was still provisioning: the VM shows
+    up in the team's list only later. The create looks again after each backoff and
+    adopts it once listed (here the server lists it during the second wait)."""
+    offers = [offer(1, "MI300X", cpu_cores=13, ram_gib=224, disk_gib=12288, price_cents=199)]
+    with HotAisleServer(TOKEN, TEAM, offers) as server:
+        waits: list[float] = []
+
+        def wait(seconds: float) -> None:
+            waits.append(seconds)
+            if len(waits) == 2:  # the cloud finishes the provisioning it was asked for
+                httpx.post(
+                    f"{server.url}/teams/{TEAM}/virtual_machines/",
+                    json=dict(offers[0]["Specs"]),
+                    headers={"Authorization": f"Token {TOKEN}"},
+                )
+
+        server.fail("provision")
+        request = _request("demo", "1x-mi300x-13c-224g-12288g", REGION, "", "")
+        with HotAisleClient(TOKEN, TEAM, base_url=server.url, retry=RETRY, sleep=wait) as client:
+            made = client.create(request)
+            assert (made.id, made.name, waits) == ("vm-01", "lost-node0", [1.0, 2.0])
+            assert server.created == ["vm-01"]
+            client.delete(made.id)
+        assert server.leaked() == []
