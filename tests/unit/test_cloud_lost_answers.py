@@ -13,6 +13,7 @@ recorded, not slept; the read timeout is real (0.5 s).
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from amdfleet.clouds.api import CloudClient, CreateRequest, RetryPolicy, instance_tags
+from amdfleet.clouds.api import CloudClient, CreateRequest, Instance, RetryPolicy, instance_tags
 from amdfleet.clouds.digitalocean import DigitalOceanClient
 from amdfleet.clouds.digitalocean import create_body as droplet_body
 from amdfleet.clouds.hotaisle import REGION, HotAisleClient
@@ -28,6 +29,7 @@ from amdfleet.clouds.orphans import delete_orphans, find_orphans, unmarked
 from amdfleet.clouds.vultr import VultrAPI
 from amdfleet.clouds.vultr import create_body as bare_metal_body
 from amdfleet.errors import CloudAPIError
+from tests.support.clouds import http
 from tests.support.clouds.digitalocean_server import DigitalOceanServer
 from tests.support.clouds.hotaisle_server import HotAisleServer, offer
 from tests.support.clouds.http import AfterCreate
@@ -325,4 +327,69 @@ def test_hot_aisle_adopts_a_vm_listed_only_after_a_later_look() -> None:
             assert (made.id, made.name, waits) == ("vm-01", "lost-node0", [1.0, 2.0])
             assert server.created == ["vm-01"]
             client.delete(made.id)
+        assert server.leaked() == []
+
+
+class _SignallingHotAisle(HotAisleServer):
+    """The local Hot Aisle server, which also signals each VM it provisions."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.provisions: list[threading.Event] = [threading.Event(), threading.Event()]
+        super().__init__(*args, **kwargs)
+
+    def _provision(self, body: Any) -> http.Answer:
+        answer = super()._provision(body)
+        done = next((e for e in self.provisions if not e.is_set()), None)
+        if done is not None:
+            done.set()
+        return answer
+
+
+def test_hot_aisle_creates_in_one_process_never_take_each_others_vm() -> None:
+    """Two nodes created at once (Pulumi runs a provider's creates in threads), every
+    provision answered 500 after the commit. One VM per team is provisioned at a time,
+    so while the first create looks for its VM the second has not provisioned: each
+    adopts its own. The first create's wait gives the second up to 2 s to provision in
+    between, which only a missing lock would let it do."""
+    offers = [offer(1, "MI300X", cpu_cores=13, ram_gib=224, disk_gib=12288, price_cents=199)]
+    with _SignallingHotAisle(TOKEN, TEAM, offers) as server:
+        server.after_create = "500"
+        made: dict[str, Instance] = {}
+        errors: list[BaseException] = []
+
+        def wait(seconds: float) -> None:
+            del seconds
+            if threading.current_thread().name == "first":
+                server.provisions[1].wait(timeout=2)
+
+        def create(node: str) -> None:
+            request = replace(
+                _request("demo", "1x-mi300x-13c-224g-12288g", REGION, "", ""),
+                name=f"lost-{node}",
+                tags=instance_tags("demo", "prod", node),
+            )
+            try:
+                with HotAisleClient(TOKEN, TEAM, base_url=server.url, sleep=wait) as client:
+                    made[node] = client.create(request)
+            except BaseException as e:
+                errors.append(e)
+
+        first = threading.Thread(target=create, args=("node0",), name="first")
+        first.start()
+        assert server.provisions[0].wait(timeout=30)  # the first has provisioned
+        second = threading.Thread(target=create, args=("node1",), name="second")
+        second.start()
+        first.join(timeout=60)
+        second.join(timeout=60)
+        assert errors == []
+        assert {node: i.name for node, i in made.items()} == {
+            "node0": "lost-node0",
+            "node1": "lost-node1",
+        }
+        assert sorted(i.id for i in made.values()) == server.created == ["vm-01", "vm-02"]
+        for name in server.created:
+            assert server.details(name)["description"].startswith(("lost-node0", "lost-node1"))
+        with HotAisleClient(TOKEN, TEAM, base_url=server.url) as client:
+            for name in server.created:
+                client.delete(name)
         assert server.leaked() == []
