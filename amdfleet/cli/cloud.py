@@ -5,10 +5,15 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
+from amdfleet.errors import CloudAPIError
 from amdfleet.tables import table
+
+if TYPE_CHECKING:
+    from amdfleet.clouds.orphans import Orphan
 
 TOKEN_ENV = {
     "digitalocean": "DIGITALOCEAN_TOKEN",
@@ -20,6 +25,13 @@ TOKEN_ENV = {
 @click.group("cloud")
 def cloud_group() -> None:
     """Find instances amdfleet rented that no stack owns any more."""
+
+
+NO_ORPHANS = 0
+ORPHANS_REMAIN = 1
+STATES_UNREADABLE = 2
+CLOUD_FAILED = 3
+"""``amdfleet cloud orphans`` exit statuses (2 is also click's status for bad usage)."""
 
 
 @cloud_group.command("orphans")
@@ -40,18 +52,18 @@ def cloud_group() -> None:
 @click.option(
     "--project-dir",
     type=click.Path(file_okay=False, exists=True, path_type=Path),
-    default=Path("."),
-    show_default=True,
-    help="Directory of Pulumi.yaml: every stack there (in the logged-in backend) is asked "
-    "which instances it owns.",
+    help="Directory of Pulumi.yaml: every stack there (in the backend the pulumi CLI is "
+    "logged in to) is asked which instances it owns. Default: the current directory when "
+    "it holds a Pulumi.yaml; without one, only the --state files count.",
 )
 @click.option(
     "--state",
     "state_files",
     multiple=True,
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="An exported state (`pulumi stack export`) whose instances count as owned too; "
-    "repeatable, for stacks in other backends.",
+    help="An exported state (`pulumi stack export --file FILE`) whose instances count as "
+    "owned; repeatable. Enough on its own (no Pulumi project or CLI needed): then give the "
+    "state of every stack of the project.",
 )
 @click.option("--delete", is_flag=True, help="Delete the orphans and wait until they are gone.")
 @click.option("--json", "as_json", is_flag=True, help="Print the orphans as JSON.")
@@ -64,7 +76,7 @@ def orphans_command(
     api_url: str | None,
     team: str | None,
     project: str,
-    project_dir: Path,
+    project_dir: Path | None,
     state_files: tuple[Path, ...],
     delete: bool,
     as_json: bool,
@@ -74,11 +86,16 @@ def orphans_command(
     them.
 
     Ownership comes from every stack of the project (`pulumi stack ls` and `pulumi stack
-    export`, run in --project-dir) plus any --state files; if a state cannot be read,
-    nothing is listed or deleted. Exit status 1 when orphans remain.
+    export`, run in --project-dir, or in the current directory when it holds a
+    Pulumi.yaml) plus any --state files. If any state cannot be read,
+    nothing is called an orphan and nothing is deleted. A price the catalog and the cloud
+    do not give is shown as unknown, never counted as $0. On Hot Aisle, VMs of the team
+    without amdfleet's mark are listed apart and never deleted.
+
+    Exit status: 0 no orphans (or all deleted), 1 orphans remain, 2 a state could not be
+    read (or bad usage), 3 the cloud's API failed.
     """
-    from amdfleet.clouds import client_for
-    from amdfleet.clouds.orphans import delete_orphans, find_orphans, owned_ids, stack_states
+    from amdfleet.clouds.orphans import OwnershipError
 
     env = token_env or TOKEN_ENV[provider]
     token = os.environ.get(env)
@@ -86,10 +103,57 @@ def orphans_command(
         raise click.UsageError(
             f"set {env} to the {provider} API token (or name another with --token-env)"
         )
-    states = stack_states(project_dir)
-    states += [json.loads(path.read_text()) for path in state_files]
+    try:
+        owned = _owned(project_dir, state_files)
+    except OwnershipError as e:
+        click.echo(f"Error: {e}", err=True)
+        raise SystemExit(STATES_UNREADABLE) from e
+    try:
+        status = _report(provider, token, api_url, team, project, owned, as_json, delete, timeout_s)
+    except CloudAPIError as e:
+        click.echo(f"Error: {e}", err=True)
+        raise SystemExit(CLOUD_FAILED) from e
+    raise SystemExit(status)
+
+
+def _owned(project_dir: Path | None, state_files: tuple[Path, ...]) -> set[str]:
+    """The instance ids every state owns; OwnershipError when any cannot be read."""
+    from amdfleet.clouds.orphans import OwnershipError, owned_ids, stack_states, state_file
+
+    if project_dir is None and (Path("Pulumi.yaml").is_file() or not state_files):
+        project_dir = Path(".")
+    if project_dir is not None and not (project_dir / "Pulumi.yaml").is_file():
+        raise OwnershipError(
+            f"no Pulumi.yaml in {project_dir}, so its stacks cannot be asked\n  hint: "
+            "run from the project directory, pass --project-dir, or pass every stack's "
+            "state with --state (`pulumi stack export --file FILE`)"
+        )
+    states = stack_states(project_dir) if project_dir is not None else []
+    states += [state_file(path) for path in state_files]
+    where = f"{len(states) - len(state_files)} stack(s) of {project_dir}" if project_dir else ""
+    files = f"{len(state_files)} --state file(s)" if state_files else ""
+    click.echo(f"ownership from {' and '.join(w for w in (where, files) if w)}", err=True)
+    return owned_ids(states)
+
+
+def _report(
+    provider: str,
+    token: str,
+    api_url: str | None,
+    team: str | None,
+    project: str,
+    owned: set[str],
+    as_json: bool,
+    delete: bool,
+    timeout_s: float,
+) -> int:
+    """List (and with ``delete`` remove) the orphans; the exit status."""
+    from amdfleet.clouds import client_for
+    from amdfleet.clouds.orphans import delete_orphans, find_orphans, unmarked
+
     with client_for(provider, token, api_url=api_url, team=team) as client:
-        orphans = find_orphans(client, project, owned_ids(states), provider)
+        orphans = find_orphans(client, project, owned, provider)
+        strays = unmarked(client)
         rows = [
             (
                 o.instance.id,
@@ -99,33 +163,57 @@ def orphans_command(
                 o.instance.region,
                 o.instance.size,
                 o.instance.created_at or "?",
-                "?" if o.price_hourly_usd is None else f"${o.price_hourly_usd:,.2f}",
+                "unknown" if o.price_hourly_usd is None else f"${o.price_hourly_usd:,.2f}",
             )
             for o in orphans
         ]
         if as_json:
-            click.echo(
-                json.dumps([dict(zip(_HEADERS, row, strict=True)) for row in rows], indent=2)
-            )
+            listed = [
+                {**dict(zip(_HEADERS, row, strict=True)), "price_hourly_usd": o.price_hourly_usd}
+                for row, o in zip(rows, orphans, strict=True)
+            ]
+            click.echo(json.dumps(listed, indent=2))
         elif not orphans:
             click.echo(
                 f"no orphans: every {provider} instance tagged for {project} is owned by a stack"
             )
         else:
             click.echo(table(_HEADERS, rows))
-            hourly = sum(o.price_hourly_usd or 0 for o in orphans)
-            click.echo(f"{len(orphans)} orphan(s), ${hourly:,.2f}/hour")
+            click.echo(_total(orphans))
+        for stray in strays:
+            click.echo(
+                f"note: {provider} VM {stray.id} ({stray.size}, {stray.status}) carries no "
+                "amdfleet mark: a create whose answer was lost may have left it, or it was "
+                "rented by hand; not deleted",
+                err=True,
+            )
         if not orphans:
-            return
+            return NO_ORPHANS
         if not delete:
-            raise SystemExit(1)
+            return ORPHANS_REMAIN
         left = delete_orphans(client, orphans, timeout_s=timeout_s)
     if left:
-        raise click.ClickException(
-            f"still listed after {timeout_s:.0f} s: {', '.join(left)}; run again, or delete "
-            f"them in the {provider} console"
+        click.echo(
+            f"Error: still listed after {timeout_s:.0f} s: {', '.join(left)}; run again, or "
+            f"delete them in the {provider} console",
+            err=True,
         )
+        return ORPHANS_REMAIN
     click.echo(f"deleted {len(orphans)} orphan(s)")
+    return NO_ORPHANS
+
+
+def _total(orphans: list[Orphan]) -> str:
+    from amdfleet.clouds.orphans import hourly_total
+
+    hourly, unknown = hourly_total(orphans)
+    if not unknown:
+        return f"{len(orphans)} orphan(s), ${hourly:,.2f}/hour"
+    priced = len(orphans) - unknown
+    return (
+        f"{len(orphans)} orphan(s): ${hourly:,.2f}/hour for {priced}, {unknown} at an "
+        "unknown price (not counted)"
+    )
 
 
 _HEADERS = ("id", "name", "stack", "node", "region", "size", "created", "per hour")

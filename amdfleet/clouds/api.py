@@ -8,14 +8,26 @@ call goes through :func:`send`, which retries 429 (waiting what ``Retry-After`` 
 in seconds or as an HTTP date) and 5xx/transport failures with exponential backoff,
 and turns what is left into a :class:`~amdfleet.errors.CloudAPIError` carrying the
 cloud's own message. The API token is never part of a message.
+
+**No rented instance is lost.** A create whose answer never arrived (a 5xx after the
+cloud committed it, a dropped connection, a read timeout) may have rented an instance.
+:meth:`CloudClient._create_adopting` never sends the POST again blindly: it first looks
+for an instance of the request's name carrying all its tags that was not there before the
+first POST, and adopts it. When it cannot tell (retries spent, the listing failed), the
+error says the instance may exist and that ``amdfleet cloud orphans`` finds it by those
+tags, which it carries from birth. A create the cloud refused is classified by
+:func:`refusal`: a size the cloud does not list (:class:`UnknownSizeError`, naming the
+sizes it does list), a shortage (:class:`CapacityError`, naming the other regions), or
+the cloud's own message; each carries the HTTP status.
 """
 
 from __future__ import annotations
 
 import email.utils
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from types import TracebackType
@@ -95,7 +107,8 @@ class CloudAPI(Protocol):
     provider: str
 
     def create(self, request: CreateRequest) -> Instance:
-        """Create one instance; returns at once (state usually PENDING)."""
+        """Create one instance; returns at once (state usually PENDING). One whose answer
+        was lost is adopted, never rented twice (see the module doc)."""
         ...
 
     def get(self, instance_id: str) -> Instance | None:
@@ -161,6 +174,91 @@ class CloudClient:
         """Close the HTTP connections."""
         self._http.close()
 
+    def list_tagged(self, tag: str) -> list[Instance]:
+        """Every instance carrying ``tag`` (each cloud's client implements it)."""
+        raise NotImplementedError
+
+    def sizes(self) -> list[SizeOffer]:
+        """The sizes the cloud rents (each cloud's client implements it)."""
+        raise NotImplementedError
+
+    def _create_adopting(
+        self, request: CreateRequest, operation: str, path: str, body: Any, answered: Sequence[int]
+    ) -> httpx.Response | Instance:
+        """POST a create until the cloud answers with a status in ``answered`` (created or
+        refused: that response is returned), retrying as :class:`RetryPolicy` says. After a
+        5xx or a lost answer the cloud may have created the instance: an instance of the
+        request's name carrying all its tags, not listed before the first POST, is adopted
+        and returned instead of sending the POST again (looked for after the backoff, so
+        the cloud has time to list what it committed). Without tags nothing could be
+        adopted, so such a create is not retried. Raises :func:`lost_create` when retries
+        are spent or the search fails (the instance may exist), CloudAPIError for any
+        other status."""
+        before = {i.id for i in self._like(request)} if request.tags else set()
+        attempt = 0
+        while True:
+            attempt += 1
+            response, lost = self._post_once(operation, path, body, answered)
+            if response is not None and response.status_code in answered:
+                return response
+            status = None if response is None else response.status_code
+            detail = lost if response is None else error_detail(response)
+            last = attempt >= self._retry.attempts
+            if response is not None and status == 429:  # refused before anything was done
+                if last:
+                    raise CloudAPIError(self.provider, operation, status, detail)
+                self._sleep(retry_after(response, self._retry, attempt))
+                continue
+            if not request.tags:
+                raise lost_create(self.provider, operation, request, status, detail)
+            # Wait first: a cloud may list what it committed a moment later.
+            wait = backoff(self._retry, attempt)
+            self._sleep(wait if response is None else retry_after(response, self._retry, attempt))
+            adopted = self._adopt(request, operation, before, status, detail)
+            if adopted is not None:
+                return adopted
+            if last:
+                raise lost_create(self.provider, operation, request, status, detail)
+
+    def _post_once(
+        self, operation: str, path: str, body: Any, answered: Sequence[int]
+    ) -> tuple[httpx.Response | None, str]:
+        """One POST: the response when its status is answered, 429 or a retried 5xx; None
+        and what went wrong when no answer came. Any other status raises CloudAPIError."""
+        once = replace(self._retry, attempts=1)
+        ok = (*answered, 429, *self._retry.retry_statuses)
+        try:
+            return self._send(operation, "POST", path, ok=ok, json=body, retry=once), ""
+        except CloudAPIError as e:
+            if e.status is not None:
+                raise
+            return None, e.detail
+
+    def _adopt(
+        self,
+        request: CreateRequest,
+        operation: str,
+        before: set[str],
+        status: int | None,
+        detail: str,
+    ) -> Instance | None:
+        """The instance a create whose answer was lost made, if the cloud lists it now."""
+        try:
+            found = [i for i in self._like(request) if i.id not in before]
+        except CloudAPIError as e:
+            raise lost_create(
+                self.provider, operation, request, status, f"{detail}; looking for it failed: {e}"
+            ) from e
+        return min(found, key=lambda i: (i.created_at or "", i.id)) if found else None
+
+    def _like(self, request: CreateRequest) -> list[Instance]:
+        """The instances of the request's name carrying all its tags."""
+        return [
+            i
+            for i in self.list_tagged(request.tags[-1])
+            if i.name == request.name and set(request.tags) <= set(i.tags)
+        ]
+
     def _send(
         self,
         operation: str,
@@ -200,6 +298,8 @@ class CapacityError(CloudAPIError):
         alternatives: Sequence[str],
         status: int | None = None,
     ) -> None:
+        """``status`` is the HTTP status of the refusal (None when amdfleet found the
+        shortage in the cloud's list of sizes before asking)."""
         self.region = region
         self.size = size
         self.alternatives = tuple(alternatives)
@@ -214,6 +314,87 @@ class CapacityError(CloudAPIError):
             status,
             f"no capacity in {region} for {size}: {hint} ({detail})",
         )
+
+
+class UnknownSizeError(CloudAPIError):
+    """The cloud does not list the size asked for (a typo, or a size of another cloud or
+    account): not a shortage. ``listed`` are the sizes it does list (the message names
+    them, AMD GPU sizes first)."""
+
+    def __init__(
+        self,
+        provider: str,
+        size: str,
+        listed: Sequence[SizeOffer],
+        detail: str,
+        status: int | None = None,
+    ) -> None:
+        self.size = size
+        self.listed = tuple(o.slug for o in listed)
+        shown = [o.slug for o in listed if o.gpu_model] or list(self.listed)
+        more = len(self.listed) - len(shown[:SHOWN_SIZES])
+        names = ", ".join(shown[:SHOWN_SIZES]) or "none"
+        tail = f" and {more} more" if more else ""
+        super().__init__(
+            provider,
+            "create instance",
+            status,
+            f"unknown size {size!r}: {provider} does not list it; it lists {names}{tail} "
+            f"({detail})",
+        )
+
+
+SHOWN_SIZES = 20
+"""How many sizes an :class:`UnknownSizeError` names (AMD GPU sizes first)."""
+
+
+def refusal(
+    client: CloudAPI,
+    request: CreateRequest,
+    status: int | None,
+    detail: str,
+    capacity: re.Pattern[str],
+) -> CloudAPIError:
+    """What a create the cloud refused (``status``, its message ``detail``) means, asked of
+    the cloud's own list of sizes: :class:`UnknownSizeError` when it does not list the size;
+    :class:`CapacityError` (naming the other regions) when the message says so
+    (``capacity``) or the size is not listed in the region or not available; else the
+    cloud's message as a CloudAPIError. When the sizes cannot be listed, the message
+    decides."""
+    try:
+        offers = client.sizes()
+    except CloudAPIError as e:
+        if capacity.search(detail):
+            note = f"{detail}; listing sizes failed: {e}"
+            return CapacityError(client.provider, request.region, request.size, note, (), status)
+        return CloudAPIError(client.provider, "create instance", status, detail)
+    offer = next((o for o in offers if o.slug == request.size), None)
+    if offer is None:
+        return UnknownSizeError(client.provider, request.size, offers, detail, status)
+    short = capacity.search(detail) or not offer.available or request.region not in offer.regions
+    if not short:
+        return CloudAPIError(client.provider, "create instance", status, detail)
+    others = tuple(r for r in offer.regions if r != request.region) if offer.available else ()
+    return CapacityError(client.provider, request.region, request.size, detail, others, status)
+
+
+def lost_create(
+    provider: str, operation: str, request: CreateRequest, status: int | None, detail: str
+) -> CloudAPIError:
+    """A create whose outcome amdfleet could not learn: the error says the instance may
+    exist and how it is found (its tags, ``amdfleet cloud orphans``)."""
+    marks = (
+        f"it carries the tags {', '.join(request.tags)}, so `amdfleet cloud orphans "
+        f"--provider {provider}` finds it (--delete removes it)"
+        if request.tags
+        else "it carries no tags: look for it in the console"
+    )
+    return CloudAPIError(
+        provider,
+        operation,
+        status,
+        f"{detail}; {provider} may have created {request.name!r} all the same: {marks}",
+    )
 
 
 @dataclass(frozen=True)

@@ -10,14 +10,16 @@ docs.digitalocean.com/reference/api/api-reference; examples in
   and answers 202 with the droplet at status ``new``; ``GET /v2/droplets/{id}`` shows it
   ``active`` with ``networks.v4[]`` (``type`` public/private); ``DELETE`` answers 204.
   Statuses: ``new, active, off, archive``.
-- Lists (``GET /v2/droplets?tag_name=``, ``GET /v2/sizes``) page with ``page``/``per_page``
-  (at most 200) and ``links.pages.next``.
+- Lists (``GET /v2/droplets?tag_name=``, ``?type=gpus``, ``GET /v2/sizes``) page with
+  ``page``/``per_page`` (at most 200) and ``links.pages.next``.
 - A size has ``slug, price_hourly, regions, available`` and, for GPU sizes,
   ``gpu_info {count, vram, model}`` (``model`` like ``nvidia_h100``, ``amd_mi300x``).
 - Tags: letters, digits, ``:``, ``-``, ``_``, at most 255 characters; the API drops
   invalid ones, so they are checked here (an untagged droplet is one a sweep misses).
 - No capacity: 422 with ``Size is not available in this region.`` (public bug reports
-  and terraform/dstack clients; the spec documents no example).
+  and terraform/dstack clients; the spec documents no example). Whether a 422 is a
+  shortage or a size DigitalOcean does not list at all is decided from ``GET /v2/sizes``
+  (:func:`~amdfleet.clouds.api.refusal`), not from the message alone.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
@@ -34,17 +35,16 @@ import httpx
 from amdfleet.catalog.gpus import ACCELERATORS
 from amdfleet.clouds.api import (
     DEFAULT_RETRY,
-    CapacityError,
+    REQUEST_TIMEOUT_S,
     CloudClient,
     CreateRequest,
     Instance,
     InstanceState,
     RetryPolicy,
     SizeOffer,
-    backoff,
     error_detail,
     json_object,
-    retry_after,
+    refusal,
 )
 from amdfleet.errors import CloudAPIError, ConfigError
 from amdfleet.findings import Finding, config_issue
@@ -97,34 +97,30 @@ class DigitalOceanClient(CloudClient):
         base_url: str = BASE_URL,
         retry: RetryPolicy = DEFAULT_RETRY,
         sleep: Callable[[float], None] = time.sleep,
+        timeout: float = REQUEST_TIMEOUT_S,
     ) -> None:
-        super().__init__(base_url, f"Bearer {token}", retry=retry, sleep=sleep)
+        super().__init__(base_url, f"Bearer {token}", retry=retry, sleep=sleep, timeout=timeout)
 
     def create(self, request: CreateRequest) -> Instance:
         """Create one droplet (status ``new``, so PENDING). A 5xx or a lost answer may
         hide a droplet that was created: before each retry the droplets carrying the
-        request's tags are searched for one of its name, which is adopted rather than
-        created twice. Raises DropletRequestError (bad name/tags/key ids, nothing sent),
-        CapacityError (422 "not available" naming the other regions that list the
-        size) or CloudAPIError."""
-        body = create_body(request)
-        attempt = 0
-        while True:
-            attempt += 1
-            response = self._post_once(body, last=attempt >= self._retry.attempts)
-            if response is not None and response.status_code == 202:
-                return _instance(response, "create droplet")
-            if response is not None and response.status_code == 422:
-                raise self._unprocessable(request, response)
-            if response is None or response.status_code != 429:  # it may have been created
-                adopted = self._adopt(request)
-                if adopted is not None:
-                    return adopted
-            self._sleep(
-                backoff(self._retry, attempt)
-                if response is None
-                else retry_after(response, self._retry, attempt)
-            )
+        request's tags are searched for a new one of its name, which is adopted rather
+        than created twice (:meth:`~amdfleet.clouds.api.CloudClient._create_adopting`;
+        the droplet list filters by ``tag_name``, as the API reference documents).
+        Raises DropletRequestError (bad name/tags/key ids, nothing sent),
+        UnknownSizeError (a size DigitalOcean does not list, naming those it does),
+        CapacityError (422 "not available", or a size the region does not list, naming
+        the other regions that list it) or CloudAPIError (saying when the droplet may
+        exist all the same)."""
+        operation = "create droplet"
+        made = self._create_adopting(
+            request, operation, "/v2/droplets", create_body(request), (202, 422)
+        )
+        if isinstance(made, Instance):
+            return made
+        if made.status_code == 422:
+            raise refusal(self, request, 422, error_detail(made), _CAPACITY)
+        return _instance(made, operation)
 
     def get(self, instance_id: str) -> Instance | None:
         """The droplet, or None when DigitalOcean answers 404."""
@@ -140,55 +136,28 @@ class DigitalOceanClient(CloudClient):
         self._send("delete droplet", "DELETE", path, ok=(204, 404))
 
     def list_tagged(self, tag: str) -> list[Instance]:
-        """Every droplet carrying ``tag``, across all pages."""
+        """Every droplet carrying ``tag``, across all pages: those ``tag_name=`` lists, and
+        the GPU droplets ``type=gpus`` lists that carry it. The reference says a plain
+        list returns only non-GPU droplets and that ``type`` cannot be combined with
+        ``tag_name`` (pydo's ``droplets.list``, docs.digitalocean.com/reference/pydo/
+        reference/droplets/list), without saying whether ``tag_name`` alone includes GPU
+        droplets; asking both ways finds a GPU droplet under either reading."""
         _check_tag("tag", tag)
         operation = "list droplets"
-        pages = self._pages(operation, "/v2/droplets", "droplets", {"tag_name": tag})
-        return [_read(r, operation, _parse_droplet, item) for r, item in pages]
+        tagged = self._pages(operation, "/v2/droplets", "droplets", {"tag_name": tag})
+        gpus = self._pages(operation, "/v2/droplets", "droplets", {"type": "gpus"})
+        found: dict[str, Instance] = {}
+        for response, item in [*tagged, *gpus]:
+            instance = _read(response, operation, _parse_droplet, item)
+            if tag in instance.tags:
+                found.setdefault(instance.id, instance)
+        return list(found.values())
 
     def sizes(self) -> list[SizeOffer]:
         """Every size DigitalOcean lists, across all pages, GPU sizes mapped to catalog
         accelerator ids."""
         pages = self._pages("list sizes", "/v2/sizes", "sizes", {})
         return [_read(r, "list sizes", _parse_size, item) for r, item in pages]
-
-    def _post_once(self, body: dict[str, Any], *, last: bool) -> httpx.Response | None:
-        """One POST (a POST is not idempotent, so :meth:`create` decides about retries):
-        the response when it is 202, 422 or (unless ``last``) one to retry; None when
-        no answer came (unless ``last``). Anything else raises CloudAPIError."""
-        once = replace(self._retry, attempts=1)
-        ok = (202, 422) if last else (202, 422, *self._retry.retry_statuses)
-        try:
-            return self._send(
-                "create droplet", "POST", "/v2/droplets", ok=ok, json=body, retry=once
-            )
-        except CloudAPIError as e:
-            if last or e.status is not None:
-                raise
-            return None
-
-    def _adopt(self, request: CreateRequest) -> Instance | None:
-        """A droplet of this request's name carrying all its tags, if one exists."""
-        if not request.tags:
-            return None
-        for instance in self.list_tagged(request.tags[-1]):
-            if instance.name == request.name and set(request.tags) <= set(instance.tags):
-                return instance
-        return None
-
-    def _unprocessable(self, request: CreateRequest, response: httpx.Response) -> CloudAPIError:
-        detail = error_detail(response)
-        if not _CAPACITY.search(detail):
-            return CloudAPIError(PROVIDER, "create droplet", 422, detail)
-        try:
-            offers = self.sizes()
-        except CloudAPIError as e:
-            return CapacityError(
-                PROVIDER, request.region, request.size, f"{detail}; listing sizes failed: {e}", ()
-            )
-        return CapacityError(
-            PROVIDER, request.region, request.size, detail, alternatives(offers, request)
-        )
 
     def _pages(
         self, operation: str, path: str, key: str, params: Mapping[str, str]
@@ -280,14 +249,6 @@ def _parse_size(size: Mapping[str, Any]) -> SizeOffer:
         regions=tuple(str(r) for r in _optional(size, "regions", list) or ()),
         available=size.get("available") is not False,
     )
-
-
-def alternatives(offers: list[SizeOffer], request: CreateRequest) -> tuple[str, ...]:
-    """The other regions that list the request's size (while it is available)."""
-    for offer in offers:
-        if offer.slug == request.size and offer.available:
-            return tuple(r for r in offer.regions if r != request.region)
-    return ()
 
 
 _NAME_HINT = "letters, digits, '.' and '-' (a hostname), at most 255 characters"

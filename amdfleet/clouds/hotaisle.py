@@ -13,10 +13,23 @@ show how it is used. What differs from the other clouds, and what amdfleet does 
   type by :func:`size_slug` (``1x-mi300x-13c-224g-12288g``: GPUs, CPU cores, RAM GiB, disk
   GiB) and provisions it by posting that type's ``Specs`` back, as dstack does.
 - **Provisioning.** ``POST /teams/{team}/virtual_machines/`` assigns a VM and blocks until
-  it is provisioned; 404 means no VM matches (no capacity: :class:`CapacityError`), 402
-  insufficient balance, 401 also "Maximum VMs already provisioned for this team". It is
-  not retried on 5xx or a transport failure (the VM may exist by then: a retry would rent
-  a second one); 429 is retried as Retry-After says.
+  it is provisioned; 404 means no VM matches (no capacity: :class:`CapacityError`, with
+  the 404), 402 insufficient balance, 401 also "Maximum VMs already provisioned for this
+  team". A size amdfleet's list of the team's VM types does not hold is an
+  :class:`~amdfleet.clouds.api.UnknownSizeError` naming the types it does hold; a type
+  listed with ``Quantity`` 0 is a shortage. The POST is not sent again after a 5xx or a
+  transport failure (the VM may exist by then: a retry could rent a second one); 429 is
+  retried as Retry-After says.
+- **A lost answer is adopted.** The provision request can carry no mark (no name, no
+  tags: ``VMProvisionRequest`` is the specs and ``user_data_url``), so after a 5xx, a
+  dropped connection or a read timeout ``create`` lists the team's VMs and adopts the one
+  that was not there before the POST, carries no description and is of the size asked
+  for, then marks it as usual. This process provisions for one team one VM at a time
+  (:func:`_provisioning`), so a VM another create of the same process is still marking
+  is never taken. When no such VM, or several, are listed, the error says so and names
+  them: ``amdfleet cloud orphans --provider hotaisle`` lists every unmarked VM of the team
+  (:meth:`HotAisleClient.list_all`) for the user to judge (a team may hold VMs rented by
+  hand, so those are never deleted automatically).
 - **The cloud names the VM.** Its ``name`` (``vm-01``) is the id in every path; there is
   no create-time name.
 - **No tags.** The only free text a VM carries is its ``description`` (PATCH
@@ -47,10 +60,12 @@ show how it is used. What differs from the other clouds, and what amdfleet does 
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -66,6 +81,8 @@ from amdfleet.clouds.api import (
     InstanceState,
     RetryPolicy,
     SizeOffer,
+    UnknownSizeError,
+    backoff,
     error_detail,
     json_object,
 )
@@ -119,9 +136,13 @@ class HotAisleClient(CloudClient):
 
     def create(self, request: CreateRequest, *, user_data_url: str | None = None) -> Instance:
         """Provision one VM of size ``request.size`` and mark it with the request's name
-        and tags. Raises CapacityError when no VM of that size is free, CloudAPIError for
-        a request Hot Aisle cannot take (inline user-data, SSH key ids, an image, another
-        region) or a refusal. All or nothing: a VM that cannot be marked is deleted."""
+        and tags. Raises UnknownSizeError for a size the team's list of VM types does not
+        hold (naming those it holds), CapacityError when no VM of that size is free,
+        CloudAPIError for a request Hot Aisle cannot take (inline user-data, SSH key ids,
+        an image, another region), a refusal, or a lost answer after which no unmarked new
+        VM of the size (or several) was listed. A VM provisioned although the answer was
+        lost is adopted (see the module doc). All or nothing: a VM that cannot be marked is
+        deleted."""
         _check_request(request)
         items = self._available()
         offers = [to_size_offer(item) for item in items]
@@ -129,22 +150,14 @@ class HotAisleClient(CloudClient):
         body: dict[str, Any] = dict(specs)
         if user_data_url:
             body["user_data_url"] = user_data_url
-        response = self._provision(body)
-        if response.status_code == 404:
-            raise CapacityError(
-                PROVIDER,
-                request.region,
-                request.size,
-                error_detail(response),
-                _alternatives(request.size, request.region, offers),
-            )
-        name = _vm_name(json_object(response, PROVIDER, "create instance"), "create instance")
-        try:
-            return self._finish(name, request)
-        except BaseException:
-            # All or nothing: a VM create cannot hand back would be a leak.
-            self.delete(name)
-            raise
+        with _provisioning(self.base_url, self.team):
+            name = self._provision(request, body, offers)
+            try:
+                return self._finish(name, request)
+            except BaseException:
+                # All or nothing: a VM create cannot hand back would be a leak.
+                self.delete(name)
+                raise
 
     def get(self, instance_id: str) -> Instance | None:
         """The VM with its state, or None when Hot Aisle does not know it (404)."""
@@ -173,9 +186,8 @@ class HotAisleClient(CloudClient):
     def list_all(self) -> list[Instance]:
         """Every VM of the team, marked by amdfleet or not (VMs deleted while listing are
         left out)."""
-        response = self._send("list instances", "GET", self._vms(), ok=(200,))
         instances = []
-        for details in _json_objects(response, "list instances"):
+        for details in self._vm_details():
             name = _vm_name(details, "list instances")
             state = self._state(name)
             if state is not None:
@@ -201,10 +213,58 @@ class HotAisleClient(CloudClient):
         response = self._send("list sizes", "GET", f"{self._vms()}available/", ok=(200,))
         return _json_objects(response, "list sizes")
 
-    def _provision(self, body: Mapping[str, Any]) -> httpx.Response:
-        """One provision POST (404: no capacity). :func:`~amdfleet.clouds.api.send` retries
-        a POST only on 429: after a 5xx the VM may exist, and a retry could rent two."""
-        return self._send("create instance", "POST", self._vms(), json=body, ok=(200, 201, 404))
+    def _provision(
+        self, request: CreateRequest, body: Mapping[str, Any], offers: Sequence[SizeOffer]
+    ) -> str:
+        """One provision POST (404: no capacity); the new VM's name. After a 5xx or a lost
+        answer, the VM that appeared unmarked, of the size, is adopted (module doc)."""
+        before = {_vm_name(details, "list instances") for details in self._vm_details()}
+        try:
+            response = self._send(
+                "create instance", "POST", self._vms(), json=body, ok=(200, 201, 404)
+            )
+        except CloudAPIError as e:
+            if e.status is not None and e.status < 500:
+                raise
+            return self._adopt_unmarked(request, before, e)
+        if response.status_code == 404:
+            raise CapacityError(
+                PROVIDER,
+                request.region,
+                request.size,
+                error_detail(response),
+                _alternatives(request.size, request.region, offers),
+                status=404,
+            )
+        return _vm_name(json_object(response, PROVIDER, "create instance"), "create instance")
+
+    def _adopt_unmarked(self, request: CreateRequest, before: set[str], lost: CloudAPIError) -> str:
+        """The one VM not in ``before``, without a mark, of the request's size: looked for
+        after each backoff of the retry policy (a VM still being provisioned when the
+        read timed out is listed later). Several such VMs are never guessed between."""
+        for attempt in range(1, self._retry.attempts + 1):
+            self._sleep(backoff(self._retry, attempt))
+            try:
+                listed = self._vm_details()
+            except CloudAPIError as e:
+                raise _lost(lost, f"listing the team's VMs to find it failed too: {e}") from e
+            found = [
+                _vm_name(d, "list instances")
+                for d in listed
+                if _vm_name(d, "list instances") not in before
+                and parse_description(d.get("description")) is None
+                and size_slug(d) == request.size
+            ]
+            if len(found) == 1:
+                return found[0]
+            if found:
+                detail = f"several new unmarked {request.size} VMs are listed: {found}"
+                raise _lost(lost, detail) from lost
+        raise _lost(lost, f"no new unmarked {request.size} VM is listed") from lost
+
+    def _vm_details(self) -> list[dict[str, Any]]:
+        response = self._send("list instances", "GET", self._vms(), ok=(200,))
+        return _json_objects(response, "list instances")
 
     def _finish(self, name: str, request: CreateRequest) -> Instance:
         self._send(
@@ -369,6 +429,9 @@ def _specs_for(
         specs = item.get("Specs")
         if isinstance(specs, Mapping) and size_slug(specs) == request.size and _quantity(item):
             return specs
+    detail = "the team's list of VM types does not hold it"
+    if not any(o.slug == request.size for o in offers):
+        raise UnknownSizeError(PROVIDER, request.size, offers, detail)
     offered = ", ".join(o.slug for o in offers if o.available) or "nothing"
     raise CapacityError(
         PROVIDER,
@@ -377,6 +440,30 @@ def _specs_for(
         f"none free; free now: {offered}",
         _alternatives(request.size, request.region, offers),
     )
+
+
+def _lost(error: CloudAPIError, found: str) -> CloudAPIError:
+    return CloudAPIError(
+        PROVIDER,
+        "create instance",
+        error.status,
+        f"{error.detail}; Hot Aisle may have provisioned a VM all the same, but {found}: "
+        "`amdfleet cloud orphans --provider hotaisle` lists the team's unmarked VMs",
+    )
+
+
+_LOCKS: dict[tuple[str, str], threading.Lock] = {}
+_LOCKS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _provisioning(base_url: str, team: str) -> Iterator[None]:
+    """Held from a provision POST until the VM is marked: this process provisions for one
+    team one VM at a time, so an unmarked new VM is the one the lost answer was about."""
+    with _LOCKS_LOCK:
+        lock = _LOCKS.setdefault((base_url, team), threading.Lock())
+    with lock:
+        yield
 
 
 def _alternatives(size: str, region: str, offers: Iterable[SizeOffer]) -> list[str]:

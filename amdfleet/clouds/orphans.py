@@ -7,11 +7,22 @@ it owns (the ``instance_id`` output of each CloudInstance). An instance with the
 whose id no state holds is an orphan: a create interrupted before its result was
 recorded, a state deleted with ``pulumi stack rm --force``, a stack from another
 machine's backend. Ownership is only as complete as the states given: listing stacks
-must succeed, or nothing is called an orphan.
+must succeed and every state must read, or nothing is called an orphan.
+
+States come from a Pulumi project's backend (:func:`stack_states`, through the ``pulumi``
+CLI) and/or from files ``pulumi stack export`` wrote (:func:`state_file`, no project or
+CLI needed). An orphan's price is the catalog's, else the cloud's list of sizes, else
+unknown (None): an unknown price is never counted as $0 (:func:`hourly_total`).
+
+Hot Aisle's VMs carry amdfleet's marks only once ``create`` has written them; a VM whose
+provision answer was lost and that no create adopted has none. :func:`unmarked` lists
+such VMs of the team for the user to judge (a team may also hold VMs rented by hand, so
+they are never deleted here).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +30,7 @@ from typing import Any
 
 from amdfleet.catalog.clouds import cloud_size
 from amdfleet.clouds.api import TAG_PREFIX, CloudAPI, Instance, wait_gone
-from amdfleet.errors import AmdFleetError
+from amdfleet.errors import AmdFleetError, CloudAPIError
 
 DYNAMIC_TYPE = "pulumi-python:dynamic"
 """The start of a dynamic resource's type (``pulumi-python:dynamic/amdfleet:CloudInstance``)."""
@@ -58,22 +69,38 @@ def owned_ids(states: Iterable[Mapping[str, Any]]) -> set[str]:
 def find_orphans(
     client: CloudAPI, project: str, owned: set[str], provider: str | None = None
 ) -> list[Orphan]:
-    """The instances tagged for ``project`` whose ids are not in ``owned``."""
+    """The instances tagged for ``project`` whose ids are not in ``owned``, each with its
+    hourly price (the catalog's, else the cloud's list of sizes, else None)."""
     found = client.list_tagged(f"{TAG_PREFIX}-project-{project}")
-    orphans = []
-    for instance in sorted(found, key=lambda i: (i.created_at or "", i.id)):
-        if instance.id in owned:
-            continue
-        size = cloud_size(provider or client.provider, instance.size)
-        orphans.append(
-            Orphan(
-                instance,
-                _tag_value(instance.tags, "stack"),
-                _tag_value(instance.tags, "node"),
-                size.price_hourly_usd if size else None,
-            )
+    leaked = [
+        i for i in sorted(found, key=lambda i: (i.created_at or "", i.id)) if i.id not in owned
+    ]
+    prices = _prices(client, provider or client.provider, {i.size for i in leaked})
+    return [
+        Orphan(
+            instance,
+            _tag_value(instance.tags, "stack"),
+            _tag_value(instance.tags, "node"),
+            prices.get(instance.size),
         )
-    return orphans
+        for instance in leaked
+    ]
+
+
+def hourly_total(orphans: Sequence[Orphan]) -> tuple[float, int]:
+    """The summed hourly price of the orphans whose price is known, and how many have an
+    unknown price (never counted as $0)."""
+    known = [o.price_hourly_usd for o in orphans if o.price_hourly_usd is not None]
+    return sum(known), len(orphans) - len(known)
+
+
+def unmarked(client: CloudAPI) -> list[Instance]:
+    """The instances of a cloud whose marks amdfleet writes after creating (Hot Aisle)
+    that carry none: empty for a cloud that marks at birth."""
+    list_all = getattr(client, "list_all", None)
+    if list_all is None:
+        return []
+    return [i for i in list_all() if not i.tags]
 
 
 def delete_orphans(
@@ -85,6 +112,25 @@ def delete_orphans(
         client.delete(orphan.instance.id)
     ids = [o.instance.id for o in orphans]
     return [i.id for i in wait_gone(client, ids, within=timeout_s, max_wait=poll_s)]
+
+
+def state_file(path: Path) -> dict[str, Any]:
+    """One exported stack state (``pulumi stack export --file``), read and checked.
+    Raises OwnershipError naming the file when it cannot be read or is not a state."""
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise OwnershipError(
+            f"cannot read the state {path}: {e}\n  hint: pass what `pulumi stack export "
+            "--file FILE` wrote; no instance is called an orphan without every state"
+        ) from e
+    deployment = state.get("deployment") if isinstance(state, dict) else None
+    if not isinstance(deployment, dict) or not isinstance(deployment.get("resources", []), list):
+        raise OwnershipError(
+            f"{path} is not an exported stack state (no deployment.resources list)\n"
+            "  hint: pass what `pulumi stack export --file FILE` wrote"
+        )
+    return dict(state)
 
 
 def stack_states(project_dir: Path) -> list[dict[str, Any]]:
@@ -107,6 +153,25 @@ def stack_states(project_dir: Path) -> list[dict[str, Any]]:
             "backend you deploy with (`pulumi login ...`); no instance is called an orphan "
             "without every state"
         ) from e
+
+
+def _prices(client: CloudAPI, provider: str, slugs: set[str]) -> dict[str, float]:
+    """Hourly prices of ``slugs``: the catalog's, else the cloud's own list (asked once,
+    only when the catalog lacks one; a failure leaves those prices unknown)."""
+    prices: dict[str, float] = {}
+    for slug in slugs:
+        size = cloud_size(provider, slug)
+        if size is not None:
+            prices[slug] = size.price_hourly_usd
+    if slugs - set(prices):
+        try:
+            offers = client.sizes()
+        except CloudAPIError:
+            return prices
+        for offer in offers:
+            if offer.slug in slugs - set(prices) and offer.price_hourly is not None:
+                prices[offer.slug] = offer.price_hourly
+    return prices
 
 
 def _tag_value(tags: Sequence[str], kind: str) -> str | None:

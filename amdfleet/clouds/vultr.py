@@ -32,14 +32,16 @@ import httpx
 
 from amdfleet.clouds.api import (
     DEFAULT_RETRY,
-    CapacityError,
+    REQUEST_TIMEOUT_S,
     CloudClient,
     CreateRequest,
     Instance,
     InstanceState,
     RetryPolicy,
     SizeOffer,
+    error_detail,
     json_object,
+    refusal,
 )
 from amdfleet.errors import CloudAPIError
 
@@ -78,22 +80,31 @@ class VultrAPI(CloudClient):
         base_url: str = API_URL,
         retry: RetryPolicy = DEFAULT_RETRY,
         sleep: Callable[[float], None] = time.sleep,
+        timeout: float = REQUEST_TIMEOUT_S,
     ) -> None:
-        super().__init__(base_url, f"Bearer {token}", retry=retry, sleep=sleep)
+        super().__init__(base_url, f"Bearer {token}", retry=retry, sleep=sleep, timeout=timeout)
 
     def create(self, request: CreateRequest) -> Instance:
         """Create one bare-metal server; returns at once (state PENDING, no address yet).
 
-        Raises CapacityError when Vultr refuses for lack of capacity (naming the other
-        regions whose ``locations`` list the plan), CloudAPIError otherwise."""
+        A 5xx or a lost answer may hide a server that was created: before each retry the
+        servers carrying the request's tags are searched for a new one whose ``label`` is
+        the request's name, which is adopted rather than rented twice
+        (:meth:`~amdfleet.clouds.api.CloudClient._create_adopting`; ``label`` and
+        ``tags`` are set at create time and listed back, as the reference documents).
+        Raises UnknownSizeError for a plan Vultr does not list (naming those it does),
+        CapacityError when Vultr refuses for lack of capacity or the region does not
+        list the plan (naming the other regions whose ``locations`` list it),
+        CloudAPIError otherwise (saying when the server may exist all the same)."""
         operation = "create bare metal"
-        try:
-            response = self._send(operation, "POST", "/v2/bare-metals", json=create_body(request))
-        except CloudAPIError as e:
-            if e.status is not None and 400 <= e.status < 500 and CAPACITY_WORDS.search(str(e)):
-                raise self._capacity_error(request, e.detail) from e
-            raise
-        return bare_metal(response, operation)
+        made = self._create_adopting(
+            request, operation, "/v2/bare-metals", create_body(request), (201, 202, 400, 422)
+        )
+        if isinstance(made, Instance):
+            return made
+        if made.status_code in (400, 422):
+            raise refusal(self, request, made.status_code, error_detail(made), CAPACITY_WORDS)
+        return bare_metal(made, operation)
 
     def get(self, instance_id: str) -> Instance | None:
         """The server, or None when Vultr says it does not exist (404)."""
@@ -117,7 +128,10 @@ class VultrAPI(CloudClient):
 
         ``tag`` is sent as a filter (Vultr documents it for instances) and the result is
         also filtered here on each server's ``tags``, since the bare-metal list is
-        documented with ``per_page`` and ``cursor`` only."""
+        documented with ``per_page`` and ``cursor`` only (the reference, and
+        docs.vultr.com/reference/vultr-cli/bare-metal/list). Adoption after a lost create
+        answer and ``cloud orphans`` rely on this list and on ``label`` and ``tags``,
+        which the create sets and every listed server shows."""
         operation = "list bare metals"
         servers = (
             server_instance(item, operation)
@@ -134,16 +148,6 @@ class VultrAPI(CloudClient):
             plan_offer(item, operation)
             for item in self._pages(operation, "/v2/plans-metal", "plans_metal", {})
         ]
-
-    def _capacity_error(self, request: CreateRequest, detail: str) -> CapacityError:
-        alternatives: list[str] = []
-        try:
-            offers = {offer.slug: offer for offer in self.sizes()}
-        except CloudAPIError:
-            offers = {}
-        if request.size in offers:
-            alternatives = [r for r in offers[request.size].regions if r != request.region]
-        return CapacityError(PROVIDER, request.region, request.size, detail, alternatives)
 
     def _pages(
         self, operation: str, path: str, key: str, params: Mapping[str, str]

@@ -105,9 +105,14 @@ class CloudInstanceProvider(ResourceProvider):
         """Create the instance and wait until it runs and answers SSH with the pinned key.
 
         Raises ConfigError before any API call for a cloud without user-data unless
-        ``trust_first_use``; CapacityError (nothing created) naming other regions;
-        CloudInstanceError after deleting (and confirming the deletion of) an instance
-        that failed, did not come up in time, or presented another host key.
+        ``trust_first_use``; UnknownSizeError (a size the cloud does not list, naming
+        those it does) or CapacityError (a shortage, naming other regions), each with the
+        cloud's HTTP status and message, nothing created; CloudAPIError when the create's
+        answer was lost and the instance it may have made could not be found (the message
+        says how ``amdfleet cloud orphans`` finds it; an instance found is adopted, see
+        :mod:`amdfleet.clouds.api`); CloudInstanceError after deleting (and confirming
+        the deletion of) an instance that failed, did not come up in time, or presented
+        another host key.
         """
         p = CloudInstanceProps.from_inputs(props)
         _refuse_unpinnable(p)

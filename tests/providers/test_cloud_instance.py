@@ -168,6 +168,28 @@ def test_create_pins_the_injected_host_key_and_delete_confirms(
     provider_host.delete(created.id, out, old_inputs=checked)  # again: already gone is fine
 
 
+@pytest.mark.parametrize("cloud", ["digitalocean", "vultr", "hotaisle"])
+def test_a_create_answered_500_after_the_commit_adopts_the_instance_and_pins_it(
+    cloud: str,
+    request: pytest.FixtureRequest,
+    provider_host: ProviderHost,
+    lab: LabBoot,
+    user_key: UserKey,
+) -> None:
+    """The cloud rents the instance (a real lab host booted from the user-data sent) and
+    answers 500: the provider's create adopts that one instance, and its host key is the
+    one pinned (the same user-data, so the same key), with no second instance rented."""
+    server = request.getfixturevalue(cloud)
+    server.after_create = "500"
+    extra = {"trust_first_use": True} if cloud == "hotaisle" else {}
+    checked = _inputs(provider_host, cloud, _url(server), user_key, **extra)
+    created = provider_host.create(checked)
+    assert lab.booted == [created.id], "exactly one instance rented, the one adopted"
+    assert created.outputs["host_key"].split()[:2] == lab.host_key(created.id).split()[:2]
+    provider_host.delete(created.id, created.outputs, old_inputs=checked)
+    assert lab.running() == []
+
+
 def test_stuck_in_provisioning_is_deleted_at_the_deadline(
     provider_host: ProviderHost, digitalocean: DigitalOceanServer, user_key: UserKey
 ) -> None:

@@ -18,6 +18,7 @@ from amdfleet.clouds.api import (
     InstanceState,
     RetryPolicy,
     SizeOffer,
+    UnknownSizeError,
     instance_tags,
 )
 from amdfleet.clouds.digitalocean import DigitalOceanClient, DropletRequestError
@@ -119,16 +120,33 @@ def test_list_tagged_reads_every_page(
         client.create(request(name=f"prod-node{n}"))
     other = client.create(request(name="dev-node0", tags=instance_tags("demo", "dev", "node0")))
 
+    before = len(server.requests("GET", "/v2/droplets"))  # each create looks first
     found = client.list_tagged("amdfleet-stack-prod")
 
     assert sorted(i.name for i in found) == [f"prod-node{n}" for n in range(5)]
-    pages = server.requests("GET", "/v2/droplets")
+    pages = server.requests("GET", "/v2/droplets")[before:]
+    # tag_name lists no GPU droplet here (the server's strict reading of the reference);
+    # type=gpus lists all six, two a page
     assert [r.query for r in pages] == [
-        {"tag_name": "amdfleet-stack-prod", "page": str(p), "per_page": "200"} for p in (1, 2, 3)
+        {"tag_name": "amdfleet-stack-prod", "page": "1", "per_page": "200"},
+        *({"type": "gpus", "page": str(p), "per_page": "200"} for p in (1, 2, 3)),
     ]
     for instance in [*found, other]:
         client.delete(instance.id)
     assert client.list_tagged("amdfleet") == []
+
+
+def test_list_tagged_finds_gpu_and_cpu_droplets(
+    server: DigitalOceanServer, client: DigitalOceanClient
+) -> None:
+    """A plain droplet list has no GPU droplets (the reference says so): list_tagged finds
+    a GPU droplet through type=gpus and a CPU one through tag_name, each once."""
+    gpu = client.create(request(name="prod-node0"))
+    cpu = client.create(request(name="prod-node1", size="s-4vcpu-8gb", region="nyc3"))
+    found = client.list_tagged("amdfleet-stack-prod")
+    assert sorted(i.id for i in found) == sorted([gpu.id, cpu.id])
+    for made in (gpu, cpu):
+        client.delete(made.id)
 
 
 def test_sizes_map_amd_gpus_prices_and_regions(
@@ -174,7 +192,9 @@ def test_create_rate_limited_is_retried_without_duplicates(
     made = client.create(request())
     assert sleeps == [7.0]
     assert server.created == [int(made.id)]
-    assert server.requests("GET", "/v2/droplets") == []  # a 429 created nothing: no search
+    # one look (tag_name, type=gpus) before the first POST; a 429 created nothing, so no
+    # search after it
+    assert len(server.requests("GET", "/v2/droplets")) == 2
     client.delete(made.id)
 
 
@@ -219,7 +239,7 @@ def test_no_capacity_names_the_other_regions(
     with pytest.raises(CapacityError) as caught:
         client.create(request())
     assert caught.value.alternatives == ("nyc2", "tor1")
-    assert caught.value.status is None  # api.CapacityError passes none, though the 422 came
+    assert caught.value.status == 422  # the cloud's own status and message
     message = str(caught.value)
     assert "no capacity in atl1 for gpu-mi300x8-1536gb: try nyc2, tor1" in message
     assert "Size is not available in this region." in message
@@ -234,12 +254,30 @@ def test_size_not_listed_in_region_is_capacity_with_the_listed_ones(
     assert caught.value.alternatives == ("nyc2",)
 
 
-def test_other_422_is_not_capacity(client: DigitalOceanClient) -> None:
-    with pytest.raises(CloudAPIError) as caught:
+def test_a_size_digitalocean_does_not_list_is_unknown_not_a_shortage(
+    client: DigitalOceanClient,
+) -> None:
+    with pytest.raises(UnknownSizeError) as caught:
         client.create(request(size="gpu-nope8-1gb"))
-    assert not isinstance(caught.value, CapacityError)
+    error = caught.value
+    assert not isinstance(error, CapacityError)
+    assert error.status == 422
+    assert "s-1vcpu-1gb" in error.listed
+    message = str(error)
+    assert "unknown size 'gpu-nope8-1gb': digitalocean does not list it; it lists " in message
+    assert "gpu-mi300x1-192gb, gpu-mi300x8-1536gb, gpu-mi325x8-2048gb" in message
+    assert "(invalid size)" in message
+
+
+def test_other_422_is_the_clouds_own_message(
+    server: DigitalOceanServer, client: DigitalOceanClient
+) -> None:
+    server.fail(422, method="POST")
+    with pytest.raises(CloudAPIError) as caught:
+        client.create(request())
+    assert not isinstance(caught.value, CapacityError | UnknownSizeError)
     assert caught.value.status == 422
-    assert "invalid size" in str(caught.value)
+    assert server.created == []
 
 
 def test_stuck_droplet_stays_pending(

@@ -16,7 +16,13 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from amdfleet.clouds.api import CapacityError, CreateRequest, InstanceState, instance_tags
+from amdfleet.clouds.api import (
+    CapacityError,
+    CreateRequest,
+    InstanceState,
+    UnknownSizeError,
+    instance_tags,
+)
 from amdfleet.clouds.hotaisle import REGION, HotAisleClient, addresses, describe
 from amdfleet.errors import CloudAPIError
 from tests.support.clouds.hotaisle_server import HotAisleServer, offer, swagger_example
@@ -160,13 +166,16 @@ def test_500_on_a_read_is_retried(
 def test_500_on_provision_is_not_retried(
     client: HotAisleClient, server: HotAisleServer, sleeps: list[float]
 ) -> None:
-    """A failed provision may have rented a VM; retrying could rent a second one."""
+    """A failed provision may have rented a VM; retrying could rent a second one. The VM
+    list is looked at after each backoff instead (nothing new here)."""
     server.fail("provision")
     with pytest.raises(CloudAPIError, match=r"HTTP 500.*Internal Server Error") as e:
         client.create(request())
     assert e.value.status == 500
+    assert "no new unmarked" in str(e.value)
     assert [c.method for c in server.calls].count("POST") == 1
-    assert sleeps == []
+    lists = [c for c in server.calls if c.method == "GET" and c.path.endswith("machines/")]
+    assert len(sleeps) == len(lists) - 1  # one look before the POST, one after each wait
 
 
 def test_no_free_vm_of_the_size_is_a_capacity_error(
@@ -185,6 +194,23 @@ def test_provision_404_is_a_capacity_error(client: HotAisleClient, server: HotAi
     with pytest.raises(CapacityError, match="No available virtual machine matching") as e:
         client.create(request())
     assert (e.value.region, e.value.size, e.value.alternatives) == (REGION, ONE_GPU, ())
+    assert e.value.status == 404
+    assert "(HTTP 404)" in str(e.value)
+
+
+def test_a_size_the_team_does_not_list_is_unknown_not_a_shortage(
+    client: HotAisleClient, server: HotAisleServer
+) -> None:
+    with pytest.raises(UnknownSizeError) as e:
+        client.create(request(size="1x-mi300x-8c-64g-100g"))
+    assert not isinstance(e.value, CapacityError)
+    assert e.value.listed == (ONE_GPU, EIGHT_GPU, "8x-mi325x-104c-2048g-12288g", SWAGGER_TYPE)
+    message = str(e.value)
+    assert "unknown size '1x-mi300x-8c-64g-100g': hotaisle does not list it" in message
+    assert (
+        f"it lists {ONE_GPU}, {EIGHT_GPU}, 8x-mi325x-104c-2048g-12288g, {SWAGGER_TYPE}" in message
+    )
+    assert not any(c.method == "POST" for c in server.calls)
 
 
 def test_a_stuck_vm_stays_pending(client: HotAisleClient, server: HotAisleServer) -> None:

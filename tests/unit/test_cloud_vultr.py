@@ -18,6 +18,7 @@ from amdfleet.clouds.api import (
     CreateRequest,
     InstanceState,
     RetryPolicy,
+    UnknownSizeError,
     instance_tags,
 )
 from amdfleet.clouds.vultr import VultrAPI, instance_state, server_instance
@@ -26,6 +27,7 @@ from tests.support.clouds.vultr_server import FIXTURES, VultrServer
 
 TOKEN = "VULTRTESTTOKEN7f3a9c2e1b"
 MI300X = "vbm-256c-2048gb-8-mi300x-gpu"
+STACK_TAG = "amdfleet-stack-prod"
 USER_DATA = "#cloud-config\nssh_keys:\n  ed25519_public: ssh-ed25519 AAAAC3Nza host\n"
 
 
@@ -103,7 +105,11 @@ def test_list_tagged_follows_the_cursor_across_pages(vultr: VultrServer, api: Vu
     found = api.list_tagged("amdfleet-stack-prod")
 
     assert sorted(i.id for i in found) == sorted(ours)
-    lists = [r for r in vultr.requests if r.method == "GET" and r.path == "/v2/bare-metals"]
+    lists = [
+        r
+        for r in vultr.requests
+        if r.method == "GET" and r.path == "/v2/bare-metals" and r.query["tag"] == [STACK_TAG]
+    ]
     assert len(lists) == 3  # 5 servers, 2 a page
     assert [("cursor" in r.query) for r in lists] == [False, True, True]
     assert {i.id for i in api.list_tagged("amdfleet")} == set(ours + theirs)
@@ -181,14 +187,17 @@ def test_500_then_success_backs_off(vultr: VultrServer, api: VultrAPI, waits: li
     assert vultr.ledger.created == [created.id]
 
 
-def test_a_create_that_got_a_500_is_not_sent_again(
+def test_a_create_that_got_a_500_before_committing_is_sent_again(
     vultr: VultrServer, api: VultrAPI, waits: list[float]
 ) -> None:
-    """The instance may exist after a 5xx: a second POST could rent a second one."""
-    vultr.fail(times=1)
-    with pytest.raises(CloudAPIError, match=r"HTTP 500"):
-        api.create(request())
-    assert waits == [] and vultr.ledger.created == []
+    """The instance may exist after a 5xx: the POST is sent again only once the servers
+    carrying the request's tags show no new one of its name."""
+    vultr.fail(times=1, method="POST")
+    created = api.create(request())
+    posts = [r for r in vultr.requests if r.method == "POST"]
+    assert [r.status for r in posts] == [500, 202]
+    assert waits == [1.0] and vultr.ledger.created == [created.id]
+    api.delete(created.id)
 
 
 def test_500s_past_the_attempts_raise(
@@ -212,16 +221,40 @@ def test_no_capacity_names_the_other_regions_listing_the_plan(
     assert (error.region, error.size, error.alternatives) == ("ord", MI300X, ("sea",))
     assert "try sea" in str(error)
     assert "Plan is not available in the selected region" in str(error)
+    assert error.status == 400 and "(HTTP 400)" in str(error)
     assert vultr.ledger.created == []
 
 
-def test_invalid_plan_is_not_a_capacity_error(api: VultrAPI) -> None:
+def test_a_plan_vultr_does_not_list_is_unknown_not_a_shortage(api: VultrAPI) -> None:
     bad = CreateRequest(
         name="x", region="ord", size="vbm-nope", image="2284", tags=(), user_data=""
     )
-    with pytest.raises(CloudAPIError, match=r"HTTP 400.*Invalid plan chosen") as raised:
+    with pytest.raises(UnknownSizeError) as raised:
         api.create(bad)
-    assert not isinstance(raised.value, CapacityError)
+    error = raised.value
+    assert not isinstance(error, CapacityError)
+    assert error.status == 400
+    assert "vbm-4c-32gb" in error.listed and MI300X in error.listed
+    message = str(error)
+    assert "unknown size 'vbm-nope': vultr does not list it; it lists " in message
+    assert f"{MI300X}, vbm-256c-3072gb-8-mi325x-gpu, vbm-256c-3072gb-8-mi355x-gpu" in message
+    assert "and 1 more (Invalid plan chosen.)" in message  # GPU plans first
+
+
+def test_a_region_that_does_not_list_the_plan_names_those_that_do(api: VultrAPI) -> None:
+    with pytest.raises(CapacityError) as raised:
+        api.create(request(region="ewr"))
+    assert raised.value.alternatives == ("ord", "sea")
+    assert raised.value.status == 400
+    assert "Invalid region chosen for this plan." in str(raised.value)
+
+
+def test_another_refusal_is_the_clouds_own_message(vultr: VultrServer, api: VultrAPI) -> None:
+    bad = CreateRequest(name="x", region="ord", size=MI300X, image="", tags=(), user_data="")
+    with pytest.raises(CloudAPIError, match=r"HTTP 400.*Choose exactly one of os_id") as raised:
+        api.create(bad)
+    assert not isinstance(raised.value, CapacityError | UnknownSizeError)
+    assert vultr.ledger.created == []
 
 
 def test_server_stuck_in_provisioning_stays_pending(vultr: VultrServer, api: VultrAPI) -> None:

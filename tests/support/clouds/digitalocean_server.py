@@ -13,7 +13,7 @@ https://docs.digitalocean.com/reference/api/api-reference/, through the examples
     ``polls_to_active`` GETs, then ``active`` with ``networks.v4`` (private + public).
 ``DELETE /v2/droplets/{id}``
     204, no body.
-``GET /v2/droplets?tag_name=&page=&per_page=`` and ``GET /v2/sizes?page=&per_page=``
+``GET /v2/droplets?tag_name=|type=gpus&page=&per_page=`` and ``GET /v2/sizes?page=&per_page=``
     ``{"droplets"|"sizes", "links": {"pages": {first, prev, next, last}}, "meta": {total}}``
     (``sizes_list.200.response.json``; ``per_page`` at most 200, or ``max_per_page``).
 
@@ -34,7 +34,8 @@ clients (``amd_mi300x``; ``AMD Instinct MI325X``) or is absent (the MI355X size)
 
 Faults for tests: :meth:`fail` (a status, e.g. 429 with ``Retry-After``, or 500, for the
 next matching requests), :meth:`malform` (a 200 whose body is not the documented JSON),
-:attr:`after_create` (create the droplet, then answer 500 or drop the connection),
+:attr:`after_create` (create the droplet, then answer 500, drop the connection or hang
+past the client's read timeout: :data:`~tests.support.clouds.http.AfterCreate`),
 :attr:`stuck` (droplets stay ``new``), :meth:`vanish` (deleted out of band). With a
 :attr:`lab` (tests/support/clouds/lab_boot.py) each droplet is a real SSH host booted from
 its user-data, whose address the droplet shows once active. The ledger
@@ -164,7 +165,7 @@ class DigitalOceanServer:
     sizes: list[dict[str, Any]] = field(default_factory=default_sizes)
     no_capacity: set[tuple[str, str]] = field(default_factory=set)
     stuck: bool = False
-    after_create: Literal["answer", "500", "drop"] = "answer"
+    after_create: http.AfterCreate = "answer"
     lab: LabBoot | None = None
     created: list[int] = field(default_factory=list)
     deleted: list[int] = field(default_factory=list)
@@ -315,13 +316,10 @@ class DigitalOceanServer:
         if self.lab is not None:
             droplet["lab_address"] = self.lab.boot(str(droplet["id"]), body.get("user_data"))
         self._polls[droplet["id"]] = 0
-        if self.after_create == "500":
-            return _error(500, "error.500.server_error.json")
-        if self.after_create == "drop":
-            return Answer.dropped()
         answer = fixture("droplets_create.202.response.json")
-        answer["droplet"] = copy.deepcopy(droplet)
-        return _json(202, answer)
+        answer["droplet"] = _public(droplet)
+        server_error = _error(500, "error.500.server_error.json")
+        return http.after_create(self.after_create, _json(202, answer), server_error)
 
     def _new_droplet(self, body: dict[str, Any], size: dict[str, Any]) -> dict[str, Any]:
         droplet: dict[str, Any] = fixture("droplets_create.202.response.json")["droplet"]
@@ -368,9 +366,20 @@ class DigitalOceanServer:
         return Answer(204)
 
     def _list_droplets(self, query: dict[str, str]) -> Answer:
+        """The reference: a plain list has only non-GPU droplets, ``type=gpus`` only GPU
+        ones, and ``type`` cannot be combined with ``tag_name``. Whether ``tag_name``
+        alone lists GPU droplets it does not say; this server takes the stricter reading
+        (it does not), so a client must ask ``type=gpus`` to find them."""
         tag = query.get("tag_name")
+        gpus = query.get("type") == "gpus"
+        if tag is not None and "type" in query:
+            return _error(
+                422, "error.422.unprocessable_entity.json", "tag_name and type can't be combined"
+            )
         items = [
-            _public(d) for d in self.droplets.values() if tag is None or tag in d.get("tags", [])
+            _public(d)
+            for d in self.droplets.values()
+            if _is_gpu(d["size"]) == gpus and (tag is None or tag in d.get("tags", []))
         ]
         return self._page("droplets", items, "/v2/droplets", query)
 
@@ -409,6 +418,10 @@ def _error(
 
 def _json(status: int, data: Any, headers: dict[str, str] | None = None) -> Answer:
     return Answer.json(status, data, content_type=_JSON, headers=headers)
+
+
+def _is_gpu(size: dict[str, Any]) -> bool:
+    return "gpu_info" in size or str(size.get("slug", "")).startswith("gpu-")
 
 
 def _public(droplet: dict[str, Any]) -> dict[str, Any]:

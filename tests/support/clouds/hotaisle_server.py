@@ -30,7 +30,9 @@ Errors are JSON strings, as the swagger's ``responses`` define them ("Unauthoriz
 Faults for tests (:meth:`HotAisleServer.inject` and its shorthands): canned replies for
 the next calls of one route (429 with ``Retry-After``, 500, a malformed body),
 :attr:`no_capacity` (provision answers 404 although types are listed),
-:meth:`stuck` (a VM that never runs), :meth:`vanish` (deleted out of band). The ledger
+:meth:`stuck` (a VM that never runs), :meth:`vanish` (deleted out of band),
+:attr:`after_create` (provision the VM, then answer 500, drop the connection or hang past
+the client's read timeout: :data:`~tests.support.clouds.http.AfterCreate`). The ledger
 (:attr:`created`, :attr:`deleted`, :meth:`leaked`) shows what was rented and returned.
 With a ``lab`` (tests/support/clouds/lab_boot.py) each VM is a real SSH host (its own
 host key, the registered SSH keys authorized) whose address is the VM's IPv4.
@@ -155,6 +157,7 @@ class HotAisleServer:
         self.offers = offers
         self.boot_polls = boot_polls
         self.no_capacity = False
+        self.after_create: http.AfterCreate = "answer"
         self.ssh_keys: list[str] = []
         self._vms: dict[str, _VM] = {}
         self._ledger = _Ledger()
@@ -332,7 +335,8 @@ class HotAisleServer:
         }
         self._vms[name] = _VM(details, chosen, self.boot_polls, body.get("user_data_url"))
         self._ledger.created.append(name)
-        return Answer.json(200, details)
+        server_error = Answer.json(500, "Internal Server Error")
+        return http.after_create(self.after_create, Answer.json(200, details), server_error)
 
     def _ssh_key(self, body: Any) -> Answer:
         unknown = _unknown(body, self._fields["SSHKeyRequest"])

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import Any, Literal, Self
 from urllib.parse import parse_qs, urlsplit
 
 
@@ -60,6 +60,9 @@ class Answer:
     headers: Mapping[str, str] = field(default_factory=dict)
     drop: bool = False
     """Close the connection without answering (a reply lost on the way)."""
+    hang: bool = False
+    """Answer nothing until the server stops (a reply slower than the client's read
+    timeout), then close the connection."""
 
     @classmethod
     def json(
@@ -80,8 +83,30 @@ class Answer:
         """Close the connection without answering."""
         return cls(0, drop=True)
 
+    @classmethod
+    def hung(cls) -> Answer:
+        """Answer nothing until the server stops."""
+        return cls(0, hang=True)
+
 
 Handle = Callable[[Request], Answer]
+
+AfterCreate = Literal["answer", "500", "drop", "hang"]
+"""What a local cloud server does once it has committed a create: answer as documented,
+answer 500 (the cloud's server-error body), drop the connection, or answer nothing until
+the server stops (past the client's read timeout). The last three are the lost answers
+after which a client must not rent a second instance."""
+
+
+def after_create(kind: AfterCreate, created: Answer, server_error: Answer) -> Answer:
+    """The answer to a committed create under the fault ``kind``."""
+    if kind == "500":
+        return server_error
+    if kind == "drop":
+        return Answer.dropped()
+    if kind == "hang":
+        return Answer.hung()
+    return created
 
 
 class JsonApiServer:
@@ -116,6 +141,7 @@ class JsonApiServer:
         if self._started:
             self._listener.shutdown()
             self._thread.join(timeout=10)
+        self._listener.released.set()
         self._listener.hang_up()
         self._listener.server_close()
 
@@ -128,6 +154,8 @@ class _Listener(ThreadingHTTPServer):
 
     def __init__(self, handle: Handle) -> None:
         self.handle = handle
+        self.released = threading.Event()
+        """Set by stop(): hung answers end."""
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
         super().__init__(("127.0.0.1", 0), _Handler)
@@ -175,7 +203,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         answer = self.server.handle(self._request())
-        if answer.drop:
+        if answer.hang:
+            self.server.released.wait()
+        if answer.drop or answer.hang:
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return

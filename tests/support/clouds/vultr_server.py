@@ -37,8 +37,10 @@ Faults, each switched on by a method: :meth:`VultrServer.rate_limit` (429 with
 create refused for capacity, words in :data:`CAPACITY_MESSAGE`: Vultr documents none),
 :meth:`VultrServer.stick` (a server that never leaves provisioning),
 :meth:`VultrServer.vanish` (deleted out of band, as from the Vultr console),
-:meth:`VultrServer.malform` (a 200 whose body is not the documented JSON). A wrong token
-is just a client built with another token.
+:meth:`VultrServer.malform` (a 200 whose body is not the documented JSON),
+:attr:`VultrServer.after_create` (create the server, then answer 500, drop the connection
+or hang past the client's read timeout: :data:`~tests.support.clouds.http.AfterCreate`).
+A wrong token is just a client built with another token.
 
 With a ``lab`` (tests/support/clouds/lab_boot.py) each server is a real SSH host booted
 from its user-data; its address is the ``main_ip``.
@@ -165,13 +167,14 @@ class VultrServer:
         self.lab = lab
         self.boot_polls = boot_polls
         self.page_limit = MAX_PAGE
+        self.after_create: http.AfterCreate = "answer"
         self.ledger = Ledger()
         self.requests: list[Request] = []
         self.plans: list[dict[str, Any]] = plans()
         self._servers: dict[str, _Server] = {}
         self._lock = threading.Lock()
-        self._rate_limits: list[int] = []
-        self._failures = 0
+        self._rate_limits: list[tuple[int, str | None]] = []
+        self._failures: list[str | None] = []
         self._malformed: list[bytes] = []
         self._no_capacity: set[tuple[str, str]] = set()
         self._stick_next = False
@@ -203,15 +206,17 @@ class VultrServer:
     ) -> None:
         self.stop()
 
-    def rate_limit(self, retry_after: int, times: int = 1) -> None:
-        """Answer the next ``times`` requests 429 with ``Retry-After: retry_after``."""
+    def rate_limit(self, retry_after: int, times: int = 1, *, method: str | None = None) -> None:
+        """Answer the next ``times`` requests (of ``method``, if given) 429 with
+        ``Retry-After: retry_after``."""
         with self._lock:
-            self._rate_limits += [retry_after] * times
+            self._rate_limits += [(retry_after, method)] * times
 
-    def fail(self, times: int = 1) -> None:
-        """Answer the next ``times`` requests 500."""
+    def fail(self, times: int = 1, *, method: str | None = None) -> None:
+        """Answer the next ``times`` requests (of ``method``, if given) 500, before doing
+        anything."""
         with self._lock:
-            self._failures += times
+            self._failures += [method] * times
 
     def malform(self, body: bytes = b"<html><body>502 Bad Gateway</body></html>") -> None:
         """Answer the next request 200 with ``body`` instead of the documented JSON."""
@@ -253,11 +258,13 @@ class VultrServer:
     def _answer(
         self, method: str, path: str, query: dict[str, list[str]], authorized: bool, body: Any
     ) -> Answer:
-        if self._rate_limits:
-            wait = self._rate_limits.pop(0)
+        limit = next((r for r in self._rate_limits if r[1] in (None, method)), None)
+        if limit is not None:
+            self._rate_limits.remove(limit)
+            wait = limit[0]
             return error(429, "Rate limit reached - please try your request again later.", wait)
-        if self._failures:
-            self._failures -= 1
+        if method in self._failures or None in self._failures:
+            self._failures.remove(method if method in self._failures else None)
             return Answer(500, b"Internal Server Error", {"Content-Type": "text/plain"})
         if not authorized:
             return error(401, "Invalid API token.")
@@ -295,7 +302,9 @@ class VultrServer:
         self._servers[server_id] = _Server(record, stuck=self._stick_next)
         self._stick_next = False
         self.ledger.created.append(server_id)
-        return Answer.json(202, {"bare_metal": public(record)})
+        created = Answer.json(202, {"bare_metal": public(record)})
+        server_error = Answer(500, b"Internal Server Error", {"Content-Type": "text/plain"})
+        return http.after_create(self.after_create, created, server_error)
 
     def _create_problem(self, body: dict[str, Any]) -> str | None:
         plan = next((p for p in self.plans if p["id"] == body.get("plan")), None)
