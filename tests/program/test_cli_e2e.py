@@ -27,6 +27,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +191,9 @@ def test_up_serves_a_verified_endpoint(first_up: dict[str, Any], lab: HostLab) -
     verdict = {(r["scope"], r["metric"]): r for r in outputs["verification"]["verdict"]}
     assert verdict[("c4", "output_throughput")]["passed"] is True
     assert verdict[("gsm8k", "success_rate")]["observed"] == 1
+    verified_at = datetime.fromisoformat(outputs["verified_at"])
+    assert verified_at.utcoffset() == timedelta(0)
+    assert timedelta(0) <= datetime.now(UTC) - verified_at < timedelta(hours=1)
     assert _completion(outputs, None).status_code == 401
     reply = _completion(outputs, API_KEY)
     assert reply.status_code == 200 and reply.json()["usage"]["completion_tokens"] == 4
@@ -287,13 +291,16 @@ def test_second_up_changes_nothing_and_touches_no_host(
     assert run.changed() == {}
     assert run.summary["resourceChanges"] == {"same": 9}
     assert _host_snapshot(lab) == before
-    assert workspace.outputs(STACK)["ready"] is True
+    outputs = workspace.outputs(STACK)
+    assert outputs["ready"] is True
+    assert outputs["verified_at"] == first_up["outputs"]["verified_at"]  # not verified again
 
 
 def test_changing_a_serving_setting_restarts_only_the_engine_and_reverifies(
     first_up: dict[str, Any], workspace: PulumiWorkspace, lab: HostLab
 ) -> None:
     pid = _engine_pid(lab)
+    verified_at = workspace.outputs(STACK)["verified_at"]
     config = workspace.config(STACK)
     workspace.set_config(
         STACK, "amdfleet:serving", {**config["amdfleet:serving"], "max_num_seqs": 16}
@@ -306,7 +313,9 @@ def test_changing_a_serving_setting_restarts_only_the_engine_and_reverifies(
     }
     assert not lab.alive(0, pid) and lab.alive(0, _engine_pid(lab))
     assert "--max-num-seqs 16" in _host(lab, f"cat /proc/{_engine_pid(lab)}/cmdline | tr '\\0' ' '")
-    assert workspace.outputs(STACK)["ready"] is True
+    outputs = workspace.outputs(STACK)
+    assert outputs["ready"] is True
+    assert datetime.fromisoformat(outputs["verified_at"]) > datetime.fromisoformat(verified_at)
 
 
 def test_a_failing_threshold_fails_up_marks_the_stack_not_ready_and_a_fix_reruns_it(
