@@ -179,8 +179,16 @@ def read_stack(project_dir: Path, stack: str) -> StackView:
         workspace = auto.LocalWorkspace(work_dir=str(project_dir))
         outputs = {k: v.value for k, v in workspace.stack_outputs(stack).items()}
         state = workspace.export_stack(stack).deployment or {}
+    except FileNotFoundError as e:
+        raise AmdFleetError(
+            f"cannot read stack {stack}: the pulumi CLI was not found ({e.strerror}: "
+            f"{e.filename})\n  hint: put the pulumi CLI on PATH (scripts/install-pulumi prints "
+            "its directory)"
+        ) from None
     except auto.CommandError as e:
-        tail = "\n".join(f"  | {line}" for line in str(e).strip().splitlines()[-6:])
+        said = str(e).partition("stderr:")[2] or str(e)  # the CLI's own words, not the wrapper
+        lines = [line.strip() for line in said.strip().splitlines() if line.strip()]
+        tail = "\n".join(f"  | {line}" for line in lines[-6:])
         raise AmdFleetError(
             f"cannot read stack {stack} of the project in {project_dir}:\n{tail}\n"
             "  hint: check the stack name (`pulumi stack ls`), --project-dir, and that "

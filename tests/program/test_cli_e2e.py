@@ -7,14 +7,17 @@ verification gate runs the real benchmark client and GSM8K scorer. In order:
 
 * ``pulumi up`` serves a verified endpoint; its outputs are what applications read, and
   ``examples/consumer`` reads them for real through a StackReference;
+* ``amdfleet status`` finds it serving (text and ``--json``) in seconds, changing nothing,
+  and never prints the API key;
 * the API key and HF token, set with ``pulumi config set --secret``, never appear in
   plain text in the state, outputs, CLI output, the engine's command line or its logs;
 * a second ``up`` reports zero changes and opens zero SSH sessions (counted in the host's
   sshd log), leaving every file and process on the host as it was;
 * changing one serving setting updates only the engine and re-runs verification; a
   failing threshold fails ``up`` and leaves the engine running;
-* ``pulumi refresh`` after the engine and its supervisor were killed out of band reports
-  the drift, and the next ``up`` repairs it;
+* after the engine and its supervisor were killed out of band, ``amdfleet status`` says
+  down and names the node, ``pulumi refresh`` reports the drift, and the next ``up``
+  repairs it;
 * ``pulumi destroy`` leaves nothing on the host, and a second destroy is a no-op;
 * Ctrl-C (SIGINT to the CLI's process group) in the middle of ``up``, then ``up`` again,
   converges with exactly one engine and nothing leaked.
@@ -26,6 +29,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -170,6 +174,22 @@ def _host_snapshot(lab: HostLab) -> str:
     )
 
 
+def _status(
+    workspace: PulumiWorkspace, *args: str, stack: str = STACK
+) -> subprocess.CompletedProcess[str]:
+    """``amdfleet status STACK`` as a user runs it beside the project."""
+    argv = [sys.executable, "-m", "amdfleet.cli", "status", stack, *args]
+    return subprocess.run(
+        [*argv, "--project-dir", str(workspace.root)],
+        cwd=workspace.root,
+        env=workspace.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def _completion(outputs: dict[str, Any], key: str | None) -> httpx.Response:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     body = {"model": outputs["model"], "prompt": "Hello", "max_tokens": 4}
@@ -262,6 +282,7 @@ def test_consumer_reads_the_outputs_through_a_stack_reference(
     endpoint = first_up["outputs"]["endpoint"]
     assert outputs["chat_completions_url"] == f"{endpoint}/chat/completions"
     assert outputs["ready"] is True and outputs["openai_env"] == "[secret]"
+    assert outputs["verified_at"] == first_up["outputs"]["verified_at"]
     revealed = consumer.outputs("app", show_secrets=True)["openai_env"]
     assert revealed == {"OPENAI_BASE_URL": endpoint, "OPENAI_API_KEY": API_KEY}
     assert API_KEY not in run.text
@@ -279,6 +300,58 @@ def test_consumer_reads_the_outputs_through_a_stack_reference(
     assert answer.returncode == 0, answer.stderr
     assert answer.stdout.strip()  # the tiny model's (random) answer
     consumer.destroy("app")
+
+
+def test_status_finds_the_stack_serving_in_seconds_and_changes_nothing(
+    first_up: dict[str, Any], workspace: PulumiWorkspace, lab: HostLab
+) -> None:
+    state = workspace.export(STACK)["deployment"]["resources"]
+    host = _host_snapshot(lab)
+    started = time.monotonic()
+    text = _status(workspace)
+    took = time.monotonic() - started
+    assert text.returncode == 0, text.stdout + text.stderr
+    lines = text.stdout.splitlines()
+    assert lines[0].startswith(f"stack {STACK}: serving, every check passed (checked in ")
+    verified_at = first_up["outputs"]["verified_at"]
+    assert f"last verification: {verified_at}, ready true" in text.stdout
+    rows = {tuple(line.split()[:3]) for line in lines[4:]}
+    assert {("engine", "host0", "ok"), ("models", "endpoint", "ok")} <= rows
+    assert {("completion", "endpoint", "ok"), ("verification", "stack", "ok")} <= rows
+
+    document = _status(workspace, "--json")
+    assert document.returncode == 0
+    report = json.loads(document.stdout)
+    assert set(report) == {
+        "stack", "verdict", "reason", "endpoint", "model", "ready", "verified_at",
+        "verification", "checks", "seconds",
+    }  # fmt: skip
+    assert (report["verdict"], report["ready"], report["verified_at"]) == (
+        "serving",
+        True,
+        verified_at,
+    )
+    assert report["endpoint"] == first_up["outputs"]["endpoint"]
+    assert [(c["check"], c["subject"], c["ok"]) for c in report["checks"]] == [
+        ("engine", "host0", True),
+        ("models", "endpoint", True),
+        ("completion", "endpoint", True),
+        ("verification", "stack", True),
+    ]
+    assert report["checks"][0]["detail"] == "running (process supervisor)"
+    # seconds, not minutes: the Pulumi reads and every live check, the whole command
+    assert report["seconds"] < 20 and took < 30, (report["seconds"], took)
+    print(f"amdfleet status took {took:.2f} s (its own count: {report['seconds']} s)")
+    for out in (text, document):
+        assert API_KEY not in out.stdout + out.stderr and HF_TOKEN not in out.stdout + out.stderr
+    # read-only: the state and the host are as they were
+    assert workspace.export(STACK)["deployment"]["resources"] == state
+    assert _host_snapshot(lab) == host
+
+    unknown = _status(workspace, stack="no-such-stack")
+    assert unknown.returncode == 1
+    assert "cannot read stack no-such-stack" in unknown.stderr
+    assert "no stack named 'no-such-stack' found" in unknown.stderr
 
 
 def test_second_up_changes_nothing_and_touches_no_host(
@@ -346,7 +419,7 @@ def test_a_failing_threshold_fails_up_marks_the_stack_not_ready_and_a_fix_reruns
     assert run.changed() == {}
 
 
-def test_refresh_reports_a_killed_engine_and_up_repairs_it(
+def test_status_and_refresh_report_a_killed_engine_and_up_repairs_it(
     first_up: dict[str, Any], workspace: PulumiWorkspace, lab: HostLab
 ) -> None:
     pid = _engine_pid(lab)
@@ -360,6 +433,16 @@ def test_refresh_reports_a_killed_engine_and_up_repairs_it(
         lambda: not lab.alive(0, pid) and _engine_sessions(lab) == set(), 30, "the engine to die"
     )
 
+    down = _status(workspace, "--json")
+    assert down.returncode == 4, down.stdout + down.stderr
+    report = json.loads(down.stdout)
+    assert report["verdict"] == "down" and report["ready"] is True  # the output still says so
+    failed = {(c["check"], c["subject"]): c["detail"] for c in report["checks"] if not c["ok"]}
+    assert set(failed) == {("engine", "host0"), ("models", "endpoint"), ("completion", "endpoint")}
+    assert failed[("engine", "host0")].startswith("not running (the process supervisor")
+    assert report["reason"].startswith("host0: engine not running")
+    assert API_KEY not in down.stdout + down.stderr
+
     refresh = workspace.refresh(STACK)
     assert refresh.ops["deployment-engine-host0"] == "update"  # drift: running true -> false
     assert workspace.resources(STACK)["deployment-engine-host0"]["outputs"]["running"] is False
@@ -370,6 +453,7 @@ def test_refresh_reports_a_killed_engine_and_up_repairs_it(
     assert new_pid != pid and lab.alive(0, new_pid)
     assert len(_engine_sessions(lab)) == 1
     assert _completion(workspace.outputs(STACK, show_secrets=True), API_KEY).status_code == 200
+    assert _status(workspace).returncode == 0  # serving again
 
 
 def test_destroy_leaves_nothing_and_a_second_destroy_is_a_no_op(
@@ -386,6 +470,8 @@ def test_destroy_leaves_nothing_and_a_second_destroy_is_a_no_op(
         httpx.get(endpoint.removesuffix("/v1") + "/health", timeout=5)
     assert workspace.resources(STACK) == {}
     assert Path("/var/lib/amdfleet/models/tiny-llama/config.json").exists()  # local_path stays
+    gone = _status(workspace)
+    assert gone.returncode == 1 and "nothing is deployed" in gone.stderr
 
     again = workspace.destroy(STACK)
     assert again.changed() == {} and again.summary["resourceChanges"] == {}
