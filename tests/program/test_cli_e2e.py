@@ -177,17 +177,8 @@ def _host_snapshot(lab: HostLab) -> str:
 def _status(
     workspace: PulumiWorkspace, *args: str, stack: str = STACK
 ) -> subprocess.CompletedProcess[str]:
-    """``amdfleet status STACK`` as a user runs it beside the project."""
-    argv = [sys.executable, "-m", "amdfleet.cli", "status", stack, *args]
-    return subprocess.run(
-        [*argv, "--project-dir", str(workspace.root)],
-        cwd=workspace.root,
-        env=workspace.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    """``amdfleet status STACK`` as a user runs it in the project directory."""
+    return workspace.amdfleet("status", stack, *args)
 
 
 def _completion(outputs: dict[str, Any], key: str | None) -> httpx.Response:
