@@ -25,6 +25,7 @@ API key is never printed (every text is masked with it, ``--json`` too).
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -261,14 +262,13 @@ def check_stack(view: StackView, *, timeout_s: float, started: float | None = No
     from amdfleet.remote.transport.fanout import fan_out
 
     began = time.monotonic() if started is None else started
+    endpoint = (view.endpoint, view.model, view.api_key, timeout_s)
     calls: dict[str, Callable[[], Check]] = {
-        f"engine:{node.name}": _bound(check_engine, node, view.api_key, timeout_s)
+        f"engine:{node.name}": functools.partial(check_engine, node, view.api_key, timeout_s)
         for node in view.nodes
     }
-    calls["models"] = _bound(check_models, view.endpoint, view.model, view.api_key, timeout_s)
-    calls["completion"] = _bound(
-        check_completion, view.endpoint, view.model, view.api_key, timeout_s
-    )
+    calls["models"] = functools.partial(check_models, *endpoint)
+    calls["completion"] = functools.partial(check_completion, *endpoint)
     outcome = fan_out(calls)
     redact = Redactor([view.api_key] if view.api_key else [])
     checks = [_masked(_outcome_check(key, outcome.outcome(key)), redact) for key in calls]
@@ -421,10 +421,6 @@ def render_report(report: StatusReport) -> str:
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def _bound(function: Callable[..., Check], *args: Any) -> Callable[[], Check]:
-    return lambda: function(*args)
 
 
 def _outcome_check(key: str, outcome: Check | Exception) -> Check:
