@@ -15,6 +15,8 @@ verification gate runs the real benchmark client and GSM8K scorer. In order:
   sshd log), leaving every file and process on the host as it was;
 * changing one serving setting updates only the engine and re-runs verification; a
   failing threshold fails ``up`` and leaves the engine running;
+* a stack whose state an older amdfleet wrote (no ``verified_at``) still reads, and ``up``
+  does not verify it again just to record the time;
 * after the engine and its supervisor were killed out of band, ``amdfleet status`` says
   down and names the node, ``pulumi refresh`` reports the drift, and the next ``up``
   repairs it;
@@ -408,6 +410,35 @@ def test_a_failing_threshold_fails_up_marks_the_stack_not_ready_and_a_fix_reruns
     assert workspace.outputs(STACK)["ready"] is True
     run = workspace.up(STACK)
     assert run.changed() == {}
+
+
+def test_a_stack_verified_before_verified_at_existed_still_reads_and_is_not_reverified(
+    first_up: dict[str, Any], workspace: PulumiWorkspace, tmp_path: Path
+) -> None:
+    """State an older amdfleet wrote: the Verification resource's outputs without
+    ``verified_at``, and the stack without the output. ``up`` does not verify again
+    just to record a time; the output reads null, and ``amdfleet status`` says so."""
+    exported = workspace.export(STACK)
+    for resource in exported["deployment"]["resources"]:
+        if resource["type"].endswith("/amdfleet:Verification"):
+            resource["inputs"].pop("verified_at", None)  # null inputs are not stored
+            assert resource["outputs"].pop("verified_at")
+        elif resource["type"] == "pulumi:pulumi:Stack":
+            assert resource["outputs"].pop("verified_at")
+    older = tmp_path / "older-state.json"
+    older.write_text(json.dumps(exported))
+    workspace.run(["stack", "import", "--file", str(older), "--stack", STACK], timeout=60)
+    assert "verified_at" not in workspace.outputs(STACK)
+
+    run = workspace.up(STACK)
+    assert run.changed() == {}
+    outputs = workspace.outputs(STACK)
+    assert outputs["ready"] is True and outputs.get("verified_at") is None
+    status = _status(workspace)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "last verification: unknown (verified before amdfleet recorded the time)" in (
+        status.stdout
+    )
 
 
 def test_status_and_refresh_report_a_killed_engine_and_up_repairs_it(
