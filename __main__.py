@@ -38,5 +38,5 @@ except AmdFleetError as error:
 pulumi.export("endpoint", outputs["endpoint"])
 pulumi.export("model", deployment_plan.model.served_name)
 pulumi.export("api_key", api_key)
-for name in ("hosts", "engine", "verification", "ready", "campaign"):
+for name in ("hosts", "engine", "verification", "ready", "verified_at", "campaign"):
     pulumi.export(name, outputs[name])

@@ -63,6 +63,10 @@ COMMANDS: dict[str, CommandEntry] = {
         "amdfleet.cli.verify",
         "Output parity: record a reference from a known-good endpoint, or check one.",
     ),
+    "status": CommandEntry(
+        "amdfleet.cli.status",
+        "Check STACK's deployed endpoint live: the engine on every node, the model, one token.",
+    ),
     "verify": CommandEntry(
         "amdfleet.cli.verify",
         "Run STACK's verification spec against --url; exit 0 only if it passes.",

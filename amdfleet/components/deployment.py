@@ -44,7 +44,15 @@ class Deployment(pulumi.ComponentResource):
     """Image, weights and engine on every node (after the cluster and fabric checks of a
     multi-node stack), and the verification gate."""
 
-    OUTPUT_NAMES = ("endpoint", "hosts", "engine", "verification", "ready", "campaign")
+    OUTPUT_NAMES = (
+        "endpoint",
+        "hosts",
+        "engine",
+        "verification",
+        "ready",
+        "verified_at",
+        "campaign",
+    )
     """The outputs a stack exports from its deployment (beside model and api_key)."""
 
     hosts: pulumi.Output[list[dict[str, Any]]]
@@ -54,6 +62,7 @@ class Deployment(pulumi.ComponentResource):
     engine: pulumi.Output[dict[str, Any]]
     verification: pulumi.Output[dict[str, Any]]
     ready: pulumi.Output[bool]
+    verified_at: pulumi.Output[str | None]
     campaign: pulumi.Output[dict[str, Any]]
 
     def __init__(
@@ -117,11 +126,13 @@ class Deployment(pulumi.ComponentResource):
                 lambda values: {"enabled": False, "fabric": values[0]}
             )
             self.ready = pulumi.Output.from_input(False)
+            self.verified_at = pulumi.Output.from_input(None)
         else:
             self.verification = pulumi.Output.all(check.result, fabric_result).apply(
                 lambda values: {**values[0], "fabric": values[1]}
             )
             self.ready = check.passed
+            self.verified_at = check.verified_at
             VerificationGate(
                 f"{name}-readiness",
                 self._opts([check]),
@@ -139,6 +150,7 @@ class Deployment(pulumi.ComponentResource):
                 "engine": self.engine,
                 "verification": self.verification,
                 "ready": self.ready,
+                "verified_at": self.verified_at,
                 "campaign": self.campaign,
             }
         )

@@ -149,11 +149,16 @@ def unit_name(files: Mapping[str, object], remote_dir: str) -> str:
 
 
 def node_supervisor(
-    conn: Connection, layout: EngineLayout, unit: str, container: str | None
+    conn: Connection,
+    layout: EngineLayout,
+    unit: str,
+    container: str | None,
+    *,
+    timeout: float = CALL_TIMEOUT,
 ) -> Supervisor:
     """The supervisor for this engine, chosen from the host's facts (a container name
-    means the docker runtime)."""
-    facts = parse_facts(conn.run(FACTS_COMMAND, timeout=CALL_TIMEOUT).stdout)
+    means the docker runtime); ``timeout`` bounds the facts command."""
+    facts = parse_facts(conn.run(FACTS_COMMAND, timeout=timeout).stdout)
     kind = choose_supervisor("docker" if container else "process", facts)
     return supervisor_for(kind, layout, unit=unit, container=container)
 

@@ -4,12 +4,15 @@ Runs the stack's verification (the plan's
 :class:`~amdfleet.plan.models.VerificationInput`: output parity, serving benchmarks and
 the accuracy check, see :mod:`amdfleet.verify`) against the endpoint once the engine is
 up, and records the outcome whatever it is: ``passed``, the verdict rows in ``result``,
-and for a failed run ``failures`` and ``verdict_table``. A failed run is a record too, not
+``verified_at`` (when the run finished, UTC, ISO 8601), and for a failed run ``failures``
+and ``verdict_table``. A failed run is a record too, not
 a failed operation, so the state and the stack's ``ready`` output say ``false`` instead of
 keeping the last passing run's ``true``;
 :class:`~amdfleet.providers.readiness.VerificationGate` then fails ``pulumi up`` with the
 verdict table. It re-runs when the engine (rendered content, image
-digest), the endpoint or the spec changes, and after a failed run; otherwise not.
+digest), the endpoint or the spec changes, and after a failed run; otherwise not, and then
+the state keeps the last run's outputs, ``verified_at`` included (state written before
+``verified_at`` existed reads with it null until the next run).
 
 The tokenizer comes from the head node's staged weights (copied over the connection), so
 random prompts have exact token lengths even for a model that exists only on the hosts.
@@ -25,6 +28,7 @@ verification leave a note with their headline numbers.
 from __future__ import annotations
 
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -89,6 +93,11 @@ class VerificationProps(ProviderProps):
     verdict_table: str | None = Field(
         None, description="Output: the verdict table of a failed run ('' when passed)."
     )
+    verified_at: str | None = Field(
+        None,
+        description="Output: when the last run finished (UTC, ISO 8601, seconds), passed or "
+        "not; null in state written before it was recorded.",
+    )
 
 
 class VerificationProvider(ResourceProvider):
@@ -126,13 +135,15 @@ class VerificationProvider(ResourceProvider):
 
 
 class Verification(pulumi.dynamic.Resource, module="amdfleet", name="Verification"):
-    """The verification run: ``passed``, ``result`` (metrics, thresholds, verdict) and,
-    when it failed, ``failures`` (metric, expected, observed) and ``verdict_table``."""
+    """The verification run: ``passed``, ``result`` (metrics, thresholds, verdict),
+    ``verified_at`` (when it finished) and, when it failed, ``failures`` (metric, expected,
+    observed) and ``verdict_table``."""
 
     passed: pulumi.Output[bool]
     result: pulumi.Output[dict[str, Any]]
     failures: pulumi.Output[list[list[str]]]
     verdict_table: pulumi.Output[str]
+    verified_at: pulumi.Output[str | None]
 
     def __init__(
         self,
@@ -203,6 +214,7 @@ def _run(p: VerificationProps, progress: ResourceProgress) -> dict[str, Any]:
         result=result.to_dict(),
         failures=[[f.subject, f.expected, f.observed] for f in result.failures()],
         verdict_table="" if result.passed else render_verdict_table(result),
+        verified_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
 
 

@@ -17,7 +17,9 @@ api_key = serving.require_output("api_key")  # a secret
 
 pulumi.export("chat_completions_url", endpoint.apply(lambda url: f"{url}/chat/completions"))
 pulumi.export("model", serving.require_output("model"))
-pulumi.export("ready", serving.require_output("ready"))
+pulumi.export("ready", serving.require_output("ready"))  # the last `up`'s verification passed
+# When it ran (None for a stack verified before amdfleet recorded it: get, not require).
+pulumi.export("verified_at", serving.get_output("verified_at"))
 pulumi.export(
     "openai_env",
     pulumi.Output.secret(

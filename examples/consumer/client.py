@@ -33,7 +33,7 @@ def stack_outputs(stack: str, saved: Path | None) -> dict[str, Any]:
 
 def ask(outputs: dict[str, Any], question: str) -> str:
     """One chat completion against the stack's endpoint."""
-    if not outputs.get("ready"):
+    if not outputs.get("ready"):  # as of the last `pulumi up`; the request below is the live test
         raise SystemExit("the stack is not ready: its verification has not passed")
     headers = {"Authorization": f"Bearer {outputs['api_key']}"} if outputs.get("api_key") else {}
     response = httpx.post(

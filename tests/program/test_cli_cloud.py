@@ -16,7 +16,7 @@ In order, what a user renting a fleet meets:
   it runs, connects with the host key pinned before the first connection, runs
   preflight, starts the engine and passes verification; the ``instances`` output lists
   the droplet with its price, and neither the API token nor the host's private key is
-  in any output, the state or the CLI's output;
+  in any output, the state or the CLI's output; ``amdfleet status`` finds it serving;
 * ``amdfleet cloud orphans`` finds a tagged droplet no stack owns (and not the stack's
   own), and ``--delete`` removes it;
 * a droplet deleted out of band (its host gone with it): ``pulumi refresh`` drops it and
@@ -157,7 +157,9 @@ def test_up_creates_a_tagged_droplet_pins_its_key_and_serves_verified(
     assert host["address"] == instance["public_address"]
 
 
-def test_the_endpoint_answers_with_the_api_key(first_up: dict[str, Any]) -> None:
+def test_the_endpoint_answers_with_the_api_key_and_status_finds_it_serving(
+    first_up: dict[str, Any], workspace: PulumiWorkspace
+) -> None:
     outputs = first_up["outputs"]
     response = httpx.post(
         f"{outputs['endpoint']}/completions",
@@ -169,6 +171,18 @@ def test_the_endpoint_answers_with_the_api_key(first_up: dict[str, Any]) -> None
     assert response.json()["choices"][0]["text"]
     refused = httpx.get(f"{outputs['endpoint']}/models", timeout=10)
     assert refused.status_code == 401
+
+    # amdfleet status reaches the droplet as the providers do: its address and the host
+    # key amdfleet generated and pinned, from the state; no token or key in what it prints
+    status = workspace.amdfleet("status", STACK, "--json")
+    assert status.returncode == 0, status.stdout + status.stderr
+    report = json.loads(status.stdout)
+    assert report["verdict"] == "serving"
+    [node] = outputs["hosts"]
+    engine = next(c for c in report["checks"] if c["check"] == "engine")
+    assert (engine["subject"], engine["ok"]) == (node["name"], True)
+    for secret in (API_KEY, TOKEN):
+        assert secret not in status.stdout + status.stderr
 
 
 def test_no_token_and_no_host_private_key_anywhere(

@@ -16,7 +16,9 @@ In order, what a user of a multi-node fleet meets:
   endpoint from two hosts; each node runs the rendered multi-node command with its own
   rank, ``VLLM_HOST_IP``, the collective interface derived from its facts and a core of
   its own;
+* ``amdfleet status`` finds both nodes' engines running and the endpoint serving;
 * a worker's engine killed out of band: the head still answers ``/health``, but
+  ``amdfleet status`` says down (no token within its timeout) naming the worker, and
   ``pulumi refresh`` reports the cluster not serving, naming the worker and its log
   tail; the next ``up`` restarts both nodes, head first, and verification passes again;
 * a worker that never joins (its engine frozen) fails ``up`` with the head's and the
@@ -26,6 +28,7 @@ In order, what a user of a multi-node fleet meets:
 
 from __future__ import annotations
 
+import json
 import signal
 from collections.abc import Iterator
 from typing import Any
@@ -205,9 +208,16 @@ def test_second_up_changes_nothing(first_up: dict[str, Any], workspace: PulumiWo
     assert run.changed() == {}
 
 
-def test_refresh_reports_a_dead_worker_and_up_restarts_the_cluster(
+def test_status_and_refresh_report_a_dead_worker_and_up_restarts_the_cluster(
     first_up: dict[str, Any], workspace: PulumiWorkspace, lab: HostLab
 ) -> None:
+    serving = workspace.amdfleet("status", STACK, "--json")
+    assert serving.returncode == 0, serving.stdout + serving.stderr
+    checks = json.loads(serving.stdout)["checks"]
+    assert [(c["check"], c["subject"], c["ok"]) for c in checks[:2]] == [
+        ("engine", "host0", True),
+        ("engine", "host1", True),
+    ]
     head_before, worker_before = _pid(lab, 0, "engine.pid"), _pid(lab, 1, "engine.pid")
     # The worker's supervisor loop first (it would restart the engine, which could not
     # rejoin anyway), then the engine's whole process group, as a crashed host would.
@@ -217,6 +227,20 @@ def test_refresh_reports_a_dead_worker_and_up_restarts_the_cluster(
     # What misleads people: the head still answers its health and model list.
     endpoint = first_up["outputs"]["endpoint"].removesuffix("/v1")
     assert httpx.get(f"{endpoint}/health", timeout=10).status_code == 200
+    down = workspace.amdfleet("status", STACK, "--json", "--timeout", "5")
+    assert down.returncode == 4, down.stdout + down.stderr
+    report = json.loads(down.stdout)
+    result = {(c["check"], c["subject"]): (c["ok"], c["detail"]) for c in report["checks"]}
+    assert report["verdict"] == "down"
+    assert result[("engine", "host0")][0] and result[("models", "endpoint")][0]
+    assert result[("engine", "host1")] == (
+        False,
+        "not running (the process supervisor reports it stopped; its log: "
+        f"/opt/amdfleet/{STACK}/engine.log on host1)",
+    )
+    assert result[("completion", "endpoint")] == (False, "no answer within 5 s")
+    assert report["reason"].startswith("host1: engine not running")
+    assert API_KEY not in down.stdout + down.stderr
 
     refresh = workspace.refresh(STACK)
     assert refresh.ops["deployment-engine"] == "update"  # drift: running true -> false

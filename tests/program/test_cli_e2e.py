@@ -7,14 +7,19 @@ verification gate runs the real benchmark client and GSM8K scorer. In order:
 
 * ``pulumi up`` serves a verified endpoint; its outputs are what applications read, and
   ``examples/consumer`` reads them for real through a StackReference;
+* ``amdfleet status`` finds it serving (text and ``--json``) in seconds, changing nothing,
+  and never prints the API key;
 * the API key and HF token, set with ``pulumi config set --secret``, never appear in
   plain text in the state, outputs, CLI output, the engine's command line or its logs;
 * a second ``up`` reports zero changes and opens zero SSH sessions (counted in the host's
   sshd log), leaving every file and process on the host as it was;
 * changing one serving setting updates only the engine and re-runs verification; a
   failing threshold fails ``up`` and leaves the engine running;
-* ``pulumi refresh`` after the engine and its supervisor were killed out of band reports
-  the drift, and the next ``up`` repairs it;
+* a stack whose state an older amdfleet wrote (no ``verified_at``) still reads, and ``up``
+  does not verify it again just to record the time;
+* after the engine and its supervisor were killed out of band, ``amdfleet status`` says
+  down and names the node, ``pulumi refresh`` reports the drift, and the next ``up``
+  repairs it;
 * ``pulumi destroy`` leaves nothing on the host, and a second destroy is a no-op;
 * Ctrl-C (SIGINT to the CLI's process group) in the middle of ``up``, then ``up`` again,
   converges with exactly one engine and nothing leaked.
@@ -26,7 +31,9 @@ import json
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +176,13 @@ def _host_snapshot(lab: HostLab) -> str:
     )
 
 
+def _status(
+    workspace: PulumiWorkspace, *args: str, stack: str = STACK
+) -> subprocess.CompletedProcess[str]:
+    """``amdfleet status STACK`` as a user runs it in the project directory."""
+    return workspace.amdfleet("status", stack, *args)
+
+
 def _completion(outputs: dict[str, Any], key: str | None) -> httpx.Response:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     body = {"model": outputs["model"], "prompt": "Hello", "max_tokens": 4}
@@ -190,6 +204,9 @@ def test_up_serves_a_verified_endpoint(first_up: dict[str, Any], lab: HostLab) -
     verdict = {(r["scope"], r["metric"]): r for r in outputs["verification"]["verdict"]}
     assert verdict[("c4", "output_throughput")]["passed"] is True
     assert verdict[("gsm8k", "success_rate")]["observed"] == 1
+    verified_at = datetime.fromisoformat(outputs["verified_at"])
+    assert verified_at.utcoffset() == timedelta(0)
+    assert timedelta(0) <= datetime.now(UTC) - verified_at < timedelta(hours=1)
     assert _completion(outputs, None).status_code == 401
     reply = _completion(outputs, API_KEY)
     assert reply.status_code == 200 and reply.json()["usage"]["completion_tokens"] == 4
@@ -258,6 +275,7 @@ def test_consumer_reads_the_outputs_through_a_stack_reference(
     endpoint = first_up["outputs"]["endpoint"]
     assert outputs["chat_completions_url"] == f"{endpoint}/chat/completions"
     assert outputs["ready"] is True and outputs["openai_env"] == "[secret]"
+    assert outputs["verified_at"] == first_up["outputs"]["verified_at"]
     revealed = consumer.outputs("app", show_secrets=True)["openai_env"]
     assert revealed == {"OPENAI_BASE_URL": endpoint, "OPENAI_API_KEY": API_KEY}
     assert API_KEY not in run.text
@@ -277,6 +295,58 @@ def test_consumer_reads_the_outputs_through_a_stack_reference(
     consumer.destroy("app")
 
 
+def test_status_finds_the_stack_serving_in_seconds_and_changes_nothing(
+    first_up: dict[str, Any], workspace: PulumiWorkspace, lab: HostLab
+) -> None:
+    state = workspace.export(STACK)["deployment"]["resources"]
+    host = _host_snapshot(lab)
+    started = time.monotonic()
+    text = _status(workspace)
+    took = time.monotonic() - started
+    assert text.returncode == 0, text.stdout + text.stderr
+    lines = text.stdout.splitlines()
+    assert lines[0].startswith(f"stack {STACK}: serving, every check passed (checked in ")
+    verified_at = first_up["outputs"]["verified_at"]
+    assert f"last verification: {verified_at}, ready true" in text.stdout
+    rows = {tuple(line.split()[:3]) for line in lines[4:]}
+    assert {("engine", "host0", "ok"), ("models", "endpoint", "ok")} <= rows
+    assert {("completion", "endpoint", "ok"), ("verification", "stack", "ok")} <= rows
+
+    document = _status(workspace, "--json")
+    assert document.returncode == 0
+    report = json.loads(document.stdout)
+    assert set(report) == {
+        "stack", "verdict", "reason", "endpoint", "model", "ready", "verified_at",
+        "verification", "checks", "seconds",
+    }  # fmt: skip
+    assert (report["verdict"], report["ready"], report["verified_at"]) == (
+        "serving",
+        True,
+        verified_at,
+    )
+    assert report["endpoint"] == first_up["outputs"]["endpoint"]
+    assert [(c["check"], c["subject"], c["ok"]) for c in report["checks"]] == [
+        ("engine", "host0", True),
+        ("models", "endpoint", True),
+        ("completion", "endpoint", True),
+        ("verification", "stack", True),
+    ]
+    assert report["checks"][0]["detail"] == "running (process supervisor)"
+    # seconds, not minutes: the Pulumi reads and every live check, the whole command
+    assert report["seconds"] < 20 and took < 30, (report["seconds"], took)
+    print(f"amdfleet status took {took:.2f} s (its own count: {report['seconds']} s)")
+    for out in (text, document):
+        assert API_KEY not in out.stdout + out.stderr and HF_TOKEN not in out.stdout + out.stderr
+    # read-only: the state and the host are as they were
+    assert workspace.export(STACK)["deployment"]["resources"] == state
+    assert _host_snapshot(lab) == host
+
+    unknown = _status(workspace, stack="no-such-stack")
+    assert unknown.returncode == 1
+    assert "cannot read stack no-such-stack" in unknown.stderr
+    assert "no stack named 'no-such-stack' found" in unknown.stderr
+
+
 def test_second_up_changes_nothing_and_touches_no_host(
     first_up: dict[str, Any], workspace: PulumiWorkspace, lab: HostLab
 ) -> None:
@@ -287,13 +357,16 @@ def test_second_up_changes_nothing_and_touches_no_host(
     assert run.changed() == {}
     assert run.summary["resourceChanges"] == {"same": 9}
     assert _host_snapshot(lab) == before
-    assert workspace.outputs(STACK)["ready"] is True
+    outputs = workspace.outputs(STACK)
+    assert outputs["ready"] is True
+    assert outputs["verified_at"] == first_up["outputs"]["verified_at"]  # not verified again
 
 
 def test_changing_a_serving_setting_restarts_only_the_engine_and_reverifies(
     first_up: dict[str, Any], workspace: PulumiWorkspace, lab: HostLab
 ) -> None:
     pid = _engine_pid(lab)
+    verified_at = workspace.outputs(STACK)["verified_at"]
     config = workspace.config(STACK)
     workspace.set_config(
         STACK, "amdfleet:serving", {**config["amdfleet:serving"], "max_num_seqs": 16}
@@ -306,7 +379,9 @@ def test_changing_a_serving_setting_restarts_only_the_engine_and_reverifies(
     }
     assert not lab.alive(0, pid) and lab.alive(0, _engine_pid(lab))
     assert "--max-num-seqs 16" in _host(lab, f"cat /proc/{_engine_pid(lab)}/cmdline | tr '\\0' ' '")
-    assert workspace.outputs(STACK)["ready"] is True
+    outputs = workspace.outputs(STACK)
+    assert outputs["ready"] is True
+    assert datetime.fromisoformat(outputs["verified_at"]) > datetime.fromisoformat(verified_at)
 
 
 def test_a_failing_threshold_fails_up_marks_the_stack_not_ready_and_a_fix_reruns_it(
@@ -337,7 +412,36 @@ def test_a_failing_threshold_fails_up_marks_the_stack_not_ready_and_a_fix_reruns
     assert run.changed() == {}
 
 
-def test_refresh_reports_a_killed_engine_and_up_repairs_it(
+def test_a_stack_verified_before_verified_at_existed_still_reads_and_is_not_reverified(
+    first_up: dict[str, Any], workspace: PulumiWorkspace, tmp_path: Path
+) -> None:
+    """State an older amdfleet wrote: the Verification resource's outputs without
+    ``verified_at``, and the stack without the output. ``up`` does not verify again
+    just to record a time; the output reads null, and ``amdfleet status`` says so."""
+    exported = workspace.export(STACK)
+    for resource in exported["deployment"]["resources"]:
+        if resource["type"].endswith("/amdfleet:Verification"):
+            resource["inputs"].pop("verified_at", None)  # null inputs are not stored
+            assert resource["outputs"].pop("verified_at")
+        elif resource["type"] == "pulumi:pulumi:Stack":
+            assert resource["outputs"].pop("verified_at")
+    older = tmp_path / "older-state.json"
+    older.write_text(json.dumps(exported))
+    workspace.run(["stack", "import", "--file", str(older), "--stack", STACK], timeout=60)
+    assert "verified_at" not in workspace.outputs(STACK)
+
+    run = workspace.up(STACK)
+    assert run.changed() == {}
+    outputs = workspace.outputs(STACK)
+    assert outputs["ready"] is True and outputs.get("verified_at") is None
+    status = _status(workspace)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "last verification: unknown (verified before amdfleet recorded the time)" in (
+        status.stdout
+    )
+
+
+def test_status_and_refresh_report_a_killed_engine_and_up_repairs_it(
     first_up: dict[str, Any], workspace: PulumiWorkspace, lab: HostLab
 ) -> None:
     pid = _engine_pid(lab)
@@ -351,6 +455,16 @@ def test_refresh_reports_a_killed_engine_and_up_repairs_it(
         lambda: not lab.alive(0, pid) and _engine_sessions(lab) == set(), 30, "the engine to die"
     )
 
+    down = _status(workspace, "--json")
+    assert down.returncode == 4, down.stdout + down.stderr
+    report = json.loads(down.stdout)
+    assert report["verdict"] == "down" and report["ready"] is True  # the output still says so
+    failed = {(c["check"], c["subject"]): c["detail"] for c in report["checks"] if not c["ok"]}
+    assert set(failed) == {("engine", "host0"), ("models", "endpoint"), ("completion", "endpoint")}
+    assert failed[("engine", "host0")].startswith("not running (the process supervisor")
+    assert report["reason"].startswith("host0: engine not running")
+    assert API_KEY not in down.stdout + down.stderr
+
     refresh = workspace.refresh(STACK)
     assert refresh.ops["deployment-engine-host0"] == "update"  # drift: running true -> false
     assert workspace.resources(STACK)["deployment-engine-host0"]["outputs"]["running"] is False
@@ -361,6 +475,7 @@ def test_refresh_reports_a_killed_engine_and_up_repairs_it(
     assert new_pid != pid and lab.alive(0, new_pid)
     assert len(_engine_sessions(lab)) == 1
     assert _completion(workspace.outputs(STACK, show_secrets=True), API_KEY).status_code == 200
+    assert _status(workspace).returncode == 0  # serving again
 
 
 def test_destroy_leaves_nothing_and_a_second_destroy_is_a_no_op(
@@ -377,6 +492,8 @@ def test_destroy_leaves_nothing_and_a_second_destroy_is_a_no_op(
         httpx.get(endpoint.removesuffix("/v1") + "/health", timeout=5)
     assert workspace.resources(STACK) == {}
     assert Path("/var/lib/amdfleet/models/tiny-llama/config.json").exists()  # local_path stays
+    gone = _status(workspace)
+    assert gone.returncode == 1 and "nothing is deployed" in gone.stderr
 
     again = workspace.destroy(STACK)
     assert again.changed() == {} and again.summary["resourceChanges"] == {}

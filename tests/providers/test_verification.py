@@ -12,6 +12,7 @@ model cannot give known GSM8K answers).
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,33 @@ def test_a_passing_verification_shows_each_phase_and_notes_its_numbers(
     )
     assert verdict.startswith("verification passed (") and bench.split(": ", 1)[1] in verdict
     assert API_KEY not in "".join(e.message for e in engine_log.entries(urn))
+
+
+def test_verified_at_is_when_the_run_finished_and_only_a_new_run_moves_it(
+    reporting_host: ProviderHost, answers: dict[str, str], tmp_path: Path
+) -> None:
+    """``verified_at`` (the stack output apps read beside ``ready``) is the time the run
+    finished; nothing changed means no new run (the diff) and refresh keeps the record, so
+    the time stays; state written before the field existed still reads and diffs as
+    unchanged (no re-verification just to fill it in)."""
+    urn = reporting_host.urn("verification-time")
+    props = _props("", tmp_path, urn)
+    before = datetime.now(UTC).replace(microsecond=0)
+    with OpenAIServer(Script(answers=answers)) as server:
+        props["base_url"] = server.url
+        created = reporting_host.create(props, urn=urn)
+    after = datetime.now(UTC)
+    outs = created.outputs
+    verified_at = datetime.fromisoformat(outs["verified_at"])
+    assert verified_at.utcoffset() == timedelta(0)
+    assert before <= verified_at <= after
+    assert reporting_host.diff(created.id, outs, props).changes is False
+    assert reporting_host.read(created.id, outs).outputs["verified_at"] == outs["verified_at"]
+
+    older = {k: v for k, v in outs.items() if k != "verified_at"}
+    read = reporting_host.read(created.id, older).outputs
+    assert read["passed"] is True and read.get("verified_at") is None
+    assert reporting_host.diff(created.id, older, props).changes is False
 
 
 def test_a_failing_verification_is_recorded_and_the_gate_fails_the_update(

@@ -21,6 +21,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -268,6 +269,19 @@ class PulumiWorkspace:
         if check and not run.ok:
             raise PulumiError(_describe(run))
         return run
+
+    def amdfleet(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """``amdfleet ARGS`` as a user runs it in the project directory (``status STACK``,
+        ...), with this workspace's backend, passphrase and Pulumi home."""
+        return subprocess.run(
+            [sys.executable, "-m", "amdfleet.cli", *args],
+            cwd=self.root,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
     def start(self, args: Sequence[str]) -> RunningPulumi:
         """Start ``pulumi ARGS --non-interactive`` without waiting, as a terminal's
