@@ -165,7 +165,7 @@ def test_a_mutated_stack_fails_cleanly_and_never_shows_a_secret(
 @given(data=st.data(), stack=st.sampled_from(STACKS))
 @settings(SETTINGS, max_examples=SLOW_EXAMPLES)
 def test_ten_thousand_mutated_stacks_never_show_a_secret(data: st.DataObject, stack: Path) -> None:
-    """The same property at scale (SLOW_EXAMPLES; 75 s here for 10,000 on 2026-12-07):
+    """The same property at scale (SLOW_EXAMPLES; 75-90 s for 10,000 here, 2026-12-07):
     issue 22 reported ``HF_TOKEN_x`` leaking after about 6,300 valid examples."""
     check_a_mutated_stack(data, stack)
 
