@@ -16,10 +16,10 @@ What counts as secret-looking:
   ``github_pat_``, ``AKIA``/``ASIA``, ``xox?-``, ``glpat-``, ``dop_v1_``, a JWT, a PEM
   private key, ``Bearer``/``Basic`` credentials;
 - credentials in a URL: userinfo (``https://user:pass@host``) or a query parameter
-  named like a key (``?token=...``);
+  named like a secret (``?token=...``, ``?hf_token_x=...``) or a signature (``?sig=``);
 - a long random-looking run: 20+ letters and digits mixed with high entropy, a long
   base64 run, or 24+ hex digits;
-- in ``engine.extra_args``, a flag that carries a key (``--api-key``, ``--hf-token``,
+- in ``engine.extra_args``, a flag named like a secret (``--api-key``, ``--hf-token``,
   ``--token``, ``--password``, ...), whatever its value;
 - in ``engine.extra_env`` and ``fabric.extra_env``, a variable named like a secret,
   whatever its value (:func:`names_secret`);
@@ -34,11 +34,12 @@ digits and single letters (``OPENAI_KEY_2``): KEY, AUTH, AUTHORIZATION, and PASS
 after another word (``DB_PASS``; ``PWD`` alone is the shell's directory). So
 ``HF_TOKEN_x``, ``MY_HF_TOKEN`` and ``hfToken`` are secrets as ``HF_TOKEN`` is. Not
 secrets: a word is whole (TOKENS, TOKENIZER and DETOKENIZE are not TOKEN, PASSES is not
-PASS, KEYFILE is not KEY); KEY or AUTH before another word (``SSH_KEY_PATH``,
-``AUTH_MODE``); a switch about a secret (``--allow-credentials``, ``ENABLE_AUTH``); TOKEN
-beside a word of counting (``PER_TOKEN``, ``NEW_TOKEN_RATIO``, ``TOKEN_THRESHOLD``,
-``TOKEN_IDS``), which is a model's token. ``tests/unit/test_secret_names.py`` judges
-every variable and flag the pinned engines' manifests list, the true positives named.
+PASS, KEYFILE is not KEY); a bare KEY or AUTH before another word (``SSH_KEY_PATH``,
+``AUTH_MODE``); a truncated word (``HF_TOKE``: nothing says it is one); a switch about a
+secret (``--allow-credentials``, ``ENABLE_AUTH``); TOKEN beside a word of counting
+(``PER_TOKEN``, ``NEW_TOKEN_RATIO``, ``TOKEN_THRESHOLD``, ``TOKEN_IDS``), which is a
+model's token. ``tests/unit/test_secret_names.py`` judges every variable and flag the
+pinned engines' manifests list, the true positives named.
 
 Decided exceptions, so committed stacks keep loading: a run of exactly 40 or 64 hex
 digits is a content address (a git commit, a SHA-256 image or file digest), not a

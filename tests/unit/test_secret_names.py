@@ -119,6 +119,9 @@ PLAIN_NAMES = [
     "PWD",
     "OLDPWD",
     "max_tokens",
+    # a truncated word: nothing says it is one (the mutation property stops tracking it)
+    "HF_TOKE",
+    "OPENAI_API_KE",
 ]
 
 # Every variable and flag (with aliases and the variables flags read) of the pinned
