@@ -16,14 +16,30 @@ What counts as secret-looking:
   ``github_pat_``, ``AKIA``/``ASIA``, ``xox?-``, ``glpat-``, ``dop_v1_``, a JWT, a PEM
   private key, ``Bearer``/``Basic`` credentials;
 - credentials in a URL: userinfo (``https://user:pass@host``) or a query parameter
-  named like a key (``?token=...``);
+  named like a secret (``?token=...``, ``?hf_token_x=...``) or a signature (``?sig=``);
 - a long random-looking run: 20+ letters and digits mixed with high entropy, a long
   base64 run, or 24+ hex digits;
-- in ``engine.extra_args``, a flag that carries a key (``--api-key``, ``--hf-token``,
+- in ``engine.extra_args``, a flag named like a secret (``--api-key``, ``--hf-token``,
   ``--token``, ``--password``, ...), whatever its value;
-- in ``engine.extra_env``, a variable named like a secret (``*_TOKEN``, ``*_KEY``,
-  ``*_SECRET``, ``*PASSWORD*``, ...);
+- in ``engine.extra_env`` and ``fabric.extra_env``, a variable named like a secret,
+  whatever its value (:func:`names_secret`);
 - in a secret-name field, anything that is not a short config key name.
+
+A name (a variable, a flag, a URL query parameter) names a secret by the words it holds
+(:func:`names_secret`; :func:`name_words` splits it at ``_``, ``-``, ``.``, digits and
+case changes). Anywhere in the name: TOKEN, SECRET, PASSWORD/PASSWD/PASSPHRASE,
+CREDENTIAL(S), API KEY, PRIVATE KEY, ACCESS KEY, SECRET KEY, apart or glued (``APIKEY``,
+``PGPASSWORD``, ``NGROK_AUTHTOKEN``). As the last word, but for a variant's trailing
+digits and single letters (``OPENAI_KEY_2``): KEY, AUTH, AUTHORIZATION, and PASS or PWD
+after another word (``DB_PASS``; ``PWD`` alone is the shell's directory). So
+``HF_TOKEN_x``, ``MY_HF_TOKEN`` and ``hfToken`` are secrets as ``HF_TOKEN`` is. Not
+secrets: a word is whole (TOKENS, TOKENIZER and DETOKENIZE are not TOKEN, PASSES is not
+PASS, KEYFILE is not KEY); a bare KEY or AUTH before another word (``SSH_KEY_PATH``,
+``AUTH_MODE``); a truncated word (``HF_TOKE``: nothing says it is one); a switch about a
+secret (``--allow-credentials``, ``ENABLE_AUTH``); TOKEN beside a word of counting
+(``PER_TOKEN``, ``NEW_TOKEN_RATIO``, ``TOKEN_THRESHOLD``, ``TOKEN_IDS``), which is a
+model's token. ``tests/unit/test_secret_names.py`` judges every variable and flag the
+pinned engines' manifests list, the true positives named.
 
 Decided exceptions, so committed stacks keep loading: a run of exactly 40 or 64 hex
 digits is a content address (a git commit, a SHA-256 image or file digest), not a
@@ -36,6 +52,7 @@ and punctuation, which the entropy rule leaves alone.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections import Counter
@@ -54,6 +71,10 @@ SECRET_NAME_FIELDS: tuple[tuple[str, ...], ...] = (
 """Fields that hold the *name* of a secret config key (paths within the stack)."""
 
 REDACTED = "<redacted>"
+
+Loc = tuple[str | int, ...]
+
+_ENV_FIELDS: tuple[Loc, ...] = (("engine", "extra_env"), ("fabric", "extra_env"))
 
 _NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 
@@ -75,11 +96,8 @@ _PREFIXES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
 )
 _URL_USERINFO = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://([^/\s@?#]+)@")
-_URL_SECRET_QUERY = re.compile(
-    r"[?&](?:[A-Za-z0-9_-]*(?:token|key|secret|password|passwd|sig|signature|auth))"
-    r"=([^&#\s]+)",
-    re.IGNORECASE,
-)
+_URL_QUERY = re.compile(r"[?&]([A-Za-z0-9_.-]+)=([^&#\s]+)")
+_URL_SIGNATURES = (["sig"], ["signature"])  # a signed URL's signature (?sig=, ?X-Signature=)
 _ALNUM_RUN = re.compile(r"[A-Za-z0-9]{20,}")
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{32,}={0,2}")
 # A host-key fingerprint or a digest names public or content-addressed data.
@@ -87,9 +105,28 @@ _DIGEST = re.compile(r"\b(?:SHA256|sha256|sha512|sha1):[A-Za-z0-9+/]+=*")
 _HEX = re.compile(r"[0-9a-fA-F]+")
 _WORD = re.compile(r"[a-z]{4,}|[A-Z]{4,}|[A-Z][a-z]{3,}")
 
-_KEY_FLAG_WORDS = ("key", "token", "password", "passwd", "secret", "credential", "credentials")
-_SECRET_ENV = re.compile(
-    r"(?:^|_)(?:TOKEN|KEY|SECRET|APIKEY|CREDENTIALS?|AUTH)$|PASSWORD|PASSWD|SECRET",
+_NAME_WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+# Words that name a secret wherever they stand, also glued to others (PGPASSWORD).
+_SECRET_STEMS = (
+    *("password", "passwd", "passphrase", "secret", "credential"),
+    *("apikey", "privatekey", "accesskey"),
+)
+_KEY_KINDS = frozenset({"api", "private", "access", "secret"})  # API_KEY_FILE, not SSH_KEY_PATH
+# Words that name a secret as the last word only: SSH_KEY_PATH is a path, AUTH_MODE a
+# mode; PASS and PWD after another word (DB_PASS), as PWD alone is the shell's directory.
+_LAST_WORDS = frozenset({"key", "auth", "authorization"})
+_LAST_WORDS_AFTER_ONE = frozenset({"pass", "pwd"})
+# A switch about a secret holds none: --allow-credentials, ENABLE_AUTH, REQUIRE_PASSWORD.
+_SWITCHES = frozenset({"allow", "enable", "disable", "require", "use", "no", "skip"})
+# TOKEN beside one of these is a model's token (PER_TOKEN, NEW_TOKEN_RATIO, INTER_TOKEN_
+# LATENCY), not a credential.
+_COUNTED_BEFORE = frozenset(
+    {"per", "new", "max", "min", "num", "first", "last", "next", "inter", "bos", "eos"}
+    | {"pad", "unk", "special", "stop", "prompt", "input", "output", "image", "video", "audio"}
+)
+_COUNTED_AFTER = frozenset(
+    {"ratio", "threshold", "id", "ids", "usage", "count", "counts", "budget", "limit", "level"}
+    | {"group", "len", "length", "size", "rate", "num", "per", "latency", "distribution", "map"}
 )
 
 HINT = (  # how to store a secret instead
@@ -102,6 +139,13 @@ HINT = (  # how to store a secret instead
 _HINT_API_KEY = (
     "remove it: amdfleet gives the engine the API key from the secret named by "
     'serving.api_key_secret — `printf %s "$KEY" | pulumi config set --secret apiKey`'
+)
+_HINT_ENV = (
+    "remove it: amdfleet hands an engine two secrets only, the API key (serving."
+    "api_key_secret) and the Hugging Face token (weights.hf_token_secret, for the weights "
+    "download), each named by the stack and stored with `pulumi config set --secret NAME`; "
+    "any other value in a stack's environment is written to the env file, plan.json and "
+    "the plain stack outputs"
 )
 _HINT_HF_TOKEN = (
     "remove it: set weights.hf_token_secret: hfToken and store the token with "
@@ -128,6 +172,22 @@ def describe(value: str) -> str | None:
     return _describe(value, entropy=True)
 
 
+def names_secret(name: str) -> bool:
+    """Whether a variable, flag or query parameter named ``name`` carries a secret, by
+    the words it holds (see the module docstring): ``HF_TOKEN_x``, ``OPENAI_API_KEY_2``,
+    ``--admin-api-key``, ``access_token`` do; ``TOKENIZERS_PARALLELISM``,
+    ``MAX_TOTAL_TOKENS``, ``SGLANG_INIT_NEW_TOKEN_RATIO``, ``--ssl-keyfile`` do not."""
+    words = name_words(name)
+    last = len(_without_trailing_marks(words)) - 1
+    return any(_secret_word(words, i, i == last) for i in range(len(words)))
+
+
+def name_words(name: str) -> list[str]:
+    """``name``'s words, lower case: split at ``_``, ``-``, ``.``, digits and case changes
+    (``HF_TOKEN_x`` → hf, token, x; ``hfToken`` → hf, token; ``HFToken`` → hf, token)."""
+    return [word.lower() for word in _NAME_WORD.findall(name)]
+
+
 def find_secrets(sections: Mapping[str, Any]) -> list[SecretFinding]:
     """Every secret-looking value in raw stack sections (``{"engine": {...}, ...}``).
 
@@ -148,7 +208,7 @@ def redact(text: str, values: Iterable[str] = ()) -> str:
     for _, pattern in _PREFIXES:
         text = pattern.sub(REDACTED, text)
     text = _URL_USERINFO.sub(lambda m: m.group(0).replace(m.group(1), REDACTED), text)
-    text = _URL_SECRET_QUERY.sub(lambda m: m.group(0).replace(m.group(1), REDACTED), text)
+    text = _URL_QUERY.sub(_redact_query, text)
     for start, end in sorted(_random_spans(text), reverse=True):
         text = text[:start] + REDACTED + text[end:]
     return text
@@ -170,9 +230,6 @@ def screen_issues(issues: Sequence[Finding], findings: Sequence[SecretFinding]) 
 # --- helpers ---------------------------------------------------------------------------
 
 
-Loc = tuple[str | int, ...]
-
-
 def _leaves(value: Any, loc: Loc) -> Iterator[tuple[Loc, Any]]:
     """Every dict/list node and string leaf, with its location; dict keys too."""
     yield loc, value
@@ -192,7 +249,7 @@ def _inspect(loc: Loc, value: Any) -> list[SecretFinding]:
             return [
                 SecretFinding(path or "stack", "a key that looks like a secret", tuple(bad_keys))
             ]
-        if loc == ("engine", "extra_env"):
+        if loc in _ENV_FIELDS:
             return _inspect_env(loc, value)
         return []
     if isinstance(value, list | tuple):
@@ -201,7 +258,7 @@ def _inspect(loc: Loc, value: Any) -> list[SecretFinding]:
         return []
     if loc in SECRET_NAME_FIELDS:
         return _inspect_name(path, value)
-    if len(loc) > 2 and loc[:2] in (("engine", "extra_args"), ("engine", "extra_env")):
+    if len(loc) > 2 and loc[:2] in (("engine", "extra_args"), *_ENV_FIELDS):
         return []  # inspected as a whole, from the list or mapping
     public_key = len(loc) == 4 and loc[:2] == ("fleet", "hosts") and loc[3] == "host_key"
     why = _describe(value, entropy=not public_key)
@@ -229,7 +286,7 @@ def _inspect_args(loc: Loc, args: Sequence[Any]) -> list[SecretFinding]:
     for index, word in enumerate(words):
         flag, eq, inline = word.partition("=")
         nxt = words[index + 1] if index + 1 < len(words) else ""
-        if word.startswith("-") and _carries_key(flag):
+        if word.startswith("-") and names_secret(flag):
             value = inline if eq else ("" if nxt.startswith("-") else nxt)
             consumed = index + 1 if value and not eq else consumed
             why = f"a key on the command line ({flag}), visible in `ps` and launch.sh"
@@ -247,9 +304,9 @@ def _inspect_env(loc: Loc, env: Mapping[Any, Any]) -> list[SecretFinding]:
     for name, value in env.items():
         text = value if isinstance(value, str) else ""
         path = field_path((*loc, str(name)))
-        if _SECRET_ENV.search(str(name).upper()):
+        if names_secret(str(name)):
             why = f"a secret in the environment ({name}), written to the env file and plan"
-            findings.append(SecretFinding(path, why, (text,), _hint_for(str(name))))
+            findings.append(SecretFinding(path, why, (text,), _hint_for(str(name), _HINT_ENV)))
             continue
         reason = describe(text)
         if reason:
@@ -257,20 +314,41 @@ def _inspect_env(loc: Loc, env: Mapping[Any, Any]) -> list[SecretFinding]:
     return findings
 
 
-def _hint_for(name: str) -> str:
+def _hint_for(name: str, other: str = HINT) -> str:
     """The fix for a flag or variable by its name: the Hugging Face token and the API key
-    have their own secret fields; anything else gets the general advice."""
-    words = re.split(r"[-_]+", name.strip("-").lower())
+    have their own secret fields; anything else gets ``other``."""
+    words = name_words(name)
     if "hf" in words or "hugging" in words or "hub" in words:
         return _HINT_HF_TOKEN
-    if words[-2:] == ["api", "key"] or words[-1] == "apikey":
+    if ("api", "key") in itertools.pairwise(words) or "apikey" in words:
         return _HINT_API_KEY
-    return HINT
+    return other
 
 
-def _carries_key(flag: str) -> bool:
-    words = flag.lstrip("-").lower().replace("_", "-").split("-")
-    return words[-1] in _KEY_FLAG_WORDS or "password" in words or "apikey" in words
+def _without_trailing_marks(words: list[str]) -> list[str]:
+    """``words`` without the digits and single letters that end a variant (KEY_2, TOKEN_x)."""
+    end = len(words)
+    while end > 0 and (words[end - 1].isdigit() or len(words[end - 1]) == 1):
+        end -= 1
+    return words[:end]
+
+
+def _secret_word(words: list[str], index: int, last: bool) -> bool:
+    """Whether ``words[index]`` names a secret where it stands (``last``: it ends the
+    name but for a variant's digits and letters)."""
+    word = words[index]
+    before = words[index - 1] if index > 0 else ""
+    after = words[index + 1] if index + 1 < len(words) else ""
+    if before in _SWITCHES:
+        return False
+    if any(stem in word for stem in _SECRET_STEMS):
+        return True
+    if word == "key" and before in _KEY_KINDS:
+        return True
+    if last and (word in _LAST_WORDS or (word in _LAST_WORDS_AFTER_ONE and index > 0)):
+        return True
+    # TOKEN as a credential (HF_TOKEN, NGROK_AUTHTOKEN), not a model's counted token.
+    return word.endswith("token") and before not in _COUNTED_BEFORE and after not in _COUNTED_AFTER
 
 
 def _describe(value: str, entropy: bool) -> str | None:
@@ -279,11 +357,23 @@ def _describe(value: str, entropy: bool) -> str | None:
             return why
     if _URL_USERINFO.search(value):
         return "credentials inside a URL (user:password@)"
-    if _URL_SECRET_QUERY.search(value):
+    if any(_secret_query(m) for m in _URL_QUERY.finditer(value)):
         return "a credential in a URL query"
     if entropy and _random_spans(value):
         return "a long random-looking string"
     return None
+
+
+def _secret_query(match: re.Match[str]) -> bool:
+    """Whether a URL query parameter (``?access_token=...``) is named like a secret."""
+    name = match.group(1)
+    return names_secret(name) or name_words(name)[-1:] in _URL_SIGNATURES
+
+
+def _redact_query(match: re.Match[str]) -> str:
+    if not _secret_query(match):
+        return match.group(0)
+    return match.group(0)[: match.start(2) - match.start(0)] + REDACTED
 
 
 def _random_spans(text: str) -> list[tuple[int, int]]:

@@ -143,14 +143,7 @@ def check_flags(found: EngineManifest, flags: Flags) -> list[FlagProblem]:
     for flag, value in flags:
         spec = found.lookup(flag)
         if spec is None:
-            closest = found.closest(flag)
-            problems.append(
-                FlagProblem(
-                    flag,
-                    f"{found.label} has no option {flag}",
-                    f"the closest it has is {closest}" if closest else _see_help(found),
-                )
-            )
+            problems.append(_unknown_flag(found, flag))
             continue
         problems += _value_problems(found, spec, flag, value)
         if spec.deprecated:
@@ -178,6 +171,23 @@ def check_env(found: EngineManifest, names: list[str]) -> list[FlagProblem]:
                 FlagProblem(name, found.env_deprecated[name], "remove it", warning=True)
             )
     return problems
+
+
+def _unknown_flag(found: EngineManifest, flag: str) -> FlagProblem:
+    if not flag.startswith("-"):
+        # A word where a flag belongs is a value that lost its flag (the --api-key before
+        # it deleted, say): it may be a secret, so it is not shown.
+        return FlagProblem(
+            flag,
+            f"{found.label} takes no bare word here: a value without its flag (not shown)",
+            "put each value after its flag (--flag VALUE or --flag=VALUE), or remove it",
+        )
+    closest = found.closest(flag)
+    return FlagProblem(
+        flag,
+        f"{found.label} has no option {flag}",
+        f"the closest it has is {closest}" if closest else _see_help(found),
+    )
 
 
 def _value_problems(

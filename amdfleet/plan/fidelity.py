@@ -131,6 +131,8 @@ class _Origins:
         for index, token in enumerate(spec.engine.extra_args):
             if token.startswith("-"):
                 extra.setdefault(canonical_flag(token.partition("=")[0]), index)
+            else:  # a value, or a bare word a check reports as a flag: its own index
+                extra.setdefault(token, index)
         recipe_flags: dict[str, str] = {}
         recipe_env: dict[str, str] = {}
         for recipe in resolved.recipes:

@@ -168,6 +168,26 @@ def test_values_and_arity_are_checked(args: list[str], message: str) -> None:
     assert any(message in issue.detail for issue in error.issues), error
 
 
+@pytest.mark.parametrize(
+    ("stack", "args", "index"),
+    [
+        ("mi300x-llama405b-vllm", ["--max-num-seqs", "8", "pw0f1e2d3c4b5a"], 2),
+        ("mi300x-llama405b-sglang", ["pw0f1e2d3c4b5a"], 0),
+        ("mi300x-llama405b-tgi", ["pw0f1e2d3c4b5a"], 0),
+    ],
+)
+def test_a_value_left_without_its_flag_is_refused_at_its_index_unshown(
+    stack: str, args: list[str], index: int
+) -> None:
+    """What is left of ``--api-key VALUE`` once the flag line is deleted (issue 22, item
+    6: found by the mutation property at scale): a bare word, refused where it stands
+    (not blamed on amdfleet's rendering) and never quoted, as it may be the key."""
+    error = _refusal(stack, extra_args=args)
+    assert [i.subject for i in error.issues] == [f"engine.extra_args[{index}]"]
+    assert "a value without its flag" in error.issues[0].detail
+    assert "pw0f1e2d3c4b5a" not in str(error)
+
+
 def test_flags_the_parser_takes_in_other_spellings_pass() -> None:
     """vLLM's FlexibleArgumentParser: JSON keys by dots, short options, unique prefixes
     (amdfleet itself writes ``--max_num_seqs`` as ``--max-num-seqs``)."""
