@@ -20,7 +20,8 @@ The verdict: **serving** when every check passed; **down** when no token came ba
 endpoint does not serve, whatever else is true); **degraded** when a token came back but
 another check failed (a node's engine not running or not reachable, the model not listed,
 the last verification failed). Read-only: nothing on the stack or its hosts changes. The
-API key is never printed (every text is masked with it, ``--json`` too).
+API key is never printed (every text is masked with it, ``--json`` too), nor anything else
+that looks secret (:func:`amdfleet.secretscan.redact`: a token in an engine's error body).
 """
 
 from __future__ import annotations
@@ -258,6 +259,7 @@ def engine_nodes(state: Mapping[str, Any]) -> tuple[EngineNode, ...]:
 def check_stack(view: StackView, *, timeout_s: float, started: float | None = None) -> StatusReport:
     """Run every live check at once and judge them (``started``: a monotonic time the
     report's ``seconds`` count from; default now)."""
+    from amdfleet import secretscan
     from amdfleet.remote.transport.connection import Redactor
     from amdfleet.remote.transport.fanout import fan_out
 
@@ -270,7 +272,13 @@ def check_stack(view: StackView, *, timeout_s: float, started: float | None = No
     calls["models"] = functools.partial(check_models, *endpoint)
     calls["completion"] = functools.partial(check_completion, *endpoint)
     outcome = fan_out(calls)
-    redact = Redactor([view.api_key] if view.api_key else [])
+    known = Redactor([view.api_key] if view.api_key else [])
+
+    def redact(text: str) -> str:
+        # The known key (any length) first, then whatever else looks secret: a token
+        # in an engine's error body or a log line the key does not cover.
+        return secretscan.redact(known(text))
+
     checks = [_masked(_outcome_check(key, outcome.outcome(key)), redact) for key in calls]
     if not view.nodes:
         checks.insert(0, Check("engine", "stack", False, "no engine resource in the state"))

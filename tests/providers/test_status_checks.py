@@ -11,12 +11,14 @@ whole path through a real ``pulumi up`` and vLLM is in tests/program/test_cli_e2
 from __future__ import annotations
 
 import contextlib
+import http.server
 import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -145,3 +147,43 @@ def test_an_endpoint_that_never_answers_is_down_within_the_timeout(
     assert not node1.ok and node1.detail.startswith("cannot check: [node1]")
     assert "refused" in node1.detail
     assert report.seconds < 5  # every check at once, each bounded by the timeout
+
+
+def test_an_error_body_with_a_secret_in_it_is_printed_redacted(
+    engine: subprocess.Popen[bytes], engine_dir: Path
+) -> None:
+    """A real HTTP server whose every answer is a 500 quoting a token it should not
+    (an engine echoing its environment): the report shows the status and the body with
+    the token blanked, in the text and in --json. The token is not the stack's API key,
+    so only the secret-looking-text rules (amdfleet.secretscan.redact) can catch it."""
+    leaked = "hf_" + "Qz7" * 12
+
+    class Leaky(http.server.BaseHTTPRequestHandler):
+        def _leak(self) -> None:
+            body = f'{{"error": "bad config: HF_TOKEN={leaked}"}}'.encode()
+            self.send_response(500)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _leak
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Leaky)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        report = check_stack(_view(url, engine_dir), timeout_s=10)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+    assert report.verdict == "down" and report.exit_code == 4
+    by_name = {c.name: c for c in report.checks}
+    assert "500" in by_name["completion"].detail and "HF_TOKEN=" in by_name["completion"].detail
+    printed = json.dumps(report.to_json()) + "\n".join(c.detail for c in report.checks)
+    assert leaked not in printed and "<redacted>" in by_name["completion"].detail
