@@ -226,9 +226,13 @@ def _deploy(p: EngineClusterProps, progress: ResourceProgress) -> None:
     with _connections(p) as conns:
         progress.step(f"stopping any engine already running on the {len(p.nodes)} nodes")
         _stop_all(p, conns)
+        # The head's supervisor runs the watchdog: each node's supervisor restarts its own
+        # engine, and the head's also restarts a head that stopped completing tokens.
         supervisors = [
-            node_supervisor(conn, node.layout, node.unit, node.container)
-            for node, conn in zip(p.nodes, conns, strict=True)
+            node_supervisor(
+                conn, node.layout, node.unit, node.container, p.readiness if rank == 0 else None
+            )
+            for rank, (node, conn) in enumerate(zip(p.nodes, conns, strict=True))
         ]
         try:
             progress.step(f"uploading the engine files to {len(p.nodes)} nodes")

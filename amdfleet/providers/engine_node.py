@@ -33,6 +33,7 @@ from amdfleet.remote.engine import (
 from amdfleet.remote.supervision import (
     FACTS_COMMAND,
     Supervisor,
+    Watchdog,
     choose_supervisor,
     parse_facts,
     stop_any_command,
@@ -49,6 +50,9 @@ STOP_TIMEOUT = 150.0
 # dead stage never answers (ENVIRONMENT.md), so this is the deadline for the answer.
 GENERATION_TIMEOUT_S = 60
 LOG_TAIL_LINES = 40
+# A loaded engine completes one token in well under a second; a watchdog probe that waits
+# longer only delays noticing a hung pipeline.
+WATCHDOG_PROBE_TIMEOUT_S = 15
 RESTART_ON = ("files_hash", "secrets_hash", "readiness")
 """Inputs whose change restarts an engine (its fingerprints and its readiness check)."""
 
@@ -149,13 +153,35 @@ def unit_name(files: Mapping[str, object], remote_dir: str) -> str:
 
 
 def node_supervisor(
-    conn: Connection, layout: EngineLayout, unit: str, container: str | None
+    conn: Connection,
+    layout: EngineLayout,
+    unit: str,
+    container: str | None,
+    check: ReadinessCheck | None = None,
 ) -> Supervisor:
     """The supervisor for this engine, chosen from the host's facts (a container name
-    means the docker runtime)."""
+    means the docker runtime); with the node's readiness ``check`` (the node that serves
+    the API), its watchdog too (:func:`watchdog_for`)."""
     facts = parse_facts(conn.run(FACTS_COMMAND, timeout=CALL_TIMEOUT).stdout)
     kind = choose_supervisor("docker" if container else "process", facts)
-    return supervisor_for(kind, layout, unit=unit, container=container)
+    watchdog = watchdog_for(check, layout) if check is not None else None
+    return supervisor_for(kind, layout, unit=unit, container=container, watchdog=watchdog)
+
+
+def watchdog_for(check: ReadinessCheck, layout: EngineLayout) -> Watchdog | None:
+    """The watchdog of a node that serves the API with a model to complete: it restarts
+    an engine that has completed no token within the readiness deadline, or stopped
+    completing them (None for a node without an API or a model name)."""
+    if not check.serves_api or check.served_name is None:
+        return None
+    probe = min(check.generation_timeout_s, WATCHDOG_PROBE_TIMEOUT_S)
+    return Watchdog(
+        base_url=check.base_url,
+        served_name=check.served_name,
+        secrets_file=layout.secrets,
+        startup_s=check.timeout_s,
+        probe_timeout_s=probe,
+    )
 
 
 def upload(
@@ -199,21 +225,30 @@ def serving_problem(conn: Connection, supervisor: Supervisor, check: ReadinessCh
 
     A node that serves no API must have its engine running. The head must run, answer
     its health path 200 and complete one real token within ``generation_timeout_s``:
-    ``/health`` alone answers 200 on a head whose pipeline lost a stage.
+    ``/health`` alone answers 200 on a head whose pipeline lost a stage. An engine that
+    is not running is reported with its supervisor's line when that gave up restarting
+    it (:meth:`~amdfleet.remote.supervision.Supervisor.gave_up_command`).
     """
     running = supervisor.running_command()
     if not check.serves_api:
         ok = conn.run(running, timeout=CALL_TIMEOUT, check=False).ok
-        return None if ok else "the engine is not running"
+        return None if ok else _not_running(conn, supervisor)
     paths = check.paths
     health = ("/health",) if "/health" in paths else paths[:1]
     command = readiness_command(running, check.base_url, health)
     result = parse_readiness(conn.run(command, timeout=CALL_TIMEOUT, stdin="").stdout)
     if not result.alive:
-        return "the engine is not running"
+        return _not_running(conn, supervisor)
     if not result.ready(health):
         return f"{health[0]} answered {result.statuses.get(health[0], (0, ''))[0] or 'nothing'}"
     return generation_problem(conn, supervisor.layout, check)
+
+
+def _not_running(conn: Connection, supervisor: Supervisor) -> str:
+    """``the engine is not running``, with the supervisor's word when it gave up."""
+    gave_up = conn.run(supervisor.gave_up_command(), timeout=CALL_TIMEOUT, check=False)
+    line = gave_up.stdout.strip()
+    return f"the engine is not running: {line}" if line else "the engine is not running"
 
 
 def generation_problem(conn: Connection, layout: EngineLayout, check: ReadinessCheck) -> str | None:

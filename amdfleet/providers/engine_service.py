@@ -226,7 +226,7 @@ def _deploy(p: EngineServiceProps, progress: ResourceProgress) -> None:
     with _open(p) as conn:
         progress.step("stopping any engine already running there")
         stop_and_remove(conn, layout, p.unit, p.container)
-        supervisor = node_supervisor(conn, layout, p.unit, p.container)
+        supervisor = node_supervisor(conn, layout, p.unit, p.container, p.readiness)
         try:
             progress.step(f"uploading {len(p.files)} files to {layout.remote_dir}")
             upload(conn, layout, p.files, p.secret_env)
