@@ -247,6 +247,7 @@ def _deploy(p: EngineClusterProps, progress: ResourceProgress) -> None:
                 conn.run(sup.start_command(), timeout=CALL_TIMEOUT)
             watch = _watch_workers(p, conns, supervisors)
             wait_ready(conns[0], supervisors[0], p.readiness, p.secret_env, progress, watch)
+            conns[0].run(supervisors[0].mark_served_command(), timeout=CALL_TIMEOUT)
         except RemoteError as e:
             tails = [log_tail(conn, sup) for conn, sup in zip(conns, supervisors, strict=True)]
             _stop_all(p, conns)

@@ -53,6 +53,8 @@ LOG_TAIL_LINES = 40
 # A loaded engine completes one token in well under a second; a watchdog probe that waits
 # longer only delays noticing a hung pipeline.
 WATCHDOG_PROBE_TIMEOUT_S = 15
+# The deploy's own readiness wait ends before the watchdog would call a start failed.
+WATCHDOG_STARTUP_GRACE_S = 60
 RESTART_ON = ("files_hash", "secrets_hash", "readiness")
 """Inputs whose change restarts an engine (its fingerprints and its readiness check)."""
 
@@ -170,8 +172,9 @@ def node_supervisor(
 
 def watchdog_for(check: ReadinessCheck, layout: EngineLayout) -> Watchdog | None:
     """The watchdog of a node that serves the API with a model to complete: it restarts
-    an engine that has completed no token within the readiness deadline, or stopped
-    completing them (None for a node without an API or a model name)."""
+    an engine that stopped completing tokens, or that completed none within the readiness
+    deadline plus :data:`WATCHDOG_STARTUP_GRACE_S` (None for a node without an API or a
+    model name)."""
     if not check.serves_api or check.served_name is None:
         return None
     probe = min(check.generation_timeout_s, WATCHDOG_PROBE_TIMEOUT_S)
@@ -179,7 +182,7 @@ def watchdog_for(check: ReadinessCheck, layout: EngineLayout) -> Watchdog | None
         base_url=check.base_url,
         served_name=check.served_name,
         secrets_file=layout.secrets,
-        startup_s=check.timeout_s,
+        startup_s=check.timeout_s + WATCHDOG_STARTUP_GRACE_S,
         probe_timeout_s=probe,
     )
 

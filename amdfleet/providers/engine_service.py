@@ -256,6 +256,7 @@ def _wait(
         progress.note("worker engine running (it serves no API)")
         return
     wait_ready(conn, supervisor, p.readiness, p.secret_env, progress)
+    conn.run(supervisor.mark_served_command(), timeout=CALL_TIMEOUT)
 
 
 def wait_ready(

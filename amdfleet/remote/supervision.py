@@ -96,8 +96,10 @@ class Watchdog:
     """What the process supervisor's watchdog probes: one-token completions on the node's
     own API (``base_url``, model ``served_name``, keyed from ``secrets_file`` on the host).
 
-    Every ``interval_s`` seconds it sends one, cut off after ``probe_timeout_s``. Once the
-    engine has answered one, ``failures`` failed answers in a row restart it; an engine
+    It sends one every second until the engine has answered one (or the deploy said it
+    did: :meth:`Supervisor.mark_served_command`), then every ``interval_s`` seconds, each
+    cut off after ``probe_timeout_s``. From then on ``failures`` failed answers in a row
+    restart it; an engine
     that has answered none within ``startup_s`` of its start is restarted too (a head
     whose workers never joined). A restart by the watchdog counts against the
     supervisor's :class:`RestartPolicy` like any other.
@@ -152,6 +154,11 @@ class Supervisor(Protocol):
 
     def stop_command(self, grace: float = 30.0) -> str:
         """Stop the engine and its supervision; idempotent and bounded by ``grace``."""
+        ...
+
+    def mark_served_command(self) -> str:
+        """Record that the engine this supervisor started has served a completion (the
+        deploy saw one): a watchdog counts failures from then on."""
         ...
 
     def gave_up_command(self) -> str:
@@ -276,6 +283,10 @@ class SystemdSupervisor:
             f"systemctl daemon-reload; systemctl reset-failed {unit} 2>/dev/null; fi; true"
         )
 
+    def mark_served_command(self) -> str:
+        """Nothing: systemd runs no watchdog of amdfleet's."""
+        return "true"
+
     def gave_up_command(self) -> str:
         """systemd's ``Result`` is ``start-limit-hit`` once the unit spent its start limit
         (systemd.unit(5), ``StartLimitBurst``)."""
@@ -336,6 +347,10 @@ class DockerSupervisor:
             f"docker stop --time {int(grace)} {name} >/dev/null 2>&1; "
             f"docker rm -f {name} >/dev/null 2>&1; fi; true"
         )
+
+    def mark_served_command(self) -> str:
+        """Nothing: dockerd runs no watchdog of amdfleet's."""
+        return "true"
 
     def gave_up_command(self) -> str:
         """A container that is not running after ``policy.limit`` restarts: dockerd spent
@@ -417,6 +432,11 @@ class ProcessSupervisor:
         return self.layout.path("supervisor.state")
 
     @property
+    def served(self) -> str:
+        """Present once the current start has served a completion (removed at each start)."""
+        return self.layout.path("engine.served")
+
+    @property
     def _reason(self) -> str:
         """The watchdog's reason for the engine's end (absent: it did not stop it)."""
         return self.layout.path("engine.stopped-by")
@@ -425,7 +445,9 @@ class ProcessSupervisor:
         """Start the loop detached (the log truncated first, so a failure report shows this
         start's output only); returns once the engine's pid file is written."""
         fresh, engine_pid = new_private_file(self.layout.log), shlex.quote(self.layout.pid)
-        stale = " ".join(shlex.quote(f) for f in (self.restarts, self.state, self._reason))
+        stale = " ".join(
+            shlex.quote(f) for f in (self.restarts, self.state, self._reason, self.served)
+        )
         return (
             f"{fresh} && rm -f {engine_pid} {stale} && "
             + detached(self._loop(), self.layout.log, self.supervisor_pid)
@@ -444,12 +466,18 @@ class ProcessSupervisor:
     def stop_command(self, grace: float = 30.0) -> str:
         """Stop the loop (it passes SIGTERM on to the engine and exits), then the engine's
         group (SIGTERM, ``grace`` seconds, SIGKILL)."""
-        stale = " ".join(shlex.quote(f) for f in (self.restarts, self.state, self._reason))
+        stale = " ".join(
+            shlex.quote(f) for f in (self.restarts, self.state, self._reason, self.served)
+        )
         return (
             f"{stop_process_group(self.supervisor_pid, min(grace, 5.0))}; "
             f"{stop_process_group(self.layout.pid, grace)}; "
             f"rm -f {stale}"
         )
+
+    def mark_served_command(self) -> str:
+        """Create :attr:`served`, which the watchdog reads as its first good answer."""
+        return f": >{shlex.quote(self.served)}"
 
     def gave_up_command(self) -> str:
         """The line the loop wrote into ``supervisor.state`` when it gave up."""
@@ -484,7 +512,7 @@ class ProcessSupervisor:
             '[ -n "$_af_wd" ] && { kill -KILL -"$_af_wd" || kill -KILL "$_af_wd"; } 2>/dev/null; '
             "exit 0' TERM INT HUP; "
             "while :; do "
-            f"_af_t0=$(date +%s); rm -f {reason}; "
+            f"_af_t0=$(date +%s); rm -f {reason} {shlex.quote(self.served)}; "
             f"setsid {launch} </dev/null & _af_child=$!; "
             f'echo "$_af_child" >{pid}.tmp && mv -f {pid}.tmp {pid}; '
             f"{watch}"
@@ -518,13 +546,17 @@ class ProcessSupervisor:
     def _watchdog(self, w: Watchdog) -> str:
         """The watchdog's sh text; ``$1`` is the engine's process group."""
         reason, say = shlex.quote(self._reason), f'echo "{_LOG_PREFIX}'
+        served = shlex.quote(self.served)
         return (
             # set -f: the answer's words are split into $2.. and must not glob.
             "set -f; _af_ok=0; _af_bad=0; _af_t0=$(date +%s); "
-            f"while sleep {w.interval_s}; do "
+            # Every second until the first good answer (the deploy's counts: the served
+            # mark), then every interval.
+            f'while if [ "$_af_ok" = 1 ]; then sleep {w.interval_s}; else sleep 1; fi; do '
+            f"[ -e {served} ] && _af_ok=1; "
             f"_af_out=$({w.probe_command()}); "
             'set -- "$1" ${_af_out#AMDFLEET_GENERATION }; '
-            'if [ "$2" = 200 ]; then _af_ok=1; _af_bad=0; continue; fi; '
+            f'if [ "$2" = 200 ]; then _af_ok=1; _af_bad=0; : >{served}; continue; fi; '
             'if [ "$_af_ok" = 1 ]; then _af_bad=$((_af_bad+1)); '
             f'[ "$_af_bad" -ge {w.failures} ] || continue; '
             f'_af_why="watchdog: {w.failures} one-token completions in a row failed '

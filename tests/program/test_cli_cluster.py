@@ -27,6 +27,7 @@ In order, what a user of a multi-node fleet meets:
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -49,6 +50,9 @@ API_KEY = "cluster-api-key-5e0b7d21c9"
 SECRETS = {"apiKey": API_KEY}
 PORT = 18031
 MASTER_PORT = 29531
+# Kill to first completion: the head's watchdog (3 probes, 5 s apart, 15 s each at most),
+# a restart, and the two-host engine's start (about 70 s on this machine), with margin.
+HEAL_BOUND_S = 300
 
 pytestmark = [pytest.mark.pulumi, pytest.mark.netns, pytest.mark.vllm]
 
@@ -148,6 +152,14 @@ def _completion(outputs: dict[str, Any], timeout: float = 60) -> httpx.Response:
     )
 
 
+def _serves(outputs: dict[str, Any]) -> bool:
+    """One short completion answered 200 (a hung pipeline does not answer in time)."""
+    try:
+        return _completion(outputs, timeout=10).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def _flag(argv: list[str], name: str) -> str:
     return argv[argv.index(name) + 1]
 
@@ -203,6 +215,34 @@ def test_up_serves_a_verified_endpoint_from_two_hosts(
 def test_second_up_changes_nothing(first_up: dict[str, Any], workspace: PulumiWorkspace) -> None:
     run = workspace.up(STACK)
     assert run.changed() == {}
+
+
+def test_a_killed_pipeline_stage_heals_without_a_pulumi_command(
+    first_up: dict[str, Any], lab: HostLab
+) -> None:
+    """Each node's supervisor handles its own engine; the head's watchdog restarts a head
+    that stopped completing tokens, and the workers rejoin it. No pulumi command, no SSH
+    from the head: the worker's engine (then the head's) is killed out of band by PID,
+    and completions succeed again within the bound (README, "Self-healing")."""
+    outputs = first_up["outputs"]
+    took = []
+    for index in (1, 1, 0):  # the worker twice, then the head
+        before = {i: _pid(lab, i, "engine.pid") for i in (0, 1)}
+        _host(lab, index, f"kill -9 -- -{before[index]}")
+        killed = time.monotonic()
+        wait_until(lambda: _serves(outputs), HEAL_BOUND_S, "completions to succeed again")
+        took.append(time.monotonic() - killed)
+        # The head's watchdog counts failures once it saw this start complete a token.
+        served = lab[0].path(f"/opt/amdfleet/{STACK}/engine.served")
+        wait_until(served.exists, 30, "the head's watchdog to see a completion")
+        assert _pid(lab, index, "engine.pid") != before[index]
+        for i in (0, 1):
+            log = _host(lab, i, f"grep -B4 amdfleet-supervisor: /opt/amdfleet/{STACK}/engine.log")
+            print(f"host{i} after killing host{index}'s engine ({took[-1]:.0f} s):\n{log}")
+    print(f"heal times (s): {[round(t) for t in took]}")
+    head = _host(lab, 0, f"cat /opt/amdfleet/{STACK}/engine.log")
+    assert "amdfleet-supervisor: " in head and "restart 1 of 5" in head
+    assert API_KEY not in head
 
 
 def test_refresh_reports_a_dead_worker_and_up_restarts_the_cluster(
