@@ -20,8 +20,9 @@ on the host at deploy time (:data:`FACTS_COMMAND`, :func:`parse_facts`):
   detached with setsid and a pid file, that starts the launch script in a process group
   of its own, restarts it with exponential backoff up to a bounded count, and writes
   each restart and its reason into the engine log. With a :class:`Watchdog` (the API
-  node of an engine) it also restarts an engine that runs but no longer completes a
-  token (vLLM's head after a pipeline stage died: ENVIRONMENT.md).
+  node, and every node of a cluster, probing the head) it also restarts an engine that
+  runs while the head no longer completes a token (vLLM's head after a pipeline stage
+  died, and its worker after its head died, run on: README "Self-healing").
 
 Every supervisor is a set of pure command builders (:class:`Supervisor`); the
 EngineService provider runs them over a connection. Nothing here does I/O.
@@ -432,6 +433,11 @@ class ProcessSupervisor:
         return self.layout.path("supervisor.state")
 
     @property
+    def watchdog_pid(self) -> str:
+        """The watchdog's process-group id (it runs in a session of its own)."""
+        return self.layout.path("watchdog.pid")
+
+    @property
     def served(self) -> str:
         """Present once the current start has served a completion (removed at each start)."""
         return self.layout.path("engine.served")
@@ -464,13 +470,15 @@ class ProcessSupervisor:
         return f"{{ [ ! -s {shlex.quote(self.restarts)} ] && {is_running(self.layout.pid)}; }}"
 
     def stop_command(self, grace: float = 30.0) -> str:
-        """Stop the loop (it passes SIGTERM on to the engine and exits), then the engine's
-        group (SIGTERM, ``grace`` seconds, SIGKILL)."""
+        """Stop the loop (it passes SIGTERM on to the engine and its watchdog and exits),
+        then a watchdog and an engine's group it left (a loop killed by SIGKILL leaves
+        both: SIGTERM, ``grace`` seconds, SIGKILL)."""
         stale = " ".join(
             shlex.quote(f) for f in (self.restarts, self.state, self._reason, self.served)
         )
         return (
             f"{stop_process_group(self.supervisor_pid, min(grace, 5.0))}; "
+            f"{stop_process_group(self.watchdog_pid, 1.0)}; "
             f"{stop_process_group(self.layout.pid, grace)}; "
             f"rm -f {stale}"
         )
@@ -501,7 +509,7 @@ class ProcessSupervisor:
         say = f'echo "{_LOG_PREFIX}'
         watch = (
             f'setsid sh -c {shlex.quote(self._watchdog(self.watchdog))} sh "$_af_child" '
-            "</dev/null & _af_wd=$!; "
+            f'</dev/null & _af_wd=$!; echo "$_af_wd" >{shlex.quote(self.watchdog_pid)}; '
             if self.watchdog
             else ""
         )
@@ -553,6 +561,8 @@ class ProcessSupervisor:
             # Every second until the first good answer (the deploy's counts: the served
             # mark), then every interval.
             f'while if [ "$_af_ok" = 1 ]; then sleep {w.interval_s}; else sleep 1; fi; do '
+            # An engine gone with its supervisor (killed together) leaves no one to watch.
+            'kill -0 -"$1" 2>/dev/null || kill -0 "$1" 2>/dev/null || exit 0; '
             f"[ -e {served} ] && _af_ok=1; "
             f"_af_out=$({w.probe_command()}); "
             'set -- "$1" ${_af_out#AMDFLEET_GENERATION }; '

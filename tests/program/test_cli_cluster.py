@@ -220,21 +220,26 @@ def test_second_up_changes_nothing(first_up: dict[str, Any], workspace: PulumiWo
 def test_a_killed_pipeline_stage_heals_without_a_pulumi_command(
     first_up: dict[str, Any], lab: HostLab
 ) -> None:
-    """Each node's supervisor handles its own engine; the head's watchdog restarts a head
-    that stopped completing tokens, and the workers rejoin it. No pulumi command, no SSH
-    from the head: the worker's engine (then the head's) is killed out of band by PID,
-    and completions succeed again within the bound (README, "Self-healing")."""
+    """Each node's supervisor handles its own engine, and its watchdog restarts it when the
+    head no longer completes tokens: a killed worker is restarted (it cannot join the
+    running head and exits 1, and is restarted again) while the head, whose completions
+    hang, is restarted by its watchdog; a killed head is restarted while the worker,
+    which vLLM leaves waiting in the old rendezvous, is restarted by its watchdog. No
+    pulumi command, no SSH between hosts: the worker's engine, then the head's, is killed
+    out of band by PID, and completions succeed again within the bound (README,
+    "Self-healing")."""
     outputs = first_up["outputs"]
     took = []
-    for index in (1, 1, 0):  # the worker twice, then the head
+    for index in (1, 0):  # the worker, then the head
         before = {i: _pid(lab, i, "engine.pid") for i in (0, 1)}
         _host(lab, index, f"kill -9 -- -{before[index]}")
         killed = time.monotonic()
         wait_until(lambda: _serves(outputs), HEAL_BOUND_S, "completions to succeed again")
         took.append(time.monotonic() - killed)
-        # The head's watchdog counts failures once it saw this start complete a token.
-        served = lab[0].path(f"/opt/amdfleet/{STACK}/engine.served")
-        wait_until(served.exists, 30, "the head's watchdog to see a completion")
+        # Each node's watchdog counts failures once it saw its start complete a token.
+        for i in (0, 1):
+            served = lab[i].path(f"/opt/amdfleet/{STACK}/engine.served")
+            wait_until(served.exists, 30, f"host{i}'s watchdog to see a completion")
         assert _pid(lab, index, "engine.pid") != before[index]
         for i in (0, 1):
             log = _host(lab, i, f"grep -B4 amdfleet-supervisor: /opt/amdfleet/{STACK}/engine.log")

@@ -6,7 +6,7 @@ SSH in two network namespaces under amdfleet's supervisor loop. The engine they 
 ``tests/support/fake_engine.py``: a real HTTP server process on the head, a process that
 stays up on the worker, and per-rank failure modes (exit at start, completions that hang)
 that vLLM cannot be told to show on demand), and what vLLM does when a pipeline stage dies
-(the head answers /health but its completions hang; a worker whose head goes exits). The
+(the head answers /health but its completions hang; a worker whose head goes stays). The
 real two-node vLLM runs in tests/program/test_cli_cluster.py.
 """
 
@@ -213,6 +213,24 @@ def test_a_killed_worker_heals_without_pulumi_then_a_spent_bound_is_reported(
         assert took < 3 * (5 + 2) + 20, took  # the watchdog's bound, then a fast restart
         read = provider_host.read(created.id, created.outputs, inputs=checked, urn=urn)
         assert read.outputs["running"] is True, read.outputs.get("not_ready")
+
+        # The head dies: its supervisor restarts it, and the worker, left in the old
+        # rendezvous, is restarted by its own watchdog (the head's API refuses) and joins.
+        wait_until(
+            lab[0].path("/opt/amdfleet/cl-heal/engine.served").exists, 10, "the head's watchdog"
+        )
+        worker = _record(lab, 1, "cl-heal")
+        head_group = _run(lab, 0, "cat /opt/amdfleet/cl-heal/engine.pid").strip()
+        _run(lab, 0, f"kill -9 -- -{head_group}")
+        try:
+            wait_until(lambda: _completes(lab), 60, "the cluster to complete tokens again")
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{_logs(lab, 'cl-heal')}") from None
+        assert _record(lab, 1, "cl-heal")["pid"] != worker["pid"]
+        worker_log = _run(lab, 1, "cat /opt/amdfleet/cl-heal/engine.log")
+        assert "amdfleet-supervisor: watchdog: 3 one-token completions in a row failed" in (
+            worker_log
+        )
 
         # Spend the worker's restarts: from now on each start fails.
         _run(lab, 1, f"touch {fail}")

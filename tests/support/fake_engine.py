@@ -15,9 +15,9 @@ accepted as rendered, with a rendezvous like vLLM's: the head listens on the mas
 address and port and starts serving only once the N-1 workers have connected; a
 ``--headless`` node (a worker: it serves no API, and its ``--host`` is the head's
 address, which it could not bind) connects to the head, retrying for up to 60 s, then
-stays up until stopped or until its head's connection closes (then it exits 1, as
-vLLM's worker does when it loses its head). So a worker that dies at start keeps the head
-from ever serving, as it would keep vLLM's. A head whose worker's connection closes keeps
+stays up until stopped, also when its head's connection closes (vLLM's worker does not
+exit when its head dies: measured). So a worker that dies at start keeps the head from
+ever serving, as it would keep vLLM's. A head whose worker's connection closes keeps
 answering ``/health`` and ``/v1/models`` while its completions hang from then on, as
 vLLM's head does after losing a pipeline stage (ENVIRONMENT.md).
 
@@ -80,9 +80,10 @@ def main(argv: list[str]) -> int:
         print("fake engine: headless worker, serving no API", flush=True)
         joined = _join(options)  # held open: the head sees the worker as long as it lives
         print(f"fake engine: joined the head at {joined.getpeername()}", flush=True)
-        _await_close(joined)  # until the head goes, or the provider's SIGTERM ends the group
-        print("fake engine: the head closed the connection", flush=True)
-        return 1
+        _await_close(joined)
+        print("fake engine: the head closed the connection; waiting on", flush=True)
+        signal.pause()  # until the provider's SIGTERM ends the process group
+        return 0
     nnodes = int(options.get("--nnodes", "1"))
     if nnodes > 1:
         workers = _rendezvous(options, nnodes - 1)
