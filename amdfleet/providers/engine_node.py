@@ -162,8 +162,8 @@ def node_supervisor(
     check: ReadinessCheck | None = None,
 ) -> Supervisor:
     """The supervisor for this engine, chosen from the host's facts (a container name
-    means the docker runtime); with the node's readiness ``check`` (the node that serves
-    the API), its watchdog too (:func:`watchdog_for`)."""
+    means the docker runtime); with a readiness ``check`` of the API to watch, its
+    watchdog too (:func:`watchdog_for`)."""
     facts = parse_facts(conn.run(FACTS_COMMAND, timeout=CALL_TIMEOUT).stdout)
     kind = choose_supervisor("docker" if container else "process", facts)
     watchdog = watchdog_for(check, layout) if check is not None else None
@@ -171,10 +171,10 @@ def node_supervisor(
 
 
 def watchdog_for(check: ReadinessCheck, layout: EngineLayout) -> Watchdog | None:
-    """The watchdog of a node that serves the API with a model to complete: it restarts
-    an engine that stopped completing tokens, or that completed none within the readiness
-    deadline plus :data:`WATCHDOG_STARTUP_GRACE_S` (None for a node without an API or a
-    model name)."""
+    """The watchdog of the engine in ``layout``, probing the API ``check`` describes (the
+    head's: on a worker, at the head's address): it restarts the engine when that API
+    stopped completing tokens, or completed none within the readiness deadline plus
+    :data:`WATCHDOG_STARTUP_GRACE_S` (None for a check without an API or a model name)."""
     if not check.serves_api or check.served_name is None:
         return None
     probe = min(check.generation_timeout_s, WATCHDOG_PROBE_TIMEOUT_S)

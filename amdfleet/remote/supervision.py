@@ -94,16 +94,16 @@ DEFAULT_RESTART = RestartPolicy()
 
 @dataclass(frozen=True)
 class Watchdog:
-    """What the process supervisor's watchdog probes: one-token completions on the node's
-    own API (``base_url``, model ``served_name``, keyed from ``secrets_file`` on the host).
+    """What the process supervisor's watchdog probes: one-token completions on the API of
+    the engine's head (``base_url``: the node's own on the head, the head's address on a
+    worker; model ``served_name``, keyed from ``secrets_file`` on the host).
 
-    It sends one every second until the engine has answered one (or the deploy said it
-    did: :meth:`Supervisor.mark_served_command`), then every ``interval_s`` seconds, each
-    cut off after ``probe_timeout_s``. From then on ``failures`` failed answers in a row
-    restart it; an engine
-    that has answered none within ``startup_s`` of its start is restarted too (a head
-    whose workers never joined). A restart by the watchdog counts against the
-    supervisor's :class:`RestartPolicy` like any other.
+    It sends one every second until the head has answered one (or the deploy said it did:
+    :meth:`Supervisor.mark_served_command`), then every ``interval_s`` seconds, each cut
+    off after ``probe_timeout_s``. From then on ``failures`` failed answers in a row
+    restart the node's engine; one whose head has answered none within ``startup_s`` of
+    its start is restarted too (a head whose workers never joined). A restart by the
+    watchdog counts against the supervisor's :class:`RestartPolicy` like any other.
     """
 
     base_url: str
@@ -119,11 +119,6 @@ class Watchdog:
         return generation_command(
             self.base_url, self.served_name, self.probe_timeout_s, self.secrets_file
         )
-
-    @property
-    def hang_bound_s(self) -> int:
-        """The longest an engine that stopped completing runs on before it is stopped."""
-        return self.failures * (self.interval_s + self.probe_timeout_s)
 
 
 class Supervisor(Protocol):
