@@ -417,6 +417,49 @@ def test_an_engine_that_exits_cleanly_unasked_is_restarted_and_only_stop_ends_it
     assert _processes_under(conn, "/opt/amdfleet/clean") == []
 
 
+def test_the_watchdog_restarts_an_engine_whose_completions_hang(
+    provider_host: ProviderHost, lab: HostLab, conn: SshConnection
+) -> None:
+    """The engine runs and answers /health, but its completions hang (SIGUSR2 to the fake
+    engine: a head whose pipeline lost a stage). Nothing exits, so only the supervisor's
+    watchdog sees it: 3 failed one-token completions (2 s each here), then the engine is
+    stopped and restarted, with the watchdog's reason in the log."""
+    urn = provider_host.urn("engine-hang-heal")
+    props = _props(lab, "hangheal")
+    props["readiness"]["generation_timeout_s"] = 2
+    checked = provider_host.check(props, urn=urn).inputs
+    created = provider_host.create(checked, urn=urn)
+    first = _record(lab, "hangheal")
+    try:
+        conn.run(f"kill -USR2 {first['pid']}", timeout=10)
+        wait_until(
+            lambda: _record(lab, "hangheal")["pid"] != first["pid"] and _completes(lab),
+            60,
+            "the watchdog to restart the engine and the engine to complete again",
+        )
+        log = conn.run("cat /opt/amdfleet/hangheal/engine.log", timeout=10).stdout
+        assert (
+            "amdfleet-supervisor: watchdog: 3 one-token completions in a row failed "
+            "(last: status 000 within 2 s); restart 1 of 5 in 1.000 s"
+        ) in log
+        assert API_KEY not in log
+    finally:
+        provider_host.delete(created.id, created.outputs, urn=urn)
+    assert _processes_under(conn, "/opt/amdfleet/hangheal") == []
+
+
+def _completes(lab: HostLab) -> bool:
+    url = f"http://{lab.target(0).address}:{PORT}/v1/completions"
+    body = {"model": "tiny", "prompt": "1+1=", "max_tokens": 1}
+    try:
+        answer = httpx.post(
+            url, json=body, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=2
+        )
+    except httpx.HTTPError:
+        return False
+    return answer.status_code == 200
+
+
 def test_a_crash_loop_stops_after_the_bound(lab: HostLab, conn: SshConnection) -> None:
     """The supervisor loop itself on the lab host, with a short backoff: an engine that
     keeps ending (with status 3, then 0) is restarted ``limit`` times, then the loop gives

@@ -24,6 +24,8 @@ vLLM's head does after losing a pipeline stage (ENVIRONMENT.md).
 SIGUSR1 makes it exit with status 0 at once, as vLLM's API server did when a pipeline
 worker process of its own was killed (issue 22): an engine that stops cleanly without
 being asked.
+SIGUSR2 makes its completions hang from then on, as a head's do whose pipeline lost a
+stage (what amdfleet's watchdog is for).
 
 Behaviour comes from the environment (set through the stack's ``engine.extra_env``):
 - ``FAKE_ENGINE_MODE``: ``ok`` (default), ``exit`` (exit 3 after printing an error),
@@ -67,6 +69,7 @@ def main(argv: list[str]) -> int:
     )
     print(f"fake engine: mode={mode} argv={' '.join(argv)}", flush=True)
     signal.signal(signal.SIGUSR1, _exit_cleanly)
+    signal.signal(signal.SIGUSR2, lambda *_: _LOST_WORKER.set())
     if os.environ.get("FAKE_ENGINE_ECHO_CONFIG"):
         key = os.environ.get("VLLM_API_KEY")
         print(f"fake engine: server_args=ServerArgs(api_key={key!r})", flush=True)
