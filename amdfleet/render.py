@@ -26,7 +26,11 @@ from amdfleet.addresses import host_port
 from amdfleet.engines.base import API_KEY_CONFIG, HEAD_PLACEHOLDER, KEY_SHIM_DIR
 from amdfleet.errors import RenderError
 from amdfleet.plan import DeploymentPlan, NodePlan
-from amdfleet.remote.supervision import DEFAULT_RESTART, docker_restart_flag
+from amdfleet.remote.supervision import (
+    DEFAULT_RESTART,
+    UNREQUESTED_EXIT_STATUS,
+    docker_restart_flag,
+)
 from amdfleet.shellwords import shell_join, shell_lines, shell_quote
 from amdfleet.templates import DOCKERFILE_TEMPLATE, TEMPLATES_DIR
 
@@ -224,13 +228,37 @@ SECRETS_LOADER = (
     'case "$l" in ""|"#"*) continue;; esac; '
     'export "${l%%=*}=${l#*=}"; '
     f"done <{CONTAINER_SECRETS}; fi; "
-    'exec "$@"'
+    "_af_stop=; _af_int=; _af_sent=; _af_c=; "
+    # The stop goes to the engine once it is known (a signal can come before $! is).
+    '_af_fwd() { if [ -n "$_af_c" ] && [ -z "$_af_sent" ]; then _af_sent=1; '
+    'kill -TERM "$_af_c" 2>/dev/null; fi; }; '
+    "trap '_af_stop=1; _af_int=1; _af_fwd' TERM INT; "
+    '"$@" & _af_c=$!; '
+    # wait returns early when a trapped signal arrives: then wait again for the status.
+    'while :; do [ -n "$_af_stop" ] && _af_fwd; _af_int=; wait "$_af_c"; _af_rc=$?; '
+    '[ -n "$_af_int" ] || break; done; '
+    '[ -n "$_af_stop" ] && exit "$_af_rc"; '
+    'if [ "$_af_rc" -eq 0 ]; then '
+    'echo "amdfleet-entrypoint: engine exited with status 0 without being asked to stop; '
+    f'exiting {UNREQUESTED_EXIT_STATUS} so that dockerd restarts it" >&2; '
+    f"exit {UNREQUESTED_EXIT_STATUS}; fi; "
+    '_af_why="status $_af_rc"; [ "$_af_rc" -gt 128 ] && '
+    '_af_why="status $_af_rc (signal $((_af_rc-128)))"; '
+    'echo "amdfleet-entrypoint: engine exited with $_af_why" >&2; exit "$_af_rc"'
 )
-"""POSIX sh run as a container's entrypoint: export secrets.env's lines literally (no
-shell evaluation, as ``docker --env-file`` reads them), put the key shim directory first
-on PATH when there is one, then exec the engine command that follows. The key is then
-in the engine's process environment only, not in the
-container's configuration."""
+"""POSIX sh run as a container's entrypoint (PID 1): export secrets.env's lines literally
+(no shell evaluation, as ``docker --env-file`` reads them), put the key shim directory
+first on PATH when there is one, then run the engine command that follows as its child.
+The key is then in the engine's process environment only, not in the container's
+configuration.
+
+It supervises that child for dockerd's restart policy (``on-failure:N``, which restarts
+non-zero exits only): ``docker stop``'s SIGTERM (or SIGINT) is passed on to the engine
+and the engine's status returned (dockerd does not restart a container it was asked to
+stop); an engine that ends without being asked is logged with its status and, when that
+status is 0, the container exits with
+:data:`~amdfleet.remote.supervision.UNREQUESTED_EXIT_STATUS` instead, so every
+unrequested stop is restarted, at most N times."""
 
 
 def _mounts(plan: DeploymentPlan, key_config: str | None, key_shim: str | None) -> list[str]:

@@ -2,9 +2,13 @@
 hosts), started, checked and stopped as one.
 
 A multi-node engine lives or dies whole: vLLM's workers cannot rejoin a running head (its
-rendezvous happened at start), and a head whose pipeline lost a stage still answers
-``/health`` and ``/v1/models`` with 200 while every completion hangs (ENVIRONMENT.md).
-So the cluster is one resource, not one per node:
+rendezvous happened at start: a restarted worker exits 1), and a head whose pipeline lost
+a stage still answers ``/health`` and ``/v1/models`` with 200 while every completion hangs
+(ENVIRONMENT.md). So the cluster is one resource, not one per node, and it heals itself
+without a ``pulumi`` command and without SSH between hosts: each node's supervisor
+restarts its own engine whenever it stops, and the head's supervisor runs a watchdog
+(:class:`~amdfleet.remote.supervision.Watchdog`) that restarts a head that stopped
+completing tokens; the workers, restarted until then, join the new head's rendezvous.
 
 - ``create``/``update`` stop the engine on every node, upload every node's rendered files,
   ``cluster.env`` (the collective-traffic interface derived from the host's facts by
@@ -16,8 +20,8 @@ So the cluster is one resource, not one per node:
 - ``read`` (``pulumi refresh``) checks the engine on every node and, when all run, one
   real completion on the head within a deadline. A node that is down, or a head that
   does not complete, sets ``running`` false and ``not_ready`` to what was seen (the node,
-  and the last lines of its log), shown as a warning; the next ``pulumi up`` then restarts
-  the whole cluster in order.
+  its supervisor's line when it gave up restarting it, and the last lines of its log),
+  shown as a warning; the next ``pulumi up`` then restarts the whole cluster in order.
 - ``delete`` stops every node's engine and removes its directory; idempotent.
 """
 
@@ -27,6 +31,7 @@ import contextlib
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import pulumi
 from pulumi.dynamic import (
@@ -39,6 +44,7 @@ from pulumi.dynamic import (
 )
 from pydantic import BaseModel, ConfigDict, Field
 
+from amdfleet.addresses import host_port
 from amdfleet.errors import EngineStartError, RemoteError
 from amdfleet.providers.cloud_host import gone_with_instance
 from amdfleet.providers.engine_node import (
@@ -66,6 +72,7 @@ from amdfleet.remote.transport.fanout import fan_out
 from amdfleet.remote.transport.target import HostTarget
 
 CLUSTER_ENV_FILE = "cluster.env"
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
 _T = TypeVar("_T")
 
 
@@ -226,9 +233,12 @@ def _deploy(p: EngineClusterProps, progress: ResourceProgress) -> None:
     with _connections(p) as conns:
         progress.step(f"stopping any engine already running on the {len(p.nodes)} nodes")
         _stop_all(p, conns)
+        # Each node's supervisor restarts its own engine, and its watchdog restarts it when
+        # the cluster stops completing tokens on the head.
+        watched = _watchdog_checks(p)
         supervisors = [
-            node_supervisor(conn, node.layout, node.unit, node.container)
-            for node, conn in zip(p.nodes, conns, strict=True)
+            node_supervisor(conn, node.layout, node.unit, node.container, check)
+            for node, conn, check in zip(p.nodes, conns, watched, strict=True)
         ]
         try:
             progress.step(f"uploading the engine files to {len(p.nodes)} nodes")
@@ -243,10 +253,29 @@ def _deploy(p: EngineClusterProps, progress: ResourceProgress) -> None:
                 conn.run(sup.start_command(), timeout=CALL_TIMEOUT)
             watch = _watch_workers(p, conns, supervisors)
             wait_ready(conns[0], supervisors[0], p.readiness, p.secret_env, progress, watch)
+            _each(
+                len(p.nodes),
+                lambda i: conns[i].run(supervisors[i].mark_served_command(), timeout=CALL_TIMEOUT),
+            )
         except RemoteError as e:
             tails = [log_tail(conn, sup) for conn, sup in zip(conns, supervisors, strict=True)]
             _stop_all(p, conns)
             raise _start_error(p, e, supervisors, tails) from e
+
+
+def _watchdog_checks(p: EngineClusterProps) -> list[ReadinessCheck]:
+    """What each node's watchdog probes: the head's API, from the head as its readiness
+    check does, from a worker at the head's address (a worker whose head died, or was
+    restarted, stays in its old rendezvous: vLLM's does not exit, so it must restart
+    itself to join the new one)."""
+    url = urlsplit(p.readiness.base_url)
+    host = url.hostname or ""
+    if host in _LOOPBACK:
+        host = p.head.host.address
+    netloc = host_port(host, url.port) if url.port else host
+    head_api = urlunsplit((url.scheme, netloc, url.path, "", ""))
+    worker = p.readiness.model_copy(update={"base_url": head_api})
+    return [p.readiness, *[worker] * (len(p.nodes) - 1)]
 
 
 @contextlib.contextmanager

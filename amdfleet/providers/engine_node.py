@@ -33,6 +33,7 @@ from amdfleet.remote.engine import (
 from amdfleet.remote.supervision import (
     FACTS_COMMAND,
     Supervisor,
+    Watchdog,
     choose_supervisor,
     parse_facts,
     stop_any_command,
@@ -49,6 +50,11 @@ STOP_TIMEOUT = 150.0
 # dead stage never answers (ENVIRONMENT.md), so this is the deadline for the answer.
 GENERATION_TIMEOUT_S = 60
 LOG_TAIL_LINES = 40
+# A loaded engine completes one token in well under a second; a watchdog probe that waits
+# longer only delays noticing a hung pipeline.
+WATCHDOG_PROBE_TIMEOUT_S = 15
+# The deploy's own readiness wait ends before the watchdog would call a start failed.
+WATCHDOG_STARTUP_GRACE_S = 60
 RESTART_ON = ("files_hash", "secrets_hash", "readiness")
 """Inputs whose change restarts an engine (its fingerprints and its readiness check)."""
 
@@ -153,14 +159,34 @@ def node_supervisor(
     layout: EngineLayout,
     unit: str,
     container: str | None,
+    check: ReadinessCheck | None = None,
     *,
     timeout: float = CALL_TIMEOUT,
 ) -> Supervisor:
     """The supervisor for this engine, chosen from the host's facts (a container name
-    means the docker runtime); ``timeout`` bounds the facts command."""
+    means the docker runtime); with a readiness ``check`` of the API to watch, its
+    watchdog too (:func:`watchdog_for`); ``timeout`` bounds the facts command."""
     facts = parse_facts(conn.run(FACTS_COMMAND, timeout=timeout).stdout)
     kind = choose_supervisor("docker" if container else "process", facts)
-    return supervisor_for(kind, layout, unit=unit, container=container)
+    watchdog = watchdog_for(check, layout) if check is not None else None
+    return supervisor_for(kind, layout, unit=unit, container=container, watchdog=watchdog)
+
+
+def watchdog_for(check: ReadinessCheck, layout: EngineLayout) -> Watchdog | None:
+    """The watchdog of the engine in ``layout``, probing the API ``check`` describes (the
+    head's: on a worker, at the head's address): it restarts the engine when that API
+    stopped completing tokens, or completed none within the readiness deadline plus
+    :data:`WATCHDOG_STARTUP_GRACE_S` (None for a check without an API or a model name)."""
+    if not check.serves_api or check.served_name is None:
+        return None
+    probe = min(check.generation_timeout_s, WATCHDOG_PROBE_TIMEOUT_S)
+    return Watchdog(
+        base_url=check.base_url,
+        served_name=check.served_name,
+        secrets_file=layout.secrets,
+        startup_s=check.timeout_s + WATCHDOG_STARTUP_GRACE_S,
+        probe_timeout_s=probe,
+    )
 
 
 def upload(
@@ -204,21 +230,30 @@ def serving_problem(conn: Connection, supervisor: Supervisor, check: ReadinessCh
 
     A node that serves no API must have its engine running. The head must run, answer
     its health path 200 and complete one real token within ``generation_timeout_s``:
-    ``/health`` alone answers 200 on a head whose pipeline lost a stage.
+    ``/health`` alone answers 200 on a head whose pipeline lost a stage. An engine that
+    is not running is reported with its supervisor's line when that gave up restarting
+    it (:meth:`~amdfleet.remote.supervision.Supervisor.gave_up_command`).
     """
     running = supervisor.running_command()
     if not check.serves_api:
         ok = conn.run(running, timeout=CALL_TIMEOUT, check=False).ok
-        return None if ok else "the engine is not running"
+        return None if ok else _not_running(conn, supervisor)
     paths = check.paths
     health = ("/health",) if "/health" in paths else paths[:1]
     command = readiness_command(running, check.base_url, health)
     result = parse_readiness(conn.run(command, timeout=CALL_TIMEOUT, stdin="").stdout)
     if not result.alive:
-        return "the engine is not running"
+        return _not_running(conn, supervisor)
     if not result.ready(health):
         return f"{health[0]} answered {result.statuses.get(health[0], (0, ''))[0] or 'nothing'}"
     return generation_problem(conn, supervisor.layout, check)
+
+
+def _not_running(conn: Connection, supervisor: Supervisor) -> str:
+    """``the engine is not running``, with the supervisor's word when it gave up."""
+    gave_up = conn.run(supervisor.gave_up_command(), timeout=CALL_TIMEOUT, check=False)
+    line = gave_up.stdout.strip()
+    return f"the engine is not running: {line}" if line else "the engine is not running"
 
 
 def generation_problem(conn: Connection, layout: EngineLayout, check: ReadinessCheck) -> str | None:

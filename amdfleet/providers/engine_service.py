@@ -4,7 +4,8 @@
 ``/opt/amdfleet/<stack>``, writes ``secrets.env`` (0600) from secret inputs, starts the
 launch script under the supervisor the host calls for (:mod:`amdfleet.remote.supervision`:
 dockerd's restart policy for the docker runtime, else systemd where it is PID 1, else
-amdfleet's supervisor loop), which restarts a crashed engine, and waits for ``/health``
+amdfleet's supervisor loop, with its completion watchdog), which restarts an engine that
+stops without being asked, and waits for ``/health``
 and ``/v1/models`` (with the served model listed), then one real token from
 ``/v1/completions``, before a deadline sized to the model. Readiness is probed on the
 host itself, over the connection, so a dead engine is noticed at once and its log tail
@@ -226,7 +227,7 @@ def _deploy(p: EngineServiceProps, progress: ResourceProgress) -> None:
     with _open(p) as conn:
         progress.step("stopping any engine already running there")
         stop_and_remove(conn, layout, p.unit, p.container)
-        supervisor = node_supervisor(conn, layout, p.unit, p.container)
+        supervisor = node_supervisor(conn, layout, p.unit, p.container, p.readiness)
         try:
             progress.step(f"uploading {len(p.files)} files to {layout.remote_dir}")
             upload(conn, layout, p.files, p.secret_env)
@@ -256,6 +257,7 @@ def _wait(
         progress.note("worker engine running (it serves no API)")
         return
     wait_ready(conn, supervisor, p.readiness, p.secret_env, progress)
+    conn.run(supervisor.mark_served_command(), timeout=CALL_TIMEOUT)
 
 
 def wait_ready(

@@ -4,23 +4,33 @@ One story per host and runtime, chosen by :func:`choose_supervisor` from facts c
 on the host at deploy time (:data:`FACTS_COMMAND`, :func:`parse_facts`):
 
 - ``docker`` runtime: dockerd. The launch script runs the container detached with
-  ``--restart on-failure:<limit>`` (:func:`docker_restart_flag`), so dockerd restarts a
-  crashed engine; ``running`` is the container's state, the log is ``docker logs``.
+  ``--restart on-failure:<limit>`` (:func:`docker_restart_flag`) and an entrypoint
+  (``render.SECRETS_LOADER``) that runs the engine as its child, passes ``docker stop``'s
+  SIGTERM on to it and turns an engine's unrequested clean exit into exit status
+  :data:`UNREQUESTED_EXIT_STATUS`, so dockerd restarts an engine that stopped for any
+  reason, at most ``limit`` times (``always`` would be unbounded, ``on-failure`` alone
+  would not restart an exit 0); ``running`` is the container's state, the log is
+  ``docker logs``. dockerd does not restart a container that ``docker stop`` stopped.
 - ``process`` runtime on a host whose PID 1 is systemd (``/run/systemd/system`` exists):
-  systemd. The rendered unit (``Restart=on-failure`` with a bounded start limit) is
-  installed into ``/etc/systemd/system``, ``daemon-reload``-ed and started; stop removes
-  it again. There is no systemd on the machines that test amdfleet: this supervisor's
-  commands and the unit text are tested as pure text only.
+  systemd. The rendered unit (``Restart=always`` with a growing delay and a bounded
+  start limit) is installed into ``/etc/systemd/system``, ``daemon-reload``-ed and
+  started; stop removes it again. There is no systemd on the machines that test amdfleet:
+  this supervisor's commands and the unit text are tested as pure text only.
 - ``process`` runtime elsewhere: a small POSIX-sh supervisor loop (:class:`ProcessSupervisor`),
   detached with setsid and a pid file, that starts the launch script in a process group
   of its own, restarts it with exponential backoff up to a bounded count, and writes
-  each restart into the engine log.
+  each restart and its reason into the engine log. With a :class:`Watchdog` (the API
+  node, and every node of a cluster, probing the head) it also restarts an engine that
+  runs while the head no longer completes a token (vLLM's head after a pipeline stage
+  died, and its worker after its head died, run on: README "Self-healing").
 
 Every supervisor is a set of pure command builders (:class:`Supervisor`); the
 EngineService provider runs them over a connection. Nothing here does I/O.
 
-All three restart only on failure (a non-zero exit or a signal, never a clean exit) and
-at most :attr:`RestartPolicy.limit` times in a row.
+All three restart an engine that stopped without being asked, whatever its exit status,
+at most :attr:`RestartPolicy.limit` times in a row, and then say that they gave up
+(:meth:`Supervisor.gave_up_command`). Only amdfleet's own stop (:meth:`Supervisor.stop_command`:
+an update, a destroy) stops an engine for good.
 """
 
 from __future__ import annotations
@@ -30,7 +40,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from amdfleet.remote.engine import EngineLayout
+from amdfleet.remote.engine import EngineLayout, generation_command
 from amdfleet.remote.process import detached, is_running, new_private_file, stop_process_group
 
 SYSTEMD_UNIT_DIR = "/etc/systemd/system"
@@ -38,6 +48,11 @@ FACTS_COMMAND = (
     "if [ -d /run/systemd/system ]; then echo AMDFLEET_SYSTEMD=1; else echo AMDFLEET_SYSTEMD=0; fi"
 )
 _LOG_PREFIX = "amdfleet-supervisor:"
+UNREQUESTED_EXIT_STATUS = 75
+"""The container entrypoint's exit status for an engine that exited 0 without being asked
+(dockerd's ``on-failure`` policy restarts non-zero exits only)."""
+# How long the supervisor loop and its watchdog give an engine's group after SIGTERM.
+_ENGINE_GRACE_POLLS = 100
 # The supervisor loop's start writes the engine's pid file a moment after it is detached.
 _PID_WAIT_POLLS = 100
 _PID_WAIT_S = 0.1
@@ -77,6 +92,35 @@ class RestartPolicy:
 DEFAULT_RESTART = RestartPolicy()
 
 
+@dataclass(frozen=True)
+class Watchdog:
+    """What the process supervisor's watchdog probes: one-token completions on the API of
+    the engine's head (``base_url``: the node's own on the head, the head's address on a
+    worker; model ``served_name``, keyed from ``secrets_file`` on the host).
+
+    It sends one every second until the head has answered one (or the deploy said it did:
+    :meth:`Supervisor.mark_served_command`), then every ``interval_s`` seconds, each cut
+    off after ``probe_timeout_s``. From then on ``failures`` failed answers in a row
+    restart the node's engine; one whose head has answered none within ``startup_s`` of
+    its start is restarted too (a head whose workers never joined). A restart by the
+    watchdog counts against the supervisor's :class:`RestartPolicy` like any other.
+    """
+
+    base_url: str
+    served_name: str
+    secrets_file: str
+    startup_s: int
+    interval_s: int = 5
+    failures: int = 3
+    probe_timeout_s: int = 15
+
+    def probe_command(self) -> str:
+        """One completion; prints ``AMDFLEET_GENERATION <status> ...``."""
+        return generation_command(
+            self.base_url, self.served_name, self.probe_timeout_s, self.secrets_file
+        )
+
+
 class Supervisor(Protocol):
     """Command builders for one engine under one supervisor."""
 
@@ -106,6 +150,16 @@ class Supervisor(Protocol):
 
     def stop_command(self, grace: float = 30.0) -> str:
         """Stop the engine and its supervision; idempotent and bounded by ``grace``."""
+        ...
+
+    def mark_served_command(self) -> str:
+        """Record that the engine this supervisor started has served a completion (the
+        deploy saw one): a watchdog counts failures from then on."""
+        ...
+
+    def gave_up_command(self) -> str:
+        """Print, on one line, why the supervisor stopped restarting the engine (it spent
+        its restarts); print nothing while it has not given up."""
         ...
 
     def log_tail_command(self, lines: int = 40) -> str:
@@ -140,16 +194,18 @@ def supervisor_for(
     unit: str,
     container: str | None,
     policy: RestartPolicy = DEFAULT_RESTART,
+    watchdog: Watchdog | None = None,
 ) -> Supervisor:
     """The supervisor of ``kind`` for the engine in ``layout`` (``unit`` is the rendered
-    unit's file name, ``container`` the docker runtime's container name)."""
+    unit's file name, ``container`` the docker runtime's container name). ``watchdog``
+    is run by the process supervisor only."""
     if kind is SupervisorKind.DOCKER:
         if not container:
             raise ValueError("the docker supervisor needs a container name")
-        return DockerSupervisor(layout, container)
+        return DockerSupervisor(layout, container, policy)
     if kind is SupervisorKind.SYSTEMD:
         return SystemdSupervisor(layout, unit)
-    return ProcessSupervisor(layout, policy)
+    return ProcessSupervisor(layout, policy, watchdog)
 
 
 def stop_any_command(
@@ -166,7 +222,8 @@ def stop_any_command(
 
 
 def docker_restart_flag(policy: RestartPolicy = DEFAULT_RESTART) -> str:
-    """The ``docker run`` restart flag the launch script renders for the docker runtime."""
+    """The ``docker run`` restart flag the launch script renders for the docker runtime:
+    ``on-failure`` with a bound (the entrypoint makes every unrequested exit a failure)."""
     return f"--restart on-failure:{policy.limit}"
 
 
@@ -222,6 +279,22 @@ class SystemdSupervisor:
             f"systemctl daemon-reload; systemctl reset-failed {unit} 2>/dev/null; fi; true"
         )
 
+    def mark_served_command(self) -> str:
+        """Nothing: systemd runs no watchdog of amdfleet's."""
+        return "true"
+
+    def gave_up_command(self) -> str:
+        """systemd's ``Result`` is ``start-limit-hit`` once the unit spent its start limit
+        (systemd.unit(5), ``StartLimitBurst``)."""
+        unit = shlex.quote(self.unit)
+        return (
+            f"_af_r=$(systemctl show -p Result --value {unit} 2>/dev/null); "
+            'if [ "$_af_r" = start-limit-hit ]; then '
+            f'echo "systemd gave up on {self.unit}: start limit hit after '
+            f"$(systemctl show -p NRestarts --value {unit}) restarts "
+            '(StartLimitBurst in its unit)"; fi; true'
+        )
+
     @property
     def log_source(self) -> str:
         """The unit's journal."""
@@ -242,6 +315,7 @@ class DockerSupervisor:
 
     layout: EngineLayout
     container: str
+    policy: RestartPolicy = DEFAULT_RESTART
 
     @property
     def kind(self) -> SupervisorKind:
@@ -268,6 +342,23 @@ class DockerSupervisor:
             "if command -v docker >/dev/null 2>&1; then "
             f"docker stop --time {int(grace)} {name} >/dev/null 2>&1; "
             f"docker rm -f {name} >/dev/null 2>&1; fi; true"
+        )
+
+    def mark_served_command(self) -> str:
+        """Nothing: dockerd runs no watchdog of amdfleet's."""
+        return "true"
+
+    def gave_up_command(self) -> str:
+        """A container that is not running after ``policy.limit`` restarts: dockerd spent
+        its ``on-failure`` count (a container ``docker stop`` stopped is not restarted,
+        but is also not there after amdfleet's stop, which removes it)."""
+        fields = self._inspect("{{.State.Running}} {{.RestartCount}} {{.State.ExitCode}}")
+        limit = self.policy.limit
+        return (
+            f"set -- $({fields}); "
+            f'if [ "$1" = false ] && [ "${{2:-0}}" -ge {limit} ]; then '
+            f'echo "dockerd gave up on container {self.container} after $2 restarts '
+            f'(on-failure:{limit}); the engine last exited with status $3"; fi; true'
         )
 
     @property
@@ -297,17 +388,24 @@ class ProcessSupervisor:
     neither systemd nor the docker runtime.
 
     The loop (its pid in ``supervisor.pid``) starts the launch script in a session and
-    process group of its own (``engine.pid``). When the engine exits non-zero or by a
-    signal, the loop kills what is left of the engine's group (a vLLM EngineCore that
-    outlived its API server), logs ``amdfleet-supervisor: engine exited with status S;
-    restart N of LIMIT in T s`` into the engine log, records the count in
-    ``engine.restarts``, waits and starts it again; after ``policy.limit`` restarts in a
-    row it logs that it gives up and exits. On SIGTERM it passes the signal to the engine's
-    group and exits without restarting.
+    process group of its own (``engine.pid``). Whenever the engine ends, whatever its exit
+    status, the loop kills what is left of the engine's group (a vLLM EngineCore that
+    outlived its API server), logs ``amdfleet-supervisor: <reason>; restart N of LIMIT in
+    T s`` into the engine log (the reason: ``engine exited with status S``, with the
+    signal for a status above 128, or the watchdog's), records the count in
+    ``engine.restarts``, waits and starts it again. After ``policy.limit`` restarts in a
+    row it logs that it gives up, writes the same line into ``supervisor.state`` and
+    exits. On SIGTERM (amdfleet's stop) it passes the signal to the engine's group and
+    exits without restarting: that is the only way an engine stops for good.
+
+    With a :class:`Watchdog`, each start also gets a watchdog in a process group of its
+    own that stops the engine (SIGTERM, then SIGKILL) when it stops completing tokens;
+    the loop then restarts it with the watchdog's reason.
     """
 
     layout: EngineLayout
     policy: RestartPolicy = DEFAULT_RESTART
+    watchdog: Watchdog | None = None
 
     @property
     def kind(self) -> SupervisorKind:
@@ -324,12 +422,35 @@ class ProcessSupervisor:
         """How often the engine was restarted since the start (absent: never)."""
         return self.layout.path("engine.restarts")
 
+    @property
+    def state(self) -> str:
+        """Why the loop gave up (absent while it has not)."""
+        return self.layout.path("supervisor.state")
+
+    @property
+    def watchdog_pid(self) -> str:
+        """The watchdog's process-group id (it runs in a session of its own)."""
+        return self.layout.path("watchdog.pid")
+
+    @property
+    def served(self) -> str:
+        """Present once the current start has served a completion (removed at each start)."""
+        return self.layout.path("engine.served")
+
+    @property
+    def _reason(self) -> str:
+        """The watchdog's reason for the engine's end (absent: it did not stop it)."""
+        return self.layout.path("engine.stopped-by")
+
     def start_command(self) -> str:
         """Start the loop detached (the log truncated first, so a failure report shows this
         start's output only); returns once the engine's pid file is written."""
         fresh, engine_pid = new_private_file(self.layout.log), shlex.quote(self.layout.pid)
+        stale = " ".join(
+            shlex.quote(f) for f in (self.restarts, self.state, self._reason, self.served)
+        )
         return (
-            f"{fresh} && rm -f {engine_pid} {shlex.quote(self.restarts)} && "
+            f"{fresh} && rm -f {engine_pid} {stale} && "
             + detached(self._loop(), self.layout.log, self.supervisor_pid)
             + f" && _af_i=0; while [ ! -s {engine_pid} ] && [ $_af_i -lt {_PID_WAIT_POLLS} ]; "
             f"do sleep {_PID_WAIT_S}; _af_i=$((_af_i+1)); done"
@@ -344,13 +465,26 @@ class ProcessSupervisor:
         return f"{{ [ ! -s {shlex.quote(self.restarts)} ] && {is_running(self.layout.pid)}; }}"
 
     def stop_command(self, grace: float = 30.0) -> str:
-        """Stop the loop (it passes SIGTERM on to the engine and exits), then the engine's
-        group (SIGTERM, ``grace`` seconds, SIGKILL)."""
+        """Stop the loop (it passes SIGTERM on to the engine and its watchdog and exits),
+        then a watchdog and an engine's group it left (a loop killed by SIGKILL leaves
+        both: SIGTERM, ``grace`` seconds, SIGKILL)."""
+        stale = " ".join(
+            shlex.quote(f) for f in (self.restarts, self.state, self._reason, self.served)
+        )
         return (
             f"{stop_process_group(self.supervisor_pid, min(grace, 5.0))}; "
+            f"{stop_process_group(self.watchdog_pid, 1.0)}; "
             f"{stop_process_group(self.layout.pid, grace)}; "
-            f"rm -f {shlex.quote(self.restarts)}"
+            f"rm -f {stale}"
         )
+
+    def mark_served_command(self) -> str:
+        """Create :attr:`served`, which the watchdog reads as its first good answer."""
+        return f": >{shlex.quote(self.served)}"
+
+    def gave_up_command(self) -> str:
+        """The line the loop wrote into ``supervisor.state`` when it gave up."""
+        return f"head -n 1 -- {shlex.quote(self.state)} 2>/dev/null; true"
 
     @property
     def log_source(self) -> str:
@@ -364,33 +498,82 @@ class ProcessSupervisor:
     def _loop(self) -> str:
         p = self.policy
         launch, pid = shlex.quote(self.layout.launch), shlex.quote(self.layout.pid)
-        restarts = shlex.quote(self.restarts)
+        restarts, state = shlex.quote(self.restarts), shlex.quote(self.state)
+        reason = shlex.quote(self._reason)
         first_ms, max_ms = int(p.backoff_s * 1000), int(p.backoff_max_s * 1000)
         say = f'echo "{_LOG_PREFIX}'
+        watch = (
+            f'setsid sh -c {shlex.quote(self._watchdog(self.watchdog))} sh "$_af_child" '
+            f'</dev/null & _af_wd=$!; echo "$_af_wd" >{shlex.quote(self.watchdog_pid)}; '
+            if self.watchdog
+            else ""
+        )
         return (
-            f"_af_n=0; _af_total=0; _af_ms={first_ms}; _af_child=; "
+            f"_af_n=0; _af_total=0; _af_ms={first_ms}; _af_child=; _af_wd=; "
             # The signal reaches the engine's group, or its pid before setsid made the group.
             'trap \'{ kill -TERM -"$_af_child" || kill -TERM "$_af_child"; } 2>/dev/null; '
+            '[ -n "$_af_wd" ] && { kill -KILL -"$_af_wd" || kill -KILL "$_af_wd"; } 2>/dev/null; '
             "exit 0' TERM INT HUP; "
             "while :; do "
-            "_af_t0=$(date +%s); "
+            f"_af_t0=$(date +%s); rm -f {reason} {shlex.quote(self.served)}; "
             f"setsid {launch} </dev/null & _af_child=$!; "
             f'echo "$_af_child" >{pid}.tmp && mv -f {pid}.tmp {pid}; '
+            f"{watch}"
             'wait "$_af_child"; _af_rc=$?; '
+            'if [ -n "$_af_wd" ]; then '
+            '{ kill -KILL -"$_af_wd" || kill -KILL "$_af_wd"; } 2>/dev/null; '
+            'wait "$_af_wd" 2>/dev/null; _af_wd=; fi; '
             'kill -KILL -"$_af_child" 2>/dev/null; '
-            f'if [ "$_af_rc" -eq 0 ]; then {say} engine exited cleanly; not restarting"; '
-            f"rm -f {pid}; exit 0; fi; "
+            f"if [ -s {reason} ]; then _af_why=$(cat {reason}); "
+            'elif [ "$_af_rc" -gt 128 ]; then '
+            '_af_why="engine exited with status $_af_rc (signal $((_af_rc-128)))"; '
+            'elif [ "$_af_rc" -eq 0 ]; then '
+            '_af_why="engine exited with status 0 without being asked to stop"; '
+            'else _af_why="engine exited with status $_af_rc"; fi; '
             f"if [ $(( $(date +%s) - _af_t0 )) -ge {p.reset_after_s} ]; then "
             f"_af_n=0; _af_ms={first_ms}; fi; "
             f'if [ "$_af_n" -ge {p.limit} ]; then '
-            f"{say} engine exited with status $_af_rc; "
-            f'giving up after $_af_n restarts (limit {p.limit})"; '
+            f'_af_msg="$_af_why; giving up after $_af_n restarts (limit {p.limit})"; '
+            f'{say} $_af_msg"; '
+            f'echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) $_af_msg" >{state}; '
             f"rm -f {pid}; exit 1; fi; "
             "_af_n=$((_af_n+1)); _af_total=$((_af_total+1)); "
             f'echo "$_af_total" >{restarts}; '
             '_af_s="$((_af_ms/1000)).$(printf %03d $((_af_ms%1000)))"; '
-            f'{say} engine exited with status $_af_rc; restart $_af_n of {p.limit} in $_af_s s"; '
+            f'{say} $_af_why; restart $_af_n of {p.limit} in $_af_s s"; '
             'sleep "$_af_s" & wait $!; '
             f"_af_ms=$((_af_ms*2)); [ $_af_ms -gt {max_ms} ] && _af_ms={max_ms}; "
+            "done"
+        )
+
+    def _watchdog(self, w: Watchdog) -> str:
+        """The watchdog's sh text; ``$1`` is the engine's process group."""
+        reason, say = shlex.quote(self._reason), f'echo "{_LOG_PREFIX}'
+        served = shlex.quote(self.served)
+        return (
+            # set -f: the answer's words are split into $2.. and must not glob.
+            "set -f; _af_ok=0; _af_bad=0; _af_t0=$(date +%s); "
+            # Every second until the first good answer (the deploy's counts: the served
+            # mark), then every interval.
+            f'while if [ "$_af_ok" = 1 ]; then sleep {w.interval_s}; else sleep 1; fi; do '
+            # An engine gone with its supervisor (killed together) leaves no one to watch.
+            'kill -0 -"$1" 2>/dev/null || kill -0 "$1" 2>/dev/null || exit 0; '
+            f"[ -e {served} ] && _af_ok=1; "
+            f"_af_out=$({w.probe_command()}); "
+            'set -- "$1" ${_af_out#AMDFLEET_GENERATION }; '
+            f'if [ "$2" = 200 ]; then _af_ok=1; _af_bad=0; : >{served}; continue; fi; '
+            'if [ "$_af_ok" = 1 ]; then _af_bad=$((_af_bad+1)); '
+            f'[ "$_af_bad" -ge {w.failures} ] || continue; '
+            f'_af_why="watchdog: {w.failures} one-token completions in a row failed '
+            f'(last: status $2 within {w.probe_timeout_s} s)"; '
+            f"elif [ $(( $(date +%s) - _af_t0 )) -ge {w.startup_s} ]; then "
+            f'_af_why="watchdog: the engine completed no token within {w.startup_s} s '
+            '(last: status $2)"; '
+            "else continue; fi; "
+            f'echo "$_af_why" >{reason}; {say} $_af_why; stopping the engine"; '
+            'kill -TERM -"$1" 2>/dev/null; _af_i=0; '
+            f'while kill -0 -"$1" 2>/dev/null && [ $_af_i -lt {_ENGINE_GRACE_POLLS} ]; do '
+            f"sleep {_PID_WAIT_S}; _af_i=$((_af_i+1)); done; "
+            'kill -KILL -"$1" 2>/dev/null; exit 0; '
             "done"
         )

@@ -16,8 +16,12 @@ In order, what a user of a multi-node fleet meets:
   endpoint from two hosts; each node runs the rendered multi-node command with its own
   rank, ``VLLM_HOST_IP``, the collective interface derived from its facts and a core of
   its own;
+* a pipeline stage killed out of band (the worker's engine, then the head's) heals
+  without a pulumi command: each node's supervisor restarts its own engine and the
+  watchdogs restart the stage left hanging, within the README's bound ("Self-healing");
 * ``amdfleet status`` finds both nodes' engines running and the endpoint serving;
-* a worker's engine killed out of band: the head still answers ``/health``, but
+* a worker's engine and its supervisor killed out of band: the head still answers
+  ``/health``, but
   ``amdfleet status`` says down (no token within its timeout) naming the worker, and
   ``pulumi refresh`` reports the cluster not serving, naming the worker and its log
   tail; the next ``up`` restarts both nodes, head first, and verification passes again;
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -52,6 +57,9 @@ API_KEY = "cluster-api-key-5e0b7d21c9"
 SECRETS = {"apiKey": API_KEY}
 PORT = 18031
 MASTER_PORT = 29531
+# Kill to first completion: the head's watchdog (3 probes, 5 s apart, 15 s each at most),
+# a restart, and the two-host engine's start (about 70 s on this machine), with margin.
+HEAL_BOUND_S = 300
 
 pytestmark = [pytest.mark.pulumi, pytest.mark.netns, pytest.mark.vllm]
 
@@ -151,6 +159,14 @@ def _completion(outputs: dict[str, Any], timeout: float = 60) -> httpx.Response:
     )
 
 
+def _serves(outputs: dict[str, Any]) -> bool:
+    """One short completion answered 200 (a hung pipeline does not answer in time)."""
+    try:
+        return _completion(outputs, timeout=10).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def _flag(argv: list[str], name: str) -> str:
     return argv[argv.index(name) + 1]
 
@@ -206,6 +222,39 @@ def test_up_serves_a_verified_endpoint_from_two_hosts(
 def test_second_up_changes_nothing(first_up: dict[str, Any], workspace: PulumiWorkspace) -> None:
     run = workspace.up(STACK)
     assert run.changed() == {}
+
+
+def test_a_killed_pipeline_stage_heals_without_a_pulumi_command(
+    first_up: dict[str, Any], lab: HostLab
+) -> None:
+    """Each node's supervisor handles its own engine, and its watchdog restarts it when the
+    head no longer completes tokens: a killed worker is restarted (it cannot join the
+    running head and exits 1, and is restarted again) while the head, whose completions
+    hang, is restarted by its watchdog; a killed head is restarted while the worker,
+    which vLLM leaves waiting in the old rendezvous, is restarted by its watchdog. No
+    pulumi command, no SSH between hosts: the worker's engine, then the head's, is killed
+    out of band by PID, and completions succeed again within the bound (README,
+    "Self-healing")."""
+    outputs = first_up["outputs"]
+    took = []
+    for index in (1, 0):  # the worker, then the head
+        before = {i: _pid(lab, i, "engine.pid") for i in (0, 1)}
+        _host(lab, index, f"kill -9 -- -{before[index]}")
+        killed = time.monotonic()
+        wait_until(lambda: _serves(outputs), HEAL_BOUND_S, "completions to succeed again")
+        took.append(time.monotonic() - killed)
+        # Each node's watchdog counts failures once it saw its start complete a token.
+        for i in (0, 1):
+            served = lab[i].path(f"/opt/amdfleet/{STACK}/engine.served")
+            wait_until(served.exists, 30, f"host{i}'s watchdog to see a completion")
+        assert _pid(lab, index, "engine.pid") != before[index]
+        for i in (0, 1):
+            log = _host(lab, i, f"grep -B4 amdfleet-supervisor: /opt/amdfleet/{STACK}/engine.log")
+            print(f"host{i} after killing host{index}'s engine ({took[-1]:.0f} s):\n{log}")
+    print(f"heal times (s): {[round(t) for t in took]}")
+    head = _host(lab, 0, f"cat /opt/amdfleet/{STACK}/engine.log")
+    assert "amdfleet-supervisor: " in head and "restart 1 of 5" in head
+    assert API_KEY not in head
 
 
 def test_status_and_refresh_report_a_dead_worker_and_up_restarts_the_cluster(

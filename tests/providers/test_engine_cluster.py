@@ -5,8 +5,9 @@ The launch scripts and env files are the real rendered ones of a two-node vLLM s
 SSH in two network namespaces under amdfleet's supervisor loop. The engine they start is
 ``tests/support/fake_engine.py``: a real HTTP server process on the head, a process that
 stays up on the worker, and per-rank failure modes (exit at start, completions that hang)
-that vLLM cannot be told to show on demand. The real two-node vLLM runs in
-tests/program/test_cli_cluster.py.
+that vLLM cannot be told to show on demand), and what vLLM does when a pipeline stage dies
+(the head answers /health but its completions hang; a worker whose head goes stays). The
+real two-node vLLM runs in tests/program/test_cli_cluster.py.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import time
 from typing import Any
 
+import httpx
 import pytest
 
 from amdfleet.components.props import engine_cluster_props
@@ -173,3 +175,100 @@ def test_a_head_that_answers_health_but_never_completes_is_not_ready(
     assert "the engine was not ready within 30 s (/health -> 200, /v1/models -> 200" in text
     assert "a one-token completion got no answer within 2 s" in text
     assert _leftovers(lab, "cl-hang") == []
+
+
+def test_a_killed_worker_heals_without_pulumi_then_a_spent_bound_is_reported(
+    provider_host: ProviderHost, lab: HostLab
+) -> None:
+    """The worker's engine is killed out of band (by PID; its supervisor lives). Its
+    supervisor restarts it, but it cannot join a running head; the head, whose completions
+    now hang, is restarted by its watchdog (probes 2 s here), and the restarted worker
+    joins the new head: completions succeed again, no provider call in between. Then the
+    worker keeps failing until its supervisor's restarts are spent: it says so, and
+    refresh reports why."""
+    urn = provider_host.urn("engine-cluster-heal")
+    fail = "/tmp/cl-heal.fail"  # on the worker only: its starts fail while it exists
+    props = _props(lab, "cl-heal", generation_timeout_s=2, FAKE_ENGINE_FAIL_IF=fail)
+    checked = provider_host.check(props, urn=urn).inputs
+    created = provider_host.create(checked, urn=urn)
+    try:
+        head = _record(lab, 0, "cl-heal")
+        worker_group = _run(lab, 1, "cat /opt/amdfleet/cl-heal/engine.pid").strip()
+        _run(lab, 1, f"kill -9 -- -{worker_group}")
+        killed = time.monotonic()
+        try:
+            wait_until(lambda: _completes(lab), 60, "the cluster to complete tokens again")
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{_logs(lab, 'cl-heal')}") from None
+        took = time.monotonic() - killed
+        assert _record(lab, 0, "cl-heal")["pid"] != head["pid"]  # the head was restarted
+        head_log = _run(lab, 0, "cat /opt/amdfleet/cl-heal/engine.log")
+        worker_log = _run(lab, 1, "cat /opt/amdfleet/cl-heal/engine.log")
+        assert (
+            "amdfleet-supervisor: watchdog: 3 one-token completions in a row failed "
+            "(last: status 000 within 2 s); stopping the engine"
+        ) in head_log
+        assert "restart 1 of 5 in 1.000 s" in head_log
+        assert "engine exited with status 137 (signal 9); restart 1 of 5" in worker_log
+        assert took < 3 * (5 + 2) + 20, took  # the watchdog's bound, then a fast restart
+        read = provider_host.read(created.id, created.outputs, inputs=checked, urn=urn)
+        assert read.outputs["running"] is True, read.outputs.get("not_ready")
+
+        # The head dies: its supervisor restarts it, and the worker, left in the old
+        # rendezvous, is restarted by its own watchdog (the head's API refuses) and joins.
+        wait_until(
+            lab[0].path("/opt/amdfleet/cl-heal/engine.served").exists, 10, "the head's watchdog"
+        )
+        worker = _record(lab, 1, "cl-heal")
+        head_group = _run(lab, 0, "cat /opt/amdfleet/cl-heal/engine.pid").strip()
+        _run(lab, 0, f"kill -9 -- -{head_group}")
+        try:
+            wait_until(lambda: _completes(lab), 60, "the cluster to complete tokens again")
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{_logs(lab, 'cl-heal')}") from None
+        assert _record(lab, 1, "cl-heal")["pid"] != worker["pid"]
+        worker_log = _run(lab, 1, "cat /opt/amdfleet/cl-heal/engine.log")
+        assert "amdfleet-supervisor: watchdog: 3 one-token completions in a row failed" in (
+            worker_log
+        )
+
+        # Spend the worker's restarts: from now on each start fails.
+        _run(lab, 1, f"touch {fail}")
+        supervisor = int(_run(lab, 1, "cat /opt/amdfleet/cl-heal/supervisor.pid"))
+        worker_group = _run(lab, 1, "cat /opt/amdfleet/cl-heal/engine.pid").strip()
+        _run(lab, 1, f"kill -9 -- -{worker_group}")
+        wait_until(lambda: not lab.alive(1, supervisor), 90, "the worker's supervisor to give up")
+        read = provider_host.read(created.id, created.outputs, inputs=checked, urn=urn)
+        assert read.outputs["running"] is False
+        problem = read.outputs["not_ready"]
+        first = problem.splitlines()[0]
+        assert first.startswith("worker rank 1 host1 (host1): the engine is not running: 20")
+        assert first.endswith(
+            "engine exited with status 3; giving up after 5 restarts (limit 5)"
+        ), first
+        assert "simulated failure while loading weights" in problem  # the log tail
+        assert API_KEY not in problem
+    finally:
+        _run(lab, 1, f"rm -f {fail}")
+        provider_host.delete(created.id, created.outputs, urn=urn)
+    assert _leftovers(lab, "cl-heal") == []
+
+
+def _completes(lab: HostLab) -> bool:
+    """One completion on the head, answered 200 within 2 s, from this machine."""
+    url = f"http://{lab.target(0).address}:{PORT}/v1/completions"
+    body = {"model": "tiny", "prompt": "1+1=", "max_tokens": 1}
+    try:
+        answer = httpx.post(
+            url, json=body, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=2
+        )
+    except httpx.HTTPError:
+        return False
+    return answer.status_code == 200
+
+
+def _logs(lab: HostLab, name: str) -> str:
+    """Both nodes' engine logs, for a failure's message."""
+    return "\n".join(
+        f"host{i}:\n" + _run(lab, i, f"cat /opt/amdfleet/{name}/engine.log") for i in (0, 1)
+    )

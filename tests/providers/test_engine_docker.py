@@ -3,7 +3,8 @@
 Real: the EngineService provider through the SDK's dynamic-provider host, an SSH host in
 network namespaces whose own ``docker`` CLI reaches ``dockerd`` (tests/support/dockerd.py)
 through its current context, the rendered docker-runtime launch script as the provider
-runs it (``docker run --detach --restart on-failure:5 --pull=never ...``), and a container
+runs it (``docker run --detach --restart on-failure:5 --pull=never ...``, with amdfleet's
+sh entrypoint as the container's PID 1 and the engine its child), and a container
 of an image made here with ``docker import``: ``/bin/sh``, ``sleep`` and the C library
 copied from this machine, and a ``vllm`` that prints its arguments and waits for
 SIGTERM. Nothing is pulled. The container runs in the daemon's own empty network
@@ -201,8 +202,94 @@ def test_dockerd_restarts_a_killed_engine_and_delete_removes_the_container(
 
         read = provider_host.read(created.id, created.outputs, inputs=checked, urn=urn)
         assert read.outputs["running"] is True
+
+        # `docker stop` is a requested stop: the entrypoint passes SIGTERM on, the engine
+        # exits 0, and dockerd leaves the container stopped (it would show "restarting").
+        docker.cli("stop", "--time", "10", container)
+        stopped = _state(docker, container)
+        assert (stopped["State"]["Status"], stopped["RestartCount"]) == ("exited", 1)
+        assert stopped["State"]["ExitCode"] == 0
+        assert "engine stopping" in docker.cli("logs", container).stdout
+        read = provider_host.read(created.id, created.outputs, inputs=checked, urn=urn)
+        assert read.outputs["running"] is False
+        assert read.outputs["not_ready"].startswith("the engine is not running\n")  # no give-up
     finally:
         provider_host.delete(created.id, created.outputs, urn=urn)
     assert _inspect(docker, container) is None
     read = provider_host.read(created.id, created.outputs, inputs=checked, urn=urn)
     assert read.outputs["running"] is False
+
+
+@pytest.mark.usefixtures("engine_dir")
+def test_dockerd_restarts_an_engine_that_exits_for_any_reason_then_gives_up(
+    provider_host: ProviderHost, lab: HostLab, docker: DockerDaemon, tmp_path: Path
+) -> None:
+    """dockerd's ``on-failure`` restarts non-zero exits only; amdfleet's entrypoint turns
+    an engine's unrequested exit 0 into status 75 and logs each exit with its status, so
+    an engine that stops cleanly, is killed or is ended by a signal is restarted, at most
+    5 times; then dockerd gives up and refresh says so."""
+    urn = provider_host.urn("engine-docker-any")
+    checked = provider_host.check(_props(lab, "dock", tmp_path / "hf"), urn=urn).inputs
+    created = provider_host.create(checked, urn=urn)
+    container = checked["container"]
+    try:
+        # SIGTERM to the engine alone (not `docker stop`): its trap exits 0.
+        _end_engine(docker, container, signal.SIGTERM, restarts=1)
+        logs = docker.cli("logs", container)
+        assert (
+            "amdfleet-entrypoint: engine exited with status 0 without being asked to stop; "
+            "exiting 75 so that dockerd restarts it"
+        ) in logs.stderr
+        _end_engine(docker, container, signal.SIGKILL, restarts=2)
+        logs = docker.cli("logs", container)
+        assert "amdfleet-entrypoint: engine exited with status 137 (signal 9)" in logs.stderr
+        for restarts in (3, 4, 5):
+            _end_engine(docker, container, signal.SIGKILL, restarts=restarts)
+        # The sixth unrequested exit is one too many: dockerd leaves it stopped.
+        wait_until(lambda: _children(docker, container), 10, "the entrypoint to start the engine")
+        os.kill(_engine_pid(docker, container), signal.SIGKILL)
+        wait_until(
+            lambda: _state(docker, container)["State"]["Status"] == "exited",
+            30,
+            "dockerd to give up after 5 restarts",
+        )
+        assert _state(docker, container)["RestartCount"] == 5
+        read = provider_host.read(created.id, created.outputs, inputs=checked, urn=urn)
+        assert read.outputs["running"] is False
+        assert read.outputs["not_ready"].startswith(
+            "the engine is not running: dockerd gave up on container amdfleet-dock after 5 "
+            "restarts (on-failure:5); the engine last exited with status 137\n"
+        )
+    finally:
+        provider_host.delete(created.id, created.outputs, urn=urn)
+    assert _inspect(docker, container) is None
+
+
+def _engine_pid(docker: DockerDaemon, container: str) -> int:
+    """The engine: the only child of the container's PID 1 (amdfleet's entrypoint)."""
+    children = _children(docker, container)
+    assert len(children) == 1, (children, docker.cli("logs", container))
+    return children[0]
+
+
+def _children(docker: DockerDaemon, container: str) -> list[int]:
+    """The children of the container's main process (none while it is not running)."""
+    main = _state(docker, container)["State"]["Pid"]
+    try:
+        return [int(c) for c in Path(f"/proc/{main}/task/{main}/children").read_text().split()]
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+
+
+def _end_engine(docker: DockerDaemon, container: str, sig: signal.Signals, restarts: int) -> None:
+    """End the running engine with ``sig`` and wait until dockerd has restarted it."""
+    wait_until(lambda: _children(docker, container), 10, "the entrypoint to start the engine")
+    os.kill(_engine_pid(docker, container), sig)
+    wait_until(
+        lambda: (
+            _state(docker, container)["RestartCount"] == restarts
+            and _state(docker, container)["State"]["Running"]
+        ),
+        30,
+        f"dockerd to restart the engine ({restarts} of 5)",
+    )

@@ -357,7 +357,9 @@ def test_a_killed_engine_is_restarted_and_delete_leaves_no_process(
         assert process_alive(conn, second["pid"]) and process_alive(conn, supervisor)
         assert not process_alive(conn, first["child_pid"])  # the crashed engine's worker is gone
         log = conn.run("cat /opt/amdfleet/revive/engine.log", timeout=10).stdout
-        assert "amdfleet-supervisor: engine exited with status 137; restart 1 of 5" in log
+        assert (
+            "amdfleet-supervisor: engine exited with status 137 (signal 9); restart 1 of 5" in log
+        )
         read = provider_host.read(created.id, created.outputs, inputs=checked, urn=urn)
         assert read.outputs["running"] is True, read.outputs.get("not_ready")
     finally:
@@ -368,24 +370,134 @@ def test_a_killed_engine_is_restarted_and_delete_leaves_no_process(
     assert _processes_under(conn, "fake_engine.py") == []
 
 
+def test_an_engine_that_exits_cleanly_unasked_is_restarted_and_only_stop_ends_it(
+    provider_host: ProviderHost, lab: HostLab, conn: SshConnection
+) -> None:
+    """What vLLM did when a pipeline worker of its own was killed (issue 22): the API
+    server exited with status 0. Nobody asked it to stop, so the supervisor loop restarts
+    it and logs why; a SIGTERM to the engine alone (not amdfleet's stop) is a crash too.
+    Only the provider's stop (delete) ends it for good."""
+    urn = provider_host.urn("engine-clean-exit")
+    checked = provider_host.check(_props(lab, "clean"), urn=urn).inputs
+    created = provider_host.create(checked, urn=urn)
+    supervisor = _supervisor_pid(conn, "clean")
+    first = _record(lab, "clean")
+    try:
+        conn.run(f"kill -USR1 {first['pid']}", timeout=10)  # the fake engine exits 0
+        wait_until(
+            lambda: _record(lab, "clean")["pid"] != first["pid"] and _serves(lab),
+            30,
+            "the supervisor to restart the engine that exited with status 0",
+        )
+        second = _record(lab, "clean")
+        conn.run(f"kill -TERM {second['pid']}", timeout=10)  # not the supervisor's stop
+        wait_until(
+            lambda: _record(lab, "clean")["pid"] != second["pid"] and _serves(lab),
+            30,
+            "the supervisor to restart the engine ended by a signal",
+        )
+        log = conn.run("cat /opt/amdfleet/clean/engine.log", timeout=10).stdout
+        assert "fake engine: exiting with status 0 (SIGUSR1)" in log
+        assert (
+            "amdfleet-supervisor: engine exited with status 0 without being asked to stop; "
+            "restart 1 of 5 in 1.000 s" in log
+        )
+        assert (
+            "amdfleet-supervisor: engine exited with status 143 (signal 15); "
+            "restart 2 of 5 in 2.000 s" in log
+        )
+        assert "not restarting" not in log
+        assert conn.run("cat /opt/amdfleet/clean/engine.restarts", timeout=10).stdout == "2\n"
+        read = provider_host.read(created.id, created.outputs, inputs=checked, urn=urn)
+        assert read.outputs["running"] is True, read.outputs.get("not_ready")
+    finally:
+        provider_host.delete(created.id, created.outputs, urn=urn)
+    third = _record(lab, "clean")
+    assert not process_alive(conn, supervisor) and not process_alive(conn, third["pid"])
+    assert _processes_under(conn, "/opt/amdfleet/clean") == []
+
+
+def test_the_watchdog_restarts_an_engine_whose_completions_hang(
+    provider_host: ProviderHost, lab: HostLab, conn: SshConnection
+) -> None:
+    """The engine runs and answers /health, but its completions hang (SIGUSR2 to the fake
+    engine: a head whose pipeline lost a stage). Nothing exits, so only the supervisor's
+    watchdog sees it: 3 failed one-token completions (2 s each here), then the engine is
+    stopped and restarted, with the watchdog's reason in the log."""
+    urn = provider_host.urn("engine-hang-heal")
+    props = _props(lab, "hangheal")
+    props["readiness"]["generation_timeout_s"] = 2
+    checked = provider_host.check(props, urn=urn).inputs
+    created = provider_host.create(checked, urn=urn)
+    first = _record(lab, "hangheal")
+    try:
+        conn.run(f"kill -USR2 {first['pid']}", timeout=10)
+        wait_until(
+            lambda: _record(lab, "hangheal")["pid"] != first["pid"] and _completes(lab),
+            60,
+            "the watchdog to restart the engine and the engine to complete again",
+        )
+        log = conn.run("cat /opt/amdfleet/hangheal/engine.log", timeout=10).stdout
+        assert (
+            "amdfleet-supervisor: watchdog: 3 one-token completions in a row failed "
+            "(last: status 000 within 2 s); restart 1 of 5 in 1.000 s"
+        ) in log
+        assert API_KEY not in log
+    finally:
+        provider_host.delete(created.id, created.outputs, urn=urn)
+    assert _processes_under(conn, "/opt/amdfleet/hangheal") == []
+
+
+def _completes(lab: HostLab) -> bool:
+    url = f"http://{lab.target(0).address}:{PORT}/v1/completions"
+    body = {"model": "tiny", "prompt": "1+1=", "max_tokens": 1}
+    try:
+        answer = httpx.post(
+            url, json=body, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=2
+        )
+    except httpx.HTTPError:
+        return False
+    return answer.status_code == 200
+
+
 def test_a_crash_loop_stops_after_the_bound(lab: HostLab, conn: SshConnection) -> None:
     """The supervisor loop itself on the lab host, with a short backoff: an engine that
-    keeps failing is restarted ``limit`` times, then the loop gives up and exits, and the
-    engine reads as not running."""
+    keeps ending (with status 3, then 0) is restarted ``limit`` times, then the loop gives
+    up, says so in the log and in its state file, and exits; the engine reads as not
+    running."""
     layout = EngineLayout("/opt/amdfleet/crashloop")
     conn.run(f"mkdir -p {layout.remote_dir}", timeout=10)
-    conn.put(layout.launch, b"#!/bin/sh\necho engine failing\nexit 3\n", mode=0o755)
-    supervisor = ProcessSupervisor(layout, RestartPolicy(limit=2, backoff_s=0.1))
+    # Fails with 3 at its first two starts, then exits 0 (a clean exit is no excuse).
+    script = (
+        "#!/bin/sh\necho engine failing\n"
+        'n=$(cat "$0.count" 2>/dev/null || echo 0); echo $((n+1)) >"$0.count"\n'
+        '[ "$n" -ge 2 ] && exit 0\nexit 3\n'
+    )
+    conn.put(layout.launch, script.encode(), mode=0o755)
+    supervisor = ProcessSupervisor(layout, RestartPolicy(limit=3, backoff_s=0.1))
     try:
         conn.run(supervisor.start_command(), timeout=30)
         pid = _supervisor_pid(conn, "crashloop")
         wait_until(lambda: not process_alive(conn, pid), 30, "the supervisor loop to give up")
         log = conn.run(supervisor.log_tail_command(), timeout=10).stdout
-        assert log.count("engine failing") == 3  # the start and 2 restarts
-        assert "engine exited with status 3; restart 1 of 2 in 0.100 s" in log
-        assert "engine exited with status 3; restart 2 of 2 in 0.200 s" in log
-        assert "giving up after 2 restarts (limit 2)" in log
+        assert log.count("engine failing") == 4  # the start and 3 restarts
+        assert "engine exited with status 3; restart 1 of 3 in 0.100 s" in log
+        assert "engine exited with status 3; restart 2 of 3 in 0.200 s" in log
+        assert (
+            "engine exited with status 0 without being asked to stop; restart 3 of 3 in 0.400 s"
+            in log
+        )
+        gave_up = (
+            "engine exited with status 0 without being asked to stop; "
+            "giving up after 3 restarts (limit 3)"
+        )
+        assert f"amdfleet-supervisor: {gave_up}" in log
+        said = conn.run(supervisor.gave_up_command(), timeout=10).stdout.strip()
+        assert said.endswith(gave_up) and said[:4].isdigit()  # a UTC timestamp first
         assert not conn.run(supervisor.running_command(), timeout=10, check=False).ok
         assert not conn.run(supervisor.first_run_command(), timeout=10, check=False).ok
+        # amdfleet's stop forgets the state, and the next start begins afresh.
+        conn.run(supervisor.stop_command(grace=2), timeout=30)
+        assert conn.run(supervisor.gave_up_command(), timeout=10).stdout == ""
     finally:
         conn.run(supervisor.stop_command(grace=2) + f"; rm -rf {layout.remote_dir}", timeout=30)

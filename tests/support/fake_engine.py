@@ -15,9 +15,17 @@ accepted as rendered, with a rendezvous like vLLM's: the head listens on the mas
 address and port and starts serving only once the N-1 workers have connected; a
 ``--headless`` node (a worker: it serves no API, and its ``--host`` is the head's
 address, which it could not bind) connects to the head, retrying for up to 60 s, then
-stays up until stopped. So a worker that dies at start keeps the head from ever serving,
-as it would keep vLLM's. The head keeps serving when a worker dies later (as vLLM's head
-answers ``/health`` after losing a pipeline stage).
+stays up until stopped, also when its head's connection closes (vLLM's worker does not
+exit when its head dies: measured). So a worker that dies at start keeps the head from
+ever serving, as it would keep vLLM's. A head whose worker's connection closes keeps
+answering ``/health`` and ``/v1/models`` while its completions hang from then on, as
+vLLM's head does after losing a pipeline stage (ENVIRONMENT.md).
+
+SIGUSR1 makes it exit with status 0 at once, as vLLM's API server did when a pipeline
+worker process of its own was killed (issue 22): an engine that stops cleanly without
+being asked.
+SIGUSR2 makes its completions hang from then on, as a head's do whose pipeline lost a
+stage (what amdfleet's watchdog is for).
 
 Behaviour comes from the environment (set through the stack's ``engine.extra_env``):
 - ``FAKE_ENGINE_MODE``: ``ok`` (default), ``exit`` (exit 3 after printing an error),
@@ -29,6 +37,8 @@ Behaviour comes from the environment (set through the stack's ``engine.extra_env
   stack's environment is the same on every node).
 - ``FAKE_ENGINE_ECHO_CONFIG=1``: log its configuration with the API key in it, as SGLang's
   ``server_args=ServerArgs(...)`` line does.
+- ``FAKE_ENGINE_FAIL_IF=<path>``: exit 3 at start while ``path`` exists (an engine that
+  keeps failing from some moment on, to spend its supervisor's restarts).
 - ``FAKE_ENGINE_CHILD=1``: fork a worker process that stays in the engine's process group
   and outlives the server if the server alone is killed (as vLLM's EngineCore does).
 - it records its pid (and its worker's, ``child_pid``), argv and the environment keys it
@@ -45,7 +55,10 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
+
+_LOST_WORKER = threading.Event()
 
 
 def main(argv: list[str]) -> int:
@@ -55,24 +68,31 @@ def main(argv: list[str]) -> int:
         "FAKE_ENGINE_MODE", "ok"
     )
     print(f"fake engine: mode={mode} argv={' '.join(argv)}", flush=True)
+    signal.signal(signal.SIGUSR1, _exit_cleanly)
+    signal.signal(signal.SIGUSR2, lambda *_: _LOST_WORKER.set())
     if os.environ.get("FAKE_ENGINE_ECHO_CONFIG"):
         key = os.environ.get("VLLM_API_KEY")
         print(f"fake engine: server_args=ServerArgs(api_key={key!r})", flush=True)
     child = _fork_worker() if os.environ.get("FAKE_ENGINE_CHILD") else None
     _record(argv, child)
-    if mode == "exit":
+    fail_if = os.environ.get("FAKE_ENGINE_FAIL_IF")
+    if mode == "exit" or (fail_if and os.path.exists(fail_if)):
         print("fake engine: RuntimeError: simulated failure while loading weights", flush=True)
         return 3
     if "--headless" in argv:
         print("fake engine: headless worker, serving no API", flush=True)
         joined = _join(options)  # held open: the head sees the worker as long as it lives
         print(f"fake engine: joined the head at {joined.getpeername()}", flush=True)
+        _await_close(joined)
+        print("fake engine: the head closed the connection; waiting on", flush=True)
         signal.pause()  # until the provider's SIGTERM ends the process group
         return 0
     nnodes = int(options.get("--nnodes", "1"))
     if nnodes > 1:
         workers = _rendezvous(options, nnodes - 1)
         print(f"fake engine: {len(workers)} worker(s) joined", flush=True)
+        for worker in workers:
+            threading.Thread(target=_watch_worker, args=(worker,), daemon=True).start()
     ready_at = time.monotonic() + float(os.environ.get("FAKE_ENGINE_READY_AFTER", "0"))
     handler = _handler(mode, ready_at, options.get("--served-model-name", "model"))
     server = http.server.ThreadingHTTPServer(
@@ -104,6 +124,27 @@ def _join(options: dict[str, str]) -> socket.socket:
             if time.monotonic() > give_up:
                 raise
             time.sleep(0.2)  # a worker polling for its head, as vLLM's do
+
+
+def _await_close(peer: socket.socket) -> None:
+    """Block until ``peer`` is closed or reset by the other side."""
+    peer.settimeout(None)
+    try:
+        while peer.recv(1024):
+            pass
+    except OSError:
+        pass
+
+
+def _watch_worker(worker: socket.socket) -> None:
+    _await_close(worker)
+    print("fake engine: Connection closed by peer (a worker); completions hang", flush=True)
+    _LOST_WORKER.set()
+
+
+def _exit_cleanly(_signum: int, _frame: object) -> None:
+    print("fake engine: exiting with status 0 (SIGUSR1)", flush=True)
+    os._exit(0)
 
 
 def _options(argv: list[str]) -> dict[str, str]:
@@ -160,8 +201,8 @@ def _handler(mode: str, ready_at: float, served: str) -> type[http.server.BaseHT
                 self._send(401, b'{"error": "Unauthorized"}')
             elif request.get("model") != served:
                 self._send(404, b'{"error": "The model does not exist."}')
-            elif mode == "hang":
-                signal.pause()  # the client's deadline ends it
+            elif mode == "hang" or _LOST_WORKER.is_set():
+                time.sleep(3600)  # the client's deadline ends it
             else:
                 choice = {"index": 0, "text": "2", "finish_reason": "length"}
                 self._send(200, json.dumps({"choices": [choice]}).encode())

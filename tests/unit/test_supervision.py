@@ -9,7 +9,9 @@ what it is to this code: command text and the rendered unit.
 from __future__ import annotations
 
 import configparser
+import signal
 import subprocess
+import sys
 
 import pytest
 
@@ -29,7 +31,7 @@ from amdfleet.remote.supervision import (
     stop_any_command,
     supervisor_for,
 )
-from amdfleet.render import render_node
+from amdfleet.render import SECRETS_LOADER, render_node
 
 LAYOUT = EngineLayout("/opt/amdfleet/local")
 
@@ -83,18 +85,49 @@ def test_systemd_installs_reloads_and_starts_the_rendered_unit() -> None:
     )
 
 
-def test_the_unit_restarts_on_failure_a_bounded_number_of_times() -> None:
+def test_the_unit_restarts_any_unrequested_stop_a_bounded_number_of_times() -> None:
+    """systemd.service(5): ``Restart=always`` restarts a service whatever its exit status
+    or signal, but not one stopped by ``systemctl stop`` (amdfleet's stop); the delay
+    grows from ``RestartSec`` over ``RestartSteps`` to ``RestartMaxDelaySec`` (systemd
+    254). systemd.unit(5): more than ``StartLimitBurst`` starts within
+    ``StartLimitIntervalSec`` and the unit fails with ``start-limit-hit``. systemd.exec(5):
+    ``ExecStopPost=`` sees ``$SERVICE_RESULT``, ``$EXIT_CODE`` and ``$EXIT_STATUS``; a
+    literal ``$`` is written ``$$`` in a command line."""
     deployment = plan(load_stack_file("local").spec)
     files = {f.path.rsplit("/", 1)[1]: f.content for f in render_node(deployment, 0)}
     unit = configparser.ConfigParser(strict=True, interpolation=None)
     unit.optionxform = str  # type: ignore[assignment,method-assign]
     unit.read_string(files[f"{deployment.engine.container_name}.service"])
-    assert unit["Service"]["Restart"] == "on-failure"
-    assert unit["Service"]["ExecStart"] == f"{deployment.head.remote_dir}/launch.sh"
-    assert unit["Service"]["TimeoutStopSec"] == "30"
+    service = unit["Service"]
+    assert service["Restart"] == "always"
+    assert (service["RestartSec"], service["RestartSteps"], service["RestartMaxDelaySec"]) == (
+        "1",
+        "5",
+        "30",
+    )
+    assert service["ExecStart"] == f"{deployment.head.remote_dir}/launch.sh"
+    assert service["TimeoutStopSec"] == "30"
     # [Unit] is where systemd reads the start limit: 1 start + 5 restarts per 600 s.
     assert unit["Unit"]["StartLimitBurst"] == "6"
     assert unit["Unit"]["StartLimitIntervalSec"] == "600"
+    # The reason of each end goes into the journal; the line is what sh then runs.
+    post = service["ExecStopPost"]
+    assert post.startswith("/bin/sh -c '") and "$$" in post
+    line = post.removeprefix("/bin/sh -c ").strip("'").replace("$$", "$")
+    env = {"SERVICE_RESULT": "success", "EXIT_CODE": "exited", "EXIT_STATUS": "0"}
+    said = subprocess.run(["sh", "-c", line], capture_output=True, text=True, env=env).stdout
+    assert said == "amdfleet-supervisor: engine ended: result=success exited=0\n"
+
+
+def test_systemd_says_when_it_spent_its_start_limit() -> None:
+    """``Result=start-limit-hit`` (systemd.unit(5)) is what a unit shows once systemd
+    stopped restarting it; refresh prints it beside "not running"."""
+    command = SystemdSupervisor(LAYOUT, "amdfleet-local.service").gave_up_command()
+    assert "systemctl show -p Result --value amdfleet-local.service" in command
+    assert '"$_af_r" = start-limit-hit' in command
+    # Without systemd (this machine) it prints nothing and succeeds.
+    ran = subprocess.run(["sh", "-c", command], capture_output=True, text=True)
+    assert (ran.returncode, ran.stdout) == (0, "")
 
 
 def test_docker_runtime_renders_no_unit_and_the_restart_policy() -> None:
@@ -132,3 +165,51 @@ def test_a_failed_start_names_where_its_log_lines_come_from(
     assert supervisor.log_source == source
     # The source names what the tail command reads.
     assert source.split()[-1] in supervisor.log_tail_command()
+
+
+@pytest.mark.parametrize(
+    ("engine", "status", "said"),
+    [
+        ("exit 0", 75, "engine exited with status 0 without being asked to stop; exiting 75"),
+        ("exit 3", 3, "engine exited with status 3"),
+        ("kill -KILL $$", 137, "engine exited with status 137 (signal 9)"),
+    ],
+)
+def test_the_container_entrypoint_makes_every_unrequested_exit_a_failure(
+    engine: str, status: int, said: str
+) -> None:
+    """dockerd's ``on-failure`` restarts non-zero exits only (Docker Engine API,
+    RestartPolicy): the entrypoint (run here by this machine's sh) turns a clean exit
+    nobody asked for into status 75 and says why in the container's log."""
+    ran = subprocess.run(
+        ["sh", "-c", SECRETS_LOADER, "sh", "sh", "-c", engine], capture_output=True, text=True
+    )
+    assert ran.returncode == status
+    assert f"amdfleet-entrypoint: {said}" in ran.stderr
+
+
+def test_the_container_entrypoint_passes_docker_stop_on_and_keeps_its_status() -> None:
+    """``docker stop`` signals the container's PID 1 (the entrypoint): the engine gets the
+    SIGTERM, exits 0, and so does the container (a requested stop, not restarted)."""
+    engine = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *_: (print('engine stopping'), sys.exit(0)))\n"
+        "print('engine ready', flush=True)\n"
+        "time.sleep(100)\n"
+    )
+    proc = subprocess.Popen(
+        ["sh", "-c", SECRETS_LOADER, "sh", sys.executable, "-c", engine],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "engine ready\n"  # its handler is in place
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0
+    assert out == "engine stopping\n" and "amdfleet-entrypoint" not in err
