@@ -16,13 +16,13 @@ import json
 import time
 from typing import Any
 
-import httpx
 import pytest
 
 from amdfleet.components.props import engine_cluster_props
 from amdfleet.providers.engine_cluster import EngineClusterProps, EngineClusterProvider
 from tests.support.fake_stack import fake_engine_plan, install_fake_engine
 from tests.support.hostlab import HostLab, LabFactory
+from tests.support.probes import completes
 from tests.support.pulumi_host import ProviderCallError, ProviderHost, secret, with_provider
 from tests.support.waiting import wait_until
 
@@ -256,15 +256,7 @@ def test_a_killed_worker_heals_without_pulumi_then_a_spent_bound_is_reported(
 
 def _completes(lab: HostLab) -> bool:
     """One completion on the head, answered 200 within 2 s, from this machine."""
-    url = f"http://{lab.target(0).address}:{PORT}/v1/completions"
-    body = {"model": "tiny", "prompt": "1+1=", "max_tokens": 1}
-    try:
-        answer = httpx.post(
-            url, json=body, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=2
-        )
-    except httpx.HTTPError:
-        return False
-    return answer.status_code == 200
+    return completes(f"http://{lab.target(0).address}:{PORT}", API_KEY)
 
 
 def _logs(lab: HostLab, name: str) -> str:
