@@ -149,7 +149,8 @@ def status_command(stack: str, project_dir: Path, timeout_s: float, as_json: boo
     supervisor asked whether it runs), GET <endpoint>/models lists the stack's model, and
     one completion token with the stack's API key; plus whether the last verification
     passed. Prints the verdict with each check's result and why, and the last
-    verification's time (verified_at) and summary. Read-only; the API key is never printed.
+    verification's time (verified_at) and summary. Read-only; neither the API key nor
+    anything else that looks secret (a token an engine's error quotes) is printed.
 
     Verdicts and exit status: 0 serving (every check passed); 3 degraded (a token came
     back, but a node's engine is not running or not reachable, the model is not listed,
