@@ -561,7 +561,10 @@ class ProcessSupervisor:
             f"[ -e {served} ] && _af_ok=1; "
             f"_af_out=$({w.probe_command()}); "
             'set -- "$1" ${_af_out#AMDFLEET_GENERATION }; '
-            f'if [ "$2" = 200 ]; then _af_ok=1; _af_bad=0; : >{served}; continue; fi; '
+            # The mark is created once, never touched again: a serving engine's node
+            # changes no file that amdfleet manages (a no-op `up` finds it as it was).
+            f'if [ "$2" = 200 ]; then _af_ok=1; _af_bad=0; '
+            f"[ -e {served} ] || : >{served}; continue; fi; "
             'if [ "$_af_ok" = 1 ]; then _af_bad=$((_af_bad+1)); '
             f'[ "$_af_bad" -ge {w.failures} ] || continue; '
             f'_af_why="watchdog: {w.failures} one-token completions in a row failed '
