@@ -6,9 +6,11 @@ rendezvous happened at start: a restarted worker exits 1), and a head whose pipe
 a stage still answers ``/health`` and ``/v1/models`` with 200 while every completion hangs
 (ENVIRONMENT.md). So the cluster is one resource, not one per node, and it heals itself
 without a ``pulumi`` command and without SSH between hosts: each node's supervisor
-restarts its own engine whenever it stops, and the head's supervisor runs a watchdog
-(:class:`~amdfleet.remote.supervision.Watchdog`) that restarts a head that stopped
-completing tokens; the workers, restarted until then, join the new head's rendezvous.
+restarts its own engine whenever it stops, and runs a watchdog
+(:class:`~amdfleet.remote.supervision.Watchdog`, amdfleet's own supervisor loop only)
+that probes the head's API and restarts the node's engine when the head stopped
+completing tokens: a head whose worker died, and a worker left in a dead head's
+rendezvous, both restart and meet in the new head's.
 
 - ``create``/``update`` stop the engine on every node, upload every node's rendered files,
   ``cluster.env`` (the collective-traffic interface derived from the host's facts by

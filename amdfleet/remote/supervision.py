@@ -438,6 +438,13 @@ class ProcessSupervisor:
         return self.layout.path("engine.served")
 
     @property
+    def _run_records(self) -> str:
+        """The files one run of the loop leaves (restart count, give-up line, watchdog
+        reason, served mark), quoted for ``rm -f``: a start and a stop clear them."""
+        records = (self.restarts, self.state, self._reason, self.served)
+        return " ".join(shlex.quote(f) for f in records)
+
+    @property
     def _reason(self) -> str:
         """The watchdog's reason for the engine's end (absent: it did not stop it)."""
         return self.layout.path("engine.stopped-by")
@@ -446,11 +453,8 @@ class ProcessSupervisor:
         """Start the loop detached (the log truncated first, so a failure report shows this
         start's output only); returns once the engine's pid file is written."""
         fresh, engine_pid = new_private_file(self.layout.log), shlex.quote(self.layout.pid)
-        stale = " ".join(
-            shlex.quote(f) for f in (self.restarts, self.state, self._reason, self.served)
-        )
         return (
-            f"{fresh} && rm -f {engine_pid} {stale} && "
+            f"{fresh} && rm -f {engine_pid} {self._run_records} && "
             + detached(self._loop(), self.layout.log, self.supervisor_pid)
             + f" && _af_i=0; while [ ! -s {engine_pid} ] && [ $_af_i -lt {_PID_WAIT_POLLS} ]; "
             f"do sleep {_PID_WAIT_S}; _af_i=$((_af_i+1)); done"
@@ -468,14 +472,11 @@ class ProcessSupervisor:
         """Stop the loop (it passes SIGTERM on to the engine and its watchdog and exits),
         then a watchdog and an engine's group it left (a loop killed by SIGKILL leaves
         both: SIGTERM, ``grace`` seconds, SIGKILL)."""
-        stale = " ".join(
-            shlex.quote(f) for f in (self.restarts, self.state, self._reason, self.served)
-        )
         return (
             f"{stop_process_group(self.supervisor_pid, min(grace, 5.0))}; "
             f"{stop_process_group(self.watchdog_pid, 1.0)}; "
             f"{stop_process_group(self.layout.pid, grace)}; "
-            f"rm -f {stale}"
+            f"rm -f {self._run_records}"
         )
 
     def mark_served_command(self) -> str:
