@@ -20,11 +20,13 @@ from amdfleet.plan import plan
 from amdfleet.remote.engine import EngineLayout
 from amdfleet.remote.supervision import (
     FACTS_COMMAND,
+    WATCHDOG_KILL_AFTER_S,
     DockerSupervisor,
     ProcessSupervisor,
     SupervisionFacts,
     SupervisorKind,
     SystemdSupervisor,
+    Watchdog,
     choose_supervisor,
     docker_restart_flag,
     parse_facts,
@@ -134,8 +136,11 @@ def test_docker_runtime_renders_no_unit_and_the_restart_policy() -> None:
     deployment = plan(load_stack_file("mi355x-llama70b").spec)
     files = {f.path.rsplit("/", 1)[1]: f.content for f in render_node(deployment, 0)}
     assert sorted(files) == ["engine.env", "launch.sh"]
-    assert docker_restart_flag() == "--restart on-failure:5"
-    assert "exec docker run --detach --restart on-failure:5 --name" in files["launch.sh"]
+    assert docker_restart_flag() == "--restart on-failure:5 --stop-signal TERM"
+    assert (
+        "exec docker run --detach --restart on-failure:5 --stop-signal TERM --name"
+        in files["launch.sh"]
+    )
 
 
 def test_stop_any_covers_every_supervisor() -> None:
@@ -213,3 +218,135 @@ def test_the_container_entrypoint_passes_docker_stop_on_and_keeps_its_status() -
         proc.wait()
     assert proc.returncode == 0
     assert out == "engine stopping\n" and "amdfleet-entrypoint" not in err
+
+
+WATCHDOG = Watchdog(
+    base_url="http://10.77.0.2:8000", served_name="tiny", secrets_file=LAYOUT.secrets, startup_s=90
+)
+
+
+@pytest.mark.parametrize("kind", [SupervisorKind.PROCESS, SupervisorKind.DOCKER])
+def test_supervisor_for_passes_the_watchdog_on(kind: SupervisorKind) -> None:
+    supervisor = supervisor_for(
+        kind, LAYOUT, unit="amdfleet-local.service", container="c", watchdog=WATCHDOG
+    )
+    assert isinstance(supervisor, ProcessSupervisor | DockerSupervisor)
+    assert supervisor.watchdog == WATCHDOG
+    assert supervisor.mark_served_command() == ": >/opt/amdfleet/local/engine.served"
+
+
+def test_the_docker_watchdog_runs_after_the_container_and_stops_before_it() -> None:
+    """The watchdog is started once ``docker run --detach`` returned (its pid in the
+    layout, its lines in watchdog.log) and stopped before ``docker stop``, so it never
+    acts on a container amdfleet is stopping; without a watchdog nothing changes but the
+    records' cleanup."""
+    docker = DockerSupervisor(LAYOUT, "amdfleet-local", watchdog=WATCHDOG)
+    start = docker.start_command()
+    launch = start.index("/opt/amdfleet/local/launch.sh >>/opt/amdfleet/local/engine.log")
+    watchdog = start.index("nohup setsid sh -c ")
+    assert launch < watchdog
+    assert start.endswith("echo $! >/opt/amdfleet/local/watchdog.pid; }; }")
+    assert "docker kill --signal USR1 amdfleet-local" in start
+    assert "docker run" not in start  # the launch script runs it
+    plain = DockerSupervisor(LAYOUT, "amdfleet-local")
+    assert "setsid" not in plain.start_command() and plain.mark_served_command() == "true"
+    stop = plain.stop_command()  # what stop_any runs, knowing no watchdog
+    assert stop.index("/opt/amdfleet/local/watchdog.pid") < stop.index("docker stop")
+    assert docker.stop_command() == stop
+    assert docker.log_source == "docker logs amdfleet-local and /opt/amdfleet/local/watchdog.log"
+    assert "tail -n 10 -- /opt/amdfleet/local/watchdog.log" in docker.log_tail_command()
+
+
+def test_the_docker_watchdog_shares_the_process_watchdog_probe_loop() -> None:
+    """One probe loop for both (``watchdog_script``): the same probe, counts, reasons and
+    records; what differs is what is watched and how the engine is stopped."""
+    docker = DockerSupervisor(LAYOUT, "amdfleet-local", watchdog=WATCHDOG)._watchdog(WATCHDOG)
+    process = ProcessSupervisor(LAYOUT, watchdog=WATCHDOG)._watchdog(WATCHDOG)
+    probe_loop = process[process.index("[ -e ") : process.index("stopping the engine")]
+    assert WATCHDOG.probe_command() in probe_loop and probe_loop in docker
+    # Gone, given up or stopped: the docker watchdog exits; a restart is waited out, and
+    # a new start (StartedAt changed) is watched from its beginning.
+    assert '"restarting "*) continue;;' in docker and "*) exit 0;;" in docker
+    assert "_af_t0=$(date +%s); rm -f /opt/amdfleet/local/engine.served; fi;" in docker
+    # A trip does not end it: it goes on to watch dockerd's next start.
+    assert docker.endswith(
+        "docker kill --signal USR1 amdfleet-local >/dev/null 2>&1; "
+        "_af_ok=0; _af_bad=0; _af_t0=$(date +%s); done"
+    )
+
+
+def test_docker_gave_up_line_carries_the_watchdogs_last_reason() -> None:
+    """The line names the watchdog's last reason when it stopped the engine (shown for
+    real in tests/providers/test_engine_docker.py); without a daemon (this machine's
+    default socket has none) the command prints nothing and succeeds."""
+    command = DockerSupervisor(LAYOUT, "amdfleet-local", watchdog=WATCHDOG).gave_up_command()
+    assert "head -n 1 /opt/amdfleet/local/engine.stopped-by" in command
+    ran = subprocess.run(["sh", "-c", command], capture_output=True, text=True)
+    assert (ran.returncode, ran.stdout) == (0, "")
+
+
+def _entrypoint(engine: str, loader: str = SECRETS_LOADER) -> subprocess.Popen[str]:
+    """The entrypoint run by this machine's sh with a Python engine."""
+    return subprocess.Popen(
+        ["sh", "-c", loader, "sh", sys.executable, "-c", engine],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("handler", "status"),
+    [
+        ("signal.signal(signal.SIGTERM, lambda *_: (print('engine stopping'), sys.exit(0)))", 0),
+        ("signal.signal(signal.SIGTERM, lambda *_: (print('engine stopping'), sys.exit(3)))", 3),
+    ],
+)
+def test_the_container_entrypoint_stops_the_engine_for_the_watchdog(
+    handler: str, status: int
+) -> None:
+    """The host watchdog's ``docker kill --signal USR1`` reaches the entrypoint (PID 1):
+    the engine gets SIGTERM and, whatever it exits with, the container exits 75, a
+    failure dockerd's ``on-failure`` restarts, saying the watchdog stopped it."""
+    engine = (
+        f"import signal, sys, time\n{handler}\nprint('engine ready', flush=True)\ntime.sleep(100)\n"
+    )
+    proc = _entrypoint(engine)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "engine ready\n"
+        proc.send_signal(signal.SIGUSR1)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 75
+    assert out == "engine stopping\n"
+    assert (
+        f"amdfleet-entrypoint: the watchdog on the host stopped the engine (it exited with "
+        f"status {status}); exiting 75 so that dockerd restarts it"
+    ) in err
+
+
+def test_the_container_entrypoint_kills_an_engine_that_ignores_the_watchdog() -> None:
+    """An engine that ignores SIGTERM is killed after the grace period (shortened here
+    from WATCHDOG_KILL_AFTER_S to 0.5 s in the entrypoint's text, the rest as rendered)."""
+    loader = SECRETS_LOADER.replace(f"sleep {WATCHDOG_KILL_AFTER_S};", "sleep 0.5;")
+    assert loader != SECRETS_LOADER
+    engine = (
+        "import signal, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('engine ready', flush=True)\n"
+        "time.sleep(100)\n"
+    )
+    proc = _entrypoint(engine, loader)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "engine ready\n"
+        proc.send_signal(signal.SIGUSR1)
+        _, err = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 75
+    assert "stopped the engine (it exited with status 137); exiting 75" in err
