@@ -18,8 +18,10 @@ on the host at deploy time (:data:`FACTS_COMMAND`, :func:`parse_facts`):
 - ``process`` runtime on a host whose PID 1 is systemd (``/run/systemd/system`` exists):
   systemd. The rendered unit (``Restart=always`` with a growing delay and a bounded
   start limit) is installed into ``/etc/systemd/system``, ``daemon-reload``-ed and
-  started; stop removes it again. There is no systemd on the machines that test amdfleet:
-  this supervisor's commands and the unit text are tested as pure text only.
+  started; stop removes it again. With a :class:`Watchdog`, the unit's ``ExecStartPost=``
+  starts one after each start, in the unit's control group. There is no systemd on the
+  machines that test amdfleet: this supervisor's commands and the unit text are tested as
+  text, its watchdog's sh run by sh.
 - ``process`` runtime elsewhere: a small POSIX-sh supervisor loop (:class:`ProcessSupervisor`),
   detached with setsid and a pid file, that starts the launch script in a process group
   of its own, restarts it with exponential backoff up to a bounded count, and writes
@@ -115,7 +117,7 @@ DEFAULT_RESTART = RestartPolicy()
 
 @dataclass(frozen=True)
 class Watchdog:
-    """What the process supervisor's watchdog probes: one-token completions on the API of
+    """What a supervisor's watchdog probes: one-token completions on the API of
     the engine's head (``base_url``: the node's own on the head, the head's address on a
     worker; model ``served_name``, keyed from ``secrets_file`` on the host).
 
@@ -225,7 +227,7 @@ def supervisor_for(
             raise ValueError("the docker supervisor needs a container name")
         return DockerSupervisor(layout, container, policy, watchdog)
     if kind is SupervisorKind.SYSTEMD:
-        return SystemdSupervisor(layout, unit)
+        return SystemdSupervisor(layout, unit, watchdog)
     return ProcessSupervisor(layout, policy, watchdog)
 
 
@@ -254,11 +256,19 @@ def docker_restart_flag(policy: RestartPolicy = DEFAULT_RESTART) -> str:
 class SystemdSupervisor:
     """systemd: the rendered unit installed into :data:`SYSTEMD_UNIT_DIR`.
 
-    Not run on any test machine (none has systemd): tested as command text only.
+    With a :class:`Watchdog`, the start writes its sh text into ``watchdog.sh``, which the
+    unit's ``ExecStartPost=`` starts after every start with the main process's pid (the
+    rendered unit says why there: it ends with the run it watches, and its
+    ``systemctl kill --kill-whom=main`` is no stop job, so ``Restart=always`` restarts the
+    engine, counted against ``StartLimitBurst``). Its lines go to the unit's journal.
+
+    Not run on any test machine (none has systemd): tested as command text, and the
+    watchdog's sh run by this machine's sh against a real HTTP server.
     """
 
     layout: EngineLayout
     unit: str
+    watchdog: Watchdog | None = None
 
     @property
     def kind(self) -> SupervisorKind:
@@ -270,10 +280,36 @@ class SystemdSupervisor:
         """Where the unit is installed."""
         return f"{SYSTEMD_UNIT_DIR}/{self.unit}"
 
+    @property
+    def watchdog_file(self) -> str:
+        """The watchdog's sh text, which the unit's ``ExecStartPost=`` runs when present."""
+        return self.layout.path("watchdog.sh")
+
+    @property
+    def served(self) -> str:
+        """Present once the current start has served a completion (the unit's
+        ``ExecStartPost=`` removes it at each start)."""
+        return self.layout.path("engine.served")
+
+    @property
+    def reason(self) -> str:
+        """The watchdog's reason for its last stop of the engine (absent: none)."""
+        return self.layout.path("engine.stopped-by")
+
     def start_command(self) -> str:
-        """Install the uploaded unit, reload systemd, clear an old failure, start."""
+        """Write (or remove) the watchdog's text, install the uploaded unit, reload
+        systemd, clear an old failure, start."""
         unit, path = shlex.quote(self.unit), shlex.quote(self.unit_path)
+        records = " ".join(shlex.quote(f) for f in (self.served, self.reason))
+        script = shlex.quote(self.watchdog_file)
+        watchdog = (
+            f"rm -f {records} && (umask 077 && printf '%s\\n' "
+            f"{shlex.quote(self._watchdog(self.watchdog))} >{script})"
+            if self.watchdog
+            else f"rm -f {records} {script}"
+        )
         return (
+            f"{watchdog} && "
             f"install -m 0644 {shlex.quote(self.layout.path(self.unit))} {path} && "
             "systemctl daemon-reload && "
             f"{{ systemctl reset-failed {unit} 2>/dev/null; true; }} && "
@@ -294,28 +330,33 @@ class SystemdSupervisor:
 
     def stop_command(self, grace: float = 30.0) -> str:
         """Stop and remove the unit if installed (bounded by the unit's TimeoutStopSec and
-        ``timeout``)."""
+        ``timeout``; the watchdog, in the unit's control group, ends with it)."""
         unit, path = shlex.quote(self.unit), shlex.quote(self.unit_path)
+        records = " ".join(shlex.quote(f) for f in (self.watchdog_file, self.served, self.reason))
         return (
             f"if [ -f {path} ] && command -v systemctl >/dev/null 2>&1; then "
             f"timeout {int(grace) + 10} systemctl stop {unit}; rm -f {path}; "
-            f"systemctl daemon-reload; systemctl reset-failed {unit} 2>/dev/null; fi; true"
+            f"systemctl daemon-reload; systemctl reset-failed {unit} 2>/dev/null; fi; "
+            f"rm -f {records}; true"
         )
 
     def mark_served_command(self) -> str:
-        """Nothing: systemd runs no watchdog of amdfleet's."""
-        return "true"
+        """Create :attr:`served`, which the watchdog reads as its first good answer
+        (nothing without a watchdog)."""
+        return f": >{shlex.quote(self.served)}" if self.watchdog else "true"
 
     def gave_up_command(self) -> str:
         """systemd's ``Result`` is ``start-limit-hit`` once the unit spent its start limit
-        (systemd.unit(5), ``StartLimitBurst``)."""
-        unit = shlex.quote(self.unit)
+        (systemd.unit(5), ``StartLimitBurst``); the watchdog's last reason follows when it
+        stopped the engine."""
+        unit, reason = shlex.quote(self.unit), shlex.quote(self.reason)
         return (
             f"_af_r=$(systemctl show -p Result --value {unit} 2>/dev/null); "
-            'if [ "$_af_r" = start-limit-hit ]; then '
+            'if [ "$_af_r" = start-limit-hit ]; then _af_w=; '
+            f'[ -s {reason} ] && _af_w="; the watchdog\'s last stop: $(head -n 1 {reason})"; '
             f'echo "systemd gave up on {self.unit}: start limit hit after '
             f"$(systemctl show -p NRestarts --value {unit}) restarts "
-            '(StartLimitBurst in its unit)"; fi; true'
+            '(StartLimitBurst in its unit)$_af_w"; fi; true'
         )
 
     @property
@@ -324,10 +365,35 @@ class SystemdSupervisor:
         return f"journalctl -u {self.unit}"
 
     def log_tail_command(self, lines: int = 40) -> str:
-        """The unit's journal."""
+        """The unit's journal (the watchdog's lines included)."""
         return (
             f"journalctl -u {shlex.quote(self.unit)} -n {int(lines)} --no-pager -o cat "
             "2>/dev/null; true"
+        )
+
+    def _watchdog(self, w: Watchdog) -> str:
+        """The watchdog's sh text; ``$1`` is the unit's main process (``$MAINPID``)."""
+        unit = shlex.quote(self.unit)
+        # --kill-whom= since systemd 252, --kill-who= before; a plain kill of the main
+        # process has the same effect on Restart= (no stop job either way).
+        signal = (
+            "_af_sig() { "
+            f'systemctl kill --kill-whom=main --signal="$1" {unit} 2>/dev/null || '
+            f'systemctl kill --kill-who=main --signal="$1" {unit} 2>/dev/null || '
+            'kill -"$1" "$_af_main"; }; '
+        )
+        return f"_af_main=$1; {signal}" + watchdog_script(
+            w,
+            reason=self.reason,
+            served=self.served,
+            # The run it watches is over: systemd ends this watchdog with it anyway.
+            watch='kill -0 "$1" 2>/dev/null || exit 0; ',
+            stop=(
+                "_af_sig TERM; _af_i=0; "
+                f'while kill -0 "$1" 2>/dev/null && [ $_af_i -lt {_ENGINE_GRACE_POLLS} ]; '
+                f"do sleep {_PID_WAIT_S}; _af_i=$((_af_i+1)); done; "
+                'kill -0 "$1" 2>/dev/null && _af_sig KILL; exit 0; '
+            ),
         )
 
 

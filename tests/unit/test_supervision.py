@@ -9,9 +9,13 @@ what it is to this code: command text and the rendered unit.
 from __future__ import annotations
 
 import configparser
+import dataclasses
+import os
 import signal
 import subprocess
 import sys
+import threading
+from pathlib import Path
 
 import pytest
 
@@ -34,6 +38,8 @@ from amdfleet.remote.supervision import (
     supervisor_for,
 )
 from amdfleet.render import SECRETS_LOADER, render_node
+from tests.support.openai_server import OpenAIServer
+from tests.support.waiting import wait_until
 
 LAYOUT = EngineLayout("/opt/amdfleet/local")
 
@@ -69,6 +75,8 @@ def test_the_docker_supervisor_needs_a_container() -> None:
 def test_systemd_installs_reloads_and_starts_the_rendered_unit() -> None:
     supervisor = SystemdSupervisor(LAYOUT, "amdfleet-local.service")
     assert supervisor.start_command() == (
+        "rm -f /opt/amdfleet/local/engine.served /opt/amdfleet/local/engine.stopped-by "
+        "/opt/amdfleet/local/watchdog.sh && "
         "install -m 0644 /opt/amdfleet/local/amdfleet-local.service "
         "/etc/systemd/system/amdfleet-local.service && systemctl daemon-reload && "
         "{ systemctl reset-failed amdfleet-local.service 2>/dev/null; true; } && "
@@ -350,3 +358,97 @@ def test_the_container_entrypoint_kills_an_engine_that_ignores_the_watchdog() ->
         proc.wait()
     assert proc.returncode == 75
     assert "stopped the engine (it exited with status 137); exiting 75" in err
+
+
+def test_systemd_writes_the_watchdog_that_the_unit_starts_after_each_start() -> None:
+    """The start writes watchdog.sh (0600) before installing the unit; without a watchdog
+    it removes one an earlier deploy wrote. Stop removes it with the unit."""
+    systemd = SystemdSupervisor(LAYOUT, "amdfleet-local.service", WATCHDOG)
+    start = systemd.start_command()
+    assert start.index(">/opt/amdfleet/local/watchdog.sh)") < start.index("install -m 0644")
+    assert "(umask 077 && printf '%s\\n' " in start
+    assert "systemctl kill --kill-whom=main" in start
+    plain = SystemdSupervisor(LAYOUT, "amdfleet-local.service").start_command()
+    assert plain.startswith(
+        "rm -f /opt/amdfleet/local/engine.served /opt/amdfleet/local/engine.stopped-by "
+        "/opt/amdfleet/local/watchdog.sh && install"
+    )
+    assert "rm -f /opt/amdfleet/local/watchdog.sh " in systemd.stop_command()
+    assert systemd.mark_served_command() == ": >/opt/amdfleet/local/engine.served"
+    assert "head -n 1 /opt/amdfleet/local/engine.stopped-by" in systemd.gave_up_command()
+
+
+def test_the_units_exec_start_post_starts_the_watchdog_with_the_main_pid(tmp_path: Path) -> None:
+    """systemd.service(5): ``ExecStartPost=`` runs after each start (automatic restarts
+    included); systemd.exec(5): a control process has ``$MAINPID``. The rendered line, run
+    here by sh as systemd would (``$$`` made ``$``, the engine directory moved to a temp
+    dir), drops the served mark and starts watchdog.sh detached with that pid, and starts
+    nothing where no watchdog.sh was written."""
+    deployment = plan(load_stack_file("local").spec)
+    files = {f.path.rsplit("/", 1)[1]: f.content for f in render_node(deployment, 0)}
+    unit = configparser.ConfigParser(strict=True, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read_string(files[f"{deployment.engine.container_name}.service"])
+    post = unit["Service"]["ExecStartPost"]
+    assert post.startswith("/bin/sh -c '") and '"$$MAINPID"' in post
+    line = post.removeprefix("/bin/sh -c ").strip("'").replace("$$", "$")
+    line = line.replace(deployment.head.remote_dir, str(tmp_path))
+    env = {"PATH": os.environ["PATH"], "MAINPID": "4242"}
+    (tmp_path / "engine.served").write_text("")
+    subprocess.run(["sh", "-c", line], check=True, env=env, timeout=10)
+    assert not (tmp_path / "engine.served").exists()
+    (tmp_path / "watchdog.sh").write_text(f'echo "$1" >{tmp_path}/started\n')
+    subprocess.run(["sh", "-c", line], check=True, env=env, timeout=10)
+    wait_until(lambda: (tmp_path / "started").exists(), 10, "the watchdog to start")
+    wait_until(
+        lambda: (tmp_path / "started").read_text() == "4242\n", 10, "the main pid to be written"
+    )
+
+
+def test_the_systemd_watchdog_stops_the_main_process_when_the_head_fails(
+    tmp_path: Path,
+) -> None:
+    """The systemd watchdog's sh, run for real by this machine's sh against a real HTTP
+    server (tests/support/openai_server.py) with a real main process. No systemd here:
+    ``systemctl kill`` fails, so the watchdog's last resort, a plain SIGTERM to the main
+    process, is what runs (the same thing to ``Restart=``: no stop job). It waits for a
+    first answer, then two 500s in a row make it log why, record the reason and stop the
+    main process; with its run over, it exits."""
+    layout = str(tmp_path)
+    watchdog = Watchdog(
+        base_url="",
+        served_name="stub-model",
+        secrets_file=f"{layout}/secrets.env",
+        startup_s=60,
+        interval_s=1,
+        failures=2,
+        probe_timeout_s=2,
+    )
+    with OpenAIServer() as head:
+        watchdog = dataclasses.replace(watchdog, base_url=head.url)
+        systemd = SystemdSupervisor(LAYOUT, "amdfleet-local.service", watchdog)
+        text = systemd._watchdog(watchdog).replace(LAYOUT.remote_dir, layout)
+        main = subprocess.Popen(["sleep", "300"])
+        # Reaped at once, as systemd reaps its main process (a zombie still answers kill -0).
+        reaper = threading.Thread(target=main.wait, daemon=True)
+        reaper.start()
+        dog = subprocess.Popen(
+            ["sh", "-c", text, "sh", str(main.pid)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            wait_until(lambda: (tmp_path / "engine.served").exists(), 20, "a first answer")
+            head.script.fault = "http500"
+            out, _ = dog.communicate(timeout=30)
+            reaper.join(timeout=10)
+        finally:
+            for proc in (dog, main):
+                proc.kill()
+                proc.wait()
+    assert (dog.returncode, main.returncode) == (0, -signal.SIGTERM)
+    why = "watchdog: 2 one-token completions in a row failed (last: status 500 within 2 s)"
+    assert out == f"amdfleet-supervisor: {why}; stopping the engine\n"
+    assert (tmp_path / "engine.stopped-by").read_text() == f"{why}\n"
