@@ -410,7 +410,8 @@ class DockerSupervisor:
     dockerd restarts under its bounded policy (counted in ``RestartCount``), never a
     manual stop (:data:`CONTAINER_STOP_SIGNAL`). A new start (``State.StartedAt``
     changed) gets the startup deadline again; the watchdog exits once the container is
-    gone or no longer running nor restarting (dockerd gave up, or it was stopped).
+    gone or no longer running nor restarting (dockerd gave up, or it was stopped), and
+    waits while dockerd does not answer.
     """
 
     layout: EngineLayout
@@ -528,10 +529,12 @@ class DockerSupervisor:
             w,
             reason=self.reason,
             served=self.served,
-            # Gone, or neither running nor restarting: nothing left to watch. A new
-            # start is watched from its beginning (startup deadline, no served mark).
+            # Gone, or neither running nor restarting: nothing left to watch (a dockerd
+            # that does not answer, e.g. restarting, is waited for). A new start is
+            # watched from its beginning (startup deadline, no served mark).
             watch=(
-                f"_af_st=$({state}) || exit 0; "
+                f"_af_st=$({state}) || "
+                "{ docker info >/dev/null 2>&1 && exit 0; continue; }; "
                 'case "$_af_st" in "running "*) ;; "restarting "*) continue;; '
                 "*) exit 0;; esac; "
                 'if [ "${_af_st#running }" != "$_af_run" ]; then '
