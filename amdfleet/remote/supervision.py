@@ -501,9 +501,9 @@ class DockerSupervisor:
 
     @property
     def log_source(self) -> str:
-        """The container's output (and the watchdog's lines)."""
-        source = f"docker logs {self.container}"
-        return f"{source} and {self.watchdog_log}" if self.watchdog else source
+        """The container's output and the watchdog's lines (which a supervisor built
+        without its watchdog, as refresh and ``amdfleet status`` build it, reads too)."""
+        return f"docker logs {self.container} and {self.watchdog_log}"
 
     def log_tail_command(self, lines: int = 40) -> str:
         """``docker logs --tail``; the launch log when there is no container (a failed

@@ -166,7 +166,7 @@ def test_stop_any_covers_every_supervisor() -> None:
     [
         (SupervisorKind.PROCESS, "/opt/amdfleet/local/engine.log"),
         (SupervisorKind.SYSTEMD, "journalctl -u amdfleet-local.service"),
-        (SupervisorKind.DOCKER, "docker logs amdfleet-local"),
+        (SupervisorKind.DOCKER, "docker logs amdfleet-local and /opt/amdfleet/local/watchdog.log"),
     ],
 )
 def test_a_failed_start_names_where_its_log_lines_come_from(
