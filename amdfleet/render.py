@@ -29,6 +29,8 @@ from amdfleet.plan import DeploymentPlan, NodePlan
 from amdfleet.remote.supervision import (
     DEFAULT_RESTART,
     UNREQUESTED_EXIT_STATUS,
+    WATCHDOG_KILL_AFTER_S,
+    WATCHDOG_SIGNAL,
     docker_restart_flag,
 )
 from amdfleet.shellwords import shell_join, shell_lines, shell_quote
@@ -228,16 +230,26 @@ SECRETS_LOADER = (
     'case "$l" in ""|"#"*) continue;; esac; '
     'export "${l%%=*}=${l#*=}"; '
     f"done <{CONTAINER_SECRETS}; fi; "
-    "_af_stop=; _af_int=; _af_sent=; _af_c=; "
+    "_af_stop=; _af_int=; _af_sent=; _af_c=; _af_dog=; _af_k=; "
     # The stop goes to the engine once it is known (a signal can come before $! is).
     '_af_fwd() { if [ -n "$_af_c" ] && [ -z "$_af_sent" ]; then _af_sent=1; '
     'kill -TERM "$_af_c" 2>/dev/null; fi; }; '
     "trap '_af_stop=1; _af_int=1; _af_fwd' TERM INT; "
+    # The host's watchdog: SIGTERM to the engine, SIGKILL if it is still there later.
+    f'trap \'_af_dog=1; _af_int=1; _af_fwd; [ -n "$_af_k" ] || {{ '
+    f'{{ sleep {WATCHDOG_KILL_AFTER_S}; kill -KILL "$_af_c"; }} '
+    ">/dev/null 2>&1 </dev/null & _af_k=$!; }' "
+    f"{WATCHDOG_SIGNAL}; "
     '"$@" & _af_c=$!; '
     # wait returns early when a trapped signal arrives: then wait again for the status.
-    'while :; do [ -n "$_af_stop" ] && _af_fwd; _af_int=; wait "$_af_c"; _af_rc=$?; '
+    'while :; do [ -n "$_af_stop$_af_dog" ] && _af_fwd; _af_int=; wait "$_af_c"; _af_rc=$?; '
     '[ -n "$_af_int" ] || break; done; '
+    '[ -n "$_af_k" ] && kill "$_af_k" 2>/dev/null; '
     '[ -n "$_af_stop" ] && exit "$_af_rc"; '
+    'if [ -n "$_af_dog" ]; then '
+    'echo "amdfleet-entrypoint: the watchdog on the host stopped the engine (it exited '
+    f'with status $_af_rc); exiting {UNREQUESTED_EXIT_STATUS} so that dockerd restarts it" >&2; '
+    f"exit {UNREQUESTED_EXIT_STATUS}; fi; "
     'if [ "$_af_rc" -eq 0 ]; then '
     'echo "amdfleet-entrypoint: engine exited with status 0 without being asked to stop; '
     f'exiting {UNREQUESTED_EXIT_STATUS} so that dockerd restarts it" >&2; '
@@ -258,7 +270,11 @@ and the engine's status returned (dockerd does not restart a container it was as
 stop); an engine that ends without being asked is logged with its status and, when that
 status is 0, the container exits with
 :data:`~amdfleet.remote.supervision.UNREQUESTED_EXIT_STATUS` instead, so every
-unrequested stop is restarted, at most N times."""
+unrequested stop is restarted, at most N times. The host's watchdog sends
+:data:`~amdfleet.remote.supervision.WATCHDOG_SIGNAL` (``docker kill --signal``): the
+engine gets SIGTERM (SIGKILL after a grace period) and the container exits with that
+status too, saying the watchdog stopped it (the watchdog's reason is in its own log on the
+host)."""
 
 
 def _mounts(plan: DeploymentPlan, key_config: str | None, key_shim: str | None) -> list[str]:

@@ -7,7 +7,8 @@ a stage still answers ``/health`` and ``/v1/models`` with 200 while every comple
 (ENVIRONMENT.md). So the cluster is one resource, not one per node, and it heals itself
 without a ``pulumi`` command and without SSH between hosts: each node's supervisor
 restarts its own engine whenever it stops, and runs a watchdog
-(:class:`~amdfleet.remote.supervision.Watchdog`, amdfleet's own supervisor loop only)
+(:class:`~amdfleet.remote.supervision.Watchdog`: amdfleet's own supervisor loop and, for
+the docker runtime, a watchdog on the host beside dockerd)
 that probes the head's API and restarts the node's engine when the head stopped
 completing tokens: a head whose worker died, and a worker left in a dead head's
 rendezvous, both restart and meet in the new head's.

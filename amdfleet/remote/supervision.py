@@ -11,11 +11,17 @@ on the host at deploy time (:data:`FACTS_COMMAND`, :func:`parse_facts`):
   reason, at most ``limit`` times (``always`` would be unbounded, ``on-failure`` alone
   would not restart an exit 0); ``running`` is the container's state, the log is
   ``docker logs``. dockerd does not restart a container that ``docker stop`` stopped.
+  With a :class:`Watchdog`, a watchdog on the host (detached with setsid) has the
+  entrypoint stop an engine whose head no longer completes tokens (``docker kill
+  --signal`` :data:`WATCHDOG_SIGNAL`), a failure that dockerd restarts under the same
+  bound.
 - ``process`` runtime on a host whose PID 1 is systemd (``/run/systemd/system`` exists):
   systemd. The rendered unit (``Restart=always`` with a growing delay and a bounded
   start limit) is installed into ``/etc/systemd/system``, ``daemon-reload``-ed and
-  started; stop removes it again. There is no systemd on the machines that test amdfleet:
-  this supervisor's commands and the unit text are tested as pure text only.
+  started; stop removes it again. With a :class:`Watchdog`, the unit's ``ExecStartPost=``
+  starts one after each start, in the unit's control group. There is no systemd on the
+  machines that test amdfleet: this supervisor's commands and the unit text are tested as
+  text, its watchdog's sh run by sh.
 - ``process`` runtime elsewhere: a small POSIX-sh supervisor loop (:class:`ProcessSupervisor`),
   detached with setsid and a pid file, that starts the launch script in a process group
   of its own, restarts it with exponential backoff up to a bounded count, and writes
@@ -50,7 +56,24 @@ FACTS_COMMAND = (
 _LOG_PREFIX = "amdfleet-supervisor:"
 UNREQUESTED_EXIT_STATUS = 75
 """The container entrypoint's exit status for an engine that exited 0 without being asked
-(dockerd's ``on-failure`` policy restarts non-zero exits only)."""
+(dockerd's ``on-failure`` policy restarts non-zero exits only), or that the host's watchdog
+stopped (:data:`WATCHDOG_SIGNAL`)."""
+WATCHDOG_SIGNAL = "USR1"
+"""What the docker supervisor's watchdog sends the container's entrypoint (``docker kill
+--signal``) to have it stop the engine and exit :data:`UNREQUESTED_EXIT_STATUS`."""
+CONTAINER_STOP_SIGNAL = "TERM"
+"""The container's stop signal, set explicitly (``docker run --stop-signal``): dockerd
+treats ``docker kill --signal`` with any signal as a manual stop that cancels the restart
+policy unless the container has a stop signal configured and the signal sent differs from
+it (moby v20.10.24, the Debian docker.io installed here, ``daemon/kill.go``
+``killWithSignal``: ``if container.Config.StopSignal != "" && sig != SIGKILL { if
+containerStopSignal == sig { container.ExitOnNext() } } else { container.ExitOnNext() }``;
+``ExitOnNext`` cancels the restart manager; the same in v28). Measured with the private
+dockerd: without it ``docker kill --signal USR1`` left the container exited 75 with
+RestartCount 0; with it dockerd restarted it (RestartCount 1)."""
+WATCHDOG_KILL_AFTER_S = 10
+"""How long the container entrypoint gives the engine after the watchdog's SIGTERM before
+SIGKILL."""
 # How long the supervisor loop and its watchdog give an engine's group after SIGTERM.
 _ENGINE_GRACE_POLLS = 100
 # The supervisor loop's start writes the engine's pid file a moment after it is detached.
@@ -94,7 +117,7 @@ DEFAULT_RESTART = RestartPolicy()
 
 @dataclass(frozen=True)
 class Watchdog:
-    """What the process supervisor's watchdog probes: one-token completions on the API of
+    """What a supervisor's watchdog probes: one-token completions on the API of
     the engine's head (``base_url``: the node's own on the head, the head's address on a
     worker; model ``served_name``, keyed from ``secrets_file`` on the host).
 
@@ -197,14 +220,14 @@ def supervisor_for(
     watchdog: Watchdog | None = None,
 ) -> Supervisor:
     """The supervisor of ``kind`` for the engine in ``layout`` (``unit`` is the rendered
-    unit's file name, ``container`` the docker runtime's container name). ``watchdog``
-    is run by the process supervisor only."""
+    unit's file name, ``container`` the docker runtime's container name), running
+    ``watchdog`` when one is given."""
     if kind is SupervisorKind.DOCKER:
         if not container:
             raise ValueError("the docker supervisor needs a container name")
-        return DockerSupervisor(layout, container, policy)
+        return DockerSupervisor(layout, container, policy, watchdog)
     if kind is SupervisorKind.SYSTEMD:
-        return SystemdSupervisor(layout, unit)
+        return SystemdSupervisor(layout, unit, watchdog)
     return ProcessSupervisor(layout, policy, watchdog)
 
 
@@ -222,20 +245,30 @@ def stop_any_command(
 
 
 def docker_restart_flag(policy: RestartPolicy = DEFAULT_RESTART) -> str:
-    """The ``docker run`` restart flag the launch script renders for the docker runtime:
-    ``on-failure`` with a bound (the entrypoint makes every unrequested exit a failure)."""
-    return f"--restart on-failure:{policy.limit}"
+    """The ``docker run`` restart flags the launch script renders for the docker runtime:
+    ``on-failure`` with a bound (the entrypoint makes every unrequested exit a failure),
+    and the stop signal that keeps the watchdog's ``docker kill`` a restartable failure
+    (:data:`CONTAINER_STOP_SIGNAL`)."""
+    return f"--restart on-failure:{policy.limit} --stop-signal {CONTAINER_STOP_SIGNAL}"
 
 
 @dataclass(frozen=True)
 class SystemdSupervisor:
     """systemd: the rendered unit installed into :data:`SYSTEMD_UNIT_DIR`.
 
-    Not run on any test machine (none has systemd): tested as command text only.
+    With a :class:`Watchdog`, the start writes its sh text into ``watchdog.sh``, which the
+    unit's ``ExecStartPost=`` starts after every start with the main process's pid (the
+    rendered unit says why there: it ends with the run it watches, and its
+    ``systemctl kill --kill-whom=main`` is no stop job, so ``Restart=always`` restarts the
+    engine, counted against ``StartLimitBurst``). Its lines go to the unit's journal.
+
+    Not run on any test machine (none has systemd): tested as command text, and the
+    watchdog's sh run by this machine's sh against a real HTTP server.
     """
 
     layout: EngineLayout
     unit: str
+    watchdog: Watchdog | None = None
 
     @property
     def kind(self) -> SupervisorKind:
@@ -247,10 +280,36 @@ class SystemdSupervisor:
         """Where the unit is installed."""
         return f"{SYSTEMD_UNIT_DIR}/{self.unit}"
 
+    @property
+    def watchdog_file(self) -> str:
+        """The watchdog's sh text, which the unit's ``ExecStartPost=`` runs when present."""
+        return self.layout.path("watchdog.sh")
+
+    @property
+    def served(self) -> str:
+        """Present once the current start has served a completion (the unit's
+        ``ExecStartPost=`` removes it at each start)."""
+        return self.layout.path("engine.served")
+
+    @property
+    def reason(self) -> str:
+        """The watchdog's reason for its last stop of the engine (absent: none)."""
+        return self.layout.path("engine.stopped-by")
+
     def start_command(self) -> str:
-        """Install the uploaded unit, reload systemd, clear an old failure, start."""
+        """Write (or remove) the watchdog's text, install the uploaded unit, reload
+        systemd, clear an old failure, start."""
         unit, path = shlex.quote(self.unit), shlex.quote(self.unit_path)
+        records = " ".join(shlex.quote(f) for f in (self.served, self.reason))
+        script = shlex.quote(self.watchdog_file)
+        watchdog = (
+            f"rm -f {records} && (umask 077 && printf '%s\\n' "
+            f"{shlex.quote(self._watchdog(self.watchdog))} >{script})"
+            if self.watchdog
+            else f"rm -f {records} {script}"
+        )
         return (
+            f"{watchdog} && "
             f"install -m 0644 {shlex.quote(self.layout.path(self.unit))} {path} && "
             "systemctl daemon-reload && "
             f"{{ systemctl reset-failed {unit} 2>/dev/null; true; }} && "
@@ -271,28 +330,33 @@ class SystemdSupervisor:
 
     def stop_command(self, grace: float = 30.0) -> str:
         """Stop and remove the unit if installed (bounded by the unit's TimeoutStopSec and
-        ``timeout``)."""
+        ``timeout``; the watchdog, in the unit's control group, ends with it)."""
         unit, path = shlex.quote(self.unit), shlex.quote(self.unit_path)
+        records = " ".join(shlex.quote(f) for f in (self.watchdog_file, self.served, self.reason))
         return (
             f"if [ -f {path} ] && command -v systemctl >/dev/null 2>&1; then "
             f"timeout {int(grace) + 10} systemctl stop {unit}; rm -f {path}; "
-            f"systemctl daemon-reload; systemctl reset-failed {unit} 2>/dev/null; fi; true"
+            f"systemctl daemon-reload; systemctl reset-failed {unit} 2>/dev/null; fi; "
+            f"rm -f {records}; true"
         )
 
     def mark_served_command(self) -> str:
-        """Nothing: systemd runs no watchdog of amdfleet's."""
-        return "true"
+        """Create :attr:`served`, which the watchdog reads as its first good answer
+        (nothing without a watchdog)."""
+        return f": >{shlex.quote(self.served)}" if self.watchdog else "true"
 
     def gave_up_command(self) -> str:
         """systemd's ``Result`` is ``start-limit-hit`` once the unit spent its start limit
-        (systemd.unit(5), ``StartLimitBurst``)."""
-        unit = shlex.quote(self.unit)
+        (systemd.unit(5), ``StartLimitBurst``); the watchdog's last reason follows when it
+        stopped the engine."""
+        unit, reason = shlex.quote(self.unit), shlex.quote(self.reason)
         return (
             f"_af_r=$(systemctl show -p Result --value {unit} 2>/dev/null); "
-            'if [ "$_af_r" = start-limit-hit ]; then '
+            'if [ "$_af_r" = start-limit-hit ]; then _af_w=; '
+            f'[ -s {reason} ] && _af_w="; the watchdog\'s last stop: $(head -n 1 {reason})"; '
             f'echo "systemd gave up on {self.unit}: start limit hit after '
             f"$(systemctl show -p NRestarts --value {unit}) restarts "
-            '(StartLimitBurst in its unit)"; fi; true'
+            '(StartLimitBurst in its unit)$_af_w"; fi; true'
         )
 
     @property
@@ -301,31 +365,99 @@ class SystemdSupervisor:
         return f"journalctl -u {self.unit}"
 
     def log_tail_command(self, lines: int = 40) -> str:
-        """The unit's journal."""
+        """The unit's journal (the watchdog's lines included)."""
         return (
             f"journalctl -u {shlex.quote(self.unit)} -n {int(lines)} --no-pager -o cat "
             "2>/dev/null; true"
+        )
+
+    def _watchdog(self, w: Watchdog) -> str:
+        """The watchdog's sh text; ``$1`` is the unit's main process (``$MAINPID``)."""
+        unit = shlex.quote(self.unit)
+        # --kill-whom= since systemd 252, --kill-who= before; a plain kill of the main
+        # process has the same effect on Restart= (no stop job either way).
+        signal = (
+            "_af_sig() { "
+            f'systemctl kill --kill-whom=main --signal="$1" {unit} 2>/dev/null || '
+            f'systemctl kill --kill-who=main --signal="$1" {unit} 2>/dev/null || '
+            'kill -"$1" "$_af_main"; }; '
+        )
+        return f"_af_main=$1; {signal}" + watchdog_script(
+            w,
+            reason=self.reason,
+            served=self.served,
+            # The run it watches is over: systemd ends this watchdog with it anyway.
+            watch='kill -0 "$1" 2>/dev/null || exit 0; ',
+            stop=(
+                "_af_sig TERM; _af_i=0; "
+                f'while kill -0 "$1" 2>/dev/null && [ $_af_i -lt {_ENGINE_GRACE_POLLS} ]; '
+                f"do sleep {_PID_WAIT_S}; _af_i=$((_af_i+1)); done; "
+                'kill -0 "$1" 2>/dev/null && _af_sig KILL; exit 0; '
+            ),
         )
 
 
 @dataclass(frozen=True)
 class DockerSupervisor:
     """dockerd: the container runs detached with the restart policy of
-    :func:`docker_restart_flag` (rendered into the launch script)."""
+    :func:`docker_restart_flag` (rendered into the launch script).
+
+    With a :class:`Watchdog`, the start also runs one on the host, detached with setsid
+    (``watchdog.pid``, its lines in ``watchdog.log``), that watches every start dockerd
+    makes of the container: when the head stops completing tokens it logs why and sends
+    the container's entrypoint :data:`WATCHDOG_SIGNAL` (``docker kill --signal``); the
+    entrypoint stops the engine and exits :data:`UNREQUESTED_EXIT_STATUS`, a failure that
+    dockerd restarts under its bounded policy (counted in ``RestartCount``), never a
+    manual stop (:data:`CONTAINER_STOP_SIGNAL`). A new start (``State.StartedAt``
+    changed) gets the startup deadline again; the watchdog exits once the container is
+    gone or no longer running nor restarting (dockerd gave up, or it was stopped), and
+    waits while dockerd does not answer.
+    """
 
     layout: EngineLayout
     container: str
     policy: RestartPolicy = DEFAULT_RESTART
+    watchdog: Watchdog | None = None
 
     @property
     def kind(self) -> SupervisorKind:
         """``docker``."""
         return SupervisorKind.DOCKER
 
+    @property
+    def watchdog_pid(self) -> str:
+        """The watchdog's process-group id (it runs in a session of its own)."""
+        return self.layout.path("watchdog.pid")
+
+    @property
+    def watchdog_log(self) -> str:
+        """The watchdog's lines (each stop of the engine with its reason)."""
+        return self.layout.path("watchdog.log")
+
+    @property
+    def served(self) -> str:
+        """Present once the container's current start has served a completion."""
+        return self.layout.path("engine.served")
+
+    @property
+    def reason(self) -> str:
+        """The watchdog's reason for its last stop of the engine (absent: none)."""
+        return self.layout.path("engine.stopped-by")
+
     def start_command(self) -> str:
-        """Run the launch script (``docker run --detach``), its output into the log."""
+        """Run the launch script (``docker run --detach``), its output into the log; then
+        the watchdog, when there is one."""
         log, fresh = shlex.quote(self.layout.log), new_private_file(self.layout.log)
-        return f"{fresh} && {shlex.quote(self.layout.launch)} >>{log} 2>&1 </dev/null"
+        records = " ".join(shlex.quote(f) for f in (self.served, self.reason))
+        run = (
+            f"{fresh} && rm -f {records} && "
+            f"{shlex.quote(self.layout.launch)} >>{log} 2>&1 </dev/null"
+        )
+        if self.watchdog is None:
+            return run
+        return f"{run} && {new_private_file(self.watchdog_log)} && " + detached(
+            self._watchdog(self.watchdog), self.watchdog_log, self.watchdog_pid
+        )
 
     def running_command(self) -> str:
         """The container is running."""
@@ -336,49 +468,84 @@ class DockerSupervisor:
         return f'[ "$({self._inspect("{{.State.Running}} {{.RestartCount}}")})" = "true 0" ]'
 
     def stop_command(self, grace: float = 30.0) -> str:
-        """``docker stop`` then ``docker rm -f``."""
+        """Stop the watchdog first (it must not act on the stopping container), then
+        ``docker stop`` and ``docker rm -f``."""
         name = shlex.quote(self.container)
+        records = " ".join(shlex.quote(f) for f in (self.served, self.reason))
         return (
+            f"{stop_process_group(self.watchdog_pid, 1.0)}; "
             "if command -v docker >/dev/null 2>&1; then "
             f"docker stop --time {int(grace)} {name} >/dev/null 2>&1; "
-            f"docker rm -f {name} >/dev/null 2>&1; fi; true"
+            f"docker rm -f {name} >/dev/null 2>&1; fi; rm -f {records}; true"
         )
 
     def mark_served_command(self) -> str:
-        """Nothing: dockerd runs no watchdog of amdfleet's."""
-        return "true"
+        """Create :attr:`served`, which the watchdog reads as its first good answer
+        (nothing without a watchdog)."""
+        return f": >{shlex.quote(self.served)}" if self.watchdog else "true"
 
     def gave_up_command(self) -> str:
         """A container that is not running after ``policy.limit`` restarts: dockerd spent
         its ``on-failure`` count (a container ``docker stop`` stopped is not restarted,
-        but is also not there after amdfleet's stop, which removes it)."""
+        but is also not there after amdfleet's stop, which removes it). The watchdog's
+        last reason follows when it stopped the engine."""
         fields = self._inspect("{{.State.Running}} {{.RestartCount}} {{.State.ExitCode}}")
-        limit = self.policy.limit
+        limit, reason = self.policy.limit, shlex.quote(self.reason)
         return (
             f"set -- $({fields}); "
-            f'if [ "$1" = false ] && [ "${{2:-0}}" -ge {limit} ]; then '
+            f'if [ "$1" = false ] && [ "${{2:-0}}" -ge {limit} ]; then _af_w=; '
+            f'[ -s {reason} ] && _af_w="; the watchdog\'s last stop: $(head -n 1 {reason})"; '
             f'echo "dockerd gave up on container {self.container} after $2 restarts '
-            f'(on-failure:{limit}); the engine last exited with status $3"; fi; true'
+            f'(on-failure:{limit}); the engine last exited with status $3$_af_w"; fi; true'
         )
 
     @property
     def log_source(self) -> str:
-        """The container's output."""
-        return f"docker logs {self.container}"
+        """The container's output and the watchdog's lines (which a supervisor built
+        without its watchdog, as refresh and ``amdfleet status`` build it, reads too)."""
+        return f"docker logs {self.container} and {self.watchdog_log}"
 
     def log_tail_command(self, lines: int = 40) -> str:
         """``docker logs --tail``; the launch log when there is no container (a failed
-        ``docker run`` wrote why there)."""
-        name = shlex.quote(self.container)
+        ``docker run`` wrote why there); then the watchdog's last lines, if it wrote any."""
+        name, wlog = shlex.quote(self.container), shlex.quote(self.watchdog_log)
         return (
             f"if docker inspect {name} >/dev/null 2>&1; then "
             f"docker logs --tail {int(lines)} {name} 2>&1; "
-            f"else tail -n {int(lines)} -- {shlex.quote(self.layout.log)} 2>/dev/null; fi; true"
+            f"else tail -n {int(lines)} -- {shlex.quote(self.layout.log)} 2>/dev/null; fi; "
+            f"if [ -s {wlog} ]; then tail -n {min(int(lines), 10)} -- {wlog}; fi; true"
         )
 
     def _inspect(self, template: str) -> str:
         return (
             f"docker inspect -f {shlex.quote(template)} {shlex.quote(self.container)} 2>/dev/null"
+        )
+
+    def _watchdog(self, w: Watchdog) -> str:
+        """The host watchdog's sh text: one loop across every start dockerd makes."""
+        name, served = shlex.quote(self.container), shlex.quote(self.served)
+        state = self._inspect("{{.State.Status}} {{.State.StartedAt}}")
+        return f"_af_run=$({self._inspect('{{.State.StartedAt}}')}); " + watchdog_script(
+            w,
+            reason=self.reason,
+            served=self.served,
+            # Gone, or neither running nor restarting: nothing left to watch (a dockerd
+            # that does not answer, e.g. restarting, is waited for). A new start is
+            # watched from its beginning (startup deadline, no served mark).
+            watch=(
+                f"_af_st=$({state}) || "
+                "{ docker info >/dev/null 2>&1 && exit 0; continue; }; "
+                'case "$_af_st" in "running "*) ;; "restarting "*) continue;; '
+                "*) exit 0;; esac; "
+                'if [ "${_af_st#running }" != "$_af_run" ]; then '
+                "_af_run=${_af_st#running }; _af_ok=0; _af_bad=0; _af_t0=$(date +%s); "
+                f"rm -f {served}; fi; "
+            ),
+            # The old start keeps its deadline until dockerd has made the next one.
+            stop=(
+                f"docker kill --signal {WATCHDOG_SIGNAL} {name} >/dev/null 2>&1; "
+                "_af_ok=0; _af_bad=0; _af_t0=$(date +%s); "
+            ),
         )
 
 
@@ -548,36 +715,58 @@ class ProcessSupervisor:
         )
 
     def _watchdog(self, w: Watchdog) -> str:
-        """The watchdog's sh text; ``$1`` is the engine's process group."""
-        reason, say = shlex.quote(self._reason), f'echo "{_LOG_PREFIX}'
-        served = shlex.quote(self.served)
-        return (
-            # set -f: the answer's words are split into $2.. and must not glob.
-            "set -f; _af_ok=0; _af_bad=0; _af_t0=$(date +%s); "
-            # Every second until the first good answer (the deploy's counts: the served
-            # mark), then every interval.
-            f'while if [ "$_af_ok" = 1 ]; then sleep {w.interval_s}; else sleep 1; fi; do '
+        """The watchdog's sh text; ``$1`` is the engine's process group. It watches one
+        start: the loop starts a new one with the next."""
+        return watchdog_script(
+            w,
+            reason=self._reason,
+            served=self.served,
             # An engine gone with its supervisor (killed together) leaves no one to watch.
-            'kill -0 -"$1" 2>/dev/null || kill -0 "$1" 2>/dev/null || exit 0; '
-            f"[ -e {served} ] && _af_ok=1; "
-            f"_af_out=$({w.probe_command()}); "
-            'set -- "$1" ${_af_out#AMDFLEET_GENERATION }; '
-            # The mark is created once, never touched again: a serving engine's node
-            # changes no file that amdfleet manages (a no-op `up` finds it as it was).
-            f'if [ "$2" = 200 ]; then _af_ok=1; _af_bad=0; '
-            f"[ -e {served} ] || : >{served}; continue; fi; "
-            'if [ "$_af_ok" = 1 ]; then _af_bad=$((_af_bad+1)); '
-            f'[ "$_af_bad" -ge {w.failures} ] || continue; '
-            f'_af_why="watchdog: {w.failures} one-token completions in a row failed '
-            f'(last: status $2 within {w.probe_timeout_s} s)"; '
-            f"elif [ $(( $(date +%s) - _af_t0 )) -ge {w.startup_s} ]; then "
-            f'_af_why="watchdog: the engine completed no token within {w.startup_s} s '
-            '(last: status $2)"; '
-            "else continue; fi; "
-            f'echo "$_af_why" >{reason}; {say} $_af_why; stopping the engine"; '
-            'kill -TERM -"$1" 2>/dev/null; _af_i=0; '
-            f'while kill -0 -"$1" 2>/dev/null && [ $_af_i -lt {_ENGINE_GRACE_POLLS} ]; do '
-            f"sleep {_PID_WAIT_S}; _af_i=$((_af_i+1)); done; "
-            'kill -KILL -"$1" 2>/dev/null; exit 0; '
-            "done"
+            watch='kill -0 -"$1" 2>/dev/null || kill -0 "$1" 2>/dev/null || exit 0; ',
+            stop=(
+                'kill -TERM -"$1" 2>/dev/null; _af_i=0; '
+                f'while kill -0 -"$1" 2>/dev/null && [ $_af_i -lt {_ENGINE_GRACE_POLLS} ]; do '
+                f"sleep {_PID_WAIT_S}; _af_i=$((_af_i+1)); done; "
+                'kill -KILL -"$1" 2>/dev/null; exit 0; '
+            ),
         )
+
+
+def watchdog_script(w: Watchdog, *, reason: str, served: str, watch: str, stop: str) -> str:
+    """The sh text of a :class:`Watchdog` loop, shared by the supervisors that run one.
+
+    Each round (every second until the first good answer or the ``served`` mark, then
+    every ``interval_s``) first runs ``watch`` (sh that exits when there is nothing left
+    to watch, ``continue``-s to skip a round, and may reset the counters ``_af_ok``,
+    ``_af_bad``, ``_af_t0`` for a new start of the engine), then sends one probe. When the
+    engine is to be stopped, the reason goes into the file ``reason`` and, as an
+    ``amdfleet-supervisor: ...; stopping the engine`` line, to standard output, then
+    ``stop`` runs (sh that stops the engine: it ends the loop with ``exit`` or lets it go
+    on to watch the next start)."""
+    say, reason_file, served_file = f'echo "{_LOG_PREFIX}', shlex.quote(reason), shlex.quote(served)
+    return (
+        # set -f: the answer's words are split into $2.. and must not glob.
+        "set -f; _af_ok=0; _af_bad=0; _af_t0=$(date +%s); "
+        # Every second until the first good answer (the deploy's counts: the served
+        # mark), then every interval.
+        f'while if [ "$_af_ok" = 1 ]; then sleep {w.interval_s}; else sleep 1; fi; do '
+        f"{watch}"
+        f"[ -e {served_file} ] && _af_ok=1; "
+        f"_af_out=$({w.probe_command()}); "
+        'set -- "$1" ${_af_out#AMDFLEET_GENERATION }; '
+        # The mark is created once, never touched again: a serving engine's node
+        # changes no file that amdfleet manages (a no-op `up` finds it as it was).
+        f'if [ "$2" = 200 ]; then _af_ok=1; _af_bad=0; '
+        f"[ -e {served_file} ] || : >{served_file}; continue; fi; "
+        'if [ "$_af_ok" = 1 ]; then _af_bad=$((_af_bad+1)); '
+        f'[ "$_af_bad" -ge {w.failures} ] || continue; '
+        f'_af_why="watchdog: {w.failures} one-token completions in a row failed '
+        f'(last: status $2 within {w.probe_timeout_s} s)"; '
+        f"elif [ $(( $(date +%s) - _af_t0 )) -ge {w.startup_s} ]; then "
+        f'_af_why="watchdog: the engine completed no token within {w.startup_s} s '
+        '(last: status $2)"; '
+        "else continue; fi; "
+        f'echo "$_af_why" >{reason_file}; {say} $_af_why; stopping the engine"; '
+        f"{stop}"
+        "done"
+    )

@@ -30,8 +30,9 @@ from amdfleet.plan import plan
 from amdfleet.providers.engine_service import EngineServiceProvider
 from amdfleet.render import CONTAINER_SECRETS, SECRETS_LOADER
 from tests.support.dockerd import DockerDaemon, DockerdError, lab_using
-from tests.support.hostlab import HostLab, LabFactory
+from tests.support.hostlab import SUBNET_PREFIX, HostLab, LabFactory
 from tests.support.models import TINY_ARCHITECTURE
+from tests.support.openai_server import OpenAIServer
 from tests.support.prerequisites import missing
 from tests.support.pulumi_host import ProviderHost, secret, with_provider
 from tests.support.waiting import wait_until
@@ -293,3 +294,129 @@ def _end_engine(docker: DockerDaemon, container: str, sig: signal.Signals, resta
         30,
         f"dockerd to restart the engine ({restarts} of 5)",
     )
+
+
+# The watchdog's probes of the head (tests/support/openai_server.py serves this model).
+HEAD_MODEL = "stub-model"
+DOCK_DIR = "/opt/amdfleet/dock"
+WATCHDOG_TRIP = "watchdog: 3 one-token completions in a row failed (last: status 500 within 15 s)"
+
+
+@pytest.fixture
+def head(lab: HostLab) -> Iterator[OpenAIServer]:
+    """The head's API as a real HTTP server on the lab's bridge address, which the lab
+    host reaches (the container cannot: it runs in the daemon's own empty netns)."""
+    with OpenAIServer(host=f"{SUBNET_PREFIX}.{lab.subnet}.1") as server:
+        yield server
+
+
+def _worker_props(lab: HostLab, cache_dir: Path, head: OpenAIServer) -> dict[str, Any]:
+    """A docker node whose readiness check, and so its watchdog, probes ``head``: what a
+    cluster worker's watchdog probes (engine_cluster._watchdog_checks)."""
+    props = _props(lab, "dock", cache_dir)
+    props["readiness"].update(serves_api=True, base_url=head.url, served_name=HEAD_MODEL)
+    return props
+
+
+def _watchdog_pid(lab: HostLab) -> int | None:
+    path = lab.hosts[0].path(f"{DOCK_DIR}/watchdog.pid")
+    return int(path.read_text()) if path.exists() else None
+
+
+def _served(lab: HostLab) -> bool:
+    return lab.hosts[0].path(f"{DOCK_DIR}/engine.served").exists()
+
+
+@pytest.mark.usefixtures("engine_dir")
+def test_the_host_watchdog_restarts_the_container_while_the_head_fails_then_dockerd_gives_up(
+    provider_host: ProviderHost,
+    lab: HostLab,
+    docker: DockerDaemon,
+    head: OpenAIServer,
+    tmp_path: Path,
+) -> None:
+    """The node's watchdog runs on the lab host beside the container and probes the head's
+    API (a real HTTP server the test controls). Each time the head answers completions
+    with HTTP 500 after having answered, the watchdog logs why and sends the entrypoint
+    SIGUSR1 (``docker kill --signal``); the engine stops, the container exits 75 and
+    dockerd restarts it under ``on-failure:5`` (RestartCount grows: never a manual stop).
+    The watchdog keeps watching each new start, which serves again once the head answers.
+    The sixth stop is one too many: dockerd leaves the container exited, the watchdog
+    exits with nothing left to watch, and refresh says why, with the watchdog's reason."""
+    urn = provider_host.urn("engine-docker-watchdog")
+    checked = provider_host.check(_worker_props(lab, tmp_path / "hf", head), urn=urn).inputs
+    created = provider_host.create(checked, urn=urn)
+    container = checked["container"]
+    try:
+        assert created.outputs["running"] is True
+        assert _served(lab)  # the deploy's completion counts as the first good answer
+        watchdog = _watchdog_pid(lab)
+        assert watchdog is not None and lab.alive(0, watchdog)
+        assert _state(docker, container)["Config"]["StopSignal"] == "TERM"
+        for restarts in range(1, 6):
+            head.script.fault = "http500"
+            wait_until(
+                lambda n=restarts: (  # type: ignore[misc]
+                    _state(docker, container)["RestartCount"] == n
+                    and _state(docker, container)["State"]["Running"]
+                ),
+                60,
+                f"the watchdog to stop the engine and dockerd to restart it ({restarts} of 5)",
+            )
+            # The watchdog sees the new start (it drops the served mark), and the new start
+            # serves once the head answers again.
+            wait_until(lambda: not _served(lab), 20, "the watchdog to see dockerd's new start")
+            head.script.fault = None
+            wait_until(lambda: _served(lab), 20, "the new start's first answered probe")
+            assert _watchdog_pid(lab) == watchdog and lab.alive(0, watchdog)
+        logs = docker.cli("logs", container).stderr
+        assert logs.count("amdfleet-entrypoint: the watchdog on the host stopped the engine") == 5
+        assert "(it exited with status 0); exiting 75 so that dockerd restarts it" in logs
+        trips = lab.hosts[0].path(f"{DOCK_DIR}/watchdog.log").read_text()
+        assert trips.count(f"amdfleet-supervisor: {WATCHDOG_TRIP}; stopping the engine") == 5
+
+        head.script.fault = "http500"
+        wait_until(
+            lambda: _state(docker, container)["State"]["Status"] == "exited",
+            60,
+            "dockerd to give up after the watchdog's sixth stop",
+        )
+        assert _state(docker, container)["RestartCount"] == 5
+        wait_until(lambda: not lab.alive(0, watchdog), 20, "the watchdog to exit")
+        read = provider_host.read(created.id, created.outputs, inputs=checked, urn=urn)
+        assert read.outputs["running"] is False
+        not_ready = read.outputs["not_ready"]
+        assert not_ready.startswith(
+            "the engine is not running: dockerd gave up on container amdfleet-dock after 5 "
+            "restarts (on-failure:5); the engine last exited with status 75; the watchdog's "
+            f"last stop: {WATCHDOG_TRIP}\n"
+        )
+        assert "amdfleet-entrypoint: the watchdog on the host stopped the engine" in not_ready
+        assert f"| amdfleet-supervisor: {WATCHDOG_TRIP}; stopping the engine" in not_ready
+    finally:
+        provider_host.delete(created.id, created.outputs, urn=urn)
+    assert _inspect(docker, container) is None
+
+
+@pytest.mark.usefixtures("engine_dir")
+def test_delete_stops_the_host_watchdog_before_the_container(
+    provider_host: ProviderHost,
+    lab: HostLab,
+    docker: DockerDaemon,
+    head: OpenAIServer,
+    tmp_path: Path,
+) -> None:
+    """amdfleet's stop ends the watchdog (by its pid file) before ``docker stop``: the
+    watchdog process is gone, and it never took the requested stop for a failure."""
+    urn = provider_host.urn("engine-docker-watchdog-delete")
+    checked = provider_host.check(_worker_props(lab, tmp_path / "hf", head), urn=urn).inputs
+    created = provider_host.create(checked, urn=urn)
+    container = checked["container"]
+    watchdog = _watchdog_pid(lab)
+    try:
+        assert watchdog is not None and lab.alive(0, watchdog)
+    finally:
+        provider_host.delete(created.id, created.outputs, urn=urn)
+    assert _inspect(docker, container) is None
+    assert not lab.alive(0, watchdog)
+    assert not lab.hosts[0].path(DOCK_DIR).exists()

@@ -5,8 +5,9 @@ give known GSM8K answers, so the accuracy scorer is tested here on scripted resp
 (by question); and faults (HTTP 500s, malformed SSE, a stream cut mid-way, a missing
 usage summary, a server that hangs) cannot be made to happen on demand in vLLM.
 
-It is a real server on 127.0.0.1 (stdlib ``ThreadingHTTPServer``, HTTP/1.1 keep-alive,
-chunked SSE), run in a thread by :class:`OpenAIServer`, or as a subprocess with
+It is a real server on 127.0.0.1, or on a given address (stdlib ``ThreadingHTTPServer``,
+HTTP/1.1 keep-alive, chunked SSE), run in a thread by :class:`OpenAIServer`, or as a
+subprocess with
 ``python tests/support/openai_server.py [--token-delay S]`` (prints ``PORT <n>``) for
 tests that SIGKILL it mid-run. Implements ``GET /v1/models``, ``GET /health``,
 ``POST /v1/completions`` and ``POST /v1/chat/completions`` (streamed and not).
@@ -57,7 +58,9 @@ class Script:
 class OpenAIServer:
     """The stub server in a background thread; use as a context manager."""
 
-    def __init__(self, script: Script | None = None) -> None:
+    def __init__(self, script: Script | None = None, host: str = "127.0.0.1") -> None:
+        """``host``: the address to listen on (a lab's bridge address makes it reachable
+        from the lab's hosts)."""
         self.script = script or Script()
         self.stopping = threading.Event()
         self.lock = threading.Lock()
@@ -68,7 +71,7 @@ class OpenAIServer:
         self.bodies: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.completed_event = threading.Condition(self.lock)
-        self._httpd = _QuietServer(("127.0.0.1", 0), _handler_for(self))
+        self._httpd = _QuietServer((host, 0), _handler_for(self))
         self._httpd.daemon_threads = True
         self.client_ports: set[int] = set()
         self._thread = threading.Thread(
@@ -78,7 +81,8 @@ class OpenAIServer:
     @property
     def url(self) -> str:
         """Base URL, e.g. ``http://127.0.0.1:40123``."""
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host!s}:{port}"
 
     def __enter__(self) -> OpenAIServer:
         self._thread.start()

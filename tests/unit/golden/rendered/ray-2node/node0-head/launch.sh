@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# amdfleet-content-hash: sha256:6f50935562fc78b37aaf93f5947262938833d2c59556dbfcb55d8a6214ab3fad
+# amdfleet-content-hash: sha256:08c911e3bf5c1d0eca342d37622f661352cc94e4332795852a0912aeabd7dc8b
 # amdfleet launch script: stack ray-2node, node 0 of 2 (head, head)
 # engine vllm · runtime docker · amd/Llama-3.1-405B-Instruct-FP8-KV (fp8)
 # tp=8 pp=2 dp=1 · backend ray
@@ -33,9 +33,11 @@ fi
 
 # Docker runtime: ROCm device access as the seed recipes give it. The image is staged
 # (pulled or built) before this runs, so docker never pulls here. The container runs
-# detached; dockerd restarts it when it fails (--restart on-failure:5), and its sh entrypoint
+# detached; dockerd restarts it when it fails (--restart on-failure:5 --stop-signal TERM), and its sh entrypoint
 # makes every exit nobody asked for a failure (a clean exit too) while passing
-# `docker stop` on to the engine, which dockerd then leaves stopped.
+# `docker stop` on to the engine, which dockerd then leaves stopped. The explicit stop
+# signal keeps the host watchdog's `docker kill --signal USR1` a failure dockerd restarts
+# (without one, dockerd takes any `docker kill` for a manual stop).
 # Secrets are not container environment (`docker inspect` shows that to anyone allowed
 # to ask dockerd): secrets.env is mounted read-only and the sh entrypoint exports its
 # KEY=VALUE lines literally inside the container, then runs the engine as its child.
@@ -48,7 +50,7 @@ if [ -f "$here/cluster.env" ]; then
   cluster_env=(--env-file "$here/cluster.env")
 fi
 docker rm -f amdfleet-ray-2node >/dev/null 2>&1 || true
-exec docker run --detach --restart on-failure:5 --name amdfleet-ray-2node --pull=never \
+exec docker run --detach --restart on-failure:5 --stop-signal TERM --name amdfleet-ray-2node --pull=never \
   --network=host \
   --ipc=host \
   --group-add=video \
@@ -58,7 +60,7 @@ exec docker run --detach --restart on-failure:5 --name amdfleet-ray-2node --pull
   --device /dev/dri \
   -v /var/cache/amdfleet/huggingface:/root/.cache/huggingface \
   --env-file "$here/engine.env" "${cluster_env[@]}" "${secret_mount[@]}" \
-  --entrypoint sh vllm/vllm-openai-rocm:v0.32.0 -c 'if [ -d /run/amdfleet/bin ]; then PATH="/run/amdfleet/bin:$PATH"; export PATH; fi; if [ -f /run/amdfleet/secrets.env ]; then while IFS= read -r l || [ -n "$l" ]; do case "$l" in ""|"#"*) continue;; esac; export "${l%%=*}=${l#*=}"; done </run/amdfleet/secrets.env; fi; _af_stop=; _af_int=; _af_sent=; _af_c=; _af_fwd() { if [ -n "$_af_c" ] && [ -z "$_af_sent" ]; then _af_sent=1; kill -TERM "$_af_c" 2>/dev/null; fi; }; trap '"'"'_af_stop=1; _af_int=1; _af_fwd'"'"' TERM INT; "$@" & _af_c=$!; while :; do [ -n "$_af_stop" ] && _af_fwd; _af_int=; wait "$_af_c"; _af_rc=$?; [ -n "$_af_int" ] || break; done; [ -n "$_af_stop" ] && exit "$_af_rc"; if [ "$_af_rc" -eq 0 ]; then echo "amdfleet-entrypoint: engine exited with status 0 without being asked to stop; exiting 75 so that dockerd restarts it" >&2; exit 75; fi; _af_why="status $_af_rc"; [ "$_af_rc" -gt 128 ] && _af_why="status $_af_rc (signal $((_af_rc-128)))"; echo "amdfleet-entrypoint: engine exited with $_af_why" >&2; exit "$_af_rc"' sh \
+  --entrypoint sh vllm/vllm-openai-rocm:v0.32.0 -c 'if [ -d /run/amdfleet/bin ]; then PATH="/run/amdfleet/bin:$PATH"; export PATH; fi; if [ -f /run/amdfleet/secrets.env ]; then while IFS= read -r l || [ -n "$l" ]; do case "$l" in ""|"#"*) continue;; esac; export "${l%%=*}=${l#*=}"; done </run/amdfleet/secrets.env; fi; _af_stop=; _af_int=; _af_sent=; _af_c=; _af_dog=; _af_k=; _af_fwd() { if [ -n "$_af_c" ] && [ -z "$_af_sent" ]; then _af_sent=1; kill -TERM "$_af_c" 2>/dev/null; fi; }; trap '"'"'_af_stop=1; _af_int=1; _af_fwd'"'"' TERM INT; trap '"'"'_af_dog=1; _af_int=1; _af_fwd; [ -n "$_af_k" ] || { { sleep 10; kill -KILL "$_af_c"; } >/dev/null 2>&1 </dev/null & _af_k=$!; }'"'"' USR1; "$@" & _af_c=$!; while :; do [ -n "$_af_stop$_af_dog" ] && _af_fwd; _af_int=; wait "$_af_c"; _af_rc=$?; [ -n "$_af_int" ] || break; done; [ -n "$_af_k" ] && kill "$_af_k" 2>/dev/null; [ -n "$_af_stop" ] && exit "$_af_rc"; if [ -n "$_af_dog" ]; then echo "amdfleet-entrypoint: the watchdog on the host stopped the engine (it exited with status $_af_rc); exiting 75 so that dockerd restarts it" >&2; exit 75; fi; if [ "$_af_rc" -eq 0 ]; then echo "amdfleet-entrypoint: engine exited with status 0 without being asked to stop; exiting 75 so that dockerd restarts it" >&2; exit 75; fi; _af_why="status $_af_rc"; [ "$_af_rc" -gt 128 ] && _af_why="status $_af_rc (signal $((_af_rc-128)))"; echo "amdfleet-entrypoint: engine exited with $_af_why" >&2; exit "$_af_rc"' sh \
     bash -c 'ray start --head --port 6380 --node-ip-address 10.0.0.1
 # Placement check, in the Python of the engine (the one with Ray): vLLM starts only once
 # all 2 nodes with 16 GPUs joined the cluster; after 900 s the check stops, naming those that did.
