@@ -19,11 +19,19 @@ from pathlib import Path
 
 import pytest
 
+from amdfleet.interrupts import deliver_interrupts
 from tests.support.hostlab import HostLab, LabError, LabFactory
 from tests.support.prerequisites import FIXTURE_MARKERS, missing
 from tests.support.pulumi_host import ProviderHost
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A run started in the background by a script (``.ci/run &``) inherits SIGINT and
+    SIGQUIT ignored; the Pulumi CLI, vLLM and the providers the tests start would too, and
+    each ``pulumi`` command would then wait 5 s for every plugin it closes."""
+    deliver_interrupts()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

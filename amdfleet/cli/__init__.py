@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 import click
 
 from amdfleet.errors import AmdFleetError
+from amdfleet.interrupts import deliver_interrupts
 
 
 class CommandEntry(NamedTuple):
@@ -117,6 +118,9 @@ def main() -> None:
     STACK arguments are a stack name from stacks/ (e.g. mi355x-llama70b) or a path to a
     Pulumi.<stack>.yaml file.
     """
+    # Started in the background by a script, the Pulumi commands it runs would each wait
+    # out their plugins' shutdown (amdfleet.interrupts).
+    deliver_interrupts()
 
 
 if __name__ == "__main__":  # pragma: no cover
