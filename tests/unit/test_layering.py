@@ -22,6 +22,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     (
         "addresses",
         "hostkeys",
+        "interrupts",
         "pulumi_project",
         "pydantic_issues",
         "secretscan",
