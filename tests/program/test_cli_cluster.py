@@ -319,7 +319,7 @@ def test_a_worker_that_never_joins_fails_up_with_both_logs_and_leaves_nothing(
     """The worker's engine is frozen (SIGSTOP) as soon as it starts: the head waits at
     the rendezvous until the startup deadline."""
     stack = "pp2-nojoin"
-    config = stack_config(lab, port=PORT + 1, master_port=MASTER_PORT + 1, startup_timeout_s=60)
+    config = stack_config(lab, port=PORT + 1, master_port=MASTER_PORT + 1, startup_timeout_s=30)
     config["amdfleet:verification"] = {"enabled": False}
     workspace.init_stack(stack, config, SECRETS)
     running = workspace.start(["up", "--yes", "--skip-preview", "--stack", stack])
@@ -337,7 +337,7 @@ def test_a_worker_that_never_joins_fails_up_with_both_logs_and_leaves_nothing(
         running.kill()
     assert running.returncode != 0
     assert "engine cluster failed to start" in out
-    assert "the engine was not ready within 60 s" in out
+    assert "the engine was not ready within 30 s" in out
     assert f"/opt/amdfleet/{stack}/engine.log on host0 (head)" in out
     assert f"/opt/amdfleet/{stack}/engine.log on host1 (worker rank 1)" in out
     assert "nothing was left running" in out
