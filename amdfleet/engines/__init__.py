@@ -20,4 +20,10 @@ def engine(name: str) -> Engine:
     return REGISTRY[name]
 
 
-__all__ = ["REGISTRY", "Engine", "engine"]
+def tokens_counters() -> tuple[str, ...]:
+    """Every engine's generated-tokens counter (:attr:`Engine.tokens_counter`): an engine
+    serves its own only, so a watchdog may sum them all without knowing which runs."""
+    return tuple(sorted({e.tokens_counter for e in REGISTRY.values() if e.tokens_counter}))
+
+
+__all__ = ["REGISTRY", "Engine", "engine", "tokens_counters"]

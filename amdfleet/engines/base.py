@@ -97,6 +97,10 @@ class Engine(ABC):
     cluster preflight compares across nodes on the process runtime); None: not Python."""
     api_key_env: ClassVar[str | None] = None
     """The variable the engine reads its API key from; None: see ``api_key_config``."""
+    tokens_counter: ClassVar[str | None] = None
+    """The Prometheus counter of generated tokens the engine serves at ``/metrics`` on its
+    API port without the API key: the completion watchdog reads it to tell a busy head from
+    a hung one. None: the engine serves none there as amdfleet runs it."""
     api_key_config: ClassVar[str | None] = None
     """For an engine that reads no key variable: the flag naming a YAML config file it
     reads its options from. The launch script writes the key into that file

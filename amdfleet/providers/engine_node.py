@@ -19,6 +19,7 @@ from pulumi.dynamic import DiffResult
 from pulumi.runtime import rpc
 from pydantic import BaseModel, ConfigDict, Field
 
+from amdfleet.engines import tokens_counters
 from amdfleet.errors import EngineStartError, RemoteError
 from amdfleet.providers.props import ProviderProps, changed_keys, fingerprint
 from amdfleet.remote.engine import (
@@ -176,7 +177,9 @@ def watchdog_for(check: ReadinessCheck, layout: EngineLayout) -> Watchdog | None
     """The watchdog of the engine in ``layout``, probing the API ``check`` describes (the
     head's: on a worker, at the head's address): it restarts the engine when that API
     stopped completing tokens, or completed none within the readiness deadline plus
-    :data:`WATCHDOG_STARTUP_GRACE_S` (None for a check without an API or a model name)."""
+    :data:`WATCHDOG_STARTUP_GRACE_S` (None for a check without an API or a model name).
+    A probe that fails while the engines' generated-tokens counters grow does not count
+    (a busy head, not a hung one)."""
     if not check.serves_api or check.served_name is None:
         return None
     probe = min(check.generation_timeout_s, WATCHDOG_PROBE_TIMEOUT_S)
@@ -186,6 +189,7 @@ def watchdog_for(check: ReadinessCheck, layout: EngineLayout) -> Watchdog | None
         secrets_file=layout.secrets,
         startup_s=check.timeout_s + WATCHDOG_STARTUP_GRACE_S,
         probe_timeout_s=probe,
+        progress_counters=tokens_counters(),
     )
 
 

@@ -156,6 +156,33 @@ def generation_command(
 _PY_POST = program("http_post.py")
 
 
+def counter_command(url: str, counters: tuple[str, ...], timeout_s: float) -> str:
+    """Print the sum of the samples of the Prometheus ``counters`` at ``url`` (an engine's
+    ``/metrics``) as an integer, or nothing when nothing answered within ``timeout_s`` or no
+    such counter is there. Uses curl and awk when curl is present, else python3.
+
+    vLLM 0.32 serves ``/metrics`` without the API key (measured: 200 with
+    ``VLLM_API_KEY`` set), so no key is sent."""
+    names = " ".join(counters)
+    limit = f"{max(timeout_s, 1):g}"
+    awk = (
+        'BEGIN { n = split(names, a, " "); for (i = 1; i <= n; i++) want[a[i]] = 1 } '
+        "/^#/ { next } "
+        '{ k = $1; sub(/[{].*/, "", k); if (k in want) { s += $NF; c++ } } '
+        'END { if (c) printf "%.0f\\n", s }'
+    )
+    return (
+        "if command -v curl >/dev/null 2>&1; then "
+        f"curl -s -m {limit} {shlex.quote(url)} 2>/dev/null "
+        f"| awk -v names={shlex.quote(names)} {shlex.quote(awk)}; "
+        f"else python3 -c {shlex.quote(_PY_COUNTER)} {shlex.quote(url)} {limit} "
+        f"{' '.join(shlex.quote(c) for c in counters)} 2>/dev/null; fi"
+    )
+
+
+_PY_COUNTER = program("counter_sum.py")
+
+
 @dataclass(frozen=True)
 class GenerationResult:
     """What one :func:`generation_command` saw: the HTTP status (0: no answer in time)."""

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from amdfleet.remote.engine import EngineLayout, generation_command
+from amdfleet.remote.engine import EngineLayout, counter_command, generation_command
 from amdfleet.remote.process import detached, is_running, new_private_file, stop_process_group
 
 SYSTEMD_UNIT_DIR = "/etc/systemd/system"
@@ -79,6 +79,8 @@ _ENGINE_GRACE_POLLS = 100
 # The supervisor loop's start writes the engine's pid file a moment after it is detached.
 _PID_WAIT_POLLS = 100
 _PID_WAIT_S = 0.1
+PROGRESS_TIMEOUT_S = 5
+"""How long the watchdog waits for a head's ``/metrics`` (it answers at once when alive)."""
 
 
 class SupervisorKind(StrEnum):
@@ -127,6 +129,12 @@ class Watchdog:
     restart the node's engine; one whose head has answered none within ``startup_s`` of
     its start is restarted too (a head whose workers never joined). A restart by the
     watchdog counts against the supervisor's :class:`RestartPolicy` like any other.
+
+    A busy engine is not a hung one: a probe queued behind a benchmark's requests may wait
+    longer than ``probe_timeout_s``. With ``progress_counters`` (Prometheus counters of
+    generated tokens on the head's ``/metrics``), a failed probe does not count while
+    their sum has grown since the previous failed probe: the head still completes tokens,
+    only not the probe's in time. A hung pipeline's counters stand still.
     """
 
     base_url: str
@@ -136,11 +144,21 @@ class Watchdog:
     interval_s: int = 5
     failures: int = 3
     probe_timeout_s: int = 15
+    progress_counters: tuple[str, ...] = ()
 
     def probe_command(self) -> str:
         """One completion; prints ``AMDFLEET_GENERATION <status> ...``."""
         return generation_command(
             self.base_url, self.served_name, self.probe_timeout_s, self.secrets_file
+        )
+
+    def progress_command(self) -> str:
+        """The sum of :attr:`progress_counters` on the head's ``/metrics`` (nothing when
+        there is none or no answer)."""
+        return counter_command(
+            self.base_url.rstrip("/") + "/metrics",
+            self.progress_counters,
+            min(self.probe_timeout_s, PROGRESS_TIMEOUT_S),
         )
 
 
@@ -744,6 +762,16 @@ def watchdog_script(w: Watchdog, *, reason: str, served: str, watch: str, stop: 
     ``stop`` runs (sh that stops the engine: it ends the loop with ``exit`` or lets it go
     on to watch the next start)."""
     say, reason_file, served_file = f'echo "{_LOG_PREFIX}', shlex.quote(reason), shlex.quote(served)
+    # A failed probe while the token counters grew since the last failed one does not
+    # count (a busy head); a good answer forgets the last reading.
+    busy = (
+        f"_af_m=$({w.progress_command()}); "
+        'if [ -n "$_af_m" ] && [ -n "$_af_m0" ] && [ "$_af_m" != "$_af_m0" ]; then '
+        "_af_m0=$_af_m; _af_bad=0; continue; fi; _af_m0=$_af_m; "
+        if w.progress_counters
+        else ""
+    )
+    forget = "_af_m0=; " if w.progress_counters else ""
     return (
         # set -f: the answer's words are split into $2.. and must not glob.
         "set -f; _af_ok=0; _af_bad=0; _af_t0=$(date +%s); "
@@ -756,9 +784,9 @@ def watchdog_script(w: Watchdog, *, reason: str, served: str, watch: str, stop: 
         'set -- "$1" ${_af_out#AMDFLEET_GENERATION }; '
         # The mark is created once, never touched again: a serving engine's node
         # changes no file that amdfleet manages (a no-op `up` finds it as it was).
-        f'if [ "$2" = 200 ]; then _af_ok=1; _af_bad=0; '
+        f'if [ "$2" = 200 ]; then _af_ok=1; _af_bad=0; {forget}'
         f"[ -e {served_file} ] || : >{served_file}; continue; fi; "
-        'if [ "$_af_ok" = 1 ]; then _af_bad=$((_af_bad+1)); '
+        f'if [ "$_af_ok" = 1 ]; then {busy}_af_bad=$((_af_bad+1)); '
         f'[ "$_af_bad" -ge {w.failures} ] || continue; '
         f'_af_why="watchdog: {w.failures} one-token completions in a row failed '
         f'(last: status $2 within {w.probe_timeout_s} s)"; '

@@ -10,7 +10,10 @@ HTTP/1.1 keep-alive, chunked SSE), run in a thread by :class:`OpenAIServer`, or 
 subprocess with
 ``python tests/support/openai_server.py [--token-delay S]`` (prints ``PORT <n>``) for
 tests that SIGKILL it mid-run. Implements ``GET /v1/models``, ``GET /health``,
-``POST /v1/completions`` and ``POST /v1/chat/completions`` (streamed and not).
+``POST /v1/completions`` and ``POST /v1/chat/completions`` (streamed and not), and
+``GET /metrics`` with vLLM's generated-tokens counter in the Prometheus text form vLLM
+0.32 serves (:data:`METRICS`): the tokens it generated plus what a test adds to
+:attr:`OpenAIServer.generated_tokens`, as a busy engine's other requests would.
 """
 
 from __future__ import annotations
@@ -34,7 +37,14 @@ FAULTS = (
     "close_mid_stream",  # send a few tokens, then drop the connection
     "missing_usage",  # a complete stream without the usage summary
     "error_event",  # a stream that carries {"error": ...} instead of tokens
+    "stall",  # a non-streamed completion that gets no answer until the server stops
 )
+METRICS = (
+    "# HELP vllm:generation_tokens_total Number of generation tokens processed.\n"
+    "# TYPE vllm:generation_tokens_total counter\n"
+    'vllm:generation_tokens_total{{engine="0",model_name="{model}"}} {tokens:.1f}\n'
+)
+"""/metrics as vLLM 0.32.0 (CPU) served it, measured, cut to the counter's lines."""
 _QUESTION = re.compile(r"Question: (.*?)\nAnswer:", re.S)
 
 
@@ -66,6 +76,7 @@ class OpenAIServer:
         self.lock = threading.Lock()
         self.received = 0
         self.completed = 0
+        self.generated_tokens = 0.0
         self.in_flight = 0
         self.max_in_flight = 0
         self.bodies: list[dict[str, Any]] = []
@@ -124,6 +135,15 @@ def _handler_for(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
                 self._json(200, {})
             elif self.path == "/v1/models":
                 self._json(200, {"object": "list", "data": [{"id": MODEL, "object": "model"}]})
+            elif self.path == "/metrics":
+                with server.lock:
+                    text = METRICS.format(model=MODEL, tokens=server.generated_tokens)
+                data = text.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
             else:
                 self._json(404, {"error": {"message": f"no route {self.path}"}})
 
@@ -155,9 +175,14 @@ def _handler_for(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
             if fault == "http500":
                 self._json(500, {"error": {"message": "injected failure", "code": 500}})
                 return
+            if fault == "stall" and not body.get("stream"):
+                server.stopping.wait()
+                return
             chat = self.path.endswith("chat/completions")
             prompt = _prompt_text(body, chat)
             tokens = _tokens(body, _answer_for(prompt, script))
+            with server.lock:
+                server.generated_tokens += len(tokens)
             usage = {
                 "prompt_tokens": len(prompt.split()) + 1,
                 "completion_tokens": len(tokens),

@@ -22,6 +22,7 @@ def test_the_package_holds_every_program() -> None:
     assert PROGRAMS == [
         "cluster_connect.py",
         "cluster_listener.py",
+        "counter_sum.py",
         "http_get.py",
         "http_post.py",
         "snapshot_download.py",
@@ -43,6 +44,8 @@ def test_commands_carry_the_files_byte_for_byte() -> None:
     assert shlex.quote(program("http_get.py")) in ready
     generate = engine.generation_command("http://127.0.0.1:8000", "m", 5.0)
     assert shlex.quote(program("http_post.py")) in generate
+    counted = engine.counter_command("http://127.0.0.1:8000/metrics", ("c_total",), 5.0)
+    assert shlex.quote(program("counter_sum.py")) in counted
     target = weights.WeightsTarget(repo="org/model", revision=None, cache_dir="/cache")
     download = weights.download_command(target, "python3", None)
     assert shlex.quote(program("snapshot_download.py")) in download

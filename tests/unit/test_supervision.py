@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from amdfleet.config import load_stack_file
+from amdfleet.engines import tokens_counters
 from amdfleet.plan import plan
 from amdfleet.remote.engine import EngineLayout
 from amdfleet.remote.supervision import (
@@ -454,3 +455,71 @@ def test_the_systemd_watchdog_stops_the_main_process_when_the_head_fails(
     why = "watchdog: 2 one-token completions in a row failed (last: status 500 within 2 s)"
     assert out == f"amdfleet-supervisor: {why}; stopping the engine\n"
     assert (tmp_path / "engine.stopped-by").read_text() == f"{why}\n"
+
+
+def test_the_watchdog_lets_a_busy_head_be_and_stops_a_hung_one(tmp_path: Path) -> None:
+    """A probe queued behind a benchmark's requests may get no answer in time while the
+    head generates tokens for them; a hung pipeline generates none. Real: this machine's
+    sh runs the systemd watchdog's text (its stop here a plain SIGTERM to the main process,
+    as there is no systemd) against a real HTTP server (tests/support/openai_server.py)
+    whose completions stall and whose ``/metrics`` serves vLLM's generated-tokens counter
+    as vLLM 0.32 does (tests/e2e/test_vllm_tokens_counter.py checks the real one). While
+    the counter grows, stalled probes do not count: twice ``failures`` of them pass and the
+    main process runs on. Once it stands still, ``failures`` more stop the main process."""
+    layout = str(tmp_path)
+    with OpenAIServer() as head:
+        watchdog = Watchdog(
+            base_url=head.url,
+            served_name="stub-model",
+            secrets_file=f"{layout}/secrets.env",
+            startup_s=60,
+            interval_s=1,
+            failures=2,
+            probe_timeout_s=1,
+            progress_counters=tokens_counters(),
+        )
+        systemd = SystemdSupervisor(LAYOUT, "amdfleet-local.service", watchdog)
+        text = systemd._watchdog(watchdog).replace(LAYOUT.remote_dir, layout)
+        main = subprocess.Popen(["sleep", "300"])
+        reaper = threading.Thread(target=main.wait, daemon=True)
+        reaper.start()
+        busy, growing = threading.Event(), threading.Event()
+
+        def other_requests() -> None:  # what a benchmark's requests add to the counter
+            while not busy.wait(0.1):
+                with head.lock:
+                    head.generated_tokens += 7
+            growing.set()
+
+        dog = subprocess.Popen(
+            ["sh", "-c", text, "sh", str(main.pid)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
+        load = threading.Thread(target=other_requests, daemon=True)
+        try:
+            wait_until(lambda: (tmp_path / "engine.served").exists(), 20, "a first answer")
+            answered = head.received
+            head.script.fault = "stall"
+            load.start()
+            wait_until(
+                lambda: head.received >= answered + 2 * watchdog.failures or dog.poll() is not None,
+                30,
+                "stalled probes while the head is busy",
+            )
+            assert dog.poll() is None and main.poll() is None  # busy, not hung
+            busy.set()
+            growing.wait(5)
+            out, _ = dog.communicate(timeout=30)
+            reaper.join(timeout=10)
+        finally:
+            busy.set()
+            for proc in (dog, main):
+                proc.kill()
+                proc.wait()
+    assert (dog.returncode, main.returncode) == (0, -signal.SIGTERM)
+    why = "watchdog: 2 one-token completions in a row failed (last: status 000 within 1 s)"
+    assert out == f"amdfleet-supervisor: {why}; stopping the engine\n"
+    assert head.received >= answered + 2 * watchdog.failures + watchdog.failures

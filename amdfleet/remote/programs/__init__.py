@@ -8,8 +8,9 @@ change what hosts run). :func:`program` reads one.
 
 * ``cluster_listener.py``, ``cluster_connect.py``: the cluster reachability test
   (:mod:`amdfleet.remote.cluster`).
-* ``http_get.py``, ``http_post.py``: the readiness and generation checks when a host has
-  no curl (:mod:`amdfleet.remote.engine`).
+* ``http_get.py``, ``http_post.py``, ``counter_sum.py``: the readiness and generation
+  checks and the watchdog's token counter when a host has no curl
+  (:mod:`amdfleet.remote.engine`).
 * ``snapshot_download.py``: the weights download (:mod:`amdfleet.remote.weights`).
 """
 
