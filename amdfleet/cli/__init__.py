@@ -64,6 +64,10 @@ COMMANDS: dict[str, CommandEntry] = {
         "amdfleet.cli.verify",
         "Output parity: record a reference from a known-good endpoint, or check one.",
     ),
+    "schema": CommandEntry(
+        "amdfleet.cli.schema",
+        "Print the JSON Schema (draft 2020-12) of a stack file, Pulumi.<stack>.yaml, for editors.",
+    ),
     "status": CommandEntry(
         "amdfleet.cli.status",
         "Check STACK's deployed endpoint live: the engine on every node, the model, one token.",

@@ -6,7 +6,8 @@ A stack file is an ordinary Pulumi stack configuration. Each section of
 of this package (:mod:`.fleet`, :mod:`.cloud`, :mod:`.model`, :mod:`.engine`,
 :mod:`.serving`, :mod:`.image_build`, :mod:`.weights`, :mod:`.verification`,
 :mod:`.lifetime`, :mod:`.fabric`; :mod:`.stack` puts them together). :mod:`.loader`
-reads a stack through ``pulumi.Config`` or from its file, and handles its secrets.
+reads a stack through ``pulumi.Config`` or from its file, and handles its secrets;
+:mod:`.json_schema` writes a stack file's JSON Schema for editors (``amdfleet schema``).
 
 Every model is frozen and ``extra="forbid"``: a typo'd key is an error that names the
 field path and suggests the nearest valid name. The public names are re-exported here,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 Runtime = Literal["docker", "process"]
 
@@ -31,4 +31,8 @@ def _check_env_names(value: dict[str, str]) -> dict[str, str]:
 
 
 # Environment variables a section adds (engine, fabric): names a shell can export.
-EnvVars = Annotated[dict[str, str], AfterValidator(_check_env_names)]
+EnvVars = Annotated[
+    dict[str, str],
+    AfterValidator(_check_env_names),
+    Field(json_schema_extra={"propertyNames": {"pattern": ENV_NAME_RE}}),
+]

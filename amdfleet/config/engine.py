@@ -14,7 +14,9 @@ class EngineSpec(SpecModel):
     """The serving engine and how it is run."""
 
     name: str = Field(
-        "vllm", description="Serving engine, one of the catalog's: vllm, sglang or tgi."
+        "vllm",
+        description="Serving engine, one of the catalog's: vllm, sglang or tgi.",
+        json_schema_extra={"enum": list(ENGINES)},
     )
     image: str | None = Field(
         None, description="Container image; defaults to the catalog image for engine/arch."

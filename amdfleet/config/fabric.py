@@ -10,6 +10,15 @@ from pydantic import Field, field_validator
 from amdfleet.config.base import SIZE_RE, EnvVars, SpecModel
 
 
+def _size_or_bytes(schema: dict[str, Any]) -> None:
+    # The sizes' validator also takes a plain number of bytes, as YAML reads `8`.
+    schema["anyOf"] = [
+        {"type": "string", "pattern": SIZE_RE},
+        {"type": "integer", "minimum": 1},
+        {"type": "null"},
+    ]
+
+
 class FabricSpec(SpecModel):
     """An optional collective-bandwidth test across the nodes, run before the engine starts:
     rccl-tests' ``all_reduce_perf`` on GPU fleets, a ``torch.distributed`` gloo all-reduce
@@ -32,16 +41,19 @@ class FabricSpec(SpecModel):
     )
     min_size: str | None = Field(
         None,
+        json_schema_extra=_size_or_bytes,
         description="Smallest message of the sweep (all_reduce_perf -b); default 8 on GPU "
         "fleets (AMD's acceptance command), 1K on CPU.",
     )
     max_size: str | None = Field(
         None,
+        json_schema_extra=_size_or_bytes,
         description="Largest message of the sweep (all_reduce_perf -e); default 8G on GPU "
         "fleets, 64M on CPU.",
     )
     gate_size: str | None = Field(
         None,
+        json_schema_extra=_size_or_bytes,
         description="Message size whose in-place busbw is gated: a size of the sweep; default "
         "8G on GPU fleets (where AMD's thresholds apply), max_size on CPU.",
     )

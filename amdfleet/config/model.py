@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from amdfleet.catalog.gpus import ACCELERATORS
 from amdfleet.catalog.models import ModelArchitecture, Precision
 from amdfleet.config.base import SpecModel
 
@@ -13,7 +14,8 @@ class Topology(SpecModel):
 
     accelerator: str = Field(
         description="Accelerator id from the catalog: mi300x, mi325x, mi350x, mi355x, or "
-        "cpu (vLLM's CPU backend, for the local stack)."
+        "cpu (vLLM's CPU backend, for the local stack).",
+        json_schema_extra={"enum": list(ACCELERATORS)},
     )
     nodes: int = Field(1, ge=1, le=64, description="Number of nodes.")
     gpus_per_node: int = Field(
