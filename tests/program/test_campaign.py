@@ -31,6 +31,7 @@ from amdfleet.campaign.journal import read_events
 from tests.e2e.vllm_server import missing_parts
 from tests.support.local_stack import local_config, with_tiny_llama
 from tests.support.postgres import Database, PostgresServer
+from tests.support.processes import group_alive
 from tests.support.pulumi_cli import PASSPHRASE, REPO_ROOT, require_pulumi
 from tests.support.waiting import wait_until
 
@@ -268,7 +269,7 @@ def _assert_nothing_left(campaign: Campaign, env: dict[str, str], names: list[st
     for name in names:
         assert name in campaign.engines, f"never saw {name}'s engine: {campaign.engines}"
         assert not (ENGINES / name).exists(), f"{ENGINES / name} left behind"
-        assert not _group_alive(campaign.engines[name]), f"{name}'s engine still runs"
+        assert not group_alive(campaign.engines[name]), f"{name}'s engine still runs"
 
 
 def _stacks(directory: Path, env: dict[str, str]) -> list[str]:
@@ -282,22 +283,6 @@ def _stacks(directory: Path, env: dict[str, str]) -> list[str]:
         check=True,
     )
     return [s["name"] for s in json.loads(proc.stdout)]
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether a live (not zombie) process is in group ``pgid``: a dead engine process
-    reparented to this machine's PID 1, which reaps nothing, stays a zombie a while."""
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        state, group = fields[0], int(fields[2])
-        if group == pgid and state not in ("Z", "X"):
-            return True
-    return False
 
 
 def _destroy_leftovers(directory: Path, env: dict[str, str]) -> None:

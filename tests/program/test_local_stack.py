@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from tests.e2e.vllm_server import missing_parts
+from tests.support.processes import alive
 from tests.support.pulumi_cli import PulumiWorkspace
 from tests.support.waiting import wait_until
 
@@ -171,7 +172,7 @@ def _heals_then_gives_up(ws: PulumiWorkspace, outputs: dict[str, object]) -> Non
             60,
             "the supervisor to start the engine again or give up",
         )
-    wait_until(lambda: not _alive(supervisor), 60, "the supervisor to give up")
+    wait_until(lambda: not alive(supervisor), 60, "the supervisor to give up")
     state = (engine_dir / "supervisor.state").read_text()
     assert state.rstrip().endswith("giving up after 5 restarts (limit 5)"), state
     refresh = ws.refresh("local-pp2")
@@ -201,15 +202,7 @@ def _restarted_or_gave_up(engine_dir: Path, engine: int, supervisor: int) -> boo
             return True
     except (OSError, ValueError):
         pass
-    return not _alive(supervisor)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    return not alive(supervisor)
 
 
 def _thread_binds(pgid: int) -> set[str]:

@@ -28,6 +28,7 @@ import pytest
 
 from tests.support.dockerd import ROOT, DockerDaemon, DockerdError
 from tests.support.hostlab import HostLab, LabFactory, LabHost
+from tests.support.processes import alive
 from tests.support.registry import LabRegistry, RegistryRequest, registry_lab
 
 USER = "amdfleet-lab"
@@ -77,7 +78,7 @@ def setup(hostlab: LabFactory) -> Iterator[Setup]:
             registry, (a, b) = started.registry, started.daemons
             pids = {registry.pid, a.pid, b.pid, *_containerd_pids(a, b)}
             yield Setup(lab, registry, a, b)
-        assert [pid for pid in pids if _alive(pid)] == []
+        assert [pid for pid in pids if alive(pid)] == []
         assert _lab_processes(lab) == []
         assert not registry.dir.exists() and not a.dir.exists() and not b.dir.exists()
 
@@ -251,15 +252,6 @@ def _ip(*args: str) -> None:
 def _containerd_pids(*daemons: DockerDaemon) -> list[int]:
     pidfiles = [d.dir / "exec" / "containerd" / "containerd.pid" for d in daemons]
     return [int(p.read_text()) for p in pidfiles]
-
-
-def _alive(pid: int) -> bool:
-    """Process ``pid`` exists and is not a zombie (this machine's PID 1 reaps none)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def _lab_processes(lab: HostLab) -> list[str]:

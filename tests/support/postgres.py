@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.support.processes import group_alive
 from tests.support.waiting import wait_until
 
 INSTALLS = Path("/usr/lib/postgresql")  # Debian's per-version server directories
@@ -298,20 +299,7 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         return
-    wait_until(lambda: not _group_alive(pid), 30, f"process group {pid} to die", interval=0.05)
-
-
-def _group_alive(pgid: int) -> bool:
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            return True
-    return False
+    wait_until(lambda: not group_alive(pid), 30, f"process group {pid} to die", interval=0.05)
 
 
 def _free_port() -> int:

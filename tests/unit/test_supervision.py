@@ -9,12 +9,14 @@ what it is to this code: command text and the rendered unit.
 from __future__ import annotations
 
 import configparser
+import contextlib
 import dataclasses
 import os
 import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -429,28 +431,11 @@ def test_the_systemd_watchdog_stops_the_main_process_when_the_head_fails(
     )
     with OpenAIServer() as head:
         watchdog = dataclasses.replace(watchdog, base_url=head.url)
-        systemd = SystemdSupervisor(LAYOUT, "amdfleet-local.service", watchdog)
-        text = systemd._watchdog(watchdog).replace(LAYOUT.remote_dir, layout)
-        main = subprocess.Popen(["sleep", "300"])
-        # Reaped at once, as systemd reaps its main process (a zombie still answers kill -0).
-        reaper = threading.Thread(target=main.wait, daemon=True)
-        reaper.start()
-        dog = subprocess.Popen(
-            ["sh", "-c", text, "sh", str(main.pid)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            start_new_session=True,
-        )
-        try:
+        with _systemd_watchdog(watchdog, tmp_path) as (dog, main, reaper):
             wait_until(lambda: (tmp_path / "engine.served").exists(), 20, "a first answer")
             head.script.fault = "http500"
             out, _ = dog.communicate(timeout=30)
             reaper.join(timeout=10)
-        finally:
-            for proc in (dog, main):
-                proc.kill()
-                proc.wait()
     assert (dog.returncode, main.returncode) == (0, -signal.SIGTERM)
     why = "watchdog: 2 one-token completions in a row failed (last: status 500 within 2 s)"
     assert out == f"amdfleet-supervisor: {why}; stopping the engine\n"
@@ -466,23 +451,17 @@ def test_the_watchdog_lets_a_busy_head_be_and_stops_a_hung_one(tmp_path: Path) -
     as vLLM 0.32 does (tests/e2e/test_vllm_tokens_counter.py checks the real one). While
     the counter grows, stalled probes do not count: twice ``failures`` of them pass and the
     main process runs on. Once it stands still, ``failures`` more stop the main process."""
-    layout = str(tmp_path)
     with OpenAIServer() as head:
         watchdog = Watchdog(
             base_url=head.url,
             served_name="stub-model",
-            secrets_file=f"{layout}/secrets.env",
+            secrets_file=f"{tmp_path}/secrets.env",
             startup_s=60,
             interval_s=1,
             failures=2,
             probe_timeout_s=1,
             progress_counters=tokens_counters(),
         )
-        systemd = SystemdSupervisor(LAYOUT, "amdfleet-local.service", watchdog)
-        text = systemd._watchdog(watchdog).replace(LAYOUT.remote_dir, layout)
-        main = subprocess.Popen(["sleep", "300"])
-        reaper = threading.Thread(target=main.wait, daemon=True)
-        reaper.start()
         busy, growing = threading.Event(), threading.Event()
 
         def other_requests() -> None:  # what a benchmark's requests add to the counter
@@ -491,15 +470,8 @@ def test_the_watchdog_lets_a_busy_head_be_and_stops_a_hung_one(tmp_path: Path) -
                     head.generated_tokens += 7
             growing.set()
 
-        dog = subprocess.Popen(
-            ["sh", "-c", text, "sh", str(main.pid)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            start_new_session=True,
-        )
         load = threading.Thread(target=other_requests, daemon=True)
-        try:
+        with _systemd_watchdog(watchdog, tmp_path) as (dog, main, reaper):
             wait_until(lambda: (tmp_path / "engine.served").exists(), 20, "a first answer")
             answered = head.received
             head.script.fault = "stall"
@@ -514,12 +486,35 @@ def test_the_watchdog_lets_a_busy_head_be_and_stops_a_hung_one(tmp_path: Path) -
             growing.wait(5)
             out, _ = dog.communicate(timeout=30)
             reaper.join(timeout=10)
-        finally:
-            busy.set()
-            for proc in (dog, main):
-                proc.kill()
-                proc.wait()
+        busy.set()
     assert (dog.returncode, main.returncode) == (0, -signal.SIGTERM)
     why = "watchdog: 2 one-token completions in a row failed (last: status 000 within 1 s)"
     assert out == f"amdfleet-supervisor: {why}; stopping the engine\n"
     assert head.received >= answered + 2 * watchdog.failures + watchdog.failures
+
+
+@contextlib.contextmanager
+def _systemd_watchdog(
+    watchdog: Watchdog, tmp_path: Path
+) -> Iterator[tuple[subprocess.Popen[str], subprocess.Popen[bytes], threading.Thread]]:
+    """The systemd watchdog's sh (its files under ``tmp_path``) run by this machine's sh
+    against a real main process (``sleep``), which a thread reaps at once as systemd
+    would (a zombie still answers ``kill -0``); both are killed afterwards."""
+    systemd = SystemdSupervisor(LAYOUT, "amdfleet-local.service", watchdog)
+    text = systemd._watchdog(watchdog).replace(LAYOUT.remote_dir, str(tmp_path))
+    main = subprocess.Popen(["sleep", "300"])
+    reaper = threading.Thread(target=main.wait, daemon=True)
+    reaper.start()
+    dog = subprocess.Popen(
+        ["sh", "-c", text, "sh", str(main.pid)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        yield dog, main, reaper
+    finally:
+        for proc in (dog, main):
+            proc.kill()
+            proc.wait()
