@@ -26,6 +26,7 @@ from amdfleet.addresses import host_port
 from amdfleet.engines.base import API_KEY_CONFIG, HEAD_PLACEHOLDER, KEY_SHIM_DIR
 from amdfleet.errors import RenderError
 from amdfleet.plan import DeploymentPlan, NodePlan
+from amdfleet.remote.engine import EngineLayout
 from amdfleet.remote.supervision import (
     DEFAULT_RESTART,
     UNREQUESTED_EXIT_STATUS,
@@ -182,6 +183,7 @@ def _node_context(plan: DeploymentPlan, node: NodePlan) -> dict[str, object]:
     key_config = node.api_key_file
     engine = engines.engine(plan.engine.name)
     key_shim = engine.key_shim if node.secret_env else None
+    layout = EngineLayout(node.remote_dir)
     return {
         "plan": plan,
         "node": node,
@@ -200,6 +202,8 @@ def _node_context(plan: DeploymentPlan, node: NodePlan) -> dict[str, object]:
         "secret_names": sorted(node.secret_env),
         "container": plan.engine.container_name,
         "remote_dir": node.remote_dir,
+        "served_mark": layout.served,  # the completion watchdog's files (systemd unit)
+        "watchdog_script": layout.watchdog_script,
         "mounts": _mounts(plan, key_config, key_shim),
         "key_shim": key_shim,
         "key_shim_env": engine.key_shim_env,

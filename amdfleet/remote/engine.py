@@ -70,6 +70,30 @@ class EngineLayout:
         """The engine's process-group id."""
         return self.path("engine.pid")
 
+    # The completion watchdog's files: the same under every supervisor, so whichever
+    # supervisor's stop runs also ends a watchdog another one left.
+
+    @property
+    def served(self) -> str:
+        """Present once the engine's current start has served a completion (the watchdog
+        counts failures from then on)."""
+        return self.path("engine.served")
+
+    @property
+    def stopped_by(self) -> str:
+        """The watchdog's reason for its last stop of the engine (absent: none)."""
+        return self.path("engine.stopped-by")
+
+    @property
+    def watchdog_pid(self) -> str:
+        """The watchdog's process-group id (it runs in a session of its own)."""
+        return self.path("watchdog.pid")
+
+    @property
+    def watchdog_script(self) -> str:
+        """The watchdog's sh text, where a unit's ``ExecStartPost=`` starts it (systemd)."""
+        return self.path("watchdog.sh")
+
 
 def remove_command(layout: EngineLayout) -> str:
     """Remove the engine directory (safe: the layout only allows paths below /opt/amdfleet),

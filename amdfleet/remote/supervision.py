@@ -298,28 +298,12 @@ class SystemdSupervisor:
         """Where the unit is installed."""
         return f"{SYSTEMD_UNIT_DIR}/{self.unit}"
 
-    @property
-    def watchdog_file(self) -> str:
-        """The watchdog's sh text, which the unit's ``ExecStartPost=`` runs when present."""
-        return self.layout.path("watchdog.sh")
-
-    @property
-    def served(self) -> str:
-        """Present once the current start has served a completion (the unit's
-        ``ExecStartPost=`` removes it at each start)."""
-        return self.layout.path("engine.served")
-
-    @property
-    def reason(self) -> str:
-        """The watchdog's reason for its last stop of the engine (absent: none)."""
-        return self.layout.path("engine.stopped-by")
-
     def start_command(self) -> str:
         """Write (or remove) the watchdog's text, install the uploaded unit, reload
         systemd, clear an old failure, start."""
         unit, path = shlex.quote(self.unit), shlex.quote(self.unit_path)
-        records = " ".join(shlex.quote(f) for f in (self.served, self.reason))
-        script = shlex.quote(self.watchdog_file)
+        records = _watchdog_records(self.layout)
+        script = shlex.quote(self.layout.watchdog_script)
         watchdog = (
             f"rm -f {records} && (umask 077 && printf '%s\\n' "
             f"{shlex.quote(self._watchdog(self.watchdog))} >{script})"
@@ -350,7 +334,7 @@ class SystemdSupervisor:
         """Stop and remove the unit if installed (bounded by the unit's TimeoutStopSec and
         ``timeout``; the watchdog, in the unit's control group, ends with it)."""
         unit, path = shlex.quote(self.unit), shlex.quote(self.unit_path)
-        records = " ".join(shlex.quote(f) for f in (self.watchdog_file, self.served, self.reason))
+        records = f"{shlex.quote(self.layout.watchdog_script)} {_watchdog_records(self.layout)}"
         return (
             f"if [ -f {path} ] && command -v systemctl >/dev/null 2>&1; then "
             f"timeout {int(grace) + 10} systemctl stop {unit}; rm -f {path}; "
@@ -359,15 +343,15 @@ class SystemdSupervisor:
         )
 
     def mark_served_command(self) -> str:
-        """Create :attr:`served`, which the watchdog reads as its first good answer
-        (nothing without a watchdog)."""
-        return f": >{shlex.quote(self.served)}" if self.watchdog else "true"
+        """Create the served mark (:attr:`EngineLayout.served`), which the watchdog reads
+        as its first good answer (nothing without a watchdog)."""
+        return f": >{shlex.quote(self.layout.served)}" if self.watchdog else "true"
 
     def gave_up_command(self) -> str:
         """systemd's ``Result`` is ``start-limit-hit`` once the unit spent its start limit
         (systemd.unit(5), ``StartLimitBurst``); the watchdog's last reason follows when it
         stopped the engine."""
-        unit, reason = shlex.quote(self.unit), shlex.quote(self.reason)
+        unit, reason = shlex.quote(self.unit), shlex.quote(self.layout.stopped_by)
         return (
             f"_af_r=$(systemctl show -p Result --value {unit} 2>/dev/null); "
             'if [ "$_af_r" = start-limit-hit ]; then _af_w=; '
@@ -402,8 +386,8 @@ class SystemdSupervisor:
         )
         return f"_af_main=$1; {signal}" + watchdog_script(
             w,
-            reason=self.reason,
-            served=self.served,
+            reason=self.layout.stopped_by,
+            served=self.layout.served,
             # The run it watches is over: systemd ends this watchdog with it anyway.
             watch='kill -0 "$1" 2>/dev/null || exit 0; ',
             stop=(
@@ -443,30 +427,15 @@ class DockerSupervisor:
         return SupervisorKind.DOCKER
 
     @property
-    def watchdog_pid(self) -> str:
-        """The watchdog's process-group id (it runs in a session of its own)."""
-        return self.layout.path("watchdog.pid")
-
-    @property
     def watchdog_log(self) -> str:
         """The watchdog's lines (each stop of the engine with its reason)."""
         return self.layout.path("watchdog.log")
-
-    @property
-    def served(self) -> str:
-        """Present once the container's current start has served a completion."""
-        return self.layout.path("engine.served")
-
-    @property
-    def reason(self) -> str:
-        """The watchdog's reason for its last stop of the engine (absent: none)."""
-        return self.layout.path("engine.stopped-by")
 
     def start_command(self) -> str:
         """Run the launch script (``docker run --detach``), its output into the log; then
         the watchdog, when there is one."""
         log, fresh = shlex.quote(self.layout.log), new_private_file(self.layout.log)
-        records = " ".join(shlex.quote(f) for f in (self.served, self.reason))
+        records = _watchdog_records(self.layout)
         run = (
             f"{fresh} && rm -f {records} && "
             f"{shlex.quote(self.layout.launch)} >>{log} 2>&1 </dev/null"
@@ -474,7 +443,7 @@ class DockerSupervisor:
         if self.watchdog is None:
             return run
         return f"{run} && {new_private_file(self.watchdog_log)} && " + detached(
-            self._watchdog(self.watchdog), self.watchdog_log, self.watchdog_pid
+            self._watchdog(self.watchdog), self.watchdog_log, self.layout.watchdog_pid
         )
 
     def running_command(self) -> str:
@@ -489,18 +458,18 @@ class DockerSupervisor:
         """Stop the watchdog first (it must not act on the stopping container), then
         ``docker stop`` and ``docker rm -f``."""
         name = shlex.quote(self.container)
-        records = " ".join(shlex.quote(f) for f in (self.served, self.reason))
+        records = _watchdog_records(self.layout)
         return (
-            f"{stop_process_group(self.watchdog_pid, 1.0)}; "
+            f"{stop_process_group(self.layout.watchdog_pid, 1.0)}; "
             "if command -v docker >/dev/null 2>&1; then "
             f"docker stop --time {int(grace)} {name} >/dev/null 2>&1; "
             f"docker rm -f {name} >/dev/null 2>&1; fi; rm -f {records}; true"
         )
 
     def mark_served_command(self) -> str:
-        """Create :attr:`served`, which the watchdog reads as its first good answer
-        (nothing without a watchdog)."""
-        return f": >{shlex.quote(self.served)}" if self.watchdog else "true"
+        """Create the served mark (:attr:`EngineLayout.served`), which the watchdog reads
+        as its first good answer (nothing without a watchdog)."""
+        return f": >{shlex.quote(self.layout.served)}" if self.watchdog else "true"
 
     def gave_up_command(self) -> str:
         """A container that is not running after ``policy.limit`` restarts: dockerd spent
@@ -508,7 +477,7 @@ class DockerSupervisor:
         but is also not there after amdfleet's stop, which removes it). The watchdog's
         last reason follows when it stopped the engine."""
         fields = self._inspect("{{.State.Running}} {{.RestartCount}} {{.State.ExitCode}}")
-        limit, reason = self.policy.limit, shlex.quote(self.reason)
+        limit, reason = self.policy.limit, shlex.quote(self.layout.stopped_by)
         return (
             f"set -- $({fields}); "
             f'if [ "$1" = false ] && [ "${{2:-0}}" -ge {limit} ]; then _af_w=; '
@@ -541,12 +510,12 @@ class DockerSupervisor:
 
     def _watchdog(self, w: Watchdog) -> str:
         """The host watchdog's sh text: one loop across every start dockerd makes."""
-        name, served = shlex.quote(self.container), shlex.quote(self.served)
+        name, served = shlex.quote(self.container), shlex.quote(self.layout.served)
         state = self._inspect("{{.State.Status}} {{.State.StartedAt}}")
         return f"_af_run=$({self._inspect('{{.State.StartedAt}}')}); " + watchdog_script(
             w,
-            reason=self.reason,
-            served=self.served,
+            reason=self.layout.stopped_by,
+            served=self.layout.served,
             # Gone, or neither running nor restarting: nothing left to watch (a dockerd
             # that does not answer, e.g. restarting, is waited for). A new start is
             # watched from its beginning (startup deadline, no served mark).
@@ -613,26 +582,11 @@ class ProcessSupervisor:
         return self.layout.path("supervisor.state")
 
     @property
-    def watchdog_pid(self) -> str:
-        """The watchdog's process-group id (it runs in a session of its own)."""
-        return self.layout.path("watchdog.pid")
-
-    @property
-    def served(self) -> str:
-        """Present once the current start has served a completion (removed at each start)."""
-        return self.layout.path("engine.served")
-
-    @property
     def _run_records(self) -> str:
         """The files one run of the loop leaves (restart count, give-up line, watchdog
         reason, served mark), quoted for ``rm -f``: a start and a stop clear them."""
-        records = (self.restarts, self.state, self._reason, self.served)
+        records = (self.restarts, self.state, self.layout.stopped_by, self.layout.served)
         return " ".join(shlex.quote(f) for f in records)
-
-    @property
-    def _reason(self) -> str:
-        """The watchdog's reason for the engine's end (absent: it did not stop it)."""
-        return self.layout.path("engine.stopped-by")
 
     def start_command(self) -> str:
         """Start the loop detached (the log truncated first, so a failure report shows this
@@ -659,14 +613,15 @@ class ProcessSupervisor:
         both: SIGTERM, ``grace`` seconds, SIGKILL)."""
         return (
             f"{stop_process_group(self.supervisor_pid, min(grace, 5.0))}; "
-            f"{stop_process_group(self.watchdog_pid, 1.0)}; "
+            f"{stop_process_group(self.layout.watchdog_pid, 1.0)}; "
             f"{stop_process_group(self.layout.pid, grace)}; "
             f"rm -f {self._run_records}"
         )
 
     def mark_served_command(self) -> str:
-        """Create :attr:`served`, which the watchdog reads as its first good answer."""
-        return f": >{shlex.quote(self.served)}"
+        """Create the served mark (:attr:`EngineLayout.served`), which the watchdog reads
+        as its first good answer."""
+        return f": >{shlex.quote(self.layout.served)}"
 
     def gave_up_command(self) -> str:
         """The line the loop wrote into ``supervisor.state`` when it gave up."""
@@ -685,12 +640,12 @@ class ProcessSupervisor:
         p = self.policy
         launch, pid = shlex.quote(self.layout.launch), shlex.quote(self.layout.pid)
         restarts, state = shlex.quote(self.restarts), shlex.quote(self.state)
-        reason = shlex.quote(self._reason)
+        reason = shlex.quote(self.layout.stopped_by)
         first_ms, max_ms = int(p.backoff_s * 1000), int(p.backoff_max_s * 1000)
         say = f'echo "{_LOG_PREFIX}'
         watch = (
             f'setsid sh -c {shlex.quote(self._watchdog(self.watchdog))} sh "$_af_child" '
-            f'</dev/null & _af_wd=$!; echo "$_af_wd" >{shlex.quote(self.watchdog_pid)}; '
+            f'</dev/null & _af_wd=$!; echo "$_af_wd" >{shlex.quote(self.layout.watchdog_pid)}; '
             if self.watchdog
             else ""
         )
@@ -701,7 +656,7 @@ class ProcessSupervisor:
             '[ -n "$_af_wd" ] && { kill -KILL -"$_af_wd" || kill -KILL "$_af_wd"; } 2>/dev/null; '
             "exit 0' TERM INT HUP; "
             "while :; do "
-            f"_af_t0=$(date +%s); rm -f {reason} {shlex.quote(self.served)}; "
+            f"_af_t0=$(date +%s); rm -f {reason} {shlex.quote(self.layout.served)}; "
             f"setsid {launch} </dev/null & _af_child=$!; "
             f'echo "$_af_child" >{pid}.tmp && mv -f {pid}.tmp {pid}; '
             f"{watch}"
@@ -737,8 +692,8 @@ class ProcessSupervisor:
         start: the loop starts a new one with the next."""
         return watchdog_script(
             w,
-            reason=self._reason,
-            served=self.served,
+            reason=self.layout.stopped_by,
+            served=self.layout.served,
             # An engine gone with its supervisor (killed together) leaves no one to watch.
             watch='kill -0 -"$1" 2>/dev/null || kill -0 "$1" 2>/dev/null || exit 0; ',
             stop=(
@@ -748,6 +703,11 @@ class ProcessSupervisor:
                 'kill -KILL -"$1" 2>/dev/null; exit 0; '
             ),
         )
+
+
+def _watchdog_records(layout: EngineLayout) -> str:
+    """The files a watchdog leaves (its served mark and its reason), quoted for ``rm -f``."""
+    return f"{shlex.quote(layout.served)} {shlex.quote(layout.stopped_by)}"
 
 
 def watchdog_script(w: Watchdog, *, reason: str, served: str, watch: str, stop: str) -> str:
