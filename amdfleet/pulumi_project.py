@@ -2,7 +2,7 @@
 
 The campaign runner keeps each campaign's stacks in a project under the campaign's
 directory, and the tests keep theirs in throwaway workspaces: both need this checkout's
-``Pulumi.yaml`` (runtime, virtualenv, the ``pulumi-python`` provider-host plugin) with
+``Pulumi.yaml`` (runtime, virtualenv, the ``amdfleet`` provider plugin's directory) with
 its relative paths made absolute, a ``main`` that is this repository (or a test program),
 and their own ``stacks`` directory.
 """

@@ -33,8 +33,8 @@ from amdfleet.clouds.api import TAG_PREFIX, CloudAPI, Instance, wait_gone
 from amdfleet.errors import AmdFleetError, CloudAPIError
 from amdfleet.pulumi_backend import mask_backend
 
-DYNAMIC_TYPE = "pulumi-python:dynamic"
-"""The start of a dynamic resource's type (``pulumi-python:dynamic/amdfleet:CloudInstance``)."""
+INSTANCE_TYPES = ("amdfleet:index:CloudInstance", "pulumi-python:dynamic/amdfleet:CloudInstance")
+"""A cloud instance's Pulumi type, and its type in stacks created before the plugin."""
 
 
 class OwnershipError(AmdFleetError):
@@ -59,7 +59,7 @@ def owned_ids(states: Iterable[Mapping[str, Any]]) -> set[str]:
         for resource in resources:
             outputs = resource.get("outputs") or {}
             kind = str(resource.get("type", ""))
-            if not kind.startswith(DYNAMIC_TYPE) or "instance_id" not in outputs:
+            if kind not in INSTANCE_TYPES or "instance_id" not in outputs:
                 continue
             instance_id = outputs.get("instance_id")
             if isinstance(instance_id, str) and instance_id:

@@ -47,8 +47,9 @@ from amdfleet.errors import (
 )
 from amdfleet.findings import config_issue
 from amdfleet.hostkeys import HostKeyPair, generate_host_key
-from amdfleet.providers.progress import ResourceProgress, format_duration, resource_urn
+from amdfleet.providers.progress import ResourceProgress, format_duration
 from amdfleet.providers.props import ProviderProps, changed_keys
+from amdfleet.providers.resource import AmdFleetResource
 from amdfleet.remote.transport.retry import ConnectRetry
 from amdfleet.remote.transport.ssh import connect, first_seen_host_key
 from amdfleet.remote.transport.target import HostTarget
@@ -171,7 +172,7 @@ class CloudInstanceProvider(ResourceProvider):
             _delete_confirmed(client, p, instance_id)
 
 
-class CloudInstance(pulumi.dynamic.Resource, module="amdfleet", name="CloudInstance"):
+class CloudInstance(AmdFleetResource, name="CloudInstance", provider=CloudInstanceProvider):
     """One cloud instance; outputs its id, addresses and pinned host key."""
 
     instance_id: pulumi.Output[str]
@@ -192,9 +193,8 @@ class CloudInstance(pulumi.dynamic.Resource, module="amdfleet", name="CloudInsta
         opts = pulumi.ResourceOptions.merge(opts, hidden)
         inputs = props.to_inputs(
             api_token=pulumi.Output.secret(api_token),
-            resource_urn=resource_urn(name, "CloudInstance", opts),
         )
-        super().__init__(CloudInstanceProvider(), name, inputs, opts)
+        super().__init__(name, inputs, opts)
 
 
 def _refuse_unpinnable(p: CloudInstanceProps) -> None:

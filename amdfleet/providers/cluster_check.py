@@ -44,8 +44,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from amdfleet.errors import AmdFleetError, PropsError, RemoteError
 from amdfleet.findings import Finding, config_issue
 from amdfleet.providers.cloud_host import gone_with_instance
-from amdfleet.providers.progress import ResourceProgress, resource_urn
+from amdfleet.providers.progress import ResourceProgress
 from amdfleet.providers.props import ProviderProps, changed_keys
+from amdfleet.providers.resource import AmdFleetResource
 from amdfleet.remote.cluster import (
     CLUSTER,
     ClusterReport,
@@ -208,7 +209,7 @@ class ClusterCheckProvider(ResourceProvider):
         """Nothing to remove: the checks leave nothing on the hosts."""
 
 
-class ClusterCheck(pulumi.dynamic.Resource, module="amdfleet", name="ClusterCheck"):
+class ClusterCheck(AmdFleetResource, name="ClusterCheck", provider=ClusterCheckProvider):
     """The cluster preflight; outputs ``interfaces`` (node name → collective interface)
     and ``checks``."""
 
@@ -229,12 +230,11 @@ class ClusterCheck(pulumi.dynamic.Resource, module="amdfleet", name="ClusterChec
         during the update (a cloud fleet's)."""
         inputs = ClusterCheckProps.inputs_of(
             props,
-            resource_urn=resource_urn(name, "ClusterCheck", opts),
             facts=facts,
             image_digests=image_digests,
             model_commits=model_commits,
         )
-        super().__init__(ClusterCheckProvider(), name, inputs, opts)
+        super().__init__(name, inputs, opts)
 
 
 # ------------------------------------------------------------------- the checks

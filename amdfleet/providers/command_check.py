@@ -19,8 +19,9 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvide
 from pydantic import BaseModel, ConfigDict, Field
 
 from amdfleet.errors import EngineCommandRejected, RemoteCommandError
-from amdfleet.providers.progress import ResourceProgress, resource_urn
+from amdfleet.providers.progress import ResourceProgress
 from amdfleet.providers.props import ProviderProps, changed_keys
+from amdfleet.providers.resource import AmdFleetResource
 from amdfleet.remote.command_check import check_command
 from amdfleet.remote.transport.hosts import open_host
 from amdfleet.remote.transport.target import HostTarget
@@ -114,7 +115,7 @@ def _shown(argv: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(words)
 
 
-class EngineCommandCheck(pulumi.dynamic.Resource, module="amdfleet", name="EngineCommandCheck"):
+class EngineCommandCheck(AmdFleetResource, name="EngineCommandCheck", provider=EngineCommandCheckProvider):
     """The head's engine accepted every node's rendered command."""
 
     checked_at: pulumi.Output[str]
@@ -127,8 +128,7 @@ class EngineCommandCheck(pulumi.dynamic.Resource, module="amdfleet", name="Engin
         *,
         image: pulumi.Input[str] | None = None,
     ) -> None:
-        urn = resource_urn(name, "EngineCommandCheck", opts)
-        inputs = EngineCommandCheckProps.inputs_of(props, resource_urn=urn)
+        inputs = EngineCommandCheckProps.inputs_of(props)
         if image is not None:
             inputs["image"] = image
-        super().__init__(EngineCommandCheckProvider(), name, inputs, opts)
+        super().__init__(name, inputs, opts)

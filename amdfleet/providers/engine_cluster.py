@@ -66,8 +66,9 @@ from amdfleet.providers.engine_node import (
     with_fingerprints,
 )
 from amdfleet.providers.engine_service import NOTHING_LEFT_HINT, wait_ready
-from amdfleet.providers.progress import ResourceProgress, resource_urn
+from amdfleet.providers.progress import ResourceProgress
 from amdfleet.providers.props import plain
+from amdfleet.providers.resource import AmdFleetResource
 from amdfleet.remote.engine import EngineLayout
 from amdfleet.remote.supervision import Supervisor
 from amdfleet.remote.transport.connection import Connection
@@ -177,7 +178,7 @@ class EngineClusterProvider(ResourceProvider):
             _stop_all(p, conns)
 
 
-class EngineCluster(pulumi.dynamic.Resource, module="amdfleet", name="EngineCluster"):
+class EngineCluster(AmdFleetResource, name="EngineCluster", provider=EngineClusterProvider):
     """One engine over several nodes; ``running`` and the fingerprints are outputs."""
 
     running: pulumi.Output[bool]
@@ -211,9 +212,8 @@ class EngineCluster(pulumi.dynamic.Resource, module="amdfleet", name="EngineClus
             props,
             nodes=nodes,
             secret_env=secret_env,
-            resource_urn=resource_urn(name, "EngineCluster", opts),
         )
-        super().__init__(EngineClusterProvider(), name, inputs, opts)
+        super().__init__(name, inputs, opts)
 
 
 def _node_inputs(

@@ -29,8 +29,9 @@ from amdfleet.errors import RemoteError
 from amdfleet.providers.cloud_host import gone_with_instance
 from amdfleet.providers.docker_steps import CALL_TIMEOUT, DockerLog, inspect_image
 from amdfleet.providers.image_build import gfx_refusal
-from amdfleet.providers.progress import ResourceProgress, resource_urn
+from amdfleet.providers.progress import ResourceProgress
 from amdfleet.providers.props import ProviderProps, changed_keys, plain
+from amdfleet.providers.resource import AmdFleetResource
 from amdfleet.remote.images import (
     build_command,
     pull_command,
@@ -148,7 +149,7 @@ class EngineImageProvider(ResourceProvider):
                 conn.run(remove_command(p.image), timeout=300)
 
 
-class EngineImage(pulumi.dynamic.Resource, module="amdfleet", name="EngineImage"):
+class EngineImage(AmdFleetResource, name="EngineImage", provider=EngineImageProvider):
     """The engine image on one host; ``digest`` identifies exactly what ran."""
 
     digest: pulumi.Output[str]
@@ -164,7 +165,7 @@ class EngineImage(pulumi.dynamic.Resource, module="amdfleet", name="EngineImage"
         host_archs: pulumi.Input[list[str]] | None = None,
         registry_password: pulumi.Input[str] | None = None,
     ):
-        deferred: dict[str, Any] = {"resource_urn": resource_urn(name, "EngineImage", opts)}
+        deferred: dict[str, Any] = {}
         if image is not None:
             deferred["image"] = image
         if host_archs is not None:
@@ -172,7 +173,7 @@ class EngineImage(pulumi.dynamic.Resource, module="amdfleet", name="EngineImage"
         if registry_password is not None:
             deferred["registry_password"] = pulumi.Output.secret(registry_password)
         inputs = EngineImageProps.inputs_of(props, **deferred)
-        super().__init__(EngineImageProvider(), name, inputs, opts)
+        super().__init__(name, inputs, opts)
 
 
 def _stage(conn: Connection, p: EngineImageProps, progress: ResourceProgress) -> dict[str, Any]:

@@ -60,8 +60,9 @@ from amdfleet.providers.engine_node import (
     upload,
     with_fingerprints,
 )
-from amdfleet.providers.progress import ResourceProgress, format_duration, resource_urn
+from amdfleet.providers.progress import ResourceProgress, format_duration
 from amdfleet.providers.props import changed_keys
+from amdfleet.providers.resource import AmdFleetResource
 from amdfleet.remote.engine import (
     API_KEY_VAR,
     EngineLayout,
@@ -191,7 +192,7 @@ class EngineServiceProvider(ResourceProvider):
             stop_and_remove(conn, layout, p.unit, p.container)
 
 
-class EngineService(pulumi.dynamic.Resource, module="amdfleet", name="EngineService"):
+class EngineService(AmdFleetResource, name="EngineService", provider=EngineServiceProvider):
     """The engine on one node; ``running`` and the content fingerprints are outputs."""
 
     running: pulumi.Output[bool]
@@ -216,10 +217,9 @@ class EngineService(pulumi.dynamic.Resource, module="amdfleet", name="EngineServ
         inputs = EngineServiceProps.inputs_of(
             props,
             secret_env=secret_env,
-            resource_urn=resource_urn(name, "EngineService", opts),
             **deferred,
         )
-        super().__init__(EngineServiceProvider(), name, inputs, opts)
+        super().__init__(name, inputs, opts)
 
 
 def _deploy(p: EngineServiceProps, progress: ResourceProgress) -> None:

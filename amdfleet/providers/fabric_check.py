@@ -35,8 +35,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from amdfleet.errors import RemoteCommandError, RemoteError
 from amdfleet.providers.cloud_host import gone_with_instance
-from amdfleet.providers.progress import ResourceProgress, resource_urn
+from amdfleet.providers.progress import ResourceProgress
 from amdfleet.providers.props import ProviderProps, changed_keys
+from amdfleet.providers.resource import AmdFleetResource
 from amdfleet.remote import fabric
 from amdfleet.remote.transport.connection import CommandResult
 from amdfleet.remote.transport.fanout import fan_out
@@ -144,7 +145,7 @@ class FabricCheckProvider(ResourceProvider):
                     conn.run(fabric.cleanup_command(p.work_dir, p.container), timeout=_CALL_TIMEOUT)
 
 
-class FabricCheck(pulumi.dynamic.Resource, module="amdfleet", name="FabricCheck"):
+class FabricCheck(AmdFleetResource, name="FabricCheck", provider=FabricCheckProvider):
     """The fabric check; outputs ``result`` (kind, rows, busbw at the gate size, passed,
     threshold)."""
 
@@ -158,9 +159,8 @@ class FabricCheck(pulumi.dynamic.Resource, module="amdfleet", name="FabricCheck"
     ) -> None:
         """``props`` may be an Output: the runs built once the cluster check has derived
         each node's interface and the image's digest reference is known."""
-        urn = resource_urn(name, "FabricCheck", opts)
-        inputs = FabricCheckProps.inputs_of(props, resource_urn=urn)
-        super().__init__(FabricCheckProvider(), name, inputs, opts)
+        inputs = FabricCheckProps.inputs_of(props)
+        super().__init__(name, inputs, opts)
 
 
 def _check(p: FabricCheckProps, progress: ResourceProgress) -> dict[str, Any]:

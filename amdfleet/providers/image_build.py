@@ -35,8 +35,9 @@ from pydantic import Field
 from amdfleet.errors import ImageBuildRefused, RemoteCommandError, RemoteError
 from amdfleet.providers.cloud_host import gone_with_instance
 from amdfleet.providers.docker_steps import CALL_TIMEOUT, DockerLog, inspect_image, registry_ref
-from amdfleet.providers.progress import ResourceProgress, format_duration, resource_urn
+from amdfleet.providers.progress import ResourceProgress, format_duration
 from amdfleet.providers.props import ProviderProps, changed_keys
+from amdfleet.providers.resource import AmdFleetResource
 from amdfleet.remote.facts import HostFacts
 from amdfleet.remote.images import pull_command, remove_command
 from amdfleet.remote.registry import (
@@ -185,7 +186,7 @@ class EngineImageBuildProvider(ResourceProvider):
                 conn.run(f"rm -f -- {shlex.quote(p.log_file)}", timeout=CALL_TIMEOUT, check=False)
 
 
-class EngineImageBuild(pulumi.dynamic.Resource, module="amdfleet", name="EngineImageBuild"):
+class EngineImageBuild(AmdFleetResource, name="EngineImageBuild", provider=EngineImageBuildProvider):
     """The engine image, built once and pushed; ``ref`` is what every node pulls."""
 
     ref: pulumi.Output[str]
@@ -200,13 +201,13 @@ class EngineImageBuild(pulumi.dynamic.Resource, module="amdfleet", name="EngineI
         fleet_archs: pulumi.Input[Mapping[str, Sequence[str]]] | None = None,
         registry_password: pulumi.Input[str] | None = None,
     ):
-        deferred: dict[str, Any] = {"resource_urn": resource_urn(name, "EngineImageBuild", opts)}
+        deferred: dict[str, Any] = {}
         if fleet_archs is not None:
             deferred["fleet_archs"] = fleet_archs
         if registry_password is not None:
             deferred["registry_password"] = pulumi.Output.secret(registry_password)
         inputs = EngineImageBuildProps.inputs_of(props, **deferred)
-        super().__init__(EngineImageBuildProvider(), name, inputs, opts)
+        super().__init__(name, inputs, opts)
 
 
 def _open(p: EngineImageBuildProps) -> Connection:

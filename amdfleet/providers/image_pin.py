@@ -23,8 +23,9 @@ from pydantic import Field
 
 from amdfleet.providers.cloud_host import gone_with_instance
 from amdfleet.providers.docker_steps import inspect_image, registry_ref
-from amdfleet.providers.progress import ResourceProgress, resource_urn
+from amdfleet.providers.progress import ResourceProgress
 from amdfleet.providers.props import ProviderProps, changed_keys
+from amdfleet.providers.resource import AmdFleetResource
 from amdfleet.remote.images import pull_command, remove_command
 from amdfleet.remote.registry import is_pinned
 from amdfleet.remote.transport.hosts import open_host
@@ -105,7 +106,7 @@ class ImagePinProvider(ResourceProvider):
                 )
 
 
-class ImagePin(pulumi.dynamic.Resource, module="amdfleet", name="ImagePin"):
+class ImagePin(AmdFleetResource, name="ImagePin", provider=ImagePinProvider):
     """A tag pinned to a digest; ``ref`` is what every node pulls and runs."""
 
     ref: pulumi.Output[str]
@@ -117,6 +118,5 @@ class ImagePin(pulumi.dynamic.Resource, module="amdfleet", name="ImagePin"):
         props: ImagePinProps | pulumi.Output[ImagePinProps],
         opts: pulumi.ResourceOptions | None = None,
     ):
-        urn = resource_urn(name, "ImagePin", opts)
-        inputs = ImagePinProps.inputs_of(props, resource_urn=urn)
-        super().__init__(ImagePinProvider(), name, inputs, opts)
+        inputs = ImagePinProps.inputs_of(props)
+        super().__init__(name, inputs, opts)

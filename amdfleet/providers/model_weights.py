@@ -23,13 +23,9 @@ from pydantic import Field
 
 from amdfleet.errors import RemoteCommandError, RemoteError
 from amdfleet.providers.cloud_host import gone_with_instance
-from amdfleet.providers.progress import (
-    ResourceProgress,
-    format_bytes,
-    format_duration,
-    resource_urn,
-)
+from amdfleet.providers.progress import ResourceProgress, format_bytes, format_duration
 from amdfleet.providers.props import ProviderProps, changed_keys
+from amdfleet.providers.resource import AmdFleetResource
 from amdfleet.remote.transport.connection import Connection
 from amdfleet.remote.transport.hosts import open_host
 from amdfleet.remote.transport.target import HostTarget
@@ -147,7 +143,7 @@ class ModelWeightsProvider(ResourceProvider):
             conn.run(remove_command(p.target), timeout=600, check=True)
 
 
-class ModelWeights(pulumi.dynamic.Resource, module="amdfleet", name="ModelWeights"):
+class ModelWeights(AmdFleetResource, name="ModelWeights", provider=ModelWeightsProvider):
     """Weights on one host; outputs ``path`` (the snapshot directory on the host)."""
 
     path: pulumi.Output[str]
@@ -167,10 +163,9 @@ class ModelWeights(pulumi.dynamic.Resource, module="amdfleet", name="ModelWeight
         inputs = ModelWeightsProps.inputs_of(
             props,
             hf_token=pulumi.Output.secret(hf_token) if hf_token is not None else None,
-            resource_urn=resource_urn(name, "ModelWeights", opts),
             **deferred,
         )
-        super().__init__(ModelWeightsProvider(), name, inputs, opts)
+        super().__init__(name, inputs, opts)
 
 
 def _open(p: ModelWeightsProps) -> Connection:

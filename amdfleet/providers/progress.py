@@ -1,12 +1,10 @@
 """Live progress of provider operations, shown by ``pulumi up`` on the resource's line.
 
-The Pulumi engine starts the dynamic-provider host with the address of its gRPC ``Engine``
-service as the argument (amdfleet's ``pulumi-python`` plugin runs the SDK's
-``pulumi.dynamic`` host as ``__main__`` through :mod:`amdfleet.providers.server`). The
-SDK's host neither connects ``pulumi.log`` to that service nor tells a provider method
-which resource it works on, so amdfleet does both itself: every dynamic resource receives
-its own URN as the ``resource_urn`` input (:func:`resource_urn`, compared by no diff and
-hashed by no fingerprint), and :class:`ResourceProgress` sends ``LogRequest``\\ s for it:
+The Pulumi engine starts the provider plugin (:mod:`amdfleet.plugin`) with the address of
+its gRPC ``Engine`` service as the argument, and names the resource in every request. The
+plugin records the address (:func:`set_engine_address`) and hands each provider method the
+request's URN as the ``resource_urn`` property; :class:`ResourceProgress` sends
+``LogRequest``\\ s for that resource:
 
 * :meth:`ResourceProgress.step` -- a new phase ("uploading 3 files"), sent at once;
 * :meth:`ResourceProgress.status` -- a counter or the latest log line, at most one per
@@ -20,8 +18,8 @@ then forgets it. Every message is one line of at most :data:`MAX_CHARS` characte
 terminal escapes removed and every secret of the resource masked as ``***`` (the values
 of the secret inputs, see :func:`secret_values`, plus any the caller adds).
 
-Outside the real engine (no engine address on the host's command line, e.g. the SDK host
-driven directly by the tests, or provider code run in-process) or without a URN, a
+Outside the real engine (no engine address given to the plugin, or provider code run
+in-process) or without a URN, a
 ResourceProgress does nothing. A failure to send (engine gone, slow, refusing) disables it for
 the rest of the operation; it never raises and never fails the operation it reports on.
 """
@@ -29,7 +27,6 @@ the rest of the operation; it never raises and never fails the operation it repo
 from __future__ import annotations
 
 import re
-import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -37,20 +34,16 @@ from types import TracebackType
 from typing import Any, Self
 
 import grpc
-import pulumi
 from pulumi.runtime import rpc
 from pulumi.runtime.proto import engine_pb2, engine_pb2_grpc
 
 from amdfleet.remote.transport.connection import Redactor
 
 URN_KEY = "resource_urn"
-"""The input holding a dynamic resource's own URN."""
+"""The property holding the resource's own URN while a provider method runs (the plugin
+puts the URN of the request there; never an input or an output)."""
 SECRET_KEYS = ("hf_token", "secret_env", "api_key")
 """Inputs whose string values are secrets (masked in every message)."""
-DYNAMIC_TYPE_PREFIX = "pulumi-python:dynamic/amdfleet:"
-HOST_MAIN = "pulumi.dynamic.__main__"
-"""The module that runs as ``__main__`` in the dynamic-provider host (``python -m
-pulumi.dynamic``, or run by :mod:`amdfleet.providers.server`)."""
 STATUS_INTERVAL_S = 1.0
 SEND_TIMEOUT_S = 2.0
 MAX_CHARS = 200
@@ -61,26 +54,20 @@ _ESCAPES = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b-\x1f\
 _SPACES = re.compile(r"\s+")
 
 
-def resource_urn(
-    name: str, resource: str, opts: pulumi.ResourceOptions | None = None
-) -> pulumi.Output[str | None]:
-    """The URN the engine gives the dynamic resource ``amdfleet:<resource>`` named
-    ``name`` under ``opts.parent`` (what providers report progress for; None while the
-    parent's URN is unknown)."""
-    parent = opts.parent if opts is not None else None
-    urn = pulumi.create_urn(name, DYNAMIC_TYPE_PREFIX + resource, parent=parent)
-    # Without the parent as a dependency: depending on a component means depending on
-    # all its children, this resource among them, which the SDK rejects as a cycle.
-    return pulumi.Output(set(), urn.future(), urn.is_known(), urn.is_secret())
+_engine: str | None = None
+
+
+def set_engine_address(address: str | None) -> None:
+    """Where progress goes in this process: the engine's gRPC address the provider plugin
+    was started with (:mod:`amdfleet.plugin.server` calls this once), or None."""
+    global _engine
+    _engine = address if address and _ADDRESS.fullmatch(address) else None
 
 
 def engine_address() -> str | None:
-    """The engine's gRPC address when this process is the dynamic-provider host the
-    Pulumi engine started (its first argument), else None."""
-    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    if getattr(spec, "name", None) != HOST_MAIN or len(sys.argv) < 2:
-        return None
-    return sys.argv[1] if _ADDRESS.fullmatch(sys.argv[1]) else None
+    """The engine's gRPC address when this process is the provider plugin the Pulumi
+    engine started, else None."""
+    return _engine
 
 
 def secret_values(props: Mapping[str, Any]) -> list[str]:

@@ -1,14 +1,15 @@
 """The props model every provider's properties are parsed into, and diff helpers.
 
 Each provider module defines one frozen props model (a :class:`ProviderProps`) used on
-both sides of the pickle boundary: the program builds it and turns it into the resource's
+both sides of the plugin boundary: the program builds it and turns it into the resource's
 inputs (:meth:`ProviderProps.to_inputs`, with the values that are Pulumi Outputs there
 passed alongside), and every provider method that acts begins with one
 :meth:`ProviderProps.from_inputs`, then reads attributes.
 
 Through the engine, numbers arrive as floats (an ``int`` field accepts ``1.0``, pydantic's
 lax mode), secrets may arrive wrapped in the SDK's secret signature (depending on how the
-host negotiated), and the SDK adds its pickled provider under ``__provider``;
+host negotiated), and stacks from before the plugin hold a pickled provider under
+``__provider``;
 :meth:`~ProviderProps.from_inputs` normalises all three. A resource's outputs are fields
 of its model too (``None`` until the provider sets them), since ``read``, ``update`` and
 ``delete`` receive them with the inputs. ``check`` and ``diff`` see unknown values during
@@ -34,7 +35,8 @@ from amdfleet.providers.progress import URN_KEY
 from amdfleet.pydantic_issues import validation_issues
 
 PROVIDER_KEY = "__provider"
-"""The SDK's own property: the pickled provider (never part of a props model)."""
+"""The pickled provider a Python dynamic resource kept in its state (stacks created before
+the plugin; never part of a props model, dropped by their first update)."""
 
 
 class ProviderProps(BaseModel):

@@ -20,6 +20,7 @@ from pydantic import Field
 from amdfleet.errors import VerificationFailed
 from amdfleet.findings import Finding
 from amdfleet.providers.props import ProviderProps, plain
+from amdfleet.providers.resource import AmdFleetResource
 
 
 class VerificationGateProps(ProviderProps):
@@ -60,7 +61,7 @@ class ReadinessGateProvider(ResourceProvider):
         """Nothing to remove."""
 
 
-class VerificationGate(pulumi.dynamic.Resource, module="amdfleet", name="ReadinessGate"):
+class VerificationGate(AmdFleetResource, name="ReadinessGate", provider=ReadinessGateProvider):
     """Fails the update unless the verification passed (its Pulumi type keeps the name
     ReadinessGate, as does its provider class, which the state holds pickled)."""
 
@@ -76,7 +77,7 @@ class VerificationGate(pulumi.dynamic.Resource, module="amdfleet", name="Readine
         inputs = VerificationGateProps().to_inputs(
             passed=passed, failures=failures, verdict_table=verdict_table
         )
-        super().__init__(ReadinessGateProvider(), name, inputs, opts)
+        super().__init__(name, inputs, opts)
 
 
 def _gate(p: VerificationGateProps) -> dict[str, Any]:

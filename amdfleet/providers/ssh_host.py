@@ -22,8 +22,9 @@ from pydantic import Field
 from amdfleet.errors import PreflightError, RemoteCommandError
 from amdfleet.findings import Finding
 from amdfleet.providers.cloud_host import gone_with_instance
-from amdfleet.providers.progress import ResourceProgress, resource_urn
+from amdfleet.providers.progress import ResourceProgress
 from amdfleet.providers.props import ProviderProps, changed_keys, plain
+from amdfleet.providers.resource import AmdFleetResource
 from amdfleet.remote.facts import HostFacts
 from amdfleet.remote.facts.probe import build_probe_script, parse_probe_output, probe_time_limit
 from amdfleet.remote.preflight import check_host
@@ -96,7 +97,7 @@ def host_facts(facts: Mapping[str, Any]) -> HostFacts:
     return HostFacts.from_dict(plain(dict(facts)))
 
 
-class SshHost(pulumi.dynamic.Resource, module="amdfleet", name="SshHost"):
+class SshHost(AmdFleetResource, name="SshHost", provider=SshHostProvider):
     """A fleet host; outputs ``facts`` (HostFacts as a dict: :func:`host_facts` reads it)
     and ``checks``."""
 
@@ -110,9 +111,8 @@ class SshHost(pulumi.dynamic.Resource, module="amdfleet", name="SshHost"):
         props: SshHostProps | pulumi.Output[SshHostProps],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        urn = resource_urn(name, "SshHost", opts)
-        inputs = SshHostProps.inputs_of(props, resource_urn=urn)
-        super().__init__(SshHostProvider(), name, inputs, opts)
+        inputs = SshHostProps.inputs_of(props)
+        super().__init__(name, inputs, opts)
 
 
 def _inspect(p: SshHostProps, progress: ResourceProgress, enforce: bool) -> dict[str, Any]:

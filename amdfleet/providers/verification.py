@@ -38,8 +38,9 @@ from pydantic import Field
 
 from amdfleet.errors import AmdFleetError
 from amdfleet.plan.models import VerificationInput
-from amdfleet.providers.progress import ResourceProgress, resource_urn
+from amdfleet.providers.progress import ResourceProgress
 from amdfleet.providers.props import ProviderProps, changed_keys, plain
+from amdfleet.providers.resource import AmdFleetResource
 from amdfleet.remote.transport.connection import Redactor
 from amdfleet.remote.transport.hosts import open_host
 from amdfleet.remote.transport.target import HostTarget
@@ -134,7 +135,7 @@ class VerificationProvider(ResourceProvider):
         """Nothing to remove (reports stay on the machine running Pulumi)."""
 
 
-class Verification(pulumi.dynamic.Resource, module="amdfleet", name="Verification"):
+class Verification(AmdFleetResource, name="Verification", provider=VerificationProvider):
     """The verification run: ``passed``, ``result`` (metrics, thresholds, verdict),
     ``verified_at`` (when it finished) and, when it failed, ``failures`` (metric, expected,
     observed) and ``verdict_table``."""
@@ -160,9 +161,8 @@ class Verification(pulumi.dynamic.Resource, module="amdfleet", name="Verificatio
             api_key=api_key,
             engine_fingerprint=engine_fingerprint,
             tokenizer_path=tokenizer_path,
-            resource_urn=resource_urn(name, "Verification", opts),
         )
-        super().__init__(VerificationProvider(), name, inputs, opts)
+        super().__init__(name, inputs, opts)
 
 
 def _verify(p: VerificationProps, progress: ResourceProgress) -> dict[str, Any]:
