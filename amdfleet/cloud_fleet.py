@@ -95,15 +95,18 @@ def deploy_on_cloud(
     deployment_plan: DeploymentPlan,
     cloud_fleet: CloudFleet,
     secrets: Mapping[str, pulumi.Output[str] | None],
+    opts: pulumi.ResourceOptions | None = None,
 ) -> dict[str, pulumi.Input[Any]]:
     """Build the fleet and the deployment from ``deployment_plan`` on the instances'
-    outputs (a multi-node plan bound to their addresses by the fleet); the deployment's
-    outputs (``Deployment.OUTPUT_NAMES``) by name."""
+    outputs (a multi-node plan bound to their addresses by the fleet), with ``opts``
+    (e.g. a parent); the deployment's outputs (``Deployment.OUTPUT_NAMES``) by name."""
     from amdfleet.components import Deployment, Fleet
 
-    after = pulumi.ResourceOptions(depends_on=cloud_fleet.instances)
+    after = pulumi.ResourceOptions.merge(
+        opts, pulumi.ResourceOptions(depends_on=cloud_fleet.instances)
+    )
     fleet = Fleet("fleet", deployment_plan, after, node_hosts=cloud_fleet.node_hosts)
-    deployment = Deployment("deployment", deployment_plan, fleet, secrets)
+    deployment = Deployment("deployment", deployment_plan, fleet, secrets, opts)
     return {key: getattr(deployment, key) for key in Deployment.OUTPUT_NAMES}
 
 

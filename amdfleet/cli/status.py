@@ -230,9 +230,10 @@ def engine_nodes(state: Mapping[str, Any]) -> tuple[EngineNode, ...]:
     """Every engine node recorded in an exported state: an EngineService's node, or each
     node of an EngineCluster (head first), with the host target it was deployed with."""
     from amdfleet.providers.engine_node import unit_name
-    from amdfleet.providers.progress import DYNAMIC_TYPE_PREFIX
+    from amdfleet.providers.resource import LEGACY_TYPE_PREFIX, type_token
 
-    types = {DYNAMIC_TYPE_PREFIX + name: name for name in ENGINE_TYPES}
+    types = {type_token(name): name for name in ENGINE_TYPES}
+    types.update({LEGACY_TYPE_PREFIX + name: name for name in ENGINE_TYPES})
     nodes: list[EngineNode] = []
     for resource in state.get("resources") or []:
         kind = types.get(str(resource.get("type", "")))

@@ -1,4 +1,7 @@
-"""``python -m amdfleet.plugin ENGINE_ADDRESS``: the provider plugin (see :mod:`amdfleet.plugin.server`)."""
+"""``python -m amdfleet.plugin ENGINE_ADDRESS``: the provider plugin.
+
+See :mod:`amdfleet.plugin.server`.
+"""
 
 from amdfleet.plugin.server import main
 

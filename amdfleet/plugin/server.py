@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -143,10 +144,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("engine", help="the Pulumi engine's gRPC address")
     known, _ = parser.parse_known_args(args)
     set_engine_address(known.engine)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # the engine interrupts to close it
         asyncio.run(serve(known.engine, args))
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ def to_python(value: PropertyValue) -> Any:
     """The provider-side value of ``value``."""
     inner = value.value
     if isinstance(inner, Computed):
-        plain: Any = Unknown()
+        plain: Any = Unknown()  # type: ignore[no-untyped-call]
     elif isinstance(inner, ResourceReference):
         plain = inner.urn
     elif isinstance(inner, Mapping):

@@ -115,7 +115,9 @@ def _shown(argv: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(words)
 
 
-class EngineCommandCheck(AmdFleetResource, name="EngineCommandCheck", provider=EngineCommandCheckProvider):
+class EngineCommandCheck(
+    AmdFleetResource, name="EngineCommandCheck", provider=EngineCommandCheckProvider
+):
     """The head's engine accepted every node's rendered command."""
 
     checked_at: pulumi.Output[str]

@@ -186,7 +186,9 @@ class EngineImageBuildProvider(ResourceProvider):
                 conn.run(f"rm -f -- {shlex.quote(p.log_file)}", timeout=CALL_TIMEOUT, check=False)
 
 
-class EngineImageBuild(AmdFleetResource, name="EngineImageBuild", provider=EngineImageBuildProvider):
+class EngineImageBuild(
+    AmdFleetResource, name="EngineImageBuild", provider=EngineImageBuildProvider
+):
     """The engine image, built once and pushed; ``ref`` is what every node pulls."""
 
     ref: pulumi.Output[str]

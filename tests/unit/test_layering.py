@@ -40,6 +40,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("providers",),
     ("components",),
     ("cloud_fleet", "campaign"),
+    ("program",),
+    ("plugin",),
     ("cli",),
 )
 """Bottom first. Packages of one layer do not import each other."""
