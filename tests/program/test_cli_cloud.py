@@ -2,7 +2,7 @@
 server), an instance that is a real SSH host booted from amdfleet's user-data, and the
 same fleet, engine and verification gate as bare metal.
 
-What is real: the Pulumi CLI and engine, every dynamic provider, the DigitalOcean client
+What is real: the Pulumi CLI and engine, amdfleet's provider plugin, the DigitalOcean client
 (httpx), a local server implementing the droplet endpoints DigitalOcean documents
 (tests/support/clouds/digitalocean_server.py — the seam: no cloud is reachable here),
 the droplet's host (an sshd in its own network namespace whose only host key is the one

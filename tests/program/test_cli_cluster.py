@@ -3,7 +3,7 @@ the real Pulumi CLI.
 
 Real: two SSH hosts in network namespaces on one bridge (each with its own sshd, /opt,
 /tmp, /dev/shm and process table; tests/support/hostlab.py), the Pulumi CLI and engine,
-every dynamic provider, vLLM's CPU build serving the tiny Llama with ``--pipeline-
+every provider in amdfleet's plugin, vLLM's CPU build serving the tiny Llama with ``--pipeline-
 parallel-size 2 --distributed-executor-backend mp --nnodes 2`` (rank 0 on host 0, rank
 1 ``--headless`` on host 1, activations over gloo between the namespaces), started from
 exactly the launch scripts and env files a GPU stack gets, the cluster check and the

@@ -2,7 +2,7 @@
 
 One SSH host in a network namespace serves the tiny Llama with vLLM's CPU build; the real
 Pulumi CLI and engine run ``__main__.py`` (via the language host from
-scripts/install-pulumi), every dynamic provider runs in the real provider host, and the
+scripts/install-pulumi), every provider runs in amdfleet's real provider plugin, and the
 verification gate runs the real benchmark client and GSM8K scorer. In order:
 
 * ``pulumi up`` serves a verified endpoint; its outputs are what applications read, and

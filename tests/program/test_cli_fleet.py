@@ -2,7 +2,7 @@
 host that fails preflight, then is fixed and converges.
 
 Real: the Pulumi CLI and engine (``scripts/install-pulumi``), the language host running
-``__main__.py``, the dynamic-provider host running every provider, two SSH hosts in
+``__main__.py``, amdfleet's provider plugin running every provider, two SSH hosts in
 network namespaces (each with its own sshd, /opt, /tmp and process table; see
 tests/support/hostlab.py), the fact probe and preflight on each host, the rendered
 multi-node launch scripts (vLLM, ``pp=2`` over two nodes: rank 0 the head, rank 1

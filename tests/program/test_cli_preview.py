@@ -2,7 +2,7 @@
 and a bad stack fails with the field-named error before any resource is registered.
 
 Real: the Pulumi CLI and engine (built by scripts/install-pulumi), the language host,
-``__main__.py``, the dynamic-provider host (preview calls Check and Diff only, so no host
+``__main__.py``, amdfleet's provider plugin (preview calls Check and Diff only, so no host
 is contacted: the GPU stacks name documentation addresses). The stack files are copied
 into a throwaway workspace; secrets are set with ``pulumi config set --secret``.
 """
@@ -36,7 +36,8 @@ SECRETS = {
     "hfToken": "hf_previewTokenA1b2C3d4",
     "registryPassword": "preview-registry-password-81c2",
 }
-DYN = "pulumi-python:dynamic/amdfleet"
+DYN = "amdfleet:index"
+COMPONENT_TYPES = {f"{DYN}:Fleet", f"{DYN}:Deployment", f"{DYN}:CloudFleet"}
 
 pytestmark = pytest.mark.pulumi
 
@@ -120,7 +121,7 @@ def _assert_graph(steps: list[dict[str, Any]], expected: dict[str, str]) -> None
         state = registered[name]["newState"]
         assert state["type"] == kind, name
         parent = state.get("parent", "").rsplit("::", 1)[-1]
-        if kind.startswith("amdfleet:index:"):
+        if kind in COMPONENT_TYPES:
             assert parent == root["urn"].rsplit("::", 1)[-1], name
         elif kind.endswith(":SshHost"):
             assert parent == "fleet", name

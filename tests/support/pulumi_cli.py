@@ -2,7 +2,7 @@
 
 :class:`PulumiWorkspace` makes a Pulumi project in a temporary directory whose
 ``Pulumi.yaml`` points at this repository (``main:`` the repository root, ``virtualenv:``
-its ``.venv``, the ``pulumi-python`` plugin its ``plugins/pulumi-python``, as the
+its ``.venv``, the ``amdfleet`` provider plugin the ``pulumi-resource-amdfleet`` in it, as the
 repository's own Pulumi.yaml does), so stack files written for a test live in that
 directory and never touch ``stacks/``. Each workspace has its own ``PULUMI_HOME``, a file
 backend (``file://``) and a passphrase secrets provider; automatic plugin downloads are
