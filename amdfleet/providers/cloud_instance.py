@@ -14,8 +14,8 @@ All or nothing: any failure after the cloud accepted the create (a FAILED state,
 boot deadline, a host-key mismatch, an API error) deletes the instance and waits until
 the cloud no longer lists it before raising CloudInstanceError. The host's private key
 is never in state, outputs, messages or logs; the API token is a secret input kept out
-of the outputs (amdfleet's provider host hands ``read`` and ``delete`` the inputs, see
-:mod:`amdfleet.providers.server`).
+of the outputs (amdfleet's provider plugin hands ``read`` and ``delete`` the inputs, see
+:mod:`amdfleet.plugin.server`).
 """
 
 from __future__ import annotations
