@@ -18,11 +18,11 @@ same in Pulumi's terms:
   business, never a property. Property names are the fields' own (snake_case): they
   reach the provider as they are;
 * a nested model (or dataclass) is an object type ``amdfleet:index:<Model>``; a
-  ``Literal`` is an enum type ``amdfleet:index:<Owner><Field>``; ``dict[str, X]`` a map of
-  X; ``list``/``tuple`` an array (of a fixed-length tuple's item types, which Pulumi
-  cannot count: the field's description names the items); ``Any`` is
-  ``pulumi.json#/Any``; ``X | None`` is X, not required; any other union ``oneOf`` its
-  members;
+  ``Literal`` is an enum type ``amdfleet:index:<Owner><Field>`` (described as its field);
+  ``dict[str, X]`` a map of X; ``list``/``tuple`` an array (of a fixed-length tuple's
+  item types, which Pulumi cannot count: the field's description names the items);
+  ``Any`` is ``pulumi.json#/Any``; ``X | None`` is X, not required; any other union
+  ``oneOf`` its members;
 * a default that is a boolean, number or string is the property's ``default``.
 
 The components of :func:`~amdfleet.plugin.components.component_schemas` join the
@@ -148,31 +148,33 @@ class _TypeWriter:
 
     def property(self, schema: JsonDict, owner: str, name: str, *, default: bool) -> JsonDict:
         """A property spec: its type, description and (``default``) default value."""
-        spec = self.type(schema, owner + _pascal(name))
-        spec["description"] = markdown(schema.get("description", ""))
+        description = markdown(schema.get("description", ""))
+        spec = self.type(schema, owner + _pascal(name), description)
+        spec["description"] = description
         value = schema.get("default")
         if default and isinstance(value, bool | int | float | str):
             spec["default"] = value
         return spec
 
-    def type(self, schema: JsonDict, name: str) -> JsonDict:
-        """The type spec of ``schema``; ``name`` names the enum type it may need."""
+    def type(self, schema: JsonDict, name: str, about: str) -> JsonDict:
+        """The type spec of ``schema``; ``name`` names the enum type it may need, which
+        ``about`` (the field's description) describes."""
         schema = _without_null(schema)
         if "$ref" in schema:
             return self.object(schema["$ref"].rsplit("/", 1)[-1])
         if "enum" in schema or "const" in schema:
-            return self.enum(name, schema.get("enum", [schema.get("const")]))
+            return self.enum(name, schema.get("enum", [schema.get("const")]), about)
         if "anyOf" in schema:
-            members = [self.type(s, name) for s in schema["anyOf"]]
+            members = [self.type(s, name, about) for s in schema["anyOf"]]
             unique = [m for i, m in enumerate(members) if m not in members[:i]]
             return unique[0] if len(unique) == 1 else {"oneOf": unique}
         kind = schema.get("type")
         if kind == "array":
             items = schema.get("items") or {"anyOf": schema.get("prefixItems") or [{}]}
-            return {"type": "array", "items": self.type(items, name + "Item")}
+            return {"type": "array", "items": self.type(items, name + "Item", about)}
         if kind == "object":
             values = schema.get("additionalProperties", True)
-            return {"type": "object", "additionalProperties": self._values(values, name)}
+            return {"type": "object", "additionalProperties": self._values(values, name, about)}
         if kind in PRIMITIVES:
             return {"type": kind}
         if not schema:
@@ -195,7 +197,7 @@ class _TypeWriter:
                 self.types[token]["required"] = list(schema["required"])
         return {"$ref": f"#/types/{token}"}
 
-    def enum(self, name: str, values: list[Any]) -> JsonDict:
+    def enum(self, name: str, values: list[Any], about: str) -> JsonDict:
         """A ``$ref`` to the enum type ``name`` of ``values``."""
         kinds = {_primitive(v) for v in values}
         if len(kinds) != 1:
@@ -203,14 +205,14 @@ class _TypeWriter:
         token = type_token(name)
         if self._claim(token, values):
             self.types[token] = {
-                "description": f"One of {', '.join(map(repr, values))}.",
+                "description": about or f"One of {', '.join(map(repr, values))}.",
                 "type": kinds.pop(),
                 "enum": [{"value": v} for v in values],
             }
         return {"$ref": f"#/types/{token}"}
 
-    def _values(self, values: Any, name: str) -> JsonDict:
-        return dict(ANY) if values is True else self.type(values, name + "Value")
+    def _values(self, values: Any, name: str, about: str) -> JsonDict:
+        return dict(ANY) if values is True else self.type(values, name + "Value", about)
 
 
 def _without_null(schema: JsonDict) -> JsonDict:

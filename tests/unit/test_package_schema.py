@@ -96,6 +96,12 @@ def test_every_field_of_the_props_model_is_in_the_schema(
     required = {f for f, info in model.model_fields.items() if info.is_required()}
     assert set(spec.get("requiredInputs", [])) == required
     assert set(spec.get("required", [])) <= outputs
+    defaults = {k: v["default"] for k, v in spec["inputProperties"].items() if "default" in v}
+    assert defaults == {
+        k: info.default
+        for k, info in model.model_fields.items()
+        if k in inputs and isinstance(info.default, bool | int | float | str)
+    }
 
 
 @pytest.mark.parametrize("resource", RESOURCES, ids=lambda r: r.type_name)
