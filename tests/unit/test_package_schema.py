@@ -5,20 +5,14 @@ It is generated from the providers' props models: every registered resource is t
 every field of its model, secrets are marked, everything is described, and it validates
 against Pulumi's own metaschema (``pulumi_package_metaschema.json``: ``pkg/codegen/schema/
 pulumi.json`` of github.com/pulumi/pulumi at v3.274.1, the CLI version amdfleet pins,
-Apache-2.0, unchanged). With the real CLI (marker ``pulumi``), ``pulumi package
-get-schema`` of the plugin returns it and ``pulumi package gen-sdk`` binds it.
+Apache-2.0, unchanged). tests/program/test_generated_sdk.py takes it through the real CLI.
 """
 
 from __future__ import annotations
 
-import compileall
 import difflib
 import json
-import os
 import re
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,7 +32,6 @@ from amdfleet.providers.engine_cluster import EngineClusterProvider
 from amdfleet.providers.engine_service import EngineServiceProvider
 from amdfleet.providers.props import ProviderProps
 from amdfleet.providers.resource import AmdFleetResource, type_token
-from tests.support.pulumi_cli import require_pulumi
 
 HERE = Path(__file__).parent
 REPO = HERE.parent.parent
@@ -239,49 +232,6 @@ def test_schema_command_prints_and_writes_the_package_schema(tmp_path: Path) -> 
     assert out.read_text() == SCHEMA_FILE.read_text()
     helped = runner.invoke(main, ["schema", "-h"])
     assert "--package" in helped.output
-
-
-@pytest.mark.pulumi
-def test_the_cli_gets_the_schema_from_the_plugin_and_binds_it(
-    schema: dict[str, Any], tmp_path: Path
-) -> None:
-    """The real CLI runs the plugin (its console script) for the schema, and its own
-    binder accepts it: ``gen-sdk`` binds the whole package, then the language host runs
-    upstream's generator (a module per resource, secrets wrapped as the hand-written
-    resources wrap them)."""
-    pulumi = require_pulumi()
-    plugin = shutil.which("pulumi-resource-amdfleet", path=str(Path(sys.executable).parent))
-    assert plugin, "pulumi-resource-amdfleet is not beside this Python: pip install -e ."
-    env = {**os.environ, "PULUMI_HOME": str(tmp_path / "home"), "PULUMI_SKIP_UPDATE_CHECK": "1"}
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [pulumi, "package", *args],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-
-    got = run("get-schema", plugin)
-    assert got.returncode == 0, got.stderr
-    assert json.loads(got.stdout) == schema
-
-    generated = run("gen-sdk", plugin, "--language", "python", "--out", str(tmp_path / "sdk"))
-    assert generated.returncode == 0, generated.stderr
-    sdk = tmp_path / "sdk" / "python" / "pulumi_amdfleet"
-    for resource in RESOURCES:
-        module = sdk / f"{_snake(resource.type_name)}.py"
-        assert f"class {resource.type_name}(pulumi.CustomResource)" in module.read_text()
-    engine = (sdk / "engine_service.py").read_text()  # the secrets as amdfleet keeps them
-    assert "pulumi.Output.secret(secret_env)" in engine
-    assert 'additional_secret_outputs=["secrets_hash"]' in engine
-    assert compileall.compile_dir(sdk, quiet=2, legacy=True)  # valid Python, every file
-
-
-def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
 def _output_only(model: type[ProviderProps], name: str) -> bool:
