@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from amdfleet.addresses import host_port
 from amdfleet.config import ModelArchitecture
@@ -329,54 +329,84 @@ class ScenarioInput(_Frozen):
     point, or a campaign's load point). ``baseline`` and ``min_output_throughput`` are the
     scenario's own; None defers to the verification's."""
 
-    name: str
-    dataset: Literal["random", "sharegpt", "prompts"]
-    dataset_path: str | None = None
-    input_len: int
-    output_len: int
-    range_ratio: float
-    num_prompts: int
-    max_concurrency: int | None = None
-    request_rate: float | None = None
-    burstiness: float
-    endpoint: Literal["completions", "chat"]
-    ignore_eos: bool
-    seed: int
-    baseline: str | None = None
-    min_output_throughput: float | None = None
+    name: str = Field(description="Scenario label in reports (unique in the verification).")
+    dataset: Literal["random", "sharegpt", "prompts"] = Field(
+        description="'random' prompts of exact token lengths, a ShareGPT json file, or a "
+        "file of fixed prompts (one per line)."
+    )
+    dataset_path: str | None = Field(None, description="Path to the ShareGPT or prompts file.")
+    input_len: int = Field(description="Prompt tokens (random dataset).")
+    output_len: int = Field(description="Generated tokens per request.")
+    range_ratio: float = Field(description="Length spread: lengths uniform in len×(1±ratio).")
+    num_prompts: int = Field(description="Requests to send.")
+    max_concurrency: int | None = Field(
+        None, description="Cap on in-flight requests (None: no cap)."
+    )
+    request_rate: float | None = Field(
+        None, description="Arrival rate, requests/s (None: all at once)."
+    )
+    burstiness: float = Field(description="Gamma shape for arrivals; 1.0 is a Poisson process.")
+    endpoint: Literal["completions", "chat"] = Field(
+        description="/v1/completions or /v1/chat/completions."
+    )
+    ignore_eos: bool = Field(description="Generate exactly output_len tokens.")
+    seed: int = Field(description="Seed for prompts and arrivals.")
+    baseline: str | None = Field(
+        None, description="Catalog baseline for this scenario (None: the verification's)."
+    )
+    min_output_throughput: float | None = Field(
+        None,
+        description="Minimum output tokens/s for this scenario (None: the stack-wide threshold).",
+    )
 
 
 class AccuracyInput(_Frozen):
     """The GSM8K check as it runs (``data_path`` None: downloaded when online)."""
 
-    task: Literal["gsm8k"]
-    num_fewshot: int
-    limit: int | None = None
-    data_path: str | None = None
-    concurrency: int
-    max_tokens: int
+    task: Literal["gsm8k"] = Field(description="Task (GSM8K).")
+    num_fewshot: int = Field(description="Few-shot examples per prompt.")
+    limit: int | None = Field(None, description="Score only the first N test problems (None: all).")
+    data_path: str | None = Field(
+        None,
+        description="Directory with GSM8K test.jsonl/train.jsonl (None: downloaded when online).",
+    )
+    concurrency: int = Field(description="Requests in flight while scoring.")
+    max_tokens: int = Field(description="Generation budget per problem.")
 
 
 class ParityInput(_Frozen):
     """The output-parity check as it runs: the reference file's absolute path and the
     recorded dtype it compares with (None only when the planner reported it unknown)."""
 
-    reference: str
-    dtype: Literal["bfloat16", "float16", "float32"] | None = None
-    tokens: int
-    min_match: float
-    concurrency: int
+    reference: str = Field(description="The reference file's absolute path.")
+    dtype: Literal["bfloat16", "float16", "float32"] | None = Field(
+        None, description="Which of the reference's recorded dtypes to compare with."
+    )
+    tokens: int = Field(description="Compare the first K generated tokens of each prompt.")
+    min_match: float = Field(
+        description="Minimum share of prompts whose first `tokens` tokens match the "
+        "reference exactly."
+    )
+    concurrency: int = Field(description="Prompts in flight.")
 
 
 class ThresholdsInput(_Frozen):
     """The stack-wide pass/fail levels (None: the metric is reported, not gated)."""
 
-    min_success_rate: float
-    min_output_throughput: float | None = None
-    max_p99_ttft_ms: float | None = None
-    max_p99_tpot_ms: float | None = None
-    min_flexible_accuracy: float | None = None
-    min_strict_accuracy: float | None = None
+    min_success_rate: float = Field(
+        description="Minimum fraction of benchmark requests that succeed."
+    )
+    min_output_throughput: float | None = Field(
+        None, description="Minimum output tokens/s (each scenario)."
+    )
+    max_p99_ttft_ms: float | None = Field(None, description="Maximum p99 TTFT, ms.")
+    max_p99_tpot_ms: float | None = Field(None, description="Maximum p99 TPOT, ms.")
+    min_flexible_accuracy: float | None = Field(
+        None, description="Minimum GSM8K flexible-extract exact match."
+    )
+    min_strict_accuracy: float | None = Field(
+        None, description="Minimum GSM8K strict-match exact match."
+    )
 
 
 class VerificationInput(_Frozen):
@@ -388,14 +418,21 @@ class VerificationInput(_Frozen):
     that is why ``enabled`` and ``allow_no_benchmark`` (the planner's concern) ride
     along."""
 
-    enabled: bool
-    scenarios: tuple[ScenarioInput, ...]
-    accuracy: AccuracyInput | None = None
-    parity: ParityInput | None = None
-    thresholds: ThresholdsInput
-    baseline: str | None = None
-    request_timeout_s: float
-    allow_no_benchmark: bool
+    enabled: bool = Field(description="Whether the verification runs.")
+    scenarios: tuple[ScenarioInput, ...] = Field(description="Serving benchmarks to run, in order.")
+    accuracy: AccuracyInput | None = Field(None, description="Accuracy check to run (None: none).")
+    parity: ParityInput | None = Field(
+        None,
+        description="Output-parity check against a recorded reference (None: none); it runs first.",
+    )
+    thresholds: ThresholdsInput = Field(description="Pass/fail thresholds.")
+    baseline: str | None = Field(
+        None, description="Catalog baseline id (a seed's published numbers) to compare against."
+    )
+    request_timeout_s: float = Field(description="Per-request timeout, seconds.")
+    allow_no_benchmark: bool = Field(
+        description="Whether an enabled verification may run no benchmark scenario."
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> VerificationInput:

@@ -172,7 +172,9 @@ class CloudInstanceProvider(ResourceProvider):
             _delete_confirmed(client, p, instance_id)
 
 
-class CloudInstance(AmdFleetResource, name="CloudInstance", provider=CloudInstanceProvider):
+class CloudInstance(
+    AmdFleetResource, name="CloudInstance", provider=CloudInstanceProvider, props=CloudInstanceProps
+):
     """One cloud instance; outputs its id, addresses and pinned host key."""
 
     instance_id: pulumi.Output[str]

@@ -209,7 +209,9 @@ class ClusterCheckProvider(ResourceProvider):
         """Nothing to remove: the checks leave nothing on the hosts."""
 
 
-class ClusterCheck(AmdFleetResource, name="ClusterCheck", provider=ClusterCheckProvider):
+class ClusterCheck(
+    AmdFleetResource, name="ClusterCheck", provider=ClusterCheckProvider, props=ClusterCheckProps
+):
     """The cluster preflight; outputs ``interfaces`` (node name → collective interface)
     and ``checks``."""
 

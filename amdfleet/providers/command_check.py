@@ -116,7 +116,10 @@ def _shown(argv: tuple[str, ...]) -> tuple[str, ...]:
 
 
 class EngineCommandCheck(
-    AmdFleetResource, name="EngineCommandCheck", provider=EngineCommandCheckProvider
+    AmdFleetResource,
+    name="EngineCommandCheck",
+    provider=EngineCommandCheckProvider,
+    props=EngineCommandCheckProps,
 ):
     """The head's engine accepted every node's rendered command."""
 

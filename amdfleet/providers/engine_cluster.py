@@ -178,7 +178,9 @@ class EngineClusterProvider(ResourceProvider):
             _stop_all(p, conns)
 
 
-class EngineCluster(AmdFleetResource, name="EngineCluster", provider=EngineClusterProvider):
+class EngineCluster(
+    AmdFleetResource, name="EngineCluster", provider=EngineClusterProvider, props=EngineClusterProps
+):
     """One engine over several nodes; ``running`` and the fingerprints are outputs."""
 
     running: pulumi.Output[bool]

@@ -149,7 +149,9 @@ class EngineImageProvider(ResourceProvider):
                 conn.run(remove_command(p.image), timeout=300)
 
 
-class EngineImage(AmdFleetResource, name="EngineImage", provider=EngineImageProvider):
+class EngineImage(
+    AmdFleetResource, name="EngineImage", provider=EngineImageProvider, props=EngineImageProps
+):
     """The engine image on one host; ``digest`` identifies exactly what ran."""
 
     digest: pulumi.Output[str]

@@ -92,6 +92,7 @@ class EngineProps(ProviderProps):
     adds, and whether the engine serves (outputs)."""
 
     SECRET_FIELDS = ("secret_env",)
+    SECRET_OUTPUTS = ("secrets_hash",)
 
     secret_env: dict[str, str] = Field(
         default_factory=dict, description="Secret: environment written to secrets.env (0600)."

@@ -192,7 +192,9 @@ class EngineServiceProvider(ResourceProvider):
             stop_and_remove(conn, layout, p.unit, p.container)
 
 
-class EngineService(AmdFleetResource, name="EngineService", provider=EngineServiceProvider):
+class EngineService(
+    AmdFleetResource, name="EngineService", provider=EngineServiceProvider, props=EngineServiceProps
+):
     """The engine on one node; ``running`` and the content fingerprints are outputs."""
 
     running: pulumi.Output[bool]

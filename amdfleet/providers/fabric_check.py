@@ -145,7 +145,9 @@ class FabricCheckProvider(ResourceProvider):
                     conn.run(fabric.cleanup_command(p.work_dir, p.container), timeout=_CALL_TIMEOUT)
 
 
-class FabricCheck(AmdFleetResource, name="FabricCheck", provider=FabricCheckProvider):
+class FabricCheck(
+    AmdFleetResource, name="FabricCheck", provider=FabricCheckProvider, props=FabricCheckProps
+):
     """The fabric check; outputs ``result`` (kind, rows, busbw at the gate size, passed,
     threshold)."""
 

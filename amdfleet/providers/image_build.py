@@ -187,7 +187,10 @@ class EngineImageBuildProvider(ResourceProvider):
 
 
 class EngineImageBuild(
-    AmdFleetResource, name="EngineImageBuild", provider=EngineImageBuildProvider
+    AmdFleetResource,
+    name="EngineImageBuild",
+    provider=EngineImageBuildProvider,
+    props=EngineImageBuildProps,
 ):
     """The engine image, built once and pushed; ``ref`` is what every node pulls."""
 

@@ -106,7 +106,7 @@ class ImagePinProvider(ResourceProvider):
                 )
 
 
-class ImagePin(AmdFleetResource, name="ImagePin", provider=ImagePinProvider):
+class ImagePin(AmdFleetResource, name="ImagePin", provider=ImagePinProvider, props=ImagePinProps):
     """A tag pinned to a digest; ``ref`` is what every node pulls and runs."""
 
     ref: pulumi.Output[str]

@@ -143,7 +143,9 @@ class ModelWeightsProvider(ResourceProvider):
             conn.run(remove_command(p.target), timeout=600, check=True)
 
 
-class ModelWeights(AmdFleetResource, name="ModelWeights", provider=ModelWeightsProvider):
+class ModelWeights(
+    AmdFleetResource, name="ModelWeights", provider=ModelWeightsProvider, props=ModelWeightsProps
+):
     """Weights on one host; outputs ``path`` (the snapshot directory on the host)."""
 
     path: pulumi.Output[str]

@@ -46,6 +46,9 @@ class ProviderProps(BaseModel):
 
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ()
     """Secret inputs: never part of the outputs (:meth:`to_outputs`) nor of messages."""
+    SECRET_OUTPUTS: ClassVar[tuple[str, ...]] = ()
+    """Outputs whose value is a secret (e.g. a fingerprint of secrets): the resource keeps
+    them secret in the state, and the package schema marks them ``secret``."""
 
     resource_urn: str | None = Field(
         None,

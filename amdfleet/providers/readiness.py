@@ -61,7 +61,12 @@ class ReadinessGateProvider(ResourceProvider):
         """Nothing to remove."""
 
 
-class VerificationGate(AmdFleetResource, name="ReadinessGate", provider=ReadinessGateProvider):
+class VerificationGate(
+    AmdFleetResource,
+    name="ReadinessGate",
+    provider=ReadinessGateProvider,
+    props=VerificationGateProps,
+):
     """Fails the update unless the verification passed (its Pulumi type keeps the name
     ReadinessGate, as does its provider class, which the state holds pickled)."""
 

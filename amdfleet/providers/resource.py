@@ -20,6 +20,8 @@ from typing import Any, ClassVar
 
 import pulumi
 
+from amdfleet.providers.props import ProviderProps
+
 PACKAGE = "amdfleet"
 """The Pulumi package name: the first part of every type token and the plugin's name."""
 LEGACY_TYPE_PREFIX = "pulumi-python:dynamic/amdfleet:"
@@ -34,18 +36,24 @@ def type_token(name: str) -> str:
 class AmdFleetResource(pulumi.CustomResource):
     """A custom resource of the ``amdfleet`` package.
 
-    Subclasses declare ``name=`` (the type's last part) and ``provider=`` (the class
-    implementing it in the plugin), and pass their inputs as a dict: every field of their
-    props model, outputs included as None, so the SDK resolves each as an attribute.
+    Subclasses declare ``name=`` (the type's last part), ``provider=`` (the class
+    implementing it in the plugin) and ``props=`` (the props model of its properties, from
+    which the package schema is generated: :mod:`amdfleet.plugin.schema`), and pass their
+    inputs as a dict: every field of their props model, outputs included as None, so the
+    SDK resolves each as an attribute.
     """
 
     type_name: ClassVar[str]
     provider_class: ClassVar[type]
+    props_model: ClassVar[type[ProviderProps]]
 
-    def __init_subclass__(cls, *, name: str, provider: type, **kwargs: Any) -> None:
+    def __init_subclass__(
+        cls, *, name: str, provider: type, props: type[ProviderProps], **kwargs: Any
+    ) -> None:
         super().__init_subclass__(**kwargs)
         cls.type_name = name
         cls.provider_class = provider
+        cls.props_model = props
 
     def __init__(
         self,

@@ -97,7 +97,7 @@ def host_facts(facts: Mapping[str, Any]) -> HostFacts:
     return HostFacts.from_dict(plain(dict(facts)))
 
 
-class SshHost(AmdFleetResource, name="SshHost", provider=SshHostProvider):
+class SshHost(AmdFleetResource, name="SshHost", provider=SshHostProvider, props=SshHostProps):
     """A fleet host; outputs ``facts`` (HostFacts as a dict: :func:`host_facts` reads it)
     and ``checks``."""
 

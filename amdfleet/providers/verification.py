@@ -135,7 +135,9 @@ class VerificationProvider(ResourceProvider):
         """Nothing to remove (reports stay on the machine running Pulumi)."""
 
 
-class Verification(AmdFleetResource, name="Verification", provider=VerificationProvider):
+class Verification(
+    AmdFleetResource, name="Verification", provider=VerificationProvider, props=VerificationProps
+):
     """The verification run: ``passed``, ``result`` (metrics, thresholds, verdict),
     ``verified_at`` (when it finished) and, when it failed, ``failures`` (metric, expected,
     observed) and ``verdict_table``."""

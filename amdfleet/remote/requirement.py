@@ -7,7 +7,7 @@ that judge collected facts against it live in :mod:`amdfleet.remote.preflight`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from amdfleet.catalog.gpus import ACCELERATORS, Accelerator, accelerator
 
@@ -18,23 +18,33 @@ CPU_ACCELERATOR = "cpu"
 
 @dataclass(frozen=True)
 class HostRequirement:
-    """What one host must provide for a stack.
+    """What one host must provide for a stack (preflight checks each field)."""
 
-    ``accelerator`` is a catalog id (its device ids, gfx target and VRAM are the
-    expectation; ``"cpu"`` needs no GPU, device node or group). ``gpu_count`` is the
-    minimum number of such GPUs. ``weights_bytes`` must fit in the free space of the
-    filesystem holding ``weights_dir`` (empty skips the check). ``min_shm_bytes`` is for
-    the host's /dev/shm (what a process, or a container run with ``--ipc=host``, gets);
-    0 skips that check.
-    """
+    # How pydantic reads it inside a props model (an SshHost's ``requirement``): unknown
+    # keys rejected, as everywhere in props, and the attribute docstrings as the fields'
+    # descriptions (the package schema's, amdfleet.plugin.schema).
+    __pydantic_config__: ClassVar[dict[str, Any]] = {
+        "extra": "forbid",
+        "use_attribute_docstrings": True,
+    }
 
     accelerator: str
+    """A catalog accelerator id: its device ids, gfx target and VRAM are the expectation;
+    ``"cpu"`` needs no GPU, device node or group."""
     gpu_count: int
+    """The minimum number of such GPUs."""
     runtime: Runtime = "docker"
+    """How the engine runs: a container (docker must work) or a host process."""
     min_shm_bytes: int = 0
+    """The least size of the host's /dev/shm (what a process, or a container run with
+    ``--ipc=host``, gets); 0 skips that check."""
     weights_dir: str = ""
+    """The directory the weights are staged in (empty skips the disk-room check)."""
     weights_bytes: int = 0
+    """The weights' size, which must fit in the free space of the filesystem holding
+    ``weights_dir``."""
     numa_balancing_off: bool = True
+    """Whether NUMA balancing must be off (AMD's recommendation for Instinct GPUs)."""
     cpu_dtype: str | None = None
     """The dtype a CPU engine computes in (the CPU stack only): bfloat16 needs a CPU with
     native bfloat16 (avx512_bf16 or amx_bf16)."""

@@ -11,9 +11,10 @@
 // by sdk/v3's python/toolchain package from Pulumi.yaml's runtime options. Stack config
 // reaches the program as upstream passes it (PULUMI_CONFIG and PULUMI_CONFIG_SECRET_KEYS).
 //
-// Not implemented (they answer Unimplemented, which the engine tolerates): installing
-// dependencies (`pulumi install`), `pulumi new` templates and prompts, code generation and
-// packing. GetRequiredPackages reports none: an amdfleet program uses only dynamic
+// `pulumi package gen-sdk --language python` works too: GeneratePackage (generate.go) runs
+// upstream's SDK generator. Not implemented (they answer Unimplemented, which the engine
+// tolerates): installing dependencies (`pulumi install`), `pulumi new` templates and
+// prompts, program code generation and packing. GetRequiredPackages reports none: an amdfleet program uses only dynamic
 // providers, whose plugin (pulumi-resource-pulumi-python) is installed beside this host.
 package main
 
