@@ -224,7 +224,8 @@ def _deployment_schema() -> dict[str, Any]:
                 "type": "string",
                 "description": (
                     "The stack file to deploy: a name under amdfleet's stacks/ (e.g. "
-                    "`local`) or a path to a Pulumi.<name>.yaml. Give this or `config`."
+                    "`local`) or the path of a Pulumi.<name>.yaml (relative: from the project's "
+                    "directory). Give this or `config`."
                 ),
             },
             "config": {
