@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, get_args
 
@@ -143,14 +143,34 @@ def load_from_pulumi() -> tuple[StackSpec, dict[str, Any]]:
     keys = sorted(k.split(":", 1)[1] for k in everything if k.startswith(f"{NAMESPACE}:"))
     secret = {k for k in keys if runtime_config.is_config_secret(f"{NAMESPACE}:{k}")}
     values = {k: _config_value(config.get(k)) for k in keys if k not in secret}
-    plain_secrets = {k: values.pop(k) for k in _declared_secret_keys(values) if k in values}
     source = f"stack {pulumi.get_stack()}"
-    spec = parse_stack(pulumi.get_stack(), values, source=source)
-    refs = _secret_refs(spec, {k: True for k in secret}, plain_secrets, source=source)
-    missing = [_missing_secret_issue(spec, ref.key) for ref in refs if not ref.present]
+    spec = load_from_values(pulumi.get_stack(), values, secret, source=source)
+    return spec, {key: config.get_secret(key) for key in spec.secret_keys}
+
+
+def load_from_values(
+    name: str,
+    values: Mapping[str, Any],
+    secret_keys: Collection[str],
+    source: str,
+    how_to_set: Callable[[StackSpec, str], str] | None = None,
+) -> StackSpec:
+    """Validate a stack given as its sections' values (the ``amdfleet:*`` config keys
+    without the namespace) and the names of the secrets that are set, as a Pulumi
+    program (or a component given the same sections) has them.
+
+    Raises :class:`ConfigError` when a key is unknown or invalid, when a secret is given
+    among the plain values, or when a secret the stack references is not set (its hint
+    from ``how_to_set``, else ``pulumi config set --secret``).
+    """
+    values = dict(values)
+    plain_secrets = {k: values.pop(k) for k in _declared_secret_keys(values) if k in values}
+    spec = parse_stack(name, values, source=source)
+    refs = _secret_refs(spec, {k: True for k in secret_keys}, plain_secrets, source=source)
+    missing = [_missing_secret_issue(spec, ref.key, how_to_set) for ref in refs if not ref.present]
     if missing:
         raise ConfigError(missing, source)
-    return spec, {key: config.get_secret(key) for key in spec.secret_keys}
+    return spec
 
 
 def _config_value(text: str | None) -> Any:
@@ -335,12 +355,20 @@ def _secret_refs(
     return tuple(SecretRef(key=k, present=k in secure) for k in spec.secret_keys)
 
 
-def _missing_secret_issue(spec: StackSpec, key: str) -> Finding:
+def _missing_secret_issue(
+    spec: StackSpec, key: str, how_to_set: Callable[[StackSpec, str], str] | None = None
+) -> Finding:
     return config_issue(
         f"amdfleet:{key}",
         "secret is referenced by the stack but not set",
+        how_to_set(spec, key) if how_to_set else _config_set_hint(spec, key),
+    )
+
+
+def _config_set_hint(spec: StackSpec, key: str) -> str:
+    return (
         f"run `pulumi config set --secret {key} -s {spec.name}` and type the value at its "
-        "prompt, or pipe it on stdin (a value on the command line lands in shell history)",
+        "prompt, or pipe it on stdin (a value on the command line lands in shell history)"
     )
 
 

@@ -1,7 +1,8 @@
 """AmdFleetProvider: the Pulumi provider of the ``amdfleet`` package.
 
 One :class:`pulumi.provider.experimental.provider.Provider` serves every type of
-:mod:`~amdfleet.plugin.registry`: each call goes to the provider class of the type named
+:mod:`~amdfleet.plugin.registry` and constructs the components of
+:mod:`~amdfleet.plugin.components`: each call goes to the provider class of the type named
 in its URN, run in a worker thread (providers block on SSH and HTTP), with plain values
 (:mod:`~amdfleet.plugin.values`) and the resource's URN as the ``resource_urn``
 property, which progress reports for and which never reaches the state.
@@ -71,9 +72,14 @@ class AmdFleetProvider(p.Provider):
 
     async def get_schema(self, request: p.GetSchemaRequest) -> p.GetSchemaResponse:
         """The package schema (:mod:`amdfleet.plugin.schema`)."""
+        from amdfleet.plugin.components import component_schemas
         from amdfleet.plugin.schema import package_schema
 
-        return p.GetSchemaResponse(schema=json.dumps(package_schema(version())))
+        schema = package_schema(version())
+        resources = schema.setdefault("resources", {})
+        for token, component in component_schemas().items():
+            resources.setdefault(token, component)  # where the generator has not merged them
+        return p.GetSchemaResponse(schema=json.dumps(schema))
 
     async def configure(self, request: p.ConfigureRequest) -> p.ConfigureResponse:
         """Secrets arrive marked (progress masks them); no create or update at preview
@@ -144,6 +150,15 @@ class AmdFleetProvider(p.Provider):
     async def delete(self, request: p.DeleteRequest) -> None:
         props = {**map_to_python(request.properties), URN_KEY: request.urn}
         await self._run(self._for(request.type).delete, request.resource_id, props)
+
+    # -- components --------------------------------------------------------------------
+
+    async def construct(self, request: p.ConstructRequest) -> p.ConstructResponse:
+        """A component of the package (:mod:`amdfleet.plugin.components`): registered
+        with its resources, its outputs returned once they exist."""
+        from amdfleet.plugin.components import construct
+
+        return await construct(request)
 
 
 def _outputs(outs: Mapping[str, Any]) -> dict[str, PropertyValue]:

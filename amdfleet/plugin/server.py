@@ -10,8 +10,9 @@ things amdfleet needs:
   so every host of a large fleet is checked, stages its weights and starts its engine at
   the same time;
 * **amdfleet errors without a Python stack**: the SDK's servicer appends a traceback to
-  every error. An :class:`~amdfleet.errors.AmdFleetError` (what failed, on which host,
-  the command, the last lines of its output, how to fix it) reaches the user as
+  every error (of a resource call or a component's construct). An
+  :class:`~amdfleet.errors.AmdFleetError` (what failed, on which host, the command, the
+  last lines of its output, how to fix it; a component's invalid stack) reaches the user as
   ``amdfleet.errors.<Type>: <message>`` alone; any other exception keeps its traceback
   (it would be a bug in amdfleet);
 * **delete sees the last inputs**: the engine sends them beside the outputs, the SDK
@@ -102,6 +103,9 @@ class AmdFleetServicer(ProviderServicer):
 
     async def Update(self, request: Any, context: Any) -> Any:
         return await self._plain(super().Update, request, context)
+
+    async def Construct(self, request: Any, context: Any) -> Any:
+        return await self._plain(super().Construct, request, context)
 
     async def Delete(self, request: provider_pb2.DeleteRequest, context: Any) -> Any:
         merged = provider_pb2.DeleteRequest()

