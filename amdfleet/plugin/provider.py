@@ -72,14 +72,9 @@ class AmdFleetProvider(p.Provider):
 
     async def get_schema(self, request: p.GetSchemaRequest) -> p.GetSchemaResponse:
         """The package schema (:mod:`amdfleet.plugin.schema`)."""
-        from amdfleet.plugin.components import component_schemas
         from amdfleet.plugin.schema import package_schema
 
-        schema = package_schema(version())
-        resources = schema.setdefault("resources", {})
-        for token, component in component_schemas().items():
-            resources.setdefault(token, component)  # where the generator has not merged them
-        return p.GetSchemaResponse(schema=json.dumps(schema))
+        return p.GetSchemaResponse(schema=json.dumps(package_schema(version())))
 
     async def configure(self, request: p.ConfigureRequest) -> p.ConfigureResponse:
         """Secrets arrive marked (progress masks them); no create or update at preview
