@@ -8,8 +8,8 @@ its flags in an order of their own). Then, with the real Pulumi CLI and amdfleet
 * ``pulumi import amdfleet:index:EngineService NAME host0:PORT`` in a scratch stack reads
   it from the id alone (Read gets no inputs; the host comes from the stack's fleet);
 * ``pulumi up`` of a stack with ``engine.adopt: host0:PORT`` imports it and restarts
-  nothing (the same pid serves, with the stack's API key), a second ``up`` changes
-  nothing;
+  nothing (the same pid serves, with the stack's API key); a second ``up`` and a
+  ``refresh`` change nothing, and ``amdfleet status`` finds it serving;
 * a stack that differs (another ``max_model_len``) previews an update of the engine,
   with the differing flag named;
 * ``pulumi destroy`` stops it: the pid is gone and nothing listens on the port.
@@ -157,6 +157,11 @@ def test_a_hand_started_vllm_is_adopted_without_a_restart_and_destroy_stops_it(
 
     again = workspace.up(STACK)
     assert again.changed() == {}
+    refresh = workspace.refresh(STACK)
+    assert refresh.changed().get(ENGINE) is None  # still the process adopted, serving
+    status = workspace.amdfleet("status", STACK)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert f"running (adopted, pid {pid}, unsupervised)" in status.stdout
     assert lab.alive(0, pid)
 
     # A stack that differs from what runs: the preview shows the restart and says why.

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from amdfleet.cli.status import engine_nodes
 from amdfleet.config.loader import parse_stack
 from amdfleet.errors import ConfigError, PlanError
 from amdfleet.plan import plan
@@ -270,3 +271,16 @@ def test_engine_adopt_names_a_fleet_host_of_a_one_node_process_stack() -> None:
     assert "only a one-node engine run as a process can be adopted" in text
     with pytest.raises(ConfigError, match=r"engine\.adopt"):
         _local_with("localhost")
+
+
+def test_status_checks_an_adopted_engine_by_its_pid() -> None:
+    host = HOSTS["gpu-1"].model_dump(mode="json")
+    adopted = {"pid": 42, "started": "Tue Dec  8 01:40:00 2026", "port": 8000, "argv": []}
+    resource = {
+        "type": "amdfleet:index:EngineService",
+        "outputs": {"host": host, "remote_dir": "/opt/amdfleet/prod", "adopted": adopted},
+    }
+    (node,) = engine_nodes({"resources": [resource]})
+    assert node.adopted == (42, "Tue Dec  8 01:40:00 2026")
+    del resource["outputs"]["adopted"]
+    assert engine_nodes({"resources": [resource]})[0].adopted is None
