@@ -4,7 +4,10 @@ One :class:`pulumi.provider.experimental.provider.Provider` serves every type of
 :mod:`~amdfleet.plugin.registry`: each call goes to the provider class of the type named
 in its URN, run in a worker thread (providers block on SSH and HTTP), with plain values
 (:mod:`~amdfleet.plugin.values`) and the resource's URN as the ``resource_urn``
-property, which progress reports for and which never reaches the state.
+property, which progress reports for and which never reaches the state. A Read with the
+id alone is an import (``pulumi import``, the ``import_`` option): only an EngineService
+can be imported, from an id that names a host of the stack's fleet config (which Pulumi
+configures the provider with) and the engine's port (:mod:`amdfleet.providers.adoption`).
 
 Stacks created before the plugin hold each resource's pickled dynamic provider under
 ``__provider`` in its outputs. When nothing else changed, :meth:`AmdFleetProvider.diff`

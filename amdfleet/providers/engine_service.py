@@ -14,7 +14,10 @@ supervisor would restart it). ``read`` (``pulumi refresh``) checks the same way,
 included, and reports what it found (``not_ready``, and a warning with the log tail).
 ``update`` restarts only when the rendered content or a secret changed, or when refresh
 found the engine not serving. ``delete`` stops the engine and removes its directory;
-deleting something already gone succeeds. A multi-node engine is an
+deleting something already gone succeeds. ``adopt`` imports an engine amdfleet did not
+start (``pulumi import``, ``engine.adopt``; :mod:`~amdfleet.providers.adoption`): it
+runs on as started until a difference from the stack restarts it, and refresh, update
+and delete act on it by its pid. A multi-node engine is an
 :class:`~amdfleet.providers.engine_cluster.EngineCluster` instead.
 
 Progress (:mod:`amdfleet.providers.progress`): the resource's status shows each phase
@@ -247,8 +250,8 @@ class EngineServiceProvider(ResourceProvider):
             raise adoption.not_found(host, port)
         state = adoption.observed_state(host, port, found, adoption.stack_of(urn))
         p = EngineServiceProps.from_inputs(state)
-        assert p.adopted is not None
-        outputs = _read_adopted(p, p.adopted, {URN_KEY: urn})
+        adopted = AdoptedEngine.model_validate(state["adopted"])
+        outputs = _read_adopted(p, adopted, {URN_KEY: urn})
         inputs = {k: v for k, v in state.items() if k != "adopted"}
         return id_, inputs, {**outputs, "started_at": adopt_facts.iso_time(found.started)}
 

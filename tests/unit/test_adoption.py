@@ -276,7 +276,7 @@ def test_engine_adopt_names_a_fleet_host_of_a_one_node_process_stack() -> None:
 def test_status_checks_an_adopted_engine_by_its_pid() -> None:
     host = HOSTS["gpu-1"].model_dump(mode="json")
     adopted = {"pid": 42, "started": "Tue Dec  8 01:40:00 2026", "port": 8000, "argv": []}
-    resource = {
+    resource: dict[str, Any] = {
         "type": "amdfleet:index:EngineService",
         "outputs": {"host": host, "remote_dir": "/opt/amdfleet/prod", "adopted": adopted},
     }
