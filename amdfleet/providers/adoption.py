@@ -167,6 +167,17 @@ def not_found(host: HostTarget, port: int) -> RemoteError:
     )
 
 
+def missing_tool(host: HostTarget, command: str) -> RemoteError:
+    """The host lacks a command adoption runs."""
+    package = "iproute2" if command == "ss" else "procps"
+    return RemoteError(
+        host.name,
+        f"`{command}` is not installed: amdfleet finds, checks and stops an adopted engine "
+        "with ss, ps and pkill",
+        f"install {package} on the host (apt-get install {package}), then import again",
+    )
+
+
 def adoption_diff(olds: Mapping[str, Any], news: Mapping[str, Any]) -> tuple[DiffResult, list[str]]:
     """The diff of an adopted engine (``olds`` holds ``adopted``) against the program's
     inputs, and what differs: another host replaces it; a running engine that runs the

@@ -240,12 +240,16 @@ class EngineServiceProvider(ResourceProvider):
         the inputs and the outputs of its state; changes nothing on the host.
 
         Raises ConfigError for an id that is malformed or names no stack host, RemoteError
-        when nothing listens on the port.
+        when nothing listens on the port or the host lacks ``ss``, ``ps`` or ``pkill``.
         """
         host, port = adoption.parse_id(id_, hosts)
         with open_engine_host(host, {}) as conn:
             command = adopt_facts.engine_facts_command(port, adoption.KEY_VARS)
-            found = adopt_facts.parse_engine_facts(conn.run(command, timeout=CALL_TIMEOUT).stdout)
+            output = conn.run(command, timeout=CALL_TIMEOUT).stdout
+        try:
+            found = adopt_facts.parse_engine_facts(output)
+        except adopt_facts.MissingTool as e:
+            raise adoption.missing_tool(host, str(e)) from e
         if found is None:
             raise adoption.not_found(host, port)
         state = adoption.observed_state(host, port, found, adoption.stack_of(urn))

@@ -38,7 +38,8 @@ class EngineFacts:
 
 def engine_facts_command(port: int, key_vars: tuple[str, ...]) -> str:
     """Shell text that prints the facts of the process listening on TCP ``port`` (nothing
-    but ``AMDFLEET_ADOPT none`` when none listens): the listener's pid from ``ss -ltnp``,
+    but ``AMDFLEET_ADOPT none`` when none listens, ``AMDFLEET_ADOPT missing <command>``
+    when the host lacks ``ss``, ``ps`` or ``pkill``): the listener's pid from ``ss -ltnp``,
     its ``ps -o lstart=``, its ``/proc/<pid>/cmdline`` (base64, NULs kept) and a SHA-256 of
     the value of each of ``key_vars`` in its environment (the value stays on the host)."""
     hashes = "".join(
@@ -49,6 +50,8 @@ def engine_facts_command(port: int, key_vars: tuple[str, ...]) -> str:
         for name in key_vars
     )
     return (
+        f'for _af_t in ss ps pkill; do command -v "$_af_t" >/dev/null 2>&1 || '
+        f'{{ echo "{_MARK} missing $_af_t"; exit 0; }}; done; '
         f"_af_pid=$(ss -Hltnp 'sport = :{int(port)}' 2>/dev/null | "
         "sed -n 's/.*pid=\\([0-9][0-9]*\\).*/\\1/p' | head -n 1); "
         f'if [ -z "$_af_pid" ]; then echo "{_MARK} none"; exit 0; fi; '
@@ -59,8 +62,16 @@ def engine_facts_command(port: int, key_vars: tuple[str, ...]) -> str:
     )
 
 
+class MissingTool(ValueError):
+    """The host lacks a command adoption needs (``ss``: iproute2; ``ps``, ``pkill``:
+    procps)."""
+
+
 def parse_engine_facts(output: str) -> EngineFacts | None:
-    """Read :func:`engine_facts_command`'s output (None: nothing listens on the port)."""
+    """Read :func:`engine_facts_command`'s output (None: nothing listens on the port).
+
+    Raises MissingTool naming the command the host lacks.
+    """
     values: dict[str, str] = {}
     hashes: dict[str, str] = {}
     for line in output.splitlines():
@@ -69,6 +80,8 @@ def parse_engine_facts(output: str) -> EngineFacts | None:
             continue
         if parts[1] == "none":
             return None
+        if parts[1] == "missing":
+            raise MissingTool(parts[2] if len(parts) == 3 else "?")
         if parts[1] == "key" and len(parts) == 3:
             name, _, digest = parts[2].partition(" ")
             hashes[name] = digest.strip()

@@ -232,6 +232,27 @@ def test_the_facts_of_the_process_on_a_port_are_read_on_the_host(
     assert _sh(f"{facts.same_process(found.pid, 'Mon Jan  1 00:00:00 2001')} || echo other")
 
 
+def test_a_host_without_ss_is_told_what_to_install(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("ps", "pkill", "sh"):
+        (bin_dir / tool).symlink_to(
+            subprocess.check_output(["sh", "-c", f"command -v {tool}"], text=True).strip()
+        )
+    out = subprocess.run(
+        [str(bin_dir / "sh"), "-c", facts.engine_facts_command(8000, ())],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": str(bin_dir)},
+        check=False,
+    ).stdout
+    with pytest.raises(facts.MissingTool, match=r"^ss$"):
+        facts.parse_engine_facts(out)
+    error = adoption.missing_tool(HOSTS["gpu-1"], "ss")
+    assert "`ss` is not installed" in str(error) and "apt-get install iproute2" in str(error)
+
+
 def test_nothing_on_the_port_reads_as_none() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
