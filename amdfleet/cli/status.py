@@ -9,7 +9,8 @@ Automation API (the real ``pulumi`` CLI underneath, with the backend and passphr
 - **engine** on every node: connected as the providers connect (the host target the engine
   resource recorded in the state, its pinned host key; one attempt), the node's supervisor
   chosen from its facts as at deploy time, and its
-  :meth:`~amdfleet.remote.supervision.Supervisor.running_command`;
+  :meth:`~amdfleet.remote.supervision.Supervisor.running_command` (an adopted engine,
+  which no amdfleet supervisor runs: its pid is still the process adopted);
 - **models**: ``GET <endpoint>/models`` lists the stack's model;
 - **completion**: one real token (``max_tokens`` 1) from ``<endpoint>/completions`` with
   the stack's API key;
@@ -73,6 +74,9 @@ class EngineNode:
     remote_dir: str
     unit: str
     container: str | None
+    adopted: tuple[int, str] | None = None
+    """An adopted engine's pid and start time (it runs unsupervised; README "Adopting a
+    running engine")."""
 
 
 @dataclass(frozen=True)
@@ -251,6 +255,7 @@ def engine_nodes(state: Mapping[str, Any]) -> tuple[EngineNode, ...]:
                     remote_dir=remote_dir,
                     unit=unit_name(entry.get("files") or {}, remote_dir),
                     container=entry.get("container"),
+                    adopted=_adopted(entry.get("adopted")),
                 )
             )
     return tuple(nodes)
@@ -316,6 +321,8 @@ def check_engine(node: EngineNode, api_key: str | None, timeout_s: float) -> Che
     from amdfleet.remote.transport.retry import NO_RETRY
 
     secrets = [api_key] if api_key else []
+    if node.adopted is not None:
+        return _check_adopted(node, node.adopted, secrets, timeout_s)
     with open_host(node.host, secrets=secrets, timeout=timeout_s, retry=NO_RETRY) as conn:
         layout = EngineLayout(node.remote_dir)
         supervisor = node_supervisor(conn, layout, node.unit, node.container, timeout=timeout_s)
@@ -330,6 +337,32 @@ def check_engine(node: EngineNode, api_key: str | None, timeout_s: float) -> Che
         f"not running (the {kind} reports it stopped; its log: {supervisor.log_source} "
         f"on {node.host.name})",
     )
+
+
+def _check_adopted(
+    node: EngineNode, adopted: tuple[int, str], secrets: list[str], timeout_s: float
+) -> Check:
+    """An adopted engine runs while its pid is the process adopted."""
+    from amdfleet.remote.adoption import same_process
+    from amdfleet.remote.transport.hosts import open_host
+    from amdfleet.remote.transport.retry import NO_RETRY
+
+    pid, started = adopted
+    with open_host(node.host, secrets=secrets, timeout=timeout_s, retry=NO_RETRY) as conn:
+        running = conn.run(same_process(pid, started), timeout=timeout_s, check=False).ok
+    if running:
+        return Check("engine", node.name, True, f"running (adopted, pid {pid}, unsupervised)")
+    return Check(
+        "engine", node.name, False, f"not running (the adopted engine, pid {pid}, is gone)"
+    )
+
+
+def _adopted(value: Any) -> tuple[int, str] | None:
+    """The pid and start time of an engine's ``adopted`` output (None: amdfleet started
+    it). Its secret key hashes are not read."""
+    if not isinstance(value, Mapping) or "pid" not in value:
+        return None
+    return int(value["pid"]), str(value.get("started", ""))
 
 
 def check_models(endpoint: str, model: str, api_key: str | None, timeout_s: float) -> Check:

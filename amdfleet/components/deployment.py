@@ -310,10 +310,11 @@ class Deployment(pulumi.ComponentResource):
             *images[node.rank : node.rank + 1],
             *self._gates,
         ]
+        adopt = pulumi.ResourceOptions(import_=self._plan.engine.adopt)
         return EngineService(
             f"{name}-engine-{node.name}",
             args.props,
-            self._opts(depends),
+            pulumi.ResourceOptions.merge(self._opts(depends), adopt),
             secret_env=args.secret_env,
             files=args.files,
         )

@@ -65,6 +65,15 @@ class EngineSpec(SpecModel):
         description="Deadline for /health after start; defaults to one sized to the model.",
     )
 
+    adopt: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*:[0-9]{1,5}$",
+        description="Adopt the engine already serving as '<host>:<port>' (a name in "
+        "fleet.hosts, the port it serves on) instead of starting one: `pulumi up` imports "
+        "it, and restarts it only if it differs from this stack (README 'Adopting a "
+        "running engine'). One node, process runtime; remove it once adopted.",
+    )
+
     @field_validator("name")
     @classmethod
     def _known_engine(cls, value: str) -> str:

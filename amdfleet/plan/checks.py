@@ -316,6 +316,7 @@ def check_engine(resolved: Resolved) -> Issues:
             )
         )
     issues += engine.layout_issues(spec.topology.nodes, spec.parallelism.pp)
+    issues += _adopt_issues(spec)
     issues += _cpu_pipeline_eager(spec, acc)
     if acc.arch == "cpu" and not engine.cpu:
         cpu = [name for name, other in engines.REGISTRY.items() if other.cpu]
@@ -339,6 +340,34 @@ def check_engine(resolved: Resolved) -> Issues:
                 "multi-node engines need host networking (RCCL and Gloo connect between "
                 "nodes on many ports)",
                 "set engine.network: host",
+            )
+        )
+    return issues
+
+
+def _adopt_issues(spec: StackSpec) -> Issues:
+    """``engine.adopt`` names a host of the fleet, on a one-node stack that runs the
+    engine as a process (what a hand-started engine is)."""
+    if spec.engine.adopt is None:
+        return []
+    host = spec.engine.adopt.rsplit(":", 1)[0]
+    names = [h.name for h in spec.fleet.hosts or ()]
+    issues: Issues = []
+    if host not in names:
+        issues.append(
+            config_issue(
+                "engine.adopt",
+                f"{spec.engine.adopt!r} names host {host!r}, which is not in fleet.hosts",
+                f"use <host>:<port> with one of: {', '.join(names) or 'no hosts listed'}",
+            )
+        )
+    if spec.topology.nodes > 1 or spec.engine.runtime != "process":
+        issues.append(
+            config_issue(
+                "engine.adopt",
+                "only a one-node engine run as a process can be adopted (topology.nodes: "
+                f"{spec.topology.nodes}, engine.runtime: {spec.engine.runtime})",
+                "remove engine.adopt, or set topology.nodes: 1 and engine.runtime: process",
             )
         )
     return issues

@@ -178,6 +178,8 @@ class EnginePlan(_Frozen):
     readiness: ReadinessPlan
     python: str
     """The engine's Python interpreter on the nodes (process runtime: its virtualenv's)."""
+    adopt: str | None = None
+    """The running engine to import instead of starting one (``engine.adopt``)."""
 
     @property
     def startup_timeout_s(self) -> int:

@@ -107,6 +107,7 @@ def plan(spec: StackSpec) -> DeploymentPlan:
             container_name=f"amdfleet-{spec.name}",
             readiness=layout.readiness(resolved, model),
             python=python,
+            adopt=spec.engine.adopt,
         ),
         parallelism=parallelism,
         serving=serving,

@@ -5,7 +5,10 @@ One :class:`pulumi.provider.experimental.provider.Provider` serves every type of
 :mod:`~amdfleet.plugin.components`: each call goes to the provider class of the type named
 in its URN, run in a worker thread (providers block on SSH and HTTP), with plain values
 (:mod:`~amdfleet.plugin.values`) and the resource's URN as the ``resource_urn``
-property, which progress reports for and which never reaches the state.
+property, which progress reports for and which never reaches the state. A Read with the
+id alone is an import (``pulumi import``, the ``import_`` option): only an EngineService
+can be imported, from an id that names a host of the stack's fleet config (which Pulumi
+configures the provider with) and the engine's port (:mod:`amdfleet.providers.adoption`).
 
 Stacks created before the plugin hold each resource's pickled dynamic provider under
 ``__provider`` in its outputs. When nothing else changed, :meth:`AmdFleetProvider.diff`
@@ -25,7 +28,9 @@ from typing import Any, TypeVar
 from pulumi.provider.experimental import provider as p
 from pulumi.provider.experimental.property_value import PropertyValue
 
+from amdfleet.errors import AmdFleetError
 from amdfleet.plugin.values import map_from_python, map_to_python
+from amdfleet.providers.adoption import hosts_from_config
 from amdfleet.providers.progress import URN_KEY
 from amdfleet.providers.props import PROVIDER_KEY, plain
 from amdfleet.providers.resource import PACKAGE
@@ -33,6 +38,10 @@ from amdfleet.providers.resource import PACKAGE
 T = TypeVar("T")
 HIDDEN_KEYS = (URN_KEY, PROVIDER_KEY)
 """Properties no diff compares: the URN a call runs for, a legacy pickled provider."""
+
+
+class ImportRefused(AmdFleetError):
+    """``pulumi import`` of a type amdfleet cannot adopt."""
 
 
 def version() -> str:
@@ -48,6 +57,7 @@ class AmdFleetProvider(p.Provider):
 
     def __init__(self, providers: Mapping[str, Any] | None = None) -> None:
         self._given = providers
+        self._fleet: Any = None
 
     @cached_property
     def _providers(self) -> Mapping[str, Any]:
@@ -78,7 +88,11 @@ class AmdFleetProvider(p.Provider):
 
     async def configure(self, request: p.ConfigureRequest) -> p.ConfigureResponse:
         """Secrets arrive marked (progress masks them); no create or update at preview
-        (outputs stay unknown until the update, as providers act on hosts)."""
+        (outputs stay unknown until the update, as providers act on hosts). Keeps the
+        stack's ``amdfleet:fleet`` config (Pulumi configures the default provider with the
+        stack's ``amdfleet:*`` keys): an import id names a host of it."""
+        fleet = request.variables.get(f"{PACKAGE}:config:fleet")
+        self._fleet = fleet if fleet is not None else map_to_python(request.args).get("fleet")
         return p.ConfigureResponse(accept_secrets=True, supports_preview=False)
 
     # -- resources ---------------------------------------------------------------------
@@ -92,7 +106,7 @@ class AmdFleetProvider(p.Provider):
         return p.CheckResponse(inputs=map_from_python(inputs), failures=failures)
 
     async def diff(self, request: p.DiffRequest) -> p.DiffResponse:
-        olds = map_to_python(request.old_state)
+        olds = {**map_to_python(request.old_state), URN_KEY: request.urn}
         news = map_to_python(request.new_inputs)
         result = await self._run(self._for(request.type).diff, request.resource_id, olds, news)
         replaces = list(result.replaces or [])
@@ -118,6 +132,11 @@ class AmdFleetProvider(p.Provider):
         return p.CreateResponse(resource_id=result.id, properties=_outputs(result.outs))
 
     async def read(self, request: p.ReadRequest) -> p.ReadResponse:
+        """A refresh (the resource's outputs and inputs given), or an import (the id
+        alone): then the type's provider adopts what the id names (only EngineService
+        can: :mod:`amdfleet.providers.adoption`) and returns its inputs as well."""
+        if not request.properties and not request.inputs:
+            return await self._adopt(request)
         outputs = map_to_python(request.properties)
         inputs = map_to_python(request.inputs)
         props = {**inputs, **outputs, URN_KEY: request.urn}
@@ -128,6 +147,21 @@ class AmdFleetProvider(p.Provider):
             resource_id=result.id,
             properties=_outputs(result.outs or {}),
             inputs=request.inputs,
+        )
+
+    async def _adopt(self, request: p.ReadRequest) -> p.ReadResponse:
+        provider = self._for(request.type)
+        adopt = getattr(provider, "adopt", None)
+        if adopt is None:
+            name = request.type.rsplit(":", 1)[-1]
+            raise ImportRefused(
+                f"amdfleet cannot import a {name}: only an EngineService (a running engine, "
+                "id <host>:<port>) can be imported; the program creates the rest"
+            )
+        hosts = await self._run(hosts_from_config, self._fleet)
+        id_, inputs, outputs = await self._run(adopt, request.resource_id, hosts, request.urn)
+        return p.ReadResponse(
+            resource_id=id_, properties=_outputs(outputs), inputs=_outputs(inputs)
         )
 
     async def update(self, request: p.UpdateRequest) -> p.UpdateResponse:

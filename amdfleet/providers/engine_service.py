@@ -14,7 +14,10 @@ supervisor would restart it). ``read`` (``pulumi refresh``) checks the same way,
 included, and reports what it found (``not_ready``, and a warning with the log tail).
 ``update`` restarts only when the rendered content or a secret changed, or when refresh
 found the engine not serving. ``delete`` stops the engine and removes its directory;
-deleting something already gone succeeds. A multi-node engine is an
+deleting something already gone succeeds. ``adopt`` imports an engine amdfleet did not
+start (``pulumi import``, ``engine.adopt``; :mod:`~amdfleet.providers.adoption`): it
+runs on as started until a difference from the stack restarts it, and refresh, update
+and delete act on it by its pid. A multi-node engine is an
 :class:`~amdfleet.providers.engine_cluster.EngineCluster` instead.
 
 Progress (:mod:`amdfleet.providers.progress`): the resource's status shows each phase
@@ -42,9 +45,12 @@ from pulumi.dynamic import (
 from pydantic import Field, model_validator
 
 from amdfleet.errors import RemoteError
+from amdfleet.providers import adoption
+from amdfleet.providers.adoption import AdoptedEngine
 from amdfleet.providers.cloud_host import gone_with_instance
 from amdfleet.providers.engine_node import (
     CALL_TIMEOUT,
+    STOP_TIMEOUT,
     EngineFile,
     EngineProps,
     ReadinessCheck,
@@ -60,9 +66,10 @@ from amdfleet.providers.engine_node import (
     upload,
     with_fingerprints,
 )
-from amdfleet.providers.progress import ResourceProgress, format_duration
-from amdfleet.providers.props import changed_keys
+from amdfleet.providers.progress import URN_KEY, ResourceProgress, format_duration
+from amdfleet.providers.props import changed_keys, plain
 from amdfleet.providers.resource import AmdFleetResource
+from amdfleet.remote import adoption as adopt_facts
 from amdfleet.remote.engine import (
     API_KEY_VAR,
     EngineLayout,
@@ -98,6 +105,19 @@ class EngineServiceProps(EngineProps):
     files: dict[str, EngineFile] = Field(description="Rendered files by file name.")
     container: str | None = Field(None, description="The engine's container (docker).")
     readiness: ReadinessCheck = Field(description="When the engine counts as started.")
+    adopted: AdoptedEngine | None = Field(
+        None,
+        description="Output of an import: the running engine amdfleet adopted and did not "
+        "start (None once amdfleet started it).",
+    )
+
+    def to_outputs(self, **outputs: Any) -> dict[str, Any]:
+        """The outputs, with ``adopted`` only for an adopted engine (its key hashes
+        secret)."""
+        data = super().to_outputs(**outputs)
+        if data.get("adopted") is None:
+            data.pop("adopted", None)
+        return adoption.wrap_key_hashes(data)
 
     @property
     def unit(self) -> str:
@@ -157,8 +177,12 @@ class EngineServiceProvider(ResourceProvider):
         running and, on a node that serves the API, the health path answers 200 (an API
         server that died while its worker processes linger is not running) and one token
         comes back in time. An engine its supervisor is restarting, or gave up on, is not
-        running. What was seen goes into ``not_ready`` and a warning, with the log tail."""
+        running. What was seen goes into ``not_ready`` and a warning, with the log tail.
+        An adopted engine (:mod:`~amdfleet.providers.adoption`) runs while its pid is the
+        process adopted and its health path answers 200."""
         p = EngineServiceProps.from_inputs(props)
+        if p.adopted is not None:
+            return ReadResult(id_=id_, outs=_read_adopted(p, p.adopted, props))
         layout = EngineLayout(p.remote_dir)
         with _open(p) as conn, ResourceProgress.for_resource(props) as progress:
             supervisor = node_supervisor(conn, layout, p.unit, p.container)
@@ -171,25 +195,69 @@ class EngineServiceProvider(ResourceProvider):
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         """Restart on changed content, secrets or readiness check, or when refresh found
-        the engine not running; replace on another host/dir."""
+        the engine not running; replace on another host/dir. An adopted engine restarts
+        only when it differs from what the stack runs (each difference is reported as a
+        warning) or no longer runs (:func:`~amdfleet.providers.adoption.adoption_diff`)."""
+        if olds.get("adopted"):
+            result, differences = adoption.adoption_diff(olds, news)
+            if differences:
+                with ResourceProgress.for_resource(olds) as progress:
+                    progress.warn(
+                        "the adopted engine differs from the stack, so `up` restarts it "
+                        "the stack's way, under amdfleet's supervisor:\n  "
+                        + "\n  ".join(differences)
+                    )
+            return result
         return engine_diff(olds, news, changed_keys(olds, news, REPLACE_ON))
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        """Stop the running engine, upload the new files and start again."""
+        """Stop the running engine (an adopted one by its pid), upload the new files and
+        start again."""
         p = EngineServiceProps.from_inputs(news)
         with ResourceProgress.for_resource(news) as progress:
+            _stop_adopted(p, olds, progress)
             _deploy(p, progress)
         return UpdateResult(outs=p.started_outputs())
 
     @gone_with_instance
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         """Stop the engine under whichever supervisor ran it (unit, container or
-        supervisor loop) and remove its directory. Idempotent."""
+        supervisor loop; an adopted engine by its pid) and remove its directory.
+        Idempotent."""
         p = EngineServiceProps.from_inputs(props)
         layout = EngineLayout(p.remote_dir)
+        with ResourceProgress.for_resource(props) as progress:
+            _stop_adopted(p, props, progress)
         with ResourceProgress.for_resource(props) as progress, _open(p) as conn:
             progress.step(f"stopping the engine and removing {layout.remote_dir}")
             stop_and_remove(conn, layout, p.unit, p.container)
+
+    def adopt(
+        self, id_: str, hosts: Mapping[str, HostTarget], urn: str
+    ) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        """An import: the engine serving on the port the id ``<host>:<port>`` names,
+        found on that host (one of ``hosts``, the stack's ``fleet.hosts``). Returns the id,
+        the inputs and the outputs of its state; changes nothing on the host.
+
+        Raises ConfigError for an id that is malformed or names no stack host, RemoteError
+        when nothing listens on the port or the host lacks ``ss``, ``ps`` or ``pkill``.
+        """
+        host, port = adoption.parse_id(id_, hosts)
+        with open_engine_host(host, {}) as conn:
+            command = adopt_facts.engine_facts_command(port, adoption.KEY_VARS)
+            output = conn.run(command, timeout=CALL_TIMEOUT).stdout
+        try:
+            found = adopt_facts.parse_engine_facts(output)
+        except adopt_facts.MissingTool as e:
+            raise adoption.missing_tool(host, str(e)) from e
+        if found is None:
+            raise adoption.not_found(host, port)
+        state = adoption.observed_state(host, port, found, adoption.stack_of(urn))
+        p = EngineServiceProps.from_inputs(state)
+        adopted = AdoptedEngine.model_validate(state["adopted"])
+        outputs = _read_adopted(p, adopted, {URN_KEY: urn})
+        inputs = {k: v for k, v in state.items() if k != "adopted"}
+        return id_, inputs, {**outputs, "started_at": adopt_facts.iso_time(found.started)}
 
 
 class EngineService(
@@ -242,6 +310,39 @@ def _deploy(p: EngineServiceProps, progress: ResourceProgress) -> None:
             raise start_error(
                 conn.host, layout, e, supervisor.log_source, tail, NOTHING_LEFT_HINT
             ) from e
+
+
+def _read_adopted(
+    p: EngineServiceProps, adopted: AdoptedEngine, props: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The outputs of a read of an adopted engine: running while its pid is the process
+    adopted and its health path answers 200."""
+    alive = adopt_facts.same_process(adopted.pid, adopted.started)
+    with _open(p) as conn, ResourceProgress.for_resource(props) as progress:
+        command = readiness_command(alive, p.readiness.base_url, ("/health",))
+        result = parse_readiness(conn.run(command, timeout=CALL_TIMEOUT, stdin="").stdout)
+        problem = None
+        if not result.alive:
+            problem = f"the adopted engine (pid {adopted.pid}) is not running"
+        elif not result.ready(("/health",)):
+            problem = f"/health answered {result.statuses.get('/health', (0, ''))[0] or 'nothing'}"
+        if problem:
+            progress.warn(f"[{p.host.name}] the engine does not serve: {problem}")
+    return p.to_outputs(running=problem is None, not_ready=problem)
+
+
+def _stop_adopted(
+    p: EngineServiceProps, state: Mapping[str, Any], progress: ResourceProgress
+) -> None:
+    """Stop the adopted engine ``state`` records, if any (by pid, guarded by its start
+    time; nothing when that process is gone)."""
+    recorded = plain(state.get("adopted"))
+    if not recorded:
+        return
+    adopted = AdoptedEngine.model_validate(recorded)
+    progress.step(f"stopping the adopted engine (pid {adopted.pid})")
+    with _open(p) as conn:
+        conn.run(adopt_facts.stop_command(adopted.pid, adopted.started), timeout=STOP_TIMEOUT)
 
 
 def _open(p: EngineServiceProps) -> Connection:
