@@ -44,7 +44,7 @@ JsonDict = dict[str, Any]
 
 ANY: JsonDict = {"$ref": "pulumi.json#/Any"}
 PRIMITIVES = ("boolean", "integer", "number", "string")
-OUTPUT_ONLY = ("Output", "Added by check:")
+OUTPUT_ONLY = ("Output:", "Output of refresh:", "Output of an import:", "Added by check:")
 """How the description of a field the provider sets (never a program) begins."""
 
 DESCRIPTION = (

@@ -236,7 +236,9 @@ def test_schema_command_prints_and_writes_the_package_schema(tmp_path: Path) -> 
 
 def _output_only(model: type[ProviderProps], name: str) -> bool:
     description = model.model_fields[name].description or ""
-    return description.startswith(("Output:", "Output of refresh:", "Added by check:"))
+    return description.startswith(
+        ("Output:", "Output of refresh:", "Output of an import:", "Added by check:")
+    )
 
 
 def _described_things(schema: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
