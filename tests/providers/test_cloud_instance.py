@@ -118,7 +118,7 @@ def _inputs(
         **override,
     }
     props = CloudInstanceProps.model_validate(fields)
-    return host.check(props.to_inputs(api_token=secret(TOKEN))).inputs
+    return host.check(props.to_inputs(api_token=secret(TOKEN)), urn=URN).inputs
 
 
 def _url(server: DigitalOceanServer | VultrServer | HotAisleServer) -> str:

@@ -91,7 +91,7 @@ def _props(lab: HostLab, **fabric: Any) -> FabricCheckProps:
 
 
 def _inputs(host: ProviderHost, props: FabricCheckProps) -> dict[str, Any]:
-    return host.check(props.to_inputs()).inputs
+    return host.check(props.to_inputs(), urn=URN).inputs
 
 
 def _nothing_left(lab: HostLab) -> None:
