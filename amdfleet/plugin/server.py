@@ -16,10 +16,12 @@ things amdfleet needs:
   as Python prints it, ``Traceback (most recent call last):`` to ``<Type>: <message>``
   (the SDK's servicer would show the frames but only ``Unexpected <class 'Exception'>``
   for its type);
-* **delete sees the last inputs**: the engine sends them beside the outputs, the SDK
-  passes only the outputs; a provider needs an input it keeps out of its outputs (a
-  secret, like the cloud API token that deletes an instance). Outputs win where both
-  have a key. Read receives both through the SDK already.
+* **diff and delete see the last inputs**: the engine sends them beside the outputs,
+  the SDK passes only the outputs; a provider needs an input it keeps out of its outputs
+  (a secret, like the cloud API token that deletes an instance), and the diff the CLI
+  shows compares inputs, so such an input would otherwise show as added on every change.
+  Outputs win where both have a key. Read receives both through the SDK already; update
+  gets the outputs alone (what it returns for a legacy state must not gain the inputs).
 
 Usage: ``pulumi-resource-amdfleet ENGINE_ADDRESS`` (what the engine runs).
 """
@@ -89,7 +91,8 @@ Handler = Callable[[Any, Any], Awaitable[Any]]
 
 
 class AmdFleetServicer(ProviderServicer):
-    """The SDK's servicer, with amdfleet's errors plain and Delete given the inputs."""
+    """The SDK's servicer, with amdfleet's errors plain and Diff and Delete given the
+    last inputs."""
 
     async def _plain(self, call: Handler, request: Any, context: Any) -> Any:
         try:
@@ -104,8 +107,11 @@ class AmdFleetServicer(ProviderServicer):
     async def Check(self, request: Any, context: Any) -> Any:
         return await self._plain(super().Check, request, context)
 
-    async def Diff(self, request: Any, context: Any) -> Any:
-        return await self._plain(super().Diff, request, context)
+    async def Diff(self, request: provider_pb2.DiffRequest, context: Any) -> Any:
+        merged = provider_pb2.DiffRequest()
+        merged.CopyFrom(request)
+        merged.olds.CopyFrom(under(request.old_inputs, request.olds))
+        return await self._plain(super().Diff, merged, context)
 
     async def Create(self, request: Any, context: Any) -> Any:
         return await self._plain(super().Create, request, context)

@@ -158,11 +158,12 @@ def test_check_failures_and_unknowns(sample_host: ProviderHost, tmp_path: Path) 
     assert (diff.changes, diff.replaces) == (True, ["path"])
 
 
-def test_read_and_delete_see_the_inputs(sample_host: ProviderHost, tmp_path: Path) -> None:
+def test_read_diff_and_delete_see_the_inputs(sample_host: ProviderHost, tmp_path: Path) -> None:
     """The token is an input the outputs never hold: read can check the token file only
-    because the plugin passes the inputs, and delete, which refuses to remove a file
-    without its token, only because the plugin merges the last inputs under the outputs
-    (the SDK alone passes delete the outputs)."""
+    because the plugin passes the inputs; diff does not list it as added beside a real
+    change, and delete, which refuses to remove a file without its token, succeeds, only
+    because the plugin merges the last inputs under the outputs (the SDK alone passes
+    diff and delete the outputs)."""
     path = tmp_path / "deep" / "local.txt"
     urn = sample_host.urn("local", SAMPLE_FILE)
     checked = sample_host.check(_props({"connection": "local"}, str(path)), urn=urn).inputs
@@ -173,6 +174,12 @@ def test_read_and_delete_see_the_inputs(sample_host: ProviderHost, tmp_path: Pat
     read = sample_host.read(created.id, created.outputs, inputs=checked, urn=urn)
     assert read.outputs["token_ok"] is True and "token" not in read.outputs
     assert read.inputs == checked  # the inputs go back to the state unchanged
+
+    changed = sample_host.check(_props({"connection": "local"}, str(path), "bye\n"), urn=urn)
+    diff = sample_host.diff(
+        created.id, created.outputs, changed.inputs, old_inputs=checked, urn=urn
+    )
+    assert (diff.changes, diff.detailed) == (True, {"content": "UPDATE"})  # no "+ token"
 
     with pytest.raises(ProviderCallError) as refused:  # the engine always sends old_inputs
         sample_host.delete(created.id, created.outputs, urn=urn)
@@ -268,14 +275,20 @@ def test_a_dynamic_resource_moves_to_the_plugin_without_touching_its_host(
         PROVIDER_KEY: secret(serialize_provider(SshHostProvider())),
     }
 
-    diff = provider_host.diff("host9", legacy_outputs, inputs.inputs, urn=urn)
+    # A dynamic resource had its pickled provider among its inputs too.
+    legacy_inputs = {**inputs.inputs, PROVIDER_KEY: legacy_outputs[PROVIDER_KEY]}
+    diff = provider_host.diff(
+        "host9", legacy_outputs, inputs.inputs, old_inputs=legacy_inputs, urn=urn
+    )
     assert (diff.changes, diff.replaces, diff.detailed) == (True, [], {PROVIDER_KEY: "DELETE"})
-    moved = provider_host.update("host9", legacy_outputs, inputs.inputs, urn=urn)
+    moved = provider_host.update(
+        "host9", legacy_outputs, inputs.inputs, old_inputs=legacy_inputs, urn=urn
+    )
     expected = {k: v for k, v in legacy_outputs.items() if k != PROVIDER_KEY}
     assert moved == expected
     assert not _attempted(listener)
 
     elsewhere = SshHostProps(host=target, requirement=replace(CPU, weights_dir="/srv"))
     changed = provider_host.check(elsewhere.to_inputs(), urn=urn).inputs
-    real = provider_host.diff("host9", legacy_outputs, changed, urn=urn)
+    real = provider_host.diff("host9", legacy_outputs, changed, old_inputs=legacy_inputs, urn=urn)
     assert (real.changes, real.detailed) == (True, {"requirement": "UPDATE"})
