@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from pulumi.provider.experimental import provider as p
 from pulumi.provider.experimental.property_value import PropertyValue
 
+from amdfleet.errors import AmdFleetError
 from amdfleet.plugin.values import map_from_python, map_to_python
 from amdfleet.providers.progress import URN_KEY
 from amdfleet.providers.props import PROVIDER_KEY, plain
@@ -62,7 +63,10 @@ class AmdFleetProvider(p.Provider):
             return self._providers[type_]
         except KeyError:
             known = ", ".join(sorted(self._providers))
-            raise ValueError(f"amdfleet has no resource type {type_}; it serves {known}") from None
+            raise AmdFleetError(
+                f"the amdfleet plugin {version()} has no resource type {type_}; it serves "
+                f"{known}\n  hint: use one amdfleet release for the program and the plugin"
+            ) from None
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.to_thread(fn, *args)
