@@ -1,13 +1,14 @@
 """Drive amdfleet's provider plugin over gRPC, call by call, as the Pulumi engine does.
 
 The process is the one the engine starts for the package ``amdfleet``:
-``python -u -m amdfleet.plugin [ENGINE_ADDRESS]`` (what the ``pulumi-resource-amdfleet``
-console script runs), with the repository as cwd and ``PYTHONPATH`` kept, so a worktree's
-``amdfleet`` is the one served. It prints a port and serves the
-``pulumirpc.ResourceProvider`` gRPC service. Whole programs run under the real CLI
-(tests/support/pulumi_cli.py); this is the faster, unit-level seam. A test-only plugin
-serving other providers through the same server (tests/support/sample_plugin.py) starts
-with ``module=``.
+``python -u -m amdfleet.plugin ENGINE_ADDRESS`` (what the ``pulumi-resource-amdfleet``
+console script runs; the address of a real ``pulumirpc.Engine`` service,
+tests/support/engine_log.py, where providers report progress), with the repository as
+cwd and ``PYTHONPATH`` kept, so a worktree's ``amdfleet`` is the one served. It prints a
+port and serves the ``pulumirpc.ResourceProvider`` gRPC service. Whole programs run
+under the real CLI (tests/support/pulumi_cli.py); this is the faster, unit-level seam. A
+test-only plugin serving other providers through the same server
+(tests/support/sample_plugin.py) starts with ``module=``.
 
 :class:`ProviderHost` starts it and calls Configure, Check, Diff, Create, Read, Update and
 Delete with the engine's conventions:
@@ -19,7 +20,8 @@ Delete with the engine's conventions:
 * Configure says ``acceptSecrets``; the plugin accepts them, so secrets cross the wire
   marked (protobuf Structs holding the secret signature) both ways, and the engine
   re-marks nothing: an output is secret only where the plugin marked it. Nulls stay
-  where they are, at any depth, as the engine stores them.
+  where they are, at any depth, as the engine stores them, except that Check never
+  gets a top-level None (a program's SDK drops those).
 * Check receives the previous *inputs*; Diff and Update the previous *outputs* as
   ``olds`` plus ``old_inputs``; Read the last outputs and inputs; Delete the last outputs
   and ``old_inputs``. Check and Diff accept unknowns (preview).
