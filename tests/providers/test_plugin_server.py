@@ -181,7 +181,7 @@ def test_read_diff_and_delete_see_the_inputs(sample_host: ProviderHost, tmp_path
     )
     assert (diff.changes, diff.detailed) == (True, {"content": "UPDATE"})  # no "+ token"
 
-    with pytest.raises(ProviderCallError) as refused:  # the engine always sends old_inputs
+    with pytest.raises(ProviderCallError) as refused:  # the outputs alone, as the SDK passed
         sample_host.delete(created.id, created.outputs, urn=urn)
     assert refused.value.message.endswith(f"refusing to delete {path}: not its token")
     assert path.exists()
