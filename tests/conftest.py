@@ -1,9 +1,11 @@
-"""Shared fixtures: real SSH hosts, the SDK's dynamic-provider host and a PostgreSQL server.
+"""Shared fixtures: real SSH hosts, amdfleet's provider plugin and a PostgreSQL server.
 
 ``hostlab(n)`` boots ``n`` real SSH hosts (see tests/support/hostlab.py); every lab it
 made is torn down at the end of the session, and a lab may be closed earlier with
-``with hostlab(1) as lab:``. ``provider_host`` is a running ``python -m pulumi.dynamic``
-for this repository. ``postgres`` is the session's one private PostgreSQL server
+``with hostlab(1) as lab:``. ``provider_host`` is a running ``python -m amdfleet.plugin``
+for this repository (tests/support/pulumi_host.py), started with the address of
+``engine_log``, a real ``pulumirpc.Engine`` service recording the progress providers send
+(tests/support/engine_log.py). ``postgres`` is the session's one private PostgreSQL server
 (tests/support/postgres.py); each module makes its own database on it. Whole programs run
 under the real Pulumi CLI (tests/support/pulumi_cli.py).
 
@@ -21,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from amdfleet.interrupts import deliver_interrupts
+from tests.support.engine_log import EngineLog
 from tests.support.hostlab import HostLab, LabError, LabFactory
 from tests.support.postgres import PostgresServer, missing_reason
 from tests.support.prerequisites import FIXTURE_MARKERS, missing
@@ -67,9 +70,19 @@ def hostlab() -> Iterator[LabFactory]:
 
 
 @pytest.fixture(scope="session")
-def provider_host() -> Iterator[ProviderHost]:
-    """The SDK's dynamic-provider host, started with this repository as project root."""
-    with ProviderHost.start(REPO_ROOT, project="amdfleet", stack="test") as host:
+def engine_log() -> Iterator[EngineLog]:
+    """The engine's log service; tests read the messages of their own resource URNs."""
+    with EngineLog() as log:
+        yield log
+
+
+@pytest.fixture(scope="session")
+def provider_host(engine_log: EngineLog) -> Iterator[ProviderHost]:
+    """amdfleet's provider plugin as the Pulumi CLI starts it (this repository as cwd, the
+    engine's address as its argument), configured."""
+    with ProviderHost.start(
+        REPO_ROOT, project="amdfleet", stack="test", engine=engine_log.address
+    ) as host:
         host.configure({})
         yield host
 

@@ -73,7 +73,10 @@ class AmdFleetProvider(p.Provider):
             return self._providers[type_]
         except KeyError:
             known = ", ".join(sorted(self._providers))
-            raise ValueError(f"amdfleet has no resource type {type_}; it serves {known}") from None
+            raise AmdFleetError(
+                f"the amdfleet plugin {version()} has no resource type {type_}; it serves "
+                f"{known}\n  hint: use one amdfleet release for the program and the plugin"
+            ) from None
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.to_thread(fn, *args)

@@ -13,12 +13,16 @@ things amdfleet needs:
   every error (of a resource call or a component's construct). An
   :class:`~amdfleet.errors.AmdFleetError` (what failed, on which host, the command, the
   last lines of its output, how to fix it; a component's invalid stack) reaches the user as
-  ``amdfleet.errors.<Type>: <message>`` alone; any other exception keeps its traceback
-  (it would be a bug in amdfleet);
-* **delete sees the last inputs**: the engine sends them beside the outputs, the SDK
-  passes only the outputs; a provider needs an input it keeps out of its outputs (a
-  secret, like the cloud API token that deletes an instance). Outputs win where both
-  have a key. Read receives both through the SDK already.
+  ``amdfleet.errors.<Type>: <message>`` alone; any other exception (a bug in amdfleet)
+  as Python prints it, ``Traceback (most recent call last):`` to ``<Type>: <message>``
+  (the SDK's servicer would show the frames but only ``Unexpected <class 'Exception'>``
+  for its type);
+* **diff and delete see the last inputs**: the engine sends them beside the outputs,
+  the SDK passes only the outputs; a provider needs an input it keeps out of its outputs
+  (a secret, like the cloud API token that deletes an instance), and the diff the CLI
+  shows compares inputs, so such an input would otherwise show as added on every change.
+  Outputs win where both have a key. Read receives both through the SDK already; update
+  gets the outputs alone (what it returns for a legacy state must not gain the inputs).
 
 Usage: ``pulumi-resource-amdfleet ENGINE_ADDRESS`` (what the engine runs).
 """
@@ -30,11 +34,13 @@ import asyncio
 import contextlib
 import os
 import sys
+import traceback
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
+from pulumi.provider.experimental import provider as p
 from pulumi.provider.experimental.server import ProviderServicer
 from pulumi.runtime.proto import provider_pb2, provider_pb2_grpc
 
@@ -74,26 +80,39 @@ def describe(error: AmdFleetError) -> str:
     return f"{kind.__module__}.{kind.__qualname__}: {error}\n"
 
 
+def python_traceback(error: BaseException) -> str:
+    """The traceback of the provider's exception behind ``error``, as Python prints it
+    (the SDK re-raises it as a bare ``Exception`` whose context it is)."""
+    if type(error) is Exception and error.__context__ is not None:
+        error = error.__context__
+    return "".join(traceback.format_exception(error))
+
+
 Handler = Callable[[Any, Any], Awaitable[Any]]
 
 
 class AmdFleetServicer(ProviderServicer):
-    """The SDK's servicer, with amdfleet's errors plain and Delete given the inputs."""
+    """The SDK's servicer, with amdfleet's errors plain and Diff and Delete given the
+    last inputs."""
 
     async def _plain(self, call: Handler, request: Any, context: Any) -> Any:
         try:
             return await call(request, context)
+        except (NotImplementedError, grpc.aio.AbortError):
+            raise  # the SDK's own answer (unimplemented, or input errors it aborted with)
         except Exception as e:
             error = amdfleet_error(e)
-            if error is None:
-                raise
-            await context.abort(grpc.StatusCode.UNKNOWN, describe(error))
+            text = describe(error) if error is not None else python_traceback(e)
+            await context.abort(grpc.StatusCode.UNKNOWN, text)
 
     async def Check(self, request: Any, context: Any) -> Any:
         return await self._plain(super().Check, request, context)
 
-    async def Diff(self, request: Any, context: Any) -> Any:
-        return await self._plain(super().Diff, request, context)
+    async def Diff(self, request: provider_pb2.DiffRequest, context: Any) -> Any:
+        merged = provider_pb2.DiffRequest()
+        merged.CopyFrom(request)
+        merged.olds.CopyFrom(under(request.old_inputs, request.olds))
+        return await self._plain(super().Diff, merged, context)
 
     async def Create(self, request: Any, context: Any) -> Any:
         return await self._plain(super().Create, request, context)
@@ -122,14 +141,16 @@ def under(inputs: Any, outputs: Any) -> Any:
     return merged
 
 
-async def serve(engine: str, args: list[str]) -> None:
-    """Serve until the engine closes the plugin: the port goes to stdout, as the engine
+async def serve(engine: str, args: list[str], provider: p.Provider | None = None) -> None:
+    """Serve ``provider`` (by default :class:`AmdFleetProvider` with every amdfleet
+    resource) until the engine closes the plugin: the port goes to stdout, as the engine
     expects of every plugin."""
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=threads(), thread_name_prefix="amdfleet-provider")
     )
     server = grpc.aio.server(options=_GRPC_OPTIONS)
-    servicer = AmdFleetServicer(args, version(), AmdFleetProvider(), engine_address=engine)
+    provider = provider or AmdFleetProvider()
+    servicer = AmdFleetServicer(args, version(), provider, engine_address=engine)
     provider_pb2_grpc.add_ResourceProviderServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -138,8 +159,9 @@ async def serve(engine: str, args: list[str]) -> None:
     await server.wait_for_termination()
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``pulumi-resource-amdfleet ENGINE_ADDRESS [--logtostderr] [-v=N] ...``."""
+def main(argv: list[str] | None = None, provider: p.Provider | None = None) -> None:
+    """``pulumi-resource-amdfleet ENGINE_ADDRESS [--logtostderr] [-v=N] ...``: serve
+    ``provider`` (see :func:`serve`)."""
     args = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(
         prog="pulumi-resource-amdfleet",
@@ -149,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     known, _ = parser.parse_known_args(args)
     set_engine_address(known.engine)
     with contextlib.suppress(KeyboardInterrupt):  # the engine interrupts to close it
-        asyncio.run(serve(known.engine, args))
+        asyncio.run(serve(known.engine, args, provider))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,10 @@ Providers take and return plain JSON-like Python values, as they did as dynamic
 providers: a secret arrives wrapped in the SDK's secret signature (so progress masks its
 text, and :func:`~amdfleet.providers.props.plain` unwraps it), a value not known yet
 (preview) as :class:`pulumi.output.Unknown`, and numbers as floats.
+
+On the wire an unknown is the string :data:`pulumi.runtime.rpc.UNKNOWN`. The SDK's
+:class:`PropertyValue` (3.272) reads it as that plain string and cannot write its own
+``Computed`` at all, so this module converts the sentinel both ways itself.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from pulumi.runtime import rpc
 def to_python(value: PropertyValue) -> Any:
     """The provider-side value of ``value``."""
     inner = value.value
-    if isinstance(inner, Computed):
+    if isinstance(inner, Computed) or inner == rpc.UNKNOWN:
         plain: Any = Unknown()  # type: ignore[no-untyped-call]
     elif isinstance(inner, ResourceReference):
         plain = inner.urn
@@ -43,11 +47,11 @@ def map_to_python(values: Mapping[str, PropertyValue] | None) -> dict[str, Any]:
 
 def from_python(value: Any) -> PropertyValue:
     """The wire value of a provider-side ``value`` (ints become floats; a value in the
-    secret signature becomes a secret; an Unknown becomes computed)."""
+    secret signature becomes a secret; an Unknown becomes the wire's unknown)."""
     if rpc.is_rpc_secret(value):
         return from_python(rpc.unwrap_rpc_secret(value)).with_secret(True)
     if isinstance(value, Unknown):
-        return PropertyValue.computed()
+        return PropertyValue(rpc.UNKNOWN)
     if value is None or isinstance(value, bool | str | float):
         return PropertyValue(value)
     if isinstance(value, int):

@@ -1,4 +1,4 @@
-"""CloudInstance through the SDK's real dynamic-provider host, against the local cloud
+"""CloudInstance through amdfleet's provider plugin, against the local cloud
 API servers whose instances are real lab SSH hosts booted from the user-data amdfleet
 sent (tests/support/clouds/lab_boot.py).
 
@@ -18,11 +18,7 @@ from typing import Any
 import pytest
 from pulumi.runtime.proto import engine_pb2
 
-from amdfleet.providers.cloud_instance import (
-    CloudInstanceProps,
-    CloudInstanceProvider,
-)
-from amdfleet.providers.progress import URN_KEY
+from amdfleet.providers.cloud_instance import CloudInstance, CloudInstanceProps
 from amdfleet.remote.transport.ssh import connect
 from amdfleet.remote.transport.target import HostTarget
 from tests.support.clouds.digitalocean_server import DigitalOceanServer
@@ -35,12 +31,13 @@ from tests.support.prerequisites import missing
 from tests.support.pulumi_host import (
     ProviderCallError,
     ProviderHost,
+    resource_urn,
     reveal,
     secret,
-    with_provider,
 )
 
 pytestmark = pytest.mark.netns
+URN = resource_urn("cloud", CloudInstance)
 
 TOKEN = "tok-SECRET-3f9a7c21e5"
 TEAM = "lab-team"
@@ -121,9 +118,7 @@ def _inputs(
         **override,
     }
     props = CloudInstanceProps.model_validate(fields)
-    return host.check(
-        with_provider(CloudInstanceProvider(), props.to_inputs(api_token=secret(TOKEN)))
-    ).inputs
+    return host.check(props.to_inputs(api_token=secret(TOKEN)), urn=URN).inputs
 
 
 def _url(server: DigitalOceanServer | VultrServer | HotAisleServer) -> str:
@@ -147,7 +142,7 @@ def test_create_pins_the_injected_host_key_and_delete_confirms(
 ) -> None:
     server = request.getfixturevalue(cloud)
     checked = _inputs(provider_host, cloud, _url(server), user_key)
-    created = provider_host.create(checked)
+    created = provider_host.create(checked, urn=URN)
     out = created.outputs
     assert out["instance_id"] == created.id and lab.running() == [created.id]
     # the key amdfleet generated and sent in the user-data is the one the host presents
@@ -163,9 +158,11 @@ def test_create_pins_the_injected_host_key_and_delete_confirms(
     )
     with connect(target, timeout=10) as conn:  # the pinned key and the user's key work
         assert conn.run("id -un", timeout=10).stdout.strip() == "root"
-    provider_host.delete(created.id, out, old_inputs=checked)
+    provider_host.delete(created.id, out, old_inputs=checked, urn=URN)
     assert lab.running() == []
-    provider_host.delete(created.id, out, old_inputs=checked)  # again: already gone is fine
+    provider_host.delete(
+        created.id, out, old_inputs=checked, urn=URN
+    )  # again: already gone is fine
 
 
 @pytest.mark.parametrize("cloud", ["digitalocean", "vultr", "hotaisle"])
@@ -183,10 +180,10 @@ def test_a_create_answered_500_after_the_commit_adopts_the_instance_and_pins_it(
     server.after_create = "500"
     extra = {"trust_first_use": True} if cloud == "hotaisle" else {}
     checked = _inputs(provider_host, cloud, _url(server), user_key, **extra)
-    created = provider_host.create(checked)
+    created = provider_host.create(checked, urn=URN)
     assert lab.booted == [created.id], "exactly one instance rented, the one adopted"
     assert created.outputs["host_key"].split()[:2] == lab.host_key(created.id).split()[:2]
-    provider_host.delete(created.id, created.outputs, old_inputs=checked)
+    provider_host.delete(created.id, created.outputs, old_inputs=checked, urn=URN)
     assert lab.running() == []
 
 
@@ -196,7 +193,7 @@ def test_stuck_in_provisioning_is_deleted_at_the_deadline(
     digitalocean.stuck = True
     checked = _inputs(provider_host, "digitalocean", digitalocean.url, user_key, boot_timeout_s=1)
     with pytest.raises(ProviderCallError) as caught:
-        provider_host.create(checked)
+        provider_host.create(checked, urn=URN)
     message = caught.value.message
     assert "CloudInstanceError" in message and "still 'new' after 1 s" in message
     assert "the instance was deleted (the cloud confirmed it is gone)" in message
@@ -211,7 +208,7 @@ def test_failed_state_deletes_the_instance(
     hotaisle.inject("state", 200, {"state": "crashed", "host": "hv-07"}, times=100)
     checked = _inputs(provider_host, "hotaisle", hotaisle.url, user_key, trust_first_use=True)
     with pytest.raises(ProviderCallError) as caught:
-        provider_host.create(checked)
+        provider_host.create(checked, urn=URN)
     message = caught.value.message
     assert "reports it failed (status 'crashed')" in message
     assert "the instance was deleted" in message and TOKEN not in message
@@ -224,11 +221,11 @@ def test_429_and_500_during_create_and_poll_are_survived(
     digitalocean.fail(429, retry_after="1", method="POST", path="/v2/droplets")
     digitalocean.fail(500, method="GET", path="/v2/droplets/")
     checked = _inputs(provider_host, "digitalocean", digitalocean.url, user_key)
-    created = provider_host.create(checked)
+    created = provider_host.create(checked, urn=URN)
     statuses = [r.method for r in digitalocean.log if r.path == "/v2/droplets"]
     assert statuses.count("POST") == 2 and len(digitalocean.created) == 1
     assert created.outputs["host_key"].split()[:2] == lab.host_key(created.id).split()[:2]
-    provider_host.delete(created.id, created.outputs, old_inputs=checked)
+    provider_host.delete(created.id, created.outputs, old_inputs=checked, urn=URN)
 
 
 def test_no_capacity_names_the_other_regions_and_creates_nothing(
@@ -237,7 +234,7 @@ def test_no_capacity_names_the_other_regions_and_creates_nothing(
     digitalocean.no_capacity.add(("gpu-mi300x1-192gb", "atl1"))
     checked = _inputs(provider_host, "digitalocean", digitalocean.url, user_key)
     with pytest.raises(ProviderCallError) as caught:
-        provider_host.create(checked)
+        provider_host.create(checked, urn=URN)
     assert "CapacityError" in caught.value.message
     assert "no capacity in atl1 for gpu-mi300x1-192gb: try nyc2" in caught.value.message
     assert digitalocean.created == []
@@ -247,8 +244,8 @@ def test_refresh_of_a_vanished_instance_reports_it_gone_and_delete_succeeds(
     provider_host: ProviderHost, vultr: VultrServer, lab: LabBoot, user_key: UserKey
 ) -> None:
     checked = _inputs(provider_host, "vultr", vultr.url, user_key)
-    created = provider_host.create(checked)
-    read = provider_host.read(created.id, created.outputs, inputs=checked)
+    created = provider_host.create(checked, urn=URN)
+    read = provider_host.read(created.id, created.outputs, inputs=checked, urn=URN)
     assert (
         read.id == created.id
         and read.outputs["public_address"] == created.outputs["public_address"]
@@ -256,9 +253,9 @@ def test_refresh_of_a_vanished_instance_reports_it_gone_and_delete_succeeds(
     _no_secret_in(read.outputs)
     vultr.vanish(created.id)
     assert lab.running() == []
-    gone = provider_host.read(created.id, created.outputs, inputs=checked)
+    gone = provider_host.read(created.id, created.outputs, inputs=checked, urn=URN)
     assert gone.id == ""
-    provider_host.delete(created.id, created.outputs, old_inputs=checked)
+    provider_host.delete(created.id, created.outputs, old_inputs=checked, urn=URN)
     assert vultr.ledger.vanished == [created.id] and vultr.ledger.deleted == []
 
 
@@ -268,7 +265,7 @@ def test_malformed_response_while_polling_deletes_and_leaks_nothing(
     digitalocean.malform(method="GET", path="/v2/droplets/")
     checked = _inputs(provider_host, "digitalocean", digitalocean.url, user_key)
     with pytest.raises(ProviderCallError) as caught:
-        provider_host.create(checked)
+        provider_host.create(checked, urn=URN)
     message = caught.value.message
     assert "malformed response" in message and "the instance was deleted" in message
     assert TOKEN not in message and "PRIVATE KEY" not in message
@@ -280,7 +277,7 @@ def test_hotaisle_without_trust_first_use_is_refused_before_any_call(
 ) -> None:
     checked = _inputs(provider_host, "hotaisle", hotaisle.url, user_key)
     with pytest.raises(ProviderCallError) as caught:
-        provider_host.create(checked)
+        provider_host.create(checked, urn=URN)
     message = caught.value.message
     assert "trust_first_use" in message and "hotaisle takes no cloud-init user-data" in message
     assert hotaisle.calls == []
@@ -290,11 +287,11 @@ def test_hotaisle_with_trust_first_use_pins_the_first_seen_key(
     provider_host: ProviderHost, hotaisle: HotAisleServer, lab: LabBoot, user_key: UserKey
 ) -> None:
     checked = _inputs(provider_host, "hotaisle", hotaisle.url, user_key, trust_first_use=True)
-    created = provider_host.create(checked)
+    created = provider_host.create(checked, urn=URN)
     assert created.id == "vm-01" and hotaisle.ssh_keys == [user_key.public]
     assert created.outputs["host_key"].split()[:2] == lab.host_key("vm-01").split()[:2]
     _no_secret_in(created.outputs)
-    provider_host.delete(created.id, created.outputs, old_inputs=checked)
+    provider_host.delete(created.id, created.outputs, old_inputs=checked, urn=URN)
     assert hotaisle.deleted == ["vm-01"]
 
 
@@ -303,9 +300,9 @@ def test_diff_replaces_on_inputs_but_not_on_token_or_timing(
 ) -> None:
     olds = _inputs(provider_host, "digitalocean", digitalocean.url, user_key)
     rotated = {**olds, "api_token": secret("another-token"), "boot_timeout_s": 99.0}
-    assert provider_host.diff("1", olds, rotated, old_inputs=olds).changes is False
+    assert provider_host.diff("1", olds, rotated, old_inputs=olds, urn=URN).changes is False
     bigger = {**olds, "size": "gpu-mi300x8-1536gb"}
-    assert provider_host.diff("1", olds, bigger, old_inputs=olds).replaces == ["size"]
+    assert provider_host.diff("1", olds, bigger, old_inputs=olds, urn=URN).replaces == ["size"]
     assert digitalocean.created == []
 
 
@@ -315,7 +312,7 @@ def test_another_host_key_is_not_retried_and_the_instance_is_deleted(
     lab.impostor = True
     checked = _inputs(provider_host, "vultr", vultr.url, user_key, boot_timeout_s=120)
     with pytest.raises(ProviderCallError) as caught:
-        provider_host.create(checked)
+        provider_host.create(checked, urn=URN)
     message = caught.value.message
     assert "waiting for SSH with the pinned host key failed: " in message
     assert "host key mismatch" in message and "man-in-the-middle" in message
@@ -327,20 +324,17 @@ def test_another_host_key_is_not_retried_and_the_instance_is_deleted(
 
 
 def test_trust_on_first_use_is_reported_as_a_warning(
-    reporting_host: ProviderHost,
+    provider_host: ProviderHost,
     engine_log: EngineLog,
     hotaisle: HotAisleServer,
     lab: LabBoot,
     user_key: UserKey,
 ) -> None:
-    urn = reporting_host.urn("cloud-tofu")
-    checked = {
-        **_inputs(reporting_host, "hotaisle", hotaisle.url, user_key, trust_first_use=True),
-        URN_KEY: urn,
-    }
-    created = reporting_host.create(checked, urn=urn)
+    urn = provider_host.urn("cloud-tofu", CloudInstance)
+    checked = _inputs(provider_host, "hotaisle", hotaisle.url, user_key, trust_first_use=True)
+    created = provider_host.create(checked, urn=urn)
     warning = engine_log.wait_for(lambda e: e.urn == urn and e.severity == engine_pb2.WARNING)
     assert "trusted the key seen on first use" in warning.message
     assert created.outputs["host_key"] in warning.message
     assert all(TOKEN not in m for m in engine_log.messages(urn))
-    reporting_host.delete(created.id, created.outputs, old_inputs=checked)
+    provider_host.delete(created.id, created.outputs, old_inputs=checked, urn=urn)

@@ -1,4 +1,4 @@
-"""ClusterCheck through the SDK's real dynamic-provider host, on three real SSH hosts.
+"""ClusterCheck through amdfleet's provider plugin, on three real SSH hosts.
 
 Each node's facts are what the real SshHost provider collected on it (the wiring the
 program uses). The faults are real, and each keeps SSH to every host working, so only
@@ -25,12 +25,8 @@ from typing import Any
 
 import pytest
 
-from amdfleet.providers.cluster_check import (
-    ClusterCheckNode,
-    ClusterCheckProps,
-    ClusterCheckProvider,
-)
-from amdfleet.providers.ssh_host import SshHostProps, SshHostProvider
+from amdfleet.providers.cluster_check import ClusterCheck, ClusterCheckNode, ClusterCheckProps
+from amdfleet.providers.ssh_host import SshHost, SshHostProps
 from amdfleet.remote.cluster import engine_version_command
 from amdfleet.remote.engine import EngineLayout
 from amdfleet.remote.process import detached, stop_process_group
@@ -38,10 +34,11 @@ from amdfleet.remote.requirement import HostRequirement
 from amdfleet.remote.transport.ssh import SshConnection
 from amdfleet.remote.transport.target import HostTarget
 from tests.support.hostlab import HostLab, LabFactory, require_netns
-from tests.support.pulumi_host import ProviderCallError, ProviderHost, with_provider
+from tests.support.pulumi_host import ProviderCallError, ProviderHost, resource_urn
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.netns
+URN = resource_urn("cluster-check", ClusterCheck)
 
 ENGINE_DIR = "/opt/amdfleet/cluster-test"
 CPU = HostRequirement(accelerator="cpu", gpu_count=0, runtime="process", weights_dir="/opt")
@@ -64,12 +61,10 @@ def facts(provider_host: ProviderHost, lab: HostLab) -> dict[str, dict[str, Any]
     """Each host's facts, collected by the real SshHost provider."""
     collected = {}
     for i, host in enumerate(lab):
-        props = with_provider(
-            SshHostProvider(), SshHostProps(host=lab.host_target(i), requirement=CPU).to_inputs()
-        )
-        collected[host.name] = provider_host.create(provider_host.check(props).inputs).outputs[
-            "facts"
-        ]
+        urn = provider_host.urn(f"cluster-{host.name}", SshHost)
+        props = SshHostProps(host=lab.host_target(i), requirement=CPU).to_inputs()
+        created = provider_host.create(provider_host.check(props, urn=urn).inputs, urn=urn)
+        collected[host.name] = created.outputs["facts"]
     return collected
 
 
@@ -103,7 +98,7 @@ def _props(
         engine_version_command=version_command,
     )
     inputs = props.to_inputs(facts=facts, image_digests=digests)
-    return with_provider(ClusterCheckProvider(), inputs)
+    return inputs
 
 
 def _target(lab: HostLab, index: int, wrong_key: str | None) -> HostTarget:
@@ -124,8 +119,8 @@ def _checks(outputs: dict[str, Any], name: str) -> dict[str, dict[str, Any]]:
 def test_three_hosts_pass_and_their_interfaces_are_derived(
     provider_host: ProviderHost, lab: HostLab, facts: dict[str, dict[str, Any]]
 ) -> None:
-    inputs = provider_host.check(_props(lab, facts, 29500)).inputs
-    created = provider_host.create(inputs)
+    inputs = provider_host.check(_props(lab, facts, 29500), urn=URN).inputs
+    created = provider_host.create(inputs, urn=URN)
     assert created.outputs["interfaces"] == {"host0": "eth0", "host1": "eth0", "host2": "eth0"}
     reached = _checks(created.outputs, "reach_head")
     head = lab[0].address
@@ -137,10 +132,10 @@ def test_three_hosts_pass_and_their_interfaces_are_derived(
     assert all(c["ok"] for c in created.outputs["checks"])
     with lab.connect(0) as conn:  # the listener is gone: nothing left behind
         assert not _listening(conn, 29500)
-    same = provider_host.diff(created.id, created.outputs, inputs, old_inputs=inputs)
+    same = provider_host.diff(created.id, created.outputs, inputs, old_inputs=inputs, urn=URN)
     assert same.changes is False
-    other = provider_host.check(_props(lab, facts, 29600)).inputs
-    diff = provider_host.diff(created.id, created.outputs, other, old_inputs=inputs)
+    other = provider_host.check(_props(lab, facts, 29600), urn=URN).inputs
+    diff = provider_host.diff(created.id, created.outputs, other, old_inputs=inputs, urn=URN)
     assert (diff.changes, diff.replaces) == (True, [])
 
 
@@ -160,7 +155,9 @@ def test_a_worker_the_head_firewalls_off_is_reported_from_that_worker(
     provider_host: ProviderHost, lab: HostLab, facts: dict[str, dict[str, Any]], firewalled: str
 ) -> None:
     with pytest.raises(ProviderCallError) as caught:
-        provider_host.create(provider_host.check(_props(lab, facts, 29510)).inputs)
+        provider_host.create(
+            provider_host.check(_props(lab, facts, 29510), urn=URN).inputs, urn=URN
+        )
     message = caught.value.message
     assert message.startswith("amdfleet.errors.PreflightError: cluster preflight failed:")
     head = lab[0].address
@@ -198,7 +195,9 @@ def test_a_port_held_by_a_foreign_process_names_it(
         try:
             pid = _holder_pid(conn, 29520)
             with pytest.raises(ProviderCallError) as caught:
-                provider_host.create(provider_host.check(_props(lab, facts, 29520)).inputs)
+                provider_host.create(
+                    provider_host.check(_props(lab, facts, 29520), urn=URN).inputs, urn=URN
+                )
         finally:
             conn.run(stop_process_group("/tmp/holder.pid", 2), timeout=10)
     message = caught.value.message
@@ -222,9 +221,9 @@ def test_the_stacks_running_engine_is_reached_instead(
     with lab.connect(0) as conn:
         _start_holder(conn, 29530, as_engine=True)
         try:
-            inputs = provider_host.check(_props(lab, facts, 29530)).inputs
-            created = provider_host.create(inputs)
-            read = provider_host.read(created.id, created.outputs, inputs=inputs)
+            inputs = provider_host.check(_props(lab, facts, 29530), urn=URN).inputs
+            created = provider_host.create(inputs, urn=URN)
+            read = provider_host.read(created.id, created.outputs, inputs=inputs, urn=URN)
         finally:
             conn.run(stop_process_group(layout.pid, 2) + f"; rm -rf {ENGINE_DIR}", timeout=10)
     head = lab[0].address
@@ -255,7 +254,7 @@ def test_every_failure_of_every_node_is_listed_together(
         wrong_key="host2",
     )
     with pytest.raises(ProviderCallError) as caught:
-        provider_host.create(provider_host.check(props).inputs)
+        provider_host.create(provider_host.check(props, urn=URN).inputs, urn=URN)
     message = caught.value.message
     failures = re.findall(r"^  - \[([\w-]+)\] (\w+):", message, re.M)
     assert failures == [
@@ -297,7 +296,10 @@ def test_engine_versions_are_read_on_each_node_and_compared(
     try:
         with pytest.raises(ProviderCallError) as caught:
             provider_host.create(
-                provider_host.check(_props(lab, facts, 29550, version_command=command)).inputs
+                provider_host.check(
+                    _props(lab, facts, 29550, version_command=command), urn=URN
+                ).inputs,
+                urn=URN,
             )
     finally:
         for i in range(len(lab)):

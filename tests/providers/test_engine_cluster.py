@@ -1,4 +1,4 @@
-"""EngineCluster through the SDK's real dynamic-provider host, on two real SSH hosts.
+"""EngineCluster through amdfleet's provider plugin, on two real SSH hosts.
 
 The launch scripts and env files are the real rendered ones of a two-node vLLM stack
 (process runtime, ``--nnodes 2``, rank 1 ``--headless``), run by the real provider over
@@ -19,17 +19,21 @@ from typing import Any
 import pytest
 
 from amdfleet.components.props import engine_cluster_props
-from amdfleet.providers.engine_cluster import EngineClusterProps, EngineClusterProvider
+from amdfleet.providers.engine_cluster import (
+    EngineCluster,
+    EngineClusterProps,
+)
 from tests.support.fake_stack import fake_engine_plan, install_fake_engine
 from tests.support.hostlab import HostLab, LabFactory
 from tests.support.probes import completes
-from tests.support.pulumi_host import ProviderCallError, ProviderHost, secret, with_provider
+from tests.support.pulumi_host import ProviderCallError, ProviderHost, resource_urn, secret
 from tests.support.waiting import wait_until
 
 API_KEY = "cluster-key-3b9d0e6f1a"
 PORT = 18085
 
 pytestmark = pytest.mark.netns
+URN = resource_urn("engine-cluster", EngineCluster)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +55,7 @@ def _props(lab: HostLab, name: str, generation_timeout_s: int = 60, **env: str) 
     )
     props = EngineClusterProps(nodes=nodes, readiness=readiness)
     keys = secret({"AMDFLEET_API_KEY": API_KEY, "VLLM_API_KEY": API_KEY})
-    return with_provider(EngineClusterProvider(), props.to_inputs(secret_env=keys))
+    return props.to_inputs(secret_env=keys)
 
 
 def _record(lab: HostLab, index: int, name: str) -> dict[str, Any]:
@@ -78,7 +82,7 @@ def _leftovers(lab: HostLab, name: str) -> list[str]:
 def test_create_starts_head_then_worker_refresh_sees_them_and_delete_stops_both(
     provider_host: ProviderHost, lab: HostLab
 ) -> None:
-    urn = provider_host.urn("engine-cluster-life")
+    urn = provider_host.urn("engine-cluster-life", EngineCluster)
     checked = provider_host.check(_props(lab, "cl-life"), urn=urn).inputs
     created = provider_host.create(checked, urn=urn)
     try:
@@ -106,7 +110,7 @@ def test_create_starts_head_then_worker_refresh_sees_them_and_delete_stops_both(
 def test_a_worker_that_dies_at_start_fails_create_with_both_logs_and_leaves_nothing(
     provider_host: ProviderHost, lab: HostLab
 ) -> None:
-    urn = provider_host.urn("engine-cluster-dies")
+    urn = provider_host.urn("engine-cluster-dies", EngineCluster)
     checked = provider_host.check(
         _props(lab, "cl-dies", FAKE_ENGINE_MODE_RANK1="exit"), urn=urn
     ).inputs
@@ -131,7 +135,7 @@ def test_a_worker_that_dies_at_start_fails_create_with_both_logs_and_leaves_noth
 def test_refresh_names_a_dead_worker_and_update_restarts_both_nodes(
     provider_host: ProviderHost, lab: HostLab
 ) -> None:
-    urn = provider_host.urn("engine-cluster-drift")
+    urn = provider_host.urn("engine-cluster-drift", EngineCluster)
     checked = provider_host.check(_props(lab, "cl-drift"), urn=urn).inputs
     created = provider_host.create(checked, urn=urn)
     outs = created.outputs
@@ -166,7 +170,7 @@ def test_a_head_that_answers_health_but_never_completes_is_not_ready(
     """What vLLM's head does once a pipeline stage is gone: /health and /v1/models 200,
     every completion hangs. Readiness does not trust /health: create fails at the
     deadline naming the completion that got no answer."""
-    urn = provider_host.urn("engine-cluster-hang")
+    urn = provider_host.urn("engine-cluster-hang", EngineCluster)
     props = _props(lab, "cl-hang", generation_timeout_s=2, FAKE_ENGINE_MODE_RANK0="hang")
     checked = provider_host.check(props, urn=urn).inputs
     with pytest.raises(ProviderCallError) as caught:
@@ -186,7 +190,7 @@ def test_a_killed_worker_heals_without_pulumi_then_a_spent_bound_is_reported(
     joins the new head: completions succeed again, no provider call in between. Then the
     worker keeps failing until its supervisor's restarts are spent: it says so, and
     refresh reports why."""
-    urn = provider_host.urn("engine-cluster-heal")
+    urn = provider_host.urn("engine-cluster-heal", EngineCluster)
     fail = "/tmp/cl-heal.fail"  # on the worker only: its starts fail while it exists
     props = _props(lab, "cl-heal", generation_timeout_s=2, FAKE_ENGINE_FAIL_IF=fail)
     checked = provider_host.check(props, urn=urn).inputs

@@ -1,6 +1,6 @@
 """The docker runtime's supervisor: dockerd's restart policy, with a real daemon.
 
-Real: the EngineService provider through the SDK's dynamic-provider host, an SSH host in
+Real: the EngineService provider through amdfleet's provider plugin, an SSH host in
 network namespaces whose own ``docker`` CLI reaches ``dockerd`` (tests/support/dockerd.py)
 through its current context, the rendered docker-runtime launch script as the provider
 runs it (``docker run --detach --restart on-failure:5 --pull=never ...``, with amdfleet's
@@ -27,14 +27,14 @@ import pytest
 from amdfleet.components.props import engine_service_props
 from amdfleet.config import parse_stack
 from amdfleet.plan import plan
-from amdfleet.providers.engine_service import EngineServiceProvider
+from amdfleet.providers.engine_service import EngineService
 from amdfleet.render import CONTAINER_SECRETS, SECRETS_LOADER
 from tests.support.dockerd import DockerDaemon, DockerdError, lab_using
 from tests.support.hostlab import SUBNET_PREFIX, HostLab, LabFactory
 from tests.support.models import TINY_ARCHITECTURE
 from tests.support.openai_server import OpenAIServer
 from tests.support.prerequisites import missing
-from tests.support.pulumi_host import ProviderHost, secret, with_provider
+from tests.support.pulumi_host import ProviderHost, resource_urn, secret
 from tests.support.waiting import wait_until
 
 IMAGE = "amdfleet-test/engine-runtime:1"
@@ -50,6 +50,7 @@ _BINARIES = ("/usr/bin/dash", "/usr/bin/sleep")
 _LIBRARIES = ("/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2")
 
 pytestmark = pytest.mark.netns
+URN = resource_urn("engine-docker", EngineService)
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +116,7 @@ def _props(lab: HostLab, name: str, cache_dir: Path) -> dict[str, Any]:
     )
     props = args.inputs()
     props["readiness"]["serves_api"] = False  # see the module docstring
-    return with_provider(EngineServiceProvider(), props)
+    return props
 
 
 def _inspect(docker: DockerDaemon, container: str) -> dict[str, Any] | None:
@@ -156,7 +157,7 @@ def engine_dir(lab: HostLab) -> Iterator[None]:
 def test_dockerd_restarts_a_killed_engine_and_delete_removes_the_container(
     provider_host: ProviderHost, lab: HostLab, docker: DockerDaemon, tmp_path: Path
 ) -> None:
-    urn = provider_host.urn("engine-docker")
+    urn = provider_host.urn("engine-docker", EngineService)
     checked = provider_host.check(_props(lab, "dock", tmp_path / "hf"), urn=urn).inputs
     created = provider_host.create(checked, urn=urn)
     container = checked["container"]
@@ -229,7 +230,7 @@ def test_dockerd_restarts_an_engine_that_exits_for_any_reason_then_gives_up(
     an engine's unrequested exit 0 into status 75 and logs each exit with its status, so
     an engine that stops cleanly, is killed or is ended by a signal is restarted, at most
     5 times; then dockerd gives up and refresh says so."""
-    urn = provider_host.urn("engine-docker-any")
+    urn = provider_host.urn("engine-docker-any", EngineService)
     checked = provider_host.check(_props(lab, "dock", tmp_path / "hf"), urn=urn).inputs
     created = provider_host.create(checked, urn=urn)
     container = checked["container"]
@@ -343,7 +344,7 @@ def test_the_host_watchdog_restarts_the_container_while_the_head_fails_then_dock
     The watchdog keeps watching each new start, which serves again once the head answers.
     The sixth stop is one too many: dockerd leaves the container exited, the watchdog
     exits with nothing left to watch, and refresh says why, with the watchdog's reason."""
-    urn = provider_host.urn("engine-docker-watchdog")
+    urn = provider_host.urn("engine-docker-watchdog", EngineService)
     checked = provider_host.check(_worker_props(lab, tmp_path / "hf", head), urn=urn).inputs
     created = provider_host.create(checked, urn=urn)
     container = checked["container"]
@@ -408,7 +409,7 @@ def test_delete_stops_the_host_watchdog_before_the_container(
 ) -> None:
     """amdfleet's stop ends the watchdog (by its pid file) before ``docker stop``: the
     watchdog process is gone, and it never took the requested stop for a failure."""
-    urn = provider_host.urn("engine-docker-watchdog-delete")
+    urn = provider_host.urn("engine-docker-watchdog-delete", EngineService)
     checked = provider_host.check(_worker_props(lab, tmp_path / "hf", head), urn=urn).inputs
     created = provider_host.create(checked, urn=urn)
     container = checked["container"]

@@ -1,12 +1,12 @@
 """EngineImage staged on a real SSH host by a real Docker engine.
 
-Real: the provider, pickled by dill and run by the SDK's dynamic-provider host over gRPC
-(``provider_host``); an SSH host in network namespaces (``hostlab``) with its own /root,
-/opt and /tmp; that host's ``docker`` CLI running the commands of
-:mod:`amdfleet.remote.images` exactly as the provider sends them; and ``dockerd``
-(tests/support/dockerd.py) with its image store and its builder. The provider's plain
-``docker ...`` commands reach the daemon through the CLI's own config: a docker context
-made the current one in the host's /root (no ``DOCKER_HOST``).
+Real: the provider, run by amdfleet's provider plugin over gRPC (``provider_host``); an
+SSH host in network namespaces (``hostlab``) with its own /root, /opt and /tmp; that
+host's ``docker`` CLI running the commands of :mod:`amdfleet.remote.images` exactly as
+the provider sends them; and ``dockerd`` (tests/support/dockerd.py) with its image store
+and its builder. The provider's plain ``docker ...`` commands reach the daemon through
+the CLI's own config: a docker context made the current one in the host's /root (no
+``DOCKER_HOST``).
 
 The seam is the registry: none is reachable, so nothing here pulls. Images are local: a
 base image made with ``docker import`` from a tarball built here, tags of it, and builds
@@ -30,8 +30,7 @@ from typing import Any
 
 import pytest
 
-from amdfleet.providers.engine_image import EngineImageProps, EngineImageProvider
-from amdfleet.providers.progress import URN_KEY
+from amdfleet.providers.engine_image import EngineImage, EngineImageProps
 from amdfleet.remote.images import DOCKERFILE_LABEL, inspect_command, parse_inspect
 from tests.support.dockerd import DockerDaemon, DockerdError, lab_using
 from tests.support.engine_log import EngineLog
@@ -42,7 +41,7 @@ from tests.support.pulumi_host import (
     DiffOutcome,
     ProviderCallError,
     ProviderHost,
-    with_provider,
+    resource_urn,
 )
 
 BASE = "amdfleet-test/base:1"
@@ -51,6 +50,7 @@ LABEL = "org.amdfleet.test"
 TIMEOUT_S = 120
 
 pytestmark = pytest.mark.netns
+URN = resource_urn("image", EngineImage)
 
 TagFactory = Callable[[], str]
 
@@ -122,7 +122,7 @@ def test_an_image_already_on_the_host_is_used_and_left_on_delete(
     docker.cli("tag", BASE, tag)
     real = docker.image(tag)
     assert real is not None
-    urn = provider_host.urn("image-present")
+    urn = provider_host.urn("image-present", EngineImage)
 
     created = _create(provider_host, _props(lab, tag), urn)
 
@@ -147,7 +147,7 @@ def test_a_dockerfile_is_built_on_the_host_and_removed_on_delete(
 ) -> None:
     tag, token = tags(), uuid.uuid4().hex
     build_dir = f"/opt/amdfleet/build-{token[:8]}-image"
-    urn = provider_host.urn("image-built")
+    urn = provider_host.urn("image-built", EngineImage)
     props = _props(lab, tag, dockerfile=_dockerfile(token), build_dir=build_dir)
 
     created = _create(provider_host, props, urn)
@@ -178,7 +178,7 @@ def test_a_tag_built_from_another_dockerfile_is_rebuilt_not_adopted(
     an older Dockerfile (or from someone else) gets this Dockerfile's build."""
     tag, first, second = tags(), uuid.uuid4().hex, uuid.uuid4().hex
     docker.cli("tag", BASE, tag)  # the tag exists, built by nobody we know
-    urn = provider_host.urn("image-stale")
+    urn = provider_host.urn("image-stale", EngineImage)
     created = _create(provider_host, _props(lab, tag, dockerfile=_dockerfile(first)), urn)
     real = docker.image(tag)
     assert real is not None and real["Config"]["Labels"][LABEL] == first
@@ -231,7 +231,7 @@ def test_a_failing_build_reports_its_output_and_leaves_nothing(
     props = _props(lab, tag, dockerfile=f"FROM {BASE}\n{step}\n", build_dir=build_dir)
 
     with pytest.raises(ProviderCallError) as info:
-        _create(provider_host, props, provider_host.urn("image-fail"))
+        _create(provider_host, props, provider_host.urn("image-fail", EngineImage))
 
     message = info.value.message
     label = f"{DOCKERFILE_LABEL}={props['dockerfile_hash']}"
@@ -254,7 +254,7 @@ def test_an_image_removed_behind_the_providers_back_is_rebuilt_by_a_replacement(
     provider_host: ProviderHost, lab: HostLab, docker: DockerDaemon, tags: TagFactory
 ) -> None:
     tag, token = tags(), uuid.uuid4().hex
-    urn = provider_host.urn("image-gone")
+    urn = provider_host.urn("image-gone", EngineImage)
     props = _props(lab, tag, dockerfile=_dockerfile(token), build_dir="/opt/amdfleet/gone-image")
     created = _create(provider_host, props, urn)
     docker.cli("image", "rm", tag)
@@ -278,7 +278,7 @@ def test_a_new_dockerfile_replaces_the_image_under_the_same_tag(
     provider_host: ProviderHost, lab: HostLab, docker: DockerDaemon, tags: TagFactory
 ) -> None:
     tag = tags()
-    urn = provider_host.urn("image-rebuilt")
+    urn = provider_host.urn("image-rebuilt", EngineImage)
     build_dir = "/opt/amdfleet/rebuilt-image"
     first = _create(
         provider_host, _props(lab, tag, dockerfile=_dockerfile("one"), build_dir=build_dir), urn
@@ -306,7 +306,7 @@ def test_diff_replaces_on_another_image_or_dockerfile(
 ) -> None:
     tag = tags()
     docker.cli("tag", BASE, tag)
-    urn = provider_host.urn("image-diff")
+    urn = provider_host.urn("image-diff", EngineImage)
     created = _create(provider_host, _props(lab, tag), urn)
 
     def diff(image: str = tag, **changes: Any) -> tuple[bool | None, list[str], bool]:
@@ -330,7 +330,7 @@ def test_keep_on_delete_changes_in_place_and_keeps_a_built_image(
     provider_host: ProviderHost, lab: HostLab, docker: DockerDaemon, tags: TagFactory
 ) -> None:
     tag = tags()
-    urn = provider_host.urn("image-keep")
+    urn = provider_host.urn("image-keep", EngineImage)
     built = {"dockerfile": _dockerfile("keep"), "build_dir": "/opt/amdfleet/keep-image"}
     created = _create(provider_host, _props(lab, tag, **built), urn)
 
@@ -373,7 +373,7 @@ def _props(
         "keep_on_delete": False,
     }
     props = EngineImageProps(**{**fields, **overrides})
-    return with_provider(EngineImageProvider(), props.to_inputs())
+    return props.to_inputs()
 
 
 def _create(provider_host: ProviderHost, props: dict[str, Any], urn: str) -> CreateOutcome:
@@ -411,19 +411,19 @@ def _sh(docker: DockerDaemon, command: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_a_build_shows_docker_s_output_and_notes_what_it_made(
-    reporting_host: ProviderHost,
+    provider_host: ProviderHost,
     engine_log: EngineLog,
     lab: HostLab,
     docker: DockerDaemon,
     tags: TagFactory,
 ) -> None:
-    """Through the host started with an engine address, as the Pulumi CLI starts it."""
+    """Through the plugin started with an engine address, as the Pulumi CLI starts it."""
     tag, token = tags(), uuid.uuid4().hex
-    urn = reporting_host.urn("image-progress")
+    urn = provider_host.urn("image-progress", EngineImage)
     props = _props(lab, tag, dockerfile=_dockerfile(token), build_dir="/opt/amdfleet/p-image")
 
-    created = _create(reporting_host, {**props, URN_KEY: urn}, urn)
-    reporting_host.delete(created.id, created.outputs, urn=urn)
+    created = _create(provider_host, props, urn)
+    provider_host.delete(created.id, created.outputs, urn=urn)
 
     statuses = engine_log.messages(urn, ephemeral=True)
     assert statuses[:2] == [f"looking for {tag} on the host", f"building {tag}"]

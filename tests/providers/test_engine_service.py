@@ -1,4 +1,4 @@
-"""EngineService through the SDK's real dynamic-provider host, on real SSH hosts.
+"""EngineService through amdfleet's provider plugin, on real SSH hosts.
 
 The launch script, env file and unit are the real rendered ones (process runtime), run by
 the real provider over SSH in a network namespace; the lab hosts have no systemd (sshd is
@@ -20,8 +20,7 @@ import httpx
 import pytest
 
 from amdfleet.components.props import engine_service_props
-from amdfleet.providers.engine_service import EngineServiceProvider
-from amdfleet.providers.progress import URN_KEY
+from amdfleet.providers.engine_service import EngineService
 from amdfleet.remote.engine import EngineLayout
 from amdfleet.remote.supervision import ProcessSupervisor, RestartPolicy
 from amdfleet.remote.transport.hosts import open_host
@@ -30,13 +29,14 @@ from tests.support.engine_log import EngineLog
 from tests.support.fake_stack import fake_engine_plan, install_fake_engine
 from tests.support.hostlab import HostLab, LabFactory, process_alive
 from tests.support.probes import completes
-from tests.support.pulumi_host import ProviderCallError, ProviderHost, secret, with_provider
+from tests.support.pulumi_host import ProviderCallError, ProviderHost, resource_urn, secret
 from tests.support.waiting import wait_until
 
 API_KEY = "key-5f1e9c0d7a"
 PORT = 18080
 
 pytestmark = pytest.mark.netns
+URN = resource_urn("engine", EngineService)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def _props(
         lab.host_target(0),
         secret({"AMDFLEET_API_KEY": key, "VLLM_API_KEY": engine_key or key}),
     )
-    return with_provider(EngineServiceProvider(), args.inputs())
+    return args.inputs()
 
 
 def _record(lab: HostLab, name: str) -> dict[str, Any]:
@@ -105,7 +105,7 @@ def _strings(value: Any) -> list[str]:
 def test_lifecycle_start_restart_on_change_and_delete(
     provider_host: ProviderHost, lab: HostLab, conn: SshConnection
 ) -> None:
-    urn = provider_host.urn("engine-life")
+    urn = provider_host.urn("engine-life", EngineService)
     checked = provider_host.check(_props(lab, "life"), urn=urn).inputs
     created = provider_host.create(checked, urn=urn)
     outs = created.outputs
@@ -148,7 +148,7 @@ def test_refresh_sees_a_dead_engine_and_the_next_up_restarts_it(
 ) -> None:
     """The engine dies with its supervisor (what an OOM kill of both or a lost process
     table leaves): nothing restarts it, so refresh must see it."""
-    urn = provider_host.urn("engine-drift")
+    urn = provider_host.urn("engine-drift", EngineService)
     checked = provider_host.check(_props(lab, "drift"), urn=urn).inputs
     created = provider_host.create(checked, urn=urn)
     try:
@@ -171,7 +171,7 @@ def test_refresh_sees_an_api_server_that_died_while_its_worker_lingers(
     group: the group is alive, nothing serves. With its supervisor gone too (a supervised
     engine is restarted, see the test below), refresh must call that not running, and the
     repair must stop the lingering worker before starting again."""
-    urn = provider_host.urn("engine-half")
+    urn = provider_host.urn("engine-half", EngineService)
     checked = provider_host.check(_props(lab, "half", FAKE_ENGINE_CHILD="1"), urn=urn).inputs
     created = provider_host.create(checked, urn=urn)
     try:
@@ -194,9 +194,9 @@ def test_refresh_sees_an_api_server_that_died_while_its_worker_lingers(
 def test_engine_that_exits_reports_its_log_and_leaves_nothing(
     provider_host: ProviderHost, lab: HostLab, conn: SshConnection
 ) -> None:
-    checked = provider_host.check(_props(lab, "crash", FAKE_ENGINE_MODE="exit")).inputs
+    checked = provider_host.check(_props(lab, "crash", FAKE_ENGINE_MODE="exit"), urn=URN).inputs
     with pytest.raises(ProviderCallError) as caught:
-        provider_host.create(checked)
+        provider_host.create(checked, urn=URN)
     message = caught.value.message
     assert "EngineStartError" in message and "[host0] engine failed to start" in message
     assert "the engine exited during startup" in message
@@ -213,24 +213,24 @@ def test_a_key_the_engine_logs_is_masked_in_the_failure_report(
     """SGLang logs its configuration, key included: the log tail in the error shows
     ``***``, and while it runs the log is the owner's alone (0600 in a 0700 directory)."""
     props = _props(lab, "keylog", FAKE_ENGINE_MODE="exit", FAKE_ENGINE_ECHO_CONFIG="1")
-    checked = provider_host.check(props).inputs
+    checked = provider_host.check(props, urn=URN).inputs
     with pytest.raises(ProviderCallError) as caught:
-        provider_host.create(checked)
+        provider_host.create(checked, urn=URN)
     message = caught.value.message
     assert "server_args=ServerArgs(api_key='***')" in message
     assert API_KEY not in message and API_KEY not in caught.value.details
     assert "simulated failure while loading weights" in message
 
     props = _props(lab, "keylog-ok", FAKE_ENGINE_ECHO_CONFIG="1")
-    checked = provider_host.check(props).inputs
-    created = provider_host.create(checked)
+    checked = provider_host.check(props, urn=URN).inputs
+    created = provider_host.create(checked, urn=URN)
     try:
         log = "/opt/amdfleet/keylog-ok/engine.log"
         modes = conn.run(f"stat -c %a /opt/amdfleet/keylog-ok {log}", timeout=10).stdout
         assert modes.split() == ["700", "600"]
         assert f"api_key='{API_KEY}'" in lab[0].path(log).read_text()  # the engine's own
     finally:
-        provider_host.delete(created.id, created.outputs)
+        provider_host.delete(created.id, created.outputs, urn=URN)
 
 
 def test_engine_never_ready_times_out_and_is_stopped(
@@ -238,9 +238,9 @@ def test_engine_never_ready_times_out_and_is_stopped(
 ) -> None:
     props = _props(lab, "hang", FAKE_ENGINE_MODE="never-ready")
     props["readiness"]["timeout_s"] = 4
-    checked = provider_host.check(props).inputs
+    checked = provider_host.check(props, urn=URN).inputs
     with pytest.raises(ProviderCallError) as caught:
-        provider_host.create(checked)
+        provider_host.create(checked, urn=URN)
     assert "not ready within 4 s (/health -> 503" in caught.value.message
     assert "Application startup complete" in caught.value.message
     assert not _alive(conn, _record(lab, "hang")["pid"])
@@ -250,14 +250,14 @@ def test_waits_for_a_late_engine(
     provider_host: ProviderHost, lab: HostLab, conn: SshConnection
 ) -> None:
     props = _props(lab, "late", FAKE_ENGINE_MODE="late", FAKE_ENGINE_READY_AFTER="3")
-    checked = provider_host.check(props).inputs
-    created = provider_host.create(checked)
+    checked = provider_host.check(props, urn=URN).inputs
+    created = provider_host.create(checked, urn=URN)
     try:
         assert created.outputs["running"] is True
         health = httpx.get(f"http://{lab.target(0).address}:{PORT}/health")
         assert health.status_code == 200
     finally:
-        provider_host.delete(created.id, created.outputs)
+        provider_host.delete(created.id, created.outputs, urn=URN)
 
 
 def test_wrong_api_key_in_probe_is_not_ready(
@@ -266,9 +266,9 @@ def test_wrong_api_key_in_probe_is_not_ready(
     """The probe sends the stack's key; an engine that wants another never becomes ready."""
     props = _props(lab, "auth", engine_key="another-key")
     props["readiness"]["timeout_s"] = 3
-    checked = provider_host.check(props).inputs
+    checked = provider_host.check(props, urn=URN).inputs
     with pytest.raises(ProviderCallError) as caught:
-        provider_host.create(checked)
+        provider_host.create(checked, urn=URN)
     assert "/v1/models -> 401" in caught.value.message
 
 
@@ -278,9 +278,9 @@ def test_unreachable_host_fails_within_the_timeout(
     with hostlab(1) as lab:
         props = _props(lab, "down")
         lab.partition(0)
-        checked = provider_host.check(props).inputs
+        checked = provider_host.check(props, urn=URN).inputs
         with pytest.raises(ProviderCallError) as caught:
-            provider_host.create(checked)
+            provider_host.create(checked, urn=URN)
         message = caught.value.message
         assert "HostUnreachableError: [host0]" in message and "gave up after" in message
         lab.heal(0)
@@ -295,31 +295,31 @@ def test_a_worker_node_is_started_and_must_stay_up(
     engine has stayed up for a few seconds, and fails with its log if it exits."""
     props = _props(lab, "worker")
     props["readiness"]["serves_api"] = False
-    created = provider_host.create(provider_host.check(props).inputs)
+    created = provider_host.create(provider_host.check(props, urn=URN).inputs, urn=URN)
     try:
         assert _alive(conn, _record(lab, "worker")["pid"])
     finally:
-        provider_host.delete(created.id, created.outputs)
+        provider_host.delete(created.id, created.outputs, urn=URN)
 
     props = _props(lab, "worker-crash", FAKE_ENGINE_MODE="exit")
     props["readiness"]["serves_api"] = False
     with pytest.raises(ProviderCallError) as caught:
-        provider_host.create(provider_host.check(props).inputs)
+        provider_host.create(provider_host.check(props, urn=URN).inputs, urn=URN)
     assert "simulated failure while loading weights" in caught.value.message
 
 
 def test_progress_shows_each_phase_and_what_the_engine_answers_while_waiting(
-    reporting_host: ProviderHost, engine_log: EngineLog, lab: HostLab
+    provider_host: ProviderHost, engine_log: EngineLog, lab: HostLab
 ) -> None:
-    """Through the host started with an engine address, as the Pulumi CLI starts it: an
+    """Through the plugin started with an engine address, as the Pulumi CLI starts it: an
     engine that never becomes ready shows its probe answers and its log's latest line
     until the deadline, and earns no "ready" note. (A ready engine's note is checked with
     the real CLI in test_progress_cli.py.)"""
-    urn = reporting_host.urn("engine-progress")
-    props = {**_props(lab, "progress", FAKE_ENGINE_MODE="never-ready"), URN_KEY: urn}
+    urn = provider_host.urn("engine-progress", EngineService)
+    props = _props(lab, "progress", FAKE_ENGINE_MODE="never-ready")
     props["readiness"]["timeout_s"] = 4
     with pytest.raises(ProviderCallError):
-        reporting_host.create(reporting_host.check(props, urn=urn).inputs, urn=urn)
+        provider_host.create(provider_host.check(props, urn=urn).inputs, urn=urn)
 
     statuses = engine_log.messages(urn, ephemeral=True)
     assert statuses[:3] == [
@@ -342,7 +342,7 @@ def test_a_killed_engine_is_restarted_and_delete_leaves_no_process(
     """The supervisor loop restarts a crashed engine (its worker killed with it), the
     restart is in the engine log, refresh sees it running; delete stops the supervisor
     and the engine, and nothing of the stack stays in the host's process table."""
-    urn = provider_host.urn("engine-revive")
+    urn = provider_host.urn("engine-revive", EngineService)
     checked = provider_host.check(_props(lab, "revive", FAKE_ENGINE_CHILD="1"), urn=urn).inputs
     created = provider_host.create(checked, urn=urn)
     supervisor = _supervisor_pid(conn, "revive")
@@ -378,7 +378,7 @@ def test_an_engine_that_exits_cleanly_unasked_is_restarted_and_only_stop_ends_it
     server exited with status 0. Nobody asked it to stop, so the supervisor loop restarts
     it and logs why; a SIGTERM to the engine alone (not amdfleet's stop) is a crash too.
     Only the provider's stop (delete) ends it for good."""
-    urn = provider_host.urn("engine-clean-exit")
+    urn = provider_host.urn("engine-clean-exit", EngineService)
     checked = provider_host.check(_props(lab, "clean"), urn=urn).inputs
     created = provider_host.create(checked, urn=urn)
     supervisor = _supervisor_pid(conn, "clean")
@@ -425,7 +425,7 @@ def test_the_watchdog_restarts_an_engine_whose_completions_hang(
     engine: a head whose pipeline lost a stage). Nothing exits, so only the supervisor's
     watchdog sees it: 3 failed one-token completions (2 s each here), then the engine is
     stopped and restarted, with the watchdog's reason in the log."""
-    urn = provider_host.urn("engine-hang-heal")
+    urn = provider_host.urn("engine-hang-heal", EngineService)
     props = _props(lab, "hangheal")
     props["readiness"]["generation_timeout_s"] = 2
     checked = provider_host.check(props, urn=urn).inputs

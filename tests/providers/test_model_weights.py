@@ -1,11 +1,10 @@
 """ModelWeights staged on real SSH hosts by the real ``huggingface_hub`` client.
 
-Real: the provider, pickled by dill and run by the SDK's dynamic-provider host over gRPC
-(``provider_host``); SSH hosts in network namespaces (``hostlab``), each with its own
-/root, /opt and /tmp; ``huggingface_hub.snapshot_download`` of the engine's environment
-(the vLLM CPU venv, as the ``local`` stack's ``python`` prop)
-running on each host; HTTP over the lab bridge; and the files it writes into each
-host's HF cache.
+Real: the provider, run by amdfleet's provider plugin over gRPC (``provider_host``); SSH
+hosts in network namespaces (``hostlab``), each with its own /root, /opt and /tmp;
+``huggingface_hub.snapshot_download`` of the engine's environment (the vLLM CPU venv, as
+the ``local`` stack's ``python`` prop) running on each host; HTTP over the lab bridge;
+and the files it writes into each host's HF cache.
 
 The seam is the hub. huggingface.co is unreachable here, so a :class:`HubServer`
 (tests/support/hub_server.py) serves the tiny Llama at a fixed commit with the documented
@@ -33,8 +32,8 @@ from typing import Any
 
 import pytest
 
-from amdfleet.providers.model_weights import ModelWeightsProps, ModelWeightsProvider
-from amdfleet.providers.progress import URN_KEY, format_bytes
+from amdfleet.providers.model_weights import ModelWeights, ModelWeightsProps
+from amdfleet.providers.progress import format_bytes
 from amdfleet.remote.weights import WeightsTarget
 from tests.support.engine_log import EngineLog
 from tests.support.hostlab import SUBNET_PREFIX, HostLab, LabFactory, require_netns
@@ -44,9 +43,9 @@ from tests.support.pulumi_host import (
     CreateOutcome,
     ProviderCallError,
     ProviderHost,
+    resource_urn,
     reveal,
     secret,
-    with_provider,
 )
 
 VENV = Path(os.environ.get("AMDFLEET_VLLM_VENV", "/var/lib/amdfleet/vllm-cpu"))
@@ -57,6 +56,7 @@ TOKEN = "hf_Gated0123456789abcdefTOKEN"
 DOWNLOAD_TIMEOUT_S = 120
 
 pytestmark = [pytest.mark.netns, pytest.mark.vllm]
+URN = resource_urn("weights", ModelWeights)
 
 HubFactory = Callable[..., HubServer]
 
@@ -132,7 +132,7 @@ def test_create_downloads_a_snapshot_with_the_real_client(
     cdn = [r for r in server.log if r.listener == "cdn"]
     assert [r.file for r in cdn] == ["model.safetensors"]
 
-    read = provider_host.read(created.id, outs, urn=provider_host.urn("weights-a"))
+    read = provider_host.read(created.id, outs, urn=provider_host.urn("weights-a", ModelWeights))
     assert read.outputs["present"] is True and read.outputs["path"] == snapshot
 
 
@@ -154,7 +154,7 @@ def test_delete_removes_the_download_and_its_marker_and_is_idempotent(
     provider_host: ProviderHost, lab: HostLab, hub: HubFactory, cache: str
 ) -> None:
     server = hub()
-    urn = provider_host.urn("weights-del")
+    urn = provider_host.urn("weights-del", ModelWeights)
     created = _create(provider_host, _props(lab, 0, server, cache), "weights-del")
     repo_cache = lab[0].path(_target(cache).repo_cache)
     assert (repo_cache / "snapshots" / server.commit / "config.json").is_file()
@@ -182,7 +182,7 @@ def test_weights_already_in_the_cache_are_used_and_never_deleted(
         conn.run(fetch, timeout=DOWNLOAD_TIMEOUT_S)
     server.clear_log()
 
-    urn = provider_host.urn("weights-pre")
+    urn = provider_host.urn("weights-pre", ModelWeights)
     created = _create(provider_host, _props(lab, 0, server, cache), "weights-pre")
 
     assert created.outputs["downloaded"] is False
@@ -206,11 +206,15 @@ def test_a_snapshot_staged_under_another_marker_survives_its_second_user(
     assert pinned.outputs["downloaded"] is False  # the cache had it: not amdfleet's to delete
     assert server.downloads() == []
     snapshot = lab[0].path(pinned.outputs["path"])
-    provider_host.delete(pinned.id, pinned.outputs, urn=provider_host.urn("weights-pinned"))
+    provider_host.delete(
+        pinned.id, pinned.outputs, urn=provider_host.urn("weights-pinned", ModelWeights)
+    )
     assert (snapshot / "config.json").is_file()
     assert lab[0].path(_target(cache).marker).is_file()  # the first resource's marker
 
-    provider_host.delete(by_branch.id, by_branch.outputs, urn=provider_host.urn("weights-main"))
+    provider_host.delete(
+        by_branch.id, by_branch.outputs, urn=provider_host.urn("weights-main", ModelWeights)
+    )
     assert not snapshot.exists()
 
 
@@ -218,7 +222,7 @@ def test_keep_on_delete_changes_in_place_and_keeps_the_weights(
     provider_host: ProviderHost, lab: HostLab, hub: HubFactory, cache: str
 ) -> None:
     server = hub()
-    urn = provider_host.urn("weights-keep")
+    urn = provider_host.urn("weights-keep", ModelWeights)
     created = _create(provider_host, _props(lab, 0, server, cache), "weights-keep")
 
     news = provider_host.check(_props(lab, 0, server, cache, keep_on_delete=True), urn=urn)
@@ -333,7 +337,7 @@ def test_local_path_is_used_when_it_holds_a_checkpoint(
     (lab[0].path(local)).mkdir(parents=True)
     shutil.copy(MODEL / "config.json", lab[0].path(local) / "config.json")
     try:
-        urn = provider_host.urn("weights-local")
+        urn = provider_host.urn("weights-local", ModelWeights)
         props = _props(lab, 0, server, "/root/hf-unused", local_path=local)
         created = _create(provider_host, props, "weights-local")
 
@@ -366,19 +370,19 @@ def test_local_path_without_a_checkpoint_is_a_clear_error(
 
 
 def test_a_download_shows_bytes_and_files_against_the_repo_totals(
-    reporting_host: ProviderHost,
+    provider_host: ProviderHost,
     engine_log: EngineLog,
     lab: HostLab,
     hub: HubFactory,
     cache: str,
 ) -> None:
-    """Through the host started with an engine address, as the Pulumi CLI starts it. The
+    """Through the plugin started with an engine address, as the Pulumi CLI starts it. The
     hub holds the weights file half-sent until the status has shown it, so the status
     is seen mid-download."""
     server = hub(token=TOKEN)
     server.hold_at("model.safetensors", server.files["model.safetensors"].size // 2)
-    urn = reporting_host.urn("weights-progress")
-    props = {**_props(lab, 0, server, cache, hf_token=TOKEN), URN_KEY: urn}
+    urn = provider_host.urn("weights-progress", ModelWeights)
+    props = _props(lab, 0, server, cache, hf_token=TOKEN)
     total, count = format_bytes(sum(f.size for f in server.files.values())), len(server.files)
     mid = re.compile(
         rf"downloading {REPO}@main: [\d.]+ (B|KiB|MiB) of {re.escape(total)} \(\d+%\), "
@@ -386,7 +390,7 @@ def test_a_download_shows_bytes_and_files_against_the_repo_totals(
     )
 
     with ThreadPoolExecutor(1) as pool:
-        creating = pool.submit(_create, reporting_host, props, "weights-progress")
+        creating = pool.submit(_create, provider_host, props, "weights-progress")
         engine_log.wait_for(lambda e: e.urn == urn and bool(mid.fullmatch(e.message)), 60)
         server.release()
         outs = creating.result(timeout=DOWNLOAD_TIMEOUT_S).outputs
@@ -402,8 +406,8 @@ def test_a_download_shows_bytes_and_files_against_the_repo_totals(
     )
     assert TOKEN not in "".join(e.message for e in engine_log.entries())
 
-    again = reporting_host.urn("weights-progress-again")
-    _create(reporting_host, {**props, URN_KEY: again}, "weights-progress-again")
+    again = provider_host.urn("weights-progress-again", ModelWeights)
+    _create(provider_host, props, "weights-progress-again")
     assert engine_log.messages(again, ephemeral=False) == [
         f"{REPO}@main already staged at {outs['path']}, skipping the download"
     ]
@@ -480,7 +484,7 @@ def test_diff_replaces_on_identity_changes_and_ignores_the_token(
     provider_host: ProviderHost, lab: HostLab, hub: HubFactory, cache: str
 ) -> None:
     server = hub(token=TOKEN)
-    urn = provider_host.urn("weights-diff")
+    urn = provider_host.urn("weights-diff", ModelWeights)
     created = _create(provider_host, _props(lab, 1, server, cache, hf_token=TOKEN), "weights-diff")
 
     def diff(**changes: Any) -> tuple[bool | None, list[str]]:
@@ -534,11 +538,11 @@ def _props(
     }
     props = ModelWeightsProps(**{**fields, **overrides})
     token = secret(hf_token) if hf_token is not None else None
-    return with_provider(ModelWeightsProvider(), props.to_inputs(hf_token=token))
+    return props.to_inputs(hf_token=token)
 
 
 def _create(provider_host: ProviderHost, props: dict[str, Any], name: str) -> CreateOutcome:
-    urn = provider_host.urn(name)
+    urn = provider_host.urn(name, ModelWeights)
     checked = provider_host.check(props, urn=urn)
     assert checked.failures == []
     return provider_host.create(checked.inputs, urn=urn)

@@ -1,12 +1,13 @@
 """``pulumi up`` with the real CLI shows what each amdfleet resource is doing.
 
-Real: the Pulumi CLI and engine, the language host running ``__main__.py``, the
-dynamic-provider host the engine starts (with the engine's address as its argument), the
+Real: the Pulumi CLI and engine, the language host running ``__main__.py``, amdfleet's
+provider plugin the engine starts (with the engine's address as its argument), the
 providers, an SSH host in a network namespace, the rendered launch script. The engine it
 starts is ``tests/support/fake_engine.py`` answering 503 for a few seconds (vLLM takes a
 minute and 2.6 GB to start; its progress reaches the CLI the same way), and the
 checkpoint is a local path, so the stack has no image and no verification (their
-progress is checked through the provider host in tests/providers/test_progress.py).
+progress is checked call by call through the plugin in tests/providers/test_engine_image.py
+and test_verification.py).
 
 The statuses come from ``pulumi up --json``'s event stream: each ephemeral diagnostic is
 what the interactive display shows on the resource's line while it works.
@@ -33,7 +34,7 @@ STACK = "progress"
 API_KEY = "progress-key-7e21c9d04b"
 PORT = 18083
 READY_AFTER_S = 5
-DYN = "pulumi-python:dynamic/amdfleet"
+PKG = "amdfleet:index"
 
 pytestmark = [pytest.mark.pulumi, pytest.mark.netns, pytest.mark.vllm]
 
@@ -79,10 +80,10 @@ def test_up_shows_each_resources_steps_and_milestones(
 
     statuses = _by_resource(up, ephemeral=True)
     notes = _by_resource(up, ephemeral=False)
-    host, engine = lab.target(0), f"{DYN}:EngineService::deployment-engine-host0"
+    host, engine = lab.target(0), f"{PKG}:EngineService::deployment-engine-host0"
     assert set(statuses) >= {
-        f"amdfleet:index:Fleet${DYN}:SshHost::fleet-host0",
-        f"amdfleet:index:Deployment${DYN}:ModelWeights::deployment-weights-host0",
+        f"amdfleet:index:Fleet${PKG}:SshHost::fleet-host0",
+        f"amdfleet:index:Deployment${PKG}:ModelWeights::deployment-weights-host0",
         f"amdfleet:index:Deployment${engine}",
     }  # each under the URN the engine gave the resource
 
@@ -120,7 +121,7 @@ def test_up_shows_each_resources_steps_and_milestones(
     assert API_KEY not in up.text
 
 
-def test_the_urn_input_changes_nothing_on_the_next_up(workspace: PulumiWorkspace) -> None:
+def test_the_next_up_changes_nothing_and_shows_nothing(workspace: PulumiWorkspace) -> None:
     again = workspace.up(STACK)
     assert again.changed() == {}
     assert _by_resource(again, ephemeral=True) == {}  # nothing ran, nothing to show

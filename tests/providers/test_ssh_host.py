@@ -1,4 +1,4 @@
-"""SshHost through the SDK's real dynamic-provider host, against real SSH hosts.
+"""SshHost through amdfleet's provider plugin, against real SSH hosts.
 
 The fact probe runs for real on a lab host (a Debian box without GPUs); preflight is
 exercised both ways: a CPU requirement passes, a GPU requirement fails with every
@@ -14,15 +14,15 @@ from typing import Any
 
 import pytest
 
-from amdfleet.providers.progress import URN_KEY
-from amdfleet.providers.ssh_host import SshHostProps, SshHostProvider
+from amdfleet.providers.ssh_host import SshHost, SshHostProps
 from amdfleet.remote.requirement import HostRequirement
 from amdfleet.remote.transport.target import HostTarget
 from tests.support.engine_log import EngineLog
 from tests.support.hostlab import HostLab, LabFactory, require_netns
-from tests.support.pulumi_host import ProviderCallError, ProviderHost, with_provider
+from tests.support.pulumi_host import ProviderCallError, ProviderHost, resource_urn
 
 pytestmark = pytest.mark.netns
+URN = resource_urn("ssh-host", SshHost)
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def lab(hostlab: LabFactory) -> HostLab:
 def _props(host: HostTarget, requirement: HostRequirement) -> dict[str, Any]:
     """Props as the Fleet component builds them."""
     props = SshHostProps(host=host, requirement=requirement)
-    return with_provider(SshHostProvider(), props.to_inputs())
+    return props.to_inputs()
 
 
 CPU = HostRequirement(accelerator="cpu", gpu_count=0, runtime="process", weights_dir="/opt")
@@ -49,7 +49,9 @@ MI300X = HostRequirement(
 
 def test_cpu_host_passes_and_reports_its_facts(provider_host: ProviderHost, lab: HostLab) -> None:
     require_netns(lab)
-    created = provider_host.create(provider_host.check(_props(lab.host_target(0), CPU)).inputs)
+    created = provider_host.create(
+        provider_host.check(_props(lab.host_target(0), CPU), urn=URN).inputs, urn=URN
+    )
     facts = created.outputs["facts"]
     assert created.id == "host0"
     assert created.outputs["hostname"] == facts["hostname"] == "host0"
@@ -72,7 +74,9 @@ def test_gpu_requirement_fails_listing_every_check_with_hints(
     provider_host: ProviderHost, lab: HostLab
 ) -> None:
     with pytest.raises(ProviderCallError) as caught:
-        provider_host.create(provider_host.check(_props(lab.host_target(1), MI300X)).inputs)
+        provider_host.create(
+            provider_host.check(_props(lab.host_target(1), MI300X), urn=URN).inputs, urn=URN
+        )
     message = caught.value.message
     assert message.startswith("amdfleet.errors.PreflightError: preflight failed:")
     for check in ("gpu_count", "kfd", "dri", "shm", "disk"):
@@ -88,19 +92,19 @@ def test_gpu_requirement_fails_listing_every_check_with_hints(
 def test_a_changed_host_key_is_refused(provider_host: ProviderHost, lab: HostLab) -> None:
     wrong = lab.host_target(0).model_copy(update={"host_key": lab.host_target(1).host_key})
     with pytest.raises(ProviderCallError) as caught:
-        provider_host.create(provider_host.check(_props(wrong, CPU)).inputs)
+        provider_host.create(provider_host.check(_props(wrong, CPU), urn=URN).inputs, urn=URN)
     assert "HostKeyMismatchError" in caught.value.message
     assert "ssh-keyscan" in caught.value.message
 
 
 def test_refresh_shows_drift(provider_host: ProviderHost, lab: HostLab) -> None:
     require_netns(lab)
-    checked = provider_host.check(_props(lab.host_target(0), CPU)).inputs
-    created = provider_host.create(checked)
+    checked = provider_host.check(_props(lab.host_target(0), CPU), urn=URN).inputs
+    created = provider_host.create(checked, urn=URN)
     with lab.connect(0) as conn:
         conn.run("hostname drifted-host0", timeout=10)
         try:
-            read = provider_host.read(created.id, created.outputs, inputs=checked)
+            read = provider_host.read(created.id, created.outputs, inputs=checked, urn=URN)
         finally:
             conn.run("hostname host0", timeout=10)
     assert read.outputs["hostname"] == "drifted-host0"
@@ -110,36 +114,36 @@ def test_refresh_shows_drift(provider_host: ProviderHost, lab: HostLab) -> None:
 def test_diff_replaces_on_another_host_and_updates_on_a_new_requirement(
     provider_host: ProviderHost, lab: HostLab
 ) -> None:
-    checked = provider_host.check(_props(lab.host_target(0), CPU)).inputs
-    created = provider_host.create(checked)
-    other = provider_host.check(_props(lab.host_target(1), CPU)).inputs
-    diff = provider_host.diff(created.id, created.outputs, other, old_inputs=checked)
+    checked = provider_host.check(_props(lab.host_target(0), CPU), urn=URN).inputs
+    created = provider_host.create(checked, urn=URN)
+    other = provider_host.check(_props(lab.host_target(1), CPU), urn=URN).inputs
+    diff = provider_host.diff(created.id, created.outputs, other, old_inputs=checked, urn=URN)
     assert diff.replaces == ["host"]
     stricter = replace(CPU, weights_bytes=1 << 60)
-    news = provider_host.check(_props(lab.host_target(0), stricter)).inputs
-    diff = provider_host.diff(created.id, created.outputs, news, old_inputs=checked)
+    news = provider_host.check(_props(lab.host_target(0), stricter), urn=URN).inputs
+    diff = provider_host.diff(created.id, created.outputs, news, old_inputs=checked, urn=URN)
     assert (diff.changes, diff.replaces) == (True, [])
     with pytest.raises(ProviderCallError, match=r"\[host0\] disk"):
-        provider_host.update(created.id, created.outputs, news, old_inputs=checked)
-    same = provider_host.diff(created.id, created.outputs, checked, old_inputs=checked)
+        provider_host.update(created.id, created.outputs, news, old_inputs=checked, urn=URN)
+    same = provider_host.diff(created.id, created.outputs, checked, old_inputs=checked, urn=URN)
     assert same.changes is False
 
 
 def test_progress_shows_each_step_and_notes_only_a_passed_preflight(
-    reporting_host: ProviderHost, engine_log: EngineLog, lab: HostLab
+    provider_host: ProviderHost, engine_log: EngineLog, lab: HostLab
 ) -> None:
-    """Through the host started with an engine address, as the Pulumi CLI starts it."""
+    """Through the plugin started with an engine address, as the Pulumi CLI starts it."""
     require_netns(lab)
     target = lab.target(0)
     passing, failing = (
-        reporting_host.urn("host-progress-ok"),
-        reporting_host.urn("host-progress-gpu"),
+        provider_host.urn("host-progress-ok", SshHost),
+        provider_host.urn("host-progress-gpu", SshHost),
     )
-    reporting_host.create(_with_urn(lab.host_target(0), CPU, passing), urn=passing)
+    provider_host.create(_props(lab.host_target(0), CPU), urn=passing)
     with pytest.raises(
         ProviderCallError, match=r"(?s)PreflightError: .*\[host0\] gpu_count: found 0 GPU"
     ):
-        reporting_host.create(_with_urn(lab.host_target(0), MI300X, failing), urn=failing)
+        provider_host.create(_props(lab.host_target(0), MI300X), urn=failing)
 
     steps = [
         f"connecting to {target.user}@{target.address}:{target.port}",
@@ -151,7 +155,3 @@ def test_progress_shows_each_step_and_notes_only_a_passed_preflight(
     [note] = engine_log.messages(passing, ephemeral=False)
     assert note.startswith("host0: Debian GNU/Linux") and "no GPU; preflight passed (" in note
     assert engine_log.messages(failing, ephemeral=False) == []  # the error says it all
-
-
-def _with_urn(host: HostTarget, requirement: HostRequirement, urn: str) -> dict[str, Any]:
-    return {**_props(host, requirement), URN_KEY: urn}

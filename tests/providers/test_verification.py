@@ -1,8 +1,8 @@
-"""Verification through the SDK's real dynamic-provider host: the gate passes or fails
-with the real benchmark and GSM8K code, and shows its progress on the resource's line.
+"""Verification through amdfleet's provider plugin: the gate passes or fails with the
+real benchmark and GSM8K code, and shows its progress on the resource's line.
 
-Real: the provider, pickled by dill and run by the host started as the Pulumi CLI starts
-it (with an engine address: a real ``pulumirpc.Engine`` service records what it sends),
+Real: the provider, run by the plugin started as the Pulumi CLI starts it (with an
+engine address: a real ``pulumirpc.Engine`` service records what it sends),
 the verification client, scorer and report writer, and GSM8K's test split from the
 shared datasets. The endpoint is tests/support/openai_server.py, a real OpenAI-compatible
 HTTP server with scripted answers (a real vLLM serves the program tests; a random-weight
@@ -20,12 +20,12 @@ import pytest
 
 from amdfleet.config import VerificationSpec
 from amdfleet.plan.verification import verification_input
-from amdfleet.providers.readiness import ReadinessGateProvider
-from amdfleet.providers.verification import VerificationProps, VerificationProvider
+from amdfleet.providers.readiness import VerificationGate
+from amdfleet.providers.verification import Verification, VerificationProps
 from amdfleet.verify.gsm8k import load_problems
 from tests.support.engine_log import EngineLog
 from tests.support.openai_server import MODEL, OpenAIServer, Script
-from tests.support.pulumi_host import ProviderCallError, ProviderHost, secret, with_provider
+from tests.support.pulumi_host import ProviderCallError, ProviderHost, secret
 
 GSM8K = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "gsm8k"
 API_KEY = "verify-key-0b6e2a91f3"
@@ -41,11 +41,11 @@ def answers() -> dict[str, str]:
 
 
 def test_a_passing_verification_shows_each_phase_and_notes_its_numbers(
-    reporting_host: ProviderHost, engine_log: EngineLog, answers: dict[str, str], tmp_path: Path
+    provider_host: ProviderHost, engine_log: EngineLog, answers: dict[str, str], tmp_path: Path
 ) -> None:
-    urn = reporting_host.urn("verification-progress")
+    urn = provider_host.urn("verification-progress", Verification)
     with OpenAIServer(Script(answers=answers, token_delay=0.01)) as server:
-        created = reporting_host.create(_props(server.url, tmp_path, urn), urn=urn)
+        created = provider_host.create(_props(server.url, tmp_path), urn=urn)
     assert created.outputs["passed"] is True
 
     statuses = engine_log.messages(urn, ephemeral=True)
@@ -71,43 +71,44 @@ def test_a_passing_verification_shows_each_phase_and_notes_its_numbers(
 
 
 def test_verified_at_is_when_the_run_finished_and_only_a_new_run_moves_it(
-    reporting_host: ProviderHost, answers: dict[str, str], tmp_path: Path
+    provider_host: ProviderHost, answers: dict[str, str], tmp_path: Path
 ) -> None:
     """``verified_at`` (the stack output apps read beside ``ready``) is the time the run
     finished; nothing changed means no new run (the diff) and refresh keeps the record, so
     the time stays; state written before the field existed still reads and diffs as
     unchanged (no re-verification just to fill it in)."""
-    urn = reporting_host.urn("verification-time")
-    props = _props("", tmp_path, urn)
+    urn = provider_host.urn("verification-time", Verification)
+    props = _props("", tmp_path)
     before = datetime.now(UTC).replace(microsecond=0)
     with OpenAIServer(Script(answers=answers)) as server:
         props["base_url"] = server.url
-        created = reporting_host.create(props, urn=urn)
+        created = provider_host.create(props, urn=urn)
     after = datetime.now(UTC)
     outs = created.outputs
     verified_at = datetime.fromisoformat(outs["verified_at"])
     assert verified_at.utcoffset() == timedelta(0)
     assert before <= verified_at <= after
-    assert reporting_host.diff(created.id, outs, props).changes is False
-    assert reporting_host.read(created.id, outs).outputs["verified_at"] == outs["verified_at"]
+    assert provider_host.diff(created.id, outs, props, urn=urn).changes is False
+    read = provider_host.read(created.id, outs, inputs=props, urn=urn).outputs
+    assert read["verified_at"] == outs["verified_at"]
 
     older = {k: v for k, v in outs.items() if k != "verified_at"}
-    read = reporting_host.read(created.id, older).outputs
+    read = provider_host.read(created.id, older, inputs=props, urn=urn).outputs
     assert read["passed"] is True and read.get("verified_at") is None
-    assert reporting_host.diff(created.id, older, props).changes is False
+    assert provider_host.diff(created.id, older, props, urn=urn).changes is False
 
 
 def test_a_failing_verification_is_recorded_and_the_gate_fails_the_update(
-    reporting_host: ProviderHost, engine_log: EngineLog, answers: dict[str, str], tmp_path: Path
+    provider_host: ProviderHost, engine_log: EngineLog, answers: dict[str, str], tmp_path: Path
 ) -> None:
     """A missed threshold is a record (``passed`` false, what failed, the verdict table),
     so the state and the ``ready`` output tell the truth; the VerificationGate that depends
     on it fails the update with the table, on every ``up`` until the verification passes."""
-    urn = reporting_host.urn("verification-failing")
-    props = _props("", tmp_path, urn, min_flexible_accuracy=0.9)
+    urn = provider_host.urn("verification-failing", Verification)
+    props = _props("", tmp_path, min_flexible_accuracy=0.9)
     with OpenAIServer(Script(answers=answers)) as server:
         props["base_url"] = server.url
-        created = reporting_host.create(props, urn=urn)
+        created = provider_host.create(props, urn=urn)
     outs = created.outputs
     assert outs["passed"] is False
     assert outs["failures"] == [["gsm8k/gsm8k_flexible_extract", ">= 0.9", f"{RIGHT / LIMIT:.4g}"]]
@@ -117,11 +118,11 @@ def test_a_failing_verification_is_recorded_and_the_gate_fails_the_update(
     assert [n.split(":")[0] for n in notes] == ["benchmark c2", "accuracy", "verification failed"]
     assert "gsm8k_flexible_extract" in notes[-1]
     # A plain re-run of `up` runs a failed verification again; a passed one is left alone.
-    assert reporting_host.diff(created.id, outs, props).changes is True
+    assert provider_host.diff(created.id, outs, props, urn=urn).changes is True
 
     gate = {"passed": False, "failures": outs["failures"], "verdict_table": outs["verdict_table"]}
     with pytest.raises(ProviderCallError) as caught:
-        reporting_host.create(with_provider(ReadinessGateProvider(), gate))
+        provider_host.create(gate, urn=provider_host.urn("gate-failing", VerificationGate))
     message = caught.value.message
     assert "VerificationFailed" in message and "verification failed:" in message
     assert "gsm8k_flexible_extract: expected >= 0.9" in message
@@ -129,22 +130,18 @@ def test_a_failing_verification_is_recorded_and_the_gate_fails_the_update(
 
 
 def test_the_gate_passes_a_passed_verification_and_then_stays_quiet(
-    reporting_host: ProviderHost,
+    provider_host: ProviderHost,
 ) -> None:
-    passed = with_provider(
-        ReadinessGateProvider(), {"passed": True, "failures": [], "verdict_table": ""}
-    )
-    created = reporting_host.create(passed)
+    urn = provider_host.urn("gate-passing", VerificationGate)
+    passed = {"passed": True, "failures": [], "verdict_table": ""}
+    created = provider_host.create(passed, urn=urn)
     assert created.outputs["passed"] is True
-    assert reporting_host.diff(created.id, created.outputs, passed).changes is False
-    failing = with_provider(
-        ReadinessGateProvider(),
-        {"passed": False, "failures": [["x", ">= 1", "0"]], "verdict_table": "t"},
-    )
-    assert reporting_host.diff(created.id, created.outputs, failing).changes is True
+    assert provider_host.diff(created.id, created.outputs, passed, urn=urn).changes is False
+    failing = {"passed": False, "failures": [["x", ">= 1", "0"]], "verdict_table": "t"}
+    assert provider_host.diff(created.id, created.outputs, failing, urn=urn).changes is True
 
 
-def _props(base_url: str, tmp_path: Path, urn: str, **thresholds: float) -> dict[str, Any]:
+def _props(base_url: str, tmp_path: Path, **thresholds: float) -> dict[str, Any]:
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("Say hello.\nCount to three.\n")
     section = VerificationSpec.model_validate(
@@ -174,10 +171,8 @@ def _props(base_url: str, tmp_path: Path, urn: str, **thresholds: float) -> dict
         spec=verification_input(section, None),
         report_dir=str(tmp_path / "reports"),
     )
-    inputs = props.to_inputs(
+    return props.to_inputs(
         api_key=secret(API_KEY),
         engine_fingerprint="files-hash|digest",
         tokenizer_path=None,
-        resource_urn=urn,
     )
-    return with_provider(VerificationProvider(), inputs)

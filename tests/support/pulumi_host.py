@@ -1,32 +1,38 @@
-"""Drive the dynamic-provider host over gRPC, call by call, as the engine does.
+"""Drive amdfleet's provider plugin over gRPC, call by call, as the Pulumi engine does.
 
-The process is the one the Pulumi engine starts for this project's dynamic resources:
-``python -u -m amdfleet.providers.server`` (the SDK's ``pulumi.dynamic`` host, run by
-amdfleet's ``pulumi-python`` plugin; cwd = the project root, so providers defined in the
-project's packages unpickle by reference). It prints a port and serves the
-``pulumirpc.ResourceProvider`` gRPC service. Whole programs run under the real CLI
-(tests/support/pulumi_cli.py); this is the faster, unit-level seam.
+The process is the one the engine starts for the package ``amdfleet``:
+``python -u -m amdfleet.plugin ENGINE_ADDRESS`` (what the ``pulumi-resource-amdfleet``
+console script runs; the address of a real ``pulumirpc.Engine`` service,
+tests/support/engine_log.py, where providers report progress), with the repository as
+cwd and ``PYTHONPATH`` kept, so a worktree's ``amdfleet`` is the one served. It prints a
+port and serves the ``pulumirpc.ResourceProvider`` gRPC service. Whole programs run
+under the real CLI (tests/support/pulumi_cli.py); this is the faster, unit-level seam. A
+test-only plugin serving other providers through the same server
+(tests/support/sample_plugin.py) starts with ``module=``.
+
 :class:`ProviderHost` starts it and calls Configure, Check, Diff, Create, Read, Update and
 Delete with the engine's conventions:
 
-* ``__provider`` holds the provider pickled by ``serialize_provider`` (dill, base64,
-  ``recurse=True``) and is a secret unless the provider opts out, like ``dynamic.Resource``
-  makes it (:func:`with_provider`).
-* Values cross the wire as protobuf Structs built by ``pulumi.runtime.rpc``. The dynamic
-  host answers ``acceptSecrets: false`` to Configure, so -- like the engine -- secrets are
-  sent as plain values and the results are re-marked secret where the corresponding input
-  was secret (the engine's ``annotateSecrets``).
-* Diff and Update receive the previous *outputs* as ``olds`` (plus ``old_inputs``);
-  Check receives the previous *inputs*. Check and Diff accept unknowns (preview).
+* Every call names its resource by URN; the plugin serves the type in it
+  (``amdfleet:index:<Name>``). :meth:`ProviderHost.urn` (or :func:`resource_urn`, for a
+  module's constant) builds one from a resource class (``host.urn("web", SshHost)``) or a
+  type token.
+* Configure says ``acceptSecrets``; the plugin accepts them, so secrets cross the wire
+  marked (protobuf Structs holding the secret signature) both ways, and the engine
+  re-marks nothing: an output is secret only where the plugin marked it. Nulls stay
+  where they are, at any depth, as the engine stores them, except that Check never
+  gets a top-level None (a program's SDK drops those).
+* Check receives the previous *inputs*; Diff and Update the previous *outputs* as
+  ``olds`` plus ``old_inputs``; Read the last outputs and inputs; Delete the last outputs
+  and ``old_inputs``. Check and Diff accept unknowns (preview).
 
 Values are plain Python dicts. A secret is the SDK's in-memory form of the secret
 signature (``secret(v)`` / ``is_secret(v)`` / ``reveal(v)``); an unknown is the string
-:data:`UNKNOWN` (what the wire uses).
+:data:`UNKNOWN` (what the wire uses); numbers come back as floats.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import selectors
@@ -41,19 +47,16 @@ from types import TracebackType
 from typing import Any, Self
 
 import grpc
-from google.protobuf import struct_pb2
-from pulumi.dynamic import ResourceProvider
-from pulumi.dynamic.dynamic import serialize_provider
-from pulumi.output import Unknown
+from google.protobuf import json_format, struct_pb2
 from pulumi.runtime import rpc
 from pulumi.runtime.proto import provider_pb2, provider_pb2_grpc
 
+from amdfleet.providers.resource import AmdFleetResource, type_token
 from amdfleet.remote.transport.connection import tail_lines
 from tests.support.files import tail_file
 
-PROVIDER_KEY = "__provider"
 UNKNOWN = rpc.UNKNOWN
-DYNAMIC_TYPE = "pulumi-python:dynamic:Resource"
+PLUGIN_MODULE = "amdfleet.plugin"
 START_TIMEOUT = 60.0
 CALL_TIMEOUT = 600.0
 
@@ -80,28 +83,25 @@ def reveal(value: Any) -> Any:
     return value
 
 
-def contains_secrets(value: Any) -> bool:
-    """True when ``value`` is or holds a secret."""
-    if is_secret(value):
-        return True
-    if isinstance(value, dict):
-        return any(contains_secrets(v) for v in value.values())
-    if isinstance(value, list):
-        return any(contains_secrets(v) for v in value)
-    return False
-
-
-def with_provider(provider: ResourceProvider, props: Mapping[str, Any]) -> dict[str, Any]:
-    """``props`` plus ``__provider``, exactly as ``pulumi.dynamic.Resource`` builds it."""
-    if PROVIDER_KEY in props:
-        raise ValueError("a dynamic resource must not define the __provider key")
-    blob = serialize_provider(provider)
-    always = getattr(provider, "serialize_as_secret_always", True)
-    return {**props, PROVIDER_KEY: secret(blob) if always else blob}
+def resource_urn(
+    name: str,
+    resource: type[AmdFleetResource] | str,
+    *,
+    stack: str = "test",
+    project: str = "amdfleet",
+    parent: str = "",
+) -> str:
+    """The URN the engine gives the resource ``name`` of class (or type token)
+    ``resource`` in ``stack`` of ``project``; ``parent`` is the qualified type of its
+    parents, if any."""
+    type_ = resource if isinstance(resource, str) else type_token(resource.type_name)
+    qualified = f"{parent}${type_}" if parent else type_
+    return f"urn:pulumi:{stack}::{project}::{qualified}::{name}"
 
 
 class ProviderCallError(Exception):
-    """A provider method raised (or the host failed); ``message`` is the exception text."""
+    """A provider method raised (or the plugin failed); ``message`` is the error text
+    without any Python stack."""
 
     def __init__(self, method: str, urn: str, code: grpc.StatusCode, details: str) -> None:
         self.method = method
@@ -122,11 +122,14 @@ class CheckOutcome:
 
 @dataclass(frozen=True)
 class DiffOutcome:
-    """Diff's answer. ``changes`` is None when the provider did not say (DIFF_UNKNOWN)."""
+    """Diff's answer. ``changes`` is None when the provider did not say (DIFF_UNKNOWN);
+    ``detailed`` maps each property the CLI lists to its kind (``"UPDATE"``,
+    ``"DELETE"``, ``"ADD_REPLACE"``, ...)."""
 
     changes: bool | None
     replaces: list[str] = field(default_factory=list)
     delete_before_replace: bool = False
+    detailed: dict[str, str] = field(default_factory=dict)
 
     @property
     def replace(self) -> bool:
@@ -136,7 +139,7 @@ class DiffOutcome:
 
 @dataclass(frozen=True)
 class CreateOutcome:
-    """Create's answer: the new resource id and its outputs (including ``__provider``)."""
+    """Create's answer: the new resource id and its outputs."""
 
     id: str
     outputs: dict[str, Any]
@@ -152,7 +155,7 @@ class ReadOutcome:
 
 
 class ProviderHost:
-    """A running provider host and a client that speaks to it like the engine.
+    """A running provider plugin and a client that speaks to it like the engine.
 
     Thread-safe (gRPC stubs are). Close it (or use ``with``) to stop the process by PID.
     """
@@ -174,9 +177,7 @@ class ProviderHost:
         self.stack = stack
         self._stderr_path = stderr_path
         self._call_timeout = call_timeout
-        self._accept_secrets: bool | None = None
-        self.call_times: list[tuple[str, float]] = []
-        self.start_time = 0.0
+        self._configured = False
 
     @classmethod
     def start(
@@ -185,23 +186,20 @@ class ProviderHost:
         *,
         project: str = "amdfleet",
         stack: str = "test",
-        config: Mapping[str, Any] | None = None,
         env: Mapping[str, str] | None = None,
         timeout: float = START_TIMEOUT,
         call_timeout: float = CALL_TIMEOUT,
-        engine: str | None = None,
+        engine: str,
+        module: str = PLUGIN_MODULE,
     ) -> ProviderHost:
-        """Start the host in ``project_root`` and connect to it.
-
-        ``config`` (full keys, e.g. ``amdfleet:hosts``) is also passed in ``PULUMI_CONFIG``
-        as the engine does for dynamic providers. ``engine`` is the address of a
-        ``pulumirpc.Engine`` service, passed as the host's argument as the CLI passes its
-        own (providers report progress there); without it the host has none.
-        """
+        """Start the plugin (``python -u -m <module> <engine>``) in ``project_root`` and
+        connect. ``engine`` is the address of a ``pulumirpc.Engine`` service, passed as
+        the CLI passes its own (providers report progress there)."""
         t0 = time.monotonic()
-        stderr_path = Path(tempfile.mkstemp(prefix="pulumi-dynamic-", suffix=".log")[1])
-        env_vars = _host_env(project, stack, config, env)
-        proc = _spawn(project_root, env_vars, stderr_path, [engine] if engine else [])
+        stderr_path = Path(tempfile.mkstemp(prefix="amdfleet-plugin-", suffix=".log")[1])
+        env_vars = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        argv = [sys.executable, "-u", "-m", module, engine]
+        proc = _spawn(project_root, env_vars, stderr_path, argv)
         try:
             port = _read_port(proc, time.monotonic() + timeout, stderr_path)
             channel = grpc.insecure_channel(f"127.0.0.1:{port}")
@@ -210,8 +208,9 @@ class ProviderHost:
             )
         except BaseException:
             _stop(proc)
+            stderr_path.unlink(missing_ok=True)
             raise
-        host = cls(
+        return cls(
             proc,
             channel,
             project=project,
@@ -219,53 +218,50 @@ class ProviderHost:
             stderr_path=stderr_path,
             call_timeout=call_timeout,
         )
-        host.start_time = time.monotonic() - t0
-        return host
 
     @property
     def pid(self) -> int:
-        """The host process id."""
+        """The plugin's process id."""
         return self._proc.pid
 
-    def urn(self, name: str, type_: str = DYNAMIC_TYPE) -> str:
-        """The URN the engine would give a top-level resource ``name`` of ``type_``."""
-        return f"urn:pulumi:{self.stack}::{self.project}::{type_}::{name}"
+    def urn(self, name: str, resource: type[AmdFleetResource] | str, *, parent: str = "") -> str:
+        """The URN the engine gives the resource ``name`` of class (or type token)
+        ``resource``; ``parent`` is the qualified type of its parents, if any."""
+        return resource_urn(name, resource, stack=self.stack, project=self.project, parent=parent)
 
     # -- the ResourceProvider service ---------------------------------------------------
 
     def configure(self, config: Mapping[str, Any] | None = None) -> None:
-        """Configure with the stack config (full keys; secrets as ``secret(v)``)."""
+        """Configure with the provider's config (secrets as ``secret(v)``), saying that
+        the engine accepts secrets; the plugin must accept them too."""
         config = dict(config or {})
-        variables = {k: _config_string(reveal(v)) for k, v in config.items()}
         request = provider_pb2.ConfigureRequest(
-            variables=variables,
+            variables={k: _config_string(reveal(v)) for k, v in config.items()},
             args=_to_struct(config),
             acceptSecrets=True,
             acceptResources=True,
         )
         response = self._call("Configure", "", request)
-        self._accept_secrets = bool(response.acceptSecrets)
+        if not response.acceptSecrets:
+            raise AssertionError("the plugin refused secrets (acceptSecrets false)")
+        self._configured = True
 
     def check(
-        self,
-        news: Mapping[str, Any],
-        olds: Mapping[str, Any] | None = None,
-        *,
-        urn: str | None = None,
+        self, news: Mapping[str, Any], olds: Mapping[str, Any] | None = None, *, urn: str
     ) -> CheckOutcome:
-        """Validate ``news`` (olds = the previous *inputs*); unknowns allowed."""
-        urn = urn or self.urn("resource")
+        """Validate ``news`` (olds = the previous *inputs*); unknowns allowed. A
+        top-level None in ``news`` is not sent: a program's SDK drops those (the
+        output-only properties a resource passes as None)."""
         request = provider_pb2.CheckRequest(
             urn=urn,
-            olds=self._wire(olds or {}),
-            news=self._wire(news),
+            olds=_to_struct(olds or {}),
+            news=_to_struct({k: v for k, v in news.items() if v is not None}),
             name=_name_of(urn),
             type=_type_of(urn),
         )
         response = self._call("Check", urn, request)
-        inputs = self._annotated(_from_struct(response.inputs), news)
         failures = [(f.property, f.reason) for f in response.failures]
-        return CheckOutcome(inputs=inputs, failures=failures)
+        return CheckOutcome(inputs=_from_struct(response.inputs), failures=failures)
 
     def diff(
         self,
@@ -274,16 +270,15 @@ class ProviderHost:
         news: Mapping[str, Any],
         *,
         old_inputs: Mapping[str, Any] | None = None,
-        urn: str | None = None,
+        urn: str,
     ) -> DiffOutcome:
         """Compare previous *outputs* ``olds`` with checked inputs ``news``."""
-        urn = urn or self.urn("resource")
         request = provider_pb2.DiffRequest(
             id=id_,
             urn=urn,
-            olds=self._wire(olds),
-            news=self._wire(news),
-            old_inputs=self._wire(old_inputs or {}),
+            olds=_to_struct(olds),
+            news=_to_struct(news),
+            old_inputs=_to_struct(old_inputs or {}),
             name=_name_of(urn),
             type=_type_of(urn),
         )
@@ -292,25 +287,25 @@ class ProviderHost:
             provider_pb2.DiffResponse.DIFF_NONE: False,
             provider_pb2.DiffResponse.DIFF_SOME: True,
         }.get(response.changes)
+        kinds = provider_pb2.PropertyDiff.Kind
         return DiffOutcome(
             changes=changes,
             replaces=list(response.replaces),
             delete_before_replace=bool(response.deleteBeforeReplace),
+            detailed={k: kinds.Name(v.kind) for k, v in response.detailedDiff.items()},
         )
 
-    def create(self, news: Mapping[str, Any], *, urn: str | None = None) -> CreateOutcome:
-        """Create from checked inputs; outputs are secret where the input was."""
-        urn = urn or self.urn("resource")
+    def create(self, news: Mapping[str, Any], *, urn: str) -> CreateOutcome:
+        """Create from checked inputs."""
         request = provider_pb2.CreateRequest(
             urn=urn,
-            properties=self._wire(news),
+            properties=_to_struct(news),
             timeout=self._call_timeout,
             name=_name_of(urn),
             type=_type_of(urn),
         )
         response = self._call("Create", urn, request)
-        outputs = self._annotated(_from_struct(response.properties), news)
-        return CreateOutcome(id=response.id, outputs=outputs)
+        return CreateOutcome(id=response.id, outputs=_from_struct(response.properties))
 
     def read(
         self,
@@ -318,24 +313,21 @@ class ProviderHost:
         props: Mapping[str, Any],
         *,
         inputs: Mapping[str, Any] | None = None,
-        urn: str | None = None,
+        urn: str,
     ) -> ReadOutcome:
-        """Refresh: read the live state given the previous outputs ``props``."""
-        urn = urn or self.urn("resource")
+        """Refresh: read the live state given the last outputs ``props`` and ``inputs``."""
         request = provider_pb2.ReadRequest(
             id=id_,
             urn=urn,
-            properties=self._wire(props),
-            inputs=self._wire(inputs or {}),
+            properties=_to_struct(props),
+            inputs=_to_struct(inputs or {}),
             name=_name_of(urn),
             type=_type_of(urn),
         )
         response = self._call("Read", urn, request)
         new_inputs = _from_struct(response.inputs) if response.HasField("inputs") else None
         return ReadOutcome(
-            id=response.id,
-            outputs=self._annotated(_from_struct(response.properties), props),
-            inputs=None if new_inputs is None else self._annotated(new_inputs, inputs or {}),
+            id=response.id, outputs=_from_struct(response.properties), inputs=new_inputs
         )
 
     def update(
@@ -345,22 +337,21 @@ class ProviderHost:
         news: Mapping[str, Any],
         *,
         old_inputs: Mapping[str, Any] | None = None,
-        urn: str | None = None,
+        urn: str,
     ) -> dict[str, Any]:
         """Update from previous *outputs* ``olds`` to checked inputs ``news``; new outputs."""
-        urn = urn or self.urn("resource")
         request = provider_pb2.UpdateRequest(
             id=id_,
             urn=urn,
-            olds=self._wire(olds),
-            news=self._wire(news),
-            old_inputs=self._wire(old_inputs or {}),
+            olds=_to_struct(olds),
+            news=_to_struct(news),
+            old_inputs=_to_struct(old_inputs or {}),
             timeout=self._call_timeout,
             name=_name_of(urn),
             type=_type_of(urn),
         )
         response = self._call("Update", urn, request)
-        return self._annotated(_from_struct(response.properties), news)
+        return _from_struct(response.properties)
 
     def delete(
         self,
@@ -368,15 +359,14 @@ class ProviderHost:
         props: Mapping[str, Any],
         *,
         old_inputs: Mapping[str, Any] | None = None,
-        urn: str | None = None,
+        urn: str,
     ) -> None:
-        """Delete the resource whose last outputs are ``props``."""
-        urn = urn or self.urn("resource")
+        """Delete the resource whose last outputs are ``props`` (and inputs ``old_inputs``)."""
         request = provider_pb2.DeleteRequest(
             id=id_,
             urn=urn,
-            properties=self._wire(props),
-            old_inputs=self._wire(old_inputs or {}),
+            properties=_to_struct(props),
+            old_inputs=_to_struct(old_inputs or {}),
             timeout=self._call_timeout,
             name=_name_of(urn),
             type=_type_of(urn),
@@ -386,11 +376,11 @@ class ProviderHost:
     # -- lifecycle ----------------------------------------------------------------------
 
     def stderr_tail(self, n: int = 40) -> str:
-        """The last lines the host wrote to stderr (tracebacks, warnings)."""
+        """The last lines the plugin wrote to stderr (tracebacks, warnings)."""
         return tail_lines(self._stderr_path.read_text(errors="replace"), n)
 
     def close(self) -> None:
-        """Close the channel and stop the host process by PID; idempotent."""
+        """Close the channel and stop the plugin process by PID; idempotent."""
         self._channel.close()
         _stop(self._proc)
         self._stderr_path.unlink(missing_ok=True)
@@ -409,102 +399,36 @@ class ProviderHost:
     # -- helpers ------------------------------------------------------------------------
 
     def _call(self, method: str, urn: str, request: Any) -> Any:
-        if self._accept_secrets is None and method != "Configure":
+        if not self._configured and method != "Configure":
             self.configure({})
         rpc_method: Callable[..., Any] = getattr(self._stub, method)
-        t0 = time.monotonic()
         try:
             return rpc_method(request, timeout=self._call_timeout)
         except grpc.RpcError as e:
             raise ProviderCallError(method, urn, e.code(), e.details() or str(e)) from None
-        finally:
-            self.call_times.append((method, time.monotonic() - t0))
-
-    def _wire(self, props: Mapping[str, Any]) -> struct_pb2.Struct:
-        """Props as the engine sends them: secrets stripped unless the provider takes them."""
-        return _to_struct(props if self._accept_secrets else reveal(dict(props)))
-
-    def _annotated(self, outs: dict[str, Any], ins: Mapping[str, Any]) -> dict[str, Any]:
-        if not self._accept_secrets:
-            annotate_secrets(outs, ins)
-        return outs
-
-
-def annotate_secrets(outs: dict[str, Any], ins: Mapping[str, Any]) -> None:
-    """Mark ``outs[k]`` secret where ``ins[k]`` holds a secret (the engine's rule).
-
-    Objects present on both sides are walked key by key; anything else (including a
-    list) becomes secret as a whole as soon as the input holds any secret.
-    """
-    for key, in_value in ins.items():
-        if key not in outs:
-            continue
-        out_value = outs[key]
-        both_objects = isinstance(out_value, dict) and isinstance(in_value, dict)
-        if both_objects and not is_secret(out_value) and not is_secret(in_value):
-            annotate_secrets(out_value, in_value)
-        elif not is_secret(out_value) and contains_secrets(in_value):
-            outs[key] = secret(out_value)
 
 
 def _to_struct(props: Mapping[str, Any]) -> struct_pb2.Struct:
-    # UNKNOWN is already the wire form of an unknown, and a secret(...) dict is already
-    # the wire form of a secret, so the SDK's serializer passes both through.
-    struct: struct_pb2.Struct = _run_async(rpc.serialize_properties(dict(props), {}))
-    return struct
+    # The test's values are already the wire's: a secret(...) dict is the secret
+    # signature, UNKNOWN the unknown sentinel; nulls stay, as the engine keeps them.
+    return json_format.ParseDict(dict(props), struct_pb2.Struct())
 
 
 def _from_struct(struct: struct_pb2.Struct) -> dict[str, Any]:
-    value = rpc.deserialize_properties(struct, keep_unknowns=True)
-    result: dict[str, Any] = _unknowns_to_sentinel(value)
+    result: dict[str, Any] = json_format.MessageToDict(struct)
     return result
-
-
-def _unknowns_to_sentinel(value: Any) -> Any:
-    if isinstance(value, Unknown):
-        return UNKNOWN
-    if isinstance(value, dict):
-        return {k: _unknowns_to_sentinel(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_unknowns_to_sentinel(v) for v in value]
-    return value
-
-
-def _run_async(coro: Any) -> Any:
-    loop = asyncio.new_event_loop()
-    try:
-        return loop.run_until_complete(coro)
-    finally:
-        loop.close()
 
 
 def _config_string(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _host_env(
-    project: str,
-    stack: str,
-    config: Mapping[str, Any] | None,
-    extra: Mapping[str, str] | None,
-) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({"PULUMI_PROJECT": project, "PULUMI_STACK": stack, "PYTHONUNBUFFERED": "1"})
-    if config:
-        env["PULUMI_CONFIG"] = json.dumps({k: _config_string(reveal(v)) for k, v in config.items()})
-        env["PULUMI_CONFIG_SECRET_KEYS"] = json.dumps(
-            [k for k, v in config.items() if is_secret(v)]
-        )
-    env.update(extra or {})
-    return env
-
-
 def _spawn(
-    root: Path, env: dict[str, str], stderr_path: Path, args: list[str]
+    root: Path, env: dict[str, str], stderr_path: Path, argv: list[str]
 ) -> subprocess.Popen[bytes]:
     with open(stderr_path, "wb") as err:
         return subprocess.Popen(
-            [sys.executable, "-u", "-m", "amdfleet.providers.server", *args],
+            argv,
             cwd=root,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -515,7 +439,7 @@ def _spawn(
 
 
 def _read_port(proc: subprocess.Popen[bytes], deadline: float, stderr_path: Path) -> int:
-    """Wait (bounded) for the port line the host prints on stdout."""
+    """Wait (bounded) for the port line the plugin prints on stdout."""
     assert proc.stdout is not None
     line = b""
     with selectors.DefaultSelector() as sel:
@@ -524,11 +448,11 @@ def _read_port(proc: subprocess.Popen[bytes], deadline: float, stderr_path: Path
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not sel.select(remaining):
                 log = tail_file(stderr_path, 40, "(no stderr)")
-                raise RuntimeError(f"dynamic-provider host printed no port:\n{log}")
+                raise RuntimeError(f"the provider plugin printed no port:\n{log}")
             chunk = os.read(proc.stdout.fileno(), 64)
             if not chunk:
                 log = tail_file(stderr_path, 40, "(no stderr)")
-                raise RuntimeError(f"dynamic-provider host exited:\n{log}")
+                raise RuntimeError(f"the provider plugin exited:\n{log}")
             line += chunk
     return int(line.strip())
 
@@ -562,5 +486,4 @@ def _name_of(urn: str) -> str:
 
 
 def _type_of(urn: str) -> str:
-    parts = urn.split("::")
-    return parts[2].rsplit("$", 1)[-1] if len(parts) >= 4 else DYNAMIC_TYPE
+    return urn.split("::")[2].rsplit("$", 1)[-1]

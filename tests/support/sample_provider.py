@@ -1,9 +1,15 @@
-"""A tiny but real dynamic provider for testing the provider host and program driver.
+"""Tiny but real providers for testing amdfleet's plugin server beyond its real resources.
+
+They are served by the same server as amdfleet's resources, through a test-only plugin
+(tests/support/sample_plugin.py), under the types of :data:`SAMPLE_PROVIDERS`.
 
 ``SampleFile`` writes a text file on a host (over SSH with a pinned key, or locally) and
-a token file beside it whose secret content goes through stdin, never a command line.
-It follows the project's provider rules: stateless (connections are opened inside each
-method), create all-or-nothing, delete idempotent, read re-collects the live state.
+a token file beside it whose secret content goes through stdin, never a command line. Like
+amdfleet's providers it keeps the secret out of its outputs, so ``read`` and ``delete``
+only have it because the plugin hands them the resource's inputs: read reports whether
+the token file still holds it, delete refuses to remove a file whose token it was not
+given. It follows the project's provider rules: stateless (connections are opened inside
+each method), create all-or-nothing, delete idempotent, read re-collects the live state.
 """
 
 from __future__ import annotations
@@ -14,18 +20,18 @@ import shlex
 import threading
 from typing import Any
 
-import pulumi
 from pulumi.dynamic import (
     CheckFailure,
     CheckResult,
     CreateResult,
     DiffResult,
     ReadResult,
-    Resource,
     ResourceProvider,
     UpdateResult,
 )
 
+from amdfleet.errors import RemoteError
+from amdfleet.providers.props import plain
 from amdfleet.remote.transport.connection import Connection
 from amdfleet.remote.transport.local import LocalConnection
 from amdfleet.remote.transport.ssh import connect
@@ -34,7 +40,10 @@ from amdfleet.remote.transport.target import HostTarget
 CONNECT_TIMEOUT = 10.0
 COMMAND_TIMEOUT = 30.0
 _REPLACE_KEYS = ("host", "path")
-_UPDATE_KEYS = ("content", "token", "mode")
+_UPDATE_KEYS = ("content", "mode")  # the token is an input only, as secrets are
+SAMPLE_FILE = "sample:index:SampleFile"
+RENDEZVOUS = "sample:index:Rendezvous"
+FAILING = "sample:index:Failing"
 
 
 def open_connection(host: dict[str, Any]) -> Connection:
@@ -64,7 +73,7 @@ class SampleFileProvider(ResourceProvider):
         return CheckResult(news, failures)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        """Host or path changes replace the file; content, token or mode update it."""
+        """Host or path changes replace the file; content or mode update it."""
         replaces = [k for k in _REPLACE_KEYS if olds.get(k) != news.get(k)]
         updates = [k for k in _UPDATE_KEYS if olds.get(k) != news.get(k)]
         return DiffResult(
@@ -84,13 +93,16 @@ class SampleFileProvider(ResourceProvider):
         return CreateResult(f"{conn.host}:{props['path']}", _outputs(props))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        """Re-read the file; an empty id tells the engine it is gone."""
+        """Re-read the file, and whether its token file holds the ``token`` input; an
+        empty id tells the engine it is gone."""
         with open_connection(props["host"]) as conn:
             content = conn.get(props["path"])
+            stored = conn.get(token_path(props["path"]))
         if content is None:
             return ReadResult("", {})
         live = {**props, "content": content.decode()}
-        return ReadResult(id_, _outputs(live))
+        token_ok = stored is not None and stored.decode() == plain(props.get("token"))
+        return ReadResult(id_, {**_outputs(live), "token_ok": token_ok})
 
     def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         """Rewrite both files in place (atomic puts)."""
@@ -99,38 +111,13 @@ class SampleFileProvider(ResourceProvider):
         return UpdateResult(_outputs(news))
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
-        """Remove both files; succeeds when they are already gone."""
+        """Remove both files, given the token the file was written with (an input only);
+        succeeds when they are already gone."""
         with open_connection(props["host"]) as conn:
+            stored = conn.get(token_path(props["path"]))
+            if stored is not None and stored.decode() != plain(props.get("token")):
+                raise RemoteError(conn.host, f"refusing to delete {props['path']}: not its token")
             _remove(conn, props["path"])
-
-
-class SampleFile(Resource):
-    """A file on a host, with a secret token stored beside it."""
-
-    path: pulumi.Output[str]
-    sha256: pulumi.Output[str]
-    token: pulumi.Output[str]
-
-    def __init__(
-        self,
-        name: str,
-        *,
-        host: pulumi.Input[dict[str, Any]],
-        path: pulumi.Input[str],
-        content: pulumi.Input[str],
-        token: pulumi.Input[str],
-        mode: int = 0o644,
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
-        props = {
-            "host": host,
-            "path": path,
-            "content": content,
-            "token": token,
-            "mode": mode,
-            "sha256": None,
-        }
-        super().__init__(SampleFileProvider(), name, props, opts)
 
 
 def _write(conn: Connection, props: dict[str, Any]) -> None:
@@ -139,7 +126,7 @@ def _write(conn: Connection, props: dict[str, Any]) -> None:
     quoted = shlex.quote(token_path(path))
     conn.run(
         f"umask 077 && cat > {quoted}.new && mv {quoted}.new {quoted}",
-        stdin=props["token"],
+        stdin=plain(props["token"]),
         timeout=COMMAND_TIMEOUT,
     )
 
@@ -150,7 +137,7 @@ def _remove(conn: Connection, path: str) -> None:
 
 
 def _outputs(props: dict[str, Any]) -> dict[str, Any]:
-    outs = {k: v for k, v in props.items() if k != "__provider"}
+    outs = {k: v for k, v in props.items() if k not in ("token", "resource_urn")}
     outs["sha256"] = hashlib.sha256(props["content"].encode()).hexdigest()
     outs["directory"] = posixpath.dirname(props["path"])
     return outs
@@ -168,8 +155,8 @@ _BARRIERS_LOCK = threading.Lock()
 
 class RendezvousProvider(ResourceProvider):
     """``create`` returns only once ``parties`` creates of the same ``group`` are running
-    at the same time in this provider host (or fails after ``timeout_s``): it shows how
-    many provider calls the host really runs at once."""
+    at the same time in the plugin (or fails after ``timeout_s``): it shows how many
+    provider calls the plugin really runs at once."""
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         parties = int(props["parties"])
@@ -181,15 +168,21 @@ class RendezvousProvider(ResourceProvider):
             raise RuntimeError(
                 f"only {barrier.n_waiting} of {parties} creates ran at the same time"
             ) from None
-        return CreateResult(id_=f"{props['group']}-{int(props['index'])}", outs=props)
+        return CreateResult(id_=f"{props['group']}-{int(props['index'])}", outs={})
 
 
 class FailingProvider(ResourceProvider):
     """``create`` raises ``props["error"]`` (an amdfleet error, or a plain RuntimeError)."""
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        from amdfleet.errors import RemoteError
-
         if props["error"] == "amdfleet":
             raise RemoteError("host7", "mkdir /opt/x failed", "check the disk")
         raise RuntimeError("an unexpected bug")
+
+
+SAMPLE_PROVIDERS: dict[str, ResourceProvider] = {
+    SAMPLE_FILE: SampleFileProvider(),
+    RENDEZVOUS: RendezvousProvider(),
+    FAILING: FailingProvider(),
+}
+"""Type token → provider, as tests/support/sample_plugin.py serves them."""

@@ -24,12 +24,13 @@ from amdfleet.providers.progress import (
     format_bytes,
     format_duration,
     secret_values,
+    set_engine_address,
 )
 from amdfleet.remote.transport.connection import REDACTED
 from tests.support.engine_log import EngineLog
 from tests.support.pulumi_host import secret
 
-URN = "urn:pulumi:dev::amdfleet::amdfleet:index:Deployment$pulumi-python:dynamic/amdfleet:EngineService::e"  # noqa: E501
+URN = "urn:pulumi:dev::amdfleet::amdfleet:index:Deployment$amdfleet:index:EngineService::e"
 TOKEN = "hf_SecretToken0123456789"
 API_KEY = "sk-live-4c1d9e0b"
 
@@ -111,8 +112,26 @@ def test_a_deferred_status_is_dropped_when_the_operation_ends(engine: EngineLog)
     assert engine.messages() == ["loading 1"]
 
 
+def test_the_engine_address_the_plugin_sets_is_where_resources_report(
+    engine: EngineLog,
+) -> None:
+    """The plugin sets the address it was started with; a resource's reporter sends
+    there. Anything but ``host:port`` (a flag, an empty argument) counts as no engine."""
+    try:
+        set_engine_address(engine.address)
+        assert engine_address() == engine.address
+        with ResourceProgress.for_resource({URN_KEY: URN, "hf_token": TOKEN}) as progress:
+            progress.step(f"connecting with {TOKEN}")
+        assert engine.messages(URN) == [f"connecting with {REDACTED}"]
+        for bad in ("--logtostderr", "", "no port here"):
+            set_engine_address(bad)
+            assert engine_address() is None
+    finally:
+        set_engine_address(None)
+
+
 def test_without_engine_or_urn_nothing_is_sent_and_nothing_fails(engine: EngineLog) -> None:
-    # In-process (pytest is not the dynamic-provider host) there is no engine address.
+    # In-process (pytest is not the provider plugin) there is no engine address.
     assert engine_address() is None
     for progress in (
         ResourceProgress.for_resource({URN_KEY: URN, "hf_token": TOKEN}),

@@ -1,8 +1,9 @@
 """Provider props models: what the program builds is what the provider parses back.
 
-The values go through the same forms the engine delivers (numbers as floats, secrets
-wrapped, the SDK's ``__provider`` beside them); a typo'd key or a wrong type is rejected
-with an error naming the property path, and a secret's value never shows in that error.
+The values go through the same forms the plugin delivers (numbers as floats, secrets
+wrapped, a legacy state's pickled ``__provider`` beside them); a typo'd key or a wrong
+type is rejected with an error naming the property path, and a secret's value never
+shows in that error.
 """
 
 from __future__ import annotations
@@ -106,7 +107,8 @@ EXAMPLES: list[ProviderProps] = [
 
 def through_engine(value: Any) -> Any:
     """``value`` as a provider method receives it: every number a float, secrets (the
-    ``secret_env``/``hf_token``/``api_key`` inputs) wrapped, ``__provider`` beside them."""
+    ``secret_env``/``hf_token``/``api_key`` inputs) wrapped, and ``__provider`` beside them
+    as in the outputs of a stack created by the dynamic providers."""
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return value
     if isinstance(value, int | float):
@@ -215,7 +217,7 @@ def test_outputs_carry_no_secret_and_the_urn_only_when_there_is_one() -> None:
     assert "secret_env" not in SERVICE.to_outputs()
     assert "api_key" not in EXAMPLES[4].to_outputs()
     assert "resource_urn" not in SERVICE.to_outputs()
-    urn = "urn:pulumi:test::amdfleet::pulumi-python:dynamic/amdfleet:EngineService::e"
+    urn = "urn:pulumi:test::amdfleet::amdfleet:index:EngineService::e"
     with_urn = SERVICE.model_copy(update={"resource_urn": urn})
     assert with_urn.to_outputs(running=True)["resource_urn"] == urn
     assert with_urn.to_outputs(running=True)["running"] is True

@@ -4,6 +4,7 @@ engine providers' own props models, as the providers record them)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -23,7 +24,7 @@ from amdfleet.errors import AmdFleetError
 from amdfleet.providers.engine_cluster import EngineClusterNode, EngineClusterProps
 from amdfleet.providers.engine_node import EngineFile, ReadinessCheck
 from amdfleet.providers.engine_service import EngineServiceProps
-from amdfleet.providers.progress import DYNAMIC_TYPE_PREFIX
+from amdfleet.providers.resource import LEGACY_TYPE_PREFIX, type_token
 from amdfleet.remote.transport.target import HostTarget
 
 ENGINE_OK = Check("engine", "host0", True, "running (process supervisor)")
@@ -91,7 +92,13 @@ def test_verification_summary_counts_the_judged_rows_and_names_the_failed() -> N
     assert "verification.enabled is false" in verification_summary({"enabled": False})
 
 
-def test_engine_nodes_are_read_from_both_engine_resources_in_the_state() -> None:
+@pytest.mark.parametrize(
+    "type_of", [type_token, LEGACY_TYPE_PREFIX.__add__], ids=["plugin", "legacy"]
+)
+def test_engine_nodes_are_read_from_both_engine_resources_in_the_state(
+    type_of: Callable[[str], str],
+) -> None:
+    """The plugin's types, and the dynamic ones of a stack not updated since."""
     one = HostTarget(name="solo", address="10.77.0.2", host_key="SHA256:abc", key_path="/k")
     service = EngineServiceProps(
         host=one,
@@ -114,9 +121,9 @@ def test_engine_nodes_are_read_from_both_engine_resources_in_the_state() -> None
     state = {
         "resources": [
             {"type": "pulumi:pulumi:Stack", "outputs": {"ready": True}},
-            _resource("SshHost", {"host": one.model_dump(mode="json")}),
-            _resource("EngineService", service.started_outputs()),
-            _resource("EngineCluster", cluster.started_outputs()),
+            _resource(type_of("SshHost"), {"host": one.model_dump(mode="json")}),
+            _resource(type_of("EngineService"), service.started_outputs()),
+            _resource(type_of("EngineCluster"), cluster.started_outputs()),
         ]
     }
     solo, n0, n1 = engine_nodes(state)
@@ -159,5 +166,5 @@ def test_the_report_names_the_verdict_and_never_the_key() -> None:
     assert "sk-not-printed-0123" not in text + str(document) + repr(view)
 
 
-def _resource(name: str, outputs: dict[str, Any]) -> dict[str, Any]:
-    return {"type": DYNAMIC_TYPE_PREFIX + name, "outputs": outputs}
+def _resource(type_: str, outputs: dict[str, Any]) -> dict[str, Any]:
+    return {"type": type_, "outputs": outputs}
