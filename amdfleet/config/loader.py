@@ -28,7 +28,9 @@ from amdfleet.findings import Finding, config_issue
 from amdfleet.pydantic_issues import validation_issues
 
 NAMESPACE = "amdfleet"
-STACKS_DIR = Path(__file__).resolve().parent.parent.parent / "stacks"
+STACKS_DIR = (Path(__file__).parent.parent / "data" / "stacks").resolve()
+"""The committed stacks: this checkout's ``stacks/`` (``amdfleet/data/stacks`` links to it),
+or the copies an installed amdfleet carries there."""
 
 
 class SecretRef(BaseModel):
