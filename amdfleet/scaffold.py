@@ -11,8 +11,8 @@ The project lives outside this repository and runs the amdfleet that pip install
 * ``Pulumi.<stack>.yaml``: a committed stack as amdfleet carries it, its
   ``yaml-language-server`` modeline pointing at the stack schema the installed package
   carries (nothing Pulumi encrypted in a checkout's copy is taken along);
-* ``README.md``: how to install, one ``pulumi config set --secret`` line per secret the
-  stack references, ``pulumi up`` and ``pulumi destroy``.
+* ``README.md``: how to install, one ``pulumi config set --secret amdfleet:KEY`` line per
+  secret the stack references, ``pulumi up`` and ``pulumi destroy``.
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ def readme(project: str, spec: StackSpec, installation: Installation) -> str:
     stack = spec.name
     venv = installation.virtualenv or Path("<your virtualenv>")
     secrets = "".join(
-        f"# {what}\n{pipe}pulumi config set --secret {key} -s {stack}\n"
+        f"# {what}\n{pipe}pulumi config set --secret amdfleet:{key} -s {stack}\n"
         for key, pipe, what in secret_lines(spec)
     )
     return f"""# {project}
@@ -180,7 +180,9 @@ machine).
 
 ## Secrets
 
-The stack names these secret config keys; set each once, encrypted by Pulumi:
+The stack names these secret config keys; set each once, encrypted by Pulumi. They are
+in the `amdfleet:` namespace, where amdfleet reads its config (a bare `apiKey` would be
+this project's, `{project}:apiKey`):
 
 ```sh
 pulumi stack init {stack}
