@@ -62,8 +62,8 @@ COMMANDS: dict[str, CommandEntry] = {
     ),
     "new": CommandEntry(
         "amdfleet.cli.new",
-        "Scaffold a Pulumi project in DIRECTORY (new or empty) that deploys an amdfleet stack "
-        "with this installed amdfleet.",
+        "Scaffold a Pulumi project in DIRECTORY (new, empty, or holding only this virtualenv) "
+        "that deploys an amdfleet stack with this installed amdfleet.",
     ),
     "parity": CommandEntry(
         "amdfleet.cli.verify",
