@@ -11,8 +11,10 @@ file there) never runs and amdfleet itself can only come from the wheel. ``amdfl
 ``pulumi-resource-amdfleet`` (the plugin entry ``amdfleet new`` wrote), the endpoint
 answers a completion, and ``destroy`` leaves no engine process and no engine directory.
 
-The one edit to the scaffolded stack is ``serving.port``: a free port instead of 18000,
-so this test may run while another ``local`` deployment serves on this machine.
+Two edits to the scaffolded stack: ``serving.port``, a free port instead of 18000 (so this
+test may run while another ``local`` deployment serves on this machine), and the parity
+reference kept in the project as a relative path (resolved against the project, where
+Pulumi runs the program: an installed amdfleet has no checkout to resolve it against).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ SOURCE = ("pyproject.toml", "README.md", "amdfleet", "templates", "stacks", "sch
 """What the wheel is built from (amdfleet/data/ links to the last three)."""
 API_KEY = "user-project-key-5b1f0c"
 ENGINE_DIR = Path("/opt/amdfleet/local")
+PARITY_REFERENCE = Path("/var/lib/amdfleet/models/smollm2-135m-instruct/parity-reference.json")
 
 pytestmark = [pytest.mark.pulumi, pytest.mark.vllm, pytest.mark.slow]
 
@@ -61,7 +64,12 @@ def test_a_users_project_deploys_local_with_the_installed_wheel(tmp_path: Path) 
     assert plugin == [{"name": "amdfleet", "path": str(venv / "bin")}]
     port = _free_port()
     stack_file = project / "Pulumi.local.yaml"
-    stack_file.write_text(stack_file.read_text().replace("port: 18000", f"port: {port}", 1))
+    text = stack_file.read_text().replace("port: 18000", f"port: {port}", 1)
+    # the parity reference kept with the project: relative to it, as for a checkout's stack
+    (project / "references").mkdir()
+    shutil.copy(PARITY_REFERENCE, project / "references" / "local.json")
+    stack_file.write_text(text.replace(str(PARITY_REFERENCE), "references/local.json", 1))
+    assert "reference: references/local.json" in stack_file.read_text()
 
     ws = PulumiWorkspace(tmp_path / "cli")  # its home, backend and passphrase...
     ws.root = project  # ...for the project amdfleet new wrote
@@ -83,6 +91,8 @@ def test_a_users_project_deploys_local_with_the_installed_wheel(tmp_path: Path) 
         assert {"amdfleet:index:EngineService", "pulumi:providers:amdfleet"} <= types
         outputs = ws.outputs("local", show_secrets=True)
         assert outputs["ready"] is True
+        parity = {(r["scope"], r["metric"]): r for r in outputs["verification"]["verdict"]}
+        assert parity[("parity", "match_share")]["passed"] is True  # the project's reference
         assert outputs["endpoint"] == f"http://127.0.0.1:{port}/v1"
         assert outputs["model"] == "smollm2-135m-instruct"
         assert outputs["api_key"] == API_KEY
