@@ -9,7 +9,8 @@ file there) never runs and amdfleet itself can only come from the wheel. ``amdfl
 (the wheel's console script) scaffolds the project; the real Pulumi CLI on a
 ``file://`` backend ``up``s the committed ``local`` stack through the wheel's
 ``pulumi-resource-amdfleet`` (the plugin entry ``amdfleet new`` wrote), the endpoint
-answers a completion, and ``destroy`` leaves no engine process and no engine directory.
+answers a completion, the wheel's ``amdfleet status`` run in the project says serving,
+and ``destroy`` leaves no engine process and no engine directory.
 
 Two edits to the scaffolded stack: ``serving.port``, a free port instead of 18000 (so this
 test may run while another ``local`` deployment serves on this machine), and the parity
@@ -110,6 +111,18 @@ def test_a_users_project_deploys_local_with_the_installed_wheel(tmp_path: Path) 
         )
         assert reply.status_code == 200, reply.text
         assert "Paris" in reply.json()["choices"][0]["text"], reply.text
+        status = subprocess.run(
+            [str(venv / "bin" / "amdfleet"), "status", "local", "--json"],
+            cwd=project,
+            env=ws.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert json.loads(status.stdout)["verdict"] == "serving", status.stdout
+        assert API_KEY not in status.stdout + status.stderr
         engine_pid = int((ENGINE_DIR / "engine.pid").read_text())
         assert alive(engine_pid)
     finally:
