@@ -149,7 +149,8 @@ def load_from_pulumi() -> tuple[StackSpec, dict[str, Any]]:
     source = f"stack {pulumi.get_stack()}"
     spec = parse_stack(pulumi.get_stack(), values, source=source)
     refs = _secret_refs(spec, {k: True for k in secret}, plain_secrets, source=source)
-    missing = [_missing_secret_issue(spec, ref.key) for ref in refs if not ref.present]
+    project = pulumi.get_project()
+    missing = [_missing_secret_issue(spec, r.key, project) for r in refs if not r.present]
     if missing:
         raise ConfigError(missing, source)
     return spec, {key: config.get_secret(key) for key in spec.secret_keys}
@@ -337,11 +338,14 @@ def _secret_refs(
     return tuple(SecretRef(key=k, present=k in secure) for k in spec.secret_keys)
 
 
-def _missing_secret_issue(spec: StackSpec, key: str) -> Finding:
+def _missing_secret_issue(spec: StackSpec, key: str, project: str) -> Finding:
+    # `pulumi config set KEY` puts a bare key in the project's namespace: amdfleet's own
+    # project may drop the prefix, a user's project (amdfleet new) must not.
+    name = key if project == NAMESPACE else f"{NAMESPACE}:{key}"
     return config_issue(
         f"amdfleet:{key}",
         "secret is referenced by the stack but not set",
-        f"run `pulumi config set --secret {key} -s {spec.name}` and type the value at its "
+        f"run `pulumi config set --secret {name} -s {spec.name}` and type the value at its "
         "prompt, or pipe it on stdin (a value on the command line lands in shell history)",
     )
 

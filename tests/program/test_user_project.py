@@ -80,6 +80,9 @@ def test_a_users_project_deploys_local_with_the_installed_wheel(tmp_path: Path) 
     ws.run(["stack", "init", "local"], timeout=60)
     readme = (project / "README.md").read_text()
     assert "pulumi config set --secret amdfleet:apiKey -s local" in readme
+    unset = ws.preview("local", check=False)  # before the secret: the command that sets it
+    assert not unset.ok
+    assert "`pulumi config set --secret amdfleet:apiKey -s local`" in unset.text, unset.text
     ws.run(
         ["config", "set", "--secret", "amdfleet:apiKey", "--stack", "local"],
         stdin=API_KEY,

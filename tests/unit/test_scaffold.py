@@ -183,3 +183,20 @@ def test_the_cli_writes_the_project_and_refuses_a_used_directory(tmp_path: Path)
     again = runner.invoke(cli, ["new", str(tmp_path / "p")])
     assert again.exit_code == 1
     assert "is not empty (5 entries" in again.output and "give another DIR" in again.output
+
+
+@pytest.mark.parametrize(
+    ("project", "command"),
+    [
+        ("my-llm", "pulumi config set --secret amdfleet:apiKey -s local"),
+        ("amdfleet", "pulumi config set --secret apiKey -s local"),  # this repository's
+    ],
+)
+def test_a_missing_secret_names_the_key_the_project_must_set(project: str, command: str) -> None:
+    """``pulumi up`` without the secret: the hint's command must set the key amdfleet reads
+    (in a project not named amdfleet, a bare key would be the project's own)."""
+    from amdfleet.config.loader import _missing_secret_issue
+
+    issue = _missing_secret_issue(load_stack_file("local").spec, "apiKey", project)
+    assert issue.subject == "amdfleet:apiKey"
+    assert f"`{command}`" in issue.hint
