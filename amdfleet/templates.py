@@ -1,4 +1,7 @@
-"""Where the jinja2 templates live: the top-level ``templates/`` directory.
+"""Where the jinja2 templates live: ``amdfleet/data/templates``.
+
+In a checkout that is a link to the top-level ``templates/`` directory; an installed
+amdfleet (its wheel) carries a copy there, so it never reads the source tree.
 
 The renderers (:mod:`amdfleet.render`) load them from here, and the planner reads the
 Dockerfile's template text for the image's content tag without rendering it, so
@@ -9,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES_DIR = (Path(__file__).parent / "data" / "templates").resolve()
 DOCKERFILE_TEMPLATE = "Dockerfile.aiter-vllm.j2"
 
 

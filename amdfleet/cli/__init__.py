@@ -60,6 +60,11 @@ COMMANDS: dict[str, CommandEntry] = {
         "Destroy (or warn about) every stack whose campaign.expires_at has passed, per its "
         "on_expiry.",
     ),
+    "new": CommandEntry(
+        "amdfleet.cli.new",
+        "Scaffold a Pulumi project in DIRECTORY (new, empty, or holding only this virtualenv) "
+        "that deploys an amdfleet stack with this installed amdfleet.",
+    ),
     "parity": CommandEntry(
         "amdfleet.cli.verify",
         "Output parity: record a reference from a known-good endpoint, or check one.",

@@ -143,7 +143,8 @@ def format_plan(loaded: LoadedStack, resolved: DeploymentPlan) -> str:
         state = (
             "set (encrypted)"
             if ref.present
-            else f"NOT SET: pulumi config set --secret {ref.key}  (prompts, or reads stdin)"
+            # namespaced: right in any project (a bare key is the project's own)
+            else f"NOT SET: pulumi config set --secret amdfleet:{ref.key}  (prompts, or stdin)"
         )
         lines.append(f"  {ref.key}: {state}")
     lines.append(f"startup deadline {p.engine.startup_timeout_s} s")

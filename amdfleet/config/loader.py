@@ -28,7 +28,9 @@ from amdfleet.findings import Finding, config_issue
 from amdfleet.pydantic_issues import validation_issues
 
 NAMESPACE = "amdfleet"
-STACKS_DIR = Path(__file__).resolve().parent.parent.parent / "stacks"
+STACKS_DIR = (Path(__file__).parent.parent / "data" / "stacks").resolve()
+"""The committed stacks: this checkout's ``stacks/`` (``amdfleet/data/stacks`` links to it),
+or the copies an installed amdfleet carries there."""
 
 
 class SecretRef(BaseModel):
@@ -144,7 +146,14 @@ def load_from_pulumi() -> tuple[StackSpec, dict[str, Any]]:
     secret = {k for k in keys if runtime_config.is_config_secret(f"{NAMESPACE}:{k}")}
     values = {k: _config_value(config.get(k)) for k in keys if k not in secret}
     source = f"stack {pulumi.get_stack()}"
-    spec = load_from_values(pulumi.get_stack(), values, secret, source=source)
+    project = pulumi.get_project()
+    spec = load_from_values(
+        pulumi.get_stack(),
+        values,
+        secret,
+        source=source,
+        how_to_set=lambda spec, key: _config_set_hint(spec, key, project),
+    )
     return spec, {key: config.get_secret(key) for key in spec.secret_keys}
 
 
@@ -365,9 +374,12 @@ def _missing_secret_issue(
     )
 
 
-def _config_set_hint(spec: StackSpec, key: str) -> str:
+def _config_set_hint(spec: StackSpec, key: str, project: str = NAMESPACE) -> str:
+    # `pulumi config set KEY` puts a bare key in the project's namespace: amdfleet's own
+    # project may drop the prefix, a user's project (amdfleet new) must not.
+    name = key if project == NAMESPACE else f"{NAMESPACE}:{key}"
     return (
-        f"run `pulumi config set --secret {key} -s {spec.name}` and type the value at its "
+        f"run `pulumi config set --secret {name} -s {spec.name}` and type the value at its "
         "prompt, or pipe it on stdin (a value on the command line lands in shell history)"
     )
 

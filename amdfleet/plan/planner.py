@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from amdfleet.config import STACKS_DIR, StackSpec
 from amdfleet.errors import PlanError
 from amdfleet.findings import Finding, config_issue
@@ -32,8 +34,12 @@ from amdfleet.plan.serving import serving_plan
 from amdfleet.plan.verification import parity_input, verification_input
 
 REPORTS_DIR = ".amdfleet/reports"
-PROJECT_DIR = STACKS_DIR.parent
-"""Where Pulumi.yaml is: relative paths in a stack (a parity reference) are its."""
+PROJECT_DIR: Path | None = (
+    STACKS_DIR.parent if (STACKS_DIR.parent / "Pulumi.yaml").is_file() else None
+)
+"""Where Pulumi.yaml is: relative paths in a stack (a parity reference) are its. In a
+checkout, its root; an installed amdfleet has none (None): the directory it runs in
+stands for it, which is the project's when Pulumi runs the program."""
 
 
 def plan(spec: StackSpec) -> DeploymentPlan:
@@ -203,7 +209,8 @@ def verification_plan(
                     "in, or serving.dtype",
                 )
             )
-        reference = str(PROJECT_DIR / section.parity.reference)  # an absolute one stays
+        project = PROJECT_DIR or Path.cwd()
+        reference = str(project / section.parity.reference)  # an absolute one stays
         parity = parity_input(section.parity, reference=reference, dtype=dtype)
     report_dir = f"{REPORTS_DIR}/{spec.name}"
     return VerificationPlan(

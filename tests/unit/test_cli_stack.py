@@ -30,7 +30,7 @@ def test_plan_prints_hosts_memory_image_and_commands() -> None:
     assert "memory per GPU (GiB)" in out and "KV cache" in out
     assert "[0] mi355x-01 192.0.2.10 (head)" in out
     assert "$ vllm serve amd/Llama-3.3-70B-Instruct-FP8-KV" in out
-    assert "apiKey: NOT SET" in out
+    assert "apiKey: NOT SET: pulumi config set --secret amdfleet:apiKey" in out
 
 
 def test_plan_json_is_the_plan() -> None:

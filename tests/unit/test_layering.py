@@ -39,7 +39,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("render", "verify"),
     ("providers",),
     ("components",),
-    ("cloud_fleet", "campaign"),
+    ("cloud_fleet", "campaign", "scaffold"),
     ("program",),
     ("plugin",),
     ("cli",),
