@@ -30,6 +30,7 @@ import pytest
 import yaml
 
 from tests.e2e.vllm_server import missing_parts
+from tests.support.local_stack import quick_verification
 from tests.support.processes import alive
 from tests.support.pulumi_cli import PulumiWorkspace, write_project
 
@@ -138,12 +139,7 @@ def _stack(release: Path) -> dict[str, Any]:
     document: dict[str, Any] = yaml.safe_load((release / "stacks/Pulumi.local.yaml").read_text())
     config = document["config"]
     config["amdfleet:serving"]["port"] = PORT
-    verification = config["amdfleet:verification"]
-    verification.pop("accuracy")
-    verification["scenarios"] = [
-        {"name": "c2", "input_len": 32, "output_len": 16, "num_prompts": 4, "max_concurrency": 2}
-    ]
-    verification["thresholds"] = {"min_success_rate": 1.0}
+    config["amdfleet:verification"] = quick_verification(config["amdfleet:verification"])
     return document
 
 

@@ -12,10 +12,11 @@ file there) never runs and amdfleet itself can only come from the wheel. ``amdfl
 answers a completion, the wheel's ``amdfleet status`` run in the project says serving,
 and ``destroy`` leaves no engine process and no engine directory.
 
-Two edits to the scaffolded stack: ``serving.port``, a free port instead of 18000 (so this
-test may run while another ``local`` deployment serves on this machine), and the parity
+Three edits to the scaffolded stack: ``serving.port``, a free port instead of 18000 (so this
+test may run while another ``local`` deployment serves on this machine), the parity
 reference kept in the project as a relative path (resolved against the project, where
-Pulumi runs the program: an installed amdfleet has no checkout to resolve it against).
+Pulumi runs the program: an installed amdfleet has no checkout to resolve it against),
+and a quick verification (the parity gate kept; the whole one is test_local_stack's).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import pytest
 import yaml
 
 from tests.e2e.vllm_server import missing_parts
+from tests.support.local_stack import quick_verification
 from tests.support.processes import alive
 from tests.support.pulumi_cli import PulumiRun, PulumiWorkspace
 
@@ -71,6 +73,10 @@ def test_a_users_project_deploys_local_with_the_installed_wheel(tmp_path: Path) 
     shutil.copy(PARITY_REFERENCE, project / "references" / "local.json")
     stack_file.write_text(text.replace(str(PARITY_REFERENCE), "references/local.json", 1))
     assert "reference: references/local.json" in stack_file.read_text()
+    document = yaml.safe_load(stack_file.read_text())  # a quick verification (the gate kept)
+    config = document["config"]
+    config["amdfleet:verification"] = quick_verification(config["amdfleet:verification"])
+    stack_file.write_text(yaml.safe_dump(document, sort_keys=False))
 
     ws = PulumiWorkspace(tmp_path / "cli")  # its home, backend and passphrase...
     ws.root = project  # ...for the project amdfleet new wrote

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from tests.e2e.vllm_server import missing_parts
-from tests.support.local_stack import local_config
+from tests.support.local_stack import local_config, quick_verification
 from tests.support.prerequisites import require_language_host
 from tests.support.pulumi_cli import REPO_ROOT, PulumiWorkspace
 
@@ -114,9 +114,10 @@ def _workspace(root: Path, sections: dict[str, Any]) -> PulumiWorkspace:
 
 
 def _sections(port: int) -> dict[str, Any]:
-    """The ``local`` stack's sections, served on ``port``."""
+    """The ``local`` stack's sections, served on ``port``, with a quick verification."""
     sections = {key.removeprefix("amdfleet:"): value for key, value in local_config().items()}
     sections["serving"] = {**sections["serving"], "port": port}
+    sections["verification"] = quick_verification(sections["verification"])
     return sections
 
 

@@ -47,6 +47,18 @@ def compile_caches() -> dict[str, str]:
     return {"VLLM_CACHE_ROOT": f"{CACHE}/vllm", "TORCHINDUCTOR_CACHE_DIR": f"{CACHE}/inductor"}
 
 
+def quick_verification(verification: dict[str, Any]) -> dict[str, Any]:
+    """The ``local`` stack's ``verification`` section cut to what tests of the deployment
+    path need: its output-parity gate as it is, one four-request benchmark, no GSM8K (a
+    whole verification is ``test_local_stack``'s)."""
+    quick = {key: value for key, value in verification.items() if key != "accuracy"}
+    quick["scenarios"] = [
+        {"name": "c2", "input_len": 32, "output_len": 16, "num_prompts": 4, "max_concurrency": 2}
+    ]
+    quick["thresholds"] = {"min_success_rate": 1.0}
+    return quick
+
+
 def small_verification() -> dict[str, Any]:
     """A verification that still runs the benchmark and the GSM8K scorer end to end, in
     seconds on the tiny model."""
