@@ -240,7 +240,7 @@ def _deployment_schema() -> dict[str, Any]:
             },
             "secrets": {
                 "type": "object",
-                "additionalProperties": {"type": "string", "secret": True},
+                "additionalProperties": {"type": "string"},
                 "secret": True,
                 "description": (
                     "The value of each secret the stack names (serving.api_key_secret, "
@@ -284,6 +284,5 @@ def _deployment_schema() -> dict[str, Any]:
                 "description": "A cloud stack's instances with their price.",
             },
         },
-        "requiredInputs": [],
         "required": ["endpoint", "model", "hosts", "engine", "verification", "ready"],
     }

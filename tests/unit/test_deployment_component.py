@@ -78,7 +78,7 @@ def test_the_schema_marks_secrets_and_describes_every_property() -> None:
     assert schema["isComponent"] is True
     inputs, outputs = schema["inputProperties"], schema["properties"]
     assert set(inputs) == {"stack", "config", "secrets"}
-    assert inputs["secrets"]["additionalProperties"]["secret"] is True
+    assert inputs["secrets"]["secret"] is True  # the whole map (Pulumi marks properties)
     assert outputs["apiKey"]["secret"] is True
     assert {"endpoint", "model", "apiKey", "ready", "verification", "verifiedAt"} <= set(outputs)
     assert all(p.get("description") for p in (*inputs.values(), *outputs.values()))
