@@ -23,17 +23,7 @@ from amdfleet.config import StackSpec, load_from_pulumi
 from amdfleet.errors import AmdFleetError
 from amdfleet.verify.reference import checked_plan
 
-OUTPUT_NAMES = (
-    "endpoint",
-    "model",
-    "api_key",
-    "hosts",
-    "engine",
-    "verification",
-    "ready",
-    "verified_at",
-    "campaign",
-)
+OUTPUT_NAMES = ("model", "api_key", *Deployment.OUTPUT_NAMES)
 """The stack outputs every amdfleet stack exports (a cloud stack adds ``instances``)."""
 
 

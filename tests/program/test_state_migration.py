@@ -30,7 +30,7 @@ import pytest
 import yaml
 
 from tests.e2e.vllm_server import missing_parts
-from tests.support.local_stack import quick_verification
+from tests.support.local_stack import assert_answers_paris, quick_verification
 from tests.support.processes import alive
 from tests.support.pulumi_cli import PulumiWorkspace, write_project
 
@@ -79,7 +79,7 @@ def test_a_stack_of_the_dynamic_release_moves_to_the_plugin_without_a_restart(
         outputs = ws.outputs(STACK, show_secrets=True)
         assert outputs["verified_at"] == verified_at  # the verification did not run again
         assert outputs["ready"] is True
-        _answers(outputs["endpoint"])
+        assert_answers_paris(outputs["endpoint"], API_KEY, "smollm2-135m-instruct")
 
         after = ws.resources(STACK)
         assert amdfleet_resources <= set(after)
@@ -141,14 +141,3 @@ def _stack(release: Path) -> dict[str, Any]:
     config["amdfleet:serving"]["port"] = PORT
     config["amdfleet:verification"] = quick_verification(config["amdfleet:verification"])
     return document
-
-
-def _answers(endpoint: str) -> None:
-    reply = httpx.post(
-        f"{endpoint}/completions",
-        headers={"Authorization": f"Bearer {API_KEY}"},
-        json={"model": "smollm2-135m-instruct", "prompt": "Paris is", "max_tokens": 4},
-        timeout=60,
-    )
-    assert reply.status_code == 200, reply.text
-    assert reply.json()["choices"][0]["text"]

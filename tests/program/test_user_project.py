@@ -37,7 +37,7 @@ import pytest
 import yaml
 
 from tests.e2e.vllm_server import missing_parts
-from tests.support.local_stack import quick_verification
+from tests.support.local_stack import assert_answers_paris, quick_verification
 from tests.support.processes import alive
 from tests.support.pulumi_cli import PulumiRun, PulumiWorkspace
 
@@ -107,19 +107,7 @@ def test_a_users_project_deploys_local_with_the_installed_wheel(tmp_path: Path) 
         assert outputs["model"] == "smollm2-135m-instruct"
         assert outputs["api_key"] == API_KEY
         assert API_KEY not in ws.backend_text() and API_KEY not in run.text
-        reply = httpx.post(
-            f"{outputs['endpoint']}/completions",
-            headers={"Authorization": f"Bearer {API_KEY}"},
-            json={
-                "model": "smollm2-135m-instruct",
-                "prompt": "The capital of France is",
-                "max_tokens": 8,
-                "temperature": 0,
-            },
-            timeout=60,
-        )
-        assert reply.status_code == 200, reply.text
-        assert "Paris" in reply.json()["choices"][0]["text"], reply.text
+        assert_answers_paris(outputs["endpoint"], API_KEY, "smollm2-135m-instruct")
         status = subprocess.run(
             [str(venv / "bin" / "amdfleet"), "status", "local", "--json"],
             cwd=project,

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from tests.e2e.vllm_server import missing_parts
-from tests.support.local_stack import local_config, quick_verification
+from tests.support.local_stack import assert_answers_paris, local_config, quick_verification
 from tests.support.prerequisites import require_language_host
 from tests.support.pulumi_cli import REPO_ROOT, PulumiWorkspace
 
@@ -81,19 +81,7 @@ def test_a_yaml_program_deploys_local_answers_and_destroys(tmp_path: Path) -> No
         assert all(_under(state, name, "llm") for name in custom), custom
         assert set(run.changed().values()) == {"create"}
         assert API_KEY not in run.text and API_KEY not in ws.backend_text()
-        reply = httpx.post(
-            f"{outputs['endpoint']}/completions",
-            headers={"Authorization": f"Bearer {API_KEY}"},
-            json={
-                "model": outputs["model"],
-                "prompt": "The capital of France is",
-                "max_tokens": 8,
-                "temperature": 0,
-            },
-            timeout=60,
-        )
-        assert reply.status_code == 200, reply.text
-        assert "Paris" in reply.json()["choices"][0]["text"], reply.text
+        assert_answers_paris(outputs["endpoint"], API_KEY, outputs["model"])
     finally:
         ws.destroy(STACK)
     assert ws.resources(STACK) == {}

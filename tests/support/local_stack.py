@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 
 from tests.support.models import TINY_ARCHITECTURE
@@ -74,3 +75,21 @@ def small_verification() -> dict[str, Any]:
         "accuracy": {"limit": 8, "concurrency": 4, "max_tokens": 32, "data_path": str(GSM8K)},
         "thresholds": {"min_success_rate": 1.0, "min_output_throughput": 2.0},
     }
+
+
+def assert_answers_paris(endpoint: str, api_key: str, model: str) -> None:
+    """The endpoint completes "The capital of France is" with Paris (SmolLM2, greedy),
+    with ``api_key``: what a deployment of the ``local`` stack must serve."""
+    reply = httpx.post(
+        f"{endpoint}/completions",
+        headers={"Authorization": f"Bearer {api_key}"},
+        json={
+            "model": model,
+            "prompt": "The capital of France is",
+            "max_tokens": 8,
+            "temperature": 0,
+        },
+        timeout=60,
+    )
+    assert reply.status_code == 200, reply.text
+    assert "Paris" in reply.json()["choices"][0]["text"], reply.text
