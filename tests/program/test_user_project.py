@@ -38,6 +38,7 @@ import yaml
 
 from tests.e2e.vllm_server import missing_parts
 from tests.support.local_stack import assert_answers_paris, quick_verification
+from tests.support.ports import free_port
 from tests.support.processes import alive
 from tests.support.pulumi_cli import PulumiRun, PulumiWorkspace
 
@@ -65,7 +66,7 @@ def test_a_users_project_deploys_local_with_the_installed_wheel(tmp_path: Path) 
     assert f"wrote {project / 'Pulumi.yaml'}" in new.stdout
     plugin = yaml.safe_load((project / "Pulumi.yaml").read_text())["plugins"]["providers"]
     assert plugin == [{"name": "amdfleet", "path": str(venv / "bin")}]
-    port = _free_port()
+    port = free_port()
     stack_file = project / "Pulumi.local.yaml"
     text = stack_file.read_text().replace("port: 18000", f"port: {port}", 1)
     # the parity reference kept with the project: relative to it, as for a checkout's stack
@@ -280,11 +281,3 @@ def _processes_running(venv: Path) -> list[str]:
         if str(venv) in argv:
             found.append(argv)
     return found
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -13,7 +13,6 @@ another deployment of ``local`` on this machine.
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import yaml
 
 from tests.e2e.vllm_server import missing_parts
 from tests.support.local_stack import assert_answers_paris, local_config, quick_verification
+from tests.support.ports import free_port
 from tests.support.prerequisites import require_language_host
 from tests.support.pulumi_cli import REPO_ROOT, PulumiWorkspace
 
@@ -35,7 +35,7 @@ COMPONENT = "amdfleet:index:Deployment"
 def test_a_bad_stack_in_a_yaml_program_fails_with_amdfleets_error(tmp_path: Path) -> None:
     """The component validates its stack before registering anything: a preview stops at
     the field, with amdfleet's message and no Python traceback."""
-    sections = _sections(_free_port())
+    sections = _sections(free_port())
     sections["topology"] = {**sections["topology"], "nodes": "two"}
     ws = _workspace(tmp_path, sections)
     run = ws.preview(STACK, check=False)
@@ -54,7 +54,7 @@ def test_a_yaml_program_deploys_local_answers_and_destroys(tmp_path: Path) -> No
     absent = missing_parts()
     if absent:
         pytest.fail(f"the local stack needs {', '.join(absent)}; run scripts/setup")
-    port = _free_port()
+    port = free_port()
     ws = _workspace(tmp_path, _sections(port))
     try:
         run = ws.up(STACK)
@@ -141,9 +141,3 @@ def _under(state: dict[str, dict[str, Any]], name: str, ancestor: str) -> bool:
             return True
         parent = state[urns[parent]].get("parent")
     return False
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -54,6 +54,7 @@ from typing import IO, Any, Self
 from amdfleet.remote.transport.ssh import SshConnection, connect
 from amdfleet.remote.transport.target import HostTarget
 from tests.support.files import tail_file
+from tests.support.ports import free_port
 
 SUBNET_PREFIX = "10.77"
 SSHD = "/usr/sbin/sshd"
@@ -394,7 +395,7 @@ class HostLab:
             address, port = f"{SUBNET_PREFIX}.{self.subnet}.{10 + i}", 22
         else:
             address = f"127.0.0.{10 + i}"
-            port = _free_port(address)
+            port = free_port(address)
         host_key = self._host_files(hdir, address, port)
         host = LabHost(name, i, address, port, hdir, host_key, user=_current_user())
         if self.netns:
@@ -670,12 +671,6 @@ def _answers_ssh(address: str, port: int) -> bool:
             return s.recv(4) == b"SSH-"
     except OSError:
         return False
-
-
-def _free_port(address: str) -> int:
-    with socket.socket() as s:
-        s.bind((address, 0))
-        return int(s.getsockname()[1])
 
 
 def _current_user() -> str:

@@ -27,7 +27,6 @@ import pwd
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -37,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.support.ports import free_port
 from tests.support.processes import group_alive
 from tests.support.waiting import wait_until
 
@@ -114,7 +114,7 @@ class PostgresServer:
         remove_orphans()
         directory = Path(tempfile.mkdtemp(prefix=PREFIX, dir=TMP))  # mode 0700 until set up
         (directory / "owner").write_text(_owner_record(os.getpid()))
-        server = cls(directory, binaries, _free_port())
+        server = cls(directory, binaries, free_port())
         try:
             server._init()
             server._launch()
@@ -300,12 +300,6 @@ def _kill_group(pid: int) -> None:
     except ProcessLookupError:
         return
     wait_until(lambda: not group_alive(pid), 30, f"process group {pid} to die", interval=0.05)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _server_user() -> pwd.struct_passwd | None:

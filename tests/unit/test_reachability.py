@@ -24,6 +24,7 @@ from amdfleet.remote.reachability import (
     parse_listener,
     rendezvous_ports,
 )
+from tests.support.ports import free_port
 
 
 def test_rendezvous_ports() -> None:
@@ -36,15 +37,6 @@ LAYOUT = EngineLayout("/opt/amdfleet/unit-test")
 
 def run(command: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=timeout)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def test_listener_and_connect_on_loopback() -> None:
