@@ -109,10 +109,7 @@ class AmdFleetServicer(ProviderServicer):
         return await self._plain(super().Check, request, context)
 
     async def Diff(self, request: provider_pb2.DiffRequest, context: Any) -> Any:
-        merged = provider_pb2.DiffRequest()
-        merged.CopyFrom(request)
-        merged.olds.CopyFrom(under(request.old_inputs, request.olds))
-        return await self._plain(super().Diff, merged, context)
+        return await self._plain(super().Diff, with_inputs(request, "olds"), context)
 
     async def Create(self, request: Any, context: Any) -> Any:
         return await self._plain(super().Create, request, context)
@@ -127,10 +124,16 @@ class AmdFleetServicer(ProviderServicer):
         return await self._plain(super().Construct, request, context)
 
     async def Delete(self, request: provider_pb2.DeleteRequest, context: Any) -> Any:
-        merged = provider_pb2.DeleteRequest()
-        merged.CopyFrom(request)
-        merged.properties.CopyFrom(under(request.old_inputs, request.properties))
-        return await self._plain(super().Delete, merged, context)
+        return await self._plain(super().Delete, with_inputs(request, "properties"), context)
+
+
+def with_inputs(request: Any, outputs: str) -> Any:
+    """A copy of ``request`` whose ``outputs`` field also holds the keys of its
+    ``old_inputs`` it lacks (:func:`under`)."""
+    merged = type(request)()
+    merged.CopyFrom(request)
+    getattr(merged, outputs).CopyFrom(under(request.old_inputs, getattr(request, outputs)))
+    return merged
 
 
 def under(inputs: Any, outputs: Any) -> Any:
