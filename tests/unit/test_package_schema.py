@@ -10,7 +10,6 @@ Apache-2.0, unchanged). tests/program/test_generated_sdk.py takes it through the
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from amdfleet.providers.engine_cluster import EngineClusterProvider
 from amdfleet.providers.engine_service import EngineServiceProvider
 from amdfleet.providers.props import ProviderProps
 from amdfleet.providers.resource import AmdFleetResource, type_token
+from tests.support.files import stale_diff
 
 HERE = Path(__file__).parent
 REPO = HERE.parent.parent
@@ -46,16 +46,7 @@ def schema() -> dict[str, Any]:
 
 
 def test_committed_schema_is_what_the_models_generate(schema: dict[str, Any]) -> None:
-    committed = SCHEMA_FILE.read_text()
-    generated = schema_text(schema)
-    diff = "".join(
-        difflib.unified_diff(
-            committed.splitlines(keepends=True),
-            generated.splitlines(keepends=True),
-            "schema/amdfleet.schema.json (committed)",
-            "amdfleet schema --package (generated)",
-        )
-    )
+    diff = stale_diff(SCHEMA_FILE, schema_text(schema), "amdfleet schema --package")
     assert not diff, f"the committed package schema is stale; run `{REGENERATE}`:\n{diff}"
 
 

@@ -14,7 +14,6 @@ field the bad stack expects.
 from __future__ import annotations
 
 import copy
-import difflib
 import json
 import re
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from amdfleet.config import SECTIONS, load_stack_file
 from amdfleet.config.json_schema import schema_text, stack_file_schema
 from amdfleet.errors import ConfigError, field_path
 from amdfleet.verify.reference import checked_plan
+from tests.support.files import stale_diff
 
 HERE = Path(__file__).parent
 REPO = HERE.parent.parent
@@ -81,16 +81,7 @@ def validator() -> jsonschema.Draft202012Validator:
 
 
 def test_committed_schema_is_what_the_models_generate() -> None:
-    committed = SCHEMA_FILE.read_text()
-    generated = schema_text(stack_file_schema())
-    diff = "".join(
-        difflib.unified_diff(
-            committed.splitlines(keepends=True),
-            generated.splitlines(keepends=True),
-            "schema/stack.schema.json (committed)",
-            "amdfleet schema (generated)",
-        )
-    )
+    diff = stale_diff(SCHEMA_FILE, schema_text(stack_file_schema()), "amdfleet schema")
     assert not diff, f"the committed schema is stale; run `{REGENERATE}`:\n{diff}"
 
 
